@@ -1,0 +1,777 @@
+/*
+ * handle.c - safe_open(filename, framework, device="cpu", *, backend="mmap")
+ *
+ * States: OPEN (file != NULL) and CLOSED (file == NULL, after __exit__).
+ * The handle owns one reference to the core st_file. Every method takes its
+ * own reference under the handle's lock before it works (acquire_file), so
+ * a thread closing the handle while another reads only drops the handle's
+ * reference: the reader finishes on its own, later calls raise
+ * SafetensorError("File is closed"). Tensors handed out keep the file alive
+ * through their own references and stay valid after close.
+ */
+#include "module.h"
+
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    st_file *file;          /* owned reference; NULL once closed */
+    st_framework framework;
+    st_backend backend;
+    PyObject *device;       /* NULL for cpu, else "cuda:0"-style str or int */
+    PyObject *filename;     /* str, as given (for messages) */
+    PyObject *names;        /* tuple of names in name order, built on first keys() */
+} SafeOpen;
+
+typedef struct {
+    PyObject_HEAD
+    st_file *file;          /* owned reference */
+    const st_tensor *tensor;/* inside file's header */
+    st_framework framework;
+    PyObject *device;
+} Slice;
+
+/* ======================================================================
+ * MARK: argument parsing
+ * ====================================================================== */
+
+static int parse_framework(st_state *state, PyObject *obj, st_framework *out)
+{
+    static const struct { const char *name; st_framework fw; } table[] = {
+        {"pt", FW_PYTORCH}, {"torch", FW_PYTORCH}, {"pytorch", FW_PYTORCH},
+        {"np", FW_NUMPY}, {"numpy", FW_NUMPY},
+        {"tf", FW_TENSORFLOW}, {"tensorflow", FW_TENSORFLOW},
+        {"jax", FW_FLAX}, {"flax", FW_FLAX},
+        {"mlx", FW_MLX}, {"paddle", FW_PADDLE},
+    };
+    const char *name;
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "argument 'framework': '%.100s' object cannot be converted to 'PyString'",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    name = PyUnicode_AsUTF8(obj);
+    if (name == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (strcmp(name, table[i].name) == 0) {
+            *out = table[i].fw;
+            return 0;
+        }
+    }
+    PyErr_Format(state->SafetensorError, "framework %s is invalid", name);
+    return -1;
+}
+
+/* Returns a new reference to the normalised device (Py_None for cpu), NULL on error. */
+static PyObject *parse_device(st_state *state, PyObject *obj)
+{
+    static const char *const kinds[] = {"cuda", "mps", "npu", "xpu", "xla", "mlu", "hpu", "musa"};
+    PyObject *text = NULL, *result = NULL;
+    const char *s, *colon;
+    size_t kind_len;
+
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(Py_None);
+    if (PyLong_Check(obj) && !PyBool_Check(obj)) {
+        long long index = PyLong_AsLongLong(obj);
+        if (index == -1 && PyErr_Occurred())
+            return NULL;
+        if (index < 0)
+            goto invalid_repr;
+        return Py_NewRef(obj);
+    }
+    if (PyUnicode_Check(obj)) {
+        text = Py_NewRef(obj);
+    } else {
+        /* torch.device: accepted by its string form (upstream rejects it). */
+        PyTypeObject *type = Py_TYPE(obj);
+        if (strcmp(type->tp_name, "torch.device") != 0)
+            goto invalid_repr;
+        text = PyObject_Str(obj);
+        if (text == NULL)
+            return NULL;
+    }
+    s = PyUnicode_AsUTF8(text);
+    if (s == NULL)
+        goto exit;
+    if (strcmp(s, "cpu") == 0) {
+        result = Py_NewRef(Py_None);
+        goto exit;
+    }
+    colon = strchr(s, ':');
+    kind_len = colon ? (size_t)(colon - s) : strlen(s);
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        unsigned long long index = 0;
+        if (strlen(kinds[i]) != kind_len || strncmp(s, kinds[i], kind_len) != 0)
+            continue;
+        if (colon != NULL) {
+            const char *digits = colon + 1;
+            if (strchr(digits, ':') != NULL)
+                break;
+            if (*digits == '\0') {
+                PyErr_SetString(PyExc_ValueError, "cannot parse integer from empty string");
+                goto exit;
+            }
+            for (const char *p = digits; *p; p++) {
+                if (*p < '0' || *p > '9') {
+                    PyErr_SetString(PyExc_ValueError, "invalid digit found in string");
+                    goto exit;
+                }
+                index = index * 10 + (unsigned long long)(*p - '0');
+                if (index > 1000000) {
+                    PyErr_SetString(PyExc_ValueError, "number too large to fit in target type");
+                    goto exit;
+                }
+            }
+        }
+        if (strcmp(kinds[i], "mps") == 0 && index != 0) {
+            PyErr_Format(state->SafetensorError,
+                         "device %s is invalid: only mps or mps:0 is supported", s);
+            goto exit;
+        }
+        result = PyUnicode_FromFormat("%s:%llu", kinds[i], index);
+        goto exit;
+    }
+    PyErr_Format(state->SafetensorError, "device %s is invalid", s);
+    goto exit;
+invalid_repr:
+    PyErr_Format(state->SafetensorError, "device %R is invalid", obj);
+exit:
+    Py_XDECREF(text);
+    return result;
+}
+
+static int parse_backend(st_state *state, PyObject *obj, st_backend *out)
+{
+    const char *name;
+    if (obj == NULL) {
+        *out = ST_BACKEND_MMAP;
+        return 0;
+    }
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "argument 'backend': '%.100s' object cannot be converted to 'PyString'",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    name = PyUnicode_AsUTF8(obj);
+    if (name == NULL)
+        return -1;
+    if (strcmp(name, "mmap") == 0) {
+        *out = ST_BACKEND_MMAP;
+        return 0;
+    }
+    if (strcmp(name, "pread") == 0) {
+        *out = ST_BACKEND_PREAD;
+        return 0;
+    }
+    PyErr_Format(state->SafetensorError,
+                 "backend \"%s\" is invalid (expected one of: \"mmap\", \"pread\")", name);
+    return -1;
+}
+
+/* ======================================================================
+ * MARK: construction
+ * ====================================================================== */
+
+static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *filename,
+                             PyObject *framework_obj, PyObject *device_obj, PyObject *backend_obj)
+{
+    SafeOpen *self = NULL;
+    PyObject *path_str = NULL, *path_bytes = NULL, *device = NULL;
+    st_framework framework;
+    st_backend backend;
+    st_file *file = NULL;
+    st_error err;
+    st_code code;
+
+    path_str = PyOS_FSPath(filename);
+    if (path_str == NULL)
+        goto fail;
+    if (!PyUnicode_FSConverter(path_str, &path_bytes))
+        goto fail;
+    if (parse_framework(state, framework_obj, &framework) < 0)
+        goto fail;
+    device = parse_device(state, device_obj);
+    if (device == NULL)
+        goto fail;
+    if (device != Py_None && framework != FW_PYTORCH && framework != FW_PADDLE) {
+        PyErr_Format(state->SafetensorError, "Device %S is not supported for framework %s", device,
+                     st_framework_name(framework));
+        goto fail;
+    }
+    if (parse_backend(state, backend_obj, &backend) < 0)
+        goto fail;
+    if (PySys_Audit("safetensors.safe_open", "Os", path_str, st_framework_name(framework)) < 0)
+        goto fail;
+
+    Py_BEGIN_ALLOW_THREADS
+    code = st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
+        st_raise(state, &err, code == ST_ERR_IO ? NULL : "Error while deserializing header: ",
+                 path_str);
+        goto fail;
+    }
+    if (st_framework_prepare(state, framework) < 0)
+        goto fail;
+
+    self = (SafeOpen *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        goto fail;
+    self->file = file;
+    file = NULL;
+    self->framework = framework;
+    self->backend = backend;
+    self->device = device == Py_None ? NULL : Py_NewRef(device);
+    self->filename = Py_NewRef(path_str);
+fail:
+    if (file != NULL)
+        st_file_release(file);
+    Py_XDECREF(device);
+    Py_XDECREF(path_str);
+    Py_XDECREF(path_bytes);
+    return (PyObject *)self;
+}
+
+static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"filename", "framework", "device", "backend", NULL};
+    PyObject *filename, *framework, *device = NULL, *backend = NULL;
+    st_state *state = st_state_from_type(type);
+    if (state == NULL)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:safe_open", kwlist, &filename,
+                                     &framework, &device, &backend))
+        return NULL;
+    return open_handle(type, state, filename, framework, device, backend);
+}
+
+PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"f", "framework", "device", "backend", NULL};
+    PyObject *f, *framework, *device = NULL, *backend = NULL, *name, *result;
+    st_state *state = st_state_from_module(module);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:_safe_open_handle", kwlist, &f,
+                                     &framework, &device, &backend))
+        return NULL;
+    if (!PyObject_HasAttrString(f, "fileno")) {
+        PyErr_SetString(PyExc_TypeError, "_safe_open_handle expects a file object with fileno()");
+        return NULL;
+    }
+    name = PyObject_GetAttrString(f, "name");
+    if (name == NULL)
+        return NULL;
+    result = open_handle(state->SafeOpenType, state, name, framework, device, backend);
+    Py_DECREF(name);
+    return result;
+}
+
+/* ======================================================================
+ * MARK: lifetime
+ * ====================================================================== */
+
+/* A new reference to the file, or NULL with "File is closed" set. */
+static st_file *acquire_file(SafeOpen *self)
+{
+    st_file *file;
+    ST_LOCK(self);
+    file = self->file;
+    if (file != NULL)
+        st_file_retain(file);
+    ST_UNLOCK();
+    if (file == NULL) {
+        st_state *state = st_state_from_type(Py_TYPE(self));
+        if (state != NULL)
+            PyErr_SetString(state->SafetensorError, "File is closed");
+    }
+    return file;
+}
+
+static void close_handle(SafeOpen *self)
+{
+    st_file *file;
+    ST_LOCK(self);
+    file = self->file;
+    self->file = NULL;
+    ST_UNLOCK();
+    if (file != NULL) {
+        /* Usually the last reference: unmapping a large file takes a while. */
+        Py_BEGIN_ALLOW_THREADS
+        st_file_release(file);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static int SafeOpen_traverse(SafeOpen *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->device);
+    Py_VISIT(self->filename);
+    Py_VISIT(self->names);
+    return 0;
+}
+
+static int SafeOpen_clear(SafeOpen *self)
+{
+    Py_CLEAR(self->device);
+    Py_CLEAR(self->filename);
+    Py_CLEAR(self->names);
+    return 0;
+}
+
+static void SafeOpen_dealloc(SafeOpen *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->file != NULL)
+        st_file_release(self->file);
+    self->file = NULL;
+    SafeOpen_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *SafeOpen_enter(SafeOpen *self, PyObject *unused)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *args)
+{
+    close_handle(self);
+    Py_RETURN_NONE;
+}
+
+/* ======================================================================
+ * MARK: names and metadata
+ * ====================================================================== */
+
+static PyObject *tensor_name(const st_tensor *t)
+{
+    return PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+}
+
+static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
+{
+    PyObject *names, *result = NULL;
+    st_file *file = acquire_file(self);
+    if (file == NULL)
+        return NULL;
+    ST_LOCK(self);
+    names = Py_XNewRef(self->names);
+    ST_UNLOCK();
+    if (names == NULL) {
+        const st_header *header = st_file_header(file);
+        size_t count = st_header_count(header);
+        names = PyTuple_New((Py_ssize_t)count);
+        if (names == NULL)
+            goto exit;
+        for (size_t i = 0; i < count; i++) {
+            PyObject *name = tensor_name(st_header_tensor_by_name_order(header, i));
+            if (name == NULL) {
+                Py_CLEAR(names);
+                goto exit;
+            }
+            PyTuple_SET_ITEM(names, (Py_ssize_t)i, name);
+        }
+        ST_LOCK(self);
+        if (self->names == NULL)
+            self->names = Py_NewRef(names);
+        ST_UNLOCK();
+    }
+    result = PySequence_List(names);
+exit:
+    Py_XDECREF(names);
+    st_file_release(file);
+    return result;
+}
+
+static PyObject *SafeOpen_offset_keys(SafeOpen *self, PyObject *unused)
+{
+    PyObject *result = NULL;
+    st_file *file = acquire_file(self);
+    const st_header *header;
+    size_t count;
+    if (file == NULL)
+        return NULL;
+    header = st_file_header(file);
+    count = st_header_count(header);
+    result = PyList_New((Py_ssize_t)count);
+    if (result == NULL)
+        goto exit;
+    for (size_t i = 0; i < count; i++) {
+        PyObject *name = tensor_name(st_header_tensor(header, i));
+        if (name == NULL) {
+            Py_CLEAR(result);
+            goto exit;
+        }
+        PyList_SET_ITEM(result, (Py_ssize_t)i, name);
+    }
+exit:
+    st_file_release(file);
+    return result;
+}
+
+static PyObject *SafeOpen_metadata(SafeOpen *self, PyObject *unused)
+{
+    PyObject *result = NULL;
+    st_file *file = acquire_file(self);
+    const st_header *header;
+    if (file == NULL)
+        return NULL;
+    header = st_file_header(file);
+    if (!st_header_has_metadata(header)) {
+        result = Py_NewRef(Py_None);
+        goto exit;
+    }
+    result = PyDict_New();
+    if (result == NULL)
+        goto exit;
+    for (size_t i = 0; i < st_header_metadata_count(header); i++) {
+        const st_metadata_item *item = st_header_metadata_item(header, i);
+        PyObject *key = PyUnicode_DecodeUTF8(item->key, (Py_ssize_t)item->key_len, "surrogatepass");
+        PyObject *value =
+            key ? PyUnicode_DecodeUTF8(item->value, (Py_ssize_t)item->value_len, "surrogatepass")
+                : NULL;
+        int rc = value ? PyDict_SetItem(result, key, value) : -1;
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        if (rc < 0) {
+            Py_CLEAR(result);
+            goto exit;
+        }
+    }
+exit:
+    st_file_release(file);
+    return result;
+}
+
+/* ======================================================================
+ * MARK: tensors
+ * ====================================================================== */
+
+/* Looks name up; sets "File does not contain tensor" when absent. */
+static const st_tensor *find_tensor(st_state *state, st_file *file, PyObject *name)
+{
+    Py_ssize_t len;
+    const char *utf8;
+    const st_tensor *t;
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "argument 'name': '%.100s' object cannot be converted to 'PyString'",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    utf8 = PyUnicode_AsUTF8AndSize(name, &len);
+    if (utf8 == NULL)
+        return NULL;
+    t = st_header_find(st_file_header(file), utf8, (size_t)len);
+    if (t == NULL)
+        PyErr_Format(state->SafetensorError, "File does not contain tensor %U", name);
+    return t;
+}
+
+/* The whole tensor in the handle's framework and on its device. */
+static PyObject *load_tensor(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
+                             PyObject *device)
+{
+    PyObject *tensor = st_file_backend(file) == ST_BACKEND_MMAP
+                           ? st_tensor_view(state, fw, file, t)
+                           : st_tensor_read(state, fw, file, t);
+    if (tensor != NULL && device != NULL)
+        return st_tensor_to_device(state, tensor, device);
+    return tensor;
+}
+
+static int unpack_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                       const char *fname, PyObject **name)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw != 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly one argument (%zd given)", fname,
+                     nargs + nkw);
+        return -1;
+    }
+    if (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "name") != 0) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                     PyTuple_GET_ITEM(kwnames, 0));
+        return -1;
+    }
+    *name = args[0];
+    return 0;
+}
+
+static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    st_state *state = st_state_from_type(Py_TYPE(self));
+    PyObject *name, *result = NULL;
+    const st_tensor *t;
+    st_file *file;
+    if (unpack_name(args, nargs, kwnames, "get_tensor", &name) < 0)
+        return NULL;
+    file = acquire_file(self);
+    if (file == NULL)
+        return NULL;
+    t = find_tensor(state, file, name);
+    if (t != NULL)
+        result = load_tensor(state, self->framework, file, t, self->device);
+    st_file_release(file);
+    return result;
+}
+
+static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
+{
+    st_state *state = st_state_from_type(Py_TYPE(self));
+    PyObject *result = NULL;
+    st_file *file = acquire_file(self);
+    const st_header *header;
+    if (file == NULL)
+        return NULL;
+    header = st_file_header(file);
+    result = PyDict_New();
+    if (result == NULL)
+        goto exit;
+    for (size_t i = 0; i < st_header_count(header); i++) {
+        const st_tensor *t = st_header_tensor(header, i);
+        PyObject *name = tensor_name(t);
+        PyObject *tensor = name ? load_tensor(state, self->framework, file, t, self->device) : NULL;
+        int rc = tensor ? PyDict_SetItem(result, name, tensor) : -1;
+        Py_XDECREF(name);
+        Py_XDECREF(tensor);
+        if (rc < 0) {
+            Py_CLEAR(result);
+            goto exit;
+        }
+    }
+exit:
+    st_file_release(file);
+    return result;
+}
+
+static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
+                                    PyObject *kwnames)
+{
+    st_state *state = st_state_from_type(Py_TYPE(self));
+    PyObject *name;
+    const st_tensor *t;
+    Slice *slice = NULL;
+    st_file *file;
+    if (unpack_name(args, nargs, kwnames, "get_slice", &name) < 0)
+        return NULL;
+    file = acquire_file(self);
+    if (file == NULL)
+        return NULL;
+    t = find_tensor(state, file, name);
+    if (t == NULL)
+        goto exit;
+    slice = (Slice *)state->SliceType->tp_alloc(state->SliceType, 0);
+    if (slice == NULL)
+        goto exit;
+    slice->file = file;   /* the slice takes over our reference */
+    file = NULL;
+    slice->tensor = t;
+    slice->framework = self->framework;
+    slice->device = Py_XNewRef(self->device);
+exit:
+    if (file != NULL)
+        st_file_release(file);
+    return (PyObject *)slice;
+}
+
+static PyMethodDef SafeOpen_methods[] = {
+    {"__enter__", (PyCFunction)SafeOpen_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)SafeOpen_exit, METH_VARARGS, NULL},
+    {"keys", (PyCFunction)SafeOpen_keys, METH_NOARGS,
+     "keys()\n--\n\nTensor names, sorted."},
+    {"offset_keys", (PyCFunction)SafeOpen_offset_keys, METH_NOARGS,
+     "offset_keys()\n--\n\nTensor names in the order of their data in the file."},
+    {"metadata", (PyCFunction)SafeOpen_metadata, METH_NOARGS,
+     "metadata()\n--\n\nThe __metadata__ dict, or None."},
+    {"get_tensor", (PyCFunction)(void (*)(void))SafeOpen_get_tensor,
+     METH_FASTCALL | METH_KEYWORDS, "get_tensor(name)\n--\n\nThe whole tensor."},
+    {"get_tensors", (PyCFunction)SafeOpen_get_tensors, METH_NOARGS,
+     "get_tensors()\n--\n\nEvery tensor, as a dict in file order."},
+    {"get_slice", (PyCFunction)(void (*)(void))SafeOpen_get_slice,
+     METH_FASTCALL | METH_KEYWORDS, "get_slice(name)\n--\n\nA lazy, indexable view of a tensor."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot SafeOpen_slots[] = {
+    {Py_tp_new, SafeOpen_new},
+    {Py_tp_dealloc, SafeOpen_dealloc},
+    {Py_tp_traverse, SafeOpen_traverse},
+    {Py_tp_clear, SafeOpen_clear},
+    {Py_tp_methods, SafeOpen_methods},
+    {Py_tp_doc, "safe_open(filename, framework, device='cpu', *, backend='mmap')\n--\n\n"
+                "Opens a safetensors file lazily: only the header is read."},
+    {0, NULL},
+};
+
+PyType_Spec st_safe_open_spec = {
+    .name = "safetensors._safetensors_c.safe_open",
+    .basicsize = sizeof(SafeOpen),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = SafeOpen_slots,
+};
+
+/* ======================================================================
+ * MARK: slices
+ * ====================================================================== */
+
+static int Slice_traverse(Slice *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->device);
+    return 0;
+}
+
+static void Slice_dealloc(Slice *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->file != NULL)
+        st_file_release(self->file);
+    Py_CLEAR(self->device);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *Slice_get_shape(Slice *self, PyObject *unused)
+{
+    PyObject *shape = PyList_New((Py_ssize_t)self->tensor->ndim);
+    if (shape == NULL)
+        return NULL;
+    for (size_t i = 0; i < self->tensor->ndim; i++) {
+        PyObject *dim = PyLong_FromUnsignedLongLong(self->tensor->shape[i]);
+        if (dim == NULL) {
+            Py_DECREF(shape);
+            return NULL;
+        }
+        PyList_SET_ITEM(shape, (Py_ssize_t)i, dim);
+    }
+    return shape;
+}
+
+static PyObject *Slice_get_dtype(Slice *self, PyObject *unused)
+{
+    return PyUnicode_FromString(st_dtype_name(self->tensor->dtype));
+}
+
+/*
+ * Converts one Python index item. Returns 1 if it is a basic item, 0 if it
+ * is something only the framework's own indexing understands (lists,
+ * arrays, booleans, tensors), -1 on error.
+ */
+static int convert_index_item(PyObject *item, st_index *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (item == Py_Ellipsis) {
+        out->kind = ST_INDEX_ELLIPSIS;
+        return 1;
+    }
+    if (item == Py_None) {
+        out->kind = ST_INDEX_NEWAXIS;
+        return 1;
+    }
+    if (PySlice_Check(item)) {
+        Py_ssize_t start, stop, step;
+        PySliceObject *s = (PySliceObject *)item;
+        if (PySlice_Unpack(item, &start, &stop, &step) < 0)
+            return -1;
+        out->kind = ST_INDEX_SLICE;
+        out->has_start = s->start != Py_None;
+        out->has_stop = s->stop != Py_None;
+        out->has_step = s->step != Py_None;
+        out->start = start;
+        out->stop = stop;
+        out->step = step;
+        return 1;
+    }
+    if (!PyBool_Check(item) && PyIndex_Check(item)) {
+        PyObject *index = PyNumber_Index(item);
+        long long value;
+        if (index == NULL)
+            return -1;
+        value = PyLong_AsLongLong(index);
+        Py_DECREF(index);
+        if (value == -1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return -1;
+            PyErr_Clear();
+            value = INT64_MAX;   /* out of range for any dimension */
+        }
+        out->kind = ST_INDEX_INT;
+        out->value = value;
+        return 1;
+    }
+    return 0;
+}
+
+static PyObject *Slice_getitem(Slice *self, PyObject *key)
+{
+    st_state *state = st_state_from_type(Py_TYPE(self));
+    st_index items[ST_MAX_DIMS * 2];
+    PyObject *result = NULL, *full;
+    Py_ssize_t count;
+    int basic = 1;
+    st_selection selection;
+    st_error err;
+
+    if (PyTuple_Check(key)) {
+        count = PyTuple_GET_SIZE(key);
+        if (count > (Py_ssize_t)(sizeof(items) / sizeof(items[0]))) {
+            PyErr_SetString(state->SafetensorIndexError, "too many indices for tensor");
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < count && basic == 1; i++)
+            basic = convert_index_item(PyTuple_GET_ITEM(key, i), &items[i]);
+    } else {
+        count = 1;
+        basic = convert_index_item(key, &items[0]);
+    }
+    if (basic < 0)
+        return NULL;
+    if (basic) {
+        if (st_select(self->tensor, items, (size_t)count, &selection, &err) != ST_OK)
+            return st_raise(state, &err, NULL, NULL);
+        result = st_tensor_select(state, self->framework, self->file, self->tensor, &selection);
+        if (result != NULL && self->device != NULL)
+            result = st_tensor_to_device(state, result, self->device);
+        return result;
+    }
+    /* Advanced indexing: the framework's own semantics over the whole tensor
+     * (a view for mmap, so only the selected pages are touched). */
+    full = load_tensor(state, self->framework, self->file, self->tensor, NULL);
+    if (full == NULL)
+        return NULL;
+    result = PyObject_GetItem(full, key);
+    Py_DECREF(full);
+    if (result != NULL && self->device != NULL)
+        result = st_tensor_to_device(state, result, self->device);
+    return result;
+}
+
+static PyMethodDef Slice_methods[] = {
+    {"get_shape", (PyCFunction)Slice_get_shape, METH_NOARGS,
+     "get_shape()\n--\n\nThe tensor's shape, as a list."},
+    {"get_dtype", (PyCFunction)Slice_get_dtype, METH_NOARGS,
+     "get_dtype()\n--\n\nThe tensor's dtype as written in the header (\"F32\", ...)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot Slice_slots[] = {
+    {Py_tp_dealloc, Slice_dealloc},
+    {Py_tp_traverse, Slice_traverse},
+    {Py_tp_methods, Slice_methods},
+    {Py_mp_subscript, Slice_getitem},
+    {0, NULL},
+};
+
+PyType_Spec st_slice_spec = {
+    .name = "safetensors._safetensors_c.PySafeSlice",
+    .basicsize = sizeof(Slice),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Slice_slots,
+};

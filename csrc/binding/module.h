@@ -1,0 +1,108 @@
+/*
+ * module.h - what the binding's translation units share.
+ *
+ * The extension safetensors._safetensors_c is a thin layer over the C core
+ * (csrc/core/st_core.h). Files:
+ *   module.c      module definition, state, exception types, st_raise
+ *   handle.c      safe_open: the open-file handle, its methods, and the lazy
+ *                 slice object returned by get_slice
+ *   tensors.c     turning a tensor's bytes into NumPy arrays / torch tensors
+ *                 (the only file that includes the NumPy C API)
+ *   serialize.c   TensorSpec, serialize, serialize_file, deserialize
+ *
+ * Ownership of file memory: a core st_file is reference counted. The handle
+ * holds one reference until it is closed; every array or tensor that points
+ * into the mapping has as its base a MappedBytes object (tensors.c) that
+ * holds another. The mapping goes away with the last of them.
+ */
+#ifndef ST_MODULE_H
+#define ST_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "st_core.h"
+
+#define ST_VERSION "0.8.0+c.1"
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define ST_LOCK(obj) Py_BEGIN_CRITICAL_SECTION(obj)
+#define ST_UNLOCK() Py_END_CRITICAL_SECTION()
+#else
+#define ST_LOCK(obj) {
+#define ST_UNLOCK() }
+#endif
+
+typedef enum st_framework {
+    FW_PYTORCH = 0, FW_NUMPY, FW_TENSORFLOW, FW_FLAX, FW_MLX, FW_PADDLE
+} st_framework;
+
+typedef struct st_state {
+    PyObject *SafetensorError;
+    PyObject *SafetensorIndexError;     /* subclass of SafetensorError and IndexError */
+    PyObject *SafetensorIOError;        /* subclass of SafetensorError and OSError */
+    PyTypeObject *SafeOpenType;
+    PyTypeObject *SliceType;
+    PyTypeObject *MappedBytesType;
+    PyTypeObject *TensorSpecType;
+
+    /* Resolved lazily on first use (tensors.c), under the module's lock. */
+    PyObject *torch;                         /* the torch module */
+    PyObject *torch_dtypes[ST_DTYPE__COUNT]; /* NULL where torch lacks it */
+    PyObject *torch_frombuffer, *torch_empty;
+    PyObject *np_descrs[ST_DTYPE__COUNT];    /* PyArray_Descr*, NULL until needed */
+    PyObject *converters[FW_PADDLE + 1];     /* numpy array -> framework callable */
+    int numpy_ready;
+
+    PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr,
+        *str_shape, *str_data;
+} st_state;
+
+st_state *st_state_from_type(PyTypeObject *type);
+st_state *st_state_from_module(PyObject *module);
+
+/*
+ * The one place core errors become Python exceptions. `prefix` is the
+ * upstream context ("Error while deserializing header: ") or NULL;
+ * `filename` is used for OS errors that concern the named file.
+ * Returns NULL so callers can `return st_raise(...)`.
+ */
+PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyObject *filename);
+
+extern PyType_Spec st_safe_open_spec;
+extern PyType_Spec st_slice_spec;
+extern PyType_Spec st_mapped_bytes_spec;
+extern PyType_Spec st_tensor_spec_spec;
+
+PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *st_deserialize(PyObject *module, PyObject *arg);
+
+/* ---- tensors.c ---- */
+
+/* Ensures the framework's module (torch, numpy, ...) is importable and its
+ * dtype tables are ready. */
+int st_framework_prepare(st_state *state, st_framework fw);
+
+/*
+ * A tensor of the framework over `len` bytes at `data` inside file `file`
+ * (zero copy: the result keeps the file alive). shape is the logical shape.
+ * Only for the mmap backend.
+ */
+PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
+
+/* A new tensor holding a copy of the tensor read from the file (pread). */
+PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
+
+/* The selected part of a tensor (basic indexing already applied). */
+PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
+                           const st_selection *sel);
+
+/* Moves a torch tensor to a device object (str or int); steals `tensor`. */
+PyObject *st_tensor_to_device(st_state *state, PyObject *tensor, PyObject *device);
+
+/* Header dtype name for messages. */
+const char *st_framework_name(st_framework fw);
+
+#endif /* ST_MODULE_H */

@@ -1,0 +1,530 @@
+/*
+ * serialize.c - TensorSpec, serialize, serialize_file, deserialize.
+ *
+ * serialize* accept, per tensor, either a TensorSpec (0.8: a raw pointer the
+ * caller keeps alive) or a dict {"dtype", "shape", "data"} whose data is any
+ * contiguous buffer (0.7 form). The layout and the bytes come from the core
+ * (st_write_layout); all the heavy work runs with the GIL released, which is
+ * safe because every Python object involved is referenced by `items` and
+ * every buffer stays acquired until the end of the call.
+ */
+#include "module.h"
+
+#include <string.h>
+
+/* ======================================================================
+ * MARK: dtype names accepted on write
+ * ====================================================================== */
+
+static const struct { const char *name; st_dtype dtype; } write_dtypes[] = {
+    {"bool", ST_BOOL}, {"int8", ST_I8}, {"uint8", ST_U8}, {"int16", ST_I16},
+    {"uint16", ST_U16}, {"int32", ST_I32}, {"uint32", ST_U32}, {"int64", ST_I64},
+    {"uint64", ST_U64}, {"float16", ST_F16}, {"float32", ST_F32}, {"float64", ST_F64},
+    {"bfloat16", ST_BF16}, {"float8_e4m3fn", ST_F8_E4M3}, {"float8_e4m3fnuz", ST_F8_E4M3FNUZ},
+    {"float8_e5m2", ST_F8_E5M2}, {"float8_e5m2fnuz", ST_F8_E5M2FNUZ},
+    {"float8_e8m0fnu", ST_F8_E8M0}, {"float4_e2m1fn_x2", ST_F4}, {"complex64", ST_C64},
+};
+#define SUPPORTED_DTYPES                                                                  \
+    "bool, int8, uint8, int16, uint16, int32, uint32, int64, uint64, float16, float32, " \
+    "float64, bfloat16, float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, "   \
+    "float8_e8m0fnu, float4_e2m1fn_x2, complex64"
+
+/* accept_header_names: the 0.7 dict form also takes "F32"-style names. */
+static int parse_write_dtype(st_state *state, PyObject *obj, bool accept_header_names,
+                             st_dtype *out)
+{
+    Py_ssize_t len;
+    const char *name;
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "dtype must be a str, not '%.100s'", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    name = PyUnicode_AsUTF8AndSize(obj, &len);
+    if (name == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof(write_dtypes) / sizeof(write_dtypes[0]); i++) {
+        if (strcmp(name, write_dtypes[i].name) == 0) {
+            *out = write_dtypes[i].dtype;
+            return 0;
+        }
+    }
+    if (accept_header_names && st_dtype_from_name(name, (size_t)len, out))
+        return 0;
+    PyErr_Format(state->SafetensorError, "Unknown dtype %R. Supported dtypes: " SUPPORTED_DTYPES,
+                 obj);
+    return -1;
+}
+
+/* Fills dims from a sequence of non-negative ints; F4 doubles the last
+ * (packed) dim into the logical one. Returns the count or -1. */
+static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, uint64_t *dims)
+{
+    PyObject *seq = PySequence_Fast(obj, "shape must be a sequence of ints");
+    Py_ssize_t count = -1;
+    if (seq == NULL)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(seq) > ST_MAX_DIMS) {
+        PyErr_Format(PyExc_ValueError, "shape has more than %d dimensions", ST_MAX_DIMS);
+        goto exit;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        unsigned long long dim = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (dim == (unsigned long long)-1 && PyErr_Occurred())
+            goto exit;
+        dims[i] = dim;
+    }
+    count = PySequence_Fast_GET_SIZE(seq);
+    if (dtype == ST_F4 && count > 0) {
+        if (dims[count - 1] > UINT64_MAX / 2) {
+            PyErr_Format(state->SafetensorError,
+                         "F4 last-dim %llu doubled to logical shape overflows usize",
+                         (unsigned long long)dims[count - 1]);
+            count = -1;
+            goto exit;
+        }
+        dims[count - 1] *= 2;
+    }
+exit:
+    Py_DECREF(seq);
+    return count;
+}
+
+/* ======================================================================
+ * MARK: TensorSpec
+ * ====================================================================== */
+
+typedef struct {
+    PyObject_HEAD
+    st_dtype dtype;
+    size_t ndim;
+    uint64_t shape[ST_MAX_DIMS];    /* logical */
+    uintptr_t data_ptr;
+    uint64_t data_len;
+} TensorSpec;
+
+static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"dtype", "shape", "data_ptr", "data_len", NULL};
+    st_state *state = st_state_from_type(type);
+    PyObject *dtype_obj, *shape_obj;
+    unsigned long long data_ptr, data_len;
+    TensorSpec *self;
+    st_dtype dtype;
+    uint64_t shape[ST_MAX_DIMS];
+    Py_ssize_t ndim;
+
+    if (state == NULL ||
+        !PyArg_ParseTupleAndKeywords(args, kwargs, "$OOKK:TensorSpec", kwlist, &dtype_obj,
+                                     &shape_obj, &data_ptr, &data_len))
+        return NULL;
+    if (parse_write_dtype(state, dtype_obj, false, &dtype) < 0)
+        return NULL;
+    ndim = parse_shape(state, shape_obj, dtype, shape);
+    if (ndim < 0)
+        return NULL;
+    self = (TensorSpec *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->dtype = dtype;
+    self->ndim = (size_t)ndim;
+    memcpy(self->shape, shape, (size_t)ndim * sizeof(shape[0]));
+    self->data_ptr = (uintptr_t)data_ptr;
+    self->data_len = data_len;
+    return (PyObject *)self;
+}
+
+static void TensorSpec_dealloc(TensorSpec *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *TensorSpec_get_dtype(TensorSpec *self, void *closure)
+{
+    return PyUnicode_FromString(st_dtype_name(self->dtype));
+}
+
+static PyObject *TensorSpec_get_shape(TensorSpec *self, void *closure)
+{
+    PyObject *list = PyList_New((Py_ssize_t)self->ndim);
+    for (size_t i = 0; list != NULL && i < self->ndim; i++) {
+        PyObject *dim = PyLong_FromUnsignedLongLong(self->shape[i]);
+        if (dim == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, (Py_ssize_t)i, dim);
+    }
+    return list;
+}
+
+static PyObject *TensorSpec_get_data_ptr(TensorSpec *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->data_ptr);
+}
+
+static PyObject *TensorSpec_get_data_len(TensorSpec *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->data_len);
+}
+
+static PyObject *TensorSpec_repr(TensorSpec *self)
+{
+    PyObject *shape = TensorSpec_get_shape(self, NULL), *repr;
+    if (shape == NULL)
+        return NULL;
+    repr = PyUnicode_FromFormat("TensorSpec(dtype='%s', shape=%R, data_ptr=%llu, data_len=%llu)",
+                                st_dtype_name(self->dtype), shape,
+                                (unsigned long long)self->data_ptr,
+                                (unsigned long long)self->data_len);
+    Py_DECREF(shape);
+    return repr;
+}
+
+static PyGetSetDef TensorSpec_getset[] = {
+    {"dtype", (getter)TensorSpec_get_dtype, NULL, "dtype as written in the header", NULL},
+    {"shape", (getter)TensorSpec_get_shape, NULL, "logical shape", NULL},
+    {"data_ptr", (getter)TensorSpec_get_data_ptr, NULL, "address of the data", NULL},
+    {"data_len", (getter)TensorSpec_get_data_len, NULL, "length of the data in bytes", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot TensorSpec_slots[] = {
+    {Py_tp_new, TensorSpec_new},
+    {Py_tp_dealloc, TensorSpec_dealloc},
+    {Py_tp_repr, TensorSpec_repr},
+    {Py_tp_getset, TensorSpec_getset},
+    {Py_tp_doc, "TensorSpec(*, dtype, shape, data_ptr, data_len)\n--\n\n"
+                "A tensor to serialize: data_len little-endian bytes at data_ptr, which the "
+                "caller keeps alive and unchanged during the call."},
+    {0, NULL},
+};
+
+PyType_Spec st_tensor_spec_spec = {
+    .name = "safetensors._safetensors_c.TensorSpec",
+    .basicsize = sizeof(TensorSpec),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = TensorSpec_slots,
+};
+
+/* ======================================================================
+ * MARK: collecting the input
+ * ====================================================================== */
+
+typedef struct {
+    PyObject *items;            /* list of (name, value): keeps everything alive */
+    st_write_tensor *tensors;
+    uint64_t *shapes;           /* ST_MAX_DIMS per tensor */
+    Py_buffer *buffers;         /* 0.7-form data, acquired */
+    size_t count, nbuffers;
+    st_metadata_item *metadata;
+    size_t metadata_count;
+    bool has_metadata;
+    PyObject *metadata_items;   /* keeps metadata strings alive */
+    size_t *order;
+} write_input;
+
+static void write_input_release(write_input *in)
+{
+    for (size_t i = 0; i < in->nbuffers; i++)
+        PyBuffer_Release(&in->buffers[i]);
+    PyMem_Free(in->buffers);
+    PyMem_Free(in->tensors);
+    PyMem_Free(in->shapes);
+    PyMem_Free(in->metadata);
+    PyMem_Free(in->order);
+    Py_CLEAR(in->items);
+    Py_CLEAR(in->metadata_items);
+}
+
+static int dict_form_field(st_state *state, PyObject *dict, const char *key, PyObject **out)
+{
+    *out = PyDict_GetItemString(dict, key);   /* borrowed; dict is kept alive by items */
+    if (*out == NULL && !PyErr_Occurred())
+        PyErr_Format(state->SafetensorError, "Missing `%s` in %R", key, dict);
+    return *out ? 0 : -1;
+}
+
+static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *name,
+                          PyObject *value)
+{
+    st_write_tensor *w = &in->tensors[i];
+    uint64_t *shape = in->shapes + i * ST_MAX_DIMS;
+    Py_ssize_t name_len, ndim;
+
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "tensor names must be str, not '%.100s'",
+                     Py_TYPE(name)->tp_name);
+        return -1;
+    }
+    w->name = PyUnicode_AsUTF8AndSize(name, &name_len);
+    if (w->name == NULL)
+        return -1;
+    w->name_len = (size_t)name_len;
+    w->shape = shape;
+    if (PyObject_TypeCheck(value, state->TensorSpecType)) {
+        TensorSpec *spec = (TensorSpec *)value;
+        w->dtype = spec->dtype;
+        w->ndim = spec->ndim;
+        memcpy(shape, spec->shape, spec->ndim * sizeof(shape[0]));
+        w->data = (const void *)spec->data_ptr;
+        w->data_len = spec->data_len;
+        return 0;
+    }
+    if (PyDict_Check(value)) {
+        PyObject *dtype_obj, *shape_obj, *data_obj;
+        Py_buffer *buffer = &in->buffers[in->nbuffers];
+        if (dict_form_field(state, value, "dtype", &dtype_obj) < 0 ||
+            dict_form_field(state, value, "shape", &shape_obj) < 0 ||
+            dict_form_field(state, value, "data", &data_obj) < 0 ||
+            parse_write_dtype(state, dtype_obj, true, &w->dtype) < 0)
+            return -1;
+        ndim = parse_shape(state, shape_obj, w->dtype, shape);
+        if (ndim < 0 || PyObject_GetBuffer(data_obj, buffer, PyBUF_C_CONTIGUOUS) < 0)
+            return -1;
+        in->nbuffers++;
+        w->ndim = (size_t)ndim;
+        w->data = buffer->buf;
+        w->data_len = (uint64_t)buffer->len;
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "argument 'tensor_dict': value of tensor %R must be a TensorSpec or a dict with "
+                 "dtype, shape and data, not '%.100s'", name, Py_TYPE(value)->tp_name);
+    return -1;
+}
+
+static int collect_metadata(write_input *in, PyObject *metadata)
+{
+    Py_ssize_t count;
+    if (metadata == NULL || metadata == Py_None)
+        return 0;
+    if (!PyDict_Check(metadata)) {
+        PyErr_Format(PyExc_TypeError,
+                     "argument 'metadata': '%.100s' object cannot be converted to 'PyDict'",
+                     Py_TYPE(metadata)->tp_name);
+        return -1;
+    }
+    in->metadata_items = PyDict_Items(metadata);
+    if (in->metadata_items == NULL)
+        return -1;
+    count = PyList_GET_SIZE(in->metadata_items);
+    in->has_metadata = true;
+    in->metadata = PyMem_Calloc((size_t)count + 1, sizeof(st_metadata_item));
+    if (in->metadata == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyList_GET_ITEM(in->metadata_items, i);
+        PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        Py_ssize_t key_len, value_len;
+        st_metadata_item *item = &in->metadata[i];
+        if (!PyUnicode_Check(key) || !PyUnicode_Check(value)) {
+            PyErr_Format(PyExc_TypeError,
+                         "argument 'metadata': metadata keys and values must be str, got %R: %R",
+                         key, value);
+            return -1;
+        }
+        item->key = PyUnicode_AsUTF8AndSize(key, &key_len);
+        item->value = item->key ? PyUnicode_AsUTF8AndSize(value, &value_len) : NULL;
+        if (item->value == NULL)
+            return -1;
+        item->key_len = (size_t)key_len;
+        item->value_len = (size_t)value_len;
+    }
+    in->metadata_count = (size_t)count;
+    return 0;
+}
+
+static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, write_input *in)
+{
+    Py_ssize_t count;
+    memset(in, 0, sizeof(*in));
+    if (!PyDict_Check(tensor_dict)) {
+        PyErr_Format(PyExc_TypeError,
+                     "argument 'tensor_dict': '%.100s' object cannot be converted to 'PyDict'",
+                     Py_TYPE(tensor_dict)->tp_name);
+        return -1;
+    }
+    in->items = PyDict_Items(tensor_dict);
+    if (in->items == NULL)
+        return -1;
+    count = PyList_GET_SIZE(in->items);
+    in->tensors = PyMem_Calloc((size_t)count + 1, sizeof(st_write_tensor));
+    in->shapes = PyMem_Calloc(((size_t)count + 1) * ST_MAX_DIMS, sizeof(uint64_t));
+    in->buffers = PyMem_Calloc((size_t)count + 1, sizeof(Py_buffer));
+    in->order = PyMem_Calloc((size_t)count + 1, sizeof(size_t));
+    if (in->tensors == NULL || in->shapes == NULL || in->buffers == NULL || in->order == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyList_GET_ITEM(in->items, i);
+        if (collect_tensor(state, in, (size_t)i, PyTuple_GET_ITEM(pair, 0),
+                           PyTuple_GET_ITEM(pair, 1)) < 0)
+            return -1;
+    }
+    in->count = (size_t)count;
+    return collect_metadata(in, metadata);
+}
+
+/* ======================================================================
+ * MARK: serialize, serialize_file
+ * ====================================================================== */
+
+static const char SERIALIZE_ERROR[] = "Error while serializing: ";
+
+PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"tensor_dict", "metadata", NULL};
+    st_state *state = st_state_from_module(module);
+    PyObject *tensor_dict, *metadata = NULL, *result = NULL;
+    uint8_t *header = NULL;
+    size_t header_size = 0;
+    uint64_t total = 0;
+    write_input in;
+    st_error err;
+    st_code code;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:serialize", kwlist, &tensor_dict, &metadata))
+        return NULL;
+    if (collect(state, tensor_dict, metadata, &in) < 0)
+        goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    code = st_write_layout(in.tensors, in.count, in.metadata, in.metadata_count, in.has_metadata,
+                           in.order, &header, &header_size, &total, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
+        st_raise(state, &err, SERIALIZE_ERROR, NULL);
+        goto exit;
+    }
+    if (total > (uint64_t)PY_SSIZE_T_MAX) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    /* Built in place: the only copy of the data is the bytes object itself. */
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (result == NULL)
+        goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    st_write_to_memory(in.tensors, in.order, in.count, header, header_size,
+                       (uint8_t *)PyBytes_AS_STRING(result));
+    Py_END_ALLOW_THREADS
+exit:
+    st_free(header);
+    write_input_release(&in);
+    return result;
+}
+
+PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"tensor_dict", "filename", "metadata", NULL};
+    st_state *state = st_state_from_module(module);
+    PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *result = NULL;
+    uint8_t *header = NULL;
+    size_t header_size = 0;
+    uint64_t total = 0;
+    write_input in;
+    st_error err;
+    st_code code;
+
+    memset(&in, 0, sizeof(in));
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:serialize_file", kwlist, &tensor_dict,
+                                     &filename, &metadata))
+        return NULL;
+    if (!PyUnicode_FSConverter(filename, &path))
+        return NULL;
+    if (collect(state, tensor_dict, metadata, &in) < 0)
+        goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    code = st_write_layout(in.tensors, in.count, in.metadata, in.metadata_count, in.has_metadata,
+                           in.order, &header, &header_size, &total, &err);
+    if (code == ST_OK)
+        code = st_write_file(PyBytes_AS_STRING(path), in.tensors, in.order, in.count, header,
+                             header_size, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
+        st_raise(state, &err, SERIALIZE_ERROR, filename);
+        goto exit;
+    }
+    result = Py_NewRef(Py_None);
+exit:
+    st_free(header);
+    write_input_release(&in);
+    Py_XDECREF(path);
+    return result;
+}
+
+/* ======================================================================
+ * MARK: deserialize
+ * ====================================================================== */
+
+static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
+{
+    PyObject *name = NULL, *shape = NULL, *dtype = NULL, *bytes = NULL, *info = NULL,
+             *result = NULL;
+    name = PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+    shape = PyList_New((Py_ssize_t)t->ndim);
+    dtype = PyUnicode_FromString(st_dtype_name(t->dtype));
+    bytes = PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
+    if (name == NULL || shape == NULL || dtype == NULL || bytes == NULL)
+        goto exit;
+    for (size_t i = 0; i < t->ndim; i++) {
+        PyObject *dim = PyLong_FromUnsignedLongLong(t->shape[i]);
+        if (dim == NULL)
+            goto exit;
+        PyList_SET_ITEM(shape, (Py_ssize_t)i, dim);
+    }
+    info = Py_BuildValue("{sOsOsO}", "shape", shape, "dtype", dtype, "data", bytes);
+    if (info != NULL)
+        result = PyTuple_Pack(2, name, info);
+exit:
+    Py_XDECREF(name);
+    Py_XDECREF(shape);
+    Py_XDECREF(dtype);
+    Py_XDECREF(bytes);
+    Py_XDECREF(info);
+    return result;
+}
+
+PyObject *st_deserialize(PyObject *module, PyObject *arg)
+{
+    st_state *state = st_state_from_module(module);
+    Py_buffer buffer;
+    st_header *header = NULL;
+    PyObject *result = NULL;
+    uint64_t header_len = 0;
+    const uint8_t *bytes;
+    st_error err;
+    st_code code;
+
+    if (PyObject_GetBuffer(arg, &buffer, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "argument 'bytes': '%.100s' object cannot be converted to 'PyBytes'",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    bytes = buffer.buf;
+    code = st_header_length(bytes, buffer.len < 8 ? (size_t)buffer.len : 8, (uint64_t)buffer.len,
+                            &header_len, &err);
+    if (code == ST_OK)
+        code = st_header_parse(bytes + 8, (size_t)header_len, (uint64_t)buffer.len, &header, &err);
+    if (code != ST_OK) {
+        st_raise(state, &err, "Error while deserializing: ", NULL);
+        goto exit;
+    }
+    result = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
+        const st_tensor *t = st_header_tensor(header, i);
+        PyObject *entry = tensor_entry(t, bytes + st_header_data_start(header) + t->begin);
+        if (entry == NULL)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, (Py_ssize_t)i, entry);
+    }
+exit:
+    st_header_free(header);
+    PyBuffer_Release(&buffer);
+    return result;
+}

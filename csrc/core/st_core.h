@@ -1,0 +1,304 @@
+/*
+ * st_core.h - the public API of the safetensors C core.
+ *
+ * Plain C11, no Python.h. Everything a C program needs to read, validate,
+ * map, slice and write safetensors files (format: docs/format.md, which
+ * follows upstream safetensors 0.8.0 byte for byte).
+ *
+ * Conventions
+ *   - Every fallible function returns ST_OK (0) or an st_code, and fills the
+ *     caller's st_error with the code, a message and the byte offset in the
+ *     file where the problem was found (0 when it has no position).
+ *   - Messages for the format errors are upstream's Display texts (spec 1.7)
+ *     so the binding can prefix them exactly as upstream does.
+ *   - Nothing here takes a lock or touches global mutable state: a parsed
+ *     header is immutable and may be read from any number of threads.
+ *   - Allocation goes through st_malloc/st_free so tests can inject failures.
+ */
+#ifndef ST_CORE_H
+#define ST_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ======================================================================
+ * MARK: errors
+ * ====================================================================== */
+
+typedef enum st_code {
+    ST_OK = 0,
+    ST_ERR_HEADER_TOO_SMALL,        /* "header too small" */
+    ST_ERR_HEADER_TOO_LARGE,        /* "header too large" */
+    ST_ERR_INVALID_HEADER_LENGTH,   /* "invalid header length" */
+    ST_ERR_INVALID_UTF8,            /* "invalid UTF-8 in header: ..." */
+    ST_ERR_INVALID_JSON,            /* "invalid JSON in header: ... at line L column C" */
+    ST_ERR_INVALID_OFFSET,          /* "invalid offset for tensor `name`" */
+    ST_ERR_VALIDATION_OVERFLOW,     /* "overflow computing buffer size from shape and/or element type" */
+    ST_ERR_MISALIGNED_SLICE,        /* "The slice is slicing for subbytes dtypes, ..." */
+    ST_ERR_TENSOR_INVALID_INFO,     /* "invalid shape, data type, or offset for tensor" */
+    ST_ERR_METADATA_INCOMPLETE,     /* "incomplete metadata, file not fully covered" */
+    ST_ERR_IO,                      /* "I/O error: <strerror> (os error N)"; sys_errno set */
+    ST_ERR_NOMEM,                   /* "out of memory" */
+    ST_ERR_INVALID_SLICE,           /* index/slice errors; see st_select */
+    ST_ERR_INVALID_ARGUMENT,        /* caller errors (bad dtype name, bad lengths, ...) */
+    ST_ERR__COUNT
+} st_code;
+
+/* Longest message the core writes, NUL included. Tensor names inside messages
+ * are truncated to keep within it. */
+#define ST_ERROR_MSG_MAX 512
+
+typedef struct st_error {
+    st_code code;
+    int sys_errno;                  /* errno for ST_ERR_IO, else 0 */
+    uint64_t offset;                /* byte offset in the file, 0 if none */
+    char msg[ST_ERROR_MSG_MAX];
+} st_error;
+
+/* Sets *err and returns code. fmt is printf-style. */
+st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* ST_ERR_IO from an errno value: "I/O error: <strerror> (os error N)". */
+st_code st_error_io(st_error *err, int sys_errno, uint64_t offset);
+/* A short stable name of a code ("HeaderTooLarge", ...), as upstream's enum variants. */
+const char *st_code_name(st_code code);
+
+/* ======================================================================
+ * MARK: allocation (failure injection for tests)
+ * ====================================================================== */
+
+void *st_malloc(size_t size);
+void *st_calloc(size_t count, size_t size);
+void *st_realloc(void *ptr, size_t size);
+void st_free(void *ptr);
+/* Test hook: make the n-th allocation from now on (1-based) fail, then all
+ * later ones succeed again. 0 disables. Not thread-safe: tests only. */
+void st_alloc_fail_after(uint64_t n);
+
+/* ======================================================================
+ * MARK: dtypes
+ * ====================================================================== */
+
+/* In upstream's enum order: the writer sorts by this index, descending. */
+typedef enum st_dtype {
+    ST_BOOL = 0, ST_F4, ST_F6_E2M3, ST_F6_E3M2, ST_U8, ST_I8, ST_F8_E5M2,
+    ST_F8_E4M3, ST_F8_E8M0, ST_F8_E4M3FNUZ, ST_F8_E5M2FNUZ, ST_I16, ST_U16,
+    ST_F16, ST_BF16, ST_I32, ST_U32, ST_F32, ST_C64, ST_F64, ST_I64, ST_U64,
+    ST_DTYPE__COUNT
+} st_dtype;
+
+/* Header token, e.g. "F32". */
+const char *st_dtype_name(st_dtype dtype);
+/* Bits per element: 4 for F4, 6 for F6_*, else 8 * bytes. */
+unsigned st_dtype_bits(st_dtype dtype);
+/* Parses a header token (exact, case-sensitive). Returns false if unknown. */
+bool st_dtype_from_name(const char *name, size_t len, st_dtype *out);
+
+/* ======================================================================
+ * MARK: header (parse + validate)
+ * ====================================================================== */
+
+#define ST_MAX_HEADER_SIZE 100000000u   /* decimal, as upstream */
+#define ST_JSON_MAX_DEPTH 128
+
+typedef struct st_tensor {
+    const char *name;       /* decoded UTF-8, NOT NUL-terminated (may contain NUL) */
+    size_t name_len;
+    st_dtype dtype;
+    size_t ndim;
+    const uint64_t *shape;  /* ndim entries; logical shape from the header */
+    uint64_t begin, end;    /* data_offsets, relative to the data section */
+} st_tensor;
+
+typedef struct st_metadata_item {
+    const char *key;   size_t key_len;
+    const char *value; size_t value_len;
+} st_metadata_item;
+
+typedef struct st_header st_header;   /* opaque, immutable once built */
+
+/*
+ * Rules 1-3 of spec 1.6 on the first bytes of a file: prefix holds
+ * min(file_size, 8) bytes. On success *header_len = N (the JSON length).
+ */
+st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file_size,
+                         uint64_t *header_len, st_error *err);
+
+/*
+ * Rules 4-8 of spec 1.6: json points at the N header bytes (those at file
+ * offset 8), file_size is the whole file's length (used by rule 7). Error
+ * offsets are file offsets (8 + position in json). On success *out owns a
+ * copy of everything it needs; json may be freed.
+ */
+st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size,
+                        st_header **out, st_error *err);
+void st_header_free(st_header *header);
+
+/* Byte offset of the data section in the file: 8 + N. */
+uint64_t st_header_data_start(const st_header *header);
+/* Number of tensors (after duplicate names were collapsed: last one wins). */
+size_t st_header_count(const st_header *header);
+/* i-th tensor in data-offset order (the file's order). */
+const st_tensor *st_header_tensor(const st_header *header, size_t i);
+/* i-th tensor in name order (bytewise = code point order). */
+const st_tensor *st_header_tensor_by_name_order(const st_header *header, size_t i);
+/* O(1) lookup by name; NULL if absent. */
+const st_tensor *st_header_find(const st_header *header, const char *name, size_t name_len);
+/* Metadata: has_metadata is false for absent or null "__metadata__". Items
+ * are in file order; a repeated key appears twice (later wins, as upstream). */
+bool st_header_has_metadata(const st_header *header);
+size_t st_header_metadata_count(const st_header *header);
+const st_metadata_item *st_header_metadata_item(const st_header *header, size_t i);
+
+/* Byte size of a tensor: product(shape) * bits / 8, checked. */
+st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim,
+                         uint64_t *nbytes, st_error *err);
+
+/* Strict JSON validation of a whole document (RFC 8259, UTF-8, depth limit,
+ * only whitespace after the value). Used by the JSON conformance tests. */
+st_code st_json_validate(const uint8_t *text, size_t len, st_error *err);
+
+/* ======================================================================
+ * MARK: files (mapping and pread backends)
+ * ====================================================================== */
+
+typedef enum st_backend { ST_BACKEND_MMAP = 0, ST_BACKEND_PREAD = 1 } st_backend;
+
+/*
+ * An open, validated safetensors file.
+ *
+ * Ownership: st_file_open returns a file with one reference. Every holder of
+ * a pointer into the mapping (a tensor view) takes its own reference with
+ * st_file_retain and gives it back with st_file_release; the last release
+ * unmaps (mmap backend), closes the descriptor and frees the header. The
+ * reference count is atomic, so retain/release are safe from any thread.
+ *
+ * Mapping: the whole file, MAP_PRIVATE (copy-on-write: writes through a
+ * view never reach the file) and MAP_NORESERVE (nothing is reserved up
+ * front, so files larger than RAM open and page in lazily).
+ */
+typedef struct st_file st_file;
+
+st_code st_file_open(const char *path, st_backend backend, st_file **out, st_error *err);
+void st_file_retain(st_file *file);
+void st_file_release(st_file *file);
+
+const st_header *st_file_header(const st_file *file);
+st_backend st_file_backend(const st_file *file);
+uint64_t st_file_size(const st_file *file);
+/* Base of the mapping (mmap backend), NULL for pread. */
+uint8_t *st_file_map(const st_file *file);
+/* Reads len bytes at absolute file offset into dst (pread backend; also
+ * works on the mmap backend by copying). Short reads are an I/O error. */
+st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err);
+
+/* ======================================================================
+ * MARK: selection (NumPy basic indexing over a tensor)
+ * ====================================================================== */
+
+/* One index item, already converted from Python. */
+typedef enum st_index_kind {
+    ST_INDEX_INT,       /* value */
+    ST_INDEX_SLICE,     /* start/stop/step with has_* flags (None when false) */
+    ST_INDEX_ELLIPSIS,
+    ST_INDEX_NEWAXIS
+} st_index_kind;
+
+typedef struct st_index {
+    st_index_kind kind;
+    int64_t value;
+    int64_t start, stop, step;
+    bool has_start, has_stop, has_step;
+} st_index;
+
+#define ST_MAX_DIMS 64
+
+/*
+ * Result of applying indices to a tensor with NumPy semantics: the view
+ * starts at byte `offset` (relative to the tensor's first byte) and has
+ * `ndim` dims with element `shape` and byte `strides` (may be negative).
+ * nbytes_span is the length of the smallest byte range holding it, and
+ * span_offset its start (relative to the tensor).
+ */
+typedef struct st_selection {
+    size_t ndim;
+    uint64_t shape[ST_MAX_DIMS];
+    int64_t strides[ST_MAX_DIMS];
+    int64_t offset;
+    uint64_t nelements;
+    uint64_t span_offset, span_len;
+} st_selection;
+
+/*
+ * NumPy basic indexing: ints (negative from the end), slices (steps of any
+ * sign, clamped like Python), one Ellipsis, newaxis. Errors (ST_ERR_INVALID_SLICE):
+ * an out-of-range int, a zero step, too many indices, two Ellipses. Sub-byte
+ * dtypes (F4, F6) can only be selected on whole bytes: a selection whose
+ * innermost run does not start and end on a byte boundary gives
+ * ST_ERR_MISALIGNED_SLICE. For them `strides`/`shape` of the innermost dim
+ * are in elements and callers work on bytes via span_offset/span_len.
+ */
+st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count,
+                  st_selection *out, st_error *err);
+
+/* Copies the selected elements, C-ordered, from the tensor whose first byte
+ * is `src` into dst (which holds nelements * itemsize bytes). */
+void st_selection_gather(const st_selection *sel, size_t itemsize,
+                         const uint8_t *src, uint8_t *dst);
+
+/* ======================================================================
+ * MARK: writer
+ * ====================================================================== */
+
+typedef struct st_write_tensor {
+    const char *name;  size_t name_len;
+    st_dtype dtype;
+    size_t ndim;
+    const uint64_t *shape;          /* logical shape */
+    const void *data;  uint64_t data_len;
+} st_write_tensor;
+
+/*
+ * Lays out a file exactly as upstream 0.8.0 does (spec 1.5): sorts tensors
+ * (dtype descending, then name), builds the compact JSON with metadata
+ * first (in the caller's order), pads with spaces to a multiple of 8.
+ * `order` receives the tensor indices in file order (count entries,
+ * caller-allocated). `*header` (caller frees with st_free) receives the
+ * 8-byte length prefix plus the padded JSON; *header_size its length and
+ * *total_size the size of the whole file. metadata may be NULL (absent) or
+ * have zero items (present but empty).
+ */
+st_code st_write_layout(const st_write_tensor *tensors, size_t count,
+                        const st_metadata_item *metadata, size_t metadata_count,
+                        bool has_metadata, size_t *order,
+                        uint8_t **header, size_t *header_size,
+                        uint64_t *total_size, st_error *err);
+
+/* Writes header then each tensor's bytes (in `order`) into dst, which has
+ * total_size bytes. */
+void st_write_to_memory(const st_write_tensor *tensors, const size_t *order, size_t count,
+                        const uint8_t *header, size_t header_size, uint8_t *dst);
+
+/*
+ * Writes the file to `path` atomically: a temporary file in the same
+ * directory, vectored writes straight from each tensor's memory, then a
+ * rename over path. On any failure the temporary file is removed and `path`
+ * is untouched. The new file gets the mode of the file it replaces, or
+ * 0666 & ~umask for a new file (what open() gives).
+ */
+st_code st_write_file(const char *path, const st_write_tensor *tensors, const size_t *order,
+                      size_t count, const uint8_t *header, size_t header_size,
+                      st_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ST_CORE_H */

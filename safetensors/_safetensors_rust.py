@@ -1,0 +1,14 @@
+"""Upstream's extension module name, kept so that ``from safetensors._safetensors_rust import
+SafetensorError`` (and pickled SafetensorError instances) keep working."""
+from ._safetensors_c import (  # noqa: F401
+    SafetensorError,
+    SafetensorIndexError,
+    SafetensorIOError,
+    TensorSpec,
+    __version__,
+    _safe_open_handle,
+    deserialize,
+    safe_open,
+    serialize,
+    serialize_file,
+)

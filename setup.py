@@ -1,0 +1,50 @@
+"""Builds the one extension, safetensors._safetensors_c, from csrc/.
+
+Knobs (environment variables, "1" to enable):
+  SAFETENSORS_SANITIZE  ASan + UBSan (run with LD_PRELOAD of libasan, see .ci/run)
+  SAFETENSORS_DEBUG     -O0 -g, assertions on
+  SAFETENSORS_WERROR    warnings are errors
+"""
+import glob
+import os
+
+import numpy
+from setuptools import Extension, setup
+
+
+def flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+core = sorted(glob.glob("csrc/core/*.c"))
+binding = sorted(glob.glob("csrc/binding/*.c"))
+compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers", "-fvisibility=hidden"]
+link_args = []
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+if flag("SAFETENSORS_DEBUG") or flag("SAFETENSORS_SANITIZE"):
+    compile_args += ["-O0", "-g3", "-UNDEBUG"]
+else:
+    compile_args += ["-O2"]
+if flag("SAFETENSORS_SANITIZE"):
+    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+           "-fno-sanitize-recover=undefined"]
+    compile_args += san
+    link_args += san
+if flag("SAFETENSORS_WERROR"):
+    compile_args += ["-Werror"]
+
+setup(
+    ext_modules=[
+        Extension(
+            "safetensors._safetensors_c",
+            sources=core + binding,
+            depends=glob.glob("csrc/core/*.h") + glob.glob("csrc/binding/*.h"),
+            include_dirs=["csrc/core", "csrc/binding", numpy.get_include()],
+            define_macros=macros,
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+        )
+    ]
+)
