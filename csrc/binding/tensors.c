@@ -546,14 +546,16 @@ exit:
     return result;
 }
 
-/* A fresh array holding only the selected elements, read with pread. */
+/* A fresh array holding only the selected elements, read with pread.
+ * `sel` has the logical shape of the result; `bytes_sel` says which bytes
+ * to read (the same selection for dtypes of whole bytes). */
 static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
-                             const st_selection *sel)
+                             const st_selection *sel, const st_selection *bytes_sel,
+                             size_t itemsize)
 {
     st_tensor shaped = *t;
     uint64_t shape[ST_MAX_DIMS];
     uint8_t *data = NULL, *span = NULL;
-    size_t itemsize = itemsize_of(t->dtype);
     uint64_t tensor_start = st_header_data_start(st_file_header(file)) + t->begin;
     PyObject *array;
 
@@ -563,20 +565,21 @@ static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, co
     array = new_array(state, fw, &shaped, &data);
     if (array == NULL || sel->nelements == 0)
         return convert_from_numpy(state, fw, array);
-    if (selection_is_c_contiguous(sel, itemsize)) {
-        if (read_into(state, file, tensor_start + (uint64_t)sel->offset, data,
-                      (size_t)(sel->nelements * itemsize)) < 0)
+    if (selection_is_c_contiguous(bytes_sel, itemsize)) {
+        if (read_into(state, file, tensor_start + (uint64_t)bytes_sel->offset, data,
+                      (size_t)(bytes_sel->nelements * itemsize)) < 0)
             goto fail;
     } else {
-        st_selection local = *sel;
-        span = PyMem_RawMalloc((size_t)sel->span_len);
+        st_selection local = *bytes_sel;
+        span = PyMem_RawMalloc((size_t)bytes_sel->span_len);
         if (span == NULL) {
             PyErr_NoMemory();
             goto fail;
         }
-        if (read_into(state, file, tensor_start + sel->span_offset, span, (size_t)sel->span_len) < 0)
+        if (read_into(state, file, tensor_start + bytes_sel->span_offset, span,
+                      (size_t)bytes_sel->span_len) < 0)
             goto fail;
-        local.offset -= (int64_t)sel->span_offset;
+        local.offset -= (int64_t)bytes_sel->span_offset;
         Py_BEGIN_ALLOW_THREADS
         st_selection_gather(&local, itemsize, span, data);
         Py_END_ALLOW_THREADS
@@ -594,15 +597,23 @@ PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, cons
 {
     uint8_t *tensor_data;
     npy_intp dims[NPY_MAXDIMS], strides[NPY_MAXDIMS];
+    st_selection bytes_sel;
+    st_error err;
 
     if (st_dtype_bits(t->dtype) < 8) {
-        PyErr_Format(state->SafetensorError,
-                     "slicing %s tensors is not supported; load the whole tensor with get_tensor",
+        /* F4/F6: whole bytes only; torch holds F4 as packed pairs, one byte each. */
+        if (st_selection_bytes(sel, st_dtype_bits(t->dtype), &bytes_sel, &err) != ST_OK)
+            return st_raise(state, &err, NULL, NULL);
+        if (st_file_backend(file) == ST_BACKEND_PREAD)
+            return select_copy(state, fw, file, t, sel, &bytes_sel, 1);
+        if (fw == FW_PYTORCH)
+            return torch_select_view(state, file, t, &bytes_sel);
+        PyErr_Format(state->SafetensorError, "Dtype not understood: %s (no NumPy dtype holds it)",
                      st_dtype_name(t->dtype));
         return NULL;
     }
     if (st_file_backend(file) == ST_BACKEND_PREAD)
-        return select_copy(state, fw, file, t, sel);
+        return select_copy(state, fw, file, t, sel, sel, itemsize_of(t->dtype));
     if (fw == FW_PYTORCH)
         return torch_select_view(state, file, t, sel);
     if (sel->ndim > NPY_MAXDIMS) {

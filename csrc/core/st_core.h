@@ -249,6 +249,12 @@ typedef struct st_selection {
 st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count,
                   st_selection *out, st_error *err);
 
+/* Turns a selection of a sub-byte dtype (F4, F6) into the equivalent
+ * selection over bytes (itemsize 1) whose innermost run is the selected
+ * bytes; for other dtypes it copies. */
+st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection *out,
+                           st_error *err);
+
 /* Copies the selected elements, C-ordered, from the tensor whose first byte
  * is `src` into dst (which holds nelements * itemsize bytes). */
 void st_selection_gather(const st_selection *sel, size_t itemsize,

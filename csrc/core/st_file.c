@@ -1,0 +1,292 @@
+/*
+ * st_file.c - opening a safetensors file on the mmap or the pread backend.
+ *
+ * Ownership and lifetime
+ *   An st_file is reference counted (C11 atomic counter). st_file_open hands
+ *   back one reference. Anything that keeps a pointer into the mapping (a
+ *   tensor view exported by the binding) takes its own reference with
+ *   st_file_retain and drops it with st_file_release. The last release
+ *   unmaps the file (mmap backend), closes the descriptor (pread backend)
+ *   and frees the parsed header. Nothing else is ever freed, so a pointer
+ *   obtained from st_file_map/st_file_header stays valid for as long as the
+ *   holder owns a reference.
+ *
+ * States
+ *   There is only one state after st_file_open succeeds: open and immutable.
+ *   Fields are written once, before the pointer is handed out, and only read
+ *   afterwards, so any thread may use a file it holds a reference to.
+ *
+ * Backends
+ *   mmap:  the whole file is mapped PROT_READ|PROT_WRITE, MAP_PRIVATE|
+ *          MAP_NORESERVE: copy-on-write (writes through a view never reach the
+ *          file) and nothing is reserved up front (files larger than RAM+swap
+ *          open; pages come in lazily). The descriptor is closed right after
+ *          mapping: the mapping keeps the file alive by itself, and keeping
+ *          fds would limit how many files can be open at once.
+ *          st_file_read works by memcpy from the mapping.
+ *          Caveat (same as any mmap reader): if another process truncates the
+ *          file while it is mapped, touching the lost pages raises SIGBUS.
+ *   pread: the descriptor is kept, nothing is mapped; st_file_read loops over
+ *          pread and reports a file that shrank as an I/O error.
+ *
+ * Opening never blocks on special files: the file is opened O_NONBLOCK (a
+ * FIFO without a writer would otherwise block forever) and anything that is
+ * not a regular file is rejected before reading a byte.
+ */
+#define _GNU_SOURCE
+#define _DEFAULT_SOURCE
+
+#include "st_core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+struct st_file {
+    atomic_size_t refcount;
+    int fd;                 /* pread backend only; -1 for mmap */
+    st_backend backend;
+    uint64_t size;          /* file size at open (fstat) */
+    uint8_t *map;           /* mmap backend: base of the whole-file mapping */
+    size_t map_len;
+    st_header *header;
+};
+
+/* Largest single pread request: keeps every request well within ssize_t and
+ * what Linux transfers in one call (0x7ffff000). */
+#define ST_PREAD_CHUNK ((size_t)1 << 30)
+
+/* Reads exactly len bytes at offset. 0 on success; else sets err. */
+static st_code read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *err)
+{
+    uint8_t *p = dst;
+    while (len > 0) {
+        size_t want = len < ST_PREAD_CHUNK ? len : ST_PREAD_CHUNK;
+        if (offset > (uint64_t)INT64_MAX) {
+            return st_error_io(err, EOVERFLOW, offset);
+        }
+        ssize_t got = pread(fd, p, want, (off_t)offset);
+        if (got < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return st_error_io(err, errno, offset);
+        }
+        if (got == 0) {
+            st_error_set(err, ST_ERR_IO, offset,
+                         "I/O error: unexpected end of file at byte %llu: the file shrank "
+                         "after it was opened", (unsigned long long)offset);
+            if (err) {
+                err->sys_errno = EIO;
+            }
+            return ST_ERR_IO;
+        }
+        p += got;
+        len -= (size_t)got;
+        offset += (uint64_t)got;
+    }
+    return ST_OK;
+}
+
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a regular file";
+}
+
+st_code st_file_open(const char *path, st_backend backend, st_file **out, st_error *err)
+{
+    st_code rc;
+    int fd = -1;
+    uint8_t *map = NULL;
+    size_t map_len = 0;
+    uint8_t *json = NULL;
+    st_header *header = NULL;
+    st_file *file = NULL;
+
+    *out = NULL;
+    if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD) {
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown backend %d", (int)backend);
+    }
+
+    do {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return st_error_io(err, errno, 0);
+    }
+
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = st_error_io(err, errno, 0);
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = st_error_io(err, EISDIR, 0);
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = st_error_set(err, ST_ERR_IO, 0, "I/O error: not a regular file (%s)",
+                          file_kind(st.st_mode));
+        if (err) {
+            err->sys_errno = EINVAL;
+        }
+        goto fail;
+    }
+    /* Regular file: O_NONBLOCK means nothing for it, but clear it anyway so
+     * the descriptor behaves like a plain one. */
+    {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0) {
+            (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+        }
+    }
+
+    uint64_t size = (uint64_t)st.st_size;
+    uint8_t prefix[8];
+    size_t prefix_len = size < 8 ? (size_t)size : 8;
+    rc = read_exact(fd, 0, prefix, prefix_len, err);
+    if (rc != ST_OK) {
+        goto fail;
+    }
+    uint64_t n = 0;
+    rc = st_header_length(prefix, prefix_len, size, &n, err);
+    if (rc != ST_OK) {
+        goto fail;
+    }
+    /* st_header_length guarantees 8 + n <= size and n <= ST_MAX_HEADER_SIZE. */
+
+    if (backend == ST_BACKEND_MMAP) {
+        if (size > (uint64_t)SIZE_MAX) {
+            rc = st_error_io(err, EFBIG, 0);
+            goto fail;
+        }
+        map_len = (size_t)size;   /* >= 8 here */
+        void *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+        if (m == MAP_FAILED) {
+            rc = st_error_io(err, errno, 0);
+            goto fail;
+        }
+        map = m;
+        rc = st_header_parse(map + 8, (size_t)n, size, &header, err);
+        if (rc != ST_OK) {
+            goto fail;
+        }
+        close(fd);   /* the mapping keeps the file alive */
+        fd = -1;
+    } else {
+        json = st_malloc(n > 0 ? (size_t)n : 1);
+        if (json == NULL) {
+            rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+            goto fail;
+        }
+        rc = read_exact(fd, 8, json, (size_t)n, err);
+        if (rc != ST_OK) {
+            goto fail;
+        }
+        rc = st_header_parse(json, (size_t)n, size, &header, err);
+        if (rc != ST_OK) {
+            goto fail;
+        }
+        st_free(json);
+        json = NULL;
+    }
+
+    file = st_malloc(sizeof *file);
+    if (file == NULL) {
+        rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+        goto fail;
+    }
+    atomic_init(&file->refcount, 1);
+    file->fd = fd;
+    file->backend = backend;
+    file->size = size;
+    file->map = map;
+    file->map_len = map_len;
+    file->header = header;
+    *out = file;
+    return ST_OK;
+
+fail:
+    st_free(json);
+    if (header != NULL) {
+        st_header_free(header);
+    }
+    if (map != NULL) {
+        munmap(map, map_len);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+void st_file_retain(st_file *file)
+{
+    atomic_fetch_add_explicit(&file->refcount, 1, memory_order_relaxed);
+}
+
+void st_file_release(st_file *file)
+{
+    if (file == NULL) {
+        return;
+    }
+    /* acq_rel: the last releaser must see every other holder's accesses
+     * completed before it tears the mapping down. */
+    if (atomic_fetch_sub_explicit(&file->refcount, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    if (file->map != NULL) {
+        munmap(file->map, file->map_len);
+    }
+    if (file->fd >= 0) {
+        close(file->fd);
+    }
+    st_header_free(file->header);
+    st_free(file);
+}
+
+const st_header *st_file_header(const st_file *file)
+{
+    return file->header;
+}
+
+st_backend st_file_backend(const st_file *file)
+{
+    return file->backend;
+}
+
+uint64_t st_file_size(const st_file *file)
+{
+    return file->size;
+}
+
+uint8_t *st_file_map(const st_file *file)
+{
+    return file->map;
+}
+
+st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err)
+{
+    if (offset > file->size || len > file->size - offset) {
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, offset,
+                            "read of %zu bytes at offset %llu is outside the file (%llu bytes)",
+                            len, (unsigned long long)offset, (unsigned long long)file->size);
+    }
+    if (len == 0) {
+        return ST_OK;
+    }
+    if (file->map != NULL) {
+        memcpy(dst, file->map + offset, len);
+        return ST_OK;
+    }
+    return read_exact(file->fd, offset, dst, len, err);
+}

@@ -1,0 +1,265 @@
+/*
+ * test_file.c - st_file_open / read / map / refcount on both backends:
+ * open errors, special files, copy-on-write mapping, truncated and extended
+ * files, a file that shrinks after opening, and a sparse 64 GiB file.
+ */
+#define _GNU_SOURCE
+#include "../core/st_core.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            failures++;                                                         \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fprintf(stderr, "\n");                                              \
+        }                                                                       \
+    } while (0)
+
+static char tmpdir[256];
+static const st_backend backends[2] = {ST_BACKEND_MMAP, ST_BACKEND_PREAD};
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int n = 0;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
+}
+
+/* Writes 8-byte N + json (+ spaces to a multiple of 8) + data. */
+static void write_raw(const char *path, const char *json, const void *data, size_t dlen)
+{
+    size_t jl = strlen(json);
+    size_t n = (jl + 7) & ~(size_t)7;
+    uint8_t *b = calloc(1, 8 + n + dlen + 1);
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)n >> (8 * i));
+    memcpy(b + 8, json, jl);
+    memset(b + 8 + jl, ' ', n - jl);
+    if (dlen) memcpy(b + 8 + n, data, dlen);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, b, 8 + n + dlen) != (ssize_t)(8 + n + dlen)) {
+        perror("write_raw");
+        exit(2);
+    }
+    close(fd);
+    free(b);
+}
+
+static void path_in(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "%s/%s", tmpdir, name);
+}
+
+static void test_open_errors(void)
+{
+    st_error err = {0};
+    st_file *f = (st_file *)0x1;
+    char p[512];
+    int fds = count_fds();
+    for (int b = 0; b < 2; b++) {
+        path_in(p, sizeof p, "does-not-exist");
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_IO && err.sys_errno == ENOENT && f == NULL,
+              "ENOENT: %s", err.msg);
+        CHECK(strstr(err.msg, "(os error 2)") != NULL, "msg %s", err.msg);
+        CHECK(st_file_open(tmpdir, backends[b], &f, &err) == ST_ERR_IO && err.sys_errno == EISDIR,
+              "dir: %s", err.msg);
+        path_in(p, sizeof p, "fifo");
+        unlink(p);
+        CHECK(mkfifo(p, 0644) == 0, "mkfifo");
+        /* must not block although nobody writes to it */
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_IO && strstr(err.msg, "FIFO") != NULL,
+              "fifo: %s", err.msg);
+        unlink(p);
+        CHECK(st_file_open("/dev/null", backends[b], &f, &err) == ST_ERR_IO, "chr dev: %s", err.msg);
+        if (geteuid() != 0) {
+            path_in(p, sizeof p, "noperm");
+            write_raw(p, "{}", NULL, 0);
+            chmod(p, 0);
+            CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_IO && err.sys_errno == EACCES,
+                  "EACCES: %s", err.msg);
+            unlink(p);
+        }
+    }
+    CHECK(count_fds() == fds, "fd leak on errors: %d -> %d", fds, count_fds());
+}
+
+static void test_backends(void)
+{
+    st_error err = {0};
+    char p[512];
+    path_in(p, sizeof p, "ok.safetensors");
+    float v[6] = {1.5f, -2, 3, 4, 5, 6};
+    write_raw(p, "{\"__metadata__\":{\"format\":\"pt\"},"
+                 "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+                 "\"e\":{\"dtype\":\"F16\",\"shape\":[0],\"data_offsets\":[24,24]}}", v, 24);
+    int fds = count_fds();
+    for (int b = 0; b < 2; b++) {
+        st_file *f = NULL;
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK, "open %d: %s", b, err.msg);
+        if (!f) continue;
+        CHECK(st_file_backend(f) == backends[b], "backend");
+        const st_header *h = st_file_header(f);
+        uint64_t ds = st_header_data_start(h);
+        CHECK(st_file_size(f) == ds + 24, "size %llu", (unsigned long long)st_file_size(f));
+        CHECK(st_header_count(h) == 2, "count");
+        const st_tensor *t = st_header_find(h, "a", 1);
+        CHECK(t && t->begin == 0 && t->end == 24, "tensor a");
+        float got[6] = {0};
+        CHECK(st_file_read(f, ds, got, 24, &err) == ST_OK && memcmp(got, v, 24) == 0, "read");
+        CHECK(st_file_read(f, ds + 20, got, 4, &err) == ST_OK && got[0] == 6, "read last");
+        CHECK(st_file_read(f, ds + 24, got, 0, &err) == ST_OK, "empty read at EOF");
+        CHECK(st_file_read(f, ds + 21, got, 4, &err) != ST_OK, "read past EOF");
+        CHECK(st_file_read(f, UINT64_MAX, got, 4, &err) != ST_OK, "read far past EOF");
+        if (backends[b] == ST_BACKEND_MMAP) {
+            uint8_t *m = st_file_map(f);
+            CHECK(m != NULL && memcmp(m + ds, v, 24) == 0, "map contents");
+            /* the descriptor is not kept by the mmap backend */
+            CHECK(count_fds() == fds, "mmap backend holds an fd");
+            /* refcount: the mapping outlives the handle's reference */
+            st_file_retain(f);
+            st_file_release(f);
+            CHECK(memcmp(m + ds, v, 24) == 0, "retained map readable");
+            /* MAP_PRIVATE: writes do not reach the file */
+            m[ds] ^= 0xFF;
+            int fd = open(p, O_RDONLY);
+            uint8_t first;
+            CHECK(pread(fd, &first, 1, (off_t)ds) == 1 && first == ((uint8_t *)v)[0], "file unchanged by map write");
+            close(fd);
+            st_file_release(f);
+        } else {
+            CHECK(st_file_map(f) == NULL, "pread has no map");
+            CHECK(count_fds() == fds + 1, "pread backend keeps one fd");
+            st_file_retain(f);
+            st_file_release(f);
+            CHECK(st_file_read(f, ds, got, 4, &err) == ST_OK && got[0] == 1.5f, "retained read");
+            st_file_release(f);
+        }
+        CHECK(count_fds() == fds, "fd leak after release");
+    }
+    unlink(p);
+}
+
+static void test_bad_sizes(void)
+{
+    st_error err = {0};
+    char p[512];
+    path_in(p, sizeof p, "bad.safetensors");
+    uint8_t d[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    const char *j = "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}";
+    for (int b = 0; b < 2; b++) {
+        st_file *f = NULL;
+        write_raw(p, j, d, 7); /* truncated */
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_METADATA_INCOMPLETE, "truncated: %s", err.msg);
+        write_raw(p, j, d, 9); /* extended */
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_METADATA_INCOMPLETE, "extended: %s", err.msg);
+        int fd = open(p, O_WRONLY | O_TRUNC);
+        CHECK(write(fd, "\x08\0\0\0", 4) == 4, "w");
+        close(fd);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_HEADER_TOO_SMALL, "small: %s", err.msg);
+        fd = open(p, O_WRONLY | O_TRUNC);
+        CHECK(write(fd, "\x10\0\0\0\0\0\0\0{}", 10) == 10, "w");
+        close(fd);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_INVALID_HEADER_LENGTH, "hdr len: %s", err.msg);
+        fd = open(p, O_WRONLY | O_TRUNC);
+        close(fd);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_HEADER_TOO_SMALL, "empty: %s", err.msg);
+        write_raw(p, "{\"a\":{\"dtype\":\"X8\",\"shape\":[8],\"data_offsets\":[0,8]}}", d, 8);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_INVALID_JSON, "bad json: %s", err.msg);
+        write_raw(p, "{}", NULL, 0);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK && st_header_count(st_file_header(f)) == 0,
+              "empty valid file: %s", err.msg);
+        st_file_release(f);
+    }
+
+    /* pread backend: the file shrinks after it was opened */
+    write_raw(p, j, d, 8);
+    st_file *f = NULL;
+    CHECK(st_file_open(p, ST_BACKEND_PREAD, &f, &err) == ST_OK, "%s", err.msg);
+    if (f) {
+        CHECK(truncate(p, 70) == 0, "truncate");
+        uint8_t got[8];
+        uint64_t ds = st_header_data_start(st_file_header(f));
+        st_code rc = st_file_read(f, ds, got, 8, &err);
+        CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk: rc %d %s", rc, err.msg);
+        st_file_release(f);
+    }
+    unlink(p);
+}
+
+static void test_sparse_64g(void)
+{
+    st_error err = {0};
+    char p[512];
+    path_in(p, sizeof p, "sparse.safetensors");
+    const uint64_t total = (uint64_t)64 << 30;
+    char json[256];
+    uint64_t n = 0, x = 0;
+    for (int it = 0; it < 4; it++) {
+        x = total - 8 - n;
+        int jl = snprintf(json, sizeof json,
+                          "{\"big\":{\"dtype\":\"U8\",\"shape\":[%llu],\"data_offsets\":[0,%llu]}}",
+                          (unsigned long long)x, (unsigned long long)x);
+        n = ((uint64_t)jl + 7) & ~(uint64_t)7;
+    }
+    write_raw(p, json, NULL, 0);
+    if (truncate(p, (off_t)total) != 0) {
+        printf("test_file: cannot make a sparse 64 GiB file (%s), skipped\n", strerror(errno));
+        unlink(p);
+        return;
+    }
+    /* mark a byte near the end */
+    int fd = open(p, O_WRONLY);
+    CHECK(pwrite(fd, "Z", 1, (off_t)(total - 3)) == 1, "pwrite");
+    close(fd);
+    for (int b = 0; b < 2; b++) {
+        st_file *f = NULL;
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK, "sparse open %d: %s", b, err.msg);
+        if (!f) continue;
+        CHECK(st_file_size(f) == total, "size");
+        const st_tensor *t = st_header_find(st_file_header(f), "big", 3);
+        CHECK(t && t->end == x, "big tensor");
+        uint8_t buf[4] = {1, 1, 1, 1};
+        CHECK(st_file_read(f, total - 4, buf, 4, &err) == ST_OK && buf[0] == 0 && buf[1] == 'Z' &&
+              buf[3] == 0, "tail read: %s", err.msg);
+        CHECK(st_file_read(f, 8 + n, buf, 4, &err) == ST_OK && buf[0] == 0, "head read");
+        if (backends[b] == ST_BACKEND_MMAP) {
+            CHECK(st_file_map(f)[total - 3] == 'Z', "map tail");
+        }
+        st_file_release(f);
+    }
+    unlink(p);
+}
+
+int main(void)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/st_test_file_XXXXXX", base ? base : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_open_errors();
+    test_backends();
+    test_bad_sizes();
+    test_sparse_64g();
+    rmdir(tmpdir);
+    if (failures) {
+        fprintf(stderr, "test_file: %d failures\n", failures);
+        return 1;
+    }
+    printf("test_file: OK\n");
+    return 0;
+}
