@@ -18,9 +18,9 @@ def flag(name):
 
 core = sorted(glob.glob("csrc/core/*.c"))
 binding = sorted(glob.glob("csrc/binding/*.c"))
-compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+compile_args = ["-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers", "-fvisibility=hidden"]
-link_args = []
+link_args = ["-pthread"]
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 if flag("SAFETENSORS_DEBUG") or flag("SAFETENSORS_SANITIZE"):

@@ -45,21 +45,22 @@ static int parse_framework(st_state *state, PyObject *obj, st_framework *out)
         {"mlx", FW_MLX}, {"paddle", FW_PADDLE},
     };
     const char *name;
+    Py_ssize_t len;
     if (!PyUnicode_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "argument 'framework': '%.100s' object cannot be converted to 'PyString'",
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
-    name = PyUnicode_AsUTF8(obj);
+    name = PyUnicode_AsUTF8AndSize(obj, &len);
     if (name == NULL)
         return -1;
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
-        if (strcmp(name, table[i].name) == 0) {
+        if (strlen(table[i].name) == (size_t)len && strcmp(name, table[i].name) == 0) {
             *out = table[i].fw;
             return 0;
         }
     }
-    PyErr_Format(state->SafetensorError, "framework %s is invalid", name);
+    PyErr_Format(state->SafetensorError, "framework %U is invalid", obj);
     return -1;
 }
 
@@ -70,6 +71,7 @@ static PyObject *parse_device(st_state *state, PyObject *obj)
     PyObject *text = NULL, *result = NULL;
     const char *s, *colon;
     size_t kind_len;
+    Py_ssize_t len;
 
     if (obj == NULL || obj == Py_None)
         return Py_NewRef(Py_None);
@@ -92,9 +94,11 @@ static PyObject *parse_device(st_state *state, PyObject *obj)
         if (text == NULL)
             return NULL;
     }
-    s = PyUnicode_AsUTF8(text);
+    s = PyUnicode_AsUTF8AndSize(text, &len);
     if (s == NULL)
         goto exit;
+    if (strlen(s) != (size_t)len)   /* an embedded NUL: nothing valid contains one */
+        goto invalid_str;
     if (strcmp(s, "cpu") == 0) {
         result = Py_NewRef(Py_None);
         goto exit;
@@ -130,10 +134,15 @@ static PyObject *parse_device(st_state *state, PyObject *obj)
                          "device %s is invalid: only mps or mps:0 is supported", s);
             goto exit;
         }
-        result = PyUnicode_FromFormat("%s:%llu", kinds[i], index);
+        /* Upstream shows a bare "mps" as is, other bare kinds as "<kind>:0". */
+        if (strcmp(kinds[i], "mps") == 0)
+            result = PyUnicode_FromString("mps");
+        else
+            result = PyUnicode_FromFormat("%s:%llu", kinds[i], index);
         goto exit;
     }
-    PyErr_Format(state->SafetensorError, "device %s is invalid", s);
+invalid_str:
+    PyErr_Format(state->SafetensorError, "device %U is invalid", text);
     goto exit;
 invalid_repr:
     PyErr_Format(state->SafetensorError, "device %R is invalid", obj);
@@ -145,6 +154,8 @@ exit:
 static int parse_backend(st_state *state, PyObject *obj, st_backend *out)
 {
     const char *name;
+    Py_ssize_t len;
+    PyObject *quoted;
     if (obj == NULL) {
         *out = ST_BACKEND_MMAP;
         return 0;
@@ -154,9 +165,11 @@ static int parse_backend(st_state *state, PyObject *obj, st_backend *out)
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
-    name = PyUnicode_AsUTF8(obj);
+    name = PyUnicode_AsUTF8AndSize(obj, &len);
     if (name == NULL)
         return -1;
+    if (strlen(name) != (size_t)len)
+        name = "";   /* an embedded NUL: invalid */
     if (strcmp(name, "mmap") == 0) {
         *out = ST_BACKEND_MMAP;
         return 0;
@@ -165,8 +178,12 @@ static int parse_backend(st_state *state, PyObject *obj, st_backend *out)
         *out = ST_BACKEND_PREAD;
         return 0;
     }
+    quoted = st_debug_quote(obj);
+    if (quoted == NULL)
+        return -1;
     PyErr_Format(state->SafetensorError,
-                 "backend \"%s\" is invalid (expected one of: \"mmap\", \"pread\")", name);
+                 "backend %U is invalid (expected one of: \"mmap\", \"pread\")", quoted);
+    Py_DECREF(quoted);
     return -1;
 }
 

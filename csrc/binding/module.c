@@ -77,10 +77,9 @@ PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyO
     if (err->code == ST_ERR_IO && err->sys_errno != 0) {
         /* Upstream's message, and the OSError attributes for code that reads them. */
         PyObject *number = PyLong_FromLong(err->sys_errno);
+        /* Only errno: with strerror or filename set, str() would drop the message. */
         int rc = number ? PyObject_SetAttrString(exc, "errno", number) : -1;
         Py_XDECREF(number);
-        if (rc == 0 && filename != NULL)
-            rc = PyObject_SetAttrString(exc, "filename", filename);
         if (rc < 0)
             goto exit;
     }
@@ -89,6 +88,35 @@ exit:
     Py_XDECREF(message);
     Py_XDECREF(exc);
     return NULL;
+}
+
+PyObject *st_debug_quote(PyObject *text)
+{
+    /* Rust's {:?} of a str, as upstream's messages show names: "a\"b". */
+    PyObject *escaped = NULL, *result = NULL;
+    PyObject *repr = PyObject_Repr(text);   /* Python escaping of controls */
+    Py_ssize_t len;
+    if (repr == NULL)
+        return NULL;
+    len = PyUnicode_GET_LENGTH(repr);
+    if (PyUnicode_READ_CHAR(repr, 0) == '"') {
+        result = repr;   /* repr chose double quotes: already escaped as Rust does */
+        return result;
+    }
+    /* repr used single quotes: strip them, unescape \', escape " */
+    escaped = PyUnicode_Substring(repr, 1, len - 1);
+    Py_DECREF(repr);
+    if (escaped == NULL)
+        return NULL;
+    Py_SETREF(escaped, PyObject_CallMethod(escaped, "replace", "ss", "\\'", "'"));
+    if (escaped != NULL)
+        Py_SETREF(escaped, PyObject_CallMethod(escaped, "replace", "ss", "\"", "\\\""));
+    if (escaped != NULL)
+        Py_SETREF(escaped, PyObject_CallMethod(escaped, "replace", "ss", "\\x00", "\\0"));
+    if (escaped != NULL)
+        result = PyUnicode_FromFormat("\"%U\"", escaped);
+    Py_XDECREF(escaped);
+    return result;
 }
 
 /* ======================================================================

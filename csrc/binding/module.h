@@ -69,6 +69,9 @@ st_state *st_state_from_module(PyObject *module);
  */
 PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyObject *filename);
 
+/* A str quoted as Rust's Debug format does ("a\"b"), for upstream's messages. */
+PyObject *st_debug_quote(PyObject *text);
+
 extern PyType_Spec st_safe_open_spec;
 extern PyType_Spec st_slice_spec;
 extern PyType_Spec st_mapped_bytes_spec;

@@ -35,6 +35,7 @@ static int parse_write_dtype(st_state *state, PyObject *obj, bool accept_header_
 {
     Py_ssize_t len;
     const char *name;
+    PyObject *quoted;
     if (!PyUnicode_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "dtype must be a str, not '%.100s'", Py_TYPE(obj)->tp_name);
         return -1;
@@ -43,15 +44,18 @@ static int parse_write_dtype(st_state *state, PyObject *obj, bool accept_header_
     if (name == NULL)
         return -1;
     for (size_t i = 0; i < sizeof(write_dtypes) / sizeof(write_dtypes[0]); i++) {
-        if (strcmp(name, write_dtypes[i].name) == 0) {
+        if (strlen(write_dtypes[i].name) == (size_t)len && strcmp(name, write_dtypes[i].name) == 0) {
             *out = write_dtypes[i].dtype;
             return 0;
         }
     }
     if (accept_header_names && st_dtype_from_name(name, (size_t)len, out))
         return 0;
-    PyErr_Format(state->SafetensorError, "Unknown dtype %R. Supported dtypes: " SUPPORTED_DTYPES,
-                 obj);
+    quoted = st_debug_quote(obj);
+    if (quoted != NULL)
+        PyErr_Format(state->SafetensorError, "Unknown dtype %U. Supported dtypes: " SUPPORTED_DTYPES,
+                     quoted);
+    Py_XDECREF(quoted);
     return -1;
 }
 

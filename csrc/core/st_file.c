@@ -40,6 +40,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -274,19 +275,108 @@ uint8_t *st_file_map(const st_file *file)
     return file->map;
 }
 
-st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err)
+/* One contiguous piece of a read: by memcpy from the mapping, or pread. */
+static st_code read_piece(const st_file *file, uint64_t offset, uint8_t *dst, size_t len,
+                          st_error *err)
 {
-    if (offset > file->size || len > file->size - offset) {
-        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, offset,
-                            "read of %zu bytes at offset %llu is outside the file (%llu bytes)",
-                            len, (unsigned long long)offset, (unsigned long long)file->size);
-    }
-    if (len == 0) {
-        return ST_OK;
-    }
     if (file->map != NULL) {
         memcpy(dst, file->map + offset, len);
         return ST_OK;
     }
     return read_exact(file->fd, offset, dst, len, err);
+}
+
+/*
+ * Large reads are split across threads: one core copies ~10 GB/s from the
+ * page cache, several copy several times that (performance-limits.md).
+ * Below ST_PARALLEL_MIN a thread costs more than it saves.
+ */
+#define ST_PARALLEL_MIN ((size_t)32 << 20)
+#define ST_MAX_READ_THREADS 8
+
+typedef struct {
+    const st_file *file;
+    uint64_t offset;
+    uint8_t *dst;
+    size_t len;
+    st_code code;
+    st_error err;
+} read_job;
+
+static void *read_job_run(void *arg)
+{
+    read_job *job = arg;
+    job->code = read_piece(job->file, job->offset, job->dst, job->len, &job->err);
+    return NULL;
+}
+
+/* Fresh destinations fault in 4 KiB at a time; ask for huge pages where the
+ * kernel gives them on request (THP "madvise" mode). */
+static void advise_huge_pages(uint8_t *dst, size_t len)
+{
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t start = ((uintptr_t)dst + huge - 1) & ~(huge - 1);
+    uintptr_t end = ((uintptr_t)dst + len) & ~(huge - 1);
+    if (end > start)
+        (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+#else
+    (void)dst;
+    (void)len;
+#endif
+}
+
+st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err)
+{
+    read_job jobs[ST_MAX_READ_THREADS];
+    pthread_t threads[ST_MAX_READ_THREADS];
+    size_t nthreads = 1, started = 0, piece;
+    long ncpu;
+    st_code rc = ST_OK;
+
+    if (offset > file->size || len > file->size - offset) {
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, offset,
+                            "read of %zu bytes at offset %llu is outside the file (%llu bytes)",
+                            len, (unsigned long long)offset, (unsigned long long)file->size);
+    }
+    if (len < ST_PARALLEL_MIN) {
+        return len == 0 ? ST_OK : read_piece(file, offset, dst, len, err);
+    }
+    advise_huge_pages(dst, len);
+    ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu > 1)
+        nthreads = (size_t)ncpu < ST_MAX_READ_THREADS ? (size_t)ncpu : ST_MAX_READ_THREADS;
+    if (nthreads > len / (ST_PARALLEL_MIN / 4))
+        nthreads = len / (ST_PARALLEL_MIN / 4);
+    /* Pieces are 2 MiB multiples so each thread fills whole huge pages. */
+    piece = ((len / nthreads) + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+    for (size_t i = 0; i < nthreads; i++) {
+        size_t start = i * piece;
+        jobs[i] = (read_job){.file = file,
+                             .offset = offset + start,
+                             .dst = (uint8_t *)dst + start,
+                             .len = start >= len ? 0 : (len - start < piece ? len - start : piece),
+                             .code = ST_OK};
+    }
+    /* Threads for pieces 1.., piece 0 here; a thread that cannot start is
+     * done here too. */
+    for (size_t i = 1; i < nthreads; i++) {
+        if (jobs[i].len == 0 || pthread_create(&threads[i], NULL, read_job_run, &jobs[i]) != 0)
+            read_job_run(&jobs[i]);
+        else
+            started |= (size_t)1 << i;
+    }
+    read_job_run(&jobs[0]);
+    for (size_t i = 1; i < nthreads; i++) {
+        if (started & ((size_t)1 << i))
+            pthread_join(threads[i], NULL);
+    }
+    for (size_t i = 0; i < nthreads; i++) {
+        if (jobs[i].code != ST_OK) {
+            *err = jobs[i].err;
+            rc = jobs[i].code;
+            break;
+        }
+    }
+    return rc;
 }

@@ -1,0 +1,753 @@
+/* st_json.c - strict streaming JSON reader (see st_json.h). */
+#include "st_json.h"
+
+#include <locale.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ======================================================================
+ * MARK: UTF-8
+ * ====================================================================== */
+
+/* Length of the valid UTF-8 sequence at p (avail >= 1 bytes, p[0] >= 0x80),
+ * or 0 with *errlen = bytes of the invalid prefix (0 when truncated). */
+static size_t utf8_seq(const uint8_t *p, size_t avail, unsigned *errlen)
+{
+    uint8_t c = p[0];
+    size_t need;
+    uint8_t lo = 0x80, hi = 0xBF;   /* allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        if (c == 0xE0) lo = 0xA0;           /* overlong */
+        else if (c == 0xED) hi = 0x9F;      /* surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        if (c == 0xF0) lo = 0x90;           /* overlong */
+        else if (c == 0xF4) hi = 0x8F;      /* > U+10FFFF */
+    } else {
+        *errlen = 1;
+        return 0;
+    }
+    for (size_t k = 1; k < need; k++) {
+        if (k >= avail) {
+            *errlen = 0;
+            return 0;
+        }
+        uint8_t b = p[k];
+        uint8_t l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
+        if (b < l || b > h) {
+            *errlen = (unsigned)k;
+            return 0;
+        }
+    }
+    return need;
+}
+
+bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len)
+{
+    size_t i = 0;
+    while (i < len) {
+        /* ASCII fast path, 8 bytes at a time. */
+        while (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & UINT64_C(0x8080808080808080))
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        unsigned el = 0;
+        size_t n = utf8_seq(s + i, len - i, &el);
+        if (n == 0) {
+            if (valid_up_to) *valid_up_to = i;
+            if (error_len) *error_len = el;
+            return false;
+        }
+        i += n;
+    }
+    return true;
+}
+
+/* ======================================================================
+ * MARK: errors
+ * ====================================================================== */
+
+st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text)
+{
+    size_t line = 1, col;
+    size_t last_nl_end = 0;
+    if (lc_index > j->len)
+        lc_index = j->len;
+    const uint8_t *p = j->buf, *end = j->buf + lc_index;
+    while (p < end) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL)
+            break;
+        line++;
+        last_nl_end = (size_t)(nl - j->buf) + 1;
+        p = nl + 1;
+    }
+    col = lc_index - last_nl_end;
+    if (off_index > j->len)
+        off_index = j->len;
+    return st_error_set(j->err, ST_ERR_INVALID_JSON, j->base + off_index,
+                        "%s at line %zu column %zu", text, line, col);
+}
+
+/* serde_json's peek_error: position one past the current byte. */
+static st_code fail_peek(st_json *j, const char *text)
+{
+    size_t lc = j->pos < j->len ? j->pos + 1 : j->len;
+    return st_json_fail(j, lc, j->pos, text);
+}
+
+/* serde_json's error: position of what was consumed (the byte before pos). */
+static st_code fail_here(st_json *j, const char *text)
+{
+    return st_json_fail(j, j->pos, j->pos > 0 ? j->pos - 1 : 0, text);
+}
+
+/* The input ended too early: reported at its end. */
+static st_code fail_eof(st_json *j, const char *text)
+{
+    j->pos = j->len;
+    return st_json_fail(j, j->len, j->len, text);
+}
+
+static st_code fail_nomem(st_json *j)
+{
+    return st_error_set(j->err, ST_ERR_NOMEM, 0, "out of memory");
+}
+
+/* ======================================================================
+ * MARK: basics
+ * ====================================================================== */
+
+void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base,
+                  bool utf8_trusted, st_error *err)
+{
+    memset(j, 0, sizeof *j);
+    j->buf = buf;
+    j->len = len;
+    j->base = base;
+    j->utf8_trusted = utf8_trusted;
+    j->err = err;
+}
+
+void st_json_dispose(st_json *j)
+{
+    st_free(j->scratch);
+    j->scratch = NULL;
+    j->scratch_cap = 0;
+}
+
+static inline void skip_ws(st_json *j)
+{
+    const uint8_t *b = j->buf;
+    size_t p = j->pos, n = j->len;
+    while (p < n && (b[p] == ' ' || b[p] == '\n' || b[p] == '\t' || b[p] == '\r'))
+        p++;
+    j->pos = p;
+}
+
+st_jtype st_json_peek(st_json *j)
+{
+    skip_ws(j);
+    if (j->pos >= j->len)
+        return ST_JT_END;
+    switch (j->buf[j->pos]) {
+    case '{': return ST_JT_OBJECT;
+    case '[': return ST_JT_ARRAY;
+    case '"': return ST_JT_STRING;
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9': return ST_JT_NUMBER;
+    case 't': return ST_JT_TRUE;
+    case 'f': return ST_JT_FALSE;
+    case 'n': return ST_JT_NULL;
+    default: return ST_JT_BAD;
+    }
+}
+
+st_code st_json_value_start(st_json *j, st_jtype *type)
+{
+    st_jtype t = st_json_peek(j);
+    *type = t;
+    if (t == ST_JT_END)
+        return fail_peek(j, "EOF while parsing a value");
+    if (t == ST_JT_BAD)
+        return fail_peek(j, "expected value");
+    return ST_OK;
+}
+
+static st_code open_container(st_json *j)
+{
+    /* serde_json: remaining depth starts at 128 and may not reach 0. */
+    if (j->depth + 1 >= ST_JSON_MAX_DEPTH)
+        return fail_peek(j, "recursion limit exceeded");
+    j->depth++;
+    j->pos++;
+    return ST_OK;
+}
+
+st_code st_json_object_begin(st_json *j)
+{
+    return open_container(j);
+}
+
+st_code st_json_array_begin(st_json *j)
+{
+    return open_container(j);
+}
+
+/* ======================================================================
+ * MARK: strings
+ * ====================================================================== */
+
+static bool scratch_reserve(st_json *j, size_t used, size_t extra)
+{
+    if (used + extra <= j->scratch_cap)
+        return true;
+    size_t cap = j->scratch_cap ? j->scratch_cap : 64;
+    while (cap < used + extra)
+        cap *= 2;
+    char *p = st_realloc(j->scratch, cap);
+    if (p == NULL)
+        return false;
+    j->scratch = p;
+    j->scratch_cap = cap;
+    return true;
+}
+
+static int hexval(uint8_t c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static st_code read_hex4(st_json *j, unsigned *out)
+{
+    if (j->len - j->pos < 4) {
+        return fail_eof(j, "EOF while parsing a string");
+    }
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        int h = hexval(j->buf[j->pos++]);
+        if (h < 0)
+            return fail_here(j, "invalid escape");
+        v = (v << 4) | (unsigned)h;
+    }
+    *out = v;
+    return ST_OK;
+}
+
+/* Decodes one escape (pos just after the backslash) into out[0..*n). */
+static st_code read_escape(st_json *j, char out[4], size_t *n)
+{
+    if (j->pos >= j->len)
+        return fail_eof(j, "EOF while parsing a string");
+    uint8_t c = j->buf[j->pos++];
+    unsigned cp;
+    st_code rc;
+    switch (c) {
+    case '"': out[0] = '"'; *n = 1; return ST_OK;
+    case '\\': out[0] = '\\'; *n = 1; return ST_OK;
+    case '/': out[0] = '/'; *n = 1; return ST_OK;
+    case 'b': out[0] = '\b'; *n = 1; return ST_OK;
+    case 'f': out[0] = '\f'; *n = 1; return ST_OK;
+    case 'n': out[0] = '\n'; *n = 1; return ST_OK;
+    case 'r': out[0] = '\r'; *n = 1; return ST_OK;
+    case 't': out[0] = '\t'; *n = 1; return ST_OK;
+    case 'u': break;
+    default: return fail_here(j, "invalid escape");
+    }
+    if ((rc = read_hex4(j, &cp)) != ST_OK)
+        return rc;
+    if (cp >= 0xDC00 && cp <= 0xDFFF)
+        return fail_here(j, "lone leading surrogate in hex escape");
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        unsigned lo;
+        if (j->pos >= j->len)
+            return fail_eof(j, "EOF while parsing a string");
+        if (j->buf[j->pos] != '\\')
+            return st_json_fail(j, j->pos, j->pos, "unexpected end of hex escape");
+        j->pos++;
+        if (j->pos >= j->len)
+            return fail_eof(j, "EOF while parsing a string");
+        if (j->buf[j->pos] != 'u')
+            return st_json_fail(j, j->pos, j->pos, "unexpected end of hex escape");
+        j->pos++;
+        if ((rc = read_hex4(j, &lo)) != ST_OK)
+            return rc;
+        if (lo < 0xDC00 || lo > 0xDFFF)
+            return fail_here(j, "lone leading surrogate in hex escape");
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        *n = 1;
+    } else if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        *n = 2;
+    } else if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        *n = 3;
+    } else {
+        out[0] = (char)(0xF0 | (cp >> 18));
+        out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[3] = (char)(0x80 | (cp & 0x3F));
+        *n = 4;
+    }
+    return ST_OK;
+}
+
+/* Bytes that end the fast path inside a string: '"', '\\', controls, non-ASCII. */
+static const uint8_t string_special[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
+/* pos at the opening quote. With s != NULL, returns the decoded text. */
+static st_code scan_string(st_json *j, const char **s, size_t *slen)
+{
+    const uint8_t *b = j->buf;
+    size_t n = j->len;
+    size_t p = ++j->pos;           /* after the quote */
+    size_t seg = p;                /* start of the raw run not yet copied */
+    size_t used = 0;               /* decoded bytes in scratch */
+    bool escaped = false;
+    st_code rc;
+
+    for (;;) {
+        while (p < n && !string_special[b[p]])
+            p++;
+        if (p >= n) {
+            return fail_eof(j, "EOF while parsing a string");
+        }
+        uint8_t c = b[p];
+        if (c == '"') {
+            if (s != NULL) {
+                if (!escaped) {
+                    *s = (const char *)(b + j->pos);
+                    *slen = p - j->pos;
+                } else {
+                    if (!scratch_reserve(j, used, p - seg))
+                        return fail_nomem(j);
+                    memcpy(j->scratch + used, b + seg, p - seg);
+                    used += p - seg;
+                    *s = j->scratch;
+                    *slen = used;
+                }
+            }
+            j->pos = p + 1;
+            return ST_OK;
+        }
+        if (c == '\\') {
+            char out[4];
+            size_t k = 0;
+            j->pos = p + 1;
+            if ((rc = read_escape(j, out, &k)) != ST_OK)
+                return rc;
+            if (s != NULL) {
+                if (!scratch_reserve(j, used, (p - seg) + k))
+                    return fail_nomem(j);
+                memcpy(j->scratch + used, b + seg, p - seg);
+                used += p - seg;
+                memcpy(j->scratch + used, out, k);
+                used += k;
+                escaped = true;
+            }
+            p = seg = j->pos;
+            continue;
+        }
+        if (c < 0x20) {
+            j->pos = p + 1;
+            return fail_here(j, "control character (\\u0000-\\u001F) found while parsing a string");
+        }
+        /* c >= 0x80 */
+        if (j->utf8_trusted) {
+            p++;
+            continue;
+        }
+        unsigned el = 0;
+        size_t k = utf8_seq(b + p, n - p, &el);
+        if (k == 0) {
+            j->pos = p;
+            return fail_peek(j, "invalid unicode code point");
+        }
+        p += k;
+    }
+}
+
+st_code st_json_string(st_json *j, const char **s, size_t *len)
+{
+    return scan_string(j, s, len);
+}
+
+/* ======================================================================
+ * MARK: objects and arrays
+ * ====================================================================== */
+
+st_code st_json_object_next(st_json *j, bool *first, bool *more,
+                            const char **key, size_t *key_len, size_t *key_start,
+                            size_t *key_end)
+{
+    st_code rc;
+    *more = false;
+    skip_ws(j);
+    if (j->pos >= j->len)
+        return fail_peek(j, "EOF while parsing an object");
+    uint8_t c = j->buf[j->pos];
+    if (c == '}') {
+        j->pos++;
+        j->depth--;
+        return ST_OK;
+    }
+    if (!*first) {
+        if (c != ',')
+            return fail_peek(j, "expected `,` or `}`");
+        j->pos++;
+        skip_ws(j);
+        if (j->pos >= j->len)
+            return fail_peek(j, "EOF while parsing a value");
+        c = j->buf[j->pos];
+        if (c == '}')
+            return fail_peek(j, "trailing comma");
+    }
+    *first = false;
+    if (c != '"')
+        return fail_peek(j, "key must be a string");
+    if (key_start != NULL)
+        *key_start = j->pos;
+    if ((rc = scan_string(j, key, key_len)) != ST_OK)
+        return rc;
+    if (key_end != NULL)
+        *key_end = j->pos;
+    skip_ws(j);
+    if (j->pos >= j->len)
+        return fail_peek(j, "EOF while parsing an object");
+    if (j->buf[j->pos] != ':')
+        return fail_peek(j, "expected `:`");
+    j->pos++;
+    *more = true;
+    return ST_OK;
+}
+
+st_code st_json_array_next(st_json *j, bool *first, bool *more)
+{
+    *more = false;
+    skip_ws(j);
+    if (j->pos >= j->len)
+        return fail_peek(j, "EOF while parsing a list");
+    uint8_t c = j->buf[j->pos];
+    if (c == ']') {
+        j->pos++;
+        j->depth--;
+        return ST_OK;
+    }
+    if (!*first) {
+        if (c != ',')
+            return fail_peek(j, "expected `,` or `]`");
+        j->pos++;
+        skip_ws(j);
+        if (j->pos < j->len && j->buf[j->pos] == ']')
+            return fail_peek(j, "trailing comma");
+    }
+    *first = false;
+    *more = true;
+    return ST_OK;
+}
+
+/* ======================================================================
+ * MARK: numbers and literals
+ * ====================================================================== */
+
+static inline bool is_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* strtod on [s, s+n) in the "C" notation whatever the locale. */
+static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)
+{
+    char stackbuf[128];
+    char *tmp = stackbuf;
+    char dp = '.';
+    const struct lconv *lc = localeconv();
+    if (lc != NULL && lc->decimal_point != NULL && lc->decimal_point[0] != '\0')
+        dp = lc->decimal_point[0];
+    if (n + 1 > sizeof stackbuf) {
+        tmp = st_malloc(n + 1);
+        if (tmp == NULL)
+            return fail_nomem(j);
+    }
+    for (size_t k = 0; k < n; k++)
+        tmp[k] = s[k] == '.' ? dp : (char)s[k];
+    tmp[n] = '\0';
+    *out = strtod(tmp, NULL);
+    if (tmp != stackbuf)
+        st_free(tmp);
+    return ST_OK;
+}
+
+st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
+{
+    const uint8_t *b = j->buf;
+    size_t n = j->len;
+    size_t start = j->pos;
+    bool neg = false, is_float = false;
+    st_code rc;
+
+    if (j->pos < n && b[j->pos] == '-') {
+        neg = true;
+        j->pos++;
+    }
+    if (j->pos >= n)
+        return fail_eof(j, "invalid number");
+    if (b[j->pos] == '0') {
+        j->pos++;
+        if (j->pos < n && is_digit(b[j->pos]))
+            return fail_peek(j, "invalid number");
+    } else if (is_digit(b[j->pos])) {
+        while (j->pos < n && is_digit(b[j->pos]))
+            j->pos++;
+    } else {
+        j->pos++;
+        return fail_here(j, "invalid number");
+    }
+    size_t int_end = j->pos;
+    if (j->pos < n && b[j->pos] == '.') {
+        is_float = true;
+        j->pos++;
+        if (j->pos >= n)
+            return fail_peek(j, "EOF while parsing a value");
+        if (!is_digit(b[j->pos]))
+            return fail_peek(j, "invalid number");
+        while (j->pos < n && is_digit(b[j->pos]))
+            j->pos++;
+    }
+    if (j->pos < n && (b[j->pos] == 'e' || b[j->pos] == 'E')) {
+        is_float = true;
+        j->pos++;
+        if (j->pos < n && (b[j->pos] == '+' || b[j->pos] == '-'))
+            j->pos++;
+        if (j->pos >= n)
+            return fail_peek(j, "EOF while parsing a value");
+        if (!is_digit(b[j->pos]))
+            return fail_peek(j, "invalid number");
+        while (j->pos < n && is_digit(b[j->pos]))
+            j->pos++;
+    }
+    if (!want_value)
+        return ST_OK;
+
+    if (!is_float) {
+        uint64_t v = 0;
+        bool overflow = false;
+        for (size_t k = start + (neg ? 1 : 0); k < int_end; k++) {
+            unsigned d = (unsigned)(b[k] - '0');
+            if (v > (UINT64_MAX - d) / 10) {
+                overflow = true;
+                break;
+            }
+            v = v * 10 + d;
+        }
+        if (!overflow) {
+            if (!neg) {
+                num->kind = ST_JNUM_U64;
+                num->u = v;
+                return ST_OK;
+            }
+            if (v != 0 && v <= (uint64_t)INT64_MAX + 1) {
+                num->kind = ST_JNUM_I64;
+                num->i = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+                return ST_OK;
+            }
+        }
+    }
+    num->kind = ST_JNUM_F64;
+    if ((rc = parse_double(j, b + start, j->pos - start, &num->f)) != ST_OK)
+        return rc;
+    if (isinf(num->f))
+        return st_json_fail(j, j->pos, start, "number out of range");
+    return ST_OK;
+}
+
+st_code st_json_literal(st_json *j)
+{
+    const char *word;
+    switch (j->buf[j->pos]) {
+    case 't': word = "true"; break;
+    case 'f': word = "false"; break;
+    default: word = "null"; break;
+    }
+    j->pos++;
+    for (const char *w = word + 1; *w; w++) {
+        if (j->pos >= j->len)
+            return fail_eof(j, "EOF while parsing a value");
+        if (j->buf[j->pos++] != (uint8_t)*w)
+            return fail_here(j, "expected ident");
+    }
+    return ST_OK;
+}
+
+/* ======================================================================
+ * MARK: skipping, validation
+ * ====================================================================== */
+
+st_code st_json_skip(st_json *j)
+{
+    st_jtype t;
+    st_code rc;
+    bool first = true, more;
+    if ((rc = st_json_value_start(j, &t)) != ST_OK)
+        return rc;
+    switch (t) {
+    case ST_JT_OBJECT:
+        if ((rc = st_json_object_begin(j)) != ST_OK)
+            return rc;
+        for (;;) {
+            if ((rc = st_json_object_next(j, &first, &more, NULL, NULL, NULL, NULL)) != ST_OK)
+                return rc;
+            if (!more)
+                return ST_OK;
+            if ((rc = st_json_skip(j)) != ST_OK)
+                return rc;
+        }
+    case ST_JT_ARRAY:
+        if ((rc = st_json_array_begin(j)) != ST_OK)
+            return rc;
+        for (;;) {
+            if ((rc = st_json_array_next(j, &first, &more)) != ST_OK)
+                return rc;
+            if (!more)
+                return ST_OK;
+            if ((rc = st_json_skip(j)) != ST_OK)
+                return rc;
+        }
+    case ST_JT_STRING:
+        return scan_string(j, NULL, NULL);
+    case ST_JT_NUMBER:
+        return st_json_number(j, false, NULL);
+    default:
+        return st_json_literal(j);
+    }
+}
+
+st_code st_json_finish(st_json *j)
+{
+    skip_ws(j);
+    if (j->pos < j->len)
+        return fail_peek(j, "trailing characters");
+    return ST_OK;
+}
+
+st_code st_json_validate(const uint8_t *text, size_t len, st_error *err)
+{
+    st_json j;
+    st_code rc;
+    st_json_init(&j, text, len, 0, false, err);
+    rc = st_json_skip(&j);
+    if (rc == ST_OK)
+        rc = st_json_finish(&j);
+    st_json_dispose(&j);
+    return rc;
+}
+
+/* ======================================================================
+ * MARK: float formatting (for "floating point `...`" messages)
+ * ====================================================================== */
+
+void st_json_format_float(double f, char *out, size_t cap)
+{
+    char sci[64];
+    char digits[32];
+    int exp10 = 0;
+    size_t nd = 0, o = 0;
+
+    if (cap == 0)
+        return;
+    out[0] = '\0';
+    if (isnan(f) || isinf(f)) {
+        snprintf(out, cap, "%s", isnan(f) ? "NaN" : (f < 0 ? "-inf" : "inf"));
+        return;
+    }
+    /* Shortest precision that round-trips. */
+    for (int prec = 0; prec < 17; prec++) {
+        snprintf(sci, sizeof sci, "%.*e", prec, f);
+        if (strtod(sci, NULL) == f)
+            break;
+    }
+    /* sci = [-]d[.ddd]e[+-]XX (the decimal point may be locale-specific) */
+    const char *p = sci;
+    bool negative = false;
+    if (*p == '-') {
+        negative = true;
+        p++;
+    }
+    for (; *p && *p != 'e'; p++) {
+        if (is_digit((uint8_t)*p) && nd < sizeof digits - 1)
+            digits[nd++] = *p;
+    }
+    if (*p == 'e')
+        exp10 = atoi(p + 1);
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    digits[nd] = '\0';
+
+#define PUT(ch) do { if (o + 1 < cap) out[o++] = (ch); } while (0)
+    if (negative)
+        PUT('-');
+    bool has_point = false;
+    if (exp10 >= 0) {
+        for (size_t k = 0; k < nd || (int)k <= exp10; k++) {
+            if ((int)k == exp10 + 1) {
+                PUT('.');
+                has_point = true;
+            }
+            PUT(k < nd ? digits[k] : '0');
+        }
+    } else {
+        PUT('0');
+        PUT('.');
+        has_point = true;
+        for (int k = 0; k < -exp10 - 1; k++)
+            PUT('0');
+        for (size_t k = 0; k < nd; k++)
+            PUT(digits[k]);
+    }
+    if (!has_point) {
+        PUT('.');
+        PUT('0');
+    }
+#undef PUT
+    out[o] = '\0';
+}

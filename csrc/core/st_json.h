@@ -1,0 +1,118 @@
+/*
+ * st_json.h - internal strict streaming JSON reader (a pull parser, no DOM).
+ *
+ * RFC 8259 with these choices (docs/json-conformance.md lists them):
+ *   - UTF-8 is validated everywhere (overlongs, UTF-8-encoded surrogates,
+ *     code points above U+10FFFF and truncated sequences are rejected);
+ *   - \uXXXX escapes must form valid scalar values: a lone surrogate, in
+ *     either order, is rejected as serde_json does;
+ *   - numbers follow the JSON grammar; st_json_number can also classify a
+ *     number the way serde_json does (u64 / negative i64 / f64) and reports
+ *     "number out of range" for literals that overflow a double;
+ *   - at most ST_JSON_MAX_DEPTH - 1 (127) nested arrays/objects, as
+ *     serde_json's recursion limit of 128;
+ *   - only space, \t, \n, \r around the top-level value.
+ *
+ * Errors are ST_ERR_INVALID_JSON with serde_json-like messages
+ * "<what> at line L column C" (computed only when an error happens) and
+ * err->offset = base + index of the offending byte. Allocation failures
+ * (the string scratch buffer) return ST_ERR_NOMEM.
+ *
+ * Usage:  st_json_init; st_json_peek; then the matching reader for the
+ * value (object/array iteration, string, number, literal) or st_json_skip;
+ * finally st_json_finish for the trailing-whitespace rule; st_json_dispose.
+ */
+#ifndef ST_JSON_H
+#define ST_JSON_H
+
+#include "st_core.h"
+
+typedef enum st_jtype {
+    ST_JT_END = 0,   /* no more input */
+    ST_JT_OBJECT,
+    ST_JT_ARRAY,
+    ST_JT_STRING,
+    ST_JT_NUMBER,
+    ST_JT_TRUE,
+    ST_JT_FALSE,
+    ST_JT_NULL,
+    ST_JT_BAD        /* a byte that cannot start a value */
+} st_jtype;
+
+typedef enum st_jnum_kind {
+    ST_JNUM_U64,     /* non-negative integer that fits u64 */
+    ST_JNUM_I64,     /* negative integer that fits i64 (not -0) */
+    ST_JNUM_F64      /* anything else: fraction, exponent, -0, too large */
+} st_jnum_kind;
+
+typedef struct st_jnum {
+    st_jnum_kind kind;
+    uint64_t u;
+    int64_t i;
+    double f;
+} st_jnum;
+
+typedef struct st_json {
+    const uint8_t *buf;
+    size_t len;
+    size_t pos;
+    uint64_t base;           /* added to error offsets */
+    unsigned depth;          /* open arrays/objects */
+    bool utf8_trusted;       /* caller already validated all of buf */
+    st_error *err;
+    char *scratch;           /* decoded strings with escapes */
+    size_t scratch_cap;
+} st_json;
+
+void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base,
+                  bool utf8_trusted, st_error *err);
+void st_json_dispose(st_json *j);
+
+/* Skips whitespace and says what comes next (consumes nothing else). */
+st_jtype st_json_peek(st_json *j);
+
+/* Fails with "EOF while parsing a value" / "expected value" unless a value
+ * starts here; else stores its type. */
+st_code st_json_value_start(st_json *j, st_jtype *type);
+
+/* Objects: st_json_object_begin consumes '{'. Then call st_json_object_next
+ * with *first = true initially: it consumes ',' or '}' as needed; *more is
+ * false at the end of the object (the '}' is consumed); otherwise the key
+ * is decoded into (*key, *key_len) (valid until the next string read) and
+ * the ':' is consumed; *key_start is the index of the key's opening quote
+ * and *key_end the index just after its closing quote (both may be NULL). */
+st_code st_json_object_begin(st_json *j);
+st_code st_json_object_next(st_json *j, bool *first, bool *more,
+                            const char **key, size_t *key_len, size_t *key_start,
+                            size_t *key_end);
+/* Arrays: same pattern; after *more == true, read one element. */
+st_code st_json_array_begin(st_json *j);
+st_code st_json_array_next(st_json *j, bool *first, bool *more);
+
+/* Reads a string value, decoded (escapes resolved); the result points into
+ * the input or into the scratch buffer (valid until the next string read). */
+st_code st_json_string(st_json *j, const char **s, size_t *len);
+/* Reads a number; with want_value, classifies it and fills *num (may fail
+ * with "number out of range"); without, checks the grammar only. */
+st_code st_json_number(st_json *j, bool want_value, st_jnum *num);
+/* Reads true, false or null (as peeked). */
+st_code st_json_literal(st_json *j);
+/* Skips one value of any kind, fully validated. */
+st_code st_json_skip(st_json *j);
+/* Requires only whitespace until the end ("trailing characters"). */
+st_code st_json_finish(st_json *j);
+
+/* Fails with ST_ERR_INVALID_JSON "<text> at line L column C", where the
+ * line/column are those of index lc_index and the offset base + off_index. */
+st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text);
+
+/* Validates UTF-8 as Rust's str::from_utf8 does. On failure *valid_up_to
+ * is the index of the first bad sequence and *error_len its length in
+ * bytes (1..3), or 0 when the input ends in the middle of a sequence. */
+bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len);
+
+/* Formats a double as Rust's Display does (shortest round trip, no exponent)
+ * followed by ".0" when it has no fractional part, as serde prints floats. */
+void st_json_format_float(double f, char *out, size_t cap);
+
+#endif /* ST_JSON_H */

@@ -1,0 +1,164 @@
+"""Shared helpers for the read-path tests.
+
+Files are built byte by byte here (never with our own writer), so the reader
+tests do not depend on the writer being correct.
+
+Layout (spec 1.1): 8-byte little-endian N, N bytes of header JSON, data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Iterable
+
+import numpy as np
+import pytest
+
+# Header dtype -> (numpy dtype for raw data generation or None, bits per element)
+DTYPE_BITS = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8,
+    "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "C64": 64, "F64": 64, "I64": 64, "U64": 64,
+}
+ALL_DTYPES = list(DTYPE_BITS)  # upstream enum order
+
+# Header dtype -> plain numpy dtype (those numpy knows without ml_dtypes)
+NUMPY_DTYPES = {
+    "BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16,
+    "U16": np.uint16, "F16": np.float16, "I32": np.int32, "U32": np.uint32,
+    "F32": np.float32, "C64": np.complex64, "F64": np.float64, "I64": np.int64,
+    "U64": np.uint64,
+}
+
+HEADER_PREFIX = "Error while deserializing header: "
+DESERIALIZE_PREFIX = "Error while deserializing: "
+MISALIGNED = ("The slice is slicing for subbytes dtypes, and the slice does not end up at a "
+              "byte boundary, this is invalid.")
+
+
+def nbytes_of(dtype: str, shape: Iterable[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    bits = n * DTYPE_BITS[dtype]
+    assert bits % 8 == 0
+    return bits // 8
+
+
+def header_bytes(header, *, pad: bool = True, pad_to: int = 8) -> bytes:
+    """Header dict -> compact JSON bytes (UTF-8, non-ASCII raw), space padded."""
+    if isinstance(header, (bytes, bytearray)):
+        raw = bytes(header)
+    elif isinstance(header, str):
+        raw = header.encode("utf-8")
+    else:
+        raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if pad and len(raw) % pad_to:
+        raw += b" " * (pad_to - len(raw) % pad_to)
+    return raw
+
+
+def build_bytes(header, data: bytes = b"", *, pad: bool = True, n: int | None = None,
+                pad_to: int = 8) -> bytes:
+    """Whole file content. `header`: dict, str or raw bytes (raw bytes/str are not
+    padded unless pad=True and they are not already a multiple of pad_to).
+    `n` overrides the length field (the real header bytes are still written)."""
+    hb = header_bytes(header, pad=pad, pad_to=pad_to)
+    length = len(hb) if n is None else n
+    return struct.pack("<Q", length) + hb + bytes(data)
+
+
+def write_bytes(path, content: bytes):
+    with open(path, "wb") as f:
+        f.write(content)
+    return path
+
+
+def tensors_layout(tensors, metadata=None):
+    """tensors: list of (name, dtype, shape, data_bytes) in the file order wanted.
+    Returns (header dict, data bytes) with consecutive offsets in that order."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    data = bytearray()
+    for name, dtype, shape, raw in tensors:
+        raw = bytes(raw)
+        assert len(raw) == nbytes_of(dtype, shape), (name, dtype, shape, len(raw))
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    return header, bytes(data)
+
+
+def np_to_entry(name, arr: np.ndarray):
+    """(name, dtype, shape, raw) for a numpy array of a plain dtype."""
+    rev = {np.dtype(v): k for k, v in NUMPY_DTYPES.items()}
+    dt = rev[np.dtype(arr.dtype.str.replace(">", "<"))]
+    little = np.ascontiguousarray(arr).astype(np.dtype(arr.dtype.str.replace(">", "<")))
+    return (name, dt, list(arr.shape), little.tobytes())
+
+
+def random_raw(rng: np.random.Generator, dtype: str, shape) -> bytes:
+    """Random bytes valid for a dtype (BOOL gets 0/1)."""
+    n = nbytes_of(dtype, shape)
+    if dtype == "BOOL":
+        return rng.integers(0, 2, size=n, dtype=np.uint8).tobytes()
+    return rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
+
+
+class FileMaker:
+    """Writes safetensors files under a tmp dir."""
+
+    def __init__(self, root):
+        self.root = root
+        self.count = 0
+
+    def _path(self, name=None):
+        self.count += 1
+        return os.path.join(str(self.root), name or f"f{self.count}.safetensors")
+
+    def raw(self, content: bytes, name=None) -> str:
+        return write_bytes(self._path(name), content)
+
+    def header(self, header, data: bytes = b"", name=None, **kw) -> str:
+        return self.raw(build_bytes(header, data, **kw), name)
+
+    def tensors(self, tensors, metadata=None, name=None, **kw) -> str:
+        header, data = tensors_layout(tensors, metadata)
+        return self.header(header, data, name=name, **kw)
+
+    def arrays(self, arrays: dict, metadata=None, name=None) -> str:
+        return self.tensors([np_to_entry(k, v) for k, v in arrays.items()], metadata, name)
+
+
+@pytest.fixture
+def mk(tmp_path):
+    return FileMaker(tmp_path)
+
+
+def mapped_ranges(path):
+    """[(start, end)] of this process's mappings of `path` (Linux /proc/self/maps)."""
+    real = os.path.realpath(str(path))
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(None, 5)
+            if len(parts) == 6 and parts[5] == real:
+                a, b = parts[0].split("-")
+                out.append((int(a, 16), int(b, 16)))
+    return out
+
+
+def ptr_in_mapping(path, ptr, size=1):
+    return any(a <= ptr and ptr + max(size, 1) <= b for a, b in mapped_ranges(path))
+
+
+def rss_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
