@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from safetensors import TensorSpec, deserialize, safe_open, serialize, serialize_file
+from safetensors import deserialize, safe_open, serialize, serialize_file
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
@@ -76,7 +76,7 @@ def _getdtype(dtype_str: str) -> np.dtype:
     return np.dtype(getattr(ml_dtypes, name))
 
 
-def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, TensorSpec], List[np.ndarray]]:
+def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, dict], List[np.ndarray]]:
     if not isinstance(tensor_dict, dict):
         raise TypeError(f"Expected a dict of [str, numpy.ndarray] but received {type(tensor_dict)}")
     specs = {}
@@ -93,12 +93,9 @@ def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, TensorSpec],
         elif not arr.flags.c_contiguous:
             arr = arr.copy(order="C")
         keepalive.append(arr)
-        specs[k] = TensorSpec(
-            dtype=arr.dtype.name,
-            shape=list(arr.shape),
-            data_ptr=arr.__array_interface__["data"][0] if arr.nbytes else 0,
-            data_len=arr.nbytes,
-        )
+        # The dict form hands the array itself to the writer (buffer protocol):
+        # cheaper per tensor than a TensorSpec built from a pointer.
+        specs[k] = {"dtype": arr.dtype.name, "shape": arr.shape, "data": arr}
     return specs, keepalive
 
 

@@ -97,14 +97,16 @@ exit:
  * MARK: TensorSpec
  * ====================================================================== */
 
+/* Variable-sized: ob_size dims follow (files can hold 100,000s of specs). */
 typedef struct {
-    PyObject_HEAD
+    PyObject_VAR_HEAD
     st_dtype dtype;
-    size_t ndim;
-    uint64_t shape[ST_MAX_DIMS];    /* logical */
     uintptr_t data_ptr;
     uint64_t data_len;
+    uint64_t shape[];               /* logical */
 } TensorSpec;
+
+#define SPEC_NDIM(spec) ((size_t)Py_SIZE(spec))
 
 static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -126,11 +128,10 @@ static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kw
     ndim = parse_shape(state, shape_obj, dtype, shape);
     if (ndim < 0)
         return NULL;
-    self = (TensorSpec *)type->tp_alloc(type, 0);
+    self = (TensorSpec *)type->tp_alloc(type, ndim);
     if (self == NULL)
         return NULL;
     self->dtype = dtype;
-    self->ndim = (size_t)ndim;
     memcpy(self->shape, shape, (size_t)ndim * sizeof(shape[0]));
     self->data_ptr = (uintptr_t)data_ptr;
     self->data_len = data_len;
@@ -151,8 +152,8 @@ static PyObject *TensorSpec_get_dtype(TensorSpec *self, void *closure)
 
 static PyObject *TensorSpec_get_shape(TensorSpec *self, void *closure)
 {
-    PyObject *list = PyList_New((Py_ssize_t)self->ndim);
-    for (size_t i = 0; list != NULL && i < self->ndim; i++) {
+    PyObject *list = PyList_New((Py_ssize_t)SPEC_NDIM(self));
+    for (size_t i = 0; list != NULL && i < SPEC_NDIM(self); i++) {
         PyObject *dim = PyLong_FromUnsignedLongLong(self->shape[i]);
         if (dim == NULL)
             Py_CLEAR(list);
@@ -207,6 +208,7 @@ static PyType_Slot TensorSpec_slots[] = {
 PyType_Spec st_tensor_spec_spec = {
     .name = "safetensors._safetensors_c.TensorSpec",
     .basicsize = sizeof(TensorSpec),
+    .itemsize = sizeof(uint64_t),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = TensorSpec_slots,
 };
@@ -217,8 +219,8 @@ PyType_Spec st_tensor_spec_spec = {
 
 typedef struct {
     PyObject *items;            /* list of (name, value): keeps everything alive */
-    st_write_tensor *tensors;
-    uint64_t *shapes;           /* ST_MAX_DIMS per tensor */
+    st_write_tensor *tensors;   /* shapes point into the TensorSpecs, or into dict_shapes */
+    uint64_t **dict_shapes;     /* 0.7-form shapes, one allocation per such tensor */
     Py_buffer *buffers;         /* 0.7-form data, acquired */
     size_t count, nbuffers;
     st_metadata_item *metadata;
@@ -234,7 +236,9 @@ static void write_input_release(write_input *in)
         PyBuffer_Release(&in->buffers[i]);
     PyMem_Free(in->buffers);
     PyMem_Free(in->tensors);
-    PyMem_Free(in->shapes);
+    for (size_t i = 0; in->dict_shapes != NULL && i < in->count; i++)
+        PyMem_Free(in->dict_shapes[i]);
+    PyMem_Free(in->dict_shapes);
     PyMem_Free(in->metadata);
     PyMem_Free(in->order);
     Py_CLEAR(in->items);
@@ -253,7 +257,7 @@ static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *
                           PyObject *value)
 {
     st_write_tensor *w = &in->tensors[i];
-    uint64_t *shape = in->shapes + i * ST_MAX_DIMS;
+    uint64_t shape[ST_MAX_DIMS];
     Py_ssize_t name_len, ndim;
 
     if (!PyUnicode_Check(name)) {
@@ -265,12 +269,11 @@ static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *
     if (w->name == NULL)
         return -1;
     w->name_len = (size_t)name_len;
-    w->shape = shape;
     if (PyObject_TypeCheck(value, state->TensorSpecType)) {
         TensorSpec *spec = (TensorSpec *)value;
         w->dtype = spec->dtype;
-        w->ndim = spec->ndim;
-        memcpy(shape, spec->shape, spec->ndim * sizeof(shape[0]));
+        w->ndim = SPEC_NDIM(spec);
+        w->shape = spec->shape;
         w->data = (const void *)spec->data_ptr;
         w->data_len = spec->data_len;
         return 0;
@@ -284,10 +287,20 @@ static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *
             parse_write_dtype(state, dtype_obj, true, &w->dtype) < 0)
             return -1;
         ndim = parse_shape(state, shape_obj, w->dtype, shape);
-        if (ndim < 0 || PyObject_GetBuffer(data_obj, buffer, PyBUF_C_CONTIGUOUS) < 0)
+        if (ndim < 0)
+            return -1;
+        in->dict_shapes[i] = PyMem_Malloc((size_t)ndim * sizeof(uint64_t) + 1);
+        if (in->dict_shapes[i] == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(in->dict_shapes[i], shape, (size_t)ndim * sizeof(uint64_t));
+        /* No PyBUF_FORMAT: only the bytes matter, so any NumPy dtype exports. */
+        if (PyObject_GetBuffer(data_obj, buffer, PyBUF_C_CONTIGUOUS) < 0)
             return -1;
         in->nbuffers++;
         w->ndim = (size_t)ndim;
+        w->shape = in->dict_shapes[i];
         w->data = buffer->buf;
         w->data_len = (uint64_t)buffer->len;
         return 0;
@@ -355,11 +368,12 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
     if (in->items == NULL)
         return -1;
     count = PyList_GET_SIZE(in->items);
+    in->count = (size_t)count;
     in->tensors = PyMem_Calloc((size_t)count + 1, sizeof(st_write_tensor));
-    in->shapes = PyMem_Calloc(((size_t)count + 1) * ST_MAX_DIMS, sizeof(uint64_t));
+    in->dict_shapes = PyMem_Calloc((size_t)count + 1, sizeof(uint64_t *));
     in->buffers = PyMem_Calloc((size_t)count + 1, sizeof(Py_buffer));
     in->order = PyMem_Calloc((size_t)count + 1, sizeof(size_t));
-    if (in->tensors == NULL || in->shapes == NULL || in->buffers == NULL || in->order == NULL) {
+    if (in->tensors == NULL || in->dict_shapes == NULL || in->buffers == NULL || in->order == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -369,7 +383,6 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
                            PyTuple_GET_ITEM(pair, 1)) < 0)
             return -1;
     }
-    in->count = (size_t)count;
     return collect_metadata(in, metadata);
 }
 

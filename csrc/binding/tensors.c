@@ -319,16 +319,25 @@ static int torch_data_ptr(st_state *state, PyObject *tensor, uint8_t **out)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* Reads len bytes at absolute offset into dst with the GIL released. */
+/* Below this, a copy from the page cache is quicker than handing the GIL
+ * to another thread and taking it back. */
+#define ST_GIL_RELEASE_MIN ((size_t)1 << 20)
+
+/* Reads len bytes at absolute offset into dst, with the GIL released for
+ * large reads. */
 static int read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
 {
     st_error err;
     st_code code = ST_OK;
     if (len == 0)
         return 0;
-    Py_BEGIN_ALLOW_THREADS
-    code = st_file_read(file, offset, dst, len, &err);
-    Py_END_ALLOW_THREADS
+    if (len < ST_GIL_RELEASE_MIN) {
+        code = st_file_read(file, offset, dst, len, &err);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        code = st_file_read(file, offset, dst, len, &err);
+        Py_END_ALLOW_THREADS
+    }
     if (code != ST_OK) {
         st_raise(state, &err, "Error while reading tensor: ", NULL);
         return -1;
