@@ -488,11 +488,25 @@ static const st_tensor *find_tensor(st_state *state, st_file *file, PyObject *na
     return t;
 }
 
-/* The whole tensor in the handle's framework and on its device. */
+/* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
+static bool is_cuda(st_framework fw, PyObject *device)
+{
+    const char *name;
+    if (fw != FW_PYTORCH || device == NULL || !PyUnicode_Check(device))
+        return false;
+    name = PyUnicode_AsUTF8(device);   /* cached in the str: no error after parse_device */
+    return name != NULL && strncmp(name, "cuda:", 5) == 0;
+}
+
+/* The whole tensor in the handle's framework and on its device; CUDA copies
+ * may still be in flight (see st_tensor_to_cuda). */
 static PyObject *load_tensor(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
                              PyObject *device)
 {
-    PyObject *tensor = st_file_backend(file) == ST_BACKEND_MMAP
+    PyObject *tensor;
+    if (is_cuda(fw, device))
+        return st_tensor_to_cuda(state, file, t, device);
+    tensor = st_file_backend(file) == ST_BACKEND_MMAP
                            ? st_tensor_view(state, fw, file, t)
                            : st_tensor_read(state, fw, file, t);
     if (tensor != NULL && device != NULL)
@@ -533,6 +547,9 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
     t = find_tensor(state, file, name);
     if (t != NULL)
         result = load_tensor(state, self->framework, file, t, self->device);
+    if (result != NULL && is_cuda(self->framework, self->device) &&
+        st_cuda_synchronize(state, self->device) < 0)
+        Py_CLEAR(result);
     st_file_release(file);
     return result;
 }
@@ -561,6 +578,9 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
             goto exit;
         }
     }
+    /* One wait for all the transfers, which overlapped the reads. */
+    if (is_cuda(self->framework, self->device) && st_cuda_synchronize(state, self->device) < 0)
+        Py_CLEAR(result);
 exit:
     st_file_release(file);
     return result;

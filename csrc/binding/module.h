@@ -102,6 +102,11 @@ PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const 
 PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
                            const st_selection *sel);
 
+/* The tensor on a "cuda:N" device, through pinned staging, copy not yet
+ * waited for; st_cuda_synchronize waits for every such copy. */
+PyObject *st_tensor_to_cuda(st_state *state, st_file *file, const st_tensor *t, PyObject *device);
+int st_cuda_synchronize(st_state *state, PyObject *device);
+
 /* Moves a torch tensor to a device object (str or int); steals `tensor`. */
 PyObject *st_tensor_to_device(st_state *state, PyObject *tensor, PyObject *device);
 
