@@ -33,8 +33,9 @@ print(json.dumps({"version": safetensors.__version__, "seconds": dt, "check": ch
 
 def run(path, backend, pythonpath):
     env = dict(os.environ, PYTHONPATH=pythonpath)
+    # cwd away from the repo: `python -c` puts the cwd first on sys.path.
     out = subprocess.run([sys.executable, "-c", WORKER, path, backend], env=env, check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, cwd=os.path.dirname(path)).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -61,7 +62,7 @@ def main():
             times = {"ours": [], "upstream": []}
             checks = {}
             for _ in range(args.rounds):
-                for name, pp in (("upstream", args.upstream_path), ("ours", repo)):
+                for name, pp in (("upstream", os.path.abspath(args.upstream_path)), ("ours", repo)):
                     r = run(path, backend, pp)
                     assert ("+c" in r["version"]) == (name == "ours"), r["version"]
                     times[name].append(r["seconds"])
