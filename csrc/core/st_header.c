@@ -23,6 +23,7 @@
  * dims live in growing arrays; an open-addressing hash table gives O(1)
  * lookups. No per-tensor allocation.
  */
+#include "st_hash.h"
 #include "st_json.h"
 
 #include <stdarg.h>
@@ -42,13 +43,14 @@ struct st_header {
     bool has_metadata;
     size_t meta_count;
     st_metadata_item *meta;
+    st_hash_key hash_key;     /* random per header: see st_hash.h */
 };
 
 typedef struct rec {
     st_tensor t;
     size_t shape_off;         /* into shapes, fixed up at the end */
     size_t pos;               /* index of the name's quote in the JSON */
-    uint32_t hash;            /* low bits of hash_name */
+    uint32_t hash;            /* low bits of the name's st_hash */
     uint32_t idx;             /* index before sorting */
 } rec;
 
@@ -63,6 +65,7 @@ typedef struct parser {
     size_t nshape, capshape;
     uint64_t *hash;           /* hash32 << 32 | (rec index + 1); < 2^32 tensors fit in 100 MB */
     size_t hash_cap;
+    st_hash_key hash_key;
     st_metadata_item *meta;
     size_t nmeta, capmeta;
     bool seen_meta, has_meta;
@@ -101,29 +104,6 @@ static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
     *arr = p;
     *cap = nc;
     return true;
-}
-
-static inline uint64_t hash_name(const char *s, size_t n)
-{
-    /* 8 bytes per step, then murmur3's fmix64 so that every input bit
-     * reaches the low bits used for the table index. */
-    uint64_t h = UINT64_C(0x9E3779B97F4A7C15) ^ (uint64_t)n;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ w) * UINT64_C(0xFF51AFD7ED558CCD);
-        h ^= h >> 32;
-    }
-    if (i < n) {
-        uint64_t w = 0;
-        memcpy(&w, s + i, n - i);
-        h = (h ^ w) * UINT64_C(0xFF51AFD7ED558CCD);
-    }
-    h ^= h >> 33;
-    h *= UINT64_C(0xC4CEB9FE1A85EC53);
-    h ^= h >> 33;
-    return h;
 }
 
 /* Length of at most max bytes of s, cut on a UTF-8 character boundary. */
@@ -338,7 +318,7 @@ static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t
         p->hash_cap = nc;
     }
     size_t mask = p->hash_cap - 1;
-    uint32_t full = (uint32_t)hash_name(name, name_len);
+    uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
     size_t h = full & mask;
     rec *r = NULL;
     while (p->hash[h]) {
@@ -677,8 +657,10 @@ static st_code finish_header(parser *p, size_t json_len, uint64_t file_size, st_
     size_t n = p->nrec;
     uint64_t cursor = 0;
 
+    /* shapes is NULL when every tensor is a scalar: no arithmetic on NULL then. */
+    static const uint64_t no_dims[1] = {0};
     for (size_t i = 0; i < n; i++)
-        p->recs[i].t.shape = p->shapes + p->recs[i].shape_off;
+        p->recs[i].t.shape = p->shapes ? p->shapes + p->recs[i].shape_off : no_dims;
 
     bool offsets_sorted = true, sorted;
     for (size_t i = 1; i < n && offsets_sorted; i++)
@@ -760,6 +742,7 @@ static st_code finish_header(parser *p, size_t json_len, uint64_t file_size, st_
         st_free(new_index);
     }
     h->hash_mask = p->hash_cap - 1;
+    h->hash_key = p->hash_key;
     /* Hand the remaining buffers over to the header. */
     h->hash = p->hash;
     p->hash = NULL;
@@ -808,6 +791,7 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
     unsigned bad_len = 0;
 
     memset(&p, 0, sizeof p);
+    p.hash_key = st_hash_new_key();
     p.err = err;
     *out = NULL;
     if (json_len > ST_MAX_HEADER_SIZE)
@@ -898,7 +882,7 @@ const st_tensor *st_header_find(const st_header *h, const char *name, size_t nam
 {
     if (h->count == 0)
         return NULL;
-    uint32_t full = (uint32_t)hash_name(name, name_len);
+    uint32_t full = (uint32_t)st_hash(h->hash_key, name, name_len);
     size_t k = full & h->hash_mask;
     while (h->hash[k]) {
         const st_tensor *t = &h->tensors[(uint32_t)h->hash[k] - 1];
