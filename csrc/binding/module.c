@@ -77,9 +77,14 @@ PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyO
     if (err->code == ST_ERR_IO && err->sys_errno != 0) {
         /* Upstream's message, and the OSError attributes for code that reads them. */
         PyObject *number = PyLong_FromLong(err->sys_errno);
-        /* Only errno: with strerror or filename set, str() would drop the message. */
-        int rc = number ? PyObject_SetAttrString(exc, "errno", number) : -1;
+        PyObject *text = PyUnicode_DecodeLocale(strerror(err->sys_errno), "surrogateescape");
+        int rc = number && text ? PyObject_SetAttrString(exc, "errno", number) : -1;
+        if (rc == 0)
+            rc = PyObject_SetAttrString(exc, "strerror", text);
+        if (rc == 0 && filename != NULL)
+            rc = PyObject_SetAttrString(exc, "filename", filename);
         Py_XDECREF(number);
+        Py_XDECREF(text);
         if (rc < 0)
             goto exit;
     }
@@ -152,7 +157,7 @@ static int add_type(PyObject *module, PyType_Spec *spec, PyObject *base, PyTypeO
 static int st_module_exec(PyObject *module)
 {
     st_state *state = st_state_from_module(module);
-    PyObject *bases = NULL;
+    PyObject *bases = NULL, *io_dict = NULL, *base_str = NULL;
     int rc = -1;
 
     /* Named after upstream's module so pickles and tracebacks match. */
@@ -172,10 +177,16 @@ static int st_module_exec(PyObject *module)
     Py_SETREF(bases, PyTuple_Pack(2, state->SafetensorError, PyExc_OSError));
     if (bases == NULL)
         goto exit;
+    /* BaseException's __str__: the message stays upstream's text even with
+     * errno, strerror and filename set (OSError's would reformat it). */
+    io_dict = PyDict_New();
+    base_str = PyObject_GetAttrString(PyExc_BaseException, "__str__");
+    if (io_dict == NULL || base_str == NULL || PyDict_SetItemString(io_dict, "__str__", base_str) < 0)
+        goto exit;
     state->SafetensorIOError = PyErr_NewExceptionWithDoc(
         "safetensors._safetensors_rust.SafetensorIOError",
         "An I/O error while reading or writing a file (both SafetensorError and OSError)", bases,
-        NULL);
+        io_dict);
     if (state->SafetensorIOError == NULL)
         goto exit;
     if (PyModule_AddObjectRef(module, "SafetensorIOError", state->SafetensorIOError) < 0 ||
@@ -207,6 +218,8 @@ static int st_module_exec(PyObject *module)
     rc = 0;
 exit:
     Py_XDECREF(bases);
+    Py_XDECREF(io_dict);
+    Py_XDECREF(base_str);
     return rc;
 }
 
