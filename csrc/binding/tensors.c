@@ -474,17 +474,6 @@ PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const 
  * MARK: selections
  * ====================================================================== */
 
-static bool selection_is_c_contiguous(const st_selection *sel, size_t itemsize)
-{
-    int64_t expected = (int64_t)itemsize;
-    for (size_t i = sel->ndim; i-- > 0;) {
-        if (sel->shape[i] != 1 && sel->strides[i] != expected)
-            return false;
-        expected *= (int64_t)sel->shape[i];
-    }
-    return true;
-}
-
 static PyObject *int_tuple(const int64_t *values, size_t count)
 {
     PyObject *tuple = PyTuple_New((Py_ssize_t)count);
@@ -564,9 +553,11 @@ static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, co
 {
     st_tensor shaped = *t;
     uint64_t shape[ST_MAX_DIMS];
-    uint8_t *data = NULL, *span = NULL;
+    uint8_t *data = NULL;
     uint64_t tensor_start = st_header_data_start(st_file_header(file)) + t->begin;
     PyObject *array;
+    st_error err;
+    st_code code;
 
     memcpy(shape, sel->shape, sel->ndim * sizeof(shape[0]));
     shaped.ndim = sel->ndim;
@@ -574,31 +565,18 @@ static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, co
     array = new_array(state, fw, &shaped, &data);
     if (array == NULL || sel->nelements == 0)
         return convert_from_numpy(state, fw, array);
-    if (selection_is_c_contiguous(bytes_sel, itemsize)) {
-        if (read_into(state, file, tensor_start + (uint64_t)bytes_sel->offset, data,
-                      (size_t)(bytes_sel->nelements * itemsize)) < 0)
-            goto fail;
+    if (bytes_sel->nelements * itemsize < ST_GIL_RELEASE_MIN) {
+        code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
     } else {
-        st_selection local = *bytes_sel;
-        span = PyMem_RawMalloc((size_t)bytes_sel->span_len);
-        if (span == NULL) {
-            PyErr_NoMemory();
-            goto fail;
-        }
-        if (read_into(state, file, tensor_start + bytes_sel->span_offset, span,
-                      (size_t)bytes_sel->span_len) < 0)
-            goto fail;
-        local.offset -= (int64_t)bytes_sel->span_offset;
         Py_BEGIN_ALLOW_THREADS
-        st_selection_gather(&local, itemsize, span, data);
+        code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
         Py_END_ALLOW_THREADS
-        PyMem_RawFree(span);
+    }
+    if (code != ST_OK) {
+        Py_DECREF(array);
+        return st_raise(state, &err, "Error while reading tensor: ", NULL);
     }
     return convert_from_numpy(state, fw, array);
-fail:
-    PyMem_RawFree(span);
-    Py_DECREF(array);
-    return NULL;
 }
 
 PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, const st_tensor *t,

@@ -260,6 +260,13 @@ st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection 
 void st_selection_gather(const st_selection *sel, size_t itemsize,
                          const uint8_t *src, uint8_t *dst);
 
+/* Reads the selected elements, C-ordered, of the tensor at absolute file
+ * offset tensor_offset into dst (nelements * itemsize bytes), reading only
+ * the selected bytes where the runs are long, else the span around them. */
+st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset,
+                               const st_selection *sel, size_t itemsize, uint8_t *dst,
+                               st_error *err);
+
 /* ======================================================================
  * MARK: writer
  * ====================================================================== */

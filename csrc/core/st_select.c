@@ -466,17 +466,11 @@ static void copy_strided(uint8_t *dst, const uint8_t *src, uint64_t n, int64_t s
     }
 }
 
-void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t *src,
-                         uint8_t *dst)
+/* Drops size-1 dims and merges dims contiguous with the next one; returns
+ * the number of dims left (0: a single element). */
+static size_t normalize_runs(const st_selection *sel, uint64_t *shape, int64_t *strides)
 {
-    if (sel->nelements == 0 || itemsize == 0) {
-        return;
-    }
-    /* Normalise: drop size-1 dims, merge dims that are contiguous with the
-     * next one. */
-    uint64_t shape[ST_MAX_DIMS];
-    int64_t strides[ST_MAX_DIMS];
-    size_t n = 0;
+    size_t n = 0, m = 0;
     for (size_t k = 0; k < sel->ndim; k++) {
         if (sel->shape[k] == 1) {
             continue;
@@ -485,7 +479,6 @@ void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t
         strides[n] = sel->strides[k];
         n++;
     }
-    size_t m = 0;
     for (size_t k = 0; k < n; k++) {
         if (m > 0 && strides[m - 1] == (int64_t)shape[k] * strides[k]) {
             shape[m - 1] *= shape[k];
@@ -496,41 +489,103 @@ void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t
             m++;
         }
     }
-    const uint8_t *base = src + sel->offset;
+    return m;
+}
+
+/* Advances the odometer idx over dims [0, outer) and returns the byte step
+ * to the next position; *done when it wrapped around. */
+static int64_t next_position(uint64_t *idx, const uint64_t *shape, const int64_t *strides,
+                             size_t outer, bool *done)
+{
+    int64_t step = 0;
+    for (size_t k = outer; k-- > 0;) {
+        idx[k]++;
+        step += strides[k];
+        if (idx[k] < shape[k]) {
+            return step;
+        }
+        step -= (int64_t)shape[k] * strides[k];
+        idx[k] = 0;
+    }
+    *done = true;
+    return step;
+}
+
+void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t *src,
+                         uint8_t *dst)
+{
+    uint64_t shape[ST_MAX_DIMS], idx[ST_MAX_DIMS] = {0};
+    int64_t strides[ST_MAX_DIMS];
+    bool done = false;
+    if (sel->nelements == 0 || itemsize == 0) {
+        return;
+    }
+    size_t m = normalize_runs(sel, shape, strides);
+    const uint8_t *p = src + sel->offset;
     if (m == 0) {
-        memcpy(dst, base, itemsize);
+        memcpy(dst, p, itemsize);
         return;
     }
     const uint64_t inner_n = shape[m - 1];
     const int64_t inner_s = strides[m - 1];
-    const bool contig = inner_s == (int64_t)itemsize;
     const size_t run_bytes = (size_t)inner_n * itemsize;
-
-    uint64_t idx[ST_MAX_DIMS];
-    memset(idx, 0, sizeof idx);
-    const uint8_t *p = base;
-    for (;;) {
-        if (contig) {
+    while (!done) {
+        if (inner_s == (int64_t)itemsize)
             memcpy(dst, p, run_bytes);
-            dst += run_bytes;
-        } else {
+        else
             copy_strided(dst, p, inner_n, inner_s, itemsize);
-            dst += run_bytes;
-        }
-        /* advance outer index */
-        size_t k = m - 1;
-        for (;;) {
-            if (k == 0) {
-                return;
-            }
-            k--;
-            idx[k]++;
-            p += strides[k];
-            if (idx[k] < shape[k]) {
-                break;
-            }
-            p -= (int64_t)shape[k] * strides[k];
-            idx[k] = 0;
-        }
+        dst += run_bytes;
+        p += next_position(idx, shape, strides, m - 1, &done);
     }
+}
+
+/* Runs at least this long are read straight into place; shorter ones come
+ * from one read of the span around them, unless that span is mostly waste. */
+#define ST_DIRECT_RUN_MIN ((size_t)64 << 10)
+#define ST_SPAN_WASTE_MAX 64
+
+st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset,
+                               const st_selection *sel, size_t itemsize, uint8_t *dst,
+                               st_error *err)
+{
+    uint64_t shape[ST_MAX_DIMS], idx[ST_MAX_DIMS] = {0};
+    int64_t strides[ST_MAX_DIMS];
+    uint64_t selected = sel->nelements * itemsize;
+    st_code rc = ST_OK;
+    bool done = false;
+
+    if (selected == 0) {
+        return ST_OK;
+    }
+    size_t m = normalize_runs(sel, shape, strides);
+    bool inner_contiguous = m == 0 || strides[m - 1] == (int64_t)itemsize;
+    bool sparse = sel->span_len / selected > ST_SPAN_WASTE_MAX;
+    size_t run = m == 0 ? itemsize : (size_t)shape[m - 1] * itemsize;
+    if (inner_contiguous ? (m <= 1 || run >= ST_DIRECT_RUN_MIN || sparse) : sparse) {
+        /* Runs read into place, only the selected bytes: whole rows when the
+         * innermost dim is contiguous, else single elements (a sparse
+         * selection, where reading the span would be mostly waste). */
+        size_t outer = inner_contiguous ? (m == 0 ? 0 : m - 1) : m;
+        int64_t at = sel->offset;
+        if (!inner_contiguous)
+            run = itemsize;
+        while (!done && rc == ST_OK) {
+            rc = st_file_read(file, tensor_offset + (uint64_t)at, dst, run, err);
+            dst += run;
+            at += next_position(idx, shape, strides, outer, &done);
+        }
+        return rc;
+    }
+    uint8_t *span = st_malloc((size_t)sel->span_len);
+    if (span == NULL) {
+        return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+    }
+    rc = st_file_read(file, tensor_offset + sel->span_offset, span, (size_t)sel->span_len, err);
+    if (rc == ST_OK) {
+        st_selection local = *sel;
+        local.offset -= (int64_t)sel->span_offset;
+        st_selection_gather(&local, itemsize, span, dst);
+    }
+    st_free(span);
+    return rc;
 }
