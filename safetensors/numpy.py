@@ -8,7 +8,7 @@ come from ``ml_dtypes``.
 
 import os
 import sys
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 
@@ -55,9 +55,7 @@ def _is_little_endian(tensor: np.ndarray) -> bool:
     byteorder = tensor.dtype.byteorder
     if byteorder == "=":
         return sys.byteorder == "little"
-    if byteorder == "|":
-        return True
-    if byteorder == "<":
+    if byteorder == "|" or byteorder == "<":
         return True
     if byteorder == ">":
         return False
@@ -76,36 +74,37 @@ def _getdtype(dtype_str: str) -> np.dtype:
     return np.dtype(getattr(ml_dtypes, name))
 
 
-def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, dict], List[np.ndarray]]:
+_DTYPE_NAMES: Dict[np.dtype, str] = {}
+
+
+def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Dict[str, dict]:
+    """The writer's input: the 0.7 dict form, whose "data" is the array itself
+    (buffer protocol, no copy), which also keeps every array alive."""
     if not isinstance(tensor_dict, dict):
         raise TypeError(f"Expected a dict of [str, numpy.ndarray] but received {type(tensor_dict)}")
     specs = {}
-    keepalive = []
-    for k, v in tensor_dict.items():
-        if isinstance(v, np.generic):
-            v = np.asarray(v)
-        if not isinstance(v, np.ndarray):
-            raise _NotAnArrayError(f"Key `{k}` is invalid, expected numpy.ndarray but received {type(v)}")
-        arr = v
+    for k, arr in tensor_dict.items():
+        if type(arr) is not np.ndarray:
+            if isinstance(arr, np.generic):
+                arr = np.asarray(arr)
+            elif not isinstance(arr, np.ndarray):
+                raise _NotAnArrayError(f"Key `{k}` is invalid, expected numpy.ndarray but received {type(arr)}")
         if not _is_little_endian(arr):
             # astype to the little-endian dtype copies in C order.
             arr = arr.astype(arr.dtype.newbyteorder("<"), order="C")
         elif not arr.flags.c_contiguous:
             arr = arr.copy(order="C")
-        keepalive.append(arr)
-        # The dict form hands the array itself to the writer (buffer protocol):
-        # cheaper per tensor than a TensorSpec built from a pointer.
-        specs[k] = {"dtype": arr.dtype.name, "shape": arr.shape, "data": arr}
-    return specs, keepalive
+        dtype = arr.dtype
+        name = _DTYPE_NAMES.get(dtype)
+        if name is None:
+            name = _DTYPE_NAMES[dtype] = dtype.name
+        specs[k] = {"dtype": name, "shape": arr.shape, "data": arr}
+    return specs
 
 
 def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None) -> bytes:
     """Serialize ``tensor_dict`` to the bytes of a safetensors file."""
-    specs, keepalive = _prepare(tensor_dict)
-    try:
-        return serialize(specs, metadata=metadata)
-    finally:
-        del keepalive
+    return serialize(_prepare(tensor_dict), metadata=metadata)
 
 
 def save_file(
@@ -114,11 +113,7 @@ def save_file(
     metadata: Optional[Dict[str, str]] = None,
 ) -> None:
     """Write ``tensor_dict`` to ``filename`` (atomically: temp file + rename)."""
-    specs, keepalive = _prepare(tensor_dict)
-    try:
-        serialize_file(specs, filename, metadata=metadata)
-    finally:
-        del keepalive
+    serialize_file(_prepare(tensor_dict), filename, metadata=metadata)
 
 
 def _view2np(safeview) -> Dict[str, np.ndarray]:

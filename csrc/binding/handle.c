@@ -557,19 +557,35 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
 static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
 {
     st_state *state = st_state_from_type(Py_TYPE(self));
-    PyObject *result = NULL;
+    PyObject *result = NULL, *block = NULL;
+    uint8_t *block_data = NULL;
     st_file *file = acquire_file(self);
     const st_header *header;
     if (file == NULL)
         return NULL;
     header = st_file_header(file);
+    /* pread: one read of everything (one syscall, threads, huge pages)
+     * instead of one per tensor; the tensors share the block. */
+    if (st_file_backend(file) == ST_BACKEND_PREAD && st_header_count(header) > 1 &&
+        !is_cuda(self->framework, self->device)) {
+        block = st_read_block(state, self->framework, file, &block_data);
+        if (block == NULL)
+            goto exit;
+    }
     result = PyDict_New();
     if (result == NULL)
         goto exit;
     for (size_t i = 0; i < st_header_count(header); i++) {
         const st_tensor *t = st_header_tensor(header, i);
         PyObject *name = tensor_name(t);
-        PyObject *tensor = name ? load_tensor(state, self->framework, file, t, self->device) : NULL;
+        PyObject *tensor = NULL;
+        if (name != NULL && block != NULL) {
+            tensor = st_tensor_in_block(state, self->framework, file, block, block_data, t);
+            if (tensor != NULL && self->device != NULL)
+                tensor = st_tensor_to_device(state, tensor, self->device);
+        } else if (name != NULL) {
+            tensor = load_tensor(state, self->framework, file, t, self->device);
+        }
         int rc = tensor ? PyDict_SetItem(result, name, tensor) : -1;
         Py_XDECREF(name);
         Py_XDECREF(tensor);
@@ -582,6 +598,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     if (is_cuda(self->framework, self->device) && st_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
 exit:
+    Py_XDECREF(block);
     st_file_release(file);
     return result;
 }

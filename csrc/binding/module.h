@@ -95,6 +95,13 @@ int st_framework_prepare(st_state *state, st_framework fw);
  */
 PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
 
+/* pread backend, all tensors at once: one read of the whole data section
+ * into one block (a NumPy uint8 array, or a torch uint8 tensor for torch),
+ * then every tensor is a view of the block. *data: the block's memory. */
+PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint8_t **data);
+PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,
+                             uint8_t *block_data, const st_tensor *t);
+
 /* A new tensor holding a copy of the tensor read from the file (pread). */
 PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
 

@@ -26,20 +26,26 @@
  * MARK: MappedBytes
  * ====================================================================== */
 
+/* Exactly one of file and block is set: the memory is the file's mapping,
+ * or a block read from the file (st_read_block). */
 typedef struct {
     PyObject_HEAD
     st_file *file;      /* owned reference: keeps the mapping alive */
-    uint8_t *data;      /* inside the mapping */
+    PyObject *block;    /* owned reference: keeps the block alive */
+    uint8_t *data;      /* inside the mapping or the block */
     Py_ssize_t len;
 } MappedBytes;
 
-static PyObject *mapped_bytes_new(st_state *state, st_file *file, uint8_t *data, size_t len)
+static PyObject *mapped_bytes_new(st_state *state, st_file *file, PyObject *block, uint8_t *data,
+                                  size_t len)
 {
     MappedBytes *self = PyObject_New(MappedBytes, state->MappedBytesType);
     if (self == NULL)
         return NULL;
-    st_file_retain(file);
-    self->file = file;
+    if (block == NULL)
+        st_file_retain(file);
+    self->file = block == NULL ? file : NULL;
+    self->block = Py_XNewRef(block);
     self->data = data;
     self->len = (Py_ssize_t)len;
     return (PyObject *)self;
@@ -48,7 +54,9 @@ static PyObject *mapped_bytes_new(st_state *state, st_file *file, uint8_t *data,
 static void MappedBytes_dealloc(MappedBytes *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    st_file_release(self->file);
+    if (self->file != NULL)
+        st_file_release(self->file);
+    Py_XDECREF(self->block);
     PyObject_Free(self);
     Py_DECREF(type);
 }
@@ -400,9 +408,10 @@ PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const 
     return convert_from_numpy(state, fw, array);
 }
 
-static PyObject *numpy_view(st_state *state, st_file *file, const st_tensor *t, uint8_t *data,
-                            int ndim, npy_intp *dims, npy_intp *strides, uint8_t *base_data,
-                            size_t base_len)
+/* A NumPy array over memory owned by the file's mapping or by block. */
+static PyObject *numpy_view(st_state *state, st_file *file, PyObject *block, const st_tensor *t,
+                            uint8_t *data, int ndim, npy_intp *dims, npy_intp *strides,
+                            uint8_t *base_data, size_t base_len)
 {
     PyArray_Descr *descr = numpy_descr(state, t->dtype);
     PyObject *array, *base;
@@ -414,7 +423,7 @@ static PyObject *numpy_view(st_state *state, st_file *file, const st_tensor *t, 
         return NULL;
     /* Alignment depends on the file: NumPy handles unaligned arrays itself. */
     PyArray_UpdateFlags((PyArrayObject *)array, NPY_ARRAY_UPDATE_ALL);
-    base = mapped_bytes_new(state, file, base_data, base_len);
+    base = mapped_bytes_new(state, file, block, base_data, base_len);
     if (base == NULL || PyArray_SetBaseObject((PyArrayObject *)array, base) < 0) {
         Py_XDECREF(base);
         Py_DECREF(array);
@@ -423,7 +432,9 @@ static PyObject *numpy_view(st_state *state, st_file *file, const st_tensor *t, 
     return array;
 }
 
-static PyObject *torch_view(st_state *state, st_file *file, const st_tensor *t, uint8_t *data)
+/* A torch tensor over memory owned by the file's mapping or by block. */
+static PyObject *torch_view(st_state *state, st_file *file, PyObject *block, const st_tensor *t,
+                            uint8_t *data)
 {
     PyObject *tdtype = torch_dtype(state, t->dtype), *shape = NULL, *flat = NULL, *base = NULL,
              *result = NULL;
@@ -443,7 +454,7 @@ static PyObject *torch_view(st_state *state, st_file *file, const st_tensor *t, 
         result = st_tensor_read(state, FW_PYTORCH, file, t);
         goto exit;
     }
-    base = mapped_bytes_new(state, file, data, nbytes);
+    base = mapped_bytes_new(state, file, block, data, nbytes);
     if (base == NULL)
         goto exit;
     flat = call_kw_dtype(state->torch_frombuffer, base, state, tdtype);
@@ -457,17 +468,41 @@ exit:
     return result;
 }
 
-PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t)
+/* t as a view of memory holding its bytes at data (see MappedBytes). */
+static PyObject *view_of(st_state *state, st_framework fw, st_file *file, PyObject *block,
+                         const st_tensor *t, uint8_t *data)
 {
-    uint8_t *data = st_file_map(file) + st_header_data_start(st_file_header(file)) + t->begin;
     npy_intp dims[NPY_MAXDIMS];
     if (fw == FW_PYTORCH)
-        return torch_view(state, file, t, data);
+        return torch_view(state, file, block, t, data);
     if (numpy_dims(t, dims) < 0)
         return NULL;
     return convert_from_numpy(state, fw,
-                              numpy_view(state, file, t, data, (int)t->ndim, dims, NULL, data,
-                                         (size_t)tensor_nbytes(t)));
+                              numpy_view(state, file, block, t, data, (int)t->ndim, dims, NULL,
+                                         data, (size_t)tensor_nbytes(t)));
+}
+
+PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t)
+{
+    return view_of(state, fw, file, NULL, t,
+                   st_file_map(file) + st_header_data_start(st_file_header(file)) + t->begin);
+}
+
+PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint8_t **data)
+{
+    uint64_t start = st_header_data_start(st_file_header(file));
+    uint64_t len = st_file_size(file) - start;
+    st_tensor whole = {.name = "", .dtype = ST_U8, .ndim = 1, .shape = &len};
+    PyObject *block = new_array(state, fw == FW_PYTORCH ? FW_PYTORCH : FW_NUMPY, &whole, data);
+    if (block != NULL && read_into(state, file, start, *data, (size_t)len) < 0)
+        Py_CLEAR(block);
+    return block;
+}
+
+PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,
+                             uint8_t *block_data, const st_tensor *t)
+{
+    return view_of(state, fw, file, block, t, block_data + t->begin);
 }
 
 /* ======================================================================
@@ -512,8 +547,8 @@ static PyObject *torch_select_view(st_state *state, st_file *file, const st_tens
         }
         stride[i] /= itemsize;
     }
-    full = torch_view(state, file, t, st_file_map(file) +
-                                          st_header_data_start(st_file_header(file)) + t->begin);
+    full = torch_view(state, file, NULL, t,
+                      st_file_map(file) + st_header_data_start(st_file_header(file)) + t->begin);
     if (full == NULL)
         goto exit;
     sizes = int_tuple(size, sel->ndim);
@@ -615,7 +650,7 @@ PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, cons
     tensor_data = st_file_map(file) + st_header_data_start(st_file_header(file)) + t->begin;
     return convert_from_numpy(
         state, fw,
-        numpy_view(state, file, t, sel->nelements ? tensor_data + sel->offset : tensor_data,
+        numpy_view(state, file, NULL, t, sel->nelements ? tensor_data + sel->offset : tensor_data,
                    (int)sel->ndim, dims, strides, tensor_data, (size_t)tensor_nbytes(t)));
 }
 
