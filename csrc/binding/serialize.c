@@ -311,18 +311,24 @@ static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *
     return -1;
 }
 
+/* A snapshot of a dict argument's items (a list of pairs), with upstream's
+ * TypeError for anything else. Holding it keeps every key and value alive. */
+static PyObject *dict_items(PyObject *dict, const char *argument)
+{
+    if (!PyDict_Check(dict)) {
+        PyErr_Format(PyExc_TypeError, "argument '%s': '%.100s' object cannot be converted to 'PyDict'",
+                     argument, Py_TYPE(dict)->tp_name);
+        return NULL;
+    }
+    return PyDict_Items(dict);
+}
+
 static int collect_metadata(write_input *in, PyObject *metadata)
 {
     Py_ssize_t count;
     if (metadata == NULL || metadata == Py_None)
         return 0;
-    if (!PyDict_Check(metadata)) {
-        PyErr_Format(PyExc_TypeError,
-                     "argument 'metadata': '%.100s' object cannot be converted to 'PyDict'",
-                     Py_TYPE(metadata)->tp_name);
-        return -1;
-    }
-    in->metadata_items = PyDict_Items(metadata);
+    in->metadata_items = dict_items(metadata, "metadata");
     if (in->metadata_items == NULL)
         return -1;
     count = PyList_GET_SIZE(in->metadata_items);
@@ -358,13 +364,7 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
 {
     Py_ssize_t count;
     memset(in, 0, sizeof(*in));
-    if (!PyDict_Check(tensor_dict)) {
-        PyErr_Format(PyExc_TypeError,
-                     "argument 'tensor_dict': '%.100s' object cannot be converted to 'PyDict'",
-                     Py_TYPE(tensor_dict)->tp_name);
-        return -1;
-    }
-    in->items = PyDict_Items(tensor_dict);
+    in->items = dict_items(tensor_dict, "tensor_dict");
     if (in->items == NULL)
         return -1;
     count = PyList_GET_SIZE(in->items);
