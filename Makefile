@@ -37,6 +37,7 @@ bench-guard: build
 test: test-c test-py fuzz bench-guard test-sanitize
 
 bench: build
+	$(PY) -m pip install -q matplotlib
 	$(PY) bench/run.py
 
 clean:
