@@ -51,6 +51,7 @@ def ensure_workloads(quick):
 
 
 def check_ours():
+    os.makedirs(common.WORK, exist_ok=True)   # the cwd below; absent on a fresh clone
     p = subprocess.run([common.ours_python(), "-c",
                         "import safetensors as s; print(s.__version__, s.__file__)"],
                        env=common.impl_env("ours"), cwd=common.WORK, capture_output=True, text=True)
