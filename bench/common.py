@@ -21,7 +21,9 @@ def upstream_python():
     print(f"[bench] creating {UPSTREAM_VENV} with {' '.join(UPSTREAM_REQS)} ...", flush=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(UPSTREAM_VENV)
     subprocess.check_call([py, "-m", "pip", "install", "-q", *UPSTREAM_REQS])
-    out = subprocess.check_output([py, "-c", "import safetensors; print(safetensors.__version__)"])
+    # cwd "/": run from the repo root, `-c` would import our package instead.
+    out = subprocess.check_output([py, "-c", "import safetensors; print(safetensors.__version__)"],
+                                  cwd="/")
     assert out.decode().strip() == "0.8.0", out
     open(stamp, "w").write(" ".join(UPSTREAM_REQS) + "\n")
     return py
