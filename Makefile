@@ -34,7 +34,7 @@ fuzz:
 bench-guard: build
 	$(PY) bench/guard.py
 
-test: test-c test-py fuzz bench-guard test-sanitize
+test: test-c test-py fuzz test-sanitize
 
 bench: build
 	$(PY) -m pip install -q matplotlib
