@@ -194,6 +194,8 @@ void st_file_release(st_file *file);
 const st_header *st_file_header(const st_file *file);
 st_backend st_file_backend(const st_file *file);
 uint64_t st_file_size(const st_file *file);
+/* What a non-regular file is, for messages: "a FIFO", "a character device", ... */
+const char *st_file_kind(unsigned int mode);
 /* Base of the mapping (mmap backend), NULL for pread. */
 uint8_t *st_file_map(const st_file *file);
 /* Reads len bytes at absolute file offset into dst (pread backend; also

@@ -94,7 +94,7 @@ static st_code read_exact(int fd, uint64_t offset, void *dst, size_t len, st_err
     return ST_OK;
 }
 
-static const char *file_kind(mode_t mode)
+const char *st_file_kind(unsigned int mode)
 {
     if (S_ISFIFO(mode)) return "a FIFO";
     if (S_ISCHR(mode)) return "a character device";
@@ -136,7 +136,7 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     }
     if (!S_ISREG(st.st_mode)) {
         rc = st_error_set(err, ST_ERR_IO, 0, "I/O error: not a regular file (%s)",
-                          file_kind(st.st_mode));
+                          st_file_kind(st.st_mode));
         if (err) {
             err->sys_errno = EINVAL;
         }

@@ -4,7 +4,7 @@
  * st_select applies a list of index items (int, slice, Ellipsis, newaxis)
  * exactly as NumPy basic indexing does:
  *   - ints: negative values count from the end; out of range is an error
- *     ("index 10 is out of bounds for axis 0 with size 10"); an int removes
+ *     (upstream's "Invalid index 10 for dimension 0 of size 10"); an int removes
  *     its dimension.
  *   - slices: Python's rules (PySlice_Unpack + PySlice_AdjustIndices):
  *     defaults depend on the step's sign, bounds are clamped, never an
@@ -256,7 +256,7 @@ st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count
             int64_t w = v < 0 ? v + len : v;   /* no overflow: len >= 0 */
             if (w < 0 || w >= len) {
                 return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                                    "index %lld is out of bounds for axis %zu with size %lld",
+                                    "Invalid index %lld for dimension %zu of size %lld",
                                     (long long)v, d, (long long)len);
             }
             int64_t t;

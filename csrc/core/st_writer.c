@@ -15,9 +15,10 @@
  * the sort is a qsort over a compact array of keys.
  *
  * st_write_file writes atomically: a temporary file in the destination's
- * directory (".<basename>.<pid>.<random>.tmp", O_EXCL, mode 0666 so the
- * umask applies as for a plain open(); if the destination is an existing
- * regular file its mode is copied), then writev straight from the tensors'
+ * directory (".st-<pid>-<random>.tmp" opened through a descriptor of the
+ * directory, O_EXCL, mode 0666 so the umask applies as for a plain open();
+ * if the destination is an existing regular file its mode is copied; any
+ * other kind of file is refused), then writev straight from the tensors'
  * memory (no whole-file buffer), close, rename over the destination. On any
  * failure the temporary file is unlinked and the destination is untouched.
  * There is no fsync, as upstream: the rename makes readers see either the
@@ -423,34 +424,58 @@ st_code st_write_file(const char *path, const st_write_tensor *tensors, const si
                       st_error *err)
 {
     st_code rc = ST_OK;
-    char *tmp = NULL;
-    int fd = -1;
+    char tmp[64];           /* short: only the destination's name may be long */
+    char *dir = NULL;
+    int dir_fd = -1, fd = -1;
+    struct stat st;
+    bool replacing = false;
 
-    size_t plen = strlen(path);
     const char *slash = strrchr(path, '/');
     size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;   /* includes '/' */
     const char *base = path + dir_len;
-    size_t base_len = plen - dir_len;
-    if (base_len == 0) {
+    if (*base == '\0') {
         return st_error_io(err, EISDIR, 0);
     }
-    /* keep the temporary name within NAME_MAX */
-    size_t base_keep = base_len > 200 ? 200 : base_len;
-    size_t tmp_cap = dir_len + base_keep + 64;
-    tmp = st_malloc(tmp_cap);
-    if (tmp == NULL) {
+    /* Everything goes through a descriptor of the destination's directory,
+     * so the temporary file's path is never longer than the destination's
+     * and any path the OS accepts saves. */
+    dir = dir_len ? st_malloc(dir_len + 1) : NULL;
+    if (dir_len && dir == NULL) {
         return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+    }
+    if (dir != NULL) {
+        memcpy(dir, path, dir_len);
+        dir[dir_len] = '\0';
+    }
+    dir_fd = open(dir ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0) {
+        rc = st_error_io(err, errno, 0);
+        goto out;
+    }
+    /* Only a regular file (or nothing) is replaced: renaming over a device,
+     * FIFO or socket would swap the node itself for a file. A symlink is
+     * followed for this check; the rename then replaces the link, not its
+     * target (docs/differences.md). */
+    if (fstatat(dir_fd, base, &st, 0) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            rc = st_error_io(err, EISDIR, 0);
+            goto out;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            rc = st_error_set(err, ST_ERR_IO, 0, "I/O error: not a regular file (%s)",
+                              st_file_kind(st.st_mode));
+            if (err) {
+                err->sys_errno = EINVAL;
+            }
+            goto out;
+        }
+        replacing = true;
     }
 
     for (int attempt = 0; attempt < 100; attempt++) {
-        int n = snprintf(tmp, tmp_cap, "%.*s.%.*s.%ld.%016llx.tmp", (int)dir_len, path,
-                         (int)base_keep, base, (long)getpid(),
-                         (unsigned long long)temp_random());
-        if (n < 0 || (size_t)n >= tmp_cap) {
-            rc = st_error_io(err, ENAMETOOLONG, 0);
-            goto out;
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+        snprintf(tmp, sizeof tmp, ".st-%ld-%016llx.tmp", (long)getpid(),
+                 (unsigned long long)temp_random());
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
         if (fd >= 0 || (errno != EEXIST && errno != EINTR)) {
             break;
         }
@@ -460,15 +485,10 @@ st_code st_write_file(const char *path, const st_write_tensor *tensors, const si
         goto out;   /* nothing created */
     }
 
-    /* copy the mode of a regular file we replace */
-    {
-        struct stat st;
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
-            if (fchmod(fd, st.st_mode & 07777) != 0) {
-                rc = st_error_io(err, errno, 0);
-                goto fail;
-            }
-        }
+    /* copy the mode of the regular file we replace */
+    if (replacing && fchmod(fd, st.st_mode & 07777) != 0) {
+        rc = st_error_io(err, errno, 0);
+        goto fail;
     }
 
     /* Reserving the blocks up front makes page-cache writes on ext4 about 20%
@@ -531,7 +551,7 @@ st_code st_write_file(const char *path, const st_write_tensor *tensors, const si
             goto fail;
         }
     }
-    if (rename(tmp, path) != 0) {
+    if (renameat(dir_fd, tmp, dir_fd, base) != 0) {
         rc = st_error_io(err, errno, 0);
         goto fail;
     }
@@ -541,8 +561,11 @@ fail:
     if (fd >= 0) {
         close(fd);
     }
-    unlink(tmp);
+    unlinkat(dir_fd, tmp, 0);
 out:
-    st_free(tmp);
+    if (dir_fd >= 0) {
+        close(dir_fd);
+    }
+    st_free(dir);
     return rc;
 }
