@@ -50,7 +50,7 @@
 
 struct st_file {
     atomic_size_t refcount;
-    int fd;                 /* pread backend only; -1 for mmap */
+    int fd;                 /* both backends: pread reads, private maps */
     st_backend backend;
     uint64_t size;          /* file size at open (fstat) */
     uint8_t *map;           /* mmap backend: base of the whole-file mapping */
@@ -181,8 +181,8 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
         if (rc != ST_OK) {
             goto fail;
         }
-        close(fd);   /* the mapping keeps the file alive */
-        fd = -1;
+        /* fd stays open while the file lives: st_file_map_private maps
+         * each handed-out tensor on its own from it. */
     } else {
         json = st_malloc(n > 0 ? (size_t)n : 1);
         if (json == NULL) {
@@ -273,6 +273,35 @@ uint64_t st_file_size(const st_file *file)
 uint8_t *st_file_map(const st_file *file)
 {
     return file->map;
+}
+
+st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len,
+                            st_private_map *out, st_error *err)
+{
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t start = offset - offset % page, span = offset - start + len;
+    void *base;
+    memset(out, 0, sizeof(*out));
+    if (len == 0 || offset > file->size || len > file->size - offset || span > (uint64_t)SIZE_MAX) {
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "private map out of the file");
+    }
+    base = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, file->fd,
+                (off_t)start);
+    if (base == MAP_FAILED) {
+        return st_error_io(err, errno, offset);
+    }
+    out->base = base;
+    out->len = (size_t)span;
+    out->data = (uint8_t *)base + (offset - start);
+    return ST_OK;
+}
+
+void st_private_map_release(st_private_map *map)
+{
+    if (map->base != NULL) {
+        munmap(map->base, map->len);
+    }
+    memset(map, 0, sizeof(*map));
 }
 
 /* One contiguous piece of a read: by memcpy from the mapping, or pread. */
