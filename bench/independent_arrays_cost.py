@@ -2,7 +2,7 @@
 file for load_file on the GPT-2-like file (160 f32 tensors, 548 MB) and the
 100,000-tensor file, numpy and torch, mmap and pread.
 
-    python bench/independent_arrays_cost.py DIR [--peer PATH_OF_OTHER_BUILD]
+    python bench/independent_arrays_cost.py DIR [--peer PATH_OF_OTHER_BUILD] [--only gpt2:np:pread,...]
 
 Files are written into DIR once. With --peer, every measurement alternates
 between this build and the other source tree (one subprocess each, rounds
@@ -58,6 +58,7 @@ def main():
     out_dir = sys.argv[1]
     os.makedirs(out_dir, exist_ok=True)
     peer = sys.argv[sys.argv.index("--peer") + 1] if "--peer" in sys.argv else None
+    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else None
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     builds = {"this": here, **({"peer": peer} if peer else {})}
     sys.path.insert(0, here)
@@ -65,6 +66,8 @@ def main():
     for name, path in paths.items():
         for fw in ("np", "pt"):
             for backend in ("mmap", "pread"):
+                if only and f"{name}:{fw}:{backend}" not in only:
+                    continue
                 results = {b: [] for b in builds}
                 for _ in range(ROUNDS):
                     for b, src in builds.items():

@@ -111,7 +111,25 @@ def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, TensorSpec],
 
 
 def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None) -> bytes:
-    """Serialize ``tensor_dict`` to the bytes of a safetensors file."""
+    """Serialize ``tensor_dict`` to the bytes of a safetensors file.
+
+    Args:
+        tensor_dict (dict[str, numpy.ndarray]): arrays of any memory layout and
+            byte order (written little-endian, C order); bfloat16/float8 through
+            ml_dtypes.
+        metadata (dict[str, str] | None): the header's ``__metadata__``.
+
+    Returns:
+        bytes: the file, upstream 0.8.0's exact layout.
+
+    Raises:
+        TypeError: not a dict, or a value that is not an array.
+        SafetensorError: an unsupported dtype ("Unknown dtype ...").
+
+    Example:
+        >>> from safetensors.numpy import save
+        >>> data = save({"a": np.zeros((2, 2), np.float32)})
+    """
     specs, keep = _prepare(tensor_dict)
     result = serialize(specs, metadata=metadata)
     del keep  # the arrays had to outlive the call: specs point into them
@@ -123,7 +141,25 @@ def save_file(
     filename: Union[str, os.PathLike],
     metadata: Optional[Dict[str, str]] = None,
 ) -> None:
-    """Write ``tensor_dict`` to ``filename`` (atomically: temp file + rename)."""
+    """Write ``tensor_dict`` to ``filename`` atomically (temporary file + rename).
+
+    Args:
+        tensor_dict (dict[str, numpy.ndarray]): as for ``save``.
+        filename (str | os.PathLike): the destination (only a regular file or
+            nothing there is replaced).
+        metadata (dict[str, str] | None): the header's ``__metadata__``.
+
+    Returns:
+        None
+
+    Raises:
+        TypeError, SafetensorError: as for ``save``; ``SafetensorIOError`` (an
+            ``OSError``) for I/O errors, naming the path.
+
+    Example:
+        >>> from safetensors.numpy import save_file
+        >>> save_file({"a": np.zeros(3)}, "arrays.safetensors", metadata={"k": "v"})
+    """
     specs, keep = _prepare(tensor_dict)
     serialize_file(specs, filename, metadata=metadata)
     del keep
@@ -143,7 +179,20 @@ def _view2np(safeview) -> Dict[str, np.ndarray]:
 
 
 def load(data: bytes) -> Dict[str, np.ndarray]:
-    """Load arrays from the bytes of a safetensors file (file order)."""
+    """Load arrays from the bytes of a safetensors file.
+
+    Args:
+        data (bytes): the file's content.
+
+    Returns:
+        dict[str, numpy.ndarray]: in file (offset) order.
+
+    Raises:
+        SafetensorError: "Error while deserializing: ...".
+
+    Example:
+        >>> arrays = load(save({"a": np.zeros(3)}))
+    """
     return _view2np(deserialize(data))
 
 
@@ -156,7 +205,26 @@ def _register_ml_dtypes() -> None:
 
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap") -> Dict[str, np.ndarray]:
-    """Load every array of ``filename`` (dict in file order)."""
+    """Load every array of ``filename``.
+
+    Args:
+        filename (str | os.PathLike): the file.
+        backend (str): "mmap" (default: large arrays are zero-copy views of a
+            private mapping of their own, small ones copies) or "pread" (all read
+            into memory the process owns).
+
+    Returns:
+        dict[str, numpy.ndarray]: in file (offset) order; writable, no two share
+        memory, writes never reach the file.
+
+    Raises:
+        FileNotFoundError: the file does not exist (and other ``OSError``s).
+        SafetensorError: an invalid file.
+
+    Example:
+        >>> from safetensors.numpy import load_file
+        >>> arrays = load_file("arrays.safetensors")
+    """
     _register_ml_dtypes()
     with safe_open(filename, framework="np", backend=backend) as f:
         return f.get_tensors()

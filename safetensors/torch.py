@@ -116,7 +116,19 @@ def _dtype_name(dtype: torch.dtype) -> str:
 # --------------------------------------------------------------------------
 
 def storage_ptr(tensor: torch.Tensor) -> int:
-    """Address of the start of the tensor's storage (0 when it has none)."""
+    """Address of the start of the tensor's storage (0 when it has none).
+
+    Args:
+        tensor (torch.Tensor): any tensor.
+
+    Returns:
+        int: the storage's data pointer (views of one storage share it).
+
+    Example:
+        >>> t = torch.zeros(4)
+        >>> storage_ptr(t[2:]) == storage_ptr(t)
+        True
+    """
     try:
         return tensor.untyped_storage().data_ptr()
     except Exception:
@@ -127,7 +139,18 @@ def storage_ptr(tensor: torch.Tensor) -> int:
 
 
 def storage_size(tensor: torch.Tensor) -> int:
-    """Size in bytes of the tensor's whole storage."""
+    """Size in bytes of the tensor's whole storage.
+
+    Args:
+        tensor (torch.Tensor): any tensor.
+
+    Returns:
+        int: bytes of the storage (not of the view).
+
+    Example:
+        >>> storage_size(torch.zeros(4)[:1])
+        16
+    """
     try:
         return tensor.untyped_storage().nbytes()
     except AttributeError:
@@ -319,7 +342,25 @@ def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -
 
 
 def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:
-    """Serialize ``tensors`` to the bytes of a safetensors file."""
+    """Serialize ``tensors`` to the bytes of a safetensors file.
+
+    Args:
+        tensors (dict[str, torch.Tensor]): dense tensors on any device; tensors that
+            share memory must not overlap (use ``save_model`` for tied weights).
+        metadata (dict[str, str] | None): the header's ``__metadata__``.
+
+    Returns:
+        bytes: the file, upstream 0.8.0's exact layout.
+
+    Raises:
+        ValueError: sparse, non-contiguous or memory-sharing tensors (upstream's
+            messages).
+        SafetensorError: "Error while serializing: ...".
+
+    Example:
+        >>> from safetensors.torch import save
+        >>> data = save({"w": torch.zeros(2, 3)}, metadata={"format": "pt"})
+    """
     keepalive: List = []
     specs = _flatten_as_ptr(tensors, keepalive)
     try:
@@ -333,7 +374,26 @@ def save_file(
     filename: Union[str, os.PathLike],
     metadata: Optional[Dict[str, str]] = None,
 ) -> None:
-    """Write ``tensors`` to ``filename`` (atomically: temp file + rename)."""
+    """Write ``tensors`` to ``filename`` atomically (temporary file + rename).
+
+    Args:
+        tensors (dict[str, torch.Tensor]): as for ``save``.
+        filename (str | os.PathLike): the destination (only a regular file or
+            nothing there is replaced).
+        metadata (dict[str, str] | None): the header's ``__metadata__``.
+
+    Returns:
+        None
+
+    Raises:
+        ValueError: as for ``save``.
+        SafetensorError: bad input; ``SafetensorIOError`` (an ``OSError``) for I/O
+            errors, naming the path.
+
+    Example:
+        >>> from safetensors.torch import save_file
+        >>> save_file({"w": torch.zeros(2, 3)}, "model.safetensors")
+    """
     keepalive: List = []
     specs = _flatten_as_ptr(tensors, keepalive)
     try:
@@ -396,7 +456,24 @@ def save_model(
 ) -> None:
     """Save ``model.state_dict()``, writing each group of tied/shared weights
     once (the others are recorded in the metadata as ``removed -> kept``).
-    The caller's ``metadata`` dict is not modified."""
+    The caller's ``metadata`` dict is not modified.
+
+    Args:
+        model (torch.nn.Module): the model.
+        filename (str | os.PathLike): the destination.
+        metadata (dict[str, str] | None): extra ``__metadata__`` entries.
+        force_contiguous (bool): make non-contiguous tensors contiguous instead
+            of raising.
+
+    Returns:
+        None
+
+    Raises:
+        ValueError: non-contiguous tensors with ``force_contiguous=False``.
+
+    Example:
+        >>> save_model(torch.nn.Linear(4, 4), "model.safetensors")
+    """
     state_dict = model.state_dict()
     to_removes = _remove_duplicate_names(state_dict)
     metadata = None if metadata is None else dict(metadata)
@@ -450,14 +527,44 @@ def _view2torch(safeview) -> Dict[str, torch.Tensor]:
 def load(data: bytes) -> Dict[str, torch.Tensor]:
     """Load tensors from the bytes of a safetensors file (``save``'s output).
 
-    The dict is in file (offset) order; tensors are CPU copies."""
+    Args:
+        data (bytes): the file's content.
+
+    Returns:
+        dict[str, torch.Tensor]: in file (offset) order; CPU tensors that own
+        their memory.
+
+    Raises:
+        SafetensorError: "Error while deserializing: ...".
+
+    Example:
+        >>> tensors = load(save({"w": torch.zeros(2)}))
+    """
     return _view2torch(deserialize(data))
 
 
 def load_file(
     filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap"
 ) -> Dict[str, torch.Tensor]:
-    """Load every tensor of ``filename`` onto ``device`` (dict in file order)."""
+    """Load every tensor of ``filename`` onto ``device``.
+
+    Args:
+        filename (str | os.PathLike): the file.
+        device (str | int): "cpu" (default), "cuda:0", 0, ...
+        backend (str): "mmap" (large tensors are zero-copy views of a private
+            mapping of their own) or "pread" (everything read into memory).
+
+    Returns:
+        dict[str, torch.Tensor]: in file (offset) order; no two share memory.
+
+    Raises:
+        FileNotFoundError: the file does not exist (and other ``OSError``s).
+        SafetensorError: an invalid file.
+
+    Example:
+        >>> from safetensors.torch import load_file
+        >>> tensors = load_file("model.safetensors", device="cpu")
+    """
     with safe_open(filename, framework="pt", device=device, backend=backend) as f:
         return f.get_tensors()
 
@@ -472,8 +579,22 @@ def load_model(
 ) -> Tuple[Set[str], List[str]]:
     """Load a file written by ``save_model`` into ``model``.
 
-    Returns ``(missing, unexpected)`` (a set and a list, like upstream);
-    with ``strict`` raises RuntimeError if either is non-empty."""
+    Args:
+        model (torch.nn.Module): the model to fill (in place).
+        filename (str | os.PathLike): the file.
+        strict (bool): raise when keys are missing or unexpected.
+        device (str | int): where tensors are loaded before copying in.
+        backend (str): "mmap" or "pread", as for ``load_file``.
+
+    Returns:
+        tuple[set[str], list[str]]: (missing keys, unexpected keys).
+
+    Raises:
+        RuntimeError: with ``strict``, if either is non-empty.
+
+    Example:
+        >>> missing, unexpected = load_model(torch.nn.Linear(4, 4), "model.safetensors")
+    """
     state_dict = load_file(filename, device=device, backend=backend)
     model_state_dict = model.state_dict()
     to_removes = _remove_duplicate_names(model_state_dict, preferred_names=state_dict.keys())

@@ -262,3 +262,35 @@ def test_real_safetensors_errors_unchanged(tmp_path):
     with pytest.raises(SafetensorError) as e:
         safe_open(p, "np")
     assert "looks like" not in str(e.value)
+
+
+# ---------------------------------------------------------------- help()
+
+
+def test_public_names_have_useful_docstrings(tmp_path):
+    import safetensors
+    import safetensors.numpy as st_numpy
+
+    p = tmp_path / "a.safetensors"
+    save_file({"a": np.zeros(2)}, p)
+    with safe_open(p, "np") as f:
+        slice_type = type(f.get_slice("a"))
+    names = [safetensors.safe_open, safetensors.serialize, safetensors.serialize_file,
+             safetensors.deserialize, safetensors.TensorSpec, slice_type]
+    names += [getattr(safetensors.safe_open, m) for m in
+              ("keys", "offset_keys", "metadata", "get_tensor", "get_tensors", "get_slice")]
+    names += [slice_type.get_shape, slice_type.get_dtype]
+    names += [getattr(st_numpy, n) for n in st_numpy.__all__]
+    if importlib_util_find("torch"):
+        import safetensors.torch as st_torch
+        names += [getattr(st_torch, n) for n in st_torch.__all__ if n != "safe_open"]
+    for obj in names:
+        doc = obj.__doc__ or ""
+        assert "Example" in doc and ("Returns" in doc or "Raises" in doc), obj
+    for exc in (safetensors.SafetensorError,):
+        assert exc.__doc__
+
+
+def importlib_util_find(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None

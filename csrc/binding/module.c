@@ -172,17 +172,85 @@ PyObject *st_debug_quote(PyObject *text)
 static PyMethodDef st_module_methods[] = {
     {"_safe_open_handle", (PyCFunction)(void (*)(void))st_safe_open_handle,
      METH_VARARGS | METH_KEYWORDS,
-     "_safe_open_handle(f, framework, device='cpu', *, backend='mmap')\n--\n\n"
-     "Opens the file behind an open file object f (its .name)."},
+     "_safe_open_handle(f, framework, device='cpu', *, backend='mmap')\n"
+     "--\n"
+     "\n"
+     "Like safe_open, for the file behind an open file object f (its .name)."},
     {"serialize", (PyCFunction)(void (*)(void))st_serialize, METH_VARARGS | METH_KEYWORDS,
-     "serialize(tensor_dict, metadata=None)\n--\n\nReturns the safetensors file as bytes."},
+     "serialize(tensor_dict, metadata=None)\n"
+     "--\n"
+     "\n"
+     "The bytes of a safetensors file holding the given tensors.\n"
+     "\n"
+     "Args:\n"
+     "    tensor_dict (dict[str, TensorSpec]): tensor name -> TensorSpec (each\n"
+     "        points at little-endian bytes the caller keeps alive and unchanged\n"
+     "        during the call). The 0.7 dict form raises TypeError, as 0.8.0.\n"
+     "    metadata (dict[str, str] | None): the header's \"__metadata__\".\n"
+     "\n"
+     "Returns:\n"
+     "    bytes: the whole file, with upstream 0.8.0's exact layout.\n"
+     "\n"
+     "Raises:\n"
+     "    TypeError: a value is not a TensorSpec, metadata is not str to str.\n"
+     "    SafetensorError: \"Error while serializing: ...\" (data length that does\n"
+     "        not match shape and dtype, header too large, ...).\n"
+     "\n"
+     "Example:\n"
+     "    >>> import numpy as np\n"
+     "    >>> from safetensors import TensorSpec, serialize\n"
+     "    >>> a = np.arange(4, dtype=np.float32)\n"
+     "    >>> spec = TensorSpec(dtype=\"float32\", shape=[4], data_ptr=a.ctypes.data, data_len=a.nbytes)\n"
+     "    >>> serialize({\"a\": spec})[:8]\n"
+     "    b'@\\x00\\x00\\x00\\x00\\x00\\x00\\x00'"},
     {"serialize_file", (PyCFunction)(void (*)(void))st_serialize_file,
      METH_VARARGS | METH_KEYWORDS,
-     "serialize_file(tensor_dict, filename, metadata=None)\n--\n\n"
-     "Writes a safetensors file atomically (temporary file + rename)."},
+     "serialize_file(tensor_dict, filename, metadata=None)\n"
+     "--\n"
+     "\n"
+     "Writes a safetensors file atomically: a temporary file next to filename,\n"
+     "then a rename over it, so readers see the old or the new file, never a\n"
+     "partial one. Only a regular file (or nothing) at filename is replaced.\n"
+     "\n"
+     "Args:\n"
+     "    tensor_dict (dict[str, TensorSpec]): as for serialize.\n"
+     "    filename (str | os.PathLike): the destination.\n"
+     "    metadata (dict[str, str] | None): the header's \"__metadata__\".\n"
+     "\n"
+     "Returns:\n"
+     "    None\n"
+     "\n"
+     "Raises:\n"
+     "    TypeError: as for serialize.\n"
+     "    SafetensorError: bad input, as for serialize; SafetensorIOError (also an\n"
+     "        OSError, with errno and filename) for I/O errors, e.g.\n"
+     "        'Error while serializing: I/O error: No such file or directory\n"
+     "        (os error 2) at path \"missing/x.safetensors\"', or a destination\n"
+     "        that is a device, FIFO or socket.\n"
+     "\n"
+     "Example:\n"
+     "    >>> serialize_file({\"a\": spec}, \"model.safetensors\", metadata={\"format\": \"np\"})"},
     {"deserialize", (PyCFunction)st_deserialize, METH_O,
-     "deserialize(bytes)\n--\n\n"
-     "Parses a whole file held in bytes; returns [(name, {shape, dtype, data})]."},
+     "deserialize(bytes)\n"
+     "--\n"
+     "\n"
+     "Parses a whole safetensors file held in memory.\n"
+     "\n"
+     "Args:\n"
+     "    bytes (bytes-like): the file's content (bytes, bytearray, memoryview).\n"
+     "\n"
+     "Returns:\n"
+     "    list[tuple[str, dict]]: in file order, (name, {\"shape\": list[int],\n"
+     "    \"dtype\": header dtype such as \"F32\", \"data\": bytearray copy}).\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: \"Error while deserializing: ...\" with upstream's\n"
+     "        message (and what the bytes look like when they are clearly another\n"
+     "        format, e.g. a zip archive written by torch.save).\n"
+     "\n"
+     "Example:\n"
+     "    >>> deserialize(serialize({\"a\": spec}))[0][1][\"shape\"]\n"
+     "    [4]"},
     {NULL, NULL, 0, NULL},
 };
 

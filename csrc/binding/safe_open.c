@@ -408,7 +408,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
             (block == NULL || t->begin < block_begin || t->end > block_stop)) {
             uint64_t end = block_end(header, i);
             Py_CLEAR(block);
-            if (end - t->begin < ST_BLOCK_MAX && end > t->begin) {
+            if (t->end - t->begin < ST_BLOCK_MAX && end > t->begin) {
                 block = st_read_block(state, self->framework, file, t->begin, end, &block_data);
                 if (block == NULL)
                     Py_CLEAR(name);
@@ -465,17 +465,104 @@ static PyMethodDef SafeOpen_methods[] = {
     {"__enter__", (PyCFunction)SafeOpen_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)SafeOpen_exit, METH_VARARGS, NULL},
     {"keys", (PyCFunction)SafeOpen_keys, METH_NOARGS,
-     "keys()\n--\n\nTensor names, sorted."},
+     "keys()\n"
+     "--\n"
+     "\n"
+     "Returns:\n"
+     "    list[str]: the tensor names, sorted.\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: \"File is closed\" after __exit__.\n"
+     "\n"
+     "Example:\n"
+     "    >>> with safe_open(\"model.safetensors\", \"pt\") as f:\n"
+     "    ...     names = f.keys()"},
     {"offset_keys", (PyCFunction)SafeOpen_offset_keys, METH_NOARGS,
-     "offset_keys()\n--\n\nTensor names in the order of their data in the file."},
+     "offset_keys()\n"
+     "--\n"
+     "\n"
+     "Returns:\n"
+     "    list[str]: the tensor names in the order of their data in the file\n"
+     "    (reading in this order reads the file front to back).\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: \"File is closed\" after __exit__.\n"
+     "\n"
+     "Example:\n"
+     "    >>> for name in f.offset_keys():\n"
+     "    ...     tensor = f.get_tensor(name)"},
     {"metadata", (PyCFunction)SafeOpen_metadata, METH_NOARGS,
-     "metadata()\n--\n\nThe __metadata__ dict, or None."},
+     "metadata()\n"
+     "--\n"
+     "\n"
+     "Returns:\n"
+     "    dict[str, str] | None: the header's \"__metadata__\", None when absent.\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: \"File is closed\" after __exit__.\n"
+     "\n"
+     "Example:\n"
+     "    >>> f.metadata()\n"
+     "    {'format': 'pt'}"},
     {"get_tensor", (PyCFunction)(void (*)(void))SafeOpen_get_tensor,
-     METH_FASTCALL | METH_KEYWORDS, "get_tensor(name)\n--\n\nThe whole tensor."},
+     METH_FASTCALL | METH_KEYWORDS, "get_tensor(name)\n"
+     "--\n"
+     "\n"
+     "One whole tensor, in the handle's framework and on its device. The result\n"
+     "shares memory with no other array: large tensors (64 KiB or more) on the\n"
+     "mmap backend are zero-copy views of a private mapping of their own, smaller\n"
+     "ones are copies; writes never reach the file.\n"
+     "\n"
+     "Args:\n"
+     "    name (str): the tensor's name.\n"
+     "\n"
+     "Returns:\n"
+     "    the framework's array: torch.Tensor, numpy.ndarray, tf.Tensor,\n"
+     "    jax.Array, mlx.core.array or paddle.Tensor.\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: \"File does not contain tensor <name>\", \"File is closed\",\n"
+     "        a dtype the framework lacks (\"Dtype not understood: F6_E2M3\").\n"
+     "    TypeError: name is not a str.\n"
+     "\n"
+     "Example:\n"
+     "    >>> with safe_open(\"model.safetensors\", framework=\"pt\") as f:\n"
+     "    ...     w = f.get_tensor(\"wte.weight\")"},
     {"get_tensors", (PyCFunction)SafeOpen_get_tensors, METH_NOARGS,
-     "get_tensors()\n--\n\nEvery tensor, as a dict in file order."},
+     "get_tensors()\n"
+     "--\n"
+     "\n"
+     "Every tensor, as get_tensor would give it.\n"
+     "\n"
+     "Returns:\n"
+     "    dict[str, array]: in file (offset) order.\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: as for get_tensor.\n"
+     "\n"
+     "Example:\n"
+     "    >>> with safe_open(\"model.safetensors\", \"np\", backend=\"pread\") as f:\n"
+     "    ...     arrays = f.get_tensors()"},
     {"get_slice", (PyCFunction)(void (*)(void))SafeOpen_get_slice,
-     METH_FASTCALL | METH_KEYWORDS, "get_slice(name)\n--\n\nA lazy, indexable view of a tensor."},
+     METH_FASTCALL | METH_KEYWORDS, "get_slice(name)\n"
+     "--\n"
+     "\n"
+     "A lazy view of a tensor: nothing is read until it is indexed, and then only\n"
+     "what the index selects.\n"
+     "\n"
+     "Args:\n"
+     "    name (str): the tensor's name.\n"
+     "\n"
+     "Returns:\n"
+     "    PySafeSlice: with get_shape(), get_dtype() and [index] (NumPy's indexing).\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: \"File does not contain tensor <name>\", \"File is closed\".\n"
+     "\n"
+     "Example:\n"
+     "    >>> with safe_open(\"model.safetensors\", \"pt\") as f:\n"
+     "    ...     s = f.get_slice(\"wte.weight\")\n"
+     "    ...     rows = s[:100, ::2]"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -485,8 +572,39 @@ static PyType_Slot SafeOpen_slots[] = {
     {Py_tp_traverse, SafeOpen_traverse},
     {Py_tp_clear, SafeOpen_clear},
     {Py_tp_methods, SafeOpen_methods},
-    {Py_tp_doc, "safe_open(filename, framework, device='cpu', *, backend='mmap')\n--\n\n"
-                "Opens a safetensors file lazily: only the header is read."},
+    {Py_tp_doc,
+     "safe_open(filename, framework, device='cpu', *, backend='mmap')\n"
+     "--\n"
+     "\n"
+     "Opens a safetensors file lazily: only the header is read and checked; tensors\n"
+     "are read when asked for. Use it as a context manager; arrays obtained stay\n"
+     "valid after it is closed.\n"
+     "\n"
+     "Args:\n"
+     "    filename (str | os.PathLike): the file.\n"
+     "    framework (str): \"pt\"/\"torch\"/\"pytorch\", \"np\"/\"numpy\", \"tf\"/\"tensorflow\",\n"
+     "        \"jax\"/\"flax\", \"mlx\" or \"paddle\".\n"
+     "    device (str | int): \"cpu\" (default), \"cuda\", \"cuda:1\", 1, \"mps\", ...\n"
+     "        (torch and paddle only).\n"
+     "    backend (str): \"mmap\" (default: large tensors are zero-copy views of a\n"
+     "        private mapping of their own) or \"pread\" (every tensor is read into\n"
+     "        memory the process owns; immune to the file changing later).\n"
+     "\n"
+     "Returns:\n"
+     "    safe_open: the handle (also what `with` binds).\n"
+     "\n"
+     "Raises:\n"
+     "    FileNotFoundError, PermissionError, IsADirectoryError, OSError: the file\n"
+     "        cannot be opened; str() is upstream's \"No such file or directory: x\".\n"
+     "    SafetensorError: an invalid file (\"Error while deserializing header: ...\"),\n"
+     "        framework, device or backend.\n"
+     "    TypeError: arguments of the wrong type.\n"
+     "\n"
+     "Example:\n"
+     "    >>> from safetensors import safe_open\n"
+     "    >>> with safe_open(\"model.safetensors\", framework=\"pt\", device=\"cpu\") as f:\n"
+     "    ...     for name in f.keys():\n"
+     "    ...         tensor = f.get_tensor(name)"},
     {0, NULL},
 };
 

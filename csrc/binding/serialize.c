@@ -194,9 +194,31 @@ static PyType_Slot TensorSpec_slots[] = {
     {Py_tp_dealloc, TensorSpec_dealloc},
     {Py_tp_repr, TensorSpec_repr},
     {Py_tp_getset, TensorSpec_getset},
-    {Py_tp_doc, "TensorSpec(*, dtype, shape, data_ptr, data_len)\n--\n\n"
-                "A tensor to serialize: data_len little-endian bytes at data_ptr, which the "
-                "caller keeps alive and unchanged during the call."},
+    {Py_tp_doc,
+     "TensorSpec(*, dtype, shape, data_ptr, data_len)\n"
+     "--\n"
+     "\n"
+     "A tensor to serialize: data_len little-endian, C-ordered bytes at address\n"
+     "data_ptr, which the caller keeps alive and unchanged during the\n"
+     "serialize/serialize_file call (no reference is taken).\n"
+     "\n"
+     "Args:\n"
+     "    dtype (str): torch/NumPy-style name: \"float32\", \"bfloat16\", \"int8\",\n"
+     "        \"float8_e4m3fn\", \"float4_e2m1fn_x2\", ... (header codes like \"F32\" are\n"
+     "        not accepted, as upstream).\n"
+     "    shape (Sequence[int]): the logical shape (for float4_e2m1fn_x2 the\n"
+     "        packed shape; its last dimension is doubled).\n"
+     "    data_ptr (int): address of the first byte.\n"
+     "    data_len (int): length in bytes; must match shape and dtype.\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: unknown dtype ('Unknown dtype \"x\". Supported dtypes: ...').\n"
+     "    TypeError: missing or positional arguments.\n"
+     "\n"
+     "Example:\n"
+     "    >>> a = np.zeros((2, 3), np.float32)\n"
+     "    >>> TensorSpec(dtype=\"float32\", shape=a.shape, data_ptr=a.ctypes.data, data_len=a.nbytes)\n"
+     "    TensorSpec(dtype='F32', shape=[2, 3], data_ptr=..., data_len=24)"},
     {0, NULL},
 };
 

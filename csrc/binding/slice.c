@@ -227,9 +227,25 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
 
 static PyMethodDef Slice_methods[] = {
     {"get_shape", (PyCFunction)Slice_get_shape, METH_NOARGS,
-     "get_shape()\n--\n\nThe tensor's shape, as a list."},
+     "get_shape()\n"
+     "--\n"
+     "\n"
+     "Returns:\n"
+     "    list[int]: the tensor's shape, without reading any data.\n"
+     "\n"
+     "Example:\n"
+     "    >>> f.get_slice(\"w\").get_shape()\n"
+     "    [2, 5]"},
     {"get_dtype", (PyCFunction)Slice_get_dtype, METH_NOARGS,
-     "get_dtype()\n--\n\nThe tensor's dtype as written in the header (\"F32\", ...)."},
+     "get_dtype()\n"
+     "--\n"
+     "\n"
+     "Returns:\n"
+     "    str: the tensor's dtype as written in the header (\"F32\", \"BF16\", ...).\n"
+     "\n"
+     "Example:\n"
+     "    >>> f.get_slice(\"w\").get_dtype()\n"
+     "    'F32'"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -238,6 +254,25 @@ static PyType_Slot Slice_slots[] = {
     {Py_tp_traverse, Slice_traverse},
     {Py_tp_methods, Slice_methods},
     {Py_mp_subscript, Slice_getitem},
+    {Py_tp_doc,
+     "A tensor of an open file, read only where indexed (from safe_open.get_slice).\n"
+     "\n"
+     "slice[index] follows NumPy's indexing on every framework and backend: ints\n"
+     "(negative from the end), slices with any step, ..., None, and index arrays,\n"
+     "boolean masks, lists or integer tensors. The result is a fresh array of the\n"
+     "handle's framework that shares memory with no other.\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: an int out of range (\"Invalid index -6 for dimension 1 of\n"
+     "        size 5\"; also an IndexError), too many indices.\n"
+     "    IndexError: an index array out of range or a mask of the wrong shape.\n"
+     "    ValueError: a zero step.\n"
+     "\n"
+     "Example:\n"
+     "    >>> with safe_open(\"model.safetensors\", \"np\") as f:\n"
+     "    ...     s = f.get_slice(\"w\")\n"
+     "    ...     part = s[1:, ::-1]\n"
+     "    ...     picked = s[np.array([0, 1])]"},
     {0, NULL},
 };
 
