@@ -123,11 +123,6 @@ static st_code fail_eof(st_json *j, const char *text)
     return st_json_fail(j, j->len, j->len, text);
 }
 
-static st_code fail_nomem(st_json *j)
-{
-    return st_error_set(j->err, ST_ERR_NOMEM, 0, "out of memory");
-}
-
 /* ======================================================================
  * MARK: basics
  * ====================================================================== */
@@ -360,7 +355,7 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
                     *slen = p - j->pos;
                 } else {
                     if (!scratch_reserve(j, used, p - seg))
-                        return fail_nomem(j);
+                        return st_error_code(j->err, ST_ERR_NOMEM, 0);
                     memcpy(j->scratch + used, b + seg, p - seg);
                     used += p - seg;
                     *s = j->scratch;
@@ -378,7 +373,7 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
                 return rc;
             if (s != NULL) {
                 if (!scratch_reserve(j, used, (p - seg) + k))
-                    return fail_nomem(j);
+                    return st_error_code(j->err, ST_ERR_NOMEM, 0);
                 memcpy(j->scratch + used, b + seg, p - seg);
                 used += p - seg;
                 memcpy(j->scratch + used, out, k);
@@ -507,7 +502,7 @@ static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)
     if (n + 1 > sizeof stackbuf) {
         tmp = st_malloc(n + 1);
         if (tmp == NULL)
-            return fail_nomem(j);
+            return st_error_code(j->err, ST_ERR_NOMEM, 0);
     }
     for (size_t k = 0; k < n; k++)
         tmp[k] = s[k] == '.' ? dp : (char)s[k];
