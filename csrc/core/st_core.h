@@ -9,7 +9,7 @@
  *   - Every fallible function returns ST_OK (0) or an st_code, and fills the
  *     caller's st_error with the code, a message and the byte offset in the
  *     file where the problem was found (0 when it has no position).
- *   - Messages for the format errors are upstream's Display texts (spec 1.7)
+ *   - Messages for the format errors are upstream's Display texts (docs/format.md §7)
  *     so the binding can prefix them exactly as upstream does.
  *   - Nothing here takes a lock or touches global mutable state: a parsed
  *     header is immutable and may be read from any number of threads.
@@ -31,7 +31,7 @@ extern "C" {
  * ====================================================================== */
 
 /* Each code's message text is in the table in st_error.c (st_code_text);
- * docs/format.md section 7 says which check gives which. */
+ * docs/format.md §7 says which check gives which. */
 typedef enum st_code {
     ST_OK = 0,
     ST_ERR_HEADER_TOO_SMALL,        /* file shorter than the 8-byte length */
@@ -114,7 +114,7 @@ typedef enum st_numpy_source {
 
 /*
  * Everything a layer needs to know about a dtype: the one dtype table
- * (st_dtype.c; docs/format.md section 3). Python reads it through the
+ * (st_dtype.c; docs/format.md §3). Python reads it through the
  * extension; no other layer keeps its own copy.
  */
 typedef struct st_dtype_info {
@@ -142,11 +142,12 @@ bool st_dtype_from_name(const char *name, size_t len, st_dtype *out);
 bool st_dtype_from_type_name(const char *name, size_t len, st_dtype *out);
 
 /*
- * F4 packing (docs/format.md section 3.2). A file holds F4 values two to a
- * byte, the first value in the low nibble, and gives the logical shape.
- * Frameworks hold them as pairs (torch.float4_e2m1fn_x2: one byte, two
- * values), so their shape is the logical one with the last dim divided by
- * ST_F4_PER_ITEM, which needs an even last dim (and at least one dim).
+ * F4 packing (docs/format.md §3.2). A file holds F4 values two to a byte
+ * and gives the logical shape (counting values). Frameworks hold them as
+ * pairs (torch.float4_e2m1fn_x2: one byte, two values), so their shape is
+ * the logical one with the last dim divided by ST_F4_PER_ITEM, which needs
+ * an even last dim. The core never splits a byte, so it needs no nibble
+ * order.
  */
 #define ST_F4_PER_ITEM 2
 /* Framework shape's last dim from the logical one: divided by info->pack.
@@ -180,14 +181,14 @@ typedef struct st_metadata_item {
 typedef struct st_header st_header;   /* opaque, immutable once built */
 
 /*
- * Rules 1-3 of spec 1.6 on the first bytes of a file: prefix holds
+ * Rules 1-3 of docs/format.md §6 on the first bytes of a file: prefix holds
  * min(file_size, 8) bytes. On success *header_len = N (the JSON length).
  */
 st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file_size,
                          uint64_t *header_len, st_error *err);
 
 /*
- * Rules 4-8 of spec 1.6: json points at the N header bytes (those at file
+ * Rules 4-8 of docs/format.md §6: json points at the N header bytes (those at file
  * offset 8), file_size is the whole file's length (used by rule 7). Error
  * offsets are file offsets (8 + position in json). On success *out owns a
  * copy of everything it needs; json may be freed.
@@ -355,7 +356,7 @@ typedef struct st_layout {
 } st_layout;
 
 /*
- * Lays out a file exactly as upstream 0.8.0 does (docs/format.md section 5):
+ * Lays out a file exactly as upstream 0.8.0 does (docs/format.md §5):
  * sorts the tensors (dtype descending, then name) into layout->order,
  * builds the compact JSON with metadata first (in the caller's order) and
  * pads it with spaces to a multiple of 8. Validates every tensor as the

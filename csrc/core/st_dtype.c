@@ -1,5 +1,5 @@
-/* st_dtype.c - the dtype table (docs/format.md section 3), in upstream's enum
- * order, and the F4 packing rule (section 3.2). */
+/* st_dtype.c - the dtype table (docs/format.md §3), in upstream's enum order,
+ * and the F4 packing rule (§3.2). */
 #include "st_core.h"
 
 #include <string.h>
@@ -31,7 +31,7 @@ static const st_dtype_info st_dtypes[ST_DTYPE__COUNT] = {
     ROW(ST_U64, "U64", 64, "uint64", ST_NUMPY_BUILTIN, 1),
 };
 
-_Static_assert(ST_DTYPE__COUNT == 22, "the format has 22 dtypes (docs/format.md section 3)");
+_Static_assert(ST_DTYPE__COUNT == 22, "the format has 22 dtypes (docs/format.md §3)");
 
 const st_dtype_info *st_dtype_info_get(st_dtype dtype)
 {

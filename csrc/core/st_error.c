@@ -1,5 +1,5 @@
 /* st_error.c - error helpers of the C core, and every code's message text
- * (docs/format.md section 7 lists where each one comes from). */
+ * (docs/format.md §7 lists them). */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* XSI strerror_r */
 #endif

@@ -266,7 +266,7 @@ static st_code read_piece(const st_file *file, uint64_t offset, uint8_t *dst, si
 
 /*
  * Large reads are split across threads: one core copies ~10 GB/s from the
- * page cache, several copy several times that (performance-limits.md).
+ * page cache, several copy several times that.
  * Below ST_PARALLEL_MIN a thread costs more than it saves.
  */
 #define ST_PARALLEL_MIN ((size_t)32 << 20)

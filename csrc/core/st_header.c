@@ -1,6 +1,6 @@
 /*
  * st_header.c - header length check, header parse and validation
- * (spec 1.6 rules 1-8, messages of 1.7).
+ * (docs/format.md §6 rules 1-8, messages of §7).
  *
  * The parser streams over the JSON with st_json (no DOM). It reproduces
  * how upstream's serde model reports errors:
@@ -675,7 +675,7 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim,
 }
 
 /*
- * Rules 6-7 (docs/format.md section 6): sorts the records into data-offset
+ * Rules 6-8 (docs/format.md §6): sorts the records into data-offset
  * order (*resorted says whether they moved), then checks that they tile the
  * data section with the sizes their shapes give, and cover the file.
  */

@@ -1,5 +1,5 @@
 /*
- * st_writer.c - laying out and writing safetensors files (spec 1.5).
+ * st_writer.c - laying out and writing safetensors files (docs/format.md §5).
  *
  * st_write_layout reproduces upstream 0.8.0's header byte for byte:
  *   - tensors sorted by dtype index descending, then name ascending
@@ -217,7 +217,7 @@ static st_code validate_tensors(const st_layout *layout, st_error *err)
     return ST_OK;
 }
 
-/* Fills layout->order with the tensors' file order (docs/format.md 5.1). */
+/* Fills layout->order with the tensors' file order (docs/format.md §5.1). */
 static st_code sort_tensors(st_layout *layout, st_error *err)
 {
     const size_t count = layout->count;

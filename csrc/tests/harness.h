@@ -133,7 +133,7 @@ static inline uint8_t *harness_read_file(const char *path, size_t *len)
 }
 
 /* ======================================================================
- * MARK: upstream texts the tests expect (docs/format.md section 7)
+ * MARK: upstream texts the tests expect (docs/format.md §7)
  * ====================================================================== */
 
 #define UPSTREAM_MISALIGNED                                                                \

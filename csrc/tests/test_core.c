@@ -1,8 +1,8 @@
 /*
  * test_core.c - unit tests of the parsing half of the C core: errors,
  * allocation hooks, dtypes, st_header_length / st_header_parse (every rule of
- * spec 1.6 and every row of the 1.7 "Verified reader outcomes" table, with
- * exact code, message and byte offset), lookups, a 100,000-tensor header and
+ * docs/format.md §6 with the outcome upstream gives, with exact code,
+ * message (§7) and byte offset), lookups, a 100,000-tensor header and
  * allocation-failure injection. Exit status != 0 on any failure.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -204,7 +204,7 @@ static void test_header_length(void)
     CHECK(st_header_length(p, 8, 8 + v, &n, &e) == ST_OK && n == v, "N=1e8 exactly");
 }
 
-/* Every row of spec 1.7 "Verified reader outcomes" and every rule of 1.6. */
+/* Every rule of docs/format.md §6, with the outcome upstream gives for each. */
 static void test_outcomes_table(void)
 {
     st_header *h;

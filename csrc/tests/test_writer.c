@@ -1,6 +1,6 @@
 /*
  * test_writer.c - st_write_layout / st_write_to_memory / st_write_file:
- * golden byte vectors (spec 1.8), ordering, escaping, padding, limits,
+ * reference files (docs/format.md §8), ordering, escaping, padding, limits,
  * validation, read-back on both backends, and failure atomicity.
  */
 #define _GNU_SOURCE
