@@ -511,11 +511,45 @@ static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)
     return ST_OK;
 }
 
+/* One or more digits, as needed after '.' or after an exponent's sign. */
+static st_code required_digits(st_json *j)
+{
+    if (j->pos >= j->len)
+        return fail_peek(j, "EOF while parsing a value");
+    if (!is_digit(j->buf[j->pos]))
+        return fail_peek(j, "invalid number");
+    while (j->pos < j->len && is_digit(j->buf[j->pos]))
+        j->pos++;
+    return ST_OK;
+}
+
+/* Classifies the integer digits[0..n) as serde_json does: a u64, or (neg)
+ * a non-zero i64. False when it is neither (then it is an f64). */
+static bool classify_integer(const uint8_t *digits, size_t n, bool neg, st_jnum *num)
+{
+    uint64_t v = 0;
+    for (size_t k = 0; k < n; k++) {
+        unsigned d = (unsigned)(digits[k] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (!neg) {
+        num->kind = ST_JNUM_U64;
+        num->u = v;
+        return true;
+    }
+    if (v == 0 || v > (uint64_t)INT64_MAX + 1)
+        return false;
+    num->kind = ST_JNUM_I64;
+    num->i = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    return true;
+}
+
 st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
 {
     const uint8_t *b = j->buf;
-    size_t n = j->len;
-    size_t start = j->pos;
+    size_t n = j->len, start = j->pos;
     bool neg = false, is_float = false;
     st_code rc;
 
@@ -536,56 +570,23 @@ st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
         j->pos++;
         return fail_here(j, "invalid number");
     }
-    size_t int_end = j->pos;
+    size_t int_start = start + (neg ? 1 : 0), int_end = j->pos;
     if (j->pos < n && b[j->pos] == '.') {
         is_float = true;
         j->pos++;
-        if (j->pos >= n)
-            return fail_peek(j, "EOF while parsing a value");
-        if (!is_digit(b[j->pos]))
-            return fail_peek(j, "invalid number");
-        while (j->pos < n && is_digit(b[j->pos]))
-            j->pos++;
+        if ((rc = required_digits(j)) != ST_OK)
+            return rc;
     }
     if (j->pos < n && (b[j->pos] == 'e' || b[j->pos] == 'E')) {
         is_float = true;
         j->pos++;
         if (j->pos < n && (b[j->pos] == '+' || b[j->pos] == '-'))
             j->pos++;
-        if (j->pos >= n)
-            return fail_peek(j, "EOF while parsing a value");
-        if (!is_digit(b[j->pos]))
-            return fail_peek(j, "invalid number");
-        while (j->pos < n && is_digit(b[j->pos]))
-            j->pos++;
+        if ((rc = required_digits(j)) != ST_OK)
+            return rc;
     }
-    if (!want_value)
+    if (!want_value || (!is_float && classify_integer(b + int_start, int_end - int_start, neg, num)))
         return ST_OK;
-
-    if (!is_float) {
-        uint64_t v = 0;
-        bool overflow = false;
-        for (size_t k = start + (neg ? 1 : 0); k < int_end; k++) {
-            unsigned d = (unsigned)(b[k] - '0');
-            if (v > (UINT64_MAX - d) / 10) {
-                overflow = true;
-                break;
-            }
-            v = v * 10 + d;
-        }
-        if (!overflow) {
-            if (!neg) {
-                num->kind = ST_JNUM_U64;
-                num->u = v;
-                return ST_OK;
-            }
-            if (v != 0 && v <= (uint64_t)INT64_MAX + 1) {
-                num->kind = ST_JNUM_I64;
-                num->i = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-                return ST_OK;
-            }
-        }
-    }
     num->kind = ST_JNUM_F64;
     if ((rc = parse_double(j, b + start, j->pos - start, &num->f)) != ST_OK)
         return rc;
