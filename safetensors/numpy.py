@@ -8,11 +8,11 @@ come from ``ml_dtypes``.
 
 import os
 import sys
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from safetensors import deserialize, safe_open, serialize, serialize_file
+from safetensors import TensorSpec, deserialize, safe_open, serialize, serialize_file
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
@@ -77,12 +77,14 @@ def _getdtype(dtype_str: str) -> np.dtype:
 _DTYPE_NAMES: Dict[np.dtype, str] = {}
 
 
-def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Dict[str, dict]:
-    """The writer's input: the 0.7 dict form, whose "data" is the array itself
-    (buffer protocol, no copy), which also keeps every array alive."""
+def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, TensorSpec], List[np.ndarray]]:
+    """The writer's input: one TensorSpec per array (a pointer to its
+    little-endian, C-ordered bytes), and the arrays those pointers point
+    into, which the caller keeps alive until the write returns."""
     if not isinstance(tensor_dict, dict):
         raise TypeError(f"Expected a dict of [str, numpy.ndarray] but received {type(tensor_dict)}")
     specs = {}
+    keep = []
     for k, arr in tensor_dict.items():
         if type(arr) is not np.ndarray:
             if isinstance(arr, np.generic):
@@ -98,13 +100,22 @@ def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Dict[str, dict]:
         name = _DTYPE_NAMES.get(dtype)
         if name is None:
             name = _DTYPE_NAMES[dtype] = dtype.name
-        specs[k] = {"dtype": name, "shape": arr.shape, "data": arr}
-    return specs
+        keep.append(arr)
+        specs[k] = TensorSpec(
+            dtype=name,
+            shape=arr.shape,
+            data_ptr=arr.__array_interface__["data"][0] if arr.nbytes else 0,
+            data_len=arr.nbytes,
+        )
+    return specs, keep
 
 
 def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None) -> bytes:
     """Serialize ``tensor_dict`` to the bytes of a safetensors file."""
-    return serialize(_prepare(tensor_dict), metadata=metadata)
+    specs, keep = _prepare(tensor_dict)
+    result = serialize(specs, metadata=metadata)
+    del keep  # the arrays had to outlive the call: specs point into them
+    return result
 
 
 def save_file(
@@ -113,7 +124,9 @@ def save_file(
     metadata: Optional[Dict[str, str]] = None,
 ) -> None:
     """Write ``tensor_dict`` to ``filename`` (atomically: temp file + rename)."""
-    serialize_file(_prepare(tensor_dict), filename, metadata=metadata)
+    specs, keep = _prepare(tensor_dict)
+    serialize_file(specs, filename, metadata=metadata)
+    del keep
 
 
 def _view2np(safeview) -> Dict[str, np.ndarray]:

@@ -251,6 +251,10 @@ void st_file_release(st_file *file);
 const st_header *st_file_header(const st_file *file);
 st_backend st_file_backend(const st_file *file);
 uint64_t st_file_size(const st_file *file);
+/* ST_OK for the st_mode of a regular file; else what opening or replacing
+ * the file gives: EISDIR for a directory, "I/O error: not a regular file
+ * (a FIFO)" (sys_errno EINVAL) for anything else. */
+st_code st_file_check_regular(unsigned int mode, st_error *err);
 /* Base of the mapping (mmap backend), NULL for pread. */
 uint8_t *st_file_map(const st_file *file);
 /* Reads len bytes at absolute file offset into dst (pread backend; also

@@ -103,11 +103,24 @@ static const char *file_kind(mode_t mode)
     return "not a regular file";
 }
 
+st_code st_file_check_regular(unsigned int mode, st_error *err)
+{
+    if (S_ISREG(mode))
+        return ST_OK;
+    if (S_ISDIR(mode))
+        return st_error_io(err, EISDIR, 0);
+    st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)", file_kind(mode));
+    if (err)
+        err->sys_errno = EINVAL;
+    return ST_ERR_IO;
+}
+
 /* Opens path read-only and checks that it is a regular file; *size from
  * fstat. Never blocks on a FIFO (O_NONBLOCK, cleared again after). */
 static st_code open_regular(const char *path, int *fd, uint64_t *size, st_error *err)
 {
     struct stat st;
+    st_code rc;
     do {
         *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     } while (*fd < 0 && errno == EINTR);
@@ -115,14 +128,8 @@ static st_code open_regular(const char *path, int *fd, uint64_t *size, st_error 
         return st_error_io(err, errno, 0);
     if (fstat(*fd, &st) != 0)
         return st_error_io(err, errno, 0);
-    if (S_ISDIR(st.st_mode))
-        return st_error_io(err, EISDIR, 0);
-    if (!S_ISREG(st.st_mode)) {
-        st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)", file_kind(st.st_mode));
-        if (err)
-            err->sys_errno = EINVAL;
-        return ST_ERR_IO;
-    }
+    if ((rc = st_file_check_regular(st.st_mode, err)) != ST_OK)
+        return rc;
     /* O_NONBLOCK means nothing for a regular file: cleared so the
      * descriptor behaves like a plain one. */
     int fl = fcntl(*fd, F_GETFL);

@@ -4,7 +4,7 @@
  * st_select applies a list of index items (int, slice, Ellipsis, newaxis)
  * exactly as NumPy basic indexing does:
  *   - ints: negative values count from the end; out of range is an error
- *     ("index 10 is out of bounds for axis 0 with size 10"); an int removes
+ *     (upstream's "Invalid index 10 for dimension 0 of size 10"); an int removes
  *     its dimension.
  *   - slices: Python's rules (PySlice_Unpack + PySlice_AdjustIndices):
  *     defaults depend on the step's sign, bounds are clamped, never an
@@ -212,7 +212,7 @@ static st_code take_int(walk *w, int64_t v, st_error *err)
     int64_t t;
     if (at < 0 || at >= len)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                            "index %lld is out of bounds for axis %zu with size %lld",
+                            "Invalid index %lld for dimension %zu of size %lld",
                             (long long)v, w->d, (long long)len);
     if (!mul_i64(at, w->sbits[w->d], &t) || !add_i64(w->off_bits, t, &w->off_bits))
         w->overflow = true;

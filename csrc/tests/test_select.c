@@ -125,11 +125,11 @@ static void test_errors(void)
     st_tensor t = {"t", 1, ST_F32, 2, shape, 0, 200};
     st_index a[3];
     a[0] = I(10);
-    expect_err(&t, a, 1, ST_ERR_INVALID_SLICE, "index 10 is out of bounds for axis 0 with size 10");
+    expect_err(&t, a, 1, ST_ERR_INVALID_SLICE, "Invalid index 10 for dimension 0 of size 10");
     a[0] = I(-11);
-    expect_err(&t, a, 1, ST_ERR_INVALID_SLICE, "index -11 is out of bounds for axis 0 with size 10");
+    expect_err(&t, a, 1, ST_ERR_INVALID_SLICE, "Invalid index -11 for dimension 0 of size 10");
     a[0] = E(); a[1] = I(5);
-    expect_err(&t, a, 2, ST_ERR_INVALID_SLICE, "index 5 is out of bounds for axis 1 with size 5");
+    expect_err(&t, a, 2, ST_ERR_INVALID_SLICE, "Invalid index 5 for dimension 1 of size 5");
     a[0] = I(0); a[1] = I(0); a[2] = I(0);
     expect_err(&t, a, 3, ST_ERR_INVALID_SLICE,
                "too many indices for tensor: tensor is 2-dimensional, but 3 were indexed");
