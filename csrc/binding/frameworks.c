@@ -145,3 +145,22 @@ PyArray_Descr *st_numpy_descr(st_state *state, st_dtype dtype)
     ST_UNLOCK();
     return (PyArray_Descr *)descr;
 }
+
+PyObject *st_dtype_table(PyObject *module, PyObject *unused)
+{
+    static const char *const numpy_sources[] = {
+        [ST_NUMPY_NONE] = NULL, [ST_NUMPY_BUILTIN] = "numpy", [ST_NUMPY_ML_DTYPES] = "ml_dtypes"};
+    PyObject *table = PyTuple_New(ST_DTYPE__COUNT);
+    (void)module;
+    (void)unused;
+    for (int i = 0; table != NULL && i < ST_DTYPE__COUNT; i++) {
+        const st_dtype_info *info = st_dtype_info_get((st_dtype)i);
+        PyObject *row = Py_BuildValue("(sIzzI)", info->name, info->bits, info->type_name,
+                                      numpy_sources[info->numpy], info->pack);
+        if (row == NULL)
+            Py_CLEAR(table);
+        else
+            PyTuple_SET_ITEM(table, i, row);
+    }
+    return table;
+}

@@ -183,6 +183,10 @@ static PyMethodDef st_module_methods[] = {
     {"deserialize", (PyCFunction)st_deserialize, METH_O,
      "deserialize(bytes)\n--\n\n"
      "Parses a whole file held in bytes; returns [(name, {shape, dtype, data})]."},
+    {"_dtype_table", (PyCFunction)st_dtype_table, METH_NOARGS,
+     "_dtype_table()\n--\n\n"
+     "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "
+     "'numpy' / 'ml_dtypes' / None, values per framework item)."},
     {NULL, NULL, 0, NULL},
 };
 

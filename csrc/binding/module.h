@@ -100,6 +100,8 @@ PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_deserialize(PyObject *module, PyObject *arg);
+/* _dtype_table(): st_dtype_info for Python, so no Python module keeps its own copy. */
+PyObject *st_dtype_table(PyObject *module, PyObject *unused);
 
 /* ---- arguments.c ---- */
 
