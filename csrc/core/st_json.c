@@ -17,17 +17,21 @@ static size_t utf8_seq(const uint8_t *p, size_t avail, unsigned *errlen)
 {
     uint8_t c = p[0];
     size_t need;
-    uint8_t lo = 0x80, hi = 0xBF;   /* allowed range of the second byte */
+    uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
     if (c >= 0xC2 && c <= 0xDF) {
         need = 2;
     } else if (c >= 0xE0 && c <= 0xEF) {
         need = 3;
-        if (c == 0xE0) lo = 0xA0;           /* overlong */
-        else if (c == 0xED) hi = 0x9F;      /* surrogates */
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (c == 0xED)
+            hi = 0x9F; /* surrogates */
     } else if (c >= 0xF0 && c <= 0xF4) {
         need = 4;
-        if (c == 0xF0) lo = 0x90;           /* overlong */
-        else if (c == 0xF4) hi = 0x8F;      /* > U+10FFFF */
+        if (c == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xF4)
+            hi = 0x8F; /* > U+10FFFF */
     } else {
         *errlen = 1;
         return 0;
@@ -68,8 +72,10 @@ bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigne
         unsigned el = 0;
         size_t n = utf8_seq(s + i, len - i, &el);
         if (n == 0) {
-            if (valid_up_to) *valid_up_to = i;
-            if (error_len) *error_len = el;
+            if (valid_up_to)
+                *valid_up_to = i;
+            if (error_len)
+                *error_len = el;
             return false;
         }
         i += n;
@@ -127,8 +133,8 @@ static st_code fail_eof(st_json *j, const char *text)
  * MARK: basics
  * ====================================================================== */
 
-void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base,
-                  bool utf8_trusted, st_error *err)
+void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
+                  st_error *err)
 {
     memset(j, 0, sizeof *j);
     j->buf = buf;
@@ -163,8 +169,17 @@ st_jtype st_json_peek(st_json *j)
     case '{': return ST_JT_OBJECT;
     case '[': return ST_JT_ARRAY;
     case '"': return ST_JT_STRING;
-    case '-': case '0': case '1': case '2': case '3': case '4':
-    case '5': case '6': case '7': case '8': case '9': return ST_JT_NUMBER;
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9': return ST_JT_NUMBER;
     case 't': return ST_JT_TRUE;
     case 'f': return ST_JT_FALSE;
     case 'n': return ST_JT_NULL;
@@ -224,9 +239,12 @@ static bool scratch_reserve(st_json *j, size_t used, size_t extra)
 
 static int hexval(uint8_t c)
 {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
     return -1;
 }
 
@@ -255,14 +273,38 @@ static st_code read_escape(st_json *j, char out[4], size_t *n)
     unsigned cp;
     st_code rc;
     switch (c) {
-    case '"': out[0] = '"'; *n = 1; return ST_OK;
-    case '\\': out[0] = '\\'; *n = 1; return ST_OK;
-    case '/': out[0] = '/'; *n = 1; return ST_OK;
-    case 'b': out[0] = '\b'; *n = 1; return ST_OK;
-    case 'f': out[0] = '\f'; *n = 1; return ST_OK;
-    case 'n': out[0] = '\n'; *n = 1; return ST_OK;
-    case 'r': out[0] = '\r'; *n = 1; return ST_OK;
-    case 't': out[0] = '\t'; *n = 1; return ST_OK;
+    case '"':
+        out[0] = '"';
+        *n = 1;
+        return ST_OK;
+    case '\\':
+        out[0] = '\\';
+        *n = 1;
+        return ST_OK;
+    case '/':
+        out[0] = '/';
+        *n = 1;
+        return ST_OK;
+    case 'b':
+        out[0] = '\b';
+        *n = 1;
+        return ST_OK;
+    case 'f':
+        out[0] = '\f';
+        *n = 1;
+        return ST_OK;
+    case 'n':
+        out[0] = '\n';
+        *n = 1;
+        return ST_OK;
+    case 'r':
+        out[0] = '\r';
+        *n = 1;
+        return ST_OK;
+    case 't':
+        out[0] = '\t';
+        *n = 1;
+        return ST_OK;
     case 'u': break;
     default: return fail_here(j, "invalid escape");
     }
@@ -312,22 +354,14 @@ static st_code read_escape(st_json *j, char out[4], size_t *n)
 
 /* Bytes that end the fast path inside a string: '"', '\\', controls, non-ASCII. */
 static const uint8_t string_special[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 };
 
 /* pos at the opening quote. With s != NULL, returns the decoded text. */
@@ -335,9 +369,9 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
 {
     const uint8_t *b = j->buf;
     size_t n = j->len;
-    size_t p = ++j->pos;           /* after the quote */
-    size_t seg = p;                /* start of the raw run not yet copied */
-    size_t used = 0;               /* decoded bytes in scratch */
+    size_t p = ++j->pos; /* after the quote */
+    size_t seg = p;      /* start of the raw run not yet copied */
+    size_t used = 0;     /* decoded bytes in scratch */
     bool escaped = false;
     st_code rc;
 
@@ -445,9 +479,8 @@ static st_code next_item(st_json *j, bool *first, bool *more, uint8_t close, con
     return ST_OK;
 }
 
-st_code st_json_object_next(st_json *j, bool *first, bool *more,
-                            const char **key, size_t *key_len, size_t *key_start,
-                            size_t *key_end)
+st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
+                            size_t *key_start, size_t *key_end)
 {
     st_code rc;
     uint8_t c;
@@ -585,7 +618,8 @@ st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
         if ((rc = required_digits(j)) != ST_OK)
             return rc;
     }
-    if (!want_value || (!is_float && classify_integer(b + int_start, int_end - int_start, neg, num)))
+    if (!want_value ||
+        (!is_float && classify_integer(b + int_start, int_end - int_start, neg, num)))
         return ST_OK;
     num->kind = ST_JNUM_F64;
     if ((rc = parse_double(j, b + start, j->pos - start, &num->f)) != ST_OK)
@@ -647,12 +681,9 @@ st_code st_json_skip(st_json *j)
             if ((rc = st_json_skip(j)) != ST_OK)
                 return rc;
         }
-    case ST_JT_STRING:
-        return scan_string(j, NULL, NULL);
-    case ST_JT_NUMBER:
-        return st_json_number(j, false, NULL);
-    default:
-        return st_json_literal(j);
+    case ST_JT_STRING: return scan_string(j, NULL, NULL);
+    case ST_JT_NUMBER: return st_json_number(j, false, NULL);
+    default: return st_json_literal(j);
     }
 }
 
@@ -717,7 +748,11 @@ void st_json_format_float(double f, char *out, size_t cap)
         nd--;
     digits[nd] = '\0';
 
-#define PUT(ch) do { if (o + 1 < cap) out[o++] = (ch); } while (0)
+#define PUT(ch)                                                                                    \
+    do {                                                                                           \
+        if (o + 1 < cap)                                                                           \
+            out[o++] = (ch);                                                                       \
+    } while (0)
     if (negative)
         PUT('-');
     bool has_point = false;

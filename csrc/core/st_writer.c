@@ -178,7 +178,7 @@ static int cmp_key(const void *pa, const void *pb)
     const sort_key *a = pa;
     const sort_key *b = pb;
     if (a->dtype != b->dtype) {
-        return a->dtype > b->dtype ? -1 : 1;   /* dtype index descending */
+        return a->dtype > b->dtype ? -1 : 1; /* dtype index descending */
     }
     if (a->prefix != b->prefix) {
         return a->prefix < b->prefix ? -1 : 1;
@@ -192,7 +192,7 @@ static int cmp_key(const void *pa, const void *pb)
     if (a->name_len != b->name_len) {
         return a->name_len < b->name_len ? -1 : 1;
     }
-    return a->index < b->index ? -1 : (a->index > b->index ? 1 : 0);   /* stable */
+    return a->index < b->index ? -1 : (a->index > b->index ? 1 : 0); /* stable */
 }
 
 /* Checks each tensor as the reader will check it. */
@@ -203,8 +203,7 @@ static st_code validate_tensors(const st_layout *layout, st_error *err)
         uint64_t nb;
         st_code rc;
         if ((unsigned)t->dtype >= (unsigned)ST_DTYPE__COUNT)
-            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "invalid dtype %d",
-                                (int)t->dtype);
+            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "invalid dtype %d", (int)t->dtype);
         /* Upstream writes such a tensor and then cannot read the file back. */
         if (t->name_len == 12 && memcmp(t->name, "__metadata__", 12) == 0)
             return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
@@ -229,8 +228,8 @@ static st_code sort_tensors(st_layout *layout, st_error *err)
         return st_error_code(err, ST_ERR_NOMEM, 0);
     for (size_t i = 0; i < count; i++) {
         const st_write_tensor *t = &layout->tensors[i];
-        keys[i] = (sort_key){name_prefix(t->name, t->name_len), t->name, t->name_len, i,
-                             (int)t->dtype};
+        keys[i] =
+            (sort_key){name_prefix(t->name, t->name_len), t->name, t->name_len, i, (int)t->dtype};
     }
     qsort(keys, count, sizeof *keys, cmp_key);
     for (size_t i = 0; i < count; i++)
@@ -314,7 +313,7 @@ st_code st_write_layout(st_layout *layout, st_error *err)
         return rc;
     /* a first guess of the size avoids most reallocations */
     if (!buf_reserve(&b, 64 + layout->count * 80))
-        b.failed = false;   /* only a hint */
+        b.failed = false; /* only a hint */
     if ((rc = put_header(&b, layout, &data_len, err)) != ST_OK)
         goto fail;
     size_t json_len = b.len - 8;
@@ -322,7 +321,7 @@ st_code st_write_layout(st_layout *layout, st_error *err)
         rc = st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
         goto fail;
     }
-    size_t padded = (json_len + 7) & ~(size_t)7;   /* <= 100,000,000 */
+    size_t padded = (json_len + 7) & ~(size_t)7; /* <= 100,000,000 */
     if (buf_reserve(&b, padded - json_len)) {
         memset(b.data + b.len, ' ', padded - json_len);
         b.len += padded - json_len;
@@ -398,8 +397,8 @@ static uint64_t temp_random(void)
     static _Thread_local uint64_t counter;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t x = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (++counter * 0x9E3779B97F4A7C15ull)
-                 ^ ((uint64_t)(uintptr_t)&ts << 16);
+    uint64_t x = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^
+                 (++counter * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(uintptr_t)&ts << 16);
     /* splitmix64 finaliser */
     x ^= x >> 30;
     x *= 0xBF58476D1CE4E5B9ull;
@@ -430,7 +429,7 @@ typedef struct destination {
 static st_code open_destination(const char *path, destination *d, st_error *err)
 {
     const char *slash = strrchr(path, '/');
-    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;   /* includes '/' */
+    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0; /* includes '/' */
     char *dir = NULL;
     struct stat st;
     st_code rc;
@@ -448,7 +447,7 @@ static st_code open_destination(const char *path, destination *d, st_error *err)
     rc = d->dir_fd < 0 ? st_error_io(err, errno, 0) : ST_OK;
     st_free(dir);
     if (rc != ST_OK || fstatat(d->dir_fd, d->base, &st, 0) != 0)
-        return rc;   /* an error, or nothing there to replace */
+        return rc; /* an error, or nothing there to replace */
     if ((rc = st_file_check_regular(st.st_mode, err)) != ST_OK)
         return rc;
     d->replacing = true;
@@ -525,7 +524,7 @@ st_code st_write_file(const char *path, const st_layout *layout, st_error *err)
     st_code rc = open_destination(path, &d, err);
 
     if (rc != ST_OK || (rc = create_temp(&d, tmp, &fd, err)) != ST_OK)
-        goto exit;   /* nothing created */
+        goto exit; /* nothing created */
     created = true;
     if ((e = prepare_temp(fd, &d, layout->total_size)) != 0 ||
         (e = write_contents(fd, layout)) != 0) {
