@@ -264,72 +264,35 @@ static st_code read_hex4(st_json *j, unsigned *out)
     return ST_OK;
 }
 
-/* Decodes one escape (pos just after the backslash) into out[0..*n). */
-static st_code read_escape(st_json *j, char out[4], size_t *n)
+/* The code point of a \u escape (pos just after the 'u'), joining a
+ * surrogate pair into one; a lone surrogate is an error, as in serde_json. */
+static st_code read_unicode_escape(st_json *j, unsigned *cp)
 {
-    if (j->pos >= j->len)
-        return fail_eof(j, "EOF while parsing a string");
-    uint8_t c = j->buf[j->pos++];
-    unsigned cp;
+    unsigned lo;
     st_code rc;
-    switch (c) {
-    case '"':
-        out[0] = '"';
-        *n = 1;
-        return ST_OK;
-    case '\\':
-        out[0] = '\\';
-        *n = 1;
-        return ST_OK;
-    case '/':
-        out[0] = '/';
-        *n = 1;
-        return ST_OK;
-    case 'b':
-        out[0] = '\b';
-        *n = 1;
-        return ST_OK;
-    case 'f':
-        out[0] = '\f';
-        *n = 1;
-        return ST_OK;
-    case 'n':
-        out[0] = '\n';
-        *n = 1;
-        return ST_OK;
-    case 'r':
-        out[0] = '\r';
-        *n = 1;
-        return ST_OK;
-    case 't':
-        out[0] = '\t';
-        *n = 1;
-        return ST_OK;
-    case 'u': break;
-    default: return fail_here(j, "invalid escape");
-    }
-    if ((rc = read_hex4(j, &cp)) != ST_OK)
+    if ((rc = read_hex4(j, cp)) != ST_OK)
         return rc;
-    if (cp >= 0xDC00 && cp <= 0xDFFF)
+    if (*cp >= 0xDC00 && *cp <= 0xDFFF)
         return fail_here(j, "lone leading surrogate in hex escape");
-    if (cp >= 0xD800 && cp <= 0xDBFF) {
-        unsigned lo;
+    if (*cp < 0xD800 || *cp > 0xDBFF)
+        return ST_OK;
+    for (const char *next = "\\u"; *next != '\0'; next++, j->pos++) { /* the low half */
         if (j->pos >= j->len)
             return fail_eof(j, "EOF while parsing a string");
-        if (j->buf[j->pos] != '\\')
+        if (j->buf[j->pos] != (uint8_t)*next)
             return st_json_fail(j, j->pos, j->pos, "unexpected end of hex escape");
-        j->pos++;
-        if (j->pos >= j->len)
-            return fail_eof(j, "EOF while parsing a string");
-        if (j->buf[j->pos] != 'u')
-            return st_json_fail(j, j->pos, j->pos, "unexpected end of hex escape");
-        j->pos++;
-        if ((rc = read_hex4(j, &lo)) != ST_OK)
-            return rc;
-        if (lo < 0xDC00 || lo > 0xDFFF)
-            return fail_here(j, "lone leading surrogate in hex escape");
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
     }
+    if ((rc = read_hex4(j, &lo)) != ST_OK)
+        return rc;
+    if (lo < 0xDC00 || lo > 0xDFFF)
+        return fail_here(j, "lone leading surrogate in hex escape");
+    *cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+    return ST_OK;
+}
+
+/* UTF-8 of a Unicode scalar value into out[0..*n). */
+static void put_utf8(unsigned cp, char out[4], size_t *n)
+{
     if (cp < 0x80) {
         out[0] = (char)cp;
         *n = 1;
@@ -349,6 +312,28 @@ static st_code read_escape(st_json *j, char out[4], size_t *n)
         out[3] = (char)(0x80 | (cp & 0x3F));
         *n = 4;
     }
+}
+
+/* Decodes one escape (pos just after the backslash) into out[0..*n). */
+static st_code read_escape(st_json *j, char out[4], size_t *n)
+{
+    static const char names[] = "\"\\/bfnrt", values[] = "\"\\/\b\f\n\r\t";
+    unsigned cp;
+    st_code rc;
+    if (j->pos >= j->len)
+        return fail_eof(j, "EOF while parsing a string");
+    uint8_t c = j->buf[j->pos++];
+    const char *simple = c != '\0' ? strchr(names, c) : NULL;
+    if (simple != NULL) {
+        out[0] = values[simple - names];
+        *n = 1;
+        return ST_OK;
+    }
+    if (c != 'u')
+        return fail_here(j, "invalid escape");
+    if ((rc = read_unicode_escape(j, &cp)) != ST_OK)
+        return rc;
+    put_utf8(cp, out, n);
     return ST_OK;
 }
 
