@@ -32,3 +32,14 @@ def test_even_last_dim_is_halved(mk, backend):
         t = f.get_tensor("a")
     assert t.dtype == torch.float4_e2m1fn_x2 and tuple(t.shape) == (3, 1)
     assert t.view(torch.uint8).flatten().tolist() == [0x21, 0x43, 0x65]
+
+
+def test_load_bytes_follows_the_same_rule(mk):
+    from safetensors.torch import load
+
+    odd = open(mk.header({"a": {"dtype": "F4", "shape": [2, 3], "data_offsets": [0, 3]}}, b"\x21\x43\x65"), "rb").read()
+    with pytest.raises(SafetensorError, match="last dimension of 3"):
+        load(odd)
+    even = open(mk.header({"a": {"dtype": "F4", "shape": [3, 2], "data_offsets": [0, 3]}}, b"\x21\x43\x65"), "rb").read()
+    t = load(even)["a"]
+    assert tuple(t.shape) == (3, 1) and t.view(torch.uint8).flatten().tolist() == [0x21, 0x43, 0x65]
