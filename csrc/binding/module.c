@@ -317,8 +317,6 @@ static int st_module_exec(PyObject *module)
     INTERN(str_as_strided, "as_strided");
     INTERN(str_flip, "flip");
     INTERN(str_data_ptr, "data_ptr");
-    INTERN(str_shape, "shape");
-    INTERN(str_data, "data");
 #undef INTERN
 
     if (PyModule_AddStringConstant(module, "__version__", ST_VERSION) < 0)
@@ -380,8 +378,6 @@ static int st_module_clear(PyObject *module)
     Py_CLEAR(state->str_as_strided);
     Py_CLEAR(state->str_flip);
     Py_CLEAR(state->str_data_ptr);
-    Py_CLEAR(state->str_shape);
-    Py_CLEAR(state->str_data);
     return 0;
 }
 

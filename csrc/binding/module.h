@@ -67,8 +67,7 @@ typedef struct st_state {
     PyObject *converters[FW_PADDLE + 1];     /* numpy array -> framework callable */
     int numpy_ready;
 
-    PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr,
-        *str_shape, *str_data;
+    PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
 } st_state;
 
 st_state *st_state_from_type(PyTypeObject *type);
