@@ -12,36 +12,15 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from safetensors import TensorSpec, deserialize, safe_open, serialize, serialize_file
+from safetensors import TensorSpec, _safetensors_c, deserialize, safe_open, serialize, serialize_file
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
-# header code -> numpy dtype name.  Plain numpy dtypes first; the ml_dtypes
-# ones resolve only once ml_dtypes is importable (imported lazily).
-_TYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "U64": np.uint64,
-    "I32": np.int32,
-    "U32": np.uint32,
-    "I16": np.int16,
-    "U16": np.uint16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": bool,
-    "C64": np.complex64,
-}
-
-_ML_DTYPES = {
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E8M0": "float8_e8m0fnu",
-    "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz",
-}
+# header code -> numpy dtype name, from the extension's dtype table
+# (docs/format.md §3): stock numpy dtypes, and the ml_dtypes ones, which
+# resolve only once ml_dtypes is importable (imported lazily).
+_TYPES = {code: name for code, _, name, source, _ in _safetensors_c._dtype_table() if source == "numpy"}
+_ML_DTYPES = {code: name for code, _, name, source, _ in _safetensors_c._dtype_table() if source == "ml_dtypes"}
 
 
 class _NotAnArrayError(TypeError, AttributeError):

@@ -55,9 +55,9 @@ static PyObject *make_exception(PyObject *type, PyObject *message, const st_erro
  * directory", or the core's own reason ("not a regular file (a FIFO)"). */
 static PyObject *io_reason(const st_error *err)
 {
-    static const char io_prefix[] = "I/O error: ";
+    const char *io_prefix = st_code_text(ST_ERR_IO);   /* "I/O error: " */
     char text[ST_ERROR_MSG_MAX], suffix[32];
-    size_t start = strncmp(err->msg, io_prefix, sizeof(io_prefix) - 1) == 0 ? sizeof(io_prefix) - 1 : 0;
+    size_t start = strncmp(err->msg, io_prefix, strlen(io_prefix)) == 0 ? strlen(io_prefix) : 0;
     size_t len;
     snprintf(text, sizeof(text), "%s", err->msg + start);
     len = strlen(text);
@@ -251,6 +251,10 @@ static PyMethodDef st_module_methods[] = {
      "Example:\n"
      "    >>> deserialize(serialize({\"a\": spec}))[0][1][\"shape\"]\n"
      "    [4]"},
+    {"_dtype_table", (PyCFunction)st_dtype_table, METH_NOARGS,
+     "_dtype_table()\n--\n\n"
+     "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "
+     "'numpy' / 'ml_dtypes' / None, values per framework item)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -381,8 +385,6 @@ static int st_module_exec(PyObject *module)
     INTERN(str_as_strided, "as_strided");
     INTERN(str_flip, "flip");
     INTERN(str_data_ptr, "data_ptr");
-    INTERN(str_shape, "shape");
-    INTERN(str_data, "data");
 #undef INTERN
 
     if (PyModule_AddStringConstant(module, "__version__", ST_VERSION) < 0)
@@ -444,8 +446,6 @@ static int st_module_clear(PyObject *module)
     Py_CLEAR(state->str_as_strided);
     Py_CLEAR(state->str_flip);
     Py_CLEAR(state->str_data_ptr);
-    Py_CLEAR(state->str_shape);
-    Py_CLEAR(state->str_data);
     return 0;
 }
 

@@ -70,8 +70,7 @@ typedef struct st_state {
     PyObject *converters[FW_PADDLE + 1];     /* numpy array -> framework callable */
     int numpy_ready;
 
-    PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr,
-        *str_shape, *str_data;
+    PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
 } st_state;
 
 st_state *st_state_from_type(PyTypeObject *type);
@@ -103,6 +102,8 @@ PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_deserialize(PyObject *module, PyObject *arg);
+/* _dtype_table(): st_dtype_info for Python, so no Python module keeps its own copy. */
+PyObject *st_dtype_table(PyObject *module, PyObject *unused);
 
 /* ---- arguments.c ---- */
 

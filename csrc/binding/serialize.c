@@ -15,14 +15,8 @@
  * MARK: dtype names accepted on write
  * ====================================================================== */
 
-static const struct { const char *name; st_dtype dtype; } write_dtypes[] = {
-    {"bool", ST_BOOL}, {"int8", ST_I8}, {"uint8", ST_U8}, {"int16", ST_I16},
-    {"uint16", ST_U16}, {"int32", ST_I32}, {"uint32", ST_U32}, {"int64", ST_I64},
-    {"uint64", ST_U64}, {"float16", ST_F16}, {"float32", ST_F32}, {"float64", ST_F64},
-    {"bfloat16", ST_BF16}, {"float8_e4m3fn", ST_F8_E4M3}, {"float8_e4m3fnuz", ST_F8_E4M3FNUZ},
-    {"float8_e5m2", ST_F8_E5M2}, {"float8_e5m2fnuz", ST_F8_E5M2FNUZ},
-    {"float8_e8m0fnu", ST_F8_E8M0}, {"float4_e2m1fn_x2", ST_F4}, {"complex64", ST_C64},
-};
+/* The names are the core's type names (st_dtype_from_type_name); this is
+ * upstream's message, which lists them in its own order. */
 #define SUPPORTED_DTYPES                                                                  \
     "bool, int8, uint8, int16, uint16, int32, uint32, int64, uint64, float16, float32, " \
     "float64, bfloat16, float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, "   \
@@ -40,12 +34,8 @@ static int parse_write_dtype(st_state *state, PyObject *obj, st_dtype *out)
     name = PyUnicode_AsUTF8AndSize(obj, &len);
     if (name == NULL)
         return -1;
-    for (size_t i = 0; i < sizeof(write_dtypes) / sizeof(write_dtypes[0]); i++) {
-        if (strlen(write_dtypes[i].name) == (size_t)len && strcmp(name, write_dtypes[i].name) == 0) {
-            *out = write_dtypes[i].dtype;
-            return 0;
-        }
-    }
+    if (st_dtype_from_type_name(name, (size_t)len, out))
+        return 0;
     quoted = st_debug_quote(obj);
     if (quoted != NULL)
         PyErr_Format(state->SafetensorError, "Unknown dtype %U. Supported dtypes: " SUPPORTED_DTYPES,
@@ -60,6 +50,7 @@ static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, ui
 {
     PyObject *seq = PySequence_Fast(obj, "shape must be a sequence of ints");
     Py_ssize_t count = -1;
+    st_error err;
     if (seq == NULL)
         return -1;
     if (PySequence_Fast_GET_SIZE(seq) > ST_MAX_DIMS) {
@@ -73,15 +64,9 @@ static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, ui
         dims[i] = dim;
     }
     count = PySequence_Fast_GET_SIZE(seq);
-    if (dtype == ST_F4 && count > 0) {
-        if (dims[count - 1] > UINT64_MAX / 2) {
-            PyErr_Format(state->SafetensorError,
-                         "F4 last-dim %llu doubled to logical shape overflows usize",
-                         (unsigned long long)dims[count - 1]);
-            count = -1;
-            goto exit;
-        }
-        dims[count - 1] *= 2;
+    if (count > 0 && st_dtype_unpacked_dim(dtype, dims[count - 1], &dims[count - 1], &err) != ST_OK) {
+        st_raise(state, &err, NULL, NULL);
+        count = -1;
     }
 exit:
     Py_DECREF(seq);
@@ -363,14 +348,21 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
 
 static const char SERIALIZE_ERROR[] = "Error while serializing: ";
 
+/* The core's layout of the collected input; the caller releases the GIL. */
+static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
+{
+    *layout = (st_layout){.tensors = in->tensors, .count = in->count, .metadata = in->metadata,
+                          .metadata_count = in->metadata_count, .has_metadata = in->has_metadata,
+                          .order = in->order};
+    return st_write_layout(layout, err);
+}
+
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"tensor_dict", "metadata", NULL};
     st_state *state = st_state_from_module(module);
     PyObject *tensor_dict, *metadata = NULL, *result = NULL;
-    uint8_t *header = NULL;
-    size_t header_size = 0;
-    uint64_t total = 0;
+    st_layout layout = {0};
     write_input in;
     st_error err;
     st_code code;
@@ -380,27 +372,25 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    code = st_write_layout(in.tensors, in.count, in.metadata, in.metadata_count, in.has_metadata,
-                           in.order, &header, &header_size, &total, &err);
+    code = lay_out(&in, &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         st_raise(state, &err, SERIALIZE_ERROR, NULL);
         goto exit;
     }
-    if (total > (uint64_t)PY_SSIZE_T_MAX) {
+    if (layout.total_size > (uint64_t)PY_SSIZE_T_MAX) {
         PyErr_NoMemory();
         goto exit;
     }
     /* Built in place: the only copy of the data is the bytes object itself. */
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)layout.total_size);
     if (result == NULL)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    st_write_to_memory(in.tensors, in.order, in.count, header, header_size,
-                       (uint8_t *)PyBytes_AS_STRING(result));
+    st_write_to_memory(&layout, (uint8_t *)PyBytes_AS_STRING(result));
     Py_END_ALLOW_THREADS
 exit:
-    st_free(header);
+    st_free(layout.header);
     write_input_release(&in);
     return result;
 }
@@ -410,9 +400,7 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"tensor_dict", "filename", "metadata", NULL};
     st_state *state = st_state_from_module(module);
     PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *name = NULL, *result = NULL;
-    uint8_t *header = NULL;
-    size_t header_size = 0;
-    uint64_t total = 0;
+    st_layout layout = {0};
     write_input in;
     st_error err;
     st_code code;
@@ -430,11 +418,9 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    code = st_write_layout(in.tensors, in.count, in.metadata, in.metadata_count, in.has_metadata,
-                           in.order, &header, &header_size, &total, &err);
+    code = lay_out(&in, &layout, &err);
     if (code == ST_OK)
-        code = st_write_file(PyBytes_AS_STRING(path), in.tensors, in.order, in.count, header,
-                             header_size, &err);
+        code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         st_raise(state, &err, SERIALIZE_ERROR, name);
@@ -442,7 +428,7 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     result = Py_NewRef(Py_None);
 exit:
-    st_free(header);
+    st_free(layout.header);
     write_input_release(&in);
     Py_XDECREF(path);
     Py_XDECREF(name);

@@ -50,10 +50,10 @@
 
 struct st_file {
     atomic_size_t refcount;
-    int fd;                 /* both backends: pread reads, private maps */
+    int fd; /* both backends: pread reads, st_file_map_private */
     st_backend backend;
-    uint64_t size;          /* file size at open (fstat) */
-    uint8_t *map;           /* mmap backend: base of the whole-file mapping */
+    uint64_t size; /* file size at open (fstat) */
+    uint8_t *map;  /* mmap backend: base of the whole-file mapping */
     size_t map_len;
     st_header *header;
 };
@@ -80,8 +80,9 @@ static st_code read_exact(int fd, uint64_t offset, void *dst, size_t len, st_err
         }
         if (got == 0) {
             st_error_set(err, ST_ERR_IO, offset,
-                         "I/O error: unexpected end of file at byte %llu: the file shrank "
-                         "after it was opened", (unsigned long long)offset);
+                         "unexpected end of file at byte %llu: the file shrank "
+                         "after it was opened",
+                         (unsigned long long)offset);
             if (err) {
                 err->sys_errno = EIO;
             }
@@ -94,13 +95,86 @@ static st_code read_exact(int fd, uint64_t offset, void *dst, size_t len, st_err
     return ST_OK;
 }
 
-const char *st_file_kind(unsigned int mode)
+static const char *file_kind(mode_t mode)
 {
-    if (S_ISFIFO(mode)) return "a FIFO";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
     return "not a regular file";
+}
+
+st_code st_file_check_regular(unsigned int mode, st_error *err)
+{
+    if (S_ISREG(mode))
+        return ST_OK;
+    if (S_ISDIR(mode))
+        return st_error_io(err, EISDIR, 0);
+    st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)", file_kind(mode));
+    if (err)
+        err->sys_errno = EINVAL;
+    return ST_ERR_IO;
+}
+
+/* Opens path read-only and checks that it is a regular file; *size from
+ * fstat. Never blocks on a FIFO (O_NONBLOCK, cleared again after). */
+static st_code open_regular(const char *path, int *fd, uint64_t *size, st_error *err)
+{
+    struct stat st;
+    st_code rc;
+    do {
+        *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    } while (*fd < 0 && errno == EINTR);
+    if (*fd < 0)
+        return st_error_io(err, errno, 0);
+    if (fstat(*fd, &st) != 0)
+        return st_error_io(err, errno, 0);
+    if ((rc = st_file_check_regular(st.st_mode, err)) != ST_OK)
+        return rc;
+    /* O_NONBLOCK means nothing for a regular file: cleared so the
+     * descriptor behaves like a plain one. */
+    int fl = fcntl(*fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(*fd, F_SETFL, fl & ~O_NONBLOCK);
+    *size = (uint64_t)st.st_size;
+    return ST_OK;
+}
+
+/* Reads and parses the header of an open file of `size` bytes. On the mmap
+ * backend the whole file is mapped first (*map, *map_len) and the header
+ * parsed in place; on pread it is read into a temporary buffer. */
+static st_code load_header(int fd, uint64_t size, st_backend backend, uint8_t **map,
+                           size_t *map_len, st_header **header, st_error *err)
+{
+    uint8_t prefix[8], *json = NULL;
+    size_t prefix_len = size < 8 ? (size_t)size : 8;
+    uint64_t n = 0;
+    st_code rc;
+    if ((rc = read_exact(fd, 0, prefix, prefix_len, err)) != ST_OK ||
+        (rc = st_header_length(prefix, prefix_len, size, &n, err)) != ST_OK)
+        return rc;
+    /* st_header_length guarantees 8 + n <= size and n <= ST_MAX_HEADER_SIZE. */
+    if (backend == ST_BACKEND_MMAP) {
+        if (size > (uint64_t)SIZE_MAX)
+            return st_error_io(err, EFBIG, 0);
+        void *m =
+            mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+        if (m == MAP_FAILED)
+            return st_error_io(err, errno, 0);
+        *map = m;
+        *map_len = (size_t)size; /* >= 8 here */
+        return st_header_parse(*map + 8, (size_t)n, size, header, err);
+    }
+    if ((json = st_malloc(n > 0 ? (size_t)n : 1)) == NULL)
+        return st_error_code(err, ST_ERR_NOMEM, 0);
+    if ((rc = read_exact(fd, 8, json, (size_t)n, err)) == ST_OK)
+        rc = st_header_parse(json, (size_t)n, size, header, err);
+    st_free(json);
+    return rc;
 }
 
 st_code st_file_open(const char *path, st_backend backend, st_file **out, st_error *err)
@@ -109,103 +183,22 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     int fd = -1;
     uint8_t *map = NULL;
     size_t map_len = 0;
-    uint8_t *json = NULL;
+    uint64_t size = 0;
     st_header *header = NULL;
     st_file *file = NULL;
 
     *out = NULL;
-    if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD) {
+    if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown backend %d", (int)backend);
+    if ((rc = open_regular(path, &fd, &size, err)) != ST_OK ||
+        (rc = load_header(fd, size, backend, &map, &map_len, &header, err)) != ST_OK)
+        goto exit;
+    if ((file = st_malloc(sizeof *file)) == NULL) {
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
+        goto exit;
     }
-
-    do {
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        return st_error_io(err, errno, 0);
-    }
-
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = st_error_io(err, errno, 0);
-        goto fail;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        rc = st_error_io(err, EISDIR, 0);
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = st_error_set(err, ST_ERR_IO, 0, "I/O error: not a regular file (%s)",
-                          st_file_kind(st.st_mode));
-        if (err) {
-            err->sys_errno = EINVAL;
-        }
-        goto fail;
-    }
-    /* Regular file: O_NONBLOCK means nothing for it, but clear it anyway so
-     * the descriptor behaves like a plain one. */
-    {
-        int fl = fcntl(fd, F_GETFL);
-        if (fl >= 0) {
-            (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-        }
-    }
-
-    uint64_t size = (uint64_t)st.st_size;
-    uint8_t prefix[8];
-    size_t prefix_len = size < 8 ? (size_t)size : 8;
-    rc = read_exact(fd, 0, prefix, prefix_len, err);
-    if (rc != ST_OK) {
-        goto fail;
-    }
-    uint64_t n = 0;
-    rc = st_header_length(prefix, prefix_len, size, &n, err);
-    if (rc != ST_OK) {
-        goto fail;
-    }
-    /* st_header_length guarantees 8 + n <= size and n <= ST_MAX_HEADER_SIZE. */
-
-    if (backend == ST_BACKEND_MMAP) {
-        if (size > (uint64_t)SIZE_MAX) {
-            rc = st_error_io(err, EFBIG, 0);
-            goto fail;
-        }
-        map_len = (size_t)size;   /* >= 8 here */
-        void *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-        if (m == MAP_FAILED) {
-            rc = st_error_io(err, errno, 0);
-            goto fail;
-        }
-        map = m;
-        rc = st_header_parse(map + 8, (size_t)n, size, &header, err);
-        if (rc != ST_OK) {
-            goto fail;
-        }
-        /* fd stays open while the file lives: st_file_map_private maps
-         * each handed-out tensor on its own from it. */
-    } else {
-        json = st_malloc(n > 0 ? (size_t)n : 1);
-        if (json == NULL) {
-            rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-            goto fail;
-        }
-        rc = read_exact(fd, 8, json, (size_t)n, err);
-        if (rc != ST_OK) {
-            goto fail;
-        }
-        rc = st_header_parse(json, (size_t)n, size, &header, err);
-        if (rc != ST_OK) {
-            goto fail;
-        }
-        st_free(json);
-        json = NULL;
-    }
-
-    file = st_malloc(sizeof *file);
-    if (file == NULL) {
-        rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-        goto fail;
-    }
+    /* fd stays open while the file lives, for both backends:
+     * st_file_map_private maps each handed-out tensor on its own from it. */
     atomic_init(&file->refcount, 1);
     file->fd = fd;
     file->backend = backend;
@@ -216,17 +209,12 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     *out = file;
     return ST_OK;
 
-fail:
-    st_free(json);
-    if (header != NULL) {
-        st_header_free(header);
-    }
-    if (map != NULL) {
+exit:
+    st_header_free(header);
+    if (map != NULL)
         munmap(map, map_len);
-    }
-    if (fd >= 0) {
+    if (fd >= 0)
         close(fd);
-    }
     return rc;
 }
 
@@ -282,14 +270,12 @@ st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len,
     uint64_t start = offset - offset % page, span = offset - start + len;
     void *base;
     memset(out, 0, sizeof(*out));
-    if (len == 0 || offset > file->size || len > file->size - offset || span > (uint64_t)SIZE_MAX) {
+    if (len == 0 || offset > file->size || len > file->size - offset || span > (uint64_t)SIZE_MAX)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "private map out of the file");
-    }
     base = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, file->fd,
                 (off_t)start);
-    if (base == MAP_FAILED) {
+    if (base == MAP_FAILED)
         return st_error_io(err, errno, offset);
-    }
     out->base = base;
     out->len = (size_t)span;
     out->data = (uint8_t *)base + (offset - start);
@@ -298,9 +284,8 @@ st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len,
 
 void st_private_map_release(st_private_map *map)
 {
-    if (map->base != NULL) {
+    if (map->base != NULL)
         munmap(map->base, map->len);
-    }
     memset(map, 0, sizeof(*map));
 }
 
@@ -317,10 +302,10 @@ static st_code read_piece(const st_file *file, uint64_t offset, uint8_t *dst, si
 
 /*
  * Large reads are split across threads: one core copies ~10 GB/s from the
- * page cache, several copy several times that (performance-limits.md).
+ * page cache, several copy several times that.
  * Below ST_PARALLEL_MIN a thread costs more than it saves.
  */
-#define ST_PARALLEL_MIN ((size_t)32 << 20)
+#define ST_PARALLEL_MIN     ((size_t)32 << 20)
 #define ST_MAX_READ_THREADS 8
 
 typedef struct {

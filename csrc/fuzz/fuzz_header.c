@@ -19,27 +19,12 @@
  *   6. repeats parse and layout with an allocation failure injected at a
  *      position derived from the input: the result is either the normal
  *      one or ST_ERR_NOMEM, never a crash or a leak.
- * Any violated invariant calls abort() after printing what failed.
+ * A violated invariant is printed (CHECK, csrc/tests/harness.h) and the
+ * input ends in abort(), which libFuzzer reports as a crash.
  *
  * Build: see .ci/fuzz.sh (clang -fsanitize=fuzzer,address,undefined).
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "st_core.h"
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "fuzz_header: invariant failed at %s:%d: %s\n", \
-                    __FILE__, __LINE__, #cond);                            \
-            fprintf(stderr, "  " __VA_ARGS__);                             \
-            fprintf(stderr, "\n");                                         \
-            abort();                                                       \
-        }                                                                  \
-    } while (0)
+#include "../tests/harness.h"
 
 /* Largest gather the target performs (bytes). */
 #define MAX_GATHER (1u << 20)
@@ -79,11 +64,8 @@ static uint8_t next_byte(byte_src *s)
 {
     if (s->i < s->n)
         return s->p[s->i++];
-    /* xorshift so an empty source still yields varied items */
-    s->fallback ^= s->fallback << 13;
-    s->fallback ^= s->fallback >> 7;
-    s->fallback ^= s->fallback << 17;
-    return (uint8_t)s->fallback;
+    /* an exhausted source still yields varied items */
+    return (uint8_t)xorshift64(&s->fallback);
 }
 
 /* A signed value chosen relative to a dim: small values, +-dim, extremes. */
@@ -92,8 +74,9 @@ static int64_t pick_value(byte_src *s, uint64_t dim)
     uint8_t b = next_byte(s);
     int64_t d = dim > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)dim;
     switch (b >> 5) {
-    case 0: case 1: case 2:
-        return (int64_t)(b & 0x1f) - 16;
+    case 0:
+    case 1:
+    case 2: return (int64_t)(b & 0x1f) - 16;
     case 3: return d;
     case 4: return -d;
     case 5: return d - 1 - (b & 3);
@@ -117,13 +100,17 @@ static size_t make_indices(byte_src *s, const st_tensor *t, st_index *idx, size_
         uint8_t kind = next_byte(s);
         memset(&idx[k], 0, sizeof idx[k]);
         switch (kind % 8) {
-        case 0: case 1: case 2:
+        case 0:
+        case 1:
+        case 2:
             idx[k].kind = ST_INDEX_SLICE;
             idx[k].has_start = kind & 0x10;
             idx[k].has_stop = kind & 0x20;
             idx[k].has_step = kind & 0x40;
-            if (idx[k].has_start) idx[k].start = pick_value(s, dim);
-            if (idx[k].has_stop) idx[k].stop = pick_value(s, dim);
+            if (idx[k].has_start)
+                idx[k].start = pick_value(s, dim);
+            if (idx[k].has_stop)
+                idx[k].stop = pick_value(s, dim);
             if (idx[k].has_step) {
                 int64_t st = pick_value(s, dim);
                 /* mostly non-zero, but keep 0 and the extremes reachable */
@@ -132,141 +119,17 @@ static size_t make_indices(byte_src *s, const st_tensor *t, st_index *idx, size_
                 idx[k].step = st;
             }
             break;
-        case 3: case 4: case 5:
+        case 3:
+        case 4:
+        case 5:
             idx[k].kind = ST_INDEX_INT;
             idx[k].value = pick_value(s, dim);
             break;
-        case 6:
-            idx[k].kind = ST_INDEX_ELLIPSIS;
-            break;
-        default:
-            idx[k].kind = ST_INDEX_NEWAXIS;
-            break;
+        case 6: idx[k].kind = ST_INDEX_ELLIPSIS; break;
+        default: idx[k].kind = ST_INDEX_NEWAXIS; break;
         }
     }
     return count;
-}
-
-/* ---------------------------------------------------------------------
- * Reference model of NumPy basic indexing (independent of st_select)
- * --------------------------------------------------------------------- */
-
-typedef __int128 i128;
-
-enum { REF_OK, REF_ERROR, REF_TOO_MANY_DIMS };
-
-typedef struct {
-    size_t ndim;
-    uint64_t shape[ST_MAX_DIMS];
-    i128 stride[ST_MAX_DIMS];       /* in elements */
-    i128 offset;                    /* in elements */
-} ref_sel;
-
-/* Python's slice.indices(n) followed by len(range(...)). */
-static int ref_slice(const st_index *ix, uint64_t n, i128 *start, i128 *step, uint64_t *len)
-{
-    i128 N = (i128)n;
-    i128 st = ix->has_step ? (i128)ix->step : 1;
-    if (st == 0)
-        return REF_ERROR;
-    i128 lo, hi;
-    if (st > 0) { lo = 0; hi = N; }
-    else { lo = -1; hi = N - 1; }
-    i128 a, b;
-    if (!ix->has_start) a = st > 0 ? lo : hi;
-    else {
-        a = ix->start;
-        if (a < 0) { a += N; if (a < lo) a = lo; }
-        else if (a > hi) a = hi;
-    }
-    if (!ix->has_stop) b = st > 0 ? hi : lo;
-    else {
-        b = ix->stop;
-        if (b < 0) { b += N; if (b < lo) b = lo; }
-        else if (b > hi) b = hi;
-    }
-    i128 l = 0;
-    if (st > 0 && b > a) l = (b - a - 1) / st + 1;
-    if (st < 0 && a > b) l = (a - b - 1) / (-st) + 1;
-    *start = a;
-    *step = st;
-    *len = (uint64_t)l;
-    return REF_OK;
-}
-
-static int ref_select(const st_tensor *t, const st_index *idx, size_t count, ref_sel *out)
-{
-    size_t consumed = 0, ellipses = 0;
-    for (size_t k = 0; k < count; k++) {
-        if (idx[k].kind == ST_INDEX_INT || idx[k].kind == ST_INDEX_SLICE) consumed++;
-        else if (idx[k].kind == ST_INDEX_ELLIPSIS) ellipses++;
-    }
-    if (ellipses > 1 || consumed > t->ndim)
-        return REF_ERROR;
-    /* element strides of the C-ordered source */
-    i128 src_stride[ST_MAX_DIMS + 1];
-    if (t->ndim > ST_MAX_DIMS)
-        return REF_TOO_MANY_DIMS;
-    i128 acc = 1;
-    for (size_t d = t->ndim; d-- > 0;) {
-        src_stride[d] = acc;
-        acc *= (i128)t->shape[d];
-        if (acc > ((i128)1 << 62)) acc = (i128)1 << 62; /* only for empty tensors */
-    }
-    out->ndim = 0;
-    out->offset = 0;
-    size_t dim = 0;
-    int too_many = 0;
-#define PUSH(sh, sd)                                   \
-    do {                                               \
-        if (out->ndim >= ST_MAX_DIMS) { too_many = 1; } \
-        else {                                         \
-            out->shape[out->ndim] = (sh);              \
-            out->stride[out->ndim] = (sd);             \
-            out->ndim++;                               \
-        }                                              \
-    } while (0)
-    int saw_ellipsis = 0;
-    for (size_t k = 0; k <= count; k++) {
-        if (k == count) {
-            if (!saw_ellipsis)
-                while (dim < t->ndim) { PUSH(t->shape[dim], src_stride[dim]); dim++; }
-            break;
-        }
-        const st_index *ix = &idx[k];
-        switch (ix->kind) {
-        case ST_INDEX_NEWAXIS:
-            PUSH(1, 0);
-            break;
-        case ST_INDEX_ELLIPSIS: {
-            saw_ellipsis = 1;
-            size_t fill = t->ndim - consumed;
-            for (size_t f = 0; f < fill; f++) { PUSH(t->shape[dim], src_stride[dim]); dim++; }
-            break;
-        }
-        case ST_INDEX_INT: {
-            i128 v = ix->value, n = (i128)t->shape[dim];
-            if (v < 0) v += n;
-            if (v < 0 || v >= n) return REF_ERROR;
-            out->offset += v * src_stride[dim];
-            if (out->offset > ((i128)1 << 100)) out->offset = (i128)1 << 100; /* empty only */
-            dim++;
-            break;
-        }
-        case ST_INDEX_SLICE: {
-            i128 a, st;
-            uint64_t len;
-            if (ref_slice(ix, t->shape[dim], &a, &st, &len) != REF_OK) return REF_ERROR;
-            if (len) out->offset += a * src_stride[dim];
-            if (out->offset > ((i128)1 << 100)) out->offset = (i128)1 << 100; /* empty only */
-            PUSH(len, st * src_stride[dim]);
-            dim++;
-            break;
-        }
-        }
-    }
-#undef PUSH
-    return too_many ? REF_TOO_MANY_DIMS : REF_OK;
 }
 
 static void check_selection(const st_tensor *t, const st_index *idx, size_t count,
@@ -296,11 +159,11 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
          * int64 indices, and int64 arithmetic on empty tensors may overflow. */
         bool huge_dim = false;
         for (size_t d = 0; d < t->ndim; d++)
-            if (t->shape[d] > (uint64_t)INT64_MAX) huge_dim = true;
+            if (t->shape[d] > (uint64_t)INT64_MAX)
+                huge_dim = true;
         if (r == REF_OK && !subbyte && !huge_dim &&
             !(rc == ST_ERR_VALIDATION_OVERFLOW && tbytes == 0))
-            CHECK(0,
-                  "st_select rejected a valid index (code %d: %s)", (int)rc, err.msg);
+            CHECK(0, "st_select rejected a valid index (code %d: %s)", (int)rc, err.msg);
         return;
     }
     CHECK(r != REF_ERROR, "st_select accepted an index the NumPy model rejects");
@@ -314,7 +177,8 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
     for (size_t d = 0; d < sel.ndim; d++) {
         CHECK(sel.shape[d] == ref.shape[d], "dim %zu: shape %llu, model %llu", d,
               (unsigned long long)sel.shape[d], (unsigned long long)ref.shape[d]);
-        if (__builtin_mul_overflow(nel, sel.shape[d], &nel)) nel_ovf = true;
+        if (__builtin_mul_overflow(nel, sel.shape[d], &nel))
+            nel_ovf = true;
     }
     if (!nel_ovf)
         CHECK(sel.nelements == nel, "nelements %llu != product(shape) %llu",
@@ -329,9 +193,8 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
         return;
     }
     CHECK(sel.span_offset <= tbytes && sel.span_len <= tbytes - sel.span_offset,
-          "span [%llu,+%llu) outside tensor of %llu bytes",
-          (unsigned long long)sel.span_offset, (unsigned long long)sel.span_len,
-          (unsigned long long)tbytes);
+          "span [%llu,+%llu) outside tensor of %llu bytes", (unsigned long long)sel.span_offset,
+          (unsigned long long)sel.span_len, (unsigned long long)tbytes);
     CHECK(sel.span_len > 0, "non-empty selection with empty span");
     if (subbyte)
         return; /* strides are in elements there; bytes go through the span */
@@ -344,7 +207,10 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
               "dim %zu: stride %lld, model %lld", d, (long long)sel.strides[d],
               (long long)(ref.stride[d] * (i128)item));
         i128 ext = (i128)(sel.shape[d] - 1) * (i128)sel.strides[d];
-        if (ext < 0) lo += ext; else hi += ext;
+        if (ext < 0)
+            lo += ext;
+        else
+            hi += ext;
     }
     CHECK((i128)sel.offset == ref.offset * (i128)item, "offset %lld, model %lld",
           (long long)sel.offset, (long long)(ref.offset * (i128)item));
@@ -353,30 +219,26 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
           (long long)lo, (long long)hi, (unsigned long long)tbytes);
     CHECK((i128)sel.span_offset == lo && (i128)sel.span_len == hi - lo,
           "span [%llu,+%llu) is not the smallest range [%lld,%lld)",
-          (unsigned long long)sel.span_offset, (unsigned long long)sel.span_len,
-          (long long)lo, (long long)hi);
+          (unsigned long long)sel.span_offset, (unsigned long long)sel.span_len, (long long)lo,
+          (long long)hi);
 
     if (sel.nelements > MAX_GATHER / item)
         return;
     size_t out_len = (size_t)sel.nelements * item;
-    uint8_t *dst = malloc(out_len);
+    uint8_t *dst = malloc(out_len), *want = malloc(out_len);
     uint8_t *src = malloc(tbytes ? (size_t)tbytes : 1);
-    if (!dst || !src) { free(dst); free(src); return; }
-    memcpy(src, tdata, (size_t)tbytes);   /* exactly sized: ASan sees over-reads */
-    st_selection_gather(&sel, item, src, dst);
-    /* element-by-element oracle, C order */
-    uint64_t ctr[ST_MAX_DIMS] = {0};
-    for (uint64_t e = 0; e < sel.nelements; e++) {
-        int64_t off = sel.offset;
-        for (size_t d = 0; d < sel.ndim; d++) off += (int64_t)ctr[d] * sel.strides[d];
-        CHECK(memcmp(dst + e * item, src + off, item) == 0, "gather element %llu differs",
-              (unsigned long long)e);
-        for (size_t d = sel.ndim; d-- > 0;) {
-            if (++ctr[d] < sel.shape[d]) break;
-            ctr[d] = 0;
-        }
+    if (dst && want && src) {
+        i128 lo_el, hi_el;
+        memcpy(src, tdata, (size_t)tbytes); /* exactly sized: ASan sees over-reads */
+        st_selection_gather(&sel, item, src, dst);
+        ref_gather(&ref, item, src, want, &lo_el, &hi_el);
+        CHECK(memcmp(dst, want, out_len) == 0, "gathered bytes differ from the model's");
+        CHECK((i128)sel.span_offset == lo_el * (i128)item &&
+                  (i128)sel.span_len == (hi_el - lo_el + 1) * (i128)item,
+              "span differs from the model's");
     }
     free(dst);
+    free(want);
     free(src);
 }
 
@@ -386,18 +248,24 @@ static void exercise_selections(const st_tensor *t, const uint8_t *tdata, byte_s
     /* fixed patterns first: whole tensor, [0], [-1], [::-1], [..., None], [::0] */
     check_selection(t, NULL, 0, tdata);
     memset(idx, 0, sizeof idx);
-    idx[0].kind = ST_INDEX_INT; idx[0].value = 0;
+    idx[0].kind = ST_INDEX_INT;
+    idx[0].value = 0;
     check_selection(t, idx, 1, tdata);
     idx[0].value = -1;
     check_selection(t, idx, 1, tdata);
-    idx[0].kind = ST_INDEX_SLICE; idx[0].has_step = true; idx[0].step = -1;
+    idx[0].kind = ST_INDEX_SLICE;
+    idx[0].has_step = true;
+    idx[0].step = -1;
     check_selection(t, idx, 1, tdata);
     idx[0].step = 0;
     check_selection(t, idx, 1, tdata);
-    idx[0].step = INT64_MIN; idx[0].has_start = true; idx[0].start = INT64_MAX;
+    idx[0].step = INT64_MIN;
+    idx[0].has_start = true;
+    idx[0].start = INT64_MAX;
     check_selection(t, idx, 1, tdata);
     memset(idx, 0, sizeof idx);
-    idx[0].kind = ST_INDEX_ELLIPSIS; idx[1].kind = ST_INDEX_NEWAXIS;
+    idx[0].kind = ST_INDEX_ELLIPSIS;
+    idx[1].kind = ST_INDEX_NEWAXIS;
     check_selection(t, idx, 2, tdata);
     idx[1].kind = ST_INDEX_ELLIPSIS;
     check_selection(t, idx, 2, tdata);
@@ -409,7 +277,7 @@ static void exercise_selections(const st_tensor *t, const uint8_t *tdata, byte_s
         }
         check_selection(t, idx, t->ndim, tdata);
         idx[t->ndim].kind = ST_INDEX_INT;
-        check_selection(t, idx, t->ndim + 1, tdata);   /* too many indices */
+        check_selection(t, idx, t->ndim + 1, tdata); /* too many indices */
     }
     /* derived from the fuzz bytes */
     for (int k = 0; k < MAX_SELECTIONS_PER_TENSOR; k++) {
@@ -443,13 +311,14 @@ static void check_header(const st_header *h, const uint8_t *data, size_t size, u
         st_error err;
         st_code rc = st_tensor_nbytes(t->dtype, t->shape, t->ndim, &nb, &err);
         CHECK(rc == ST_OK, "st_tensor_nbytes fails on a parsed tensor: %s", err.msg);
-        CHECK(nb == t->end - t->begin, "nbytes %llu != end-begin %llu",
-              (unsigned long long)nb, (unsigned long long)(t->end - t->begin));
+        CHECK(nb == t->end - t->begin, "nbytes %llu != end-begin %llu", (unsigned long long)nb,
+              (unsigned long long)(t->end - t->begin));
         /* nelements * bits consistent with nbytes */
         unsigned __int128 nel = 1;
         for (size_t d = 0; d < t->ndim; d++) {
             nel *= t->shape[d];
-            if (nel > ((unsigned __int128)1 << 64)) nel = (unsigned __int128)1 << 64;
+            if (nel > ((unsigned __int128)1 << 64))
+                nel = (unsigned __int128)1 << 64;
         }
         CHECK(nel * st_dtype_bits(t->dtype) == (unsigned __int128)nb * 8,
               "product(shape) * bits != 8 * nbytes");
@@ -482,8 +351,10 @@ static void check_header(const st_header *h, const uint8_t *data, size_t size, u
         CHECK(m->value_len == 0 || m->value, "NULL value");
         /* touch every byte so ASan checks the lengths */
         volatile uint8_t sink = 0;
-        for (size_t k = 0; k < m->key_len; k++) sink ^= (uint8_t)m->key[k];
-        for (size_t k = 0; k < m->value_len; k++) sink ^= (uint8_t)m->value[k];
+        for (size_t k = 0; k < m->key_len; k++)
+            sink ^= (uint8_t)m->key[k];
+        for (size_t k = 0; k < m->value_len; k++)
+            sink ^= (uint8_t)m->value[k];
         (void)sink;
     }
     (void)data;
@@ -501,9 +372,11 @@ static void round_trip(const st_header *h, const uint8_t *data)
     size_t *order = calloc(count ? count : 1, sizeof *order);
     size_t mc = st_header_metadata_count(h);
     st_metadata_item *md = calloc(mc ? mc : 1, sizeof *md);
-    uint8_t *hdr = NULL, *hdr2 = NULL, *file = NULL;
+    uint8_t *file = NULL;
+    st_layout lay = {0}, lay2 = {0};
     st_header *h2 = NULL;
-    if (!wt || !order || !md) goto out;
+    if (!wt || !order || !md)
+        goto out;
     /* give the writer the tensors in name order: it must re-sort them */
     for (size_t i = 0; i < count; i++) {
         const st_tensor *t = st_header_tensor_by_name_order(h, i);
@@ -515,15 +388,22 @@ static void round_trip(const st_header *h, const uint8_t *data)
         wt[i].data = data + data_start + t->begin;
         wt[i].data_len = t->end - t->begin;
     }
-    for (size_t i = 0; i < mc; i++) md[i] = *st_header_metadata_item(h, i);
+    for (size_t i = 0; i < mc; i++)
+        md[i] = *st_header_metadata_item(h, i);
     bool has_md = st_header_has_metadata(h);
 
-    size_t hsize = 0, hsize2 = 0;
-    uint64_t total = 0, total2 = 0;
     st_error err;
-    st_code rc = st_write_layout(wt, count, has_md ? md : NULL, mc, has_md, order, &hdr,
-                                 &hsize, &total, &err);
-    if (rc == ST_ERR_NOMEM) goto out;
+    lay = (st_layout){.tensors = wt,
+                      .count = count,
+                      .metadata = has_md ? md : NULL,
+                      .metadata_count = mc,
+                      .has_metadata = has_md,
+                      .order = order};
+    st_code rc = st_write_layout(&lay, &err);
+    size_t hsize = lay.header_size;
+    uint64_t total = lay.total_size;
+    if (rc == ST_ERR_NOMEM)
+        goto out;
     CHECK(rc == ST_OK, "st_write_layout failed on a parsed file: %s", err.msg);
     CHECK(hsize >= 8 && hsize % 8 == 0, "header size %zu not a multiple of 8", hsize);
     {
@@ -536,22 +416,24 @@ static void round_trip(const st_header *h, const uint8_t *data)
         free(seen);
     }
     uint64_t dsum = 0;
-    for (size_t i = 0; i < count; i++) dsum += wt[i].data_len;
-    CHECK(total == hsize + dsum, "total %llu != header %zu + data %llu",
-          (unsigned long long)total, hsize, (unsigned long long)dsum);
+    for (size_t i = 0; i < count; i++)
+        dsum += wt[i].data_len;
+    CHECK(total == hsize + dsum, "total %llu != header %zu + data %llu", (unsigned long long)total,
+          hsize, (unsigned long long)dsum);
 
     file = malloc(total ? (size_t)total : 1);
-    if (!file) goto out;
-    st_write_to_memory(wt, order, count, hdr, hsize, file);
-    CHECK(memcmp(file, hdr, hsize) == 0, "file does not start with the header");
+    if (!file)
+        goto out;
+    st_write_to_memory(&lay, file);
+    CHECK(memcmp(file, lay.header, hsize) == 0, "file does not start with the header");
 
     uint64_t n2 = 0;
     rc = st_header_length(file, 8, total, &n2, &err);
     CHECK(rc == ST_OK, "written length prefix rejected: %s", err.msg);
-    CHECK(n2 + 8 == hsize, "prefix N %llu != header size %zu - 8", (unsigned long long)n2,
-          hsize);
+    CHECK(n2 + 8 == hsize, "prefix N %llu != header size %zu - 8", (unsigned long long)n2, hsize);
     rc = st_header_parse(file + 8, (size_t)n2, total, &h2, &err);
-    if (rc == ST_ERR_NOMEM) goto out;
+    if (rc == ST_ERR_NOMEM)
+        goto out;
     CHECK(rc == ST_OK, "written header rejected by the reader: %s (offset %llu)", err.msg,
           (unsigned long long)err.offset);
     CHECK(st_header_count(h2) == count, "count %zu -> %zu", count, st_header_count(h2));
@@ -570,7 +452,7 @@ static void round_trip(const st_header *h, const uint8_t *data)
          * ordered by name by the reader, so only non-empty ones are fixed) */
         const st_tensor *o = st_header_tensor(h2, i);
         CHECK(o->end == o->begin ||
-              bytes_cmp(o->name, o->name_len, wt[order[i]].name, wt[order[i]].name_len) == 0,
+                  bytes_cmp(o->name, o->name_len, wt[order[i]].name, wt[order[i]].name_len) == 0,
               "file order differs from order[]");
         /* writer order: dtype descending, then name ascending */
         if (i > 0 && !(st_header_tensor(h2, i - 1)->end == st_header_tensor(h2, i - 1)->begin &&
@@ -599,16 +481,24 @@ static void round_trip(const st_header *h, const uint8_t *data)
         if (order2 && wt2 && md2) {
             for (size_t i = 0; i < count; i++) {
                 const st_tensor *t = st_header_tensor(h2, count - 1 - i);
-                wt2[i] = (st_write_tensor){t->name, t->name_len, t->dtype, t->ndim, t->shape,
-                                           file + st_header_data_start(h2) + t->begin,
-                                           t->end - t->begin};
+                wt2[i] = (st_write_tensor){
+                    t->name,          t->name_len, t->dtype,
+                    t->ndim,          t->shape,    file + st_header_data_start(h2) + t->begin,
+                    t->end - t->begin};
             }
-            for (size_t i = 0; i < mc; i++) md2[i] = *st_header_metadata_item(h2, i);
-            rc = st_write_layout(wt2, count, has_md ? md2 : NULL, mc, has_md, order2, &hdr2,
-                                 &hsize2, &total2, &err);
+            for (size_t i = 0; i < mc; i++)
+                md2[i] = *st_header_metadata_item(h2, i);
+            lay2 = (st_layout){.tensors = wt2,
+                               .count = count,
+                               .metadata = has_md ? md2 : NULL,
+                               .metadata_count = mc,
+                               .has_metadata = has_md,
+                               .order = order2};
+            rc = st_write_layout(&lay2, &err);
             if (rc != ST_ERR_NOMEM) {
                 CHECK(rc == ST_OK, "second layout failed: %s", err.msg);
-                CHECK(hsize2 == hsize && total2 == total && memcmp(hdr, hdr2, hsize) == 0,
+                CHECK(lay2.header_size == hsize && lay2.total_size == total &&
+                          memcmp(lay.header, lay2.header, hsize) == 0,
                       "layout is not deterministic");
             }
         }
@@ -617,9 +507,10 @@ static void round_trip(const st_header *h, const uint8_t *data)
         free(md2);
     }
 out:
-    if (h2) st_header_free(h2);
-    if (hdr) st_free(hdr);
-    if (hdr2) st_free(hdr2);
+    if (h2)
+        st_header_free(h2);
+    st_free(lay.header);
+    st_free(lay2.header);
     free(file);
     free(wt);
     free(order);
@@ -644,7 +535,8 @@ static void inject_failures(const uint8_t *json, size_t n, uint64_t size, st_cod
               "with allocation %llu failing, parse gave code %d (%s), normally %d",
               (unsigned long long)k, (int)rc, err.msg, (int)normal);
         CHECK((rc == ST_OK) == (h != NULL), "header pointer inconsistent with result");
-        if (h) st_header_free(h);
+        if (h)
+            st_header_free(h);
     }
 }
 
@@ -652,7 +544,7 @@ static void inject_failures(const uint8_t *json, size_t n, uint64_t size, st_cod
  * Entry point
  * --------------------------------------------------------------------- */
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void test_one_input(const uint8_t *data, size_t size)
 {
     st_error err;
     uint64_t seed = fnv1a(data, size);
@@ -660,7 +552,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* 1. strict JSON validator on the raw input (exact-size copy) */
     {
         uint8_t *copy = malloc(size ? size : 1);
-        if (!copy) return 0;
+        if (!copy)
+            return;
         memcpy(copy, data, size);
         st_code rc = st_json_validate(copy, size, &err);
         CHECK(rc == ST_OK || err.code == rc, "validate: err.code mismatch");
@@ -674,13 +567,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != ST_OK) {
         CHECK(err.code == rc, "length: err.code mismatch");
         CHECK(size < 8 || rc != ST_ERR_HEADER_TOO_SMALL, "too small with %zu bytes", size);
-        return 0;
+        return;
     }
     CHECK(size >= 8 && n <= ST_MAX_HEADER_SIZE && n <= size - 8,
           "accepted N=%llu for a %zu-byte file", (unsigned long long)n, size);
 
     uint8_t *json = malloc(n ? (size_t)n : 1);
-    if (!json) return 0;
+    if (!json)
+        return;
     memcpy(json, data + 8, (size_t)n);
     st_header *h = NULL;
     rc = st_header_parse(json, (size_t)n, size, &h, &err);
@@ -707,7 +601,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* 4. selections: index bytes come from the data section */
         uint64_t ds = st_header_data_start(h);
         byte_src src = {data + ds, size - (size_t)ds, 0, seed | 1};
-        if (src.n == 0) { src.p = json; src.n = (size_t)n; }
+        if (src.n == 0) {
+            src.p = json;
+            src.n = (size_t)n;
+        }
         for (size_t i = 0; i < st_header_count(h) && i < 16; i++) {
             const st_tensor *t = st_header_tensor(h, i);
             exercise_selections(t, data + ds + t->begin, &src);
@@ -721,5 +618,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* 6. allocation failures */
     inject_failures(json, (size_t)n, size, normal, seed);
     free(json);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    test_one_input(data, size);
+    if (harness_failures)
+        abort();
     return 0;
 }
