@@ -172,7 +172,7 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
     Example:
         >>> arrays = load(save({"a": np.zeros(3)}))
     """
-    return _view2np(deserialize(data))
+    return _safetensors_c._deserialize_tensors(data, "np")
 
 
 def _register_ml_dtypes() -> None:

@@ -464,7 +464,9 @@ def _storage_shape(dtype_str: str, shape: List[int]) -> List[int]:
 
 def _view2torch(safeview) -> Dict[str, torch.Tensor]:
     """``deserialize`` output (``[(name, {"dtype", "shape", "data"})]``) ->
-    ``{name: tensor}`` (tensors own their memory, are writable)."""
+    ``{name: tensor}`` (tensors own their memory, are writable). Kept for code
+    written against upstream's helper; ``load`` does not use it (the extension
+    builds tensors from bytes, see ``_deserialize_tensors``)."""
     result = {}
     for k, v in safeview:
         dtype = _getdtype(v["dtype"])
@@ -496,7 +498,8 @@ def load(data: bytes) -> Dict[str, torch.Tensor]:
     Example:
         >>> tensors = load(save({"w": torch.zeros(2)}))
     """
-    return _view2torch(deserialize(data))
+    # The extension builds the tensors: the one bytes -> tensor path (dtype, F4 shape).
+    return _safetensors_c._deserialize_tensors(data, "pt")
 
 
 def load_file(

@@ -138,31 +138,15 @@ exit:
 
 PyObject *st_debug_quote(PyObject *text)
 {
-    /* Rust's {:?} of a str, as upstream's messages show names: "a\"b". */
-    PyObject *escaped = NULL, *result = NULL;
-    PyObject *repr = PyObject_Repr(text);   /* Python escaping of controls */
-    Py_ssize_t len;
-    if (repr == NULL)
+    /* The core's st_debug_str is the one implementation (the header parser
+     * quotes names with it too). 160 bytes at most 7 each, quotes, "...". */
+    char quoted[160 * 7 + 8];
+    PyObject *utf8 = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+    if (utf8 == NULL)
         return NULL;
-    len = PyUnicode_GET_LENGTH(repr);
-    if (PyUnicode_READ_CHAR(repr, 0) == '"') {
-        result = repr;   /* repr chose double quotes: already escaped as Rust does */
-        return result;
-    }
-    /* repr used single quotes: strip them, unescape \', escape " */
-    escaped = PyUnicode_Substring(repr, 1, len - 1);
-    Py_DECREF(repr);
-    if (escaped == NULL)
-        return NULL;
-    Py_SETREF(escaped, PyObject_CallMethod(escaped, "replace", "ss", "\\'", "'"));
-    if (escaped != NULL)
-        Py_SETREF(escaped, PyObject_CallMethod(escaped, "replace", "ss", "\"", "\\\""));
-    if (escaped != NULL)
-        Py_SETREF(escaped, PyObject_CallMethod(escaped, "replace", "ss", "\\x00", "\\0"));
-    if (escaped != NULL)
-        result = PyUnicode_FromFormat("\"%U\"", escaped);
-    Py_XDECREF(escaped);
-    return result;
+    st_debug_str(PyBytes_AS_STRING(utf8), (size_t)PyBytes_GET_SIZE(utf8), quoted, sizeof(quoted));
+    Py_DECREF(utf8);
+    return PyUnicode_DecodeUTF8(quoted, (Py_ssize_t)strlen(quoted), "surrogatepass");
 }
 
 /* ======================================================================
@@ -251,6 +235,9 @@ static PyMethodDef st_module_methods[] = {
      "Example:\n"
      "    >>> deserialize(serialize({\"a\": spec}))[0][1][\"shape\"]\n"
      "    [4]"},
+    {"_deserialize_tensors", (PyCFunction)st_deserialize_tensors, METH_VARARGS,
+     "_deserialize_tensors(bytes, framework)\n--\n\n"
+     "Like deserialize, as {name: tensor} of the framework (copies), in file order."},
     {"_dtype_table", (PyCFunction)st_dtype_table, METH_NOARGS,
      "_dtype_table()\n--\n\n"
      "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "

@@ -102,6 +102,9 @@ PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_deserialize(PyObject *module, PyObject *arg);
+/* _deserialize_tensors(bytes, framework): {name: tensor} in file order, each
+ * a copy in the framework (the one bytes -> tensor path for load(bytes)). */
+PyObject *st_deserialize_tensors(PyObject *module, PyObject *args);
 /* _dtype_table(): st_dtype_info for Python, so no Python module keeps its own copy. */
 PyObject *st_dtype_table(PyObject *module, PyObject *unused);
 
@@ -143,6 +146,10 @@ PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, Py
                              uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
 /* Tensors smaller than this share pread blocks (st_read_block). */
 #define ST_BLOCK_MAX ((uint64_t)1 << 20)
+
+/* A new tensor of the framework holding a copy of t's bytes at src. */
+PyObject *st_tensor_from_memory(st_state *state, st_framework fw, const st_tensor *t,
+                               const uint8_t *src);
 
 /* A new tensor holding a copy of the tensor read from the file (pread). */
 PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t);

@@ -467,43 +467,84 @@ exit:
     return result;
 }
 
+/* Parses a whole file held in a bytes-like object into *header (owned by
+ * the caller; *buffer acquired on success); -1 with an exception set. */
+static int parse_buffer(st_state *state, PyObject *arg, Py_buffer *buffer, st_header **header)
+{
+    uint64_t header_len = 0;
+    const uint8_t *bytes;
+    st_error err;
+    st_code code;
+
+    if (PyObject_GetBuffer(arg, buffer, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "argument 'bytes': '%.100s' object is not an instance of 'bytes'",
+                     Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    bytes = buffer->buf;
+    code = st_header_length(bytes, buffer->len < 8 ? (size_t)buffer->len : 8,
+                            (uint64_t)buffer->len, &header_len, &err);
+    if (code == ST_OK)
+        code = st_header_parse(bytes + 8, (size_t)header_len, (uint64_t)buffer->len, header, &err);
+    if (code != ST_OK) {
+        st_note_foreign_format(&err, bytes, (size_t)buffer->len);
+        st_raise(state, &err, "Error while deserializing: ", NULL);
+        PyBuffer_Release(buffer);
+        return -1;
+    }
+    return 0;
+}
+
 PyObject *st_deserialize(PyObject *module, PyObject *arg)
 {
     st_state *state = st_state_from_module(module);
     Py_buffer buffer;
     st_header *header = NULL;
     PyObject *result = NULL;
-    uint64_t header_len = 0;
-    const uint8_t *bytes;
-    st_error err;
-    st_code code;
 
-    if (PyObject_GetBuffer(arg, &buffer, PyBUF_C_CONTIGUOUS) < 0) {
-        PyErr_Format(PyExc_TypeError,
-                     "argument 'bytes': '%.100s' object is not an instance of 'bytes'",
-                     Py_TYPE(arg)->tp_name);
+    if (parse_buffer(state, arg, &buffer, &header) < 0)
         return NULL;
-    }
-    bytes = buffer.buf;
-    code = st_header_length(bytes, buffer.len < 8 ? (size_t)buffer.len : 8, (uint64_t)buffer.len,
-                            &header_len, &err);
-    if (code == ST_OK)
-        code = st_header_parse(bytes + 8, (size_t)header_len, (uint64_t)buffer.len, &header, &err);
-    if (code != ST_OK) {
-        st_note_foreign_format(&err, bytes, (size_t)buffer.len);
-        st_raise(state, &err, "Error while deserializing: ", NULL);
-        goto exit;
-    }
     result = PyList_New((Py_ssize_t)st_header_count(header));
     for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *entry = tensor_entry(t, bytes + st_header_data_start(header) + t->begin);
+        PyObject *entry =
+            tensor_entry(t, (const uint8_t *)buffer.buf + st_header_data_start(header) + t->begin);
         if (entry == NULL)
             Py_CLEAR(result);
         else
             PyList_SET_ITEM(result, (Py_ssize_t)i, entry);
     }
-exit:
+    st_header_free(header);
+    PyBuffer_Release(&buffer);
+    return result;
+}
+
+PyObject *st_deserialize_tensors(PyObject *module, PyObject *args)
+{
+    st_state *state = st_state_from_module(module);
+    PyObject *data, *framework_obj, *result = NULL;
+    st_framework framework;
+    st_header *header = NULL;
+    Py_buffer buffer;
+
+    if (!PyArg_ParseTuple(args, "OO:_deserialize_tensors", &data, &framework_obj) ||
+        st_parse_framework(state, framework_obj, &framework) < 0 ||
+        st_framework_prepare(state, framework) < 0 || parse_buffer(state, data, &buffer, &header) < 0)
+        return NULL;
+    result = PyDict_New();
+    for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
+        const st_tensor *t = st_header_tensor(header, i);
+        PyObject *name = PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+        PyObject *tensor = name ? st_tensor_from_memory(state, framework, t,
+                                                        (const uint8_t *)buffer.buf +
+                                                            st_header_data_start(header) + t->begin)
+                                : NULL;
+        if (tensor == NULL || PyDict_SetItem(result, name, tensor) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(name);
+        Py_XDECREF(tensor);
+    }
     st_header_free(header);
     PyBuffer_Release(&buffer);
     return result;

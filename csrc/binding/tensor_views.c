@@ -159,6 +159,16 @@ PyObject *st_convert_from_numpy(st_state *state, st_framework fw, PyObject *arra
     return result;
 }
 
+PyObject *st_tensor_from_memory(st_state *state, st_framework fw, const st_tensor *t,
+                               const uint8_t *src)
+{
+    uint8_t *data = NULL;
+    PyObject *array = st_new_array(state, fw, t, &data);
+    if (array != NULL && st_tensor_data_len(t) > 0)
+        memcpy(data, src, (size_t)st_tensor_data_len(t));
+    return st_convert_from_numpy(state, fw, array);
+}
+
 PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t)
 {
     uint8_t *data = NULL;

@@ -72,6 +72,10 @@ st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *f
 /* Sets *err to a code whose text is the whole message ("out of memory",
  * "header too large", ...) and returns code. */
 st_code st_error_code(st_error *err, st_code code, uint64_t offset);
+/* Rust's Debug form of a UTF-8 string, as upstream's messages quote names:
+ * "a\"b\n", controls as \u{1b}, at most 160 bytes of s then "...". out gets
+ * at most 7 bytes per input byte plus 6; it is always NUL-terminated. */
+void st_debug_str(const char *s, size_t n, char *out, size_t cap);
 /* ST_ERR_IO from an errno value: "I/O error: <strerror> (os error N)". */
 st_code st_error_io(st_error *err, int sys_errno, uint64_t offset);
 /* A short stable name of a code ("HeaderTooLarge", ...), as upstream's enum variants. */

@@ -108,8 +108,8 @@ static size_t clip_utf8(const char *s, size_t n, size_t max)
     return k;
 }
 
-/* Rust's Debug of a str, quotes included, truncated to fit. */
-static void debug_str(const char *s, size_t n, char *out, size_t cap)
+/* Rust's Debug of a str, quotes included, truncated to fit (st_core.h). */
+void st_debug_str(const char *s, size_t n, char *out, size_t cap)
 {
     size_t o = 0;
     size_t lim = clip_utf8(s, n, 160);
@@ -185,7 +185,7 @@ static st_code describe_value(parser *p, bool consume_containers, char *desc, si
         char q[200];
         if ((rc = st_json_string(&p->j, &s, &n)) != ST_OK)
             return rc;
-        debug_str(s, n, q, sizeof q);
+        st_debug_str(s, n, q, sizeof q);
         snprintf(desc, cap, "string %s", q);
         return ST_OK;
     }
@@ -404,7 +404,7 @@ static st_code read_dtype(parser *p, st_jtype t, size_t vstart, entry *e)
         return rc;
     if (!st_dtype_from_name(s, sn, &e->dtype)) {
         char q[200], list[256];
-        debug_str(s, sn, q, sizeof q);
+        st_debug_str(s, sn, q, sizeof q);
         q[strlen(q) - 1] = '\0'; /* serde prints the variant in backquotes, not quoted */
         dtype_list(list, sizeof list);
         defer(p, vstart, "unknown variant `%s`, expected one of %s", q + 1, list);
