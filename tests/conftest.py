@@ -39,6 +39,17 @@ MISALIGNED = ("The slice is slicing for subbytes dtypes, and the slice does not 
               "byte boundary, this is invalid.")
 
 
+def tensor_entry(dtype: str, shape, offsets) -> dict:
+    """One header entry: {"dtype", "shape", "data_offsets"}."""
+    return {"dtype": dtype, "shape": shape, "data_offsets": offsets}
+
+
+@pytest.fixture
+def torch():
+    """The torch module; the test is skipped where torch is not installed."""
+    return pytest.importorskip("torch")
+
+
 def nbytes_of(dtype: str, shape: Iterable[int]) -> int:
     n = 1
     for d in shape:

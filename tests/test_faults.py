@@ -152,8 +152,7 @@ def test_rewritten_by_save_file_keeps_old_handle_and_views(tmp_path, backend):
     assert all(np.array_equal(got[k], new[k]) for k in new)
 
 
-def test_rewritten_by_save_file_keeps_torch_views(tmp_path):
-    torch = pytest.importorskip("torch")
+def test_rewritten_by_save_file_keeps_torch_views(tmp_path, torch):
     from safetensors.torch import load_file as tload, save_file as tsave
     p = str(tmp_path / "a.safetensors")
     tsave({"w": torch.arange(1024, dtype=torch.float32)}, p)

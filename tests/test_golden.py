@@ -74,8 +74,7 @@ def test_attn0_4d_seven_spaces():
     assert n == 72 and header.endswith(b" " * 7) and not header.endswith(b" " * 8)
 
 
-def test_f4_one_byte():
-    torch = pytest.importorskip("torch")
+def test_f4_one_byte(torch):
     import safetensors.torch as st
 
     t = torch.tensor([[0x21]], dtype=torch.uint8).view(torch.float4_e2m1fn_x2)  # packed shape [1,1]
@@ -105,8 +104,7 @@ def test_bf16_values():
     assert data.hex() == "1040803f803f803f"
 
 
-def test_bf16_values_torch():
-    torch = pytest.importorskip("torch")
+def test_bf16_values_torch(torch):
     import safetensors.torch as st
 
     out = st.save({"a": torch.tensor([[2.25, 1], [1, 1]], dtype=torch.bfloat16)})

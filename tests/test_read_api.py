@@ -14,11 +14,7 @@ import pytest
 import safetensors
 from safetensors import SafetensorError, _safe_open_handle, deserialize, safe_open
 
-from conftest import ALL_DTYPES, NUMPY_DTYPES, build_bytes, nbytes_of, random_raw
-
-
-def t(dtype, shape, offsets):
-    return {"dtype": dtype, "shape": shape, "data_offsets": offsets}
+from conftest import ALL_DTYPES, NUMPY_DTYPES, build_bytes, nbytes_of, random_raw, tensor_entry as t
 
 
 @pytest.fixture
@@ -157,8 +153,7 @@ def test_framework_numpy(simple, fw):
 
 
 @pytest.mark.parametrize("fw", ["pt", "torch", "pytorch"])
-def test_framework_torch(simple, fw):
-    torch = pytest.importorskip("torch")
+def test_framework_torch(simple, fw, torch):
     path, arrs = simple
     with safe_open(path, fw) as f:
         x = f.get_tensor("b")
@@ -251,8 +246,7 @@ def test_device_invalid_objects(simple):
     assert str(ei.value) == "device 1.5 is invalid"
 
 
-def test_device_torch_device_object(simple):
-    torch = pytest.importorskip("torch")
+def test_device_torch_device_object(simple, torch):
     path, _ = simple
     # upstream rejects torch.device objects with SafetensorError("device {repr} is invalid");
     # accepting a cpu torch.device is an allowed improvement, but then it must work
@@ -397,8 +391,7 @@ def test_get_tensors_offset_order(simple):
             np.testing.assert_array_equal(d[k], v)
 
 
-def test_get_tensors_torch(simple):
-    torch = pytest.importorskip("torch")
+def test_get_tensors_torch(simple, torch):
     path, arrs = simple
     with safe_open(path, "pt") as f:
         d = f.get_tensors()
@@ -587,8 +580,7 @@ def all_dtypes_file(mk):
 
 
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
-def test_torch_all_dtypes(all_dtypes_file, backend):
-    torch = pytest.importorskip("torch")
+def test_torch_all_dtypes(all_dtypes_file, backend, torch):
     path, entries = all_dtypes_file
     with safe_open(path, "pt", backend=backend) as f:
         for name, (_, dt, shape, raw) in entries.items():
@@ -600,8 +592,7 @@ def test_torch_all_dtypes(all_dtypes_file, backend):
             assert bytes(x.contiguous().view(-1).view(torch.uint8).numpy().tobytes()) == raw, dt
 
 
-def test_torch_values(mk):
-    torch = pytest.importorskip("torch")
+def test_torch_values(mk, torch):
     vals = {
         "F32": (np.array([1.5, -2.0, 3.25], np.float32), torch.float32),
         "F16": (np.array([1.5, -2.0, 65504], np.float16), torch.float16),
@@ -623,8 +614,7 @@ def test_torch_values(mk):
                 np.testing.assert_array_equal(x.numpy(), v)
 
 
-def test_torch_bf16_fp8_values(mk):
-    torch = pytest.importorskip("torch")
+def test_torch_bf16_fp8_values(mk, torch):
     bf = torch.tensor([2.25, 1.0, -3.0], dtype=torch.bfloat16)
     f8 = torch.tensor([0.5, -448.0, 1.0], dtype=torch.float8_e4m3fn)
     f5 = torch.tensor([0.5, -2.0, 1.0], dtype=torch.float8_e5m2)
@@ -640,8 +630,7 @@ def test_torch_bf16_fp8_values(mk):
 
 
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
-def test_torch_f4_shapes(mk, backend):
-    torch = pytest.importorskip("torch")
+def test_torch_f4_shapes(mk, backend, torch):
     path = mk.tensors([("a", "F4", [2, 6], bytes(range(6))), ("b", "F4", [4], b"\x12\x34"),
                        ("e", "F4", [3, 0], b"")])
     with safe_open(path, "pt", backend=backend) as f:

@@ -17,15 +17,11 @@ import safetensors
 from safetensors import SafetensorError, deserialize, safe_open
 
 from conftest import (ALL_DTYPES, DESERIALIZE_PREFIX, HEADER_PREFIX, MISALIGNED,
-                      build_bytes, nbytes_of)
+                      build_bytes, nbytes_of, tensor_entry as t)
 
 U64_MAX = 2**64 - 1
 
 F32_8 = bytes(8)
-
-
-def t(dtype, shape, offsets):
-    return {"dtype": dtype, "shape": shape, "data_offsets": offsets}
 
 
 def ok_file(header, data):

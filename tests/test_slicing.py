@@ -255,8 +255,7 @@ def test_bad_index_types(sliced_file, fw, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_torch_list_indexing_with_ellipsis(sliced_file, backend):
-    torch = pytest.importorskip("torch")
+def test_torch_list_indexing_with_ellipsis(sliced_file, backend, torch):
     path, arrays = sliced_file
     arr = arrays["t6"]  # (3, 4, 5)
     with safe_open(path, "pt", backend=backend) as f:
@@ -268,8 +267,7 @@ def test_torch_list_indexing_with_ellipsis(sliced_file, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_torch_slice_then_device_cpu(sliced_file, backend):
-    torch = pytest.importorskip("torch")
+def test_torch_slice_then_device_cpu(sliced_file, backend, torch):
     path, arrays = sliced_file
     with safe_open(path, "pt", device="cpu", backend=backend) as f:
         x = f.get_slice("t7")[1, :, ::2]

@@ -243,8 +243,7 @@ def test_foreign_files_say_what_they_look_like(tmp_path, name, content, looks_li
     assert f"(the file looks like {looks_like}" in str(e.value)
 
 
-def test_torch_checkpoint_is_recognised(tmp_path):
-    torch = pytest.importorskip("torch")
+def test_torch_checkpoint_is_recognised(tmp_path, torch):
     p = tmp_path / "pytorch_model.bin"
     torch.save({"w": torch.zeros(2)}, p)
     with pytest.raises(SafetensorError, match="looks like a zip archive, as torch.save writes"):

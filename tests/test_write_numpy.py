@@ -298,8 +298,7 @@ def test_exception_mid_save_leaves_old_file(tmp_path):
     assert p.read_bytes() == before and listing(tmp_path) == ["dest.safetensors"]
 
 
-def test_torch_exception_mid_save_leaves_old_file(tmp_path):
-    torch = pytest.importorskip("torch")
+def test_torch_exception_mid_save_leaves_old_file(tmp_path, torch):
     import safetensors.torch as st
 
     p, before = _old_file(tmp_path)

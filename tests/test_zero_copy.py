@@ -12,13 +12,9 @@ import pytest
 
 from safetensors import SafetensorError, safe_open
 
-from conftest import build_bytes, mapped_ranges, ptr_in_mapping, rss_bytes
+from conftest import build_bytes, mapped_ranges, ptr_in_mapping, rss_bytes, tensor_entry as t
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
-
-
-def t(dtype, shape, offsets):
-    return {"dtype": dtype, "shape": shape, "data_offsets": offsets}
 
 
 def np_ptr(a):
@@ -222,8 +218,7 @@ def test_unaligned_numpy(unaligned, backend):
 
 
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
-def test_unaligned_torch(unaligned, backend):
-    torch = pytest.importorskip("torch")
+def test_unaligned_torch(unaligned, backend, torch):
     path, arrs = unaligned
     with safe_open(path, "pt", backend=backend) as f:
         for k, v in arrs.items():
@@ -239,8 +234,7 @@ def test_unaligned_torch(unaligned, backend):
 # torch
 # --------------------------------------------------------------------------
 
-def test_torch_pointer_inside_mapping(three):
-    torch = pytest.importorskip("torch")
+def test_torch_pointer_inside_mapping(three, torch):
     path, arrs = three
     _, offs = file_offsets(path)
     with safe_open(path, "pt") as f:
@@ -253,8 +247,7 @@ def test_torch_pointer_inside_mapping(three):
         assert again.data_ptr() != xs["b"].data_ptr()
 
 
-def test_torch_writable_copy_on_write_and_lifetime(three):
-    torch = pytest.importorskip("torch")
+def test_torch_writable_copy_on_write_and_lifetime(three, torch):
     path, arrs = three
     before = open(path, "rb").read()
     f = safe_open(path, "pt")
@@ -280,8 +273,7 @@ def test_torch_writable_copy_on_write_and_lifetime(three):
     assert mapped_ranges(path) == []
 
 
-def test_torch_scalars_and_empty(mk):
-    torch = pytest.importorskip("torch")
+def test_torch_scalars_and_empty(mk, torch):
     data = struct.pack("<d", -0.5)
     path = mk.header({"s": t("F64", [], [0, 8]), "e": t("F32", [0, 4], [8, 8]), "b": t("BOOL", [0], [8, 8])}, data)
     for backend in ("mmap", "pread"):
