@@ -63,7 +63,7 @@ typedef struct {
 
 PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, size_t len)
 {
-    MappedBytes *self = PyObject_New(MappedBytes, state->MappedBytesType);
+    MappedBytes *self = PyObject_GC_New(MappedBytes, state->MappedBytesType);
     if (self == NULL) {
         st_owner_release(owner);
         return NULL;
@@ -72,14 +72,25 @@ PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, s
     memset(owner, 0, sizeof(*owner));
     self->data = data;
     self->len = (Py_ssize_t)len;
+    PyObject_GC_Track(self);
     return (PyObject *)self;
+}
+
+/* The block it holds is visible to gc.get_referents (tests check what a
+ * kept tensor pins); a block never refers back, so there are no cycles. */
+static int MappedBytes_traverse(MappedBytes *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->owner.block);
+    return 0;
 }
 
 static void MappedBytes_dealloc(MappedBytes *self)
 {
     PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
     st_owner_release(&self->owner);
-    PyObject_Free(self);
+    PyObject_GC_Del(self);
     Py_DECREF(type);
 }
 
@@ -91,6 +102,7 @@ static int MappedBytes_getbuffer(MappedBytes *self, Py_buffer *view, int flags)
 
 static PyType_Slot MappedBytes_slots[] = {
     {Py_tp_dealloc, MappedBytes_dealloc},
+    {Py_tp_traverse, MappedBytes_traverse},
     {Py_bf_getbuffer, MappedBytes_getbuffer},
     {Py_tp_doc, "Bytes of one tensor: a private mapping or a block read from the file."},
     {0, NULL},
@@ -99,6 +111,7 @@ static PyType_Slot MappedBytes_slots[] = {
 PyType_Spec st_mapped_bytes_spec = {
     .name = "safetensors._safetensors_c.MappedBytes",
     .basicsize = sizeof(MappedBytes),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = MappedBytes_slots,
 };
