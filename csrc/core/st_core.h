@@ -291,12 +291,12 @@ uint8_t *st_file_map(const st_file *file);
  * unmaps it.
  */
 typedef struct st_private_map {
-    void *base;         /* page-aligned start, for munmap */
+    void *base; /* page-aligned start, for munmap */
     size_t len;
-    uint8_t *data;      /* the byte at `offset` */
+    uint8_t *data; /* the byte at `offset` */
 } st_private_map;
-st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len,
-                            st_private_map *out, st_error *err);
+st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, st_private_map *out,
+                            st_error *err);
 void st_private_map_release(st_private_map *map);
 /* Reads len bytes at absolute file offset into dst (pread backend; also
  * works on the mmap backend by copying). Short reads are an I/O error. */
