@@ -3,16 +3,21 @@
  *
  * The extension safetensors._safetensors_c is a thin layer over the C core
  * (csrc/core/st_core.h). Files:
- *   module.c      module definition, state, exception types, st_raise
- *   handle.c      safe_open: the open-file handle, its methods, and the lazy
- *                 slice object returned by get_slice
- *   tensors.c     turning a tensor's bytes into NumPy arrays / torch tensors
- *                 (the only file that includes the NumPy C API)
- *   serialize.c   TensorSpec, serialize, serialize_file, deserialize
+ *   module.c       module definition, state, exception types, st_raise
+ *   arguments.c    safe_open's framework / device / backend arguments
+ *   safe_open.c    safe_open: the open-file handle and its methods
+ *   slice.c        the lazy slice object returned by get_slice, index items
+ *   frameworks.c   importing frameworks on first use, dtype mapping
+ *   mapped_bytes.c the buffer exporter that keeps file memory alive
+ *   tensor_views.c a whole tensor as an array: views of the mapping, reads
+ *   selections.c   the part of a tensor an index selects
+ *   devices.c      CUDA staging, .to(device), loading for a handle's device
+ *   serialize.c    TensorSpec, serialize, serialize_file, deserialize
+ * tensors.h is shared by the files that build arrays (NumPy C API).
  *
  * Ownership of file memory: a core st_file is reference counted. The handle
  * holds one reference until it is closed; every array or tensor that points
- * into the mapping has as its base a MappedBytes object (tensors.c) that
+ * into the mapping has as its base a MappedBytes object (mapped_bytes.c) that
  * holds another. The mapping goes away with the last of them.
  */
 #ifndef ST_MODULE_H
@@ -46,7 +51,7 @@ typedef struct st_state {
     PyTypeObject *MappedBytesType;
     PyTypeObject *TensorSpecType;
 
-    /* Resolved lazily on first use (tensors.c), under the module's lock. */
+    /* Resolved lazily on first use (frameworks.c), under the module's lock. */
     PyObject *torch;                         /* the torch module */
     PyObject *torch_dtypes[ST_DTYPE__COUNT]; /* NULL where torch lacks it */
     PyObject *torch_frombuffer, *torch_empty;
@@ -82,7 +87,22 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_deserialize(PyObject *module, PyObject *arg);
 
-/* ---- tensors.c ---- */
+/* ---- arguments.c ---- */
+
+int st_parse_framework(st_state *state, PyObject *obj, st_framework *out);
+/* A new reference to the normalised device (Py_None for cpu), NULL on error. */
+PyObject *st_parse_device(st_state *state, PyObject *obj);
+/* obj NULL: the default, mmap. */
+int st_parse_backend(st_state *state, PyObject *obj, st_backend *out);
+
+/* ---- slice.c ---- */
+
+/* A new slice object for tensor; takes over the caller's reference to file
+ * (released on failure too). */
+PyObject *st_slice_new(st_state *state, st_file *file, const st_tensor *tensor,
+                       st_framework framework, PyObject *device);
+
+/* ---- frameworks.c, tensor_views.c, selections.c, devices.c ---- */
 
 /* Ensures the framework's module (torch, numpy, ...) is importable and its
  * dtype tables are ready. */
@@ -117,7 +137,15 @@ int st_cuda_synchronize(st_state *state, PyObject *device);
 /* Moves a torch tensor to a device object (str or int); steals `tensor`. */
 PyObject *st_tensor_to_device(st_state *state, PyObject *tensor, PyObject *device);
 
-/* Header dtype name for messages. */
+/* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
+bool st_is_cuda(st_framework fw, PyObject *device);
+
+/* The whole tensor in the framework and on device (NULL: cpu); CUDA copies
+ * may still be in flight (see st_tensor_to_cuda). */
+PyObject *st_tensor_load(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
+                         PyObject *device);
+
+/* The framework's name for messages ("pytorch", "numpy", ...). */
 const char *st_framework_name(st_framework fw);
 
 #endif /* ST_MODULE_H */

@@ -1,5 +1,5 @@
 /*
- * handle.c - safe_open(filename, framework, device="cpu", *, backend="mmap")
+ * safe_open.c - safe_open(filename, framework, device="cpu", *, backend="mmap")
  *
  * States: OPEN (file != NULL) and CLOSED (file == NULL, after __exit__).
  * The handle owns one reference to the core st_file. Every method takes its
@@ -23,170 +23,6 @@ typedef struct {
     PyObject *names;        /* tuple of names in name order, built on first keys() */
 } SafeOpen;
 
-typedef struct {
-    PyObject_HEAD
-    st_file *file;          /* owned reference */
-    const st_tensor *tensor;/* inside file's header */
-    st_framework framework;
-    PyObject *device;
-} Slice;
-
-/* ======================================================================
- * MARK: argument parsing
- * ====================================================================== */
-
-static int parse_framework(st_state *state, PyObject *obj, st_framework *out)
-{
-    static const struct { const char *name; st_framework fw; } table[] = {
-        {"pt", FW_PYTORCH}, {"torch", FW_PYTORCH}, {"pytorch", FW_PYTORCH},
-        {"np", FW_NUMPY}, {"numpy", FW_NUMPY},
-        {"tf", FW_TENSORFLOW}, {"tensorflow", FW_TENSORFLOW},
-        {"jax", FW_FLAX}, {"flax", FW_FLAX},
-        {"mlx", FW_MLX}, {"paddle", FW_PADDLE},
-    };
-    const char *name;
-    Py_ssize_t len;
-    if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "argument 'framework': '%.100s' object cannot be converted to 'PyString'",
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    name = PyUnicode_AsUTF8AndSize(obj, &len);
-    if (name == NULL)
-        return -1;
-    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
-        if (strlen(table[i].name) == (size_t)len && strcmp(name, table[i].name) == 0) {
-            *out = table[i].fw;
-            return 0;
-        }
-    }
-    PyErr_Format(state->SafetensorError, "framework %U is invalid", obj);
-    return -1;
-}
-
-/* Returns a new reference to the normalised device (Py_None for cpu), NULL on error. */
-static PyObject *parse_device(st_state *state, PyObject *obj)
-{
-    static const char *const kinds[] = {"cuda", "mps", "npu", "xpu", "xla", "mlu", "hpu", "musa"};
-    PyObject *text = NULL, *result = NULL;
-    const char *s, *colon;
-    size_t kind_len;
-    Py_ssize_t len;
-
-    if (obj == NULL || obj == Py_None)
-        return Py_NewRef(Py_None);
-    if (PyLong_Check(obj) && !PyBool_Check(obj)) {
-        long long index = PyLong_AsLongLong(obj);
-        if (index == -1 && PyErr_Occurred())
-            return NULL;
-        if (index < 0)
-            goto invalid_repr;
-        return Py_NewRef(obj);
-    }
-    if (PyUnicode_Check(obj)) {
-        text = Py_NewRef(obj);
-    } else {
-        /* torch.device: accepted by its string form (upstream rejects it). */
-        PyTypeObject *type = Py_TYPE(obj);
-        if (strcmp(type->tp_name, "torch.device") != 0)
-            goto invalid_repr;
-        text = PyObject_Str(obj);
-        if (text == NULL)
-            return NULL;
-    }
-    s = PyUnicode_AsUTF8AndSize(text, &len);
-    if (s == NULL)
-        goto exit;
-    if (strlen(s) != (size_t)len)   /* an embedded NUL: nothing valid contains one */
-        goto invalid_str;
-    if (strcmp(s, "cpu") == 0) {
-        result = Py_NewRef(Py_None);
-        goto exit;
-    }
-    colon = strchr(s, ':');
-    kind_len = colon ? (size_t)(colon - s) : strlen(s);
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        unsigned long long index = 0;
-        if (strlen(kinds[i]) != kind_len || strncmp(s, kinds[i], kind_len) != 0)
-            continue;
-        if (colon != NULL) {
-            const char *digits = colon + 1;
-            if (strchr(digits, ':') != NULL)
-                break;
-            if (*digits == '\0') {
-                PyErr_SetString(PyExc_ValueError, "cannot parse integer from empty string");
-                goto exit;
-            }
-            for (const char *p = digits; *p; p++) {
-                if (*p < '0' || *p > '9') {
-                    PyErr_SetString(PyExc_ValueError, "invalid digit found in string");
-                    goto exit;
-                }
-                index = index * 10 + (unsigned long long)(*p - '0');
-                if (index > 1000000) {
-                    PyErr_SetString(PyExc_ValueError, "number too large to fit in target type");
-                    goto exit;
-                }
-            }
-        }
-        if (strcmp(kinds[i], "mps") == 0 && index != 0) {
-            PyErr_Format(state->SafetensorError,
-                         "device %s is invalid: only mps or mps:0 is supported", s);
-            goto exit;
-        }
-        /* Upstream shows a bare "mps" as is, other bare kinds as "<kind>:0". */
-        if (strcmp(kinds[i], "mps") == 0)
-            result = PyUnicode_FromString("mps");
-        else
-            result = PyUnicode_FromFormat("%s:%llu", kinds[i], index);
-        goto exit;
-    }
-invalid_str:
-    PyErr_Format(state->SafetensorError, "device %U is invalid", text);
-    goto exit;
-invalid_repr:
-    PyErr_Format(state->SafetensorError, "device %R is invalid", obj);
-exit:
-    Py_XDECREF(text);
-    return result;
-}
-
-static int parse_backend(st_state *state, PyObject *obj, st_backend *out)
-{
-    const char *name;
-    Py_ssize_t len;
-    PyObject *quoted;
-    if (obj == NULL) {
-        *out = ST_BACKEND_MMAP;
-        return 0;
-    }
-    if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "argument 'backend': '%.100s' object cannot be converted to 'PyString'",
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    name = PyUnicode_AsUTF8AndSize(obj, &len);
-    if (name == NULL)
-        return -1;
-    if (strlen(name) != (size_t)len)
-        name = "";   /* an embedded NUL: invalid */
-    if (strcmp(name, "mmap") == 0) {
-        *out = ST_BACKEND_MMAP;
-        return 0;
-    }
-    if (strcmp(name, "pread") == 0) {
-        *out = ST_BACKEND_PREAD;
-        return 0;
-    }
-    quoted = st_debug_quote(obj);
-    if (quoted == NULL)
-        return -1;
-    PyErr_Format(state->SafetensorError,
-                 "backend %U is invalid (expected one of: \"mmap\", \"pread\")", quoted);
-    Py_DECREF(quoted);
-    return -1;
-}
-
 /* ======================================================================
  * MARK: construction
  * ====================================================================== */
@@ -207,9 +43,9 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
         goto fail;
     if (!PyUnicode_FSConverter(path_str, &path_bytes))
         goto fail;
-    if (parse_framework(state, framework_obj, &framework) < 0)
+    if (st_parse_framework(state, framework_obj, &framework) < 0)
         goto fail;
-    device = parse_device(state, device_obj);
+    device = st_parse_device(state, device_obj);
     if (device == NULL)
         goto fail;
     if (device != Py_None && framework != FW_PYTORCH && framework != FW_PADDLE) {
@@ -217,7 +53,7 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
                      st_framework_name(framework));
         goto fail;
     }
-    if (parse_backend(state, backend_obj, &backend) < 0)
+    if (st_parse_backend(state, backend_obj, &backend) < 0)
         goto fail;
     if (PySys_Audit("safetensors.safe_open", "Os", path_str, st_framework_name(framework)) < 0)
         goto fail;
@@ -488,32 +324,6 @@ static const st_tensor *find_tensor(st_state *state, st_file *file, PyObject *na
     return t;
 }
 
-/* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
-static bool is_cuda(st_framework fw, PyObject *device)
-{
-    const char *name;
-    if (fw != FW_PYTORCH || device == NULL || !PyUnicode_Check(device))
-        return false;
-    name = PyUnicode_AsUTF8(device);   /* cached in the str: no error after parse_device */
-    return name != NULL && strncmp(name, "cuda:", 5) == 0;
-}
-
-/* The whole tensor in the handle's framework and on its device; CUDA copies
- * may still be in flight (see st_tensor_to_cuda). */
-static PyObject *load_tensor(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
-                             PyObject *device)
-{
-    PyObject *tensor;
-    if (is_cuda(fw, device))
-        return st_tensor_to_cuda(state, file, t, device);
-    tensor = st_file_backend(file) == ST_BACKEND_MMAP
-                           ? st_tensor_view(state, fw, file, t)
-                           : st_tensor_read(state, fw, file, t);
-    if (tensor != NULL && device != NULL)
-        return st_tensor_to_device(state, tensor, device);
-    return tensor;
-}
-
 static int unpack_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                        const char *fname, PyObject **name)
 {
@@ -546,8 +356,8 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
         return NULL;
     t = find_tensor(state, file, name);
     if (t != NULL)
-        result = load_tensor(state, self->framework, file, t, self->device);
-    if (result != NULL && is_cuda(self->framework, self->device) &&
+        result = st_tensor_load(state, self->framework, file, t, self->device);
+    if (result != NULL && st_is_cuda(self->framework, self->device) &&
         st_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
     st_file_release(file);
@@ -567,7 +377,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     /* pread: one read of everything (one syscall, threads, huge pages)
      * instead of one per tensor; the tensors share the block. */
     if (st_file_backend(file) == ST_BACKEND_PREAD && st_header_count(header) > 1 &&
-        !is_cuda(self->framework, self->device)) {
+        !st_is_cuda(self->framework, self->device)) {
         block = st_read_block(state, self->framework, file, &block_data);
         if (block == NULL)
             goto exit;
@@ -584,7 +394,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
             if (tensor != NULL && self->device != NULL)
                 tensor = st_tensor_to_device(state, tensor, self->device);
         } else if (name != NULL) {
-            tensor = load_tensor(state, self->framework, file, t, self->device);
+            tensor = st_tensor_load(state, self->framework, file, t, self->device);
         }
         int rc = tensor ? PyDict_SetItem(result, name, tensor) : -1;
         Py_XDECREF(name);
@@ -595,7 +405,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
         }
     }
     /* One wait for all the transfers, which overlapped the reads. */
-    if (is_cuda(self->framework, self->device) && st_cuda_synchronize(state, self->device) < 0)
+    if (st_is_cuda(self->framework, self->device) && st_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
 exit:
     Py_XDECREF(block);
@@ -609,7 +419,6 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
     st_state *state = st_state_from_type(Py_TYPE(self));
     PyObject *name;
     const st_tensor *t;
-    Slice *slice = NULL;
     st_file *file;
     if (unpack_name(args, nargs, kwnames, "get_slice", &name) < 0)
         return NULL;
@@ -617,20 +426,11 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
     if (file == NULL)
         return NULL;
     t = find_tensor(state, file, name);
-    if (t == NULL)
-        goto exit;
-    slice = (Slice *)state->SliceType->tp_alloc(state->SliceType, 0);
-    if (slice == NULL)
-        goto exit;
-    slice->file = file;   /* the slice takes over our reference */
-    file = NULL;
-    slice->tensor = t;
-    slice->framework = self->framework;
-    slice->device = Py_XNewRef(self->device);
-exit:
-    if (file != NULL)
+    if (t == NULL) {
         st_file_release(file);
-    return (PyObject *)slice;
+        return NULL;
+    }
+    return st_slice_new(state, file, t, self->framework, self->device);   /* takes file */
 }
 
 static PyMethodDef SafeOpen_methods[] = {
@@ -667,165 +467,4 @@ PyType_Spec st_safe_open_spec = {
     .basicsize = sizeof(SafeOpen),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = SafeOpen_slots,
-};
-
-/* ======================================================================
- * MARK: slices
- * ====================================================================== */
-
-static int Slice_traverse(Slice *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->device);
-    return 0;
-}
-
-static void Slice_dealloc(Slice *self)
-{
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (self->file != NULL)
-        st_file_release(self->file);
-    Py_CLEAR(self->device);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
-}
-
-static PyObject *Slice_get_shape(Slice *self, PyObject *unused)
-{
-    PyObject *shape = PyList_New((Py_ssize_t)self->tensor->ndim);
-    if (shape == NULL)
-        return NULL;
-    for (size_t i = 0; i < self->tensor->ndim; i++) {
-        PyObject *dim = PyLong_FromUnsignedLongLong(self->tensor->shape[i]);
-        if (dim == NULL) {
-            Py_DECREF(shape);
-            return NULL;
-        }
-        PyList_SET_ITEM(shape, (Py_ssize_t)i, dim);
-    }
-    return shape;
-}
-
-static PyObject *Slice_get_dtype(Slice *self, PyObject *unused)
-{
-    return PyUnicode_FromString(st_dtype_name(self->tensor->dtype));
-}
-
-/*
- * Converts one Python index item. Returns 1 if it is a basic item, 0 if it
- * is something only the framework's own indexing understands (lists,
- * arrays, booleans, tensors), -1 on error.
- */
-static int convert_index_item(PyObject *item, st_index *out)
-{
-    memset(out, 0, sizeof(*out));
-    if (item == Py_Ellipsis) {
-        out->kind = ST_INDEX_ELLIPSIS;
-        return 1;
-    }
-    if (item == Py_None) {
-        out->kind = ST_INDEX_NEWAXIS;
-        return 1;
-    }
-    if (PySlice_Check(item)) {
-        Py_ssize_t start, stop, step;
-        PySliceObject *s = (PySliceObject *)item;
-        if (PySlice_Unpack(item, &start, &stop, &step) < 0)
-            return -1;
-        out->kind = ST_INDEX_SLICE;
-        out->has_start = s->start != Py_None;
-        out->has_stop = s->stop != Py_None;
-        out->has_step = s->step != Py_None;
-        out->start = start;
-        out->stop = stop;
-        out->step = step;
-        return 1;
-    }
-    if (!PyBool_Check(item) && PyIndex_Check(item)) {
-        PyObject *index = PyNumber_Index(item);
-        long long value;
-        if (index == NULL)
-            return -1;
-        value = PyLong_AsLongLong(index);
-        Py_DECREF(index);
-        if (value == -1 && PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-                return -1;
-            PyErr_Clear();
-            value = INT64_MAX;   /* out of range for any dimension */
-        }
-        out->kind = ST_INDEX_INT;
-        out->value = value;
-        return 1;
-    }
-    return 0;
-}
-
-static PyObject *Slice_getitem(Slice *self, PyObject *key)
-{
-    st_state *state = st_state_from_type(Py_TYPE(self));
-    st_index items[ST_MAX_DIMS * 2];
-    PyObject *result = NULL, *full;
-    Py_ssize_t count;
-    int basic = 1;
-    st_selection selection;
-    st_error err;
-
-    if (PyTuple_Check(key)) {
-        count = PyTuple_GET_SIZE(key);
-        if (count > (Py_ssize_t)(sizeof(items) / sizeof(items[0]))) {
-            PyErr_SetString(state->SafetensorIndexError, "too many indices for tensor");
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < count && basic == 1; i++)
-            basic = convert_index_item(PyTuple_GET_ITEM(key, i), &items[i]);
-    } else {
-        count = 1;
-        basic = convert_index_item(key, &items[0]);
-    }
-    if (basic < 0)
-        return NULL;
-    if (basic) {
-        if (st_select(self->tensor, items, (size_t)count, &selection, &err) != ST_OK)
-            return st_raise(state, &err, NULL, NULL);
-        result = st_tensor_select(state, self->framework, self->file, self->tensor, &selection);
-        if (result != NULL && self->device != NULL)
-            result = st_tensor_to_device(state, result, self->device);
-        return result;
-    }
-    /* Advanced indexing: the framework's own semantics over the whole tensor
-     * (a view for mmap, so only the selected pages are touched). */
-    full = load_tensor(state, self->framework, self->file, self->tensor, NULL);
-    if (full == NULL)
-        return NULL;
-    result = PyObject_GetItem(full, key);
-    Py_DECREF(full);
-    if (result != NULL && self->device != NULL)
-        result = st_tensor_to_device(state, result, self->device);
-    return result;
-}
-
-static PyMethodDef Slice_methods[] = {
-    {"get_shape", (PyCFunction)Slice_get_shape, METH_NOARGS,
-     "get_shape()\n--\n\nThe tensor's shape, as a list."},
-    {"get_dtype", (PyCFunction)Slice_get_dtype, METH_NOARGS,
-     "get_dtype()\n--\n\nThe tensor's dtype as written in the header (\"F32\", ...)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot Slice_slots[] = {
-    {Py_tp_dealloc, Slice_dealloc},
-    {Py_tp_traverse, Slice_traverse},
-    {Py_tp_methods, Slice_methods},
-    {Py_mp_subscript, Slice_getitem},
-    {0, NULL},
-};
-
-PyType_Spec st_slice_spec = {
-    .name = "safetensors._safetensors_c.PySafeSlice",
-    .basicsize = sizeof(Slice),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Slice_slots,
 };

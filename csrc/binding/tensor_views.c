@@ -1,0 +1,267 @@
+/*
+ * tensor_views.c - a whole tensor's bytes as a NumPy array or a torch
+ * tensor, and the other frameworks' arrays made from NumPy's.
+ *
+ * Zero copy (mmap backend): NumPy arrays are created with the NumPy C API
+ * straight over the mapping with a MappedBytes as their base; torch tensors
+ * come from torch.frombuffer(MappedBytes), which keeps it alive. The mapping
+ * is private and writable: arrays are writable, writes never reach the file.
+ *
+ * Copies (pread backend, unaligned data for torch): a fresh array of the
+ * framework is allocated and filled with the GIL released.
+ */
+#include "tensors.h"
+
+#include <string.h>
+
+/* ======================================================================
+ * MARK: shapes
+ * ====================================================================== */
+
+size_t st_itemsize_of(st_dtype dtype)
+{
+    unsigned bits = st_dtype_bits(dtype);
+    return bits >= 8 ? bits / 8 : 1;
+}
+
+uint64_t st_tensor_data_len(const st_tensor *t)
+{
+    return t->end - t->begin;
+}
+
+/* The shape torch stores: F4 packs two values per byte in the last dim. */
+PyObject *st_torch_shape(const st_tensor *t)
+{
+    PyObject *shape = PyTuple_New((Py_ssize_t)t->ndim);
+    if (shape == NULL)
+        return NULL;
+    for (size_t i = 0; i < t->ndim; i++) {
+        uint64_t dim = t->shape[i];
+        if (t->dtype == ST_F4 && i + 1 == t->ndim)
+            dim /= 2;
+        PyObject *value = PyLong_FromUnsignedLongLong(dim);
+        if (value == NULL) {
+            Py_DECREF(shape);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(shape, (Py_ssize_t)i, value);
+    }
+    return shape;
+}
+
+int st_numpy_dims(const st_tensor *t, npy_intp *dims)
+{
+    if (t->ndim > NPY_MAXDIMS) {
+        PyErr_Format(PyExc_ValueError, "tensor has %zu dimensions; NumPy supports %d", t->ndim,
+                     NPY_MAXDIMS);
+        return -1;
+    }
+    for (size_t i = 0; i < t->ndim; i++)
+        dims[i] = (npy_intp)t->shape[i];
+    return 0;
+}
+
+/* ======================================================================
+ * MARK: building arrays
+ * ====================================================================== */
+
+PyObject *st_call_kw_dtype(PyObject *fn, PyObject *arg, st_state *state, PyObject *dtype)
+{
+    PyObject *kwnames = PyTuple_Pack(1, state->str_dtype), *result;
+    PyObject *args[2] = {arg, dtype};
+    if (kwnames == NULL)
+        return NULL;
+    result = PyObject_Vectorcall(fn, args, 1, kwnames);
+    Py_DECREF(kwnames);
+    return result;
+}
+
+PyObject *st_torch_new_empty(st_state *state, PyObject *shape, st_dtype dtype)
+{
+    PyObject *tdtype = st_torch_dtype(state, dtype);
+    return tdtype ? st_call_kw_dtype(state->torch_empty, shape, state, tdtype) : NULL;
+}
+
+int st_torch_data_ptr(st_state *state, PyObject *tensor, uint8_t **out)
+{
+    PyObject *ptr = PyObject_CallMethodNoArgs(tensor, state->str_data_ptr);
+    if (ptr == NULL)
+        return -1;
+    *out = (uint8_t *)PyLong_AsVoidPtr(ptr);
+    Py_DECREF(ptr);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* Reads len bytes at absolute offset into dst, with the GIL released for
+ * large reads. */
+int st_read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
+{
+    st_error err;
+    st_code code = ST_OK;
+    if (len == 0)
+        return 0;
+    if (len < ST_GIL_RELEASE_MIN) {
+        code = st_file_read(file, offset, dst, len, &err);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        code = st_file_read(file, offset, dst, len, &err);
+        Py_END_ALLOW_THREADS
+    }
+    if (code != ST_OK) {
+        st_raise(state, &err, "Error while reading tensor: ", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* A fresh, C-contiguous array of the framework with t's logical shape and
+ * dtype, its data pointer in *data. */
+PyObject *st_new_array(st_state *state, st_framework fw, const st_tensor *t, uint8_t **data)
+{
+    if (fw == FW_PYTORCH) {
+        PyObject *shape = st_torch_shape(t), *tensor;
+        if (shape == NULL)
+            return NULL;
+        tensor = st_torch_new_empty(state, shape, t->dtype);
+        Py_DECREF(shape);
+        if (tensor != NULL && st_torch_data_ptr(state, tensor, data) < 0)
+            Py_CLEAR(tensor);
+        return tensor;
+    } else {
+        npy_intp dims[NPY_MAXDIMS];
+        PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
+        PyObject *array;
+        if (descr == NULL)
+            return NULL;
+        if (st_numpy_dims(t, dims) < 0) {
+            Py_DECREF(descr);
+            return NULL;
+        }
+        array = PyArray_Empty((int)t->ndim, dims, descr, 0);   /* steals descr */
+        if (array != NULL)
+            *data = (uint8_t *)PyArray_DATA((PyArrayObject *)array);
+        return array;
+    }
+}
+
+/* Hands a NumPy array to tensorflow/jax/mlx/paddle (they copy); steals array. */
+PyObject *st_convert_from_numpy(st_state *state, st_framework fw, PyObject *array)
+{
+    PyObject *result;
+    if (array == NULL || fw == FW_NUMPY || fw == FW_PYTORCH)
+        return array;
+    result = PyObject_CallOneArg(state->converters[fw], array);
+    Py_DECREF(array);
+    return result;
+}
+
+PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t)
+{
+    uint8_t *data = NULL;
+    PyObject *array = st_new_array(state, fw, t, &data);
+    if (array == NULL)
+        return NULL;
+    if (st_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
+                  (size_t)st_tensor_data_len(t)) < 0) {
+        Py_DECREF(array);
+        return NULL;
+    }
+    return st_convert_from_numpy(state, fw, array);
+}
+
+/* A NumPy array over memory owned by the file's mapping or by block. */
+PyObject *st_numpy_view(st_state *state, st_file *file, PyObject *block, const st_tensor *t,
+                            uint8_t *data, int ndim, npy_intp *dims, npy_intp *strides,
+                            uint8_t *base_data, size_t base_len)
+{
+    PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
+    PyObject *array, *base;
+    if (descr == NULL)
+        return NULL;
+    array = PyArray_NewFromDescr(&PyArray_Type, descr, ndim, dims, strides, data,
+                                 NPY_ARRAY_WRITEABLE, NULL);   /* steals descr */
+    if (array == NULL)
+        return NULL;
+    /* Alignment depends on the file: NumPy handles unaligned arrays itself. */
+    PyArray_UpdateFlags((PyArrayObject *)array, NPY_ARRAY_UPDATE_ALL);
+    base = st_mapped_bytes_new(state, file, block, base_data, base_len);
+    if (base == NULL || PyArray_SetBaseObject((PyArrayObject *)array, base) < 0) {
+        Py_XDECREF(base);
+        Py_DECREF(array);
+        return NULL;
+    }
+    return array;
+}
+
+/* A torch tensor over memory owned by the file's mapping or by block. */
+PyObject *st_torch_view(st_state *state, st_file *file, PyObject *block, const st_tensor *t,
+                            uint8_t *data)
+{
+    PyObject *tdtype = st_torch_dtype(state, t->dtype), *shape = NULL, *flat = NULL, *base = NULL,
+             *result = NULL;
+    size_t nbytes = (size_t)st_tensor_data_len(t);
+    if (tdtype == NULL)
+        return NULL;
+    shape = st_torch_shape(t);
+    if (shape == NULL)
+        goto exit;
+    if (nbytes == 0) {
+        result = st_call_kw_dtype(state->torch_empty, shape, state, tdtype);
+        goto exit;
+    }
+    if ((uintptr_t)data % st_itemsize_of(t->dtype) != 0) {
+        /* torch views need element-aligned storage: copy data a non-upstream
+         * writer left unaligned. */
+        result = st_tensor_read(state, FW_PYTORCH, file, t);
+        goto exit;
+    }
+    base = st_mapped_bytes_new(state, file, block, data, nbytes);
+    if (base == NULL)
+        goto exit;
+    flat = st_call_kw_dtype(state->torch_frombuffer, base, state, tdtype);
+    if (flat == NULL)
+        goto exit;
+    result = PyObject_CallMethodOneArg(flat, state->str_view, shape);
+exit:
+    Py_XDECREF(shape);
+    Py_XDECREF(flat);
+    Py_XDECREF(base);
+    return result;
+}
+
+/* t as a view of memory holding its bytes at data (see MappedBytes). */
+static PyObject *view_of(st_state *state, st_framework fw, st_file *file, PyObject *block,
+                         const st_tensor *t, uint8_t *data)
+{
+    npy_intp dims[NPY_MAXDIMS];
+    if (fw == FW_PYTORCH)
+        return st_torch_view(state, file, block, t, data);
+    if (st_numpy_dims(t, dims) < 0)
+        return NULL;
+    return st_convert_from_numpy(state, fw,
+                              st_numpy_view(state, file, block, t, data, (int)t->ndim, dims, NULL,
+                                         data, (size_t)st_tensor_data_len(t)));
+}
+
+PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t)
+{
+    return view_of(state, fw, file, NULL, t,
+                   st_file_map(file) + st_header_data_start(st_file_header(file)) + t->begin);
+}
+
+PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint8_t **data)
+{
+    uint64_t start = st_header_data_start(st_file_header(file));
+    uint64_t len = st_file_size(file) - start;
+    st_tensor whole = {.name = "", .dtype = ST_U8, .ndim = 1, .shape = &len};
+    PyObject *block = st_new_array(state, fw == FW_PYTORCH ? FW_PYTORCH : FW_NUMPY, &whole, data);
+    if (block != NULL && st_read_into(state, file, start, *data, (size_t)len) < 0)
+        Py_CLEAR(block);
+    return block;
+}
+
+PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,
+                             uint8_t *block_data, const st_tensor *t)
+{
+    return view_of(state, fw, file, block, t, block_data + t->begin);
+}
