@@ -3,7 +3,7 @@
 Files are built byte by byte here (never with our own writer), so the reader
 tests do not depend on the writer being correct.
 
-Layout (spec 1.1): 8-byte little-endian N, N bytes of header JSON, data.
+Layout (docs/format.md §1): 8-byte little-endian N, N bytes of header JSON, data.
 """
 
 from __future__ import annotations

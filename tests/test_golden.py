@@ -1,4 +1,4 @@
-"""Byte-exact writer output: the golden vectors of spec 1.8, and the files that
+"""Byte-exact writer output: the reference files of docs/format.md §8, and the files that
 upstream safetensors 0.8.0 wrote for the cases in tests/fixtures/upstream_write/
 (regenerate with tests/fixtures/make_upstream_write_fixtures.py, see its header)."""
 
@@ -32,7 +32,7 @@ def split(data: bytes):
 
 
 # ---------------------------------------------------------------------------
-# spec 1.8 golden vectors
+# docs/format.md §8 reference files
 # ---------------------------------------------------------------------------
 
 def test_numpy_single_int32():

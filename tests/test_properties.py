@@ -1,7 +1,7 @@
 """Property tests (hypothesis): random names (unicode, empty, long), dtypes,
 shapes (scalars, zero-size) and metadata.  save -> load gives back the same
 values, dtypes and shapes; the bytes equal an independent model of upstream's
-writer (spec 1.5: dtype-descending then name order, serde_json compact
+writer (docs/format.md §5: dtype-descending then name order, serde_json compact
 escaping, metadata first, space padding to 8)."""
 
 import json
@@ -18,7 +18,7 @@ from safetensors.numpy import load_file as np_load_file
 from safetensors.numpy import save as np_save
 from safetensors.numpy import save_file as np_save_file
 
-# header code, enum index (spec 1.3), numpy dtype name, bits
+# header code, enum index (docs/format.md §3), numpy dtype name, bits
 DTYPES = [
     ("BOOL", 0, "bool", 8), ("U8", 4, "uint8", 8), ("I8", 5, "int8", 8), ("I16", 11, "int16", 16),
     ("U16", 12, "uint16", 16), ("F16", 13, "float16", 16), ("I32", 15, "int32", 32),

@@ -1,4 +1,4 @@
-"""The Python read API of spec 2.1-2.6: safe_open and friends."""
+"""The Python read API of upstream 0.8.0 (docs/differences.md lists where we differ): safe_open and friends."""
 
 import gc
 import importlib

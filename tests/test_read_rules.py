@@ -1,4 +1,4 @@
-"""Reader rules and messages of spec 1.6-1.7, on files built byte by byte.
+"""Reader rules and messages of docs/format.md §6-§7, on files built byte by byte.
 
 Every case is checked twice: through safe_open (message
 "Error while deserializing header: <core message>") and through

@@ -222,7 +222,7 @@ def test_serialize_metadata_must_be_str():
 
 
 def test_header_too_large():
-    # > 100,000,000 bytes of header: refused on write too (spec 1.5.4)
+    # > 100,000,000 bytes of header: refused on write too (docs/format.md §5.4)
     name = "n" * 1000
     arr = np.zeros(0, np.uint8)
     d = {f"{i:07d}{name}": arr for i in range(100_001)}

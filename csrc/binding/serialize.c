@@ -397,9 +397,7 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"tensor_dict", "metadata", NULL};
     st_state *state = st_state_from_module(module);
     PyObject *tensor_dict, *metadata = NULL, *result = NULL;
-    uint8_t *header = NULL;
-    size_t header_size = 0;
-    uint64_t total = 0;
+    st_layout layout = {0};
     write_input in;
     st_error err;
     st_code code;
@@ -409,27 +407,28 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    code = st_write_layout(in.tensors, in.count, in.metadata, in.metadata_count, in.has_metadata,
-                           in.order, &header, &header_size, &total, &err);
+    layout = (st_layout){.tensors = in.tensors, .count = in.count, .metadata = in.metadata,
+                         .metadata_count = in.metadata_count, .has_metadata = in.has_metadata,
+                         .order = in.order};
+    code = st_write_layout(&layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         st_raise(state, &err, SERIALIZE_ERROR, NULL);
         goto exit;
     }
-    if (total > (uint64_t)PY_SSIZE_T_MAX) {
+    if (layout.total_size > (uint64_t)PY_SSIZE_T_MAX) {
         PyErr_NoMemory();
         goto exit;
     }
     /* Built in place: the only copy of the data is the bytes object itself. */
-    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)layout.total_size);
     if (result == NULL)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    st_write_to_memory(in.tensors, in.order, in.count, header, header_size,
-                       (uint8_t *)PyBytes_AS_STRING(result));
+    st_write_to_memory(&layout, (uint8_t *)PyBytes_AS_STRING(result));
     Py_END_ALLOW_THREADS
 exit:
-    st_free(header);
+    st_free(layout.header);
     write_input_release(&in);
     return result;
 }
@@ -439,9 +438,7 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"tensor_dict", "filename", "metadata", NULL};
     st_state *state = st_state_from_module(module);
     PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *result = NULL;
-    uint8_t *header = NULL;
-    size_t header_size = 0;
-    uint64_t total = 0;
+    st_layout layout = {0};
     write_input in;
     st_error err;
     st_code code;
@@ -455,11 +452,12 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    code = st_write_layout(in.tensors, in.count, in.metadata, in.metadata_count, in.has_metadata,
-                           in.order, &header, &header_size, &total, &err);
+    layout = (st_layout){.tensors = in.tensors, .count = in.count, .metadata = in.metadata,
+                         .metadata_count = in.metadata_count, .has_metadata = in.has_metadata,
+                         .order = in.order};
+    code = st_write_layout(&layout, &err);
     if (code == ST_OK)
-        code = st_write_file(PyBytes_AS_STRING(path), in.tensors, in.order, in.count, header,
-                             header_size, &err);
+        code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         st_raise(state, &err, SERIALIZE_ERROR, filename);
@@ -467,7 +465,7 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     result = Py_NewRef(Py_None);
 exit:
-    st_free(header);
+    st_free(layout.header);
     write_input_release(&in);
     Py_XDECREF(path);
     return result;

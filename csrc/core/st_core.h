@@ -9,7 +9,7 @@
  *   - Every fallible function returns ST_OK (0) or an st_code, and fills the
  *     caller's st_error with the code, a message and the byte offset in the
  *     file where the problem was found (0 when it has no position).
- *   - Messages for the format errors are upstream's Display texts (spec 1.7)
+ *   - Messages for the format errors are upstream's Display texts (docs/format.md §7)
  *     so the binding can prefix them exactly as upstream does.
  *   - Nothing here takes a lock or touches global mutable state: a parsed
  *     header is immutable and may be read from any number of threads.
@@ -36,22 +36,24 @@ extern "C" {
  * MARK: errors
  * ====================================================================== */
 
+/* Each code's message text is in the table in st_error.c (st_code_text);
+ * docs/format.md §7 says which check gives which. */
 typedef enum st_code {
     ST_OK = 0,
-    ST_ERR_HEADER_TOO_SMALL,        /* "header too small" */
-    ST_ERR_HEADER_TOO_LARGE,        /* "header too large" */
-    ST_ERR_INVALID_HEADER_LENGTH,   /* "invalid header length" */
-    ST_ERR_INVALID_UTF8,            /* "invalid UTF-8 in header: ..." */
-    ST_ERR_INVALID_JSON,            /* "invalid JSON in header: ... at line L column C" */
-    ST_ERR_INVALID_OFFSET,          /* "invalid offset for tensor `name`" */
-    ST_ERR_VALIDATION_OVERFLOW,     /* "overflow computing buffer size from shape and/or element type" */
-    ST_ERR_MISALIGNED_SLICE,        /* "The slice is slicing for subbytes dtypes, ..." */
-    ST_ERR_TENSOR_INVALID_INFO,     /* "invalid shape, data type, or offset for tensor" */
-    ST_ERR_METADATA_INCOMPLETE,     /* "incomplete metadata, file not fully covered" */
-    ST_ERR_IO,                      /* "I/O error: <strerror> (os error N)"; sys_errno set */
-    ST_ERR_NOMEM,                   /* "out of memory" */
+    ST_ERR_HEADER_TOO_SMALL,        /* file shorter than the 8-byte length */
+    ST_ERR_HEADER_TOO_LARGE,        /* header length over ST_MAX_HEADER_SIZE */
+    ST_ERR_INVALID_HEADER_LENGTH,   /* header runs past the end of the file */
+    ST_ERR_INVALID_UTF8,            /* header is not UTF-8 */
+    ST_ERR_INVALID_JSON,            /* JSON syntax or schema error, "at line L column C" */
+    ST_ERR_INVALID_OFFSET,          /* data_offsets leave a hole, overlap or run backwards */
+    ST_ERR_VALIDATION_OVERFLOW,     /* shape x bits overflows 64 bits */
+    ST_ERR_MISALIGNED_SLICE,        /* sub-byte data (F4, F6) not on whole bytes */
+    ST_ERR_TENSOR_INVALID_INFO,     /* data_offsets length != shape x dtype size */
+    ST_ERR_METADATA_INCOMPLETE,     /* data section longer or shorter than the tensors */
+    ST_ERR_IO,                      /* system call failed; sys_errno set */
+    ST_ERR_NOMEM,                   /* allocation failed */
     ST_ERR_INVALID_SLICE,           /* index/slice errors; see st_select */
-    ST_ERR_INVALID_ARGUMENT,        /* caller errors (bad dtype name, bad lengths, ...) */
+    ST_ERR_INVALID_ARGUMENT,        /* caller errors (bad dtype, bad lengths, ...) */
     ST_ERR__COUNT
 } st_code;
 
@@ -66,16 +68,24 @@ typedef struct st_error {
     char msg[ST_ERROR_MSG_MAX];
 } st_error;
 
-/* Sets *err and returns code. fmt is printf-style. */
+/* Sets *err and returns code. The message is the code's text (st_code_text)
+ * followed by the printf-style details. */
 st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 4, 5)))
 #endif
     ;
+/* Sets *err to a code whose text is the whole message ("out of memory",
+ * "header too large", ...) and returns code. */
+st_code st_error_code(st_error *err, st_code code, uint64_t offset);
 /* ST_ERR_IO from an errno value: "I/O error: <strerror> (os error N)". */
 st_code st_error_io(st_error *err, int sys_errno, uint64_t offset);
 /* A short stable name of a code ("HeaderTooLarge", ...), as upstream's enum variants. */
 const char *st_code_name(st_code code);
+/* The code's message text, from the one table in st_error.c: the whole
+ * message where the code has no details, else how the message starts
+ * ("invalid JSON in header: ", "I/O error: "); "" where it has no fixed part. */
+const char *st_code_text(st_code code);
 
 /* ======================================================================
  * MARK: allocation (failure injection for tests)
@@ -101,12 +111,57 @@ typedef enum st_dtype {
     ST_DTYPE__COUNT
 } st_dtype;
 
-/* Header token, e.g. "F32". */
+/* Where NumPy finds a dtype's type_name. */
+typedef enum st_numpy_source {
+    ST_NUMPY_NONE = 0,      /* NumPy cannot hold it (F4, F6_*) */
+    ST_NUMPY_BUILTIN,       /* numpy.<type_name> */
+    ST_NUMPY_ML_DTYPES      /* ml_dtypes.<type_name> (bfloat16, float8_*) */
+} st_numpy_source;
+
+/*
+ * Everything a layer needs to know about a dtype: the one dtype table
+ * (st_dtype.c; docs/format.md §3). Python reads it through the
+ * extension; no other layer keeps its own copy.
+ */
+typedef struct st_dtype_info {
+    st_dtype dtype;
+    const char *name;           /* header spelling: "F32" */
+    unsigned bits;              /* bits per element: 4 (F4), 6 (F6_*), else 8 x bytes */
+    const char *type_name;      /* the element type's name in torch, NumPy/ml_dtypes and
+                                 * paddle, and the TensorSpec dtype vocabulary: "float32",
+                                 * "bfloat16", "float4_e2m1fn_x2"; NULL for F6_* (no
+                                 * framework has them) */
+    st_numpy_source numpy;      /* where NumPy finds type_name */
+    unsigned pack;              /* logical elements in one framework item: 2 for F4
+                                 * (ST_F4_PER_ITEM), else 1 */
+} st_dtype_info;
+
+/* The table row of dtype; NULL if dtype is out of range. */
+const st_dtype_info *st_dtype_info_get(st_dtype dtype);
+/* Header token, e.g. "F32"; "?" if out of range. */
 const char *st_dtype_name(st_dtype dtype);
-/* Bits per element: 4 for F4, 6 for F6_*, else 8 * bytes. */
+/* Bits per element: 4 for F4, 6 for F6_*, else 8 * bytes; 0 if out of range. */
 unsigned st_dtype_bits(st_dtype dtype);
 /* Parses a header token (exact, case-sensitive). Returns false if unknown. */
 bool st_dtype_from_name(const char *name, size_t len, st_dtype *out);
+/* Parses a type_name ("float32"). Returns false if unknown. */
+bool st_dtype_from_type_name(const char *name, size_t len, st_dtype *out);
+
+/*
+ * F4 packing (docs/format.md §3.2). A file holds F4 values two to a byte
+ * and gives the logical shape (counting values). Frameworks hold them as
+ * pairs (torch.float4_e2m1fn_x2: one byte, two values), so their shape is
+ * the logical one with the last dim divided by ST_F4_PER_ITEM, which needs
+ * an even last dim. The core never splits a byte, so it needs no nibble
+ * order.
+ */
+#define ST_F4_PER_ITEM 2
+/* Framework shape's last dim from the logical one: divided by info->pack.
+ * ST_ERR_INVALID_ARGUMENT when it does not divide. */
+st_code st_dtype_packed_dim(st_dtype dtype, uint64_t logical, uint64_t *packed, st_error *err);
+/* Logical last dim from the framework's: multiplied by info->pack.
+ * ST_ERR_INVALID_ARGUMENT when that overflows. */
+st_code st_dtype_unpacked_dim(st_dtype dtype, uint64_t packed, uint64_t *logical, st_error *err);
 
 /* ======================================================================
  * MARK: header (parse + validate)
@@ -132,14 +187,14 @@ typedef struct st_metadata_item {
 typedef struct st_header st_header;   /* opaque, immutable once built */
 
 /*
- * Rules 1-3 of spec 1.6 on the first bytes of a file: prefix holds
+ * Rules 1-3 of docs/format.md §6 on the first bytes of a file: prefix holds
  * min(file_size, 8) bytes. On success *header_len = N (the JSON length).
  */
 st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file_size,
                          uint64_t *header_len, st_error *err);
 
 /*
- * Rules 4-8 of spec 1.6: json points at the N header bytes (those at file
+ * Rules 4-8 of docs/format.md §6: json points at the N header bytes (those at file
  * offset 8), file_size is the whole file's length (used by rule 7). Error
  * offsets are file offsets (8 + position in json). On success *out owns a
  * copy of everything it needs; json may be freed.
@@ -169,7 +224,9 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim,
                          uint64_t *nbytes, st_error *err);
 
 /* Strict JSON validation of a whole document (RFC 8259, UTF-8, depth limit,
- * only whitespace after the value). Used by the JSON conformance tests. */
+ * only whitespace after the value), with the header's messages
+ * ("invalid JSON in header: ... at line L column C"). Used by the JSON
+ * conformance tests. */
 st_code st_json_validate(const uint8_t *text, size_t len, st_error *err);
 
 /* ======================================================================
@@ -286,25 +343,36 @@ typedef struct st_write_tensor {
 } st_write_tensor;
 
 /*
- * Lays out a file exactly as upstream 0.8.0 does (spec 1.5): sorts tensors
- * (dtype descending, then name), builds the compact JSON with metadata
- * first (in the caller's order), pads with spaces to a multiple of 8.
- * `order` receives the tensor indices in file order (count entries,
- * caller-allocated). `*header` (caller frees with st_free) receives the
- * 8-byte length prefix plus the padded JSON; *header_size its length and
- * *total_size the size of the whole file. metadata may be NULL (absent) or
- * have zero items (present but empty).
+ * A file to write: the caller fills the input half, st_write_layout the
+ * output half. metadata may be NULL (absent) or have zero items with
+ * has_metadata (present but empty).
  */
-st_code st_write_layout(const st_write_tensor *tensors, size_t count,
-                        const st_metadata_item *metadata, size_t metadata_count,
-                        bool has_metadata, size_t *order,
-                        uint8_t **header, size_t *header_size,
-                        uint64_t *total_size, st_error *err);
+typedef struct st_layout {
+    const st_write_tensor *tensors;
+    size_t count;
+    const st_metadata_item *metadata;
+    size_t metadata_count;
+    bool has_metadata;
+    size_t *order;              /* caller-allocated, count entries: tensor indices in file order */
+    /* Output. */
+    uint8_t *header;            /* 8-byte length prefix + padded JSON; the caller frees it
+                                 * with st_free */
+    size_t header_size;
+    uint64_t total_size;        /* size of the whole file */
+} st_layout;
 
-/* Writes header then each tensor's bytes (in `order`) into dst, which has
- * total_size bytes. */
-void st_write_to_memory(const st_write_tensor *tensors, const size_t *order, size_t count,
-                        const uint8_t *header, size_t header_size, uint8_t *dst);
+/*
+ * Lays out a file exactly as upstream 0.8.0 does (docs/format.md §5):
+ * sorts the tensors (dtype descending, then name) into layout->order,
+ * builds the compact JSON with metadata first (in the caller's order) and
+ * pads it with spaces to a multiple of 8. Validates every tensor as the
+ * reader would.
+ */
+st_code st_write_layout(st_layout *layout, st_error *err);
+
+/* Writes the header then each tensor's bytes (in file order) into dst,
+ * which has layout->total_size bytes. */
+void st_write_to_memory(const st_layout *layout, uint8_t *dst);
 
 /*
  * Writes the file to `path` atomically: a temporary file in the same
@@ -313,9 +381,7 @@ void st_write_to_memory(const st_write_tensor *tensors, const size_t *order, siz
  * is untouched. The new file gets the mode of the file it replaces, or
  * 0666 & ~umask for a new file (what open() gives).
  */
-st_code st_write_file(const char *path, const st_write_tensor *tensors, const size_t *order,
-                      size_t count, const uint8_t *header, size_t header_size,
-                      st_error *err);
+st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
 
 /* ======================================================================
  * MARK: streaming writer and library version (tools; st_stream.c)

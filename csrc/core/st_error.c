@@ -1,4 +1,5 @@
-/* st_error.c - error helpers of the C core (see st_core.h). */
+/* st_error.c - error helpers of the C core, and every code's message text
+ * (docs/format.md §7 lists them). */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* XSI strerror_r */
 #endif
@@ -9,22 +10,55 @@
 #include <stdio.h>
 #include <string.h>
 
+/*
+ * name: upstream's enum variant. text: the whole message for codes that have
+ * no details; for the others, the start of the message, which st_error_set
+ * writes before the caller's formatted details. These are upstream's Display
+ * texts, matched exactly by callers.
+ */
+static const struct {
+    const char *name;
+    const char *text;
+} st_codes[ST_ERR__COUNT] = {
+    [ST_OK] = {"Ok", ""},
+    [ST_ERR_HEADER_TOO_SMALL] = {"HeaderTooSmall", "header too small"},
+    [ST_ERR_HEADER_TOO_LARGE] = {"HeaderTooLarge", "header too large"},
+    [ST_ERR_INVALID_HEADER_LENGTH] = {"InvalidHeaderLength", "invalid header length"},
+    [ST_ERR_INVALID_UTF8] = {"InvalidHeader", "invalid UTF-8 in header: "},
+    [ST_ERR_INVALID_JSON] = {"InvalidHeaderDeserialization", "invalid JSON in header: "},
+    [ST_ERR_INVALID_OFFSET] = {"InvalidOffset", "invalid offset for tensor "},
+    [ST_ERR_VALIDATION_OVERFLOW] = {"ValidationOverflow",
+                                    "overflow computing buffer size from shape and/or element type"},
+    [ST_ERR_MISALIGNED_SLICE] = {"MisalignedSlice",
+                                 "The slice is slicing for subbytes dtypes, and the slice does not "
+                                 "end up at a byte boundary, this is invalid."},
+    [ST_ERR_TENSOR_INVALID_INFO] = {"TensorInvalidInfo",
+                                    "invalid shape, data type, or offset for tensor"},
+    [ST_ERR_METADATA_INCOMPLETE] = {"MetadataIncompleteBuffer",
+                                    "incomplete metadata, file not fully covered"},
+    [ST_ERR_IO] = {"IoError", "I/O error: "},
+    [ST_ERR_NOMEM] = {"OutOfMemory", "out of memory"},
+    [ST_ERR_INVALID_SLICE] = {"InvalidSlice", ""},
+    [ST_ERR_INVALID_ARGUMENT] = {"InvalidArgument", ""},
+};
+
 st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *fmt, ...)
 {
-    if (err != NULL) {
+    if (err == NULL)
+        return code;
+    err->code = code;
+    err->sys_errno = 0;
+    err->offset = offset;
+    /* snprintf truncates and always NUL-terminates when size > 0. */
+    int n = snprintf(err->msg, sizeof err->msg, "%s", st_code_text(code));
+    if (n < 0)
+        n = 0;
+    if (fmt != NULL && (size_t)n < sizeof err->msg) {
         va_list ap;
-        err->code = code;
-        err->sys_errno = 0;
-        err->offset = offset;
-        err->msg[0] = '\0';
-        if (fmt != NULL) {
-            va_start(ap, fmt);
-            /* vsnprintf truncates and always NUL-terminates when size > 0. */
-            int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-            va_end(ap);
-            if (n < 0)
-                err->msg[0] = '\0';
-        }
+        va_start(ap, fmt);
+        if (vsnprintf(err->msg + n, sizeof err->msg - (size_t)n, fmt, ap) < 0)
+            err->msg[n] = '\0';
+        va_end(ap);
     }
     return code;
 }
@@ -43,7 +77,7 @@ st_code st_error_io(st_error *err, int sys_errno, uint64_t offset)
 #endif
     if (text == NULL || text[0] == '\0')
         text = strerror(sys_errno);
-    st_error_set(err, ST_ERR_IO, offset, "I/O error: %s (os error %d)", text, sys_errno);
+    st_error_set(err, ST_ERR_IO, offset, "%s (os error %d)", text, sys_errno);
     if (err != NULL)
         err->sys_errno = sys_errno;
     return ST_ERR_IO;
@@ -51,23 +85,19 @@ st_code st_error_io(st_error *err, int sys_errno, uint64_t offset)
 
 const char *st_code_name(st_code code)
 {
-    switch (code) {
-    case ST_OK: return "Ok";
-    case ST_ERR_HEADER_TOO_SMALL: return "HeaderTooSmall";
-    case ST_ERR_HEADER_TOO_LARGE: return "HeaderTooLarge";
-    case ST_ERR_INVALID_HEADER_LENGTH: return "InvalidHeaderLength";
-    case ST_ERR_INVALID_UTF8: return "InvalidHeader";
-    case ST_ERR_INVALID_JSON: return "InvalidHeaderDeserialization";
-    case ST_ERR_INVALID_OFFSET: return "InvalidOffset";
-    case ST_ERR_VALIDATION_OVERFLOW: return "ValidationOverflow";
-    case ST_ERR_MISALIGNED_SLICE: return "MisalignedSlice";
-    case ST_ERR_TENSOR_INVALID_INFO: return "TensorInvalidInfo";
-    case ST_ERR_METADATA_INCOMPLETE: return "MetadataIncompleteBuffer";
-    case ST_ERR_IO: return "IoError";
-    case ST_ERR_NOMEM: return "OutOfMemory";
-    case ST_ERR_INVALID_SLICE: return "InvalidSlice";
-    case ST_ERR_INVALID_ARGUMENT: return "InvalidArgument";
-    case ST_ERR__COUNT: break;
-    }
-    return "Unknown";
+    if ((unsigned)code >= ST_ERR__COUNT)
+        return "Unknown";
+    return st_codes[code].name;
+}
+
+const char *st_code_text(st_code code)
+{
+    if ((unsigned)code >= ST_ERR__COUNT)
+        return "";
+    return st_codes[code].text;
+}
+
+st_code st_error_code(st_error *err, st_code code, uint64_t offset)
+{
+    return st_error_set(err, code, offset, "%s", "");
 }

@@ -80,7 +80,7 @@ static st_code read_exact(int fd, uint64_t offset, void *dst, size_t len, st_err
         }
         if (got == 0) {
             st_error_set(err, ST_ERR_IO, offset,
-                         "I/O error: unexpected end of file at byte %llu: the file shrank "
+                         "unexpected end of file at byte %llu: the file shrank "
                          "after it was opened", (unsigned long long)offset);
             if (err) {
                 err->sys_errno = EIO;
@@ -103,108 +103,91 @@ static const char *file_kind(mode_t mode)
     return "not a regular file";
 }
 
+/* Opens path read-only and checks that it is a regular file; *size from
+ * fstat. Never blocks on a FIFO (O_NONBLOCK, cleared again after). */
+static st_code open_regular(const char *path, int *fd, uint64_t *size, st_error *err)
+{
+    struct stat st;
+    do {
+        *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    } while (*fd < 0 && errno == EINTR);
+    if (*fd < 0)
+        return st_error_io(err, errno, 0);
+    if (fstat(*fd, &st) != 0)
+        return st_error_io(err, errno, 0);
+    if (S_ISDIR(st.st_mode))
+        return st_error_io(err, EISDIR, 0);
+    if (!S_ISREG(st.st_mode)) {
+        st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)", file_kind(st.st_mode));
+        if (err)
+            err->sys_errno = EINVAL;
+        return ST_ERR_IO;
+    }
+    /* O_NONBLOCK means nothing for a regular file: cleared so the
+     * descriptor behaves like a plain one. */
+    int fl = fcntl(*fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(*fd, F_SETFL, fl & ~O_NONBLOCK);
+    *size = (uint64_t)st.st_size;
+    return ST_OK;
+}
+
+/* Reads and parses the header of an open file of `size` bytes. On the mmap
+ * backend the whole file is mapped first (*map, *map_len) and the header
+ * parsed in place; on pread it is read into a temporary buffer. */
+static st_code load_header(int fd, uint64_t size, st_backend backend, uint8_t **map,
+                           size_t *map_len, st_header **header, st_error *err)
+{
+    uint8_t prefix[8], *json = NULL;
+    size_t prefix_len = size < 8 ? (size_t)size : 8;
+    uint64_t n = 0;
+    st_code rc;
+    if ((rc = read_exact(fd, 0, prefix, prefix_len, err)) != ST_OK ||
+        (rc = st_header_length(prefix, prefix_len, size, &n, err)) != ST_OK)
+        return rc;
+    /* st_header_length guarantees 8 + n <= size and n <= ST_MAX_HEADER_SIZE. */
+    if (backend == ST_BACKEND_MMAP) {
+        if (size > (uint64_t)SIZE_MAX)
+            return st_error_io(err, EFBIG, 0);
+        void *m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
+                       fd, 0);
+        if (m == MAP_FAILED)
+            return st_error_io(err, errno, 0);
+        *map = m;
+        *map_len = (size_t)size;   /* >= 8 here */
+        return st_header_parse(*map + 8, (size_t)n, size, header, err);
+    }
+    if ((json = st_malloc(n > 0 ? (size_t)n : 1)) == NULL)
+        return st_error_code(err, ST_ERR_NOMEM, 0);
+    if ((rc = read_exact(fd, 8, json, (size_t)n, err)) == ST_OK)
+        rc = st_header_parse(json, (size_t)n, size, header, err);
+    st_free(json);
+    return rc;
+}
+
 st_code st_file_open(const char *path, st_backend backend, st_file **out, st_error *err)
 {
     st_code rc;
     int fd = -1;
     uint8_t *map = NULL;
     size_t map_len = 0;
-    uint8_t *json = NULL;
+    uint64_t size = 0;
     st_header *header = NULL;
     st_file *file = NULL;
 
     *out = NULL;
-    if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD) {
+    if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown backend %d", (int)backend);
+    if ((rc = open_regular(path, &fd, &size, err)) != ST_OK ||
+        (rc = load_header(fd, size, backend, &map, &map_len, &header, err)) != ST_OK)
+        goto exit;
+    if ((file = st_malloc(sizeof *file)) == NULL) {
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
+        goto exit;
     }
-
-    do {
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        return st_error_io(err, errno, 0);
-    }
-
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = st_error_io(err, errno, 0);
-        goto fail;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        rc = st_error_io(err, EISDIR, 0);
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = st_error_set(err, ST_ERR_IO, 0, "I/O error: not a regular file (%s)",
-                          file_kind(st.st_mode));
-        if (err) {
-            err->sys_errno = EINVAL;
-        }
-        goto fail;
-    }
-    /* Regular file: O_NONBLOCK means nothing for it, but clear it anyway so
-     * the descriptor behaves like a plain one. */
-    {
-        int fl = fcntl(fd, F_GETFL);
-        if (fl >= 0) {
-            (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-        }
-    }
-
-    uint64_t size = (uint64_t)st.st_size;
-    uint8_t prefix[8];
-    size_t prefix_len = size < 8 ? (size_t)size : 8;
-    rc = read_exact(fd, 0, prefix, prefix_len, err);
-    if (rc != ST_OK) {
-        goto fail;
-    }
-    uint64_t n = 0;
-    rc = st_header_length(prefix, prefix_len, size, &n, err);
-    if (rc != ST_OK) {
-        goto fail;
-    }
-    /* st_header_length guarantees 8 + n <= size and n <= ST_MAX_HEADER_SIZE. */
-
     if (backend == ST_BACKEND_MMAP) {
-        if (size > (uint64_t)SIZE_MAX) {
-            rc = st_error_io(err, EFBIG, 0);
-            goto fail;
-        }
-        map_len = (size_t)size;   /* >= 8 here */
-        void *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-        if (m == MAP_FAILED) {
-            rc = st_error_io(err, errno, 0);
-            goto fail;
-        }
-        map = m;
-        rc = st_header_parse(map + 8, (size_t)n, size, &header, err);
-        if (rc != ST_OK) {
-            goto fail;
-        }
         close(fd);   /* the mapping keeps the file alive */
         fd = -1;
-    } else {
-        json = st_malloc(n > 0 ? (size_t)n : 1);
-        if (json == NULL) {
-            rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-            goto fail;
-        }
-        rc = read_exact(fd, 8, json, (size_t)n, err);
-        if (rc != ST_OK) {
-            goto fail;
-        }
-        rc = st_header_parse(json, (size_t)n, size, &header, err);
-        if (rc != ST_OK) {
-            goto fail;
-        }
-        st_free(json);
-        json = NULL;
-    }
-
-    file = st_malloc(sizeof *file);
-    if (file == NULL) {
-        rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-        goto fail;
     }
     atomic_init(&file->refcount, 1);
     file->fd = fd;
@@ -216,17 +199,12 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     *out = file;
     return ST_OK;
 
-fail:
-    st_free(json);
-    if (header != NULL) {
-        st_header_free(header);
-    }
-    if (map != NULL) {
+exit:
+    st_header_free(header);
+    if (map != NULL)
         munmap(map, map_len);
-    }
-    if (fd >= 0) {
+    if (fd >= 0)
         close(fd);
-    }
     return rc;
 }
 
@@ -288,7 +266,7 @@ static st_code read_piece(const st_file *file, uint64_t offset, uint8_t *dst, si
 
 /*
  * Large reads are split across threads: one core copies ~10 GB/s from the
- * page cache, several copy several times that (performance-limits.md).
+ * page cache, several copy several times that.
  * Below ST_PARALLEL_MIN a thread costs more than it saves.
  */
 #define ST_PARALLEL_MIN ((size_t)32 << 20)

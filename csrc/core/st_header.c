@@ -1,6 +1,6 @@
 /*
  * st_header.c - header length check, header parse and validation
- * (spec 1.6 rules 1-8, messages of 1.7).
+ * (docs/format.md §6 rules 1-8, messages of §7).
  *
  * The parser streams over the JSON with st_json (no DOM). It reproduces
  * how upstream's serde model reports errors:
@@ -74,18 +74,9 @@ typedef struct parser {
     char deferred_msg[ST_ERROR_MSG_MAX];
 } parser;
 
-static const char MISALIGNED_MSG[] =
-    "The slice is slicing for subbytes dtypes, and the slice does not end up at a byte "
-    "boundary, this is invalid.";
-
 /* ======================================================================
  * MARK: helpers
  * ====================================================================== */
-
-static st_code nomem(st_error *err)
-{
-    return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-}
 
 /* Grows *arr (elements of size elem) to hold at least need elements. */
 static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
@@ -297,26 +288,43 @@ static st_code read_usize(parser *p, uint64_t *v, bool *ok)
     return ST_OK;
 }
 
-static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t pos,
-                            st_dtype dtype, size_t shape_off, size_t ndim,
-                            uint64_t begin, uint64_t end)
+/* The fields of one tensor entry, as read so far. */
+enum { FIELD_DTYPE, FIELD_SHAPE, FIELD_OFFSETS, FIELD_COUNT };
+static const char *const field_names[FIELD_COUNT] = {"dtype", "shape", "data_offsets"};
+
+typedef struct entry {
+    bool have[FIELD_COUNT];
+    bool bad;                 /* an error was deferred: the rest is only skipped */
+    st_dtype dtype;
+    size_t shape_off, ndim;   /* the dims are p->shapes[shape_off .. + ndim) */
+    uint64_t offsets[2];
+} entry;
+
+/* Doubles the name table, which is kept at most half full. */
+static st_code grow_hash(parser *p)
 {
-    /* Keep the table at most half full. */
-    if ((p->nrec + 1) * 2 > p->hash_cap) {
-        size_t nc = p->hash_cap ? p->hash_cap * 2 : 64;
-        uint64_t *nh = st_calloc(nc, sizeof *nh);
-        if (nh == NULL)
-            return nomem(p->err);
-        for (size_t i = 0; i < p->nrec; i++) {
-            size_t h = p->recs[i].hash & (nc - 1);
-            while (nh[h])
-                h = (h + 1) & (nc - 1);
-            nh[h] = ((uint64_t)p->recs[i].hash << 32) | (uint64_t)(i + 1);
-        }
-        st_free(p->hash);
-        p->hash = nh;
-        p->hash_cap = nc;
+    size_t nc = p->hash_cap ? p->hash_cap * 2 : 64;
+    uint64_t *nh = st_calloc(nc, sizeof *nh);
+    if (nh == NULL)
+        return st_error_code(p->err, ST_ERR_NOMEM, 0);
+    for (size_t i = 0; i < p->nrec; i++) {
+        size_t h = p->recs[i].hash & (nc - 1);
+        while (nh[h])
+            h = (h + 1) & (nc - 1);
+        nh[h] = ((uint64_t)p->recs[i].hash << 32) | (uint64_t)(i + 1);
     }
+    st_free(p->hash);
+    p->hash = nh;
+    p->hash_cap = nc;
+    return ST_OK;
+}
+
+static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t pos,
+                            const entry *e)
+{
+    st_code rc;
+    if ((p->nrec + 1) * 2 > p->hash_cap && (rc = grow_hash(p)) != ST_OK)
+        return rc;
     size_t mask = p->hash_cap - 1;
     uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
     size_t h = full & mask;
@@ -332,7 +340,7 @@ static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t
     }
     if (r == NULL) {
         if (!grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
-            return nomem(p->err);
+            return st_error_code(p->err, ST_ERR_NOMEM, 0);
         r = &p->recs[p->nrec++];
         p->hash[h] = ((uint64_t)full << 32) | (uint64_t)p->nrec;
         r->t.name = name;
@@ -340,14 +348,147 @@ static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t
         r->hash = full;
         r->idx = (uint32_t)(p->nrec - 1);
     }
-    r->t.dtype = dtype;
-    r->t.ndim = ndim;
+    r->t.dtype = e->dtype;
+    r->t.ndim = e->ndim;
     r->t.shape = NULL;
-    r->t.begin = begin;
-    r->t.end = end;
-    r->shape_off = shape_off;
+    r->t.begin = e->offsets[0];
+    r->t.end = e->offsets[1];
+    r->shape_off = e->shape_off;
     r->pos = pos;
     return ST_OK;
+}
+
+/* "`BOOL`, `F4`, ...": every header spelling, as serde lists the variants. */
+static void dtype_list(char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (unsigned i = 0; i < ST_DTYPE__COUNT && used < cap; i++) {
+        int n = snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "",
+                         st_dtype_name((st_dtype)i));
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+static st_code read_dtype(parser *p, st_jtype t, size_t vstart, entry *e)
+{
+    const char *s;
+    size_t sn;
+    st_code rc;
+    if (t != ST_JT_STRING) {
+        e->bad = true;
+        return defer_invalid_type(p, "string or map");
+    }
+    if ((rc = st_json_string(&p->j, &s, &sn)) != ST_OK)
+        return rc;
+    if (!st_dtype_from_name(s, sn, &e->dtype)) {
+        char q[200], list[256];
+        debug_str(s, sn, q, sizeof q);
+        q[strlen(q) - 1] = '\0';   /* serde prints the variant in backquotes, not quoted */
+        dtype_list(list, sizeof list);
+        defer(p, vstart, "unknown variant `%s`, expected one of %s", q + 1, list);
+        e->bad = true;
+    }
+    return ST_OK;
+}
+
+/*
+ * Reads an array of usize: element i goes to out[i] while i < cap, or onto
+ * p->shapes with to_shapes. *count is the number of elements. After a bad
+ * element (deferred, e->bad) the rest are only checked for syntax, and so
+ * are elements past cap.
+ */
+static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *out, size_t cap,
+                                size_t *count)
+{
+    bool first = true, more;
+    st_code rc;
+    *count = 0;
+    if ((rc = st_json_array_begin(&p->j)) != ST_OK)
+        return rc;
+    for (;;) {
+        if ((rc = st_json_array_next(&p->j, &first, &more)) != ST_OK)
+            return rc;
+        if (!more)
+            return ST_OK;
+        size_t i = (*count)++;
+        if (e->bad || (!to_shapes && i >= cap)) {
+            if ((rc = st_json_skip(&p->j)) != ST_OK)
+                return rc;
+            continue;
+        }
+        uint64_t v = 0;
+        bool ok;
+        if ((rc = read_usize(p, &v, &ok)) != ST_OK)
+            return rc;
+        if (!ok)
+            e->bad = true;
+        else if (!to_shapes)
+            out[i] = v;
+        else if (!grow((void **)&p->shapes, &p->capshape, p->nshape + 1, sizeof *p->shapes))
+            return st_error_code(p->err, ST_ERR_NOMEM, 0);
+        else
+            p->shapes[p->nshape++] = v;
+    }
+}
+
+static st_code read_shape(parser *p, st_jtype t, entry *e)
+{
+    if (t != ST_JT_ARRAY) {
+        e->bad = true;
+        return defer_invalid_type(p, "a sequence");
+    }
+    e->shape_off = p->nshape;
+    return read_usize_array(p, e, true, NULL, 0, &e->ndim);
+}
+
+static st_code read_offsets(parser *p, st_jtype t, size_t vstart, entry *e)
+{
+    size_t count;
+    st_code rc;
+    if (t != ST_JT_ARRAY) {
+        e->bad = true;
+        return defer_invalid_type(p, "a tuple of size 2");
+    }
+    if ((rc = read_usize_array(p, e, false, e->offsets, 2, &count)) != ST_OK || e->bad)
+        return rc;
+    if (count != 2) {
+        defer(p, vstart, "invalid length %zu, expected %s", count,
+              count < 2 ? "a tuple of size 2" : "2 elements in sequence");
+        e->bad = true;
+    }
+    return ST_OK;
+}
+
+/* Reads the value of a known field; a second one is an error (deferred). */
+static st_code read_field(parser *p, int field, size_t kstart, entry *e)
+{
+    st_jtype t;
+    st_code rc;
+    if (e->have[field]) {
+        defer(p, kstart, "duplicate field `%s`", field_names[field]);
+        e->bad = true;
+        return st_json_skip(&p->j);
+    }
+    e->have[field] = true;
+    if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
+        return rc;
+    size_t vstart = p->j.pos;
+    switch (field) {
+    case FIELD_DTYPE: return read_dtype(p, t, vstart, e);
+    case FIELD_SHAPE: return read_shape(p, t, e);
+    default: return read_offsets(p, t, vstart, e);
+    }
+}
+
+static int field_index(const char *k, size_t kn)
+{
+    for (int f = 0; f < FIELD_COUNT; f++)
+        if (strlen(field_names[f]) == kn && memcmp(field_names[f], k, kn) == 0)
+            return f;
+    return -1;
 }
 
 static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t pos)
@@ -355,10 +496,7 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
     st_jtype t;
     st_code rc;
     bool first = true, more;
-    bool have_dtype = false, have_shape = false, have_offsets = false, bad = false;
-    st_dtype dtype = ST_BOOL;
-    size_t shape_off = p->nshape, ndim = 0;
-    uint64_t offs[2] = {0, 0};
+    entry e = {.dtype = ST_BOOL, .shape_off = p->nshape};
 
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
@@ -376,136 +514,25 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
             return rc;
         if (!more)
             break;
-        if (bad || p->deferred) {
-            bad = true;
-            if ((rc = st_json_skip(&p->j)) != ST_OK)
-                return rc;
-            continue;
-        }
-        int field = key_is(k, kn, "dtype") ? 0 : key_is(k, kn, "shape") ? 1
-                  : key_is(k, kn, "data_offsets") ? 2 : -1;
-        if (field < 0) {
-            if ((rc = st_json_skip(&p->j)) != ST_OK)
-                return rc;
-            continue;
-        }
-        bool *have = field == 0 ? &have_dtype : field == 1 ? &have_shape : &have_offsets;
-        if (*have) {
-            defer(p, kstart, "duplicate field `%s`",
-                  field == 0 ? "dtype" : field == 1 ? "shape" : "data_offsets");
-            bad = true;
-            if ((rc = st_json_skip(&p->j)) != ST_OK)
-                return rc;
-            continue;
-        }
-        *have = true;
-        if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
-            return rc;
-        size_t vstart = p->j.pos;
-        if (field == 0) {
-            if (t != ST_JT_STRING) {
-                if ((rc = defer_invalid_type(p, "string or map")) != ST_OK)
-                    return rc;
-                bad = true;
-                continue;
-            }
-            const char *s;
-            size_t sn;
-            if ((rc = st_json_string(&p->j, &s, &sn)) != ST_OK)
-                return rc;
-            if (!st_dtype_from_name(s, sn, &dtype)) {
-                char q[200];
-                debug_str(s, sn, q, sizeof q);
-                /* serde prints the variant in backquotes, not Debug-quoted */
-                q[strlen(q) - 1] = '\0';
-                defer(p, vstart,
-                      "unknown variant `%s`, expected one of `BOOL`, `F4`, `F6_E2M3`, "
-                      "`F6_E3M2`, `U8`, `I8`, `F8_E5M2`, `F8_E4M3`, `F8_E8M0`, "
-                      "`F8_E4M3FNUZ`, `F8_E5M2FNUZ`, `I16`, `U16`, `F16`, `BF16`, "
-                      "`I32`, `U32`, `F32`, `C64`, `F64`, `I64`, `U64`", q + 1);
-                bad = true;
-            }
-        } else if (field == 1) {
-            if (t != ST_JT_ARRAY) {
-                if ((rc = defer_invalid_type(p, "a sequence")) != ST_OK)
-                    return rc;
-                bad = true;
-                continue;
-            }
-            bool afirst = true, amore;
-            if ((rc = st_json_array_begin(&p->j)) != ST_OK)
-                return rc;
-            shape_off = p->nshape;
-            ndim = 0;
-            for (;;) {
-                if ((rc = st_json_array_next(&p->j, &afirst, &amore)) != ST_OK)
-                    return rc;
-                if (!amore)
-                    break;
-                if (bad) {
-                    if ((rc = st_json_skip(&p->j)) != ST_OK)
-                        return rc;
-                    continue;
-                }
-                uint64_t v = 0;
-                bool ok;
-                if ((rc = read_usize(p, &v, &ok)) != ST_OK)
-                    return rc;
-                if (!ok) {
-                    bad = true;
-                    continue;
-                }
-                if (!grow((void **)&p->shapes, &p->capshape, p->nshape + 1, sizeof *p->shapes))
-                    return nomem(p->err);
-                p->shapes[p->nshape++] = v;
-                ndim++;
-            }
+        int field = field_index(k, kn);
+        if (e.bad || p->deferred || field < 0) {
+            e.bad = e.bad || p->deferred;
+            rc = st_json_skip(&p->j);   /* unknown fields are ignored */
         } else {
-            if (t != ST_JT_ARRAY) {
-                if ((rc = defer_invalid_type(p, "a tuple of size 2")) != ST_OK)
-                    return rc;
-                bad = true;
-                continue;
-            }
-            bool afirst = true, amore;
-            size_t count = 0;
-            if ((rc = st_json_array_begin(&p->j)) != ST_OK)
-                return rc;
-            for (;;) {
-                if ((rc = st_json_array_next(&p->j, &afirst, &amore)) != ST_OK)
-                    return rc;
-                if (!amore)
-                    break;
-                if (bad || count >= 2) {
-                    if ((rc = st_json_skip(&p->j)) != ST_OK)
-                        return rc;
-                    count++;
-                    continue;
-                }
-                bool ok;
-                if ((rc = read_usize(p, &offs[count], &ok)) != ST_OK)
-                    return rc;
-                if (!ok)
-                    bad = true;
-                count++;
-            }
-            if (!bad && count < 2) {
-                defer(p, vstart, "invalid length %zu, expected a tuple of size 2", count);
-                bad = true;
-            } else if (!bad && count > 2) {
-                defer(p, vstart, "invalid length %zu, expected 2 elements in sequence", count);
-                bad = true;
-            }
+            rc = read_field(p, field, kstart, &e);
+        }
+        if (rc != ST_OK)
+            return rc;
+    }
+    if (e.bad || p->deferred)
+        return ST_OK;
+    for (int f = 0; f < FIELD_COUNT; f++) {
+        if (!e.have[f]) {
+            defer(p, entry_start, "missing field `%s`", field_names[f]);
+            return ST_OK;
         }
     }
-    if (bad || p->deferred)
-        return ST_OK;
-    if (!have_dtype || !have_shape || !have_offsets) {
-        defer(p, entry_start, "missing field `%s`",
-              !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
-        return ST_OK;
-    }
-    return store_tensor(p, name, name_len, pos, dtype, shape_off, ndim, offs[0], offs[1]);
+    return store_tensor(p, name, name_len, pos, &e);
 }
 
 /* ======================================================================
@@ -544,7 +571,7 @@ static st_code parse_metadata(parser *p)
             return rc;
         v = arena_copy(p, v, vn);
         if (!grow((void **)&p->meta, &p->capmeta, p->nmeta + 1, sizeof *p->meta))
-            return nomem(p->err);
+            return st_error_code(p->err, ST_ERR_NOMEM, 0);
         p->meta[p->nmeta].key = k;
         p->meta[p->nmeta].key_len = kn;
         p->meta[p->nmeta].value = v;
@@ -634,129 +661,120 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim,
     uint64_t n = 1;
     for (size_t i = 0; i < ndim; i++) {
         if (shape[i] != 0 && n > UINT64_MAX / shape[i])
-            return st_error_set(err, ST_ERR_VALIDATION_OVERFLOW, 0,
-                                "overflow computing buffer size from shape and/or element type");
+            return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
         n *= shape[i];
     }
     uint64_t bits = st_dtype_bits(dtype);
     if (n > UINT64_MAX / bits)
-        return st_error_set(err, ST_ERR_VALIDATION_OVERFLOW, 0,
-                            "overflow computing buffer size from shape and/or element type");
+        return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
     bits *= n;
     if (bits % 8 != 0)
-        return st_error_set(err, ST_ERR_MISALIGNED_SLICE, 0, "%s", MISALIGNED_MSG);
+        return st_error_code(err, ST_ERR_MISALIGNED_SLICE, 0);
     *nbytes = bits / 8;
     return ST_OK;
 }
 
-static st_code finish_header(parser *p, size_t json_len, uint64_t file_size, st_header **out)
+/*
+ * Rules 6-8 (docs/format.md §6): sorts the records into data-offset
+ * order (*resorted says whether they moved), then checks that they tile the
+ * data section with the sizes their shapes give, and cover the file.
+ */
+static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size, bool *resorted)
 {
-    st_code rc = ST_OK;
+    static const uint64_t no_dims[1] = {0};   /* shapes is NULL when every tensor is a scalar */
     st_error *err = p->err;
-    st_header *h = NULL;
-    size_t n = p->nrec;
-    uint64_t cursor = 0;
-
-    /* shapes is NULL when every tensor is a scalar: no arithmetic on NULL then. */
-    static const uint64_t no_dims[1] = {0};
-    for (size_t i = 0; i < n; i++)
+    uint64_t cursor = 0, nb;
+    *resorted = false;
+    for (size_t i = 0; i < p->nrec; i++) {
         p->recs[i].t.shape = p->shapes ? p->shapes + p->recs[i].shape_off : no_dims;
-
-    bool offsets_sorted = true, sorted;
-    for (size_t i = 1; i < n && offsets_sorted; i++)
-        offsets_sorted = cmp_offsets(&p->recs[i - 1], &p->recs[i]) < 0;
-    if (!offsets_sorted)
-        qsort(p->recs, n, sizeof *p->recs, cmp_offsets);
-
-    for (size_t i = 0; i < n; i++) {
-        const rec *r = &p->recs[i];
-        uint64_t where = 8 + (uint64_t)r->pos, nb;
-        if (r->t.begin != cursor || r->t.end < r->t.begin) {
-            rc = st_error_set(err, ST_ERR_INVALID_OFFSET, where, "invalid offset for tensor `%.*s`",
-                              (int)clip_utf8(r->t.name, r->t.name_len, 400), r->t.name);
-            goto exit;
-        }
-        cursor = r->t.end;
-        if ((rc = st_tensor_nbytes(r->t.dtype, r->t.shape, r->t.ndim, &nb, err)) != ST_OK) {
+        *resorted = *resorted || (i > 0 && cmp_offsets(&p->recs[i - 1], &p->recs[i]) >= 0);
+    }
+    if (*resorted)
+        qsort(p->recs, p->nrec, sizeof *p->recs, cmp_offsets);
+    for (size_t i = 0; i < p->nrec; i++) {
+        const st_tensor *t = &p->recs[i].t;
+        uint64_t where = 8 + (uint64_t)p->recs[i].pos;
+        st_code rc;
+        if (t->begin != cursor || t->end < t->begin)
+            return st_error_set(err, ST_ERR_INVALID_OFFSET, where, "`%.*s`",
+                                (int)clip_utf8(t->name, t->name_len, 400), t->name);
+        cursor = t->end;
+        if ((rc = st_tensor_nbytes(t->dtype, t->shape, t->ndim, &nb, err)) != ST_OK) {
             err->offset = where;
-            goto exit;
+            return rc;
         }
-        if (r->t.end - r->t.begin != nb) {
-            rc = st_error_set(err, ST_ERR_TENSOR_INVALID_INFO, where,
-                              "invalid shape, data type, or offset for tensor");
-            goto exit;
-        }
+        if (t->end - t->begin != nb)
+            return st_error_code(err, ST_ERR_TENSOR_INVALID_INFO, where);
     }
-    if (cursor > UINT64_MAX - 8 - json_len || 8 + json_len + cursor != file_size) {
-        rc = st_error_set(err, ST_ERR_METADATA_INCOMPLETE,
-                          cursor > UINT64_MAX - 8 - json_len ? 0 : 8 + json_len + cursor,
-                          "incomplete metadata, file not fully covered");
-        goto exit;
-    }
+    if (cursor > UINT64_MAX - 8 - json_len)
+        return st_error_code(err, ST_ERR_METADATA_INCOMPLETE, 0);
+    if (8 + json_len + cursor != file_size)
+        return st_error_code(err, ST_ERR_METADATA_INCOMPLETE, 8 + json_len + cursor);
+    return ST_OK;
+}
 
-    h = st_calloc(1, sizeof *h);
-    if (h == NULL) {
-        rc = nomem(err);
-        goto exit;
+/* Points the name table at the records' final (offset) order: one pass. */
+static st_code remap_hash(parser *p, bool resorted)
+{
+    if (p->hash == NULL) {   /* no tensors: a one-slot empty table */
+        p->hash_cap = 1;
+        p->hash = st_calloc(1, sizeof *p->hash);
+        return p->hash ? ST_OK : st_error_code(p->err, ST_ERR_NOMEM, 0);
     }
-    h->data_start = 8 + (uint64_t)json_len;
-    h->count = n;
+    if (!resorted)
+        return ST_OK;
+    uint32_t *new_index = st_malloc(p->nrec * sizeof *new_index);
+    if (new_index == NULL)
+        return st_error_code(p->err, ST_ERR_NOMEM, 0);
+    for (size_t i = 0; i < p->nrec; i++)
+        new_index[p->recs[i].idx] = (uint32_t)i;
+    for (size_t k = 0; k < p->hash_cap; k++)
+        if (p->hash[k])
+            p->hash[k] = (p->hash[k] & ~(uint64_t)UINT32_MAX) |
+                         (new_index[(uint32_t)p->hash[k] - 1] + 1);
+    st_free(new_index);
+    return ST_OK;
+}
+
+/* Builds the header from the checked records; takes over the parser's
+ * buffers (hash, shapes, arena, metadata). */
+static st_code build_header(parser *p, size_t json_len, bool resorted, st_header **out)
+{
+    st_code rc;
+    size_t n = p->nrec;
+    st_header *h = st_calloc(1, sizeof *h);
+    if (h == NULL)
+        return st_error_code(p->err, ST_ERR_NOMEM, 0);
     h->tensors = st_malloc(n * sizeof *h->tensors);
     h->by_name = st_malloc(n * sizeof *h->by_name);
     if (h->tensors == NULL || h->by_name == NULL) {
-        rc = nomem(err);
+        rc = st_error_code(p->err, ST_ERR_NOMEM, 0);
         goto exit;
     }
+    bool by_name_sorted = true;
     for (size_t i = 0; i < n; i++) {
         h->tensors[i] = p->recs[i].t;
         h->by_name[i] = i;
+        by_name_sorted = by_name_sorted &&
+                         (i == 0 || cmp_tensor_names(&h->tensors[i - 1], &h->tensors[i]) < 0);
     }
-    sorted = true;
-    for (size_t i = 1; i < n && sorted; i++)
-        sorted = cmp_tensor_names(&h->tensors[i - 1], &h->tensors[i]) < 0;
-    if (!sorted) {
+    if (!by_name_sorted) {
         name_sort_base = h->tensors;
         qsort(h->by_name, n, sizeof *h->by_name, cmp_name_idx);
         name_sort_base = NULL;
     }
-    /* Point the hash table at the final (offset) order: one linear pass. */
-    if (p->hash == NULL) {
-        p->hash_cap = 1;
-        p->hash = st_calloc(1, sizeof *p->hash);
-        if (p->hash == NULL) {
-            rc = nomem(err);
-            goto exit;
-        }
-    } else if (!offsets_sorted) {
-        uint32_t *new_index = st_malloc(n * sizeof *new_index);
-        if (new_index == NULL) {
-            rc = nomem(err);
-            goto exit;
-        }
-        for (size_t i = 0; i < n; i++)
-            new_index[p->recs[i].idx] = (uint32_t)i;
-        for (size_t k = 0; k < p->hash_cap; k++)
-            if (p->hash[k])
-                p->hash[k] = (p->hash[k] & ~(uint64_t)UINT32_MAX) |
-                             (new_index[(uint32_t)p->hash[k] - 1] + 1);
-        st_free(new_index);
-    }
-    h->hash_mask = p->hash_cap - 1;
-    h->hash_key = p->hash_key;
-    /* Hand the remaining buffers over to the header. */
-    h->hash = p->hash;
+    if ((rc = remap_hash(p, resorted)) != ST_OK)
+        goto exit;
+    *h = (st_header){.data_start = 8 + (uint64_t)json_len, .count = n, .tensors = h->tensors,
+                     .by_name = h->by_name, .hash = p->hash, .hash_mask = p->hash_cap - 1,
+                     .shapes = p->shapes, .arena = p->arena, .has_metadata = p->has_meta,
+                     .meta_count = p->nmeta, .meta = p->meta, .hash_key = p->hash_key};
     p->hash = NULL;
-    h->shapes = p->shapes;
     p->shapes = NULL;
-    h->arena = p->arena;
     p->arena = NULL;
-    h->meta = p->meta;
     p->meta = NULL;
-    h->meta_count = p->nmeta;
-    h->has_metadata = p->has_meta;
     *out = h;
     h = NULL;
-
 exit:
     st_header_free(h);
     return rc;
@@ -770,14 +788,14 @@ st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file
                          uint64_t *header_len, st_error *err)
 {
     if (file_size < 8 || prefix_len < 8)
-        return st_error_set(err, ST_ERR_HEADER_TOO_SMALL, 0, "header too small");
+        return st_error_code(err, ST_ERR_HEADER_TOO_SMALL, 0);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
         n = (n << 8) | prefix[i];
     if (n > ST_MAX_HEADER_SIZE || n > SIZE_MAX - 8)
-        return st_error_set(err, ST_ERR_HEADER_TOO_LARGE, 0, "header too large");
+        return st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
     if (8 + n > file_size)
-        return st_error_set(err, ST_ERR_INVALID_HEADER_LENGTH, 0, "invalid header length");
+        return st_error_code(err, ST_ERR_INVALID_HEADER_LENGTH, 0);
     *header_len = n;
     return ST_OK;
 }
@@ -795,18 +813,17 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
     p.err = err;
     *out = NULL;
     if (json_len > ST_MAX_HEADER_SIZE)
-        return st_error_set(err, ST_ERR_HEADER_TOO_LARGE, 0, "header too large");
+        return st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
     if (file_size < 8 || json_len > file_size - 8)
-        return st_error_set(err, ST_ERR_INVALID_HEADER_LENGTH, 0, "invalid header length");
+        return st_error_code(err, ST_ERR_INVALID_HEADER_LENGTH, 0);
 
     /* Rule 4: the whole header must be UTF-8. */
     if (!st_utf8_validate(json, json_len, &bad_at, &bad_len)) {
         if (bad_len)
             return st_error_set(err, ST_ERR_INVALID_UTF8, 8 + (uint64_t)bad_at,
-                                "invalid UTF-8 in header: invalid utf-8 sequence of %u bytes "
-                                "from index %zu", bad_len, bad_at);
+                                "invalid utf-8 sequence of %u bytes from index %zu", bad_len, bad_at);
         return st_error_set(err, ST_ERR_INVALID_UTF8, 8 + (uint64_t)bad_at,
-                            "invalid UTF-8 in header: incomplete utf-8 byte sequence from index %zu",
+                            "incomplete utf-8 byte sequence from index %zu",
                             bad_at);
     }
 
@@ -815,27 +832,18 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
     p.arena_cap = json_len;
     p.arena = st_malloc(json_len + 1);
     if (p.arena == NULL) {
-        rc = nomem(err);
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
     if ((rc = parse_document(&p)) != ST_OK)
         goto exit;
 
     /* Rules 6-7: offsets, sizes, coverage. */
-    rc = finish_header(&p, json_len, file_size, out);
+    bool resorted;
+    if ((rc = check_offsets(&p, json_len, file_size, &resorted)) == ST_OK)
+        rc = build_header(&p, json_len, resorted, out);
 
 exit:
-    if (rc == ST_ERR_INVALID_JSON && err != NULL) {
-        static const char prefix[] = "invalid JSON in header: ";
-        size_t plen = sizeof prefix - 1;
-        err->msg[sizeof err->msg - 1] = '\0';
-        size_t mlen = strlen(err->msg);
-        if (mlen > sizeof err->msg - 1 - plen)
-            mlen = sizeof err->msg - 1 - plen;
-        memmove(err->msg + plen, err->msg, mlen);
-        memcpy(err->msg, prefix, plen);
-        err->msg[plen + mlen] = '\0';
-    }
     st_json_dispose(&p.j);
     st_free(p.arena);
     st_free(p.recs);

@@ -123,11 +123,6 @@ static st_code fail_eof(st_json *j, const char *text)
     return st_json_fail(j, j->len, j->len, text);
 }
 
-static st_code fail_nomem(st_json *j)
-{
-    return st_error_set(j->err, ST_ERR_NOMEM, 0, "out of memory");
-}
-
 /* ======================================================================
  * MARK: basics
  * ====================================================================== */
@@ -360,7 +355,7 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
                     *slen = p - j->pos;
                 } else {
                     if (!scratch_reserve(j, used, p - seg))
-                        return fail_nomem(j);
+                        return st_error_code(j->err, ST_ERR_NOMEM, 0);
                     memcpy(j->scratch + used, b + seg, p - seg);
                     used += p - seg;
                     *s = j->scratch;
@@ -378,7 +373,7 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
                 return rc;
             if (s != NULL) {
                 if (!scratch_reserve(j, used, (p - seg) + k))
-                    return fail_nomem(j);
+                    return st_error_code(j->err, ST_ERR_NOMEM, 0);
                 memcpy(j->scratch + used, b + seg, p - seg);
                 used += p - seg;
                 memcpy(j->scratch + used, out, k);
@@ -416,33 +411,50 @@ st_code st_json_string(st_json *j, const char **s, size_t *len)
  * MARK: objects and arrays
  * ====================================================================== */
 
-st_code st_json_object_next(st_json *j, bool *first, bool *more,
-                            const char **key, size_t *key_len, size_t *key_start,
-                            size_t *key_end)
+/*
+ * The step between items, shared by objects and arrays: at `close` the
+ * container ends (*more false); otherwise, after the first item, a ','
+ * must come, and not right before `close`. On *more, *next is the byte
+ * that starts the item (0 at the end of the input).
+ */
+static st_code next_item(st_json *j, bool *first, bool *more, uint8_t close, const char *eof_text,
+                         const char *separator_text, uint8_t *next)
 {
-    st_code rc;
     *more = false;
     skip_ws(j);
     if (j->pos >= j->len)
-        return fail_peek(j, "EOF while parsing an object");
-    uint8_t c = j->buf[j->pos];
-    if (c == '}') {
+        return fail_peek(j, eof_text);
+    if (j->buf[j->pos] == close) {
         j->pos++;
         j->depth--;
         return ST_OK;
     }
     if (!*first) {
-        if (c != ',')
-            return fail_peek(j, "expected `,` or `}`");
+        if (j->buf[j->pos] != ',')
+            return fail_peek(j, separator_text);
         j->pos++;
         skip_ws(j);
-        if (j->pos >= j->len)
+        if (close == '}' && j->pos >= j->len)
             return fail_peek(j, "EOF while parsing a value");
-        c = j->buf[j->pos];
-        if (c == '}')
+        if (j->pos < j->len && j->buf[j->pos] == close)
             return fail_peek(j, "trailing comma");
     }
     *first = false;
+    *more = true;
+    *next = j->pos < j->len ? j->buf[j->pos] : 0;
+    return ST_OK;
+}
+
+st_code st_json_object_next(st_json *j, bool *first, bool *more,
+                            const char **key, size_t *key_len, size_t *key_start,
+                            size_t *key_end)
+{
+    st_code rc;
+    uint8_t c;
+    rc = next_item(j, first, more, '}', "EOF while parsing an object", "expected `,` or `}`", &c);
+    if (rc != ST_OK || !*more)
+        return rc;
+    *more = false;
     if (c != '"')
         return fail_peek(j, "key must be a string");
     if (key_start != NULL)
@@ -463,27 +475,8 @@ st_code st_json_object_next(st_json *j, bool *first, bool *more,
 
 st_code st_json_array_next(st_json *j, bool *first, bool *more)
 {
-    *more = false;
-    skip_ws(j);
-    if (j->pos >= j->len)
-        return fail_peek(j, "EOF while parsing a list");
-    uint8_t c = j->buf[j->pos];
-    if (c == ']') {
-        j->pos++;
-        j->depth--;
-        return ST_OK;
-    }
-    if (!*first) {
-        if (c != ',')
-            return fail_peek(j, "expected `,` or `]`");
-        j->pos++;
-        skip_ws(j);
-        if (j->pos < j->len && j->buf[j->pos] == ']')
-            return fail_peek(j, "trailing comma");
-    }
-    *first = false;
-    *more = true;
-    return ST_OK;
+    uint8_t next;
+    return next_item(j, first, more, ']', "EOF while parsing a list", "expected `,` or `]`", &next);
 }
 
 /* ======================================================================
@@ -507,7 +500,7 @@ static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)
     if (n + 1 > sizeof stackbuf) {
         tmp = st_malloc(n + 1);
         if (tmp == NULL)
-            return fail_nomem(j);
+            return st_error_code(j->err, ST_ERR_NOMEM, 0);
     }
     for (size_t k = 0; k < n; k++)
         tmp[k] = s[k] == '.' ? dp : (char)s[k];

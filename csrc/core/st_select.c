@@ -51,66 +51,39 @@
 
 #include <string.h>
 
-static const char MISALIGNED_MSG[] =
-    "The slice is slicing for subbytes dtypes, and the slice does not end up at a byte "
-    "boundary, this is invalid.";
+/* A start or stop bound after Python's clamping, for a dim of `length`. */
+static int64_t clamp_bound(int64_t v, int64_t length, int64_t step)
+{
+    if (v < 0) {
+        v += length;
+        if (v < 0)
+            v = step < 0 ? -1 : 0;
+    } else if (v >= length) {
+        v = step < 0 ? length - 1 : length;
+    }
+    return v;
+}
 
 /* Python's slice normalisation for a dim of `length` (<= INT64_MAX). */
 static void adjust_slice(const st_index *ix, int64_t length, int64_t *pstart, int64_t *pstep,
                          uint64_t *pcount)
 {
     int64_t step = ix->has_step ? ix->step : 1;
-    if (step < -INT64_MAX) {
+    if (step < -INT64_MAX)
         step = -INT64_MAX;   /* as PySlice_Unpack: -step must not overflow */
-    }
-    int64_t start, stop;
-    if (ix->has_start) {
-        start = ix->start;
-    } else {
-        start = step < 0 ? INT64_MAX : 0;
-    }
-    if (ix->has_stop) {
-        stop = ix->stop;
-    } else {
-        stop = step < 0 ? INT64_MIN : INT64_MAX;
-    }
-    if (start < 0) {
-        start += length;
-        if (start < 0) {
-            start = step < 0 ? -1 : 0;
-        }
-    } else if (start >= length) {
-        start = step < 0 ? length - 1 : length;
-    }
-    if (stop < 0) {
-        stop += length;
-        if (stop < 0) {
-            stop = step < 0 ? -1 : 0;
-        }
-    } else if (stop >= length) {
-        stop = step < 0 ? length - 1 : length;
-    }
+    int64_t start = ix->has_start ? ix->start : (step < 0 ? INT64_MAX : 0);
+    int64_t stop = ix->has_stop ? ix->stop : (step < 0 ? INT64_MIN : INT64_MAX);
+    start = clamp_bound(start, length, step);
+    stop = clamp_bound(stop, length, step);
     uint64_t count = 0;
-    if (step < 0) {
-        if (stop < start) {
-            count = (uint64_t)(start - stop - 1) / (uint64_t)(-step) + 1;
-        }
-    } else {
-        if (start < stop) {
-            count = (uint64_t)(stop - start - 1) / (uint64_t)step + 1;
-        }
-    }
+    if (step < 0 && stop < start)
+        count = (uint64_t)(start - stop - 1) / (uint64_t)(-step) + 1;
+    else if (step > 0 && start < stop)
+        count = (uint64_t)(stop - start - 1) / (uint64_t)step + 1;
     *pstart = start;
     *pstep = step;
     *pcount = count;
 }
-
-/* Per output dim bookkeeping, in bits to handle sub-byte dtypes uniformly. */
-typedef struct out_dim {
-    uint64_t count;
-    int64_t step_bits;      /* step * stride_bits of the source dim (0 for newaxis) */
-    bool is_last;           /* comes from the tensor's last dim */
-} out_dim;
 
 static bool mul_i64(int64_t a, int64_t b, int64_t *r)
 {
@@ -122,291 +95,268 @@ static bool add_i64(int64_t a, int64_t b, int64_t *r)
     return !__builtin_add_overflow(a, b, r);
 }
 
-st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count,
-                  st_selection *out, st_error *err)
-{
-    const size_t ndim = tensor->ndim;
-    if (ndim > ST_MAX_DIMS) {
-        return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                            "tensor has %zu dimensions, more than the maximum of %d", ndim,
-                            ST_MAX_DIMS);
-    }
-    unsigned bits = st_dtype_bits(tensor->dtype);
-    if (bits == 0) {
-        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown dtype");
-    }
-    const bool subbyte = (bits % 8) != 0;
+/* Per output dim bookkeeping, in bits to handle sub-byte dtypes uniformly. */
+typedef struct out_dim {
+    uint64_t count;
+    int64_t step_bits;      /* step * stride_bits of the source dim (0 for newaxis) */
+    bool is_last;           /* comes from the tensor's last dim */
+} out_dim;
 
-    size_t consumed = 0, ellipses = 0, newaxes = 0;
+/* The selection being built, walking the index items over the source dims. */
+typedef struct walk {
+    const st_tensor *tensor;
+    int64_t sbits[ST_MAX_DIMS];   /* source strides in bits, C order */
+    size_t d;                     /* next source dim */
+    out_dim od[ST_MAX_DIMS];
+    size_t on;
+    int64_t off_bits;             /* bit offset of the first element */
+    bool overflow;                /* some arithmetic overflowed (an error unless empty) */
+    bool last_by_int;             /* the tensor's last dim was taken by an int */
+    uint64_t last_start, last_count;
+    int64_t last_step;            /* how the tensor's last dim was sliced */
+} walk;
+
+static st_code too_many_dims(st_error *err)
+{
+    return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
+                        "the selection would have more than %d dimensions", ST_MAX_DIMS);
+}
+
+/* Counts the consuming items (int, slice) and the Ellipses, and checks
+ * that the tensor can be indexed this way at all. */
+static st_code check_indices(const st_tensor *tensor, const st_index *indices, size_t count,
+                             size_t *consumed, size_t *ellipses, st_error *err)
+{
+    *consumed = *ellipses = 0;
+    if (tensor->ndim > ST_MAX_DIMS)
+        return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
+                            "tensor has %zu dimensions, more than the maximum of %d",
+                            tensor->ndim, ST_MAX_DIMS);
+    if (st_dtype_bits(tensor->dtype) == 0)
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown dtype");
     for (size_t i = 0; i < count; i++) {
-        switch (indices[i].kind) {
-        case ST_INDEX_INT:
-        case ST_INDEX_SLICE:
-            consumed++;
-            break;
-        case ST_INDEX_ELLIPSIS:
-            ellipses++;
-            break;
-        case ST_INDEX_NEWAXIS:
-            newaxes++;
-            break;
-        default:
+        if (indices[i].kind == ST_INDEX_INT || indices[i].kind == ST_INDEX_SLICE)
+            (*consumed)++;
+        else if (indices[i].kind == ST_INDEX_ELLIPSIS)
+            (*ellipses)++;
+        else if (indices[i].kind != ST_INDEX_NEWAXIS)
             return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown index kind %d",
                                 (int)indices[i].kind);
-        }
     }
-    if (ellipses > 1) {
+    if (*ellipses > 1)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                             "an index can only have a single ellipsis ('...')");
-    }
-    if (consumed > ndim) {
+    if (*consumed > tensor->ndim)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                             "too many indices for tensor: tensor is %zu-dimensional, but %zu "
-                            "were indexed", ndim, consumed);
-    }
-    for (size_t d = 0; d < ndim; d++) {
-        if (tensor->shape[d] > (uint64_t)INT64_MAX) {
+                            "were indexed", tensor->ndim, *consumed);
+    for (size_t d = 0; d < tensor->ndim; d++) {
+        if (tensor->shape[d] > (uint64_t)INT64_MAX)
             return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                                 "dimension %zu of size %llu is too large to index", d,
                                 (unsigned long long)tensor->shape[d]);
-        }
     }
+    return ST_OK;
+}
 
-    /* Source strides in bits, C order. For a non-empty tensor they are all
-     * <= its size in bits (checked by the header validation, still checked
-     * here); for an empty tensor an overflowing stride is replaced by 0. */
-    int64_t sbits[ST_MAX_DIMS];
-    bool empty_tensor = false;
-    for (size_t d = 0; d < ndim; d++) {
-        if (tensor->shape[d] == 0) {
-            empty_tensor = true;
-        }
+/* Source strides in bits, C order. For a non-empty tensor they are all <= its
+ * size in bits (checked by the header validation, still checked here); for an
+ * empty tensor an overflowing stride is replaced by 0. */
+static st_code source_strides(walk *w, unsigned bits, st_error *err)
+{
+    const st_tensor *t = w->tensor;
+    int64_t acc = (int64_t)bits;
+    bool overflow = false, empty = false;
+    for (size_t d = t->ndim; d-- > 0;) {
+        w->sbits[d] = overflow ? 0 : acc;
+        overflow = overflow || !mul_i64(acc, (int64_t)t->shape[d], &acc);
+        empty = empty || t->shape[d] == 0;
     }
-    {
-        int64_t acc = (int64_t)bits;
-        bool overflow = false;
-        for (size_t d = ndim; d-- > 0;) {
-            sbits[d] = overflow ? 0 : acc;
-            int64_t next;
-            if (!overflow && !mul_i64(acc, (int64_t)tensor->shape[d], &next)) {
-                overflow = true;
-            }
-            if (!overflow) {
-                acc = next;
-            }
-        }
-        if (overflow && !empty_tensor) {
-            return st_error_set(err, ST_ERR_VALIDATION_OVERFLOW, 0,
-                                "overflow computing buffer size from shape and/or element type");
-        }
-    }
+    return overflow && !empty ? st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0) : ST_OK;
+}
 
-    out_dim od[ST_MAX_DIMS];
-    size_t on = 0;
-    int64_t off_bits = 0;
-    bool overflow = false;
-    bool last_by_int = false;
-    uint64_t last_start = 0, last_count = 0;
-    int64_t last_step = 1;
-    size_t d = 0;   /* next source dim */
+/* Appends an output dim taking `count` elements of source dim w->d (or of
+ * no source dim: newaxis) at steps of step_bits. */
+static st_code push_dim(walk *w, uint64_t count, int64_t step_bits, bool from_source,
+                        st_error *err)
+{
+    if (w->on >= ST_MAX_DIMS)
+        return too_many_dims(err);
+    w->od[w->on].count = count;
+    w->od[w->on].step_bits = step_bits;
+    w->od[w->on].is_last = from_source && w->d == w->tensor->ndim - 1;
+    w->on++;
+    return ST_OK;
+}
 
-    for (size_t i = 0; i <= count; i++) {
-        /* i == count: implicit trailing full slices (only if no Ellipsis). */
-        size_t nfull = 0;
-        const st_index *ix = NULL;
-        if (i == count) {
-            if (ellipses == 0) {
-                nfull = ndim - d;
-            }
-        } else {
-            ix = &indices[i];
-            if (ix->kind == ST_INDEX_ELLIPSIS) {
-                nfull = ndim - consumed;
-                ix = NULL;
-            }
-        }
-        for (size_t k = 0; k < nfull; k++, d++) {
-            if (on >= ST_MAX_DIMS) {
-                goto too_many_dims;
-            }
-            od[on].count = tensor->shape[d];
-            od[on].step_bits = sbits[d];
-            od[on].is_last = (d == ndim - 1);
-            if (od[on].is_last) {
-                last_start = 0;
-                last_count = tensor->shape[d];
-                last_step = 1;
-            }
-            on++;
-        }
-        if (ix == NULL) {
-            continue;
-        }
-        if (ix->kind == ST_INDEX_NEWAXIS) {
-            if (on >= ST_MAX_DIMS) {
-                goto too_many_dims;
-            }
-            od[on].count = 1;
-            od[on].step_bits = 0;
-            od[on].is_last = false;
-            on++;
-        } else if (ix->kind == ST_INDEX_INT) {
-            int64_t len = (int64_t)tensor->shape[d];
-            int64_t v = ix->value;
-            int64_t w = v < 0 ? v + len : v;   /* no overflow: len >= 0 */
-            if (w < 0 || w >= len) {
-                return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                                    "index %lld is out of bounds for axis %zu with size %lld",
-                                    (long long)v, d, (long long)len);
-            }
-            int64_t t;
-            if (!mul_i64(w, sbits[d], &t) || !add_i64(off_bits, t, &off_bits)) {
-                overflow = true;
-            }
-            if (d == ndim - 1) {
-                last_by_int = true;
-            }
-            d++;
-        } else { /* slice */
-            if (ix->has_step && ix->step == 0) {
-                return st_error_set(err, ST_ERR_INVALID_SLICE, 0, "slice step cannot be zero");
-            }
-            if (on >= ST_MAX_DIMS) {
-                goto too_many_dims;
-            }
-            int64_t start, step;
-            uint64_t cnt;
-            adjust_slice(ix, (int64_t)tensor->shape[d], &start, &step, &cnt);
-            if (cnt > 0) {
-                int64_t t;
-                if (!mul_i64(start, sbits[d], &t) || !add_i64(off_bits, t, &off_bits)) {
-                    overflow = true;
-                }
-            }
-            od[on].count = cnt;
-            if (cnt > 1) {
-                if (!mul_i64(step, sbits[d], &od[on].step_bits)) {
-                    overflow = true;
-                }
-            } else {
-                od[on].step_bits = sbits[d];   /* never used to move */
-            }
-            od[on].is_last = (d == ndim - 1);
-            if (od[on].is_last) {
-                last_start = (uint64_t)(start < 0 ? 0 : start);
-                last_count = cnt;
-                last_step = step;
-            }
-            on++;
-            d++;
+/* Takes `n` source dims whole (an Ellipsis, or the implicit trailing ones). */
+static st_code take_full(walk *w, size_t n, st_error *err)
+{
+    for (size_t k = 0; k < n; k++, w->d++) {
+        st_code rc = push_dim(w, w->tensor->shape[w->d], w->sbits[w->d], true, err);
+        if (rc != ST_OK)
+            return rc;
+        if (w->d == w->tensor->ndim - 1) {
+            w->last_start = 0;
+            w->last_count = w->tensor->shape[w->d];
+            w->last_step = 1;
         }
     }
+    return ST_OK;
+}
 
-    uint64_t nel = 1;
-    bool has_zero = false;
-    for (size_t k = 0; k < on; k++) {
-        if (od[k].count == 0) {
-            has_zero = true;
-        }
-    }
-    if (has_zero) {
-        nel = 0;
-    } else {
-        for (size_t k = 0; k < on; k++) {
-            if (__builtin_mul_overflow(nel, od[k].count, &nel)) {
-                overflow = true;
-            }
-        }
-    }
+static st_code take_int(walk *w, int64_t v, st_error *err)
+{
+    int64_t len = (int64_t)w->tensor->shape[w->d];
+    int64_t at = v < 0 ? v + len : v;   /* no overflow: len >= 0 */
+    int64_t t;
+    if (at < 0 || at >= len)
+        return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
+                            "index %lld is out of bounds for axis %zu with size %lld",
+                            (long long)v, w->d, (long long)len);
+    if (!mul_i64(at, w->sbits[w->d], &t) || !add_i64(w->off_bits, t, &w->off_bits))
+        w->overflow = true;
+    w->last_by_int = w->last_by_int || w->d == w->tensor->ndim - 1;
+    w->d++;
+    return ST_OK;
+}
 
-    memset(out, 0, sizeof *out);
-    out->ndim = on;
-    out->nelements = nel;
-    for (size_t k = 0; k < on; k++) {
-        out->shape[k] = od[k].count;
+static st_code take_slice(walk *w, const st_index *ix, st_error *err)
+{
+    int64_t start, step, t, step_bits = w->sbits[w->d];   /* kept when it never moves */
+    uint64_t cnt;
+    st_code rc;
+    if (ix->has_step && ix->step == 0)
+        return st_error_set(err, ST_ERR_INVALID_SLICE, 0, "slice step cannot be zero");
+    adjust_slice(ix, (int64_t)w->tensor->shape[w->d], &start, &step, &cnt);
+    if (cnt > 0 && (!mul_i64(start, w->sbits[w->d], &t) || !add_i64(w->off_bits, t, &w->off_bits)))
+        w->overflow = true;
+    if (cnt > 1 && !mul_i64(step, w->sbits[w->d], &step_bits))
+        w->overflow = true;
+    if ((rc = push_dim(w, cnt, step_bits, true, err)) != ST_OK)
+        return rc;
+    if (w->d == w->tensor->ndim - 1) {
+        w->last_start = (uint64_t)(start < 0 ? 0 : start);
+        w->last_count = cnt;
+        w->last_step = step;
     }
+    w->d++;
+    return ST_OK;
+}
 
-    if (nel == 0) {
-        /* Empty: nothing is addressed. Report C-contiguous strides. */
-        int64_t acc = subbyte ? 1 : (int64_t)(bits / 8);
-        for (size_t k = on; k-- > 0;) {
-            out->strides[k] = acc;
-            uint64_t c = od[k].count ? od[k].count : 1;
-            if (!mul_i64(acc, (int64_t)(c > (uint64_t)INT64_MAX ? 1 : c), &acc)) {
-                acc = 0;
-            }
-        }
-        out->offset = 0;
-        out->span_offset = 0;
-        out->span_len = 0;
-        return ST_OK;
+/* Applies every index item in order; Ellipsis and the implicit trailing
+ * full slices take the source dims no item names. */
+static st_code walk_indices(walk *w, const st_index *indices, size_t count, size_t consumed,
+                            size_t ellipses, st_error *err)
+{
+    st_code rc = ST_OK;
+    for (size_t i = 0; i < count && rc == ST_OK; i++) {
+        const st_index *ix = &indices[i];
+        if (ix->kind == ST_INDEX_ELLIPSIS)
+            rc = take_full(w, w->tensor->ndim - consumed, err);
+        else if (ix->kind == ST_INDEX_NEWAXIS)
+            rc = push_dim(w, 1, 0, false, err);
+        else if (ix->kind == ST_INDEX_INT)
+            rc = take_int(w, ix->value, err);
+        else
+            rc = take_slice(w, ix, err);
     }
-    if (overflow) {
-        return st_error_set(err, ST_ERR_VALIDATION_OVERFLOW, 0,
-                            "overflow computing buffer size from shape and/or element type");
-    }
+    if (rc == ST_OK && ellipses == 0)
+        rc = take_full(w, w->tensor->ndim - w->d, err);
+    return rc;
+}
 
-    if (subbyte) {
-        bool ok = !last_by_int && ndim > 0;
-        if (ok && last_count > 1 && last_step != 1) {
-            ok = false;
-        }
-        if (ok && ((last_start * bits) % 8 != 0 || (last_count * bits) % 8 != 0)) {
-            ok = false;
-        }
-        if (ok && off_bits % 8 != 0) {
-            ok = false;
-        }
-        for (size_t k = 0; ok && k < on; k++) {
-            if (!od[k].is_last && od[k].count > 1 && od[k].step_bits % 8 != 0) {
-                ok = false;
-            }
-        }
-        if (!ok) {
-            return st_error_set(err, ST_ERR_MISALIGNED_SLICE, 0, "%s", MISALIGNED_MSG);
-        }
+/* The sub-byte rule (see the top of this file), checked in bits. */
+static bool whole_bytes(const walk *w, unsigned bits)
+{
+    if (w->last_by_int || w->tensor->ndim == 0)
+        return false;
+    if (w->last_count > 1 && w->last_step != 1)
+        return false;
+    if ((w->last_start * bits) % 8 != 0 || (w->last_count * bits) % 8 != 0 || w->off_bits % 8 != 0)
+        return false;
+    for (size_t k = 0; k < w->on; k++) {
+        if (!w->od[k].is_last && w->od[k].count > 1 && w->od[k].step_bits % 8 != 0)
+            return false;
     }
+    return true;
+}
 
-    /* Byte strides and the span. */
+/* An empty selection addresses nothing: C-contiguous strides, offset 0. */
+static void empty_strides(const walk *w, unsigned bits, st_selection *out)
+{
+    int64_t acc = bits % 8 ? 1 : (int64_t)(bits / 8);
+    for (size_t k = w->on; k-- > 0;) {
+        out->strides[k] = acc;
+        uint64_t c = w->od[k].count ? w->od[k].count : 1;
+        if (!mul_i64(acc, (int64_t)(c > (uint64_t)INT64_MAX ? 1 : c), &acc))
+            acc = 0;
+    }
+}
+
+/* Byte strides, offset and the smallest span holding the selection. */
+static st_code strides_and_span(const walk *w, unsigned bits, st_selection *out, st_error *err)
+{
+    const bool subbyte = bits % 8 != 0;
     int64_t lo = 0, hi = 0;   /* relative to offset, in bytes, of run starts */
-    for (size_t k = 0; k < on; k++) {
-        int64_t sb;
-        if (subbyte && od[k].is_last) {
-            sb = 1;   /* elements; the run is accounted for below */
-        } else if (od[k].step_bits % 8 == 0) {
-            sb = od[k].step_bits / 8;
-        } else {
-            sb = 0;   /* only possible for count <= 1 (checked above) */
-        }
-        out->strides[k] = sb;
-        if (subbyte && od[k].is_last) {
+    for (size_t k = 0; k < w->on; k++) {
+        const out_dim *od = &w->od[k];
+        int64_t sb, ext;
+        if (subbyte && od->is_last) {
+            out->strides[k] = 1;   /* elements; the run is accounted for below */
             continue;
         }
-        int64_t ext;
-        if (!mul_i64((int64_t)(od[k].count - 1), sb, &ext)) {
-            return st_error_set(err, ST_ERR_VALIDATION_OVERFLOW, 0,
-                                "overflow computing buffer size from shape and/or element type");
-        }
-        if (ext < 0) {
+        /* A stride that is not whole bytes only has count <= 1 (checked). */
+        sb = od->step_bits % 8 == 0 ? od->step_bits / 8 : 0;
+        out->strides[k] = sb;
+        if (!mul_i64((int64_t)(od->count - 1), sb, &ext))
+            return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
+        if (ext < 0)
             lo += ext;
-        } else {
+        else
             hi += ext;
-        }
     }
-    int64_t run;
-    if (subbyte) {
-        run = (int64_t)(last_count * bits / 8);
-    } else {
-        run = (int64_t)(bits / 8);
-    }
-    out->offset = off_bits / 8;
+    int64_t run = (int64_t)(subbyte ? w->last_count * bits / 8 : bits / 8);
+    out->offset = w->off_bits / 8;
     out->span_offset = (uint64_t)(out->offset + lo);
     out->span_len = (uint64_t)(hi - lo + run);
     return ST_OK;
+}
 
-too_many_dims:
-    return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                        "the selection would have more than %d dimensions", ST_MAX_DIMS);
+st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count,
+                  st_selection *out, st_error *err)
+{
+    walk w = {.tensor = tensor, .last_step = 1};
+    size_t consumed, ellipses;
+    st_code rc;
+    unsigned bits = st_dtype_bits(tensor->dtype);
+
+    if ((rc = check_indices(tensor, indices, count, &consumed, &ellipses, err)) != ST_OK ||
+        (rc = source_strides(&w, bits, err)) != ST_OK ||
+        (rc = walk_indices(&w, indices, count, consumed, ellipses, err)) != ST_OK)
+        return rc;
+
+    memset(out, 0, sizeof *out);
+    out->ndim = w.on;
+    out->nelements = 1;
+    for (size_t k = 0; k < w.on; k++) {
+        out->shape[k] = w.od[k].count;
+        if (__builtin_mul_overflow(out->nelements, w.od[k].count, &out->nelements))
+            w.overflow = true;
+    }
+    for (size_t k = 0; k < w.on; k++) {
+        if (w.od[k].count == 0)
+            out->nelements = 0;
+    }
+    if (out->nelements == 0) {
+        empty_strides(&w, bits, out);
+        return ST_OK;
+    }
+    if (w.overflow)
+        return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
+    if (bits % 8 != 0 && !whole_bytes(&w, bits))
+        return st_error_code(err, ST_ERR_MISALIGNED_SLICE, 0);
+    return strides_and_span(&w, bits, out, err);
 }
 
 st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection *out,
@@ -429,7 +379,7 @@ st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection 
             return ST_OK;
         }
     }
-    return st_error_set(err, ST_ERR_MISALIGNED_SLICE, 0, "%s", MISALIGNED_MSG);
+    return st_error_code(err, ST_ERR_MISALIGNED_SLICE, 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -578,7 +528,7 @@ st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset,
     }
     uint8_t *span = st_malloc((size_t)sel->span_len);
     if (span == NULL) {
-        return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+        return st_error_code(err, ST_ERR_NOMEM, 0);
     }
     rc = st_file_read(file, tensor_offset + sel->span_offset, span, (size_t)sel->span_len, err);
     if (rc == ST_OK) {

@@ -1,5 +1,5 @@
 /*
- * st_writer.c - laying out and writing safetensors files (spec 1.5).
+ * st_writer.c - laying out and writing safetensors files (docs/format.md §5).
  *
  * st_write_layout reproduces upstream 0.8.0's header byte for byte:
  *   - tensors sorted by dtype index descending, then name ascending
@@ -194,173 +194,163 @@ static int cmp_key(const void *pa, const void *pb)
     return a->index < b->index ? -1 : (a->index > b->index ? 1 : 0);   /* stable */
 }
 
-st_code st_write_layout(const st_write_tensor *tensors, size_t count,
-                        const st_metadata_item *metadata, size_t metadata_count,
-                        bool has_metadata, size_t *order,
-                        uint8_t **header, size_t *header_size,
-                        uint64_t *total_size, st_error *err)
+/* Checks each tensor as the reader will check it. */
+static st_code validate_tensors(const st_layout *layout, st_error *err)
 {
-    st_code rc = ST_OK;
-    sort_key *sorted = NULL;
-    buf b = {0};
-
-    *header = NULL;
-    *header_size = 0;
-    *total_size = 0;
-    if (metadata == NULL && metadata_count > 0) {
-        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "metadata is NULL but has items");
-    }
-    if (metadata_count > 0) {
-        has_metadata = true;
-    }
-
-    /* validate each tensor as the reader would */
-    for (size_t i = 0; i < count; i++) {
-        const st_write_tensor *t = &tensors[i];
-        if ((unsigned)t->dtype >= (unsigned)ST_DTYPE__COUNT) {
+    for (size_t i = 0; i < layout->count; i++) {
+        const st_write_tensor *t = &layout->tensors[i];
+        uint64_t nb;
+        st_code rc;
+        if ((unsigned)t->dtype >= (unsigned)ST_DTYPE__COUNT)
             return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "invalid dtype %d",
                                 (int)t->dtype);
-        }
         /* Upstream writes such a tensor and then cannot read the file back. */
-        if (t->name_len == 12 && memcmp(t->name, "__metadata__", 12) == 0) {
+        if (t->name_len == 12 && memcmp(t->name, "__metadata__", 12) == 0)
             return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
                                 "a tensor cannot be named `__metadata__`: the name is reserved "
                                 "for the header's metadata");
-        }
-        uint64_t nb;
-        rc = st_tensor_nbytes(t->dtype, t->shape, t->ndim, &nb, err);
-        if (rc != ST_OK) {
+        if ((rc = st_tensor_nbytes(t->dtype, t->shape, t->ndim, &nb, err)) != ST_OK)
             return rc;
-        }
-        if (nb != t->data_len) {
-            return st_error_set(err, ST_ERR_TENSOR_INVALID_INFO, 0,
-                                "invalid shape, data type, or offset for tensor");
-        }
+        if (nb != t->data_len)
+            return st_error_code(err, ST_ERR_TENSOR_INVALID_INFO, 0);
     }
+    return ST_OK;
+}
 
-    if (count > 0) {
-        if (count > SIZE_MAX / sizeof *sorted) {
-            return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-        }
-        sorted = st_malloc(count * sizeof *sorted);
-        if (sorted == NULL) {
-            return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-        }
-        for (size_t i = 0; i < count; i++) {
-            sorted[i].prefix = name_prefix(tensors[i].name, tensors[i].name_len);
-            sorted[i].name = tensors[i].name;
-            sorted[i].name_len = tensors[i].name_len;
-            sorted[i].index = i;
-            sorted[i].dtype = (int)tensors[i].dtype;
-        }
-        qsort(sorted, count, sizeof *sorted, cmp_key);
-    }
-
-    /* a first guess of the size avoids most reallocations */
-    if (!buf_reserve(&b, 64 + count * 80)) {
-        b.failed = false;   /* only a hint */
-    }
-    BUF_LIT(&b, "\0\0\0\0\0\0\0\0{");
-    bool first = true;
-    if (has_metadata) {
-        BUF_LIT(&b, "\"__metadata__\":{");
-        for (size_t i = 0; i < metadata_count; i++) {
-            if (i > 0) {
-                BUF_LIT(&b, ",");
-            }
-            buf_json_string(&b, metadata[i].key, metadata[i].key_len);
-            BUF_LIT(&b, ":");
-            buf_json_string(&b, metadata[i].value, metadata[i].value_len);
-            if (b.len - 8 > ST_MAX_HEADER_SIZE) {
-                goto too_large;
-            }
-        }
-        BUF_LIT(&b, "}");
-        first = false;
-    }
-    uint64_t cursor = 0;
+/* Fills layout->order with the tensors' file order (docs/format.md §5.1). */
+static st_code sort_tensors(st_layout *layout, st_error *err)
+{
+    const size_t count = layout->count;
+    if (count == 0)
+        return ST_OK;
+    sort_key *keys = count > SIZE_MAX / sizeof *keys ? NULL : st_malloc(count * sizeof *keys);
+    if (keys == NULL)
+        return st_error_code(err, ST_ERR_NOMEM, 0);
     for (size_t i = 0; i < count; i++) {
-        const st_write_tensor *t = &tensors[sorted[i].index];
-        order[i] = sorted[i].index;
-        if (!first) {
-            BUF_LIT(&b, ",");
-        }
-        first = false;
-        buf_json_string(&b, t->name, t->name_len);
-        BUF_LIT(&b, ":{\"dtype\":\"");
-        const char *dn = st_dtype_name(t->dtype);
-        buf_put(&b, dn, strlen(dn));
-        BUF_LIT(&b, "\",\"shape\":[");
-        for (size_t k = 0; k < t->ndim; k++) {
-            if (k > 0) {
-                BUF_LIT(&b, ",");
-            }
-            buf_u64(&b, t->shape[k]);
-        }
-        BUF_LIT(&b, "],\"data_offsets\":[");
+        const st_write_tensor *t = &layout->tensors[i];
+        keys[i] = (sort_key){name_prefix(t->name, t->name_len), t->name, t->name_len, i,
+                             (int)t->dtype};
+    }
+    qsort(keys, count, sizeof *keys, cmp_key);
+    for (size_t i = 0; i < count; i++)
+        layout->order[i] = keys[i].index;
+    st_free(keys);
+    return ST_OK;
+}
+
+/* The "__metadata__" entry, in the caller's order. */
+static void put_metadata(buf *b, const st_layout *layout)
+{
+    BUF_LIT(b, "\"__metadata__\":{");
+    for (size_t i = 0; i < layout->metadata_count && b->len - 8 <= ST_MAX_HEADER_SIZE; i++) {
+        const st_metadata_item *item = &layout->metadata[i];
+        if (i > 0)
+            BUF_LIT(b, ",");
+        buf_json_string(b, item->key, item->key_len);
+        BUF_LIT(b, ":");
+        buf_json_string(b, item->value, item->value_len);
+    }
+    BUF_LIT(b, "}");
+}
+
+/* One tensor entry: "name":{"dtype":..,"shape":[..],"data_offsets":[begin,end]}. */
+static void put_tensor(buf *b, const st_write_tensor *t, uint64_t begin, uint64_t end)
+{
+    const char *dtype = st_dtype_name(t->dtype);
+    buf_json_string(b, t->name, t->name_len);
+    BUF_LIT(b, ":{\"dtype\":\"");
+    buf_put(b, dtype, strlen(dtype));
+    BUF_LIT(b, "\",\"shape\":[");
+    for (size_t k = 0; k < t->ndim; k++) {
+        if (k > 0)
+            BUF_LIT(b, ",");
+        buf_u64(b, t->shape[k]);
+    }
+    BUF_LIT(b, "],\"data_offsets\":[");
+    buf_u64(b, begin);
+    BUF_LIT(b, ",");
+    buf_u64(b, end);
+    BUF_LIT(b, "]}");
+}
+
+/* The 8 placeholder length bytes and the JSON text; *data_len receives the
+ * size of the data section. Stops early once the header is too large. */
+static st_code put_header(buf *b, const st_layout *layout, uint64_t *data_len, st_error *err)
+{
+    bool first = !layout->has_metadata && layout->metadata_count == 0;
+    uint64_t cursor = 0;
+    BUF_LIT(b, "\0\0\0\0\0\0\0\0{");
+    if (!first)
+        put_metadata(b, layout);
+    for (size_t i = 0; i < layout->count && b->len - 8 <= ST_MAX_HEADER_SIZE; i++) {
+        const st_write_tensor *t = &layout->tensors[layout->order[i]];
         uint64_t end;
-        if (__builtin_add_overflow(cursor, t->data_len, &end)) {
-            rc = st_error_set(err, ST_ERR_VALIDATION_OVERFLOW, 0,
-                              "overflow computing buffer size from shape and/or element type");
-            goto fail;
-        }
-        buf_u64(&b, cursor);
-        BUF_LIT(&b, ",");
-        buf_u64(&b, end);
-        BUF_LIT(&b, "]}");
+        if (__builtin_add_overflow(cursor, t->data_len, &end))
+            return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
+        if (!first)
+            BUF_LIT(b, ",");
+        first = false;
+        put_tensor(b, t, cursor, end);
         cursor = end;
-        if (b.len - 8 > ST_MAX_HEADER_SIZE) {
-            goto too_large;
-        }
     }
-    BUF_LIT(&b, "}");
-    if (b.failed) {
-        rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+    BUF_LIT(b, "}");
+    *data_len = cursor;
+    return ST_OK;
+}
+
+st_code st_write_layout(st_layout *layout, st_error *err)
+{
+    st_code rc;
+    buf b = {0};
+    uint64_t data_len = 0;
+
+    layout->header = NULL;
+    layout->header_size = 0;
+    layout->total_size = 0;
+    if (layout->metadata == NULL && layout->metadata_count > 0)
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "metadata is NULL but has items");
+    if ((rc = validate_tensors(layout, err)) != ST_OK || (rc = sort_tensors(layout, err)) != ST_OK)
+        return rc;
+    /* a first guess of the size avoids most reallocations */
+    if (!buf_reserve(&b, 64 + layout->count * 80))
+        b.failed = false;   /* only a hint */
+    if ((rc = put_header(&b, layout, &data_len, err)) != ST_OK)
         goto fail;
-    }
     size_t json_len = b.len - 8;
     if (json_len > ST_MAX_HEADER_SIZE) {
-        goto too_large;
+        rc = st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
+        goto fail;
     }
     size_t padded = (json_len + 7) & ~(size_t)7;   /* <= 100,000,000 */
-    if (padded > json_len) {
-        if (!buf_reserve(&b, padded - json_len)) {
-            rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-            goto fail;
-        }
+    if (buf_reserve(&b, padded - json_len)) {
         memset(b.data + b.len, ' ', padded - json_len);
         b.len += padded - json_len;
     }
-    for (int k = 0; k < 8; k++) {
-        b.data[k] = (uint8_t)((uint64_t)padded >> (8 * k));
-    }
-    uint64_t total;
-    if (__builtin_add_overflow((uint64_t)b.len, cursor, &total)) {
-        rc = st_error_set(err, ST_ERR_VALIDATION_OVERFLOW, 0,
-                          "overflow computing buffer size from shape and/or element type");
+    if (b.failed) {
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto fail;
     }
-    st_free(sorted);
-    *header = b.data;
-    *header_size = b.len;
-    *total_size = total;
+    for (int k = 0; k < 8; k++)
+        b.data[k] = (uint8_t)((uint64_t)padded >> (8 * k));
+    if (__builtin_add_overflow((uint64_t)b.len, data_len, &layout->total_size)) {
+        rc = st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
+        goto fail;
+    }
+    layout->header = b.data;
+    layout->header_size = b.len;
     return ST_OK;
 
-too_large:
-    rc = st_error_set(err, ST_ERR_HEADER_TOO_LARGE, 0, "header too large");
 fail:
-    st_free(sorted);
     st_free(b.data);
     return rc;
 }
 
-void st_write_to_memory(const st_write_tensor *tensors, const size_t *order, size_t count,
-                        const uint8_t *header, size_t header_size, uint8_t *dst)
+void st_write_to_memory(const st_layout *layout, uint8_t *dst)
 {
-    memcpy(dst, header, header_size);
-    dst += header_size;
-    for (size_t i = 0; i < count; i++) {
-        const st_write_tensor *t = &tensors[order[i]];
+    memcpy(dst, layout->header, layout->header_size);
+    dst += layout->header_size;
+    for (size_t i = 0; i < layout->count; i++) {
+        const st_write_tensor *t = &layout->tensors[layout->order[i]];
         if (t->data_len > 0) {
             memcpy(dst, t->data, (size_t)t->data_len);
             dst += t->data_len;
@@ -418,131 +408,103 @@ static uint64_t temp_random(void)
     return x;
 }
 
-st_code st_write_file(const char *path, const st_write_tensor *tensors, const size_t *order,
-                      size_t count, const uint8_t *header, size_t header_size,
-                      st_error *err)
+/* Creates the temporary file next to `path` (O_EXCL, a fresh random name
+ * per attempt). On success *tmp (st_free) holds its name and *fd is open. */
+static st_code create_temp(const char *path, char **tmp, int *fd, st_error *err)
 {
-    st_code rc = ST_OK;
-    char *tmp = NULL;
-    int fd = -1;
-
-    size_t plen = strlen(path);
     const char *slash = strrchr(path, '/');
     size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;   /* includes '/' */
     const char *base = path + dir_len;
-    size_t base_len = plen - dir_len;
-    if (base_len == 0) {
+    size_t base_len = strlen(base);
+    size_t base_keep = base_len > 200 ? 200 : base_len;   /* within NAME_MAX */
+    size_t cap = dir_len + base_keep + 64;
+
+    *fd = -1;
+    if (base_len == 0)
         return st_error_io(err, EISDIR, 0);
-    }
-    /* keep the temporary name within NAME_MAX */
-    size_t base_keep = base_len > 200 ? 200 : base_len;
-    size_t tmp_cap = dir_len + base_keep + 64;
-    tmp = st_malloc(tmp_cap);
-    if (tmp == NULL) {
-        return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
-    }
-
+    if ((*tmp = st_malloc(cap)) == NULL)
+        return st_error_code(err, ST_ERR_NOMEM, 0);
     for (int attempt = 0; attempt < 100; attempt++) {
-        int n = snprintf(tmp, tmp_cap, "%.*s.%.*s.%ld.%016llx.tmp", (int)dir_len, path,
-                         (int)base_keep, base, (long)getpid(),
-                         (unsigned long long)temp_random());
-        if (n < 0 || (size_t)n >= tmp_cap) {
-            rc = st_error_io(err, ENAMETOOLONG, 0);
-            goto out;
-        }
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
-        if (fd >= 0 || (errno != EEXIST && errno != EINTR)) {
+        int n = snprintf(*tmp, cap, "%.*s.%.*s.%ld.%016llx.tmp", (int)dir_len, path,
+                         (int)base_keep, base, (long)getpid(), (unsigned long long)temp_random());
+        if (n < 0 || (size_t)n >= cap)
+            return st_error_io(err, ENAMETOOLONG, 0);
+        *fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+        if (*fd >= 0 || (errno != EEXIST && errno != EINTR))
             break;
-        }
     }
-    if (fd < 0) {
-        rc = st_error_io(err, errno, 0);
-        goto out;   /* nothing created */
-    }
+    return *fd < 0 ? st_error_io(err, errno, 0) : ST_OK;
+}
 
-    /* copy the mode of a regular file we replace */
-    {
-        struct stat st;
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
-            if (fchmod(fd, st.st_mode & 07777) != 0) {
-                rc = st_error_io(err, errno, 0);
-                goto fail;
+/*
+ * Gives fd the mode of the regular file it replaces, and reserves its
+ * blocks: that makes page-cache writes on ext4 about 20% faster (measured:
+ * 512 MiB in 158 ms instead of 200 ms) and finds a full disk before any
+ * data is written. Where fallocate is unsupported it is skipped.
+ */
+static int prepare_temp(int fd, const char *path, uint64_t total)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && fchmod(fd, st.st_mode & 07777) != 0)
+        return errno;
+    if (total <= (uint64_t)INT64_MAX && fallocate(fd, 0, 0, (off_t)total) != 0 &&
+        errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
+        return errno;
+    return 0;
+}
+
+/* Writes the header and every tensor's bytes, in file order, with writev
+ * straight from the caller's memory. Returns 0 or an errno value. */
+static int write_contents(int fd, const st_layout *layout)
+{
+    struct iovec iov[IOV_MAX];
+    int n = 1, e = 0;
+    iov[0].iov_base = (void *)layout->header;
+    iov[0].iov_len = layout->header_size;
+    for (size_t i = 0; i < layout->count; i++) {
+        const st_write_tensor *t = &layout->tensors[layout->order[i]];
+        const uint8_t *p = t->data;
+        for (uint64_t left = t->data_len; left > 0;) {
+            size_t chunk = left > ST_IOV_CHUNK ? ST_IOV_CHUNK : (size_t)left;
+            if (n == IOV_MAX) {
+                if ((e = writev_all(fd, iov, n)) != 0)
+                    return e;
+                n = 0;
             }
+            iov[n].iov_base = (void *)p;
+            iov[n].iov_len = chunk;
+            n++;
+            p += chunk;
+            left -= chunk;
         }
     }
+    return n > 0 ? writev_all(fd, iov, n) : 0;
+}
 
-    /* Reserving the blocks up front makes page-cache writes on ext4 about 20%
-     * faster (measured: 512 MiB in 158 ms instead of 200 ms) and finds a full
-     * disk before any data is written. Where unsupported it is skipped. */
-    {
-        uint64_t total = header_size;
-        for (size_t i = 0; i < count; i++) {
-            total += tensors[order[i]].data_len;
-        }
-        if (total <= (uint64_t)INT64_MAX && fallocate(fd, 0, 0, (off_t)total) != 0 &&
-            errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL) {
-            rc = st_error_io(err, errno, 0);
-            goto fail;
-        }
-    }
+st_code st_write_file(const char *path, const st_layout *layout, st_error *err)
+{
+    char *tmp = NULL;
+    int fd = -1, e;
+    st_code rc = create_temp(path, &tmp, &fd, err);
+    const bool created = rc == ST_OK;
 
-    {
-        struct iovec iov[IOV_MAX];
-        int n = 0;
-        int e = 0;
-        /* header */
-        iov[n].iov_base = (void *)header;
-        iov[n].iov_len = header_size;
-        n++;
-        for (size_t i = 0; i < count && e == 0; i++) {
-            const st_write_tensor *t = &tensors[order[i]];
-            const uint8_t *p = t->data;
-            uint64_t left = t->data_len;
-            while (left > 0) {
-                size_t chunk = left > ST_IOV_CHUNK ? ST_IOV_CHUNK : (size_t)left;
-                if (n == IOV_MAX) {
-                    e = writev_all(fd, iov, n);
-                    n = 0;
-                    if (e != 0) {
-                        break;
-                    }
-                }
-                iov[n].iov_base = (void *)p;
-                iov[n].iov_len = chunk;
-                n++;
-                p += chunk;
-                left -= chunk;
-            }
-        }
-        if (e == 0 && n > 0) {
-            e = writev_all(fd, iov, n);
-        }
-        if (e != 0) {
-            rc = st_error_io(err, e, 0);
-            goto fail;
-        }
+    if (rc != ST_OK)
+        goto exit;
+    if ((e = prepare_temp(fd, path, layout->total_size)) != 0 ||
+        (e = write_contents(fd, layout)) != 0) {
+        rc = st_error_io(err, e, 0);
+        goto exit;
     }
-
-    {
-        int c = close(fd);
-        fd = -1;
-        if (c != 0 && errno != EINTR) {
-            rc = st_error_io(err, errno, 0);
-            goto fail;
-        }
-    }
-    if (rename(tmp, path) != 0) {
+    e = close(fd);
+    fd = -1;
+    if ((e != 0 && errno != EINTR) || rename(tmp, path) != 0)
         rc = st_error_io(err, errno, 0);
-        goto fail;
-    }
-    goto out;
 
-fail:
-    if (fd >= 0) {
+exit:
+    if (fd >= 0)
         close(fd);
-    }
-    unlink(tmp);
-out:
+    if (created && rc != ST_OK)
+        unlink(tmp);
     st_free(tmp);
     return rc;
 }

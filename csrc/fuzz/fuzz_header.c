@@ -19,27 +19,12 @@
  *   6. repeats parse and layout with an allocation failure injected at a
  *      position derived from the input: the result is either the normal
  *      one or ST_ERR_NOMEM, never a crash or a leak.
- * Any violated invariant calls abort() after printing what failed.
+ * A violated invariant is printed (CHECK, csrc/tests/harness.h) and the
+ * input ends in abort(), which libFuzzer reports as a crash.
  *
  * Build: see .ci/fuzz.sh (clang -fsanitize=fuzzer,address,undefined).
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "st_core.h"
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "fuzz_header: invariant failed at %s:%d: %s\n", \
-                    __FILE__, __LINE__, #cond);                            \
-            fprintf(stderr, "  " __VA_ARGS__);                             \
-            fprintf(stderr, "\n");                                         \
-            abort();                                                       \
-        }                                                                  \
-    } while (0)
+#include "../tests/harness.h"
 
 /* Largest gather the target performs (bytes). */
 #define MAX_GATHER (1u << 20)
@@ -79,11 +64,8 @@ static uint8_t next_byte(byte_src *s)
 {
     if (s->i < s->n)
         return s->p[s->i++];
-    /* xorshift so an empty source still yields varied items */
-    s->fallback ^= s->fallback << 13;
-    s->fallback ^= s->fallback >> 7;
-    s->fallback ^= s->fallback << 17;
-    return (uint8_t)s->fallback;
+    /* an exhausted source still yields varied items */
+    return (uint8_t)xorshift64(&s->fallback);
 }
 
 /* A signed value chosen relative to a dim: small values, +-dim, extremes. */
@@ -145,128 +127,6 @@ static size_t make_indices(byte_src *s, const st_tensor *t, st_index *idx, size_
         }
     }
     return count;
-}
-
-/* ---------------------------------------------------------------------
- * Reference model of NumPy basic indexing (independent of st_select)
- * --------------------------------------------------------------------- */
-
-typedef __int128 i128;
-
-enum { REF_OK, REF_ERROR, REF_TOO_MANY_DIMS };
-
-typedef struct {
-    size_t ndim;
-    uint64_t shape[ST_MAX_DIMS];
-    i128 stride[ST_MAX_DIMS];       /* in elements */
-    i128 offset;                    /* in elements */
-} ref_sel;
-
-/* Python's slice.indices(n) followed by len(range(...)). */
-static int ref_slice(const st_index *ix, uint64_t n, i128 *start, i128 *step, uint64_t *len)
-{
-    i128 N = (i128)n;
-    i128 st = ix->has_step ? (i128)ix->step : 1;
-    if (st == 0)
-        return REF_ERROR;
-    i128 lo, hi;
-    if (st > 0) { lo = 0; hi = N; }
-    else { lo = -1; hi = N - 1; }
-    i128 a, b;
-    if (!ix->has_start) a = st > 0 ? lo : hi;
-    else {
-        a = ix->start;
-        if (a < 0) { a += N; if (a < lo) a = lo; }
-        else if (a > hi) a = hi;
-    }
-    if (!ix->has_stop) b = st > 0 ? hi : lo;
-    else {
-        b = ix->stop;
-        if (b < 0) { b += N; if (b < lo) b = lo; }
-        else if (b > hi) b = hi;
-    }
-    i128 l = 0;
-    if (st > 0 && b > a) l = (b - a - 1) / st + 1;
-    if (st < 0 && a > b) l = (a - b - 1) / (-st) + 1;
-    *start = a;
-    *step = st;
-    *len = (uint64_t)l;
-    return REF_OK;
-}
-
-static int ref_select(const st_tensor *t, const st_index *idx, size_t count, ref_sel *out)
-{
-    size_t consumed = 0, ellipses = 0;
-    for (size_t k = 0; k < count; k++) {
-        if (idx[k].kind == ST_INDEX_INT || idx[k].kind == ST_INDEX_SLICE) consumed++;
-        else if (idx[k].kind == ST_INDEX_ELLIPSIS) ellipses++;
-    }
-    if (ellipses > 1 || consumed > t->ndim)
-        return REF_ERROR;
-    /* element strides of the C-ordered source */
-    i128 src_stride[ST_MAX_DIMS + 1];
-    if (t->ndim > ST_MAX_DIMS)
-        return REF_TOO_MANY_DIMS;
-    i128 acc = 1;
-    for (size_t d = t->ndim; d-- > 0;) {
-        src_stride[d] = acc;
-        acc *= (i128)t->shape[d];
-        if (acc > ((i128)1 << 62)) acc = (i128)1 << 62; /* only for empty tensors */
-    }
-    out->ndim = 0;
-    out->offset = 0;
-    size_t dim = 0;
-    int too_many = 0;
-#define PUSH(sh, sd)                                   \
-    do {                                               \
-        if (out->ndim >= ST_MAX_DIMS) { too_many = 1; } \
-        else {                                         \
-            out->shape[out->ndim] = (sh);              \
-            out->stride[out->ndim] = (sd);             \
-            out->ndim++;                               \
-        }                                              \
-    } while (0)
-    int saw_ellipsis = 0;
-    for (size_t k = 0; k <= count; k++) {
-        if (k == count) {
-            if (!saw_ellipsis)
-                while (dim < t->ndim) { PUSH(t->shape[dim], src_stride[dim]); dim++; }
-            break;
-        }
-        const st_index *ix = &idx[k];
-        switch (ix->kind) {
-        case ST_INDEX_NEWAXIS:
-            PUSH(1, 0);
-            break;
-        case ST_INDEX_ELLIPSIS: {
-            saw_ellipsis = 1;
-            size_t fill = t->ndim - consumed;
-            for (size_t f = 0; f < fill; f++) { PUSH(t->shape[dim], src_stride[dim]); dim++; }
-            break;
-        }
-        case ST_INDEX_INT: {
-            i128 v = ix->value, n = (i128)t->shape[dim];
-            if (v < 0) v += n;
-            if (v < 0 || v >= n) return REF_ERROR;
-            out->offset += v * src_stride[dim];
-            if (out->offset > ((i128)1 << 100)) out->offset = (i128)1 << 100; /* empty only */
-            dim++;
-            break;
-        }
-        case ST_INDEX_SLICE: {
-            i128 a, st;
-            uint64_t len;
-            if (ref_slice(ix, t->shape[dim], &a, &st, &len) != REF_OK) return REF_ERROR;
-            if (len) out->offset += a * src_stride[dim];
-            if (out->offset > ((i128)1 << 100)) out->offset = (i128)1 << 100; /* empty only */
-            PUSH(len, st * src_stride[dim]);
-            dim++;
-            break;
-        }
-        }
-    }
-#undef PUSH
-    return too_many ? REF_TOO_MANY_DIMS : REF_OK;
 }
 
 static void check_selection(const st_tensor *t, const st_index *idx, size_t count,
@@ -359,24 +219,20 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
     if (sel.nelements > MAX_GATHER / item)
         return;
     size_t out_len = (size_t)sel.nelements * item;
-    uint8_t *dst = malloc(out_len);
+    uint8_t *dst = malloc(out_len), *want = malloc(out_len);
     uint8_t *src = malloc(tbytes ? (size_t)tbytes : 1);
-    if (!dst || !src) { free(dst); free(src); return; }
-    memcpy(src, tdata, (size_t)tbytes);   /* exactly sized: ASan sees over-reads */
-    st_selection_gather(&sel, item, src, dst);
-    /* element-by-element oracle, C order */
-    uint64_t ctr[ST_MAX_DIMS] = {0};
-    for (uint64_t e = 0; e < sel.nelements; e++) {
-        int64_t off = sel.offset;
-        for (size_t d = 0; d < sel.ndim; d++) off += (int64_t)ctr[d] * sel.strides[d];
-        CHECK(memcmp(dst + e * item, src + off, item) == 0, "gather element %llu differs",
-              (unsigned long long)e);
-        for (size_t d = sel.ndim; d-- > 0;) {
-            if (++ctr[d] < sel.shape[d]) break;
-            ctr[d] = 0;
-        }
+    if (dst && want && src) {
+        i128 lo_el, hi_el;
+        memcpy(src, tdata, (size_t)tbytes);   /* exactly sized: ASan sees over-reads */
+        st_selection_gather(&sel, item, src, dst);
+        ref_gather(&ref, item, src, want, &lo_el, &hi_el);
+        CHECK(memcmp(dst, want, out_len) == 0, "gathered bytes differ from the model's");
+        CHECK((i128)sel.span_offset == lo_el * (i128)item &&
+                  (i128)sel.span_len == (hi_el - lo_el + 1) * (i128)item,
+              "span differs from the model's");
     }
     free(dst);
+    free(want);
     free(src);
 }
 
@@ -501,7 +357,8 @@ static void round_trip(const st_header *h, const uint8_t *data)
     size_t *order = calloc(count ? count : 1, sizeof *order);
     size_t mc = st_header_metadata_count(h);
     st_metadata_item *md = calloc(mc ? mc : 1, sizeof *md);
-    uint8_t *hdr = NULL, *hdr2 = NULL, *file = NULL;
+    uint8_t *file = NULL;
+    st_layout lay = {0}, lay2 = {0};
     st_header *h2 = NULL;
     if (!wt || !order || !md) goto out;
     /* give the writer the tensors in name order: it must re-sort them */
@@ -518,11 +375,12 @@ static void round_trip(const st_header *h, const uint8_t *data)
     for (size_t i = 0; i < mc; i++) md[i] = *st_header_metadata_item(h, i);
     bool has_md = st_header_has_metadata(h);
 
-    size_t hsize = 0, hsize2 = 0;
-    uint64_t total = 0, total2 = 0;
     st_error err;
-    st_code rc = st_write_layout(wt, count, has_md ? md : NULL, mc, has_md, order, &hdr,
-                                 &hsize, &total, &err);
+    lay = (st_layout){.tensors = wt, .count = count, .metadata = has_md ? md : NULL,
+                      .metadata_count = mc, .has_metadata = has_md, .order = order};
+    st_code rc = st_write_layout(&lay, &err);
+    size_t hsize = lay.header_size;
+    uint64_t total = lay.total_size;
     if (rc == ST_ERR_NOMEM) goto out;
     CHECK(rc == ST_OK, "st_write_layout failed on a parsed file: %s", err.msg);
     CHECK(hsize >= 8 && hsize % 8 == 0, "header size %zu not a multiple of 8", hsize);
@@ -542,8 +400,8 @@ static void round_trip(const st_header *h, const uint8_t *data)
 
     file = malloc(total ? (size_t)total : 1);
     if (!file) goto out;
-    st_write_to_memory(wt, order, count, hdr, hsize, file);
-    CHECK(memcmp(file, hdr, hsize) == 0, "file does not start with the header");
+    st_write_to_memory(&lay, file);
+    CHECK(memcmp(file, lay.header, hsize) == 0, "file does not start with the header");
 
     uint64_t n2 = 0;
     rc = st_header_length(file, 8, total, &n2, &err);
@@ -604,11 +462,13 @@ static void round_trip(const st_header *h, const uint8_t *data)
                                            t->end - t->begin};
             }
             for (size_t i = 0; i < mc; i++) md2[i] = *st_header_metadata_item(h2, i);
-            rc = st_write_layout(wt2, count, has_md ? md2 : NULL, mc, has_md, order2, &hdr2,
-                                 &hsize2, &total2, &err);
+            lay2 = (st_layout){.tensors = wt2, .count = count, .metadata = has_md ? md2 : NULL,
+                               .metadata_count = mc, .has_metadata = has_md, .order = order2};
+            rc = st_write_layout(&lay2, &err);
             if (rc != ST_ERR_NOMEM) {
                 CHECK(rc == ST_OK, "second layout failed: %s", err.msg);
-                CHECK(hsize2 == hsize && total2 == total && memcmp(hdr, hdr2, hsize) == 0,
+                CHECK(lay2.header_size == hsize && lay2.total_size == total &&
+                          memcmp(lay.header, lay2.header, hsize) == 0,
                       "layout is not deterministic");
             }
         }
@@ -618,8 +478,8 @@ static void round_trip(const st_header *h, const uint8_t *data)
     }
 out:
     if (h2) st_header_free(h2);
-    if (hdr) st_free(hdr);
-    if (hdr2) st_free(hdr2);
+    st_free(lay.header);
+    st_free(lay2.header);
     free(file);
     free(wt);
     free(order);
@@ -652,7 +512,7 @@ static void inject_failures(const uint8_t *json, size_t n, uint64_t size, st_cod
  * Entry point
  * --------------------------------------------------------------------- */
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void test_one_input(const uint8_t *data, size_t size)
 {
     st_error err;
     uint64_t seed = fnv1a(data, size);
@@ -660,7 +520,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* 1. strict JSON validator on the raw input (exact-size copy) */
     {
         uint8_t *copy = malloc(size ? size : 1);
-        if (!copy) return 0;
+        if (!copy) return;
         memcpy(copy, data, size);
         st_code rc = st_json_validate(copy, size, &err);
         CHECK(rc == ST_OK || err.code == rc, "validate: err.code mismatch");
@@ -674,13 +534,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != ST_OK) {
         CHECK(err.code == rc, "length: err.code mismatch");
         CHECK(size < 8 || rc != ST_ERR_HEADER_TOO_SMALL, "too small with %zu bytes", size);
-        return 0;
+        return;
     }
     CHECK(size >= 8 && n <= ST_MAX_HEADER_SIZE && n <= size - 8,
           "accepted N=%llu for a %zu-byte file", (unsigned long long)n, size);
 
     uint8_t *json = malloc(n ? (size_t)n : 1);
-    if (!json) return 0;
+    if (!json) return;
     memcpy(json, data + 8, (size_t)n);
     st_header *h = NULL;
     rc = st_header_parse(json, (size_t)n, size, &h, &err);
@@ -721,5 +581,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* 6. allocation failures */
     inject_failures(json, (size_t)n, size, normal, seed);
     free(json);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    test_one_input(data, size);
+    if (harness_failures)
+        abort();
     return 0;
 }

@@ -2,7 +2,7 @@
 """Write a seed corpus for csrc/fuzz/fuzz_header.c into a directory.
 
 Usage: make_seeds.py OUT_DIR [--jsontestsuite DIR]   (or env JSONTESTSUITE=DIR;
-default ../shared/data/jsontestsuite/test_parsing next to the repository)
+default csrc/tests/data/jsontestsuite/test_parsing, the copy in this repository)
 
 Seeds are whole file images (8-byte little-endian N, N header bytes, data):
   * valid files of every dtype, scalars, empty tensors, empty files,
@@ -33,8 +33,7 @@ BITS = dict(DTYPES)
 ORDER = {name: i for i, (name, _) in enumerate(DTYPES)}
 
 DEFAULT_SUITE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                             "..", "..", "..", "shared", "data", "jsontestsuite",
-                             "test_parsing")
+                             "..", "tests", "data", "jsontestsuite", "test_parsing")
 
 
 def nbytes(dtype, shape):

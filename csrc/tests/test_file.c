@@ -4,29 +4,15 @@
  * files, a file that shrinks after opening, and a sparse 64 GiB file.
  */
 #define _GNU_SOURCE
-#include "../core/st_core.h"
+#include "harness.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            failures++;                                                         \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                       \
-            fprintf(stderr, "\n");                                              \
-        }                                                                       \
-    } while (0)
-
-static char tmpdir[256];
+static const char *tmpdir;
 static const st_backend backends[2] = {ST_BACKEND_MMAP, ST_BACKEND_PREAD};
 
 static int count_fds(void)
@@ -245,21 +231,11 @@ static void test_sparse_64g(void)
 
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/st_test_file_XXXXXX", base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tmpdir = harness_tmpdir("test_file");
     test_open_errors();
     test_backends();
     test_bad_sizes();
     test_sparse_64g();
     rmdir(tmpdir);
-    if (failures) {
-        fprintf(stderr, "test_file: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_file: OK\n");
-    return 0;
+    return harness_finish("test_file");
 }

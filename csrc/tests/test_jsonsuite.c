@@ -5,12 +5,9 @@
  * in docs/json-conformance.md; `--markdown` prints that table).
  */
 #define _POSIX_C_SOURCE 200809L
-#include "../core/st_core.h"
+#include "harness.h"
 
 #include <dirent.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 typedef struct choice {
     const char *file;
@@ -65,28 +62,6 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static unsigned char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    unsigned char *buf = malloc(cap);
-    for (;;) {
-        if (n == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        if (r == 0)
-            break;
-        n += r;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 int main(int argc, char **argv)
 {
     bool markdown = false;
@@ -122,7 +97,7 @@ int main(int argc, char **argv)
     closedir(d);
     qsort(names, count, sizeof *names, cmp_str);
 
-    int failures = 0, y = 0, n = 0, i_acc = 0, i_rej = 0;
+    int y = 0, n = 0, i_acc = 0, i_rej = 0;
     size_t i_seen = 0;
     if (markdown)
         printf("| file | decision | why |\n| --- | --- | --- |\n");
@@ -130,36 +105,25 @@ int main(int argc, char **argv)
         char path[4096];
         size_t len = 0;
         snprintf(path, sizeof path, "%s/%s", dir, names[k]);
-        unsigned char *buf = read_all(path, &len);
-        if (buf == NULL) {
-            perror(path);
-            failures++;
+        uint8_t *buf = harness_read_file(path, &len);
+        CHECK(buf != NULL, "%s: cannot read it", path);
+        if (buf == NULL)
             continue;
-        }
         st_error err;
         memset(&err, 0, sizeof err);
         st_code rc = st_json_validate(buf, len, &err);
         bool ok = rc == ST_OK;
-        if (!ok && rc != ST_ERR_INVALID_JSON) {
-            fprintf(stderr, "FAIL %s: unexpected code %d (%s)\n", names[k], rc, err.msg);
-            failures++;
-        }
-        if (!ok && strstr(err.msg, " at line ") == NULL) {
-            fprintf(stderr, "FAIL %s: message without position: %s\n", names[k], err.msg);
-            failures++;
-        }
+        /* the message without "invalid JSON in header: " */
+        const char *why = ok ? "" : err.msg + strlen(st_code_text(err.code));
+        CHECK(ok || rc == ST_ERR_INVALID_JSON, "%s: unexpected code %d (%s)", names[k], rc, err.msg);
+        CHECK(ok || strstr(err.msg, " at line ") != NULL, "%s: message without position: %s",
+              names[k], err.msg);
         if (names[k][0] == 'y') {
             y++;
-            if (!ok) {
-                fprintf(stderr, "FAIL %s: rejected valid JSON: %s\n", names[k], err.msg);
-                failures++;
-            }
+            CHECK(ok, "%s: rejected valid JSON: %s", names[k], err.msg);
         } else if (names[k][0] == 'n') {
             n++;
-            if (ok) {
-                fprintf(stderr, "FAIL %s: accepted invalid JSON\n", names[k]);
-                failures++;
-            }
+            CHECK(!ok, "%s: accepted invalid JSON", names[k]);
         } else if (names[k][0] == 'i') {
             const choice *c = NULL;
             i_seen++;
@@ -167,38 +131,27 @@ int main(int argc, char **argv)
             for (size_t m = 0; m < sizeof choices / sizeof choices[0]; m++)
                 if (strcmp(choices[m].file, names[k]) == 0)
                     c = &choices[m];
-            if (c == NULL) {
-                fprintf(stderr, "FAIL %s: no documented decision (got %s: %s)\n", names[k],
-                        ok ? "accepted" : "rejected", ok ? "" : err.msg);
-                failures++;
-            } else if (c->accept != ok) {
-                fprintf(stderr, "FAIL %s: documented %s, got %s (%s)\n", names[k],
-                        c->accept ? "accepted" : "rejected", ok ? "accepted" : "rejected", err.msg);
-                failures++;
-            } else if (markdown) {
+            CHECK(c != NULL, "%s: no documented decision (got %s %s)", names[k],
+                  ok ? "accepted" : "rejected", why);
+            CHECK(c == NULL || c->accept == ok, "%s: documented %s, got %s (%s)", names[k],
+                  c && c->accept ? "accepted" : "rejected", ok ? "accepted" : "rejected", why);
+            if (markdown && c != NULL && c->accept == ok)
                 printf("| `%s` | %s | %s%s%s |\n", names[k], ok ? "accepted" : "rejected", c->why,
-                       ok ? "" : "; error: ", ok ? "" : err.msg);
-            }
+                       ok ? "" : "; error: ", why);
             if (!markdown)
                 printf("i: %-55s %s%s%s\n", names[k], ok ? "accepted" : "rejected",
-                       ok ? "" : "  ", ok ? "" : err.msg);
+                       ok ? "" : "  ", why);
         }
         free(buf);
     }
     for (size_t k = 0; k < count; k++)
         free(names[k]);
     free(names);
-    if (i_seen != sizeof choices / sizeof choices[0]) {
-        fprintf(stderr, "FAIL: %zu i_ files seen, %zu documented\n", i_seen,
-                sizeof choices / sizeof choices[0]);
-        failures++;
-    }
-    if (y == 0 || n == 0) {
-        fprintf(stderr, "FAIL: no y_/n_ files found in %s\n", dir);
-        failures++;
-    }
+    CHECK(i_seen == sizeof choices / sizeof choices[0], "%zu i_ files seen, %zu documented",
+          i_seen, sizeof choices / sizeof choices[0]);
+    CHECK(y > 0 && n > 0, "no y_/n_ files found in %s", dir);
     fprintf(markdown ? stderr : stdout,
-            "jsonsuite: %d y (all must pass), %d n (all must fail), i: %d accepted, %d rejected; %d failures\n",
-            y, n, i_acc, i_rej, failures);
-    return failures ? 1 : 0;
+            "jsonsuite: %d y (all must pass), %d n (all must fail), i: %d accepted, %d rejected\n",
+            y, n, i_acc, i_rej);
+    return harness_finish("test_jsonsuite");
 }

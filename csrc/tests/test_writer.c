@@ -1,35 +1,31 @@
 /*
  * test_writer.c - st_write_layout / st_write_to_memory / st_write_file:
- * golden byte vectors (spec 1.8), ordering, escaping, padding, limits,
+ * reference files (docs/format.md §8), ordering, escaping, padding, limits,
  * validation, read-back on both backends, and failure atomicity.
  */
 #define _GNU_SOURCE
-#include "../core/st_core.h"
+#include "harness.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            failures++;                                                         \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                       \
-            fprintf(stderr, "\n");                                              \
-        }                                                                       \
-    } while (0)
-
 #define T(name, dt, nd, shp, dat, len) \
     { (name), sizeof(name) - 1, (dt), (nd), (shp), (dat), (len) }
+
+/* Fills *l with the input and lays it out. */
+static st_code layout_of(st_layout *l, const st_write_tensor *ts, size_t n,
+                         const st_metadata_item *md, size_t mdn, bool has_md, size_t *order,
+                         st_error *err)
+{
+    *l = (st_layout){.tensors = ts, .count = n, .metadata = md, .metadata_count = mdn,
+                     .has_metadata = has_md, .order = order};
+    return st_write_layout(l, err);
+}
 
 /* Lays out + serialises to memory; returns a malloc'ed buffer. */
 static uint8_t *serialize(const st_write_tensor *ts, size_t n, const st_metadata_item *md,
@@ -37,18 +33,15 @@ static uint8_t *serialize(const st_write_tensor *ts, size_t n, const st_metadata
                           st_error *err)
 {
     size_t order[64];
-    uint8_t *hdr = NULL;
-    size_t hsize = 0;
-    uint64_t total = 0;
-    st_code rc = st_write_layout(ts, n, md, mdn, has_md, order, &hdr, &hsize, &total, err);
+    st_layout l;
+    st_code rc = layout_of(&l, ts, n, md, mdn, has_md, order, err);
     *rc_out = rc;
-    if (rc != ST_OK) {
+    if (rc != ST_OK)
         return NULL;
-    }
-    uint8_t *out = malloc((size_t)total);
-    st_write_to_memory(ts, order, n, hdr, hsize, out);
-    st_free(hdr);
-    *size = (size_t)total;
+    uint8_t *out = malloc((size_t)l.total_size);
+    st_write_to_memory(&l, out);
+    st_free(l.header);
+    *size = (size_t)l.total_size;
     return out;
 }
 
@@ -168,10 +161,8 @@ static void test_order_and_escape(void)
         T("", ST_BOOL, 1, s1, buf, 1),    T("m", ST_F32, 1, s1, buf, 4),
     };
     size_t order[10];
-    uint8_t *hdr;
-    size_t hs;
-    uint64_t total;
-    CHECK(st_write_layout(ts, 10, NULL, 0, false, order, &hdr, &hs, &total, &err) == ST_OK, "%s",
+    st_layout lay;
+    CHECK(layout_of(&lay, ts, 10, NULL, 0, false, order, &err) == ST_OK, "%s",
           err.msg);
     const char *want[] = {"zz", "m", "B", "a", "a.10", "a.9", "aa", "b", "\xc3\xa9", ""};
     for (int i = 0; i < 10; i++) {
@@ -179,23 +170,23 @@ static void test_order_and_escape(void)
         CHECK(t->name_len == strlen(want[i]) && memcmp(t->name, want[i], t->name_len) == 0,
               "order[%d] = '%.*s' want '%s'", i, (int)t->name_len, t->name, want[i]);
     }
-    CHECK(total == hs + 8 + 4 + 8 * 1, "total %llu", (unsigned long long)total);
-    CHECK(memmem(hdr, hs, "\"zz\":{\"dtype\":\"U64\",\"shape\":[1],\"data_offsets\":[0,8]}", 52) != NULL, "zz entry");
-    CHECK(memmem(hdr, hs, "\"\":{\"dtype\":\"BOOL\",\"shape\":[1],\"data_offsets\":[19,20]}}", 53) != NULL, "empty name entry");
-    st_free(hdr);
+    CHECK(lay.total_size == lay.header_size + 8 + 4 + 8 * 1, "lay.total_size %llu", (unsigned long long)lay.total_size);
+    CHECK(memmem(lay.header, lay.header_size, "\"zz\":{\"dtype\":\"U64\",\"shape\":[1],\"data_offsets\":[0,8]}", 52) != NULL, "zz entry");
+    CHECK(memmem(lay.header, lay.header_size, "\"\":{\"dtype\":\"BOOL\",\"shape\":[1],\"data_offsets\":[19,20]}}", 53) != NULL, "empty name entry");
+    st_free(lay.header);
 
     /* serde_json escaping */
     const char nm[] = "q\"b\\n\nt\tr\rb\bf\f\x01\x1f\x7f/\xc3\xa9";
     st_write_tensor e[] = {{nm, sizeof nm - 1, ST_U8, 1, s1, buf, 1}};
     st_metadata_item md = {"k\x00z", 3, "v\"\x1b", 3};
-    CHECK(st_write_layout(e, 1, &md, 1, true, order, &hdr, &hs, &total, &err) == ST_OK, "%s", err.msg);
+    CHECK(layout_of(&lay, e, 1, &md, 1, true, order, &err) == ST_OK, "%s", err.msg);
     const char *wj = "{\"__metadata__\":{\"k\\u0000z\":\"v\\\"\\u001b\"},"
                      "\"q\\\"b\\\\n\\nt\\tr\\rb\\bf\\f\\u0001\\u001f\x7f/\xc3\xa9\":"
                      "{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
-    CHECK(hs >= 8 + strlen(wj) && memcmp(hdr + 8, wj, strlen(wj)) == 0, "escape: got '%.*s'",
-          (int)(hs - 8), (const char *)hdr + 8);
-    CHECK((hs - 8) % 8 == 0 && hs - 8 - strlen(wj) < 8, "padding");
-    st_free(hdr);
+    CHECK(lay.header_size >= 8 + strlen(wj) && memcmp(lay.header + 8, wj, strlen(wj)) == 0, "escape: got '%.*s'",
+          (int)(lay.header_size - 8), (const char *)lay.header + 8);
+    CHECK((lay.header_size - 8) % 8 == 0 && lay.header_size - 8 - strlen(wj) < 8, "padding");
+    st_free(lay.header);
 
     /* many tensors: sort + offsets */
     enum { M = 5000 };
@@ -212,10 +203,10 @@ static void test_order_and_escape(void)
         many[i].data = buf;
         many[i].data_len = 1;
     }
-    CHECK(st_write_layout(many, M, NULL, 0, false, ord, &hdr, &hs, &total, &err) == ST_OK, "%s", err.msg);
+    CHECK(layout_of(&lay, many, M, NULL, 0, false, ord, &err) == ST_OK, "%s", err.msg);
     for (int i = 1; i < M; i++) CHECK(strcmp(many[ord[i - 1]].name, many[ord[i]].name) < 0, "sorted %d", i);
-    CHECK(total == hs + M, "total");
-    st_free(hdr);
+    CHECK(lay.total_size == lay.header_size + M, "lay.total_size");
+    st_free(lay.header);
     free(many);
     free(names);
     free(ord);
@@ -228,17 +219,15 @@ static void test_validation(void)
     uint64_t s22[2] = {2, 2}, s3[1] = {3};
     uint64_t big[2] = {2, UINT64_MAX - 1};
     size_t order[2];
-    uint8_t *hdr = NULL;
-    size_t hs;
-    uint64_t total;
+    st_layout lay;
     st_write_tensor a[] = {T("a", ST_I32, 2, s22, buf, 15)};
-    CHECK(st_write_layout(a, 1, NULL, 0, false, order, &hdr, &hs, &total, &err) == ST_ERR_TENSOR_INVALID_INFO &&
+    CHECK(layout_of(&lay, a, 1, NULL, 0, false, order, &err) == ST_ERR_TENSOR_INVALID_INFO &&
           strcmp(err.msg, "invalid shape, data type, or offset for tensor") == 0, "mismatch: %s", err.msg);
     st_write_tensor b[] = {T("a", ST_F4, 1, s3, buf, 1)};
-    CHECK(st_write_layout(b, 1, NULL, 0, false, order, &hdr, &hs, &total, &err) == ST_ERR_MISALIGNED_SLICE &&
+    CHECK(layout_of(&lay, b, 1, NULL, 0, false, order, &err) == ST_ERR_MISALIGNED_SLICE &&
           strstr(err.msg, "byte boundary") != NULL, "f4 odd: %s", err.msg);
     st_write_tensor c[] = {T("a", ST_U8, 2, big, buf, 0)};
-    CHECK(st_write_layout(c, 1, NULL, 0, false, order, &hdr, &hs, &total, &err) == ST_ERR_VALIDATION_OVERFLOW,
+    CHECK(layout_of(&lay, c, 1, NULL, 0, false, order, &err) == ST_ERR_VALIDATION_OVERFLOW,
           "overflow: %s", err.msg);
 
     /* header size limit: JSON of exactly 100,000,000 bytes is fine, one more is not */
@@ -246,11 +235,11 @@ static void test_validation(void)
     char *v = malloc(vlen + 1);
     memset(v, 'x', vlen + 1);
     st_metadata_item md = {"k", 1, v, vlen};
-    CHECK(st_write_layout(NULL, 0, &md, 1, true, order, &hdr, &hs, &total, &err) == ST_OK &&
-          hs == 8 + 100000000, "at limit: %s", err.msg);
-    st_free(hdr);
+    CHECK(layout_of(&lay, NULL, 0, &md, 1, true, order, &err) == ST_OK &&
+          lay.header_size == 8 + 100000000, "at limit: %s", err.msg);
+    st_free(lay.header);
     md.value_len = vlen + 1;
-    CHECK(st_write_layout(NULL, 0, &md, 1, true, order, &hdr, &hs, &total, &err) == ST_ERR_HEADER_TOO_LARGE &&
+    CHECK(layout_of(&lay, NULL, 0, &md, 1, true, order, &err) == ST_ERR_HEADER_TOO_LARGE &&
           strcmp(err.msg, "header too large") == 0, "too large: %s", err.msg);
     free(v);
 
@@ -258,16 +247,16 @@ static void test_validation(void)
     st_write_tensor ok[] = {T("a", ST_I32, 2, s22, buf, 16)};
     for (uint64_t n = 1; n < 6; n++) {
         st_alloc_fail_after(n);
-        st_code rc = st_write_layout(ok, 1, NULL, 0, false, order, &hdr, &hs, &total, &err);
+        st_code rc = layout_of(&lay, ok, 1, NULL, 0, false, order, &err);
         st_alloc_fail_after(0);
         CHECK(rc == ST_OK || rc == ST_ERR_NOMEM, "alloc fail %llu: rc %d", (unsigned long long)n, rc);
-        if (rc == ST_OK) st_free(hdr);
+        if (rc == ST_OK) st_free(lay.header);
     }
 }
 
 /* ---- files ---- */
 
-static char tmpdir[256];
+static const char *tmpdir;
 
 static int count_temp_files(const char *dir)
 {
@@ -281,30 +270,15 @@ static int count_temp_files(const char *dir)
     return n;
 }
 
-static uint8_t *read_all(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return NULL;
-    struct stat st;
-    fstat(fd, &st);
-    uint8_t *b = malloc((size_t)st.st_size + 1);
-    ssize_t r = read(fd, b, (size_t)st.st_size);
-    close(fd);
-    *len = (size_t)r;
-    return b;
-}
-
 static st_code write_file(const char *path, const st_write_tensor *ts, size_t n,
                           const st_metadata_item *md, size_t mdn, st_error *err)
 {
     size_t *order = malloc((n ? n : 1) * sizeof *order);
-    uint8_t *hdr;
-    size_t hs;
-    uint64_t total;
-    st_code rc = st_write_layout(ts, n, md, mdn, md != NULL, order, &hdr, &hs, &total, err);
+    st_layout l;
+    st_code rc = layout_of(&l, ts, n, md, mdn, md != NULL, order, err);
     if (rc == ST_OK) {
-        rc = st_write_file(path, ts, order, n, hdr, hs, err);
-        st_free(hdr);
+        rc = st_write_file(path, &l, err);
+        st_free(l.header);
     }
     free(order);
     return rc;
@@ -330,7 +304,7 @@ static void test_file_roundtrip(void)
     /* same bytes as the in-memory serialisation */
     size_t flen, mlen;
     st_code rc;
-    uint8_t *fb = read_all(path, &flen);
+    uint8_t *fb = harness_read_file(path, &flen);
     uint8_t *mb = serialize(ts, 2, &md, 1, true, &mlen, &rc, &err);
     CHECK(fb && mb && flen == mlen && memcmp(fb, mb, flen) == 0, "file == memory image");
     free(fb);
@@ -430,7 +404,7 @@ static void test_file_failures(void)
     st_write_tensor small[] = {T("a", ST_U8, 1, s1, &v, 1)};
     CHECK(write_file(path, small, 1, NULL, 0, &err) == ST_OK, "%s", err.msg);
     size_t before_len;
-    uint8_t *before = read_all(path, &before_len);
+    uint8_t *before = harness_read_file(path, &before_len);
 
     /* EFBIG from a file-size limit */
     enum { BIG = 1 << 20 };
@@ -448,7 +422,7 @@ static void test_file_failures(void)
     signal(SIGXFSZ, prev);
     CHECK(rc == ST_ERR_IO && err.sys_errno == EFBIG, "EFBIG: rc %d %s", rc, err.msg);
     size_t after_len;
-    uint8_t *after = read_all(path, &after_len);
+    uint8_t *after = harness_read_file(path, &after_len);
     CHECK(after_len == before_len && memcmp(before, after, before_len) == 0, "destination unchanged");
     CHECK(count_temp_files(tmpdir) == 0, "temp files left after EFBIG");
     free(after);
@@ -475,22 +449,12 @@ static void test_file_failures(void)
 
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/st_test_writer_XXXXXX", base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tmpdir = harness_tmpdir("test_writer");
     test_golden();
     test_order_and_escape();
     test_validation();
     test_file_roundtrip();
     test_file_failures();
     rmdir(tmpdir);
-    if (failures) {
-        fprintf(stderr, "test_writer: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_writer: OK\n");
-    return 0;
+    return harness_finish("test_writer");
 }
