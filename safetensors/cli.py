@@ -16,19 +16,11 @@ import math
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import SafetensorError, safe_open
 
 INDEX_SUFFIX = ".index.json"
-
-# Bits per element of each header dtype (F4 and F6 are sub-byte).
-_BITS = {
-    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
-    "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
-}
-
 
 class CliError(Exception):
     """A failure reported as one line on stderr, exit code 1."""

@@ -29,28 +29,11 @@ from ._safetensors_c import StreamWriter as _CStreamWriter
 
 __all__ = ["StreamWriter", "header_dtype"]
 
-_HEADER_NAMES = frozenset(
-    "BOOL F4 F6_E2M3 F6_E3M2 U8 I8 F8_E5M2 F8_E4M3 F8_E8M0 F8_E4M3FNUZ F8_E5M2FNUZ "
-    "I16 U16 F16 BF16 I32 U32 F32 C64 F64 I64 U64".split()
-)
-
-# torch / NumPy / ml_dtypes / TensorFlow dtype names -> header names.
-_FRAMEWORK_NAMES = {
-    "bool": "BOOL", "int8": "I8", "uint8": "U8", "int16": "I16", "uint16": "U16",
-    "int32": "I32", "uint32": "U32", "int64": "I64", "uint64": "U64",
-    "float16": "F16", "half": "F16", "float32": "F32", "float": "F32", "float64": "F64",
-    "double": "F64", "bfloat16": "BF16", "complex64": "C64",
-    "float8_e4m3fn": "F8_E4M3", "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e5m2": "F8_E5M2",
-    "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e8m0fnu": "F8_E8M0", "float4_e2m1fn_x2": "F4",
-}
-
-
 def header_dtype(dtype: Any) -> str:
     """The header dtype name ("F32", "BF16", ...) of a header name, a torch
-    dtype, a NumPy dtype or scalar type, or a dtype name such as "float32"."""
+    dtype, a NumPy dtype or scalar type, or a type name such as "float32"
+    (resolved by the C core's dtype table)."""
     if isinstance(dtype, str):
-        if dtype in _HEADER_NAMES:
-            return dtype
         name = dtype
     elif type(dtype).__module__ == "torch":  # torch.dtype: "torch.float32"
         name = str(dtype).rpartition(".")[2]
@@ -60,10 +43,9 @@ def header_dtype(dtype: Any) -> str:
             import numpy as np
 
             name = np.dtype(dtype).name
-    code = _FRAMEWORK_NAMES.get(name) if isinstance(name, str) else None
-    if code is None:
-        raise ValueError(f"unsupported dtype {dtype!r}: use one of {sorted(_HEADER_NAMES)} or a framework dtype")
-    return code
+    if not isinstance(name, str):
+        raise ValueError(f"unsupported dtype {dtype!r}")
+    return _CStreamWriter.dtype_name(name)
 
 
 def _is_torch_tensor(value: Any) -> bool:

@@ -287,7 +287,30 @@ static void StreamWriter_dealloc(StreamWriter *self)
     Py_DECREF(type);
 }
 
+/* The core's dtype table answers for Python (safetensors.stream.header_dtype):
+ * a header name ("F32") or a framework type name ("float32") -> "F32". */
+static PyObject *StreamWriter_dtype_name(PyObject *unused, PyObject *name)
+{
+    Py_ssize_t len;
+    st_dtype dtype;
+    const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &len) : NULL;
+    if (text == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "dtype name must be a str, not %.100s", Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    if (!st_dtype_from_name(text, (size_t)len, &dtype) &&
+        !st_dtype_from_type_name(text, (size_t)len, &dtype)) {
+        PyErr_Format(PyExc_ValueError, "unsupported dtype %R", name);
+        return NULL;
+    }
+    return PyUnicode_FromString(st_dtype_name(dtype));
+}
+
 static PyMethodDef StreamWriter_methods[] = {
+    {"dtype_name", (PyCFunction)StreamWriter_dtype_name, METH_O | METH_STATIC,
+     "dtype_name(name)\n--\n\nThe header dtype name of a header name or a framework type name "
+     "(\"float32\" -> \"F32\")."},
     {"write", (PyCFunction)StreamWriter_write, METH_VARARGS,
      "write(name, data)\n--\n\nWrites one declared tensor's bytes (a C-contiguous buffer of "
      "exactly its size). Any order, any thread; each tensor once."},

@@ -100,7 +100,7 @@ static st_code create_temp(st_stream *s, st_error *err)
     size_t cap = dir_len + base_keep + 64;
     s->tmp_path = st_malloc(cap);
     if (s->tmp_path == NULL)
-        return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+        return st_error_code(err, ST_ERR_NOMEM, 0);
     st_hash_key key = st_hash_new_key();   /* random bits */
     for (int attempt = 0; attempt < 100; attempt++) {
         snprintf(s->tmp_path, cap, "%.*s.%.*s.%ld.%016llx.tmp", (int)dir_len, s->path,
@@ -148,16 +148,14 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
 {
     st_code rc = ST_OK;
     st_stream *s = NULL;
-    st_write_tensor *layout = NULL;   /* tensors with data_len = their size */
-    size_t *order = NULL;
+    st_write_tensor *tensors_sized = NULL;   /* tensors with data_len = their size */
+    st_layout layout = {0};
     name_ref *refs = NULL;
-    uint8_t *header = NULL;
-    size_t header_size = 0;
 
     *out = NULL;
     s = st_calloc(1, sizeof *s);
     if (s == NULL)
-        return st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+        return st_error_code(err, ST_ERR_NOMEM, 0);
     s->fd = -1;
     s->count = count;
     size_t path_len = strlen(path);
@@ -177,12 +175,12 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
     s->entries = st_calloc(n, sizeof *s->entries);
     s->by_name = st_calloc(n, sizeof *s->by_name);
     s->arena = st_malloc(arena_size ? arena_size : 1);
-    layout = st_calloc(n, sizeof *layout);
-    order = st_calloc(n, sizeof *order);
+    tensors_sized = st_calloc(n, sizeof *tensors_sized);
+    layout.order = st_calloc(n, sizeof *layout.order);
     refs = st_calloc(n, sizeof *refs);
     if (s->path == NULL || s->entries == NULL || s->by_name == NULL || s->arena == NULL ||
-        layout == NULL || order == NULL || refs == NULL) {
-        rc = st_error_set(err, ST_ERR_NOMEM, 0, "out of memory");
+        tensors_sized == NULL || layout.order == NULL || refs == NULL) {
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
     memcpy(s->path, path, path_len + 1);
@@ -213,8 +211,8 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
         }
         if ((rc = st_tensor_nbytes(e->dtype, e->shape, e->ndim, &e->nbytes, err)) != ST_OK)
             goto exit;
-        layout[i] = (st_write_tensor){e->name, e->name_len, e->dtype, e->ndim, e->shape, NULL,
-                                      e->nbytes};
+        tensors_sized[i] = (st_write_tensor){e->name, e->name_len, e->dtype, e->ndim, e->shape,
+                                             NULL, e->nbytes};
         refs[i] = (name_ref){e, i};
     }
 
@@ -229,14 +227,18 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
         }
     }
 
-    rc = st_write_layout(layout, count, metadata, metadata_count, has_metadata, order, &header,
-                         &header_size, &s->total_size, err);
-    if (rc != ST_OK)
+    layout.tensors = tensors_sized;
+    layout.count = count;
+    layout.metadata = metadata;
+    layout.metadata_count = metadata_count;
+    layout.has_metadata = has_metadata;
+    if ((rc = st_write_layout(&layout, err)) != ST_OK)
         goto exit;
-    uint64_t offset = header_size;
+    s->total_size = layout.total_size;
+    uint64_t offset = layout.header_size;
     for (size_t i = 0; i < count; i++) {
-        s->entries[order[i]].offset = offset;
-        offset += s->entries[order[i]].nbytes;
+        s->entries[layout.order[i]].offset = offset;
+        offset += s->entries[layout.order[i]].nbytes;
     }
 
     if ((rc = create_temp(s, err)) != ST_OK)
@@ -248,15 +250,15 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
         rc = st_error_io(err, errno, 0);
         goto exit;
     }
-    if ((rc = pwrite_all(s->fd, header, header_size, 0, err)) != ST_OK)
+    if ((rc = pwrite_all(s->fd, layout.header, layout.header_size, 0, err)) != ST_OK)
         goto exit;
     *out = s;
     s = NULL;
 exit:
     st_stream_free(s);   /* on failure: closes and removes the temporary file */
-    st_free(header);
-    st_free(layout);
-    st_free(order);
+    st_free(layout.header);
+    st_free(layout.order);
+    st_free(tensors_sized);
     st_free(refs);
     return rc;
 }

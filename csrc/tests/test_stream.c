@@ -4,28 +4,14 @@
  * destination untouched with no temporary file behind.
  */
 #define _GNU_SOURCE
-#include "../core/st_core.h"
+#include "harness.h"
 
 #include <dirent.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            failures++;                                                         \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                       \
-            fprintf(stderr, "\n");                                              \
-        }                                                                       \
-    } while (0)
-
-static char dir[256];
+static const char *dir;
 
 static size_t entries_in_dir(void)
 {
@@ -38,19 +24,20 @@ static size_t entries_in_dir(void)
     return n;
 }
 
-static uint8_t *read_all(const char *path, size_t *size)
+/* The one-shot writer's file for the same tensors, for comparison. */
+static void write_one_shot(const char *path, const st_write_tensor *tensors, size_t count,
+                           const st_metadata_item *metadata, size_t metadata_count,
+                           bool has_metadata, uint64_t *total)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *data = malloc(*size ? *size : 1);
-    if (fread(data, 1, *size, f) != *size)
-        *size = 0;
-    fclose(f);
-    return data;
+    size_t order[64];
+    st_error err;
+    st_layout layout = {.tensors = tensors, .count = count, .metadata = metadata,
+                        .metadata_count = metadata_count, .has_metadata = has_metadata,
+                        .order = order};
+    CHECK(st_write_layout(&layout, &err) == ST_OK, "%s", err.msg);
+    CHECK(st_write_file(path, &layout, &err) == ST_OK, "%s", err.msg);
+    *total = layout.total_size;
+    st_free(layout.header);
 }
 
 /* Three tensors of different dtypes (so file order != declaration order). */
@@ -71,15 +58,8 @@ static void test_identical_to_write_file(void)
     snprintf(one_shot, sizeof one_shot, "%s/one_shot.safetensors", dir);
     snprintf(streamed, sizeof streamed, "%s/streamed.safetensors", dir);
 
-    size_t order[3];
-    uint8_t *header;
-    size_t header_size;
     uint64_t total;
-    CHECK(st_write_layout(tensors, 3, metadata, 1, true, order, &header, &header_size, &total,
-                          &err) == ST_OK, "%s", err.msg);
-    CHECK(st_write_file(one_shot, tensors, order, 3, header, header_size, &err) == ST_OK, "%s",
-          err.msg);
-    st_free(header);
+    write_one_shot(one_shot, tensors, 3, metadata, 1, true, &total);
 
     st_stream *s;
     CHECK(st_stream_open(streamed, tensors, 3, metadata, 1, true, &s, &err) == ST_OK, "%s",
@@ -105,7 +85,7 @@ static void test_identical_to_write_file(void)
     st_stream_free(s);
 
     size_t n1 = 0, n2 = 0;
-    uint8_t *b1 = read_all(one_shot, &n1), *b2 = read_all(streamed, &n2);
+    uint8_t *b1 = harness_read_file(one_shot, &n1), *b2 = harness_read_file(streamed, &n2);
     CHECK(b1 && b2 && n1 == n2 && n1 > 0 && memcmp(b1, b2, n1) == 0, "files differ (%zu vs %zu)",
           n1, n2);
     free(b1);
@@ -149,7 +129,7 @@ static void test_failures_leave_nothing(void)
     CHECK(st_stream_commit(s, &err) == ST_ERR_INVALID_ARGUMENT, "commit after abort");
     st_stream_free(s);
     size_t n = 0;
-    uint8_t *b = read_all(path, &n);
+    uint8_t *b = harness_read_file(path, &n);
     CHECK(n == 3 && memcmp(b, "old", 3) == 0, "destination changed");
     free(b);
     unlink(path);
@@ -214,13 +194,8 @@ static void test_threads(void)
     char one_shot[300], streamed[300];
     snprintf(one_shot, sizeof one_shot, "%s/one_shot.safetensors", dir);
     snprintf(streamed, sizeof streamed, "%s/streamed.safetensors", dir);
-    size_t order[MANY];
-    uint8_t *header;
-    size_t header_size;
     uint64_t total;
-    st_write_layout(decl, MANY, NULL, 0, false, order, &header, &header_size, &total, &err);
-    st_write_file(one_shot, decl, order, MANY, header, header_size, &err);
-    st_free(header);
+    write_one_shot(one_shot, decl, MANY, NULL, 0, false, &total);
 
     CHECK(st_stream_open(streamed, decl, MANY, NULL, 0, false, &shared_stream, &err) == ST_OK,
           "%s", err.msg);
@@ -235,7 +210,7 @@ static void test_threads(void)
     CHECK(st_stream_commit(shared_stream, &err) == ST_OK, "%s", err.msg);
     st_stream_free(shared_stream);
     size_t n1 = 0, n2 = 0;
-    uint8_t *b1 = read_all(one_shot, &n1), *b2 = read_all(streamed, &n2);
+    uint8_t *b1 = harness_read_file(one_shot, &n1), *b2 = harness_read_file(streamed, &n2);
     CHECK(n1 == n2 && n1 == total && memcmp(b1, b2, n1) == 0, "threaded file differs");
     free(b1);
     free(b2);
@@ -245,20 +220,11 @@ static void test_threads(void)
 
 int main(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/st_test_stream.XXXXXX");
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        return 1;
-    }
+    dir = harness_tmpdir("test_stream");
     CHECK(st_api_version() == ST_API_VERSION, "api version");
     test_identical_to_write_file();
     test_failures_leave_nothing();
     test_threads();
     rmdir(dir);
-    if (failures) {
-        fprintf(stderr, "test_stream: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_stream: ok\n");
-    return 0;
+    return harness_finish("test_stream");
 }
