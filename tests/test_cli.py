@@ -44,6 +44,13 @@ def test_help(command):
     assert "usage: safetensors" in result.stdout
 
 
+def test_console_script():
+    """pyproject's [project.scripts] entry, installed next to the interpreter by `pip install -e .`."""
+    script = os.path.join(os.path.dirname(sys.executable), "safetensors")
+    result = subprocess.run([script, "inspect", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: safetensors inspect" in result.stdout
+
+
 def test_usage_error_exit_code():
     assert run().returncode == 2
     assert run("frobnicate").returncode == 2
@@ -113,6 +120,7 @@ def test_convert_sharded_as_transformers(checkpoint, tmp_path):
     out = tmp_path / "sharded"
     result = run("convert", path, out, "--max-shard-size", "20KB", "--dtype", "bfloat16")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
     # layer.weight (20,000 bytes in BF16) fits the 20 KB limit exactly: shard 1 holds
     # emb.weight, then layer.weight overflows it and starts shard 2, layer.bias shard 3.
     names = sorted(os.listdir(out))
@@ -235,3 +243,32 @@ def test_diff(model_file, tmp_path):
     assert "a.weight" not in result.stdout
     result = run("diff", "--metadata", model_file, other)
     assert "metadata differs: format: 'pt' vs None" in result.stdout
+
+
+def test_progress_bar_on_a_terminal(checkpoint, tmp_path):
+    pytest.importorskip("tqdm")
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    path, _ = checkpoint
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # tqdm draws nothing at 0 columns
+    try:
+        result = subprocess.run([sys.executable, "-m", "safetensors", "convert", "-q", str(path),
+                                 str(tmp_path / "out.safetensors")], stderr=slave, stdout=subprocess.PIPE)
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO once the terminal is drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    assert result.returncode == 0
+    assert b"\rconvert:" in shown and b"%|" in shown  # tqdm's bar, redrawn in place
