@@ -15,6 +15,10 @@ from safetensors.torch import save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CC = os.environ.get("CC", "cc")
+# make, the compiler and the example are plain programs: under .ci/sanitize.sh they must not
+# inherit the ASan runtime preloaded for the Python extension.
+ENV = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS",
+                                                         "LSAN_OPTIONS", "PYTHONMALLOC")}
 
 
 def _pkg_config(prefix, *flags):
@@ -22,7 +26,7 @@ def _pkg_config(prefix, *flags):
     pc_dir = os.path.join(prefix, "lib", "pkgconfig")
     if shutil.which("pkg-config"):
         out = subprocess.run(["pkg-config", *flags, "safetensors-c"], capture_output=True, text=True, check=True,
-                             env={**os.environ, "PKG_CONFIG_PATH": pc_dir})
+                             env={**ENV, "PKG_CONFIG_PATH": pc_dir})
         return out.stdout.split()
     fields = {}
     for line in open(os.path.join(pc_dir, "safetensors-c.pc")):
@@ -45,7 +49,7 @@ def _pkg_config(prefix, *flags):
 def installed(tmp_path_factory):
     prefix = str(tmp_path_factory.mktemp("prefix"))
     subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "csrc"), "install", f"PREFIX={prefix}"], check=True,
-                   capture_output=True)
+                   capture_output=True, env=ENV)
     return prefix
 
 
@@ -56,7 +60,7 @@ def _build(prefix, out, static=False):
     else:
         link = _pkg_config(prefix, "--libs") + [f"-Wl,-rpath,{prefix}/lib"]
     cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Werror", source, *_pkg_config(prefix, "--cflags"), *link, "-o", out]
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, env=ENV)
     return out
 
 
@@ -73,7 +77,7 @@ def test_only_the_public_api_is_exported(installed):
     header = open(os.path.join(ROOT, "csrc", "core", "st_core.h")).read()
     declared = set(re.findall(r"\b(st_[a-z0-9_]+)\(", header))
     nm = subprocess.run(["nm", "-D", "--defined-only", os.path.join(installed, "lib", "libsafetensors-c.so")],
-                        capture_output=True, text=True, check=True)
+                        capture_output=True, text=True, check=True, env=ENV)
     exported = {line.split()[-1] for line in nm.stdout.splitlines() if line.split()[1] in "TDBRtdbrWV"}
     exported = {name for name in exported if not name.startswith("_")}
     assert exported == declared
@@ -87,20 +91,20 @@ def test_example_program(installed, tmp_path, static):
     save_file({"b": torch.arange(5), "a.weight": torch.arange(12, dtype=torch.float32).reshape(4, 3) / 2},
               path, metadata={"format": "pt"})
 
-    listed = subprocess.run([exe, "list", str(path)], capture_output=True, text=True, check=True)
+    listed = subprocess.run([exe, "list", str(path)], capture_output=True, text=True, check=True, env=ENV)
     assert listed.stdout.splitlines() == ["b I64 [5] 0 40", "a.weight F32 [4, 3] 40 88", "metadata format=pt"]
 
-    read = subprocess.run([exe, "read", str(path), "a.weight"], capture_output=True, text=True, check=True)
+    read = subprocess.run([exe, "read", str(path), "a.weight"], capture_output=True, text=True, check=True, env=ENV)
     assert read.stdout.strip() == "a.weight F32 [4, 3] 48 bytes: 0 0.5 1 1.5 2 2.5 3 3.5"
-    missing = subprocess.run([exe, "read", str(path), "nope"], capture_output=True, text=True)
+    missing = subprocess.run([exe, "read", str(path), "nope"], capture_output=True, text=True, env=ENV)
     assert missing.returncode == 1 and "no tensor named nope" in missing.stderr
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:-1])
-    broken = subprocess.run([exe, "list", str(bad)], capture_output=True, text=True)
+    broken = subprocess.run([exe, "list", str(bad)], capture_output=True, text=True, env=ENV)
     assert broken.returncode == 1 and "incomplete metadata, file not fully covered (MetadataIncompleteBuffer" in broken.stderr
 
     written = tmp_path / "written.safetensors"
-    subprocess.run([exe, "write", str(written)], capture_output=True, text=True, check=True)
+    subprocess.run([exe, "write", str(written)], capture_output=True, text=True, check=True, env=ENV)
     expected = tmp_path / "expected.safetensors"
     save_file({"weight": torch.tensor([[0.5, 1.5], [-2.0, 4.0]]), "ids": torch.tensor([7, 8, 9])}, expected,
               metadata={"format": "example"})

@@ -185,6 +185,8 @@ def test_convert_refuses_code_execution(tmp_path):
     assert not (tmp_path / "out.safetensors").exists()
 
 
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="memory limits measure ASan's shadow and quarantine, not ours (.ci/sanitize.sh)")
 def test_convert_larger_than_memory_allowed(tmp_path):
     """384 MiB of tensors converted (cast to bfloat16 and sharded) while the
     process may allocate only 32 MiB beyond what it held once the source was
