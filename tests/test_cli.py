@@ -274,3 +274,14 @@ def test_progress_bar_on_a_terminal(checkpoint, tmp_path):
         os.close(master)
     assert result.returncode == 0
     assert b"\rconvert:" in shown and b"%|" in shown  # tqdm's bar, redrawn in place
+
+
+def test_convert_safetensors_input(model_file, tmp_path):
+    """A .safetensors source is memory-mapped; without --dtype or sharding the copy is identical."""
+    out = tmp_path / "copy.safetensors"
+    assert run("convert", "-q", model_file, out).returncode == 0
+    assert out.read_bytes() == model_file.read_bytes()
+    result = run("convert", "-q", model_file, tmp_path / "f32", "--dtype", "float32", "--max-shard-size", "50B")
+    assert result.returncode == 0, result.stderr
+    assert run("diff", "--no-values", model_file, tmp_path / "f32" / "model.safetensors.index.json").stdout == \
+        "dtype differs: c: BF16 vs F32\n"

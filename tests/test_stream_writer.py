@@ -26,6 +26,8 @@ def _torch_tensors():
         "empty": torch.empty(0, 5, dtype=torch.int32),
         "mask": torch.tensor([True, False, True]),
         "fp8": torch.randn(6, generator=g).to(torch.float8_e4m3fn),
+        # two F4 values per element: the file's shape doubles the last dim
+        "fp4": torch.randint(0, 256, (3, 2), generator=g, dtype=torch.uint8).view(torch.float4_e2m1fn_x2),
     }
 
 
