@@ -94,10 +94,12 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
         return NULL;
     if (!PyUnicode_FSConverter(filename, &path))
         return NULL;
-    items = PySequence_Fast(tensors, "tensors must be a sequence of (name, dtype, shape)");
+    /* A tuple of our own: the names' UTF-8 stays alive while the GIL is released
+     * even if the caller's list changes meanwhile. */
+    items = PySequence_Tuple(tensors);
     if (items == NULL)
         goto exit;
-    count = PySequence_Fast_GET_SIZE(items);
+    count = PyTuple_GET_SIZE(items);
     decls = PyMem_Calloc((size_t)count + 1, sizeof *decls);
     dims = PyMem_Calloc(((size_t)count + 1) * ST_MAX_DIMS, sizeof *dims);
     if (decls == NULL || dims == NULL) {
@@ -105,7 +107,7 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
         goto exit;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (parse_declaration(PySequence_Fast_GET_ITEM(items, i), &decls[i],
+        if (parse_declaration(PyTuple_GET_ITEM(items, i), &decls[i],
                               dims + (size_t)i * ST_MAX_DIMS) < 0)
             goto exit;
     }
