@@ -8,40 +8,19 @@ come from ``ml_dtypes``.
 
 import os
 import sys
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from safetensors import deserialize, safe_open, serialize, serialize_file
+from safetensors import TensorSpec, _safetensors_c, deserialize, safe_open, serialize, serialize_file
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
-# header code -> numpy dtype name.  Plain numpy dtypes first; the ml_dtypes
-# ones resolve only once ml_dtypes is importable (imported lazily).
-_TYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "U64": np.uint64,
-    "I32": np.int32,
-    "U32": np.uint32,
-    "I16": np.int16,
-    "U16": np.uint16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": bool,
-    "C64": np.complex64,
-}
-
-_ML_DTYPES = {
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "F8_E8M0": "float8_e8m0fnu",
-    "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz",
-}
+# header code -> numpy dtype name, from the extension's dtype table
+# (docs/format.md §3): stock numpy dtypes, and the ml_dtypes ones, which
+# resolve only once ml_dtypes is importable (imported lazily).
+_TYPES = {code: name for code, _, name, source, _ in _safetensors_c._dtype_table() if source == "numpy"}
+_ML_DTYPES = {code: name for code, _, name, source, _ in _safetensors_c._dtype_table() if source == "ml_dtypes"}
 
 
 class _NotAnArrayError(TypeError, AttributeError):
@@ -77,12 +56,14 @@ def _getdtype(dtype_str: str) -> np.dtype:
 _DTYPE_NAMES: Dict[np.dtype, str] = {}
 
 
-def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Dict[str, dict]:
-    """The writer's input: the 0.7 dict form, whose "data" is the array itself
-    (buffer protocol, no copy), which also keeps every array alive."""
+def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, TensorSpec], List[np.ndarray]]:
+    """The writer's input: one TensorSpec per array (a pointer to its
+    little-endian, C-ordered bytes), and the arrays those pointers point
+    into, which the caller keeps alive until the write returns."""
     if not isinstance(tensor_dict, dict):
         raise TypeError(f"Expected a dict of [str, numpy.ndarray] but received {type(tensor_dict)}")
     specs = {}
+    keep = []
     for k, arr in tensor_dict.items():
         if type(arr) is not np.ndarray:
             if isinstance(arr, np.generic):
@@ -98,13 +79,22 @@ def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Dict[str, dict]:
         name = _DTYPE_NAMES.get(dtype)
         if name is None:
             name = _DTYPE_NAMES[dtype] = dtype.name
-        specs[k] = {"dtype": name, "shape": arr.shape, "data": arr}
-    return specs
+        keep.append(arr)
+        specs[k] = TensorSpec(
+            dtype=name,
+            shape=arr.shape,
+            data_ptr=arr.__array_interface__["data"][0] if arr.nbytes else 0,
+            data_len=arr.nbytes,
+        )
+    return specs, keep
 
 
 def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None) -> bytes:
     """Serialize ``tensor_dict`` to the bytes of a safetensors file."""
-    return serialize(_prepare(tensor_dict), metadata=metadata)
+    specs, keep = _prepare(tensor_dict)
+    result = serialize(specs, metadata=metadata)
+    del keep  # the arrays had to outlive the call: specs point into them
+    return result
 
 
 def save_file(
@@ -113,7 +103,9 @@ def save_file(
     metadata: Optional[Dict[str, str]] = None,
 ) -> None:
     """Write ``tensor_dict`` to ``filename`` (atomically: temp file + rename)."""
-    serialize_file(_prepare(tensor_dict), filename, metadata=metadata)
+    specs, keep = _prepare(tensor_dict)
+    serialize_file(specs, filename, metadata=metadata)
+    del keep
 
 
 def _view2np(safeview) -> Dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
-from safetensors import TensorSpec, deserialize, safe_open, serialize, serialize_file
+from safetensors import SafetensorError, TensorSpec, _safetensors_c, deserialize, safe_open, serialize, serialize_file
 
 __all__ = [
     "save",
@@ -34,71 +34,21 @@ _LITTLE = sys.byteorder == "little"
 # dtype tables
 # --------------------------------------------------------------------------
 
-def _opt(name):
-    return getattr(torch, name, None)
-
-
-_SIZE = {
-    torch.int64: 8,
-    torch.float32: 4,
-    torch.int32: 4,
-    torch.bfloat16: 2,
-    torch.float16: 2,
-    torch.int16: 2,
-    torch.uint8: 1,
-    torch.int8: 1,
-    torch.bool: 1,
-    torch.float64: 8,
-    torch.complex64: 8,
-}
-for _name, _size in (
-    ("float8_e4m3fn", 1),
-    ("float8_e5m2", 1),
-    ("float8_e8m0fnu", 1),
-    ("float8_e4m3fnuz", 1),
-    ("float8_e5m2fnuz", 1),
-    ("float4_e2m1fn_x2", 1),
-    ("uint16", 2),
-    ("uint32", 4),
-    ("uint64", 8),
-):
-    _dt = _opt(_name)
-    if _dt is not None:
-        _SIZE[_dt] = _size
-
-# header code -> torch dtype.  Unlike upstream 0.8.0 this also maps F8_E8M0
-# and F4 (packed float4_e2m1fn_x2), so load(bytes) handles every dtype that
-# load_file handles.
-_TYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "C64": torch.complex64,
-}
-for _code, _name in (
-    ("F8_E4M3", "float8_e4m3fn"),
-    ("F8_E4M3FNUZ", "float8_e4m3fnuz"),
-    ("F8_E5M2", "float8_e5m2"),
-    ("F8_E5M2FNUZ", "float8_e5m2fnuz"),
-    ("F8_E8M0", "float8_e8m0fnu"),
-    ("F4", "float4_e2m1fn_x2"),
-    ("U64", "uint64"),
-    ("U32", "uint32"),
-    ("U16", "uint16"),
-):
-    _dt = _opt(_name)
-    if _dt is not None:
+# From the extension's dtype table (docs/format.md §3), for the dtypes this
+# torch has: header code -> torch dtype, torch dtype -> bytes per element, and
+# header code -> values per torch element (2 for F4: torch.float4_e2m1fn_x2
+# holds pairs).  Unlike upstream 0.8.0 this maps F8_E8M0 and F4 too, so
+# load(bytes) handles every dtype that load_file handles.
+_TYPES: Dict[str, torch.dtype] = {}
+_SIZE: Dict[torch.dtype, int] = {}
+_PACK: Dict[str, int] = {}
+for _code, _bits, _type_name, _numpy_source, _pack in _safetensors_c._dtype_table():
+    _dt = getattr(torch, _type_name, None) if _type_name else None
+    if isinstance(_dt, torch.dtype):
         _TYPES[_code] = _dt
-del _code, _name, _size, _dt
-
-_F4 = _opt("float4_e2m1fn_x2")
+        _SIZE[_dt] = _bits * _pack // 8
+        _PACK[_code] = _pack
+del _code, _bits, _type_name, _numpy_source, _pack, _dt
 
 
 def _getdtype(dtype_str: str) -> torch.dtype:
@@ -422,11 +372,17 @@ def save_model(
 # --------------------------------------------------------------------------
 
 def _storage_shape(dtype_str: str, shape: List[int]) -> List[int]:
-    # F4 is stored as torch.float4_e2m1fn_x2: two values per element.
-    if dtype_str == "F4" and shape:
-        shape = list(shape)
-        shape[-1] //= 2
-    return shape
+    """The shape torch holds: the last dim divided by the values per element
+    (F4: 2), which must divide it (docs/format.md §3.2)."""
+    pack = _PACK.get(dtype_str, 1)
+    if pack == 1 or not shape:
+        return shape
+    if shape[-1] % pack:
+        raise SafetensorError(
+            f"{dtype_str} tensor with a last dimension of {shape[-1]}: {_TYPES[dtype_str]} holds "
+            f"{pack} values per element, so the last dimension must be a multiple of {pack}"
+        )
+    return list(shape[:-1]) + [shape[-1] // pack]
 
 
 def _view2torch(safeview) -> Dict[str, torch.Tensor]:

@@ -47,7 +47,10 @@ ERROR_CASES = [
     ("n_too_large_by_one", struct.pack("<Q", 100_000_001) + b"{}", "header too large", "exact"),
     ("n_u64_max", struct.pack("<Q", U64_MAX), "header too large", "exact"),
     ("n_2pow63", struct.pack("<Q", 2**63) + b"{}      ", "header too large", "exact"),
-    ("git_lfs_pointer", b"version https://git-lfs.github.com/spec/v1\n", "header too large", "exact"),
+    # upstream's text, then what the file is (foreign_files.c)
+    ("git_lfs_pointer", b"version https://git-lfs.github.com/spec/v1\n",
+     "header too large (the file looks like a git-lfs pointer, not the file it stands for: run `git lfs pull`)",
+     "exact"),
     ("n_limit_short_file", struct.pack("<Q", 100_000_000) + b"{}      ", "invalid header length", "exact"),
     ("n_one_past_eof", struct.pack("<Q", 9) + b"{}      ", "invalid header length", "exact"),
     ("n_zero", struct.pack("<Q", 0), "EOF", "json"),

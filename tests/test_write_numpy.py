@@ -197,20 +197,17 @@ def test_tensorspec_wrong_length():
     assert str(e.value) == "Error while serializing: invalid shape, data type, or offset for tensor"
 
 
-def test_dict_form_any_buffer(tmp_path):
-    arr = np.arange(6, dtype=np.int16).reshape(2, 3)
-    expected = save({"x": arr})
-    raw = arr.tobytes()
-    for data in (raw, bytearray(raw), memoryview(raw), arr, np.frombuffer(raw, np.uint8)):
-        assert serialize({"x": {"dtype": "int16", "shape": [2, 3], "data": data}}) == expected
-        p = tmp_path / "d.safetensors"
-        serialize_file({"x": {"dtype": "int16", "shape": (2, 3), "data": data}}, p)
-        assert p.read_bytes() == expected
-
-
-def test_dict_form_missing_key():
-    with pytest.raises(SafetensorError, match="Missing `data`"):
-        serialize({"x": {"dtype": "int16", "shape": [1]}})
+def test_dict_form_is_a_type_error_as_in_0_8_0(tmp_path):
+    """0.8.0 removed the 0.7 dict form; its TypeError text, for both entry points."""
+    text = "argument 'tensor_dict': 'dict' object is not an instance of 'TensorSpec'"
+    for value in ({"dtype": "int16", "shape": [2, 3], "data": b"\0" * 12}, {"dtype": "int16", "shape": [1]}):
+        with pytest.raises(TypeError) as e:
+            serialize({"x": value})
+        assert str(e.value) == text
+        with pytest.raises(TypeError) as e:
+            serialize_file({"x": value}, tmp_path / "d.safetensors")
+        assert str(e.value) == text
+        assert not (tmp_path / "d.safetensors").exists()
 
 
 def test_serialize_metadata_must_be_str():
@@ -406,10 +403,10 @@ def test_killed_mid_save_old_file_intact(tmp_path):
         if caught_mid_write and proc.returncode == -signal.SIGKILL:
             # the destination is the old file, byte for byte
             assert p.read_bytes() == before
-            # the only thing a kill may leave is the writer's temp file: .<name>.*.tmp
+            # the only thing a kill may leave is the writer's temp file: .st-<pid>-<random>.tmp
             for n in os.listdir(tmp_path):
                 if n != "dest.safetensors":
-                    assert fnmatch.fnmatch(n, ".dest.safetensors.*.tmp"), n
+                    assert fnmatch.fnmatch(n, ".st-*.tmp"), n
                     os.unlink(tmp_path / n)
             break
         # the save finished before the kill: the new file is complete

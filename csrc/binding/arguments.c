@@ -18,7 +18,7 @@ int st_parse_framework(st_state *state, PyObject *obj, st_framework *out)
     const char *name;
     Py_ssize_t len;
     if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "argument 'framework': '%.100s' object cannot be converted to 'PyString'",
+        PyErr_Format(PyExc_TypeError, "argument 'framework': '%.100s' object is not an instance of 'str'",
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
@@ -132,7 +132,7 @@ int st_parse_backend(st_state *state, PyObject *obj, st_backend *out)
         return 0;
     }
     if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "argument 'backend': '%.100s' object cannot be converted to 'PyString'",
+        PyErr_Format(PyExc_TypeError, "argument 'backend': '%.100s' object is not an instance of 'str'",
                      Py_TYPE(obj)->tp_name);
         return -1;
     }

@@ -35,7 +35,7 @@ PyObject *st_tensor_to_cuda(st_state *state, st_file *file, const st_tensor *t, 
     if (st_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data, len) < 0)
         goto exit;
     typed = PyObject_CallMethodOneArg(staging, state->str_view, tdtype);
-    shape = st_torch_shape(t);
+    shape = st_torch_shape(state, t);
     shaped = typed && shape ? PyObject_CallMethodOneArg(typed, state->str_view, shape) : NULL;
     if (shaped == NULL)
         goto exit;

@@ -19,44 +19,6 @@ const char *st_framework_name(st_framework fw)
     return names[fw];
 }
 
-/* torch attribute names, by st_dtype; NULL: no torch dtype. */
-static const char *const torch_names[ST_DTYPE__COUNT] = {
-    [ST_BOOL] = "bool", [ST_F4] = "float4_e2m1fn_x2", [ST_U8] = "uint8", [ST_I8] = "int8",
-    [ST_F8_E5M2] = "float8_e5m2", [ST_F8_E4M3] = "float8_e4m3fn",
-    [ST_F8_E8M0] = "float8_e8m0fnu", [ST_F8_E4M3FNUZ] = "float8_e4m3fnuz",
-    [ST_F8_E5M2FNUZ] = "float8_e5m2fnuz", [ST_I16] = "int16", [ST_U16] = "uint16",
-    [ST_F16] = "float16", [ST_BF16] = "bfloat16", [ST_I32] = "int32", [ST_U32] = "uint32",
-    [ST_F32] = "float32", [ST_C64] = "complex64", [ST_F64] = "float64", [ST_I64] = "int64",
-    [ST_U64] = "uint64",
-};
-
-/* NumPy type numbers for the dtypes stock NumPy has; others come from ml_dtypes. */
-static int numpy_typenum(st_dtype dtype)
-{
-    switch (dtype) {
-    case ST_BOOL: return NPY_BOOL;
-    case ST_U8: return NPY_UINT8;
-    case ST_I8: return NPY_INT8;
-    case ST_I16: return NPY_INT16;
-    case ST_U16: return NPY_UINT16;
-    case ST_F16: return NPY_FLOAT16;
-    case ST_I32: return NPY_INT32;
-    case ST_U32: return NPY_UINT32;
-    case ST_F32: return NPY_FLOAT32;
-    case ST_C64: return NPY_COMPLEX64;
-    case ST_F64: return NPY_FLOAT64;
-    case ST_I64: return NPY_INT64;
-    case ST_U64: return NPY_UINT64;
-    default: return -1;
-    }
-}
-
-static const char *const ml_dtypes_names[ST_DTYPE__COUNT] = {
-    [ST_BF16] = "bfloat16", [ST_F8_E5M2] = "float8_e5m2", [ST_F8_E4M3] = "float8_e4m3fn",
-    [ST_F8_E8M0] = "float8_e8m0fnu", [ST_F8_E4M3FNUZ] = "float8_e4m3fnuz",
-    [ST_F8_E5M2FNUZ] = "float8_e5m2fnuz",
-};
-
 static int prepare_numpy(st_state *state)
 {
     if (state->numpy_ready)
@@ -78,7 +40,8 @@ static int prepare_torch(st_state *state)
         return -1;
     for (int i = 0; i < ST_DTYPE__COUNT; i++) {
         PyObject *dtype = NULL;
-        if (torch_names[i] != NULL && (dtype = PyObject_GetAttrString(torch, torch_names[i])) == NULL) {
+        const char *name = st_dtype_info_get((st_dtype)i)->type_name;   /* NULL: no torch dtype */
+        if (name != NULL && (dtype = PyObject_GetAttrString(torch, name)) == NULL) {
             /* Older torch builds lack some dtypes: those tensors raise on load. */
             if (!PyErr_ExceptionMatches(PyExc_AttributeError))
                 goto exit;
@@ -136,43 +99,68 @@ PyObject *st_torch_dtype(st_state *state, st_dtype dtype)
     return result;
 }
 
+/* The NumPy descr of a type of NumPy (the name as np.dtype takes it) or of
+ * ml_dtypes (the scalar type), as a new reference; NULL with an exception. */
+static PyObject *numpy_descr_of(const st_dtype_info *info)
+{
+    PyObject *type = NULL, *descr = NULL;
+    if (info->numpy == ST_NUMPY_BUILTIN) {
+        type = PyUnicode_FromString(info->type_name);
+    } else {
+        PyObject *ml_dtypes = PyImport_ImportModule("ml_dtypes");
+        if (ml_dtypes == NULL) {
+            PyErr_Clear();
+            return PyErr_Format(PyExc_TypeError,
+                                "%s tensors need the ml_dtypes package to be loaded in NumPy "
+                                "(pip install ml_dtypes)", info->name);
+        }
+        type = PyObject_GetAttrString(ml_dtypes, info->type_name);
+        Py_DECREF(ml_dtypes);
+    }
+    if (type != NULL && !PyArray_DescrConverter(type, (PyArray_Descr **)&descr))
+        descr = NULL;
+    Py_XDECREF(type);
+    return descr;
+}
+
 /* New reference to the NumPy descr for dtype, or NULL with an exception set. */
 PyArray_Descr *st_numpy_descr(st_state *state, st_dtype dtype)
 {
+    const st_dtype_info *info = st_dtype_info_get(dtype);
     PyObject *descr = NULL;
-    int typenum = numpy_typenum(dtype);
     ST_LOCK(state->SafeOpenType);
     descr = Py_XNewRef(state->np_descrs[dtype]);
     ST_UNLOCK();
     if (descr != NULL)
         return (PyArray_Descr *)descr;
-    if (typenum >= 0) {
-        descr = (PyObject *)PyArray_DescrFromType(typenum);
-    } else if (ml_dtypes_names[dtype] != NULL) {
-        PyObject *ml_dtypes = PyImport_ImportModule("ml_dtypes"), *scalar_type;
-        if (ml_dtypes == NULL) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "%s tensors need the ml_dtypes package to be loaded in NumPy "
-                         "(pip install ml_dtypes)", st_dtype_name(dtype));
-            return NULL;
-        }
-        scalar_type = PyObject_GetAttrString(ml_dtypes, ml_dtypes_names[dtype]);
-        Py_DECREF(ml_dtypes);
-        if (scalar_type == NULL)
-            return NULL;
-        if (!PyArray_DescrConverter(scalar_type, (PyArray_Descr **)&descr))
-            descr = NULL;
-        Py_DECREF(scalar_type);
-    } else {
-        PyErr_Format(state->SafetensorError, "Dtype not understood: %s (no NumPy dtype holds it)",
-                     st_dtype_name(dtype));
-    }
-    if (descr == NULL)
+    if (info->numpy == ST_NUMPY_NONE)
+        return (PyArray_Descr *)PyErr_Format(state->SafetensorError,
+                                             "Dtype not understood: %s (no NumPy dtype holds it)",
+                                             info->name);
+    if ((descr = numpy_descr_of(info)) == NULL)
         return NULL;
     ST_LOCK(state->SafeOpenType);
     if (state->np_descrs[dtype] == NULL)
         state->np_descrs[dtype] = Py_NewRef(descr);
     ST_UNLOCK();
     return (PyArray_Descr *)descr;
+}
+
+PyObject *st_dtype_table(PyObject *module, PyObject *unused)
+{
+    static const char *const numpy_sources[] = {
+        [ST_NUMPY_NONE] = NULL, [ST_NUMPY_BUILTIN] = "numpy", [ST_NUMPY_ML_DTYPES] = "ml_dtypes"};
+    PyObject *table = PyTuple_New(ST_DTYPE__COUNT);
+    (void)module;
+    (void)unused;
+    for (int i = 0; table != NULL && i < ST_DTYPE__COUNT; i++) {
+        const st_dtype_info *info = st_dtype_info_get((st_dtype)i);
+        PyObject *row = Py_BuildValue("(sIzzI)", info->name, info->bits, info->type_name,
+                                      numpy_sources[info->numpy], info->pack);
+        if (row == NULL)
+            Py_CLEAR(table);
+        else
+            PyTuple_SET_ITEM(table, i, row);
+    }
+    return table;
 }

@@ -8,6 +8,8 @@
  */
 #include "module.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static struct PyModuleDef st_module_def;
@@ -49,47 +51,86 @@ static PyObject *make_exception(PyObject *type, PyObject *message, const st_erro
     return exc;
 }
 
+/* The OS's reason without the core's decoration: "No such file or
+ * directory", or the core's own reason ("not a regular file (a FIFO)"). */
+static PyObject *io_reason(const st_error *err)
+{
+    const char *io_prefix = st_code_text(ST_ERR_IO);   /* "I/O error: " */
+    char text[ST_ERROR_MSG_MAX], suffix[32];
+    size_t start = strncmp(err->msg, io_prefix, strlen(io_prefix)) == 0 ? strlen(io_prefix) : 0;
+    size_t len;
+    snprintf(text, sizeof(text), "%s", err->msg + start);
+    len = strlen(text);
+    snprintf(suffix, sizeof(suffix), " (os error %d)", err->sys_errno);
+    if (len >= strlen(suffix) && strcmp(text + len - strlen(suffix), suffix) == 0)
+        text[len - strlen(suffix)] = '\0';
+    return PyUnicode_DecodeLocale(text, "surrogateescape");
+}
+
+/* The builtin OSError subclass CPython itself picks for an errno. */
+static st_open_error open_error_kind(int sys_errno)
+{
+    switch (sys_errno) {
+    case ENOENT: return OPEN_ERROR_NOT_FOUND;
+    case EACCES: case EPERM: return OPEN_ERROR_PERMISSION;
+    case EISDIR: return OPEN_ERROR_IS_DIRECTORY;
+    case ENOTDIR: return OPEN_ERROR_NOT_DIRECTORY;
+    default: return OPEN_ERROR_OTHER;
+    }
+}
+
 PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyObject *filename)
 {
-    PyObject *message = NULL, *exc = NULL, *type;
+    PyObject *message = NULL, *exc = NULL, *reason = NULL, *type;
 
     if (err->code == ST_ERR_NOMEM)
         return PyErr_NoMemory();
     if (err->code == ST_ERR_IO && err->sys_errno != 0 && prefix == NULL) {
-        /* Opening: FileNotFoundError, PermissionError, IsADirectoryError, ... */
-        errno = err->sys_errno;
-        if (filename != NULL)
-            return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, filename);
-        return PyErr_SetFromErrno(PyExc_OSError);
+        /* Opening: upstream's "No such file or directory: notafile", as a
+         * FileNotFoundError, PermissionError, ... chosen by errno. */
+        reason = io_reason(err);
+        type = state->open_errors[open_error_kind(err->sys_errno)];
+        message = reason && filename ? PyUnicode_FromFormat("%U: %S", reason, filename) : NULL;
+    } else {
+        if (err->code == ST_ERR_INVALID_SLICE)
+            type = state->SafetensorIndexError;
+        else if (err->code == ST_ERR_IO)
+            type = state->SafetensorIOError;
+        else
+            type = state->SafetensorError;
+        message = PyUnicode_FromFormat("%s%s", prefix ? prefix : "", err->msg);
+        if (message != NULL && err->code == ST_ERR_IO && filename != NULL) {
+            /* Saving: name the file, as upstream's `at path "..."` does. */
+            PyObject *quoted = st_debug_quote(filename);
+            Py_SETREF(message, quoted ? PyUnicode_FromFormat("%U at path %U", message, quoted) : NULL);
+            Py_XDECREF(quoted);
+        }
     }
-    if (err->code == ST_ERR_INVALID_SLICE)
-        type = state->SafetensorIndexError;
-    else if (err->code == ST_ERR_IO)
-        type = state->SafetensorIOError;
-    else
-        type = state->SafetensorError;
-    message = PyUnicode_FromFormat("%s%s", prefix ? prefix : "", err->msg);
     if (message == NULL)
         goto exit;
     exc = make_exception(type, message, err);
     if (exc == NULL)
         goto exit;
     if (err->code == ST_ERR_IO && err->sys_errno != 0) {
-        /* Upstream's message, and the OSError attributes for code that reads them. */
+        /* The OSError attributes, for code that reads them; our OSError
+         * types keep the message as str() (see make_error_type). */
         PyObject *number = PyLong_FromLong(err->sys_errno);
-        PyObject *text = PyUnicode_DecodeLocale(strerror(err->sys_errno), "surrogateescape");
-        int rc = number && text ? PyObject_SetAttrString(exc, "errno", number) : -1;
+        int rc = -1;
+        if (reason == NULL)
+            reason = io_reason(err);
+        if (number != NULL && reason != NULL)
+            rc = PyObject_SetAttrString(exc, "errno", number);
         if (rc == 0)
-            rc = PyObject_SetAttrString(exc, "strerror", text);
+            rc = PyObject_SetAttrString(exc, "strerror", reason);
         if (rc == 0 && filename != NULL)
             rc = PyObject_SetAttrString(exc, "filename", filename);
         Py_XDECREF(number);
-        Py_XDECREF(text);
         if (rc < 0)
             goto exit;
     }
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
 exit:
+    Py_XDECREF(reason);
     Py_XDECREF(message);
     Py_XDECREF(exc);
     return NULL;
@@ -142,6 +183,10 @@ static PyMethodDef st_module_methods[] = {
     {"deserialize", (PyCFunction)st_deserialize, METH_O,
      "deserialize(bytes)\n--\n\n"
      "Parses a whole file held in bytes; returns [(name, {shape, dtype, data})]."},
+    {"_dtype_table", (PyCFunction)st_dtype_table, METH_NOARGS,
+     "_dtype_table()\n--\n\n"
+     "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "
+     "'numpy' / 'ml_dtypes' / None, values per framework item)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -154,10 +199,73 @@ static int add_type(PyObject *module, PyType_Spec *spec, PyObject *base, PyTypeO
     return PyModule_AddObjectRef(module, strrchr(spec->name, '.') + 1, type);
 }
 
+/*
+ * Our OSError subclasses keep the message as str() even with errno,
+ * strerror and filename set (OSError's __str__ would rewrite it as
+ * "[Errno 2] ...: 'x'"), and pickle with those attributes (OSError's
+ * __reduce__ rebuilds from errno/strerror and loses the message).
+ */
+static PyObject *error_reduce(PyObject *unused, PyObject *self)
+{
+    static const char *const attributes[] = {"errno", "strerror", "filename"};
+    PyObject *dict = PyObject_GetAttrString(self, "__dict__");
+    PyObject *state = dict ? PyDict_Copy(dict) : NULL, *args = NULL, *result = NULL;
+    if (state == NULL)
+        goto exit;
+    for (size_t i = 0; i < sizeof(attributes) / sizeof(attributes[0]); i++) {
+        PyObject *value = PyObject_GetAttrString(self, attributes[i]);
+        int rc = value ? PyDict_SetItemString(state, attributes[i], value) : -1;
+        Py_XDECREF(value);
+        if (rc < 0)
+            goto exit;
+    }
+    args = PyObject_GetAttrString(self, "args");
+    if (args != NULL)
+        result = PyTuple_Pack(3, (PyObject *)Py_TYPE(self), args, state);
+exit:
+    Py_XDECREF(dict);
+    Py_XDECREF(state);
+    Py_XDECREF(args);
+    return result;
+}
+
+static PyMethodDef error_reduce_def = {"__reduce__", error_reduce, METH_O, NULL};
+
+static const char *const open_error_names[OPEN_ERROR__COUNT] = {
+    "FileNotFoundError", "PermissionError", "IsADirectoryError", "NotADirectoryError", "OSError",
+};
+static PyObject **const open_error_bases[OPEN_ERROR__COUNT] = {
+    &PyExc_FileNotFoundError, &PyExc_PermissionError, &PyExc_IsADirectoryError,
+    &PyExc_NotADirectoryError, &PyExc_OSError,
+};
+
+/* An exception type named in upstream's module (so pickles and tracebacks
+ * match) with BaseException's __str__ and error_reduce (see above). */
+static PyObject *make_error_type(const char *name, PyObject *bases, const char *doc)
+{
+    PyObject *dict = PyDict_New(), *base_str = PyObject_GetAttrString(PyExc_BaseException, "__str__");
+    PyObject *reduce = PyCFunction_New(&error_reduce_def, NULL), *method = NULL, *type = NULL;
+    char qualified[128];
+    if (dict == NULL || base_str == NULL || reduce == NULL)
+        goto exit;
+    method = PyInstanceMethod_New(reduce);   /* binds self, as a method */
+    if (method == NULL || PyDict_SetItemString(dict, "__str__", base_str) < 0 ||
+        PyDict_SetItemString(dict, "__reduce__", method) < 0)
+        goto exit;
+    snprintf(qualified, sizeof(qualified), "safetensors._safetensors_rust.%s", name);
+    type = PyErr_NewExceptionWithDoc(qualified, doc, bases, dict);
+exit:
+    Py_XDECREF(dict);
+    Py_XDECREF(base_str);
+    Py_XDECREF(reduce);
+    Py_XDECREF(method);
+    return type;
+}
+
 static int st_module_exec(PyObject *module)
 {
     st_state *state = st_state_from_module(module);
-    PyObject *bases = NULL, *io_dict = NULL, *base_str = NULL;
+    PyObject *bases = NULL;
     int rc = -1;
 
     /* Named after upstream's module so pickles and tracebacks match. */
@@ -177,18 +285,18 @@ static int st_module_exec(PyObject *module)
     Py_SETREF(bases, PyTuple_Pack(2, state->SafetensorError, PyExc_OSError));
     if (bases == NULL)
         goto exit;
-    /* BaseException's __str__: the message stays upstream's text even with
-     * errno, strerror and filename set (OSError's would reformat it). */
-    io_dict = PyDict_New();
-    base_str = PyObject_GetAttrString(PyExc_BaseException, "__str__");
-    if (io_dict == NULL || base_str == NULL || PyDict_SetItemString(io_dict, "__str__", base_str) < 0)
-        goto exit;
-    state->SafetensorIOError = PyErr_NewExceptionWithDoc(
-        "safetensors._safetensors_rust.SafetensorIOError",
-        "An I/O error while reading or writing a file (both SafetensorError and OSError)", bases,
-        io_dict);
+    state->SafetensorIOError = make_error_type(
+        "SafetensorIOError", bases,
+        "An I/O error while reading or writing a file (both SafetensorError and OSError)");
     if (state->SafetensorIOError == NULL)
         goto exit;
+    for (int i = 0; i < OPEN_ERROR__COUNT; i++) {
+        state->open_errors[i] = make_error_type(open_error_names[i], *open_error_bases[i],
+                                                "An error opening a file (upstream's message as str())");
+        if (state->open_errors[i] == NULL ||
+            PyModule_AddObjectRef(module, open_error_names[i], state->open_errors[i]) < 0)
+            goto exit;
+    }
     if (PyModule_AddObjectRef(module, "SafetensorIOError", state->SafetensorIOError) < 0 ||
         PyModule_AddObjectRef(module, "SafetensorError", state->SafetensorError) < 0 ||
         PyModule_AddObjectRef(module, "SafetensorIndexError", state->SafetensorIndexError) < 0)
@@ -210,8 +318,6 @@ static int st_module_exec(PyObject *module)
     INTERN(str_as_strided, "as_strided");
     INTERN(str_flip, "flip");
     INTERN(str_data_ptr, "data_ptr");
-    INTERN(str_shape, "shape");
-    INTERN(str_data, "data");
 #undef INTERN
 
     if (PyModule_AddStringConstant(module, "__version__", ST_VERSION) < 0)
@@ -219,8 +325,6 @@ static int st_module_exec(PyObject *module)
     rc = 0;
 exit:
     Py_XDECREF(bases);
-    Py_XDECREF(io_dict);
-    Py_XDECREF(base_str);
     return rc;
 }
 
@@ -230,6 +334,8 @@ static int st_module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->SafetensorError);
     Py_VISIT(state->SafetensorIndexError);
     Py_VISIT(state->SafetensorIOError);
+    for (int i = 0; i < OPEN_ERROR__COUNT; i++)
+        Py_VISIT(state->open_errors[i]);
     Py_VISIT(state->SafeOpenType);
     Py_VISIT(state->SliceType);
     Py_VISIT(state->MappedBytesType);
@@ -253,6 +359,8 @@ static int st_module_clear(PyObject *module)
     Py_CLEAR(state->SafetensorError);
     Py_CLEAR(state->SafetensorIndexError);
     Py_CLEAR(state->SafetensorIOError);
+    for (int i = 0; i < OPEN_ERROR__COUNT; i++)
+        Py_CLEAR(state->open_errors[i]);
     Py_CLEAR(state->SafeOpenType);
     Py_CLEAR(state->SliceType);
     Py_CLEAR(state->MappedBytesType);
@@ -273,8 +381,6 @@ static int st_module_clear(PyObject *module)
     Py_CLEAR(state->str_as_strided);
     Py_CLEAR(state->str_flip);
     Py_CLEAR(state->str_data_ptr);
-    Py_CLEAR(state->str_shape);
-    Py_CLEAR(state->str_data);
     return 0;
 }
 

@@ -13,6 +13,7 @@
  *   selections.c   the part of a tensor an index selects
  *   devices.c      CUDA staging, .to(device), loading for a handle's device
  *   serialize.c    TensorSpec, serialize, serialize_file, deserialize
+ *   foreign_files.c what a file that is not safetensors looks like
  * tensors.h is shared by the files that build arrays (NumPy C API).
  *
  * Ownership of file memory: a core st_file is reference counted. The handle
@@ -42,10 +43,17 @@ typedef enum st_framework {
     FW_PYTORCH = 0, FW_NUMPY, FW_TENSORFLOW, FW_FLAX, FW_MLX, FW_PADDLE
 } st_framework;
 
+/* The OSError subclasses an open failure raises, by errno (module.c). */
+typedef enum st_open_error {
+    OPEN_ERROR_NOT_FOUND = 0, OPEN_ERROR_PERMISSION, OPEN_ERROR_IS_DIRECTORY,
+    OPEN_ERROR_NOT_DIRECTORY, OPEN_ERROR_OTHER, OPEN_ERROR__COUNT
+} st_open_error;
+
 typedef struct st_state {
     PyObject *SafetensorError;
     PyObject *SafetensorIndexError;     /* subclass of SafetensorError and IndexError */
     PyObject *SafetensorIOError;        /* subclass of SafetensorError and OSError */
+    PyObject *open_errors[OPEN_ERROR__COUNT]; /* FileNotFoundError, ... subclasses */
     PyTypeObject *SafeOpenType;
     PyTypeObject *SliceType;
     PyTypeObject *MappedBytesType;
@@ -60,8 +68,7 @@ typedef struct st_state {
     PyObject *converters[FW_PADDLE + 1];     /* numpy array -> framework callable */
     int numpy_ready;
 
-    PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr,
-        *str_shape, *str_data;
+    PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
 } st_state;
 
 st_state *st_state_from_type(PyTypeObject *type);
@@ -74,6 +81,12 @@ st_state *st_state_from_module(PyObject *module);
  * Returns NULL so callers can `return st_raise(...)`.
  */
 PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyObject *filename);
+
+/* foreign_files.c: appends " (the file looks like a zip archive, ...)" to a
+ * header error's message when the bytes (or the file's first bytes) are a
+ * well-known format that is not safetensors. */
+void st_note_foreign_format(st_error *err, const uint8_t *head, size_t len);
+void st_note_foreign_file(st_error *err, const char *path);
 
 /* A str quoted as Rust's Debug format does ("a\"b"), for upstream's messages. */
 PyObject *st_debug_quote(PyObject *text);
@@ -88,6 +101,8 @@ PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_deserialize(PyObject *module, PyObject *arg);
+/* _dtype_table(): st_dtype_info for Python, so no Python module keeps its own copy. */
+PyObject *st_dtype_table(PyObject *module, PyObject *unused);
 
 /* ---- arguments.c ---- */
 

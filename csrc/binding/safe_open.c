@@ -61,6 +61,8 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
     Py_BEGIN_ALLOW_THREADS
     code = st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
     Py_END_ALLOW_THREADS
+    if (code != ST_OK && code != ST_ERR_IO)
+        st_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
     if (code != ST_OK) {
         st_raise(state, &err, code == ST_ERR_IO ? NULL : "Error while deserializing header: ",
                  path_str);
@@ -311,7 +313,7 @@ static const st_tensor *find_tensor(st_state *state, st_file *file, PyObject *na
     const char *utf8;
     const st_tensor *t;
     if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "argument 'name': '%.100s' object cannot be converted to 'PyString'",
+        PyErr_Format(PyExc_TypeError, "argument 'name': '%.100s' object is not an instance of 'str'",
                      Py_TYPE(name)->tp_name);
         return NULL;
     }

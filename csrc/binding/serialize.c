@@ -1,9 +1,8 @@
 /*
  * serialize.c - TensorSpec, serialize, serialize_file, deserialize.
  *
- * serialize* accept, per tensor, either a TensorSpec (0.8: a raw pointer the
- * caller keeps alive) or a dict {"dtype", "shape", "data"} whose data is any
- * contiguous buffer (0.7 form). The layout and the bytes come from the core
+ * serialize* take, per tensor, a TensorSpec (a raw pointer the caller keeps
+ * alive), as upstream 0.8.0 does (the 0.7 dict form is a TypeError). The layout and the bytes come from the core
  * (st_write_layout); all the heavy work runs with the GIL released, which is
  * safe because every Python object involved is referenced by `items` and
  * every buffer stays acquired until the end of the call.
@@ -16,22 +15,14 @@
  * MARK: dtype names accepted on write
  * ====================================================================== */
 
-static const struct { const char *name; st_dtype dtype; } write_dtypes[] = {
-    {"bool", ST_BOOL}, {"int8", ST_I8}, {"uint8", ST_U8}, {"int16", ST_I16},
-    {"uint16", ST_U16}, {"int32", ST_I32}, {"uint32", ST_U32}, {"int64", ST_I64},
-    {"uint64", ST_U64}, {"float16", ST_F16}, {"float32", ST_F32}, {"float64", ST_F64},
-    {"bfloat16", ST_BF16}, {"float8_e4m3fn", ST_F8_E4M3}, {"float8_e4m3fnuz", ST_F8_E4M3FNUZ},
-    {"float8_e5m2", ST_F8_E5M2}, {"float8_e5m2fnuz", ST_F8_E5M2FNUZ},
-    {"float8_e8m0fnu", ST_F8_E8M0}, {"float4_e2m1fn_x2", ST_F4}, {"complex64", ST_C64},
-};
+/* The names are the core's type names (st_dtype_from_type_name); this is
+ * upstream's message, which lists them in its own order. */
 #define SUPPORTED_DTYPES                                                                  \
     "bool, int8, uint8, int16, uint16, int32, uint32, int64, uint64, float16, float32, " \
     "float64, bfloat16, float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, "   \
     "float8_e8m0fnu, float4_e2m1fn_x2, complex64"
 
-/* accept_header_names: the 0.7 dict form also takes "F32"-style names. */
-static int parse_write_dtype(st_state *state, PyObject *obj, bool accept_header_names,
-                             st_dtype *out)
+static int parse_write_dtype(st_state *state, PyObject *obj, st_dtype *out)
 {
     Py_ssize_t len;
     const char *name;
@@ -43,13 +34,7 @@ static int parse_write_dtype(st_state *state, PyObject *obj, bool accept_header_
     name = PyUnicode_AsUTF8AndSize(obj, &len);
     if (name == NULL)
         return -1;
-    for (size_t i = 0; i < sizeof(write_dtypes) / sizeof(write_dtypes[0]); i++) {
-        if (strlen(write_dtypes[i].name) == (size_t)len && strcmp(name, write_dtypes[i].name) == 0) {
-            *out = write_dtypes[i].dtype;
-            return 0;
-        }
-    }
-    if (accept_header_names && st_dtype_from_name(name, (size_t)len, out))
+    if (st_dtype_from_type_name(name, (size_t)len, out))
         return 0;
     quoted = st_debug_quote(obj);
     if (quoted != NULL)
@@ -65,6 +50,7 @@ static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, ui
 {
     PyObject *seq = PySequence_Fast(obj, "shape must be a sequence of ints");
     Py_ssize_t count = -1;
+    st_error err;
     if (seq == NULL)
         return -1;
     if (PySequence_Fast_GET_SIZE(seq) > ST_MAX_DIMS) {
@@ -78,15 +64,9 @@ static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, ui
         dims[i] = dim;
     }
     count = PySequence_Fast_GET_SIZE(seq);
-    if (dtype == ST_F4 && count > 0) {
-        if (dims[count - 1] > UINT64_MAX / 2) {
-            PyErr_Format(state->SafetensorError,
-                         "F4 last-dim %llu doubled to logical shape overflows usize",
-                         (unsigned long long)dims[count - 1]);
-            count = -1;
-            goto exit;
-        }
-        dims[count - 1] *= 2;
+    if (count > 0 && st_dtype_unpacked_dim(dtype, dims[count - 1], &dims[count - 1], &err) != ST_OK) {
+        st_raise(state, &err, NULL, NULL);
+        count = -1;
     }
 exit:
     Py_DECREF(seq);
@@ -123,7 +103,7 @@ static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kw
         !PyArg_ParseTupleAndKeywords(args, kwargs, "$OOKK:TensorSpec", kwlist, &dtype_obj,
                                      &shape_obj, &data_ptr, &data_len))
         return NULL;
-    if (parse_write_dtype(state, dtype_obj, false, &dtype) < 0)
+    if (parse_write_dtype(state, dtype_obj, &dtype) < 0)
         return NULL;
     ndim = parse_shape(state, shape_obj, dtype, shape);
     if (ndim < 0)
@@ -219,10 +199,8 @@ PyType_Spec st_tensor_spec_spec = {
 
 typedef struct {
     PyObject *items;            /* list of (name, value): keeps everything alive */
-    st_write_tensor *tensors;   /* shapes point into the TensorSpecs, or into dict_shapes */
-    uint64_t **dict_shapes;     /* 0.7-form shapes, one allocation per such tensor */
-    Py_buffer *buffers;         /* 0.7-form data, acquired */
-    size_t count, nbuffers;
+    st_write_tensor *tensors;   /* shapes point into the TensorSpecs */
+    size_t count;
     st_metadata_item *metadata;
     size_t metadata_count;
     bool has_metadata;
@@ -232,33 +210,18 @@ typedef struct {
 
 static void write_input_release(write_input *in)
 {
-    for (size_t i = 0; i < in->nbuffers; i++)
-        PyBuffer_Release(&in->buffers[i]);
-    PyMem_Free(in->buffers);
     PyMem_Free(in->tensors);
-    for (size_t i = 0; in->dict_shapes != NULL && i < in->count; i++)
-        PyMem_Free(in->dict_shapes[i]);
-    PyMem_Free(in->dict_shapes);
     PyMem_Free(in->metadata);
     PyMem_Free(in->order);
     Py_CLEAR(in->items);
     Py_CLEAR(in->metadata_items);
 }
 
-static int dict_form_field(st_state *state, PyObject *dict, const char *key, PyObject **out)
-{
-    *out = PyDict_GetItemString(dict, key);   /* borrowed; dict is kept alive by items */
-    if (*out == NULL && !PyErr_Occurred())
-        PyErr_Format(state->SafetensorError, "Missing `%s` in %R", key, dict);
-    return *out ? 0 : -1;
-}
-
 static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *name,
                           PyObject *value)
 {
     st_write_tensor *w = &in->tensors[i];
-    uint64_t shape[ST_MAX_DIMS];
-    Py_ssize_t name_len, ndim;
+    Py_ssize_t name_len;
 
     if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "tensor names must be str, not '%.100s'",
@@ -278,36 +241,9 @@ static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *
         w->data_len = spec->data_len;
         return 0;
     }
-    if (PyDict_Check(value)) {
-        PyObject *dtype_obj, *shape_obj, *data_obj;
-        Py_buffer *buffer = &in->buffers[in->nbuffers];
-        if (dict_form_field(state, value, "dtype", &dtype_obj) < 0 ||
-            dict_form_field(state, value, "shape", &shape_obj) < 0 ||
-            dict_form_field(state, value, "data", &data_obj) < 0 ||
-            parse_write_dtype(state, dtype_obj, true, &w->dtype) < 0)
-            return -1;
-        ndim = parse_shape(state, shape_obj, w->dtype, shape);
-        if (ndim < 0)
-            return -1;
-        in->dict_shapes[i] = PyMem_Malloc((size_t)ndim * sizeof(uint64_t) + 1);
-        if (in->dict_shapes[i] == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        memcpy(in->dict_shapes[i], shape, (size_t)ndim * sizeof(uint64_t));
-        /* No PyBUF_FORMAT: only the bytes matter, so any NumPy dtype exports. */
-        if (PyObject_GetBuffer(data_obj, buffer, PyBUF_C_CONTIGUOUS) < 0)
-            return -1;
-        in->nbuffers++;
-        w->ndim = (size_t)ndim;
-        w->shape = in->dict_shapes[i];
-        w->data = buffer->buf;
-        w->data_len = (uint64_t)buffer->len;
-        return 0;
-    }
-    PyErr_Format(PyExc_TypeError,
-                 "argument 'tensor_dict': value of tensor %R must be a TensorSpec or a dict with "
-                 "dtype, shape and data, not '%.100s'", name, Py_TYPE(value)->tp_name);
+    /* 0.8.0 removed the 0.7 dict form ({"dtype", "shape", "data"}). */
+    PyErr_Format(PyExc_TypeError, "argument 'tensor_dict': '%.100s' object is not an instance of 'TensorSpec'",
+                 Py_TYPE(value)->tp_name);
     return -1;
 }
 
@@ -316,7 +252,7 @@ static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *
 static PyObject *dict_items(PyObject *dict, const char *argument)
 {
     if (!PyDict_Check(dict)) {
-        PyErr_Format(PyExc_TypeError, "argument '%s': '%.100s' object cannot be converted to 'PyDict'",
+        PyErr_Format(PyExc_TypeError, "argument '%s': '%.100s' object is not an instance of 'dict'",
                      argument, Py_TYPE(dict)->tp_name);
         return NULL;
     }
@@ -370,10 +306,8 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
     count = PyList_GET_SIZE(in->items);
     in->count = (size_t)count;
     in->tensors = PyMem_Calloc((size_t)count + 1, sizeof(st_write_tensor));
-    in->dict_shapes = PyMem_Calloc((size_t)count + 1, sizeof(uint64_t *));
-    in->buffers = PyMem_Calloc((size_t)count + 1, sizeof(Py_buffer));
     in->order = PyMem_Calloc((size_t)count + 1, sizeof(size_t));
-    if (in->tensors == NULL || in->dict_shapes == NULL || in->buffers == NULL || in->order == NULL) {
+    if (in->tensors == NULL || in->order == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -392,6 +326,15 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
 
 static const char SERIALIZE_ERROR[] = "Error while serializing: ";
 
+/* The core's layout of the collected input; the caller releases the GIL. */
+static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
+{
+    *layout = (st_layout){.tensors = in->tensors, .count = in->count, .metadata = in->metadata,
+                          .metadata_count = in->metadata_count, .has_metadata = in->has_metadata,
+                          .order = in->order};
+    return st_write_layout(layout, err);
+}
+
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"tensor_dict", "metadata", NULL};
@@ -407,10 +350,7 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    layout = (st_layout){.tensors = in.tensors, .count = in.count, .metadata = in.metadata,
-                         .metadata_count = in.metadata_count, .has_metadata = in.has_metadata,
-                         .order = in.order};
-    code = st_write_layout(&layout, &err);
+    code = lay_out(&in, &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         st_raise(state, &err, SERIALIZE_ERROR, NULL);
@@ -437,7 +377,7 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"tensor_dict", "filename", "metadata", NULL};
     st_state *state = st_state_from_module(module);
-    PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *result = NULL;
+    PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *name = NULL, *result = NULL;
     st_layout layout = {0};
     write_input in;
     st_error err;
@@ -449,18 +389,19 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     if (!PyUnicode_FSConverter(filename, &path))
         return NULL;
+    if (!PyUnicode_FSDecoder(filename, &name)) {   /* the str for messages */
+        Py_DECREF(path);
+        return NULL;
+    }
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    layout = (st_layout){.tensors = in.tensors, .count = in.count, .metadata = in.metadata,
-                         .metadata_count = in.metadata_count, .has_metadata = in.has_metadata,
-                         .order = in.order};
-    code = st_write_layout(&layout, &err);
+    code = lay_out(&in, &layout, &err);
     if (code == ST_OK)
         code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        st_raise(state, &err, SERIALIZE_ERROR, filename);
+        st_raise(state, &err, SERIALIZE_ERROR, name);
         goto exit;
     }
     result = Py_NewRef(Py_None);
@@ -468,6 +409,7 @@ exit:
     st_free(layout.header);
     write_input_release(&in);
     Py_XDECREF(path);
+    Py_XDECREF(name);
     return result;
 }
 
@@ -516,7 +458,7 @@ PyObject *st_deserialize(PyObject *module, PyObject *arg)
 
     if (PyObject_GetBuffer(arg, &buffer, PyBUF_C_CONTIGUOUS) < 0) {
         PyErr_Format(PyExc_TypeError,
-                     "argument 'bytes': '%.100s' object cannot be converted to 'PyBytes'",
+                     "argument 'bytes': '%.100s' object is not an instance of 'bytes'",
                      Py_TYPE(arg)->tp_name);
         return NULL;
     }
@@ -526,6 +468,7 @@ PyObject *st_deserialize(PyObject *module, PyObject *arg)
     if (code == ST_OK)
         code = st_header_parse(bytes + 8, (size_t)header_len, (uint64_t)buffer.len, &header, &err);
     if (code != ST_OK) {
+        st_note_foreign_format(&err, bytes, (size_t)buffer.len);
         st_raise(state, &err, "Error while deserializing: ", NULL);
         goto exit;
     }

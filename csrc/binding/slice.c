@@ -69,12 +69,46 @@ static PyObject *Slice_get_dtype(Slice *self, PyObject *unused)
     return PyUnicode_FromString(st_dtype_name(self->tensor->dtype));
 }
 
+/* An int for indexing: Python ints, NumPy integer scalars, 0-d integer
+ * arrays and tensors. Booleans and arrays of any other shape are masks or
+ * index arrays (advanced indexing), as in NumPy, even though a one-element
+ * torch tensor also has __index__. */
+static bool is_integer_scalar(PyObject *item)
+{
+    PyObject *ndim;
+    long dims;
+    if (PyLong_Check(item))
+        return !PyBool_Check(item);
+    if (!PyIndex_Check(item) || PyObject_HasAttrString(item, "dtype") == 0)
+        return PyIndex_Check(item);
+    ndim = PyObject_GetAttrString(item, "ndim");
+    if (ndim == NULL) {
+        PyErr_Clear();
+        return true;   /* a scalar type with a dtype (np.int64) */
+    }
+    dims = PyLong_AsLong(ndim);
+    Py_DECREF(ndim);
+    PyErr_Clear();
+    if (dims != 0)
+        return false;
+    /* NumPy and torch booleans have __index__ too; NumPy treats them as masks. */
+    {
+        PyObject *dtype = PyObject_GetAttrString(item, "dtype"), *text = dtype ? PyObject_Str(dtype) : NULL;
+        const char *name = text ? PyUnicode_AsUTF8(text) : NULL;
+        bool is_bool = name != NULL && strstr(name, "bool") != NULL;
+        PyErr_Clear();
+        Py_XDECREF(dtype);
+        Py_XDECREF(text);
+        return !is_bool;
+    }
+}
+
 /*
  * Converts one Python index item. Returns 1 if it is a basic item, 0 if it
  * is something only the framework's own indexing understands (lists,
  * arrays, booleans, tensors), -1 on error.
  */
-static int convert_index_item(PyObject *item, st_index *out)
+static int convert_index_item(PyObject *item, st_index *out, PyObject **huge)
 {
     memset(out, 0, sizeof(*out));
     if (item == Py_Ellipsis) {
@@ -99,19 +133,21 @@ static int convert_index_item(PyObject *item, st_index *out)
         out->step = step;
         return 1;
     }
-    if (!PyBool_Check(item) && PyIndex_Check(item)) {
+    if (is_integer_scalar(item)) {
         PyObject *index = PyNumber_Index(item);
         long long value;
+        int overflow = 0;
         if (index == NULL)
             return -1;
-        value = PyLong_AsLongLong(index);
-        Py_DECREF(index);
-        if (value == -1 && PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-                return -1;
-            PyErr_Clear();
-            value = INT64_MAX;   /* out of range for any dimension */
+        value = PyLong_AsLongLongAndOverflow(index, &overflow);
+        if (overflow != 0) {
+            /* Out of range for any dimension; the message shows the index given. */
+            value = overflow > 0 ? INT64_MAX : INT64_MIN;
+            Py_XSETREF(*huge, Py_NewRef(index));
         }
+        Py_DECREF(index);
+        if (value == -1 && PyErr_Occurred())
+            return -1;
         out->kind = ST_INDEX_INT;
         out->value = value;
         return 1;
@@ -119,11 +155,34 @@ static int convert_index_item(PyObject *item, st_index *out)
     return 0;
 }
 
+/* Puts the index the caller gave back into the core's message, which saw
+ * it clamped to int64 (see convert_index_item). */
+static void show_given_index(st_error *err, const st_index *items, size_t count, PyObject *huge)
+{
+    char clamped[32], rest[ST_ERROR_MSG_MAX];
+    const char *given;
+    char *at = NULL;
+    PyObject *text = PyObject_Str(huge);
+    given = text ? PyUnicode_AsUTF8(text) : NULL;
+    for (size_t i = 0; i < count && at == NULL && given != NULL; i++) {
+        if (items[i].kind != ST_INDEX_INT || (items[i].value != INT64_MAX && items[i].value != INT64_MIN))
+            continue;
+        snprintf(clamped, sizeof(clamped), "%lld", (long long)items[i].value);
+        at = strstr(err->msg, clamped);
+    }
+    if (at != NULL) {
+        snprintf(rest, sizeof(rest), "%s", at + strlen(clamped));
+        snprintf(at, sizeof(err->msg) - (size_t)(at - err->msg), "%s%s", given, rest);
+    }
+    PyErr_Clear();
+    Py_XDECREF(text);
+}
+
 static PyObject *Slice_getitem(Slice *self, PyObject *key)
 {
     st_state *state = st_state_from_type(Py_TYPE(self));
     st_index items[ST_MAX_DIMS * 2];
-    PyObject *result = NULL, *full;
+    PyObject *result = NULL, *full, *huge = NULL;
     Py_ssize_t count;
     int basic = 1;
     st_selection selection;
@@ -136,16 +195,23 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
             return NULL;
         }
         for (Py_ssize_t i = 0; i < count && basic == 1; i++)
-            basic = convert_index_item(PyTuple_GET_ITEM(key, i), &items[i]);
+            basic = convert_index_item(PyTuple_GET_ITEM(key, i), &items[i], &huge);
     } else {
         count = 1;
-        basic = convert_index_item(key, &items[0]);
+        basic = convert_index_item(key, &items[0], &huge);
     }
-    if (basic < 0)
+    if (basic < 0) {
+        Py_XDECREF(huge);
         return NULL;
+    }
     if (basic) {
-        if (st_select(self->tensor, items, (size_t)count, &selection, &err) != ST_OK)
+        if (st_select(self->tensor, items, (size_t)count, &selection, &err) != ST_OK) {
+            if (huge != NULL)
+                show_given_index(&err, items, (size_t)count, huge);
+            Py_XDECREF(huge);
             return st_raise(state, &err, NULL, NULL);
+        }
+        Py_XDECREF(huge);
         result = st_tensor_select(state, self->framework, self->file, self->tensor, &selection);
         if (result != NULL && self->device != NULL)
             result = st_tensor_to_device(state, result, self->device);

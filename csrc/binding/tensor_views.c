@@ -29,16 +29,20 @@ uint64_t st_tensor_data_len(const st_tensor *t)
     return t->end - t->begin;
 }
 
-/* The shape torch stores: F4 packs two values per byte in the last dim. */
-PyObject *st_torch_shape(const st_tensor *t)
+/* The shape torch stores: its F4 type holds pairs of values, so the last
+ * dim is halved (docs/format.md §3.2); an odd one has no torch shape. */
+PyObject *st_torch_shape(st_state *state, const st_tensor *t)
 {
     PyObject *shape = PyTuple_New((Py_ssize_t)t->ndim);
+    st_error err;
     if (shape == NULL)
         return NULL;
     for (size_t i = 0; i < t->ndim; i++) {
         uint64_t dim = t->shape[i];
-        if (t->dtype == ST_F4 && i + 1 == t->ndim)
-            dim /= 2;
+        if (i + 1 == t->ndim && st_dtype_packed_dim(t->dtype, dim, &dim, &err) != ST_OK) {
+            Py_DECREF(shape);
+            return st_raise(state, &err, NULL, NULL);
+        }
         PyObject *value = PyLong_FromUnsignedLongLong(dim);
         if (value == NULL) {
             Py_DECREF(shape);
@@ -119,7 +123,7 @@ int st_read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, 
 PyObject *st_new_array(st_state *state, st_framework fw, const st_tensor *t, uint8_t **data)
 {
     if (fw == FW_PYTORCH) {
-        PyObject *shape = st_torch_shape(t), *tensor;
+        PyObject *shape = st_torch_shape(state, t), *tensor;
         if (shape == NULL)
             return NULL;
         tensor = st_torch_new_empty(state, shape, t->dtype);
@@ -202,7 +206,7 @@ PyObject *st_torch_view(st_state *state, st_file *file, PyObject *block, const s
     size_t nbytes = (size_t)st_tensor_data_len(t);
     if (tdtype == NULL)
         return NULL;
-    shape = st_torch_shape(t);
+    shape = st_torch_shape(state, t);
     if (shape == NULL)
         goto exit;
     if (nbytes == 0) {

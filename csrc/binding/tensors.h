@@ -38,7 +38,7 @@ PyArray_Descr *st_numpy_descr(st_state *state, st_dtype dtype);
 size_t st_itemsize_of(st_dtype dtype);
 uint64_t st_tensor_data_len(const st_tensor *t);
 /* The shape torch stores: F4 packs two values per byte in the last dim. */
-PyObject *st_torch_shape(const st_tensor *t);
+PyObject *st_torch_shape(st_state *state, const st_tensor *t);
 int st_numpy_dims(const st_tensor *t, npy_intp *dims);
 PyObject *st_call_kw_dtype(PyObject *fn, PyObject *arg, st_state *state, PyObject *dtype);
 PyObject *st_torch_new_empty(st_state *state, PyObject *shape, st_dtype dtype);

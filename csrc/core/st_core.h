@@ -40,20 +40,20 @@ extern "C" {
  * docs/format.md §7 says which check gives which. */
 typedef enum st_code {
     ST_OK = 0,
-    ST_ERR_HEADER_TOO_SMALL,        /* file shorter than the 8-byte length */
-    ST_ERR_HEADER_TOO_LARGE,        /* header length over ST_MAX_HEADER_SIZE */
-    ST_ERR_INVALID_HEADER_LENGTH,   /* header runs past the end of the file */
-    ST_ERR_INVALID_UTF8,            /* header is not UTF-8 */
-    ST_ERR_INVALID_JSON,            /* JSON syntax or schema error, "at line L column C" */
-    ST_ERR_INVALID_OFFSET,          /* data_offsets leave a hole, overlap or run backwards */
-    ST_ERR_VALIDATION_OVERFLOW,     /* shape x bits overflows 64 bits */
-    ST_ERR_MISALIGNED_SLICE,        /* sub-byte data (F4, F6) not on whole bytes */
-    ST_ERR_TENSOR_INVALID_INFO,     /* data_offsets length != shape x dtype size */
-    ST_ERR_METADATA_INCOMPLETE,     /* data section longer or shorter than the tensors */
-    ST_ERR_IO,                      /* system call failed; sys_errno set */
-    ST_ERR_NOMEM,                   /* allocation failed */
-    ST_ERR_INVALID_SLICE,           /* index/slice errors; see st_select */
-    ST_ERR_INVALID_ARGUMENT,        /* caller errors (bad dtype, bad lengths, ...) */
+    ST_ERR_HEADER_TOO_SMALL,      /* file shorter than the 8-byte length */
+    ST_ERR_HEADER_TOO_LARGE,      /* header length over ST_MAX_HEADER_SIZE */
+    ST_ERR_INVALID_HEADER_LENGTH, /* header runs past the end of the file */
+    ST_ERR_INVALID_UTF8,          /* header is not UTF-8 */
+    ST_ERR_INVALID_JSON,          /* JSON syntax or schema error, "at line L column C" */
+    ST_ERR_INVALID_OFFSET,        /* data_offsets leave a hole, overlap or run backwards */
+    ST_ERR_VALIDATION_OVERFLOW,   /* shape x bits overflows 64 bits */
+    ST_ERR_MISALIGNED_SLICE,      /* sub-byte data (F4, F6) not on whole bytes */
+    ST_ERR_TENSOR_INVALID_INFO,   /* data_offsets length != shape x dtype size */
+    ST_ERR_METADATA_INCOMPLETE,   /* data section longer or shorter than the tensors */
+    ST_ERR_IO,                    /* system call failed; sys_errno set */
+    ST_ERR_NOMEM,                 /* allocation failed */
+    ST_ERR_INVALID_SLICE,         /* index/slice errors; see st_select */
+    ST_ERR_INVALID_ARGUMENT,      /* caller errors (bad dtype, bad lengths, ...) */
     ST_ERR__COUNT
 } st_code;
 
@@ -63,8 +63,8 @@ typedef enum st_code {
 
 typedef struct st_error {
     st_code code;
-    int sys_errno;                  /* errno for ST_ERR_IO, else 0 */
-    uint64_t offset;                /* byte offset in the file, 0 if none */
+    int sys_errno;   /* errno for ST_ERR_IO, else 0 */
+    uint64_t offset; /* byte offset in the file, 0 if none */
     char msg[ST_ERROR_MSG_MAX];
 } st_error;
 
@@ -105,17 +105,36 @@ void st_alloc_fail_after(uint64_t n);
 
 /* In upstream's enum order: the writer sorts by this index, descending. */
 typedef enum st_dtype {
-    ST_BOOL = 0, ST_F4, ST_F6_E2M3, ST_F6_E3M2, ST_U8, ST_I8, ST_F8_E5M2,
-    ST_F8_E4M3, ST_F8_E8M0, ST_F8_E4M3FNUZ, ST_F8_E5M2FNUZ, ST_I16, ST_U16,
-    ST_F16, ST_BF16, ST_I32, ST_U32, ST_F32, ST_C64, ST_F64, ST_I64, ST_U64,
+    ST_BOOL = 0,
+    ST_F4,
+    ST_F6_E2M3,
+    ST_F6_E3M2,
+    ST_U8,
+    ST_I8,
+    ST_F8_E5M2,
+    ST_F8_E4M3,
+    ST_F8_E8M0,
+    ST_F8_E4M3FNUZ,
+    ST_F8_E5M2FNUZ,
+    ST_I16,
+    ST_U16,
+    ST_F16,
+    ST_BF16,
+    ST_I32,
+    ST_U32,
+    ST_F32,
+    ST_C64,
+    ST_F64,
+    ST_I64,
+    ST_U64,
     ST_DTYPE__COUNT
 } st_dtype;
 
 /* Where NumPy finds a dtype's type_name. */
 typedef enum st_numpy_source {
-    ST_NUMPY_NONE = 0,      /* NumPy cannot hold it (F4, F6_*) */
-    ST_NUMPY_BUILTIN,       /* numpy.<type_name> */
-    ST_NUMPY_ML_DTYPES      /* ml_dtypes.<type_name> (bfloat16, float8_*) */
+    ST_NUMPY_NONE = 0, /* NumPy cannot hold it (F4, F6_*) */
+    ST_NUMPY_BUILTIN,  /* numpy.<type_name> */
+    ST_NUMPY_ML_DTYPES /* ml_dtypes.<type_name> (bfloat16, float8_*) */
 } st_numpy_source;
 
 /*
@@ -125,14 +144,14 @@ typedef enum st_numpy_source {
  */
 typedef struct st_dtype_info {
     st_dtype dtype;
-    const char *name;           /* header spelling: "F32" */
-    unsigned bits;              /* bits per element: 4 (F4), 6 (F6_*), else 8 x bytes */
-    const char *type_name;      /* the element type's name in torch, NumPy/ml_dtypes and
+    const char *name;      /* header spelling: "F32" */
+    unsigned bits;         /* bits per element: 4 (F4), 6 (F6_*), else 8 x bytes */
+    const char *type_name; /* the element type's name in torch, NumPy/ml_dtypes and
                                  * paddle, and the TensorSpec dtype vocabulary: "float32",
                                  * "bfloat16", "float4_e2m1fn_x2"; NULL for F6_* (no
                                  * framework has them) */
-    st_numpy_source numpy;      /* where NumPy finds type_name */
-    unsigned pack;              /* logical elements in one framework item: 2 for F4
+    st_numpy_source numpy; /* where NumPy finds type_name */
+    unsigned pack;         /* logical elements in one framework item: 2 for F4
                                  * (ST_F4_PER_ITEM), else 1 */
 } st_dtype_info;
 
@@ -167,24 +186,26 @@ st_code st_dtype_unpacked_dim(st_dtype dtype, uint64_t packed, uint64_t *logical
  * MARK: header (parse + validate)
  * ====================================================================== */
 
-#define ST_MAX_HEADER_SIZE 100000000u   /* decimal, as upstream */
-#define ST_JSON_MAX_DEPTH 128
+#define ST_MAX_HEADER_SIZE 100000000u /* decimal, as upstream */
+#define ST_JSON_MAX_DEPTH  128
 
 typedef struct st_tensor {
-    const char *name;       /* decoded UTF-8, NOT NUL-terminated (may contain NUL) */
+    const char *name; /* decoded UTF-8, NOT NUL-terminated (may contain NUL) */
     size_t name_len;
     st_dtype dtype;
     size_t ndim;
-    const uint64_t *shape;  /* ndim entries; logical shape from the header */
-    uint64_t begin, end;    /* data_offsets, relative to the data section */
+    const uint64_t *shape; /* ndim entries; logical shape from the header */
+    uint64_t begin, end;   /* data_offsets, relative to the data section */
 } st_tensor;
 
 typedef struct st_metadata_item {
-    const char *key;   size_t key_len;
-    const char *value; size_t value_len;
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
 } st_metadata_item;
 
-typedef struct st_header st_header;   /* opaque, immutable once built */
+typedef struct st_header st_header; /* opaque, immutable once built */
 
 /*
  * Rules 1-3 of docs/format.md §6 on the first bytes of a file: prefix holds
@@ -199,8 +220,8 @@ st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file
  * offsets are file offsets (8 + position in json). On success *out owns a
  * copy of everything it needs; json may be freed.
  */
-st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size,
-                        st_header **out, st_error *err);
+st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size, st_header **out,
+                        st_error *err);
 void st_header_free(st_header *header);
 
 /* Byte offset of the data section in the file: 8 + N. */
@@ -220,8 +241,8 @@ size_t st_header_metadata_count(const st_header *header);
 const st_metadata_item *st_header_metadata_item(const st_header *header, size_t i);
 
 /* Byte size of a tensor: product(shape) * bits / 8, checked. */
-st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim,
-                         uint64_t *nbytes, st_error *err);
+st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uint64_t *nbytes,
+                         st_error *err);
 
 /* Strict JSON validation of a whole document (RFC 8259, UTF-8, depth limit,
  * only whitespace after the value), with the header's messages
@@ -257,6 +278,10 @@ void st_file_release(st_file *file);
 const st_header *st_file_header(const st_file *file);
 st_backend st_file_backend(const st_file *file);
 uint64_t st_file_size(const st_file *file);
+/* ST_OK for the st_mode of a regular file; else what opening or replacing
+ * the file gives: EISDIR for a directory, "I/O error: not a regular file
+ * (a FIFO)" (sys_errno EINVAL) for anything else. */
+st_code st_file_check_regular(unsigned int mode, st_error *err);
 /* Base of the mapping (mmap backend), NULL for pread. */
 uint8_t *st_file_map(const st_file *file);
 /* Reads len bytes at absolute file offset into dst (pread backend; also
@@ -269,8 +294,8 @@ st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len
 
 /* One index item, already converted from Python. */
 typedef enum st_index_kind {
-    ST_INDEX_INT,       /* value */
-    ST_INDEX_SLICE,     /* start/stop/step with has_* flags (None when false) */
+    ST_INDEX_INT,   /* value */
+    ST_INDEX_SLICE, /* start/stop/step with has_* flags (None when false) */
     ST_INDEX_ELLIPSIS,
     ST_INDEX_NEWAXIS
 } st_index_kind;
@@ -309,8 +334,8 @@ typedef struct st_selection {
  * ST_ERR_MISALIGNED_SLICE. For them `strides`/`shape` of the innermost dim
  * are in elements and callers work on bytes via span_offset/span_len.
  */
-st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count,
-                  st_selection *out, st_error *err);
+st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count, st_selection *out,
+                  st_error *err);
 
 /* Turns a selection of a sub-byte dtype (F4, F6) into the equivalent
  * selection over bytes (itemsize 1) whose innermost run is the selected
@@ -320,26 +345,27 @@ st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection 
 
 /* Copies the selected elements, C-ordered, from the tensor whose first byte
  * is `src` into dst (which holds nelements * itemsize bytes). */
-void st_selection_gather(const st_selection *sel, size_t itemsize,
-                         const uint8_t *src, uint8_t *dst);
+void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t *src,
+                         uint8_t *dst);
 
 /* Reads the selected elements, C-ordered, of the tensor at absolute file
  * offset tensor_offset into dst (nelements * itemsize bytes), reading only
  * the selected bytes where the runs are long, else the span around them. */
-st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset,
-                               const st_selection *sel, size_t itemsize, uint8_t *dst,
-                               st_error *err);
+st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset, const st_selection *sel,
+                               size_t itemsize, uint8_t *dst, st_error *err);
 
 /* ======================================================================
  * MARK: writer
  * ====================================================================== */
 
 typedef struct st_write_tensor {
-    const char *name;  size_t name_len;
+    const char *name;
+    size_t name_len;
     st_dtype dtype;
     size_t ndim;
-    const uint64_t *shape;          /* logical shape */
-    const void *data;  uint64_t data_len;
+    const uint64_t *shape; /* logical shape */
+    const void *data;
+    uint64_t data_len;
 } st_write_tensor;
 
 /*
@@ -353,12 +379,12 @@ typedef struct st_layout {
     const st_metadata_item *metadata;
     size_t metadata_count;
     bool has_metadata;
-    size_t *order;              /* caller-allocated, count entries: tensor indices in file order */
+    size_t *order; /* caller-allocated, count entries: tensor indices in file order */
     /* Output. */
-    uint8_t *header;            /* 8-byte length prefix + padded JSON; the caller frees it
+    uint8_t *header; /* 8-byte length prefix + padded JSON; the caller frees it
                                  * with st_free */
     size_t header_size;
-    uint64_t total_size;        /* size of the whole file */
+    uint64_t total_size; /* size of the whole file */
 } st_layout;
 
 /*

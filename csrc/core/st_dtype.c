@@ -94,8 +94,8 @@ st_code st_dtype_unpacked_dim(st_dtype dtype, uint64_t packed, uint64_t *logical
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "invalid dtype %d", (int)dtype);
     if (packed > UINT64_MAX / info->pack)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
-                            "%s last-dim %llu doubled to logical shape overflows usize",
-                            info->name, (unsigned long long)packed);
+                            "%s last-dim %llu doubled to logical shape overflows usize", info->name,
+                            (unsigned long long)packed);
     *logical = packed * info->pack;
     return ST_OK;
 }

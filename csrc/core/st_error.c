@@ -27,8 +27,8 @@ static const struct {
     [ST_ERR_INVALID_UTF8] = {"InvalidHeader", "invalid UTF-8 in header: "},
     [ST_ERR_INVALID_JSON] = {"InvalidHeaderDeserialization", "invalid JSON in header: "},
     [ST_ERR_INVALID_OFFSET] = {"InvalidOffset", "invalid offset for tensor "},
-    [ST_ERR_VALIDATION_OVERFLOW] = {"ValidationOverflow",
-                                    "overflow computing buffer size from shape and/or element type"},
+    [ST_ERR_VALIDATION_OVERFLOW] =
+        {"ValidationOverflow", "overflow computing buffer size from shape and/or element type"},
     [ST_ERR_MISALIGNED_SLICE] = {"MisalignedSlice",
                                  "The slice is slicing for subbytes dtypes, and the slice does not "
                                  "end up at a byte boundary, this is invalid."},

@@ -50,10 +50,10 @@
 
 struct st_file {
     atomic_size_t refcount;
-    int fd;                 /* pread backend only; -1 for mmap */
+    int fd; /* pread backend only; -1 for mmap */
     st_backend backend;
-    uint64_t size;          /* file size at open (fstat) */
-    uint8_t *map;           /* mmap backend: base of the whole-file mapping */
+    uint64_t size; /* file size at open (fstat) */
+    uint8_t *map;  /* mmap backend: base of the whole-file mapping */
     size_t map_len;
     st_header *header;
 };
@@ -81,7 +81,8 @@ static st_code read_exact(int fd, uint64_t offset, void *dst, size_t len, st_err
         if (got == 0) {
             st_error_set(err, ST_ERR_IO, offset,
                          "unexpected end of file at byte %llu: the file shrank "
-                         "after it was opened", (unsigned long long)offset);
+                         "after it was opened",
+                         (unsigned long long)offset);
             if (err) {
                 err->sys_errno = EIO;
             }
@@ -96,11 +97,27 @@ static st_code read_exact(int fd, uint64_t offset, void *dst, size_t len, st_err
 
 static const char *file_kind(mode_t mode)
 {
-    if (S_ISFIFO(mode)) return "a FIFO";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
     return "not a regular file";
+}
+
+st_code st_file_check_regular(unsigned int mode, st_error *err)
+{
+    if (S_ISREG(mode))
+        return ST_OK;
+    if (S_ISDIR(mode))
+        return st_error_io(err, EISDIR, 0);
+    st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)", file_kind(mode));
+    if (err)
+        err->sys_errno = EINVAL;
+    return ST_ERR_IO;
 }
 
 /* Opens path read-only and checks that it is a regular file; *size from
@@ -108,6 +125,7 @@ static const char *file_kind(mode_t mode)
 static st_code open_regular(const char *path, int *fd, uint64_t *size, st_error *err)
 {
     struct stat st;
+    st_code rc;
     do {
         *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     } while (*fd < 0 && errno == EINTR);
@@ -115,14 +133,8 @@ static st_code open_regular(const char *path, int *fd, uint64_t *size, st_error 
         return st_error_io(err, errno, 0);
     if (fstat(*fd, &st) != 0)
         return st_error_io(err, errno, 0);
-    if (S_ISDIR(st.st_mode))
-        return st_error_io(err, EISDIR, 0);
-    if (!S_ISREG(st.st_mode)) {
-        st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)", file_kind(st.st_mode));
-        if (err)
-            err->sys_errno = EINVAL;
-        return ST_ERR_IO;
-    }
+    if ((rc = st_file_check_regular(st.st_mode, err)) != ST_OK)
+        return rc;
     /* O_NONBLOCK means nothing for a regular file: cleared so the
      * descriptor behaves like a plain one. */
     int fl = fcntl(*fd, F_GETFL);
@@ -149,12 +161,12 @@ static st_code load_header(int fd, uint64_t size, st_backend backend, uint8_t **
     if (backend == ST_BACKEND_MMAP) {
         if (size > (uint64_t)SIZE_MAX)
             return st_error_io(err, EFBIG, 0);
-        void *m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
-                       fd, 0);
+        void *m =
+            mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
         if (m == MAP_FAILED)
             return st_error_io(err, errno, 0);
         *map = m;
-        *map_len = (size_t)size;   /* >= 8 here */
+        *map_len = (size_t)size; /* >= 8 here */
         return st_header_parse(*map + 8, (size_t)n, size, header, err);
     }
     if ((json = st_malloc(n > 0 ? (size_t)n : 1)) == NULL)
@@ -186,7 +198,7 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
         goto exit;
     }
     if (backend == ST_BACKEND_MMAP) {
-        close(fd);   /* the mapping keeps the file alive */
+        close(fd); /* the mapping keeps the file alive */
         fd = -1;
     }
     atomic_init(&file->refcount, 1);
@@ -269,7 +281,7 @@ static st_code read_piece(const st_file *file, uint64_t offset, uint8_t *dst, si
  * page cache, several copy several times that.
  * Below ST_PARALLEL_MIN a thread costs more than it saves.
  */
-#define ST_PARALLEL_MIN ((size_t)32 << 20)
+#define ST_PARALLEL_MIN     ((size_t)32 << 20)
 #define ST_MAX_READ_THREADS 8
 
 typedef struct {

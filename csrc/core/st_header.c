@@ -34,24 +34,24 @@
 struct st_header {
     uint64_t data_start;
     size_t count;
-    st_tensor *tensors;       /* offset order */
-    size_t *by_name;          /* indices into tensors, name order */
-    uint64_t *hash;           /* hash32 << 32 | (index + 1), 0 = empty */
+    st_tensor *tensors; /* offset order */
+    size_t *by_name;    /* indices into tensors, name order */
+    uint64_t *hash;     /* hash32 << 32 | (index + 1), 0 = empty */
     size_t hash_mask;
     uint64_t *shapes;
     char *arena;
     bool has_metadata;
     size_t meta_count;
     st_metadata_item *meta;
-    st_hash_key hash_key;     /* random per header: see st_hash.h */
+    st_hash_key hash_key; /* random per header: see st_hash.h */
 };
 
 typedef struct rec {
     st_tensor t;
-    size_t shape_off;         /* into shapes, fixed up at the end */
-    size_t pos;               /* index of the name's quote in the JSON */
-    uint32_t hash;            /* low bits of the name's st_hash */
-    uint32_t idx;             /* index before sorting */
+    size_t shape_off; /* into shapes, fixed up at the end */
+    size_t pos;       /* index of the name's quote in the JSON */
+    uint32_t hash;    /* low bits of the name's st_hash */
+    uint32_t idx;     /* index before sorting */
 } rec;
 
 typedef struct parser {
@@ -63,7 +63,7 @@ typedef struct parser {
     size_t nrec, caprec;
     uint64_t *shapes;
     size_t nshape, capshape;
-    uint64_t *hash;           /* hash32 << 32 | (rec index + 1); < 2^32 tensors fit in 100 MB */
+    uint64_t *hash; /* hash32 << 32 | (rec index + 1); < 2^32 tensors fit in 100 MB */
     size_t hash_cap;
     st_hash_key hash_key;
     st_metadata_item *meta;
@@ -113,17 +113,39 @@ static void debug_str(const char *s, size_t n, char *out, size_t cap)
 {
     size_t o = 0;
     size_t lim = clip_utf8(s, n, 160);
-#define PUTC(ch) do { if (o + 1 < cap) out[o++] = (char)(ch); } while (0)
+#define PUTC(ch)                                                                                   \
+    do {                                                                                           \
+        if (o + 1 < cap)                                                                           \
+            out[o++] = (char)(ch);                                                                 \
+    } while (0)
     PUTC('"');
     for (size_t i = 0; i < lim; i++) {
         unsigned char c = (unsigned char)s[i];
         switch (c) {
-        case '"': PUTC('\\'); PUTC('"'); break;
-        case '\\': PUTC('\\'); PUTC('\\'); break;
-        case '\n': PUTC('\\'); PUTC('n'); break;
-        case '\r': PUTC('\\'); PUTC('r'); break;
-        case '\t': PUTC('\\'); PUTC('t'); break;
-        case '\0': PUTC('\\'); PUTC('0'); break;
+        case '"':
+            PUTC('\\');
+            PUTC('"');
+            break;
+        case '\\':
+            PUTC('\\');
+            PUTC('\\');
+            break;
+        case '\n':
+            PUTC('\\');
+            PUTC('n');
+            break;
+        case '\r':
+            PUTC('\\');
+            PUTC('r');
+            break;
+        case '\t':
+            PUTC('\\');
+            PUTC('t');
+            break;
+        case '\0':
+            PUTC('\\');
+            PUTC('0');
+            break;
         default:
             if (c < 0x20 || c == 0x7F) {
                 char tmp[12];
@@ -186,15 +208,12 @@ static st_code describe_value(parser *p, bool consume_containers, char *desc, si
     case ST_JT_FALSE:
         snprintf(desc, cap, "boolean `%s`", t == ST_JT_TRUE ? "true" : "false");
         return st_json_literal(&p->j);
-    case ST_JT_NULL:
-        snprintf(desc, cap, "null");
-        return st_json_literal(&p->j);
+    case ST_JT_NULL: snprintf(desc, cap, "null"); return st_json_literal(&p->j);
     case ST_JT_ARRAY:
     case ST_JT_OBJECT:
         snprintf(desc, cap, "%s", t == ST_JT_ARRAY ? "sequence" : "map");
         return consume_containers ? st_json_skip(&p->j) : ST_OK;
-    default:
-        return ST_OK; /* unreachable: value_start rejected END/BAD */
+    default: return ST_OK; /* unreachable: value_start rejected END/BAD */
     }
 }
 
@@ -294,9 +313,9 @@ static const char *const field_names[FIELD_COUNT] = {"dtype", "shape", "data_off
 
 typedef struct entry {
     bool have[FIELD_COUNT];
-    bool bad;                 /* an error was deferred: the rest is only skipped */
+    bool bad; /* an error was deferred: the rest is only skipped */
     st_dtype dtype;
-    size_t shape_off, ndim;   /* the dims are p->shapes[shape_off .. + ndim) */
+    size_t shape_off, ndim; /* the dims are p->shapes[shape_off .. + ndim) */
     uint64_t offsets[2];
 } entry;
 
@@ -364,8 +383,8 @@ static void dtype_list(char *out, size_t cap)
     size_t used = 0;
     out[0] = '\0';
     for (unsigned i = 0; i < ST_DTYPE__COUNT && used < cap; i++) {
-        int n = snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "",
-                         st_dtype_name((st_dtype)i));
+        int n =
+            snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "", st_dtype_name((st_dtype)i));
         if (n < 0)
             break;
         used += (size_t)n;
@@ -386,7 +405,7 @@ static st_code read_dtype(parser *p, st_jtype t, size_t vstart, entry *e)
     if (!st_dtype_from_name(s, sn, &e->dtype)) {
         char q[200], list[256];
         debug_str(s, sn, q, sizeof q);
-        q[strlen(q) - 1] = '\0';   /* serde prints the variant in backquotes, not quoted */
+        q[strlen(q) - 1] = '\0'; /* serde prints the variant in backquotes, not quoted */
         dtype_list(list, sizeof list);
         defer(p, vstart, "unknown variant `%s`, expected one of %s", q + 1, list);
         e->bad = true;
@@ -501,7 +520,7 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
     if (p->deferred)
-        return st_json_skip(&p->j);   /* only syntax matters any more */
+        return st_json_skip(&p->j); /* only syntax matters any more */
     if (t != ST_JT_OBJECT)
         return defer_invalid_type(p, "struct TensorInfo");
     size_t entry_start = p->j.pos;
@@ -517,7 +536,7 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
         int field = field_index(k, kn);
         if (e.bad || p->deferred || field < 0) {
             e.bad = e.bad || p->deferred;
-            rc = st_json_skip(&p->j);   /* unknown fields are ignored */
+            rc = st_json_skip(&p->j); /* unknown fields are ignored */
         } else {
             rc = read_field(p, field, kstart, &e);
         }
@@ -655,8 +674,8 @@ static int cmp_name_idx(const void *a, const void *b)
                             &name_sort_base[*(const size_t *)b]);
 }
 
-st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim,
-                         uint64_t *nbytes, st_error *err)
+st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uint64_t *nbytes,
+                         st_error *err)
 {
     uint64_t n = 1;
     for (size_t i = 0; i < ndim; i++) {
@@ -681,7 +700,7 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim,
  */
 static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size, bool *resorted)
 {
-    static const uint64_t no_dims[1] = {0};   /* shapes is NULL when every tensor is a scalar */
+    static const uint64_t no_dims[1] = {0}; /* shapes is NULL when every tensor is a scalar */
     st_error *err = p->err;
     uint64_t cursor = 0, nb;
     *resorted = false;
@@ -716,7 +735,7 @@ static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size, boo
 /* Points the name table at the records' final (offset) order: one pass. */
 static st_code remap_hash(parser *p, bool resorted)
 {
-    if (p->hash == NULL) {   /* no tensors: a one-slot empty table */
+    if (p->hash == NULL) { /* no tensors: a one-slot empty table */
         p->hash_cap = 1;
         p->hash = st_calloc(1, sizeof *p->hash);
         return p->hash ? ST_OK : st_error_code(p->err, ST_ERR_NOMEM, 0);
@@ -730,8 +749,8 @@ static st_code remap_hash(parser *p, bool resorted)
         new_index[p->recs[i].idx] = (uint32_t)i;
     for (size_t k = 0; k < p->hash_cap; k++)
         if (p->hash[k])
-            p->hash[k] = (p->hash[k] & ~(uint64_t)UINT32_MAX) |
-                         (new_index[(uint32_t)p->hash[k] - 1] + 1);
+            p->hash[k] =
+                (p->hash[k] & ~(uint64_t)UINT32_MAX) | (new_index[(uint32_t)p->hash[k] - 1] + 1);
     st_free(new_index);
     return ST_OK;
 }
@@ -755,8 +774,8 @@ static st_code build_header(parser *p, size_t json_len, bool resorted, st_header
     for (size_t i = 0; i < n; i++) {
         h->tensors[i] = p->recs[i].t;
         h->by_name[i] = i;
-        by_name_sorted = by_name_sorted &&
-                         (i == 0 || cmp_tensor_names(&h->tensors[i - 1], &h->tensors[i]) < 0);
+        by_name_sorted =
+            by_name_sorted && (i == 0 || cmp_tensor_names(&h->tensors[i - 1], &h->tensors[i]) < 0);
     }
     if (!by_name_sorted) {
         name_sort_base = h->tensors;
@@ -765,10 +784,18 @@ static st_code build_header(parser *p, size_t json_len, bool resorted, st_header
     }
     if ((rc = remap_hash(p, resorted)) != ST_OK)
         goto exit;
-    *h = (st_header){.data_start = 8 + (uint64_t)json_len, .count = n, .tensors = h->tensors,
-                     .by_name = h->by_name, .hash = p->hash, .hash_mask = p->hash_cap - 1,
-                     .shapes = p->shapes, .arena = p->arena, .has_metadata = p->has_meta,
-                     .meta_count = p->nmeta, .meta = p->meta, .hash_key = p->hash_key};
+    *h = (st_header){.data_start = 8 + (uint64_t)json_len,
+                     .count = n,
+                     .tensors = h->tensors,
+                     .by_name = h->by_name,
+                     .hash = p->hash,
+                     .hash_mask = p->hash_cap - 1,
+                     .shapes = p->shapes,
+                     .arena = p->arena,
+                     .has_metadata = p->has_meta,
+                     .meta_count = p->nmeta,
+                     .meta = p->meta,
+                     .hash_key = p->hash_key};
     p->hash = NULL;
     p->shapes = NULL;
     p->arena = NULL;
@@ -800,8 +827,8 @@ st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file
     return ST_OK;
 }
 
-st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size,
-                        st_header **out, st_error *err)
+st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size, st_header **out,
+                        st_error *err)
 {
     st_code rc = ST_OK;
     parser p;
@@ -821,10 +848,10 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
     if (!st_utf8_validate(json, json_len, &bad_at, &bad_len)) {
         if (bad_len)
             return st_error_set(err, ST_ERR_INVALID_UTF8, 8 + (uint64_t)bad_at,
-                                "invalid utf-8 sequence of %u bytes from index %zu", bad_len, bad_at);
+                                "invalid utf-8 sequence of %u bytes from index %zu", bad_len,
+                                bad_at);
         return st_error_set(err, ST_ERR_INVALID_UTF8, 8 + (uint64_t)bad_at,
-                            "incomplete utf-8 byte sequence from index %zu",
-                            bad_at);
+                            "incomplete utf-8 byte sequence from index %zu", bad_at);
     }
 
     /* Rule 5: parse. */

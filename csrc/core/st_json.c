@@ -17,17 +17,21 @@ static size_t utf8_seq(const uint8_t *p, size_t avail, unsigned *errlen)
 {
     uint8_t c = p[0];
     size_t need;
-    uint8_t lo = 0x80, hi = 0xBF;   /* allowed range of the second byte */
+    uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
     if (c >= 0xC2 && c <= 0xDF) {
         need = 2;
     } else if (c >= 0xE0 && c <= 0xEF) {
         need = 3;
-        if (c == 0xE0) lo = 0xA0;           /* overlong */
-        else if (c == 0xED) hi = 0x9F;      /* surrogates */
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (c == 0xED)
+            hi = 0x9F; /* surrogates */
     } else if (c >= 0xF0 && c <= 0xF4) {
         need = 4;
-        if (c == 0xF0) lo = 0x90;           /* overlong */
-        else if (c == 0xF4) hi = 0x8F;      /* > U+10FFFF */
+        if (c == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xF4)
+            hi = 0x8F; /* > U+10FFFF */
     } else {
         *errlen = 1;
         return 0;
@@ -68,8 +72,10 @@ bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigne
         unsigned el = 0;
         size_t n = utf8_seq(s + i, len - i, &el);
         if (n == 0) {
-            if (valid_up_to) *valid_up_to = i;
-            if (error_len) *error_len = el;
+            if (valid_up_to)
+                *valid_up_to = i;
+            if (error_len)
+                *error_len = el;
             return false;
         }
         i += n;
@@ -127,8 +133,8 @@ static st_code fail_eof(st_json *j, const char *text)
  * MARK: basics
  * ====================================================================== */
 
-void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base,
-                  bool utf8_trusted, st_error *err)
+void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
+                  st_error *err)
 {
     memset(j, 0, sizeof *j);
     j->buf = buf;
@@ -163,8 +169,17 @@ st_jtype st_json_peek(st_json *j)
     case '{': return ST_JT_OBJECT;
     case '[': return ST_JT_ARRAY;
     case '"': return ST_JT_STRING;
-    case '-': case '0': case '1': case '2': case '3': case '4':
-    case '5': case '6': case '7': case '8': case '9': return ST_JT_NUMBER;
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9': return ST_JT_NUMBER;
     case 't': return ST_JT_TRUE;
     case 'f': return ST_JT_FALSE;
     case 'n': return ST_JT_NULL;
@@ -224,9 +239,12 @@ static bool scratch_reserve(st_json *j, size_t used, size_t extra)
 
 static int hexval(uint8_t c)
 {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
     return -1;
 }
 
@@ -246,48 +264,35 @@ static st_code read_hex4(st_json *j, unsigned *out)
     return ST_OK;
 }
 
-/* Decodes one escape (pos just after the backslash) into out[0..*n). */
-static st_code read_escape(st_json *j, char out[4], size_t *n)
+/* The code point of a \u escape (pos just after the 'u'), joining a
+ * surrogate pair into one; a lone surrogate is an error, as in serde_json. */
+static st_code read_unicode_escape(st_json *j, unsigned *cp)
 {
-    if (j->pos >= j->len)
-        return fail_eof(j, "EOF while parsing a string");
-    uint8_t c = j->buf[j->pos++];
-    unsigned cp;
+    unsigned lo;
     st_code rc;
-    switch (c) {
-    case '"': out[0] = '"'; *n = 1; return ST_OK;
-    case '\\': out[0] = '\\'; *n = 1; return ST_OK;
-    case '/': out[0] = '/'; *n = 1; return ST_OK;
-    case 'b': out[0] = '\b'; *n = 1; return ST_OK;
-    case 'f': out[0] = '\f'; *n = 1; return ST_OK;
-    case 'n': out[0] = '\n'; *n = 1; return ST_OK;
-    case 'r': out[0] = '\r'; *n = 1; return ST_OK;
-    case 't': out[0] = '\t'; *n = 1; return ST_OK;
-    case 'u': break;
-    default: return fail_here(j, "invalid escape");
-    }
-    if ((rc = read_hex4(j, &cp)) != ST_OK)
+    if ((rc = read_hex4(j, cp)) != ST_OK)
         return rc;
-    if (cp >= 0xDC00 && cp <= 0xDFFF)
+    if (*cp >= 0xDC00 && *cp <= 0xDFFF)
         return fail_here(j, "lone leading surrogate in hex escape");
-    if (cp >= 0xD800 && cp <= 0xDBFF) {
-        unsigned lo;
+    if (*cp < 0xD800 || *cp > 0xDBFF)
+        return ST_OK;
+    for (const char *next = "\\u"; *next != '\0'; next++, j->pos++) { /* the low half */
         if (j->pos >= j->len)
             return fail_eof(j, "EOF while parsing a string");
-        if (j->buf[j->pos] != '\\')
+        if (j->buf[j->pos] != (uint8_t)*next)
             return st_json_fail(j, j->pos, j->pos, "unexpected end of hex escape");
-        j->pos++;
-        if (j->pos >= j->len)
-            return fail_eof(j, "EOF while parsing a string");
-        if (j->buf[j->pos] != 'u')
-            return st_json_fail(j, j->pos, j->pos, "unexpected end of hex escape");
-        j->pos++;
-        if ((rc = read_hex4(j, &lo)) != ST_OK)
-            return rc;
-        if (lo < 0xDC00 || lo > 0xDFFF)
-            return fail_here(j, "lone leading surrogate in hex escape");
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
     }
+    if ((rc = read_hex4(j, &lo)) != ST_OK)
+        return rc;
+    if (lo < 0xDC00 || lo > 0xDFFF)
+        return fail_here(j, "lone leading surrogate in hex escape");
+    *cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+    return ST_OK;
+}
+
+/* UTF-8 of a Unicode scalar value into out[0..*n). */
+static void put_utf8(unsigned cp, char out[4], size_t *n)
+{
     if (cp < 0x80) {
         out[0] = (char)cp;
         *n = 1;
@@ -307,27 +312,41 @@ static st_code read_escape(st_json *j, char out[4], size_t *n)
         out[3] = (char)(0x80 | (cp & 0x3F));
         *n = 4;
     }
+}
+
+/* Decodes one escape (pos just after the backslash) into out[0..*n). */
+static st_code read_escape(st_json *j, char out[4], size_t *n)
+{
+    static const char names[] = "\"\\/bfnrt", values[] = "\"\\/\b\f\n\r\t";
+    unsigned cp;
+    st_code rc;
+    if (j->pos >= j->len)
+        return fail_eof(j, "EOF while parsing a string");
+    uint8_t c = j->buf[j->pos++];
+    const char *simple = c != '\0' ? strchr(names, c) : NULL;
+    if (simple != NULL) {
+        out[0] = values[simple - names];
+        *n = 1;
+        return ST_OK;
+    }
+    if (c != 'u')
+        return fail_here(j, "invalid escape");
+    if ((rc = read_unicode_escape(j, &cp)) != ST_OK)
+        return rc;
+    put_utf8(cp, out, n);
     return ST_OK;
 }
 
 /* Bytes that end the fast path inside a string: '"', '\\', controls, non-ASCII. */
 static const uint8_t string_special[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 };
 
 /* pos at the opening quote. With s != NULL, returns the decoded text. */
@@ -335,9 +354,9 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
 {
     const uint8_t *b = j->buf;
     size_t n = j->len;
-    size_t p = ++j->pos;           /* after the quote */
-    size_t seg = p;                /* start of the raw run not yet copied */
-    size_t used = 0;               /* decoded bytes in scratch */
+    size_t p = ++j->pos; /* after the quote */
+    size_t seg = p;      /* start of the raw run not yet copied */
+    size_t used = 0;     /* decoded bytes in scratch */
     bool escaped = false;
     st_code rc;
 
@@ -445,9 +464,8 @@ static st_code next_item(st_json *j, bool *first, bool *more, uint8_t close, con
     return ST_OK;
 }
 
-st_code st_json_object_next(st_json *j, bool *first, bool *more,
-                            const char **key, size_t *key_len, size_t *key_start,
-                            size_t *key_end)
+st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
+                            size_t *key_start, size_t *key_end)
 {
     st_code rc;
     uint8_t c;
@@ -511,11 +529,45 @@ static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)
     return ST_OK;
 }
 
+/* One or more digits, as needed after '.' or after an exponent's sign. */
+static st_code required_digits(st_json *j)
+{
+    if (j->pos >= j->len)
+        return fail_peek(j, "EOF while parsing a value");
+    if (!is_digit(j->buf[j->pos]))
+        return fail_peek(j, "invalid number");
+    while (j->pos < j->len && is_digit(j->buf[j->pos]))
+        j->pos++;
+    return ST_OK;
+}
+
+/* Classifies the integer digits[0..n) as serde_json does: a u64, or (neg)
+ * a non-zero i64. False when it is neither (then it is an f64). */
+static bool classify_integer(const uint8_t *digits, size_t n, bool neg, st_jnum *num)
+{
+    uint64_t v = 0;
+    for (size_t k = 0; k < n; k++) {
+        unsigned d = (unsigned)(digits[k] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (!neg) {
+        num->kind = ST_JNUM_U64;
+        num->u = v;
+        return true;
+    }
+    if (v == 0 || v > (uint64_t)INT64_MAX + 1)
+        return false;
+    num->kind = ST_JNUM_I64;
+    num->i = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    return true;
+}
+
 st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
 {
     const uint8_t *b = j->buf;
-    size_t n = j->len;
-    size_t start = j->pos;
+    size_t n = j->len, start = j->pos;
     bool neg = false, is_float = false;
     st_code rc;
 
@@ -536,56 +588,24 @@ st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
         j->pos++;
         return fail_here(j, "invalid number");
     }
-    size_t int_end = j->pos;
+    size_t int_start = start + (neg ? 1 : 0), int_end = j->pos;
     if (j->pos < n && b[j->pos] == '.') {
         is_float = true;
         j->pos++;
-        if (j->pos >= n)
-            return fail_peek(j, "EOF while parsing a value");
-        if (!is_digit(b[j->pos]))
-            return fail_peek(j, "invalid number");
-        while (j->pos < n && is_digit(b[j->pos]))
-            j->pos++;
+        if ((rc = required_digits(j)) != ST_OK)
+            return rc;
     }
     if (j->pos < n && (b[j->pos] == 'e' || b[j->pos] == 'E')) {
         is_float = true;
         j->pos++;
         if (j->pos < n && (b[j->pos] == '+' || b[j->pos] == '-'))
             j->pos++;
-        if (j->pos >= n)
-            return fail_peek(j, "EOF while parsing a value");
-        if (!is_digit(b[j->pos]))
-            return fail_peek(j, "invalid number");
-        while (j->pos < n && is_digit(b[j->pos]))
-            j->pos++;
+        if ((rc = required_digits(j)) != ST_OK)
+            return rc;
     }
-    if (!want_value)
+    if (!want_value ||
+        (!is_float && classify_integer(b + int_start, int_end - int_start, neg, num)))
         return ST_OK;
-
-    if (!is_float) {
-        uint64_t v = 0;
-        bool overflow = false;
-        for (size_t k = start + (neg ? 1 : 0); k < int_end; k++) {
-            unsigned d = (unsigned)(b[k] - '0');
-            if (v > (UINT64_MAX - d) / 10) {
-                overflow = true;
-                break;
-            }
-            v = v * 10 + d;
-        }
-        if (!overflow) {
-            if (!neg) {
-                num->kind = ST_JNUM_U64;
-                num->u = v;
-                return ST_OK;
-            }
-            if (v != 0 && v <= (uint64_t)INT64_MAX + 1) {
-                num->kind = ST_JNUM_I64;
-                num->i = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-                return ST_OK;
-            }
-        }
-    }
     num->kind = ST_JNUM_F64;
     if ((rc = parse_double(j, b + start, j->pos - start, &num->f)) != ST_OK)
         return rc;
@@ -646,12 +666,9 @@ st_code st_json_skip(st_json *j)
             if ((rc = st_json_skip(j)) != ST_OK)
                 return rc;
         }
-    case ST_JT_STRING:
-        return scan_string(j, NULL, NULL);
-    case ST_JT_NUMBER:
-        return st_json_number(j, false, NULL);
-    default:
-        return st_json_literal(j);
+    case ST_JT_STRING: return scan_string(j, NULL, NULL);
+    case ST_JT_NUMBER: return st_json_number(j, false, NULL);
+    default: return st_json_literal(j);
     }
 }
 
@@ -716,7 +733,11 @@ void st_json_format_float(double f, char *out, size_t cap)
         nd--;
     digits[nd] = '\0';
 
-#define PUT(ch) do { if (o + 1 < cap) out[o++] = (ch); } while (0)
+#define PUT(ch)                                                                                    \
+    do {                                                                                           \
+        if (o + 1 < cap)                                                                           \
+            out[o++] = (ch);                                                                       \
+    } while (0)
     if (negative)
         PUT('-');
     bool has_point = false;

@@ -28,7 +28,7 @@
 #include "st_core.h"
 
 typedef enum st_jtype {
-    ST_JT_END = 0,   /* no more input */
+    ST_JT_END = 0, /* no more input */
     ST_JT_OBJECT,
     ST_JT_ARRAY,
     ST_JT_STRING,
@@ -36,13 +36,13 @@ typedef enum st_jtype {
     ST_JT_TRUE,
     ST_JT_FALSE,
     ST_JT_NULL,
-    ST_JT_BAD        /* a byte that cannot start a value */
+    ST_JT_BAD /* a byte that cannot start a value */
 } st_jtype;
 
 typedef enum st_jnum_kind {
-    ST_JNUM_U64,     /* non-negative integer that fits u64 */
-    ST_JNUM_I64,     /* negative integer that fits i64 (not -0) */
-    ST_JNUM_F64      /* anything else: fraction, exponent, -0, too large */
+    ST_JNUM_U64, /* non-negative integer that fits u64 */
+    ST_JNUM_I64, /* negative integer that fits i64 (not -0) */
+    ST_JNUM_F64  /* anything else: fraction, exponent, -0, too large */
 } st_jnum_kind;
 
 typedef struct st_jnum {
@@ -56,16 +56,16 @@ typedef struct st_json {
     const uint8_t *buf;
     size_t len;
     size_t pos;
-    uint64_t base;           /* added to error offsets */
-    unsigned depth;          /* open arrays/objects */
-    bool utf8_trusted;       /* caller already validated all of buf */
+    uint64_t base;     /* added to error offsets */
+    unsigned depth;    /* open arrays/objects */
+    bool utf8_trusted; /* caller already validated all of buf */
     st_error *err;
-    char *scratch;           /* decoded strings with escapes */
+    char *scratch; /* decoded strings with escapes */
     size_t scratch_cap;
 } st_json;
 
-void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base,
-                  bool utf8_trusted, st_error *err);
+void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
+                  st_error *err);
 void st_json_dispose(st_json *j);
 
 /* Skips whitespace and says what comes next (consumes nothing else). */
@@ -82,9 +82,8 @@ st_code st_json_value_start(st_json *j, st_jtype *type);
  * the ':' is consumed; *key_start is the index of the key's opening quote
  * and *key_end the index just after its closing quote (both may be NULL). */
 st_code st_json_object_begin(st_json *j);
-st_code st_json_object_next(st_json *j, bool *first, bool *more,
-                            const char **key, size_t *key_len, size_t *key_start,
-                            size_t *key_end);
+st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
+                            size_t *key_start, size_t *key_end);
 /* Arrays: same pattern; after *more == true, read one element. */
 st_code st_json_array_begin(st_json *j);
 st_code st_json_array_next(st_json *j, bool *first, bool *more);

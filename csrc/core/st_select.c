@@ -4,7 +4,7 @@
  * st_select applies a list of index items (int, slice, Ellipsis, newaxis)
  * exactly as NumPy basic indexing does:
  *   - ints: negative values count from the end; out of range is an error
- *     ("index 10 is out of bounds for axis 0 with size 10"); an int removes
+ *     (upstream's "Invalid index 10 for dimension 0 of size 10"); an int removes
  *     its dimension.
  *   - slices: Python's rules (PySlice_Unpack + PySlice_AdjustIndices):
  *     defaults depend on the step's sign, bounds are clamped, never an
@@ -70,7 +70,7 @@ static void adjust_slice(const st_index *ix, int64_t length, int64_t *pstart, in
 {
     int64_t step = ix->has_step ? ix->step : 1;
     if (step < -INT64_MAX)
-        step = -INT64_MAX;   /* as PySlice_Unpack: -step must not overflow */
+        step = -INT64_MAX; /* as PySlice_Unpack: -step must not overflow */
     int64_t start = ix->has_start ? ix->start : (step < 0 ? INT64_MAX : 0);
     int64_t stop = ix->has_stop ? ix->stop : (step < 0 ? INT64_MIN : INT64_MAX);
     start = clamp_bound(start, length, step);
@@ -98,22 +98,22 @@ static bool add_i64(int64_t a, int64_t b, int64_t *r)
 /* Per output dim bookkeeping, in bits to handle sub-byte dtypes uniformly. */
 typedef struct out_dim {
     uint64_t count;
-    int64_t step_bits;      /* step * stride_bits of the source dim (0 for newaxis) */
-    bool is_last;           /* comes from the tensor's last dim */
+    int64_t step_bits; /* step * stride_bits of the source dim (0 for newaxis) */
+    bool is_last;      /* comes from the tensor's last dim */
 } out_dim;
 
 /* The selection being built, walking the index items over the source dims. */
 typedef struct walk {
     const st_tensor *tensor;
-    int64_t sbits[ST_MAX_DIMS];   /* source strides in bits, C order */
-    size_t d;                     /* next source dim */
+    int64_t sbits[ST_MAX_DIMS]; /* source strides in bits, C order */
+    size_t d;                   /* next source dim */
     out_dim od[ST_MAX_DIMS];
     size_t on;
-    int64_t off_bits;             /* bit offset of the first element */
-    bool overflow;                /* some arithmetic overflowed (an error unless empty) */
-    bool last_by_int;             /* the tensor's last dim was taken by an int */
+    int64_t off_bits; /* bit offset of the first element */
+    bool overflow;    /* some arithmetic overflowed (an error unless empty) */
+    bool last_by_int; /* the tensor's last dim was taken by an int */
     uint64_t last_start, last_count;
-    int64_t last_step;            /* how the tensor's last dim was sliced */
+    int64_t last_step; /* how the tensor's last dim was sliced */
 } walk;
 
 static st_code too_many_dims(st_error *err)
@@ -130,8 +130,8 @@ static st_code check_indices(const st_tensor *tensor, const st_index *indices, s
     *consumed = *ellipses = 0;
     if (tensor->ndim > ST_MAX_DIMS)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                            "tensor has %zu dimensions, more than the maximum of %d",
-                            tensor->ndim, ST_MAX_DIMS);
+                            "tensor has %zu dimensions, more than the maximum of %d", tensor->ndim,
+                            ST_MAX_DIMS);
     if (st_dtype_bits(tensor->dtype) == 0)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown dtype");
     for (size_t i = 0; i < count; i++) {
@@ -149,7 +149,8 @@ static st_code check_indices(const st_tensor *tensor, const st_index *indices, s
     if (*consumed > tensor->ndim)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                             "too many indices for tensor: tensor is %zu-dimensional, but %zu "
-                            "were indexed", tensor->ndim, *consumed);
+                            "were indexed",
+                            tensor->ndim, *consumed);
     for (size_t d = 0; d < tensor->ndim; d++) {
         if (tensor->shape[d] > (uint64_t)INT64_MAX)
             return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
@@ -177,8 +178,7 @@ static st_code source_strides(walk *w, unsigned bits, st_error *err)
 
 /* Appends an output dim taking `count` elements of source dim w->d (or of
  * no source dim: newaxis) at steps of step_bits. */
-static st_code push_dim(walk *w, uint64_t count, int64_t step_bits, bool from_source,
-                        st_error *err)
+static st_code push_dim(walk *w, uint64_t count, int64_t step_bits, bool from_source, st_error *err)
 {
     if (w->on >= ST_MAX_DIMS)
         return too_many_dims(err);
@@ -208,12 +208,12 @@ static st_code take_full(walk *w, size_t n, st_error *err)
 static st_code take_int(walk *w, int64_t v, st_error *err)
 {
     int64_t len = (int64_t)w->tensor->shape[w->d];
-    int64_t at = v < 0 ? v + len : v;   /* no overflow: len >= 0 */
+    int64_t at = v < 0 ? v + len : v; /* no overflow: len >= 0 */
     int64_t t;
     if (at < 0 || at >= len)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                            "index %lld is out of bounds for axis %zu with size %lld",
-                            (long long)v, w->d, (long long)len);
+                            "Invalid index %lld for dimension %zu of size %lld", (long long)v, w->d,
+                            (long long)len);
     if (!mul_i64(at, w->sbits[w->d], &t) || !add_i64(w->off_bits, t, &w->off_bits))
         w->overflow = true;
     w->last_by_int = w->last_by_int || w->d == w->tensor->ndim - 1;
@@ -223,7 +223,7 @@ static st_code take_int(walk *w, int64_t v, st_error *err)
 
 static st_code take_slice(walk *w, const st_index *ix, st_error *err)
 {
-    int64_t start, step, t, step_bits = w->sbits[w->d];   /* kept when it never moves */
+    int64_t start, step, t, step_bits = w->sbits[w->d]; /* kept when it never moves */
     uint64_t cnt;
     st_code rc;
     if (ix->has_step && ix->step == 0)
@@ -298,12 +298,12 @@ static void empty_strides(const walk *w, unsigned bits, st_selection *out)
 static st_code strides_and_span(const walk *w, unsigned bits, st_selection *out, st_error *err)
 {
     const bool subbyte = bits % 8 != 0;
-    int64_t lo = 0, hi = 0;   /* relative to offset, in bytes, of run starts */
+    int64_t lo = 0, hi = 0; /* relative to offset, in bytes, of run starts */
     for (size_t k = 0; k < w->on; k++) {
         const out_dim *od = &w->od[k];
         int64_t sb, ext;
         if (subbyte && od->is_last) {
-            out->strides[k] = 1;   /* elements; the run is accounted for below */
+            out->strides[k] = 1; /* elements; the run is accounted for below */
             continue;
         }
         /* A stride that is not whole bytes only has count <= 1 (checked). */
@@ -323,8 +323,8 @@ static st_code strides_and_span(const walk *w, unsigned bits, st_selection *out,
     return ST_OK;
 }
 
-st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count,
-                  st_selection *out, st_error *err)
+st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count, st_selection *out,
+                  st_error *err)
 {
     walk w = {.tensor = tensor, .last_step = 1};
     size_t consumed, ellipses;
@@ -359,8 +359,7 @@ st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count
     return strides_and_span(&w, bits, out, err);
 }
 
-st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection *out,
-                           st_error *err)
+st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection *out, st_error *err)
 {
     *out = *sel;
     if (bits % 8 == 0 || sel->nelements == 0) {
@@ -461,8 +460,7 @@ static int64_t next_position(uint64_t *idx, const uint64_t *shape, const int64_t
     return step;
 }
 
-void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t *src,
-                         uint8_t *dst)
+void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t *src, uint8_t *dst)
 {
     uint64_t shape[ST_MAX_DIMS], idx[ST_MAX_DIMS] = {0};
     int64_t strides[ST_MAX_DIMS];
@@ -494,9 +492,8 @@ void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t
 #define ST_DIRECT_RUN_MIN ((size_t)64 << 10)
 #define ST_SPAN_WASTE_MAX 64
 
-st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset,
-                               const st_selection *sel, size_t itemsize, uint8_t *dst,
-                               st_error *err)
+st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset, const st_selection *sel,
+                               size_t itemsize, uint8_t *dst, st_error *err)
 {
     uint64_t shape[ST_MAX_DIMS], idx[ST_MAX_DIMS] = {0};
     int64_t strides[ST_MAX_DIMS];

@@ -74,8 +74,9 @@ static int64_t pick_value(byte_src *s, uint64_t dim)
     uint8_t b = next_byte(s);
     int64_t d = dim > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)dim;
     switch (b >> 5) {
-    case 0: case 1: case 2:
-        return (int64_t)(b & 0x1f) - 16;
+    case 0:
+    case 1:
+    case 2: return (int64_t)(b & 0x1f) - 16;
     case 3: return d;
     case 4: return -d;
     case 5: return d - 1 - (b & 3);
@@ -99,13 +100,17 @@ static size_t make_indices(byte_src *s, const st_tensor *t, st_index *idx, size_
         uint8_t kind = next_byte(s);
         memset(&idx[k], 0, sizeof idx[k]);
         switch (kind % 8) {
-        case 0: case 1: case 2:
+        case 0:
+        case 1:
+        case 2:
             idx[k].kind = ST_INDEX_SLICE;
             idx[k].has_start = kind & 0x10;
             idx[k].has_stop = kind & 0x20;
             idx[k].has_step = kind & 0x40;
-            if (idx[k].has_start) idx[k].start = pick_value(s, dim);
-            if (idx[k].has_stop) idx[k].stop = pick_value(s, dim);
+            if (idx[k].has_start)
+                idx[k].start = pick_value(s, dim);
+            if (idx[k].has_stop)
+                idx[k].stop = pick_value(s, dim);
             if (idx[k].has_step) {
                 int64_t st = pick_value(s, dim);
                 /* mostly non-zero, but keep 0 and the extremes reachable */
@@ -114,16 +119,14 @@ static size_t make_indices(byte_src *s, const st_tensor *t, st_index *idx, size_
                 idx[k].step = st;
             }
             break;
-        case 3: case 4: case 5:
+        case 3:
+        case 4:
+        case 5:
             idx[k].kind = ST_INDEX_INT;
             idx[k].value = pick_value(s, dim);
             break;
-        case 6:
-            idx[k].kind = ST_INDEX_ELLIPSIS;
-            break;
-        default:
-            idx[k].kind = ST_INDEX_NEWAXIS;
-            break;
+        case 6: idx[k].kind = ST_INDEX_ELLIPSIS; break;
+        default: idx[k].kind = ST_INDEX_NEWAXIS; break;
         }
     }
     return count;
@@ -156,11 +159,11 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
          * int64 indices, and int64 arithmetic on empty tensors may overflow. */
         bool huge_dim = false;
         for (size_t d = 0; d < t->ndim; d++)
-            if (t->shape[d] > (uint64_t)INT64_MAX) huge_dim = true;
+            if (t->shape[d] > (uint64_t)INT64_MAX)
+                huge_dim = true;
         if (r == REF_OK && !subbyte && !huge_dim &&
             !(rc == ST_ERR_VALIDATION_OVERFLOW && tbytes == 0))
-            CHECK(0,
-                  "st_select rejected a valid index (code %d: %s)", (int)rc, err.msg);
+            CHECK(0, "st_select rejected a valid index (code %d: %s)", (int)rc, err.msg);
         return;
     }
     CHECK(r != REF_ERROR, "st_select accepted an index the NumPy model rejects");
@@ -174,7 +177,8 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
     for (size_t d = 0; d < sel.ndim; d++) {
         CHECK(sel.shape[d] == ref.shape[d], "dim %zu: shape %llu, model %llu", d,
               (unsigned long long)sel.shape[d], (unsigned long long)ref.shape[d]);
-        if (__builtin_mul_overflow(nel, sel.shape[d], &nel)) nel_ovf = true;
+        if (__builtin_mul_overflow(nel, sel.shape[d], &nel))
+            nel_ovf = true;
     }
     if (!nel_ovf)
         CHECK(sel.nelements == nel, "nelements %llu != product(shape) %llu",
@@ -189,9 +193,8 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
         return;
     }
     CHECK(sel.span_offset <= tbytes && sel.span_len <= tbytes - sel.span_offset,
-          "span [%llu,+%llu) outside tensor of %llu bytes",
-          (unsigned long long)sel.span_offset, (unsigned long long)sel.span_len,
-          (unsigned long long)tbytes);
+          "span [%llu,+%llu) outside tensor of %llu bytes", (unsigned long long)sel.span_offset,
+          (unsigned long long)sel.span_len, (unsigned long long)tbytes);
     CHECK(sel.span_len > 0, "non-empty selection with empty span");
     if (subbyte)
         return; /* strides are in elements there; bytes go through the span */
@@ -204,7 +207,10 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
               "dim %zu: stride %lld, model %lld", d, (long long)sel.strides[d],
               (long long)(ref.stride[d] * (i128)item));
         i128 ext = (i128)(sel.shape[d] - 1) * (i128)sel.strides[d];
-        if (ext < 0) lo += ext; else hi += ext;
+        if (ext < 0)
+            lo += ext;
+        else
+            hi += ext;
     }
     CHECK((i128)sel.offset == ref.offset * (i128)item, "offset %lld, model %lld",
           (long long)sel.offset, (long long)(ref.offset * (i128)item));
@@ -213,8 +219,8 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
           (long long)lo, (long long)hi, (unsigned long long)tbytes);
     CHECK((i128)sel.span_offset == lo && (i128)sel.span_len == hi - lo,
           "span [%llu,+%llu) is not the smallest range [%lld,%lld)",
-          (unsigned long long)sel.span_offset, (unsigned long long)sel.span_len,
-          (long long)lo, (long long)hi);
+          (unsigned long long)sel.span_offset, (unsigned long long)sel.span_len, (long long)lo,
+          (long long)hi);
 
     if (sel.nelements > MAX_GATHER / item)
         return;
@@ -223,7 +229,7 @@ static void check_selection(const st_tensor *t, const st_index *idx, size_t coun
     uint8_t *src = malloc(tbytes ? (size_t)tbytes : 1);
     if (dst && want && src) {
         i128 lo_el, hi_el;
-        memcpy(src, tdata, (size_t)tbytes);   /* exactly sized: ASan sees over-reads */
+        memcpy(src, tdata, (size_t)tbytes); /* exactly sized: ASan sees over-reads */
         st_selection_gather(&sel, item, src, dst);
         ref_gather(&ref, item, src, want, &lo_el, &hi_el);
         CHECK(memcmp(dst, want, out_len) == 0, "gathered bytes differ from the model's");
@@ -242,18 +248,24 @@ static void exercise_selections(const st_tensor *t, const uint8_t *tdata, byte_s
     /* fixed patterns first: whole tensor, [0], [-1], [::-1], [..., None], [::0] */
     check_selection(t, NULL, 0, tdata);
     memset(idx, 0, sizeof idx);
-    idx[0].kind = ST_INDEX_INT; idx[0].value = 0;
+    idx[0].kind = ST_INDEX_INT;
+    idx[0].value = 0;
     check_selection(t, idx, 1, tdata);
     idx[0].value = -1;
     check_selection(t, idx, 1, tdata);
-    idx[0].kind = ST_INDEX_SLICE; idx[0].has_step = true; idx[0].step = -1;
+    idx[0].kind = ST_INDEX_SLICE;
+    idx[0].has_step = true;
+    idx[0].step = -1;
     check_selection(t, idx, 1, tdata);
     idx[0].step = 0;
     check_selection(t, idx, 1, tdata);
-    idx[0].step = INT64_MIN; idx[0].has_start = true; idx[0].start = INT64_MAX;
+    idx[0].step = INT64_MIN;
+    idx[0].has_start = true;
+    idx[0].start = INT64_MAX;
     check_selection(t, idx, 1, tdata);
     memset(idx, 0, sizeof idx);
-    idx[0].kind = ST_INDEX_ELLIPSIS; idx[1].kind = ST_INDEX_NEWAXIS;
+    idx[0].kind = ST_INDEX_ELLIPSIS;
+    idx[1].kind = ST_INDEX_NEWAXIS;
     check_selection(t, idx, 2, tdata);
     idx[1].kind = ST_INDEX_ELLIPSIS;
     check_selection(t, idx, 2, tdata);
@@ -265,7 +277,7 @@ static void exercise_selections(const st_tensor *t, const uint8_t *tdata, byte_s
         }
         check_selection(t, idx, t->ndim, tdata);
         idx[t->ndim].kind = ST_INDEX_INT;
-        check_selection(t, idx, t->ndim + 1, tdata);   /* too many indices */
+        check_selection(t, idx, t->ndim + 1, tdata); /* too many indices */
     }
     /* derived from the fuzz bytes */
     for (int k = 0; k < MAX_SELECTIONS_PER_TENSOR; k++) {
@@ -299,13 +311,14 @@ static void check_header(const st_header *h, const uint8_t *data, size_t size, u
         st_error err;
         st_code rc = st_tensor_nbytes(t->dtype, t->shape, t->ndim, &nb, &err);
         CHECK(rc == ST_OK, "st_tensor_nbytes fails on a parsed tensor: %s", err.msg);
-        CHECK(nb == t->end - t->begin, "nbytes %llu != end-begin %llu",
-              (unsigned long long)nb, (unsigned long long)(t->end - t->begin));
+        CHECK(nb == t->end - t->begin, "nbytes %llu != end-begin %llu", (unsigned long long)nb,
+              (unsigned long long)(t->end - t->begin));
         /* nelements * bits consistent with nbytes */
         unsigned __int128 nel = 1;
         for (size_t d = 0; d < t->ndim; d++) {
             nel *= t->shape[d];
-            if (nel > ((unsigned __int128)1 << 64)) nel = (unsigned __int128)1 << 64;
+            if (nel > ((unsigned __int128)1 << 64))
+                nel = (unsigned __int128)1 << 64;
         }
         CHECK(nel * st_dtype_bits(t->dtype) == (unsigned __int128)nb * 8,
               "product(shape) * bits != 8 * nbytes");
@@ -338,8 +351,10 @@ static void check_header(const st_header *h, const uint8_t *data, size_t size, u
         CHECK(m->value_len == 0 || m->value, "NULL value");
         /* touch every byte so ASan checks the lengths */
         volatile uint8_t sink = 0;
-        for (size_t k = 0; k < m->key_len; k++) sink ^= (uint8_t)m->key[k];
-        for (size_t k = 0; k < m->value_len; k++) sink ^= (uint8_t)m->value[k];
+        for (size_t k = 0; k < m->key_len; k++)
+            sink ^= (uint8_t)m->key[k];
+        for (size_t k = 0; k < m->value_len; k++)
+            sink ^= (uint8_t)m->value[k];
         (void)sink;
     }
     (void)data;
@@ -360,7 +375,8 @@ static void round_trip(const st_header *h, const uint8_t *data)
     uint8_t *file = NULL;
     st_layout lay = {0}, lay2 = {0};
     st_header *h2 = NULL;
-    if (!wt || !order || !md) goto out;
+    if (!wt || !order || !md)
+        goto out;
     /* give the writer the tensors in name order: it must re-sort them */
     for (size_t i = 0; i < count; i++) {
         const st_tensor *t = st_header_tensor_by_name_order(h, i);
@@ -372,16 +388,22 @@ static void round_trip(const st_header *h, const uint8_t *data)
         wt[i].data = data + data_start + t->begin;
         wt[i].data_len = t->end - t->begin;
     }
-    for (size_t i = 0; i < mc; i++) md[i] = *st_header_metadata_item(h, i);
+    for (size_t i = 0; i < mc; i++)
+        md[i] = *st_header_metadata_item(h, i);
     bool has_md = st_header_has_metadata(h);
 
     st_error err;
-    lay = (st_layout){.tensors = wt, .count = count, .metadata = has_md ? md : NULL,
-                      .metadata_count = mc, .has_metadata = has_md, .order = order};
+    lay = (st_layout){.tensors = wt,
+                      .count = count,
+                      .metadata = has_md ? md : NULL,
+                      .metadata_count = mc,
+                      .has_metadata = has_md,
+                      .order = order};
     st_code rc = st_write_layout(&lay, &err);
     size_t hsize = lay.header_size;
     uint64_t total = lay.total_size;
-    if (rc == ST_ERR_NOMEM) goto out;
+    if (rc == ST_ERR_NOMEM)
+        goto out;
     CHECK(rc == ST_OK, "st_write_layout failed on a parsed file: %s", err.msg);
     CHECK(hsize >= 8 && hsize % 8 == 0, "header size %zu not a multiple of 8", hsize);
     {
@@ -394,22 +416,24 @@ static void round_trip(const st_header *h, const uint8_t *data)
         free(seen);
     }
     uint64_t dsum = 0;
-    for (size_t i = 0; i < count; i++) dsum += wt[i].data_len;
-    CHECK(total == hsize + dsum, "total %llu != header %zu + data %llu",
-          (unsigned long long)total, hsize, (unsigned long long)dsum);
+    for (size_t i = 0; i < count; i++)
+        dsum += wt[i].data_len;
+    CHECK(total == hsize + dsum, "total %llu != header %zu + data %llu", (unsigned long long)total,
+          hsize, (unsigned long long)dsum);
 
     file = malloc(total ? (size_t)total : 1);
-    if (!file) goto out;
+    if (!file)
+        goto out;
     st_write_to_memory(&lay, file);
     CHECK(memcmp(file, lay.header, hsize) == 0, "file does not start with the header");
 
     uint64_t n2 = 0;
     rc = st_header_length(file, 8, total, &n2, &err);
     CHECK(rc == ST_OK, "written length prefix rejected: %s", err.msg);
-    CHECK(n2 + 8 == hsize, "prefix N %llu != header size %zu - 8", (unsigned long long)n2,
-          hsize);
+    CHECK(n2 + 8 == hsize, "prefix N %llu != header size %zu - 8", (unsigned long long)n2, hsize);
     rc = st_header_parse(file + 8, (size_t)n2, total, &h2, &err);
-    if (rc == ST_ERR_NOMEM) goto out;
+    if (rc == ST_ERR_NOMEM)
+        goto out;
     CHECK(rc == ST_OK, "written header rejected by the reader: %s (offset %llu)", err.msg,
           (unsigned long long)err.offset);
     CHECK(st_header_count(h2) == count, "count %zu -> %zu", count, st_header_count(h2));
@@ -428,7 +452,7 @@ static void round_trip(const st_header *h, const uint8_t *data)
          * ordered by name by the reader, so only non-empty ones are fixed) */
         const st_tensor *o = st_header_tensor(h2, i);
         CHECK(o->end == o->begin ||
-              bytes_cmp(o->name, o->name_len, wt[order[i]].name, wt[order[i]].name_len) == 0,
+                  bytes_cmp(o->name, o->name_len, wt[order[i]].name, wt[order[i]].name_len) == 0,
               "file order differs from order[]");
         /* writer order: dtype descending, then name ascending */
         if (i > 0 && !(st_header_tensor(h2, i - 1)->end == st_header_tensor(h2, i - 1)->begin &&
@@ -457,13 +481,19 @@ static void round_trip(const st_header *h, const uint8_t *data)
         if (order2 && wt2 && md2) {
             for (size_t i = 0; i < count; i++) {
                 const st_tensor *t = st_header_tensor(h2, count - 1 - i);
-                wt2[i] = (st_write_tensor){t->name, t->name_len, t->dtype, t->ndim, t->shape,
-                                           file + st_header_data_start(h2) + t->begin,
-                                           t->end - t->begin};
+                wt2[i] = (st_write_tensor){
+                    t->name,          t->name_len, t->dtype,
+                    t->ndim,          t->shape,    file + st_header_data_start(h2) + t->begin,
+                    t->end - t->begin};
             }
-            for (size_t i = 0; i < mc; i++) md2[i] = *st_header_metadata_item(h2, i);
-            lay2 = (st_layout){.tensors = wt2, .count = count, .metadata = has_md ? md2 : NULL,
-                               .metadata_count = mc, .has_metadata = has_md, .order = order2};
+            for (size_t i = 0; i < mc; i++)
+                md2[i] = *st_header_metadata_item(h2, i);
+            lay2 = (st_layout){.tensors = wt2,
+                               .count = count,
+                               .metadata = has_md ? md2 : NULL,
+                               .metadata_count = mc,
+                               .has_metadata = has_md,
+                               .order = order2};
             rc = st_write_layout(&lay2, &err);
             if (rc != ST_ERR_NOMEM) {
                 CHECK(rc == ST_OK, "second layout failed: %s", err.msg);
@@ -477,7 +507,8 @@ static void round_trip(const st_header *h, const uint8_t *data)
         free(md2);
     }
 out:
-    if (h2) st_header_free(h2);
+    if (h2)
+        st_header_free(h2);
     st_free(lay.header);
     st_free(lay2.header);
     free(file);
@@ -504,7 +535,8 @@ static void inject_failures(const uint8_t *json, size_t n, uint64_t size, st_cod
               "with allocation %llu failing, parse gave code %d (%s), normally %d",
               (unsigned long long)k, (int)rc, err.msg, (int)normal);
         CHECK((rc == ST_OK) == (h != NULL), "header pointer inconsistent with result");
-        if (h) st_header_free(h);
+        if (h)
+            st_header_free(h);
     }
 }
 
@@ -520,7 +552,8 @@ static void test_one_input(const uint8_t *data, size_t size)
     /* 1. strict JSON validator on the raw input (exact-size copy) */
     {
         uint8_t *copy = malloc(size ? size : 1);
-        if (!copy) return;
+        if (!copy)
+            return;
         memcpy(copy, data, size);
         st_code rc = st_json_validate(copy, size, &err);
         CHECK(rc == ST_OK || err.code == rc, "validate: err.code mismatch");
@@ -540,7 +573,8 @@ static void test_one_input(const uint8_t *data, size_t size)
           "accepted N=%llu for a %zu-byte file", (unsigned long long)n, size);
 
     uint8_t *json = malloc(n ? (size_t)n : 1);
-    if (!json) return;
+    if (!json)
+        return;
     memcpy(json, data + 8, (size_t)n);
     st_header *h = NULL;
     rc = st_header_parse(json, (size_t)n, size, &h, &err);
@@ -567,7 +601,10 @@ static void test_one_input(const uint8_t *data, size_t size)
         /* 4. selections: index bytes come from the data section */
         uint64_t ds = st_header_data_start(h);
         byte_src src = {data + ds, size - (size_t)ds, 0, seed | 1};
-        if (src.n == 0) { src.p = json; src.n = (size_t)n; }
+        if (src.n == 0) {
+            src.p = json;
+            src.n = (size_t)n;
+        }
         for (size_t i = 0; i < st_header_count(h) && i < 16; i++) {
             const st_tensor *t = st_header_tensor(h, i);
             exercise_selections(t, data + ds + t->begin, &src);

@@ -53,11 +53,11 @@ static inline void harness_fail(const char *file, int line, const char *cond, co
 /* Counts a check; a false one is reported (with the printf-style message)
  * and counted, and the test goes on. The fuzz target aborts at the end of
  * an input that failed any. */
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        harness_checks++;                                                 \
-        if (!(cond))                                                      \
-            harness_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);         \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        harness_checks++;                                                                          \
+        if (!(cond))                                                                               \
+            harness_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                                  \
     } while (0)
 
 /* Prints the summary line (on stderr: stdout may be a test's product) and
@@ -136,8 +136,8 @@ static inline uint8_t *harness_read_file(const char *path, size_t *len)
  * MARK: upstream texts the tests expect (docs/format.md §7)
  * ====================================================================== */
 
-#define UPSTREAM_MISALIGNED                                                                \
-    "The slice is slicing for subbytes dtypes, and the slice does not end up at a byte " \
+#define UPSTREAM_MISALIGNED                                                                        \
+    "The slice is slicing for subbytes dtypes, and the slice does not end up at a byte "           \
     "boundary, this is invalid."
 #define UPSTREAM_OVERFLOW "overflow computing buffer size from shape and/or element type"
 
@@ -158,8 +158,7 @@ typedef struct ref_sel {
 } ref_sel;
 
 /* Python's slice.indices(n) followed by len(range(...)). */
-static inline int ref_slice(const st_index *ix, uint64_t n, i128 *start, i128 *step,
-                            uint64_t *len)
+static inline int ref_slice(const st_index *ix, uint64_t n, i128 *start, i128 *step, uint64_t *len)
 {
     i128 N = (i128)n, st = ix->has_step ? (i128)ix->step : 1, lo, hi, a, b, l = 0;
     if (st == 0)
@@ -211,7 +210,7 @@ static inline int ref_select(const st_tensor *t, const st_index *idx, size_t cou
         return REF_ERROR;
     if (t->ndim > ST_MAX_DIMS)
         return REF_TOO_MANY_DIMS;
-    for (size_t d = t->ndim; d-- > 0;) {   /* C order; capped: only empty tensors get there */
+    for (size_t d = t->ndim; d-- > 0;) { /* C order; capped: only empty tensors get there */
         src_stride[d] = acc;
         acc *= (i128)t->shape[d];
         if (acc > ((i128)1 << 62))
@@ -219,9 +218,10 @@ static inline int ref_select(const st_tensor *t, const st_index *idx, size_t cou
     }
     memset(out, 0, sizeof *out);
     for (size_t k = 0; k <= count; k++) {
-        const st_index *ix = k < count ? &idx[k] : NULL;   /* NULL: the implicit trailing dims */
-        size_t fill = ix == NULL ? (ellipses ? 0 : t->ndim - dim)
-                                 : ix->kind == ST_INDEX_ELLIPSIS ? t->ndim - consumed : 0;
+        const st_index *ix = k < count ? &idx[k] : NULL; /* NULL: the implicit trailing dims */
+        size_t fill = ix == NULL                      ? (ellipses ? 0 : t->ndim - dim)
+                      : ix->kind == ST_INDEX_ELLIPSIS ? t->ndim - consumed
+                                                      : 0;
         for (size_t f = 0; f < fill; f++, dim++)
             rc = rc ? rc : ref_push(out, t->shape[dim], src_stride[dim]);
         if (ix == NULL || ix->kind == ST_INDEX_ELLIPSIS)
@@ -246,7 +246,7 @@ static inline int ref_select(const st_tensor *t, const st_index *idx, size_t cou
             dim++;
         }
         if (out->offset > ((i128)1 << 100))
-            out->offset = (i128)1 << 100;   /* empty tensors only */
+            out->offset = (i128)1 << 100; /* empty tensors only */
     }
     return rc;
 }

@@ -18,9 +18,11 @@ static const st_backend backends[2] = {ST_BACKEND_MMAP, ST_BACKEND_PREAD};
 static int count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
-    if (!d) return -1;
+    if (!d)
+        return -1;
     int n = 0;
-    while (readdir(d)) n++;
+    while (readdir(d))
+        n++;
     closedir(d);
     return n;
 }
@@ -31,10 +33,12 @@ static void write_raw(const char *path, const char *json, const void *data, size
     size_t jl = strlen(json);
     size_t n = (jl + 7) & ~(size_t)7;
     uint8_t *b = calloc(1, 8 + n + dlen + 1);
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)((uint64_t)n >> (8 * i));
     memcpy(b + 8, json, jl);
     memset(b + 8 + jl, ' ', n - jl);
-    if (dlen) memcpy(b + 8 + n, data, dlen);
+    if (dlen)
+        memcpy(b + 8 + n, data, dlen);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0 || write(fd, b, 8 + n + dlen) != (ssize_t)(8 + n + dlen)) {
         perror("write_raw");
@@ -57,7 +61,8 @@ static void test_open_errors(void)
     int fds = count_fds();
     for (int b = 0; b < 2; b++) {
         path_in(p, sizeof p, "does-not-exist");
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_IO && err.sys_errno == ENOENT && f == NULL,
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_IO && err.sys_errno == ENOENT &&
+                  f == NULL,
               "ENOENT: %s", err.msg);
         CHECK(strstr(err.msg, "(os error 2)") != NULL, "msg %s", err.msg);
         CHECK(st_file_open(tmpdir, backends[b], &f, &err) == ST_ERR_IO && err.sys_errno == EISDIR,
@@ -66,10 +71,12 @@ static void test_open_errors(void)
         unlink(p);
         CHECK(mkfifo(p, 0644) == 0, "mkfifo");
         /* must not block although nobody writes to it */
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_IO && strstr(err.msg, "FIFO") != NULL,
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_IO &&
+                  strstr(err.msg, "FIFO") != NULL,
               "fifo: %s", err.msg);
         unlink(p);
-        CHECK(st_file_open("/dev/null", backends[b], &f, &err) == ST_ERR_IO, "chr dev: %s", err.msg);
+        CHECK(st_file_open("/dev/null", backends[b], &f, &err) == ST_ERR_IO, "chr dev: %s",
+              err.msg);
         if (geteuid() != 0) {
             path_in(p, sizeof p, "noperm");
             write_raw(p, "{}", NULL, 0);
@@ -88,14 +95,17 @@ static void test_backends(void)
     char p[512];
     path_in(p, sizeof p, "ok.safetensors");
     float v[6] = {1.5f, -2, 3, 4, 5, 6};
-    write_raw(p, "{\"__metadata__\":{\"format\":\"pt\"},"
-                 "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
-                 "\"e\":{\"dtype\":\"F16\",\"shape\":[0],\"data_offsets\":[24,24]}}", v, 24);
+    write_raw(p,
+              "{\"__metadata__\":{\"format\":\"pt\"},"
+              "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+              "\"e\":{\"dtype\":\"F16\",\"shape\":[0],\"data_offsets\":[24,24]}}",
+              v, 24);
     int fds = count_fds();
     for (int b = 0; b < 2; b++) {
         st_file *f = NULL;
         CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK, "open %d: %s", b, err.msg);
-        if (!f) continue;
+        if (!f)
+            continue;
         CHECK(st_file_backend(f) == backends[b], "backend");
         const st_header *h = st_file_header(f);
         uint64_t ds = st_header_data_start(h);
@@ -122,7 +132,8 @@ static void test_backends(void)
             m[ds] ^= 0xFF;
             int fd = open(p, O_RDONLY);
             uint8_t first;
-            CHECK(pread(fd, &first, 1, (off_t)ds) == 1 && first == ((uint8_t *)v)[0], "file unchanged by map write");
+            CHECK(pread(fd, &first, 1, (off_t)ds) == 1 && first == ((uint8_t *)v)[0],
+                  "file unchanged by map write");
             close(fd);
             st_file_release(f);
         } else {
@@ -148,24 +159,31 @@ static void test_bad_sizes(void)
     for (int b = 0; b < 2; b++) {
         st_file *f = NULL;
         write_raw(p, j, d, 7); /* truncated */
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_METADATA_INCOMPLETE, "truncated: %s", err.msg);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_METADATA_INCOMPLETE, "truncated: %s",
+              err.msg);
         write_raw(p, j, d, 9); /* extended */
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_METADATA_INCOMPLETE, "extended: %s", err.msg);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_METADATA_INCOMPLETE, "extended: %s",
+              err.msg);
         int fd = open(p, O_WRONLY | O_TRUNC);
         CHECK(write(fd, "\x08\0\0\0", 4) == 4, "w");
         close(fd);
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_HEADER_TOO_SMALL, "small: %s", err.msg);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_HEADER_TOO_SMALL, "small: %s",
+              err.msg);
         fd = open(p, O_WRONLY | O_TRUNC);
         CHECK(write(fd, "\x10\0\0\0\0\0\0\0{}", 10) == 10, "w");
         close(fd);
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_INVALID_HEADER_LENGTH, "hdr len: %s", err.msg);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_INVALID_HEADER_LENGTH, "hdr len: %s",
+              err.msg);
         fd = open(p, O_WRONLY | O_TRUNC);
         close(fd);
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_HEADER_TOO_SMALL, "empty: %s", err.msg);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_HEADER_TOO_SMALL, "empty: %s",
+              err.msg);
         write_raw(p, "{\"a\":{\"dtype\":\"X8\",\"shape\":[8],\"data_offsets\":[0,8]}}", d, 8);
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_INVALID_JSON, "bad json: %s", err.msg);
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_ERR_INVALID_JSON, "bad json: %s",
+              err.msg);
         write_raw(p, "{}", NULL, 0);
-        CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK && st_header_count(st_file_header(f)) == 0,
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK &&
+                  st_header_count(st_file_header(f)) == 0,
               "empty valid file: %s", err.msg);
         st_file_release(f);
     }
@@ -179,7 +197,8 @@ static void test_bad_sizes(void)
         uint8_t got[8];
         uint64_t ds = st_header_data_start(st_file_header(f));
         st_code rc = st_file_read(f, ds, got, 8, &err);
-        CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk: rc %d %s", rc, err.msg);
+        CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk: rc %d %s", rc,
+              err.msg);
         st_file_release(f);
     }
     unlink(p);
@@ -213,13 +232,15 @@ static void test_sparse_64g(void)
     for (int b = 0; b < 2; b++) {
         st_file *f = NULL;
         CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK, "sparse open %d: %s", b, err.msg);
-        if (!f) continue;
+        if (!f)
+            continue;
         CHECK(st_file_size(f) == total, "size");
         const st_tensor *t = st_header_find(st_file_header(f), "big", 3);
         CHECK(t && t->end == x, "big tensor");
         uint8_t buf[4] = {1, 1, 1, 1};
         CHECK(st_file_read(f, total - 4, buf, 4, &err) == ST_OK && buf[0] == 0 && buf[1] == 'Z' &&
-              buf[3] == 0, "tail read: %s", err.msg);
+                  buf[3] == 0,
+              "tail read: %s", err.msg);
         CHECK(st_file_read(f, 8 + n, buf, 4, &err) == ST_OK && buf[0] == 0, "head read");
         if (backends[b] == ST_BACKEND_MMAP) {
             CHECK(st_file_map(f)[total - 3] == 'Z', "map tail");

@@ -15,9 +15,12 @@ typedef struct choice {
     const char *why;
 } choice;
 
-#define NUM_WHY "numbers are checked against the JSON grammar only; value range is checked where a value is used (shape/offsets must fit u64)"
-#define SUR_WHY "lone or unpaired UTF-16 surrogate in a \\u escape is not a Unicode scalar value (serde_json rejects it too)"
-#define UTF_WHY "invalid UTF-8 (RFC 8259 requires UTF-8; overlongs, surrogates, > U+10FFFF, truncated or stray bytes rejected)"
+#define NUM_WHY                                                                                    \
+    "numbers are checked against the JSON grammar only; value range is checked where a value is used (shape/offsets must fit u64)"
+#define SUR_WHY                                                                                    \
+    "lone or unpaired UTF-16 surrogate in a \\u escape is not a Unicode scalar value (serde_json rejects it too)"
+#define UTF_WHY                                                                                    \
+    "invalid UTF-8 (RFC 8259 requires UTF-8; overlongs, surrogates, > U+10FFFF, truncated or stray bytes rejected)"
 
 static const choice choices[] = {
     {"i_number_double_huge_neg_exp.json", true, NUM_WHY},
@@ -53,8 +56,10 @@ static const choice choices[] = {
     {"i_string_truncated-utf-8.json", false, UTF_WHY},
     {"i_string_utf16BE_no_BOM.json", false, "not UTF-8 (UTF-16BE)"},
     {"i_string_utf16LE_no_BOM.json", false, "not UTF-8 (UTF-16LE)"},
-    {"i_structure_500_nested_arrays.json", false, "nesting deeper than 127 levels (serde_json's recursion limit)"},
-    {"i_structure_UTF-8_BOM_empty_object.json", false, "a UTF-8 BOM is not JSON whitespace (upstream rejects a BOM before the header too)"},
+    {"i_structure_500_nested_arrays.json", false,
+     "nesting deeper than 127 levels (serde_json's recursion limit)"},
+    {"i_structure_UTF-8_BOM_empty_object.json", false,
+     "a UTF-8 BOM is not JSON whitespace (upstream rejects a BOM before the header too)"},
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -115,7 +120,8 @@ int main(int argc, char **argv)
         bool ok = rc == ST_OK;
         /* the message without "invalid JSON in header: " */
         const char *why = ok ? "" : err.msg + strlen(st_code_text(err.code));
-        CHECK(ok || rc == ST_ERR_INVALID_JSON, "%s: unexpected code %d (%s)", names[k], rc, err.msg);
+        CHECK(ok || rc == ST_ERR_INVALID_JSON, "%s: unexpected code %d (%s)", names[k], rc,
+              err.msg);
         CHECK(ok || strstr(err.msg, " at line ") != NULL, "%s: message without position: %s",
               names[k], err.msg);
         if (names[k][0] == 'y') {
@@ -139,16 +145,16 @@ int main(int argc, char **argv)
                 printf("| `%s` | %s | %s%s%s |\n", names[k], ok ? "accepted" : "rejected", c->why,
                        ok ? "" : "; error: ", why);
             if (!markdown)
-                printf("i: %-55s %s%s%s\n", names[k], ok ? "accepted" : "rejected",
-                       ok ? "" : "  ", why);
+                printf("i: %-55s %s%s%s\n", names[k], ok ? "accepted" : "rejected", ok ? "" : "  ",
+                       why);
         }
         free(buf);
     }
     for (size_t k = 0; k < count; k++)
         free(names[k]);
     free(names);
-    CHECK(i_seen == sizeof choices / sizeof choices[0], "%zu i_ files seen, %zu documented",
-          i_seen, sizeof choices / sizeof choices[0]);
+    CHECK(i_seen == sizeof choices / sizeof choices[0], "%zu i_ files seen, %zu documented", i_seen,
+          sizeof choices / sizeof choices[0]);
     CHECK(y > 0 && n > 0, "no y_/n_ files found in %s", dir);
     fprintf(markdown ? stderr : stdout,
             "jsonsuite: %d y (all must pass), %d n (all must fail), i: %d accepted, %d rejected\n",

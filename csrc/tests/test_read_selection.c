@@ -25,7 +25,7 @@ static st_index random_slice(uint64_t n)
 
 int main(void)
 {
-    const uint64_t shape[3] = {6, 5, 70000};   /* last dim: 70,000-byte runs */
+    const uint64_t shape[3] = {6, 5, 70000}; /* last dim: 70,000-byte runs */
     const uint64_t nbytes = shape[0] * shape[1] * shape[2];
     uint8_t *data = malloc(nbytes), *got = malloc(nbytes), *want = malloc(nbytes);
     char path[] = "/tmp/st_read_selection_XXXXXX";

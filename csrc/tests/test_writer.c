@@ -14,23 +14,25 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define T(name, dt, nd, shp, dat, len) \
-    { (name), sizeof(name) - 1, (dt), (nd), (shp), (dat), (len) }
+#define T(name, dt, nd, shp, dat, len) {(name), sizeof(name) - 1, (dt), (nd), (shp), (dat), (len)}
 
 /* Fills *l with the input and lays it out. */
 static st_code layout_of(st_layout *l, const st_write_tensor *ts, size_t n,
                          const st_metadata_item *md, size_t mdn, bool has_md, size_t *order,
                          st_error *err)
 {
-    *l = (st_layout){.tensors = ts, .count = n, .metadata = md, .metadata_count = mdn,
-                     .has_metadata = has_md, .order = order};
+    *l = (st_layout){.tensors = ts,
+                     .count = n,
+                     .metadata = md,
+                     .metadata_count = mdn,
+                     .has_metadata = has_md,
+                     .order = order};
     return st_write_layout(l, err);
 }
 
 /* Lays out + serialises to memory; returns a malloc'ed buffer. */
 static uint8_t *serialize(const st_write_tensor *ts, size_t n, const st_metadata_item *md,
-                          size_t mdn, bool has_md, size_t *size, st_code *rc_out,
-                          st_error *err)
+                          size_t mdn, bool has_md, size_t *size, st_code *rc_out, st_error *err)
 {
     size_t order[64];
     st_layout l;
@@ -52,14 +54,18 @@ static void check_image(const char *what, const uint8_t *img, size_t size, uint6
     size_t jl = strlen(json);
     CHECK(size == 8 + n + dlen, "%s: size %zu want %llu", what, size,
           (unsigned long long)(8 + n + dlen));
-    if (size != 8 + n + dlen) return;
+    if (size != 8 + n + dlen)
+        return;
     uint64_t got = 0;
-    for (int i = 0; i < 8; i++) got |= (uint64_t)img[i] << (8 * i);
+    for (int i = 0; i < 8; i++)
+        got |= (uint64_t)img[i] << (8 * i);
     CHECK(got == n, "%s: N %llu want %llu", what, (unsigned long long)got, (unsigned long long)n);
     CHECK(memcmp(img + 8, json, jl) == 0, "%s: header '%.*s' want '%s'", what, (int)jl,
           (const char *)img + 8, json);
-    for (size_t i = jl; i < n; i++) CHECK(img[8 + i] == ' ', "%s: padding byte %zu", what, i);
-    if (dlen) CHECK(memcmp(img + 8 + n, data, dlen) == 0, "%s: data", what);
+    for (size_t i = jl; i < n; i++)
+        CHECK(img[8 + i] == ' ', "%s: padding byte %zu", what, i);
+    if (dlen)
+        CHECK(memcmp(img + 8 + n, data, dlen) == 0, "%s: data", what);
 }
 
 static void test_golden(void)
@@ -74,23 +80,31 @@ static void test_golden(void)
     st_write_tensor a[] = {T("test", ST_I32, 2, s22, zeros, 16)};
     img = serialize(a, 1, NULL, 0, false, &size, &rc, &err);
     CHECK(rc == ST_OK, "%s", err.msg);
-    check_image("test", img, size, 64, "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", zeros, 16);
+    check_image("test", img, size, 64,
+                "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", zeros,
+                16);
     free(img);
 
     st_metadata_item md = {"framework", 9, "pt", 2};
     st_write_tensor b[] = {T("test1", ST_I32, 2, s22, zeros, 16)};
     img = serialize(b, 1, &md, 1, true, &size, &rc, &err);
     CHECK(rc == ST_OK, "%s", err.msg);
-    check_image("meta", img, size, 96, "{\"__metadata__\":{\"framework\":\"pt\"},\"test1\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", zeros, 16);
+    check_image(
+        "meta", img, size, 96,
+        "{\"__metadata__\":{\"framework\":\"pt\"},\"test1\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}",
+        zeros, 16);
     free(img);
 
     uint8_t d1[16], d2[8];
-    for (int i = 0; i < 16; i++) d1[i] = (uint8_t)i;
-    for (int i = 0; i < 8; i++) d2[i] = (uint8_t)(0xA0 + i);
+    for (int i = 0; i < 16; i++)
+        d1[i] = (uint8_t)i;
+    for (int i = 0; i < 8; i++)
+        d2[i] = (uint8_t)(0xA0 + i);
     uint8_t both[24];
     memcpy(both, d1, 16);
     memcpy(both + 16, d2, 8);
-    const char *j2 = "{\"test1\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]},\"test2\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[16,24]}}";
+    const char *j2 =
+        "{\"test1\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]},\"test2\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[16,24]}}";
     st_write_tensor c1[] = {T("test1", ST_I32, 2, s22, d1, 16), T("test2", ST_F16, 2, s22, d2, 8)};
     st_write_tensor c2[] = {T("test2", ST_F16, 2, s22, d2, 8), T("test1", ST_I32, 2, s22, d1, 16)};
     img = serialize(c1, 2, NULL, 0, false, &size, &rc, &err);
@@ -102,22 +116,27 @@ static void test_golden(void)
 
     float f[6] = {0, 1, 2, 3, 4, 5};
     uint64_t s123[3] = {1, 2, 3}, s1123[4] = {1, 1, 2, 3};
-    const uint8_t fbytes[24] = {0, 0, 0, 0, 0, 0, 0x80, 0x3F, 0, 0, 0, 0x40,
+    const uint8_t fbytes[24] = {0, 0, 0,    0,    0, 0, 0x80, 0x3F, 0, 0, 0,    0x40,
                                 0, 0, 0x40, 0x40, 0, 0, 0x80, 0x40, 0, 0, 0xA0, 0x40};
     st_write_tensor d[] = {T("attn.0", ST_F32, 3, s123, f, 24)};
     img = serialize(d, 1, NULL, 0, false, &size, &rc, &err);
-    check_image("attn.0", img, size, 64, "{\"attn.0\":{\"dtype\":\"F32\",\"shape\":[1,2,3],\"data_offsets\":[0,24]}}", fbytes, 24);
+    check_image("attn.0", img, size, 64,
+                "{\"attn.0\":{\"dtype\":\"F32\",\"shape\":[1,2,3],\"data_offsets\":[0,24]}}",
+                fbytes, 24);
     free(img);
     st_write_tensor e[] = {T("attn0", ST_F32, 4, s1123, f, 24)};
     img = serialize(e, 1, NULL, 0, false, &size, &rc, &err);
-    check_image("attn0", img, size, 72, "{\"attn0\":{\"dtype\":\"F32\",\"shape\":[1,1,2,3],\"data_offsets\":[0,24]}}", fbytes, 24);
+    check_image("attn0", img, size, 72,
+                "{\"attn0\":{\"dtype\":\"F32\",\"shape\":[1,1,2,3],\"data_offsets\":[0,24]}}",
+                fbytes, 24);
     free(img);
 
     uint64_t s12[2] = {1, 2};
     uint8_t one = 0x5A;
     st_write_tensor g[] = {T("attn.0", ST_F4, 2, s12, &one, 1)};
     img = serialize(g, 1, NULL, 0, false, &size, &rc, &err);
-    check_image("f4", img, size, 64, "{\"attn.0\":{\"dtype\":\"F4\",\"shape\":[1,2],\"data_offsets\":[0,1]}}", &one, 1);
+    check_image("f4", img, size, 64,
+                "{\"attn.0\":{\"dtype\":\"F4\",\"shape\":[1,2],\"data_offsets\":[0,1]}}", &one, 1);
     free(img);
 
     img = serialize(NULL, 0, NULL, 0, false, &size, &rc, &err);
@@ -136,14 +155,20 @@ static void test_golden(void)
     free(img);
     /* one tensor + {} */
     img = serialize(a, 1, none, 0, true, &size, &rc, &err);
-    check_image("one+{}", img, size, 80, "{\"__metadata__\":{},\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", zeros, 16);
+    check_image(
+        "one+{}", img, size, 80,
+        "{\"__metadata__\":{},\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}",
+        zeros, 16);
     free(img);
 
     /* scalar and zero-size tensors */
     uint64_t s0[2] = {2, 0};
     st_write_tensor h[] = {T("s", ST_F64, 0, s0, zeros, 8), T("z", ST_F64, 2, s0, zeros, 0)};
     img = serialize(h, 2, NULL, 0, false, &size, &rc, &err);
-    check_image("scalar", img, size, 112, "{\"s\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]},\"z\":{\"dtype\":\"F64\",\"shape\":[2,0],\"data_offsets\":[8,8]}}", zeros, 8);
+    check_image(
+        "scalar", img, size, 112,
+        "{\"s\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]},\"z\":{\"dtype\":\"F64\",\"shape\":[2,0],\"data_offsets\":[8,8]}}",
+        zeros, 8);
     free(img);
 }
 
@@ -154,25 +179,29 @@ static void test_order_and_escape(void)
     uint8_t buf[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     /* names in scrambled order, two dtypes */
     st_write_tensor ts[] = {
-        T("b", ST_U8, 1, s1, buf, 1),     T("\xc3\xa9", ST_U8, 1, s1, buf, 1),
-        T("a.9", ST_U8, 1, s1, buf, 1),   T("B", ST_U8, 1, s1, buf, 1),
-        T("aa", ST_U8, 1, s1, buf, 1),    T("a", ST_U8, 1, s1, buf, 1),
-        T("a.10", ST_U8, 1, s1, buf, 1),  T("zz", ST_U64, 1, s1, buf, 8),
-        T("", ST_BOOL, 1, s1, buf, 1),    T("m", ST_F32, 1, s1, buf, 4),
+        T("b", ST_U8, 1, s1, buf, 1),    T("\xc3\xa9", ST_U8, 1, s1, buf, 1),
+        T("a.9", ST_U8, 1, s1, buf, 1),  T("B", ST_U8, 1, s1, buf, 1),
+        T("aa", ST_U8, 1, s1, buf, 1),   T("a", ST_U8, 1, s1, buf, 1),
+        T("a.10", ST_U8, 1, s1, buf, 1), T("zz", ST_U64, 1, s1, buf, 8),
+        T("", ST_BOOL, 1, s1, buf, 1),   T("m", ST_F32, 1, s1, buf, 4),
     };
     size_t order[10];
     st_layout lay;
-    CHECK(layout_of(&lay, ts, 10, NULL, 0, false, order, &err) == ST_OK, "%s",
-          err.msg);
+    CHECK(layout_of(&lay, ts, 10, NULL, 0, false, order, &err) == ST_OK, "%s", err.msg);
     const char *want[] = {"zz", "m", "B", "a", "a.10", "a.9", "aa", "b", "\xc3\xa9", ""};
     for (int i = 0; i < 10; i++) {
         const st_write_tensor *t = &ts[order[i]];
         CHECK(t->name_len == strlen(want[i]) && memcmp(t->name, want[i], t->name_len) == 0,
               "order[%d] = '%.*s' want '%s'", i, (int)t->name_len, t->name, want[i]);
     }
-    CHECK(lay.total_size == lay.header_size + 8 + 4 + 8 * 1, "lay.total_size %llu", (unsigned long long)lay.total_size);
-    CHECK(memmem(lay.header, lay.header_size, "\"zz\":{\"dtype\":\"U64\",\"shape\":[1],\"data_offsets\":[0,8]}", 52) != NULL, "zz entry");
-    CHECK(memmem(lay.header, lay.header_size, "\"\":{\"dtype\":\"BOOL\",\"shape\":[1],\"data_offsets\":[19,20]}}", 53) != NULL, "empty name entry");
+    CHECK(lay.total_size == lay.header_size + 8 + 4 + 8 * 1, "lay.total_size %llu",
+          (unsigned long long)lay.total_size);
+    CHECK(memmem(lay.header, lay.header_size,
+                 "\"zz\":{\"dtype\":\"U64\",\"shape\":[1],\"data_offsets\":[0,8]}", 52) != NULL,
+          "zz entry");
+    CHECK(memmem(lay.header, lay.header_size,
+                 "\"\":{\"dtype\":\"BOOL\",\"shape\":[1],\"data_offsets\":[19,20]}}", 53) != NULL,
+          "empty name entry");
     st_free(lay.header);
 
     /* serde_json escaping */
@@ -183,8 +212,8 @@ static void test_order_and_escape(void)
     const char *wj = "{\"__metadata__\":{\"k\\u0000z\":\"v\\\"\\u001b\"},"
                      "\"q\\\"b\\\\n\\nt\\tr\\rb\\bf\\f\\u0001\\u001f\x7f/\xc3\xa9\":"
                      "{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
-    CHECK(lay.header_size >= 8 + strlen(wj) && memcmp(lay.header + 8, wj, strlen(wj)) == 0, "escape: got '%.*s'",
-          (int)(lay.header_size - 8), (const char *)lay.header + 8);
+    CHECK(lay.header_size >= 8 + strlen(wj) && memcmp(lay.header + 8, wj, strlen(wj)) == 0,
+          "escape: got '%.*s'", (int)(lay.header_size - 8), (const char *)lay.header + 8);
     CHECK((lay.header_size - 8) % 8 == 0 && lay.header_size - 8 - strlen(wj) < 8, "padding");
     st_free(lay.header);
 
@@ -204,7 +233,8 @@ static void test_order_and_escape(void)
         many[i].data_len = 1;
     }
     CHECK(layout_of(&lay, many, M, NULL, 0, false, ord, &err) == ST_OK, "%s", err.msg);
-    for (int i = 1; i < M; i++) CHECK(strcmp(many[ord[i - 1]].name, many[ord[i]].name) < 0, "sorted %d", i);
+    for (int i = 1; i < M; i++)
+        CHECK(strcmp(many[ord[i - 1]].name, many[ord[i]].name) < 0, "sorted %d", i);
     CHECK(lay.total_size == lay.header_size + M, "lay.total_size");
     st_free(lay.header);
     free(many);
@@ -222,10 +252,12 @@ static void test_validation(void)
     st_layout lay;
     st_write_tensor a[] = {T("a", ST_I32, 2, s22, buf, 15)};
     CHECK(layout_of(&lay, a, 1, NULL, 0, false, order, &err) == ST_ERR_TENSOR_INVALID_INFO &&
-          strcmp(err.msg, "invalid shape, data type, or offset for tensor") == 0, "mismatch: %s", err.msg);
+              strcmp(err.msg, "invalid shape, data type, or offset for tensor") == 0,
+          "mismatch: %s", err.msg);
     st_write_tensor b[] = {T("a", ST_F4, 1, s3, buf, 1)};
     CHECK(layout_of(&lay, b, 1, NULL, 0, false, order, &err) == ST_ERR_MISALIGNED_SLICE &&
-          strstr(err.msg, "byte boundary") != NULL, "f4 odd: %s", err.msg);
+              strstr(err.msg, "byte boundary") != NULL,
+          "f4 odd: %s", err.msg);
     st_write_tensor c[] = {T("a", ST_U8, 2, big, buf, 0)};
     CHECK(layout_of(&lay, c, 1, NULL, 0, false, order, &err) == ST_ERR_VALIDATION_OVERFLOW,
           "overflow: %s", err.msg);
@@ -236,11 +268,13 @@ static void test_validation(void)
     memset(v, 'x', vlen + 1);
     st_metadata_item md = {"k", 1, v, vlen};
     CHECK(layout_of(&lay, NULL, 0, &md, 1, true, order, &err) == ST_OK &&
-          lay.header_size == 8 + 100000000, "at limit: %s", err.msg);
+              lay.header_size == 8 + 100000000,
+          "at limit: %s", err.msg);
     st_free(lay.header);
     md.value_len = vlen + 1;
     CHECK(layout_of(&lay, NULL, 0, &md, 1, true, order, &err) == ST_ERR_HEADER_TOO_LARGE &&
-          strcmp(err.msg, "header too large") == 0, "too large: %s", err.msg);
+              strcmp(err.msg, "header too large") == 0,
+          "too large: %s", err.msg);
     free(v);
 
     /* allocation failures are reported, not crashes */
@@ -249,8 +283,10 @@ static void test_validation(void)
         st_alloc_fail_after(n);
         st_code rc = layout_of(&lay, ok, 1, NULL, 0, false, order, &err);
         st_alloc_fail_after(0);
-        CHECK(rc == ST_OK || rc == ST_ERR_NOMEM, "alloc fail %llu: rc %d", (unsigned long long)n, rc);
-        if (rc == ST_OK) st_free(lay.header);
+        CHECK(rc == ST_OK || rc == ST_ERR_NOMEM, "alloc fail %llu: rc %d", (unsigned long long)n,
+              rc);
+        if (rc == ST_OK)
+            st_free(lay.header);
     }
 }
 
@@ -264,7 +300,8 @@ static int count_temp_files(const char *dir)
     int n = 0;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.' && strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) n++;
+        if (de->d_name[0] == '.' && strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            n++;
     }
     closedir(d);
     return n;
@@ -298,7 +335,8 @@ static void test_file_roundtrip(void)
     CHECK(write_file(path, ts, 2, &md, 1, &err) == ST_OK, "%s", err.msg);
     umask(old);
     struct stat st;
-    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0644, "new file mode %o", st.st_mode & 0777);
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0644, "new file mode %o",
+          st.st_mode & 0777);
     CHECK(count_temp_files(tmpdir) == 0, "temp files left");
 
     /* same bytes as the in-memory serialisation */
@@ -314,20 +352,24 @@ static void test_file_roundtrip(void)
         st_file *f = NULL;
         rc = st_file_open(path, be ? ST_BACKEND_PREAD : ST_BACKEND_MMAP, &f, &err);
         CHECK(rc == ST_OK, "open backend %d: %s", be, err.msg);
-        if (rc != ST_OK) continue;
+        if (rc != ST_OK)
+            continue;
         const st_header *h = st_file_header(f);
         CHECK(st_header_count(h) == 2, "count");
         CHECK(st_header_has_metadata(h) && st_header_metadata_count(h) == 1, "metadata");
         const st_tensor *t = st_header_find(h, "w", 1);
         CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[1] == 3 && t->begin == 0 &&
-              t->end == 24, "w");
+                  t->end == 24,
+              "w");
         float got[6];
         CHECK(t && st_file_read(f, st_header_data_start(h) + t->begin, got, 24, &err) == ST_OK &&
-              memcmp(got, a, 24) == 0, "w data");
+                  memcmp(got, a, 24) == 0,
+              "w data");
         t = st_header_find(h, "b", 1);
         uint16_t gb[4];
         CHECK(t && st_file_read(f, st_header_data_start(h) + t->begin, gb, 8, &err) == ST_OK &&
-              memcmp(gb, bv, 8) == 0, "b data");
+                  memcmp(gb, bv, 8) == 0,
+              "b data");
         st_file_release(f);
     }
 
@@ -337,7 +379,8 @@ static void test_file_roundtrip(void)
     CHECK(write_file(path, ts, 2, NULL, 0, &err) == ST_OK, "%s", err.msg);
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0640, "kept mode %o", st.st_mode & 0777);
     st_file *f = NULL;
-    CHECK(st_file_open(path, ST_BACKEND_MMAP, &f, &err) == ST_OK && st_header_find(st_file_header(f), "x", 1),
+    CHECK(st_file_open(path, ST_BACKEND_MMAP, &f, &err) == ST_OK &&
+              st_header_find(st_file_header(f), "x", 1),
           "rewritten: %s", err.msg);
     /* writing over a file that is mapped: the mapping keeps the old bytes */
     if (f) {
@@ -370,7 +413,8 @@ static void test_file_roundtrip(void)
             const st_tensor *t = st_header_find(h, names[i], 6);
             uint32_t v = 0;
             CHECK(t && st_file_read(f, st_header_data_start(h) + t->begin, &v, 4, &err) == ST_OK &&
-                  v == vals[i], "value %d", i);
+                      v == vals[i],
+                  "value %d", i);
         }
         st_file_release(f);
     }
@@ -423,7 +467,8 @@ static void test_file_failures(void)
     CHECK(rc == ST_ERR_IO && err.sys_errno == EFBIG, "EFBIG: rc %d %s", rc, err.msg);
     size_t after_len;
     uint8_t *after = harness_read_file(path, &after_len);
-    CHECK(after_len == before_len && memcmp(before, after, before_len) == 0, "destination unchanged");
+    CHECK(after_len == before_len && memcmp(before, after, before_len) == 0,
+          "destination unchanged");
     CHECK(count_temp_files(tmpdir) == 0, "temp files left after EFBIG");
     free(after);
     free(big);
