@@ -39,9 +39,9 @@ static int list(const char *path)
     st_file *file;
     if (st_file_open(path, ST_BACKEND_MMAP, &file, &err) != ST_OK)
         return fail(path, &err);
-    const st_header *header = st_file_header(file);   /* owned by file */
+    const st_header *header = st_file_header(file); /* owned by file */
     for (size_t i = 0; i < st_header_count(header); i++) {
-        const st_tensor *t = st_header_tensor(header, i);   /* file order */
+        const st_tensor *t = st_header_tensor(header, i); /* file order */
         printf("%.*s %s ", (int)t->name_len, t->name, st_dtype_name(t->dtype));
         print_shape(t);
         printf(" %" PRIu64 " %" PRIu64 "\n", t->begin, t->end);
@@ -50,7 +50,7 @@ static int list(const char *path)
         const st_metadata_item *m = st_header_metadata_item(header, i);
         printf("metadata %.*s=%.*s\n", (int)m->key_len, m->key, (int)m->value_len, m->value);
     }
-    st_file_release(file);   /* the last reference: unmaps and closes */
+    st_file_release(file); /* the last reference: unmaps and closes */
     return 0;
 }
 
@@ -83,7 +83,7 @@ static int read_tensor(const char *path, const char *name)
     for (size_t i = 0; i < 8; i++) {
         if (t->dtype == ST_F32 && (i + 1) * 4 <= nbytes) {
             float v;
-            memcpy(&v, data + 4 * i, 4);   /* the file is little-endian, as this host */
+            memcpy(&v, data + 4 * i, 4); /* the file is little-endian, as this host */
             printf(" %g", v);
         } else if (t->dtype == ST_I64 && (i + 1) * 8 <= nbytes) {
             int64_t v;
@@ -109,7 +109,7 @@ static int write_file(const char *path)
     static const int64_t ids[3] = {7, 8, 9};
     static const float weight[4] = {0.5f, 1.5f, -2.0f, 4.0f};
     const st_write_tensor decl[2] = {
-        {"weight", 6, ST_F32, 2, weight_shape, NULL, 0},   /* data is given to st_stream_write */
+        {"weight", 6, ST_F32, 2, weight_shape, NULL, 0}, /* data is given to st_stream_write */
         {"ids", 3, ST_I64, 1, ids_shape, NULL, 0},
     };
     const st_metadata_item metadata[1] = {{"format", 6, "example", 7}};
@@ -121,7 +121,7 @@ static int write_file(const char *path)
     if (st_stream_write(stream, 1, ids, sizeof ids, &err) != ST_OK ||
         st_stream_write(stream, 0, weight, sizeof weight, &err) != ST_OK ||
         st_stream_commit(stream, &err) != ST_OK) {
-        st_stream_free(stream);   /* removes the temporary file */
+        st_stream_free(stream); /* removes the temporary file */
         return fail(path, &err);
     }
     st_stream_free(stream);

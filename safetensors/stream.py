@@ -24,10 +24,19 @@ import os
 import sys
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
-from ._safetensors_c import SafetensorError
+from ._safetensors_c import SafetensorError, _dtype_table
 from ._safetensors_c import StreamWriter as _CStreamWriter
 
 __all__ = ["StreamWriter", "header_dtype"]
+
+# The core's dtype table: header names ("F32") and type names ("float32") -> header name.
+_HEADER_NAME = {}
+for _row in _dtype_table():
+    _HEADER_NAME[_row[0]] = _row[0]
+    if _row[2] is not None:
+        _HEADER_NAME[_row[2]] = _row[0]
+del _row
+
 
 def header_dtype(dtype: Any) -> str:
     """The header dtype name ("F32", "BF16", ...) of a header name, a torch
@@ -43,9 +52,9 @@ def header_dtype(dtype: Any) -> str:
             import numpy as np
 
             name = np.dtype(dtype).name
-    if not isinstance(name, str):
+    if not isinstance(name, str) or name not in _HEADER_NAME:
         raise ValueError(f"unsupported dtype {dtype!r}")
-    return _CStreamWriter.dtype_name(name)
+    return _HEADER_NAME[name]
 
 
 def _is_torch_tensor(value: Any) -> bool:

@@ -23,10 +23,9 @@
 #include <string.h>
 
 typedef struct {
-    PyObject_HEAD
-    st_stream *stream;      /* owned; NULL once committed or aborted */
-    PyObject *filename;     /* for messages */
-    Py_ssize_t busy;        /* writes in flight (GIL released) */
+    PyObject_HEAD st_stream *stream; /* owned; NULL once committed or aborted */
+    PyObject *filename;              /* for messages */
+    Py_ssize_t busy;                 /* writes in flight (GIL released) */
 } StreamWriter;
 
 /* Fills *decl from one (name, dtype, shape) item; shape goes to dims. */
@@ -35,8 +34,8 @@ static int parse_declaration(PyObject *item, st_write_tensor *decl, uint64_t *di
     PyObject *name, *dtype, *shape, *seq = NULL;
     Py_ssize_t len;
     int rc = -1;
-    if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "UUO;each tensor is (name, dtype, shape)",
-                                                  &name, &dtype, &shape)) {
+    if (!PyTuple_Check(item) ||
+        !PyArg_ParseTuple(item, "UUO;each tensor is (name, dtype, shape)", &name, &dtype, &shape)) {
         if (!PyErr_Occurred())
             PyErr_Format(PyExc_TypeError, "each tensor is a tuple (name, dtype, shape), not %R",
                          item);
@@ -79,7 +78,7 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
     static char *kwlist[] = {"filename", "tensors", "metadata", NULL};
     st_state *state = st_state_from_type(type);
     PyObject *filename, *tensors, *metadata = Py_None, *path = NULL, *items = NULL,
-             *meta_items = NULL;
+                                  *meta_items = NULL;
     st_write_tensor *decls = NULL;
     uint64_t *dims = NULL;
     st_metadata_item *meta = NULL;
@@ -113,7 +112,8 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
     }
     if (metadata != Py_None) {
         if (!PyDict_Check(metadata)) {
-            PyErr_Format(PyExc_TypeError, "metadata must be a dict of str to str or None, not %.100s",
+            PyErr_Format(PyExc_TypeError,
+                         "metadata must be a dict of str to str or None, not %.100s",
                          Py_TYPE(metadata)->tp_name);
             goto exit;
         }
@@ -143,17 +143,17 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
             meta[i].value_len = (size_t)value_len;
         }
     }
-    Py_BEGIN_ALLOW_THREADS
-    code = st_stream_open(PyBytes_AS_STRING(path), decls, (size_t)count, meta, (size_t)meta_count,
-                          metadata != Py_None, &stream, &err);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK) {
+    Py_BEGIN_ALLOW_THREADS code =
+        st_stream_open(PyBytes_AS_STRING(path), decls, (size_t)count, meta, (size_t)meta_count,
+                       metadata != Py_None, &stream, &err);
+    Py_END_ALLOW_THREADS if (code != ST_OK)
+    {
         st_raise(state, &err, NULL, filename);
         goto exit;
     }
     self = (StreamWriter *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        st_stream_free(stream);   /* removes the temporary file */
+        st_stream_free(stream); /* removes the temporary file */
         goto exit;
     }
     self->stream = stream;
@@ -206,16 +206,13 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
         goto exit;
     }
     if (!st_stream_find(stream, utf8, (size_t)name_len, &index)) {
-        PyErr_Format(state->SafetensorError, "tensor %R was not declared when the writer was opened",
-                     name);
+        PyErr_Format(state->SafetensorError,
+                     "tensor %R was not declared when the writer was opened", name);
     } else {
-        Py_BEGIN_ALLOW_THREADS
-        code = st_stream_write(stream, index, view.buf, (uint64_t)view.len, &err);
-        Py_END_ALLOW_THREADS
-        if (code != ST_OK)
-            st_raise(state, &err, NULL, NULL);
-        else
-            result = Py_NewRef(Py_None);
+        Py_BEGIN_ALLOW_THREADS code =
+            st_stream_write(stream, index, view.buf, (uint64_t)view.len, &err);
+        Py_END_ALLOW_THREADS if (code != ST_OK) st_raise(state, &err, NULL, NULL);
+        else result = Py_NewRef(Py_None);
     }
     ST_LOCK(self);
     self->busy--;
@@ -257,12 +254,9 @@ static PyObject *StreamWriter_commit(StreamWriter *self, PyObject *unused)
         return NULL;
     if (stream == NULL)
         return closed_error(self);
-    Py_BEGIN_ALLOW_THREADS
-    code = st_stream_commit(stream, &err);
+    Py_BEGIN_ALLOW_THREADS code = st_stream_commit(stream, &err);
     st_stream_free(stream);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK)
-        return st_raise(state, &err, NULL, NULL);
+    Py_END_ALLOW_THREADS if (code != ST_OK) return st_raise(state, &err, NULL, NULL);
     Py_RETURN_NONE;
 }
 
@@ -271,7 +265,7 @@ static PyObject *StreamWriter_abort(StreamWriter *self, PyObject *unused)
     st_stream *stream;
     if (take_stream(self, &stream) < 0)
         return NULL;
-    st_stream_free(stream);   /* NULL (aborting twice, or after commit) is harmless */
+    st_stream_free(stream); /* NULL (aborting twice, or after commit) is harmless */
     Py_RETURN_NONE;
 }
 
@@ -283,36 +277,13 @@ static PyObject *StreamWriter_get_closed(StreamWriter *self, void *closure)
 static void StreamWriter_dealloc(StreamWriter *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    st_stream_free(self->stream);   /* never committed: the temporary file goes */
+    st_stream_free(self->stream); /* never committed: the temporary file goes */
     Py_XDECREF(self->filename);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }
 
-/* The core's dtype table answers for Python (safetensors.stream.header_dtype):
- * a header name ("F32") or a framework type name ("float32") -> "F32". */
-static PyObject *StreamWriter_dtype_name(PyObject *unused, PyObject *name)
-{
-    Py_ssize_t len;
-    st_dtype dtype;
-    const char *text = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &len) : NULL;
-    if (text == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_Format(PyExc_TypeError, "dtype name must be a str, not %.100s", Py_TYPE(name)->tp_name);
-        return NULL;
-    }
-    if (!st_dtype_from_name(text, (size_t)len, &dtype) &&
-        !st_dtype_from_type_name(text, (size_t)len, &dtype)) {
-        PyErr_Format(PyExc_ValueError, "unsupported dtype %R", name);
-        return NULL;
-    }
-    return PyUnicode_FromString(st_dtype_name(dtype));
-}
-
 static PyMethodDef StreamWriter_methods[] = {
-    {"dtype_name", (PyCFunction)StreamWriter_dtype_name, METH_O | METH_STATIC,
-     "dtype_name(name)\n--\n\nThe header dtype name of a header name or a framework type name "
-     "(\"float32\" -> \"F32\")."},
     {"write", (PyCFunction)StreamWriter_write, METH_VARARGS,
      "write(name, data)\n--\n\nWrites one declared tensor's bytes (a C-contiguous buffer of "
      "exactly its size). Any order, any thread; each tensor once."},

@@ -419,8 +419,8 @@ st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
  * compiled with. */
 #define ST_API_VERSION_MAJOR 1
 #define ST_API_VERSION_MINOR 0
-#define ST_API_VERSION (ST_API_VERSION_MAJOR * 1000 + ST_API_VERSION_MINOR)
-#define ST_FORMAT_VERSION "0.8.0"   /* upstream safetensors release whose files we match */
+#define ST_API_VERSION       (ST_API_VERSION_MAJOR * 1000 + ST_API_VERSION_MINOR)
+#define ST_FORMAT_VERSION    "0.8.0" /* upstream safetensors release whose files we match */
 int st_api_version(void);
 
 /*
@@ -452,8 +452,8 @@ int st_api_version(void);
 typedef struct st_stream st_stream;
 
 st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
-                       const st_metadata_item *metadata, size_t metadata_count,
-                       bool has_metadata, st_stream **out, st_error *err);
+                       const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
+                       st_stream **out, st_error *err);
 size_t st_stream_count(const st_stream *stream);
 /* Declaration index of a tensor by name; false if not declared. */
 bool st_stream_find(const st_stream *stream, const char *name, size_t name_len, size_t *index);

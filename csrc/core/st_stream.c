@@ -37,25 +37,25 @@
 enum { PENDING = 0, WRITING = 1, WRITTEN = 2 };
 
 typedef struct stream_entry {
-    const char *name;       /* into the stream's arena */
+    const char *name; /* into the stream's arena */
     size_t name_len;
     st_dtype dtype;
     size_t ndim;
-    const uint64_t *shape;  /* into the arena */
+    const uint64_t *shape; /* into the arena */
     uint64_t nbytes;
-    uint64_t offset;        /* absolute, in the file */
+    uint64_t offset; /* absolute, in the file */
     atomic_int state;
 } stream_entry;
 
 struct st_stream {
-    int fd;                 /* -1 once closed */
+    int fd; /* -1 once closed */
     bool committed;
-    char *path;             /* destination */
-    char *tmp_path;         /* temporary file, removed unless committed */
+    char *path;     /* destination */
+    char *tmp_path; /* temporary file, removed unless committed */
     size_t count;
-    stream_entry *entries;  /* declaration order */
-    size_t *by_name;        /* entry indices sorted by name, for st_stream_find */
-    uint8_t *arena;         /* names and shapes */
+    stream_entry *entries; /* declaration order */
+    size_t *by_name;       /* entry indices sorted by name, for st_stream_find */
+    uint8_t *arena;        /* names and shapes */
     uint64_t total_size;
 };
 
@@ -96,12 +96,12 @@ static st_code create_temp(st_stream *s, st_error *err)
     size_t base_len = strlen(base);
     if (base_len == 0)
         return st_error_io(err, EISDIR, 0);
-    size_t base_keep = base_len > 200 ? 200 : base_len;   /* stay within NAME_MAX */
+    size_t base_keep = base_len > 200 ? 200 : base_len; /* stay within NAME_MAX */
     size_t cap = dir_len + base_keep + 64;
     s->tmp_path = st_malloc(cap);
     if (s->tmp_path == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
-    st_hash_key key = st_hash_new_key();   /* random bits */
+    st_hash_key key = st_hash_new_key(); /* random bits */
     for (int attempt = 0; attempt < 100; attempt++) {
         snprintf(s->tmp_path, cap, "%.*s.%.*s.%ld.%016llx.tmp", (int)dir_len, s->path,
                  (int)base_keep, base, (long)getpid(),
@@ -112,7 +112,7 @@ static st_code create_temp(st_stream *s, st_error *err)
     }
     if (s->fd < 0) {
         st_code rc = st_error_io(err, errno, 0);
-        st_free(s->tmp_path);   /* nothing was created */
+        st_free(s->tmp_path); /* nothing was created */
         s->tmp_path = NULL;
         return rc;
     }
@@ -122,8 +122,7 @@ static st_code create_temp(st_stream *s, st_error *err)
     return ST_OK;
 }
 
-static st_code pwrite_all(int fd, const uint8_t *data, uint64_t len, uint64_t offset,
-                          st_error *err)
+static st_code pwrite_all(int fd, const uint8_t *data, uint64_t len, uint64_t offset, st_error *err)
 {
     while (len > 0) {
         size_t chunk = len > ((size_t)1 << 30) ? ((size_t)1 << 30) : (size_t)len;
@@ -143,12 +142,12 @@ static st_code pwrite_all(int fd, const uint8_t *data, uint64_t len, uint64_t of
 }
 
 st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
-                       const st_metadata_item *metadata, size_t metadata_count,
-                       bool has_metadata, st_stream **out, st_error *err)
+                       const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
+                       st_stream **out, st_error *err)
 {
     st_code rc = ST_OK;
     st_stream *s = NULL;
-    st_write_tensor *tensors_sized = NULL;   /* tensors with data_len = their size */
+    st_write_tensor *tensors_sized = NULL; /* tensors with data_len = their size */
     st_layout layout = {0};
     name_ref *refs = NULL;
 
@@ -211,8 +210,8 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
         }
         if ((rc = st_tensor_nbytes(e->dtype, e->shape, e->ndim, &e->nbytes, err)) != ST_OK)
             goto exit;
-        tensors_sized[i] = (st_write_tensor){e->name, e->name_len, e->dtype, e->ndim, e->shape,
-                                             NULL, e->nbytes};
+        tensors_sized[i] =
+            (st_write_tensor){e->name, e->name_len, e->dtype, e->ndim, e->shape, NULL, e->nbytes};
         refs[i] = (name_ref){e, i};
     }
 
@@ -255,7 +254,7 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
     *out = s;
     s = NULL;
 exit:
-    st_stream_free(s);   /* on failure: closes and removes the temporary file */
+    st_stream_free(s); /* on failure: closes and removes the temporary file */
     st_free(layout.header);
     st_free(layout.order);
     st_free(tensors_sized);
@@ -306,16 +305,18 @@ st_code st_stream_write(st_stream *stream, size_t index, const void *data, uint6
     if (len != e->nbytes)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
                             "tensor `%.*s` was declared as %s with %llu bytes, but %llu bytes "
-                            "were given", nm, e->name, st_dtype_name(e->dtype),
-                            (unsigned long long)e->nbytes, (unsigned long long)len);
+                            "were given",
+                            nm, e->name, st_dtype_name(e->dtype), (unsigned long long)e->nbytes,
+                            (unsigned long long)len);
     int expected = PENDING;
     if (!atomic_compare_exchange_strong(&e->state, &expected, WRITING))
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
-                            expected == WRITTEN ? "tensor `%.*s` was already written"
-                                                : "tensor `%.*s` is being written by another thread",
+                            expected == WRITTEN
+                                ? "tensor `%.*s` was already written"
+                                : "tensor `%.*s` is being written by another thread",
                             nm, e->name);
     st_code rc = pwrite_all(stream->fd, data, len, e->offset, err);
-    atomic_store(&e->state, rc == ST_OK ? WRITTEN : PENDING);   /* a failed write may be retried */
+    atomic_store(&e->state, rc == ST_OK ? WRITTEN : PENDING); /* a failed write may be retried */
     return rc;
 }
 
@@ -361,7 +362,7 @@ st_code st_stream_commit(st_stream *stream, st_error *err)
     }
     stream->committed = true;
 exit:
-    discard(stream);   /* a failed commit leaves nothing behind either */
+    discard(stream); /* a failed commit leaves nothing behind either */
     return rc;
 }
 

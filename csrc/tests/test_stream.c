@@ -31,8 +31,11 @@ static void write_one_shot(const char *path, const st_write_tensor *tensors, siz
 {
     size_t order[64];
     st_error err;
-    st_layout layout = {.tensors = tensors, .count = count, .metadata = metadata,
-                        .metadata_count = metadata_count, .has_metadata = has_metadata,
+    st_layout layout = {.tensors = tensors,
+                        .count = count,
+                        .metadata = metadata,
+                        .metadata_count = metadata_count,
+                        .has_metadata = has_metadata,
                         .order = order};
     CHECK(st_write_layout(&layout, &err) == ST_OK, "%s", err.msg);
     CHECK(st_write_file(path, &layout, &err) == ST_OK, "%s", err.msg);
@@ -74,14 +77,17 @@ static void test_identical_to_write_file(void)
     CHECK(st_stream_write(s, 2, NULL, 0, &err) == ST_OK, "%s", err.msg);
     CHECK(st_stream_write(s, 1, data_a, 24, &err) == ST_OK, "%s", err.msg);
     CHECK(st_stream_write(s, 1, data_a, 24, &err) == ST_ERR_INVALID_ARGUMENT &&
-          strstr(err.msg, "`a` was already written"), "twice: %s", err.msg);
+              strstr(err.msg, "`a` was already written"),
+          "twice: %s", err.msg);
     CHECK(st_stream_write(s, 0, data_b, 3, &err) == ST_ERR_INVALID_ARGUMENT &&
-          strstr(err.msg, "4 bytes, but 3 bytes"), "size: %s", err.msg);
+              strstr(err.msg, "4 bytes, but 3 bytes"),
+          "size: %s", err.msg);
     CHECK(st_stream_write(s, 7, data_b, 4, &err) == ST_ERR_INVALID_ARGUMENT, "index");
     CHECK(st_stream_write(s, 0, data_b, 4, &err) == ST_OK, "%s", err.msg);
     CHECK(st_stream_commit(s, &err) == ST_OK, "%s", err.msg);
     CHECK(st_stream_write(s, 0, data_b, 4, &err) == ST_ERR_INVALID_ARGUMENT &&
-          strstr(err.msg, "closed"), "after commit: %s", err.msg);
+              strstr(err.msg, "closed"),
+          "after commit: %s", err.msg);
     st_stream_free(s);
 
     size_t n1 = 0, n2 = 0;
@@ -110,7 +116,8 @@ static void test_failures_leave_nothing(void)
     CHECK(st_stream_open(path, tensors, 3, NULL, 0, false, &s, &err) == ST_OK, "%s", err.msg);
     st_stream_write(s, 0, data_b, 4, &err);
     CHECK(st_stream_commit(s, &err) == ST_ERR_INVALID_ARGUMENT &&
-          strstr(err.msg, "tensor `a` was never written (2 of 3"), "missing: %s", err.msg);
+              strstr(err.msg, "tensor `a` was never written (2 of 3"),
+          "missing: %s", err.msg);
     st_stream_free(s);
     CHECK(entries_in_dir() == 0, "missing tensor left files");
 
@@ -137,7 +144,8 @@ static void test_failures_leave_nothing(void)
     /* declaration errors: a name twice, a bad dtype, a directory that is not there */
     st_write_tensor twice[2] = {tensors[0], tensors[0]};
     CHECK(st_stream_open(path, twice, 2, NULL, 0, false, &s, &err) == ST_ERR_INVALID_ARGUMENT &&
-          strstr(err.msg, "`b` is declared twice") && s == NULL, "twice: %s", err.msg);
+              strstr(err.msg, "`b` is declared twice") && s == NULL,
+          "twice: %s", err.msg);
     st_write_tensor bad = tensors[0];
     bad.dtype = (st_dtype)99;
     CHECK(st_stream_open(path, &bad, 1, NULL, 0, false, &s, &err) == ST_ERR_INVALID_ARGUMENT,
@@ -163,7 +171,7 @@ static void test_failures_leave_nothing(void)
 
 /* Many threads, each writing every k-th tensor. */
 #define THREADS 4
-#define MANY 64
+#define MANY    64
 static st_stream *shared_stream;
 static uint32_t payload[MANY][256];
 
@@ -187,8 +195,8 @@ static void test_threads(void)
         int len = snprintf(names[i], sizeof names[i], "t.%zu", i);
         for (size_t k = 0; k < 256; k++)
             payload[i][k] = (uint32_t)(i * 1000 + k);
-        decl[i] = (st_write_tensor){names[i], (size_t)len, ST_U32, 1, shape, payload[i],
-                                    sizeof payload[i]};
+        decl[i] = (st_write_tensor){names[i], (size_t)len, ST_U32,           1,
+                                    shape,    payload[i],  sizeof payload[i]};
     }
     st_error err;
     char one_shot[300], streamed[300];
@@ -197,8 +205,8 @@ static void test_threads(void)
     uint64_t total;
     write_one_shot(one_shot, decl, MANY, NULL, 0, false, &total);
 
-    CHECK(st_stream_open(streamed, decl, MANY, NULL, 0, false, &shared_stream, &err) == ST_OK,
-          "%s", err.msg);
+    CHECK(st_stream_open(streamed, decl, MANY, NULL, 0, false, &shared_stream, &err) == ST_OK, "%s",
+          err.msg);
     pthread_t threads[THREADS];
     for (size_t t = 0; t < THREADS; t++)
         pthread_create(&threads[t], NULL, writer_thread, (void *)(uintptr_t)t);
