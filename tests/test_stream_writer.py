@@ -195,3 +195,13 @@ print("ok")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert (tmp_path / "big.safetensors").stat().st_size > 256 * 2**20
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors(tmp_path):
+    tensors = {"a": torch.randn(64, 32, device="cuda"), "b": torch.arange(10, device="cuda")}
+    safetensors.torch.save_file(tensors, tmp_path / "one_shot.safetensors")
+    with StreamWriter(tmp_path / "streamed.safetensors", tensors) as writer:
+        for name, value in tensors.items():
+            writer.write(name, value)  # copied to the CPU one tensor at a time
+    assert (tmp_path / "streamed.safetensors").read_bytes() == (tmp_path / "one_shot.safetensors").read_bytes()
