@@ -1,36 +1,75 @@
 /*
  * mapped_bytes.c - MappedBytes: the buffer-protocol exporter that every
- * zero-copy array or tensor has as its base. It owns one reference to the
- * st_file (or to the pread block) so the memory outlives the handle.
+ * zero-copy array or tensor has as its base, and the private mappings it
+ * owns.
+ *
+ * Independence: every array handed out owns its memory alone, so writing
+ * to one never shows in another. A large tensor gets a copy-on-write
+ * mapping of its own (st_file_map_private: zero copy, pages shared with the
+ * page cache until written); a small one is copied; a pread read owns a
+ * block of at most ST_BLOCK_MAX bytes shared only by disjoint tensors.
  */
 #include "tensors.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
-/* ======================================================================
- * MARK: MappedBytes
- * ====================================================================== */
+/*
+ * Private mappings alive in this process. The kernel limits mappings per
+ * process (vm.max_map_count, 65530 by default), not per interpreter, so this
+ * counter is process-wide on purpose. Past ST_PRIVATE_MAPS_MAX further
+ * tensors are copied instead of mapped.
+ */
+static atomic_long live_private_maps;
 
-/* Exactly one of file and block is set: the memory is the file's mapping,
- * or a block read from the file (st_read_block). */
+bool st_private_map_allowed(void)
+{
+    return atomic_load_explicit(&live_private_maps, memory_order_relaxed) < ST_PRIVATE_MAPS_MAX;
+}
+
+long st_private_maps_alive(void)
+{
+    return atomic_load_explicit(&live_private_maps, memory_order_relaxed);
+}
+
+int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, st_owner *owner)
+{
+    st_error err;
+    memset(owner, 0, sizeof(*owner));
+    if (st_file_map_private(file, offset, len, &owner->map, &err) != ST_OK) {
+        st_raise(state, &err, "Error while reading tensor: ", NULL);
+        return -1;
+    }
+    atomic_fetch_add_explicit(&live_private_maps, 1, memory_order_relaxed);
+    return 0;
+}
+
+void st_owner_release(st_owner *owner)
+{
+    if (owner->map.base != NULL) {
+        st_private_map_release(&owner->map);
+        atomic_fetch_sub_explicit(&live_private_maps, 1, memory_order_relaxed);
+    }
+    Py_CLEAR(owner->block);
+}
+
+/* Exactly one of block and map is set (see st_owner). */
 typedef struct {
     PyObject_HEAD
-    st_file *file;      /* owned reference: keeps the mapping alive */
-    PyObject *block;    /* owned reference: keeps the block alive */
-    uint8_t *data;      /* inside the mapping or the block */
+    st_owner owner;
+    uint8_t *data;      /* inside the block or the mapping */
     Py_ssize_t len;
 } MappedBytes;
 
-PyObject *st_mapped_bytes_new(st_state *state, st_file *file, PyObject *block, uint8_t *data,
-                                  size_t len)
+PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, size_t len)
 {
     MappedBytes *self = PyObject_New(MappedBytes, state->MappedBytesType);
-    if (self == NULL)
+    if (self == NULL) {
+        st_owner_release(owner);
         return NULL;
-    if (block == NULL)
-        st_file_retain(file);
-    self->file = block == NULL ? file : NULL;
-    self->block = Py_XNewRef(block);
+    }
+    self->owner = *owner;
+    memset(owner, 0, sizeof(*owner));
     self->data = data;
     self->len = (Py_ssize_t)len;
     return (PyObject *)self;
@@ -39,23 +78,21 @@ PyObject *st_mapped_bytes_new(st_state *state, st_file *file, PyObject *block, u
 static void MappedBytes_dealloc(MappedBytes *self)
 {
     PyTypeObject *type = Py_TYPE(self);
-    if (self->file != NULL)
-        st_file_release(self->file);
-    Py_XDECREF(self->block);
+    st_owner_release(&self->owner);
     PyObject_Free(self);
     Py_DECREF(type);
 }
 
 static int MappedBytes_getbuffer(MappedBytes *self, Py_buffer *view, int flags)
 {
-    /* The mapping cannot go away while self exists, so no export count is needed. */
+    /* The memory cannot go away while self exists, so no export count is needed. */
     return PyBuffer_FillInfo(view, (PyObject *)self, self->data, self->len, 0, flags);
 }
 
 static PyType_Slot MappedBytes_slots[] = {
     {Py_tp_dealloc, MappedBytes_dealloc},
     {Py_bf_getbuffer, MappedBytes_getbuffer},
-    {Py_tp_doc, "Bytes of a tensor inside a file mapping (keeps the mapping alive)."},
+    {Py_tp_doc, "Bytes of one tensor: a private mapping or a block read from the file."},
     {0, NULL},
 };
 

@@ -16,10 +16,13 @@
  *   foreign_files.c what a file that is not safetensors looks like
  * tensors.h is shared by the files that build arrays (NumPy C API).
  *
- * Ownership of file memory: a core st_file is reference counted. The handle
- * holds one reference until it is closed; every array or tensor that points
- * into the mapping has as its base a MappedBytes object (mapped_bytes.c) that
- * holds another. The mapping goes away with the last of them.
+ * Ownership of file memory: a core st_file is reference counted; the handle
+ * holds one reference until it is closed, and a method call holds another
+ * while it works. Arrays handed out never point into the file's shared
+ * mapping: each owns its memory alone (a private mapping of its own, a
+ * copy, or a pread block shared only by disjoint tensors) through the
+ * MappedBytes that is its base (mapped_bytes.c), so writing to one array
+ * never shows in another.
  */
 #ifndef ST_MODULE_H
 #define ST_MODULE_H
@@ -126,18 +129,22 @@ PyObject *st_slice_new(st_state *state, st_file *file, const st_tensor *tensor,
 int st_framework_prepare(st_state *state, st_framework fw);
 
 /*
- * A tensor of the framework over `len` bytes at `data` inside file `file`
- * (zero copy: the result keeps the file alive). shape is the logical shape.
- * Only for the mmap backend.
+ * t from the mmap backend, owning its memory alone: a large tensor is a view
+ * of a private mapping of its own (zero copy), a small one a copy.
  */
 PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
 
-/* pread backend, all tensors at once: one read of the whole data section
- * into one block (a NumPy uint8 array, or a torch uint8 tensor for torch),
- * then every tensor is a view of the block. *data: the block's memory. */
-PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint8_t **data);
+/* pread backend, many tensors at once: one read of the data-section bytes
+ * [begin, end) into one block (a NumPy uint8 array, or a torch uint8 tensor
+ * for torch), then tensors inside it are views of the block. *data: the
+ * block's memory. Callers keep blocks at most ST_BLOCK_MAX long for small
+ * tensors, so a kept tensor pins little besides itself. */
+PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint64_t begin,
+                        uint64_t end, uint8_t **data);
 PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,
-                             uint8_t *block_data, const st_tensor *t);
+                             uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
+/* Tensors smaller than this share pread blocks (st_read_block). */
+#define ST_BLOCK_MAX ((uint64_t)1 << 20)
 
 /* A new tensor holding a copy of the tensor read from the file (pread). */
 PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
@@ -145,6 +152,11 @@ PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const 
 /* The selected part of a tensor (basic indexing already applied). */
 PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
                            const st_selection *sel);
+
+/* get_slice(...)[key] for keys with index arrays, masks or lists: NumPy's
+ * semantics on every framework, an independent result. */
+PyObject *st_tensor_select_advanced(st_state *state, st_framework fw, st_file *file,
+                                    const st_tensor *t, PyObject *key);
 
 /* The tensor on a "cuda:N" device, through pinned staging, copy not yet
  * waited for; st_cuda_synchronize waits for every such copy. */

@@ -366,24 +366,37 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
     return result;
 }
 
+/* pread: the end of the block that starts at tensor i and holds it and the
+ * small tensors after it, at most ST_BLOCK_MAX bytes in all (data-section
+ * offsets; tensors are in offset order). A large tensor is a block alone. */
+static uint64_t block_end(const st_header *header, size_t i)
+{
+    uint64_t begin = st_header_tensor(header, i)->begin, end = st_header_tensor(header, i)->end;
+    for (size_t j = i + 1; j < st_header_count(header); j++) {
+        const st_tensor *next = st_header_tensor(header, j);
+        if (next->end < end || next->end - begin > ST_BLOCK_MAX)
+            break;
+        end = next->end;
+    }
+    return end;
+}
+
 static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
 {
     st_state *state = st_state_from_type(Py_TYPE(self));
     PyObject *result = NULL, *block = NULL;
     uint8_t *block_data = NULL;
+    uint64_t block_begin = 0, block_stop = 0;
     st_file *file = acquire_file(self);
     const st_header *header;
+    bool use_blocks;
     if (file == NULL)
         return NULL;
     header = st_file_header(file);
-    /* pread: one read of everything (one syscall, threads, huge pages)
-     * instead of one per tensor; the tensors share the block. */
-    if (st_file_backend(file) == ST_BACKEND_PREAD && st_header_count(header) > 1 &&
-        !st_is_cuda(self->framework, self->device)) {
-        block = st_read_block(state, self->framework, file, &block_data);
-        if (block == NULL)
-            goto exit;
-    }
+    /* pread: small tensors are read together, a block of up to ST_BLOCK_MAX
+     * per read, and are views of it: few syscalls, and a kept tensor pins
+     * at most one block. Large tensors are read alone. */
+    use_blocks = st_file_backend(file) == ST_BACKEND_PREAD && !st_is_cuda(self->framework, self->device);
     result = PyDict_New();
     if (result == NULL)
         goto exit;
@@ -391,8 +404,21 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
         const st_tensor *t = st_header_tensor(header, i);
         PyObject *name = tensor_name(t);
         PyObject *tensor = NULL;
-        if (name != NULL && block != NULL) {
-            tensor = st_tensor_in_block(state, self->framework, file, block, block_data, t);
+        if (name != NULL && use_blocks &&
+            (block == NULL || t->begin < block_begin || t->end > block_stop)) {
+            uint64_t end = block_end(header, i);
+            Py_CLEAR(block);
+            if (end - t->begin < ST_BLOCK_MAX && end > t->begin) {
+                block = st_read_block(state, self->framework, file, t->begin, end, &block_data);
+                if (block == NULL)
+                    Py_CLEAR(name);
+                block_begin = t->begin;
+                block_stop = end;
+            }
+        }
+        if (name != NULL && block != NULL && t->begin >= block_begin && t->end <= block_stop) {
+            tensor = st_tensor_in_block(state, self->framework, file, block, block_data,
+                                        block_begin, t);
             if (tensor != NULL && self->device != NULL)
                 tensor = st_tensor_to_device(state, tensor, self->device);
         } else if (name != NULL) {

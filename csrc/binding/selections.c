@@ -1,7 +1,8 @@
 /*
  * selections.c - the part of a tensor that get_slice(...)[index] selects
- * (basic indexing, resolved by the core's st_select): a strided view of the
- * mapping, or a fresh array read with pread.
+ * (basic indexing, resolved by the core's st_select): a strided view of a
+ * private mapping of the tensor (large selections, mmap backend), or a
+ * fresh array holding only the selected elements.
  */
 #include "tensors.h"
 
@@ -27,9 +28,10 @@ static PyObject *int_tuple(const int64_t *values, size_t count)
     return tuple;
 }
 
-/* torch has no negative strides: view the mirrored selection, then flip. */
-static PyObject *torch_select_view(st_state *state, st_file *file, const st_tensor *t,
-                                   const st_selection *sel)
+/* torch has no negative strides: view the mirrored selection, then flip.
+ * *owner holds the tensor's bytes at data (taken over). */
+static PyObject *torch_select_view(st_state *state, st_owner *owner, const st_tensor *t,
+                                   uint8_t *data, const st_selection *sel)
 {
     int64_t size[ST_MAX_DIMS], stride[ST_MAX_DIMS], flip[ST_MAX_DIMS];
     int64_t offset = sel->offset, itemsize = (int64_t)st_itemsize_of(t->dtype);
@@ -49,8 +51,7 @@ static PyObject *torch_select_view(st_state *state, st_file *file, const st_tens
         }
         stride[i] /= itemsize;
     }
-    full = st_torch_view(state, file, NULL, t,
-                      st_file_map(file) + st_header_data_start(st_file_header(file)) + t->begin);
+    full = st_torch_view(state, owner, t, data);
     if (full == NULL)
         goto exit;
     sizes = int_tuple(size, sel->ndim);
@@ -81,7 +82,8 @@ exit:
     return result;
 }
 
-/* A fresh array holding only the selected elements, read with pread.
+/* A fresh array holding only the selected elements (pread, or copied from
+ * the mapping).
  * `sel` has the logical shape of the result; `bytes_sel` says which bytes
  * to read (the same selection for dtypes of whole bytes). */
 static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
@@ -119,28 +121,32 @@ static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, co
 PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
                            const st_selection *sel)
 {
-    uint8_t *tensor_data;
+    uint64_t offset = st_header_data_start(st_file_header(file)) + t->begin;
     npy_intp dims[NPY_MAXDIMS], strides[NPY_MAXDIMS];
-    st_selection bytes_sel;
+    size_t itemsize = st_itemsize_of(t->dtype);
+    const st_selection *bytes_sel = sel;
+    st_selection packed;
+    st_owner owner;
     st_error err;
 
     if (st_dtype_bits(t->dtype) < 8) {
         /* F4/F6: whole bytes only; torch holds F4 as packed pairs, one byte each. */
-        if (st_selection_bytes(sel, st_dtype_bits(t->dtype), &bytes_sel, &err) != ST_OK)
+        if (st_selection_bytes(sel, st_dtype_bits(t->dtype), &packed, &err) != ST_OK)
             return st_raise(state, &err, NULL, NULL);
-        if (st_file_backend(file) == ST_BACKEND_PREAD)
-            return select_copy(state, fw, file, t, sel, &bytes_sel, 1);
-        if (fw == FW_PYTORCH)
-            return torch_select_view(state, file, t, &bytes_sel);
-        PyErr_Format(state->SafetensorError, "Dtype not understood: %s (no NumPy dtype holds it)",
-                     st_dtype_name(t->dtype));
-        return NULL;
+        bytes_sel = &packed;
+        itemsize = 1;
     }
-    if (st_file_backend(file) == ST_BACKEND_PREAD)
-        return select_copy(state, fw, file, t, sel, sel, st_itemsize_of(t->dtype));
+    /* Small selections are copied; large ones are views of a private
+     * mapping of the tensor (zero copy, and independent of every other). */
+    if (!st_use_private_map(file, bytes_sel->nelements * itemsize) || sel->nelements == 0 ||
+        (fw == FW_PYTORCH && offset % itemsize != 0))
+        return select_copy(state, fw, file, t, sel, bytes_sel, itemsize);
+    if (st_owner_map(state, file, offset, st_tensor_data_len(t), &owner) < 0)
+        return NULL;
     if (fw == FW_PYTORCH)
-        return torch_select_view(state, file, t, sel);
+        return torch_select_view(state, &owner, t, owner.map.data, bytes_sel);
     if (sel->ndim > NPY_MAXDIMS) {
+        st_owner_release(&owner);
         PyErr_Format(PyExc_ValueError, "selection has %zu dimensions; NumPy supports %d",
                      sel->ndim, NPY_MAXDIMS);
         return NULL;
@@ -149,9 +155,109 @@ PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, cons
         dims[i] = (npy_intp)sel->shape[i];
         strides[i] = (npy_intp)sel->strides[i];
     }
-    tensor_data = st_file_map(file) + st_header_data_start(st_file_header(file)) + t->begin;
     return st_convert_from_numpy(
         state, fw,
-        st_numpy_view(state, file, NULL, t, sel->nelements ? tensor_data + sel->offset : tensor_data,
-                      (int)sel->ndim, dims, strides, tensor_data, (size_t)st_tensor_data_len(t)));
+        st_numpy_view(state, &owner, t, owner.map.data + sel->offset, (int)sel->ndim, dims, strides,
+                      owner.map.data, (size_t)st_tensor_data_len(t)));
+}
+
+/* ======================================================================
+ * MARK: advanced indexing
+ * ====================================================================== */
+
+/* An index item NumPy should see as an array: tensors of other frameworks
+ * (torch, ...) become NumPy arrays; everything else is passed as given. */
+static PyObject *numpy_index_item(PyObject *item)
+{
+    if (PyArray_Check(item) || PyLong_Check(item) || PyList_Check(item) || PySlice_Check(item) ||
+        item == Py_None || item == Py_Ellipsis || !PyObject_HasAttrString(item, "__array__"))
+        return Py_NewRef(item);
+    return PyArray_FromAny(item, NULL, 0, 0, 0, NULL);
+}
+
+static PyObject *numpy_index(PyObject *key)
+{
+    PyObject *result;
+    if (!PyTuple_Check(key))
+        return numpy_index_item(key);
+    result = PyTuple_New(PyTuple_GET_SIZE(key));
+    for (Py_ssize_t i = 0; result != NULL && i < PyTuple_GET_SIZE(key); i++) {
+        PyObject *item = numpy_index_item(PyTuple_GET_ITEM(key, i));
+        if (item == NULL)
+            Py_CLEAR(result);
+        else
+            PyTuple_SET_ITEM(result, i, item);
+    }
+    return result;
+}
+
+/* The unsigned integer dtype of the same item size: every dtype is indexed
+ * as raw items, so bfloat16 and float8 need no ml_dtypes here. */
+static st_dtype raw_dtype(st_dtype dtype)
+{
+    switch (st_dtype_bits(dtype)) {
+    case 8: return ST_U8;
+    case 16: return ST_U16;
+    case 32: return ST_U32;
+    default: return ST_U64;
+    }
+}
+
+/* The array of raw items (an independent NumPy array) typed back as t's
+ * dtype in the framework; steals raw. */
+static PyObject *typed_result(st_state *state, st_framework fw, const st_tensor *t, PyObject *raw)
+{
+    PyObject *from_numpy, *tensor, *result = NULL;
+    if (fw != FW_PYTORCH) {
+        PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
+        result = descr ? PyArray_View((PyArrayObject *)raw, descr, NULL) : NULL;   /* steals descr */
+        Py_DECREF(raw);
+        return st_convert_from_numpy(state, fw, result);
+    }
+    from_numpy = PyObject_GetAttrString(state->torch, "from_numpy");
+    tensor = from_numpy ? PyObject_CallOneArg(from_numpy, raw) : NULL;
+    if (tensor != NULL && st_torch_dtype(state, t->dtype) != NULL)
+        result = PyObject_CallMethodOneArg(tensor, state->str_view, st_torch_dtype(state, t->dtype));
+    Py_XDECREF(from_numpy);
+    Py_XDECREF(tensor);
+    Py_DECREF(raw);
+    return result;
+}
+
+PyObject *st_tensor_select_advanced(st_state *state, st_framework fw, st_file *file,
+                                    const st_tensor *t, PyObject *key)
+{
+    st_tensor raw_tensor = *t;
+    PyObject *full = NULL, *index = NULL, *selected = NULL, *result = NULL;
+
+    if (st_dtype_bits(t->dtype) < 8 || st_framework_prepare(state, FW_NUMPY) < 0) {
+        /* Sub-byte dtypes (torch holds F4 packed), or torch without NumPy:
+         * the framework's own indexing. */
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_ImportError))
+            return NULL;
+        PyErr_Clear();
+        full = st_tensor_load(state, fw, file, t, NULL);
+        result = full ? PyObject_GetItem(full, key) : NULL;
+        goto exit;
+    }
+    raw_tensor.dtype = raw_dtype(t->dtype);
+    full = st_file_backend(file) == ST_BACKEND_MMAP ? st_tensor_view(state, FW_NUMPY, file, &raw_tensor)
+                                                   : st_tensor_read(state, FW_NUMPY, file, &raw_tensor);
+    index = full ? numpy_index(key) : NULL;
+    selected = index ? PyObject_GetItem(full, index) : NULL;
+    if (selected == NULL)
+        goto exit;
+    /* Advanced indexing copies; anything still sharing memory is copied so
+     * the result is independent of every other array. */
+    if (!PyArray_Check(selected) || PyArray_BASE((PyArrayObject *)selected) != NULL)
+        Py_SETREF(selected, PyArray_FromAny(selected, NULL, 0, 0, NPY_ARRAY_ENSURECOPY, NULL));
+    if (selected != NULL) {
+        result = typed_result(state, fw, t, selected);
+        selected = NULL;
+    }
+exit:
+    Py_XDECREF(full);
+    Py_XDECREF(index);
+    Py_XDECREF(selected);
+    return result;
 }

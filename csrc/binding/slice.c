@@ -182,7 +182,7 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
 {
     st_state *state = st_state_from_type(Py_TYPE(self));
     st_index items[ST_MAX_DIMS * 2];
-    PyObject *result = NULL, *full, *huge = NULL;
+    PyObject *result = NULL, *huge = NULL;
     Py_ssize_t count;
     int basic = 1;
     st_selection selection;
@@ -217,13 +217,9 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
             result = st_tensor_to_device(state, result, self->device);
         return result;
     }
-    /* Advanced indexing: the framework's own semantics over the whole tensor
-     * (a view for mmap, so only the selected pages are touched). */
-    full = st_tensor_load(state, self->framework, self->file, self->tensor, NULL);
-    if (full == NULL)
-        return NULL;
-    result = PyObject_GetItem(full, key);
-    Py_DECREF(full);
+    /* Advanced indexing: NumPy's semantics on every framework (for mmap over
+     * a private mapping, so only the selected pages are read). */
+    result = st_tensor_select_advanced(state, self->framework, self->file, self->tensor, key);
     if (result != NULL && self->device != NULL)
         result = st_tensor_to_device(state, result, self->device);
     return result;

@@ -173,22 +173,28 @@ PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const 
     return st_convert_from_numpy(state, fw, array);
 }
 
-/* A NumPy array over memory owned by the file's mapping or by block. */
-PyObject *st_numpy_view(st_state *state, st_file *file, PyObject *block, const st_tensor *t,
-                            uint8_t *data, int ndim, npy_intp *dims, npy_intp *strides,
-                            uint8_t *base_data, size_t base_len)
+bool st_use_private_map(const st_file *file, uint64_t nbytes)
+{
+    return st_file_backend(file) == ST_BACKEND_MMAP && nbytes >= ST_PRIVATE_MAP_MIN &&
+           st_private_map_allowed();
+}
+
+PyObject *st_numpy_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data,
+                        int ndim, npy_intp *dims, npy_intp *strides, uint8_t *base_data,
+                        size_t base_len)
 {
     PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
-    PyObject *array, *base;
-    if (descr == NULL)
+    PyObject *array = NULL, *base;
+    if (descr != NULL)
+        array = PyArray_NewFromDescr(&PyArray_Type, descr, ndim, dims, strides, data,
+                                     NPY_ARRAY_WRITEABLE, NULL);   /* steals descr */
+    if (array == NULL) {
+        st_owner_release(owner);
         return NULL;
-    array = PyArray_NewFromDescr(&PyArray_Type, descr, ndim, dims, strides, data,
-                                 NPY_ARRAY_WRITEABLE, NULL);   /* steals descr */
-    if (array == NULL)
-        return NULL;
+    }
     /* Alignment depends on the file: NumPy handles unaligned arrays itself. */
     PyArray_UpdateFlags((PyArrayObject *)array, NPY_ARRAY_UPDATE_ALL);
-    base = st_mapped_bytes_new(state, file, block, base_data, base_len);
+    base = st_mapped_bytes_new(state, owner, base_data, base_len);
     if (base == NULL || PyArray_SetBaseObject((PyArrayObject *)array, base) < 0) {
         Py_XDECREF(base);
         Py_DECREF(array);
@@ -197,29 +203,15 @@ PyObject *st_numpy_view(st_state *state, st_file *file, PyObject *block, const s
     return array;
 }
 
-/* A torch tensor over memory owned by the file's mapping or by block. */
-PyObject *st_torch_view(st_state *state, st_file *file, PyObject *block, const st_tensor *t,
-                            uint8_t *data)
+PyObject *st_torch_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data)
 {
     PyObject *tdtype = st_torch_dtype(state, t->dtype), *shape = NULL, *flat = NULL, *base = NULL,
              *result = NULL;
-    size_t nbytes = (size_t)st_tensor_data_len(t);
-    if (tdtype == NULL)
+    if (tdtype == NULL || (shape = st_torch_shape(state, t)) == NULL) {
+        st_owner_release(owner);
         return NULL;
-    shape = st_torch_shape(state, t);
-    if (shape == NULL)
-        goto exit;
-    if (nbytes == 0) {
-        result = st_call_kw_dtype(state->torch_empty, shape, state, tdtype);
-        goto exit;
     }
-    if ((uintptr_t)data % st_itemsize_of(t->dtype) != 0) {
-        /* torch views need element-aligned storage: copy data a non-upstream
-         * writer left unaligned. */
-        result = st_tensor_read(state, FW_PYTORCH, file, t);
-        goto exit;
-    }
-    base = st_mapped_bytes_new(state, file, block, data, nbytes);
+    base = st_mapped_bytes_new(state, owner, data, (size_t)st_tensor_data_len(t));
     if (base == NULL)
         goto exit;
     flat = st_call_kw_dtype(state->torch_frombuffer, base, state, tdtype);
@@ -233,39 +225,61 @@ exit:
     return result;
 }
 
-/* t as a view of memory holding its bytes at data (see MappedBytes). */
-static PyObject *view_of(st_state *state, st_framework fw, st_file *file, PyObject *block,
-                         const st_tensor *t, uint8_t *data)
+/* t as a view of data, kept alive by *owner (taken over). */
+static PyObject *view_of(st_state *state, st_framework fw, st_owner *owner, const st_tensor *t,
+                         uint8_t *data)
 {
     npy_intp dims[NPY_MAXDIMS];
     if (fw == FW_PYTORCH)
-        return st_torch_view(state, file, block, t, data);
-    if (st_numpy_dims(t, dims) < 0)
+        return st_torch_view(state, owner, t, data);
+    if (st_numpy_dims(t, dims) < 0) {
+        st_owner_release(owner);
         return NULL;
+    }
     return st_convert_from_numpy(state, fw,
-                              st_numpy_view(state, file, block, t, data, (int)t->ndim, dims, NULL,
-                                         data, (size_t)st_tensor_data_len(t)));
+                                 st_numpy_view(state, owner, t, data, (int)t->ndim, dims, NULL,
+                                               data, (size_t)st_tensor_data_len(t)));
+}
+
+/* torch views need element-aligned storage; a non-upstream writer may have
+ * left data unaligned, and then a copy is made. */
+static bool torch_misaligned(st_framework fw, const st_tensor *t, uint64_t address)
+{
+    return fw == FW_PYTORCH && address % st_itemsize_of(t->dtype) != 0;
 }
 
 PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t)
 {
-    return view_of(state, fw, file, NULL, t,
-                   st_file_map(file) + st_header_data_start(st_file_header(file)) + t->begin);
+    uint64_t offset = st_header_data_start(st_file_header(file)) + t->begin;
+    uint64_t nbytes = st_tensor_data_len(t);
+    st_owner owner;
+    if (!st_use_private_map(file, nbytes) || torch_misaligned(fw, t, offset))
+        return st_tensor_read(state, fw, file, t);   /* small: a copy of its own */
+    if (st_owner_map(state, file, offset, nbytes, &owner) < 0)
+        return NULL;
+    return view_of(state, fw, &owner, t, owner.map.data);
 }
 
-PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint8_t **data)
+PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint64_t begin,
+                        uint64_t end, uint8_t **data)
 {
-    uint64_t start = st_header_data_start(st_file_header(file));
-    uint64_t len = st_file_size(file) - start;
+    uint64_t len = end - begin;
     st_tensor whole = {.name = "", .dtype = ST_U8, .ndim = 1, .shape = &len};
     PyObject *block = st_new_array(state, fw == FW_PYTORCH ? FW_PYTORCH : FW_NUMPY, &whole, data);
-    if (block != NULL && st_read_into(state, file, start, *data, (size_t)len) < 0)
+    if (block != NULL &&
+        st_read_into(state, file, st_header_data_start(st_file_header(file)) + begin, *data,
+                     (size_t)len) < 0)
         Py_CLEAR(block);
     return block;
 }
 
 PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,
-                             uint8_t *block_data, const st_tensor *t)
+                             uint8_t *block_data, uint64_t block_begin, const st_tensor *t)
 {
-    return view_of(state, fw, file, block, t, block_data + t->begin);
+    uint8_t *data = block_data + (t->begin - block_begin);
+    st_owner owner = {.block = NULL};
+    if (st_tensor_data_len(t) == 0 || torch_misaligned(fw, t, (uint64_t)(uintptr_t)data))
+        return st_tensor_read(state, fw, file, t);
+    owner.block = Py_NewRef(block);
+    return view_of(state, fw, &owner, t, data);
 }

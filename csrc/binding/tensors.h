@@ -19,12 +19,33 @@
  * to another thread and taking it back. */
 #define ST_GIL_RELEASE_MIN ((size_t)1 << 20)
 
+/* Tensors of at least this many bytes get a private mapping of their own
+ * (mmap backend); smaller ones are copied: below it, a copy costs less than
+ * the mmap/munmap pair and the kernel's mapping bookkeeping. */
+#define ST_PRIVATE_MAP_MIN ((uint64_t)64 << 10)
+/* At most this many private mappings alive per process (a quarter of
+ * Linux's default vm.max_map_count); past it tensors are copied. */
+#define ST_PRIVATE_MAPS_MAX 16384L
+
 /* ---- mapped_bytes.c ---- */
 
-/* A MappedBytes over data..data+len: inside file's mapping (block NULL; takes
- * a new file reference) or inside block (keeps a reference to block). */
-PyObject *st_mapped_bytes_new(st_state *state, st_file *file, PyObject *block, uint8_t *data,
-                              size_t len);
+/* What keeps one view's memory alive: a block read from the file (a NumPy
+ * array or torch tensor; owned reference) or a private mapping. */
+typedef struct st_owner {
+    PyObject *block;
+    st_private_map map;
+} st_owner;
+
+/* A private mapping of file bytes [offset, offset + len) into *owner;
+ * -1 with an exception set. */
+int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, st_owner *owner);
+void st_owner_release(st_owner *owner);
+/* Whether another private mapping fits under ST_PRIVATE_MAPS_MAX. */
+bool st_private_map_allowed(void);
+long st_private_maps_alive(void);
+/* A MappedBytes over data..data+len, taking over *owner (released on
+ * failure too; *owner is emptied either way). */
+PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, size_t len);
 
 /* ---- frameworks.c ---- */
 
@@ -49,10 +70,14 @@ int st_read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, 
 PyObject *st_new_array(st_state *state, st_framework fw, const st_tensor *t, uint8_t **data);
 /* Hands a NumPy array to tensorflow/jax/mlx/paddle; steals array. */
 PyObject *st_convert_from_numpy(st_state *state, st_framework fw, PyObject *array);
-PyObject *st_numpy_view(st_state *state, st_file *file, PyObject *block, const st_tensor *t,
-                        uint8_t *data, int ndim, npy_intp *dims, npy_intp *strides,
-                        uint8_t *base_data, size_t base_len);
-PyObject *st_torch_view(st_state *state, st_file *file, PyObject *block, const st_tensor *t,
-                        uint8_t *data);
+/* Views over memory kept alive by *owner, which they take over (released
+ * on failure too). numpy: data/ndim/dims/strides describe the array,
+ * base_data/base_len the owner's exported bytes. torch: t's bytes at data. */
+PyObject *st_numpy_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data,
+                        int ndim, npy_intp *dims, npy_intp *strides, uint8_t *base_data,
+                        size_t base_len);
+PyObject *st_torch_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data);
+/* Whether a tensor (or selection) of nbytes gets a private mapping (mmap). */
+bool st_use_private_map(const st_file *file, uint64_t nbytes);
 
 #endif /* ST_TENSORS_H */

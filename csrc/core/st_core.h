@@ -267,7 +267,8 @@ typedef enum st_backend { ST_BACKEND_MMAP = 0, ST_BACKEND_PREAD = 1 } st_backend
  *
  * Mapping: the whole file, MAP_PRIVATE (copy-on-write: writes through a
  * view never reach the file) and MAP_NORESERVE (nothing is reserved up
- * front, so files larger than RAM open and page in lazily).
+ * front, so files larger than RAM open and page in lazily). The descriptor
+ * stays open until the last release (st_file_map_private uses it).
  */
 typedef struct st_file st_file;
 
@@ -284,6 +285,21 @@ uint64_t st_file_size(const st_file *file);
 st_code st_file_check_regular(unsigned int mode, st_error *err);
 /* Base of the mapping (mmap backend), NULL for pread. */
 uint8_t *st_file_map(const st_file *file);
+/*
+ * A copy-on-write mapping of its own over the file bytes [offset, offset +
+ * len) (absolute offsets, len > 0, either backend): writes through it show
+ * nowhere else and never reach the file, and it stays valid after the file
+ * is released. What one handed-out tensor owns; st_private_map_release
+ * unmaps it.
+ */
+typedef struct st_private_map {
+    void *base; /* page-aligned start, for munmap */
+    size_t len;
+    uint8_t *data; /* the byte at `offset` */
+} st_private_map;
+st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, st_private_map *out,
+                            st_error *err);
+void st_private_map_release(st_private_map *map);
 /* Reads len bytes at absolute file offset into dst (pread backend; also
  * works on the mmap backend by copying). Short reads are an I/O error. */
 st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err);

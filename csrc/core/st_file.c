@@ -6,8 +6,8 @@
  *   back one reference. Anything that keeps a pointer into the mapping (a
  *   tensor view exported by the binding) takes its own reference with
  *   st_file_retain and drops it with st_file_release. The last release
- *   unmaps the file (mmap backend), closes the descriptor (pread backend)
- *   and frees the parsed header. Nothing else is ever freed, so a pointer
+ *   unmaps the file (mmap backend), closes the descriptor and frees the
+ *   parsed header. Nothing else is ever freed, so a pointer
  *   obtained from st_file_map/st_file_header stays valid for as long as the
  *   holder owns a reference.
  *
@@ -20,10 +20,9 @@
  *   mmap:  the whole file is mapped PROT_READ|PROT_WRITE, MAP_PRIVATE|
  *          MAP_NORESERVE: copy-on-write (writes through a view never reach the
  *          file) and nothing is reserved up front (files larger than RAM+swap
- *          open; pages come in lazily). The descriptor is closed right after
- *          mapping: the mapping keeps the file alive by itself, and keeping
- *          fds would limit how many files can be open at once.
- *          st_file_read works by memcpy from the mapping.
+ *          open; pages come in lazily). The descriptor stays open until the
+ *          last release: st_file_map_private maps each handed-out tensor on
+ *          its own from it. st_file_read works by memcpy from the mapping.
  *          Caveat (same as any mmap reader): if another process truncates the
  *          file while it is mapped, touching the lost pages raises SIGBUS.
  *   pread: the descriptor is kept, nothing is mapped; st_file_read loops over
@@ -50,7 +49,7 @@
 
 struct st_file {
     atomic_size_t refcount;
-    int fd; /* pread backend only; -1 for mmap */
+    int fd; /* both backends: pread reads, private maps */
     st_backend backend;
     uint64_t size; /* file size at open (fstat) */
     uint8_t *map;  /* mmap backend: base of the whole-file mapping */
@@ -197,10 +196,8 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
-    if (backend == ST_BACKEND_MMAP) {
-        close(fd); /* the mapping keeps the file alive */
-        fd = -1;
-    }
+    /* fd stays open while the file lives, on both backends:
+     * st_file_map_private maps each handed-out tensor on its own from it. */
     atomic_init(&file->refcount, 1);
     file->fd = fd;
     file->backend = backend;
@@ -263,6 +260,35 @@ uint64_t st_file_size(const st_file *file)
 uint8_t *st_file_map(const st_file *file)
 {
     return file->map;
+}
+
+st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, st_private_map *out,
+                            st_error *err)
+{
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t start = offset - offset % page, span = offset - start + len;
+    void *base;
+    memset(out, 0, sizeof(*out));
+    if (len == 0 || offset > file->size || len > file->size - offset || span > (uint64_t)SIZE_MAX) {
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "private map out of the file");
+    }
+    base = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, file->fd,
+                (off_t)start);
+    if (base == MAP_FAILED) {
+        return st_error_io(err, errno, offset);
+    }
+    out->base = base;
+    out->len = (size_t)span;
+    out->data = (uint8_t *)base + (offset - start);
+    return ST_OK;
+}
+
+void st_private_map_release(st_private_map *map)
+{
+    if (map->base != NULL) {
+        munmap(map->base, map->len);
+    }
+    memset(map, 0, sizeof(*map));
 }
 
 /* One contiguous piece of a read: by memcpy from the mapping, or pread. */

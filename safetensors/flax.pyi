@@ -1,0 +1,13 @@
+import os
+from typing import Dict, Optional, Union
+
+import jax
+
+__all__ = ["save", "save_file", "load", "load_file"]
+
+def save(tensors: Dict[str, jax.Array], metadata: Optional[Dict[str, str]] = None) -> bytes: ...
+def save_file(
+    tensors: Dict[str, jax.Array], filename: Union[str, "os.PathLike[str]"], metadata: Optional[Dict[str, str]] = None
+) -> None: ...
+def load(data: bytes) -> Dict[str, jax.Array]: ...
+def load_file(filename: Union[str, "os.PathLike[str]"], *, backend: str = "mmap") -> Dict[str, jax.Array]: ...

@@ -1,0 +1,16 @@
+import os
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["save", "save_file", "load", "load_file"]
+
+def save(tensor_dict: Dict[str, npt.NDArray[Any]], metadata: Optional[Dict[str, str]] = None) -> bytes: ...
+def save_file(
+    tensor_dict: Dict[str, npt.NDArray[Any]],
+    filename: Union[str, "os.PathLike[str]"],
+    metadata: Optional[Dict[str, str]] = None,
+) -> None: ...
+def load(data: bytes) -> Dict[str, npt.NDArray[Any]]: ...
+def load_file(filename: Union[str, "os.PathLike[str]"], *, backend: str = "mmap") -> Dict[str, npt.NDArray[Any]]: ...

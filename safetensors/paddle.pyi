@@ -1,0 +1,17 @@
+import os
+from typing import Dict, Optional, Union
+
+import paddle
+
+__all__ = ["save", "save_file", "load", "load_file"]
+
+def save(tensors: Dict[str, paddle.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes: ...
+def save_file(
+    tensors: Dict[str, paddle.Tensor],
+    filename: Union[str, "os.PathLike[str]"],
+    metadata: Optional[Dict[str, str]] = None,
+) -> None: ...
+def load(data: bytes, device: str = "cpu") -> Dict[str, paddle.Tensor]: ...
+def load_file(
+    filename: Union[str, "os.PathLike[str]"], device: str = "cpu", *, backend: str = "mmap"
+) -> Dict[str, paddle.Tensor]: ...

@@ -1,0 +1,29 @@
+import os
+from typing import Dict, List, Optional, Set, Tuple, Union
+
+import torch
+
+from ._safetensors_c import safe_open as safe_open
+
+__all__ = ["save", "save_file", "load", "load_file", "save_model", "load_model", "storage_ptr", "storage_size",
+           "safe_open"]
+
+_PathLike = Union[str, "os.PathLike[str]"]
+
+def storage_ptr(tensor: torch.Tensor) -> int: ...
+def storage_size(tensor: torch.Tensor) -> int: ...
+def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes: ...
+def save_file(tensors: Dict[str, torch.Tensor], filename: _PathLike, metadata: Optional[Dict[str, str]] = None) -> None: ...
+def save_model(
+    model: torch.nn.Module, filename: _PathLike, metadata: Optional[Dict[str, str]] = None, force_contiguous: bool = True
+) -> None: ...
+def load(data: bytes) -> Dict[str, torch.Tensor]: ...
+def load_file(filename: _PathLike, device: Union[str, int] = "cpu", *, backend: str = "mmap") -> Dict[str, torch.Tensor]: ...
+def load_model(
+    model: torch.nn.Module,
+    filename: _PathLike,
+    strict: bool = True,
+    device: Union[str, int] = "cpu",
+    *,
+    backend: str = "mmap",
+) -> Tuple[Set[str], List[str]]: ...

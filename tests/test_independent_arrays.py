@@ -1,0 +1,199 @@
+"""Arrays that do not alias (issue 9): every get_tensor / get_slice result
+owns its memory alone on every framework and backend, large tensors stay
+zero copy, a pread tensor pins little besides itself; and get_slice with
+index arrays, masks and lists follows NumPy's semantics everywhere."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from conftest import mapped_ranges, rss_bytes
+
+BACKENDS = ["mmap", "pread"]
+# framework -> module that must be importable
+FRAMEWORK_MODULES = {"np": "numpy", "pt": "torch", "flax": "jax", "tf": "tensorflow", "mlx": "mlx",
+                     "paddle": "paddle"}
+FRAMEWORKS = [
+    pytest.param(fw, marks=pytest.mark.skipif(importlib.util.find_spec(mod) is None, reason=f"{mod} absent"))
+    for fw, mod in FRAMEWORK_MODULES.items()
+]
+MUTABLE = ["np", "pt"]  # frameworks whose arrays can be written in place
+
+
+def as_numpy(x):
+    return x.numpy() if hasattr(x, "numpy") and not isinstance(x, np.ndarray) else np.asarray(x)
+
+
+@pytest.fixture(scope="module")
+def arrays_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "small": rng.standard_normal((3, 5)).astype(np.float32),          # copied
+        "large": rng.standard_normal((200, 300)).astype(np.float32),      # 240 KB: mapped
+        "ints": rng.integers(-1000, 1000, (40, 7, 3)).astype(np.int16),
+        "flags": rng.integers(0, 2, (6, 4)).astype(np.bool_),
+    }
+    path = tmp_path_factory.mktemp("independent") / "a.safetensors"
+    save_file(arrays, path)
+    return path, arrays
+
+
+def _write(x, value):
+    x[...] = value if isinstance(x, np.ndarray) else x.fill_(value)
+
+
+@pytest.mark.parametrize("fw", MUTABLE)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["small", "large"])
+def test_get_tensor_results_are_independent(arrays_file, fw, backend, name):
+    if fw == "pt":
+        pytest.importorskip("torch")
+    path, arrays = arrays_file
+    with safe_open(path, fw, backend=backend) as f:
+        a = f.get_tensor(name)
+        a *= 5
+        b = f.get_tensor(name)
+        np.testing.assert_array_equal(as_numpy(b), arrays[name])
+        s = f.get_slice(name)[1:]
+        c = f.get_slice(name)[1:]
+        d = f.get_tensors()[name]
+        for x in (s, d):
+            x *= 3
+        np.testing.assert_array_equal(as_numpy(c), arrays[name][1:])
+        np.testing.assert_array_equal(as_numpy(f.get_tensors()[name]), arrays[name])
+        np.testing.assert_array_equal(as_numpy(a), arrays[name] * 5)
+    with open(path, "rb") as fh:
+        assert fh.read() == open(path, "rb").read()  # and the file never changes
+
+
+def test_upstream_example_numpy_fresh_each_time(arrays_file):
+    path, arrays = arrays_file
+    with safe_open(path, "np") as f:
+        a = f.get_tensor("small")
+        a *= 5
+        np.testing.assert_array_equal(f.get_tensor("small"), arrays["small"])
+
+
+def test_large_tensors_stay_zero_copy(arrays_file):
+    path, arrays = arrays_file
+    with safe_open(path, "np") as f:
+        x = f.get_tensor("large")
+        ptr = x.__array_interface__["data"][0]
+        assert any(a <= ptr < b for a, b in mapped_ranges(path))
+
+
+def test_many_small_tensors_add_no_mappings(tmp_path):
+    n = 20_000
+    path = tmp_path / "many.safetensors"
+    save_file({f"p{i}": np.full(4, i, np.float32) for i in range(n)}, path)
+    with safe_open(path, "np") as f:
+        xs = f.get_tensors()
+        assert len(mapped_ranges(path)) <= 2
+    assert mapped_ranges(path) == []
+    assert xs["p12345"][0] == 12345
+
+
+@pytest.mark.parametrize("fw", MUTABLE)
+def test_pread_kept_small_tensor_pins_little(tmp_path, fw):
+    if fw == "pt":
+        pytest.importorskip("torch")
+    path = tmp_path / "p.safetensors"
+    big = 64 << 20
+    save_file({"tiny": np.arange(10, dtype=np.float32), "huge": np.ones(big // 4, np.float32)}, path)
+    from safetensors.numpy import load_file as np_load
+    load = np_load
+    if fw == "pt":
+        from safetensors.torch import load_file as load
+    gc.collect()
+    before = rss_bytes()
+    loaded = load(path, backend="pread")
+    assert rss_bytes() - before >= big // 2  # the huge tensor was read
+    tiny = loaded["tiny"]
+    del loaded
+    gc.collect()
+    # what stays is the tiny tensor and at most one small block, not the 64 MiB
+    assert rss_bytes() - before < 16 << 20
+    np.testing.assert_array_equal(as_numpy(tiny), np.arange(10, dtype=np.float32))
+
+
+# ---------------------------------------------------------------- advanced indexing
+
+def _keys(torch):
+    keys = [
+        np.array([1, 0, 2]),
+        (slice(None), np.array([4, 0])),
+        np.array([[0, 1], [2, 1]]),
+        [2, 0],
+        [True, False, True],
+        np.array([True, False, True]),
+        (np.array([0, 2]), np.array([1, 3])),
+        (Ellipsis, np.array([-1, 0])),
+        (np.array([0, 1]), slice(None, None, -1)),
+        (None, np.array([1])),
+        (np.array([1]),),
+        np.array([], dtype=np.int64),
+        (1, [0, 2]),
+    ]
+    if torch is not None:
+        keys += [torch.tensor([1, 0]), (slice(None), torch.tensor([3, 3, 0])),
+                 torch.tensor([True, False, True]), torch.tensor([2]), (torch.tensor([0, 1]), 2)]
+    return keys
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_advanced_indexing_matches_numpy(arrays_file, fw, backend):
+    torch = None
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+    path, arrays = arrays_file
+    with safe_open(path, fw, backend=backend) as f:
+        for name in ("small", "large", "ints"):
+            s = f.get_slice(name)
+            for key in _keys(torch):
+                np_key = tuple(k.numpy() if hasattr(k, "numpy") and not isinstance(k, np.ndarray) else k
+                               for k in key) if isinstance(key, tuple) else (
+                    key.numpy() if hasattr(key, "numpy") and not isinstance(key, np.ndarray) else key)
+                try:
+                    expected = arrays[name][np_key]
+                except IndexError:  # NumPy refuses it: so do we, with NumPy's error
+                    with pytest.raises(IndexError):
+                        s[key]
+                    continue
+                got = as_numpy(s[key])
+                assert got.shape == expected.shape, (name, key)
+                np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("fw", MUTABLE)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_advanced_results_are_independent_and_typed(arrays_file, fw, backend):
+    if fw == "pt":
+        torch = pytest.importorskip("torch")
+    path, arrays = arrays_file
+    with safe_open(path, fw, backend=backend) as f:
+        a = f.get_slice("flags")[np.array([0, 2])]
+        if fw == "pt":
+            assert a.dtype == torch.bool
+        else:
+            assert a.dtype == np.bool_
+        b = f.get_slice("large")[[0, 1]]
+        b *= 0
+        np.testing.assert_array_equal(as_numpy(f.get_slice("large")[[0, 1]]), arrays["large"][[0, 1]])
+
+
+def test_mask_of_wrong_shape_is_numpys_error(arrays_file):
+    path, _ = arrays_file
+    with safe_open(path, "np") as f:
+        with pytest.raises(IndexError):
+            f.get_slice("small")[np.array([True, False])]
+        with pytest.raises(IndexError):
+            f.get_slice("small")[np.array([7])]
