@@ -36,17 +36,18 @@ def _progress(iterable: Iterable, total: Optional[int] = None, desc: str = "", u
     if not sys.stderr.isatty():
         return iterable
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         return iterable
     return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=False)
 
 
 def _human(nbytes: int) -> str:
+    size = float(nbytes)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
     return ""
 
 
@@ -88,7 +89,7 @@ def _load_index(path: str) -> Dict[str, str]:
 
 def _expand(paths: List[str]) -> List[str]:
     """A directory stands for its index JSON, else for its .safetensors files."""
-    out = []
+    out: List[str] = []
     for path in paths:
         if os.path.isdir(path):
             indexes = sorted(n for n in os.listdir(path) if n.endswith(".safetensors" + INDEX_SUFFIX))
@@ -423,7 +424,7 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
     named as transformers names them. Returns the paths written."""
     import torch
 
-    from .torch import _remove_duplicate_names
+    from .torch import _remove_duplicate_names  # type: ignore[attr-defined]  # private: not in the stub
 
     target = getattr(torch, dtype) if dtype is not None else None
     state_dict = dict(state_dict)
@@ -452,7 +453,7 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
     bar = None
     if progress and sys.stderr.isatty():
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
             bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="convert", leave=False)
         except ImportError:
@@ -526,10 +527,7 @@ class _Checkpoint:
 
 def _compare_values(a, b, rtol: float, atol: float) -> Optional[str]:
     """None when equal within tolerance, else a short description."""
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch: Any = sys.modules.get("torch")  # diff uses torch whenever it is installed
     if torch is not None and isinstance(a, torch.Tensor):
         if a.dtype in (torch.bool,) or not (a.is_floating_point() or a.is_complex()):
             differ = a != b

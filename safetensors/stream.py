@@ -42,6 +42,7 @@ def header_dtype(dtype: Any) -> str:
     """The header dtype name ("F32", "BF16", ...) of a header name, a torch
     dtype, a NumPy dtype or scalar type, or a type name such as "float32"
     (resolved by the C core's dtype table)."""
+    name: Any
     if isinstance(dtype, str):
         name = dtype
     elif type(dtype).__module__ == "torch":  # torch.dtype: "torch.float32"
@@ -125,7 +126,7 @@ class StreamWriter:
         metadata: Optional[Dict[str, str]] = None,
     ):
         items = tensors.items() if isinstance(tensors, Mapping) else tensors
-        self._declared = {}
+        self._declared: Dict[str, Tuple[str, str, Tuple[int, ...]]] = {}
         for name, spec in items:
             decl = _declaration(name, spec)
             if name in self._declared:
