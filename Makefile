@@ -42,3 +42,7 @@ bench: build
 
 clean:
 	rm -rf build csrc/build safetensors/*.so *.egg-info
+
+.PHONY: lib install
+lib install:   # the C core as libsafetensors-c; install takes PREFIX=... (csrc/Makefile)
+	$(MAKE) -C csrc $@

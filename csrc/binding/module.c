@@ -360,7 +360,8 @@ static int st_module_exec(PyObject *module)
     if (add_type(module, &st_safe_open_spec, NULL, &state->SafeOpenType) < 0 ||
         add_type(module, &st_slice_spec, NULL, &state->SliceType) < 0 ||
         add_type(module, &st_mapped_bytes_spec, NULL, &state->MappedBytesType) < 0 ||
-        add_type(module, &st_tensor_spec_spec, NULL, &state->TensorSpecType) < 0)
+        add_type(module, &st_tensor_spec_spec, NULL, &state->TensorSpecType) < 0 ||
+        add_type(module, &st_stream_writer_spec, NULL, &state->StreamWriterType) < 0)
         goto exit;
 
 #define INTERN(field, text)                                  \
@@ -394,6 +395,7 @@ static int st_module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->SliceType);
     Py_VISIT(state->MappedBytesType);
     Py_VISIT(state->TensorSpecType);
+    Py_VISIT(state->StreamWriterType);
     Py_VISIT(state->torch);
     for (int i = 0; i < ST_DTYPE__COUNT; i++) {
         Py_VISIT(state->torch_dtypes[i]);
@@ -418,6 +420,7 @@ static int st_module_clear(PyObject *module)
     Py_CLEAR(state->SliceType);
     Py_CLEAR(state->MappedBytesType);
     Py_CLEAR(state->TensorSpecType);
+    Py_CLEAR(state->StreamWriterType);
     Py_CLEAR(state->torch);
     for (int i = 0; i < ST_DTYPE__COUNT; i++) {
         Py_CLEAR(state->torch_dtypes[i]);

@@ -61,6 +61,7 @@ typedef struct st_state {
     PyTypeObject *SliceType;
     PyTypeObject *MappedBytesType;
     PyTypeObject *TensorSpecType;
+    PyTypeObject *StreamWriterType;
 
     /* Resolved lazily on first use (frameworks.c), under the module's lock. */
     PyObject *torch;                         /* the torch module */
@@ -97,6 +98,7 @@ extern PyType_Spec st_safe_open_spec;
 extern PyType_Spec st_slice_spec;
 extern PyType_Spec st_mapped_bytes_spec;
 extern PyType_Spec st_tensor_spec_spec;
+extern PyType_Spec st_stream_writer_spec;   /* stream_writer.c */
 
 PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);

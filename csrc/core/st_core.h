@@ -26,6 +26,12 @@
 extern "C" {
 #endif
 
+/* Building the shared library (csrc/Makefile `lib`, -fvisibility=hidden):
+ * everything declared in this header is exported, nothing else is. */
+#if defined(ST_BUILDING_LIBRARY) && defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 /* ======================================================================
  * MARK: errors
  * ====================================================================== */
@@ -422,6 +428,69 @@ void st_write_to_memory(const st_layout *layout, uint8_t *dst);
  * 0666 & ~umask for a new file (what open() gives).
  */
 st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
+
+/* ======================================================================
+ * MARK: streaming writer and library version (tools; st_stream.c)
+ * ====================================================================== */
+
+/* The C API's version: the major changes when a declaration here changes
+ * incompatibly, the minor when one is added. st_api_version() gives the
+ * library's own value, so a program can check it runs against what it was
+ * compiled with. */
+#define ST_API_VERSION_MAJOR 1
+#define ST_API_VERSION_MINOR 0
+#define ST_API_VERSION       (ST_API_VERSION_MAJOR * 1000 + ST_API_VERSION_MINOR)
+#define ST_FORMAT_VERSION    "0.8.0" /* upstream safetensors release whose files we match */
+int st_api_version(void);
+
+/*
+ * A file written tensor by tensor. st_stream_open takes every tensor's name,
+ * dtype and shape (st_write_tensor; data and data_len are ignored) and the
+ * metadata, lays the file out exactly as st_write_layout does (so the result
+ * is byte-identical to st_write_file of the same tensors), creates a
+ * temporary file next to `path` and writes the header. Then each tensor is
+ * written once with st_stream_write, by its index in the declaration, in any
+ * order. st_stream_commit checks that every tensor was written and renames
+ * the temporary file over `path`; anything else (an error, st_stream_abort,
+ * st_stream_free without commit) removes the temporary file and leaves `path`
+ * as it was.
+ *
+ * Ownership: st_stream_open copies names, shapes and metadata; the caller's
+ * arrays may be freed right after it returns. The stream owns the temporary
+ * file until commit; st_stream_free releases everything (always call it).
+ *
+ * Threads: st_stream_write may run concurrently from any number of threads
+ * (on different tensors; the same tensor twice is an error, not a race).
+ * st_stream_commit, st_stream_abort and st_stream_free must not overlap any
+ * st_stream_write on the same stream.
+ *
+ * Errors (ST_ERR_INVALID_ARGUMENT unless said): a name declared twice, a
+ * tensor written twice, data of the wrong length, a tensor never written
+ * (at commit), a write or commit after the stream was closed; I/O failures
+ * are ST_ERR_IO; layout errors as st_write_layout.
+ */
+typedef struct st_stream st_stream;
+
+st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
+                       const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
+                       st_stream **out, st_error *err);
+size_t st_stream_count(const st_stream *stream);
+/* Declaration index of a tensor by name; false if not declared. */
+bool st_stream_find(const st_stream *stream, const char *name, size_t name_len, size_t *index);
+/* Byte size of the index-th declared tensor (0 if out of range). */
+uint64_t st_stream_tensor_nbytes(const st_stream *stream, size_t index);
+/* Writes the index-th tensor's len bytes (must equal its size). */
+st_code st_stream_write(st_stream *stream, size_t index, const void *data, uint64_t len,
+                        st_error *err);
+st_code st_stream_commit(st_stream *stream, st_error *err);
+void st_stream_abort(st_stream *stream);
+void st_stream_free(st_stream *stream);
+
+/* ====================================================================== */
+
+#if defined(ST_BUILDING_LIBRARY) && defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

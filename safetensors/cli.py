@@ -1,0 +1,669 @@
+"""The ``safetensors`` command line (also ``python -m safetensors``).
+
+    safetensors inspect FILE...          tensors, dtypes, shapes, sizes, offsets, metadata
+    safetensors verify PATH...           every reader rule; sharded checkpoints end to end
+    safetensors convert IN OUT           PyTorch pickle checkpoint -> safetensors (sharded)
+    safetensors diff A B                 names, dtypes, shapes and values that differ
+
+Exit codes: 0 success (verify: no problem; diff: no difference), 1 problems
+or differences found / the command failed, 2 bad usage. Progress bars (tqdm,
+when installed) appear only when stderr is a terminal. See docs/cli.md.
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from . import SafetensorError, safe_open
+
+INDEX_SUFFIX = ".index.json"
+
+class CliError(Exception):
+    """A failure reported as one line on stderr, exit code 1."""
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+def _progress(iterable: Iterable, total: Optional[int] = None, desc: str = "", unit: str = "it",
+              unit_scale: bool = False):
+    """A tqdm bar on stderr when it is a terminal and tqdm is installed."""
+    if not sys.stderr.isatty():
+        return iterable
+    try:
+        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=False)
+
+
+def _human(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+_SIZE_UNITS = {
+    "": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}
+
+
+def parse_size(text: str) -> int:
+    """"5GB" -> 5 * 10**9, "500MiB" -> 500 * 2**20, "1000" -> 1000 (as transformers)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", text.upper())
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 5GB, 500MB, 2GiB or a byte count")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def _read_header(path: str) -> Tuple[int, Dict[str, Any]]:
+    """(data section start, header dict) of a file safe_open has accepted."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        return 8 + length, json.loads(f.read(length))
+
+
+def _load_index(path: str) -> Dict[str, str]:
+    """weight_map of a sharded checkpoint's index JSON, checked for shape."""
+    try:
+        with open(path, "rb") as f:
+            index = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{path}: cannot read the index: {exc}") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise CliError(f"{path}: not a sharded checkpoint index (no weight_map of tensor name -> file name)")
+    return weight_map
+
+
+def _expand(paths: List[str]) -> List[str]:
+    """A directory stands for its index JSON, else for its .safetensors files."""
+    out: List[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            indexes = sorted(n for n in os.listdir(path) if n.endswith(".safetensors" + INDEX_SUFFIX))
+            names = indexes or sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
+            if not names:
+                raise CliError(f"{path}: no .safetensors file or index in this directory")
+            out.extend(os.path.join(path, n) for n in names)
+        else:
+            out.append(path)
+    return out
+
+
+def _open_error(path: str, exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{path}: {exc.strerror}"
+    return f"{path}: {exc}"
+
+
+# --------------------------------------------------------------------------
+# inspect
+# --------------------------------------------------------------------------
+
+def describe_file(path: str) -> Dict[str, Any]:
+    """Every tensor of a file with its dtype, shape, byte size and offsets."""
+    with safe_open(path, "numpy") as f:  # validates every reader rule
+        metadata = f.metadata()
+        order = f.offset_keys()
+    data_start, header = _read_header(path)
+    tensors = []
+    for name in order:
+        info = header[name]
+        begin, end = info["data_offsets"]
+        tensors.append({
+            "name": name, "dtype": info["dtype"], "shape": info["shape"], "bytes": end - begin,
+            "offset": data_start + begin, "data_offsets": [begin, end],
+            "parameters": math.prod(info["shape"]),
+        })
+    return {"path": path, "header_size": data_start, "size": os.path.getsize(path),
+            "metadata": metadata, "tensors": tensors}
+
+
+def _describe(path: str) -> List[Dict[str, Any]]:
+    if path.endswith(INDEX_SUFFIX):
+        weight_map = _load_index(path)
+        directory = os.path.dirname(path)
+        return [describe_file(os.path.join(directory, shard)) for shard in sorted(set(weight_map.values()))]
+    return [describe_file(path)]
+
+
+def _totals(files: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
+    totals: Dict[str, Dict[str, int]] = {}
+    for file in files:
+        for t in file["tensors"]:
+            entry = totals.setdefault(t["dtype"], {"tensors": 0, "parameters": 0, "bytes": 0})
+            entry["tensors"] += 1
+            entry["parameters"] += t["parameters"]
+            entry["bytes"] += t["bytes"]
+    return dict(sorted(totals.items()))
+
+
+def _table(rows: List[List[str]], right: Iterable[int]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    right = set(right)
+    lines = []
+    for row in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def cmd_inspect(args) -> int:
+    files = []
+    for path in args.files:
+        try:
+            files.extend(_describe(path))
+        except (OSError, SafetensorError) as exc:
+            raise CliError(_open_error(path, exc)) from None
+    totals = _totals(files)
+    parameters = sum(t["parameters"] for t in totals.values())
+    nbytes = sum(t["bytes"] for t in totals.values())
+    if args.json:
+        json.dump({"files": files, "totals_by_dtype": totals, "parameters": parameters, "bytes": nbytes},
+                  sys.stdout, indent=2)
+        print()
+        return 0
+    sharded = len(files) > 1
+    for file in files:
+        print(f"{file['path']}: {len(file['tensors'])} tensors, {_human(file['size'])} "
+              f"(header {file['header_size']} bytes)")
+    rows = [(["file"] if sharded else []) + ["name", "dtype", "shape", "bytes", "offset"]]
+    for file in files:
+        for t in file["tensors"]:
+            rows.append(([os.path.basename(file["path"])] if sharded else []) + [
+                t["name"], t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
+                str(t["offset"])])
+    first = 1 if sharded else 0
+    print(_table(rows, right=(first + 3, first + 4)))
+    print()
+    print("totals by dtype:")
+    rows = [["dtype", "tensors", "parameters", "bytes"]]
+    for dtype, t in totals.items():
+        rows.append([dtype, str(t["tensors"]), f"{t['parameters']:,}", f"{t['bytes']:,}"])
+    print(_table(rows, right=(1, 2, 3)))
+    print(f"parameters: {parameters:,}  bytes: {nbytes:,} ({_human(nbytes)})")
+    for file in files:
+        if file["metadata"]:
+            print(f"metadata ({os.path.basename(file['path'])}):" if sharded else "metadata:")
+            for key, value in file["metadata"].items():
+                print(f"  {key}: {value}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# verify
+# --------------------------------------------------------------------------
+
+def _hash_data(path: str, data_start: int) -> str:
+    digest = hashlib.sha256()
+    size = os.path.getsize(path) - data_start
+    with open(path, "rb") as f:
+        f.seek(data_start)
+        chunks = iter(lambda: f.read(1 << 22), b"")
+        for chunk in _progress(chunks, total=(size + (1 << 22) - 1) >> 22, desc="sha256", unit="chunk"):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_file(path: str, args, problems: List[str]) -> Optional[List[str]]:
+    """Tensor names of a valid file (None and a problem line if invalid)."""
+    try:
+        with safe_open(path, "numpy") as f:
+            names = list(f.keys())
+    except (OSError, SafetensorError) as exc:
+        problems.append(_open_error(path, exc))
+        return None
+    line = f"ok: {path} ({len(names)} tensors"
+    if args.hash:
+        try:
+            line += f", data sha256 {_hash_data(path, _read_header(path)[0])}"
+        except OSError as exc:
+            problems.append(_open_error(path, exc))
+            return None
+    if not args.quiet:
+        print(line + ")")
+    return names
+
+
+def _verify_index(path: str, args, problems: List[str]) -> None:
+    try:
+        weight_map = _load_index(path)
+    except CliError as exc:
+        problems.append(str(exc))
+        return
+    directory = os.path.dirname(path)
+    before = len(problems)
+    total = 0
+    where: Dict[str, List[str]] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = os.path.join(directory, shard)
+        if os.path.basename(shard) != shard:
+            problems.append(f"{path}: shard name {shard!r} is not a file name in the index's directory")
+            continue
+        names = _verify_file(shard_path, args, problems)
+        if names is None:
+            continue
+        for name in names:
+            where.setdefault(name, []).append(shard)
+        total += sum(t["bytes"] for t in describe_file(shard_path)["tensors"])
+    for name, shard in weight_map.items():
+        found = where.get(name, [])
+        if shard not in found and os.path.isfile(os.path.join(directory, shard)):
+            problems.append(f"{path}: tensor {name!r} is mapped to {shard} but is not in that file")
+    for name, shards in where.items():
+        if len(shards) > 1:
+            problems.append(f"{path}: tensor {name!r} is in {len(shards)} shards: {', '.join(shards)}")
+        if name not in weight_map:
+            problems.append(f"{path}: {shards[0]} holds tensor {name!r}, which the index does not list")
+    with open(path, "rb") as f:
+        declared = (json.load(f).get("metadata") or {}).get("total_size")
+    if len(problems) == before and isinstance(declared, int) and declared != total:
+        print(f"warning: {path}: metadata.total_size is {declared} but the shards hold {total} bytes of tensors",
+              file=sys.stderr)
+    if len(problems) == before and not args.quiet:
+        print(f"ok: {path} ({len(weight_map)} tensors in {len(set(weight_map.values()))} shards)")
+
+
+def cmd_verify(args) -> int:
+    problems: List[str] = []
+    try:
+        paths = _expand(args.paths)
+    except CliError as exc:
+        problems.append(str(exc))
+        paths = []
+    for path in paths:
+        if path.endswith(INDEX_SUFFIX):
+            _verify_index(path, args, problems)
+        else:
+            _verify_file(path, args, problems)
+    for problem in problems:
+        print(f"error: {problem}")
+    return 1 if problems else 0
+
+
+# --------------------------------------------------------------------------
+# convert
+# --------------------------------------------------------------------------
+
+_CAST_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def _state_dict_of(obj: Any, path: str) -> Dict[str, Any]:
+    import torch
+
+    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model", "module"):
+            if isinstance(obj.get(key), dict):
+                print(f"note: {path}: converting the tensors under {key!r}", file=sys.stderr)
+                return _state_dict_of(obj[key], path)
+    if not isinstance(obj, dict):
+        raise CliError(f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensor name -> tensor)")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CliError(f"{path}: no tensors in this checkpoint")
+    bad = [k for k in tensors if not isinstance(k, str)]
+    if bad:
+        raise CliError(f"{path}: tensor keys must be str, found {bad[:3]!r}")
+    skipped = [str(k) for k in obj if k not in tensors]
+    if skipped:
+        print(f"note: {path}: skipping {len(skipped)} entries that are not tensors: "
+              f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+    return tensors
+
+
+def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """(state dict, metadata) of a checkpoint, read lazily where the format
+    allows: a PyTorch pickle checkpoint is opened with
+    torch.load(weights_only=True, mmap=True), so tensors are paged in from
+    the file as they are written; a safetensors file is memory-mapped.
+
+    Only weights_only loading is ever used: a pickle that needs arbitrary
+    code to load is refused, never executed."""
+    import torch
+
+    if path.endswith(".safetensors"):
+        with safe_open(path, "pt") as f:
+            return {k: f.get_tensor(k) for k in f.offset_keys()}, dict(f.metadata() or {})
+    if not os.path.isfile(path):
+        raise CliError(f"{path}: no such file")
+    import pickle
+
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            # Legacy (pre-zip) torch.save files cannot be mapped: read them whole.
+            print(f"note: {path}: old torch.save format, loading it into memory", file=sys.stderr)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(
+            f"{path}: refusing to convert: this pickle cannot be loaded with torch.load(weights_only=True) "
+            f"({first}); it may run arbitrary code, and this tool never unpickles such files"
+        ) from None
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise CliError(f"{path}: not a PyTorch checkpoint that torch.load can read: {exc}") from None
+    return _state_dict_of(obj, path), {}
+
+
+def _cast(tensor, dtype):
+    # Like transformers' torch_dtype: only floating-point tensors change.
+    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        return tensor.to(dtype)
+    return tensor
+
+
+def _nbytes(tensor, dtype) -> int:
+    import torch
+
+    target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+    return tensor.nelement() * torch.empty((), dtype=target).element_size()
+
+
+def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
+    """Splits names into shards as huggingface_hub / transformers do: in
+    order, a tensor larger than the limit gets a shard of its own, and a
+    shard is closed when the next tensor would overflow it."""
+    shards: List[List[str]] = []
+    current: List[str] = []
+    current_size = 0
+    for name, size in sizes.items():
+        if size > max_shard_size:
+            shards.append([name])
+            continue
+        if current_size + size > max_shard_size:
+            shards.append(current)
+            current, current_size = [], 0
+        current.append(name)
+        current_size += size
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _write_one(path: str, names: List[str], state_dict: Dict[str, Any], metadata: Dict[str, str],
+               dtype, bar) -> None:
+    from .stream import StreamWriter
+
+    declared = {}
+    for name in names:
+        t = state_dict[name]
+        declared[name] = t.to("meta") if dtype is None else _cast(t.to("meta"), dtype)
+    with StreamWriter(path, declared, metadata=metadata) as writer:
+        for name in names:
+            tensor = _cast(state_dict[name], dtype)
+            writer.write(name, tensor)
+            del tensor  # keeps at most one cast copy alive
+            if bar is not None:
+                bar.update(_nbytes(state_dict[name], dtype))
+
+
+def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: Optional[int] = None,
+                       dtype: Optional[str] = None, metadata: Optional[Dict[str, str]] = None,
+                       progress: bool = False) -> List[str]:
+    """Writes state_dict as safetensors, tensor by tensor (peak memory about
+    one tensor). Shared tensors are written once, the other names recorded
+    in the metadata as save_model does. Without max_shard_size `out` is the
+    file; with it, `out` is a directory receiving model.safetensors or
+    model-0000i-of-0000n.safetensors shards and model.safetensors.index.json,
+    named as transformers names them. Returns the paths written."""
+    import torch
+
+    from .torch import _remove_duplicate_names  # type: ignore[attr-defined]  # private: not in the stub
+
+    target = getattr(torch, dtype) if dtype is not None else None
+    state_dict = dict(state_dict)
+    metadata = dict(metadata or {})
+    metadata.setdefault("format", "pt")
+    removed: Dict[str, str] = {}
+    for kept, others in _remove_duplicate_names(state_dict).items():
+        for other in others:
+            removed[other] = kept
+            del state_dict[other]
+    sizes = {name: _nbytes(t, target) for name, t in state_dict.items()}
+
+    if max_shard_size is None:
+        if os.path.isdir(out):
+            out = os.path.join(out, "model.safetensors")
+        plan = [(out, list(state_dict))]
+    else:
+        os.makedirs(out, exist_ok=True)
+        shards = plan_shards(sizes, max_shard_size)
+        if len(shards) == 1:
+            plan = [(os.path.join(out, "model.safetensors"), shards[0])]
+        else:
+            plan = [(os.path.join(out, f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"), names)
+                    for i, names in enumerate(shards)]
+
+    bar = None
+    if progress and sys.stderr.isatty():
+        try:
+            from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+
+            bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="convert", leave=False)
+        except ImportError:
+            pass
+    written: List[str] = []
+    try:
+        for path, names in plan:
+            shard_metadata = dict(metadata)
+            for other, kept in removed.items():
+                if kept in names:
+                    shard_metadata.setdefault(other, kept)
+            _write_one(path, names, state_dict, shard_metadata, target, bar)
+            written.append(path)
+        if len(plan) > 1:
+            index = {"metadata": {"total_size": sum(sizes.values())},
+                     "weight_map": {name: os.path.basename(path) for path, names in plan for name in names}}
+            index_path = os.path.join(out, "model.safetensors" + INDEX_SUFFIX)
+            tmp = f"{index_path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, index_path)
+            written.append(index_path)
+    except BaseException:
+        for path in written:  # all or nothing: no partial sharded checkpoint
+            os.unlink(path)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return written
+
+
+def cmd_convert(args) -> int:
+    if not args.input.endswith(_PICKLE_SUFFIXES + (".safetensors",)):
+        raise CliError(f"{args.input}: expected a PyTorch checkpoint (.bin, .pt, .pth, .ckpt) or a .safetensors file")
+    if os.path.abspath(args.input) == os.path.abspath(args.output):
+        raise CliError("the output must not be the input file")
+    state_dict, metadata = load_source(args.input)
+    written = convert_state_dict(state_dict, args.output, max_shard_size=args.max_shard_size, dtype=args.dtype,
+                                 metadata=metadata, progress=True)
+    if not args.quiet:
+        for path in written:
+            print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# diff
+# --------------------------------------------------------------------------
+
+class _Checkpoint:
+    """Tensors of one file or of every shard of an index, opened lazily."""
+
+    def __init__(self, path: str, framework: str):
+        self.files = {}
+        self.metadata: Dict[str, str] = {}
+        paths = [describe["path"] for describe in _describe(path)] if path.endswith(INDEX_SUFFIX) else [path]
+        for p in paths:
+            handle = safe_open(p, framework)
+            self.metadata.update(handle.metadata() or {})
+            for name in handle.keys():
+                self.files[name] = handle
+
+    def info(self, name: str) -> Tuple[str, List[int]]:
+        view = self.files[name].get_slice(name)
+        return view.get_dtype(), list(view.get_shape())
+
+    def tensor(self, name: str):
+        return self.files[name].get_tensor(name)
+
+
+def _compare_values(a, b, rtol: float, atol: float) -> Optional[str]:
+    """None when equal within tolerance, else a short description."""
+    torch: Any = sys.modules.get("torch")  # diff uses torch whenever it is installed
+    if torch is not None and isinstance(a, torch.Tensor):
+        if a.dtype in (torch.bool,) or not (a.is_floating_point() or a.is_complex()):
+            differ = a != b
+            if not bool(differ.any()):
+                return None
+            return f"{int(differ.sum())} of {a.numel()} values differ"
+        x, y = a.to(torch.complex128 if a.is_complex() else torch.float64), b.to(
+            torch.complex128 if b.is_complex() else torch.float64)
+        close = torch.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)
+        if bool(close.all()):
+            return None
+        diff = (x - y).abs()
+        diff = diff[~close]
+        return f"{int((~close).sum())} of {a.numel()} values differ (max abs diff {float(diff.max()):.6g})"
+    import numpy as np
+
+    if a.dtype.kind in "biu":
+        differ = a != b
+        return None if not differ.any() else f"{int(differ.sum())} of {a.size} values differ"
+    close = np.isclose(a.astype(np.complex128 if a.dtype.kind == "c" else np.float64),
+                       b.astype(np.complex128 if b.dtype.kind == "c" else np.float64),
+                       rtol=rtol, atol=atol, equal_nan=True)
+    if close.all():
+        return None
+    return f"{int((~close).sum())} of {a.size} values differ"
+
+
+def cmd_diff(args) -> int:
+    try:
+        import torch  # noqa: F401  (every dtype, bfloat16 and float8 included)
+
+        framework = "pt"
+    except ImportError:
+        framework = "numpy"
+    try:
+        a, b = _Checkpoint(args.a, framework), _Checkpoint(args.b, framework)
+    except (OSError, SafetensorError, CliError) as exc:
+        raise CliError(str(exc)) from None
+    lines = []
+    only_a = sorted(set(a.files) - set(b.files))
+    only_b = sorted(set(b.files) - set(a.files))
+    lines += [f"only in {args.a}: {name}" for name in only_a]
+    lines += [f"only in {args.b}: {name}" for name in only_b]
+    common = sorted(set(a.files) & set(b.files))
+    for name in _progress(common, desc="diff", unit="tensor"):
+        (dtype_a, shape_a), (dtype_b, shape_b) = a.info(name), b.info(name)
+        if dtype_a != dtype_b:
+            lines.append(f"dtype differs: {name}: {dtype_a} vs {dtype_b}")
+        elif shape_a != shape_b:
+            lines.append(f"shape differs: {name}: {shape_a} vs {shape_b}")
+        elif not args.no_values:
+            message = _compare_values(a.tensor(name), b.tensor(name), args.rtol, args.atol)
+            if message:
+                lines.append(f"values differ: {name}: {message}")
+    if args.metadata and a.metadata != b.metadata:
+        for key in sorted(set(a.metadata) | set(b.metadata)):
+            if a.metadata.get(key) != b.metadata.get(key):
+                lines.append(f"metadata differs: {key}: {a.metadata.get(key)!r} vs {b.metadata.get(key)!r}")
+    for line in lines:
+        print(line)
+    if not lines and not args.quiet:
+        print(f"no differences ({len(common)} tensors compared)")
+    return 1 if lines else 0
+
+
+# --------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safetensors", description="Inspect, verify, convert and compare safetensors checkpoints.",
+        epilog="Exit codes: 0 ok, 1 problems/differences found or failure, 2 bad usage.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("inspect", help="list tensors, dtypes, shapes, sizes, offsets and metadata",
+                            description="A table of every tensor (name, dtype, shape, bytes, file offset), totals "
+                                        "by dtype, the parameter count and the metadata. FILE may be a sharded "
+                                        "checkpoint's model.safetensors.index.json.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_inspect)
+
+    p = commands.add_parser("verify", help="check files against every reader rule",
+                            description="Opens each file with the strict reader (every rule of the format). For a "
+                                        "sharded checkpoint (its index JSON, or a directory holding one) also checks "
+                                        "that each tensor of the index is in its file, exactly once, and that the "
+                                        "shards hold nothing else. One line per problem; exit code 1 if any.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--hash", action="store_true", help="also print the SHA-256 of each file's data section")
+    p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    p.set_defaults(run=cmd_verify)
+
+    p = commands.add_parser("convert", help="PyTorch pickle checkpoint -> safetensors",
+                            description="Converts a PyTorch checkpoint (.bin, .pt, .pth), loaded with "
+                                        "torch.load(weights_only=True) only, or a .safetensors file. Tensors are "
+                                        "read lazily and written one at a time, so checkpoints larger than memory "
+                                        "convert. Shared tensors are written once (as save_model does).")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT",
+                   help="the output file; with --max-shard-size, a directory for the shards and the index")
+    p.add_argument("--max-shard-size", type=parse_size, metavar="SIZE",
+                   help="split into shards of at most SIZE (e.g. 5GB, 500MiB) named as transformers does: "
+                        "model-00001-of-00003.safetensors + model.safetensors.index.json")
+    p.add_argument("--dtype", choices=_CAST_DTYPES, help="cast floating-point tensors to this dtype")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
+    p.set_defaults(run=cmd_convert)
+
+    p = commands.add_parser("diff", help="compare two checkpoints",
+                            description="Prints the tensor names only in one side, dtype and shape differences, "
+                                        "and tensors whose values differ beyond the tolerances (like "
+                                        "torch.isclose). Exit code 1 when anything differs.")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: exact)")
+    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
+    p.add_argument("--no-values", action="store_true", help="compare names, dtypes and shapes only")
+    p.add_argument("--metadata", action="store_true", help="also compare the metadata")
+    p.add_argument("-q", "--quiet", action="store_true", help="print differences only")
+    p.set_defaults(run=cmd_diff)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CliError as exc:
+        print(f"safetensors {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `safetensors inspect big | head`
+        sys.stderr.close()
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

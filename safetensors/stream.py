@@ -1,0 +1,194 @@
+"""Writing a safetensors file tensor by tensor (the streaming writer).
+
+Declare every tensor (name, dtype, shape) and the metadata up front, then
+write each tensor when it is ready, in any order, from any thread. Only the
+tensor being written needs to be in memory, and the file is byte-identical
+to ``save_file`` of the same tensors (same header, same order, same
+padding). Like ``save_file`` it is atomic: data goes to a temporary file in
+the destination's directory, which is renamed over the destination only
+when every declared tensor has been written::
+
+    from safetensors.stream import StreamWriter
+
+    specs = {"embed": ("BF16", (32000, 4096)), "head": torch.empty(10, 4, device="meta")}
+    with StreamWriter("model.safetensors", specs, metadata={"format": "pt"}) as writer:
+        for name in specs:
+            writer.write(name, produce(name))      # torch tensor or NumPy array
+
+An exception inside the ``with`` block, a tensor never written, or a writer
+dropped without ``commit()`` leaves nothing at the destination. Writing a
+tensor twice, or data whose dtype, shape or size differs from the
+declaration, raises ``SafetensorError``. See docs/streaming.md.
+"""
+import os
+import sys
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+
+from ._safetensors_c import SafetensorError, _dtype_table
+from ._safetensors_c import StreamWriter as _CStreamWriter
+
+__all__ = ["StreamWriter", "header_dtype"]
+
+# The core's dtype table: header names ("F32") and type names ("float32") -> header name.
+_HEADER_NAME = {}
+for _row in _dtype_table():
+    _HEADER_NAME[_row[0]] = _row[0]
+    if _row[2] is not None:
+        _HEADER_NAME[_row[2]] = _row[0]
+del _row
+
+
+def header_dtype(dtype: Any) -> str:
+    """The header dtype name ("F32", "BF16", ...) of a header name, a torch
+    dtype, a NumPy dtype or scalar type, or a type name such as "float32"
+    (resolved by the C core's dtype table)."""
+    name: Any
+    if isinstance(dtype, str):
+        name = dtype
+    elif type(dtype).__module__ == "torch":  # torch.dtype: "torch.float32"
+        name = str(dtype).rpartition(".")[2]
+    else:
+        name = getattr(dtype, "name", None)
+        if not isinstance(name, str) and isinstance(dtype, type):
+            import numpy as np
+
+            name = np.dtype(dtype).name
+    if not isinstance(name, str) or name not in _HEADER_NAME:
+        raise ValueError(f"unsupported dtype {dtype!r}")
+    return _HEADER_NAME[name]
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _torch_shape(tensor) -> Tuple[int, ...]:
+    shape = tuple(tensor.shape)
+    if shape and str(tensor.dtype) == "torch.float4_e2m1fn_x2":
+        shape = shape[:-1] + (shape[-1] * 2,)  # two F4 values per stored element
+    return shape
+
+
+def _declaration(name: str, spec: Any) -> Tuple[str, str, Tuple[int, ...]]:
+    """(name, header dtype, logical shape) from a tensor, an array, an object
+    with .dtype/.shape (a meta tensor, jax.ShapeDtypeStruct, ...) or a
+    (dtype, shape) pair."""
+    if not isinstance(name, str):
+        raise TypeError(f"tensor names must be str, not {type(name).__name__}")
+    if _is_torch_tensor(spec):
+        return name, header_dtype(spec.dtype), _torch_shape(spec)
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        dtype, shape = spec
+    elif hasattr(spec, "dtype") and hasattr(spec, "shape"):
+        dtype, shape = spec.dtype, spec.shape
+    else:
+        raise TypeError(f"tensor `{name}`: expected a tensor, an array or a (dtype, shape) pair, not {spec!r}")
+    return name, header_dtype(dtype), tuple(int(d) for d in shape)
+
+
+def _torch_bytes(tensor):
+    """A buffer with the tensor's little-endian C-order bytes (one copy at
+    most: from another device, or of a non-contiguous tensor)."""
+    from .torch import _to_ndarray
+
+    if tensor.layout != sys.modules["torch"].strided:
+        raise SafetensorError("sparse tensors cannot be written: use .to_dense() first")
+    if not tensor.is_contiguous():
+        tensor = tensor.contiguous()
+    data, _keep = _to_ndarray(tensor)  # data is a view that keeps its tensor alive
+    return data
+
+
+def _array_bytes(array):
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    array = np.ascontiguousarray(array)
+    return array.reshape(-1).view(np.uint8)
+
+
+class StreamWriter:
+    """A safetensors file written tensor by tensor; see the module docstring.
+
+    ``tensors`` maps each name to its declaration: a tensor or array (only
+    its dtype and shape are used: a ``device="meta"`` tensor is enough), an
+    object with ``dtype`` and ``shape``, or a ``(dtype, shape)`` pair where
+    dtype is a header name ("F32"), a torch or NumPy dtype.
+    """
+
+    def __init__(
+        self,
+        filename: Union[str, os.PathLike],
+        tensors: Union[Mapping[str, Any], Iterable[Tuple[str, Any]]],
+        metadata: Optional[Dict[str, str]] = None,
+    ):
+        items = tensors.items() if isinstance(tensors, Mapping) else tensors
+        self._declared: Dict[str, Tuple[str, str, Tuple[int, ...]]] = {}
+        for name, spec in items:
+            decl = _declaration(name, spec)
+            if name in self._declared:
+                raise SafetensorError(f"tensor `{name}` is declared twice")
+            self._declared[name] = decl
+        self.filename = os.fspath(filename)
+        self._writer = _CStreamWriter(self.filename, list(self._declared.values()), metadata)
+
+    @property
+    def closed(self) -> bool:
+        """True after ``commit()`` or ``abort()``."""
+        return self._writer.closed
+
+    @property
+    def names(self):
+        """The declared tensor names, in declaration order."""
+        return list(self._declared)
+
+    def write(self, name: str, tensor: Any) -> None:
+        """Writes one declared tensor: a torch tensor (any device), a NumPy
+        array, anything ``numpy.asarray`` accepts, or raw little-endian bytes
+        (bytes, bytearray, memoryview) of exactly the declared size."""
+        declared = self._declared.get(name)
+        if declared is None:
+            raise SafetensorError(f"tensor `{name}` was not declared when the writer was opened")
+        if isinstance(tensor, (bytes, bytearray, memoryview)):
+            self._writer.write(name, tensor)
+            return
+        if _is_torch_tensor(tensor):
+            dtype, shape = header_dtype(tensor.dtype), _torch_shape(tensor)
+        else:
+            import numpy as np
+
+            if not isinstance(tensor, np.ndarray):
+                tensor = np.asarray(tensor)
+            dtype, shape = header_dtype(tensor.dtype), tuple(tensor.shape)
+        if (dtype, shape) != declared[1:]:
+            raise SafetensorError(
+                f"tensor `{name}` was declared as {declared[1]} {list(declared[2])} "
+                f"but the value written is {dtype} {list(shape)}"
+            )
+        data = _torch_bytes(tensor) if _is_torch_tensor(tensor) else _array_bytes(tensor)
+        self._writer.write(name, data)
+
+    def commit(self) -> None:
+        """Checks that every declared tensor was written and moves the file
+        into place. If it fails, nothing is left at the destination."""
+        self._writer.commit()
+
+    def abort(self) -> None:
+        """Discards everything written; the destination is left as it was."""
+        self._writer.abort()
+
+    def __enter__(self) -> "StreamWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self.closed:
+            self.commit()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<safetensors.stream.StreamWriter {self.filename!r}, {len(self._declared)} tensors, {state}>"
