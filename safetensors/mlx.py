@@ -54,7 +54,7 @@ def _from_numpy(array: np.ndarray):
         array = np.ascontiguousarray(array)   # negative or other steps: MLX takes none
     if name == "bfloat16":
         return mx.array(array.view(np.uint16)).view(mx.bfloat16)
-    return mx.array(array, dtype=getattr(mx, name))
+    return mx.array(array, dtype=mx.bool_ if name == "bool" else getattr(mx, name))
 
 
 def _converter():

@@ -71,6 +71,10 @@ def _from_numpy(array: np.ndarray):
     import paddle
 
     name = array.dtype.name
+    if array.size == 0 and name not in ("uint16", "uint32", "uint64"):
+        # paddle sees DLPack empties as non-contiguous; paddle.empty makes
+        # bfloat16 of uint16 and rejects uint32/uint64, which keep DLPack.
+        return paddle.empty(list(array.shape), dtype=getattr(paddle, name))
     if name in _DLPACK_DTYPES:
         if any(s < 0 for s in array.strides):
             array = np.ascontiguousarray(array)
@@ -79,8 +83,6 @@ def _from_numpy(array: np.ndarray):
         raise TypeError(f"paddle has no dtype for {name} tensors")
     dtype = getattr(paddle, name)
     shape = list(array.shape)
-    if array.size == 0:
-        return paddle.empty(shape, dtype=dtype)
     raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     return paddle.utils.dlpack.from_dlpack(raw).view(dtype).reshape(shape)
 
@@ -104,7 +106,8 @@ def _flatten(tensors):
     keepalive = []
     for k, v in tensors.items():
         is_contig = getattr(v, "is_contiguous", None)
-        if is_contig is not None and not is_contig():
+        # (paddle calls some empty tensors non-contiguous: they have no layout)
+        if is_contig is not None and v.size != 0 and not is_contig():
             raise ValueError(
                 f"You are trying to save a non contiguous tensor: `{k}` which is not allowed. It either means you"
                 " are trying to save tensors which are reference of each other in which case it's recommended to"
