@@ -32,9 +32,7 @@ def _from_numpy(array: np.ndarray):
     """One NumPy array -> jax.Array: zero-copy where aligned, else one copy."""
     import jax
 
-    if not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)   # strided slices: the one copy
-    return jax.device_put(array)
+    return jax.device_put(array)   # strided slices: jax gathers them (one copy)
 
 
 def _converter():

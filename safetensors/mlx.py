@@ -50,10 +50,12 @@ def _from_numpy(array: np.ndarray):
     name = array.dtype.name
     if name not in _MLX_DTYPES:
         raise TypeError(f"MLX has no dtype for {name} tensors")
-    if not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)   # negative or other steps: MLX takes none
-    if name == "bfloat16":
+    if name == "bfloat16":   # as its bits: mx.array cannot read NumPy's bfloat16
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
         return mx.array(array.view(np.uint16)).view(mx.bfloat16)
+    if any(step < 0 for step in array.strides):
+        array = np.ascontiguousarray(array)   # MLX takes no negative strides
     return mx.array(array, dtype=mx.bool_ if name == "bool" else getattr(mx, name))
 
 
