@@ -6,7 +6,8 @@ Loading: ``_from_numpy`` is the one NumPy -> JAX conversion, used by
 ``load``/``load_file`` here and by ``safe_open(framework="flax")`` (the C
 extension calls it).  ``jax.device_put`` on the CPU backend aliases a
 C-contiguous NumPy buffer at a 64-byte-aligned address (no copy, every dtype,
-bfloat16 and float8 included) and copies anything else once.  Like upstream's
+bfloat16 and float8 included); anything else is copied once by NumPy into an
+aligned buffer that ``device_put`` then aliases.  Like upstream's
 ``jnp.array``, 64-bit dtypes become 32-bit unless ``jax_enable_x64`` is set
 (that is a conversion, hence a copy).
 """
@@ -21,6 +22,8 @@ from safetensors import safe_open
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
+_ALIGNMENT = 64   # what XLA's CPU client needs to alias a host buffer
+
 
 def _to_numpy(tensors: Dict) -> Dict[str, np.ndarray]:
     if not isinstance(tensors, dict):
@@ -32,7 +35,14 @@ def _from_numpy(array: np.ndarray):
     """One NumPy array -> jax.Array: zero-copy where aligned, else one copy."""
     import jax
 
-    return jax.device_put(array)   # strided slices: jax gathers them (one copy)
+    if array.size and (not array.flags.c_contiguous or array.ctypes.data % _ALIGNMENT):
+        # one copy, into a buffer device_put can then alias (its own copy is slower)
+        buffer = np.empty(array.nbytes + _ALIGNMENT, np.uint8)
+        start = -buffer.ctypes.data % _ALIGNMENT
+        aligned = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+        np.copyto(aligned, array)
+        array = aligned
+    return jax.device_put(array)
 
 
 def _converter():

@@ -6,8 +6,9 @@ Loading: ``_from_numpy`` is the one NumPy -> TensorFlow conversion, used by
 ``load``/``load_file`` here and by ``safe_open(framework="tf")`` (the C
 extension calls it).  A C-contiguous buffer at a 64-byte-aligned address is
 imported through DLPack without a copy (bfloat16 as a uint16 import re-typed by
-``tf.bitcast``, which shares the buffer); anything else is copied once by
-``tf.convert_to_tensor``.  TensorFlow accepts a misaligned DLPack import and
+``tf.bitcast``, which shares the buffer); anything else is copied once, into
+an aligned buffer imported the same way (float8, which ``tf.bitcast`` does not
+take, by ``tf.convert_to_tensor``).  TensorFlow accepts a misaligned DLPack import and
 aborts the process on the first operation on it, so it never gets one.
 """
 
@@ -55,11 +56,24 @@ def _zero_copy(tf, array: np.ndarray):
     return None
 
 
+def _aligned_copy(array: np.ndarray) -> np.ndarray:
+    """``array`` copied (one memcpy, or a gather for strided slices) into a fresh
+    64-byte-aligned, C-contiguous buffer."""
+    buffer = np.empty(array.nbytes + _ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % _ALIGNMENT
+    out = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    np.copyto(out, array)
+    return out
+
+
 def _from_numpy(array: np.ndarray):
-    """One NumPy array -> tf.Tensor: zero-copy where aligned, else one copy."""
+    """One NumPy array -> tf.Tensor: zero-copy where aligned, else one copy
+    (into an aligned buffer TensorFlow then takes over without copying again)."""
     import tensorflow as tf
 
     tensor = _zero_copy(tf, array)
+    if tensor is None and array.size and (array.dtype.name in _DLPACK_DTYPES or array.dtype.name == "bfloat16"):
+        tensor = _zero_copy(tf, _aligned_copy(array))
     return tensor if tensor is not None else tf.convert_to_tensor(array)
 
 
