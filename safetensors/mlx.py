@@ -84,6 +84,5 @@ def load(data: bytes):
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap"):
     """Load every tensor of ``filename`` as mlx arrays (file order)."""
-    _st_numpy._register_ml_dtypes()
     with safe_open(filename, framework="mlx", backend=backend) as f:
         return f.get_tensors()

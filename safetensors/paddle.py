@@ -186,6 +186,5 @@ def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: str =
     """Load every tensor of ``filename`` as paddle tensors on ``device``."""
     if isinstance(device, str) and device.split(":")[0] == "gpu":
         device = "cuda" + device[len("gpu"):]   # safe_open takes torch's spelling
-    _st_numpy._register_ml_dtypes()
     with safe_open(filename, framework="paddle", device=device, backend=backend) as f:
         return f.get_tensors()
