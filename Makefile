@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis setuptools wheel
 
-.PHONY: venv build test test-c test-py test-sanitize fuzz bench bench-guard clean
+.PHONY: venv build test test-c test-py test-sanitize test-frameworks fuzz bench bench-guard clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test-c:
 
 test-py: build
 	$(PY) -m pytest -q -x tests
+
+# TensorFlow, paddle, MLX and JAX for real, each in its own venv and process.
+test-frameworks: build
+	.ci/frameworks.sh
 
 test-sanitize: venv
 	VENV=$(VENV) .ci/sanitize.sh

@@ -1,6 +1,15 @@
 """JAX/Flax helpers for safetensors: save and load ``dict[str, jax.Array]``.
 
 jax is imported only when loading.  The caller's dict is never modified.
+
+Loading: ``_from_numpy`` is the one NumPy -> JAX conversion, used by
+``load``/``load_file`` here and by ``safe_open(framework="flax")`` (the C
+extension calls it).  ``jax.device_put`` on the CPU backend aliases a
+C-contiguous NumPy buffer at a 64-byte-aligned address (no copy, every dtype,
+bfloat16 and float8 included); anything else is copied once by NumPy into an
+aligned buffer that ``device_put`` then aliases.  Like upstream's
+``jnp.array``, 64-bit dtypes become 32-bit unless ``jax_enable_x64`` is set
+(that is a conversion, hence a copy).
 """
 
 import os
@@ -13,6 +22,8 @@ from safetensors import safe_open
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
+_ALIGNMENT = 64   # what XLA's CPU client needs to alias a host buffer
+
 
 def _to_numpy(tensors: Dict) -> Dict[str, np.ndarray]:
     if not isinstance(tensors, dict):
@@ -20,18 +31,25 @@ def _to_numpy(tensors: Dict) -> Dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in tensors.items()}
 
 
-def _to_jax(arrays: Dict[str, np.ndarray]):
-    import jax.numpy as jnp
+def _from_numpy(array: np.ndarray):
+    """One NumPy array -> jax.Array: zero-copy where aligned, else one copy."""
+    import jax
 
-    return {k: jnp.array(v) for k, v in arrays.items()}
+    if array.size and (not array.flags.c_contiguous or array.ctypes.data % _ALIGNMENT):
+        # one copy, into a buffer device_put can then alias (its own copy is slower)
+        buffer = np.empty(array.nbytes + _ALIGNMENT, np.uint8)
+        start = -buffer.ctypes.data % _ALIGNMENT
+        aligned = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+        np.copyto(aligned, array)
+        array = aligned
+    return jax.device_put(array)
 
 
-def _register_dtypes() -> None:
-    # bfloat16/float8 numpy dtypes come from ml_dtypes (a jax dependency).
-    try:
-        import ml_dtypes  # noqa: F401
-    except ImportError:
-        pass
+def _converter():
+    """Called once by ``safe_open(framework="flax")``: imports jax."""
+    import jax  # noqa: F401
+
+    return _from_numpy
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
@@ -46,13 +64,11 @@ def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Option
 
 def load(data: bytes):
     """Load jax arrays from the bytes of a safetensors file."""
-    _register_dtypes()
-    return _to_jax(_st_numpy.load(data))
+    _converter()
+    return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap"):
     """Load every tensor of ``filename`` as jax arrays (file order)."""
-    _register_dtypes()
-    with safe_open(filename, framework="np", backend=backend) as f:
-        arrays = f.get_tensors()
-    return _to_jax(arrays)
+    with safe_open(filename, framework="flax", backend=backend) as f:
+        return f.get_tensors()

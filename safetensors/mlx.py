@@ -1,7 +1,13 @@
 """MLX helpers for safetensors: save and load ``dict[str, mlx.core.array]``.
 
 mlx is imported only when loading.  The caller's dict is never modified.
-bfloat16 is not supported on this path (numpy conversion of mlx bf16 arrays).
+
+Loading: ``_from_numpy`` is the one NumPy -> MLX conversion, used by
+``load``/``load_file`` here and by ``safe_open(framework="mlx")`` (the C
+extension calls it).  MLX owns its memory, so every route copies once: a
+C-contiguous buffer is copied as raw bytes (a plain memcpy).  Unlike
+upstream, F64 stays float64 (``mx.array`` alone narrows it to float32), and
+float8 tensors, which MLX has no dtype for, raise a TypeError.
 """
 
 import os
@@ -14,17 +20,50 @@ from safetensors import safe_open
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
+# numpy dtype name -> mlx.core dtype name (the same names in both).
+_MLX_DTYPES = frozenset(
+    ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+     "float16", "bfloat16", "float32", "float64", "complex64"]
+)
+
 
 def _mx2np(tensors: Dict) -> Dict[str, np.ndarray]:
     if not isinstance(tensors, dict):
         raise TypeError(f"Expected a dict of [str, mlx.core.array] but received {type(tensors)}")
-    return {k: np.asarray(v) for k, v in tensors.items()}
+    out = {}
+    for k, v in tensors.items():
+        if type(v).__module__.startswith("mlx") and str(getattr(v, "dtype", "")) == "mlx.core.bfloat16":
+            # NumPy cannot take an mlx bfloat16 buffer: pass its bits.
+            import ml_dtypes
+            import mlx.core as mx
+
+            out[k] = np.asarray(v.view(mx.uint16)).view(ml_dtypes.bfloat16)
+        else:
+            out[k] = np.asarray(v)
+    return out
 
 
-def _np2mx(arrays: Dict[str, np.ndarray]):
+def _from_numpy(array: np.ndarray):
+    """One NumPy array -> mlx.core.array, copied once."""
     import mlx.core as mx
 
-    return {k: mx.array(v) for k, v in arrays.items()}
+    name = array.dtype.name
+    if name not in _MLX_DTYPES:
+        raise TypeError(f"MLX has no dtype for {name} tensors")
+    if name == "bfloat16":   # as its bits: mx.array cannot read NumPy's bfloat16
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
+        return mx.array(array.view(np.uint16)).view(mx.bfloat16)
+    if any(step < 0 for step in array.strides):
+        array = np.ascontiguousarray(array)   # MLX takes no negative strides
+    return mx.array(array, dtype=mx.bool_ if name == "bool" else getattr(mx, name))
+
+
+def _converter():
+    """Called once by ``safe_open(framework="mlx")``: imports mlx.core."""
+    import mlx.core  # noqa: F401
+
+    return _from_numpy
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
@@ -39,11 +78,11 @@ def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Option
 
 def load(data: bytes):
     """Load mlx arrays from the bytes of a safetensors file."""
-    return _np2mx(_st_numpy.load(data))
+    _converter()
+    return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap"):
     """Load every tensor of ``filename`` as mlx arrays (file order)."""
-    with safe_open(filename, framework="np", backend=backend) as f:
-        arrays = f.get_tensors()
-    return _np2mx(arrays)
+    with safe_open(filename, framework="mlx", backend=backend) as f:
+        return f.get_tensors()

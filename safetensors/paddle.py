@@ -1,45 +1,60 @@
 """PaddlePaddle helpers for safetensors: save and load ``dict[str, paddle.Tensor]``.
 
 paddle is imported only inside the functions.  Saving hands each tensor's CPU
-memory to the C writer (``TensorSpec`` with a data pointer); loading goes
-through numpy and ``paddle.to_tensor`` (one copy), on every paddle version.
-The caller's dict is never modified.
+memory to the C writer (``TensorSpec`` with a data pointer).  The caller's dict
+is never modified.
+
+Loading: ``_from_numpy`` is the one NumPy -> paddle conversion, used by
+``load``/``load_file`` here and by ``safe_open(framework="paddle")`` (the C
+extension calls it).  It imports the buffer through DLPack, without a copy, at
+any alignment; bfloat16 and float8 (which NumPy cannot export) go as bytes
+re-typed on the paddle side with ``Tensor.view(dtype)``, still without a copy.
+Slices with negative steps are copied once first (paddle's DLPack import
+rejects negative strides).  ``_paddle_device`` is the one device mapping
+(``"cuda:N"`` -> ``"gpu:N"``), applied by ``safe_open`` too.
+
+``paddle.uint16`` (whose ``str`` is, confusingly, ``"paddle.bfloat16"``) is an
+integer dtype distinct from ``paddle.bfloat16``: it is saved as U16 and U16
+loads back as ``paddle.uint16``.
 """
 
 import os
 import sys
 from typing import Dict, Optional, Union
 
-from safetensors import TensorSpec, deserialize, safe_open, serialize, serialize_file
+import numpy as np
+
+from safetensors import TensorSpec, safe_open, serialize, serialize_file
+from safetensors import numpy as _st_numpy
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
+# numpy dtype names paddle's DLPack import maps to the same paddle dtype.
+_DLPACK_DTYPES = frozenset(
+    ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+     "float16", "float32", "float64", "complex64"]
+)
+# numpy (ml_dtypes) dtype names imported as bytes and re-typed in paddle.
+_RETYPED_DTYPES = frozenset(["bfloat16", "float8_e4m3fn", "float8_e5m2"])
+
 _SIZE_BY_NAME = {
-    "bool": 1,
-    "uint8": 1,
-    "int8": 1,
-    "int16": 2,
-    "uint16": 2,
-    "float16": 2,
-    "bfloat16": 2,
-    "int32": 4,
-    "uint32": 4,
-    "float32": 4,
-    "int64": 8,
-    "uint64": 8,
-    "float64": 8,
-    "complex64": 8,
-    "float8_e4m3fn": 1,
-    "float8_e5m2": 1,
+    "bool": 1, "uint8": 1, "int8": 1, "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2,
+    "int32": 4, "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8,
+    "complex64": 8, "float8_e4m3fn": 1, "float8_e5m2": 1,
 }
 
 
 def _dtype_name(dtype) -> str:
-    # "paddle.float32" -> "float32"
+    """paddle dtype -> the writer's dtype name ("float32", "uint16", ...)."""
+    import paddle
+
+    if dtype == paddle.uint16:   # str(paddle.uint16) says "paddle.bfloat16"
+        return "uint16"
     return str(dtype).split(".")[-1]
 
 
-def _paddle_device(device) -> str:
+def _paddle_device(device):
+    """A torch-style device ("cuda", "cuda:N", N) as paddle names it."""
     if device is None:
         return "cpu"
     if isinstance(device, int):
@@ -49,6 +64,45 @@ def _paddle_device(device) -> str:
     if isinstance(device, str) and device.startswith("cuda:"):
         return "gpu:" + device[len("cuda:"):]
     return device
+
+
+def _import_dlpack(paddle, array: np.ndarray):
+    """paddle.utils.dlpack.from_dlpack without its per-call Python checks (device,
+    stream, version fallbacks: none apply to a NumPy array on the CPU); it
+    halves the per-tensor cost, which matters for files of many small tensors."""
+    return paddle.Tensor(paddle.base.core.from_dlpack(array.__dlpack__(max_version=(1, 2))))
+
+
+def _from_numpy(array: np.ndarray):
+    """One NumPy array -> paddle.Tensor on the CPU, sharing its memory."""
+    import paddle
+
+    name = array.dtype.name
+    if array.size == 0 and name not in ("uint16", "uint32", "uint64"):
+        # paddle sees DLPack empties as non-contiguous; paddle.empty makes
+        # bfloat16 of uint16 and rejects uint32/uint64, which keep DLPack.
+        return paddle.empty(list(array.shape), dtype=getattr(paddle, name))
+    if name in _DLPACK_DTYPES:
+        if any(s < 0 for s in array.strides):
+            array = np.ascontiguousarray(array)
+        return _import_dlpack(paddle, array)
+    if name not in _RETYPED_DTYPES:
+        raise TypeError(f"paddle has no dtype for {name} tensors")
+    dtype = getattr(paddle, name)
+    shape = list(array.shape)
+    raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return _import_dlpack(paddle, raw).view(dtype).reshape(shape)
+
+
+def _converter():
+    """Called once by ``safe_open(framework="paddle")``: imports paddle and
+    checks that its DLPack entry point is where _import_dlpack looks."""
+    global _import_dlpack
+    import paddle
+
+    if not callable(getattr(getattr(paddle.base, "core", None), "from_dlpack", None)):
+        _import_dlpack = lambda paddle, array: paddle.utils.dlpack.from_dlpack(array)  # noqa: E731
+    return _from_numpy
 
 
 def _flatten(tensors):
@@ -63,7 +117,8 @@ def _flatten(tensors):
     keepalive = []
     for k, v in tensors.items():
         is_contig = getattr(v, "is_contiguous", None)
-        if is_contig is not None and not is_contig():
+        # (paddle calls some empty tensors non-contiguous: they have no layout)
+        if is_contig is not None and v.size != 0 and not is_contig():
             raise ValueError(
                 f"You are trying to save a non contiguous tensor: `{k}` which is not allowed. It either means you"
                 " are trying to save tensors which are reference of each other in which case it's recommended to"
@@ -116,25 +171,20 @@ def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dic
         del keepalive
 
 
-def _np2paddle(arrays, device="cpu"):
-    import paddle
-
-    place = _paddle_device(device)
-    return {k: paddle.to_tensor(v, place=place) for k, v in arrays.items()}
-
-
 def load(data: bytes, device: str = "cpu"):
-    """Load paddle tensors from the bytes of a safetensors file."""
-    from safetensors import numpy as _st_numpy
-
-    return _np2paddle(_st_numpy._view2np(deserialize(data)), device)
+    """Load paddle tensors from the bytes of a safetensors file (copied: paddle
+    tensors are writable, ``data`` is not)."""
+    _converter()
+    tensors = {k: _from_numpy(v.copy()) for k, v in _st_numpy.load(data).items()}
+    place = _paddle_device(device)
+    if place != "cpu":
+        tensors = {k: v.to(place) for k, v in tensors.items()}
+    return tensors
 
 
 def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: str = "mmap"):
     """Load every tensor of ``filename`` as paddle tensors on ``device``."""
-    from safetensors import numpy as _st_numpy
-
-    _st_numpy._register_ml_dtypes()
-    with safe_open(filename, framework="np", backend=backend) as f:
-        arrays = f.get_tensors()
-    return _np2paddle(arrays, device)
+    if isinstance(device, str) and device.split(":")[0] == "gpu":
+        device = "cuda" + device[len("gpu"):]   # safe_open takes torch's spelling
+    with safe_open(filename, framework="paddle", device=device, backend=backend) as f:
+        return f.get_tensors()

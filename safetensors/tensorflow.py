@@ -1,6 +1,15 @@
 """TensorFlow helpers for safetensors: save and load ``dict[str, tf.Tensor]``.
 
 tensorflow is imported only when loading.  The caller's dict is never modified.
+
+Loading: ``_from_numpy`` is the one NumPy -> TensorFlow conversion, used by
+``load``/``load_file`` here and by ``safe_open(framework="tf")`` (the C
+extension calls it).  A C-contiguous buffer at a 64-byte-aligned address is
+imported through DLPack without a copy (bfloat16 as a uint16 import re-typed by
+``tf.bitcast``, which shares the buffer); anything else is copied once, into
+an aligned buffer imported the same way (float8, which ``tf.bitcast`` does not
+take, by ``tf.convert_to_tensor``).  TensorFlow accepts a misaligned DLPack import and
+aborts the process on the first operation on it, so it never gets one.
 """
 
 import os
@@ -13,6 +22,13 @@ from safetensors import safe_open
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
+_ALIGNMENT = 64   # TensorFlow's (Eigen's) required buffer alignment
+# dtypes NumPy exports through DLPack (ml_dtypes' bfloat16/float8 are not).
+_DLPACK_DTYPES = frozenset(
+    ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+     "float16", "float32", "float64", "complex64"]
+)
+
 
 def _to_numpy(tensors: Dict) -> Dict[str, np.ndarray]:
     if not isinstance(tensors, dict):
@@ -23,10 +39,49 @@ def _to_numpy(tensors: Dict) -> Dict[str, np.ndarray]:
     return out
 
 
-def _to_tf(arrays: Dict[str, np.ndarray]):
+def _zero_copy(tf, array: np.ndarray):
+    """The DLPack import of ``array``, or None where that is not possible."""
+    if (
+        array.size == 0
+        or not array.flags.c_contiguous
+        or not array.flags.writeable
+        or array.ctypes.data % _ALIGNMENT != 0
+    ):
+        return None
+    if array.dtype.name in _DLPACK_DTYPES:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    if array.dtype.name == "bfloat16":
+        bits = tf.experimental.dlpack.from_dlpack(array.view(np.uint16).__dlpack__())
+        return tf.bitcast(bits, tf.bfloat16)
+    return None
+
+
+def _aligned_copy(array: np.ndarray) -> np.ndarray:
+    """``array`` copied (one memcpy, or a gather for strided slices) into a fresh
+    64-byte-aligned, C-contiguous buffer."""
+    buffer = np.empty(array.nbytes + _ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % _ALIGNMENT
+    out = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    np.copyto(out, array)
+    return out
+
+
+def _from_numpy(array: np.ndarray):
+    """One NumPy array -> tf.Tensor: zero-copy where aligned, else one copy
+    (into an aligned buffer TensorFlow then takes over without copying again)."""
     import tensorflow as tf
 
-    return {k: tf.convert_to_tensor(v) for k, v in arrays.items()}
+    tensor = _zero_copy(tf, array)
+    if tensor is None and array.size and (array.dtype.name in _DLPACK_DTYPES or array.dtype.name == "bfloat16"):
+        tensor = _zero_copy(tf, _aligned_copy(array))
+    return tensor if tensor is not None else tf.convert_to_tensor(array)
+
+
+def _converter():
+    """Called once by ``safe_open(framework="tf")``: imports tensorflow."""
+    import tensorflow  # noqa: F401
+
+    return _from_numpy
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
@@ -40,12 +95,12 @@ def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Option
 
 
 def load(data: bytes):
-    """Load tf tensors from the bytes of a safetensors file."""
-    return _to_tf(_st_numpy.load(data))
+    """Load tf tensors from the bytes of a safetensors file (one copy each)."""
+    _converter()
+    return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap"):
     """Load every tensor of ``filename`` as tf tensors (file order)."""
-    with safe_open(filename, framework="np", backend=backend) as f:
-        arrays = f.get_tensors()
-    return _to_tf(arrays)
+    with safe_open(filename, framework="tf", backend=backend) as f:
+        return f.get_tensors()

@@ -418,8 +418,8 @@ def test_killed_mid_save_old_file_intact(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# flax / tensorflow / mlx modules (frameworks faked: only numpy conversion and
-# the "caller's dict is not mutated" contract are checked here)
+# flax / tensorflow / mlx modules (frameworks faked: only the save side's numpy
+# conversion and the "caller's dict is not mutated" contract are checked here)
 # ---------------------------------------------------------------------------
 
 class _FakeTensor:
@@ -469,11 +469,7 @@ def test_other_frameworks_roundtrip_without_mutation(modname, monkeypatch, tmp_p
     data = mod.save(tensors, metadata={"format": modname})
     assert tensors == original and all(isinstance(v, _FakeTensor) for v in tensors.values())
     assert data == save({k: v.numpy() for k, v in tensors.items()}, metadata={"format": modname})
-    out = mod.load(data)
-    assert np.array_equal(out["b"].numpy(), tensors["b"].numpy())
     p = tmp_path / "o.safetensors"
     mod.save_file(tensors, p)
     assert tensors == original
-    out = mod.load_file(p)
-    assert list(out) == ["b", "a"]
-    assert np.array_equal(out["a"].numpy(), tensors["a"].numpy())
+    # loading is tested against the real frameworks: tests/frameworks/

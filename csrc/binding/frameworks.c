@@ -60,15 +60,17 @@ exit:
     return rc;
 }
 
-/* A callable turning a NumPy array into the framework's array. */
+/* The callable turning a NumPy array into the framework's array: the one
+ * conversion, kept in the Python module (safetensors.<fw>._converter()
+ * imports the framework and returns it), shared with <fw>.load_file. */
 static PyObject *import_converter(st_framework fw)
 {
-    static const char *const modules[] = {NULL, NULL, "tensorflow", "jax.numpy", "mlx.core", "paddle"};
-    static const char *const functions[] = {NULL, NULL, "convert_to_tensor", "array", "array", "to_tensor"};
+    static const char *const modules[] = {NULL, NULL, "safetensors.tensorflow", "safetensors.flax",
+                                          "safetensors.mlx", "safetensors.paddle"};
     PyObject *module = PyImport_ImportModule(modules[fw]), *fn;
     if (module == NULL)
         return NULL;
-    fn = PyObject_GetAttrString(module, functions[fw]);
+    fn = PyObject_CallMethod(module, "_converter", NULL);
     Py_DECREF(module);
     return fn;
 }

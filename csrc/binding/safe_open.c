@@ -53,6 +53,15 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
                      st_framework_name(framework));
         goto fail;
     }
+    if (framework == FW_PADDLE && device != Py_None) {
+        /* paddle names CUDA devices "gpu:N": the one mapping is safetensors.paddle's. */
+        PyObject *paddle_module = PyImport_ImportModule("safetensors.paddle");
+        Py_SETREF(device, paddle_module ? PyObject_CallMethod(paddle_module, "_paddle_device", "O", device)
+                                        : NULL);
+        Py_XDECREF(paddle_module);
+        if (device == NULL)
+            goto fail;
+    }
     if (st_parse_backend(state, backend_obj, &backend) < 0)
         goto fail;
     if (PySys_Audit("safetensors.safe_open", "Os", path_str, st_framework_name(framework)) < 0)

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Every framework for real: one venv per framework under build/ (reused when
+# already made), its tests in a process of their own (tensorflow and paddle
+# crash when imported into one process), and a check that upstream 0.8.0
+# still writes the committed fixtures byte for byte. One summary line per
+# framework; exits non-zero if any test failed or skipped.
+#
+#   .ci/frameworks.sh            # all four
+#   .ci/frameworks.sh tf paddle  # some of them (tf, paddle, mlx, flax)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PYTHON=${PYTHON:-python3}
+FRAMEWORKS=("$@")
+[ ${#FRAMEWORKS[@]} -eq 0 ] && FRAMEWORKS=(tf paddle mlx flax)
+
+declare -A PACKAGES=([tf]="tensorflow-cpu" [paddle]="paddlepaddle" [mlx]="mlx[cpu]" [flax]="jax[cpu] flax")
+declare -A IMPORTS=([tf]="tensorflow" [paddle]="paddle" [mlx]="mlx.core" [flax]="jax")
+declare -A TESTS=([tf]="test_tensorflow.py" [paddle]="test_paddle.py" [mlx]="test_mlx.py" [flax]="test_flax.py")
+
+mkdir -p build
+make -s build >build/frameworks-make.log 2>&1 || { tail -20 build/frameworks-make.log; echo "frameworks: make build failed"; exit 1; }
+
+# upstream 0.8.0, unpacked (not installed): only the fixture generator uses it.
+UPSTREAM=build/upstream-0.8.0
+if [ ! -f "$UPSTREAM/safetensors/__init__.py" ]; then
+    rm -rf build/dl "$UPSTREAM"
+    "$PYTHON" -m pip download -q --no-deps safetensors==0.8.0 -d build/dl &&
+        "$PYTHON" -m zipfile -e build/dl/safetensors-0.8.0-*.whl "$UPSTREAM" ||
+        { echo "frameworks: cannot fetch safetensors==0.8.0"; exit 1; }
+fi
+
+status=0
+summary=()
+for fw in "${FRAMEWORKS[@]}"; do
+    venv=build/venv-$fw
+    log=build/frameworks-$fw.log
+    start=$(date +%s)
+    if [ ! -f "$venv/.deps" ]; then
+        rm -rf "$venv"
+        # shellcheck disable=SC2086  # PACKAGES holds several words on purpose
+        if ! { "$PYTHON" -m venv "$venv" &&
+               "$venv/bin/python" -m pip install -q numpy ml_dtypes pytest ${PACKAGES[$fw]}; } >"$log" 2>&1; then
+            summary+=("frameworks: $fw: install FAILED (see $log)"); status=1; continue
+        fi
+        touch "$venv/.deps"
+    fi
+    installed=$(( $(date +%s) - start ))
+    version=$("$venv/bin/python" -c "import ${IMPORTS[$fw]} as m; print(m.__version__)" 2>>"$log") || {
+        summary+=("frameworks: $fw: import ${IMPORTS[$fw]} FAILED: $(tail -1 "$log")"); status=1; continue; }
+
+    start=$(date +%s)
+    # The fixtures: upstream 0.8.0 from this framework must write them again, byte for byte.
+    regen=$(mktemp -d)
+    fixtures="same"
+    if ! (cd "$regen" && PYTHONPATH=$ROOT/$UPSTREAM "$ROOT/$venv/bin/python" -W ignore \
+            "$ROOT/tests/fixtures/upstream_frameworks/make_fixtures.py" "$fw" "$regen") >>"$log" 2>&1 ||
+       ! cmp -s "$regen/$fw.safetensors" "tests/fixtures/upstream_frameworks/$fw.safetensors"; then
+        fixtures="DIFFER"; status=1
+    fi
+    rm -rf "$regen"
+    # Our package from the repository root; the framework's tests, then the
+    # read API's other-framework check, in processes of their own.
+    result=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning \
+                 "tests/frameworks/${TESTS[$fw]}" 2>&1 | tee -a "$log" | tail -1)
+    api=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+              "tests/test_read_api.py::test_other_frameworks_if_installed" 2>&1 | tee -a "$log" | tail -1)
+    tested=$(( $(date +%s) - start ))
+    case "$result" in
+        *failed* | *error* | *skipped* | "") status=1; verdict="FAILED" ;;
+        *passed*) verdict="ok" ;;
+        *) status=1; verdict="FAILED" ;;
+    esac
+    case "$api" in *failed* | *error* | "") status=1; verdict="FAILED" ;; esac
+    summary+=("frameworks: $fw ${IMPORTS[$fw]} $version: $verdict: ${result//=/} | read_api: ${api//=/} | fixtures $fixtures | install ${installed}s, tests ${tested}s")
+done
+printf '%s\n' "${summary[@]}"
+exit $status
