@@ -252,23 +252,24 @@ def _worker_timeout(rank, size, paths, index, report):
 def _rank_main(argv):
     import torch.distributed as dist
 
-    scenario, rank, size, store_path, workdir = argv[0], int(argv[1]), int(argv[2]), argv[3], argv[4]
+    scenarios, rank, size, store_path, workdir = argv[0].split("+"), int(argv[1]), int(argv[2]), argv[3], argv[4]
     with open(os.path.join(workdir, "checkpoint.json")) as f:
         paths, index = json.load(f)
     store = dist.FileStore(store_path, size)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=size,
                             timeout=datetime.timedelta(seconds=60))
-    report = []
-    out_path = os.path.join(workdir, f"report-{scenario}-{rank}.json")
-    try:
-        globals()[f"_worker_{scenario}"](rank, size, paths, index, report)
-    finally:
-        with open(out_path + ".tmp", "w") as f:
-            json.dump(report, f)
-        os.replace(out_path + ".tmp", out_path)
-        if scenario == "timeout" and rank == 0:
-            open(os.environ["ST_TEST_DONE"], "w").close()
-            os._exit(0)   # the half-finished collective would make a clean shutdown wait
+    for scenario in scenarios:
+        report = []
+        out_path = os.path.join(workdir, f"report-{scenario}-{size}-{rank}.json")
+        try:
+            globals()[f"_worker_{scenario}"](rank, size, paths, index, report)
+        finally:
+            with open(out_path + ".tmp", "w") as f:
+                json.dump(report, f)
+            os.replace(out_path + ".tmp", out_path)
+            if scenario == "timeout" and rank == 0:
+                open(os.environ["ST_TEST_DONE"], "w").close()
+                os._exit(0)   # the half-finished collective would make a clean shutdown wait
     dist.destroy_process_group()
 
 
@@ -287,43 +288,60 @@ def checkpoint(tmp_path_factory):
     return folder, paths, index
 
 
-def _spawn(scenario, size, folder):
-    store = folder / f"store-{scenario}-{size}"
-    done = folder / f"done-{scenario}-{size}"
+_SPAWNED = {}
+
+
+def _spawn(scenarios, size, folder):
+    """Runs `scenarios` ("a+b") in `size` ranks once per session; returns
+    {scenario: [report of rank 0, rank 1, ...]}."""
+    key = (scenarios, size, str(folder))
+    if key not in _SPAWNED:
+        _SPAWNED[key] = _run_ranks(scenarios, size, folder)
+    return _SPAWNED[key]
+
+
+def _run_ranks(scenarios, size, folder):
+    tag = f"{scenarios}-{size}"
+    store, done = folder / f"store-{tag}", folder / f"done-{tag}"
     for p in (store, done):
         if p.exists():
             p.unlink()
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", ST_TEST_DONE=str(done))
-    procs = [
-        subprocess.Popen([sys.executable, __file__, scenario, str(r), str(size), str(store), str(folder)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for r in range(size)
-    ]
-    outputs = []
+    logs = [folder / f"log-{tag}-{r}.txt" for r in range(size)]
+    procs = []
     try:
+        for r in range(size):
+            with open(logs[r], "wb") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, __file__, scenarios, str(r), str(size), str(store), str(folder)],
+                    env=env, stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + DEADLINE_S
         for p in procs:
-            out, _ = p.communicate(timeout=max(deadline - time.monotonic(), 1))
-            outputs.append(out.decode(errors="replace"))
+            try:
+                p.wait(timeout=max(deadline - time.monotonic(), 1))
+            except subprocess.TimeoutExpired:
+                break
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    failed = [f"rank {r} exited with {p.returncode}:\n{outputs[r][-3000:]}" for r, p in enumerate(procs)
-              if p.returncode != 0]
+    failed = [f"rank {r} exited with {p.returncode}:\n{logs[r].read_text(errors='replace')[-3000:]}"
+              for r, p in enumerate(procs) if p.returncode != 0]
     assert not failed, "\n".join(failed)
-    reports = []
-    for r in range(size):
-        with open(folder / f"report-{scenario}-{r}.json") as f:
-            reports.append(json.load(f))
+    reports = {}
+    for scenario in scenarios.split("+"):
+        reports[scenario] = []
+        for r in range(size):
+            with open(folder / f"report-{scenario}-{size}-{r}.json") as f:
+                reports[scenario].append(json.load(f))
     return reports
 
 
 @pytest.mark.parametrize("size", [2, 4])
 def test_every_rank_gets_its_part_and_every_byte_is_read_once(checkpoint, size):
     folder, paths, index = checkpoint
-    reports = _spawn("correctness", size, folder)
+    reports = _spawn("correctness" if size == 2 else "correctness+failures", size, folder)["correctness"]
     file_bytes = sum(os.path.getsize(p) for p in paths)
     cases = [c["case"] for c in reports[0]]
     assert len(cases) == 4 * 5 + 1
@@ -359,7 +377,7 @@ def _data_bytes(path):
 
 def test_a_failure_on_any_rank_raises_on_every_rank(checkpoint):
     folder, paths, index = checkpoint
-    reports = _spawn("failures", 4, folder)
+    reports = _spawn("correctness+failures", 4, folder)["failures"]
     expected = {
         "missing tensor": ("SafetensorError", "no.such.tensor"),
         "missing file": ("FileNotFoundError", "absent.safetensors"),
@@ -386,7 +404,7 @@ def test_a_failure_on_any_rank_raises_on_every_rank(checkpoint):
 
 def test_a_rank_that_never_joins_times_out_instead_of_hanging(checkpoint):
     folder, paths, index = checkpoint
-    reports = _spawn("timeout", 2, folder)
+    reports = _spawn("timeout", 2, folder)["timeout"]
     (entry,) = reports[0]
     assert entry["type"] == "RuntimeError" and "timed out" in entry["message"], entry
     assert entry["seconds"] < 30
