@@ -640,21 +640,24 @@ class _Work:
             self.rep_regions.append((base, slot))
             base += size * slot
         self.rep_bytes = base
-        # Exchanged: slots of whole rows ([B, C] slabs) of about chunk_bytes;
-        # round k gives slot k * size + r to rank r.
+        # Exchanged: slots of whole rows ([B, C] slabs) of about chunk_bytes,
+        # or less so that every rank gets a share; round k gives slot
+        # k * size + r to rank r.
+        total = sum(j.nbytes for j in self.exchanged)
+        target = max(min(chunk_bytes, -(-total // size)), 1)
         self.slots: List[List[tuple]] = []
         current, used = [], 0
         for j in self.exchanged:
             slab, a = j.B * j.C, 0
             while a < j.A:
-                take = min(j.A - a, (chunk_bytes - used) // slab)
+                take = min(j.A - a, (target - used) // slab)
                 if take == 0 and used == 0:
-                    take = 1                       # a slab larger than a chunk goes alone
+                    take = 1                       # a slab larger than a slot goes alone
                 if take:
                     current.append((j, a, a + take))
                     used += take * slab
                     a += take
-                if take == 0 or used >= chunk_bytes:
+                if take == 0 or used >= target:
                     self.slots.append(current)
                     current, used = [], 0
         if current:
