@@ -291,12 +291,15 @@ def _read_header(path: str) -> dict:
     """Validates ``path``'s header with the C reader and returns its table:
     ``size``, ``mtime_ns``, ``data_start`` and ``tensors`` as (name, dtype,
     shape, file offset, nbytes) in file order."""
+    before = os.stat(path)
     with safe_open(path, framework="pt", backend="pread") as f:
         entries = []
         for name in f.offset_keys():
             view = f.get_slice(name)
             entries.append((name, view.get_dtype(), tuple(view.get_shape())))
     st = os.stat(path)
+    if (st.st_ino, st.st_size, st.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+        raise SafetensorError(f"{path}: the file changed while its header was being read")
     sizes = [math.prod(shape) * _BITS[dtype] // 8 for _, dtype, shape in entries]
     data_start = st.st_size - sum(sizes)   # the data ends exactly at the end of the file
     tensors, offset = [], data_start
@@ -690,12 +693,21 @@ class _Work:
         rank, size, xdev = self.rank, self.size, pg.xdev
         stats = pg.stats
         outputs: Dict[str, torch.Tensor] = {}
-        for j in self.direct + self.exchanged:
-            outputs[j.name] = torch.empty(_part_bytes(j, rank), dtype=torch.uint8, device=xdev)
+        rep_buf = rep_bytes = None
         error: Optional[BaseException] = None
-
-        # Shards with long runs: each owner reads its own runs.
+        # Allocation and local reads may fail on one rank only (memory, I/O):
+        # the failure is held and reported at the next collective check.
         try:
+            for j in self.direct + self.exchanged:
+                outputs[j.name] = torch.empty(_part_bytes(j, rank), dtype=torch.uint8, device=xdev)
+            if xdev.type == "cpu":
+                # A bytearray, so that each replicated tensor can get its own
+                # storage over it without a copy (torch.frombuffer of a slice).
+                rep_bytes = bytearray(self.rep_bytes)
+                rep_buf = torch.frombuffer(rep_bytes, dtype=torch.uint8) if self.rep_bytes else torch.empty(0, dtype=torch.uint8)
+            else:
+                rep_buf = torch.empty(self.rep_bytes, dtype=torch.uint8, device=xdev)
+            # Shards with long runs: each owner reads its own runs.
             for j in self.direct:
                 part = j.part(rank)
                 if not part:
@@ -709,7 +721,6 @@ class _Work:
             error = exc
 
         # Replicated: read my slot, then all-gather the region in place.
-        rep_buf = torch.empty(self.rep_bytes, dtype=torch.uint8, device=xdev)
         for base, slot in self.rep_regions:
             lo = base + rank * slot
             if error is None:
@@ -727,13 +738,17 @@ class _Work:
         # Short-run shards: read whole rows, pack per destination, all-to-all.
         if self.slots:
             self._exchange(pg, reader, outputs, error)
-            error = None
         else:
             pg.check_reads(error)
 
         result: Dict[str, torch.Tensor] = {}
         for j in self.jobs:
-            raw = rep_buf[j.pos:j.pos + j.nbytes] if j.kind == "replicate" else outputs[j.name]
+            if j.kind != "replicate":
+                raw = outputs.pop(j.name)
+            elif rep_bytes is not None and j.nbytes:
+                raw = torch.frombuffer(memoryview(rep_bytes)[j.pos:j.pos + j.nbytes], dtype=torch.uint8)
+            else:
+                raw = rep_buf[j.pos:j.pos + j.nbytes]
             t = raw.view(_TYPES[j.dtype]).view(_out_shape(j, rank))
             if not _LITTLE:
                 t = _byteswapped(t)
@@ -772,9 +787,12 @@ class _Work:
             sum((a1 - a0) * j.B * j.C for j, a0, a1 in slot_of(k, rank)) - owned(slot_of(k, rank), rank)
             for k in range(rounds)
         )
-        read_buf = torch.empty(read_cap, dtype=torch.uint8, device=xdev)
-        send_buf = torch.empty(send_cap, dtype=torch.uint8, device=xdev)
-        recv_buf = torch.empty(recv_cap, dtype=torch.uint8, device=xdev)
+        try:
+            read_buf = torch.empty(read_cap, dtype=torch.uint8, device=xdev)
+            send_buf = torch.empty(send_cap, dtype=torch.uint8, device=xdev)
+            recv_buf = torch.empty(recv_cap, dtype=torch.uint8, device=xdev)
+        except Exception as exc:   # reported by the first round's check
+            error = error or exc
         for k in range(rounds):
             mine = slot_of(k, rank)
             if error is None:

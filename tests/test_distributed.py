@@ -413,13 +413,17 @@ def test_a_rank_that_never_joins_times_out_instead_of_hanging(checkpoint):
 def test_single_process_without_a_process_group(tmp_path):
     # Not initialized: a group of one; same results as safe_open.
     gen = torch.Generator().manual_seed(1)
-    tensors = {"w": _random((5, 3), torch.float16, gen), "s": _random((), torch.int64, gen)}
+    tensors = {"w": _random((5, 3), torch.float16, gen), "s": _random((), torch.int64, gen),
+               "b": _random((4,), torch.bfloat16, gen)}
     save_file(tensors, tmp_path / "m.safetensors")
     stats = LoadStats()
     out = load_distributed(tmp_path / "m.safetensors", {"w": Shard(1)}, stats=stats)
-    assert _same_bytes(out["w"], tensors["w"]) and _same_bytes(out["s"], tensors["s"])
+    assert all(_same_bytes(out[n], tensors[n]) for n in tensors)
     assert stats.bytes_read == os.path.getsize(tmp_path / "m.safetensors")
     assert stats.bytes_sent == stats.bytes_received == 0
+    # Replicated tensors each have their own storage (like load_file's), so the dict saves as is.
+    assert out["s"].untyped_storage().data_ptr() != out["b"].untyped_storage().data_ptr()
+    save_file(out, tmp_path / "again.safetensors")
 
 
 @pytest.mark.parametrize(
