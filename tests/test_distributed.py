@@ -341,7 +341,7 @@ def _run_ranks(scenarios, size, folder):
 @pytest.mark.parametrize("size", [2, 4])
 def test_every_rank_gets_its_part_and_every_byte_is_read_once(checkpoint, size):
     folder, paths, index = checkpoint
-    reports = _spawn("correctness" if size == 2 else "correctness+failures", size, folder)["correctness"]
+    reports = _spawn("correctness+timeout" if size == 2 else "correctness+failures", size, folder)["correctness"]
     file_bytes = sum(os.path.getsize(p) for p in paths)
     cases = [c["case"] for c in reports[0]]
     assert len(cases) == 4 * 5 + 1
@@ -404,7 +404,7 @@ def test_a_failure_on_any_rank_raises_on_every_rank(checkpoint):
 
 def test_a_rank_that_never_joins_times_out_instead_of_hanging(checkpoint):
     folder, paths, index = checkpoint
-    reports = _spawn("timeout", 2, folder)["timeout"]
+    reports = _spawn("correctness+timeout", 2, folder)["timeout"]
     (entry,) = reports[0]
     assert entry["type"] == "RuntimeError" and "timed out" in entry["message"], entry
     assert entry["seconds"] < 30
