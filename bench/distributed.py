@@ -12,7 +12,10 @@ each round (the machine is shared; only same-round ratios mean anything):
 - ``distributed``: ``load_distributed`` over gloo;
 - ``naive-mmap``: every rank ``safe_open`` (mmap) + ``get_slice(name)[part]``
   + ``clone()`` (what per-rank loaders do before copying to a device);
-- ``naive-pread``: the same with ``backend="pread"`` (a fresh copy per slice).
+- ``naive-pread``: the same with ``backend="pread"`` (a fresh copy per slice);
+- ``fastsafetensors``: its loader in CPU / no-GDS mode (whole files per rank,
+  then scatter and broadcast per tensor), when it is importable
+  (``pip install fastsafetensors``; ``PYTHONPATH`` works too).
 
 Per mode: the time until every rank holds its parts (ranks start together
 after a barrier), the storage bytes read summed over ranks (distributed: the
@@ -168,6 +171,27 @@ def naive_load(folder, spec, rank, backend):
     return out, touched
 
 
+def fastsafetensors_load(folder, spec, rank):
+    """fastsafetensors (CPU, no GDS): file i is read whole by rank i % 4, then
+    get_sharded scatters / get_tensor broadcasts each tensor."""
+    import torch.distributed as dist
+    from fastsafetensors import SafeTensorsFileLoader
+
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".safetensors"))
+    loader = SafeTensorsFileLoader(dist.group.WORLD, "cpu", nogds=True)
+    loader.add_filenames({r: files[r::RANKS] for r in range(RANKS)})
+    buffers = loader.copy_files_to_device()
+    out = {}
+    for name, (_, kind) in spec.items():
+        if kind == "norm":
+            out[name] = buffers.get_tensor(name)
+        else:
+            out[name] = buffers.get_sharded(name, 0 if kind == "col" else 1)
+    buffers.close()
+    loader.close()
+    return out, sum(os.path.getsize(f) for f in files[rank::RANKS])
+
+
 def rank_main(args):
     import torch.distributed as dist
     from safetensors.torch import LoadStats, load_distributed
@@ -186,6 +210,8 @@ def rank_main(args):
         out = load_distributed(os.path.join(args.folder, "model.safetensors.index.json"), plan_of(spec),
                                chunk_bytes=args.chunk_mib << 20, stats=stats)
         read = stats.bytes_read
+    elif args.mode == "fastsafetensors":
+        out, read = fastsafetensors_load(args.folder, spec, rank)
     else:
         out, read = naive_load(args.folder, spec, rank, args.mode.split("-")[1])
     seconds = time.perf_counter() - start
@@ -235,7 +261,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chunk-mib", type=int, default=64)
     ap.add_argument("--cold", action="store_true", help="evict the files from the page cache before each load")
-    ap.add_argument("--modes", default="distributed,naive-mmap,naive-pread")
+    ap.add_argument("--modes", default="distributed,naive-mmap,naive-pread,fastsafetensors")
     ap.add_argument("--dir", help="where to write the checkpoint (default: a temporary directory)")
     ap.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mode", help=argparse.SUPPRESS)
@@ -255,6 +281,10 @@ def main():
               f" vocab {args.vocab}); {RANKS} gloo ranks; {'cold' if args.cold else 'warm'} page cache;"
               f" chunk {args.chunk_mib} MiB; {os.cpu_count()} CPUs")
         modes = args.modes.split(",")
+        if "fastsafetensors" in modes and subprocess.run(
+                [sys.executable, "-c", "import fastsafetensors"], capture_output=True).returncode != 0:
+            print("fastsafetensors is not importable (pip install fastsafetensors): skipping it")
+            modes.remove("fastsafetensors")
         results = {m: [] for m in modes}
         for k in range(args.rounds):
             for mode in (modes if k % 2 == 0 else modes[::-1]):

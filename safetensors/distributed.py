@@ -42,6 +42,7 @@ import errno
 import hashlib
 import json
 import math
+import mmap
 import os
 import pickle
 import time
@@ -700,11 +701,12 @@ class _Work:
         try:
             for j in self.direct + self.exchanged:
                 outputs[j.name] = torch.empty(_part_bytes(j, rank), dtype=torch.uint8, device=xdev)
-            if xdev.type == "cpu":
-                # A bytearray, so that each replicated tensor can get its own
-                # storage over it without a copy (torch.frombuffer of a slice).
-                rep_bytes = bytearray(self.rep_bytes)
-                rep_buf = torch.frombuffer(rep_bytes, dtype=torch.uint8) if self.rep_bytes else torch.empty(0, dtype=torch.uint8)
+            if xdev.type == "cpu" and self.rep_bytes:
+                # Anonymous memory with the buffer protocol, so that each
+                # replicated tensor can get its own storage over it without a
+                # copy (torch.frombuffer of a slice keeps the mapping alive).
+                rep_bytes = mmap.mmap(-1, self.rep_bytes)
+                rep_buf = torch.frombuffer(rep_bytes, dtype=torch.uint8)
             else:
                 rep_buf = torch.empty(self.rep_bytes, dtype=torch.uint8, device=xdev)
             # Shards with long runs: each owner reads its own runs.
