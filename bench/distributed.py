@@ -289,14 +289,15 @@ def main():
         for k in range(args.rounds):
             for mode in (modes if k % 2 == 0 else modes[::-1]):
                 results[mode].append(run_mode(args, mode, folder, k))
-        print(f"{'mode':<13} {'time s (median)':>15} {'read MiB (sum)':>15} {'x ckpt':>7} {'sent MiB':>9}"
+        print(f"{'mode':<15} {'time s (median)':>15} {'read MiB (sum)':>15} {'x ckpt':>7} {'sent MiB':>9}"
               f" {'held MiB/rank':>14} {'RSS growth MiB/rank (max)':>26}")
         for mode, rounds in results.items():
             times = sorted(max(r["seconds"] for r in ranks) for ranks in rounds)
             last = rounds[-1]
             read = sum(r["read"] for r in last)
-            print(f"{mode:<13} {times[len(times) // 2]:>15.3f} {read / 2**20:>15.1f} {read / total:>7.2f}"
-                  f" {sum(r['sent'] for r in last) / 2**20:>9.1f} {max(r['held'] for r in last) / 2**20:>14.1f}"
+            sent = f"{sum(r['sent'] for r in last) / 2**20:.1f}" if mode == "distributed" else "n/a"
+            print(f"{mode:<15} {times[len(times) // 2]:>15.3f} {read / 2**20:>15.1f} {read / total:>7.2f}"
+                  f" {sent:>9} {max(r['held'] for r in last) / 2**20:>14.1f}"
                   f" {max(r['rss_growth_mib'] for r in last):>26.1f}")
         print("all times (s, per round):", {m: [round(max(r["seconds"] for r in ranks), 3) for ranks in rounds]
                                             for m, rounds in results.items()})

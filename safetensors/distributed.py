@@ -97,7 +97,8 @@ Plan = Union[None, Mapping, Callable[[str, Tuple[int, ...], str], Placement]]
 
 @dataclass
 class LoadStats:
-    """Counters of one rank for one ``load_distributed`` call.
+    """Counters of one rank, added to by each ``load_distributed`` call it is
+    passed to.
 
     ``bytes_read``: bytes this rank read from storage (tensor data plus the
     headers it validated, ``header_bytes_read`` of them).  ``bytes_sent`` and
@@ -564,7 +565,7 @@ def load_distributed(
         for i in range(rank, len(paths), size):
             mine[i] = _read_header(paths[i])
             stats.header_bytes_read += mine[i]["data_start"]
-        stats.bytes_read += stats.header_bytes_read
+            stats.bytes_read += mine[i]["data_start"]
         return mine
 
     tables: List[dict] = [None] * len(paths)
@@ -596,7 +597,7 @@ def load_distributed(
         result = state["work"].run(pg, reader, device)
     finally:
         reader.close()
-    stats.seconds = time.perf_counter() - started
+    stats.seconds += time.perf_counter() - started
     return result
 
 
