@@ -447,5 +447,21 @@ def test_bad_arguments_raise_clear_errors(tmp_path, source, plan, error, text):
     assert text in str(info.value)
 
 
+def test_index_and_file_list_mistakes_are_reported(tmp_path):
+    save_file({"w": torch.zeros(2, 2)}, tmp_path / "a.safetensors")
+    save_file({"w": torch.ones(2)}, tmp_path / "b.safetensors")
+    (tmp_path / "index.json").write_text(json.dumps({"weight_map": {"w": "a.safetensors", "ghost": "a.safetensors"}}))
+    with pytest.raises(SafetensorError, match="index names tensor 'ghost'"):
+        load_distributed(tmp_path / "index.json")
+    with pytest.raises(SafetensorError, match="'w' is in both"):
+        load_distributed([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    with pytest.raises(ValueError, match="listed twice"):
+        load_distributed([tmp_path / "a.safetensors", tmp_path / "a.safetensors"])
+    # An index loads only its names, from the files it names.
+    (tmp_path / "index.json").write_text(json.dumps({"weight_map": {"w": "b.safetensors"}}))
+    out = load_distributed(tmp_path / "index.json")
+    assert list(out) == ["w"] and torch.equal(out["w"], torch.ones(2))
+
+
 if __name__ == "__main__":
     _rank_main(sys.argv[1:])
