@@ -575,3 +575,4 @@ def load_model(
             error += f"\n    Unexpected key(s) in state_dict: {unexpected_keys}"
         raise RuntimeError(error)
     return missing, unexpected
+from safetensors.distributed import LoadStats, Replicate, Shard, load_distributed  # noqa: E402,F401

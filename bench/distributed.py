@@ -1,0 +1,307 @@
+"""Benchmark: loading a tensor-parallel checkpoint into 4 ranks on one machine.
+
+    .venv/bin/python bench/distributed.py                 # ~256 MiB checkpoint, 3 rounds
+    .venv/bin/python bench/distributed.py --big           # ~2 GiB
+    .venv/bin/python bench/distributed.py --cold          # evict the files from the page cache first
+
+The checkpoint is a small decoder in 4 shard files (bf16): the embedding and
+the q/k/v/gate/up projections are column-parallel (``Shard(0)``), o/down are
+row-parallel (``Shard(1)``), norms are replicated.  Modes, alternated in
+each round (the machine is shared; only same-round ratios mean anything):
+
+- ``distributed``: ``load_distributed`` over gloo;
+- ``naive-mmap``: every rank ``safe_open`` (mmap) + ``get_slice(name)[part]``
+  + ``clone()`` (what per-rank loaders do before copying to a device);
+- ``naive-pread``: the same with ``backend="pread"`` (a fresh copy per slice);
+- ``fastsafetensors``: its loader in CPU / no-GDS mode (whole files per rank,
+  then scatter and broadcast per tensor), when it is importable
+  (``pip install fastsafetensors``; ``PYTHONPATH`` works too).
+
+Per mode: the time until every rank holds its parts (ranks start together
+after a barrier), the storage bytes read summed over ranks (distributed: the
+loader's counter; naive: the 4 KiB pages each rank's slices cover, the unit a
+page cache or a block device reads), bytes exchanged, and the peak RSS growth
+per rank during the load.  ``--cold`` evicts the files with
+``posix_fadvise(DONTNEED)`` before every load (no root needed).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+RANKS = 4
+PAGE = 4096
+
+
+def layer_names(layer):
+    p = f"model.layers.{layer}."
+    return {
+        p + "input_layernorm.weight": ("norm", None),
+        p + "self_attn.q_proj.weight": ("col", None),
+        p + "self_attn.k_proj.weight": ("col", None),
+        p + "self_attn.v_proj.weight": ("col", None),
+        p + "self_attn.o_proj.weight": ("row", None),
+        p + "post_attention_layernorm.weight": ("norm", None),
+        p + "mlp.gate_proj.weight": ("col", "mlp"),
+        p + "mlp.up_proj.weight": ("col", "mlp"),
+        p + "mlp.down_proj.weight": ("row", "mlp"),
+    }
+
+
+def shapes(hidden, layers, vocab):
+    out = {"model.embed_tokens.weight": ((vocab, hidden), "col")}
+    for i in range(layers):
+        for name, (kind, mlp) in layer_names(i).items():
+            inner = 4 * hidden if mlp else hidden
+            if kind == "norm":
+                out[name] = ((hidden,), "norm")
+            elif kind == "col":
+                out[name] = ((inner, hidden), "col")
+            else:
+                out[name] = ((hidden, inner), "row")
+    out["model.norm.weight"] = ((hidden,), "norm")
+    return out
+
+
+def plan_of(spec):
+    from safetensors.torch import Replicate, Shard
+
+    return {n: (Shard(0) if kind == "col" else Shard(1) if kind == "row" else Replicate())
+            for n, (_, kind) in spec.items()}
+
+
+def write_checkpoint(folder, hidden, layers, vocab):
+    import torch
+    from safetensors.torch import save_file
+
+    spec = shapes(hidden, layers, vocab)
+    names = list(spec)
+    per_file = -(-len(names) // 4)
+    weight_map = {}
+    gen = torch.Generator().manual_seed(0)
+    for k in range(4):
+        file = f"model-{k + 1:05d}-of-00004.safetensors"
+        tensors = {n: torch.randn(spec[n][0], generator=gen, dtype=torch.float32).to(torch.bfloat16)
+                   for n in names[k * per_file:(k + 1) * per_file]}
+        save_file(tensors, os.path.join(folder, file), metadata={"format": "pt"})
+        weight_map.update({n: file for n in tensors})
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": weight_map}, f)
+
+
+def evict(folder):
+    for name in os.listdir(folder):
+        fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss():
+    # Linux: "5" resets VmHWM to the current RSS, so the peak is the load's.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+# ---------------------------------------------------------------------------
+# one rank
+# ---------------------------------------------------------------------------
+
+def pages_covered(offset, runs):
+    """4 KiB pages covered by byte runs [(start, length)] of one file region."""
+    pages = 0
+    last = -1
+    for start, length in runs:
+        first, end = (offset + start) // PAGE, (offset + start + length - 1) // PAGE
+        if end <= last:
+            continue
+        pages += end - max(first, last + 1) + 1
+        last = end
+    return pages * PAGE
+
+
+def naive_load(folder, spec, rank, backend):
+    """Every rank reads its own slices; returns (tensors, page-granular bytes)."""
+    import torch
+    from safetensors import safe_open
+
+    with open(os.path.join(folder, "model.safetensors.index.json")) as f:
+        weight_map = json.load(f)["weight_map"]
+    out, touched = {}, 0
+    for file in sorted(set(weight_map.values())):
+        path = os.path.join(folder, file)
+        with safe_open(path, framework="pt", backend=backend) as f:
+            with open(path, "rb") as raw:
+                header = 8 + int.from_bytes(raw.read(8), "little")
+            touched += -(-header // PAGE) * PAGE
+            offset = header
+            for name in f.offset_keys():
+                view = f.get_slice(name)
+                shape, kind = spec[name]
+                nbytes = 2 * int(torch.tensor(shape).prod())
+                if kind == "norm":
+                    t = view[...]
+                    runs = [(0, nbytes)]
+                else:
+                    dim = 0 if kind == "col" else 1
+                    parts = torch.tensor_split(torch.arange(shape[dim]), RANKS)
+                    lo, hi = int(parts[rank][0]), int(parts[rank][-1]) + 1
+                    t = view[lo:hi] if dim == 0 else view[:, lo:hi]
+                    if dim == 0:
+                        runs = [(lo * shape[1] * 2, (hi - lo) * shape[1] * 2)]
+                    else:
+                        runs = [(r * shape[1] * 2 + lo * 2, (hi - lo) * 2) for r in range(shape[0])]
+                out[name] = t.clone() if backend == "mmap" else t
+                touched += pages_covered(offset, runs)
+                offset += nbytes
+    return out, touched
+
+
+def fastsafetensors_load(folder, spec, rank):
+    """fastsafetensors (CPU, no GDS): file i is read whole by rank i % 4, then
+    get_sharded scatters / get_tensor broadcasts each tensor."""
+    import torch.distributed as dist
+    from fastsafetensors import SafeTensorsFileLoader
+
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".safetensors"))
+    loader = SafeTensorsFileLoader(dist.group.WORLD, "cpu", nogds=True)
+    loader.add_filenames({r: files[r::RANKS] for r in range(RANKS)})
+    buffers = loader.copy_files_to_device()
+    out = {}
+    for name, (_, kind) in spec.items():
+        if kind == "norm":
+            out[name] = buffers.get_tensor(name)
+        else:
+            out[name] = buffers.get_sharded(name, 0 if kind == "col" else 1)
+    buffers.close()
+    loader.close()
+    return out, sum(os.path.getsize(f) for f in files[rank::RANKS])
+
+
+def rank_main(args):
+    import torch.distributed as dist
+    from safetensors.torch import LoadStats, load_distributed
+
+    rank = args.rank
+    store = dist.FileStore(args.store, RANKS)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=RANKS,
+                            timeout=datetime.timedelta(seconds=600))
+    spec = shapes(args.hidden, args.layers, args.vocab)
+    dist.barrier()
+    reset_peak_rss()
+    rss0 = status_kib("VmRSS")
+    start = time.perf_counter()
+    stats = LoadStats()
+    if args.mode == "distributed":
+        out = load_distributed(os.path.join(args.folder, "model.safetensors.index.json"), plan_of(spec),
+                               chunk_bytes=args.chunk_mib << 20, stats=stats)
+        read = stats.bytes_read
+    elif args.mode == "fastsafetensors":
+        out, read = fastsafetensors_load(args.folder, spec, rank)
+    else:
+        out, read = naive_load(args.folder, spec, rank, args.mode.split("-")[1])
+    seconds = time.perf_counter() - start
+    peak = status_kib("VmHWM")
+    held = sum(t.numel() * t.element_size() for t in out.values())
+    dist.barrier()
+    dist.destroy_process_group()
+    print(json.dumps({"rank": rank, "seconds": seconds, "read": read, "sent": stats.bytes_sent,
+                      "received": stats.bytes_received, "held": held,
+                      "rss_growth_mib": (peak - rss0) / 1024, "peak_rss_mib": peak / 1024}))
+
+
+# ---------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------
+
+def run_mode(args, mode, folder, round_no):
+    store = os.path.join(folder, f".store-{mode}-{round_no}")
+    if os.path.exists(store):
+        os.unlink(store)
+    if args.cold:
+        evict(folder)
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, os.path.abspath(__file__), "--rank", "{r}", "--mode", mode, "--store", store,
+           "--folder", folder, "--hidden", str(args.hidden), "--layers", str(args.layers),
+           "--vocab", str(args.vocab), "--chunk-mib", str(args.chunk_mib)]
+    procs = [subprocess.Popen([c.format(r=r) for c in cmd], env=env, stdout=subprocess.PIPE, text=True)
+             for r in range(RANKS)]
+    try:
+        outs = [json.loads(p.communicate(timeout=1200)[0].strip().splitlines()[-1]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if os.path.exists(store):   # FileStore removes it when the last rank leaves
+        os.unlink(store)
+    return outs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--big", action="store_true", help="~2 GiB checkpoint (hidden 2048, 14 layers)")
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--chunk-mib", type=int, default=64)
+    ap.add_argument("--cold", action="store_true", help="evict the files from the page cache before each load")
+    ap.add_argument("--modes", default="distributed,naive-mmap,naive-pread,fastsafetensors")
+    ap.add_argument("--dir", help="where to write the checkpoint (default: a temporary directory)")
+    ap.add_argument("--rank", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
+    ap.add_argument("--store", help=argparse.SUPPRESS)
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rank is not None:
+        return rank_main(args)
+    if args.big:
+        args.hidden, args.layers = 2048, 14
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+        write_checkpoint(folder, args.hidden, args.layers, args.vocab)
+        files = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
+        total = sum(os.path.getsize(os.path.join(folder, f)) for f in files)
+        print(f"checkpoint: {len(files)} files, {total / 2**20:.1f} MiB (hidden {args.hidden}, {args.layers} layers,"
+              f" vocab {args.vocab}); {RANKS} gloo ranks; {'cold' if args.cold else 'warm'} page cache;"
+              f" chunk {args.chunk_mib} MiB; {os.cpu_count()} CPUs")
+        modes = args.modes.split(",")
+        if "fastsafetensors" in modes and subprocess.run(
+                [sys.executable, "-c", "import fastsafetensors"], capture_output=True).returncode != 0:
+            print("fastsafetensors is not importable (pip install fastsafetensors): skipping it")
+            modes.remove("fastsafetensors")
+        results = {m: [] for m in modes}
+        for k in range(args.rounds):
+            for mode in (modes if k % 2 == 0 else modes[::-1]):
+                results[mode].append(run_mode(args, mode, folder, k))
+        print(f"{'mode':<15} {'time s (median)':>15} {'read MiB (sum)':>15} {'x ckpt':>7} {'sent MiB':>9}"
+              f" {'held MiB/rank':>14} {'RSS growth MiB/rank (max)':>26}")
+        for mode, rounds in results.items():
+            times = sorted(max(r["seconds"] for r in ranks) for ranks in rounds)
+            last = rounds[-1]
+            read = sum(r["read"] for r in last)
+            sent = f"{sum(r['sent'] for r in last) / 2**20:.1f}" if mode == "distributed" else "n/a"
+            print(f"{mode:<15} {times[len(times) // 2]:>15.3f} {read / 2**20:>15.1f} {read / total:>7.2f}"
+                  f" {sent:>9} {max(r['held'] for r in last) / 2**20:>14.1f}"
+                  f" {max(r['rss_growth_mib'] for r in last):>26.1f}")
+        print("all times (s, per round):", {m: [round(max(r["seconds"] for r in ranks), 3) for ranks in rounds]
+                                            for m, rounds in results.items()})
+
+
+if __name__ == "__main__":
+    main()
