@@ -55,17 +55,14 @@ import torch
 import torch.distributed as dist
 
 from safetensors import SafetensorError, safe_open
+from safetensors._safetensors_c import _dtype_table
 from safetensors.torch import _LITTLE, _TYPES, _byteswapped
 
 __all__ = ["LoadStats", "Replicate", "Shard", "load_distributed"]
 
 # Bits per element of every header dtype, F4 and F6 included (sub-byte dtypes
 # are packed; the reader guarantees whole bytes per tensor).
-_BITS = {
-    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
-    "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
-}
+_BITS = {code: bits for code, bits, *_ in _dtype_table()}
 
 # A shard made of runs at least this long is read by its owner run by run;
 # shorter runs are read as whole rows by one rank and exchanged.  At 1 MiB the

@@ -25,6 +25,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 
 from safetensors import TensorSpec, safe_open, serialize, serialize_file
+from safetensors._safetensors_c import _dtype_table
 from safetensors import numpy as _st_numpy
 
 __all__ = ["save", "save_file", "load", "load_file"]
@@ -37,11 +38,8 @@ _DLPACK_DTYPES = frozenset(
 # numpy (ml_dtypes) dtype names imported as bytes and re-typed in paddle.
 _RETYPED_DTYPES = frozenset(["bfloat16", "float8_e4m3fn", "float8_e5m2"])
 
-_SIZE_BY_NAME = {
-    "bool": 1, "uint8": 1, "int8": 1, "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2,
-    "int32": 4, "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8,
-    "complex64": 8, "float8_e4m3fn": 1, "float8_e5m2": 1,
-}
+# Bytes per element by dtype name, from the C core's one dtype table.
+_SIZE_BY_NAME = {name: bits * pack // 8 for _, bits, name, _, pack in _dtype_table() if name}
 
 
 def _dtype_name(dtype) -> str:
