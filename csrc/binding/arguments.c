@@ -8,17 +8,19 @@
 
 int st_parse_framework(st_state *state, PyObject *obj, st_framework *out)
 {
-    static const struct { const char *name; st_framework fw; } table[] = {
-        {"pt", FW_PYTORCH}, {"torch", FW_PYTORCH}, {"pytorch", FW_PYTORCH},
-        {"np", FW_NUMPY}, {"numpy", FW_NUMPY},
-        {"tf", FW_TENSORFLOW}, {"tensorflow", FW_TENSORFLOW},
-        {"jax", FW_FLAX}, {"flax", FW_FLAX},
-        {"mlx", FW_MLX}, {"paddle", FW_PADDLE},
+    static const struct {
+        const char *name;
+        st_framework fw;
+    } table[] = {
+        {"pt", FW_PYTORCH},  {"torch", FW_PYTORCH}, {"pytorch", FW_PYTORCH},       {"np", FW_NUMPY},
+        {"numpy", FW_NUMPY}, {"tf", FW_TENSORFLOW}, {"tensorflow", FW_TENSORFLOW}, {"jax", FW_FLAX},
+        {"flax", FW_FLAX},   {"mlx", FW_MLX},       {"paddle", FW_PADDLE},
     };
     const char *name;
     Py_ssize_t len;
     if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "argument 'framework': '%.100s' object is not an instance of 'str'",
+        PyErr_Format(PyExc_TypeError,
+                     "argument 'framework': '%.100s' object is not an instance of 'str'",
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
@@ -68,7 +70,7 @@ PyObject *st_parse_device(st_state *state, PyObject *obj)
     s = PyUnicode_AsUTF8AndSize(text, &len);
     if (s == NULL)
         goto exit;
-    if (strlen(s) != (size_t)len)   /* an embedded NUL: nothing valid contains one */
+    if (strlen(s) != (size_t)len) /* an embedded NUL: nothing valid contains one */
         goto invalid_str;
     if (strcmp(s, "cpu") == 0) {
         result = Py_NewRef(Py_None);
@@ -132,7 +134,8 @@ int st_parse_backend(st_state *state, PyObject *obj, st_backend *out)
         return 0;
     }
     if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "argument 'backend': '%.100s' object is not an instance of 'str'",
+        PyErr_Format(PyExc_TypeError,
+                     "argument 'backend': '%.100s' object is not an instance of 'str'",
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
@@ -140,7 +143,7 @@ int st_parse_backend(st_state *state, PyObject *obj, st_backend *out)
     if (name == NULL)
         return -1;
     if (strlen(name) != (size_t)len)
-        name = "";   /* an embedded NUL: invalid */
+        name = ""; /* an embedded NUL: invalid */
     if (strcmp(name, "mmap") == 0) {
         *out = ST_BACKEND_MMAP;
         return 0;

@@ -32,7 +32,8 @@ PyObject *st_tensor_to_cuda(st_state *state, st_file *file, const st_tensor *t, 
     }
     if (staging == NULL || st_torch_data_ptr(state, staging, &data) < 0)
         goto exit;
-    if (st_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data, len) < 0)
+    if (st_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
+                     len) < 0)
         goto exit;
     typed = PyObject_CallMethodOneArg(staging, state->str_view, tdtype);
     shape = st_torch_shape(state, t);
@@ -79,21 +80,20 @@ bool st_is_cuda(st_framework fw, PyObject *device)
     const char *name;
     if (fw != FW_PYTORCH || device == NULL || !PyUnicode_Check(device))
         return false;
-    name = PyUnicode_AsUTF8(device);   /* cached in the str: no error after parse_device */
+    name = PyUnicode_AsUTF8(device); /* cached in the str: no error after parse_device */
     return name != NULL && strncmp(name, "cuda:", 5) == 0;
 }
 
 /* The whole tensor in the handle's framework and on its device; CUDA copies
  * may still be in flight (see st_tensor_to_cuda). */
 PyObject *st_tensor_load(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
-                          PyObject *device)
+                         PyObject *device)
 {
     PyObject *tensor;
     if (st_is_cuda(fw, device))
         return st_tensor_to_cuda(state, file, t, device);
-    tensor = st_file_backend(file) == ST_BACKEND_MMAP
-                           ? st_tensor_view(state, fw, file, t)
-                           : st_tensor_read(state, fw, file, t);
+    tensor = st_file_backend(file) == ST_BACKEND_MMAP ? st_tensor_view(state, fw, file, t)
+                                                      : st_tensor_read(state, fw, file, t);
     if (tensor != NULL && device != NULL)
         return st_tensor_to_device(state, tensor, device);
     return tensor;

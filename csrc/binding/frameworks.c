@@ -40,7 +40,7 @@ static int prepare_torch(st_state *state)
         return -1;
     for (int i = 0; i < ST_DTYPE__COUNT; i++) {
         PyObject *dtype = NULL;
-        const char *name = st_dtype_info_get((st_dtype)i)->type_name;   /* NULL: no torch dtype */
+        const char *name = st_dtype_info_get((st_dtype)i)->type_name; /* NULL: no torch dtype */
         if (name != NULL && (dtype = PyObject_GetAttrString(torch, name)) == NULL) {
             /* Older torch builds lack some dtypes: those tensors raise on load. */
             if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -65,8 +65,12 @@ exit:
  * imports the framework and returns it), shared with <fw>.load_file. */
 static PyObject *import_converter(st_framework fw)
 {
-    static const char *const modules[] = {NULL, NULL, "safetensors.tensorflow", "safetensors.flax",
-                                          "safetensors.mlx", "safetensors.paddle"};
+    static const char *const modules[] = {NULL,
+                                          NULL,
+                                          "safetensors.tensorflow",
+                                          "safetensors.flax",
+                                          "safetensors.mlx",
+                                          "safetensors.paddle"};
     PyObject *module = PyImport_ImportModule(modules[fw]), *fn;
     if (module == NULL)
         return NULL;
@@ -114,7 +118,8 @@ static PyObject *numpy_descr_of(const st_dtype_info *info)
             PyErr_Clear();
             return PyErr_Format(PyExc_TypeError,
                                 "%s tensors need the ml_dtypes package to be loaded in NumPy "
-                                "(pip install ml_dtypes)", info->name);
+                                "(pip install ml_dtypes)",
+                                info->name);
         }
         type = PyObject_GetAttrString(ml_dtypes, info->type_name);
         Py_DECREF(ml_dtypes);

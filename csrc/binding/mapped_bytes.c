@@ -55,9 +55,8 @@ void st_owner_release(st_owner *owner)
 
 /* Exactly one of block and map is set (see st_owner). */
 typedef struct {
-    PyObject_HEAD
-    st_owner owner;
-    uint8_t *data;      /* inside the block or the mapping */
+    PyObject_HEAD st_owner owner;
+    uint8_t *data; /* inside the block or the mapping */
     Py_ssize_t len;
 } MappedBytes;
 

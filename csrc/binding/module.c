@@ -24,7 +24,7 @@ st_state *st_state_from_type(PyTypeObject *type)
 #if PY_VERSION_HEX >= 0x030B0000
     PyObject *module = PyType_GetModuleByDef(type, &st_module_def);
 #else
-    PyObject *module = PyType_GetModule(type);   /* our types are final */
+    PyObject *module = PyType_GetModule(type); /* our types are final */
 #endif
     return module ? st_state_from_module(module) : NULL;
 }
@@ -55,7 +55,7 @@ static PyObject *make_exception(PyObject *type, PyObject *message, const st_erro
  * directory", or the core's own reason ("not a regular file (a FIFO)"). */
 static PyObject *io_reason(const st_error *err)
 {
-    const char *io_prefix = st_code_text(ST_ERR_IO);   /* "I/O error: " */
+    const char *io_prefix = st_code_text(ST_ERR_IO); /* "I/O error: " */
     char text[ST_ERROR_MSG_MAX], suffix[32];
     size_t start = strncmp(err->msg, io_prefix, strlen(io_prefix)) == 0 ? strlen(io_prefix) : 0;
     size_t len;
@@ -72,7 +72,8 @@ static st_open_error open_error_kind(int sys_errno)
 {
     switch (sys_errno) {
     case ENOENT: return OPEN_ERROR_NOT_FOUND;
-    case EACCES: case EPERM: return OPEN_ERROR_PERMISSION;
+    case EACCES:
+    case EPERM: return OPEN_ERROR_PERMISSION;
     case EISDIR: return OPEN_ERROR_IS_DIRECTORY;
     case ENOTDIR: return OPEN_ERROR_NOT_DIRECTORY;
     default: return OPEN_ERROR_OTHER;
@@ -102,7 +103,8 @@ PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyO
         if (message != NULL && err->code == ST_ERR_IO && filename != NULL) {
             /* Saving: name the file, as upstream's `at path "..."` does. */
             PyObject *quoted = st_debug_quote(filename);
-            Py_SETREF(message, quoted ? PyUnicode_FromFormat("%U at path %U", message, quoted) : NULL);
+            Py_SETREF(message,
+                      quoted ? PyUnicode_FromFormat("%U at path %U", message, quoted) : NULL);
             Py_XDECREF(quoted);
         }
     }
@@ -187,8 +189,7 @@ static PyMethodDef st_module_methods[] = {
      "    >>> spec = TensorSpec(dtype=\"float32\", shape=[4], data_ptr=a.ctypes.data, data_len=a.nbytes)\n"
      "    >>> serialize({\"a\": spec})[:8]\n"
      "    b'@\\x00\\x00\\x00\\x00\\x00\\x00\\x00'"},
-    {"serialize_file", (PyCFunction)(void (*)(void))st_serialize_file,
-     METH_VARARGS | METH_KEYWORDS,
+    {"serialize_file", (PyCFunction)(void (*)(void))st_serialize_file, METH_VARARGS | METH_KEYWORDS,
      "serialize_file(tensor_dict, filename, metadata=None)\n"
      "--\n"
      "\n"
@@ -290,7 +291,7 @@ static const char *const open_error_names[OPEN_ERROR__COUNT] = {
     "FileNotFoundError", "PermissionError", "IsADirectoryError", "NotADirectoryError", "OSError",
 };
 static PyObject **const open_error_bases[OPEN_ERROR__COUNT] = {
-    &PyExc_FileNotFoundError, &PyExc_PermissionError, &PyExc_IsADirectoryError,
+    &PyExc_FileNotFoundError,  &PyExc_PermissionError, &PyExc_IsADirectoryError,
     &PyExc_NotADirectoryError, &PyExc_OSError,
 };
 
@@ -298,12 +299,13 @@ static PyObject **const open_error_bases[OPEN_ERROR__COUNT] = {
  * match) with BaseException's __str__ and error_reduce (see above). */
 static PyObject *make_error_type(const char *name, PyObject *bases, const char *doc)
 {
-    PyObject *dict = PyDict_New(), *base_str = PyObject_GetAttrString(PyExc_BaseException, "__str__");
+    PyObject *dict = PyDict_New(),
+             *base_str = PyObject_GetAttrString(PyExc_BaseException, "__str__");
     PyObject *reduce = PyCFunction_New(&error_reduce_def, NULL), *method = NULL, *type = NULL;
     char qualified[128];
     if (dict == NULL || base_str == NULL || reduce == NULL)
         goto exit;
-    method = PyInstanceMethod_New(reduce);   /* binds self, as a method */
+    method = PyInstanceMethod_New(reduce); /* binds self, as a method */
     if (method == NULL || PyDict_SetItemString(dict, "__str__", base_str) < 0 ||
         PyDict_SetItemString(dict, "__reduce__", method) < 0)
         goto exit;
@@ -346,8 +348,9 @@ static int st_module_exec(PyObject *module)
     if (state->SafetensorIOError == NULL)
         goto exit;
     for (int i = 0; i < OPEN_ERROR__COUNT; i++) {
-        state->open_errors[i] = make_error_type(open_error_names[i], *open_error_bases[i],
-                                                "An error opening a file (upstream's message as str())");
+        state->open_errors[i] =
+            make_error_type(open_error_names[i], *open_error_bases[i],
+                            "An error opening a file (upstream's message as str())");
         if (state->open_errors[i] == NULL ||
             PyModule_AddObjectRef(module, open_error_names[i], state->open_errors[i]) < 0)
             goto exit;
@@ -364,8 +367,8 @@ static int st_module_exec(PyObject *module)
         add_type(module, &st_stream_writer_spec, NULL, &state->StreamWriterType) < 0)
         goto exit;
 
-#define INTERN(field, text)                                  \
-    if ((state->field = PyUnicode_InternFromString(text)) == NULL) \
+#define INTERN(field, text)                                                                        \
+    if ((state->field = PyUnicode_InternFromString(text)) == NULL)                                 \
         goto exit;
     INTERN(str_dtype, "dtype");
     INTERN(str_view, "view");

@@ -36,26 +36,35 @@
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define ST_LOCK(obj) Py_BEGIN_CRITICAL_SECTION(obj)
-#define ST_UNLOCK() Py_END_CRITICAL_SECTION()
+#define ST_UNLOCK()  Py_END_CRITICAL_SECTION()
 #else
 #define ST_LOCK(obj) {
-#define ST_UNLOCK() }
+#define ST_UNLOCK()  }
 #endif
 
 typedef enum st_framework {
-    FW_PYTORCH = 0, FW_NUMPY, FW_TENSORFLOW, FW_FLAX, FW_MLX, FW_PADDLE
+    FW_PYTORCH = 0,
+    FW_NUMPY,
+    FW_TENSORFLOW,
+    FW_FLAX,
+    FW_MLX,
+    FW_PADDLE
 } st_framework;
 
 /* The OSError subclasses an open failure raises, by errno (module.c). */
 typedef enum st_open_error {
-    OPEN_ERROR_NOT_FOUND = 0, OPEN_ERROR_PERMISSION, OPEN_ERROR_IS_DIRECTORY,
-    OPEN_ERROR_NOT_DIRECTORY, OPEN_ERROR_OTHER, OPEN_ERROR__COUNT
+    OPEN_ERROR_NOT_FOUND = 0,
+    OPEN_ERROR_PERMISSION,
+    OPEN_ERROR_IS_DIRECTORY,
+    OPEN_ERROR_NOT_DIRECTORY,
+    OPEN_ERROR_OTHER,
+    OPEN_ERROR__COUNT
 } st_open_error;
 
 typedef struct st_state {
     PyObject *SafetensorError;
-    PyObject *SafetensorIndexError;     /* subclass of SafetensorError and IndexError */
-    PyObject *SafetensorIOError;        /* subclass of SafetensorError and OSError */
+    PyObject *SafetensorIndexError;           /* subclass of SafetensorError and IndexError */
+    PyObject *SafetensorIOError;              /* subclass of SafetensorError and OSError */
     PyObject *open_errors[OPEN_ERROR__COUNT]; /* FileNotFoundError, ... subclasses */
     PyTypeObject *SafeOpenType;
     PyTypeObject *SliceType;
@@ -67,8 +76,8 @@ typedef struct st_state {
     PyObject *torch;                         /* the torch module */
     PyObject *torch_dtypes[ST_DTYPE__COUNT]; /* NULL where torch lacks it */
     PyObject *torch_frombuffer, *torch_empty;
-    PyObject *np_descrs[ST_DTYPE__COUNT];    /* PyArray_Descr*, NULL until needed */
-    PyObject *converters[FW_PADDLE + 1];     /* numpy array -> framework callable */
+    PyObject *np_descrs[ST_DTYPE__COUNT]; /* PyArray_Descr*, NULL until needed */
+    PyObject *converters[FW_PADDLE + 1];  /* numpy array -> framework callable */
     int numpy_ready;
 
     PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
@@ -98,7 +107,7 @@ extern PyType_Spec st_safe_open_spec;
 extern PyType_Spec st_slice_spec;
 extern PyType_Spec st_mapped_bytes_spec;
 extern PyType_Spec st_tensor_spec_spec;
-extern PyType_Spec st_stream_writer_spec;   /* stream_writer.c */
+extern PyType_Spec st_stream_writer_spec; /* stream_writer.c */
 
 PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
@@ -151,7 +160,7 @@ PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, Py
 
 /* A new tensor of the framework holding a copy of t's bytes at src. */
 PyObject *st_tensor_from_memory(st_state *state, st_framework fw, const st_tensor *t,
-                               const uint8_t *src);
+                                const uint8_t *src);
 
 /* A new tensor holding a copy of the tensor read from the file (pread). */
 PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t);

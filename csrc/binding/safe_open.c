@@ -14,13 +14,12 @@
 #include <string.h>
 
 typedef struct {
-    PyObject_HEAD
-    st_file *file;          /* owned reference; NULL once closed */
+    PyObject_HEAD st_file *file; /* owned reference; NULL once closed */
     st_framework framework;
     st_backend backend;
-    PyObject *device;       /* NULL for cpu, else "cuda:0"-style str or int */
-    PyObject *filename;     /* str, as given (for messages) */
-    PyObject *names;        /* tuple of names in name order, built on first keys() */
+    PyObject *device;   /* NULL for cpu, else "cuda:0"-style str or int */
+    PyObject *filename; /* str, as given (for messages) */
+    PyObject *names;    /* tuple of names in name order, built on first keys() */
 } SafeOpen;
 
 /* ======================================================================
@@ -56,8 +55,9 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
     if (framework == FW_PADDLE && device != Py_None) {
         /* paddle names CUDA devices "gpu:N": the one mapping is safetensors.paddle's. */
         PyObject *paddle_module = PyImport_ImportModule("safetensors.paddle");
-        Py_SETREF(device, paddle_module ? PyObject_CallMethod(paddle_module, "_paddle_device", "O", device)
-                                        : NULL);
+        Py_SETREF(device, paddle_module
+                              ? PyObject_CallMethod(paddle_module, "_paddle_device", "O", device)
+                              : NULL);
         Py_XDECREF(paddle_module);
         if (device == NULL)
             goto fail;
@@ -67,14 +67,12 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
     if (PySys_Audit("safetensors.safe_open", "Os", path_str, st_framework_name(framework)) < 0)
         goto fail;
 
-    Py_BEGIN_ALLOW_THREADS
-    code = st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK && code != ST_ERR_IO)
+    Py_BEGIN_ALLOW_THREADS code = st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
+    Py_END_ALLOW_THREADS if (code != ST_OK && code != ST_ERR_IO)
         st_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
     if (code != ST_OK) {
-        st_raise(state, &err, code == ST_ERR_IO ? NULL : "Error while deserializing header: ",
-                 path_str);
+        st_raise(state, &err,
+                 code == ST_ERR_IO ? NULL : "Error while deserializing header: ", path_str);
         goto fail;
     }
     if (st_framework_prepare(state, framework) < 0)
@@ -161,8 +159,7 @@ static void close_handle(SafeOpen *self)
     ST_UNLOCK();
     if (file != NULL) {
         /* Usually the last reference: unmapping a large file takes a while. */
-        Py_BEGIN_ALLOW_THREADS
-        st_file_release(file);
+        Py_BEGIN_ALLOW_THREADS st_file_release(file);
         Py_END_ALLOW_THREADS
     }
 }
@@ -322,7 +319,8 @@ static const st_tensor *find_tensor(st_state *state, st_file *file, PyObject *na
     const char *utf8;
     const st_tensor *t;
     if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "argument 'name': '%.100s' object is not an instance of 'str'",
+        PyErr_Format(PyExc_TypeError,
+                     "argument 'name': '%.100s' object is not an instance of 'str'",
                      Py_TYPE(name)->tp_name);
         return NULL;
     }
@@ -405,7 +403,8 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     /* pread: small tensors are read together, a block of up to ST_BLOCK_MAX
      * per read, and are views of it: few syscalls, and a kept tensor pins
      * at most one block. Large tensors are read alone. */
-    use_blocks = st_file_backend(file) == ST_BACKEND_PREAD && !st_is_cuda(self->framework, self->device);
+    use_blocks =
+        st_file_backend(file) == ST_BACKEND_PREAD && !st_is_cuda(self->framework, self->device);
     result = PyDict_New();
     if (result == NULL)
         goto exit;
@@ -426,8 +425,8 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
             }
         }
         if (name != NULL && block != NULL && t->begin >= block_begin && t->end <= block_stop) {
-            tensor = st_tensor_in_block(state, self->framework, file, block, block_data,
-                                        block_begin, t);
+            tensor =
+                st_tensor_in_block(state, self->framework, file, block, block_data, block_begin, t);
             if (tensor != NULL && self->device != NULL)
                 tensor = st_tensor_to_device(state, tensor, self->device);
         } else if (name != NULL) {
@@ -467,7 +466,7 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
         st_file_release(file);
         return NULL;
     }
-    return st_slice_new(state, file, t, self->framework, self->device);   /* takes file */
+    return st_slice_new(state, file, t, self->framework, self->device); /* takes file */
 }
 
 static PyMethodDef SafeOpen_methods[] = {
@@ -513,8 +512,8 @@ static PyMethodDef SafeOpen_methods[] = {
      "Example:\n"
      "    >>> f.metadata()\n"
      "    {'format': 'pt'}"},
-    {"get_tensor", (PyCFunction)(void (*)(void))SafeOpen_get_tensor,
-     METH_FASTCALL | METH_KEYWORDS, "get_tensor(name)\n"
+    {"get_tensor", (PyCFunction)(void (*)(void))SafeOpen_get_tensor, METH_FASTCALL | METH_KEYWORDS,
+     "get_tensor(name)\n"
      "--\n"
      "\n"
      "One whole tensor, in the handle's framework and on its device. The result\n"
@@ -552,8 +551,8 @@ static PyMethodDef SafeOpen_methods[] = {
      "Example:\n"
      "    >>> with safe_open(\"model.safetensors\", \"np\", backend=\"pread\") as f:\n"
      "    ...     arrays = f.get_tensors()"},
-    {"get_slice", (PyCFunction)(void (*)(void))SafeOpen_get_slice,
-     METH_FASTCALL | METH_KEYWORDS, "get_slice(name)\n"
+    {"get_slice", (PyCFunction)(void (*)(void))SafeOpen_get_slice, METH_FASTCALL | METH_KEYWORDS,
+     "get_slice(name)\n"
      "--\n"
      "\n"
      "A lazy view of a tensor: nothing is read until it is indexed, and then only\n"

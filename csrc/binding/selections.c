@@ -107,8 +107,8 @@ static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, co
     if (bytes_sel->nelements * itemsize < ST_GIL_RELEASE_MIN) {
         code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
     } else {
-        Py_BEGIN_ALLOW_THREADS
-        code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
+        Py_BEGIN_ALLOW_THREADS code =
+            st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
         Py_END_ALLOW_THREADS
     }
     if (code != ST_OK) {
@@ -147,18 +147,18 @@ PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, cons
         return torch_select_view(state, &owner, t, owner.map.data, bytes_sel);
     if (sel->ndim > NPY_MAXDIMS) {
         st_owner_release(&owner);
-        PyErr_Format(PyExc_ValueError, "selection has %zu dimensions; NumPy supports %d",
-                     sel->ndim, NPY_MAXDIMS);
+        PyErr_Format(PyExc_ValueError, "selection has %zu dimensions; NumPy supports %d", sel->ndim,
+                     NPY_MAXDIMS);
         return NULL;
     }
     for (size_t i = 0; i < sel->ndim; i++) {
         dims[i] = (npy_intp)sel->shape[i];
         strides[i] = (npy_intp)sel->strides[i];
     }
-    return st_convert_from_numpy(
-        state, fw,
-        st_numpy_view(state, &owner, t, owner.map.data + sel->offset, (int)sel->ndim, dims, strides,
-                      owner.map.data, (size_t)st_tensor_data_len(t)));
+    return st_convert_from_numpy(state, fw,
+                                 st_numpy_view(state, &owner, t, owner.map.data + sel->offset,
+                                               (int)sel->ndim, dims, strides, owner.map.data,
+                                               (size_t)st_tensor_data_len(t)));
 }
 
 /* ======================================================================
@@ -210,14 +210,15 @@ static PyObject *typed_result(st_state *state, st_framework fw, const st_tensor 
     PyObject *from_numpy, *tensor, *result = NULL;
     if (fw != FW_PYTORCH) {
         PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
-        result = descr ? PyArray_View((PyArrayObject *)raw, descr, NULL) : NULL;   /* steals descr */
+        result = descr ? PyArray_View((PyArrayObject *)raw, descr, NULL) : NULL; /* steals descr */
         Py_DECREF(raw);
         return st_convert_from_numpy(state, fw, result);
     }
     from_numpy = PyObject_GetAttrString(state->torch, "from_numpy");
     tensor = from_numpy ? PyObject_CallOneArg(from_numpy, raw) : NULL;
     if (tensor != NULL && st_torch_dtype(state, t->dtype) != NULL)
-        result = PyObject_CallMethodOneArg(tensor, state->str_view, st_torch_dtype(state, t->dtype));
+        result =
+            PyObject_CallMethodOneArg(tensor, state->str_view, st_torch_dtype(state, t->dtype));
     Py_XDECREF(from_numpy);
     Py_XDECREF(tensor);
     Py_DECREF(raw);
@@ -241,8 +242,9 @@ PyObject *st_tensor_select_advanced(st_state *state, st_framework fw, st_file *f
         goto exit;
     }
     raw_tensor.dtype = raw_dtype(t->dtype);
-    full = st_file_backend(file) == ST_BACKEND_MMAP ? st_tensor_view(state, FW_NUMPY, file, &raw_tensor)
-                                                   : st_tensor_read(state, FW_NUMPY, file, &raw_tensor);
+    full = st_file_backend(file) == ST_BACKEND_MMAP
+               ? st_tensor_view(state, FW_NUMPY, file, &raw_tensor)
+               : st_tensor_read(state, FW_NUMPY, file, &raw_tensor);
     index = full ? numpy_index(key) : NULL;
     selected = index ? PyObject_GetItem(full, index) : NULL;
     if (selected == NULL)

@@ -17,9 +17,9 @@
 
 /* The names are the core's type names (st_dtype_from_type_name); this is
  * upstream's message, which lists them in its own order. */
-#define SUPPORTED_DTYPES                                                                  \
-    "bool, int8, uint8, int16, uint16, int32, uint32, int64, uint64, float16, float32, " \
-    "float64, bfloat16, float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, "   \
+#define SUPPORTED_DTYPES                                                                           \
+    "bool, int8, uint8, int16, uint16, int32, uint32, int64, uint64, float16, float32, "           \
+    "float64, bfloat16, float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, "            \
     "float8_e8m0fnu, float4_e2m1fn_x2, complex64"
 
 static int parse_write_dtype(st_state *state, PyObject *obj, st_dtype *out)
@@ -38,8 +38,8 @@ static int parse_write_dtype(st_state *state, PyObject *obj, st_dtype *out)
         return 0;
     quoted = st_debug_quote(obj);
     if (quoted != NULL)
-        PyErr_Format(state->SafetensorError, "Unknown dtype %U. Supported dtypes: " SUPPORTED_DTYPES,
-                     quoted);
+        PyErr_Format(state->SafetensorError,
+                     "Unknown dtype %U. Supported dtypes: " SUPPORTED_DTYPES, quoted);
     Py_XDECREF(quoted);
     return -1;
 }
@@ -64,7 +64,8 @@ static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, ui
         dims[i] = dim;
     }
     count = PySequence_Fast_GET_SIZE(seq);
-    if (count > 0 && st_dtype_unpacked_dim(dtype, dims[count - 1], &dims[count - 1], &err) != ST_OK) {
+    if (count > 0 &&
+        st_dtype_unpacked_dim(dtype, dims[count - 1], &dims[count - 1], &err) != ST_OK) {
         st_raise(state, &err, NULL, NULL);
         count = -1;
     }
@@ -79,11 +80,10 @@ exit:
 
 /* Variable-sized: ob_size dims follow (files can hold 100,000s of specs). */
 typedef struct {
-    PyObject_VAR_HEAD
-    st_dtype dtype;
+    PyObject_VAR_HEAD st_dtype dtype;
     uintptr_t data_ptr;
     uint64_t data_len;
-    uint64_t shape[];               /* logical */
+    uint64_t shape[]; /* logical */
 } TensorSpec;
 
 #define SPEC_NDIM(spec) ((size_t)Py_SIZE(spec))
@@ -99,9 +99,8 @@ static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kw
     uint64_t shape[ST_MAX_DIMS];
     Py_ssize_t ndim;
 
-    if (state == NULL ||
-        !PyArg_ParseTupleAndKeywords(args, kwargs, "$OOKK:TensorSpec", kwlist, &dtype_obj,
-                                     &shape_obj, &data_ptr, &data_len))
+    if (state == NULL || !PyArg_ParseTupleAndKeywords(args, kwargs, "$OOKK:TensorSpec", kwlist,
+                                                      &dtype_obj, &shape_obj, &data_ptr, &data_len))
         return NULL;
     if (parse_write_dtype(state, dtype_obj, &dtype) < 0)
         return NULL;
@@ -158,10 +157,10 @@ static PyObject *TensorSpec_repr(TensorSpec *self)
     PyObject *shape = TensorSpec_get_shape(self, NULL), *repr;
     if (shape == NULL)
         return NULL;
-    repr = PyUnicode_FromFormat("TensorSpec(dtype='%s', shape=%R, data_ptr=%llu, data_len=%llu)",
-                                st_dtype_name(self->dtype), shape,
-                                (unsigned long long)self->data_ptr,
-                                (unsigned long long)self->data_len);
+    repr =
+        PyUnicode_FromFormat("TensorSpec(dtype='%s', shape=%R, data_ptr=%llu, data_len=%llu)",
+                             st_dtype_name(self->dtype), shape, (unsigned long long)self->data_ptr,
+                             (unsigned long long)self->data_len);
     Py_DECREF(shape);
     return repr;
 }
@@ -220,13 +219,13 @@ PyType_Spec st_tensor_spec_spec = {
  * ====================================================================== */
 
 typedef struct {
-    PyObject *items;            /* list of (name, value): keeps everything alive */
-    st_write_tensor *tensors;   /* shapes point into the TensorSpecs */
+    PyObject *items;          /* list of (name, value): keeps everything alive */
+    st_write_tensor *tensors; /* shapes point into the TensorSpecs */
     size_t count;
     st_metadata_item *metadata;
     size_t metadata_count;
     bool has_metadata;
-    PyObject *metadata_items;   /* keeps metadata strings alive */
+    PyObject *metadata_items; /* keeps metadata strings alive */
     size_t *order;
 } write_input;
 
@@ -264,7 +263,8 @@ static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *
         return 0;
     }
     /* 0.8.0 removed the 0.7 dict form ({"dtype", "shape", "data"}). */
-    PyErr_Format(PyExc_TypeError, "argument 'tensor_dict': '%.100s' object is not an instance of 'TensorSpec'",
+    PyErr_Format(PyExc_TypeError,
+                 "argument 'tensor_dict': '%.100s' object is not an instance of 'TensorSpec'",
                  Py_TYPE(value)->tp_name);
     return -1;
 }
@@ -351,8 +351,11 @@ static const char SERIALIZE_ERROR[] = "Error while serializing: ";
 /* The core's layout of the collected input; the caller releases the GIL. */
 static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
 {
-    *layout = (st_layout){.tensors = in->tensors, .count = in->count, .metadata = in->metadata,
-                          .metadata_count = in->metadata_count, .has_metadata = in->has_metadata,
+    *layout = (st_layout){.tensors = in->tensors,
+                          .count = in->count,
+                          .metadata = in->metadata,
+                          .metadata_count = in->metadata_count,
+                          .has_metadata = in->has_metadata,
                           .order = in->order};
     return st_write_layout(layout, err);
 }
@@ -367,14 +370,14 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     st_error err;
     st_code code;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:serialize", kwlist, &tensor_dict, &metadata))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:serialize", kwlist, &tensor_dict,
+                                     &metadata))
         return NULL;
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    code = lay_out(&in, &layout, &err);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK) {
+    Py_BEGIN_ALLOW_THREADS code = lay_out(&in, &layout, &err);
+    Py_END_ALLOW_THREADS if (code != ST_OK)
+    {
         st_raise(state, &err, SERIALIZE_ERROR, NULL);
         goto exit;
     }
@@ -386,11 +389,8 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)layout.total_size);
     if (result == NULL)
         goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    st_write_to_memory(&layout, (uint8_t *)PyBytes_AS_STRING(result));
-    Py_END_ALLOW_THREADS
-exit:
-    st_free(layout.header);
+    Py_BEGIN_ALLOW_THREADS st_write_to_memory(&layout, (uint8_t *)PyBytes_AS_STRING(result));
+    Py_END_ALLOW_THREADS exit : st_free(layout.header);
     write_input_release(&in);
     return result;
 }
@@ -411,18 +411,17 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     if (!PyUnicode_FSConverter(filename, &path))
         return NULL;
-    if (!PyUnicode_FSDecoder(filename, &name)) {   /* the str for messages */
+    if (!PyUnicode_FSDecoder(filename, &name)) { /* the str for messages */
         Py_DECREF(path);
         return NULL;
     }
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    code = lay_out(&in, &layout, &err);
+    Py_BEGIN_ALLOW_THREADS code = lay_out(&in, &layout, &err);
     if (code == ST_OK)
         code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK) {
+    Py_END_ALLOW_THREADS if (code != ST_OK)
+    {
         st_raise(state, &err, SERIALIZE_ERROR, name);
         goto exit;
     }
@@ -483,8 +482,8 @@ static int parse_buffer(st_state *state, PyObject *arg, Py_buffer *buffer, st_he
         return -1;
     }
     bytes = buffer->buf;
-    code = st_header_length(bytes, buffer->len < 8 ? (size_t)buffer->len : 8,
-                            (uint64_t)buffer->len, &header_len, &err);
+    code = st_header_length(bytes, buffer->len < 8 ? (size_t)buffer->len : 8, (uint64_t)buffer->len,
+                            &header_len, &err);
     if (code == ST_OK)
         code = st_header_parse(bytes + 8, (size_t)header_len, (uint64_t)buffer->len, header, &err);
     if (code != ST_OK) {
@@ -530,7 +529,8 @@ PyObject *st_deserialize_tensors(PyObject *module, PyObject *args)
 
     if (!PyArg_ParseTuple(args, "OO:_deserialize_tensors", &data, &framework_obj) ||
         st_parse_framework(state, framework_obj, &framework) < 0 ||
-        st_framework_prepare(state, framework) < 0 || parse_buffer(state, data, &buffer, &header) < 0)
+        st_framework_prepare(state, framework) < 0 ||
+        parse_buffer(state, data, &buffer, &header) < 0)
         return NULL;
     result = PyDict_New();
     for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {

@@ -8,9 +8,8 @@
 #include <string.h>
 
 typedef struct {
-    PyObject_HEAD
-    st_file *file;          /* owned reference */
-    const st_tensor *tensor;/* inside file's header */
+    PyObject_HEAD st_file *file; /* owned reference */
+    const st_tensor *tensor;     /* inside file's header */
     st_framework framework;
     PyObject *device;
 } Slice;
@@ -23,7 +22,7 @@ PyObject *st_slice_new(st_state *state, st_file *file, const st_tensor *tensor,
         st_file_release(file);
         return NULL;
     }
-    slice->file = file;   /* the slice takes over the caller's reference */
+    slice->file = file; /* the slice takes over the caller's reference */
     slice->tensor = tensor;
     slice->framework = framework;
     slice->device = Py_XNewRef(device);
@@ -84,7 +83,7 @@ static bool is_integer_scalar(PyObject *item)
     ndim = PyObject_GetAttrString(item, "ndim");
     if (ndim == NULL) {
         PyErr_Clear();
-        return true;   /* a scalar type with a dtype (np.int64) */
+        return true; /* a scalar type with a dtype (np.int64) */
     }
     dims = PyLong_AsLong(ndim);
     Py_DECREF(ndim);
@@ -93,7 +92,8 @@ static bool is_integer_scalar(PyObject *item)
         return false;
     /* NumPy and torch booleans have __index__ too; NumPy treats them as masks. */
     {
-        PyObject *dtype = PyObject_GetAttrString(item, "dtype"), *text = dtype ? PyObject_Str(dtype) : NULL;
+        PyObject *dtype = PyObject_GetAttrString(item, "dtype"),
+                 *text = dtype ? PyObject_Str(dtype) : NULL;
         const char *name = text ? PyUnicode_AsUTF8(text) : NULL;
         bool is_bool = name != NULL && strstr(name, "bool") != NULL;
         PyErr_Clear();
@@ -165,7 +165,8 @@ static void show_given_index(st_error *err, const st_index *items, size_t count,
     PyObject *text = PyObject_Str(huge);
     given = text ? PyUnicode_AsUTF8(text) : NULL;
     for (size_t i = 0; i < count && at == NULL && given != NULL; i++) {
-        if (items[i].kind != ST_INDEX_INT || (items[i].value != INT64_MAX && items[i].value != INT64_MIN))
+        if (items[i].kind != ST_INDEX_INT ||
+            (items[i].value != INT64_MAX && items[i].value != INT64_MIN))
             continue;
         snprintf(clamped, sizeof(clamped), "%lld", (long long)items[i].value);
         at = strstr(err->msg, clamped);
@@ -254,25 +255,24 @@ static PyType_Slot Slice_slots[] = {
     {Py_tp_traverse, Slice_traverse},
     {Py_tp_methods, Slice_methods},
     {Py_mp_subscript, Slice_getitem},
-    {Py_tp_doc,
-     "A tensor of an open file, read only where indexed (from safe_open.get_slice).\n"
-     "\n"
-     "slice[index] follows NumPy's indexing on every framework and backend: ints\n"
-     "(negative from the end), slices with any step, ..., None, and index arrays,\n"
-     "boolean masks, lists or integer tensors. The result is a fresh array of the\n"
-     "handle's framework that shares memory with no other.\n"
-     "\n"
-     "Raises:\n"
-     "    SafetensorError: an int out of range (\"Invalid index -6 for dimension 1 of\n"
-     "        size 5\"; also an IndexError), too many indices.\n"
-     "    IndexError: an index array out of range or a mask of the wrong shape.\n"
-     "    ValueError: a zero step.\n"
-     "\n"
-     "Example:\n"
-     "    >>> with safe_open(\"model.safetensors\", \"np\") as f:\n"
-     "    ...     s = f.get_slice(\"w\")\n"
-     "    ...     part = s[1:, ::-1]\n"
-     "    ...     picked = s[np.array([0, 1])]"},
+    {Py_tp_doc, "A tensor of an open file, read only where indexed (from safe_open.get_slice).\n"
+                "\n"
+                "slice[index] follows NumPy's indexing on every framework and backend: ints\n"
+                "(negative from the end), slices with any step, ..., None, and index arrays,\n"
+                "boolean masks, lists or integer tensors. The result is a fresh array of the\n"
+                "handle's framework that shares memory with no other.\n"
+                "\n"
+                "Raises:\n"
+                "    SafetensorError: an int out of range (\"Invalid index -6 for dimension 1 of\n"
+                "        size 5\"; also an IndexError), too many indices.\n"
+                "    IndexError: an index array out of range or a mask of the wrong shape.\n"
+                "    ValueError: a zero step.\n"
+                "\n"
+                "Example:\n"
+                "    >>> with safe_open(\"model.safetensors\", \"np\") as f:\n"
+                "    ...     s = f.get_slice(\"w\")\n"
+                "    ...     part = s[1:, ::-1]\n"
+                "    ...     picked = s[np.array([0, 1])]"},
     {0, NULL},
 };
 

@@ -107,8 +107,7 @@ int st_read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, 
     if (len < ST_GIL_RELEASE_MIN) {
         code = st_file_read(file, offset, dst, len, &err);
     } else {
-        Py_BEGIN_ALLOW_THREADS
-        code = st_file_read(file, offset, dst, len, &err);
+        Py_BEGIN_ALLOW_THREADS code = st_file_read(file, offset, dst, len, &err);
         Py_END_ALLOW_THREADS
     }
     if (code != ST_OK) {
@@ -141,7 +140,7 @@ PyObject *st_new_array(st_state *state, st_framework fw, const st_tensor *t, uin
             Py_DECREF(descr);
             return NULL;
         }
-        array = PyArray_Empty((int)t->ndim, dims, descr, 0);   /* steals descr */
+        array = PyArray_Empty((int)t->ndim, dims, descr, 0); /* steals descr */
         if (array != NULL)
             *data = (uint8_t *)PyArray_DATA((PyArrayObject *)array);
         return array;
@@ -160,7 +159,7 @@ PyObject *st_convert_from_numpy(st_state *state, st_framework fw, PyObject *arra
 }
 
 PyObject *st_tensor_from_memory(st_state *state, st_framework fw, const st_tensor *t,
-                               const uint8_t *src)
+                                const uint8_t *src)
 {
     uint8_t *data = NULL;
     PyObject *array = st_new_array(state, fw, t, &data);
@@ -176,7 +175,7 @@ PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const 
     if (array == NULL)
         return NULL;
     if (st_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
-                  (size_t)st_tensor_data_len(t)) < 0) {
+                     (size_t)st_tensor_data_len(t)) < 0) {
         Py_DECREF(array);
         return NULL;
     }
@@ -197,7 +196,7 @@ PyObject *st_numpy_view(st_state *state, st_owner *owner, const st_tensor *t, ui
     PyObject *array = NULL, *base;
     if (descr != NULL)
         array = PyArray_NewFromDescr(&PyArray_Type, descr, ndim, dims, strides, data,
-                                     NPY_ARRAY_WRITEABLE, NULL);   /* steals descr */
+                                     NPY_ARRAY_WRITEABLE, NULL); /* steals descr */
     if (array == NULL) {
         st_owner_release(owner);
         return NULL;
@@ -264,7 +263,7 @@ PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const 
     uint64_t nbytes = st_tensor_data_len(t);
     st_owner owner;
     if (!st_use_private_map(file, nbytes) || torch_misaligned(fw, t, offset))
-        return st_tensor_read(state, fw, file, t);   /* small: a copy of its own */
+        return st_tensor_read(state, fw, file, t); /* small: a copy of its own */
     if (st_owner_map(state, file, offset, nbytes, &owner) < 0)
         return NULL;
     return view_of(state, fw, &owner, t, owner.map.data);
