@@ -142,6 +142,9 @@ static PyMethodDef st_module_methods[] = {
     {"deserialize", (PyCFunction)st_deserialize, METH_O,
      "deserialize(bytes)\n--\n\n"
      "Parses a whole file held in bytes; returns [(name, {shape, dtype, data})]."},
+    {"_header_length", st_header_length_from_bytes, METH_VARARGS, NULL},
+    {"_parse_header", st_parse_header_from_bytes, METH_VARARGS, NULL},
+    {"_write_layout", st_write_layout_only, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

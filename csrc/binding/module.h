@@ -87,6 +87,11 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_deserialize(PyObject *module, PyObject *arg);
 
+/* header_bytes.c: the header rules and writer layout for remote objects. */
+PyObject *st_header_length_from_bytes(PyObject *module, PyObject *args);
+PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args);
+PyObject *st_write_layout_only(PyObject *module, PyObject *args);
+
 /* ---- arguments.c ---- */
 
 int st_parse_framework(st_state *state, PyObject *obj, st_framework *out);
