@@ -10,7 +10,8 @@
  *       order, of (name, dtype, shape, begin, end) with offsets relative to
  *       the data section; metadata is a dict or None.
  *   _write_layout(entries, metadata) -> (header, order)
- *       entries is a list of (name, dtype code, shape); header is the bytes
+ *       entries is a list of (name, dtype code, shape, data length), checked
+ *       by the core as serialize checks them; header is the bytes
  *       that start the file (length prefix + padded JSON) and order the entry
  *       indices in file order.
  *
@@ -142,17 +143,17 @@ exit:
     return result;
 }
 
-/* Fills one st_write_tensor from (name, dtype code, shape); shape storage is
- * `shape` (ST_MAX_DIMS entries). data stays NULL: only the layout is wanted. */
+/* Fills one st_write_tensor from (name, dtype code, shape, data length);
+ * shape storage is `shape` (ST_MAX_DIMS entries). data stays NULL: only the
+ * layout is wanted. */
 static int layout_entry(st_state *state, PyObject *entry, st_write_tensor *w, uint64_t *shape)
 {
     PyObject *name, *dtype, *dims, *fast = NULL;
     const char *code;
-    Py_ssize_t len, ndim;
-    st_error err;
+    Py_ssize_t len, ndim, data_len;
     int rc = -1;
 
-    if (!PyArg_ParseTuple(entry, "UUO:_write_layout entry", &name, &dtype, &dims))
+    if (!PyArg_ParseTuple(entry, "UUOn:_write_layout entry", &name, &dtype, &dims, &data_len))
         return -1;
     w->name = PyUnicode_AsUTF8AndSize(name, &len);
     if (w->name == NULL)
@@ -181,10 +182,7 @@ static int layout_entry(st_state *state, PyObject *entry, st_write_tensor *w, ui
     }
     w->ndim = (size_t)ndim;
     w->shape = shape;
-    if (st_tensor_nbytes(w->dtype, shape, w->ndim, &w->data_len, &err) != ST_OK) {
-        st_raise(state, &err, "Error while serializing: ", NULL);
-        goto exit;
-    }
+    w->data_len = (uint64_t)data_len;
     rc = 0;
 exit:
     Py_XDECREF(fast);
