@@ -142,8 +142,10 @@ def _register_ml_dtypes() -> None:
             pass
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap") -> Dict[str, np.ndarray]:
-    """Load every array of ``filename`` (dict in file order)."""
+def load_file(
+    filename: Union[str, os.PathLike], *, backend: str = "mmap", storage_options: Optional[dict] = None
+) -> Dict[str, np.ndarray]:
+    """Load every array of ``filename`` (a path, or a URL: docs/remote.md; dict in file order)."""
     _register_ml_dtypes()
-    with safe_open(filename, framework="np", backend=backend) as f:
+    with safe_open(filename, framework="np", backend=backend, storage_options=storage_options) as f:
         return f.get_tensors()

@@ -59,6 +59,12 @@ class RemoteObjectChangedError(SafetensorIOError):
     """The remote object changed (ETag/version) after it was opened."""
 
 
+class _HTTPStatus(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class _Transient(Exception):
     """A failure worth retrying; .final is what to raise when retries run out."""
 
@@ -169,7 +175,12 @@ class _RemoteObject:
             else "http" if ("http" in protocols or "https" in protocols)
             else "generic"
         )
-        info = self._retrying(lambda: self.fs.info(self.path), "info")
+        try:
+            self.fs.invalidate_cache(self.path)   # s3fs may hold a listing from before
+        except Exception:
+            pass
+        stat = self._http_info if self.kind == "http" else lambda: self.fs.info(self.path)
+        info = self._retrying(stat, "info")
         if info.get("type") == "directory":
             raise IsADirectoryError(f"{self.url}: is a directory")
         size = info.get("size")
@@ -197,6 +208,34 @@ class _RemoteObject:
                 time.sleep(min(2.0, self.backoff * (2 ** attempt)))
                 attempt += 1
 
+    async def _http_request(self, method: str, headers: Dict[str, str]):
+        """An aiohttp request on fsspec's HTTP session; HTTP errors raise
+        _HTTPStatus (fsspec's own info() turns every failure into
+        FileNotFoundError, 403 included)."""
+        import aiohttp
+
+        session = await self.fs.set_session()
+        kwargs = dict(self.fs.kwargs)
+        kwargs["headers"] = {**kwargs.get("headers", {}), **headers}
+        kwargs["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
+        response = await session.request(method, self.fs.encode_url(self.path), **kwargs)
+        if response.status >= 400:
+            response.release()
+            raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
+        return response
+
+    def _http_info(self) -> Dict[str, Any]:
+        from fsspec.asyn import sync
+
+        async def head():
+            response = await self._http_request("head", {"Accept-Encoding": "identity"})
+            response.release()
+            return response.headers
+
+        headers = sync(self.fs.loop, head)
+        size = headers.get("Content-Length")
+        return {"size": None if size is None else int(size), "ETag": headers.get("ETag"), "type": "file"}
+
     def _get(self, start: int, end: int) -> bytes:
         """One ranged GET of [start, end), conditional on the pinned identity."""
         if self.kind == "s3":
@@ -219,16 +258,17 @@ class _RemoteObject:
 
             return sync(self.fs.loop, get, timeout=self.timeout)
         if self.kind == "http":
-            headers = {"If-Match": self.etag} if self.etag else {}
-            kwargs: Dict[str, Any] = {"headers": headers}
-            try:
-                import aiohttp
+            from fsspec.asyn import sync
 
-                kwargs["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout,
-                                                          sock_read=self.timeout)
-            except ImportError:
-                pass
-            return self.fs.cat_file(self.path, start=start, end=end, **kwargs)
+            headers = {"Range": f"bytes={start}-{end - 1}"}
+            if self.etag:
+                headers["If-Match"] = self.etag
+
+            async def get():
+                async with await self._http_request("get", headers) as response:
+                    return await response.read()
+
+            return sync(self.fs.loop, get)
         return self.fs.cat_file(self.path, start=start, end=end)
 
     def read(self, start: int, end: int):
@@ -516,18 +556,18 @@ class RemoteSafeOpen:
 
 
 def _row_range(index, rows: int):
-    """(first row, rows to fetch, the index rewritten for the fetched rows) for
-    an int or slice on dim 0; None when the selection is not a plain one."""
+    """(first row, rows to fetch, the index over the fetched rows, whether to
+    reverse dim 0 after) for an int or slice on dim 0; None for anything else."""
     if isinstance(index, bool):
         return None
     if isinstance(index, slice):
         selected = range(*index.indices(rows))
         if len(selected) == 0:
-            return 0, 0, slice(0, 0)
+            return 0, 0, slice(0, 0), False
         lo, hi = min(selected[0], selected[-1]), max(selected[0], selected[-1]) + 1
-        start = selected[0] - lo
-        stop = start + len(selected) * selected.step
-        return lo, hi - lo, slice(start, stop if stop >= 0 else None, selected.step)
+        # Over the fetched rows as a forward slice (torch has no negative
+        # steps); a backward selection is flipped afterwards.
+        return lo, hi - lo, slice(0, hi - lo, abs(selected.step)), selected.step < 0
     try:
         import operator
 
@@ -537,7 +577,7 @@ def _row_range(index, rows: int):
     if not -rows <= value < rows:
         raise SafetensorIndexError(f"index {value} is out of bounds for dimension 0 with size {rows}")
     value %= rows
-    return value, 1, 0
+    return value, 1, 0, False
 
 
 class RemoteSlice:
@@ -563,7 +603,7 @@ class RemoteSlice:
             plan = _row_range(items[0], self._shape[0])
         if plan is None:
             return handle.get_tensor(self._name)[key]
-        first, count, rewritten = plan
+        first, count, rewritten, backward = plan
         nbytes = self._end - self._begin
         row_bytes = nbytes // self._shape[0] if self._shape[0] else 0
         shape = (count,) + tuple(self._shape[1:])
@@ -571,6 +611,8 @@ class RemoteSlice:
         start = handle._data_start + self._begin + first * row_bytes
         handle._fetch([(start, start + row_bytes * count, out.view)])
         value = out.result()[(rewritten,) + tuple(items[1:])]
+        if backward:
+            value = value.flip(0) if handle._framework == "pt" else value[::-1]
         return handle._to_device(value)
 
 

@@ -455,10 +455,15 @@ def load(data: bytes) -> Dict[str, torch.Tensor]:
 
 
 def load_file(
-    filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap"
+    filename: Union[str, os.PathLike],
+    device: Union[str, int] = "cpu",
+    *,
+    backend: str = "mmap",
+    storage_options: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Load every tensor of ``filename`` onto ``device`` (dict in file order)."""
-    with safe_open(filename, framework="pt", device=device, backend=backend) as f:
+    """Load every tensor of ``filename`` (a path, or a URL: docs/remote.md)
+    onto ``device`` (dict in file order)."""
+    with safe_open(filename, framework="pt", device=device, backend=backend, storage_options=storage_options) as f:
         return f.get_tensors()
 
 
