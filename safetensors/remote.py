@@ -52,6 +52,7 @@ DEFAULTS = {
     "backoff": 0.1,           # first retry delay, seconds; doubles, capped at 2 s
     "timeout": 60.0,          # seconds without data before a request counts as timed out
     "part_size": 16 * MiB,    # upload part size for save_file to a URL
+    "direct": True,           # http(s)/s3: own http.client/botocore requests reading into tensors
 }
 
 
@@ -123,8 +124,9 @@ def _status_of(exc: BaseException) -> Optional[int]:
     status = getattr(exc, "status", None)
     if isinstance(status, int):
         return status
-    cause = exc.__cause__
-    response = getattr(cause, "response", None)
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        response = getattr(exc.__cause__, "response", None)
     if isinstance(response, dict):
         code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if response.get("Error", {}).get("Code") == "PreconditionFailed":
@@ -164,7 +166,7 @@ class _RemoteObject:
     """One remote object, pinned at open (size + ETag/version)."""
 
     def __init__(self, target: Any, storage_options: Optional[dict], retries: int, backoff: float,
-                 timeout: float):
+                 timeout: float, concurrency: int = 16, direct: bool = True):
         self.fs, self.path, self.url = _filesystem(target, storage_options)
         self.retries = retries
         self.backoff = backoff
@@ -179,7 +181,16 @@ class _RemoteObject:
             self.fs.invalidate_cache(self.path)   # s3fs may hold a listing from before
         except Exception:
             pass
-        stat = self._http_info if self.kind == "http" else lambda: self.fs.info(self.path)
+        self._direct = None
+        if direct and self.kind == "http" and set(getattr(self.fs, "kwargs", {})) <= {"headers"}:
+            url = self.path if "://" in self.path else self.url
+            self._direct = _DirectHTTP(url, dict(self.fs.kwargs.get("headers", {})), timeout)
+        elif direct and self.kind == "s3":
+            self._direct = _DirectS3.build(self.fs, self.path, concurrency, timeout)
+        if isinstance(self._direct, _DirectHTTP):
+            stat = self._direct.info
+        else:
+            stat = self._http_info if self.kind == "http" else lambda: self.fs.info(self.path)
         info = self._retrying(stat, "info")
         if info.get("type") == "directory":
             raise IsADirectoryError(f"{self.url}: is a directory")
@@ -275,16 +286,187 @@ class _RemoteObject:
         """Bytes [start, end) exactly, retried; a short or long body is an error."""
         if end <= start:
             return b""
+        buffer = bytearray(end - start)
+        self.read_into(start, end, [(start, end, memoryview(buffer))])
+        return bytes(buffer)
+
+    def read_into(self, start: int, end: int, targets: List[Tuple[int, int, memoryview]]) -> None:
+        """Bytes [start, end) into the destinations covering them ((file start,
+        file end, memory) each), retried as a whole on a transient failure."""
 
         def attempt():
+            if self._direct is not None:
+                return self._direct.get_into(start, end, targets, self.etag, self.version)
             data = self._get(start, end)
             if len(data) != end - start:
                 raise _Transient(SafetensorIOError(
                     f"{self.url}: truncated response: asked bytes {start}-{end - 1}, got {len(data)} bytes"
                     + (" (the server ignored Range)" if len(data) == self.size and start else "")))
-            return data
+            _scatter(memoryview(data), start, end, targets)
 
-        return self._retrying(attempt, f"bytes {start}-{end - 1}")
+        self._retrying(attempt, f"bytes {start}-{end - 1}")
+
+
+def _scatter(data: memoryview, start: int, end: int, targets) -> None:
+    for t_start, t_end, dest in targets:
+        a, b = max(start, t_start), min(end, t_end)
+        if a < b:
+            dest[a - t_start:b - t_start] = data[a - start:b - start]
+
+
+def _stream_into(read_into, start: int, end: int, targets, url: str) -> None:
+    """Reads a response body of end - start bytes straight into the targets'
+    memory with read_into(memoryview) -> count (socket reads: GIL released)."""
+    for t_start, t_end, dest in targets:
+        a, b = max(start, t_start), min(end, t_end)
+        view = dest[a - t_start:b - t_start]
+        got = 0
+        while got < len(view):
+            n = read_into(view[got:])
+            if not n:
+                raise _Transient(SafetensorIOError(
+                    f"{url}: truncated response: bytes {start}-{end - 1} ended {end - a - got} bytes early"))
+            got += n
+
+
+class _DirectHTTP:
+    """Plain HTTP(S) ranged GETs with http.client: one keep-alive connection
+    per thread and host, bodies read straight into tensor memory."""
+
+    def __init__(self, url: str, headers: Dict[str, str], timeout: float):
+        self.url, self.headers, self.timeout = url, headers, timeout
+        self.local = threading.local()
+
+    def _connection(self, scheme: str, netloc: str):
+        import http.client
+
+        pool = self.local.__dict__.setdefault("pool", {})
+        conn = pool.get((scheme, netloc))
+        if conn is None:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = pool[(scheme, netloc)] = cls(netloc, timeout=self.timeout)
+        return conn
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        conn = self.local.__dict__.get("pool", {}).pop((scheme, netloc), None)
+        if conn is not None:
+            conn.close()
+
+    def request(self, method: str, headers: Dict[str, str]):
+        """(response, drop) after following up to 5 redirects; raises
+        _HTTPStatus for 4xx/5xx. drop() discards the connection."""
+        from urllib.parse import urljoin, urlsplit
+
+        url = self.url
+        for _ in range(6):
+            parts = urlsplit(url)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn = self._connection(parts.scheme, parts.netloc)
+            try:
+                conn.request(method, target, headers={**self.headers, **headers})
+                response = conn.getresponse()
+            except BaseException:
+                self._drop(parts.scheme, parts.netloc)
+                raise
+            drop = lambda p=parts: self._drop(p.scheme, p.netloc)  # noqa: E731
+            location = response.getheader("Location")
+            if response.status in (301, 302, 303, 307, 308) and location:
+                response.read()
+                url = urljoin(url, location)
+                continue
+            if response.status >= 400:
+                response.read()
+                raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
+            return response, drop
+        raise SafetensorIOError(f"{self.url}: too many redirects")
+
+    def info(self) -> Dict[str, Any]:
+        response, _ = self.request("HEAD", {"Accept-Encoding": "identity"})
+        response.read()
+        size = response.getheader("Content-Length")
+        return {"size": None if size is None else int(size), "ETag": response.getheader("ETag"), "type": "file"}
+
+    def get_into(self, start, end, targets, etag, version) -> None:
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        if etag:
+            headers["If-Match"] = etag
+        response, drop = self.request("GET", headers)
+        try:
+            length = response.getheader("Content-Length")
+            if response.status != 206:
+                raise SafetensorIOError(
+                    f"{self.url}: asked bytes {start}-{end - 1}, the server answered HTTP {response.status} "
+                    "(it must honour Range)")
+            if length is None or int(length) != end - start:
+                raise _Transient(SafetensorIOError(
+                    f"{self.url}: truncated response: asked bytes {start}-{end - 1}, got {length} bytes"))
+            _stream_into(response.readinto, start, end, targets, self.url)
+        except BaseException:
+            drop()
+            raise
+
+
+class _DirectS3:
+    """S3 ranged GETs through botocore (thread-safe client, a connection pool
+    of `concurrency`), bodies read straight into tensor memory. Built from the
+    s3fs filesystem's own settings; None when they hold anything it does not
+    map (then s3fs does the requests)."""
+
+    @classmethod
+    def build(cls, fs, path: str, concurrency: int, timeout: float):
+        try:
+            import botocore.session
+            from botocore import UNSIGNED
+            from botocore.config import Config
+            from fsspec.asyn import sync
+        except ImportError:
+            return None
+        client_kwargs = dict(getattr(fs, "client_kwargs", {}) or {})
+        endpoint = getattr(fs, "endpoint_url", None) or client_kwargs.pop("endpoint_url", None)
+        region = client_kwargs.pop("region_name", None)
+        if client_kwargs or getattr(fs, "requester_pays", False) or getattr(fs, "session", None) is not None:
+            return None
+        bucket = fs.split_path(path)[0]
+        if region is None:
+            try:
+                region = sync(fs.loop, fs._get_s3, bucket).meta.region_name
+            except Exception:
+                region = None
+        config = dict(getattr(fs, "config_kwargs", {}) or {})
+        config.update(max_pool_connections=max(10, concurrency), read_timeout=timeout, connect_timeout=timeout,
+                      retries={"max_attempts": 1})
+        if getattr(fs, "anon", False):
+            config["signature_version"] = UNSIGNED
+        session = botocore.session.Session(profile=getattr(fs, "profile", None))
+        client = session.create_client(
+            "s3", region_name=region or session.get_config_variable("region") or "us-east-1",
+            endpoint_url=endpoint, aws_access_key_id=getattr(fs, "key", None),
+            aws_secret_access_key=getattr(fs, "secret", None), aws_session_token=getattr(fs, "token", None),
+            config=Config(**config))
+        self = cls()
+        self.client, self.url = client, f"s3://{path}"
+        self.bucket, self.key = bucket, fs.split_path(path)[1]
+        return self
+
+    def get_into(self, start, end, targets, etag, version) -> None:
+        kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": f"bytes={start}-{end - 1}"}
+        if etag:
+            kwargs["IfMatch"] = etag
+        if version:
+            kwargs["VersionId"] = version
+        response = self.client.get_object(**kwargs)
+        body = response["Body"]
+        try:
+            if response.get("ContentLength") != end - start:
+                raise _Transient(SafetensorIOError(
+                    f"{self.url}: asked bytes {start}-{end - 1}, got {response.get('ContentLength')} bytes"))
+            raw = getattr(body, "_raw_stream", None)
+            if raw is not None and hasattr(raw, "readinto"):
+                _stream_into(raw.readinto, start, end, targets, self.url)
+            else:
+                _scatter(memoryview(body.read()), start, end, targets)
+        finally:
+            body.close()
 
 
 # --------------------------------------------------------------------------
@@ -359,7 +541,7 @@ class RemoteSafeOpen:
                  storage_options: Optional[dict] = None, chunk_size: Optional[int] = None,
                  concurrency: Optional[int] = None, head_bytes: Optional[int] = None,
                  retries: Optional[int] = None, timeout: Optional[float] = None,
-                 backoff: Optional[float] = None):
+                 backoff: Optional[float] = None, direct: Optional[bool] = None):
         if not isinstance(framework, str):
             raise TypeError(f"argument 'framework': {type(framework).__name__!r} object cannot be converted to 'PyString'")
         if framework not in _FRAMEWORKS:
@@ -374,7 +556,8 @@ class RemoteSafeOpen:
         self._chunk_size = max(1, int(pick(chunk_size, "chunk_size")))
         self._concurrency = max(1, int(pick(concurrency, "concurrency")))
         self._object = _RemoteObject(target, storage_options, int(pick(retries, "retries")),
-                                     float(pick(backoff, "backoff")), float(pick(timeout, "timeout")))
+                                     float(pick(backoff, "backoff")), float(pick(timeout, "timeout")),
+                                     self._concurrency, bool(pick(direct, "direct")))
         self._head = self._read_header(max(8, int(pick(head_bytes, "head_bytes"))))
         self._closed = False
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -498,12 +681,9 @@ class RemoteSafeOpen:
             if failed.is_set():
                 return
             if hi <= len(head):
-                data = memoryview(head)[lo:hi]
+                _scatter(memoryview(head)[lo:hi], lo, hi, targets)
             else:
-                data = memoryview(self._object.read(lo, hi))
-            for start, end, dest in targets:
-                a, b = max(lo, start), min(hi, end)
-                dest[a - start:b - start] = data[a - lo:b - lo]
+                self._object.read_into(lo, hi, targets)
 
         if len(chunks) == 1:
             work(*chunks[0])

@@ -86,12 +86,14 @@ def _put_s3(s3, key, data):
 # reading: S3 (moto)
 # --------------------------------------------------------------------------
 
-def test_s3_load_file_and_safe_open(s3):
+def test_s3_load_file_and_safe_open(s3, direct):
     tensors = _tensors()
     url = _put_s3(s3, "a.safetensors", _file_bytes(tensors, {"format": "pt"}))
     got = safetensors.torch.load_file(url, storage_options=s3.options)
     _assert_same(got, tensors)
-    with safe_open(url, framework="pt", storage_options=s3.options) as f:
+    with safe_open(url, framework="pt", storage_options=s3.options, direct=direct, chunk_size=1000,
+                   head_bytes=16) as f:
+        _assert_same(f.get_tensors(), tensors)
         assert isinstance(f, safe_open)
         assert f.keys() == sorted(tensors)
         assert f.metadata() == {"format": "pt"}
@@ -113,16 +115,16 @@ def test_s3_numpy_and_fsspec_file_object(s3):
             assert np.array_equal(f.get_tensor("y"), arrays["y"])
 
 
-def test_s3_missing_object_and_bucket(s3):
+def test_s3_missing_object_and_bucket(s3, direct):
     with pytest.raises(FileNotFoundError):
-        safe_open("s3://models/nope.safetensors", framework="pt", storage_options=s3.options)
+        safe_open("s3://models/nope.safetensors", framework="pt", storage_options=s3.options, direct=direct)
     with pytest.raises(FileNotFoundError):
         safetensors.torch.load_file("s3://no-such-bucket/x.safetensors", storage_options=s3.options)
 
 
-def test_s3_object_replaced_after_open(s3):
+def test_s3_object_replaced_after_open(s3, direct):
     url = _put_s3(s3, "moving.safetensors", _file_bytes())
-    with safe_open(url, framework="pt", storage_options=s3.options, head_bytes=64) as f:
+    with safe_open(url, framework="pt", storage_options=s3.options, head_bytes=64, direct=direct) as f:
         _put_s3(s3, "moving.safetensors", _file_bytes({k: v + 1 if v.dtype != torch.bool else v
                                                        for k, v in _tensors().items()}))
         with pytest.raises(RemoteObjectChangedError, match="changed since it was opened"):
@@ -168,13 +170,13 @@ def test_s3_save_file_failure_leaves_nothing(s3, monkeypatch):
 # reading: nginx
 # --------------------------------------------------------------------------
 
-def test_nginx_http_load(nginx):
+def test_nginx_http_load(nginx, direct):
     tensors = _tensors()
     (nginx.root_path / "m.safetensors").write_bytes(_file_bytes(tensors))
     url = f"{nginx.url}/m.safetensors"
     _assert_same(safetensors.torch.load_file(url), tensors)
     # small chunks: many concurrent ranged GETs, coalesced across tensors
-    with safe_open(url, framework="pt", chunk_size=100, concurrency=8, head_bytes=16) as f:
+    with safe_open(url, framework="pt", chunk_size=100, concurrency=8, head_bytes=16, direct=direct) as f:
         _assert_same(f.get_tensors(), tensors)
 
 
@@ -188,10 +190,10 @@ def test_nginx_404_403(nginx):
         safetensors.torch.load_file(f"{nginx.url}/forbidden/x.safetensors")
 
 
-def test_nginx_object_replaced_mid_load(nginx):
+def test_nginx_object_replaced_mid_load(nginx, direct):
     path = nginx.root_path / "swap.safetensors"
     path.write_bytes(_file_bytes())
-    with safe_open(f"{nginx.url}/swap.safetensors", framework="pt", head_bytes=64) as f:
+    with safe_open(f"{nginx.url}/swap.safetensors", framework="pt", head_bytes=64, direct=direct) as f:
         other = _file_bytes({"w": torch.zeros(40, 24)})
         path.write_bytes(other + b" " * 10)   # new size -> new ETag
         with pytest.raises(RemoteObjectChangedError):
@@ -294,11 +296,21 @@ def test_get_slice_out_of_range(faults):
 # failures and retries
 # --------------------------------------------------------------------------
 
-def _chunked(url, **kw):
-    return safe_open(url, framework="pt", chunk_size=256, concurrency=4, head_bytes=16, backoff=0.001, **kw)
+@pytest.fixture(params=[True, False], ids=["direct", "fsspec"])
+def direct(request):
+    """Both request paths: our own http.client/botocore one and fsspec's."""
+    return request.param
 
 
-def test_dropped_connections_are_retried(faults):
+@pytest.fixture
+def _chunked(direct):
+    def open_(url, **kw):
+        return safe_open(url, framework="pt", chunk_size=256, concurrency=4, head_bytes=16, backoff=0.001,
+                         direct=direct, **kw)
+    return open_
+
+
+def test_dropped_connections_are_retried(faults, _chunked):
     tensors = _tensors()
     faults.put("/drop.safetensors", _file_bytes(tensors), drop=3)
     with _chunked(faults.url + "/drop.safetensors") as f:
@@ -306,28 +318,28 @@ def test_dropped_connections_are_retried(faults):
     assert faults.faults["/drop.safetensors"]["drop"] == 0
 
 
-def test_always_dropped_gives_oserror(faults):
+def test_always_dropped_gives_oserror(faults, _chunked):
     faults.put("/dropall.safetensors", _file_bytes(), drop_all=True)
     with pytest.raises(OSError):
         with _chunked(faults.url + "/dropall.safetensors", retries=2) as f:
             f.get_tensors()
 
 
-def test_truncated_body(faults):
+def test_truncated_body(faults, _chunked):
     faults.put("/trunc.safetensors", _file_bytes(), truncate=True)
     with pytest.raises(OSError, match="truncated|connection|Payload"):
         with _chunked(faults.url + "/trunc.safetensors", retries=1) as f:
             f.get_tensors()
 
 
-def test_range_ignored_is_an_error(faults):
+def test_range_ignored_is_an_error(faults, _chunked):
     faults.put("/norange.safetensors", _file_bytes(), ignore_range=True)
     with pytest.raises(OSError):
         with _chunked(faults.url + "/norange.safetensors", retries=0) as f:
             f.get_tensors()
 
 
-def test_stalled_server_times_out(faults):
+def test_stalled_server_times_out(faults, _chunked):
     faults.put("/stall.safetensors", _file_bytes(), stall=True)
     with pytest.raises(TimeoutError):
         with _chunked(faults.url + "/stall.safetensors", retries=1, timeout=0.3):
@@ -342,7 +354,7 @@ def test_http_403_404(faults):
         safetensors.torch.load_file(faults.url + "/absent.safetensors")
 
 
-def test_object_replaced_mid_load(faults):
+def test_object_replaced_mid_load(faults, _chunked):
     faults.put("/swap.safetensors", _file_bytes())
     with _chunked(faults.url + "/swap.safetensors") as f:
         faults.put("/swap.safetensors", _file_bytes({"w": torch.zeros(40, 24)}))
