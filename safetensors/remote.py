@@ -24,6 +24,7 @@ dependencies, imported on first use.  Knobs: docs/remote.md.
 """
 
 import os
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -167,26 +168,33 @@ class _RemoteObject:
 
     def __init__(self, target: Any, storage_options: Optional[dict], retries: int, backoff: float,
                  timeout: float, concurrency: int = 16, direct: bool = True):
-        self.fs, self.path, self.url = _filesystem(target, storage_options)
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
-        self.kind = (
-            "s3" if hasattr(self.fs, "_call_s3")
-            else "http" if ("http" in protocols or "https" in protocols)
-            else "generic"
-        )
-        try:
-            self.fs.invalidate_cache(self.path)   # s3fs may hold a listing from before
-        except Exception:
-            pass
         self._direct = None
-        if direct and self.kind == "http" and set(getattr(self.fs, "kwargs", {})) <= {"headers"}:
-            url = self.path if "://" in self.path else self.url
-            self._direct = _DirectHTTP(url, dict(self.fs.kwargs.get("headers", {})), timeout)
-        elif direct and self.kind == "s3":
-            self._direct = _DirectS3.build(self.fs, self.path, concurrency, timeout)
+        plain_http = (isinstance(target, str) and target.split("://", 1)[0].lower() in ("http", "https")
+                      and set(storage_options or {}) <= {"headers"})
+        if direct and plain_http:
+            # Needs neither fsspec nor aiohttp.
+            self.fs, self.path, self.url, self.kind = None, target, target, "http"
+            self._direct = _DirectHTTP(target, dict((storage_options or {}).get("headers", {})), timeout)
+        else:
+            self.fs, self.path, self.url = _filesystem(target, storage_options)
+            protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+            self.kind = (
+                "s3" if hasattr(self.fs, "_call_s3")
+                else "http" if ("http" in protocols or "https" in protocols)
+                else "generic"
+            )
+            try:
+                self.fs.invalidate_cache(self.path)   # s3fs may hold a listing from before
+            except Exception:
+                pass
+            if direct and self.kind == "http" and set(getattr(self.fs, "kwargs", {})) <= {"headers"}:
+                url = self.path if "://" in self.path else self.url
+                self._direct = _DirectHTTP(url, dict(self.fs.kwargs.get("headers", {})), timeout)
+            elif direct and self.kind == "s3":
+                self._direct = _DirectS3.build(self.fs, self.path, concurrency, timeout)
         if isinstance(self._direct, _DirectHTTP):
             stat = self._direct.info
         else:
@@ -481,6 +489,32 @@ _CONVERTERS = {"tf": ("tensorflow", "convert_to_tensor"), "flax": ("jax.numpy", 
                "mlx": ("mlx.core", "array"), "paddle": ("paddle", "to_tensor")}
 
 
+_HUGE = 2 * MiB
+_madvise = None
+
+
+def _advise_huge_pages(address: int, length: int) -> None:
+    """Fresh tensor memory faults in 4 KiB at a time as the socket fills it;
+    ask for 2 MiB pages where the kernel gives them on request (THP
+    "madvise" mode), as the local pread path does."""
+    global _madvise
+    start = (address + _HUGE - 1) & ~(_HUGE - 1)
+    end = (address + length) & ~(_HUGE - 1)
+    if end <= start or not sys.platform.startswith("linux"):
+        return
+    if _madvise is None:
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            _madvise = libc.madvise
+            _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        except (OSError, AttributeError):
+            _madvise = False
+    if _madvise:
+        _madvise(start, end - start, 14)   # MADV_HUGEPAGE
+
+
 class _Output:
     """A tensor's destination: writable bytes now, the framework's tensor later."""
 
@@ -495,6 +529,7 @@ class _Output:
                 raise SafetensorError(f"Dtype not understood: {dtype}")
             self.buffer = torch.empty(nbytes, dtype=torch.uint8)
             self.view = memoryview(self.buffer.numpy()) if nbytes else memoryview(b"")
+            address = self.buffer.data_ptr()
         else:
             import numpy as np
 
@@ -506,6 +541,9 @@ class _Output:
                 raise SafetensorError(f"Dtype not understood: {dtype} (no NumPy dtype holds it)") from None
             self.buffer = np.empty(nbytes, dtype=np.uint8)
             self.view = memoryview(self.buffer)
+            address = self.buffer.ctypes.data
+        if nbytes >= 2 * _HUGE:
+            _advise_huge_pages(address, nbytes)
 
     def result(self):
         if self.framework == "pt":

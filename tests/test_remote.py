@@ -379,3 +379,10 @@ def test_url_without_fsspec_names_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "fsspec", None)
     with pytest.raises(ImportError, match="pip install fsspec"):
         safe_open("s3://bucket/key.safetensors", framework="pt")
+
+
+def test_plain_http_needs_no_fsspec(faults, monkeypatch):
+    tensors = _tensors()
+    faults.put("/nofsspec.safetensors", _file_bytes(tensors))
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    _assert_same(safetensors.torch.load_file(faults.url + "/nofsspec.safetensors"), tensors)
