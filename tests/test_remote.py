@@ -386,3 +386,20 @@ def test_plain_http_needs_no_fsspec(faults, monkeypatch):
     faults.put("/nofsspec.safetensors", _file_bytes(tensors))
     monkeypatch.setitem(sys.modules, "fsspec", None)
     _assert_same(safetensors.torch.load_file(faults.url + "/nofsspec.safetensors"), tensors)
+
+
+def test_framework_save_file_to_fsspec_file_and_url(s3, monkeypatch):
+    arrays = {"x": np.arange(12, dtype=np.float32).reshape(3, 4), "z": np.zeros(0, dtype=np.int16)}
+    target = fsspec.open("s3://models/np-saved.safetensors", "wb", **s3.options)
+    safetensors.numpy.save_file(arrays, target, metadata={"a": "b"})
+    body = s3.client().get_object(Bucket="models", Key="np-saved.safetensors")["Body"].read()
+    assert body == safetensors.numpy.save(arrays, metadata={"a": "b"})
+    # torch.save_file with a URL string: s3fs takes its settings from the environment
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    tensors = _tensors()
+    safetensors.torch.save_file(tensors, "s3://models/pt-saved.safetensors")
+    body = s3.client().get_object(Bucket="models", Key="pt-saved.safetensors")["Body"].read()
+    assert body == safetensors.torch.save(tensors)
