@@ -182,6 +182,9 @@ def child(spec):
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         os.environ.setdefault("RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING", "0")
         os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+        # Its 1 s default request timeout fails against moto: the settings used.
+        os.environ.setdefault("RUNAI_STREAMER_S3_REQUEST_TIMEOUT_MS", "600000")
+        os.environ.setdefault("RUNAI_STREAMER_S3_TIMEOUT", "600")
         out = {}
         with SafetensorsStreamer() as streamer:
             streamer.stream_file(url)

@@ -207,6 +207,8 @@ class _RemoteObject:
             raise SafetensorIOError(f"{self.url}: the server does not report the object's size")
         self.size = int(size)
         self.etag = info.get("ETag") or info.get("etag")
+        if self.etag and self.etag.startswith("W/"):
+            self.etag = None   # If-Match compares strongly: a weak ETag would never match
         self.version = info.get("VersionId") or info.get("version_id")
 
     def _retrying(self, call, what: str):
