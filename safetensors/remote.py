@@ -23,6 +23,7 @@ fsspec and the filesystem package of the scheme (``s3fs``, ``gcsfs``,
 dependencies, imported on first use.  Knobs: docs/remote.md.
 """
 
+import ctypes
 import os
 import sys
 import threading
@@ -195,7 +196,7 @@ class _RemoteObject:
                 self._direct = _DirectHTTP(url, dict(self.fs.kwargs.get("headers", {})), timeout)
             elif direct and self.kind == "s3":
                 self._direct = _DirectS3.build(self.fs, self.path, concurrency, timeout)
-        if isinstance(self._direct, _DirectHTTP):
+        if self._direct is not None:
             stat = self._direct.info
         else:
             stat = self._http_info if self.kind == "http" else lambda: self.fs.info(self.path)
@@ -455,8 +456,14 @@ class _DirectS3:
             config=Config(**config))
         self = cls()
         self.client, self.url = client, f"s3://{path}"
-        self.bucket, self.key = bucket, fs.split_path(path)[1]
+        self.bucket, self.key, version = fs.split_path(path)
+        self.version_kw = {"VersionId": version} if version else {}
         return self
+
+    def info(self) -> Dict[str, Any]:
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key, **self.version_kw)
+        return {"size": head.get("ContentLength"), "ETag": head.get("ETag"), "VersionId": head.get("VersionId"),
+                "type": "file"}
 
     def get_into(self, start, end, targets, etag, version) -> None:
         kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": f"bytes={start}-{end - 1}"}
@@ -505,8 +512,6 @@ def _advise_huge_pages(address: int, length: int) -> None:
     if end <= start or not sys.platform.startswith("linux"):
         return
     if _madvise is None:
-        import ctypes
-
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             _madvise = libc.madvise
@@ -530,8 +535,11 @@ class _Output:
             if dtype not in st_torch._TYPES:
                 raise SafetensorError(f"Dtype not understood: {dtype}")
             self.buffer = torch.empty(nbytes, dtype=torch.uint8)
-            self.view = memoryview(self.buffer.numpy()) if nbytes else memoryview(b"")
             address = self.buffer.data_ptr()
+            # A writable view of the tensor's memory without importing NumPy;
+            # self.buffer keeps the memory alive as long as the view is used.
+            self.view = memoryview((ctypes.c_ubyte * nbytes).from_address(address)).cast("B") \
+                if nbytes else memoryview(bytearray())
         else:
             import numpy as np
 
