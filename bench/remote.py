@@ -270,8 +270,11 @@ def main():
     if args.child:
         return child(json.loads(args.child))
 
+    import signal
+
     import remote_servers
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))   # stop the servers on kill
     files = make_files(os.path.join(args.workdir, "www"), args.shard_mb, args.gpt2_layers)
     methods = args.methods.split(",")
     servers = args.servers.split(",")

@@ -25,7 +25,6 @@ dependencies, imported on first use.  Knobs: docs/remote.md.
 
 import ctypes
 import os
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -498,30 +497,6 @@ _CONVERTERS = {"tf": ("tensorflow", "convert_to_tensor"), "flax": ("jax.numpy", 
                "mlx": ("mlx.core", "array"), "paddle": ("paddle", "to_tensor")}
 
 
-_HUGE = 2 * MiB
-_madvise = None
-
-
-def _advise_huge_pages(address: int, length: int) -> None:
-    """Fresh tensor memory faults in 4 KiB at a time as the socket fills it;
-    ask for 2 MiB pages where the kernel gives them on request (THP
-    "madvise" mode), as the local pread path does."""
-    global _madvise
-    start = (address + _HUGE - 1) & ~(_HUGE - 1)
-    end = (address + length) & ~(_HUGE - 1)
-    if end <= start or not sys.platform.startswith("linux"):
-        return
-    if _madvise is None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            _madvise = libc.madvise
-            _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        except (OSError, AttributeError):
-            _madvise = False
-    if _madvise:
-        _madvise(start, end - start, 14)   # MADV_HUGEPAGE
-
-
 class _Output:
     """A tensor's destination: writable bytes now, the framework's tensor later."""
 
@@ -551,9 +526,6 @@ class _Output:
                 raise SafetensorError(f"Dtype not understood: {dtype} (no NumPy dtype holds it)") from None
             self.buffer = np.empty(nbytes, dtype=np.uint8)
             self.view = memoryview(self.buffer)
-            address = self.buffer.ctypes.data
-        if nbytes >= 2 * _HUGE:
-            _advise_huge_pages(address, nbytes)
 
     def result(self):
         if self.framework == "pt":
