@@ -153,7 +153,7 @@ def child(spec):
 
     import safetensors.torch as st
 
-    method, server, url, size = spec["method"], spec["server"], spec["url"], spec["size"]
+    method, url, size = spec["method"], spec["url"], spec["size"]
     endpoint = spec.get("endpoint")
     key = url.rsplit("/", 1)[-1]
     opts = s3_options(endpoint) if url.startswith("s3://") else None
@@ -209,7 +209,9 @@ def child(spec):
 # --------------------------------------------------------------------------
 
 def process_cpu(pids):
-    """utime + stime seconds of the given processes (and nginx's workers)."""
+    """utime + stime seconds of the given processes and their children
+    (nginx's workers), read now."""
+    pids = list(pids) + [child for pid in pids for child in children_of(pid)]
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
@@ -288,7 +290,7 @@ def main():
     nginx = remote_servers.Nginx(os.path.join(args.workdir, "www"), os.path.join(args.workdir, "nginx"))
     moto = moto_endpoint = None
     with nginx:
-        nginx_pids = [nginx._process.pid] + children_of(nginx._process.pid)
+        nginx_pids = [nginx._process.pid]
         if "moto" in servers:
             moto, moto_endpoint = start_moto()
             c = boto3_client(moto_endpoint)
