@@ -183,14 +183,18 @@ def _register_ml_dtypes() -> None:
             pass
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap") -> Dict[str, np.ndarray]:
+def load_file(
+    filename: Union[str, os.PathLike], *, backend: str = "mmap", storage_options: Optional[dict] = None
+) -> Dict[str, np.ndarray]:
     """Load every array of ``filename``.
 
     Args:
-        filename (str | os.PathLike): the file.
+        filename (str | os.PathLike): the file, or a URL (docs/remote.md).
         backend (str): "mmap" (default: large arrays are zero-copy views of a
             private mapping of their own, small ones copies) or "pread" (all read
             into memory the process owns).
+        storage_options (dict | None): options for the remote filesystem
+            (URLs only, e.g. {"anon": True} for s3fs).
 
     Returns:
         dict[str, numpy.ndarray]: in file (offset) order; writable, no two share
@@ -205,5 +209,5 @@ def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap") -> Di
         >>> arrays = load_file("arrays.safetensors")
     """
     _register_ml_dtypes()
-    with safe_open(filename, framework="np", backend=backend) as f:
+    with safe_open(filename, framework="np", backend=backend, storage_options=storage_options) as f:
         return f.get_tensors()

@@ -503,15 +503,21 @@ def load(data: bytes) -> Dict[str, torch.Tensor]:
 
 
 def load_file(
-    filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap"
+    filename: Union[str, os.PathLike],
+    device: Union[str, int] = "cpu",
+    *,
+    backend: str = "mmap",
+    storage_options: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, torch.Tensor]:
     """Load every tensor of ``filename`` onto ``device``.
 
     Args:
-        filename (str | os.PathLike): the file.
+        filename (str | os.PathLike): the file, or a URL (docs/remote.md).
         device (str | int): "cpu" (default), "cuda:0", 0, ...
         backend (str): "mmap" (large tensors are zero-copy views of a private
             mapping of their own) or "pread" (everything read into memory).
+        storage_options (dict | None): options for the remote filesystem
+            (URLs only).
 
     Returns:
         dict[str, torch.Tensor]: in file (offset) order; no two share memory.
@@ -524,7 +530,7 @@ def load_file(
         >>> from safetensors.torch import load_file
         >>> tensors = load_file("model.safetensors", device="cpu")
     """
-    with safe_open(filename, framework="pt", device=device, backend=backend) as f:
+    with safe_open(filename, framework="pt", device=device, backend=backend, storage_options=storage_options) as f:
         return f.get_tensors()
 
 

@@ -243,6 +243,9 @@ static PyMethodDef st_module_methods[] = {
      "_dtype_table()\n--\n\n"
      "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "
      "'numpy' / 'ml_dtypes' / None, values per framework item)."},
+    {"_header_length", st_header_length_from_bytes, METH_VARARGS, NULL},
+    {"_parse_header", st_parse_header_from_bytes, METH_VARARGS, NULL},
+    {"_write_layout", st_write_layout_only, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

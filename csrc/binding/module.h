@@ -119,6 +119,11 @@ PyObject *st_deserialize_tensors(PyObject *module, PyObject *args);
 /* _dtype_table(): st_dtype_info for Python, so no Python module keeps its own copy. */
 PyObject *st_dtype_table(PyObject *module, PyObject *unused);
 
+/* header_bytes.c: the header rules and writer layout for remote objects. */
+PyObject *st_header_length_from_bytes(PyObject *module, PyObject *args);
+PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args);
+PyObject *st_write_layout_only(PyObject *module, PyObject *args);
+
 /* ---- arguments.c ---- */
 
 int st_parse_framework(st_state *state, PyObject *obj, st_framework *out);

@@ -1,0 +1,281 @@
+/*
+ * header_bytes.c - the core's header rules on bytes that came from elsewhere
+ * (a remote object read in ranges by safetensors/remote.py), and the core's
+ * writer layout without the data (for uploads written part by part).
+ *
+ *   _header_length(prefix, file_size) -> N
+ *       rules 1-3 on the first min(file_size, 8) bytes.
+ *   _parse_header(header, file_size) -> (tensors, metadata)
+ *       rules 4-8 on the N header bytes; tensors is a list, in data-offset
+ *       order, of (name, dtype, shape, begin, end) with offsets relative to
+ *       the data section; metadata is a dict or None.
+ *   _write_layout(entries, metadata) -> (header, order)
+ *       entries is a list of (name, dtype code, shape, data length), checked
+ *       by the core as serialize checks them; header is the bytes
+ *       that start the file (length prefix + padded JSON) and order the entry
+ *       indices in file order.
+ *
+ * Errors are raised through st_raise with the prefixes of the local path, so
+ * a hostile server gets exactly the exceptions a hostile file gets.
+ */
+#include "module.h"
+
+#include <string.h>
+
+static const char HEADER_ERROR[] = "Error while deserializing header: ";
+
+static int get_file_size(PyObject *obj, uint64_t *out)
+{
+    unsigned long long value = PyLong_AsUnsignedLongLong(obj);
+    if (value == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *out = value;
+    return 0;
+}
+
+PyObject *st_header_length_from_bytes(PyObject *module, PyObject *args)
+{
+    st_state *state = st_state_from_module(module);
+    PyObject *size_obj, *result = NULL;
+    Py_buffer prefix;
+    uint64_t file_size, header_len;
+    st_error err;
+
+    if (!PyArg_ParseTuple(args, "y*O:_header_length", &prefix, &size_obj))
+        return NULL;
+    if (get_file_size(size_obj, &file_size) < 0)
+        goto exit;
+    if (st_header_length(prefix.buf, prefix.len < 8 ? (size_t)prefix.len : 8, file_size,
+                         &header_len, &err) != ST_OK) {
+        st_raise(state, &err, HEADER_ERROR, NULL);
+        goto exit;
+    }
+    result = PyLong_FromUnsignedLongLong(header_len);
+exit:
+    PyBuffer_Release(&prefix);
+    return result;
+}
+
+static PyObject *decode(const char *text, size_t len)
+{
+    return PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "surrogatepass");
+}
+
+/* (name, dtype, shape, begin, end) of one tensor. */
+static PyObject *tensor_row(const st_tensor *t)
+{
+    PyObject *row = NULL, *name = NULL, *shape = PyTuple_New((Py_ssize_t)t->ndim);
+    if (shape == NULL)
+        return NULL;
+    for (size_t i = 0; i < t->ndim; i++) {
+        PyObject *dim = PyLong_FromUnsignedLongLong(t->shape[i]);
+        if (dim == NULL)
+            goto exit;
+        PyTuple_SET_ITEM(shape, (Py_ssize_t)i, dim);
+    }
+    name = decode(t->name, t->name_len);
+    if (name != NULL)
+        row = Py_BuildValue("(OsOKK)", name, st_dtype_name(t->dtype), shape,
+                            (unsigned long long)t->begin, (unsigned long long)t->end);
+exit:
+    Py_XDECREF(name);
+    Py_DECREF(shape);
+    return row;
+}
+
+static PyObject *metadata_dict(const st_header *header)
+{
+    PyObject *result;
+    if (!st_header_has_metadata(header))
+        return Py_NewRef(Py_None);
+    result = PyDict_New();
+    for (size_t i = 0; result != NULL && i < st_header_metadata_count(header); i++) {
+        const st_metadata_item *item = st_header_metadata_item(header, i);
+        PyObject *key = decode(item->key, item->key_len);
+        PyObject *value = key ? decode(item->value, item->value_len) : NULL;
+        if (value == NULL || PyDict_SetItem(result, key, value) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
+    return result;
+}
+
+PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args)
+{
+    st_state *state = st_state_from_module(module);
+    PyObject *size_obj, *tensors = NULL, *metadata = NULL, *result = NULL;
+    st_header *header = NULL;
+    Py_buffer json;
+    uint64_t file_size;
+    st_error err;
+    st_code code;
+
+    if (!PyArg_ParseTuple(args, "y*O:_parse_header", &json, &size_obj))
+        return NULL;
+    if (get_file_size(size_obj, &file_size) < 0)
+        goto exit;
+    Py_BEGIN_ALLOW_THREADS
+    code = st_header_parse(json.buf, (size_t)json.len, file_size, &header, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
+        st_raise(state, &err, HEADER_ERROR, NULL);
+        goto exit;
+    }
+    tensors = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; tensors != NULL && i < st_header_count(header); i++) {
+        PyObject *row = tensor_row(st_header_tensor(header, i));
+        if (row == NULL)
+            Py_CLEAR(tensors);
+        else
+            PyList_SET_ITEM(tensors, (Py_ssize_t)i, row);
+    }
+    if (tensors == NULL)
+        goto exit;
+    metadata = metadata_dict(header);
+    if (metadata != NULL)
+        result = PyTuple_Pack(2, tensors, metadata);
+exit:
+    st_header_free(header);
+    Py_XDECREF(tensors);
+    Py_XDECREF(metadata);
+    PyBuffer_Release(&json);
+    return result;
+}
+
+/* Fills one st_write_tensor from (name, dtype code, shape, data length);
+ * shape storage is `shape` (ST_MAX_DIMS entries). data stays NULL: only the
+ * layout is wanted. */
+static int layout_entry(st_state *state, PyObject *entry, st_write_tensor *w, uint64_t *shape)
+{
+    PyObject *name, *dtype, *dims, *fast = NULL;
+    const char *code;
+    Py_ssize_t len, ndim, data_len;
+    int rc = -1;
+
+    if (!PyArg_ParseTuple(entry, "UUOn:_write_layout entry", &name, &dtype, &dims, &data_len))
+        return -1;
+    w->name = PyUnicode_AsUTF8AndSize(name, &len);
+    if (w->name == NULL)
+        return -1;
+    w->name_len = (size_t)len;
+    code = PyUnicode_AsUTF8AndSize(dtype, &len);
+    if (code == NULL)
+        return -1;
+    if (!st_dtype_from_name(code, (size_t)len, &w->dtype)) {
+        PyErr_Format(state->SafetensorError, "Unknown dtype %R", dtype);
+        return -1;
+    }
+    fast = PySequence_Fast(dims, "shape must be a sequence of ints");
+    if (fast == NULL)
+        return -1;
+    ndim = PySequence_Fast_GET_SIZE(fast);
+    if (ndim > ST_MAX_DIMS) {
+        PyErr_Format(state->SafetensorError, "too many dimensions: %zd", ndim);
+        goto exit;
+    }
+    for (Py_ssize_t i = 0; i < ndim; i++) {
+        unsigned long long dim = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (dim == (unsigned long long)-1 && PyErr_Occurred())
+            goto exit;
+        shape[i] = dim;
+    }
+    w->ndim = (size_t)ndim;
+    w->shape = shape;
+    w->data_len = (uint64_t)data_len;
+    rc = 0;
+exit:
+    Py_XDECREF(fast);
+    return rc;
+}
+
+PyObject *st_write_layout_only(PyObject *module, PyObject *args)
+{
+    st_state *state = st_state_from_module(module);
+    PyObject *entries, *metadata, *items = NULL, *meta_items = NULL, *order_list = NULL,
+             *result = NULL;
+    st_write_tensor *tensors = NULL;
+    st_metadata_item *meta = NULL;
+    uint64_t (*shapes)[ST_MAX_DIMS] = NULL;
+    size_t *order = NULL, count, meta_count = 0;
+    uint8_t *header = NULL;
+    size_t header_size = 0;
+    uint64_t total = 0;
+    st_error err;
+
+    if (!PyArg_ParseTuple(args, "OO:_write_layout", &entries, &metadata))
+        return NULL;
+    items = PySequence_Fast(entries, "entries must be a list");
+    if (items == NULL)
+        return NULL;
+    count = (size_t)PySequence_Fast_GET_SIZE(items);
+    tensors = PyMem_Calloc(count + 1, sizeof(*tensors));
+    shapes = PyMem_Calloc(count + 1, sizeof(*shapes));
+    order = PyMem_Calloc(count + 1, sizeof(*order));
+    if (tensors == NULL || shapes == NULL || order == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (size_t i = 0; i < count; i++)
+        if (layout_entry(state, PySequence_Fast_GET_ITEM(items, (Py_ssize_t)i), &tensors[i],
+                         shapes[i]) < 0)
+            goto exit;
+    if (metadata != Py_None) {
+        if (!PyDict_Check(metadata)) {
+            PyErr_Format(PyExc_TypeError, "argument 'metadata': '%.100s' object cannot be converted to 'PyDict'",
+                         Py_TYPE(metadata)->tp_name);
+            goto exit;
+        }
+        meta_items = PyDict_Items(metadata);   /* keeps keys and values alive */
+        if (meta_items == NULL)
+            goto exit;
+        meta_count = (size_t)PyList_GET_SIZE(meta_items);
+        meta = PyMem_Calloc(meta_count + 1, sizeof(*meta));
+        if (meta == NULL) {
+            PyErr_NoMemory();
+            goto exit;
+        }
+        for (size_t i = 0; i < meta_count; i++) {
+            PyObject *pair = PyList_GET_ITEM(meta_items, (Py_ssize_t)i);
+            PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+            Py_ssize_t key_len, value_len;
+            if (!PyUnicode_Check(key) || !PyUnicode_Check(value)) {
+                PyErr_Format(PyExc_TypeError,
+                             "argument 'metadata': metadata keys and values must be str, got %R: %R",
+                             key, value);
+                goto exit;
+            }
+            meta[i].key = PyUnicode_AsUTF8AndSize(key, &key_len);
+            meta[i].value = meta[i].key ? PyUnicode_AsUTF8AndSize(value, &value_len) : NULL;
+            if (meta[i].value == NULL)
+                goto exit;
+            meta[i].key_len = (size_t)key_len;
+            meta[i].value_len = (size_t)value_len;
+        }
+    }
+    if (st_write_layout(tensors, count, meta, meta_count, metadata != Py_None, order, &header,
+                        &header_size, &total, &err) != ST_OK) {
+        st_raise(state, &err, "Error while serializing: ", NULL);
+        goto exit;
+    }
+    order_list = PyList_New((Py_ssize_t)count);
+    for (size_t i = 0; order_list != NULL && i < count; i++) {
+        PyObject *index = PyLong_FromSize_t(order[i]);
+        if (index == NULL)
+            Py_CLEAR(order_list);
+        else
+            PyList_SET_ITEM(order_list, (Py_ssize_t)i, index);
+    }
+    if (order_list != NULL)
+        result = Py_BuildValue("(y#O)", (const char *)header, (Py_ssize_t)header_size, order_list);
+exit:
+    st_free(header);
+    PyMem_Free(tensors);
+    PyMem_Free(shapes);
+    PyMem_Free(order);
+    PyMem_Free(meta);
+    Py_XDECREF(order_list);
+    Py_XDECREF(meta_items);
+    Py_XDECREF(items);
+    return result;
+}

@@ -1,0 +1,894 @@
+"""Remote safetensors: ``safe_open``, ``load_file`` and ``save_file`` on URLs.
+
+Any fsspec URL (``s3://``, ``gs://``, ``az://``, ``hf://``, ``http(s)://``, ...)
+or fsspec file object is read with ranged requests:
+
+* the header costs one speculative ranged read of the first ``head_bytes``
+  (plus one more when the header is larger), after one metadata request
+  (``info``: size and ETag/version, pinned for the life of the handle);
+* the header bytes are validated by the C core with exactly the rules and
+  messages of local files (``_header_length`` / ``_parse_header``);
+* tensors are fetched by a thread pool in chunks of at most ``chunk_size``
+  bytes, adjacent tensors coalesced, each chunk copied straight into the
+  memory of the tensor(s) it covers (no whole-file buffer); at most
+  ``concurrency`` chunks are in flight;
+* every ranged read after ``info`` is conditional on the pinned ETag (HTTP
+  ``If-Match``, S3 ``IfMatch``/``VersionId``), so an object replaced while it
+  is read fails with :class:`RemoteObjectChangedError` instead of mixing two
+  versions; transient failures (connection drops, timeouts, 5xx, short
+  bodies) are retried ``retries`` times with exponential backoff.
+
+fsspec and the filesystem package of the scheme (``s3fs``, ``gcsfs``,
+``adlfs``, ``huggingface_hub``, ``aiohttp`` for http) are optional
+dependencies, imported on first use.  Knobs: docs/remote.md.
+"""
+
+import ctypes
+import os
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, Dict, List, Optional, Tuple
+
+from ._safetensors_c import (
+    SafetensorError,
+    SafetensorIndexError,
+    SafetensorIOError,
+    TensorSpec,
+    _header_length,
+    _parse_header,
+    _write_layout,
+)
+
+__all__ = ["RemoteSafeOpen", "RemoteObjectChangedError", "is_remote", "DEFAULTS"]
+
+MiB = 1 << 20
+
+# Defaults of the knobs (each can also be given to safe_open/load_file).
+DEFAULTS = {
+    "chunk_size": 16 * MiB,   # bytes per ranged GET
+    "concurrency": 16,        # GETs in flight (threads)
+    "head_bytes": 1 * MiB,    # speculative first read: length prefix + header (+ first tensors)
+    "retries": 4,             # extra attempts for a transient failure
+    "backoff": 0.1,           # first retry delay, seconds; doubles, capped at 2 s
+    "timeout": 60.0,          # seconds without data before a request counts as timed out
+    "part_size": 16 * MiB,    # upload part size for save_file to a URL
+    "direct": True,           # http(s)/s3: own http.client/botocore requests reading into tensors
+}
+
+
+class RemoteObjectChangedError(SafetensorIOError):
+    """The remote object changed (ETag/version) after it was opened."""
+
+
+class _HTTPStatus(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class _Transient(Exception):
+    """A failure worth retrying; .final is what to raise when retries run out."""
+
+    def __init__(self, final: BaseException):
+        super().__init__(str(final))
+        self.final = final
+
+
+def is_remote(target: Any) -> bool:
+    """True for a URL with a scheme other than file://, or an fsspec file."""
+    if isinstance(target, str):
+        scheme, sep, _ = target.partition("://")
+        return bool(sep) and scheme != "file" and scheme.replace("+", "").replace("-", "").isalnum()
+    return hasattr(target, "fs") and hasattr(target, "path") and not isinstance(target, os.PathLike)
+
+
+def local_path(target: Any) -> Any:
+    """file:// URLs become plain paths; anything else is returned as is."""
+    if isinstance(target, str) and target.startswith("file://"):
+        return target[len("file://"):]
+    return target
+
+
+# --------------------------------------------------------------------------
+# the object: ranged reads with pinning, error mapping and retries
+# --------------------------------------------------------------------------
+
+def _import_fsspec(url: str):
+    try:
+        import fsspec  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            f"Reading {url!r} needs the optional dependency fsspec (and the filesystem package for "
+            "its scheme, e.g. s3fs for s3://, gcsfs for gs://, aiohttp for http(s)://): "
+            "pip install fsspec s3fs"
+        ) from None
+    return fsspec
+
+
+def _filesystem(target: Any, storage_options: Optional[dict]):
+    if not isinstance(target, str):
+        return target.fs, target.path, getattr(target, "path", repr(target))
+    fsspec = _import_fsspec(target)
+    try:
+        fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
+    except ImportError as e:
+        raise ImportError(f"Reading {target!r} needs a filesystem package fsspec could not import: {e}") from e
+    except ValueError as e:
+        if "Protocol not known" in str(e):
+            raise ValueError(f"{target!r}: fsspec knows no filesystem for this scheme ({e})") from e
+        raise
+    return fs, path, target
+
+
+def _status_of(exc: BaseException) -> Optional[int]:
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        response = getattr(exc.__cause__, "response", None)
+    if isinstance(response, dict):
+        code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if response.get("Error", {}).get("Code") == "PreconditionFailed":
+            return 412
+        return code
+    return None
+
+
+def _classify(exc: BaseException, url: str, what: str) -> BaseException:
+    """Map a storage failure to the exception to raise; wrap retryable ones in _Transient."""
+    if isinstance(exc, (SafetensorError, _Transient)):
+        return exc
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return exc
+    status = _status_of(exc)
+    if status == 404:
+        return FileNotFoundError(f"{url}: not found ({what})")
+    if status in (401, 403):
+        return PermissionError(f"{url}: access denied, HTTP {status} ({what})")
+    if status == 412:
+        return RemoteObjectChangedError(f"{url}: the object changed since it was opened ({what})")
+    if status is not None and (status in (408, 429) or status >= 500):
+        return _Transient(SafetensorIOError(f"{url}: HTTP {status} ({what}): {exc}"))
+    if status is not None and status >= 400:
+        return SafetensorIOError(f"{url}: HTTP {status} ({what}): {exc}")
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) or "Timeout" in name:
+        return _Transient(TimeoutError(f"{url}: timed out ({what})"))
+    if isinstance(exc, (ConnectionError, OSError, EOFError)) or any(
+        word in name for word in ("Connection", "Payload", "Disconnected", "Protocol", "Incomplete")
+    ):
+        return _Transient(SafetensorIOError(f"{url}: connection failed ({what}): {name}: {exc}"))
+    return exc
+
+
+class _RemoteObject:
+    """One remote object, pinned at open (size + ETag/version)."""
+
+    def __init__(self, target: Any, storage_options: Optional[dict], retries: int, backoff: float,
+                 timeout: float, concurrency: int = 16, direct: bool = True):
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self._direct = None
+        plain_http = (isinstance(target, str) and target.split("://", 1)[0].lower() in ("http", "https")
+                      and set(storage_options or {}) <= {"headers"})
+        if direct and plain_http:
+            # Needs neither fsspec nor aiohttp.
+            self.fs, self.path, self.url, self.kind = None, target, target, "http"
+            self._direct = _DirectHTTP(target, dict((storage_options or {}).get("headers", {})), timeout)
+        else:
+            self.fs, self.path, self.url = _filesystem(target, storage_options)
+            protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+            self.kind = (
+                "s3" if hasattr(self.fs, "_call_s3")
+                else "http" if ("http" in protocols or "https" in protocols)
+                else "generic"
+            )
+            try:
+                self.fs.invalidate_cache(self.path)   # s3fs may hold a listing from before
+            except Exception:
+                pass
+            if direct and self.kind == "http" and set(getattr(self.fs, "kwargs", {})) <= {"headers"}:
+                url = self.path if "://" in self.path else self.url
+                self._direct = _DirectHTTP(url, dict(self.fs.kwargs.get("headers", {})), timeout)
+            elif direct and self.kind == "s3":
+                self._direct = _DirectS3.build(self.fs, self.path, concurrency, timeout)
+        if self._direct is not None:
+            stat = self._direct.info
+        else:
+            stat = self._http_info if self.kind == "http" else lambda: self.fs.info(self.path)
+        info = self._retrying(stat, "info")
+        if info.get("type") == "directory":
+            raise IsADirectoryError(f"{self.url}: is a directory")
+        size = info.get("size")
+        if size is None:
+            raise SafetensorIOError(f"{self.url}: the server does not report the object's size")
+        self.size = int(size)
+        self.etag = info.get("ETag") or info.get("etag")
+        if self.etag and self.etag.startswith("W/"):
+            self.etag = None   # If-Match compares strongly: a weak ETag would never match
+        self.version = info.get("VersionId") or info.get("version_id")
+
+    def _retrying(self, call, what: str):
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except BaseException as e:  # noqa: BLE001 - classified below, re-raised
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                mapped = _classify(e, self.url, what)
+                if not isinstance(mapped, _Transient):
+                    if mapped is e:
+                        raise
+                    raise mapped from e
+                if attempt >= self.retries:
+                    raise mapped.final from e
+                time.sleep(min(2.0, self.backoff * (2 ** attempt)))
+                attempt += 1
+
+    async def _http_request(self, method: str, headers: Dict[str, str]):
+        """An aiohttp request on fsspec's HTTP session; HTTP errors raise
+        _HTTPStatus (fsspec's own info() turns every failure into
+        FileNotFoundError, 403 included)."""
+        import aiohttp
+
+        session = await self.fs.set_session()
+        kwargs = dict(self.fs.kwargs)
+        kwargs["headers"] = {**kwargs.get("headers", {}), **headers}
+        kwargs["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
+        response = await session.request(method, self.fs.encode_url(self.path), **kwargs)
+        if response.status >= 400:
+            response.release()
+            raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
+        return response
+
+    def _http_info(self) -> Dict[str, Any]:
+        from fsspec.asyn import sync
+
+        async def head():
+            response = await self._http_request("head", {"Accept-Encoding": "identity"})
+            response.release()
+            return response.headers
+
+        headers = sync(self.fs.loop, head)
+        size = headers.get("Content-Length")
+        return {"size": None if size is None else int(size), "ETag": headers.get("ETag"), "type": "file"}
+
+    def _get(self, start: int, end: int) -> bytes:
+        """One ranged GET of [start, end), conditional on the pinned identity."""
+        if self.kind == "s3":
+            from fsspec.asyn import sync
+
+            bucket, key, version = self.fs.split_path(self.path)
+            kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
+            if self.version or version:
+                kwargs["VersionId"] = self.version or version
+            if self.etag:
+                kwargs["IfMatch"] = self.etag
+
+            async def get():
+                response = await self.fs._call_s3("get_object", **kwargs)
+                body = response["Body"]
+                try:
+                    return await body.read()
+                finally:
+                    body.close()
+
+            return sync(self.fs.loop, get, timeout=self.timeout)
+        if self.kind == "http":
+            from fsspec.asyn import sync
+
+            headers = {"Range": f"bytes={start}-{end - 1}"}
+            if self.etag:
+                headers["If-Match"] = self.etag
+
+            async def get():
+                async with await self._http_request("get", headers) as response:
+                    return await response.read()
+
+            return sync(self.fs.loop, get)
+        return self.fs.cat_file(self.path, start=start, end=end)
+
+    def read(self, start: int, end: int):
+        """Bytes [start, end) exactly, retried; a short or long body is an error."""
+        if end <= start:
+            return b""
+        buffer = bytearray(end - start)
+        self.read_into(start, end, [(start, end, memoryview(buffer))])
+        return bytes(buffer)
+
+    def read_into(self, start: int, end: int, targets: List[Tuple[int, int, memoryview]]) -> None:
+        """Bytes [start, end) into the destinations covering them ((file start,
+        file end, memory) each), retried as a whole on a transient failure."""
+
+        def attempt():
+            if self._direct is not None:
+                return self._direct.get_into(start, end, targets, self.etag, self.version)
+            data = self._get(start, end)
+            if len(data) != end - start:
+                raise _Transient(SafetensorIOError(
+                    f"{self.url}: truncated response: asked bytes {start}-{end - 1}, got {len(data)} bytes"
+                    + (" (the server ignored Range)" if len(data) == self.size and start else "")))
+            _scatter(memoryview(data), start, end, targets)
+
+        self._retrying(attempt, f"bytes {start}-{end - 1}")
+
+
+def _scatter(data: memoryview, start: int, end: int, targets) -> None:
+    for t_start, t_end, dest in targets:
+        a, b = max(start, t_start), min(end, t_end)
+        if a < b:
+            dest[a - t_start:b - t_start] = data[a - start:b - start]
+
+
+def _stream_into(read_into, start: int, end: int, targets, url: str) -> None:
+    """Reads a response body of end - start bytes straight into the targets'
+    memory with read_into(memoryview) -> count (socket reads: GIL released)."""
+    for t_start, t_end, dest in targets:
+        a, b = max(start, t_start), min(end, t_end)
+        view = dest[a - t_start:b - t_start]
+        got = 0
+        while got < len(view):
+            n = read_into(view[got:])
+            if not n:
+                raise _Transient(SafetensorIOError(
+                    f"{url}: truncated response: bytes {start}-{end - 1} ended {end - a - got} bytes early"))
+            got += n
+
+
+class _DirectHTTP:
+    """Plain HTTP(S) ranged GETs with http.client: one keep-alive connection
+    per thread and host, bodies read straight into tensor memory."""
+
+    def __init__(self, url: str, headers: Dict[str, str], timeout: float):
+        self.url, self.headers, self.timeout = url, headers, timeout
+        self.local = threading.local()
+
+    def _connection(self, scheme: str, netloc: str):
+        import http.client
+
+        pool = self.local.__dict__.setdefault("pool", {})
+        conn = pool.get((scheme, netloc))
+        if conn is None:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = pool[(scheme, netloc)] = cls(netloc, timeout=self.timeout)
+        return conn
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        conn = self.local.__dict__.get("pool", {}).pop((scheme, netloc), None)
+        if conn is not None:
+            conn.close()
+
+    def request(self, method: str, headers: Dict[str, str]):
+        """(response, drop) after following up to 5 redirects; raises
+        _HTTPStatus for 4xx/5xx. drop() discards the connection."""
+        from urllib.parse import urljoin, urlsplit
+
+        url = self.url
+        for _ in range(6):
+            parts = urlsplit(url)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn = self._connection(parts.scheme, parts.netloc)
+            try:
+                conn.request(method, target, headers={**self.headers, **headers})
+                response = conn.getresponse()
+            except BaseException:
+                self._drop(parts.scheme, parts.netloc)
+                raise
+            drop = lambda p=parts: self._drop(p.scheme, p.netloc)  # noqa: E731
+            location = response.getheader("Location")
+            if response.status in (301, 302, 303, 307, 308) and location:
+                response.read()
+                url = urljoin(url, location)
+                continue
+            if response.status >= 400:
+                response.read()
+                raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
+            return response, drop
+        raise SafetensorIOError(f"{self.url}: too many redirects")
+
+    def info(self) -> Dict[str, Any]:
+        response, _ = self.request("HEAD", {"Accept-Encoding": "identity"})
+        response.read()
+        size = response.getheader("Content-Length")
+        return {"size": None if size is None else int(size), "ETag": response.getheader("ETag"), "type": "file"}
+
+    def get_into(self, start, end, targets, etag, version) -> None:
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        if etag:
+            headers["If-Match"] = etag
+        response, drop = self.request("GET", headers)
+        try:
+            length = response.getheader("Content-Length")
+            if response.status != 206:
+                raise SafetensorIOError(
+                    f"{self.url}: asked bytes {start}-{end - 1}, the server answered HTTP {response.status} "
+                    "(it must honour Range)")
+            if length is None or int(length) != end - start:
+                raise _Transient(SafetensorIOError(
+                    f"{self.url}: truncated response: asked bytes {start}-{end - 1}, got {length} bytes"))
+            _stream_into(response.readinto, start, end, targets, self.url)
+        except BaseException:
+            drop()
+            raise
+
+
+class _DirectS3:
+    """S3 ranged GETs through botocore (thread-safe client, a connection pool
+    of `concurrency`), bodies read straight into tensor memory. Built from the
+    s3fs filesystem's own settings; None when they hold anything it does not
+    map (then s3fs does the requests)."""
+
+    @classmethod
+    def build(cls, fs, path: str, concurrency: int, timeout: float):
+        try:
+            import botocore.session
+            from botocore import UNSIGNED
+            from botocore.config import Config
+            from fsspec.asyn import sync
+        except ImportError:
+            return None
+        client_kwargs = dict(getattr(fs, "client_kwargs", {}) or {})
+        endpoint = getattr(fs, "endpoint_url", None) or client_kwargs.pop("endpoint_url", None)
+        region = client_kwargs.pop("region_name", None)
+        if client_kwargs or getattr(fs, "requester_pays", False) or getattr(fs, "session", None) is not None:
+            return None
+        bucket = fs.split_path(path)[0]
+        if region is None:
+            try:
+                region = sync(fs.loop, fs._get_s3, bucket).meta.region_name
+            except Exception:
+                region = None
+        config = dict(getattr(fs, "config_kwargs", {}) or {})
+        config.update(max_pool_connections=max(10, concurrency), read_timeout=timeout, connect_timeout=timeout,
+                      retries={"max_attempts": 1})
+        if getattr(fs, "anon", False):
+            config["signature_version"] = UNSIGNED
+        session = botocore.session.Session(profile=getattr(fs, "profile", None))
+        client = session.create_client(
+            "s3", region_name=region or session.get_config_variable("region") or "us-east-1",
+            endpoint_url=endpoint, aws_access_key_id=getattr(fs, "key", None),
+            aws_secret_access_key=getattr(fs, "secret", None), aws_session_token=getattr(fs, "token", None),
+            config=Config(**config))
+        self = cls()
+        self.client, self.url = client, f"s3://{path}"
+        self.bucket, self.key, version = fs.split_path(path)
+        self.version_kw = {"VersionId": version} if version else {}
+        return self
+
+    def info(self) -> Dict[str, Any]:
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key, **self.version_kw)
+        return {"size": head.get("ContentLength"), "ETag": head.get("ETag"), "VersionId": head.get("VersionId"),
+                "type": "file"}
+
+    def get_into(self, start, end, targets, etag, version) -> None:
+        kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": f"bytes={start}-{end - 1}"}
+        if etag:
+            kwargs["IfMatch"] = etag
+        if version:
+            kwargs["VersionId"] = version
+        response = self.client.get_object(**kwargs)
+        body = response["Body"]
+        try:
+            if response.get("ContentLength") != end - start:
+                raise _Transient(SafetensorIOError(
+                    f"{self.url}: asked bytes {start}-{end - 1}, got {response.get('ContentLength')} bytes"))
+            raw = getattr(body, "_raw_stream", None)
+            if raw is not None and hasattr(raw, "readinto"):
+                _stream_into(raw.readinto, start, end, targets, self.url)
+            else:
+                _scatter(memoryview(body.read()), start, end, targets)
+        finally:
+            body.close()
+
+
+# --------------------------------------------------------------------------
+# frameworks: allocating outputs and turning bytes into tensors
+# --------------------------------------------------------------------------
+
+_FRAMEWORKS = {
+    "pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np",
+    "tf": "tf", "tensorflow": "tf", "jax": "flax", "flax": "flax", "mlx": "mlx", "paddle": "paddle",
+}
+_CONVERTERS = {"tf": ("tensorflow", "convert_to_tensor"), "flax": ("jax.numpy", "array"),
+               "mlx": ("mlx.core", "array"), "paddle": ("paddle", "to_tensor")}
+
+
+class _Output:
+    """A tensor's destination: writable bytes now, the framework's tensor later."""
+
+    def __init__(self, framework: str, dtype: str, shape: Tuple[int, ...], nbytes: int):
+        self.framework, self.dtype, self.shape, self.nbytes = framework, dtype, shape, nbytes
+        if framework == "pt":
+            import torch
+
+            from . import torch as st_torch
+
+            if dtype not in st_torch._TYPES:
+                raise SafetensorError(f"Dtype not understood: {dtype}")
+            self.buffer = torch.empty(nbytes, dtype=torch.uint8)
+            address = self.buffer.data_ptr()
+            # A writable view of the tensor's memory without importing NumPy;
+            # self.buffer keeps the memory alive as long as the view is used.
+            self.view = memoryview((ctypes.c_ubyte * nbytes).from_address(address)).cast("B") \
+                if nbytes else memoryview(bytearray())
+        else:
+            import numpy as np
+
+            from . import numpy as st_numpy
+
+            try:
+                st_numpy._getdtype(dtype)
+            except KeyError:
+                raise SafetensorError(f"Dtype not understood: {dtype} (no NumPy dtype holds it)") from None
+            self.buffer = np.empty(nbytes, dtype=np.uint8)
+            self.view = memoryview(self.buffer)
+
+    def result(self):
+        if self.framework == "pt":
+            import torch
+
+            from . import torch as st_torch
+
+            dtype = st_torch._TYPES[self.dtype]
+            shape = st_torch._storage_shape(self.dtype, list(self.shape))
+            if self.nbytes == 0:
+                return torch.empty(shape, dtype=dtype)
+            tensor = self.buffer.view(dtype).reshape(shape)
+            return tensor if st_torch._LITTLE else st_torch._byteswapped(tensor)
+        from . import numpy as st_numpy
+
+        array = self.buffer.view(st_numpy._getdtype(self.dtype)).reshape(self.shape)
+        if self.framework == "np":
+            return array
+        module, name = _CONVERTERS[self.framework]
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(array)
+
+
+# --------------------------------------------------------------------------
+# the handle
+# --------------------------------------------------------------------------
+
+class RemoteSafeOpen:
+    """``safe_open`` on a remote object; same methods as the local handle."""
+
+    def __init__(self, target: Any, framework: str, device: Any = "cpu", *, backend: str = "mmap",
+                 storage_options: Optional[dict] = None, chunk_size: Optional[int] = None,
+                 concurrency: Optional[int] = None, head_bytes: Optional[int] = None,
+                 retries: Optional[int] = None, timeout: Optional[float] = None,
+                 backoff: Optional[float] = None, direct: Optional[bool] = None):
+        if not isinstance(framework, str):
+            raise TypeError(f"argument 'framework': {type(framework).__name__!r} object cannot be converted to 'PyString'")
+        if framework not in _FRAMEWORKS:
+            raise SafetensorError(f"framework {framework} is invalid")
+        if backend not in ("mmap", "pread"):
+            raise SafetensorError(f'backend "{backend}" is invalid (expected one of: "mmap", "pread")')
+        self._framework = _FRAMEWORKS[framework]
+        self._device = None if device in (None, "cpu") else device
+        if self._device is not None and self._framework not in ("pt", "paddle"):
+            raise SafetensorError(f"Device {device} is not supported for framework {framework}")
+        pick = lambda value, name: DEFAULTS[name] if value is None else value  # noqa: E731
+        self._chunk_size = max(1, int(pick(chunk_size, "chunk_size")))
+        self._concurrency = max(1, int(pick(concurrency, "concurrency")))
+        self._object = _RemoteObject(target, storage_options, int(pick(retries, "retries")),
+                                     float(pick(backoff, "backoff")), float(pick(timeout, "timeout")),
+                                     self._concurrency, bool(pick(direct, "direct")))
+        self._head = self._read_header(max(8, int(pick(head_bytes, "head_bytes"))))
+        self._closed = False
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._lock = threading.Lock()
+
+    # ---- header ----
+
+    def _read_header(self, head_bytes: int) -> bytes:
+        size = self._object.size
+        head = self._object.read(0, min(size, head_bytes))
+        header_len = _header_length(head[:8], size)
+        end = 8 + header_len
+        if end > len(head):
+            head = head + self._object.read(len(head), end)
+        tensors, self._metadata = _parse_header(head[8:end], size)
+        self._data_start = end
+        self._tensors = {}
+        self._file_order: List[str] = []
+        for name, dtype, shape, begin, stop in tensors:
+            self._tensors[name] = (dtype, shape, begin, stop)
+            self._file_order.append(name)
+        return head
+
+    # ---- lifetime ----
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SafetensorError("File is closed")
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="safetensors-remote")
+            return self._pool
+
+    # ---- names ----
+
+    def keys(self) -> List[str]:
+        self._check_open()
+        return sorted(self._tensors)
+
+    def offset_keys(self) -> List[str]:
+        self._check_open()
+        return list(self._file_order)
+
+    def metadata(self) -> Optional[Dict[str, str]]:
+        self._check_open()
+        return None if self._metadata is None else dict(self._metadata)
+
+    def _info(self, name: str):
+        if not isinstance(name, str):
+            raise TypeError(f"argument 'name': {type(name).__name__!r} object cannot be converted to 'PyString'")
+        self._check_open()
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise SafetensorError(f"File does not contain tensor {name}") from None
+
+    # ---- data ----
+
+    def _fetch(self, spans: List[Tuple[int, int, memoryview]]) -> None:
+        """Fills each (file_start, file_end, destination) span; spans sorted by start.
+
+        Contiguous spans are merged into runs, runs cut into chunks of at most
+        chunk_size; a chunk's bytes are copied into every destination it
+        overlaps. All-or-nothing: the first failure cancels the rest."""
+        spans = [s for s in spans if s[1] > s[0]]
+        chunks: List[Tuple[int, int, List[Tuple[int, int, memoryview]]]] = []
+        run_start = run_end = None
+        run: List[Tuple[int, int, memoryview]] = []
+
+        def cut(run, run_start, run_end):
+            index = 0
+            for lo in range(run_start, run_end, self._chunk_size):
+                hi = min(run_end, lo + self._chunk_size)
+                targets = []
+                while index < len(run) and run[index][1] <= lo:
+                    index += 1
+                j = index
+                while j < len(run) and run[j][0] < hi:
+                    targets.append(run[j])
+                    j += 1
+                chunks.append((lo, hi, targets))
+
+        for span in spans:
+            if run and span[0] == run_end:
+                run.append(span)
+                run_end = span[1]
+            else:
+                if run:
+                    cut(run, run_start, run_end)
+                run, run_start, run_end = [span], span[0], span[1]
+        if run:
+            cut(run, run_start, run_end)
+        if not chunks:
+            return
+
+        head = self._head
+        failed = threading.Event()
+
+        def work(lo, hi, targets):
+            if failed.is_set():
+                return
+            if hi <= len(head):
+                _scatter(memoryview(head)[lo:hi], lo, hi, targets)
+            else:
+                self._object.read_into(lo, hi, targets)
+
+        if len(chunks) == 1:
+            work(*chunks[0])
+            return
+        futures = [self._executor().submit(work, *chunk) for chunk in chunks]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            if future.exception() is not None:
+                failed.set()
+                for other in pending:
+                    other.cancel()
+                wait(pending)
+                raise future.exception()
+
+    def _outputs(self, names: List[str]) -> Tuple[List[_Output], List[Tuple[int, int, memoryview]]]:
+        outputs, spans = [], []
+        for name in names:
+            dtype, shape, begin, end = self._tensors[name]
+            out = _Output(self._framework, dtype, shape, end - begin)
+            outputs.append(out)
+            spans.append((self._data_start + begin, self._data_start + end, out.view))
+        return outputs, spans
+
+    def _to_device(self, value):
+        if self._device is None:
+            return value
+        if self._framework == "pt":
+            device = f"cuda:{self._device}" if isinstance(self._device, int) else self._device
+            return value.to(device)
+        import paddle
+
+        return paddle.to_tensor(value, place=self._device)
+
+    def get_tensor(self, name: str):
+        self._info(name)
+        outputs, spans = self._outputs([name])
+        self._fetch(spans)
+        return self._to_device(outputs[0].result())
+
+    def get_tensors(self) -> Dict[str, Any]:
+        self._check_open()
+        names = list(self._file_order)
+        outputs, spans = self._outputs(names)
+        self._fetch(spans)
+        return {name: self._to_device(out.result()) for name, out in zip(names, outputs)}
+
+    def get_slice(self, name: str) -> "RemoteSlice":
+        self._info(name)
+        return RemoteSlice(self, name)
+
+
+def _row_range(index, rows: int):
+    """(first row, rows to fetch, the index over the fetched rows, whether to
+    reverse dim 0 after) for an int or slice on dim 0; None for anything else."""
+    if isinstance(index, bool):
+        return None
+    if isinstance(index, slice):
+        selected = range(*index.indices(rows))
+        if len(selected) == 0:
+            return 0, 0, slice(0, 0), False
+        lo, hi = min(selected[0], selected[-1]), max(selected[0], selected[-1]) + 1
+        # Over the fetched rows as a forward slice (torch has no negative
+        # steps); a backward selection is flipped afterwards.
+        return lo, hi - lo, slice(0, hi - lo, abs(selected.step)), selected.step < 0
+    try:
+        import operator
+
+        value = operator.index(index)
+    except TypeError:
+        return None
+    if not -rows <= value < rows:
+        raise SafetensorIndexError(f"index {value} is out of bounds for dimension 0 with size {rows}")
+    value %= rows
+    return value, 1, 0, False
+
+
+class RemoteSlice:
+    """``get_slice`` result: shape and dtype from the header; indexing fetches
+    only the whole rows (dim 0) the selection touches."""
+
+    def __init__(self, handle: RemoteSafeOpen, name: str):
+        self._handle, self._name = handle, name
+        self._dtype, self._shape, self._begin, self._end = handle._tensors[name]
+
+    def get_shape(self) -> List[int]:
+        return list(self._shape)
+
+    def get_dtype(self) -> str:
+        return self._dtype
+
+    def __getitem__(self, key):
+        handle = self._handle
+        items = key if isinstance(key, tuple) else (key,)
+        plan = None
+        sub_byte = self._dtype in ("F4", "F6_E2M3", "F6_E3M2")
+        if self._shape and items and not sub_byte and items[0] is not Ellipsis and items[0] is not None:
+            plan = _row_range(items[0], self._shape[0])
+        if plan is None:
+            return handle.get_tensor(self._name)[key]
+        first, count, rewritten, backward = plan
+        nbytes = self._end - self._begin
+        row_bytes = nbytes // self._shape[0] if self._shape[0] else 0
+        shape = (count,) + tuple(self._shape[1:])
+        out = _Output(handle._framework, self._dtype, shape, row_bytes * count)
+        start = handle._data_start + self._begin + first * row_bytes
+        handle._fetch([(start, start + row_bytes * count, out.view)])
+        value = out.result()[(rewritten,) + tuple(items[1:])]
+        if backward:
+            value = value.flip(0) if handle._framework == "pt" else value[::-1]
+        return handle._to_device(value)
+
+
+# --------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------
+
+def _spec_bytes(value) -> Tuple[str, List[int], memoryview]:
+    """(dtype code, shape, bytes) of a serialize_file value (TensorSpec or 0.7 dict)."""
+    if isinstance(value, TensorSpec):
+        import ctypes
+
+        nbytes = value.data_len
+        data = (ctypes.c_ubyte * nbytes).from_address(value.data_ptr) if nbytes else b""
+        return value.dtype, list(value.shape), memoryview(data).cast("B")
+    if isinstance(value, dict):
+        shape = list(value["shape"])
+        data = value["data"]
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:
+            import numpy as np
+
+            view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        # TensorSpec knows the writer's dtype names: its .dtype is the header code.
+        try:
+            code = TensorSpec(dtype=value["dtype"], shape=shape, data_ptr=0, data_len=0).dtype
+        except SafetensorError:
+            code = value["dtype"]   # a header code ("F32"): _write_layout checks it
+        return code, shape, view
+    raise TypeError(f"a tensor must be a TensorSpec or a dict with dtype, shape and data, not {type(value).__name__!r}")
+
+
+def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[str, str]] = None, *,
+                storage_options: Optional[dict] = None, part_size: Optional[int] = None) -> None:
+    """serialize_file to a URL: the filesystem's writer receives the header and
+    then each tensor's bytes in pieces of part_size (a multipart upload on
+    object stores), never the whole file at once. On failure the upload is
+    discarded (multipart aborted): no object is created or replaced."""
+    if not isinstance(tensor_dict, dict):
+        raise TypeError(f"argument 'tensor_dict': {type(tensor_dict).__name__!r} object cannot be converted to 'PyDict'")
+    names = list(tensor_dict)
+    entries, views = [], []
+    for name in names:
+        code, shape, view = _spec_bytes(tensor_dict[name])
+        entries.append((name, code, shape, view.nbytes))
+        views.append(view)
+    header, order = _write_layout(entries, metadata)
+    part = max(5 * MiB, int(part_size or DEFAULTS["part_size"]))
+    if isinstance(url, str):
+        fs, path, _ = _filesystem(url, storage_options)
+        writer = fs.open(path, "wb", block_size=part)
+    else:
+        writer = url.fs.open(url.path, "wb", block_size=part)
+    try:
+        writer.write(header)
+        for i in order:
+            view = views[i]
+            for lo in range(0, view.nbytes, part):
+                writer.write(view[lo:lo + part])
+    except BaseException:
+        _discard(writer)
+        raise
+    writer.close()
+
+
+def _discard(writer) -> None:
+    """Throws an unfinished upload away without committing it."""
+    try:
+        discard = getattr(writer, "discard", None)
+        if discard is not None:
+            discard()
+    finally:
+        # A buffered fsspec file commits in close()/__del__: mark it closed so
+        # nothing is uploaded after the failure.
+        try:
+            writer.closed = True
+        except AttributeError:
+            pass
