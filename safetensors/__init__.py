@@ -33,21 +33,41 @@ class _SafeOpenType(type):
 
 
 class safe_open(metaclass=_SafeOpenType):
-    """safe_open(filename, framework, device='cpu', *, backend='mmap', storage_options=None)
-
-    Opens a safetensors file lazily: only the header is read. ``filename`` is
-    a path, or a URL / fsspec file object (s3://, https://, hf://, ...): those
-    are read with ranged requests (safetensors.remote, docs/remote.md)."""
-
     def __new__(cls, filename, *args, storage_options=None, **kwargs):
         if _remote.is_remote(filename):
             return _remote.RemoteSafeOpen(filename, *args, storage_options=storage_options, **kwargs)
         return _local_safe_open(_remote.local_path(filename), *args, **kwargs)
 
 
+# A path opens the C handle, a URL a RemoteSafeOpen; both have these methods,
+# so help(safe_open) shows the C type's documentation of each.
+safe_open.__doc__ = (
+    "safe_open(filename, framework, device='cpu', *, backend='mmap', storage_options=None)\n\n"
+    + _local_safe_open.__doc__.replace(
+        "    filename (str | os.PathLike): the file.",
+        "    filename (str | os.PathLike): the file, or a URL / fsspec file object\n"
+        "        (s3://, https://, hf://, ...) read with ranged requests (docs/remote.md).\n"
+        "    storage_options (dict | None): options of the remote filesystem (URLs only).",
+    )
+)
+for _method in ("__enter__", "__exit__", "keys", "offset_keys", "metadata", "get_tensor",
+                "get_tensors", "get_slice"):
+    setattr(safe_open, _method, getattr(_local_safe_open, _method))
+del _method
+
+
 def serialize_file(tensor_dict, filename, metadata=None, *, storage_options=None):
-    """Writes a safetensors file atomically (temporary file + rename), or
-    uploads it part by part when ``filename`` is a URL (safetensors.remote)."""
     if _remote.is_remote(filename):
         return _remote.save_to_url(tensor_dict, filename, metadata, storage_options=storage_options)
     return _local_serialize_file(tensor_dict, _remote.local_path(filename), metadata=metadata)
+
+
+serialize_file.__doc__ = (
+    "serialize_file(tensor_dict, filename, metadata=None, *, storage_options=None)\n\n"
+    + _local_serialize_file.__doc__.split("--\n\n", 1)[-1].replace(
+        "    filename (str | os.PathLike): the destination.",
+        "    filename (str | os.PathLike): the destination, or a URL uploaded part by\n"
+        "        part (docs/remote.md).\n"
+        "    storage_options (dict | None): options of the remote filesystem (URLs only).",
+    )
+)

@@ -1,5 +1,5 @@
 import os
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
@@ -18,7 +18,13 @@ def save_model(
     model: torch.nn.Module, filename: _PathLike, metadata: Optional[Dict[str, str]] = None, force_contiguous: bool = True
 ) -> None: ...
 def load(data: bytes) -> Dict[str, torch.Tensor]: ...
-def load_file(filename: _PathLike, device: Union[str, int] = "cpu", *, backend: str = "mmap") -> Dict[str, torch.Tensor]: ...
+def load_file(
+    filename: _PathLike,
+    device: Union[str, int] = "cpu",
+    *,
+    backend: str = "mmap",
+    storage_options: Optional[Dict[str, Any]] = None,
+) -> Dict[str, torch.Tensor]: ...
 def load_model(
     model: torch.nn.Module,
     filename: _PathLike,

@@ -115,10 +115,10 @@ PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args)
         return NULL;
     if (get_file_size(size_obj, &file_size) < 0)
         goto exit;
-    Py_BEGIN_ALLOW_THREADS
-    code = st_header_parse(json.buf, (size_t)json.len, file_size, &header, &err);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK) {
+    Py_BEGIN_ALLOW_THREADS code =
+        st_header_parse(json.buf, (size_t)json.len, file_size, &header, &err);
+    Py_END_ALLOW_THREADS if (code != ST_OK)
+    {
         st_raise(state, &err, HEADER_ERROR, NULL);
         goto exit;
     }
@@ -192,15 +192,12 @@ exit:
 PyObject *st_write_layout_only(PyObject *module, PyObject *args)
 {
     st_state *state = st_state_from_module(module);
-    PyObject *entries, *metadata, *items = NULL, *meta_items = NULL, *order_list = NULL,
-             *result = NULL;
+    PyObject *entries, *metadata, *items = NULL, *order_list = NULL, *result = NULL;
     st_write_tensor *tensors = NULL;
-    st_metadata_item *meta = NULL;
+    st_metadata_list meta = {0};
+    st_layout layout = {0};
     uint64_t (*shapes)[ST_MAX_DIMS] = NULL;
-    size_t *order = NULL, count, meta_count = 0;
-    uint8_t *header = NULL;
-    size_t header_size = 0;
-    uint64_t total = 0;
+    size_t *order = NULL, count;
     st_error err;
 
     if (!PyArg_ParseTuple(args, "OO:_write_layout", &entries, &metadata))
@@ -220,41 +217,15 @@ PyObject *st_write_layout_only(PyObject *module, PyObject *args)
         if (layout_entry(state, PySequence_Fast_GET_ITEM(items, (Py_ssize_t)i), &tensors[i],
                          shapes[i]) < 0)
             goto exit;
-    if (metadata != Py_None) {
-        if (!PyDict_Check(metadata)) {
-            PyErr_Format(PyExc_TypeError, "argument 'metadata': '%.100s' object cannot be converted to 'PyDict'",
-                         Py_TYPE(metadata)->tp_name);
-            goto exit;
-        }
-        meta_items = PyDict_Items(metadata);   /* keeps keys and values alive */
-        if (meta_items == NULL)
-            goto exit;
-        meta_count = (size_t)PyList_GET_SIZE(meta_items);
-        meta = PyMem_Calloc(meta_count + 1, sizeof(*meta));
-        if (meta == NULL) {
-            PyErr_NoMemory();
-            goto exit;
-        }
-        for (size_t i = 0; i < meta_count; i++) {
-            PyObject *pair = PyList_GET_ITEM(meta_items, (Py_ssize_t)i);
-            PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
-            Py_ssize_t key_len, value_len;
-            if (!PyUnicode_Check(key) || !PyUnicode_Check(value)) {
-                PyErr_Format(PyExc_TypeError,
-                             "argument 'metadata': metadata keys and values must be str, got %R: %R",
-                             key, value);
-                goto exit;
-            }
-            meta[i].key = PyUnicode_AsUTF8AndSize(key, &key_len);
-            meta[i].value = meta[i].key ? PyUnicode_AsUTF8AndSize(value, &value_len) : NULL;
-            if (meta[i].value == NULL)
-                goto exit;
-            meta[i].key_len = (size_t)key_len;
-            meta[i].value_len = (size_t)value_len;
-        }
-    }
-    if (st_write_layout(tensors, count, meta, meta_count, metadata != Py_None, order, &header,
-                        &header_size, &total, &err) != ST_OK) {
+    if (st_collect_metadata(metadata, &meta) < 0)
+        goto exit;
+    layout = (st_layout){.tensors = tensors,
+                         .count = count,
+                         .metadata = meta.entries,
+                         .metadata_count = meta.count,
+                         .has_metadata = meta.present,
+                         .order = order};
+    if (st_write_layout(&layout, &err) != ST_OK) {
         st_raise(state, &err, "Error while serializing: ", NULL);
         goto exit;
     }
@@ -267,15 +238,15 @@ PyObject *st_write_layout_only(PyObject *module, PyObject *args)
             PyList_SET_ITEM(order_list, (Py_ssize_t)i, index);
     }
     if (order_list != NULL)
-        result = Py_BuildValue("(y#O)", (const char *)header, (Py_ssize_t)header_size, order_list);
+        result = Py_BuildValue("(y#O)", (const char *)layout.header, (Py_ssize_t)layout.header_size,
+                               order_list);
 exit:
-    st_free(header);
+    st_free(layout.header);
     PyMem_Free(tensors);
     PyMem_Free(shapes);
     PyMem_Free(order);
-    PyMem_Free(meta);
+    st_metadata_list_release(&meta);
     Py_XDECREF(order_list);
-    Py_XDECREF(meta_items);
     Py_XDECREF(items);
     return result;
 }

@@ -113,6 +113,17 @@ PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_deserialize(PyObject *module, PyObject *arg);
+
+/* A metadata argument (dict[str, str] or None) as the core's items; `items`
+ * (the dict's item list) keeps every string alive until the release. */
+typedef struct {
+    PyObject *items;
+    st_metadata_item *entries;
+    size_t count;
+    bool present;
+} st_metadata_list;
+int st_collect_metadata(PyObject *metadata, st_metadata_list *out);
+void st_metadata_list_release(st_metadata_list *list);
 /* _deserialize_tensors(bytes, framework): {name: tensor} in file order, each
  * a copy in the framework (the one bytes -> tensor path for load(bytes)). */
 PyObject *st_deserialize_tensors(PyObject *module, PyObject *args);

@@ -222,20 +222,16 @@ typedef struct {
     PyObject *items;          /* list of (name, value): keeps everything alive */
     st_write_tensor *tensors; /* shapes point into the TensorSpecs */
     size_t count;
-    st_metadata_item *metadata;
-    size_t metadata_count;
-    bool has_metadata;
-    PyObject *metadata_items; /* keeps metadata strings alive */
+    st_metadata_list metadata;
     size_t *order;
 } write_input;
 
 static void write_input_release(write_input *in)
 {
     PyMem_Free(in->tensors);
-    PyMem_Free(in->metadata);
     PyMem_Free(in->order);
     Py_CLEAR(in->items);
-    Py_CLEAR(in->metadata_items);
+    st_metadata_list_release(&in->metadata);
 }
 
 static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *name,
@@ -281,26 +277,27 @@ static PyObject *dict_items(PyObject *dict, const char *argument)
     return PyDict_Items(dict);
 }
 
-static int collect_metadata(write_input *in, PyObject *metadata)
+int st_collect_metadata(PyObject *metadata, st_metadata_list *out)
 {
     Py_ssize_t count;
+    memset(out, 0, sizeof(*out));
     if (metadata == NULL || metadata == Py_None)
         return 0;
-    in->metadata_items = dict_items(metadata, "metadata");
-    if (in->metadata_items == NULL)
+    out->items = dict_items(metadata, "metadata");
+    if (out->items == NULL)
         return -1;
-    count = PyList_GET_SIZE(in->metadata_items);
-    in->has_metadata = true;
-    in->metadata = PyMem_Calloc((size_t)count + 1, sizeof(st_metadata_item));
-    if (in->metadata == NULL) {
+    count = PyList_GET_SIZE(out->items);
+    out->present = true;
+    out->entries = PyMem_Calloc((size_t)count + 1, sizeof(st_metadata_item));
+    if (out->entries == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *pair = PyList_GET_ITEM(in->metadata_items, i);
+        PyObject *pair = PyList_GET_ITEM(out->items, i);
         PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
         Py_ssize_t key_len, value_len;
-        st_metadata_item *item = &in->metadata[i];
+        st_metadata_item *item = &out->entries[i];
         if (!PyUnicode_Check(key) || !PyUnicode_Check(value)) {
             PyErr_Format(PyExc_TypeError,
                          "argument 'metadata': metadata keys and values must be str, got %R: %R",
@@ -314,8 +311,15 @@ static int collect_metadata(write_input *in, PyObject *metadata)
         item->key_len = (size_t)key_len;
         item->value_len = (size_t)value_len;
     }
-    in->metadata_count = (size_t)count;
+    out->count = (size_t)count;
     return 0;
+}
+
+void st_metadata_list_release(st_metadata_list *list)
+{
+    PyMem_Free(list->entries);
+    list->entries = NULL;
+    Py_CLEAR(list->items);
 }
 
 static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, write_input *in)
@@ -339,7 +343,7 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
                            PyTuple_GET_ITEM(pair, 1)) < 0)
             return -1;
     }
-    return collect_metadata(in, metadata);
+    return st_collect_metadata(metadata, &in->metadata);
 }
 
 /* ======================================================================
@@ -353,9 +357,9 @@ static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
 {
     *layout = (st_layout){.tensors = in->tensors,
                           .count = in->count,
-                          .metadata = in->metadata,
-                          .metadata_count = in->metadata_count,
-                          .has_metadata = in->has_metadata,
+                          .metadata = in->metadata.entries,
+                          .metadata_count = in->metadata.count,
+                          .has_metadata = in->metadata.present,
                           .order = in->order};
     return st_write_layout(layout, err);
 }
