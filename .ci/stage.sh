@@ -100,6 +100,7 @@ case "$rc" in
 esac
 counts="$passed passed, $failed failed"
 if [ "$skipped" != 0 ]; then counts="$counts, $skipped skipped"; fi
+if [ "$status" != FAIL ] && [ "$passed$skipped" = 00 ]; then counts="-"; fi
 
 if [ "$status" = FAIL ]; then
     echo "---- last ${STAGE_TAIL:-80} lines of ${LOG#"$ROOT"/} (exit $rc) ----"
