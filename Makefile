@@ -1,12 +1,18 @@
 # Entry points (see README): `make test` runs everything CI runs, `make bench`
 # runs the benchmark against upstream on generated checkpoints. Both set up
-# their own virtualenv, so they work on a fresh machine.
+# their own virtualenv, so they work on a fresh machine; `make clean` removes
+# everything either of them made.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis setuptools wheel
+DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis "setuptools>=77" wheel build mypy tqdm
+# CPython versions tested besides the main venv's (3.11, which runs the torch
+# tests too): NumPy part of the suite, one venv each under build/ (.ci/python.sh).
+MATRIX_PYTHONS ?= 3.10 3.12 3.13
+STAGE := .ci/stage.sh
 
-.PHONY: venv build test test-c test-py test-sanitize test-frameworks fuzz bench bench-guard clean
+.PHONY: venv build test test-c test-py test-sanitize test-pythons test-sdist test-frameworks \
+	test-remote fuzz bench bench-quick bench-docs bench-guard clean lib install
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +25,7 @@ venv: $(VENV)/.deps
 build: venv
 	$(PY) -m pip install -q --no-build-isolation -e .
 
+# Single parts of `make test`, for developers.
 test-c:
 	$(MAKE) -C csrc test
 
@@ -29,24 +36,73 @@ test-py: build
 test-frameworks: build
 	.ci/frameworks.sh
 
+# Remote checkpoints: nginx (apt) and moto/fsspec/s3fs/boto3 (pip) into the
+# venv, then tests/test_remote*.py against servers the tests start on 127.0.0.1.
+test-remote: build
+	VENV=$(VENV) .ci/remote.sh
+
 test-sanitize: venv
 	VENV=$(VENV) .ci/sanitize.sh
+
+test-pythons:
+	set -e; for v in $(MATRIX_PYTHONS); do .ci/python.sh $$v; done
+
+test-sdist: venv
+	VENV=$(VENV) .ci/sdist.sh
 
 fuzz:
 	.ci/fuzz.sh 60
 
-bench-guard: build
-	$(PY) bench/guard.py
+# `make test` is what CI runs (.ci/run). Each line is one stage: .ci/stage.sh
+# NAME CMD... runs CMD with its output in build/logs/NAME.log and prints one
+# line (PASS/FAIL/SKIP, test counts, seconds); a failed stage prints the tail
+# of its log and the next stages still run. The last line is the total,
+# "N passed, N failed, N skipped". To add a stage, add one such line.
+# Every build in it is warnings-as-errors (SAFETENSORS_WERROR=1), so the knob
+# cannot rot. No stage times anything: timing on a shared machine is noise
+# (the timing guard is `make bench-guard`, a developer command).
+test: export STAGE_KEEP_GOING = 1
+test: export SAFETENSORS_WERROR = 1
+test:
+	@$(STAGE) --begin
+	@STAGE_KEEP_GOING=0 $(STAGE) build $(MAKE) --no-print-directory build || $(STAGE) --end
+	@$(STAGE) c-core $(MAKE) --no-print-directory -C csrc test
+	@$(STAGE) remote env VENV=$(VENV) .ci/remote.sh
+	@$(STAGE) pytest $(PY) -m pytest -v -rfEs -p no:cacheprovider tests \
+		--ignore=tests/frameworks --ignore=tests/test_remote.py --ignore=tests/test_remote_header.py
+	@$(STAGE) frameworks .ci/frameworks.sh
+	@$(STAGE) fuzz .ci/fuzz.sh 60
+	@$(STAGE) sanitize env VENV=$(VENV) .ci/sanitize.sh
+	@for v in $(MATRIX_PYTHONS); do $(STAGE) python$$v .ci/python.sh $$v; done
+	@$(STAGE) sdist env VENV=$(VENV) .ci/sdist.sh
+	@$(STAGE) --end
 
-test: test-c test-py fuzz test-sanitize
+# The benchmark writes only under build/bench/ (results, page, chart, raw
+# JSON, the generated workloads and upstream's venv); `make bench-docs` copies
+# the page and chart into docs/.
+BENCH_OUT := build/bench
 
 bench: build
 	$(PY) -m pip install -q matplotlib
-	$(PY) bench/run.py
+	$(PY) bench/run.py --out-dir $(BENCH_OUT)
+
+bench-quick: build
+	$(PY) -m pip install -q matplotlib
+	$(PY) bench/run.py --quick --out-dir $(BENCH_OUT)/quick
+
+bench-docs:
+	@test -f $(BENCH_OUT)/performance.md || { echo "no $(BENCH_OUT)/performance.md: run 'make bench' first"; exit 1; }
+	cp $(BENCH_OUT)/performance.md $(BENCH_OUT)/performance.png docs/
+
+bench-guard: build
+	$(PY) bench/guard.py
 
 clean:
-	rm -rf build csrc/build safetensors/*.so *.egg-info
+	rm -rf build dist csrc/build safetensors/*.so *.egg-info $(VENV) \
+		bench/.venv-upstream bench/.work bench/.upstream-pkg tests/.venv-upstream
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache .hypothesis tests/.hypothesis
 
-.PHONY: lib install
-lib install:   # the C core as libsafetensors-c; install takes PREFIX=... (csrc/Makefile)
+# The C core as libsafetensors-c; install takes PREFIX=... (csrc/Makefile).
+lib install:
 	$(MAKE) -C csrc $@

@@ -1,9 +1,12 @@
 """Builds the one extension, safetensors._safetensors_c, from csrc/.
 
 Knobs (environment variables, "1" to enable):
-  SAFETENSORS_SANITIZE  ASan + UBSan (run with LD_PRELOAD of libasan, see .ci/run)
-  SAFETENSORS_DEBUG     -O0 -g, assertions on
-  SAFETENSORS_WERROR    warnings are errors
+  SAFETENSORS_SANITIZE  ASan + UBSan, -O0 -g3 (run with LD_PRELOAD of libasan: .ci/sanitize.sh)
+  SAFETENSORS_DEBUG     -O0 -g3, for a debugger. The C code has no assert(): every
+                        invariant that input can break is checked in all builds and
+                        reported as an error; NDEBUG is undefined, so an assert() added for
+                        a developer fires in this build.
+  SAFETENSORS_WERROR    warnings are errors (`make test`, hence CI, builds with it)
 """
 import glob
 import os

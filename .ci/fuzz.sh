@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # .ci/fuzz.sh [SECONDS] - build and run the libFuzzer target over the C core.
 #
-#   * installs clang + the compiler-rt runtime if clang is missing (Debian/Ubuntu);
+#   * installs clang + the compiler-rt runtime if clang is missing (Debian/Ubuntu),
+#     saying so in a "note: " line (.ci/stage.sh shows those);
 #   * builds csrc/fuzz/fuzz_header.c with -fsanitize=fuzzer,address,undefined
 #     (UBSan findings abort, so they count as crashes);
 #   * replays every file in csrc/fuzz/regressions/ (each one a past crash);
@@ -21,14 +22,14 @@ JOBS="${FUZZ_JOBS:-1}"
 CC="${CC:-clang}"
 
 if ! command -v "$CC" >/dev/null 2>&1; then
-    echo "fuzz.sh: $CC not found, installing clang" >&2
+    echo "note: $CC not found: installing clang and libclang-rt-N-dev (libFuzzer) with apt-get"
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
     # libclang-rt-*-dev holds libFuzzer and the sanitizer runtimes on Debian >= 12
-    $SUDO apt-get install -y -qq clang python3 >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq clang python3 >/dev/null
     ver="$(clang --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)"
-    $SUDO apt-get install -y -qq "libclang-rt-${ver}-dev" >/dev/null 2>&1 || true
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq "libclang-rt-${ver}-dev" >/dev/null 2>&1 || true
     CC=clang
 fi
 

@@ -34,11 +34,11 @@ fi
 # gcc with its sanitizer runtimes (Debian: libasan8 / libubsan1 come with gcc)
 LIBASAN="$(gcc -print-file-name=libasan.so 2>/dev/null || true)"
 if [ "${LIBASAN#/}" = "$LIBASAN" ] || [ ! -e "$LIBASAN" ]; then
-    echo "sanitize.sh: installing gcc with libasan" >&2
+    echo "note: gcc's libasan not found: installing gcc and libc6-dev with apt-get"
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq gcc libc6-dev >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq gcc libc6-dev >/dev/null
     LIBASAN="$(gcc -print-file-name=libasan.so)"
 fi
 LIBASAN="$(readlink -f "$LIBASAN")"

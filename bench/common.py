@@ -7,8 +7,11 @@ import venv
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-UPSTREAM_VENV = os.path.join(BENCH, ".venv-upstream")
-WORK = os.path.join(BENCH, ".work")
+# Everything the benchmark generates lives under build/bench/ (`make clean` removes it):
+# upstream's virtualenv, the workload files, and (by default) the results.
+OUT = os.path.join(REPO, "build", "bench")
+UPSTREAM_VENV = os.path.join(OUT, "venv-upstream")
+WORK = os.path.join(OUT, "work")
 UPSTREAM_REQS = ["safetensors==0.8.0", "numpy", "torch==2.13.0", "ml_dtypes"]
 
 
@@ -19,6 +22,7 @@ def upstream_python():
     if os.path.exists(stamp) and os.path.exists(py):
         return py
     print(f"[bench] creating {UPSTREAM_VENV} with {' '.join(UPSTREAM_REQS)} ...", flush=True)
+    os.makedirs(OUT, exist_ok=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(UPSTREAM_VENV)
     subprocess.check_call([py, "-m", "pip", "install", "-q", *UPSTREAM_REQS])
     # cwd "/": run from the repo root, `-c` would import our package instead.

@@ -1,7 +1,7 @@
 """Page faults and time of torch load_file + touching every page, for one implementation.
 
     python bench/touch_faults.py FILE         (ours: run from the repo with it built in place)
-    bench/.venv-upstream/bin/python bench/touch_faults.py FILE   (upstream; run from outside the repo)
+    build/bench/venv-upstream/bin/python bench/touch_faults.py FILE   (upstream; run from outside the repo)
 
 Shows why the "touch" cells of the benchmark sit near 1.0: both implementations map the file
 lazily, so touching costs the same kernel page faults (same counts).

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# .ci/python.sh VERSION [PYTEST_ARGS...] - build the extension with CPython
+# VERSION (e.g. 3.12) and run the test suite with it.
+#
+#   * finds the interpreter: pyenv's newest $PYENV_ROOT/versions/VERSION.*,
+#     else pythonVERSION on PATH. None found: exit 1 when CI=true (CI machines
+#     have 3.10-3.13), else exit 77, which .ci/stage.sh reports as SKIP;
+#   * its own venv build/py-VERSION with NumPy, ml_dtypes, pytest, hypothesis
+#     (no torch: the pinned CPU wheel is for 3.11, where the main stage runs the
+#     torch tests; here they are reported as skipped);
+#   * builds safetensors/_safetensors_c.cpython-VER*.so in place (the file
+#     name carries the version, so it sits beside the other versions' builds)
+#     and runs pytest from the repository root.
+set -euo pipefail
+
+VER="${1:?usage: .ci/python.sh VERSION [PYTEST_ARGS...]}"
+shift
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
+
+BASE=""
+for cand in $(ls -d "$PYENV_ROOT/versions/$VER".* 2>/dev/null | sort -V -r); do
+    if [ -x "$cand/bin/python$VER" ]; then BASE="$cand/bin/python$VER"; break; fi
+done
+if [ -z "$BASE" ]; then BASE="$(command -v "python$VER" || true)"; fi
+if [ -z "$BASE" ]; then
+    echo "note: CPython $VER not found (looked in $PYENV_ROOT/versions/$VER.* and for python$VER on PATH)"
+    if [ "${CI:-}" = true ]; then
+        echo "python.sh: CI must test every CPython 3.10-3.13; install $VER (pyenv install $VER)" >&2
+        exit 1
+    fi
+    exit 77
+fi
+
+VENV="build/py-$VER"
+PY="$VENV/bin/python"
+DEPS=(numpy ml_dtypes pytest hypothesis "setuptools>=77")
+if [ ! -f "$VENV/.deps" ]; then
+    echo "python.sh: creating $VENV from $BASE"
+    rm -rf "$VENV"
+    "$BASE" -m venv "$VENV"
+    "$PY" -m pip install -q "${DEPS[@]}"
+    touch "$VENV/.deps"
+fi
+"$PY" --version
+
+echo "python.sh: building the extension in place (SAFETENSORS_WERROR=${SAFETENSORS_WERROR:-0})"
+"$PY" setup.py -q build_ext --inplace
+# Prove the tests below use the extension just built for this interpreter.
+"$PY" -c "import safetensors._safetensors_c as m, sys; print('extension:', m.__file__); \
+assert 'cpython-%d%d' % sys.version_info[:2] in m.__file__"
+
+"$PY" -m pytest -q -rs -p no:cacheprovider tests "$@"
