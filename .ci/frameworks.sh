@@ -32,6 +32,8 @@ fi
 
 status=0
 summary=()
+total_passed=0
+total_failed=0
 for fw in "${FRAMEWORKS[@]}"; do
     venv=build/venv-$fw
     log=build/frameworks-$fw.log
@@ -65,6 +67,10 @@ for fw in "${FRAMEWORKS[@]}"; do
                  "tests/frameworks/${TESTS[$fw]}" 2>&1 | tee -a "$log" | tail -1)
     api=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider \
               "tests/test_read_api.py::test_other_frameworks_if_installed" 2>&1 | tee -a "$log" | tail -1)
+    # Advanced indexing (index arrays, masks) against NumPy's, on this framework.
+    adv=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+              "tests/test_independent_arrays.py::test_advanced_indexing_matches_numpy" -k "$fw" 2>&1 |
+              tee -a "$log" | tail -1)
     tested=$(( $(date +%s) - start ))
     case "$result" in
         *failed* | *error* | *skipped* | "") status=1; verdict="FAILED" ;;
@@ -72,7 +78,15 @@ for fw in "${FRAMEWORKS[@]}"; do
         *) status=1; verdict="FAILED" ;;
     esac
     case "$api" in *failed* | *error* | "") status=1; verdict="FAILED" ;; esac
-    summary+=("frameworks: $fw ${IMPORTS[$fw]} $version: $verdict: ${result//=/} | read_api: ${api//=/} | fixtures $fixtures | install ${installed}s, tests ${tested}s")
+    case "$adv" in *failed* | *error* | *skipped* | "") status=1; verdict="FAILED" ;; esac
+    for line in "$result" "$api" "$adv"; do
+        n=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+') && total_passed=$((total_passed + n))
+        n=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+') && total_failed=$((total_failed + n))
+    done
+    summary+=("frameworks: $fw ${IMPORTS[$fw]} $version: $verdict: ${result//=/} | read_api: ${api//=/} | indexing: ${adv//=/} | fixtures $fixtures | install ${installed}s, tests ${tested}s")
 done
 printf '%s\n' "${summary[@]}"
+# The closing line .ci/stage.sh adds up (a framework that failed to install counts once).
+[ $status -ne 0 ] && [ $total_failed -eq 0 ] && total_failed=1
+echo "frameworks: $total_passed passed, $total_failed failed"
 exit $status
