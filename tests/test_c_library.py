@@ -7,11 +7,11 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
-import torch
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CC = os.environ.get("CC", "cc")
@@ -88,7 +88,7 @@ def test_only_the_public_api_is_exported(installed):
 def test_example_program(installed, tmp_path, static):
     exe = _build(installed, str(tmp_path / "st_example"), static=static)
     path = tmp_path / "model.safetensors"
-    save_file({"b": torch.arange(5), "a.weight": torch.arange(12, dtype=torch.float32).reshape(4, 3) / 2},
+    save_file({"b": np.arange(5, dtype=np.int64), "a.weight": np.arange(12, dtype=np.float32).reshape(4, 3) / 2},
               path, metadata={"format": "pt"})
 
     listed = subprocess.run([exe, "list", str(path)], capture_output=True, text=True, check=True, env=ENV)
@@ -106,8 +106,8 @@ def test_example_program(installed, tmp_path, static):
     written = tmp_path / "written.safetensors"
     subprocess.run([exe, "write", str(written)], capture_output=True, text=True, check=True, env=ENV)
     expected = tmp_path / "expected.safetensors"
-    save_file({"weight": torch.tensor([[0.5, 1.5], [-2.0, 4.0]]), "ids": torch.tensor([7, 8, 9])}, expected,
+    save_file({"weight": np.array([[0.5, 1.5], [-2.0, 4.0]], np.float32), "ids": np.array([7, 8, 9], np.int64)}, expected,
               metadata={"format": "example"})
     assert written.read_bytes() == expected.read_bytes()
-    with safe_open(written, "pt") as f:
+    with safe_open(written, "np") as f:
         assert f.get_tensor("ids").tolist() == [7, 8, 9]
