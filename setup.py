@@ -10,6 +10,7 @@ Knobs (environment variables, "1" to enable):
 """
 import glob
 import os
+import re
 
 import numpy
 from setuptools import Extension, setup
@@ -24,7 +25,18 @@ binding = sorted(glob.glob("csrc/binding/*.c"))
 compile_args = ["-std=c11", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers", "-fvisibility=hidden"]
 link_args = ["-pthread"]
-macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+def project_version():
+    """pyproject.toml's [project].version, the one place the version is written
+    (the extension's __version__ is compiled from it). A regex, not tomllib,
+    which Python 3.10 lacks."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyproject.toml"),
+              encoding="utf-8") as f:
+        return re.search(r'^version = "([^"]+)"$', f.read(), re.M).group(1)
+
+
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+          ("ST_VERSION", '"%s"' % project_version())]
 
 if flag("SAFETENSORS_DEBUG") or flag("SAFETENSORS_SANITIZE"):
     compile_args += ["-O0", "-g3", "-UNDEBUG"]

@@ -50,7 +50,12 @@ def test_rust_module_reexports():
 
 
 def test_version():
-    assert safetensors.__version__ == "0.8.0+c.1"
+    # upstream's API level, then our build number; pyproject.toml is the one source
+    import re
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), encoding="utf-8") as f:
+        written = re.search(r'^version = "([^"]+)"$', f.read(), re.M).group(1)
+    assert re.fullmatch(r"0\.8\.0\+c\.[0-9]+", safetensors.__version__)
+    assert safetensors.__version__ == written
     md = pytest.importorskip("importlib.metadata")
     try:
         v = md.version("safetensors")

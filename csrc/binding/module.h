@@ -32,7 +32,11 @@
 
 #include "st_core.h"
 
-#define ST_VERSION "0.8.0+c.1"
+/* The package version, "0.8.0+c.N": defined by setup.py from pyproject.toml's
+ * [project].version, its one source. */
+#ifndef ST_VERSION
+#error "ST_VERSION is defined by setup.py from pyproject.toml"
+#endif
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define ST_LOCK(obj) Py_BEGIN_CRITICAL_SECTION(obj)
