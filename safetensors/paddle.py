@@ -152,7 +152,31 @@ def _flatten(tensors):
 
 
 def save(tensors, metadata: Optional[Dict[str, str]] = None) -> bytes:
-    """Serialize ``tensors`` (paddle tensors) to the bytes of a safetensors file."""
+    """Serialize ``tensors`` (paddle tensors) to the bytes of a safetensors file.
+
+    Each tensor's CPU memory is handed to the C writer directly (tensors on a
+    GPU are copied to the CPU first).  The caller's dict is never modified.
+    ``paddle.uint16`` (whose ``str`` reads "paddle.bfloat16") is saved as U16;
+    ``paddle.bfloat16`` as BF16.
+
+    Args:
+        tensors (dict[str, paddle.Tensor]): contiguous tensors, on any device.
+        metadata (dict[str, str] | None): the header's ``__metadata__``.
+
+    Returns:
+        bytes: the file, upstream 0.8.0's exact layout.
+
+    Raises:
+        ValueError: ``tensors`` is not a dict, a value is not a
+            ``paddle.Tensor``, or a tensor is not contiguous.
+        SafetensorError: an unsupported dtype ("Unknown dtype ...").
+        ImportError: ``paddle`` is not installed.
+
+    Example:
+        >>> import paddle
+        >>> from safetensors.paddle import save
+        >>> data = save({"w": paddle.zeros([2, 3])}, metadata={"format": "paddle"})
+    """
     specs, keepalive = _flatten(tensors)
     try:
         return serialize(specs, metadata=metadata)
@@ -161,7 +185,26 @@ def save(tensors, metadata: Optional[Dict[str, str]] = None) -> bytes:
 
 
 def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
-    """Write ``tensors`` (paddle tensors) to ``filename``."""
+    """Write ``tensors`` (paddle tensors) to ``filename`` atomically (temporary file + rename).
+
+    Args:
+        tensors (dict[str, paddle.Tensor]): as for ``save``.
+        filename (str | os.PathLike): the destination (only a regular file or
+            nothing there is replaced).
+        metadata (dict[str, str] | None): the header's ``__metadata__``.
+
+    Returns:
+        None
+
+    Raises:
+        ValueError, SafetensorError, ImportError: as for ``save``;
+            ``SafetensorIOError`` (an ``OSError``) for I/O errors, naming the path.
+
+    Example:
+        >>> import paddle
+        >>> from safetensors.paddle import save_file
+        >>> save_file({"w": paddle.zeros([2, 3])}, "model.safetensors")
+    """
     specs, keepalive = _flatten(tensors)
     try:
         serialize_file(specs, filename, metadata=metadata)
@@ -170,8 +213,29 @@ def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dic
 
 
 def load(data: bytes, device: str = "cpu"):
-    """Load paddle tensors from the bytes of a safetensors file (copied: paddle
-    tensors are writable, ``data`` is not)."""
+    """Load paddle tensors from the bytes of a safetensors file onto ``device``.
+
+    One copy each (paddle tensors are writable, ``data`` is not), then moved
+    to ``device`` if that is not the CPU.
+
+    Args:
+        data (bytes): the file's content.
+        device (str | int): "cpu" (default), "gpu:N" (paddle's spelling), or
+            torch's "cuda", "cuda:N" or ``N``, which mean "gpu:N".
+
+    Returns:
+        dict[str, paddle.Tensor]: in file (offset) order.
+
+    Raises:
+        SafetensorError: "Error while deserializing: ...".
+        TypeError: a dtype paddle does not have (F8_E8M0, the FNUZ float8s, F4/F6).
+        ImportError: ``paddle`` is not installed.
+
+    Example:
+        >>> import paddle
+        >>> from safetensors.paddle import load, save
+        >>> tensors = load(save({"w": paddle.zeros([2, 3])}), device="cpu")
+    """
     _converter()
     tensors = {k: _from_numpy(v.copy()) for k, v in _st_numpy.load(data).items()}
     place = _paddle_device(device)
@@ -181,7 +245,36 @@ def load(data: bytes, device: str = "cpu"):
 
 
 def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: str = "mmap"):
-    """Load every tensor of ``filename`` as paddle tensors on ``device``."""
+    """Load every tensor of ``filename`` as paddle tensors on ``device``.
+
+    The same as ``safe_open(filename, framework="paddle", device=device).get_tensors()``.
+    On the CPU every tensor is zero-copy at any alignment (DLPack import;
+    bfloat16 and float8 as bytes re-typed by ``Tensor.view``); writing to one
+    changes the file's private mapping, never the file.  Slices with negative
+    steps are copied once.
+
+    Args:
+        filename (str | os.PathLike): the file, or a URL (docs/remote.md; the
+            filesystem's default settings: no ``storage_options`` here).
+        device (str | int): "cpu" (default), "gpu:N" (paddle's spelling), or
+            torch's "cuda", "cuda:N" or ``N``, which mean "gpu:N".
+        backend (str): "mmap" (default: the file's private mapping) or
+            "pread" (the bytes read once into a fresh buffer, which the
+            tensors then share).
+
+    Returns:
+        dict[str, paddle.Tensor]: in file (offset) order.
+
+    Raises:
+        FileNotFoundError: the file does not exist (and other ``OSError``s).
+        SafetensorError: an invalid file.
+        TypeError: a dtype paddle does not have (F8_E8M0, the FNUZ float8s, F4/F6).
+        ImportError: ``paddle`` is not installed.
+
+    Example:
+        >>> from safetensors.paddle import load_file
+        >>> tensors = load_file("model.safetensors", device="gpu:0")
+    """
     if isinstance(device, str) and device.split(":")[0] == "gpu":
         device = "cuda" + device[len("gpu"):]   # safe_open takes torch's spelling
     with safe_open(filename, framework="paddle", device=device, backend=backend) as f:

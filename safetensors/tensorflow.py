@@ -85,22 +85,106 @@ def _converter():
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
-    """Serialize ``tensors`` (tf tensors) to the bytes of a safetensors file."""
+    """Serialize ``tensors`` (tf tensors) to the bytes of a safetensors file.
+
+    Each tensor is converted to NumPy first and written by the NumPy writer
+    (little-endian, C order).  The caller's dict is never modified.
+
+    Args:
+        tensors (dict[str, tf.Tensor]): the tensors to write; anything
+            ``numpy.asarray`` accepts is taken too.
+        metadata (dict[str, str] | None): the header's ``__metadata__``.
+
+    Returns:
+        bytes: the file, upstream 0.8.0's exact layout.
+
+    Raises:
+        TypeError: ``tensors`` is not a dict.
+        SafetensorError: an unsupported dtype ("Unknown dtype ...").
+
+    Example:
+        >>> import tensorflow as tf
+        >>> from safetensors.tensorflow import save
+        >>> data = save({"w": tf.zeros((2, 3))}, metadata={"format": "tensorflow"})
+    """
     return _st_numpy.save(_to_numpy(tensors), metadata=metadata)
 
 
 def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
-    """Write ``tensors`` (tf tensors) to ``filename``."""
+    """Write ``tensors`` (tf tensors) to ``filename`` atomically (temporary file + rename).
+
+    Args:
+        tensors (dict[str, tf.Tensor]): as for ``save``.
+        filename (str | os.PathLike): the destination (only a regular file or
+            nothing there is replaced).
+        metadata (dict[str, str] | None): the header's ``__metadata__``.
+
+    Returns:
+        None
+
+    Raises:
+        TypeError, SafetensorError: as for ``save``; ``SafetensorIOError`` (an
+            ``OSError``) for I/O errors, naming the path.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> from safetensors.tensorflow import save_file
+        >>> save_file({"w": tf.zeros((2, 3))}, "model.safetensors")
+    """
     _st_numpy.save_file(_to_numpy(tensors), filename, metadata=metadata)
 
 
 def load(data: bytes):
-    """Load tf tensors from the bytes of a safetensors file (one copy each)."""
+    """Load tf tensors from the bytes of a safetensors file.
+
+    One copy each (TensorFlow imports only writable buffers; ``data`` is not).
+
+    Args:
+        data (bytes): the file's content.
+
+    Returns:
+        dict[str, tf.Tensor]: in file (offset) order.
+
+    Raises:
+        SafetensorError: "Error while deserializing: ...".
+        ImportError: ``tensorflow`` is not installed.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> from safetensors.tensorflow import load, save
+        >>> tensors = load(save({"w": tf.zeros((2, 3))}))
+    """
     _converter()
     return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap"):
-    """Load every tensor of ``filename`` as tf tensors (file order)."""
+    """Load every tensor of ``filename`` as tf tensors (file order).
+
+    The same as ``safe_open(filename, framework="tf").get_tensors()``.
+    Zero-copy (DLPack import) where a tensor is 64-byte aligned, otherwise
+    one copy into an aligned buffer; bfloat16 likewise (re-typed with
+    ``tf.bitcast``), float8 always one copy (``tf.convert_to_tensor``).
+
+    Args:
+        filename (str | os.PathLike): the file, or a URL (docs/remote.md; the
+            filesystem's default settings: no ``storage_options`` here).
+        backend (str): "mmap" (default: the file's private mapping) or
+            "pread" (the bytes read once into a fresh buffer; the same
+            copy rules then apply to that buffer).
+
+    Returns:
+        dict[str, tf.Tensor]: in file (offset) order; writes to them never
+        reach the file.
+
+    Raises:
+        FileNotFoundError: the file does not exist (and other ``OSError``s).
+        SafetensorError: an invalid file.
+        ImportError: ``tensorflow`` is not installed.
+
+    Example:
+        >>> from safetensors.tensorflow import load_file
+        >>> tensors = load_file("model.safetensors")
+    """
     with safe_open(filename, framework="tf", backend=backend) as f:
         return f.get_tensors()

@@ -4,6 +4,7 @@ that say what a file that is not safetensors looks like."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import pickle
@@ -283,6 +284,14 @@ def test_public_names_have_useful_docstrings(tmp_path):
     if importlib_util_find("torch"):
         import safetensors.torch as st_torch
         names += [getattr(st_torch, n) for n in st_torch.__all__ if n != "safe_open"]
+    # these import their framework only when loading: NumPy is all they need here
+    for module in ("flax", "tensorflow", "mlx", "paddle"):
+        framework_module = importlib.import_module(f"safetensors.{module}")
+        assert framework_module.__all__ == ["save", "save_file", "load", "load_file"]
+        for name in framework_module.__all__:
+            function = getattr(framework_module, name)
+            assert "Args:" in (function.__doc__ or ""), function
+            names.append(function)
     for obj in names:
         doc = obj.__doc__ or ""
         assert "Example" in doc and ("Returns" in doc or "Raises" in doc), obj
