@@ -2,6 +2,7 @@
 save_file, any order and any thread, atomic, and clear errors."""
 import gc
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -209,3 +210,23 @@ def test_cuda_tensors(tmp_path):
         for name, value in tensors.items():
             writer.write(name, value)  # copied to the CPU one tensor at a time
     assert (tmp_path / "streamed.safetensors").read_bytes() == (tmp_path / "one_shot.safetensors").read_bytes()
+
+
+def test_destination_rules_are_save_files(tmp_path):
+    """The streaming writer saves through the same staged file as save_file:
+    a device is refused (never replaced by a regular file) and a path of any
+    length the OS accepts saves (the temporary name does not lengthen it)."""
+    with pytest.raises(OSError, match=r"not a regular file \(a character device\)"):
+        StreamWriter("/dev/null", {"a": ("F32", [2])})
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+    path = str(tmp_path)
+    while 4090 - len(path) > 250:
+        path = os.path.join(path, "d" * 200)
+    os.makedirs(path)
+    path = os.path.join(path, "f" * (4090 - len(path) - 1))
+    assert len(path) == 4090
+    with StreamWriter(path, {"a": ("I32", [3])}) as writer:
+        writer.write("a", np.arange(3, dtype=np.int32))
+    np.testing.assert_array_equal(safetensors.numpy.load_file(path)["a"], np.arange(3, dtype=np.int32))
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]

@@ -9,11 +9,11 @@
  * save_file of the same tensors, and the writer never holds more than the
  * caller's current tensor.
  *
- * Atomicity is st_write_file's: everything goes to a temporary file in the
- * destination's directory (".<basename>.<pid>.<random>.tmp", O_EXCL, mode
- * of the file it replaces or 0666 & ~umask); only st_stream_commit renames
- * it over the destination, after checking every tensor was written. Freeing
- * a stream that was not committed removes the temporary file.
+ * Atomicity and the destination rules are st_write_file's, through the same
+ * st_staged_file: everything goes to a temporary file in the destination's
+ * directory; only st_stream_commit renames it over the destination, after
+ * checking every tensor was written. Freeing a stream that was not committed
+ * removes the temporary file.
  *
  * Threads: each tensor's state is an atomic (pending -> writing -> written),
  * so two threads writing the same tensor are told so instead of racing, and
@@ -23,7 +23,7 @@
 #define _GNU_SOURCE
 
 #include "st_core.h"
-#include "st_hash.h"
+#include "st_staged.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,10 +48,8 @@ typedef struct stream_entry {
 } stream_entry;
 
 struct st_stream {
-    int fd; /* -1 once closed */
-    bool committed;
-    char *path;     /* destination */
-    char *tmp_path; /* temporary file, removed unless committed */
+    st_staged_file file; /* file.fd is -1 once committed or aborted */
+    char *path;          /* destination; file.base points into it */
     size_t count;
     stream_entry *entries; /* declaration order */
     size_t *by_name;       /* entry indices sorted by name, for st_stream_find */
@@ -87,41 +85,6 @@ static int min_int(size_t a, int b)
     return a < (size_t)b ? (int)a : b;
 }
 
-/* Creates the temporary file next to path; sets s->tmp_path and s->fd. */
-static st_code create_temp(st_stream *s, st_error *err)
-{
-    const char *slash = strrchr(s->path, '/');
-    size_t dir_len = slash ? (size_t)(slash - s->path) + 1 : 0;
-    const char *base = s->path + dir_len;
-    size_t base_len = strlen(base);
-    if (base_len == 0)
-        return st_error_io(err, EISDIR, 0);
-    size_t base_keep = base_len > 200 ? 200 : base_len; /* stay within NAME_MAX */
-    size_t cap = dir_len + base_keep + 64;
-    s->tmp_path = st_malloc(cap);
-    if (s->tmp_path == NULL)
-        return st_error_code(err, ST_ERR_NOMEM, 0);
-    st_hash_key key = st_hash_new_key(); /* random bits */
-    for (int attempt = 0; attempt < 100; attempt++) {
-        snprintf(s->tmp_path, cap, "%.*s.%.*s.%ld.%016llx.tmp", (int)dir_len, s->path,
-                 (int)base_keep, base, (long)getpid(),
-                 (unsigned long long)(key.k0 ^ ((uint64_t)attempt * 0x9E3779B97F4A7C15ull)));
-        s->fd = open(s->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
-        if (s->fd >= 0 || (errno != EEXIST && errno != EINTR))
-            break;
-    }
-    if (s->fd < 0) {
-        st_code rc = st_error_io(err, errno, 0);
-        st_free(s->tmp_path); /* nothing was created */
-        s->tmp_path = NULL;
-        return rc;
-    }
-    struct stat st;
-    if (stat(s->path, &st) == 0 && S_ISREG(st.st_mode) && fchmod(s->fd, st.st_mode & 07777) != 0)
-        return st_error_io(err, errno, 0);
-    return ST_OK;
-}
-
 static st_code pwrite_all(int fd, const uint8_t *data, uint64_t len, uint64_t offset, st_error *err)
 {
     while (len > 0) {
@@ -141,50 +104,36 @@ static st_code pwrite_all(int fd, const uint8_t *data, uint64_t len, uint64_t of
     return ST_OK;
 }
 
-st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
-                       const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
-                       st_stream **out, st_error *err)
+/* Allocates the stream and copies the destination and every declaration's
+ * name and shape into it (the caller's may go away after st_stream_open). */
+static st_code new_stream(const char *path, const st_write_tensor *tensors, size_t count,
+                          st_stream **out, st_error *err)
 {
-    st_code rc = ST_OK;
-    st_stream *s = NULL;
-    st_write_tensor *tensors_sized = NULL; /* tensors with data_len = their size */
-    st_layout layout = {0};
-    name_ref *refs = NULL;
+    size_t path_len = strlen(path), arena_size = 0, n = count ? count : 1;
+    st_stream *s = st_calloc(1, sizeof *s);
 
-    *out = NULL;
-    s = st_calloc(1, sizeof *s);
+    *out = s;
     if (s == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
-    s->fd = -1;
+    s->file = (st_staged_file){.dir_fd = -1, .fd = -1};
     s->count = count;
-    size_t path_len = strlen(path);
-    s->path = st_malloc(path_len + 1);
-    size_t arena_size = 0;
     for (size_t i = 0; i < count; i++) {
-        if (tensors[i].ndim > ST_MAX_DIMS) {
-            rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
-                              "tensor `%.*s` has %zu dimensions, at most %d are supported",
-                              min_int(tensors[i].name_len, NAME_IN_MSG), tensors[i].name,
-                              tensors[i].ndim, ST_MAX_DIMS);
-            goto exit;
-        }
+        if (tensors[i].ndim > ST_MAX_DIMS)
+            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
+                                "tensor `%.*s` has %zu dimensions, at most %d are supported",
+                                min_int(tensors[i].name_len, NAME_IN_MSG), tensors[i].name,
+                                tensors[i].ndim, ST_MAX_DIMS);
         arena_size += tensors[i].ndim * sizeof(uint64_t) + tensors[i].name_len;
     }
-    size_t n = count ? count : 1;
+    s->path = st_malloc(path_len + 1);
     s->entries = st_calloc(n, sizeof *s->entries);
     s->by_name = st_calloc(n, sizeof *s->by_name);
     s->arena = st_malloc(arena_size ? arena_size : 1);
-    tensors_sized = st_calloc(n, sizeof *tensors_sized);
-    layout.order = st_calloc(n, sizeof *layout.order);
-    refs = st_calloc(n, sizeof *refs);
-    if (s->path == NULL || s->entries == NULL || s->by_name == NULL || s->arena == NULL ||
-        tensors_sized == NULL || layout.order == NULL || refs == NULL) {
-        rc = st_error_code(err, ST_ERR_NOMEM, 0);
-        goto exit;
-    }
+    if (s->path == NULL || s->entries == NULL || s->by_name == NULL || s->arena == NULL)
+        return st_error_code(err, ST_ERR_NOMEM, 0);
     memcpy(s->path, path, path_len + 1);
 
-    /* Copy the declarations: shapes first (8-byte aligned), names after. */
+    /* Shapes first (8-byte aligned), names after. */
     uint8_t *cursor = s->arena;
     for (size_t i = 0; i < count; i++) {
         size_t shape_bytes = tensors[i].ndim * sizeof(uint64_t);
@@ -203,53 +152,93 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
         e->dtype = tensors[i].dtype;
         e->ndim = tensors[i].ndim;
         atomic_init(&e->state, PENDING);
-        if ((unsigned)e->dtype >= (unsigned)ST_DTYPE__COUNT) {
-            rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "invalid dtype %d for tensor `%.*s`",
-                              (int)e->dtype, min_int(e->name_len, NAME_IN_MSG), e->name);
-            goto exit;
-        }
-        if ((rc = st_tensor_nbytes(e->dtype, e->shape, e->ndim, &e->nbytes, err)) != ST_OK)
-            goto exit;
-        tensors_sized[i] =
-            (st_write_tensor){e->name, e->name_len, e->dtype, e->ndim, e->shape, NULL, e->nbytes};
-        refs[i] = (name_ref){e, i};
+        if ((unsigned)e->dtype >= (unsigned)ST_DTYPE__COUNT)
+            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
+                                "invalid dtype %d for tensor `%.*s`", (int)e->dtype,
+                                min_int(e->name_len, NAME_IN_MSG), e->name);
     }
+    return ST_OK;
+}
 
-    /* A dict cannot hold a name twice; a declaration list can: refuse it. */
-    qsort(refs, count, sizeof *refs, cmp_name_ref);
-    for (size_t i = 0; i < count; i++) {
+/* Sorts the entries by name into s->by_name (for st_stream_find) and
+ * refuses a name declared twice: a dict cannot hold one twice, a list can. */
+static st_code index_names(st_stream *s, st_error *err)
+{
+    st_code rc = ST_OK;
+    name_ref *refs = st_calloc(s->count ? s->count : 1, sizeof *refs);
+
+    if (refs == NULL)
+        return st_error_code(err, ST_ERR_NOMEM, 0);
+    for (size_t i = 0; i < s->count; i++)
+        refs[i] = (name_ref){&s->entries[i], i};
+    qsort(refs, s->count, sizeof *refs, cmp_name_ref);
+    for (size_t i = 0; i < s->count && rc == ST_OK; i++) {
         s->by_name[i] = refs[i].index;
-        if (i > 0 && cmp_names(refs[i - 1].entry, refs[i].entry) == 0) {
+        if (i > 0 && cmp_names(refs[i - 1].entry, refs[i].entry) == 0)
             rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "tensor `%.*s` is declared twice",
                               min_int(refs[i].entry->name_len, NAME_IN_MSG), refs[i].entry->name);
+    }
+    st_free(refs);
+    return rc;
+}
+
+/* Lays the file out as st_write_file would (each tensor with data_len =
+ * its size) and records every tensor's size and absolute offset. */
+static st_code lay_out(st_stream *s, const st_metadata_item *metadata, size_t metadata_count,
+                       bool has_metadata, st_layout *layout, st_error *err)
+{
+    size_t n = s->count ? s->count : 1;
+    st_write_tensor *sized = st_calloc(n, sizeof *sized);
+    st_code rc = ST_OK;
+
+    layout->order = st_calloc(n, sizeof *layout->order);
+    if (sized == NULL || layout->order == NULL) {
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
+        goto exit;
+    }
+    for (size_t i = 0; i < s->count; i++) {
+        stream_entry *e = &s->entries[i];
+        if ((rc = st_tensor_nbytes(e->dtype, e->shape, e->ndim, &e->nbytes, err)) != ST_OK)
             goto exit;
-        }
+        sized[i] =
+            (st_write_tensor){e->name, e->name_len, e->dtype, e->ndim, e->shape, NULL, e->nbytes};
     }
+    layout->tensors = sized;
+    layout->count = s->count;
+    layout->metadata = metadata;
+    layout->metadata_count = metadata_count;
+    layout->has_metadata = has_metadata;
+    if ((rc = st_write_layout(layout, err)) != ST_OK)
+        goto exit;
+    s->total_size = layout->total_size;
+    uint64_t offset = layout->header_size;
+    for (size_t i = 0; i < s->count; i++) {
+        s->entries[layout->order[i]].offset = offset;
+        offset += s->entries[layout->order[i]].nbytes;
+    }
+exit:
+    layout->tensors = NULL; /* the caller frees header and order only */
+    st_free(sized);
+    return rc;
+}
 
-    layout.tensors = tensors_sized;
-    layout.count = count;
-    layout.metadata = metadata;
-    layout.metadata_count = metadata_count;
-    layout.has_metadata = has_metadata;
-    if ((rc = st_write_layout(&layout, err)) != ST_OK)
-        goto exit;
-    s->total_size = layout.total_size;
-    uint64_t offset = layout.header_size;
-    for (size_t i = 0; i < count; i++) {
-        s->entries[layout.order[i]].offset = offset;
-        offset += s->entries[layout.order[i]].nbytes;
-    }
+st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
+                       const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
+                       st_stream **out, st_error *err)
+{
+    st_stream *s = NULL;
+    st_layout layout = {0};
+    st_code rc;
 
-    if ((rc = create_temp(s, err)) != ST_OK)
+    *out = NULL;
+    if ((rc = new_stream(path, tensors, count, &s, err)) != ST_OK ||
+        (rc = index_names(s, err)) != ST_OK ||
+        (rc = lay_out(s, metadata, metadata_count, has_metadata, &layout, err)) != ST_OK)
         goto exit;
-    /* Reserve the whole file now: a full disk shows up here, not after an
-     * hour of writing. Where unsupported the writes allocate as they go. */
-    if (s->total_size <= (uint64_t)INT64_MAX && fallocate(s->fd, 0, 0, (off_t)s->total_size) != 0 &&
-        errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL) {
-        rc = st_error_io(err, errno, 0);
-        goto exit;
-    }
-    if ((rc = pwrite_all(s->fd, layout.header, layout.header_size, 0, err)) != ST_OK)
+    /* The whole file is reserved now: a full disk shows up here, not after
+     * an hour of writing. */
+    if ((rc = st_staged_open(s->path, s->total_size, &s->file, err)) != ST_OK ||
+        (rc = pwrite_all(s->file.fd, layout.header, layout.header_size, 0, err)) != ST_OK)
         goto exit;
     *out = s;
     s = NULL;
@@ -257,8 +246,6 @@ exit:
     st_stream_free(s); /* on failure: closes and removes the temporary file */
     st_free(layout.header);
     st_free(layout.order);
-    st_free(tensors_sized);
-    st_free(refs);
     return rc;
 }
 
@@ -294,7 +281,7 @@ uint64_t st_stream_tensor_nbytes(const st_stream *stream, size_t index)
 st_code st_stream_write(st_stream *stream, size_t index, const void *data, uint64_t len,
                         st_error *err)
 {
-    if (stream->fd < 0)
+    if (stream->file.fd < 0)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "the stream is already closed");
     if (index >= stream->count)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
@@ -315,26 +302,15 @@ st_code st_stream_write(st_stream *stream, size_t index, const void *data, uint6
                                 ? "tensor `%.*s` was already written"
                                 : "tensor `%.*s` is being written by another thread",
                             nm, e->name);
-    st_code rc = pwrite_all(stream->fd, data, len, e->offset, err);
+    st_code rc = pwrite_all(stream->file.fd, data, len, e->offset, err);
     atomic_store(&e->state, rc == ST_OK ? WRITTEN : PENDING); /* a failed write may be retried */
     return rc;
-}
-
-/* Closes the descriptor and removes the temporary file. */
-static void discard(st_stream *stream)
-{
-    if (stream->fd >= 0) {
-        close(stream->fd);
-        stream->fd = -1;
-    }
-    if (stream->tmp_path != NULL && !stream->committed)
-        unlink(stream->tmp_path);
 }
 
 st_code st_stream_commit(st_stream *stream, st_error *err)
 {
     st_code rc = ST_OK;
-    if (stream->fd < 0)
+    if (stream->file.fd < 0)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "the stream is already closed");
     size_t missing = 0, first_missing = 0;
     for (size_t i = 0; i < stream->count; i++) {
@@ -350,35 +326,24 @@ st_code st_stream_commit(st_stream *stream, st_error *err)
                           stream->path);
         goto exit;
     }
-    int fd = stream->fd;
-    stream->fd = -1;
-    if (close(fd) != 0 && errno != EINTR) {
-        rc = st_error_io(err, errno, 0);
-        goto exit;
-    }
-    if (rename(stream->tmp_path, stream->path) != 0) {
-        rc = st_error_io(err, errno, 0);
-        goto exit;
-    }
-    stream->committed = true;
+    rc = st_staged_commit(&stream->file, err);
 exit:
-    discard(stream); /* a failed commit leaves nothing behind either */
+    st_staged_discard(&stream->file); /* a failed commit leaves nothing behind either */
     return rc;
 }
 
 void st_stream_abort(st_stream *stream)
 {
     if (stream != NULL)
-        discard(stream);
+        st_staged_discard(&stream->file);
 }
 
 void st_stream_free(st_stream *stream)
 {
     if (stream == NULL)
         return;
-    discard(stream);
+    st_staged_discard(&stream->file);
     st_free(stream->path);
-    st_free(stream->tmp_path);
     st_free(stream->entries);
     st_free(stream->by_name);
     st_free(stream->arena);

@@ -1,0 +1,40 @@
+/*
+ * st_staged.h - internal to the core (not installed): a file written under a
+ * temporary name in its destination's directory and renamed over the
+ * destination only when complete. st_write_file and the streaming writer
+ * both write through it, so they share one set of destination rules
+ * (docs/format.md §5.6): only a regular file or nothing is replaced, any path
+ * the OS accepts can be saved (names are resolved through a descriptor of the
+ * directory, so the temporary name never lengthens the path), and a failure
+ * at any step leaves the destination untouched and no temporary file behind.
+ */
+#ifndef ST_STAGED_H
+#define ST_STAGED_H
+
+#include "st_core.h"
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef struct st_staged_file {
+    int dir_fd;       /* the destination's directory; -1 when closed */
+    int fd;           /* the temporary file, open for writing; -1 when closed */
+    const char *base; /* the destination's name in dir_fd: points into the caller's path */
+    bool replacing;   /* a regular file is there now */
+    mode_t mode;      /* ... with this mode, which the new file gets */
+    bool created;     /* tmp exists and is ours to remove */
+    char tmp[64];     /* the temporary file's name in dir_fd */
+} st_staged_file;
+
+/* Checks the destination, creates the temporary file and reserves `size`
+ * bytes for it. On failure nothing is left to discard but the call to
+ * st_staged_discard, which is always safe. `path` must outlive `f`. */
+st_code st_staged_open(const char *path, uint64_t size, st_staged_file *f, st_error *err);
+
+/* Closes the temporary file and renames it over the destination. */
+st_code st_staged_commit(st_staged_file *f, st_error *err);
+
+/* Releases everything; removes the temporary file unless it was committed. */
+void st_staged_discard(st_staged_file *f);
+
+#endif
