@@ -324,7 +324,8 @@ def _read_header(path: str, storage_options: Optional[dict] = None) -> dict:
     for (name, dtype, shape), nbytes in zip(entries, sizes):
         tensors.append((name, dtype, shape, offset, nbytes))
         offset += nbytes
-    return {"size": st.st_size, "identity": st.st_mtime_ns, "data_start": data_start, "tensors": tensors}
+    return {"size": st.st_size, "identity": st.st_mtime_ns, "data_start": data_start, "header_read": data_start,
+            "tensors": tensors}
 
 
 def _read_remote_header(url: str, storage_options: Optional[dict]) -> dict:
@@ -337,7 +338,9 @@ def _read_remote_header(url: str, storage_options: Optional[dict]) -> dict:
             for name in f.offset_keys()
             for dtype, shape, begin, end in [f._tensors[name]]
         ]
+        # header_read: the bytes actually fetched (equal to data_start here).
         return {"size": pinned.size, "identity": (pinned.etag, pinned.version), "data_start": f._data_start,
+                "header_read": len(f._head),
                 "tensors": tensors}
 
 
@@ -662,8 +665,8 @@ def load_distributed(
         mine = {}
         for i in range(rank, len(paths), size):
             mine[i] = _read_header(paths[i], storage_options)
-            stats.header_bytes_read += mine[i]["data_start"]
-            stats.bytes_read += mine[i]["data_start"]
+            stats.header_bytes_read += mine[i]["header_read"]
+            stats.bytes_read += mine[i]["header_read"]
         return mine
 
     tables: List[dict] = [None] * len(paths)
