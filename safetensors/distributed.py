@@ -31,9 +31,11 @@ line up):
    Before every exchange a one-integer all-reduce says whether any rank
    failed to read, so nobody waits on a rank that has given up.
 
-Raw byte ranges are read with ``os.preadv`` straight into the output or
-exchange buffers (the binding has no "read these bytes into that buffer"
-call, and ranges here need not fall on rows).
+Raw byte ranges are read straight into the output or exchange buffers:
+``os.preadv`` for local files (the binding has no "read these bytes into that
+buffer" call, and ranges here need not fall on rows); ranged GETs of
+``safetensors.remote`` (pinned to the object's ETag/version, retried) for
+URLs, whose headers go through the same C validation as local ones.
 """
 
 import ctypes
@@ -48,6 +50,7 @@ import pickle
 import time
 from bisect import bisect_right
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -55,6 +58,7 @@ import torch
 import torch.distributed as dist
 
 from safetensors import SafetensorError, safe_open
+from safetensors import remote as _remote
 from safetensors._safetensors_c import _dtype_table
 from safetensors.torch import _LITTLE, _TYPES, _byteswapped
 
@@ -247,49 +251,64 @@ def _raise_if_failed(errors: list, own: Optional[BaseException], rank: int) -> N
 # ---------------------------------------------------------------------------
 
 def _is_url(source) -> bool:
-    return isinstance(source, str) and "://" in source
+    return isinstance(source, str) and _remote.is_remote(source)
 
 
-def _resolve_source(source, rank: int):
-    """-> ``("files", [paths])`` or, on rank 0 for an index, ``("index",
-    [paths], {name: file index})``; ``("index", None, None)`` elsewhere."""
+def _remote_object(url: str, storage_options: Optional[dict]):
+    """The remote object of ``url``, pinned (size and ETag/version) by one
+    metadata request; reads retry transient failures (docs/remote.md)."""
+    d = _remote.DEFAULTS
+    return _remote._RemoteObject(url, storage_options, d["retries"], d["backoff"], d["timeout"],
+                                 d["concurrency"], d["direct"])
+
+
+def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
+    """-> ``("files", [paths or URLs])`` or, on rank 0 for an index,
+    ``("index", [paths or URLs], {name: file index})``; ``("index", None,
+    None)`` elsewhere."""
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if _is_url(path):
-            raise NotImplementedError(f"load_distributed: remote sources are not supported yet: {path!r}")
-        if path.endswith(".json"):
-            return ("index",) + (_read_index(path) if rank == 0 else (None, None))
+        path = _remote.local_path(os.fspath(source))
+        if path.split("?", 1)[0].endswith(".json"):
+            return ("index",) + (_read_index(path, storage_options) if rank == 0 else (None, None))
         return ("files", [path], None)
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
-        paths = [os.fspath(s) for s in source]
-        for p in paths:
-            if _is_url(p):
-                raise NotImplementedError(f"load_distributed: remote sources are not supported yet: {p!r}")
+        paths = [_remote.local_path(os.fspath(s)) for s in source]
         if len(set(paths)) != len(paths):
             raise ValueError("load_distributed: the same file is listed twice")
         return ("files", paths, None)
     raise TypeError(
-        "load_distributed: source must be a path, a list of paths, or a model.safetensors.index.json path, "
-        f"not {type(source).__name__}"
+        "load_distributed: source must be a path or URL, a list of them, or a model.safetensors.index.json "
+        f"path or URL, not {type(source).__name__}"
     )
 
 
-def _read_index(path: str):
-    with open(path, "rb") as f:
-        index = json.loads(f.read())
+def _read_index(path: str, storage_options: Optional[dict] = None):
+    if _is_url(path):
+        index_object = _remote_object(path, storage_options)
+        raw = index_object.read(0, index_object.size)
+        folder = path.split("?", 1)[0].rsplit("/", 1)[0]
+        join = lambda name: f"{folder}/{name}"  # noqa: E731 - the files sit next to the index
+    else:
+        with open(path, "rb") as f:
+            raw = f.read()
+        folder = os.path.dirname(path)
+        join = lambda name: os.path.join(folder, name)  # noqa: E731
+    index = json.loads(raw)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise ValueError(f"{path}: not a safetensors index (expected a \"weight_map\" of tensor name -> file name)")
-    folder = os.path.dirname(path)
     names = sorted(set(weight_map.values()))
     position = {n: i for i, n in enumerate(names)}
-    return [os.path.join(folder, n) for n in names], {k: position[v] for k, v in weight_map.items()}
+    return [join(n) for n in names], {k: position[v] for k, v in weight_map.items()}
 
 
-def _read_header(path: str) -> dict:
+def _read_header(path: str, storage_options: Optional[dict] = None) -> dict:
     """Validates ``path``'s header with the C reader and returns its table:
-    ``size``, ``mtime_ns``, ``data_start`` and ``tensors`` as (name, dtype,
+    ``size``, ``identity`` (what must not change: mtime for a local file,
+    ETag/version for a URL), ``data_start`` and ``tensors`` as (name, dtype,
     shape, file offset, nbytes) in file order."""
+    if _is_url(path):
+        return _read_remote_header(path, storage_options)
     before = os.stat(path)
     with safe_open(path, framework="pt", backend="pread") as f:
         entries = []
@@ -305,7 +324,24 @@ def _read_header(path: str) -> dict:
     for (name, dtype, shape), nbytes in zip(entries, sizes):
         tensors.append((name, dtype, shape, offset, nbytes))
         offset += nbytes
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "data_start": data_start, "tensors": tensors}
+    return {"size": st.st_size, "identity": st.st_mtime_ns, "data_start": data_start, "header_read": data_start,
+            "tensors": tensors}
+
+
+def _read_remote_header(url: str, storage_options: Optional[dict]) -> dict:
+    # head_bytes=8: the length prefix, then exactly the header (two ranged
+    # reads), so that no tensor bytes are fetched twice.
+    with _remote.RemoteSafeOpen(url, "pt", storage_options=storage_options, head_bytes=8) as f:
+        pinned = f._object
+        tensors = [
+            (name, dtype, tuple(shape), f._data_start + begin, end - begin)
+            for name in f.offset_keys()
+            for dtype, shape, begin, end in [f._tensors[name]]
+        ]
+        # header_read: the bytes actually fetched (equal to data_start here).
+        return {"size": pinned.size, "identity": (pinned.etag, pinned.version), "data_start": f._data_start,
+                "header_read": len(f._head),
+                "tensors": tensors}
 
 
 # ---------------------------------------------------------------------------
@@ -421,36 +457,106 @@ def _writable(t: torch.Tensor) -> memoryview:
     return memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B")
 
 
+class _LocalFile:
+    """A local file: ``os.preadv`` into the caller's buffers."""
+
+    def __init__(self, path: str, table: dict):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+        st = os.fstat(self.fd)
+        if st.st_size != table["size"] or st.st_mtime_ns != table["identity"]:
+            os.close(self.fd)
+            raise SafetensorError(
+                f"{path}: this rank sees a different file (size {st.st_size}, mtime {st.st_mtime_ns}) than the rank "
+                f"that read its header (size {table['size']}, mtime {table['identity']}): changed during the load, "
+                "or not the same file on every node"
+            )
+
+    def read_some(self, offset: int, views: List[memoryview]) -> int:
+        """Reads from ``offset`` into the start of ``views``; returns the byte
+        count (0 at the end of the file)."""
+        if hasattr(os, "preadv"):
+            return os.preadv(self.fd, views, offset)
+        os.lseek(self.fd, offset, os.SEEK_SET)   # no preadv (Windows): one read per piece
+        data = os.read(self.fd, len(views[0]))
+        views[0][: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class _RemoteFile:
+    """A URL: ranged GETs (pinned to the ETag/version the header's reader saw,
+    retried on transient failures) straight into the caller's buffers; a
+    range longer than the remote chunk size is fetched in parallel chunks."""
+
+    def __init__(self, url: str, table: dict, storage_options: Optional[dict]):
+        self.path = url
+        self.object = _remote_object(url, storage_options)
+        identity = (self.object.etag, self.object.version)
+        if self.object.size != table["size"] or identity != table["identity"]:
+            raise SafetensorError(
+                f"{url}: this rank sees a different object (size {self.object.size}, ETag/version {identity}) than "
+                f"the rank that read its header (size {table['size']}, ETag/version {table['identity']}): "
+                "replaced during the load"
+            )
+        self.chunk = _remote.DEFAULTS["chunk_size"]
+        self.pool = None
+
+    def read_some(self, offset: int, views: List[memoryview]) -> int:
+        targets, end = [], offset
+        for view in views:
+            targets.append((end, end + len(view), view))
+            end += len(view)
+        if end > self.object.size:
+            raise OSError(errno.EIO, f"bytes {offset}-{end - 1} are past the end of the object "
+                          f"({self.object.size} bytes)", self.path)
+        cuts = list(range(offset, end, self.chunk))
+        if len(cuts) == 1:
+            self.object.read_into(offset, end, targets)
+        else:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(_remote.DEFAULTS["concurrency"],
+                                               thread_name_prefix="safetensors-distributed")
+            futures = [self.pool.submit(self.object.read_into, lo, min(lo + self.chunk, end),
+                                        [t for t in targets if t[0] < lo + self.chunk and t[1] > lo])
+                       for lo in cuts]
+            wait(futures)   # all finished before any error leaves: none writes into freed memory
+            for future in futures:
+                future.result()
+        return end - offset
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
 class _Reader:
-    """Reads byte ranges of the checkpoint's files into tensors, counting them.
+    """Reads byte ranges of the checkpoint's files (local or remote) into
+    tensors, counting them.
 
     Pieces go straight into CPU tensors; device tensors are filled through a
     host staging buffer of ``chunk_bytes`` (pinned when CUDA is there)."""
 
-    def __init__(self, paths: List[str], tables: List[dict], stats: LoadStats, chunk_bytes: int):
+    def __init__(self, paths: List[str], tables: List[dict], stats: LoadStats, chunk_bytes: int,
+                 storage_options: Optional[dict] = None):
         self.paths, self.tables, self.stats, self.chunk_bytes = paths, tables, stats, chunk_bytes
-        self.fds: Dict[int, int] = {}
+        self.storage_options = storage_options
+        self.files: Dict[int, Union[_LocalFile, _RemoteFile]] = {}
         self.staging: Optional[torch.Tensor] = None
 
     def open(self, file: int) -> None:
-        if file in self.fds:
+        if file in self.files:
             return
-        path = self.paths[file]
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
-        self.fds[file] = fd
-        st = os.fstat(fd)
-        want = self.tables[file]
-        if st.st_size != want["size"] or st.st_mtime_ns != want["mtime_ns"]:
-            raise SafetensorError(
-                f"{path}: this rank sees a different file (size {st.st_size}, mtime {st.st_mtime_ns}) than the rank "
-                f"that read its header (size {want['size']}, mtime {want['mtime_ns']}): changed during the load, "
-                "or not the same file on every node"
-            )
+        path, table = self.paths[file], self.tables[file]
+        self.files[file] = (_RemoteFile(path, table, self.storage_options) if _is_url(path)
+                            else _LocalFile(path, table))
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
+        files, self.files = list(self.files.values()), {}
+        for f in files:
+            f.close()
 
     def read(self, file: int, offset: int, pieces: Sequence[torch.Tensor]) -> None:
         """Fills ``pieces`` (1-D uint8, contiguous) with consecutive bytes of
@@ -473,17 +579,10 @@ class _Reader:
                 done += n
 
     def _read_cpu(self, file: int, offset: int, views: List[memoryview]) -> None:
-        fd = self.fds[file]
+        source = self.files[file]
         i = 0
         while i < len(views):
-            batch = views[i:i + _IOV_MAX]
-            if hasattr(os, "preadv"):
-                got = os.preadv(fd, batch, offset)
-            else:  # no preadv (Windows): one read per piece
-                os.lseek(fd, offset, os.SEEK_SET)
-                data = os.read(fd, len(batch[0]))
-                batch[0][: len(data)] = data
-                got = len(data)
+            got = source.read_some(offset, views[i:i + _IOV_MAX])
             if got == 0:
                 raise OSError(errno.EIO, f"unexpected end of file at byte {offset} (truncated while loading?)",
                               self.paths[file])
@@ -513,13 +612,18 @@ def load_distributed(
     chunk_bytes: int = 64 << 20,
     timeout: Union[None, float, datetime.timedelta] = None,
     stats: Optional[LoadStats] = None,
+    storage_options: Optional[dict] = None,
 ) -> Dict[str, torch.Tensor]:
     """Load a checkpoint into every rank of ``group``; each rank gets its part.
 
     Collective: every rank of the group must call it with the same arguments.
 
-    ``source``: a ``.safetensors`` path, a list of them, or a
-    ``model.safetensors.index.json`` path (its ``weight_map`` names the tensors).
+    ``source``: a ``.safetensors`` path or URL, a list of them, or a
+    ``model.safetensors.index.json`` path or URL (its ``weight_map`` names the
+    tensors; the files sit next to it).  URLs (``s3://``, ``https://``, any
+    fsspec scheme) are read with pinned ranged requests, each byte once
+    across the ranks, like local files (``storage_options``: the remote
+    filesystem's options, as for ``safe_open``; docs/remote.md).
     ``plan``: ``{name: Replicate() | Shard(dim) | None}`` (``None`` skips the
     tensor; names not in the mapping get ``default``), or a callable
     ``plan(name, shape, dtype) -> placement`` (``shape`` as in the header,
@@ -548,7 +652,7 @@ def load_distributed(
     rank, size = pg.rank, pg.size
 
     # 1. sources: everyone must name the same files; rank 0 reads the index.
-    sources = pg.agree(_resolve_source, source, rank)
+    sources = pg.agree(_resolve_source, source, rank, storage_options)
     kind, paths, wanted = sources[0]
     if kind == "index":
         if any(s[0] != "index" for s in sources):
@@ -560,9 +664,9 @@ def load_distributed(
     def read_headers():
         mine = {}
         for i in range(rank, len(paths), size):
-            mine[i] = _read_header(paths[i])
-            stats.header_bytes_read += mine[i]["data_start"]
-            stats.bytes_read += mine[i]["data_start"]
+            mine[i] = _read_header(paths[i], storage_options)
+            stats.header_bytes_read += mine[i]["header_read"]
+            stats.bytes_read += mine[i]["header_read"]
         return mine
 
     tables: List[dict] = [None] * len(paths)
@@ -572,7 +676,7 @@ def load_distributed(
     tensors = _checkpoint_tensors(paths, tables, wanted)
 
     # 3. plan, agreed before any data moves.
-    reader = _Reader(paths, tables, stats, chunk_bytes)
+    reader = _Reader(paths, tables, stats, chunk_bytes, storage_options)
     try:
         state = {}
 

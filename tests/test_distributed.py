@@ -431,7 +431,8 @@ def test_single_process_without_a_process_group(tmp_path):
     "source, plan, error, text",
     [
         (42, None, TypeError, "source must be"),
-        ("http://example.invalid/model.safetensors", None, NotImplementedError, "remote"),
+        # Nothing listens on port 1: retried, then a clear I/O error naming the URL.
+        ("http://127.0.0.1:1/model.safetensors", None, OSError, "http://127.0.0.1:1/model.safetensors"),
         ("{tmp}/m.safetensors", {"w": "rows"}, TypeError, "Replicate(), Shard(dim) or None"),
         ("{tmp}/m.safetensors", {"w": Shard(2)}, ValueError, "cannot shard tensor 'w'"),
         ("{tmp}/m.safetensors", {"x": Shard(0)}, SafetensorError, "'x'"),

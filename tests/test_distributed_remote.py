@@ -1,0 +1,211 @@
+"""load_distributed from URLs: 2 gloo ranks reading a checkpoint served by
+nginx (http://) and by moto's S3 server (s3://), both on 127.0.0.1.
+
+The ranks are subprocesses (this file run as a script) meeting through a
+FileStore; each checks its tensors byte for byte against local
+``safe_open(...).get_slice(name)[its part]`` of the same files and writes a
+JSON report.  The test asserts on the reports and on the counters: across
+the ranks, the bytes read from the server sum to the files' sizes (data plus
+headers), so each byte crossed the network once.  Ranks are killed past a
+deadline and servers stopped by their context managers, pass or fail.
+"""
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("fsspec")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import remote_servers  # noqa: E402
+import test_distributed as local  # noqa: E402
+
+from safetensors.torch import LoadStats, Replicate, Shard, load_distributed  # noqa: E402
+
+DEADLINE_S = 150
+SIZE = 2
+
+
+# ---------------------------------------------------------------------------
+# rank side
+# ---------------------------------------------------------------------------
+
+def _worker(rank, size, job, report):
+    import safetensors.distributed as sd
+
+    paths, urls, index_url, options = job["paths"], job["urls"], job["index_url"], job["storage_options"]
+    path_of = {}
+    headers = local._headers(paths, path_of)
+    shapes = {n: s for n, (_, s) in headers.items()}
+    dtypes = {n: d for n, (d, _) in headers.items()}
+    names = sorted(path_of)
+    plans = local._plans(names, shapes, dtypes)
+    default_direct = sd._DIRECT_RUN
+    cases = [
+        ("mixed/urls/chunk=4096/direct=1", urls, plans["mixed"], 4096, 1),
+        ("mixed/index/chunk=1048576", index_url, plans["mixed"], 1 << 20, default_direct),
+        ("replicate/urls/chunk=4096", urls, plans["replicate"], 4096, default_direct),
+        ("shard_last/index/chunk=4096", index_url, plans["shard_last"], 4096, default_direct),
+        ("shard0/urls/chunk=1048576/direct=1", urls, plans["shard0"], 1 << 20, 1),
+    ]
+    for case, source, raw_plan, chunk, direct in cases:
+        plan = local._f4_safe(raw_plan, shapes, dtypes, size)
+        sd._DIRECT_RUN = direct
+        stats = LoadStats()
+        try:
+            out = load_distributed(source, plan, chunk_bytes=chunk, stats=stats, timeout=60,
+                                   storage_options=options)
+        finally:
+            sd._DIRECT_RUN = default_direct
+        report.append({"case": case, "bad": _compare(out, names, plan, shapes, dtypes, path_of, size, rank),
+                       "stats": local._stats(stats)})
+    # One URL (not a list), sharded along dim 0.
+    stats = LoadStats()
+    big = next(u for u in urls if u.endswith("00001-of-00003.safetensors"))
+    out = load_distributed(big, {"big.rows": Shard(0)}, stats=stats, timeout=60, storage_options=options)
+    one_file = {n: p for n, p in path_of.items() if p.endswith("00001-of-00003.safetensors")}
+    plan = lambda n, s, d: Shard(0) if n == "big.rows" else Replicate()  # noqa: E731
+    report.append({"case": "one url", "bad": _compare(out, sorted(one_file), plan, shapes, dtypes, one_file, size,
+                                                      rank), "stats": local._stats(stats)})
+    # A missing object raises on every rank.
+    try:
+        load_distributed(urls + [urls[0].rsplit("/", 1)[0] + "/absent.safetensors"], timeout=60,
+                         storage_options=options)
+    except Exception as exc:
+        report.append({"case": "missing object", "type": type(exc).__name__, "message": str(exc)})
+    else:
+        report.append({"case": "missing object", "type": None, "message": "no exception"})
+
+
+def _compare(out, names, plan, shapes, dtypes, path_of, size, rank):
+    bad = []
+    if sorted(out) != names:
+        bad.append(f"names {sorted(out)[:5]}...")
+    for n in names:
+        placement = plan(n, shapes[n], dtypes[n]) if callable(plan) else plan.get(n, Replicate())
+        want = local._expected(path_of, n, placement, size, rank)
+        if n in out and not local._same_bytes(out[n], want):
+            bad.append(f"{n} {dtypes[n]} {shapes[n]} {placement}: got {tuple(out[n].shape)}")
+    return bad
+
+
+def _rank_main(argv):
+    import torch.distributed as dist
+
+    job_path, rank, size, store_path, report_path = argv[0], int(argv[1]), int(argv[2]), argv[3], argv[4]
+    with open(job_path) as f:
+        job = json.load(f)
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, size), rank=rank, world_size=size,
+                            timeout=datetime.timedelta(seconds=60))
+    report = []
+    try:
+        _worker(rank, size, job, report)
+    finally:
+        with open(report_path, "w") as f:
+            json.dump(report, f)
+    dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------
+# test side
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dist-remote")
+    paths, index = local._write_checkpoint(str(folder))
+    return folder, paths, index
+
+
+def _run(folder, tag, urls, index_url, storage_options, paths):
+    work = folder.parent / f"work-{tag}"
+    work.mkdir(exist_ok=True)
+    job = work / "job.json"
+    job.write_text(json.dumps({"paths": paths, "urls": urls, "index_url": index_url,
+                               "storage_options": storage_options}))
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    logs = [work / f"log-{r}.txt" for r in range(SIZE)]
+    reports = [work / f"report-{r}.json" for r in range(SIZE)]
+    procs = []
+    try:
+        for r in range(SIZE):
+            with open(logs[r], "wb") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, __file__, str(job), str(r), str(SIZE), str(work / "store"), str(reports[r])],
+                    env=env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + DEADLINE_S
+        for p in procs:
+            try:
+                p.wait(timeout=max(deadline - time.monotonic(), 1))
+            except subprocess.TimeoutExpired:
+                break
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    failed = [f"rank {r} exited with {p.returncode}:\n{logs[r].read_text(errors='replace')[-3000:]}"
+              for r, p in enumerate(procs) if p.returncode != 0]
+    assert not failed, "\n".join(failed)
+    return [json.loads(p.read_text()) for p in reports]
+
+
+def _check(reports, paths):
+    file_bytes = sum(os.path.getsize(p) for p in paths)
+    header_bytes = sum(os.path.getsize(p) - local._data_bytes(p) for p in paths)
+    first = paths[0] if paths[0].endswith("00001-of-00003.safetensors") else None
+    cases = [e["case"] for e in reports[0]]
+    assert len(cases) == 7, cases
+    for k, case in enumerate(cases):
+        per_rank = [rep[k] for rep in reports]
+        assert all(e["case"] == case for e in per_rank)
+        if case == "missing object":
+            for e in per_rank:
+                assert e["type"] == "FileNotFoundError" and "absent.safetensors" in e["message"], e
+            continue
+        for r, e in enumerate(per_rank):
+            assert e["bad"] == [], f"rank {r}, {case}: {e['bad'][:5]}"
+        stats = [e["stats"] for e in per_rank]
+        assert sum(s["bytes_sent"] for s in stats) == sum(s["bytes_received"] for s in stats), case
+        if case == "one url":
+            assert sum(s["bytes_read"] for s in stats) == os.path.getsize(first), (case, stats)
+            continue
+        # Each header fetched by one rank, each data byte by one rank.
+        assert sum(s["bytes_read"] for s in stats) == file_bytes, (case, stats)
+        assert sum(s["header_bytes_read"] for s in stats) == header_bytes, (case, stats)
+        assert all(s["bytes_read"] > s["header_bytes_read"] for s in stats), (case, stats)
+
+
+def test_two_ranks_over_http_read_every_byte_once(checkpoint, tmp_path_factory):
+    if remote_servers.nginx_binary() is None:
+        pytest.skip("nginx is not installed")
+    folder, paths, index = checkpoint
+    with remote_servers.Nginx(str(folder), str(tmp_path_factory.mktemp("nginx"))) as server:
+        urls = [f"{server.url}/{os.path.basename(p)}" for p in paths]
+        reports = _run(folder, "http", urls, f"{server.url}/{os.path.basename(index)}", None, paths)
+    _check(reports, paths)
+
+
+def test_two_ranks_over_s3_read_every_byte_once(checkpoint):
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    pytest.importorskip("flask")
+    folder, paths, index = checkpoint
+    with remote_servers.MotoS3() as server:
+        client = server.client()
+        client.create_bucket(Bucket="dist")
+        for p in paths + [index]:
+            client.upload_file(p, "dist", f"ckpt/{os.path.basename(p)}")
+        urls = [f"s3://dist/ckpt/{os.path.basename(p)}" for p in paths]
+        reports = _run(folder, "s3", urls, f"s3://dist/ckpt/{os.path.basename(index)}", server.options, paths)
+    _check(reports, paths)
+
+
+if __name__ == "__main__":
+    _rank_main(sys.argv[1:])
