@@ -301,21 +301,16 @@ def _spawn(scenarios, size, folder):
     return _SPAWNED[key]
 
 
-def _run_ranks(scenarios, size, folder):
-    tag = f"{scenarios}-{size}"
-    store, done = folder / f"store-{tag}", folder / f"done-{tag}"
-    for p in (store, done):
-        if p.exists():
-            p.unlink()
-    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", ST_TEST_DONE=str(done))
-    logs = [folder / f"log-{tag}-{r}.txt" for r in range(size)]
+def spawn_ranks(argvs, env, logs):
+    """Runs one Python process per rank (argvs[r] after the interpreter),
+    output in logs[r]; every rank is killed by DEADLINE_S, and a rank that
+    failed fails the test with the tail of its log."""
     procs = []
     try:
-        for r in range(size):
-            with open(logs[r], "wb") as log:
-                procs.append(subprocess.Popen(
-                    [sys.executable, __file__, scenarios, str(r), str(size), str(store), str(folder)],
-                    env=env, stdout=log, stderr=subprocess.STDOUT))
+        for argv, log_path in zip(argvs, logs):
+            with open(log_path, "wb") as log:
+                procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdout=log,
+                                              stderr=subprocess.STDOUT))
         deadline = time.monotonic() + DEADLINE_S
         for p in procs:
             try:
@@ -330,6 +325,18 @@ def _run_ranks(scenarios, size, folder):
     failed = [f"rank {r} exited with {p.returncode}:\n{logs[r].read_text(errors='replace')[-3000:]}"
               for r, p in enumerate(procs) if p.returncode != 0]
     assert not failed, "\n".join(failed)
+
+
+def _run_ranks(scenarios, size, folder):
+    tag = f"{scenarios}-{size}"
+    store, done = folder / f"store-{tag}", folder / f"done-{tag}"
+    for p in (store, done):
+        if p.exists():
+            p.unlink()
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", ST_TEST_DONE=str(done))
+    logs = [folder / f"log-{tag}-{r}.txt" for r in range(size)]
+    spawn_ranks([[__file__, scenarios, str(r), str(size), str(store), str(folder)] for r in range(size)],
+                env, logs)
     reports = {}
     for scenario in scenarios.split("+"):
         reports[scenario] = []

@@ -13,9 +13,7 @@ deadline and servers stopped by their context managers, pass or fail.
 import datetime
 import json
 import os
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -28,7 +26,6 @@ import test_distributed as local  # noqa: E402
 
 from safetensors.torch import LoadStats, Replicate, Shard, load_distributed  # noqa: E402
 
-DEADLINE_S = 150
 SIZE = 2
 
 
@@ -132,27 +129,8 @@ def _run(folder, tag, urls, index_url, storage_options, paths):
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
     logs = [work / f"log-{r}.txt" for r in range(SIZE)]
     reports = [work / f"report-{r}.json" for r in range(SIZE)]
-    procs = []
-    try:
-        for r in range(SIZE):
-            with open(logs[r], "wb") as log:
-                procs.append(subprocess.Popen(
-                    [sys.executable, __file__, str(job), str(r), str(SIZE), str(work / "store"), str(reports[r])],
-                    env=env, stdout=log, stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + DEADLINE_S
-        for p in procs:
-            try:
-                p.wait(timeout=max(deadline - time.monotonic(), 1))
-            except subprocess.TimeoutExpired:
-                break
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    failed = [f"rank {r} exited with {p.returncode}:\n{logs[r].read_text(errors='replace')[-3000:]}"
-              for r, p in enumerate(procs) if p.returncode != 0]
-    assert not failed, "\n".join(failed)
+    local.spawn_ranks([[__file__, str(job), str(r), str(SIZE), str(work / "store"), str(reports[r])]
+                       for r in range(SIZE)], env, logs)
     return [json.loads(p.read_text()) for p in reports]
 
 
