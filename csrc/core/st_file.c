@@ -301,6 +301,7 @@ void st_private_map_release(st_private_map *map)
 #define ST_PARALLEL_MIN     ((size_t)4 << 20)
 #define ST_READ_THREADS     8
 #define ST_POPULATE_MIN     ((size_t)64 << 10)
+#define ST_READ_STACK       ((size_t)256 << 10)
 
 /*
  * Reads: MADV_POPULATE_WRITE (Linux 5.14) before each chunk. A fresh
@@ -435,10 +436,18 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
     if (total < ST_PARALLEL_MIN || pthread_mutex_init(&queue.lock, NULL) != 0)
         return read_in_turn(file, requests, count, err);
     /* A thread that cannot start leaves its share to the others and to this
-     * one, which works the queue too. */
+     * one, which works the queue too. Small stacks: a worker needs a few
+     * KiB, and 7 default 8 MiB stacks overflow glibc's 40 MiB stack cache,
+     * so every call would map and unmap some afresh. */
+    pthread_attr_t attr;
+    bool have_attr = pthread_attr_init(&attr) == 0;
+    if (have_attr)
+        (void)pthread_attr_setstacksize(&attr, ST_READ_STACK);
     while (started + 1 < ST_READ_THREADS && started + 1 < chunks &&
-           pthread_create(&threads[started], NULL, read_worker, &queue) == 0)
+           pthread_create(&threads[started], have_attr ? &attr : NULL, read_worker, &queue) == 0)
         started++;
+    if (have_attr)
+        pthread_attr_destroy(&attr);
     read_worker(&queue);
     for (size_t i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
