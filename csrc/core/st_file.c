@@ -318,10 +318,14 @@ void st_private_map_release(st_private_map *map)
  * 0.09-1.19 s of CPU with the hint (compact_stall rose by ~370 over 3 runs)
  * against a steady 0.28-0.47 s with 4 KiB pages; an hour later, 8 threads,
  * 5 runs each: 0.13-0.53 s with it (bimodal: 0.51, 0.53, 0.30, 0.13, 0.13)
- * against 0.27-0.34 s populated. Issue 10 measured 0.57 s against 0.16 s on
- * another machine. The hint wins only when free 2 MiB blocks happen to be
- * at hand, and loses twice as much when they are not: steady beats
- * sometimes-faster. (NumPy madvises its own large arrays; that is its call.)
+ * against 0.27-0.34 s populated; later still, torch get_tensor of every
+ * key of that file with the hint on reads of 32 MiB or more (the 154 MB
+ * embedding), 4 processes x 4 loads: 0.15-0.37 s against 0.19-0.32 s.
+ * Issue 10 measured 0.57 s against 0.16 s on another machine. The hint wins
+ * by up to a quarter when free 2 MiB blocks happen to be at hand and loses
+ * 2-3.5x when they are not (no userspace way to ask for huge pages only if
+ * free under defrag=madvise): steady beats sometimes-faster. (NumPy
+ * madvises its own large arrays; that is its call.)
  */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
