@@ -363,8 +363,8 @@ typedef struct {
     st_error err;
 } read_queue;
 
-/* The next chunk (file offset, destination, length); false when none is left or a read
- * failed. */
+/* The next chunk (file offset, destination, length); false when none is
+ * left or a read failed. */
 static bool take_chunk(read_queue *queue, uint64_t *offset, uint8_t **dst, size_t *len)
 {
     bool taken = false;
