@@ -62,7 +62,8 @@ int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObjec
     for (size_t i = 0; i < count; i++) {
         const st_tensor *t = st_header_tensor(header, i);
         uint64_t len = st_tensor_data_len(t);
-        if (len < ST_BLOCK_MAX && (block == NULL || t->begin < block_begin || t->end > block_stop)) {
+        bool outside_block = block == NULL || t->begin < block_begin || t->end > block_stop;
+        if (len < ST_BLOCK_MAX && outside_block) {
             uint64_t end = block_end(header, i);
             block = NULL;
             if (end > t->begin) {
@@ -72,8 +73,9 @@ int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObjec
                 dests[i].target = block; /* the first tensor's reference */
                 block_begin = t->begin;
                 block_stop = end;
-                requests[nrequests++] = (st_read_request){
-                    .offset = data_start + t->begin, .dst = block_data, .len = (size_t)(end - t->begin)};
+                requests[nrequests++] = (st_read_request){.offset = data_start + t->begin,
+                                                          .dst = block_data,
+                                                          .len = (size_t)(end - t->begin)};
             }
         }
         if (block != NULL && t->begin >= block_begin && t->end <= block_stop) {
