@@ -166,17 +166,23 @@ int st_framework_prepare(st_state *state, st_framework fw);
  */
 PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
 
-/* pread backend, many tensors at once: one read of the data-section bytes
- * [begin, end) into one block (a NumPy uint8 array, or a torch uint8 tensor
- * for torch), then tensors inside it are views of the block. *data: the
- * block's memory. Callers keep blocks at most ST_BLOCK_MAX long for small
- * tensors, so a kept tensor pins little besides itself. */
-PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint64_t begin,
-                        uint64_t end, uint8_t **data);
+/* pread backend, many tensors at once (pread_tensors.c): small tensors share
+ * blocks, a block an empty uint8 array (a NumPy array, or a torch tensor for
+ * torch) of len bytes, its memory at *data, filled by the caller; tensors
+ * inside it are views of it (st_tensor_in_block). Callers keep blocks at
+ * most ST_BLOCK_MAX long, so a kept tensor pins little besides itself. */
+PyObject *st_new_block(st_state *state, st_framework fw, uint64_t len, uint8_t **data);
 PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,
                              uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
-/* Tensors smaller than this share pread blocks (st_read_block). */
+/* Tensors smaller than this share pread blocks (st_new_block). */
 #define ST_BLOCK_MAX ((uint64_t)1 << 20)
+
+/* pread_tensors.c: every tensor of a pread file on the CPU, new references
+ * in tensors[0..count) in offset order (st_header_tensor's), each as
+ * st_tensor_load gives it: every destination is allocated first, then all
+ * are read by one st_file_read_many, so a read error hands out nothing.
+ * -1 with an exception set (tensors then holds nothing). */
+int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObject **tensors);
 
 /* A new tensor of the framework holding a copy of t's bytes at src. */
 PyObject *st_tensor_from_memory(st_state *state, st_framework fw, const st_tensor *t,

@@ -373,78 +373,56 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
     return result;
 }
 
-/* pread: the end of the block that starts at tensor i and holds it and the
- * small tensors after it, at most ST_BLOCK_MAX bytes in all (data-section
- * offsets; tensors are in offset order). A large tensor is a block alone. */
-static uint64_t block_end(const st_header *header, size_t i)
-{
-    uint64_t begin = st_header_tensor(header, i)->begin, end = st_header_tensor(header, i)->end;
-    for (size_t j = i + 1; j < st_header_count(header); j++) {
-        const st_tensor *next = st_header_tensor(header, j);
-        if (next->end < end || next->end - begin > ST_BLOCK_MAX)
-            break;
-        end = next->end;
-    }
-    return end;
-}
-
 static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
 {
     st_state *state = st_state_from_type(Py_TYPE(self));
-    PyObject *result = NULL, *block = NULL;
-    uint8_t *block_data = NULL;
-    uint64_t block_begin = 0, block_stop = 0;
+    PyObject *result = NULL, **tensors = NULL;
     st_file *file = acquire_file(self);
     const st_header *header;
-    bool use_blocks;
+    size_t count, made = 0;
+    bool read_all;
     if (file == NULL)
         return NULL;
     header = st_file_header(file);
-    /* pread: small tensors are read together, a block of up to ST_BLOCK_MAX
-     * per read, and are views of it: few syscalls, and a kept tensor pins
-     * at most one block. Large tensors are read alone. */
-    use_blocks =
+    count = st_header_count(header);
+    /* pread on the CPU: everything allocated, then read at once, many reads
+     * in flight (pread_tensors.c). Otherwise tensor by tensor; CUDA copies
+     * overlap the next tensor's read. */
+    read_all =
         st_file_backend(file) == ST_BACKEND_PREAD && !st_is_cuda(self->framework, self->device);
+    tensors = PyMem_Calloc(count ? count : 1, sizeof *tensors);
+    if (tensors == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    if (read_all && st_read_all_tensors(state, self->framework, file, tensors) < 0)
+        goto exit;
+    made = read_all ? count : 0;
     result = PyDict_New();
     if (result == NULL)
         goto exit;
-    for (size_t i = 0; i < st_header_count(header); i++) {
+    for (size_t i = 0; i < count; i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *name = tensor_name(t);
-        PyObject *tensor = NULL;
-        if (name != NULL && use_blocks &&
-            (block == NULL || t->begin < block_begin || t->end > block_stop)) {
-            uint64_t end = block_end(header, i);
-            Py_CLEAR(block);
-            if (t->end - t->begin < ST_BLOCK_MAX && end > t->begin) {
-                block = st_read_block(state, self->framework, file, t->begin, end, &block_data);
-                if (block == NULL)
-                    Py_CLEAR(name);
-                block_begin = t->begin;
-                block_stop = end;
-            }
-        }
-        if (name != NULL && block != NULL && t->begin >= block_begin && t->end <= block_stop) {
-            tensor =
-                st_tensor_in_block(state, self->framework, file, block, block_data, block_begin, t);
-            if (tensor != NULL && self->device != NULL)
-                tensor = st_tensor_to_device(state, tensor, self->device);
-        } else if (name != NULL) {
-            tensor = st_tensor_load(state, self->framework, file, t, self->device);
-        }
-        int rc = tensor ? PyDict_SetItem(result, name, tensor) : -1;
-        Py_XDECREF(name);
-        Py_XDECREF(tensor);
-        if (rc < 0) {
+        PyObject *name = tensor_name(t), *tensor;
+        if (!read_all && name != NULL)
+            tensors[made++] = st_tensor_load(state, self->framework, file, t, self->device);
+        else if (read_all && self->device != NULL && tensors[i] != NULL)
+            tensors[i] = st_tensor_to_device(state, tensors[i], self->device);
+        tensor = tensors[i];
+        if (name == NULL || tensor == NULL || PyDict_SetItem(result, name, tensor) < 0) {
+            Py_XDECREF(name);
             Py_CLEAR(result);
             goto exit;
         }
+        Py_DECREF(name);
     }
     /* One wait for all the transfers, which overlapped the reads. */
     if (st_is_cuda(self->framework, self->device) && st_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
 exit:
-    Py_XDECREF(block);
+    for (size_t i = 0; tensors != NULL && i < made; i++)
+        Py_XDECREF(tensors[i]);
+    PyMem_Free(tensors);
     st_file_release(file);
     return result;
 }

@@ -269,17 +269,10 @@ PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const 
     return view_of(state, fw, &owner, t, owner.map.data);
 }
 
-PyObject *st_read_block(st_state *state, st_framework fw, st_file *file, uint64_t begin,
-                        uint64_t end, uint8_t **data)
+PyObject *st_new_block(st_state *state, st_framework fw, uint64_t len, uint8_t **data)
 {
-    uint64_t len = end - begin;
     st_tensor whole = {.name = "", .dtype = ST_U8, .ndim = 1, .shape = &len};
-    PyObject *block = st_new_array(state, fw == FW_PYTORCH ? FW_PYTORCH : FW_NUMPY, &whole, data);
-    if (block != NULL &&
-        st_read_into(state, file, st_header_data_start(st_file_header(file)) + begin, *data,
-                     (size_t)len) < 0)
-        Py_CLEAR(block);
-    return block;
+    return st_new_array(state, fw == FW_PYTORCH ? FW_PYTORCH : FW_NUMPY, &whole, data);
 }
 
 PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,

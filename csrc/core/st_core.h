@@ -307,6 +307,22 @@ void st_private_map_release(st_private_map *map);
 /* Reads len bytes at absolute file offset into dst (pread backend; also
  * works on the mmap backend by copying). Short reads are an I/O error. */
 st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err);
+/* One read of st_file_read_many: len bytes at absolute file offset into dst. */
+typedef struct st_read_request {
+    uint64_t offset;
+    void *dst;
+    size_t len;
+} st_read_request;
+/*
+ * Reads every request, the large ones split into chunks that a few threads
+ * of this call take from one queue, so several reads are in flight and one
+ * large request does not serialize the rest. Destinations must not overlap.
+ * Every request is checked against the file before a byte is read. On
+ * failure err describes the first failure seen and the destinations hold
+ * unspecified bytes: callers hand out nothing.
+ */
+st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
+                          st_error *err);
 
 /* ======================================================================
  * MARK: selection (NumPy basic indexing over a tensor)

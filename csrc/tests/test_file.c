@@ -259,12 +259,74 @@ static void test_sparse_64g(void)
     unlink(p);
 }
 
+/* st_file_read_many: requests larger than the 1 MiB chunk and around its
+ * edges, enough bytes in all for the threads; an out-of-file request fails
+ * before a byte is read; a file that shrinks fails the whole call. */
+static void test_read_many(void)
+{
+    enum { LEN = 9 * 1024 * 1024 + 13 };
+    static const size_t sizes[] = {0, 1, 4095, 1 << 20, (1 << 20) + 1, (2 << 20) - 1,
+                                   3 << 20, 77, (1 << 20) - 1};
+    enum { NREQ = sizeof sizes / sizeof sizes[0] };
+    st_error err = {0};
+    char p[512], json[160];
+    uint8_t *data = malloc(LEN), *got = malloc(LEN);
+    path_in(p, sizeof p, "many.safetensors");
+    for (size_t i = 0; i < LEN; i++)
+        data[i] = (uint8_t)(i * 131 + (i >> 12));
+    snprintf(json, sizeof json, "{\"x\":{\"dtype\":\"U8\",\"shape\":[%d],\"data_offsets\":[0,%d]}}",
+             (int)LEN, (int)LEN);
+    write_raw(p, json, data, LEN);
+    for (int b = 0; b < 2; b++) {
+        st_file *f = NULL;
+        st_read_request req[NREQ + 1];
+        size_t at = 0;
+        CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK, "open %d: %s", b, err.msg);
+        if (!f)
+            continue;
+        uint64_t ds = st_header_data_start(st_file_header(f));
+        /* consecutive pieces of the tensor, read back to back into got */
+        for (size_t i = 0; i < NREQ; i++) {
+            req[i] = (st_read_request){.offset = ds + at, .dst = got + at, .len = sizes[i]};
+            at += sizes[i];
+        }
+        req[NREQ] = (st_read_request){.offset = ds + at, .dst = got + at, .len = LEN - at};
+        memset(got, 0, LEN);
+        CHECK(st_file_read_many(f, req, NREQ + 1, &err) == ST_OK, "read many %d: %s", b, err.msg);
+        CHECK(memcmp(got, data, LEN) == 0, "read many bytes %d", b);
+        memset(got, 0, LEN);
+        CHECK(st_file_read(f, ds, got, LEN, &err) == ST_OK && memcmp(got, data, LEN) == 0,
+              "one large read %d", b);
+        /* the last request is out of the file: nothing is read */
+        memset(got, 0, LEN);
+        req[NREQ].len += 1;
+        CHECK(st_file_read_many(f, req, NREQ + 1, &err) == ST_ERR_INVALID_ARGUMENT,
+              "out of file %d", b);
+        CHECK(got[LEN / 2] == 0 && got[1] == 0, "nothing read before the check %d", b);
+        req[NREQ].len -= 1;
+        if (backends[b] == ST_BACKEND_PREAD) {
+            CHECK(truncate(p, (off_t)(ds + LEN / 2)) == 0, "truncate");
+            st_code rc = st_file_read_many(f, req, NREQ + 1, &err);
+            CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk many: rc %d %s",
+                  rc, err.msg);
+            rc = st_file_read(f, ds, got, LEN, &err);
+            CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk one: rc %d %s",
+                  rc, err.msg);
+        }
+        st_file_release(f);
+    }
+    unlink(p);
+    free(data);
+    free(got);
+}
+
 int main(void)
 {
     tmpdir = harness_tmpdir("test_file");
     test_open_errors();
     test_backends();
     test_bad_sizes();
+    test_read_many();
     test_sparse_64g();
     rmdir(tmpdir);
     return harness_finish("test_file");

@@ -1,0 +1,125 @@
+/*
+ * pread_tensors.c - every tensor of a file on the pread backend at once
+ * (get_tensors, and so load_file(..., backend="pread")).
+ *
+ * Two steps: first every destination is allocated (a block shared by small
+ * neighbours, or an array of its own for a tensor of ST_BLOCK_MAX bytes or
+ * more), then one st_file_read_many fills them all with the GIL released.
+ * The core splits the reads into chunks that a few threads take from one
+ * queue, so several reads are in flight and one large tensor does not hold
+ * up the rest. Only when every read succeeded are tensors made from the
+ * destinations: an I/O error (a file that shrank, EIO) raises and hands out
+ * nothing.
+ *
+ * Independence: a tensor of its own owns its array alone; small tensors are
+ * disjoint views of one block (as before this file: each writes only its own
+ * bytes, and a kept one pins at most ST_BLOCK_MAX bytes).
+ */
+#include "tensors.h"
+
+/* The end of the block that starts at tensor i and holds it and the small
+ * tensors after it, at most ST_BLOCK_MAX bytes in all (data-section
+ * offsets; tensors are in offset order). */
+static uint64_t block_end(const st_header *header, size_t i)
+{
+    uint64_t begin = st_header_tensor(header, i)->begin, end = st_header_tensor(header, i)->end;
+    for (size_t j = i + 1; j < st_header_count(header); j++) {
+        const st_tensor *next = st_header_tensor(header, j);
+        if (next->end < end || next->end - begin > ST_BLOCK_MAX)
+            break;
+        end = next->end;
+    }
+    return end;
+}
+
+/* Where tensor i's bytes go: target (owned) is its own array or the block
+ * it shares, whose first byte is data-section offset target_begin. */
+typedef struct {
+    PyObject *target;
+    uint8_t *data;
+    uint64_t target_begin;
+    bool in_block;
+} destination;
+
+int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObject **tensors)
+{
+    const st_header *header = st_file_header(file);
+    const uint64_t data_start = st_header_data_start(header);
+    size_t count = st_header_count(header), nrequests = 0, made = 0;
+    destination *dests = PyMem_Calloc(count ? count : 1, sizeof *dests);
+    st_read_request *requests = PyMem_Calloc(count ? count : 1, sizeof *requests);
+    PyObject *block = NULL; /* borrowed from dests[] */
+    uint8_t *block_data = NULL;
+    uint64_t block_begin = 0, block_stop = 0;
+    st_error err;
+    st_code code;
+    int rc = -1;
+
+    if (dests == NULL || requests == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const st_tensor *t = st_header_tensor(header, i);
+        uint64_t len = st_tensor_data_len(t);
+        bool outside_block = block == NULL || t->begin < block_begin || t->end > block_stop;
+        if (len < ST_BLOCK_MAX && outside_block) {
+            uint64_t end = block_end(header, i);
+            block = NULL;
+            if (end > t->begin) {
+                block = st_new_block(state, fw, end - t->begin, &block_data);
+                if (block == NULL)
+                    goto exit;
+                dests[i].target = block; /* the first tensor's reference */
+                block_begin = t->begin;
+                block_stop = end;
+                requests[nrequests++] = (st_read_request){.offset = data_start + t->begin,
+                                                          .dst = block_data,
+                                                          .len = (size_t)(end - t->begin)};
+            }
+        }
+        if (block != NULL && t->begin >= block_begin && t->end <= block_stop) {
+            if (dests[i].target == NULL)
+                dests[i].target = Py_NewRef(block);
+            dests[i].data = block_data;
+            dests[i].target_begin = block_begin;
+            dests[i].in_block = true;
+            continue;
+        }
+        dests[i].target = st_new_array(state, fw, t, &dests[i].data);
+        if (dests[i].target == NULL)
+            goto exit;
+        dests[i].target_begin = t->begin;
+        if (len > 0)
+            requests[nrequests++] = (st_read_request){
+                .offset = data_start + t->begin, .dst = dests[i].data, .len = (size_t)len};
+    }
+
+    Py_BEGIN_ALLOW_THREADS code = st_file_read_many(file, requests, nrequests, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
+        st_raise(state, &err, "Error while reading tensor: ", NULL);
+        goto exit;
+    }
+
+    for (made = 0; made < count; made++) {
+        const st_tensor *t = st_header_tensor(header, made);
+        destination *d = &dests[made];
+        tensors[made] = d->in_block ? st_tensor_in_block(state, fw, file, d->target, d->data,
+                                                         d->target_begin, t)
+                                    : st_convert_from_numpy(state, fw, Py_NewRef(d->target));
+        if (tensors[made] == NULL)
+            goto exit;
+    }
+    rc = 0;
+exit:
+    if (rc < 0) {
+        for (size_t i = 0; i < made; i++)
+            Py_CLEAR(tensors[i]);
+    }
+    for (size_t i = 0; dests != NULL && i < count; i++)
+        Py_XDECREF(dests[i].target);
+    PyMem_Free(dests);
+    PyMem_Free(requests);
+    return rc;
+}
