@@ -400,6 +400,11 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     if (file == NULL)
         return NULL;
     header = st_file_header(file);
+    if (st_file_backend(file) == ST_BACKEND_MMAP && self->device == NULL &&
+        (self->framework == FW_PYTORCH || self->framework == FW_NUMPY)) {
+        result = st_tensors_of_mapping(state, self->framework, file);
+        goto exit;
+    }
     /* pread: small tensors are read together, a block of up to ST_BLOCK_MAX
      * per read, and are views of it: few syscalls, and a kept tensor pins
      * at most one block. Large tensors are read alone. */
