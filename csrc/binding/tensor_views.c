@@ -9,6 +9,9 @@
  *
  * Copies (pread backend, unaligned data for torch): a fresh array of the
  * framework is allocated and filled with the GIL released.
+ *
+ * get_tensors on the mmap backend (st_tensors_of_mapping, at the end):
+ * the small tensors are views of one private mapping made for the call.
  */
 #include "tensors.h"
 
