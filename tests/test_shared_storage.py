@@ -202,4 +202,7 @@ def test_100k_tensors_cost_little_memory(tmp_path):
                          capture_output=True, text=True, check=True, cwd=os.path.dirname(__file__))
     count, storages, peak = map(int, out.stdout.split())
     assert count == n and storages == 1
-    assert peak < n * 1000, f"{peak / n:.0f} bytes a tensor"
+    # Under .ci/sanitize.sh the RSS measures ASan's shadow, redzones and
+    # leak bookkeeping, not ours (1.03 KB a tensor seen in its LSan pass).
+    if "asan" not in os.environ.get("LD_PRELOAD", ""):
+        assert peak < n * 1000, f"{peak / n:.0f} bytes a tensor"
