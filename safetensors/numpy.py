@@ -191,7 +191,8 @@ def load_file(
     Args:
         filename (str | os.PathLike): the file, or a URL (docs/remote.md).
         backend (str): "mmap" (default: large arrays are zero-copy views of a
-            private mapping of their own, small ones copies) or "pread" (all read
+            private mapping of their own, small ones views of one mapping
+            shared by this call) or "pread" (all read
             into memory the process owns).
         storage_options (dict | None): options for the remote filesystem
             (URLs only, e.g. {"anon": True} for s3fs).

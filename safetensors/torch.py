@@ -515,7 +515,9 @@ def load_file(
         filename (str | os.PathLike): the file, or a URL (docs/remote.md).
         device (str | int): "cpu" (default), "cuda:0", 0, ...
         backend (str): "mmap" (large tensors are zero-copy views of a private
-            mapping of their own) or "pread" (everything read into memory).
+            mapping of their own, small ones views of one mapping shared by
+            this call: one storage, as upstream) or "pread" (everything read
+            into memory).
         storage_options (dict | None): options for the remote filesystem
             (URLs only).
 

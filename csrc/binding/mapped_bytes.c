@@ -7,7 +7,9 @@
  * to one never shows in another. A large tensor gets a copy-on-write
  * mapping of its own (st_file_map_private: zero copy, pages shared with the
  * page cache until written); a small one is copied; a pread read owns a
- * block of at most ST_BLOCK_MAX bytes shared only by disjoint tensors.
+ * block of at most ST_BLOCK_MAX bytes shared only by disjoint tensors; and
+ * get_tensors on the mmap backend maps the small tensors once, one
+ * MappedBytes for all of them (st_tensors_of_mapping), equally disjoint.
  */
 #include "tensors.h"
 

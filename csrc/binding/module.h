@@ -165,6 +165,9 @@ int st_framework_prepare(st_state *state, st_framework fw);
  * of a private mapping of its own (zero copy), a small one a copy.
  */
 PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
+/* get_tensors on the mmap backend for the CPU, torch or NumPy: the dict of
+ * every tensor, the small ones views of one private mapping (tensor_views.c). */
+PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file);
 
 /* pread backend, many tensors at once (pread_tensors.c): small tensors share
  * blocks, a block an empty uint8 array (a NumPy array, or a torch tensor for

@@ -384,6 +384,13 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     if (file == NULL)
         return NULL;
     header = st_file_header(file);
+    /* mmap on the CPU: small tensors are views of one mapping
+     * (tensor_views.c). */
+    if (st_file_backend(file) == ST_BACKEND_MMAP && self->device == NULL &&
+        (self->framework == FW_PYTORCH || self->framework == FW_NUMPY)) {
+        result = st_tensors_of_mapping(state, self->framework, file);
+        goto exit;
+    }
     count = st_header_count(header);
     /* pread on the CPU: everything allocated, then read at once, many reads
      * in flight (pread_tensors.c). Otherwise tensor by tensor; CUDA copies
@@ -518,7 +525,9 @@ static PyMethodDef SafeOpen_methods[] = {
      "get_tensors()\n"
      "--\n"
      "\n"
-     "Every tensor, as get_tensor would give it.\n"
+     "Every tensor, as get_tensor would give it, except that on the mmap backend\n"
+     "(CPU, torch and NumPy) the small ones are views of one private mapping\n"
+     "shared by this call: disjoint, so still independent of one another.\n"
      "\n"
      "Returns:\n"
      "    dict[str, array]: in file (offset) order.\n"

@@ -9,6 +9,9 @@
  *
  * Copies (pread backend, unaligned data for torch): a fresh array of the
  * framework is allocated and filled with the GIL released.
+ *
+ * get_tensors on the mmap backend (st_tensors_of_mapping, at the end):
+ * the small tensors are views of one private mapping made for the call.
  */
 #include "tensors.h"
 
@@ -284,4 +287,204 @@ PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, Py
         return st_tensor_read(state, fw, file, t);
     owner.block = Py_NewRef(block);
     return view_of(state, fw, &owner, t, data);
+}
+
+/* ======================================================================
+ * MARK: every tensor at once (get_tensors: mmap backend, CPU)
+ * ====================================================================== */
+
+/*
+ * One storage per call, as upstream builds one per file: the small tensors
+ * (below ST_PRIVATE_MAP_MIN) are all views of a single private mapping of
+ * the part of the file that holds them, with one MappedBytes exporting it.
+ * A tensor then costs its Python object and nothing else: no storage,
+ * allocation or exporter of its own. They stay independent: the header
+ * rules forbid overlapping tensors, so writing to one shows in no other;
+ * the mapping is private, so writes never reach the file; and every call
+ * maps afresh, so the results of two calls never alias. The mapping lives
+ * while any of its tensors does (each holds the MappedBytes through its
+ * storage or its base), whatever happens to the handle. Large tensors keep
+ * a mapping of their own (st_tensor_view): a kept one pins only itself.
+ */
+typedef struct {
+    st_state *state;
+    st_framework fw;
+    st_file *file;
+    const st_header *header;
+    uint64_t base_offset; /* absolute file offset of the mapping's first byte */
+    uint8_t *base_data;   /* that byte (page-aligned) */
+    PyObject *base;       /* MappedBytes over the whole mapping, or NULL: nothing shared */
+    PyObject *flat;       /* torch: a uint8 tensor over base */
+    PyObject *result;     /* the dict handed back */
+} shared_load;
+
+/* Whether t is a view of the shared mapping: small and not empty, and for
+ * torch element-aligned (else a copy is made, see torch_misaligned). */
+static bool shares_mapping(const shared_load *load, const st_tensor *t)
+{
+    uint64_t nbytes = st_tensor_data_len(t);
+    return nbytes > 0 && nbytes < ST_PRIVATE_MAP_MIN &&
+           !torch_misaligned(load->fw, t, st_header_data_start(load->header) + t->begin);
+}
+
+/* Adds name -> tensor to the result; steals tensor. */
+static int add_tensor(shared_load *load, const st_tensor *t, PyObject *tensor)
+{
+    PyObject *name;
+    int rc = -1;
+    if (tensor == NULL)
+        return -1;
+    name = PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+    if (name != NULL)
+        rc = PyDict_SetItem(load->result, name, tensor);
+    Py_XDECREF(name);
+    Py_DECREF(tensor);
+    return rc;
+}
+
+/* Maps the bytes of every tensor that shares_mapping; leaves load->base
+ * NULL when there is none or no private mapping is left (then each tensor
+ * takes the one-at-a-time path). */
+static int map_shared(shared_load *load)
+{
+    uint64_t first = UINT64_MAX, last = 0, data_start = st_header_data_start(load->header);
+    st_owner owner;
+    for (size_t i = 0; i < st_header_count(load->header); i++) {
+        const st_tensor *t = st_header_tensor(load->header, i);
+        if (shares_mapping(load, t)) {
+            first = t->begin < first ? t->begin : first;
+            last = t->end > last ? t->end : last;
+        }
+    }
+    if (first >= last || !st_private_map_allowed())
+        return 0;
+    if (st_owner_map(load->state, load->file, data_start + first, last - first, &owner) < 0)
+        return -1;
+    /* Exported from the page-aligned start, so that element alignment in
+     * the storage is alignment in the file. */
+    load->base_data = owner.map.base;
+    load->base_offset = data_start + first - (uint64_t)(owner.map.data - (uint8_t *)owner.map.base);
+    load->base = st_mapped_bytes_new(load->state, &owner, load->base_data, owner.map.len);
+    if (load->base == NULL)
+        return -1;
+    if (load->fw == FW_PYTORCH)
+        load->flat = st_call_kw_dtype(load->state->torch_frombuffer, load->base, load->state,
+                                      load->state->torch_dtypes[ST_U8]);
+    return load->fw == FW_PYTORCH && load->flat == NULL ? -1 : 0;
+}
+
+static PyObject *shared_numpy_array(shared_load *load, const st_tensor *t)
+{
+    npy_intp dims[NPY_MAXDIMS];
+    PyArray_Descr *descr;
+    PyObject *array;
+    uint8_t *data = load->base_data + (st_header_data_start(load->header) + t->begin - load->base_offset);
+    if (st_numpy_dims(t, dims) < 0 || (descr = st_numpy_descr(load->state, t->dtype)) == NULL)
+        return NULL;
+    array = PyArray_NewFromDescr(&PyArray_Type, descr, (int)t->ndim, dims, NULL, data,
+                                 NPY_ARRAY_WRITEABLE, NULL); /* steals descr */
+    if (array == NULL)
+        return NULL;
+    PyArray_UpdateFlags((PyArrayObject *)array, NPY_ARRAY_UPDATE_ALL); /* alignment */
+    if (PyArray_SetBaseObject((PyArrayObject *)array, Py_NewRef(load->base)) < 0) {
+        Py_DECREF(array); /* the base reference was stolen all the same */
+        return NULL;
+    }
+    return array;
+}
+
+/*
+ * Tensors i..j-1 of one dtype, each starting where the one before ends: one
+ * view of the run's bytes, split in one call. unsafe_split_with_sizes
+ * (rather than split) gives plain tensors, not autograd views of a common
+ * base; its caveat, wrong gradients when outputs modified in place flow
+ * back into an input that requires grad, cannot arise: the input never
+ * requires grad. Tensors that are not 1-D are then reshaped with view().
+ */
+static int add_torch_run(shared_load *load, size_t i, size_t j)
+{
+    st_state *state = load->state;
+    const st_tensor *first = st_header_tensor(load->header, i);
+    const st_tensor *last = st_header_tensor(load->header, j - 1);
+    uint64_t itemsize = st_itemsize_of(first->dtype);
+    uint64_t offset = st_header_data_start(load->header) + first->begin - load->base_offset;
+    PyObject *tdtype = st_torch_dtype(state, first->dtype), *sizes = NULL, *bytes = NULL,
+             *typed = NULL, *parts = NULL;
+    int rc = -1;
+    if (tdtype == NULL || (sizes = PyList_New((Py_ssize_t)(j - i))) == NULL)
+        goto exit;
+    for (size_t k = i; k < j; k++) {
+        PyObject *numel =
+            PyLong_FromUnsignedLongLong(st_tensor_data_len(st_header_tensor(load->header, k)) / itemsize);
+        if (numel == NULL)
+            goto exit;
+        PyList_SET_ITEM(sizes, (Py_ssize_t)(k - i), numel);
+    }
+    bytes = PyObject_CallMethod(load->flat, "as_strided", "(K)(i)K",
+                                (unsigned long long)(last->end - first->begin), 1,
+                                (unsigned long long)offset);
+    typed = bytes ? PyObject_CallMethodOneArg(bytes, state->str_view, tdtype) : NULL;
+    parts = typed ? PyObject_CallMethod(typed, "unsafe_split_with_sizes", "O", sizes) : NULL;
+    Py_XSETREF(parts, parts ? PySequence_Fast(parts, "unsafe_split_with_sizes") : NULL);
+    if (parts == NULL)
+        goto exit;
+    for (size_t k = i; k < j; k++) {
+        const st_tensor *t = st_header_tensor(load->header, k);
+        PyObject *tensor = Py_NewRef(PySequence_Fast_GET_ITEM(parts, (Py_ssize_t)(k - i)));
+        if (t->ndim != 1) { /* 1-D: the split already has the shape */
+            PyObject *shape = st_torch_shape(state, t);
+            Py_SETREF(tensor, shape ? PyObject_CallMethodOneArg(tensor, state->str_view, shape)
+                                    : NULL);
+            Py_XDECREF(shape);
+        }
+        if (add_tensor(load, t, tensor) < 0)
+            goto exit;
+    }
+    rc = 0;
+exit:
+    Py_XDECREF(sizes);
+    Py_XDECREF(bytes);
+    Py_XDECREF(typed);
+    Py_XDECREF(parts);
+    return rc;
+}
+
+PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file)
+{
+    shared_load load = {.state = state, .fw = fw, .file = file, .header = st_file_header(file)};
+    size_t count = st_header_count(load.header), i = 0;
+    /* Each tensor is a new container object: with a million of them the
+     * cyclic collector would run over and over and walk every one it
+     * already made. None of them can be part of a cycle yet. */
+    int gc_was_enabled = PyGC_Disable();
+    if (map_shared(&load) < 0 || (load.result = PyDict_New()) == NULL)
+        goto fail;
+    while (i < count) {
+        const st_tensor *t = st_header_tensor(load.header, i);
+        size_t j = i + 1;
+        if (load.base == NULL || !shares_mapping(&load, t)) {
+            if (add_tensor(&load, t, st_tensor_load(state, fw, file, t, NULL)) < 0)
+                goto fail;
+        } else if (fw == FW_NUMPY) {
+            if (add_tensor(&load, t, shared_numpy_array(&load, t)) < 0)
+                goto fail;
+        } else {
+            while (j < count && st_header_tensor(load.header, j)->dtype == t->dtype &&
+                   st_header_tensor(load.header, j)->begin == st_header_tensor(load.header, j - 1)->end &&
+                   shares_mapping(&load, st_header_tensor(load.header, j)))
+                j++;
+            if (add_torch_run(&load, i, j) < 0)
+                goto fail;
+        }
+        i = j;
+    }
+    goto exit;
+fail:
+    Py_CLEAR(load.result);
+exit:
+    if (gc_was_enabled)
+        PyGC_Enable();
+    Py_XDECREF(load.flat);
+    Py_XDECREF(load.base);
+    return load.result;
 }
