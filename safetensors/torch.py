@@ -211,18 +211,47 @@ def _remove_duplicate_names(
 # saving
 # --------------------------------------------------------------------------
 
-def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
+# Below this many tensors the exact shared-memory check is cheap enough alone.
+# Above, a sweep over the tensors' byte ranges in C comes first: when no two
+# ranges intersect, ``_find_shared_tensors`` (a storage object per tensor, the
+# main cost of a 100,000-tensor save) cannot find a group either, since every
+# group it reports holds two intersecting ranges (ranges on different devices
+# can only make the sweep say "maybe", never "no").
+_SWEEP_MIN = 64
+
+
+def _scan_for_save(tensors: Dict[str, torch.Tensor]) -> List[int]:
     """Validate a dict before saving, in upstream's order: dict, tensor values,
-    sparse layouts, shared memory, contiguity.  Raises on the first problem."""
+    sparse layouts, shared memory, contiguity.  Raises on the first problem;
+    returns each tensor's ``data_ptr()`` (0 for meta tensors), in dict order.
+
+    One pass collects what every check needs, so a dict of a million tiny
+    tensors costs a few attribute reads per tensor.
+    """
     if not isinstance(tensors, dict):
         raise ValueError(f"Expected a dict of [str, torch.Tensor] but received {type(tensors)}")
 
     invalid = []
+    ptrs, ends = [], []
+    non_contiguous = None
     for k, v in tensors.items():
         if not isinstance(v, torch.Tensor):
             raise ValueError(f"Key `{k}` is invalid, expected torch.Tensor but received {type(v)}")
-        if v.layout != torch.strided:
+        if v.layout is not torch.strided:
             invalid.append(k)
+            continue
+        if invalid:
+            continue  # about to raise: no need to read further
+        contiguous = v.is_contiguous()
+        if not contiguous and non_contiguous is None:
+            non_contiguous = k
+        if v.is_meta:
+            ptrs.append(0)
+            ends.append(0)
+            continue
+        ptr = v.data_ptr()
+        ptrs.append(ptr)
+        ends.append(ptr + v.nbytes if contiguous else _end_ptr(v))
     if invalid:
         raise ValueError(
             f"You are trying to save a sparse tensors: `{invalid}` which this library does not support."
@@ -230,25 +259,30 @@ def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
             " make a much larger file than needed."
         )
 
-    shared = _find_shared_tensors(tensors)
-    failing = [names for names in shared if len(names) > 1]
-    if failing:
-        raise RuntimeError(
-            f"""
+    if len(ptrs) < _SWEEP_MIN or _safetensors_c._ranges_overlap(ptrs, ends):
+        failing = [names for names in _find_shared_tensors(tensors) if len(names) > 1]
+        if failing:
+            raise RuntimeError(
+                f"""
             Some tensors share memory, this will lead to duplicate memory on disk and potential differences when loading them again: {failing}.
             A potential way to correctly save your model is to use `save_model`.
             More information at https://huggingface.co/docs/safetensors/torch_shared_tensors
             """
-        )
-
-    for k, v in tensors.items():
-        if not v.is_contiguous():
-            raise ValueError(
-                f"You are trying to save a non contiguous tensor: `{k}` which is not allowed. It either means you"
-                " are trying to save tensors which are reference of each other in which case it's recommended to"
-                " save only the full tensors, and reslice at load time, or simply call `.contiguous()` on your"
-                " tensor to pack it before saving."
             )
+
+    if non_contiguous is not None:
+        raise ValueError(
+            f"You are trying to save a non contiguous tensor: `{non_contiguous}` which is not allowed. It either"
+            " means you are trying to save tensors which are reference of each other in which case it's"
+            " recommended to save only the full tensors, and reslice at load time, or simply call `.contiguous()`"
+            " on your tensor to pack it before saving."
+        )
+    return ptrs
+
+
+def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
+    """Validate a dict before saving (see ``_scan_for_save``)."""
+    _scan_for_save(tensors)
 
 
 def _byteswapped(t: torch.Tensor) -> torch.Tensor:
@@ -276,18 +310,29 @@ def _cpu_ready(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+_DTYPE_NAMES: Dict[torch.dtype, str] = {dt: _dtype_name(dt) for dt in _SIZE}
+
+
 def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -> Dict[str, TensorSpec]:
     """Validate ``tensors`` and describe each one as a ``TensorSpec`` pointing
     at CPU memory.  The CPU tensors the pointers refer to are appended to
     ``keep_alive_buffer``, which the caller keeps alive until the write is done."""
-    _evaluate_tensors_for_save(tensors)
+    ptrs = _scan_for_save(tensors)
     specs = {}
-    for k, v in tensors.items():
-        t = _cpu_ready(v)
-        keep_alive_buffer.append(t)
-        nbytes = t.nelement() * t.element_size()
-        ptr = t.data_ptr() if nbytes else 0
-        specs[k] = TensorSpec(dtype=_dtype_name(t.dtype), shape=list(t.shape), data_ptr=ptr, data_len=nbytes)
+    for (k, v), ptr in zip(tensors.items(), ptrs):
+        if not (v.is_cpu and _LITTLE and not v.is_conj() and not v.is_neg()):
+            v = _cpu_ready(v)  # a copy: its own address
+            ptr = v.data_ptr()
+        keep_alive_buffer.append(v)
+        nbytes = v.nbytes
+        dtype = v.dtype
+        ndim = v.dim()  # building a torch.Size costs more than the rest of the spec
+        specs[k] = TensorSpec(
+            dtype=_DTYPE_NAMES.get(dtype) or _dtype_name(dtype),
+            shape=(v.size(0),) if ndim == 1 else (() if ndim == 0 else v.shape),
+            data_ptr=ptr if nbytes else 0,
+            data_len=nbytes,
+        )
     return specs
 
 
