@@ -61,6 +61,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).split(".")[-1]
 
 
+_DTYPE_NAMES: Dict[torch.dtype, str] = {dt: _dtype_name(dt) for dt in _SIZE}
+
+
 # --------------------------------------------------------------------------
 # shared-storage machinery
 # --------------------------------------------------------------------------
@@ -220,13 +223,25 @@ def _remove_duplicate_names(
 _SWEEP_MIN = 64
 
 
-def _scan_for_save(tensors: Dict[str, torch.Tensor]) -> List[int]:
-    """Validate a dict before saving, in upstream's order: dict, tensor values,
-    sparse layouts, shared memory, contiguity.  Raises on the first problem;
-    returns each tensor's ``data_ptr()`` (0 for meta tensors), in dict order.
+def _dtype_spec_name(dtype: torch.dtype) -> str:
+    return _DTYPE_NAMES.get(dtype) or _dtype_name(dtype)
 
-    One pass collects what every check needs, so a dict of a million tiny
-    tensors costs a few attribute reads per tensor.
+
+def _shape_of(v: torch.Tensor):
+    ndim = v.dim()  # building a torch.Size costs more than the rest of a spec
+    return (v.size(0),) if ndim == 1 else (() if ndim == 0 else v.shape)
+
+
+def _scan_for_save(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -> Dict[str, Optional[TensorSpec]]:
+    """Validate a dict before saving, in upstream's order: dict, tensor values,
+    sparse layouts, shared memory, contiguity; raises on the first problem.
+
+    One pass reads what every check needs and, for tensors already in CPU
+    little-endian memory, makes their ``TensorSpec``, so a dict of a million
+    tiny tensors costs a few attribute reads per tensor.  Returns
+    ``{name: spec}`` in the dict's order, with None for the tensors still to
+    be copied (other devices, conjugate or negative bits, big-endian hosts),
+    whose names the caller finds there.
     """
     if not isinstance(tensors, dict):
         raise ValueError(f"Expected a dict of [str, torch.Tensor] but received {type(tensors)}")
@@ -234,6 +249,8 @@ def _scan_for_save(tensors: Dict[str, torch.Tensor]) -> List[int]:
     invalid = []
     ptrs, ends = [], []
     non_contiguous = None
+    specs: Dict[str, Optional[TensorSpec]] = {}
+    make = TensorSpec._of
     for k, v in tensors.items():
         if not isinstance(v, torch.Tensor):
             raise ValueError(f"Key `{k}` is invalid, expected torch.Tensor but received {type(v)}")
@@ -248,10 +265,20 @@ def _scan_for_save(tensors: Dict[str, torch.Tensor]) -> List[int]:
         if v.is_meta:
             ptrs.append(0)
             ends.append(0)
+            specs[k] = None
             continue
         ptr = v.data_ptr()
+        nbytes = v.nbytes
         ptrs.append(ptr)
-        ends.append(ptr + v.nbytes if contiguous else _end_ptr(v))
+        ends.append(ptr + nbytes if contiguous else _end_ptr(v))
+        spec = None
+        if contiguous and v.is_cpu and _LITTLE and not v.is_conj() and not v.is_neg():
+            try:
+                spec = make(_dtype_spec_name(v.dtype), _shape_of(v), ptr if nbytes else 0, nbytes)
+                keep_alive_buffer.append(v)
+            except Exception:  # raised again, in order, by the caller
+                spec = None
+        specs[k] = spec
     if invalid:
         raise ValueError(
             f"You are trying to save a sparse tensors: `{invalid}` which this library does not support."
@@ -277,12 +304,12 @@ def _scan_for_save(tensors: Dict[str, torch.Tensor]) -> List[int]:
             " recommended to save only the full tensors, and reslice at load time, or simply call `.contiguous()`"
             " on your tensor to pack it before saving."
         )
-    return ptrs
+    return specs
 
 
 def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
     """Validate a dict before saving (see ``_scan_for_save``)."""
-    _scan_for_save(tensors)
+    _scan_for_save(tensors, [])
 
 
 def _byteswapped(t: torch.Tensor) -> torch.Tensor:
@@ -310,30 +337,21 @@ def _cpu_ready(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-_DTYPE_NAMES: Dict[torch.dtype, str] = {dt: _dtype_name(dt) for dt in _SIZE}
-
-
 def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -> Dict[str, TensorSpec]:
     """Validate ``tensors`` and describe each one as a ``TensorSpec`` pointing
     at CPU memory.  The CPU tensors the pointers refer to are appended to
     ``keep_alive_buffer``, which the caller keeps alive until the write is done."""
-    ptrs = _scan_for_save(tensors)
-    specs = {}
-    for (k, v), ptr in zip(tensors.items(), ptrs):
-        if not (v.is_cpu and _LITTLE and not v.is_conj() and not v.is_neg()):
-            v = _cpu_ready(v)  # a copy: its own address
-            ptr = v.data_ptr()
-        keep_alive_buffer.append(v)
-        nbytes = v.nbytes
-        dtype = v.dtype
-        ndim = v.dim()  # building a torch.Size costs more than the rest of the spec
-        specs[k] = TensorSpec(
-            dtype=_DTYPE_NAMES.get(dtype) or _dtype_name(dtype),
-            shape=(v.size(0),) if ndim == 1 else (() if ndim == 0 else v.shape),
-            data_ptr=ptr if nbytes else 0,
-            data_len=nbytes,
-        )
-    return specs
+    specs = _scan_for_save(tensors, keep_alive_buffer)
+    for k, spec in specs.items():
+        if spec is None:  # in dict order, so the first bad tensor raises first
+            t = _cpu_ready(tensors[k])
+            keep_alive_buffer.append(t)
+            nbytes = t.nelement() * t.element_size()
+            specs[k] = TensorSpec(
+                dtype=_dtype_spec_name(t.dtype), shape=list(t.shape), data_ptr=t.data_ptr() if nbytes else 0,
+                data_len=nbytes
+            )
+    return specs  # type: ignore[return-value]  # no None left
 
 
 def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:

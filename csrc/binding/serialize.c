@@ -91,21 +91,16 @@ typedef struct {
 
 #define SPEC_NDIM(spec) ((size_t)Py_SIZE(spec))
 
-static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+static PyObject *spec_build(PyTypeObject *type, PyObject *dtype_obj, PyObject *shape_obj,
+                            unsigned long long data_ptr, unsigned long long data_len)
 {
-    static char *kwlist[] = {"dtype", "shape", "data_ptr", "data_len", NULL};
     st_state *state = st_state_from_type(type);
-    PyObject *dtype_obj, *shape_obj;
-    unsigned long long data_ptr, data_len;
     TensorSpec *self;
     st_dtype dtype;
     uint64_t shape[ST_MAX_DIMS];
     Py_ssize_t ndim;
 
-    if (state == NULL || !PyArg_ParseTupleAndKeywords(args, kwargs, "$OOKK:TensorSpec", kwlist,
-                                                      &dtype_obj, &shape_obj, &data_ptr, &data_len))
-        return NULL;
-    if (parse_write_dtype(state, dtype_obj, &dtype) < 0)
+    if (state == NULL || parse_write_dtype(state, dtype_obj, &dtype) < 0)
         return NULL;
     ndim = parse_shape(state, shape_obj, dtype, shape);
     if (ndim < 0)
@@ -119,6 +114,43 @@ static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kw
     self->data_len = data_len;
     return (PyObject *)self;
 }
+
+static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"dtype", "shape", "data_ptr", "data_len", NULL};
+    PyObject *dtype_obj, *shape_obj;
+    unsigned long long data_ptr, data_len;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOKK:TensorSpec", kwlist, &dtype_obj,
+                                     &shape_obj, &data_ptr, &data_len))
+        return NULL;
+    return spec_build(type, dtype_obj, shape_obj, data_ptr, data_len);
+}
+
+/* TensorSpec._of(dtype, shape, data_ptr, data_len): the constructor with
+ * positional arguments and no keyword parsing, for the per-tensor loop of
+ * safetensors.torch (a million tiny tensors make a million specs). */
+static PyObject *TensorSpec_of(PyTypeObject *type, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long long data_ptr, data_len;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "TensorSpec._of takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    data_ptr = PyLong_AsUnsignedLongLong(args[2]);
+    if (data_ptr == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    data_len = PyLong_AsUnsignedLongLong(args[3]);
+    if (data_len == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    return spec_build(type, args[0], args[1], data_ptr, data_len);
+}
+
+static PyMethodDef TensorSpec_methods[] = {
+    {"_of", (PyCFunction)(void (*)(void))TensorSpec_of, METH_FASTCALL | METH_CLASS,
+     "_of(dtype, shape, data_ptr, data_len)\n--\n\nTensorSpec(...) with positional arguments."},
+    {NULL, NULL, 0, NULL},
+};
 
 static void TensorSpec_dealloc(TensorSpec *self)
 {
@@ -181,6 +213,7 @@ static PyType_Slot TensorSpec_slots[] = {
     {Py_tp_dealloc, TensorSpec_dealloc},
     {Py_tp_repr, TensorSpec_repr},
     {Py_tp_getset, TensorSpec_getset},
+    {Py_tp_methods, TensorSpec_methods},
     {Py_tp_doc,
      "TensorSpec(*, dtype, shape, data_ptr, data_len)\n"
      "--\n"
