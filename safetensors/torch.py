@@ -61,6 +61,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).split(".")[-1]
 
 
+_DTYPE_NAMES: Dict[torch.dtype, str] = {dt: _dtype_name(dt) for dt in _SIZE}
+
+
 # --------------------------------------------------------------------------
 # shared-storage machinery
 # --------------------------------------------------------------------------
@@ -211,18 +214,71 @@ def _remove_duplicate_names(
 # saving
 # --------------------------------------------------------------------------
 
-def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
+# Below this many tensors the exact shared-memory check is cheap enough alone.
+# Above, a sweep over the tensors' byte ranges in C comes first: when no two
+# ranges intersect, ``_find_shared_tensors`` (a storage object per tensor, the
+# main cost of a 100,000-tensor save) cannot find a group either, since every
+# group it reports holds two intersecting ranges (ranges on different devices
+# can only make the sweep say "maybe", never "no").
+_SWEEP_MIN = 64
+
+
+def _dtype_spec_name(dtype: torch.dtype) -> str:
+    return _DTYPE_NAMES.get(dtype) or _dtype_name(dtype)
+
+
+def _shape_of(v: torch.Tensor):
+    ndim = v.dim()  # building a torch.Size costs more than the rest of a spec
+    return (v.size(0),) if ndim == 1 else (() if ndim == 0 else v.shape)
+
+
+def _scan_for_save(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -> Dict[str, Optional[TensorSpec]]:
     """Validate a dict before saving, in upstream's order: dict, tensor values,
-    sparse layouts, shared memory, contiguity.  Raises on the first problem."""
+    sparse layouts, shared memory, contiguity; raises on the first problem.
+
+    One pass reads what every check needs and, for tensors already in CPU
+    little-endian memory, makes their ``TensorSpec``, so a dict of a million
+    tiny tensors costs a few attribute reads per tensor.  Returns
+    ``{name: spec}`` in the dict's order, with None for the tensors still to
+    be copied (other devices, conjugate or negative bits, big-endian hosts),
+    whose names the caller finds there.
+    """
     if not isinstance(tensors, dict):
         raise ValueError(f"Expected a dict of [str, torch.Tensor] but received {type(tensors)}")
 
     invalid = []
+    ptrs, ends = [], []
+    non_contiguous = None
+    specs: Dict[str, Optional[TensorSpec]] = {}
+    make = TensorSpec._of
     for k, v in tensors.items():
         if not isinstance(v, torch.Tensor):
             raise ValueError(f"Key `{k}` is invalid, expected torch.Tensor but received {type(v)}")
-        if v.layout != torch.strided:
+        if v.layout is not torch.strided:
             invalid.append(k)
+            continue
+        if invalid:
+            continue  # about to raise: no need to read further
+        contiguous = v.is_contiguous()
+        if not contiguous and non_contiguous is None:
+            non_contiguous = k
+        if v.is_meta:
+            ptrs.append(0)
+            ends.append(0)
+            specs[k] = None
+            continue
+        ptr = v.data_ptr()
+        nbytes = v.nbytes
+        ptrs.append(ptr)
+        ends.append(ptr + nbytes if contiguous else _end_ptr(v))
+        spec = None
+        if contiguous and v.is_cpu and _LITTLE and not v.is_conj() and not v.is_neg():
+            try:
+                spec = make(_dtype_spec_name(v.dtype), _shape_of(v), ptr if nbytes else 0, nbytes)
+                keep_alive_buffer.append(v)
+            except Exception:  # raised again, in order, by the caller
+                spec = None
+        specs[k] = spec
     if invalid:
         raise ValueError(
             f"You are trying to save a sparse tensors: `{invalid}` which this library does not support."
@@ -230,25 +286,30 @@ def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
             " make a much larger file than needed."
         )
 
-    shared = _find_shared_tensors(tensors)
-    failing = [names for names in shared if len(names) > 1]
-    if failing:
-        raise RuntimeError(
-            f"""
+    if len(ptrs) < _SWEEP_MIN or _safetensors_c._ranges_overlap(ptrs, ends):
+        failing = [names for names in _find_shared_tensors(tensors) if len(names) > 1]
+        if failing:
+            raise RuntimeError(
+                f"""
             Some tensors share memory, this will lead to duplicate memory on disk and potential differences when loading them again: {failing}.
             A potential way to correctly save your model is to use `save_model`.
             More information at https://huggingface.co/docs/safetensors/torch_shared_tensors
             """
-        )
-
-    for k, v in tensors.items():
-        if not v.is_contiguous():
-            raise ValueError(
-                f"You are trying to save a non contiguous tensor: `{k}` which is not allowed. It either means you"
-                " are trying to save tensors which are reference of each other in which case it's recommended to"
-                " save only the full tensors, and reslice at load time, or simply call `.contiguous()` on your"
-                " tensor to pack it before saving."
             )
+
+    if non_contiguous is not None:
+        raise ValueError(
+            f"You are trying to save a non contiguous tensor: `{non_contiguous}` which is not allowed. It either"
+            " means you are trying to save tensors which are reference of each other in which case it's"
+            " recommended to save only the full tensors, and reslice at load time, or simply call `.contiguous()`"
+            " on your tensor to pack it before saving."
+        )
+    return specs
+
+
+def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
+    """Validate a dict before saving (see ``_scan_for_save``)."""
+    _scan_for_save(tensors, [])
 
 
 def _byteswapped(t: torch.Tensor) -> torch.Tensor:
@@ -280,15 +341,17 @@ def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -
     """Validate ``tensors`` and describe each one as a ``TensorSpec`` pointing
     at CPU memory.  The CPU tensors the pointers refer to are appended to
     ``keep_alive_buffer``, which the caller keeps alive until the write is done."""
-    _evaluate_tensors_for_save(tensors)
-    specs = {}
-    for k, v in tensors.items():
-        t = _cpu_ready(v)
-        keep_alive_buffer.append(t)
-        nbytes = t.nelement() * t.element_size()
-        ptr = t.data_ptr() if nbytes else 0
-        specs[k] = TensorSpec(dtype=_dtype_name(t.dtype), shape=list(t.shape), data_ptr=ptr, data_len=nbytes)
-    return specs
+    specs = _scan_for_save(tensors, keep_alive_buffer)
+    for k, spec in specs.items():
+        if spec is None:  # in dict order, so the first bad tensor raises first
+            t = _cpu_ready(tensors[k])
+            keep_alive_buffer.append(t)
+            nbytes = t.nelement() * t.element_size()
+            specs[k] = TensorSpec(
+                dtype=_dtype_spec_name(t.dtype), shape=list(t.shape), data_ptr=t.data_ptr() if nbytes else 0,
+                data_len=nbytes
+            )
+    return specs  # type: ignore[return-value]  # no None left
 
 
 def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:

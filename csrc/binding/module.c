@@ -246,6 +246,8 @@ static PyMethodDef st_module_methods[] = {
     {"_header_length", st_header_length_from_bytes, METH_VARARGS, NULL},
     {"_parse_header", st_parse_header_from_bytes, METH_VARARGS, NULL},
     {"_write_layout", st_write_layout_only, METH_VARARGS, NULL},
+    {"_ranges_overlap", (PyCFunction)(void (*)(void))st_ranges_overlap, METH_FASTCALL,
+     "_ranges_overlap(starts, ends)\n--\n\nWhether two byte ranges [start, end) intersect."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -116,6 +116,8 @@ extern PyType_Spec st_stream_writer_spec; /* stream_writer.c */
 PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
+/* _ranges_overlap(starts, ends): serialize.c */
+PyObject *st_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *st_deserialize(PyObject *module, PyObject *arg);
 
 /* A metadata argument (dict[str, str] or None) as the core's items; `items`

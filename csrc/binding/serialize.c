@@ -48,7 +48,10 @@ static int parse_write_dtype(st_state *state, PyObject *obj, st_dtype *out)
  * (packed) dim into the logical one. Returns the count or -1. */
 static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, uint64_t *dims)
 {
-    PyObject *seq = PySequence_Fast(obj, "shape must be a sequence of ints");
+    /* A tuple (torch.Size too) or list is read in place: no copy per tensor. */
+    PyObject *seq = PyTuple_Check(obj) || PyList_CheckExact(obj)
+                        ? Py_NewRef(obj)
+                        : PySequence_Fast(obj, "shape must be a sequence of ints");
     Py_ssize_t count = -1;
     st_error err;
     if (seq == NULL)
@@ -88,21 +91,16 @@ typedef struct {
 
 #define SPEC_NDIM(spec) ((size_t)Py_SIZE(spec))
 
-static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+static PyObject *spec_build(PyTypeObject *type, PyObject *dtype_obj, PyObject *shape_obj,
+                            unsigned long long data_ptr, unsigned long long data_len)
 {
-    static char *kwlist[] = {"dtype", "shape", "data_ptr", "data_len", NULL};
     st_state *state = st_state_from_type(type);
-    PyObject *dtype_obj, *shape_obj;
-    unsigned long long data_ptr, data_len;
     TensorSpec *self;
     st_dtype dtype;
     uint64_t shape[ST_MAX_DIMS];
     Py_ssize_t ndim;
 
-    if (state == NULL || !PyArg_ParseTupleAndKeywords(args, kwargs, "$OOKK:TensorSpec", kwlist,
-                                                      &dtype_obj, &shape_obj, &data_ptr, &data_len))
-        return NULL;
-    if (parse_write_dtype(state, dtype_obj, &dtype) < 0)
+    if (state == NULL || parse_write_dtype(state, dtype_obj, &dtype) < 0)
         return NULL;
     ndim = parse_shape(state, shape_obj, dtype, shape);
     if (ndim < 0)
@@ -116,6 +114,43 @@ static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kw
     self->data_len = data_len;
     return (PyObject *)self;
 }
+
+static PyObject *TensorSpec_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"dtype", "shape", "data_ptr", "data_len", NULL};
+    PyObject *dtype_obj, *shape_obj;
+    unsigned long long data_ptr, data_len;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOKK:TensorSpec", kwlist, &dtype_obj,
+                                     &shape_obj, &data_ptr, &data_len))
+        return NULL;
+    return spec_build(type, dtype_obj, shape_obj, data_ptr, data_len);
+}
+
+/* TensorSpec._of(dtype, shape, data_ptr, data_len): the constructor with
+ * positional arguments and no keyword parsing, for the per-tensor loop of
+ * safetensors.torch (a million tiny tensors make a million specs). */
+static PyObject *TensorSpec_of(PyTypeObject *type, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned long long data_ptr, data_len;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "TensorSpec._of takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    data_ptr = PyLong_AsUnsignedLongLong(args[2]);
+    if (data_ptr == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    data_len = PyLong_AsUnsignedLongLong(args[3]);
+    if (data_len == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    return spec_build(type, args[0], args[1], data_ptr, data_len);
+}
+
+static PyMethodDef TensorSpec_methods[] = {
+    {"_of", (PyCFunction)(void (*)(void))TensorSpec_of, METH_FASTCALL | METH_CLASS,
+     "_of(dtype, shape, data_ptr, data_len)\n--\n\nTensorSpec(...) with positional arguments."},
+    {NULL, NULL, 0, NULL},
+};
 
 static void TensorSpec_dealloc(TensorSpec *self)
 {
@@ -178,6 +213,7 @@ static PyType_Slot TensorSpec_slots[] = {
     {Py_tp_dealloc, TensorSpec_dealloc},
     {Py_tp_repr, TensorSpec_repr},
     {Py_tp_getset, TensorSpec_getset},
+    {Py_tp_methods, TensorSpec_methods},
     {Py_tp_doc,
      "TensorSpec(*, dtype, shape, data_ptr, data_len)\n"
      "--\n"
@@ -219,7 +255,7 @@ PyType_Spec st_tensor_spec_spec = {
  * ====================================================================== */
 
 typedef struct {
-    PyObject *items;          /* list of (name, value): keeps everything alive */
+    PyObject *items;          /* a private copy of the dict: keeps everything alive */
     st_write_tensor *tensors; /* shapes point into the TensorSpecs */
     size_t count;
     st_metadata_list metadata;
@@ -322,14 +358,25 @@ void st_metadata_list_release(st_metadata_list *list)
     Py_CLEAR(list->items);
 }
 
+/* The tensors are read from a private copy of the dict (one object, where a
+ * list of item pairs would be a million tuples for a million tensors, each
+ * counted towards the next garbage collection): no other thread can change
+ * it while the GIL is released. */
 static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, write_input *in)
 {
-    Py_ssize_t count;
+    Py_ssize_t count, pos = 0, i = 0;
+    PyObject *name, *value;
     memset(in, 0, sizeof(*in));
-    in->items = dict_items(tensor_dict, "tensor_dict");
+    if (!PyDict_Check(tensor_dict)) {
+        PyErr_Format(PyExc_TypeError,
+                     "argument 'tensor_dict': '%.100s' object is not an instance of 'dict'",
+                     Py_TYPE(tensor_dict)->tp_name);
+        return -1;
+    }
+    in->items = PyDict_Copy(tensor_dict);
     if (in->items == NULL)
         return -1;
-    count = PyList_GET_SIZE(in->items);
+    count = PyDict_GET_SIZE(in->items);
     in->count = (size_t)count;
     in->tensors = PyMem_Calloc((size_t)count + 1, sizeof(st_write_tensor));
     in->order = PyMem_Calloc((size_t)count + 1, sizeof(size_t));
@@ -337,13 +384,63 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
         PyErr_NoMemory();
         return -1;
     }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *pair = PyList_GET_ITEM(in->items, i);
-        if (collect_tensor(state, in, (size_t)i, PyTuple_GET_ITEM(pair, 0),
-                           PyTuple_GET_ITEM(pair, 1)) < 0)
+    while (PyDict_Next(in->items, &pos, &name, &value)) {
+        if (collect_tensor(state, in, (size_t)i++, name, value) < 0)
             return -1;
     }
     return st_collect_metadata(metadata, &in->metadata);
+}
+
+/* ======================================================================
+ * MARK: _ranges_overlap
+ * ====================================================================== */
+
+typedef struct {
+    uint64_t start, end;
+} byte_range;
+
+static int cmp_range_start(const void *pa, const void *pb)
+{
+    const byte_range *a = pa, *b = pb;
+    return a->start < b->start ? -1 : a->start > b->start;
+}
+
+/* _ranges_overlap(starts, ends): whether two of the byte ranges
+ * [starts[i], ends[i]) intersect (a range starts inside an earlier-starting
+ * one). The cheap first pass of safetensors.torch's shared-memory check. */
+PyObject *st_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    byte_range *ranges = NULL;
+    PyObject *result = NULL;
+    Py_ssize_t count;
+    uint64_t reach = 0;
+    bool overlap = false;
+
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_ranges_overlap(starts, ends): two lists of equal length");
+        return NULL;
+    }
+    count = PyList_GET_SIZE(args[0]);
+    ranges = PyMem_Calloc((size_t)count + 1, sizeof *ranges);
+    if (ranges == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count; i++) {
+        ranges[i].start = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(args[0], i));
+        ranges[i].end = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(args[1], i));
+        if (PyErr_Occurred())
+            goto exit;
+    }
+    Py_BEGIN_ALLOW_THREADS qsort(ranges, (size_t)count, sizeof *ranges, cmp_range_start);
+    for (Py_ssize_t i = 0; i < count && !overlap; i++) {
+        overlap = i > 0 && ranges[i].start < reach;
+        if (ranges[i].end > reach)
+            reach = ranges[i].end;
+    }
+    Py_END_ALLOW_THREADS result = PyBool_FromLong(overlap);
+exit:
+    PyMem_Free(ranges);
+    return result;
 }
 
 /* ======================================================================

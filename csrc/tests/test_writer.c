@@ -438,6 +438,72 @@ static void test_file_roundtrip(void)
     unlink(path);
 }
 
+/* st_write_file writes in pieces of at most 8 MiB (st_writer.c, ST_WRITE_PIECE)
+ * aligned in the file: tensors ending just before, on and just after piece
+ * borders, one spanning several pieces, and more tensors than one writev
+ * takes (IOV_MAX), each file byte-identical to st_write_to_memory's. */
+static void test_file_pieces(void)
+{
+    enum { PIECE = 8 << 20, SMALL = 1100 };
+    static const uint64_t cases[][3] = {
+        {PIECE - 1, 0, 0}, {PIECE, 0, 0},       {PIECE + 1, 0, 0},     {1, PIECE - 81, 1},
+        {1, PIECE - 80, 1}, {1, PIECE - 79, 1}, {2 * PIECE + 7, 3, 0}, {PIECE - 4096, 4096, 1},
+    };
+    st_error err = {0};
+    char path[512];
+    snprintf(path, sizeof path, "%s/pieces.safetensors", tmpdir);
+    uint8_t *pool = malloc(2 * (size_t)PIECE + 16);
+    for (size_t i = 0; i < 2 * (size_t)PIECE + 16; i++)
+        pool[i] = (uint8_t)(i * 131 + (i >> 13));
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        static char names[3][4] = {"a", "b", "c"};
+        uint64_t shapes[3][1];
+        st_write_tensor ts[3];
+        size_t n = 0, order[3], len_file = 0;
+        for (size_t k = 0; k < 3 && cases[c][k] > 0; k++, n++) {
+            shapes[k][0] = cases[c][k];
+            ts[k] = (st_write_tensor){names[k], 1, ST_U8, 1, shapes[k], pool + k, cases[c][k]};
+        }
+        st_layout l;
+        CHECK(layout_of(&l, ts, n, NULL, 0, false, order, &err) == ST_OK, "%s", err.msg);
+        uint8_t *expect = malloc((size_t)l.total_size);
+        st_write_to_memory(&l, expect);
+        CHECK(st_write_file(path, &l, &err) == ST_OK, "case %zu: %s", c, err.msg);
+        uint8_t *got = harness_read_file(path, &len_file);
+        CHECK(got && len_file == l.total_size && memcmp(got, expect, len_file) == 0,
+              "case %zu: file differs from memory", c);
+        free(got);
+        free(expect);
+        st_free(l.header);
+    }
+    /* more segments than IOV_MAX before a piece border, then a large tensor */
+    st_write_tensor *many = calloc(SMALL + 1, sizeof *many);
+    char (*names)[16] = calloc(SMALL + 1, 16);
+    uint64_t one[1] = {1}, big[1] = {PIECE + 3};
+    for (int i = 0; i < SMALL; i++) {
+        snprintf(names[i], 16, "s%05d", i);
+        many[i] = (st_write_tensor){names[i], 6, ST_U8, 1, one, pool + i, 1};
+    }
+    many[SMALL] = (st_write_tensor){"z", 1, ST_U8, 1, big, pool + 5, PIECE + 3};
+    size_t *order = calloc(SMALL + 1, sizeof *order), len_file = 0;
+    st_layout l;
+    CHECK(layout_of(&l, many, SMALL + 1, NULL, 0, false, order, &err) == ST_OK, "%s", err.msg);
+    uint8_t *expect = malloc((size_t)l.total_size);
+    st_write_to_memory(&l, expect);
+    CHECK(st_write_file(path, &l, &err) == ST_OK, "many: %s", err.msg);
+    uint8_t *got = harness_read_file(path, &len_file);
+    CHECK(got && len_file == l.total_size && memcmp(got, expect, len_file) == 0,
+          "many small + large: file differs from memory");
+    free(got);
+    free(expect);
+    st_free(l.header);
+    free(order);
+    free(names);
+    free(many);
+    free(pool);
+    unlink(path);
+}
+
 static void test_file_failures(void)
 {
     st_error err = {0};
@@ -499,6 +565,7 @@ int main(void)
     test_order_and_escape();
     test_validation();
     test_file_roundtrip();
+    test_file_pieces();
     test_file_failures();
     rmdir(tmpdir);
     return harness_finish("test_writer");
