@@ -170,9 +170,21 @@ def cold_table(rows, limit):
     if not best:
         return "Storage limit unknown (the page cache could not be dropped, or no cold pass "\
                "succeeded): cold cells are not judged.\n", []
-    lines = [f"Storage limit: **{best['gbps']:.2f} GB/s**, the best of parallel cold preads of the "
-             f"shard2g file ({best['threads']} threads x {best['block_mib']} MiB, "
-             f"{'O_DIRECT' if best['direct'] else 'buffered'}; bench/storage_limit.py).", "",
+    # A loader that read faster than the pread grid shows the storage can do more: the limit is
+    # the best rate seen, by the grid or by any truly cold load of this run.
+    seen = [(s["gbps"], name) for r in rows if r["op"].endswith("_touch_cold")
+            for name, s in [("ours", r["ours"]), ("upstream", r["upstream"]), *r["peers"].items()]
+            if s["gbps"] and s["cold_resident"] is not None and s["cold_resident"] <= COLD_RESIDENT_MAX]
+    grid = (f"{best['gbps']:.2f} GB/s from parallel cold preads of the shard2g file "
+            f"({best['threads']} threads x {best['block_mib']} MiB, "
+            f"{'O_DIRECT' if best['direct'] else 'buffered'}; bench/storage_limit.py)")
+    gbps, how = best["gbps"], grid
+    if seen and max(seen)[0] > gbps:
+        gbps = max(seen)[0]
+        who = PEER_NAMES.get(max(seen)[1], max(seen)[1])
+        how = f"the fastest cold load of this run ({who}), above the {grid}"
+    best = dict(best, gbps=gbps)
+    lines = [f"Storage limit: **{gbps:.2f} GB/s**, {how}.", "",
              "| workload | loader | cold ms | GB/s | fraction of the limit | target | status |",
              "|" + "---|" * 7]
     statuses = []

@@ -10,7 +10,12 @@ results.json (every per-process number). Nothing tracked is written; `make bench
 copies the page and the chart into docs/.
 Each (workload, operation) cell runs in fresh processes, alternating upstream and ours,
 --rounds processes per implementation, each timing about --min-time seconds of repetitions
-after a warm-up.
+after a warm-up. Peers (fastsafetensors, Run:ai Model Streamer, InstantTensor; bench/common.py
+PEERS) are installed once each into build/bench/venv-<name> and join the materialized-load
+cells; one that cannot install or run is skipped with the reason printed. Cold cells drop the
+file from the page cache before each repetition; bench/storage_limit.py measures the limit
+they are compared with. The page (performance.md) has three tables: ours against upstream,
+ours against the peers, cold loads against the storage limit.
 """
 import argparse
 import json
@@ -41,14 +46,23 @@ MATRIX = {
     "header100k": ["open_keys", "np_load_file", "pt_load_file", "np_save_file", "pt_save_file"],
     "tiny1m": ["pt_save_file", "pt_load_file"],  # full run only (upstream: ~30 s per call)
 }
-QUICK_SKIP = {"tiny1m"}
+# --quick (`make bench-quick`, about 3 minutes): small workloads, and only the cells with a
+# target or a peer, since every cell costs two fresh processes importing torch.
+QUICK_MATRIX = {
+    "gpt2": ["open_keys", "np_load_file", "pt_load_file", "pt_load_file_touch", "pt_pread",
+             "pt_pread_sum", *TOUCH_PT, "pt_get_slice", "pt_save_file", "pt_save_file_once",
+             "pt_save_file_once_bg"],
+    "lora": ["pt_load_file"],
+    "shard2g": ["np_load_file"],
+    "header100k": ["open_keys", "pt_load_file"],
+}
 # Peers (bench/common.py PEERS) run the torch materialized loads of these workloads.
 PEER_OPS = {"pt_load_file_touch", "pt_load_file_touch_cold"}
 PEER_WORKLOADS = {"gpt2", "lora", "shard2g"}
 
 
 def matrix_for(quick):
-    return {w: ops for w, ops in MATRIX.items() if not (quick and w in QUICK_SKIP)}
+    return QUICK_MATRIX if quick else MATRIX
 
 
 def cells(only=None, matrix=MATRIX):
@@ -56,13 +70,13 @@ def cells(only=None, matrix=MATRIX):
     return [c for c in out if not only or only in f"{c[0]}/{c[1]}"]
 
 
-def cell_options(workload, op, rounds):
+def cell_options(workload, op, rounds, quick=False):
     """(processes per implementation, worker arguments) for a cell.
 
     A first save in a fresh process is one timed call per process (no warm-up), so it gets more
     processes; the 1,000,000-tensor workload times one call per process (upstream ~30 s)."""
     if op.startswith("pt_save_file_once"):
-        return max(rounds, 5), ["--no-warmup", "--reps", "1"]
+        return max(rounds, 2 if quick else 5), ["--no-warmup", "--reps", "1"]
     if workload == "tiny1m":
         return rounds, ["--no-warmup", "--reps", "1"]
     return rounds, []
@@ -105,7 +119,7 @@ def check_ours():
     return p.stdout.strip()
 
 
-def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=None):
+def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=None, quick=False):
     """Run every cell; peers ({name: python}) join the cells in PEER_OPS of PEER_WORKLOADS.
     A peer that fails in a cell is recorded in `skipped` (peer -> reason) and not run again."""
     rows = []
@@ -114,7 +128,7 @@ def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=Non
     for w, op in selected:
         path = os.path.join(wdir, w + ".safetensors")
         meta = json.load(open(os.path.join(wdir, w + ".json")))
-        n_rounds, extra = cell_options(w, op, rounds)
+        n_rounds, extra = cell_options(w, op, rounds, quick)
         impls = ["upstream", "ours"]
         if op in PEER_OPS and w in PEER_WORKLOADS:
             impls += [p for p in peers if p not in skipped]
@@ -161,10 +175,12 @@ def storage_limit(wdir, log=print):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small workloads, 1 round, no tiny1m")
+    ap.add_argument("--quick", action="store_true",
+                    help="small workloads, 1 round, only the cells with a target or a peer")
     ap.add_argument("--rounds", type=int, default=None, help="processes per implementation (default 2; 1 with --quick)")
-    ap.add_argument("--min-time", type=float, default=1.0,
-                    help="seconds of timed repetitions per process (>= 1 repetition)")
+    ap.add_argument("--min-time", type=float, default=None,
+                    help="seconds of timed repetitions per process (>= 1 repetition; "
+                         "default 1.0, 0.3 with --quick)")
     ap.add_argument("--only", default=None,
                     help="run cells whose 'workload/op' contains this (and the storage limit if "
                          "'cold' or 'storage' is in it)")
@@ -176,6 +192,8 @@ def main():
                     help="development: run upstream in both slots (ours not needed)")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 2)
+    if args.min_time is None:
+        args.min_time = 0.3 if args.quick else 1.0
     t_start = time.time()
 
     if args.selftest:
@@ -190,7 +208,8 @@ def main():
     if not args.no_peers and any(op in PEER_OPS and w in PEER_WORKLOADS for w, op in selected):
         peers, skipped = peers_available(common.PEERS)
     t0 = time.time()
-    rows = measure(selected, wdir, rounds, args.min_time, peers=peers, skipped=skipped)
+    rows = measure(selected, wdir, rounds, args.min_time, peers=peers, skipped=skipped,
+                   quick=args.quick)
     limit = None
     if not args.only or "cold" in args.only or "storage" in args.only:
         limit = storage_limit(wdir)
@@ -225,7 +244,7 @@ def page(table, ptable, ctable, npass, nmiss, rounds, args, ours, upstream, wdir
          elapsed):
     cmd = "python bench/run.py" + (" --quick" if args.quick else "") + (
         f" --rounds {args.rounds}" if args.rounds else "") + (
-        f" --min-time {args.min_time}" if args.min_time != 1.0 else "") + (
+        f" --min-time {args.min_time}" if args.min_time != (0.3 if args.quick else 1.0) else "") + (
         " --no-peers" if args.no_peers else "")
     metas = [json.load(open(os.path.join(wdir, w + ".json"))) for w in matrix_for(args.quick)]
     wl = "\n".join(f"  - `{m['name']}`: {m['tensors']:,} {m['dtype']} tensors, "
@@ -277,8 +296,8 @@ better).
   open handle; `*_save_file` / `*_save` = write the whole workload (held in memory as private
   copies) to a file / to bytes.
 - `pt_save_file_once`: the first `save_file` of a fresh process, source tensors freshly
-  allocated (private copies made just before), one timed call per process, no warm-up, at
-  least 5 processes per implementation. `pt_save_file_once_bg`: the same while a background
+  allocated (private copies made just before), one timed call per process, no warm-up,
+  {cell_options("gpt2", "pt_save_file_once", rounds, args.quick)[0]} processes per implementation. `pt_save_file_once_bg`: the same while a background
   process writes 256 MB files (8 MB writes, no fsync) over and over to the same filesystem,
   started 0.5 s before the timed save and killed after it, so dirty-page throttling and
   writeback run during the save.
