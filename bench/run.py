@@ -249,7 +249,7 @@ def page(table, ptable, ctable, npass, nmiss, rounds, args, ours, upstream, wdir
     metas = [json.load(open(os.path.join(wdir, w + ".json"))) for w in matrix_for(args.quick)]
     wl = "\n".join(f"  - `{m['name']}`: {m['tensors']:,} {m['dtype']} tensors, "
                    f"{m['file_size'] / 1e6:,.1f} MB file" for m in metas)
-    peer_list = ", ".join(f"{report.PEER_NAMES[n]} (`{n}`)" for n in peers) or "none installed"
+    peer_list = ", ".join(report.PEER_NAMES[n] for n in peers) or "none installed"
     return f"""# Performance
 
 Our C implementation against upstream `safetensors==0.8.0` (the Rust one), and against other
@@ -309,13 +309,14 @@ better).
   found more than {report.COLD_RESIDENT_MAX:.0%} of the file still cached is marked "not cold"
   and not judged. The storage limit is the best rate of reading the whole shard2g file cold
   with 1, 4 or 16 threads of 1 or 4 MiB `preadv` calls, buffered and `O_DIRECT`, two passes
-  (`bench/storage_limit.py FILE` prints the grid). Cold loads of ours must reach
+  (`bench/storage_limit.py FILE` prints the grid), or the fastest truly cold load of the run
+  where a loader beat that grid. Cold loads of ours must reach
   {report.COLD_FRACTION:.0%} of it. On a virtual machine the "storage" may include the host's
   cache; the limit is measured the same way, so the fraction still compares like with like.
 - Peers ({peer_list}): each installed from PyPI into its own virtualenv under
   `build/bench/venv-<name>` (with torch 2.13.0 CPU), and skipped, with the reason printed and
-  listed under their table, where it cannot install or run (InstantTensor loads to CUDA
-  devices only). They run the torch materialized loads, warm and cold: fastsafetensors
+  listed under their table, where it cannot install or run (InstantTensor 0.2 loads to CUDA
+  devices only, so it is skipped on a machine without one). They run the torch materialized loads, warm and cold: fastsafetensors
   `fastsafe_open(path, device="cpu", nogds=True)` + `get_tensor` of every key (its threaded
   pread path, no GPUDirect Storage); Run:ai Model Streamer `SafetensorsStreamer().stream_file(path,
   device="cpu")` + `get_tensors()` (owned tensors, default concurrency); InstantTensor
