@@ -21,6 +21,13 @@ def upstream_python():
     stamp = os.path.join(UPSTREAM_VENV, ".bench-ready")
     if os.path.exists(stamp) and os.path.exists(py):
         return py
+    if os.path.exists(py):  # made elsewhere (e.g. a shared venv linked here): use it, never clear it
+        p = subprocess.run([py, "-c", "import safetensors, torch, numpy, ml_dtypes; "
+                            "print(safetensors.__version__)"], cwd="/", capture_output=True, text=True)
+        if p.returncode == 0 and p.stdout.strip() == "0.8.0":
+            return py
+        raise SystemExit(f"[bench] {UPSTREAM_VENV} exists but lacks {' '.join(UPSTREAM_REQS)}: "
+                         f"remove it to let the benchmark make its own")
     print(f"[bench] creating {UPSTREAM_VENV} with {' '.join(UPSTREAM_REQS)} ...", flush=True)
     os.makedirs(OUT, exist_ok=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(UPSTREAM_VENV)
@@ -47,14 +54,57 @@ def impl_env(impl):
     return env
 
 
-def run_worker(impl, args, timeout=1800):
-    """Run bench/worker.py in a fresh process of the implementation; return its JSON."""
+def run_worker(impl, args, timeout=1800, python=None):
+    """Run bench/worker.py in a fresh process of the implementation (a peer: with its
+    interpreter `python`); return its JSON."""
     selftest = os.environ.get("SAFETENSORS_BENCH_SELFTEST")
-    py = upstream_python() if impl == "upstream" or selftest else ours_python()
+    py = python or (upstream_python() if impl == "upstream" or selftest else ours_python())
     cmd = [py, os.path.join(BENCH, "worker.py"), "--impl", impl, *args]
     # run from a neutral directory so the repo's package cannot shadow upstream's
     p = subprocess.run(cmd, env=impl_env(impl), cwd=WORK, capture_output=True, text=True,
                        timeout=timeout)
     if p.returncode != 0:
-        return {"error": (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]}
+        return {"error": (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1][:300]}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# Optional competitors (issue 10): each in its own virtualenv under build/bench/, installed once
+# from PyPI; one that cannot install or import is skipped with the reason printed and recorded.
+PEERS = {
+    # name: (pip requirements, module to import)
+    "fastsafetensors": (["fastsafetensors", "torch==2.13.0", "numpy"], "fastsafetensors"),
+    "runai": (["runai-model-streamer", "torch==2.13.0", "numpy"], "runai_model_streamer"),
+    "instanttensor": (["instanttensor", "torch==2.13.0", "numpy"], "instanttensor"),
+}
+
+
+def peer_python(name, log=print):
+    """Create (once) the peer's virtualenv; return (interpreter, None) or (None, why skipped).
+
+    The outcome is remembered in a stamp file (delete the venv to retry)."""
+    reqs, module = PEERS[name]
+    vdir = os.path.join(OUT, "venv-" + name)
+    py = os.path.join(vdir, "bin", "python")
+    stamp = os.path.join(vdir, ".bench-result")
+    if os.path.exists(stamp):
+        why = open(stamp).read().strip()
+        return (py, None) if why == "ok" else (None, why)
+    log(f"[bench] creating {vdir} with {' '.join(reqs)} ...")
+    os.makedirs(OUT, exist_ok=True)
+    why = "ok"
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
+        p = subprocess.run([py, "-m", "pip", "install", "-q", *reqs], capture_output=True,
+                           text=True, timeout=1800)
+        if p.returncode != 0:
+            why = "pip install failed: " + (p.stderr.strip().splitlines() or ["?"])[-1]
+        else:
+            p = subprocess.run([py, "-c", f"import {module}"], cwd="/", capture_output=True,
+                               text=True, timeout=300)
+            if p.returncode != 0:
+                why = f"import {module} failed: " + (p.stderr.strip().splitlines() or ["?"])[-1]
+    except (OSError, subprocess.SubprocessError) as e:
+        why = f"venv setup failed: {e}"
+    with open(stamp, "w") as f:
+        f.write(why[:300] + "\n")
+    return (py, None) if why == "ok" else (None, why)

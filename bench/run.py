@@ -10,7 +10,12 @@ results.json (every per-process number). Nothing tracked is written; `make bench
 copies the page and the chart into docs/.
 Each (workload, operation) cell runs in fresh processes, alternating upstream and ours,
 --rounds processes per implementation, each timing about --min-time seconds of repetitions
-after a warm-up.
+after a warm-up. Peers (fastsafetensors, Run:ai Model Streamer, InstantTensor; bench/common.py
+PEERS) are installed once each into build/bench/venv-<name> and join the materialized-load
+cells; one that cannot install or run is skipped with the reason printed. Cold cells drop the
+file from the page cache before each repetition; bench/storage_limit.py measures the limit
+they are compared with. The page (performance.md) has three tables: ours against upstream,
+ours against the peers, cold loads against the storage limit.
 """
 import argparse
 import json
@@ -27,14 +32,37 @@ LOADS_NP = ["np_load_file", "np_load_file_touch", "np_pread"]
 LOADS_PT = ["pt_load_file", "pt_load_file_touch", "pt_pread"]
 SAVES_NP = ["np_save_file", "np_save"]
 SAVES_PT = ["pt_save_file", "pt_save"]
+# Materialized loads (every page touched) through the mapping and through pread, warm and cold:
+# the cells the peers run too (pt_load_file_touch*), and the cold-read limit compares with.
+TOUCH_PT = ["pt_pread_touch", "pt_load_file_touch_cold", "pt_pread_touch_cold"]
 
 MATRIX = {
-    "gpt2": ["open_keys", "np_get_tensor", "pt_get_tensor", *LOADS_NP, *LOADS_PT,
-             "np_get_slice", "pt_get_slice", *SAVES_NP, *SAVES_PT],
+    "gpt2": ["open_keys", "np_get_tensor", "pt_get_tensor", *LOADS_NP, *LOADS_PT, "pt_pread_sum",
+             *TOUCH_PT, "np_get_slice", "pt_get_slice", *SAVES_NP, *SAVES_PT,
+             "pt_save_file_once", "pt_save_file_once_bg"],
     "lora": ["open_keys", *LOADS_NP, *LOADS_PT, *SAVES_NP, *SAVES_PT],
-    "shard2g": ["open_keys", *LOADS_NP, *LOADS_PT, "np_get_slice", "pt_get_slice", *SAVES_PT],
+    "shard2g": ["open_keys", *LOADS_NP, *LOADS_PT, *TOUCH_PT, "np_get_slice", "pt_get_slice",
+                *SAVES_PT],
     "header100k": ["open_keys", "np_load_file", "pt_load_file", "np_save_file", "pt_save_file"],
+    "tiny1m": ["pt_save_file", "pt_load_file"],  # full run only (upstream: ~30 s per call)
 }
+# --quick (`make bench-quick`, about 3 minutes): small workloads, and only the cells with a
+# target or a peer, since every cell costs two fresh processes importing torch.
+QUICK_MATRIX = {
+    "gpt2": ["open_keys", "np_load_file", "pt_load_file", "pt_load_file_touch", "pt_pread",
+             "pt_pread_sum", *TOUCH_PT, "pt_get_slice", "pt_save_file", "pt_save_file_once",
+             "pt_save_file_once_bg"],
+    "lora": ["pt_load_file"],
+    "shard2g": ["np_load_file"],
+    "header100k": ["open_keys", "pt_load_file"],
+}
+# Peers (bench/common.py PEERS) run the torch materialized loads of these workloads.
+PEER_OPS = {"pt_load_file_touch", "pt_load_file_touch_cold"}
+PEER_WORKLOADS = {"gpt2", "lora", "shard2g"}
+
+
+def matrix_for(quick):
+    return QUICK_MATRIX if quick else MATRIX
 
 
 def cells(only=None, matrix=MATRIX):
@@ -42,15 +70,40 @@ def cells(only=None, matrix=MATRIX):
     return [c for c in out if not only or only in f"{c[0]}/{c[1]}"]
 
 
+def cell_options(workload, op, rounds, quick=False):
+    """(processes per implementation, worker arguments) for a cell.
+
+    A first save in a fresh process is one timed call per process (no warm-up), so it gets more
+    processes; the 1,000,000-tensor workload times one call per process (upstream ~30 s)."""
+    if op.startswith("pt_save_file_once"):
+        return max(rounds, 2 if quick else 5), ["--no-warmup", "--reps", "1"]
+    if workload == "tiny1m":
+        return rounds, ["--no-warmup", "--reps", "1"]
+    return rounds, []
+
+
 def ensure_workloads(quick):
     d = os.path.join(common.WORK, "quick" if quick else "full")
-    names = list(MATRIX)
+    names = list(matrix_for(quick))
     if not all(os.path.exists(os.path.join(d, n + ".json")) for n in names):
         print(f"[bench] generating workloads into {d} (upstream writer) ...", flush=True)
         cmd = [common.upstream_python(), os.path.join(common.BENCH, "workloads.py"), d]
         subprocess.check_call(cmd + (["--quick"] if quick else []), env=common.impl_env("upstream"),
                               cwd=common.WORK)
     return d
+
+
+def peers_available(names, log=print):
+    """{peer: interpreter} of the peers that installed; {peer: reason} of those skipped."""
+    ok, skipped = {}, {}
+    for name in names:
+        py, why = common.peer_python(name, log=log)
+        if py:
+            ok[name] = py
+        else:
+            skipped[name] = why
+            log(f"[bench] peer {name} skipped: {why}")
+    return ok, skipped
 
 
 def check_ours():
@@ -66,39 +119,82 @@ def check_ours():
     return p.stdout.strip()
 
 
-def measure(selected, wdir, rounds, min_time, log=print):
+def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=None, quick=False):
+    """Run every cell; peers ({name: python}) join the cells in PEER_OPS of PEER_WORKLOADS.
+    A peer that fails in a cell is recorded in `skipped` (peer -> reason) and not run again."""
     rows = []
+    peers = dict(peers or {})
+    skipped = skipped if skipped is not None else {}
     for w, op in selected:
         path = os.path.join(wdir, w + ".safetensors")
         meta = json.load(open(os.path.join(wdir, w + ".json")))
-        res = {"upstream": [], "ours": []}
+        n_rounds, extra = cell_options(w, op, rounds, quick)
+        impls = ["upstream", "ours"]
+        if op in PEER_OPS and w in PEER_WORKLOADS:
+            impls += [p for p in peers if p not in skipped]
+        res = {impl: [] for impl in impls}
         t0 = time.time()
-        for r in range(rounds):
-            order = ("upstream", "ours") if r % 2 == 0 else ("ours", "upstream")
+        for r in range(n_rounds):
+            k = r % len(impls)  # rotate who goes first, so no one always runs after the same one
+            order = impls[k:] + impls[:k]
             for impl in order:
-                res[impl].append(common.run_worker(
-                    impl, ["--file", path, "--op", op, "--min-time", str(min_time)]))
+                if impl in skipped:
+                    continue
+                out = common.run_worker(impl, ["--file", path, "--op", op, "--min-time", str(min_time),
+                                               *extra], python=peers.get(impl))
+                res[impl].append(out)
+                if impl in peers and "error" in out:
+                    skipped[impl] = f"fails in {w}/{op}: {out['error']}"
+                    log(f"[bench] peer {impl} skipped from now on: {skipped[impl]}")
         row = report.summarize(w, op, meta, res)
         row["raw"] = res
         rows.append(row)
-        log(f"[bench] {w:10s} {op:20s} ratio {report._f(row['ratio'], '.3f'):>7s} "
-            f"{row['status'] or ''} {'; '.join(row['errors'])} ({time.time() - t0:.0f}s)")
+        peer_txt = "".join(f" {p} {report._f(v['median_s'], '.3f')}s" for p, v in row["peers"].items())
+        log(f"[bench] {w:10s} {op:24s} ratio {report._f(row['ratio'], '.3f'):>7s} "
+            f"{row['status'] or ''}{peer_txt} {'; '.join(row['errors'])} ({time.time() - t0:.0f}s)")
     return rows
+
+
+def storage_limit(wdir, log=print):
+    """Best cold read rate of the largest workload file (bench/storage_limit.py), or None."""
+    path = os.path.join(wdir, "shard2g.safetensors")
+    log("[bench] storage limit: parallel cold preads of shard2g (1/4/16 threads x 1/4 MiB, "
+        "buffered and O_DIRECT) ...")
+    p = subprocess.run([sys.executable, os.path.join(common.BENCH, "storage_limit.py"), path,
+                        "--json"], capture_output=True, text=True, cwd=common.WORK)
+    if p.returncode != 0:
+        log("[bench] storage limit failed: " + (p.stderr.strip().splitlines() or ["?"])[-1])
+        return None
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    b = res["best"]
+    log("[bench] storage limit: " + (f"{b['gbps']:.2f} GB/s ({b['threads']} threads x "
+                                     f"{b['block_mib']} MiB, {'O_DIRECT' if b['direct'] else 'buffered'})"
+                                     if b else "unknown"))
+    return res
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small workloads, 1 round")
+    ap.add_argument("--quick", action="store_true",
+                    help="small workloads, 1 round, only the cells with a target or a peer")
     ap.add_argument("--rounds", type=int, default=None, help="processes per implementation (default 2; 1 with --quick)")
-    ap.add_argument("--min-time", type=float, default=1.0,
-                    help="seconds of timed repetitions per process (>= 1 repetition)")
-    ap.add_argument("--only", default=None, help="run cells whose 'workload/op' contains this")
+    ap.add_argument("--min-time", type=float, default=None,
+                    help="seconds of timed repetitions per process (>= 1 repetition; "
+                         "default 1.0, 0.3 with --quick)")
+    ap.add_argument("--only", default=None,
+                    help="run cells whose 'workload/op' contains this (and the storage limit if "
+                         "'cold' or 'storage' is in it)")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="leave out fastsafetensors, Run:ai Model Streamer and InstantTensor")
     ap.add_argument("--out-dir", default=common.OUT,
                     help="where the results go (default build/bench)")
     ap.add_argument("--selftest", action="store_true",
                     help="development: run upstream in both slots (ours not needed)")
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 2)
+    if args.min_time is None:
+        args.min_time = 0.3 if args.quick else 1.0
+    t_start = time.time()
 
     if args.selftest:
         os.environ["SAFETENSORS_BENCH_SELFTEST"] = "1"
@@ -107,47 +203,75 @@ def main():
         ours = check_ours()
     upstream = common.upstream_python()
     wdir = ensure_workloads(args.quick)
-    selected = cells(args.only)
+    selected = cells(args.only, matrix_for(args.quick))
+    peers, skipped = {}, {}
+    if not args.no_peers and any(op in PEER_OPS and w in PEER_WORKLOADS for w, op in selected):
+        peers, skipped = peers_available(common.PEERS)
     t0 = time.time()
-    rows = measure(selected, wdir, rounds, args.min_time)
+    rows = measure(selected, wdir, rounds, args.min_time, peers=peers, skipped=skipped,
+                   quick=args.quick)
+    limit = None
+    if not args.only or "cold" in args.only or "storage" in args.only:
+        limit = storage_limit(wdir)
     elapsed = time.time() - t0
 
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=1)  # raw per-process numbers, for inspection
+        # raw per-process numbers, for inspection
+        json.dump({"rows": rows, "storage_limit": limit, "peers_skipped": skipped}, f, indent=1)
     table = report.markdown_table(rows)
-    npass, nmiss = report.score(rows)
+    ptable, pstat = report.peer_table(rows, skipped)
+    ctable, cstat = report.cold_table(rows, limit)
+    npass, nmiss = report.score(rows, pstat + cstat)
     print()
     print(table)
-    print(f"targets: {npass} PASS, {nmiss} MISS; {elapsed:.0f}s")
+    print(ptable)
+    print(ctable)
+    print(f"targets: {npass} PASS, {nmiss} MISS; measured in {elapsed:.0f}s "
+          f"({time.time() - t_start:.0f}s with setup)")
     if args.only or args.selftest:
         print(f"[bench] partial run (--only/--selftest): raw numbers in {args.out_dir}/results.json")
         return
     chart = report.write_chart(rows, os.path.join(args.out_dir, "performance.png"))
     with open(os.path.join(args.out_dir, "performance.md"), "w") as f:
-        f.write(page(table, npass, nmiss, rounds, args, ours, upstream, wdir, chart))
+        f.write(page(table, ptable, ctable, npass, nmiss, rounds, args, ours, upstream, wdir,
+                     chart, peers, elapsed))
     print(f"[bench] wrote {args.out_dir}/performance.md, performance.png ({chart}) and "
           "results.json; `make bench-docs` copies the page and chart into docs/")
 
 
-def page(table, npass, nmiss, rounds, args, ours, upstream, wdir, chart):
+def page(table, ptable, ctable, npass, nmiss, rounds, args, ours, upstream, wdir, chart, peers,
+         elapsed):
     cmd = "python bench/run.py" + (" --quick" if args.quick else "") + (
         f" --rounds {args.rounds}" if args.rounds else "") + (
-        f" --min-time {args.min_time}" if args.min_time != 1.0 else "")
-    metas = [json.load(open(os.path.join(wdir, w + ".json"))) for w in MATRIX]
-    wl = "\n".join(f"- `{m['name']}`: {m['tensors']:,} {m['dtype']} tensors, "
+        f" --min-time {args.min_time}" if args.min_time != (0.3 if args.quick else 1.0) else "") + (
+        " --no-peers" if args.no_peers else "")
+    metas = [json.load(open(os.path.join(wdir, w + ".json"))) for w in matrix_for(args.quick)]
+    wl = "\n".join(f"  - `{m['name']}`: {m['tensors']:,} {m['dtype']} tensors, "
                    f"{m['file_size'] / 1e6:,.1f} MB file" for m in metas)
+    peer_list = ", ".join(report.PEER_NAMES[n] for n in peers) or "none installed"
     return f"""# Performance
 
-Our C implementation against upstream `safetensors==0.8.0` (the Rust one), same machine, same
-run. Generated by `{cmd}` ({time.strftime('%Y-%m-%d')}; `make bench` runs it, `make bench-docs`
-copies the result here); `bench/run.py --help` lists options.
+Our C implementation against upstream `safetensors==0.8.0` (the Rust one), and against other
+safetensors loaders (fastsafetensors, Run:ai Model Streamer, InstantTensor) where they run,
+same machine, same run. Generated by `{cmd}` ({time.strftime('%Y-%m-%d')}, {elapsed / 60:.0f} min;
+`make bench` runs it, `make bench-docs` copies the result here); `bench/run.py --help` lists
+options.
 
 ![ratios](performance.png)
 
+## Ours against upstream
+
 {table}
-Targets met: {npass} PASS, {nmiss} MISS (targets from issue 4; ratio = median time ours /
-median time upstream, lower is better).
+## Ours against the other loaders (materialized loads)
+
+{ptable}
+## Cold reads against the storage limit
+
+{ctable}
+Targets met: {npass} PASS, {nmiss} MISS (targets from issues 4 and 10; ratio = median time ours /
+median time of the other, lower is better; cold reads: fraction of the storage limit, higher is
+better).
 
 ## Method
 - Machine: {report.machine_info()}; Python {sys.version.split()[0]}.
@@ -156,22 +280,55 @@ median time upstream, lower is better).
   ratios of one cell vary by 10-30% between runs (more for sub-millisecond cells).
 - Workloads (written once by upstream's `save_file`, shapes as in upstream's own benchmarks):
 {wl}
-- Each cell runs in fresh processes, alternating upstream and ours, {rounds} process(es) per
-  implementation; each process does one warm-up, then as many timed repetitions as fit in
-  about {args.min_time} s (at least 1, at most 30; `time.perf_counter`). Reported: the median over all timed repetitions. The files have just
-  been written or read, so the page cache is warm.
+- Each cell runs in fresh processes, alternating upstream and ours (and the peers, in rotating
+  order), {rounds} process(es) per implementation; each process does one warm-up, then as many
+  timed repetitions as fit in about {args.min_time} s (at least 1, at most 30;
+  `time.perf_counter`). Reported: the median over all timed repetitions. Unless a cell says
+  cold, the files have just been written or read, so the page cache is warm.
 - Operations: `open_keys` = `safe_open(f, "numpy")` + `keys()`; `*_get_tensor` =
   `safe_open` + `get_tensor` of every key; `*_load_file` = `safetensors.numpy/torch.load_file`
   (lazy: ours may hand out views of the mapping); `*_touch` = the same, then read one byte of
-  every 4 KiB page of every tensor (so page faults of lazy views are counted); `*_pread` =
-  `safe_open(..., backend="pread")` + `get_tensor` of every key; `*_get_slice` = `get_slice` of
-  the largest tensor, rows [n/4, n/4 + n/8), touched, on an open handle; `*_save_file` /
-  `*_save` = write the whole workload (held in memory as private copies) to a file / to bytes.
+  every 4 KiB page of every tensor (so page faults of lazy views are counted: a materialized
+  load); `*_pread` = `safe_open(..., backend="pread")` + `get_tensor` of every key;
+  `pt_pread_touch` = `load_file(..., backend="pread")`, then touch every page;
+  `pt_pread_sum` = `load_file(..., backend="pread")`, then `sum()` of every tensor;
+  `*_get_slice` = `get_slice` of the largest tensor, rows [n/4, n/4 + n/8), touched, on an
+  open handle; `*_save_file` / `*_save` = write the whole workload (held in memory as private
+  copies) to a file / to bytes.
+- `pt_save_file_once`: the first `save_file` of a fresh process, source tensors freshly
+  allocated (private copies made just before), one timed call per process, no warm-up,
+  {cell_options("gpt2", "pt_save_file_once", rounds, args.quick)[0]} processes per implementation. `pt_save_file_once_bg`: the same while a background
+  process writes 256 MB files (8 MB writes, no fsync) over and over to the same filesystem,
+  started 0.5 s before the timed save and killed after it, so dirty-page throttling and
+  writeback run during the save.
+- `tiny1m` (full run only): 1,000,000 tensors of shape (4,) f32; one timed call per process
+  without warm-up (upstream takes tens of seconds per call).
+- Cold cells (`*_cold`): before every repetition, warm-up included, the worker fsyncs the file
+  and drops its pages from the page cache with `posix_fadvise(POSIX_FADV_DONTNEED)` (no root
+  needed), then checks with `mincore(2)` on a fresh mapping that they are gone; a run that
+  found more than {report.COLD_RESIDENT_MAX:.0%} of the file still cached is marked "not cold"
+  and not judged. The storage limit is the best rate of reading the whole shard2g file cold
+  with 1, 4 or 16 threads of 1 or 4 MiB `preadv` calls, buffered and `O_DIRECT`, two passes
+  (`bench/storage_limit.py FILE` prints the grid), or the fastest truly cold load of the run
+  where a loader beat that grid. Cold loads of ours must reach
+  {report.COLD_FRACTION:.0%} of it. On a virtual machine the "storage" may include the host's
+  cache; the limit is measured the same way, so the fraction still compares like with like.
+- Peers ({peer_list}): each installed from PyPI into its own virtualenv under
+  `build/bench/venv-<name>` (with torch 2.13.0 CPU), and skipped, with the reason printed and
+  listed under their table, where it cannot install or run (InstantTensor 0.2 loads to CUDA
+  devices only, so it is skipped on a machine without one). They run the torch materialized loads, warm and cold: fastsafetensors
+  `fastsafe_open(path, device="cpu", nogds=True)` + `get_tensor` of every key (its threaded
+  pread path, no GPUDirect Storage); Run:ai Model Streamer `SafetensorsStreamer().stream_file(path,
+  device="cpu")` + `get_tensors()` (owned tensors, default concurrency); InstantTensor
+  `safe_open(path, device="cpu")`; then one byte of every 4 KiB page of every tensor, as ours.
+  Default settings: each library's own defaults for CPU. Ours must be ahead with both backends
+  (mmap `load_file` + touch, and `load_file(backend="pread")` + touch).
 - Throughput = payload bytes (tensor data; slice bytes for get_slice) / median time.
 - Peak RSS = the largest, over the timed repetitions, of `VmHWM` (reset before each
   repetition by writing 5 to `/proc/self/clear_refs`) minus `VmRSS` just before the operation:
   the extra resident memory the operation needed, including the result it returns (mapped
-  file pages count once touched).
+  file pages count once touched). The header100k torch `load_file` must need no more than
+  upstream's.
 - Regression guard for developers (not part of CI, where timing would be noise): `make
   bench-guard` (small workloads, median of per-round ratios over alternating rounds, fails
   only on ratios far above their targets).

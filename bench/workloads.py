@@ -8,7 +8,7 @@ import os
 import sys
 
 # name -> (description, quick?) ; sizes below
-NAMES = ["gpt2", "lora", "shard2g", "header100k"]
+NAMES = ["gpt2", "lora", "shard2g", "header100k", "tiny1m"]  # tiny1m: full run only
 
 
 def gpt2(n_layer=12, vocab=50257, d=768, ctx=1024):
@@ -64,7 +64,8 @@ def specs(quick=False):
         return {"gpt2": gpt2(n_layer=2, vocab=12800), "lora": lora(),
                 "shard2g": shard(n_layer=1, h=2048, inter=5504),
                 "header100k": header_heavy(20_000)}
-    return {"gpt2": gpt2(), "lora": lora(), "shard2g": shard(), "header100k": header_heavy()}
+    return {"gpt2": gpt2(), "lora": lora(), "shard2g": shard(), "header100k": header_heavy(),
+            "tiny1m": header_heavy(1_000_000)}
 
 
 def generate(out_dir, quick=False, only=None):
