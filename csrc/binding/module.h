@@ -189,6 +189,13 @@ PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, Py
  * -1 with an exception set (tensors then holds nothing). */
 int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObject **tensors);
 
+/* t's name as str (the header parser already checked it is UTF-8 without
+ * surrogates). */
+static inline PyObject *st_tensor_name(const st_tensor *t)
+{
+    return PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+}
+
 /* A new tensor of the framework holding a copy of t's bytes at src. */
 PyObject *st_tensor_from_memory(st_state *state, st_framework fw, const st_tensor *t,
                                 const uint8_t *src);

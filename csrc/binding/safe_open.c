@@ -208,11 +208,6 @@ static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *args)
  * MARK: names and metadata
  * ====================================================================== */
 
-static PyObject *tensor_name(const st_tensor *t)
-{
-    return PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
-}
-
 static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
 {
     PyObject *names, *result = NULL;
@@ -229,7 +224,7 @@ static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
         if (names == NULL)
             goto exit;
         for (size_t i = 0; i < count; i++) {
-            PyObject *name = tensor_name(st_header_tensor_by_name_order(header, i));
+            PyObject *name = st_tensor_name(st_header_tensor_by_name_order(header, i));
             if (name == NULL) {
                 Py_CLEAR(names);
                 goto exit;
@@ -262,7 +257,7 @@ static PyObject *SafeOpen_offset_keys(SafeOpen *self, PyObject *unused)
     if (result == NULL)
         goto exit;
     for (size_t i = 0; i < count; i++) {
-        PyObject *name = tensor_name(st_header_tensor(header, i));
+        PyObject *name = st_tensor_name(st_header_tensor(header, i));
         if (name == NULL) {
             Py_CLEAR(result);
             goto exit;
@@ -410,7 +405,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
         goto exit;
     for (size_t i = 0; i < count; i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *name = tensor_name(t), *tensor;
+        PyObject *name = st_tensor_name(t), *tensor;
         if (!read_all && name != NULL)
             tensors[made++] = st_tensor_load(state, self->framework, file, t, self->device);
         else if (read_all && self->device != NULL && tensors[i] != NULL)

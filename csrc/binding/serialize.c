@@ -543,7 +543,7 @@ static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
 {
     PyObject *name = NULL, *shape = NULL, *dtype = NULL, *bytes = NULL, *info = NULL,
              *result = NULL;
-    name = PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+    name = st_tensor_name(t);
     shape = PyList_New((Py_ssize_t)t->ndim);
     dtype = PyUnicode_FromString(st_dtype_name(t->dtype));
     bytes = PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
@@ -636,7 +636,7 @@ PyObject *st_deserialize_tensors(PyObject *module, PyObject *args)
     result = PyDict_New();
     for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *name = PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+        PyObject *name = st_tensor_name(t);
         PyObject *tensor = name ? st_tensor_from_memory(state, framework, t,
                                                         (const uint8_t *)buffer.buf +
                                                             st_header_data_start(header) + t->begin)

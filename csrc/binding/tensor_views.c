@@ -191,28 +191,35 @@ bool st_use_private_map(const st_file *file, uint64_t nbytes)
            st_private_map_allowed();
 }
 
-PyObject *st_numpy_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data,
-                        int ndim, npy_intp *dims, npy_intp *strides, uint8_t *base_data,
-                        size_t base_len)
+/* A writable NumPy array of t's dtype over data, kept alive by base (a
+ * MappedBytes; the reference is taken over, also on failure). */
+static PyObject *numpy_array_on(st_state *state, const st_tensor *t, uint8_t *data, int ndim,
+                                npy_intp *dims, npy_intp *strides, PyObject *base)
 {
     PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
-    PyObject *array = NULL, *base;
+    PyObject *array = NULL;
     if (descr != NULL)
         array = PyArray_NewFromDescr(&PyArray_Type, descr, ndim, dims, strides, data,
                                      NPY_ARRAY_WRITEABLE, NULL); /* steals descr */
     if (array == NULL) {
-        st_owner_release(owner);
+        Py_DECREF(base);
         return NULL;
     }
     /* Alignment depends on the file: NumPy handles unaligned arrays itself. */
     PyArray_UpdateFlags((PyArrayObject *)array, NPY_ARRAY_UPDATE_ALL);
-    base = st_mapped_bytes_new(state, owner, base_data, base_len);
-    if (base == NULL || PyArray_SetBaseObject((PyArrayObject *)array, base) < 0) {
-        Py_XDECREF(base);
+    if (PyArray_SetBaseObject((PyArrayObject *)array, base) < 0) { /* steals base */
         Py_DECREF(array);
         return NULL;
     }
     return array;
+}
+
+PyObject *st_numpy_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data,
+                        int ndim, npy_intp *dims, npy_intp *strides, uint8_t *base_data,
+                        size_t base_len)
+{
+    PyObject *base = st_mapped_bytes_new(state, owner, base_data, base_len);
+    return base == NULL ? NULL : numpy_array_on(state, t, data, ndim, dims, strides, base);
 }
 
 PyObject *st_torch_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data)
@@ -334,7 +341,7 @@ static int add_tensor(shared_load *load, const st_tensor *t, PyObject *tensor)
     int rc = -1;
     if (tensor == NULL)
         return -1;
-    name = PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+    name = st_tensor_name(t);
     if (name != NULL)
         rc = PyDict_SetItem(load->result, name, tensor);
     Py_XDECREF(name);
@@ -376,21 +383,10 @@ static int map_shared(shared_load *load)
 static PyObject *shared_numpy_array(shared_load *load, const st_tensor *t)
 {
     npy_intp dims[NPY_MAXDIMS];
-    PyArray_Descr *descr;
-    PyObject *array;
     uint8_t *data = load->base_data + (st_header_data_start(load->header) + t->begin - load->base_offset);
-    if (st_numpy_dims(t, dims) < 0 || (descr = st_numpy_descr(load->state, t->dtype)) == NULL)
+    if (st_numpy_dims(t, dims) < 0)
         return NULL;
-    array = PyArray_NewFromDescr(&PyArray_Type, descr, (int)t->ndim, dims, NULL, data,
-                                 NPY_ARRAY_WRITEABLE, NULL); /* steals descr */
-    if (array == NULL)
-        return NULL;
-    PyArray_UpdateFlags((PyArrayObject *)array, NPY_ARRAY_UPDATE_ALL); /* alignment */
-    if (PyArray_SetBaseObject((PyArrayObject *)array, Py_NewRef(load->base)) < 0) {
-        Py_DECREF(array); /* the base reference was stolen all the same */
-        return NULL;
-    }
-    return array;
+    return numpy_array_on(load->state, t, data, (int)t->ndim, dims, NULL, Py_NewRef(load->base));
 }
 
 /*
