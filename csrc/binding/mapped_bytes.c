@@ -8,8 +8,8 @@
  * mapping of its own (st_file_map_private: zero copy, pages shared with the
  * page cache until written); a small one is copied; a pread read owns a
  * block of at most ST_BLOCK_MAX bytes shared only by disjoint tensors; and
- * get_tensors on the mmap backend maps the small tensors once, one
- * MappedBytes for all of them (st_tensors_of_mapping), equally disjoint.
+ * get_tensors on the mmap backend maps the file once for all its tensors
+ * (st_tensors_of_mapping), which are equally disjoint.
  */
 #include "tensors.h"
 
@@ -52,6 +52,8 @@ void st_owner_release(st_owner *owner)
         st_private_map_release(&owner->map);
         atomic_fetch_sub_explicit(&live_private_maps, 1, memory_order_relaxed);
     }
+    if (owner->discard_len > 0) /* before the block, which keeps the mapping */
+        st_private_map_discard(owner->discard, owner->discard_len);
     Py_CLEAR(owner->block);
 }
 
@@ -75,6 +77,11 @@ PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, s
     self->len = (Py_ssize_t)len;
     PyObject_GC_Track(self);
     return (PyObject *)self;
+}
+
+void st_mapped_bytes_populate(PyObject *mapped_bytes)
+{
+    st_private_map_populate(&((MappedBytes *)mapped_bytes)->owner.map);
 }
 
 /* The block it holds is visible to gc.get_referents (tests check what a

@@ -11,7 +11,7 @@
  * framework is allocated and filled with the GIL released.
  *
  * get_tensors on the mmap backend (st_tensors_of_mapping, at the end):
- * the small tensors are views of one private mapping made for the call.
+ * every tensor is a view of one private mapping made for the call.
  */
 #include "tensors.h"
 
@@ -301,17 +301,22 @@ PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, Py
  * ====================================================================== */
 
 /*
- * One storage per call, as upstream builds one per file: the small tensors
- * (below ST_PRIVATE_MAP_MIN) are all views of a single private mapping of
- * the part of the file that holds them, with one MappedBytes exporting it.
- * A tensor then costs its Python object and nothing else: no storage,
- * allocation or exporter of its own. They stay independent: the header
- * rules forbid overlapping tensors, so writing to one shows in no other;
- * the mapping is private, so writes never reach the file; and every call
- * maps afresh, so the results of two calls never alias. The mapping lives
- * while any of its tensors does (each holds the MappedBytes through its
- * storage or its base), whatever happens to the handle. Large tensors keep
- * a mapping of their own (st_tensor_view): a kept one pins only itself.
+ * One mapping per call, as upstream maps a file once: every tensor is a
+ * view of a single private mapping of the file's data. The small ones
+ * (below ST_PRIVATE_MAP_MIN) share one MappedBytes exporting all of it: a
+ * tensor then costs its Python object and nothing else, no storage,
+ * allocation or exporter of its own. A large one has a MappedBytes of its
+ * own that holds the shared one and, when it dies, gives its pages back
+ * (st_owner.discard): a kept tensor pins little besides itself. One mapping
+ * rather than one per tensor also lets the kernel map the file's huge
+ * page-cache folios with one entry per 2 MiB across tensor boundaries, and
+ * lets torch loads populate it on a second core (map_shared).
+ *
+ * They stay independent: the header rules forbid overlapping tensors, so
+ * writing to one shows in no other; the mapping is private, so writes never
+ * reach the file; and every call maps afresh, so the results of two calls
+ * never alias. The mapping lives while any of its tensors does, whatever
+ * happens to the handle.
  */
 typedef struct {
     st_state *state;
@@ -320,18 +325,32 @@ typedef struct {
     const st_header *header;
     uint64_t base_offset; /* absolute file offset of the mapping's first byte */
     uint8_t *base_data;   /* that byte (page-aligned) */
+    size_t base_len;      /* bytes mapped from there */
     PyObject *base;       /* MappedBytes over the whole mapping, or NULL: nothing shared */
     PyObject *flat;       /* torch: a uint8 tensor over base */
     PyObject *result;     /* the dict handed back */
 } shared_load;
 
-/* Whether t is a view of the shared mapping: small and not empty, and for
- * torch element-aligned (else a copy is made, see torch_misaligned). */
-static bool shares_mapping(const shared_load *load, const st_tensor *t)
+/* A torch load is populated in the background from this size on: below it
+ * the thread costs more than the page faults it saves. */
+#define ST_POPULATE_MIN ((uint64_t)8 << 20)
+
+/* Whether t is a view of the shared mapping: not empty, and for torch
+ * element-aligned (else a copy is made, see torch_misaligned). */
+static bool in_mapping(const shared_load *load, const st_tensor *t)
 {
-    uint64_t nbytes = st_tensor_data_len(t);
-    return nbytes > 0 && nbytes < ST_PRIVATE_MAP_MIN &&
+    return st_tensor_data_len(t) > 0 &&
            !torch_misaligned(load->fw, t, st_header_data_start(load->header) + t->begin);
+}
+
+static bool is_small(const st_tensor *t)
+{
+    return st_tensor_data_len(t) < ST_PRIVATE_MAP_MIN;
+}
+
+static uint8_t *data_of(const shared_load *load, const st_tensor *t)
+{
+    return load->base_data + (st_header_data_start(load->header) + t->begin - load->base_offset);
 }
 
 /* Adds name -> tensor to the result; steals tensor. */
@@ -349,7 +368,7 @@ static int add_tensor(shared_load *load, const st_tensor *t, PyObject *tensor)
     return rc;
 }
 
-/* Maps the bytes of every tensor that shares_mapping; leaves load->base
+/* Maps the bytes of every tensor that is in_mapping; leaves load->base
  * NULL when there is none or no private mapping is left (then each tensor
  * takes the one-at-a-time path). */
 static int map_shared(shared_load *load)
@@ -358,7 +377,7 @@ static int map_shared(shared_load *load)
     st_owner owner;
     for (size_t i = 0; i < st_header_count(load->header); i++) {
         const st_tensor *t = st_header_tensor(load->header, i);
-        if (shares_mapping(load, t)) {
+        if (in_mapping(load, t)) {
             first = t->begin < first ? t->begin : first;
             last = t->end > last ? t->end : last;
         }
@@ -370,6 +389,7 @@ static int map_shared(shared_load *load)
     /* Exported from the page-aligned start, so that element alignment in
      * the storage is alignment in the file. */
     load->base_data = owner.map.base;
+    load->base_len = owner.map.len;
     load->base_offset = data_start + first - (uint64_t)(owner.map.data - (uint8_t *)owner.map.base);
     load->base = st_mapped_bytes_new(load->state, &owner, load->base_data, owner.map.len);
     if (load->base == NULL)
@@ -380,10 +400,20 @@ static int map_shared(shared_load *load)
     return load->fw == FW_PYTORCH && load->flat == NULL ? -1 : 0;
 }
 
+/* A large tensor: its own exporter, holding the shared one. */
+static PyObject *own_view(shared_load *load, const st_tensor *t)
+{
+    uint8_t *data = data_of(load, t);
+    st_owner owner = {.block = Py_NewRef(load->base),
+                      .discard = data,
+                      .discard_len = (size_t)st_tensor_data_len(t)};
+    return view_of(load->state, load->fw, &owner, t, data);
+}
+
 static PyObject *shared_numpy_array(shared_load *load, const st_tensor *t)
 {
     npy_intp dims[NPY_MAXDIMS];
-    uint8_t *data = load->base_data + (st_header_data_start(load->header) + t->begin - load->base_offset);
+    uint8_t *data = data_of(load, t);
     if (st_numpy_dims(t, dims) < 0)
         return NULL;
     return numpy_array_on(load->state, t, data, (int)t->ndim, dims, NULL, Py_NewRef(load->base));
@@ -458,8 +488,11 @@ PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file)
     while (i < count) {
         const st_tensor *t = st_header_tensor(load.header, i);
         size_t j = i + 1;
-        if (load.base == NULL || !shares_mapping(&load, t)) {
+        if (load.base == NULL || !in_mapping(&load, t)) {
             if (add_tensor(&load, t, st_tensor_load(state, fw, file, t, NULL)) < 0)
+                goto fail;
+        } else if (!is_small(t)) {
+            if (add_tensor(&load, t, own_view(&load, t)) < 0)
                 goto fail;
         } else if (fw == FW_NUMPY) {
             if (add_tensor(&load, t, shared_numpy_array(&load, t)) < 0)
@@ -467,13 +500,21 @@ PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file)
         } else {
             while (j < count && st_header_tensor(load.header, j)->dtype == t->dtype &&
                    st_header_tensor(load.header, j)->begin == st_header_tensor(load.header, j - 1)->end &&
-                   shares_mapping(&load, st_header_tensor(load.header, j)))
+                   in_mapping(&load, st_header_tensor(load.header, j)) &&
+                   is_small(st_header_tensor(load.header, j)))
                 j++;
             if (add_torch_run(&load, i, j) < 0)
                 goto fail;
         }
         i = j;
     }
+    /* torch: the caller (load_file, load_state_dict) reads every tensor
+     * next, so a second core maps pages in from the end while it does
+     * (st_private_map_populate). Not NumPy, whose load_file stays lazy in
+     * memory (docs/performance.md). Started only now: populating while the
+     * tensors are made slows their making down. */
+    if (fw == FW_PYTORCH && load.base != NULL && load.base_len >= ST_POPULATE_MIN)
+        st_mapped_bytes_populate(load.base);
     goto exit;
 fail:
     Py_CLEAR(load.result);

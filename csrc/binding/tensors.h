@@ -30,10 +30,15 @@
 /* ---- mapped_bytes.c ---- */
 
 /* What keeps one view's memory alive: a block read from the file (a NumPy
- * array or torch tensor; owned reference) or a private mapping. */
+ * array or torch tensor; owned reference) or a private mapping. A tensor
+ * with a block that is a MappedBytes over a whole load's mapping also names
+ * its own bytes there (discard): their pages are given back when it dies,
+ * so its neighbours keep only what they use. */
 typedef struct st_owner {
     PyObject *block;
     st_private_map map;
+    uint8_t *discard;
+    size_t discard_len;
 } st_owner;
 
 /* A private mapping of file bytes [offset, offset + len) into *owner;
@@ -46,6 +51,9 @@ long st_private_maps_alive(void);
 /* A MappedBytes over data..data+len, taking over *owner (released on
  * failure too; *owner is emptied either way). */
 PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, size_t len);
+/* Populates the private mapping a MappedBytes owns on a thread of its own
+ * (st_private_map_populate); nothing for a block. */
+void st_mapped_bytes_populate(PyObject *mapped_bytes);
 
 /* ---- frameworks.c ---- */
 
