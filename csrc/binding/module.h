@@ -168,7 +168,7 @@ int st_framework_prepare(st_state *state, st_framework fw);
  */
 PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
 /* get_tensors on the mmap backend for the CPU, torch or NumPy: the dict of
- * every tensor, the small ones views of one private mapping (tensor_views.c). */
+ * every tensor, each a view of one private mapping (tensor_views.c). */
 PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file);
 
 /* pread backend, many tensors at once (pread_tensors.c): small tensors share

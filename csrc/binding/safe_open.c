@@ -379,7 +379,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     if (file == NULL)
         return NULL;
     header = st_file_header(file);
-    /* mmap on the CPU: small tensors are views of one mapping
+    /* mmap on the CPU: every tensor is a view of one mapping
      * (tensor_views.c). */
     if (st_file_backend(file) == ST_BACKEND_MMAP && self->device == NULL &&
         (self->framework == FW_PYTORCH || self->framework == FW_NUMPY)) {
@@ -521,8 +521,8 @@ static PyMethodDef SafeOpen_methods[] = {
      "--\n"
      "\n"
      "Every tensor, as get_tensor would give it, except that on the mmap backend\n"
-     "(CPU, torch and NumPy) the small ones are views of one private mapping\n"
-     "shared by this call: disjoint, so still independent of one another.\n"
+     "(CPU, torch and NumPy) all are views of one private mapping made by this\n"
+     "call: disjoint, so still independent of one another.\n"
      "\n"
      "Returns:\n"
      "    dict[str, array]: in file (offset) order.\n"

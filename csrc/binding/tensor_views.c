@@ -440,8 +440,8 @@ static int add_torch_run(shared_load *load, size_t i, size_t j)
     if (tdtype == NULL || (sizes = PyList_New((Py_ssize_t)(j - i))) == NULL)
         goto exit;
     for (size_t k = i; k < j; k++) {
-        PyObject *numel =
-            PyLong_FromUnsignedLongLong(st_tensor_data_len(st_header_tensor(load->header, k)) / itemsize);
+        uint64_t nbytes = st_tensor_data_len(st_header_tensor(load->header, k));
+        PyObject *numel = PyLong_FromUnsignedLongLong(nbytes / itemsize);
         if (numel == NULL)
             goto exit;
         PyList_SET_ITEM(sizes, (Py_ssize_t)(k - i), numel);
@@ -498,11 +498,12 @@ PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file)
             if (add_tensor(&load, t, shared_numpy_array(&load, t)) < 0)
                 goto fail;
         } else {
-            while (j < count && st_header_tensor(load.header, j)->dtype == t->dtype &&
-                   st_header_tensor(load.header, j)->begin == st_header_tensor(load.header, j - 1)->end &&
-                   in_mapping(&load, st_header_tensor(load.header, j)) &&
-                   is_small(st_header_tensor(load.header, j)))
-                j++;
+            for (const st_tensor *prev = t, *next; j < count; j++, prev = next) {
+                next = st_header_tensor(load.header, j);
+                if (next->dtype != t->dtype || next->begin != prev->end ||
+                    !in_mapping(&load, next) || !is_small(next))
+                    break;
+            }
             if (add_torch_run(&load, i, j) < 0)
                 goto fail;
         }

@@ -50,6 +50,20 @@ static void write_raw(const char *path, const char *json, const void *data, size
     free(b);
 }
 
+/* Writes a file of one U8 tensor of len patterned bytes; returns them
+ * (the caller frees). */
+static uint8_t *write_u8_tensor(const char *path, size_t len)
+{
+    char json[160];
+    uint8_t *data = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (uint8_t)(i * 131 + (i >> 12));
+    snprintf(json, sizeof json,
+             "{\"x\":{\"dtype\":\"U8\",\"shape\":[%zu],\"data_offsets\":[0,%zu]}}", len, len);
+    write_raw(path, json, data, len);
+    return data;
+}
+
 static void path_in(char *out, size_t cap, const char *name)
 {
     snprintf(out, cap, "%s/%s", tmpdir, name);
@@ -271,14 +285,10 @@ static void test_read_many(void)
                                    3 << 20, 77, (1 << 20) - 1};
     enum { NREQ = sizeof sizes / sizeof sizes[0] };
     st_error err = {0};
-    char p[512], json[160];
-    uint8_t *data = malloc(LEN), *got = malloc(LEN);
+    char p[512];
+    uint8_t *data, *got = malloc(LEN);
     path_in(p, sizeof p, "many.safetensors");
-    for (size_t i = 0; i < LEN; i++)
-        data[i] = (uint8_t)(i * 131 + (i >> 12));
-    snprintf(json, sizeof json, "{\"x\":{\"dtype\":\"U8\",\"shape\":[%d],\"data_offsets\":[0,%d]}}",
-             (int)LEN, (int)LEN);
-    write_raw(p, json, data, LEN);
+    data = write_u8_tensor(p, LEN);
     for (int b = 0; b < 2; b++) {
         st_file *f = NULL;
         st_read_request req[NREQ + 1];
@@ -379,14 +389,10 @@ static void test_populate(void)
     st_error err = {0};
     st_private_map pm;
     st_file *f = NULL;
-    char p[512], json[160];
-    uint8_t *data = malloc(LEN);
+    char p[512];
+    uint8_t *data;
     path_in(p, sizeof p, "populate.safetensors");
-    for (size_t i = 0; i < LEN; i++)
-        data[i] = (uint8_t)(i * 7 + (i >> 13));
-    snprintf(json, sizeof json, "{\"x\":{\"dtype\":\"U8\",\"shape\":[%d],\"data_offsets\":[0,%d]}}",
-             (int)LEN, (int)LEN);
-    write_raw(p, json, data, LEN);
+    data = write_u8_tensor(p, LEN);
     CHECK(st_file_open(p, ST_BACKEND_MMAP, &f, &err) == ST_OK, "open: %s", err.msg);
     if (f == NULL)
         goto exit;
