@@ -240,3 +240,57 @@ def test_mask_of_wrong_shape_is_numpys_error(arrays_file):
             f.get_slice("small")[np.array([True, False])]
         with pytest.raises(IndexError):
             f.get_slice("small")[np.array([7])]
+
+
+# --------------------------------------------------------------------------
+# get_slice hands a released, unwritten mapping out again (Linux 6.7+)
+# --------------------------------------------------------------------------
+
+def _data_ptr(x):
+    return x.data_ptr() if hasattr(x, "data_ptr") else x.__array_interface__["data"][0]
+
+
+def _pages_mapped_in(ptr, nbytes):
+    """Pages of [ptr, ptr + nbytes) this process has mapped in (/proc/self/pagemap bit 63)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    first, last = ptr // page, (ptr + nbytes - 1) // page
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = f.read((last - first + 1) * 8)
+    return sum(entries[i + 7] >> 7 for i in range(0, len(entries), 8))
+
+
+def _kernel_at_least(major, minor):
+    got = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    return got >= (major, minor)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/pagemap"), reason="needs Linux /proc")
+@pytest.mark.parametrize("fw", MUTABLE)
+def test_get_slice_reuses_only_unwritten_mappings(arrays_file, fw):
+    if fw == "pt":
+        pytest.importorskip("torch")
+    path, arrays = arrays_file
+    expected = arrays["large"][10:100]
+    with safe_open(path, fw) as f:
+        first = f.get_slice("large")[10:100]
+        np.testing.assert_array_equal(as_numpy(first), expected)  # maps every page in
+        first_ptr = _data_ptr(first)
+        del first
+        gc.collect()
+        again = f.get_slice("large")[10:100]
+        if _kernel_at_least(6, 7):  # PAGEMAP_SCAN tells an unwritten mapping apart
+            assert _data_ptr(again) == first_ptr, "the unwritten mapping is handed out again"
+            assert _pages_mapped_in(first_ptr, expected.nbytes) > 0, "with its pages mapped in"
+        # Never to two holders at once.
+        other = f.get_slice("large")[10:100]
+        assert _data_ptr(other) != _data_ptr(again)
+        _write(other, 7)
+        np.testing.assert_array_equal(as_numpy(again), expected)
+        # A written mapping is never handed out again: the next one reads the file.
+        _write(again, 3)
+        del again, other
+        gc.collect()
+        fresh = f.get_slice("large")[10:100]
+        np.testing.assert_array_equal(as_numpy(fresh), expected)
+        np.testing.assert_array_equal(as_numpy(f.get_tensor("large")), arrays["large"])

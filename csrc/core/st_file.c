@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -57,7 +58,11 @@ struct st_file {
     uint8_t *map;  /* mmap backend: base of the whole-file mapping */
     size_t map_len;
     st_header *header;
+    struct st_spare *spare; /* one kept map: see st_file_map_private_reusable */
 };
+
+static struct st_spare *spare_new(void);
+static void spare_close(struct st_spare *spare);
 
 /* Largest single pread request: keeps every request well within ssize_t and
  * what Linux transfers in one call (0x7ffff000). */
@@ -200,6 +205,12 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
+    if ((file->spare = spare_new()) == NULL) {
+        st_free(file);
+        file = NULL;
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
+        goto exit;
+    }
     /* fd stays open while the file lives, on both backends:
      * st_file_map_private maps each handed-out tensor on its own from it. */
     atomic_init(&file->refcount, 1);
@@ -242,6 +253,7 @@ void st_file_release(st_file *file)
     if (file->fd >= 0) {
         close(file->fd);
     }
+    spare_close(file->spare);
     st_header_free(file->header);
     st_free(file);
 }
@@ -282,7 +294,166 @@ st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, 
     out->base = base;
     out->len = (size_t)span;
     out->data = (uint8_t *)base + (offset - start);
+    out->offset = offset;
+    out->request = len;
     return ST_OK;
+}
+
+/* ======================================================================
+ * MARK: reusable private maps (st_file_map_private_reusable)
+ *
+ * Each file owns one st_spare: a slot for one released, unwritten map, kept
+ * with its pages still mapped in and handed out again for the same range.
+ * It is reference counted apart from the file (the file and every reusable
+ * map out there hold one), so maps never keep the file open. A forked child
+ * never keeps or reuses (pid check): the parent's lock may have been copied
+ * held.
+ * ====================================================================== */
+
+struct st_spare {
+    atomic_size_t refcount;
+    pid_t pid;
+    pthread_mutex_t lock; /* guards file_open and kept */
+    bool file_open;
+    st_private_map kept; /* base NULL when empty; its spare NULL */
+};
+
+static struct st_spare *spare_new(void)
+{
+    struct st_spare *spare = st_calloc(1, sizeof(*spare));
+    if (spare == NULL)
+        return NULL;
+    if (pthread_mutex_init(&spare->lock, NULL) != 0) {
+        st_free(spare);
+        return NULL;
+    }
+    atomic_init(&spare->refcount, 1);
+    spare->pid = getpid();
+    spare->file_open = true;
+    return spare;
+}
+
+static void spare_drop(struct st_spare *spare)
+{
+    if (atomic_fetch_sub_explicit(&spare->refcount, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_mutex_destroy(&spare->lock);
+    st_free(spare);
+}
+
+/* The file goes: its kept map is unmapped, and nothing is kept any more. */
+static void spare_close(struct st_spare *spare)
+{
+    st_private_map kept = {0};
+    if (spare == NULL)
+        return;
+    if (spare->pid == getpid()) {
+        pthread_mutex_lock(&spare->lock);
+        spare->file_open = false;
+        kept = spare->kept;
+        memset(&spare->kept, 0, sizeof(spare->kept));
+        pthread_mutex_unlock(&spare->lock);
+    }
+    if (kept.base != NULL)
+        munmap(kept.base, kept.len);
+    spare_drop(spare);
+}
+
+/* Linux 6.7's PAGEMAP_SCAN (older <linux/fs.h> lack it). */
+struct st_pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct st_page_region {
+    uint64_t start, end, categories;
+};
+#define ST_PAGE_IS_FILE    (1u << 2)
+#define ST_PAGE_IS_PRESENT (1u << 3)
+#define ST_PAGE_IS_SWAPPED (1u << 4)
+#define ST_PAGEMAP_SCAN    _IOWR('f', 16, struct st_pm_scan_arg)
+
+/* True only when the kernel confirms that no page of the map was ever
+ * written: none is present or swapped out without being the file's own
+ * page (a written page of a private mapping is an anonymous copy). Any
+ * doubt (no PAGEMAP_SCAN before Linux 6.7, no /proc) says false. */
+static bool map_unwritten(const st_private_map *map)
+{
+    struct st_page_region region;
+    struct st_pm_scan_arg arg = {
+        .size = sizeof(arg),
+        .start = (uint64_t)(uintptr_t)map->base,
+        .end = (uint64_t)(uintptr_t)map->base + map->len, /* base and len: whole pages */
+        .vec = (uint64_t)(uintptr_t)&region,
+        .vec_len = 1,
+        .category_inverted = ST_PAGE_IS_FILE,
+        .category_mask = ST_PAGE_IS_FILE,
+        .category_anyof_mask = ST_PAGE_IS_PRESENT | ST_PAGE_IS_SWAPPED,
+        .return_mask = ST_PAGE_IS_FILE | ST_PAGE_IS_PRESENT | ST_PAGE_IS_SWAPPED,
+    };
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), found;
+    if (fd < 0)
+        return false;
+    found = ioctl(fd, ST_PAGEMAP_SCAN, &arg);
+    close(fd);
+    return found == 0;
+}
+
+/* Keeps a released reusable map in its file's slot, unmapping the one it
+ * replaces; false when the map must be unmapped instead. Drops the map's
+ * reference to the slot either way. */
+static bool spare_keep(st_private_map *map)
+{
+    struct st_spare *spare = map->spare;
+    st_private_map replaced = {0};
+    bool kept = false;
+    if (spare->pid == getpid() && map_unwritten(map)) {
+        pthread_mutex_lock(&spare->lock);
+        if (spare->file_open) {
+            replaced = spare->kept;
+            spare->kept = *map;
+            spare->kept.spare = NULL;
+            kept = true;
+        }
+        pthread_mutex_unlock(&spare->lock);
+    }
+    if (replaced.base != NULL)
+        munmap(replaced.base, replaced.len);
+    spare_drop(spare);
+    return kept;
+}
+
+st_code st_file_map_private_reusable(const st_file *file, uint64_t offset, uint64_t len,
+                                     st_private_map *out, st_error *err)
+{
+    struct st_spare *spare = file->spare;
+    bool reused = false;
+    if (spare->pid == getpid()) {
+        pthread_mutex_lock(&spare->lock);
+        if (spare->kept.base != NULL && spare->kept.offset == offset &&
+            spare->kept.request == len) {
+            *out = spare->kept;
+            memset(&spare->kept, 0, sizeof(spare->kept));
+            reused = true;
+        }
+        pthread_mutex_unlock(&spare->lock);
+    }
+    if (!reused) {
+        st_code rc = st_file_map_private(file, offset, len, out, err);
+        if (rc != ST_OK)
+            return rc;
+    }
+    atomic_fetch_add_explicit(&spare->refcount, 1, memory_order_relaxed);
+    out->spare = spare;
+    return ST_OK;
+}
+
+bool st_file_has_spare_map(const st_file *file)
+{
+    bool has;
+    pthread_mutex_lock(&file->spare->lock);
+    has = file->spare->kept.base != NULL;
+    pthread_mutex_unlock(&file->spare->lock);
+    return has;
 }
 
 /* ======================================================================
@@ -436,7 +607,9 @@ void st_private_map_discard(uint8_t *addr, size_t len)
 void st_private_map_release(st_private_map *map)
 {
     struct st_populator *populator = map->populator;
-    if (populator != NULL && populator->pid == getpid()) {
+    if (map->spare != NULL && spare_keep(map)) {
+        /* kept: the file's slot owns the mapping now */
+    } else if (populator != NULL && populator->pid == getpid()) {
         atomic_store(&populator->stop, true);
         populator_drop(populator);
     } else if (map->base != NULL) {
