@@ -3,8 +3,9 @@
     python bench/touch_faults.py FILE         (ours: run from the repo with it built in place)
     build/bench/venv-upstream/bin/python bench/touch_faults.py FILE   (upstream; run from outside the repo)
 
-Shows why the "touch" cells of the benchmark sit near 1.0: both implementations map the file
-lazily, so touching costs the same kernel page faults (same counts).
+Shows what the "touch" cells of the benchmark are made of: both implementations map the file
+lazily, so touching costs kernel page faults; ours takes fewer where the page cache holds large
+folios (one mapping per load, docs/design.md) and has a second core map pages in.
 """
 import resource
 import sys

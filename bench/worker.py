@@ -193,7 +193,7 @@ def make_op(op, path, meta, out_path, impl="ours"):
             with safe_open(path, "numpy") as f:
                 return f.keys()
         return fn, 0, nothing
-    if what == "load_file":
+    if what in ("load_file", "load_file_once"):
         return (lambda: lib.load_file(path)), payload, nothing
     if what in ("load_file_touch", "pread_touch"):
         kw = {"backend": "pread"} if what == "pread_touch" else {}
