@@ -334,8 +334,10 @@ bool st_file_has_spare_map(const st_file *file);
  * page: 41-45 ms; populating it: 42 ms, 4 KiB page-cache folios); what is
  * won is a second core doing half of it: populating half on a thread while
  * the other half is touched took 25 ms. Going backwards keeps the two off
- * each other's page tables until they meet. Read population only: no page
- * is copied until written, and writes stay private.
+ * each other's page tables until they meet. Where the kernel maps the first
+ * whole chunk with one huge entry, the reader's faults are cheap and the
+ * thread stops there. Read population only: no page is copied until
+ * written, and writes stay private.
  *
  * Ownership: while the thread runs it holds the mapping: release marks it
  * stopped and whichever of the two comes last unmaps (the thread checks

@@ -511,6 +511,25 @@ static bool page_present(int pagemap, uintptr_t addr, uintptr_t page)
     return pread(pagemap, &entry, sizeof entry, at) == (ssize_t)sizeof entry && (entry >> 63) != 0;
 }
 
+#define ST_PAGE_IS_HUGE (1u << 6)
+
+/* Whether any page of [from, to) is mapped by one huge (PMD) entry
+ * (PAGEMAP_SCAN, Linux 6.7+; false without it). */
+static bool huge_mapped(int pagemap, uintptr_t from, uintptr_t to)
+{
+    struct st_page_region region;
+    struct st_pm_scan_arg arg = {
+        .size = sizeof(arg),
+        .start = from,
+        .end = to,
+        .vec = (uint64_t)(uintptr_t)&region,
+        .vec_len = 1,
+        .category_mask = ST_PAGE_IS_HUGE,
+        .return_mask = ST_PAGE_IS_HUGE,
+    };
+    return ioctl(pagemap, ST_PAGEMAP_SCAN, &arg) > 0;
+}
+
 static void *populate_backwards(void *arg)
 {
     struct st_populator *populator = arg;
@@ -521,6 +540,7 @@ static void *populate_backwards(void *arg)
      * walk pages already mapped, and hold the mapping after the reader is
      * done with it. Without pagemap it stops at the middle instead. */
     int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    bool looked = false;
     if (pagemap < 0)
         low += populator->len / 2;
     while (high > low && !atomic_load(&populator->stop)) {
@@ -534,6 +554,16 @@ static void *populate_backwards(void *arg)
         if (cached(from, high - from, (size_t)page, pages) &&
             madvise((void *)from, high - from, MADV_POPULATE_READ) != 0)
             break;
+        /* The page cache holds this file in huge folios that the kernel
+         * maps with one entry per 2 MiB: the reader's faults are few and
+         * cheap, and a second thread mapping in beside it only contends
+         * with it (measured: 5.2-5.8 ms against 4.7-5.5 ms without, GPT-2-
+         * like file). One look, at the first whole chunk. */
+        if (pagemap >= 0 && !looked && high - from == ST_POPULATE_CHUNK) {
+            looked = true;
+            if (huge_mapped(pagemap, from, high))
+                break;
+        }
         high = from;
     }
     if (pagemap >= 0)
