@@ -345,8 +345,6 @@ static void spare_drop(struct st_spare *spare)
 static void spare_close(struct st_spare *spare)
 {
     st_private_map kept = {0};
-    if (spare == NULL)
-        return;
     if (spare->pid == getpid()) {
         pthread_mutex_lock(&spare->lock);
         spare->file_open = false;
@@ -370,7 +368,30 @@ struct st_page_region {
 #define ST_PAGE_IS_FILE    (1u << 2)
 #define ST_PAGE_IS_PRESENT (1u << 3)
 #define ST_PAGE_IS_SWAPPED (1u << 4)
+#define ST_PAGE_IS_HUGE    (1u << 6)
 #define ST_PAGEMAP_SCAN    _IOWR('f', 16, struct st_pm_scan_arg)
+
+/* How many runs of pages in [start, end) have every category in mask
+ * (those in inverted: clear) and one of anyof (0: no such condition), up to
+ * one: 0 or 1; -1 without PAGEMAP_SCAN or on any error. pagemap is an open
+ * /proc/self/pagemap. */
+static int pagemap_scan(int pagemap, uintptr_t start, uintptr_t end, uint64_t inverted,
+                        uint64_t mask, uint64_t anyof)
+{
+    struct st_page_region region;
+    struct st_pm_scan_arg arg = {
+        .size = sizeof(arg),
+        .start = start,
+        .end = end,
+        .vec = (uint64_t)(uintptr_t)&region,
+        .vec_len = 1,
+        .category_inverted = inverted,
+        .category_mask = mask,
+        .category_anyof_mask = anyof,
+        .return_mask = mask | anyof,
+    };
+    return ioctl(pagemap, ST_PAGEMAP_SCAN, &arg);
+}
 
 /* True only when the kernel confirms that no page of the map was ever
  * written: none is present or swapped out without being the file's own
@@ -378,22 +399,12 @@ struct st_page_region {
  * doubt (no PAGEMAP_SCAN before Linux 6.7, no /proc) says false. */
 static bool map_unwritten(const st_private_map *map)
 {
-    struct st_page_region region;
-    struct st_pm_scan_arg arg = {
-        .size = sizeof(arg),
-        .start = (uint64_t)(uintptr_t)map->base,
-        .end = (uint64_t)(uintptr_t)map->base + map->len, /* base and len: whole pages */
-        .vec = (uint64_t)(uintptr_t)&region,
-        .vec_len = 1,
-        .category_inverted = ST_PAGE_IS_FILE,
-        .category_mask = ST_PAGE_IS_FILE,
-        .category_anyof_mask = ST_PAGE_IS_PRESENT | ST_PAGE_IS_SWAPPED,
-        .return_mask = ST_PAGE_IS_FILE | ST_PAGE_IS_PRESENT | ST_PAGE_IS_SWAPPED,
-    };
     int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), found;
     if (fd < 0)
         return false;
-    found = ioctl(fd, ST_PAGEMAP_SCAN, &arg);
+    /* base and len: whole pages */
+    found = pagemap_scan(fd, (uintptr_t)map->base, (uintptr_t)map->base + map->len,
+                         ST_PAGE_IS_FILE, ST_PAGE_IS_FILE, ST_PAGE_IS_PRESENT | ST_PAGE_IS_SWAPPED);
     close(fd);
     return found == 0;
 }
@@ -511,23 +522,11 @@ static bool page_present(int pagemap, uintptr_t addr, uintptr_t page)
     return pread(pagemap, &entry, sizeof entry, at) == (ssize_t)sizeof entry && (entry >> 63) != 0;
 }
 
-#define ST_PAGE_IS_HUGE (1u << 6)
-
 /* Whether any page of [from, to) is mapped by one huge (PMD) entry
- * (PAGEMAP_SCAN, Linux 6.7+; false without it). */
+ * (false without PAGEMAP_SCAN). */
 static bool huge_mapped(int pagemap, uintptr_t from, uintptr_t to)
 {
-    struct st_page_region region;
-    struct st_pm_scan_arg arg = {
-        .size = sizeof(arg),
-        .start = from,
-        .end = to,
-        .vec = (uint64_t)(uintptr_t)&region,
-        .vec_len = 1,
-        .category_mask = ST_PAGE_IS_HUGE,
-        .return_mask = ST_PAGE_IS_HUGE,
-    };
-    return ioctl(pagemap, ST_PAGEMAP_SCAN, &arg) > 0;
+    return pagemap_scan(pagemap, from, to, 0, ST_PAGE_IS_HUGE, 0) > 0;
 }
 
 static void *populate_backwards(void *arg)
