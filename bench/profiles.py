@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import worker  # noqa: E402  (what the benchmark's worker measures with)
 
 FULL = os.path.join(common.WORK, "full")
 
@@ -37,25 +38,20 @@ def _median_ms(fn, reps, before=lambda: None):
 def _reset_like_worker():
     """What bench/worker.py does before each repetition (gc.collect also evicts CPU caches)."""
     gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    worker.reset_peak()
 
 
 def profile_get_slice(path):
     """pt_get_slice: rows [n/4, n/4 + n/8) of the largest tensor, touched, in ms."""
-    import torch
     from safetensors import safe_open
     meta = json.load(open(path[:-len(".safetensors")] + ".json"))
     name, rows = meta["largest"], meta["largest_shape"][0]
     a, n = rows // 4, max(1, rows // 8)
     handle = safe_open(path, "pt")
 
-    def touch(t):
-        return int(t.reshape(-1).view(torch.uint8)[::4096].sum())
-
     def the_cell():  # as bench/worker.py: the slice is returned, and freed after the timing
         t = handle.get_slice(name)[a:a + n]
-        touch(t)
+        worker.touch_pt([t])
         return t
 
     kept = the_cell()  # mapped in: touching it again costs no page fault
@@ -67,7 +63,8 @@ def profile_get_slice(path):
         "page faults per call of the cell": faults,
         "get_slice only": _median_ms(lambda: handle.get_slice(name)[a:a + n], 60,
                                      _reset_like_worker),
-        "touch of a slice already mapped": _median_ms(lambda: touch(kept), 60, _reset_like_worker),
+        "touch of a slice already mapped": _median_ms(lambda: worker.touch_pt([kept]), 60,
+                                                      _reset_like_worker),
         "get_slice + touch (the cell)": _median_ms(the_cell, 60, _reset_like_worker),
     }
 
@@ -120,14 +117,6 @@ def profile_pread_sum(path):
     }
 
 
-def _rss_mb(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def profile_memory(path):
     """pt_load_file of 100,000 tensors: extra peak memory, load after load in one process.
 
@@ -137,9 +126,9 @@ def profile_memory(path):
     out = {}
     for i in range(5):
         _reset_like_worker()
-        before = _rss_mb("VmRSS:")
+        before = worker.rss_kb("VmRSS")
         result = load_file(path)
-        out[f"load {i + 1}: extra peak MB"] = _rss_mb("VmHWM:") - before
+        out[f"load {i + 1}: extra peak MB"] = (worker.rss_kb("VmHWM") - before) / 1024
         del result
     gc.collect()
     tracemalloc.start()
@@ -155,7 +144,6 @@ def profile_cold_reads(path):
     bench/storage_limit.py's read: 4 threads x 1 MiB preads into buffers already in memory,
     the file dropped from the page cache before each."""
     import storage_limit
-    import worker
     times = []
     for _ in range(5):
         worker.drop_cache(path)
