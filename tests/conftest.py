@@ -9,6 +9,7 @@ Layout (docs/format.md §1): 8-byte little-endian N, N bytes of header JSON, dat
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from typing import Iterable
@@ -175,6 +176,25 @@ def mapped_ranges(path):
 
 def ptr_in_mapping(path, ptr, size=1):
     return any(a <= ptr and ptr + max(size, 1) <= b for a, b in mapped_ranges(path))
+
+
+def pagemap(addr, nbytes):
+    """This process's /proc/self/pagemap entries for the pages of [addr, addr + nbytes)."""
+    page = mmap.PAGESIZE
+    first, last = addr // page, (addr + nbytes - 1) // page
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(first * 8)
+        raw = f.read((last - first + 1) * 8)
+    return np.frombuffer(raw, dtype="<u8")
+
+
+def pagemap_bit(entries, n):
+    return (entries >> np.uint64(n)) & np.uint64(1)
+
+
+def pages_present(addr, nbytes):
+    """How many pages of [addr, addr + nbytes) are mapped in (pagemap bit 63)."""
+    return int(pagemap_bit(pagemap(addr, nbytes), 63).sum())
 
 
 def rss_bytes():

@@ -15,7 +15,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from conftest import mapped_ranges, rss_bytes
+from conftest import mapped_ranges, pages_present, rss_bytes
 
 BACKENDS = ["mmap", "pread"]
 # framework -> module that must be importable
@@ -250,16 +250,6 @@ def _data_ptr(x):
     return x.data_ptr() if hasattr(x, "data_ptr") else x.__array_interface__["data"][0]
 
 
-def _pages_mapped_in(ptr, nbytes):
-    """Pages of [ptr, ptr + nbytes) this process has mapped in (/proc/self/pagemap bit 63)."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    first, last = ptr // page, (ptr + nbytes - 1) // page
-    with open("/proc/self/pagemap", "rb") as f:
-        f.seek(first * 8)
-        entries = f.read((last - first + 1) * 8)
-    return sum(entries[i + 7] >> 7 for i in range(0, len(entries), 8))
-
-
 def _kernel_at_least(major, minor):
     got = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
     return got >= (major, minor)
@@ -281,7 +271,7 @@ def test_get_slice_reuses_only_unwritten_mappings(arrays_file, fw):
         again = f.get_slice("large")[10:100]
         if _kernel_at_least(6, 7):  # PAGEMAP_SCAN tells an unwritten mapping apart
             assert _data_ptr(again) == first_ptr, "the unwritten mapping is handed out again"
-            assert _pages_mapped_in(first_ptr, expected.nbytes) > 0, "with its pages mapped in"
+            assert pages_present(first_ptr, expected.nbytes) > 0, "with its pages mapped in"
         # Never to two holders at once.
         other = f.get_slice("large")[10:100]
         assert _data_ptr(other) != _data_ptr(again)

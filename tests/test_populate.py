@@ -21,34 +21,17 @@ from safetensors import safe_open
 from safetensors.numpy import load_file as np_load_file
 from safetensors.numpy import save_file
 
-from conftest import mapped_ranges
+from conftest import mapped_ranges, pagemap, pagemap_bit, pages_present
 
 PAGE = mmap.PAGESIZE
 SIZE_MB = 24  # above the 8 MiB from which torch loads are populated
-
-
-def pagemap(addr, nbytes):
-    first, last = addr // PAGE, (addr + nbytes - 1) // PAGE
-    with open("/proc/self/pagemap", "rb") as f:
-        f.seek(first * 8)
-        raw = f.read((last - first + 1) * 8)
-    return np.frombuffer(raw, dtype="<u8")
-
-
-def bit(entries, n):
-    return (entries >> np.uint64(n)) & np.uint64(1)
-
-
-def present(addr, nbytes):
-    """How many pages of [addr, addr + nbytes) are mapped in (pagemap bit 63)."""
-    return int(bit(pagemap(addr, nbytes), 63).sum())
 
 
 def private_copies(addr, nbytes):
     """How many of them are anonymous: private copies made by writes (bit 61
     clear: not a page of the file's page cache)."""
     entries = pagemap(addr, nbytes)
-    return int((bit(entries, 63) & (np.uint64(1) - bit(entries, 61))).sum())
+    return int((pagemap_bit(entries, 63) & (np.uint64(1) - pagemap_bit(entries, 61))).sum())
 
 
 def file_pmd_mapped_kb(addr):
@@ -135,14 +118,14 @@ def test_torch_load_file_is_populated_from_the_end(big_file):
     addr, nbytes = last.data_ptr(), last.numel() * last.element_size()
     if (os.cpu_count() or 1) < 2:
         # one core: no thread is started, nothing is mapped in before use
-        assert present(addr, nbytes) == 0
+        assert pages_present(addr, nbytes) == 0
         return
     # the populator goes from the end towards the start, 2 MiB at a time:
     # the last tensor's pages come in without being read; where the kernel
     # maps the file's page cache with huge entries, it stops after the first
     # whole chunk (the reader's faults are cheap there)
-    assert wait_until(lambda: present(addr, nbytes) >= nbytes // PAGE - 1 or (
-        file_pmd_mapped_kb(addr) > 0 and present(addr, nbytes) >= (2 << 20) // PAGE))
+    assert wait_until(lambda: pages_present(addr, nbytes) >= nbytes // PAGE - 1 or (
+        file_pmd_mapped_kb(addr) > 0 and pages_present(addr, nbytes) >= (2 << 20) // PAGE))
     np.testing.assert_array_equal(last.numpy(), arrays["b"])
     assert torch.equal(loaded["a"][:3], torch.from_numpy(arrays["a"][:3]))
 
@@ -152,7 +135,7 @@ def test_numpy_load_file_stays_lazy(big_file):
     loaded = np_load_file(path)
     x = loaded["b"]
     # no thread was started for NumPy: nothing is mapped in until it is read
-    assert present(x.__array_interface__["data"][0], x.nbytes) == 0
+    assert pages_present(x.__array_interface__["data"][0], x.nbytes) == 0
     np.testing.assert_array_equal(x[:2], arrays["b"][:2])
 
 
@@ -178,7 +161,7 @@ def test_dying_tensor_gives_its_pages_back(big_file, fw):
     assert mapped_ranges(path)
     assert private_copies(addr + PAGE, nbytes - 2 * PAGE) == 0
     if fw == "np":  # nothing populates NumPy loads: the range is empty
-        assert present(addr + PAGE, nbytes - 2 * PAGE) == 0
+        assert pages_present(addr + PAGE, nbytes - 2 * PAGE) == 0
     np.testing.assert_array_equal(np.asarray(loaded["b"]), arrays["b"])
     del loaded
     gc.collect()
