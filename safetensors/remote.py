@@ -75,6 +75,51 @@ class _Transient(Exception):
         self.final = final
 
 
+class _Cancel:
+    """Set once when a read must stop: its first failure, an interrupt, or the
+    handle's close. A transport registers an ``abort`` callable (shuts the
+    connection's socket down) for each request in flight, so ``set()`` unblocks
+    a read stalled in the kernel at once; transports check ``is_set()`` before
+    each attempt and between body reads and then raise ``_Cancelled``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._aborts: List[Any] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            aborts, self._aborts = self._aborts, []
+        for abort in aborts:
+            try:
+                abort()
+            except Exception:  # noqa: BLE001 - a connection already gone is fine
+                pass
+
+    def register(self, abort) -> None:
+        """Adds ``abort``; calls it at once (and raises _Cancelled) when already set."""
+        with self._lock:
+            if not self._set:
+                self._aborts.append(abort)
+                return
+        raise _Cancelled()
+
+    def unregister(self, abort) -> None:
+        with self._lock:
+            try:
+                self._aborts.remove(abort)
+            except ValueError:
+                pass
+
+
+class _Cancelled(Exception):
+    """A read stopped because its _Cancel was set (never retried)."""
+
+
 def is_remote(target: Any) -> bool:
     """True for a URL with a scheme other than file://, or an fsspec file."""
     if isinstance(target, str):
@@ -138,7 +183,7 @@ def _status_of(exc: BaseException) -> Optional[int]:
 
 def _classify(exc: BaseException, url: str, what: str) -> BaseException:
     """Map a storage failure to the exception to raise; wrap retryable ones in _Transient."""
-    if isinstance(exc, (SafetensorError, _Transient)):
+    if isinstance(exc, (SafetensorError, _Transient, _Cancelled)):
         return exc
     if isinstance(exc, (FileNotFoundError, PermissionError)):
         return exc
@@ -300,11 +345,15 @@ class _RemoteObject:
         self.read_into(start, end, [(start, end, memoryview(buffer))])
         return bytes(buffer)
 
-    def read_into(self, start: int, end: int, targets: List[Tuple[int, int, memoryview]]) -> None:
+    def read_into(self, start: int, end: int, targets: List[Tuple[int, int, memoryview]],
+                  cancel: Optional[_Cancel] = None) -> None:
         """Bytes [start, end) into the destinations covering them ((file start,
-        file end, memory) each), retried as a whole on a transient failure."""
+        file end, memory) each), retried as a whole on a transient failure.
+        Stops with _Cancelled as soon as ``cancel`` is set (see _Cancel)."""
 
         def attempt():
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled()
             if self._direct is not None:
                 return self._direct.get_into(start, end, targets, self.etag, self.version)
             data = self._get(start, end)
