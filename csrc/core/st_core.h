@@ -271,8 +271,16 @@ typedef enum st_backend { ST_BACKEND_MMAP = 0, ST_BACKEND_PREAD = 1 } st_backend
  *
  * Mapping: the whole file, MAP_PRIVATE (copy-on-write: writes through a
  * view never reach the file) and MAP_NORESERVE (nothing is reserved up
- * front, so files larger than RAM open and page in lazily). The descriptor
- * stays open until the last release (st_file_map_private uses it).
+ * front, so files larger than RAM open and page in lazily).
+ *
+ * Descriptors: a file does not keep one for its whole life. Pread reads and
+ * private maps borrow it from a process-wide cache that keeps at most 64
+ * unused (a sixteenth of RLIMIT_NOFILE's soft limit if lower) and closes the
+ * least recently used; a file whose descriptor was closed reopens its path
+ * and checks that it is the file opened (device, inode, size, mtime). If not
+ * (replaced, deleted, modified), pread reads fail with ST_ERR_IO ("the file
+ * changed after it was opened ..."), and st_file_map_private on the mmap
+ * backend copies from the whole-file mapping instead.
  */
 typedef struct st_file st_file;
 
@@ -325,6 +333,10 @@ st_code st_file_map_private_reusable(const st_file *file, uint64_t offset, uint6
 void st_private_map_release(st_private_map *map);
 /* Tests: whether file's spare slot holds a released map. */
 bool st_file_has_spare_map(const st_file *file);
+/* Tests: whether file holds an open descriptor now, and how many the
+ * descriptor cache holds (in use or not). */
+bool st_file_has_descriptor(const st_file *file);
+size_t st_file_descriptors(void);
 
 /*
  * Background population: a thread maps a private mapping's pages in with

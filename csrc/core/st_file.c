@@ -6,26 +6,31 @@
  *   back one reference. Anything that keeps a pointer into the mapping (a
  *   tensor view exported by the binding) takes its own reference with
  *   st_file_retain and drops it with st_file_release. The last release
- *   unmaps the file (mmap backend), closes the descriptor and frees the
- *   parsed header. Nothing else is ever freed, so a pointer
+ *   unmaps the file (mmap backend), closes its descriptor if it holds one
+ *   and frees the parsed header. Nothing else is ever freed, so a pointer
  *   obtained from st_file_map/st_file_header stays valid for as long as the
  *   holder owns a reference.
  *
  * States
  *   There is only one state after st_file_open succeeds: open and immutable.
  *   Fields are written once, before the pointer is handed out, and only read
- *   afterwards, so any thread may use a file it holds a reference to.
+ *   afterwards, so any thread may use a file it holds a reference to. The
+ *   one exception is the descriptor (fd, users, the list links), which the
+ *   process-wide descriptor cache opens and closes under its lock (MARK:
+ *   descriptors).
  *
  * Backends
  *   mmap:  the whole file is mapped PROT_READ|PROT_WRITE, MAP_PRIVATE|
  *          MAP_NORESERVE: copy-on-write (writes through a view never reach the
  *          file) and nothing is reserved up front (files larger than RAM+swap
- *          open; pages come in lazily). The descriptor stays open until the
- *          last release: st_file_map_private maps each handed-out tensor on
- *          its own from it. st_file_read works by memcpy from the mapping.
+ *          open; pages come in lazily). st_file_map_private maps each
+ *          handed-out tensor on its own from a descriptor borrowed from the
+ *          cache; where the file can no longer be reopened as the same file,
+ *          it copies from the whole-file mapping instead. st_file_read works
+ *          by memcpy from the mapping.
  *          Caveat (same as any mmap reader): if another process truncates the
  *          file while it is mapped, touching the lost pages raises SIGBUS.
- *   pread: the descriptor is kept, nothing is mapped; st_file_read loops over
+ *   pread: nothing is mapped; st_file_read borrows a descriptor, loops over
  *          pread and reports a file that shrank as an I/O error.
  *
  * Opening never blocks on special files: the file is opened O_NONBLOCK (a
@@ -39,6 +44,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -46,23 +52,33 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 struct st_file {
     atomic_size_t refcount;
-    int fd; /* both backends: pread reads, private maps */
     st_backend backend;
     uint64_t size; /* file size at open (fstat) */
     uint8_t *map;  /* mmap backend: base of the whole-file mapping */
     size_t map_len;
     st_header *header;
     struct st_spare *spare; /* one kept map: see st_file_map_private_reusable */
+    char *path;             /* absolute where the working directory was known */
+    struct stat opened;     /* what fstat said at open: the identity to check */
+    /* Guarded by the descriptor cache's lock (MARK: descriptors). */
+    int fd;                       /* -1 while closed */
+    size_t users;                 /* borrowers of fd: it is not closed under them */
+    struct st_file *newer, *older; /* the cache's list, while fd >= 0 */
 };
 
 static struct st_spare *spare_new(void);
 static void spare_close(struct st_spare *spare);
+static void fd_adopt(st_file *file, int fd);
+static st_code fd_borrow(const st_file *file, int *fd, st_error *err);
+static void fd_return(const st_file *file);
+static void fd_forget(st_file *file);
 
 /* Largest single pread request: keeps every request well within ssize_t and
  * what Linux transfers in one call (0x7ffff000). */
@@ -126,28 +142,46 @@ st_code st_file_check_regular(unsigned int mode, st_error *err)
     return ST_ERR_IO;
 }
 
-/* Opens path read-only and checks that it is a regular file; *size from
- * fstat. Never blocks on a FIFO (O_NONBLOCK, cleared again after). */
-static st_code open_regular(const char *path, int *fd, uint64_t *size, st_error *err)
+/* Opens path read-only and checks that it is a regular file; *st from
+ * fstat. Never blocks on a FIFO (O_NONBLOCK, cleared again after). On
+ * failure *fd is -1 (nothing is left open). */
+static st_code open_regular(const char *path, int *fd, struct stat *st, st_error *err)
 {
-    struct stat st;
-    st_code rc;
+    st_code rc = ST_OK;
     do {
         *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     } while (*fd < 0 && errno == EINTR);
     if (*fd < 0)
         return st_error_io(err, errno, 0);
-    if (fstat(*fd, &st) != 0)
-        return st_error_io(err, errno, 0);
-    if ((rc = st_file_check_regular(st.st_mode, err)) != ST_OK)
+    if (fstat(*fd, st) != 0)
+        rc = st_error_io(err, errno, 0);
+    else
+        rc = st_file_check_regular(st->st_mode, err);
+    if (rc != ST_OK) {
+        close(*fd);
+        *fd = -1;
         return rc;
+    }
     /* O_NONBLOCK means nothing for a regular file: cleared so the
      * descriptor behaves like a plain one. */
     int fl = fcntl(*fd, F_GETFL);
     if (fl >= 0)
         (void)fcntl(*fd, F_SETFL, fl & ~O_NONBLOCK);
-    *size = (uint64_t)st.st_size;
     return ST_OK;
+}
+
+/* path made absolute with the working directory of now, so that a later
+ * chdir does not change which file a reopen finds; as given where the
+ * working directory is unknown. NULL when out of memory. */
+static char *absolute_path(const char *path)
+{
+    char cwd[PATH_MAX];
+    const char *dir = path[0] == '/' || getcwd(cwd, sizeof cwd) == NULL ? "" : cwd;
+    size_t len = strlen(dir) + strlen(path) + 2;
+    char *out = st_malloc(len);
+    if (out != NULL)
+        snprintf(out, len, "%s%s%s", dir, dir[0] != '\0' ? "/" : "", path);
+    return out;
 }
 
 /* Reads and parses the header of an open file of `size` bytes, from a
@@ -191,35 +225,33 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     int fd = -1;
     uint8_t *map = NULL;
     size_t map_len = 0;
-    uint64_t size = 0;
+    struct stat st;
     st_header *header = NULL;
     st_file *file = NULL;
 
     *out = NULL;
     if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown backend %d", (int)backend);
-    if ((rc = open_regular(path, &fd, &size, err)) != ST_OK ||
-        (rc = load_header(fd, size, backend, &map, &map_len, &header, err)) != ST_OK)
+    if ((rc = open_regular(path, &fd, &st, err)) != ST_OK ||
+        (rc = load_header(fd, (uint64_t)st.st_size, backend, &map, &map_len, &header, err)) !=
+            ST_OK)
         goto exit;
-    if ((file = st_malloc(sizeof *file)) == NULL) {
-        rc = st_error_code(err, ST_ERR_NOMEM, 0);
-        goto exit;
-    }
-    if ((file->spare = spare_new()) == NULL) {
+    if ((file = st_calloc(1, sizeof *file)) == NULL || (file->spare = spare_new()) == NULL ||
+        (file->path = absolute_path(path)) == NULL) {
+        if (file != NULL && file->spare != NULL)
+            spare_close(file->spare);
         st_free(file);
-        file = NULL;
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
-    /* fd stays open while the file lives, on both backends:
-     * st_file_map_private maps each handed-out tensor on its own from it. */
     atomic_init(&file->refcount, 1);
-    file->fd = fd;
     file->backend = backend;
-    file->size = size;
+    file->size = (uint64_t)st.st_size;
+    file->opened = st;
     file->map = map;
     file->map_len = map_len;
     file->header = header;
+    fd_adopt(file, fd); /* the cache owns the descriptor from here */
     *out = file;
     return ST_OK;
 
@@ -250,11 +282,10 @@ void st_file_release(st_file *file)
     if (file->map != NULL) {
         munmap(file->map, file->map_len);
     }
-    if (file->fd >= 0) {
-        close(file->fd);
-    }
+    fd_forget(file);
     spare_close(file->spare);
     st_header_free(file->header);
+    st_free(file->path);
     st_free(file);
 }
 
@@ -283,20 +314,244 @@ st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, 
 {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     uint64_t start = offset - offset % page, span = offset - start + len;
-    void *base;
+    void *base = MAP_FAILED;
+    int fd;
+    st_code rc;
     memset(out, 0, sizeof(*out));
     if (len == 0 || offset > file->size || len > file->size - offset || span > (uint64_t)SIZE_MAX)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "private map out of the file");
-    base = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, file->fd,
-                (off_t)start);
-    if (base == MAP_FAILED)
-        return st_error_io(err, errno, offset);
+    if ((rc = fd_borrow(file, &fd, err)) == ST_OK) {
+        base = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd,
+                    (off_t)start);
+        if (base == MAP_FAILED)
+            rc = st_error_io(err, errno, offset);
+        fd_return(file);
+    } else if (file->map != NULL) {
+        /* The path no longer leads to the file opened (or cannot be opened
+         * now): the whole-file mapping still holds it. A copy of the bytes
+         * in anonymous memory, as private as a mapping of the file. */
+        base = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        rc = base == MAP_FAILED ? st_error_io(err, errno, offset) : ST_OK;
+        if (rc == ST_OK)
+            memcpy((uint8_t *)base + (offset - start), file->map + offset, (size_t)len);
+    }
+    if (rc != ST_OK)
+        return rc;
     out->base = base;
     out->len = (size_t)span;
     out->data = (uint8_t *)base + (offset - start);
     out->offset = offset;
     out->request = len;
     return ST_OK;
+}
+
+/* ======================================================================
+ * MARK: descriptors (the process-wide cache)
+ *
+ * A file keeps no descriptor of its own for its whole life: the process
+ * would run out of them with a few thousand open handles. Descriptors sit in
+ * one list, newest first, of at most fd_bound() (64, or a sixteenth of
+ * RLIMIT_NOFILE's soft limit if lower) beyond those in use. A pread read or
+ * a private map borrows its file's descriptor (fd_borrow, fd_return): one in
+ * use is never closed; the oldest unused ones are closed when the list is
+ * over the bound. A file whose descriptor was closed reopens its path and
+ * checks it finds the file it opened (device, inode, size and modification
+ * time as fstat gave them at open); anything else is an error (the mmap
+ * backend copies from its whole-file mapping instead). The file owns fd;
+ * only the cache opens and closes it, under fds.lock, and the file's last
+ * release closes it. A forked child inherits the descriptors and the list:
+ * the lock is held across fork (pthread_atfork) and the child's copy, whose
+ * borrowers did not come along, counts no users.
+ * ====================================================================== */
+
+#define ST_FD_CACHE_MAX 64
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_once_t once;
+    st_file *newest, *oldest;
+    size_t open, bound; /* descriptors in the list; fd_bound() at the last insert */
+} fds = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_ONCE_INIT, NULL, NULL, 0, 1};
+
+static void fds_lock(void)
+{
+    pthread_mutex_lock(&fds.lock);
+}
+
+static void fds_unlock(void)
+{
+    pthread_mutex_unlock(&fds.lock);
+}
+
+static void fds_child(void)
+{
+    for (st_file *f = fds.newest; f != NULL; f = f->older)
+        f->users = 0;
+    fds_unlock();
+}
+
+static void fds_at_fork(void)
+{
+    (void)pthread_atfork(fds_lock, fds_unlock, fds_child);
+}
+
+static size_t fd_bound(void)
+{
+    struct rlimit limit;
+    rlim_t soft = getrlimit(RLIMIT_NOFILE, &limit) == 0 ? limit.rlim_cur : 1024;
+    rlim_t bound = soft == RLIM_INFINITY ? ST_FD_CACHE_MAX : soft / 16;
+    return bound > ST_FD_CACHE_MAX ? ST_FD_CACHE_MAX : bound < 1 ? 1 : (size_t)bound;
+}
+
+/* Lock held from here to fd_close. */
+static void fd_unlink(st_file *f)
+{
+    *(f->newer ? &f->newer->older : &fds.newest) = f->older;
+    *(f->older ? &f->older->newer : &fds.oldest) = f->newer;
+    f->newer = f->older = NULL;
+}
+
+static void fd_link_newest(st_file *f)
+{
+    f->older = fds.newest;
+    *(fds.newest ? &fds.newest->newer : &fds.oldest) = f;
+    fds.newest = f;
+}
+
+static void fd_close(st_file *f)
+{
+    fd_unlink(f);
+    close(f->fd);
+    f->fd = -1;
+    fds.open--;
+}
+
+/* Closes the oldest unused descriptors while the list is over `bound`. */
+static void fd_trim(size_t bound)
+{
+    for (st_file *f = fds.oldest, *newer; f != NULL && fds.open > bound; f = newer) {
+        newer = f->newer;
+        if (f->users == 0)
+            fd_close(f);
+    }
+}
+
+/* Takes fd (open, not yet in the list) as file's descriptor: file has none. */
+static void fd_insert(st_file *file, int fd)
+{
+    file->fd = fd;
+    fd_link_newest(file);
+    fds.open++;
+    fds.bound = fd_bound();
+}
+
+static void fd_adopt(st_file *file, int fd)
+{
+    pthread_once(&fds.once, fds_at_fork);
+    fds_lock();
+    fd_insert(file, fd);
+    fd_trim(fds.bound);
+    fds_unlock();
+}
+
+/* Opens file's path again, checking that it finds the file opened. */
+static st_code fd_reopen(const st_file *file, int *fd, st_error *err)
+{
+    const struct stat *was = &file->opened;
+    struct stat now;
+    st_error why;
+    st_code rc = open_regular(file->path, fd, &now, &why);
+    if (rc == ST_ERR_IO && (why.sys_errno == EMFILE || why.sys_errno == ENFILE)) {
+        fds_lock(); /* out of descriptors: give back the unused ones, once */
+        fd_trim(0);
+        fds_unlock();
+        rc = open_regular(file->path, fd, &now, &why);
+    }
+    if (rc == ST_OK && (now.st_dev != was->st_dev || now.st_ino != was->st_ino ||
+                        now.st_size != was->st_size ||
+                        now.st_mtim.tv_sec != was->st_mtim.tv_sec ||
+                        now.st_mtim.tv_nsec != was->st_mtim.tv_nsec)) {
+        close(*fd);
+        *fd = -1;
+        rc = ST_ERR_IO;
+        why.sys_errno = ESTALE;
+    } else if (rc == ST_OK || (why.sys_errno != ENOENT && why.sys_errno != ENOTDIR)) {
+        if (rc != ST_OK && err != NULL)
+            *err = why;
+        return rc;
+    }
+    st_error_set(err, ST_ERR_IO, 0,
+                 "the file changed after it was opened (replaced, deleted or modified): %s; "
+                 "open it again to read it",
+                 file->path);
+    if (err != NULL)
+        err->sys_errno = why.sys_errno;
+    return rc;
+}
+
+/* file's descriptor, open until the matching fd_return. */
+static st_code fd_borrow(const st_file *file, int *fd, st_error *err)
+{
+    st_file *f = (st_file *)file; /* its descriptor fields change under fds.lock */
+    int opened = -1;
+    st_code rc = ST_OK;
+    fds_lock();
+    if (f->fd < 0) {
+        fds_unlock();
+        if ((rc = fd_reopen(f, &opened, err)) != ST_OK)
+            return rc;
+        fds_lock();
+        if (f->fd < 0) { /* else another thread reopened it meanwhile */
+            fd_insert(f, opened);
+            opened = -1;
+        }
+    }
+    f->users++;
+    fd_unlink(f);
+    fd_link_newest(f);
+    fd_trim(fds.bound);
+    *fd = f->fd;
+    fds_unlock();
+    if (opened >= 0)
+        close(opened);
+    return rc;
+}
+
+static void fd_return(const st_file *file)
+{
+    st_file *f = (st_file *)file;
+    fds_lock();
+    f->users--;
+    fd_trim(fds.bound);
+    fds_unlock();
+}
+
+/* The file's last release. */
+static void fd_forget(st_file *file)
+{
+    fds_lock();
+    if (file->fd >= 0)
+        fd_close(file);
+    fds_unlock();
+}
+
+bool st_file_has_descriptor(const st_file *file)
+{
+    bool has;
+    fds_lock();
+    has = file->fd >= 0;
+    fds_unlock();
+    return has;
+}
+
+size_t st_file_descriptors(void)
+{
+    size_t open;
+    fds_lock();
+    open = fds.open;
+    fds_unlock();
+    return open;
 }
 
 /* ======================================================================
@@ -698,8 +953,9 @@ static void populate_destination(uint8_t *dst, size_t len)
     (void)madvise((void *)start, (uintptr_t)dst + len - start, MADV_POPULATE_WRITE);
 }
 
-/* One contiguous piece of a read: by memcpy from the mapping, or pread. */
-static st_code read_piece(const st_file *file, uint64_t offset, uint8_t *dst, size_t len,
+/* One contiguous piece of a read: by memcpy from the mapping, or pread from
+ * fd (borrowed for the whole call). */
+static st_code read_piece(const st_file *file, int fd, uint64_t offset, uint8_t *dst, size_t len,
                           st_error *err)
 {
     if (len >= ST_POPULATE_MIN)
@@ -708,11 +964,12 @@ static st_code read_piece(const st_file *file, uint64_t offset, uint8_t *dst, si
         memcpy(dst, file->map + offset, len);
         return ST_OK;
     }
-    return read_exact(file->fd, offset, dst, len, err);
+    return read_exact(fd, offset, dst, len, err);
 }
 
 typedef struct {
     const st_file *file;
+    int fd; /* pread backend: borrowed until the call returns */
     const st_read_request *requests;
     size_t count;
     pthread_mutex_t lock; /* guards everything below */
@@ -755,7 +1012,7 @@ static void *read_worker(void *arg)
     size_t len;
     while (take_chunk(queue, &offset, &dst, &len)) {
         st_error err;
-        st_code code = read_piece(queue->file, offset, dst, len, &err);
+        st_code code = read_piece(queue->file, queue->fd, offset, dst, len, &err);
         if (code != ST_OK) {
             pthread_mutex_lock(&queue->lock);
             if (!queue->failed) {
@@ -769,13 +1026,12 @@ static void *read_worker(void *arg)
     return NULL;
 }
 
-static st_code read_in_turn(const st_file *file, const st_read_request *requests, size_t count,
-                            st_error *err)
+static st_code read_in_turn(const read_queue *queue, st_error *err)
 {
-    for (size_t i = 0; i < count; i++) {
-        st_code code = requests[i].len == 0 ? ST_OK
-                                            : read_piece(file, requests[i].offset,
-                                                         requests[i].dst, requests[i].len, err);
+    for (size_t i = 0; i < queue->count; i++) {
+        const st_read_request *r = &queue->requests[i];
+        st_code code =
+            r->len == 0 ? ST_OK : read_piece(queue->file, queue->fd, r->offset, r->dst, r->len, err);
         if (code != ST_OK)
             return code;
     }
@@ -787,7 +1043,8 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
 {
     pthread_t threads[ST_READ_THREADS - 1];
     size_t started = 0, chunks = 0, total = 0;
-    read_queue queue = {.file = file, .requests = requests, .count = count, .code = ST_OK};
+    read_queue queue = {
+        .file = file, .fd = -1, .requests = requests, .count = count, .code = ST_OK};
 
     for (size_t i = 0; i < count; i++) {
         const st_read_request *r = &requests[i];
@@ -800,9 +1057,13 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
         chunks += r->len / ST_READ_CHUNK + (r->len % ST_READ_CHUNK != 0);
         total += r->len;
     }
+    if (file->map == NULL && total > 0 && (queue.code = fd_borrow(file, &queue.fd, err)) != ST_OK)
+        return queue.code;
     /* Small reads, and no lock for the queue: one after the other, here. */
-    if (total < ST_PARALLEL_MIN || pthread_mutex_init(&queue.lock, NULL) != 0)
-        return read_in_turn(file, requests, count, err);
+    if (total < ST_PARALLEL_MIN || pthread_mutex_init(&queue.lock, NULL) != 0) {
+        queue.code = read_in_turn(&queue, err);
+        goto exit;
+    }
     /* A thread that cannot start leaves its share to the others and to this
      * one, which works the queue too. Small stacks: a worker needs a few
      * KiB, and 7 default 8 MiB stacks overflow glibc's 40 MiB stack cache,
@@ -822,7 +1083,10 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
     pthread_mutex_destroy(&queue.lock);
     if (queue.failed && err != NULL)
         *err = queue.err;
-    return queue.failed ? queue.code : ST_OK;
+exit:
+    if (queue.fd >= 0)
+        fd_return(file);
+    return queue.code;
 }
 
 st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err)
