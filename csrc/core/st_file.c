@@ -47,6 +47,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -1030,8 +1031,9 @@ static st_code read_in_turn(const read_queue *queue, st_error *err)
 {
     for (size_t i = 0; i < queue->count; i++) {
         const st_read_request *r = &queue->requests[i];
-        st_code code =
-            r->len == 0 ? ST_OK : read_piece(queue->file, queue->fd, r->offset, r->dst, r->len, err);
+        st_code code = r->len == 0 ? ST_OK
+                                   : read_piece(queue->file, queue->fd, r->offset, r->dst, r->len,
+                                                err);
         if (code != ST_OK)
             return code;
     }

@@ -1,7 +1,9 @@
 /*
  * test_file.c - st_file_open / read / map / refcount on both backends:
  * open errors, special files, copy-on-write mapping, truncated and extended
- * files, a file that shrinks after opening, and a sparse 64 GiB file.
+ * files, a file that shrinks after opening, a sparse 64 GiB file, and the
+ * descriptor cache (its bound, reopening, a file changed under a closed
+ * descriptor, threads borrowing while others evict).
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -9,7 +11,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -581,6 +585,206 @@ exit:
     free(data);
 }
 
+/* ======================================================================
+ * MARK: descriptors
+ * ====================================================================== */
+
+enum { FD_FILES = 4, FD_HANDLES = 300, FD_LEN = 5000, FD_BIG = (5 << 20) + 7 };
+
+/* Byte i of file k of the descriptor tests (one U8 tensor): bytes read from
+ * the wrong file show. */
+static uint8_t fd_byte(int k, size_t i)
+{
+    return (uint8_t)(k * 61 + i * 7 + (i >> 9));
+}
+
+static void write_fd_file(const char *path, int k, size_t len)
+{
+    char json[160];
+    uint8_t *data = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        data[i] = fd_byte(k, i);
+    snprintf(json, sizeof json,
+             "{\"x\":{\"dtype\":\"U8\",\"shape\":[%zu],\"data_offsets\":[0,%zu]}}", len, len);
+    write_raw(path, json, data, len);
+    free(data);
+}
+
+/* Whether f reads the bytes [at, at + len) of file k: pread, or a private
+ * map on mmap. */
+static bool fd_reads_right(st_file *f, int k, size_t at, size_t len, st_error *err)
+{
+    uint64_t ds = st_header_data_start(st_file_header(f));
+    uint8_t *got = malloc(len);
+    st_private_map pm;
+    bool right = got != NULL;
+    if (st_file_backend(f) == ST_BACKEND_PREAD) {
+        right = right && st_file_read(f, ds + at, got, len, err) == ST_OK;
+    } else if ((right = right && st_file_map_private(f, ds + at, len, &pm, err) == ST_OK)) {
+        memcpy(got, pm.data, len);
+        st_private_map_release(&pm);
+    }
+    for (size_t i = 0; right && i < len; i++)
+        right = got[i] == fd_byte(k, at + i);
+    free(got);
+    return right;
+}
+
+typedef struct {
+    st_file **files; /* FD_HANDLES of them, handle h on file h % FD_FILES */
+    st_file *big;    /* file FD_FILES, FD_BIG bytes, pread */
+    int id, wrong;
+} fd_worker_arg;
+
+/* Worker 0 also reads the big file whole (threads of its own use its
+ * borrowed descriptor) while the others reopen and evict. */
+static void *fd_worker(void *p)
+{
+    fd_worker_arg *arg = p;
+    st_error err;
+    for (int round = 0; round < 3; round++) {
+        if (arg->id == 0 && !fd_reads_right(arg->big, FD_FILES, 0, FD_BIG, &err))
+            arg->wrong++;
+        for (int h = arg->id; h < FD_HANDLES; h += 3) {
+            size_t at = (size_t)h * 13 % FD_LEN;
+            if (!fd_reads_right(arg->files[h], h % FD_FILES, at, FD_LEN - at, &err))
+                arg->wrong++;
+        }
+    }
+    return NULL;
+}
+
+/* Reads one byte through every handle from files[from] on: the oldest
+ * descriptors go. */
+static void fd_crowd(st_file **files, int from)
+{
+    st_error err;
+    for (int h = from; h < FD_HANDLES; h++)
+        (void)fd_reads_right(files[h], h % FD_FILES, 0, 1, &err);
+}
+
+static void test_descriptors(void)
+{
+    enum { THREADS = 6 };
+    const size_t bound = 16; /* a sixteenth of the soft limit set below */
+    struct rlimit was, low;
+    st_file *files[FD_HANDLES] = {0}, *big = NULL, *target[2] = {0}, *kept = NULL;
+    st_error err = {0};
+    char paths[FD_FILES + 1][512], p[512], fresh[520], cwd[512];
+    pthread_t threads[THREADS];
+    fd_worker_arg args[THREADS];
+    st_code rc;
+    CHECK(getrlimit(RLIMIT_NOFILE, &was) == 0 && getcwd(cwd, sizeof cwd) != NULL, "getrlimit");
+    low = was;
+    low.rlim_cur = 256; /* below FD_HANDLES: a descriptor per handle would fail */
+    CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0, "setrlimit");
+    for (int k = 0; k <= FD_FILES; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "fd%d.safetensors", k);
+        path_in(paths[k], sizeof paths[k], name);
+        write_fd_file(paths[k], k, k < FD_FILES ? FD_LEN : FD_BIG);
+    }
+    /* two targets, opened first, so the crowd evicts them; the mmap one by
+     * a relative path, the working directory changed after */
+    path_in(p, sizeof p, "target.safetensors");
+    write_fd_file(p, 0, FD_LEN);
+    CHECK(chdir(tmpdir) == 0 &&
+              st_file_open("target.safetensors", ST_BACKEND_MMAP, &target[0], &err) == ST_OK &&
+              chdir("/") == 0,
+          "relative open: %s", err.msg);
+    CHECK(st_file_open(p, ST_BACKEND_PREAD, &target[1], &err) == ST_OK, "%s", err.msg);
+    for (int h = 0; h < FD_HANDLES; h++) {
+        CHECK(st_file_open(paths[h % FD_FILES], backends[h / FD_FILES % 2], &files[h], &err) ==
+                  ST_OK,
+              "open %d: %s", h, err.msg);
+        if (!files[h])
+            goto exit;
+    }
+    CHECK(st_file_open(paths[FD_FILES], ST_BACKEND_PREAD, &big, &err) == ST_OK, "%s", err.msg);
+    if (!big || !target[0] || !target[1])
+        goto exit;
+    /* the bound: the newest files hold descriptors, the oldest none */
+    CHECK(st_file_descriptors() <= bound, "%zu descriptors held", st_file_descriptors());
+    CHECK(!st_file_has_descriptor(files[0]) && st_file_has_descriptor(big), "LRU order");
+    CHECK(!st_file_has_descriptor(target[0]) && !st_file_has_descriptor(target[1]), "evicted");
+    /* reopened: every handle reads its own file, the cache stays bounded */
+    for (int h = 0; h < FD_HANDLES; h++)
+        CHECK(fd_reads_right(files[h], h % FD_FILES, 0, FD_LEN, &err), "read %d: %s", h, err.msg);
+    CHECK(st_file_has_descriptor(files[FD_HANDLES - 1]) && !st_file_has_descriptor(files[0]),
+          "reopened in turn");
+    CHECK(st_file_descriptors() <= bound, "%zu descriptors held", st_file_descriptors());
+    /* threads borrowing while others evict: a descriptor closed under a
+     * read (its number then reused for another file) would read wrong bytes */
+    for (int t = 0; t < THREADS; t++) {
+        args[t] = (fd_worker_arg){.files = files, .big = big, .id = t};
+        CHECK(pthread_create(&threads[t], NULL, fd_worker, &args[t]) == 0, "thread %d", t);
+    }
+    for (int t = 0; t < THREADS; t++) {
+        pthread_join(threads[t], NULL);
+        CHECK(args[t].wrong == 0, "thread %d: %d wrong reads", t, args[t].wrong);
+    }
+    CHECK(st_file_descriptors() <= bound, "%zu held after the threads", st_file_descriptors());
+    /* the relative path still finds its file from another directory */
+    CHECK(fd_reads_right(target[0], 0, 0, FD_LEN, &err), "relative reopen: %s", err.msg);
+    CHECK(st_file_has_descriptor(target[0]), "reopened");
+    /* replaced by a file of the same size, other bytes: pread fails
+     * clearly, mmap copies from its whole-file mapping, and a handle that
+     * still holds its descriptor reads the old inode (as before) */
+    CHECK(st_file_open(p, ST_BACKEND_PREAD, &kept, &err) == ST_OK, "%s", err.msg);
+    fd_crowd(files, 0);
+    CHECK(kept && !st_file_has_descriptor(target[0]) && !st_file_has_descriptor(target[1]),
+          "evicted again");
+    (void)fd_reads_right(kept, 0, 0, 1, &err);
+    snprintf(fresh, sizeof fresh, "%s.new", p);
+    write_fd_file(fresh, 1, FD_LEN);
+    CHECK(rename(fresh, p) == 0, "replace");
+    rc = fd_reads_right(target[1], 0, 0, 8, &err) ? ST_OK : err.code;
+    CHECK(rc == ST_ERR_IO && err.sys_errno == ESTALE &&
+              strstr(err.msg, "changed after it was opened") != NULL && strstr(err.msg, p),
+          "replaced, pread: %d %s", rc, err.msg);
+    CHECK(fd_reads_right(target[0], 0, 0, FD_LEN, &err), "replaced, mmap: %s", err.msg);
+    CHECK(fd_reads_right(kept, 0, 0, FD_LEN, &err), "replaced, kept: %s", err.msg);
+    /* deleted: ENOENT, the same message */
+    CHECK(unlink(p) == 0, "unlink");
+    rc = fd_reads_right(target[1], 0, 0, 8, &err) ? ST_OK : err.code;
+    CHECK(rc == ST_ERR_IO && err.sys_errno == ENOENT &&
+              strstr(err.msg, "changed after it was opened") != NULL,
+          "deleted, pread: %d %s", rc, err.msg);
+    CHECK(fd_reads_right(target[0], 0, 0, FD_LEN, &err), "deleted, mmap: %s", err.msg);
+    /* modified in place (the same inode, another mtime): files[FD_FILES]
+     * reads file 0 on pread */
+    fd_crowd(files, FD_FILES + 1);
+    CHECK(!st_file_has_descriptor(files[FD_FILES]), "evicted for the touch");
+    CHECK(utimensat(AT_FDCWD, paths[0], (struct timespec[2]){{.tv_nsec = UTIME_OMIT}, {12345, 0}},
+                    0) == 0,
+          "utimensat");
+    rc = fd_reads_right(files[FD_FILES], 0, 0, 8, &err) ? ST_OK : err.code;
+    CHECK(rc == ST_ERR_IO && err.sys_errno == ESTALE, "touched: %d %s", rc, err.msg);
+    /* a forked child reads through inherited and reopened descriptors */
+    pid_t child = fork();
+    if (child == 0)
+        _exit(fd_reads_right(files[FD_HANDLES - 1], (FD_HANDLES - 1) % FD_FILES, 0, FD_LEN, &err) &&
+                      fd_reads_right(files[1], 1, 0, FD_LEN, &err) &&
+                      fd_reads_right(files[FD_FILES + 1], 1, 0, FD_LEN, &err)
+                  ? 0
+                  : 1);
+    int status = -1;
+    CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
+              WEXITSTATUS(status) == 0,
+          "forked child reads: status %d", status);
+exit:
+    for (int h = 0; h < FD_HANDLES; h++)
+        st_file_release(files[h]);
+    st_file_release(big);
+    st_file_release(target[0]);
+    st_file_release(target[1]);
+    st_file_release(kept);
+    CHECK(st_file_descriptors() == 0, "%zu left open", st_file_descriptors());
+    for (int k = 0; k <= FD_FILES; k++)
+        unlink(paths[k]);
+    CHECK(setrlimit(RLIMIT_NOFILE, &was) == 0 && chdir(cwd) == 0, "restore");
+}
+
 int main(void)
 {
     tmpdir = harness_tmpdir("test_file");
@@ -590,6 +794,7 @@ int main(void)
     test_read_many();
     test_populate();
     test_reusable();
+    test_descriptors();
     test_sparse_64g();
     rmdir(tmpdir);
     return harness_finish("test_file");
