@@ -469,16 +469,16 @@ static st_code fd_reopen(const st_file *file, int *fd, st_error *err)
         fds_unlock();
         rc = open_regular(file->path, fd, &now, &why);
     }
-    if (rc == ST_OK && (now.st_dev != was->st_dev || now.st_ino != was->st_ino ||
-                        now.st_size != was->st_size ||
-                        now.st_mtim.tv_sec != was->st_mtim.tv_sec ||
-                        now.st_mtim.tv_nsec != was->st_mtim.tv_nsec)) {
+    if (rc == ST_OK && now.st_dev == was->st_dev && now.st_ino == was->st_ino &&
+        now.st_size == was->st_size && now.st_mtim.tv_sec == was->st_mtim.tv_sec &&
+        now.st_mtim.tv_nsec == was->st_mtim.tv_nsec)
+        return ST_OK;
+    if (rc == ST_OK) { /* another file, or this one modified */
         close(*fd);
         *fd = -1;
-        rc = ST_ERR_IO;
         why.sys_errno = ESTALE;
-    } else if (rc == ST_OK || (why.sys_errno != ENOENT && why.sys_errno != ENOTDIR)) {
-        if (rc != ST_OK && err != NULL)
+    } else if (why.sys_errno != ENOENT && why.sys_errno != ENOTDIR) {
+        if (err != NULL)
             *err = why;
         return rc;
     }
@@ -488,7 +488,7 @@ static st_code fd_reopen(const st_file *file, int *fd, st_error *err)
                  file->path);
     if (err != NULL)
         err->sys_errno = why.sys_errno;
-    return rc;
+    return ST_ERR_IO;
 }
 
 /* file's descriptor, open until the matching fd_return. */
