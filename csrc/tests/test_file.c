@@ -734,7 +734,7 @@ static void test_descriptors(void)
     fd_crowd(files, 0);
     CHECK(kept && !st_file_has_descriptor(target[0]) && !st_file_has_descriptor(target[1]),
           "evicted again");
-    (void)fd_reads_right(kept, 0, 0, 1, &err);
+    CHECK(fd_reads_right(kept, 0, 0, 1, &err) && st_file_has_descriptor(kept), "kept");
     snprintf(fresh, sizeof fresh, "%s.new", p);
     write_fd_file(fresh, 1, FD_LEN);
     CHECK(rename(fresh, p) == 0, "replace");
