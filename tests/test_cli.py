@@ -464,12 +464,13 @@ def test_diff_every_dtype(dtype, bits, framework, tmp_path, monkeypatch, capsys)
     assert err == ""
 
 
-def test_diff_without_a_type_for_the_dtype(tmp_path, monkeypatch, capsys):
+def test_diff_without_a_type_for_the_dtype(tmp_path):
     """NumPy without ml_dtypes has no BF16: diff compares those tensors byte for byte."""
-    a, b = str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     save_file({"t": torch.zeros(4, dtype=torch.bfloat16)}, a)
     save_file({"t": torch.tensor([0, 1, 0, 2], dtype=torch.bfloat16)}, b)  # 1.0 is 80 3f, 2.0 is 00 40
-    monkeypatch.setitem(sys.modules, "torch", None)
-    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
-    assert cli.main(["diff", a, b]) == cli.EXIT_FAILED
-    assert capsys.readouterr().out == "values differ: t: 3 of 8 bytes differ (BF16, compared byte for byte)\n"
+    script = ("import sys; sys.modules['torch'] = sys.modules['ml_dtypes'] = None; "
+              "from safetensors.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", script, "diff", str(a), str(b)], capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (1, "")
+    assert result.stdout == "values differ: t: 3 of 8 bytes differ (BF16, compared byte for byte)\n"
