@@ -319,7 +319,8 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
         if name not in weight_map:
             problems.append(f"{path}: {shards[0]} holds tensor {name!r}, which the index does not list")
     with open(path, "rb") as f:
-        declared = (json.load(f).get("metadata") or {}).get("total_size")
+        metadata = json.load(f).get("metadata")
+    declared = metadata.get("total_size") if isinstance(metadata, dict) else None
     if len(problems) == before and isinstance(declared, int) and declared != total:
         _say(f"warning: {path}: metadata.total_size is {declared} but the shards hold {total} bytes of tensors",
              file=sys.stderr)
