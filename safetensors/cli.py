@@ -5,8 +5,11 @@
     safetensors convert IN OUT           PyTorch pickle checkpoint -> safetensors (sharded)
     safetensors diff A B                 names, dtypes, shapes and values that differ
 
-Exit codes: 0 success (verify: no problem; diff: no difference), 1 problems
-or differences found / the command failed, 2 bad usage. Progress bars (tqdm,
+Exit codes (EXIT_*, below): 0 success (verify: no problem; diff: no
+difference), 1 problems or differences found / the command failed (one line
+on stderr, never a traceback for bad input), 2 bad usage, 130 interrupted.
+Names, paths and messages are printed through printable(), so a tensor name
+cannot forge output lines or send terminal escapes. Progress bars (tqdm,
 when installed) appear only when stderr is a terminal. See docs/cli.md.
 """
 import argparse
@@ -19,11 +22,23 @@ import sys
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import SafetensorError, safe_open
+from ._safetensors_c import _dtype_table
 
 INDEX_SUFFIX = ".index.json"
 
+EXIT_OK = 0           # success; verify: no problem; diff: no difference
+EXIT_FAILED = 1       # verify: problems found; diff: differences found; any command: it failed
+EXIT_USAGE = 2        # bad usage (argparse's own code)
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+# What bad input (a file, an index, a path, a checkpoint torch cannot handle)
+# raises: reported by main as one line, exit EXIT_FAILED. Anything else is a bug
+# and keeps its traceback.
+_INPUT_FAILURES = (SafetensorError, OSError, ValueError, RuntimeError, MemoryError)
+
+
 class CliError(Exception):
-    """A failure reported as one line on stderr, exit code 1."""
+    """A failure reported as one line on stderr, exit code EXIT_FAILED."""
 
 
 # --------------------------------------------------------------------------
@@ -40,6 +55,21 @@ def _progress(iterable: Iterable, total: Optional[int] = None, desc: str = "", u
     except ImportError:
         return iterable
     return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=False)
+
+
+def printable(text: str) -> str:
+    """text with every character that is not printable (control characters,
+    newlines, ESC and so terminal escape sequences, bidi overrides, lone
+    surrogates of undecodable file names) written as repr writes it (\\x1b,
+    \\n, \\u202e); printable Unicode is kept. Idempotent, so lines may be
+    built from pieces already shown."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _say(line: str = "", file=None) -> None:
+    print(printable(line), file=file if file is not None else sys.stdout)
 
 
 def _human(nbytes: int) -> str:
@@ -87,6 +117,23 @@ def _load_index(path: str) -> Dict[str, str]:
     return weight_map
 
 
+def shard_path(index_path: str, shard: str) -> str:
+    """The file a shard name of an index stands for. Names come from the
+    index, so they are not trusted: the file must really lie inside the
+    index's folder (as given, or the folder the index file itself really is
+    in: the huggingface_hub cache links the index and every shard into its
+    blobs folder). Absolute names, ``..`` escapes and symlinks leading out
+    are refused with a CliError. Every command that reads an index uses it."""
+    folder = os.path.dirname(index_path)
+    path = os.path.join(folder, shard)
+    if not os.path.isabs(shard) and "\0" not in shard:
+        real = os.path.realpath(path)
+        for home in {os.path.realpath(folder), os.path.dirname(os.path.realpath(index_path))}:
+            if real != home and os.path.commonpath([real, home]) == home:
+                return path
+    raise CliError(f"{index_path}: shard name {shard!r} leads outside the index's folder: refused")
+
+
 def _expand(paths: List[str]) -> List[str]:
     """A directory stands for its index JSON, else for its .safetensors files."""
     out: List[str] = []
@@ -102,10 +149,14 @@ def _expand(paths: List[str]) -> List[str]:
     return out
 
 
-def _open_error(path: str, exc: Exception) -> str:
+def _open_error(path: Optional[str], exc: BaseException) -> str:
+    """"PATH: why" for a failure while reading path (the OSError's own file
+    name when it has one), or "why" when no path is known."""
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{path}: {exc.strerror}"
-    return f"{path}: {exc}"
+        path, why = exc.filename or path, exc.strerror
+    else:
+        why = str(exc).strip() or type(exc).__name__
+    return f"{path}: {why}" if path else why
 
 
 # --------------------------------------------------------------------------
@@ -133,9 +184,8 @@ def describe_file(path: str) -> Dict[str, Any]:
 
 def _describe(path: str) -> List[Dict[str, Any]]:
     if path.endswith(INDEX_SUFFIX):
-        weight_map = _load_index(path)
-        directory = os.path.dirname(path)
-        return [describe_file(os.path.join(directory, shard)) for shard in sorted(set(weight_map.values()))]
+        shards = [shard_path(path, shard) for shard in sorted(set(_load_index(path).values()))]
+        return [describe_file(shard) for shard in shards]
     return [describe_file(path)]
 
 
@@ -165,7 +215,7 @@ def cmd_inspect(args) -> int:
     for path in args.files:
         try:
             files.extend(_describe(path))
-        except (OSError, SafetensorError) as exc:
+        except _INPUT_FAILURES as exc:
             raise CliError(_open_error(path, exc)) from None
     totals = _totals(files)
     parameters = sum(t["parameters"] for t in totals.values())
@@ -177,29 +227,29 @@ def cmd_inspect(args) -> int:
         return 0
     sharded = len(files) > 1
     for file in files:
-        print(f"{file['path']}: {len(file['tensors'])} tensors, {_human(file['size'])} "
-              f"(header {file['header_size']} bytes)")
+        _say(f"{file['path']}: {len(file['tensors'])} tensors, {_human(file['size'])} "
+             f"(header {file['header_size']} bytes)")
     rows = [(["file"] if sharded else []) + ["name", "dtype", "shape", "bytes", "offset"]]
     for file in files:
         for t in file["tensors"]:
-            rows.append(([os.path.basename(file["path"])] if sharded else []) + [
-                t["name"], t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
+            rows.append(([printable(os.path.basename(file["path"]))] if sharded else []) + [
+                printable(t["name"]), t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
                 str(t["offset"])])
     first = 1 if sharded else 0
-    print(_table(rows, right=(first + 3, first + 4)))
-    print()
-    print("totals by dtype:")
+    print(_table(rows, right=(first + 3, first + 4)))  # cells already printable
+    _say()
+    _say("totals by dtype:")
     rows = [["dtype", "tensors", "parameters", "bytes"]]
     for dtype, t in totals.items():
         rows.append([dtype, str(t["tensors"]), f"{t['parameters']:,}", f"{t['bytes']:,}"])
     print(_table(rows, right=(1, 2, 3)))
-    print(f"parameters: {parameters:,}  bytes: {nbytes:,} ({_human(nbytes)})")
+    _say(f"parameters: {parameters:,}  bytes: {nbytes:,} ({_human(nbytes)})")
     for file in files:
         if file["metadata"]:
-            print(f"metadata ({os.path.basename(file['path'])}):" if sharded else "metadata:")
+            _say(f"metadata ({os.path.basename(file['path'])}):" if sharded else "metadata:")
             for key, value in file["metadata"].items():
-                print(f"  {key}: {value}")
-    return 0
+                _say(f"  {key}: {value}")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------
@@ -233,7 +283,7 @@ def _verify_file(path: str, args, problems: List[str]) -> Optional[List[str]]:
             problems.append(_open_error(path, exc))
             return None
     if not args.quiet:
-        print(line + ")")
+        _say(line + ")")
     return names
 
 
@@ -243,24 +293,25 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
     except CliError as exc:
         problems.append(str(exc))
         return
-    directory = os.path.dirname(path)
     before = len(problems)
     total = 0
     where: Dict[str, List[str]] = {}
+    found_files = set()
     for shard in sorted(set(weight_map.values())):
-        shard_path = os.path.join(directory, shard)
-        if os.path.basename(shard) != shard:
-            problems.append(f"{path}: shard name {shard!r} is not a file name in the index's directory")
+        try:
+            file = shard_path(path, shard)
+        except CliError as exc:
+            problems.append(str(exc))
             continue
-        names = _verify_file(shard_path, args, problems)
+        names = _verify_file(file, args, problems)
         if names is None:
             continue
+        found_files.add(shard)
         for name in names:
             where.setdefault(name, []).append(shard)
-        total += sum(t["bytes"] for t in describe_file(shard_path)["tensors"])
+        total += sum(t["bytes"] for t in describe_file(file)["tensors"])
     for name, shard in weight_map.items():
-        found = where.get(name, [])
-        if shard not in found and os.path.isfile(os.path.join(directory, shard)):
+        if shard in found_files and shard not in where.get(name, []):
             problems.append(f"{path}: tensor {name!r} is mapped to {shard} but is not in that file")
     for name, shards in where.items():
         if len(shards) > 1:
@@ -268,12 +319,13 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
         if name not in weight_map:
             problems.append(f"{path}: {shards[0]} holds tensor {name!r}, which the index does not list")
     with open(path, "rb") as f:
-        declared = (json.load(f).get("metadata") or {}).get("total_size")
+        metadata = json.load(f).get("metadata")
+    declared = metadata.get("total_size") if isinstance(metadata, dict) else None
     if len(problems) == before and isinstance(declared, int) and declared != total:
-        print(f"warning: {path}: metadata.total_size is {declared} but the shards hold {total} bytes of tensors",
-              file=sys.stderr)
+        _say(f"warning: {path}: metadata.total_size is {declared} but the shards hold {total} bytes of tensors",
+             file=sys.stderr)
     if len(problems) == before and not args.quiet:
-        print(f"ok: {path} ({len(weight_map)} tensors in {len(set(weight_map.values()))} shards)")
+        _say(f"ok: {path} ({len(weight_map)} tensors in {len(set(weight_map.values()))} shards)")
 
 
 def cmd_verify(args) -> int:
@@ -289,8 +341,8 @@ def cmd_verify(args) -> int:
         else:
             _verify_file(path, args, problems)
     for problem in problems:
-        print(f"error: {problem}")
-    return 1 if problems else 0
+        _say(f"error: {problem}")
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 # --------------------------------------------------------------------------
@@ -307,7 +359,7 @@ def _state_dict_of(obj: Any, path: str) -> Dict[str, Any]:
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("state_dict", "model", "module"):
             if isinstance(obj.get(key), dict):
-                print(f"note: {path}: converting the tensors under {key!r}", file=sys.stderr)
+                _say(f"note: {path}: converting the tensors under {key!r}", file=sys.stderr)
                 return _state_dict_of(obj[key], path)
     if not isinstance(obj, dict):
         raise CliError(f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensor name -> tensor)")
@@ -319,8 +371,8 @@ def _state_dict_of(obj: Any, path: str) -> Dict[str, Any]:
         raise CliError(f"{path}: tensor keys must be str, found {bad[:3]!r}")
     skipped = [str(k) for k in obj if k not in tensors]
     if skipped:
-        print(f"note: {path}: skipping {len(skipped)} entries that are not tensors: "
-              f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+        _say(f"note: {path}: skipping {len(skipped)} entries that are not tensors: "
+             f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
     return tensors
 
 
@@ -335,8 +387,11 @@ def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
     import torch
 
     if path.endswith(".safetensors"):
-        with safe_open(path, "pt") as f:
-            return {k: f.get_tensor(k) for k in f.offset_keys()}, dict(f.metadata() or {})
+        try:
+            with safe_open(path, "pt") as f:
+                return {k: f.get_tensor(k) for k in f.offset_keys()}, dict(f.metadata() or {})
+        except (OSError, SafetensorError) as exc:
+            raise CliError(_open_error(path, exc)) from None
     if not os.path.isfile(path):
         raise CliError(f"{path}: no such file")
     import pickle
@@ -348,7 +403,7 @@ def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
             if "mmap" not in str(exc):
                 raise
             # Legacy (pre-zip) torch.save files cannot be mapped: read them whole.
-            print(f"note: {path}: old torch.save format, loading it into memory", file=sys.stderr)
+            _say(f"note: {path}: old torch.save format, loading it into memory", file=sys.stderr)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -492,37 +547,67 @@ def cmd_convert(args) -> int:
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise CliError("the output must not be the input file")
     state_dict, metadata = load_source(args.input)
-    written = convert_state_dict(state_dict, args.output, max_shard_size=args.max_shard_size, dtype=args.dtype,
-                                 metadata=metadata, progress=True)
+    try:
+        written = convert_state_dict(state_dict, args.output, max_shard_size=args.max_shard_size, dtype=args.dtype,
+                                     metadata=metadata, progress=True)
+    except OSError as exc:  # the output: a missing folder, no permission, a full disk
+        raise CliError(_open_error(args.output, exc)) from None
+    except _INPUT_FAILURES as exc:  # a tensor torch cannot cast or write (float4 pairs with --dtype, ...)
+        raise CliError(_open_error(args.input, exc)) from None
     if not args.quiet:
         for path in written:
-            print(path)
-    return 0
+            _say(path)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------
 # diff
 # --------------------------------------------------------------------------
 
+# Sub-byte dtypes (F4, F6_*): no NumPy type, and the format leaves the order of
+# the values inside a byte to the producer, so diff compares their bytes.
+_SUB_BYTE = {code for code, bits, *_ in _dtype_table() if bits < 8}
+
+
 class _Checkpoint:
     """Tensors of one file or of every shard of an index, opened lazily."""
 
     def __init__(self, path: str, framework: str):
-        self.files = {}
+        self.tensors: Dict[str, Dict[str, Any]] = {}  # name -> describe_file's entry and "path"
+        self.handles: Dict[str, Any] = {}
         self.metadata: Dict[str, str] = {}
-        paths = [describe["path"] for describe in _describe(path)] if path.endswith(INDEX_SUFFIX) else [path]
-        for p in paths:
-            handle = safe_open(p, framework)
-            self.metadata.update(handle.metadata() or {})
-            for name in handle.keys():
-                self.files[name] = handle
+        for file in _describe(path):
+            self.handles[file["path"]] = safe_open(file["path"], framework)
+            self.metadata.update(file["metadata"] or {})
+            for t in file["tensors"]:
+                self.tensors[t["name"]] = dict(t, path=file["path"])
 
     def info(self, name: str) -> Tuple[str, List[int]]:
-        view = self.files[name].get_slice(name)
-        return view.get_dtype(), list(view.get_shape())
+        return self.tensors[name]["dtype"], self.tensors[name]["shape"]
 
     def tensor(self, name: str):
-        return self.files[name].get_tensor(name)
+        return self.handles[self.tensors[name]["path"]].get_tensor(name)
+
+    def raw(self, name: str):
+        """The tensor's bytes, memory-mapped (uint8 NumPy array)."""
+        import numpy as np
+
+        t = self.tensors[name]
+        if t["bytes"] == 0:
+            return np.zeros(0, np.uint8)
+        return np.memmap(t["path"], np.uint8, "r", offset=t["offset"], shape=(t["bytes"],))
+
+
+def _compare(a: _Checkpoint, b: _Checkpoint, name: str, rtol: float, atol: float) -> Optional[str]:
+    """None when the values of `name` are equal within tolerance, else a short description."""
+    dtype = a.info(name)[0]
+    if dtype not in _SUB_BYTE:
+        try:
+            return _compare_values(a.tensor(name), b.tensor(name), rtol, atol)
+        except (SafetensorError, TypeError, NotImplementedError):  # no numeric type here (no ml_dtypes,
+            pass                                                   # an older torch): compare bytes
+    differ = int((a.raw(name) != b.raw(name)).sum())
+    return f"{differ} of {a.tensors[name]['bytes']} bytes differ ({dtype}, compared byte for byte)" if differ else None
 
 
 def _compare_values(a, b, rtol: float, atol: float) -> Optional[str]:
@@ -562,16 +647,17 @@ def cmd_diff(args) -> int:
         framework = "pt"
     except ImportError:
         framework = "numpy"
-    try:
-        a, b = _Checkpoint(args.a, framework), _Checkpoint(args.b, framework)
-    except (OSError, SafetensorError, CliError) as exc:
-        raise CliError(str(exc)) from None
+    checkpoints = []
+    for path in (args.a, args.b):
+        try:
+            checkpoints.append(_Checkpoint(path, framework))
+        except _INPUT_FAILURES as exc:
+            raise CliError(_open_error(path, exc)) from None
+    a, b = checkpoints
     lines = []
-    only_a = sorted(set(a.files) - set(b.files))
-    only_b = sorted(set(b.files) - set(a.files))
-    lines += [f"only in {args.a}: {name}" for name in only_a]
-    lines += [f"only in {args.b}: {name}" for name in only_b]
-    common = sorted(set(a.files) & set(b.files))
+    lines += [f"only in {args.a}: {name}" for name in sorted(set(a.tensors) - set(b.tensors))]
+    lines += [f"only in {args.b}: {name}" for name in sorted(set(b.tensors) - set(a.tensors))]
+    common = sorted(set(a.tensors) & set(b.tensors))
     for name in _progress(common, desc="diff", unit="tensor"):
         (dtype_a, shape_a), (dtype_b, shape_b) = a.info(name), b.info(name)
         if dtype_a != dtype_b:
@@ -579,7 +665,7 @@ def cmd_diff(args) -> int:
         elif shape_a != shape_b:
             lines.append(f"shape differs: {name}: {shape_a} vs {shape_b}")
         elif not args.no_values:
-            message = _compare_values(a.tensor(name), b.tensor(name), args.rtol, args.atol)
+            message = _compare(a, b, name, args.rtol, args.atol)
             if message:
                 lines.append(f"values differ: {name}: {message}")
     if args.metadata and a.metadata != b.metadata:
@@ -587,10 +673,10 @@ def cmd_diff(args) -> int:
             if a.metadata.get(key) != b.metadata.get(key):
                 lines.append(f"metadata differs: {key}: {a.metadata.get(key)!r} vs {b.metadata.get(key)!r}")
     for line in lines:
-        print(line)
+        _say(line)
     if not lines and not args.quiet:
-        print(f"no differences ({len(common)} tensors compared)")
-    return 1 if lines else 0
+        _say(f"no differences ({len(common)} tensors compared)")
+    return EXIT_FAILED if lines else EXIT_OK
 
 
 # --------------------------------------------------------------------------
@@ -600,7 +686,8 @@ def cmd_diff(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safetensors", description="Inspect, verify, convert and compare safetensors checkpoints.",
-        epilog="Exit codes: 0 ok, 1 problems/differences found or failure, 2 bad usage.")
+        epilog=f"Exit codes: {EXIT_OK} ok, {EXIT_FAILED} problems/differences found or failure, "
+               f"{EXIT_USAGE} bad usage, {EXIT_INTERRUPTED} interrupted.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser("inspect", help="list tensors, dtypes, shapes, sizes, offsets and metadata",
@@ -652,17 +739,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # bad usage: argparse exits with EXIT_USAGE
     try:
         return args.run(args)
-    except CliError as exc:
-        print(f"safetensors {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     except BrokenPipeError:  # `safetensors inspect big | head`
         sys.stderr.close()
-        return 1
+        return EXIT_FAILED
+    except (CliError,) + _INPUT_FAILURES as exc:  # the one place failures become a line
+        _say(f"safetensors {args.command}: error: {_open_error(None, exc)}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

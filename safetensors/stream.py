@@ -16,7 +16,9 @@ when every declared tensor has been written::
             writer.write(name, produce(name))      # torch tensor or NumPy array
 
 An exception inside the ``with`` block, a tensor never written, or a writer
-dropped without ``commit()`` leaves nothing at the destination. Writing a
+dropped without ``commit()`` leaves nothing at the destination. An exception
+inside the block is never replaced by the writer's own complaints (writes
+still running on other threads): they are added to it as a note. Writing a
 tensor twice, or data whose dtype, shape or size differs from the
 declaration, raises ``SafetensorError``. See docs/streaming.md.
 """
@@ -177,17 +179,25 @@ class StreamWriter:
         self._writer.commit()
 
     def abort(self) -> None:
-        """Discards everything written; the destination is left as it was."""
+        """Discards everything written; the destination is left as it was.
+        While writes are still running on other threads the writer is closed
+        all the same and raises SafetensorError: the temporary file goes when
+        the last of them ends."""
         self._writer.abort()
 
     def __enter__(self) -> "StreamWriter":
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is not None:
+        if exc_type is None:
+            if not self.closed:
+                self.commit()
+            return
+        try:
             self.abort()
-        elif not self.closed:
-            self.commit()
+        except SafetensorError as complaint:  # writes in flight: the exception of the block wins
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(f"{self!r}: {complaint}")
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -291,3 +291,187 @@ def test_convert_safetensors_input(model_file, tmp_path):
     assert result.returncode == 0, result.stderr
     assert run("diff", "--no-values", model_file, tmp_path / "f32" / "model.safetensors.index.json").stdout == \
         "dtype differs: c: BF16 vs F32\n"
+
+
+# --------------------------------------------------------------------------
+# failures, escaping, index shard names, every dtype in diff
+# --------------------------------------------------------------------------
+
+from safetensors import cli  # noqa: E402
+from safetensors._safetensors_c import _dtype_table  # noqa: E402
+from safetensors.stream import StreamWriter  # noqa: E402
+
+
+def _failure_cases(tmp_path, model_file):
+    (tmp_path / "bad.safetensors").write_bytes(b"\x05" + b"\x00" * 7 + b"{}")
+    (tmp_path / "bad.index.json").write_text("{not json")
+    (tmp_path / "a_file").write_text("x")
+    with StreamWriter(tmp_path / "f6.safetensors", {"t": ("F6_E2M3", (4,))}) as writer:
+        writer.write("t", b"\x01\x02\x03")
+    return {
+        "convert an invalid file": ["convert", tmp_path / "bad.safetensors", tmp_path / "o.safetensors"],
+        "convert a missing file": ["convert", tmp_path / "missing.safetensors", tmp_path / "o.safetensors"],
+        "convert F6 (no torch type)": ["convert", tmp_path / "f6.safetensors", tmp_path / "o.safetensors"],
+        "convert into a missing folder": ["convert", model_file, tmp_path / "missing" / "o.safetensors"],
+        "convert shards into a file": ["convert", model_file, tmp_path / "a_file", "--max-shard-size", "1KB"],
+        "inspect a bad index": ["inspect", tmp_path / "bad.index.json"],
+        "inspect a folder": ["inspect", tmp_path],
+        "diff an invalid file": ["diff", model_file, tmp_path / "bad.safetensors"],
+        "diff a missing file": ["diff", tmp_path / "missing.safetensors", model_file],
+    }
+
+
+@pytest.mark.parametrize("case", ["convert an invalid file", "convert a missing file", "convert F6 (no torch type)",
+                                  "convert into a missing folder", "convert shards into a file",
+                                  "inspect a bad index", "inspect a folder", "diff an invalid file",
+                                  "diff a missing file"])
+def test_failure_is_one_line(case, tmp_path, model_file, capsys):
+    """Every failure caused by the input is one line on stderr and EXIT_FAILED, never a traceback
+    (an exception escaping main would fail this test)."""
+    argv = _failure_cases(tmp_path, model_file)[case]
+    assert cli.main([str(a) for a in argv]) == cli.EXIT_FAILED == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"safetensors {argv[0]}: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_failure_is_one_line_as_a_program(tmp_path, model_file):
+    result = run("convert", model_file, tmp_path / "missing" / "o.safetensors")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"safetensors convert: error: {tmp_path / 'missing' / 'o.safetensors'}: " \
+                            "No such file or directory\n"
+
+
+def test_printable():
+    assert cli.printable("layers.0.weight") == "layers.0.weight"
+    assert cli.printable("poids_é_权重") == "poids_é_权重"  # letters are kept
+    assert cli.printable("a\nb\rc\td\x1b[31me\x7f\u202ef\udcff") == "a\\nb\\rc\\td\\x1b[31me\\x7f\\u202ef\\udcff"
+    assert cli.printable(cli.printable("x\x1by")) == "x\\x1by"  # idempotent
+
+
+EVIL = "w\nok: forged line\x1b[2J\x1b]0;title\x07"
+
+
+def test_names_are_printed_escaped(tmp_path):
+    """A tensor name, a metadata value or a path cannot forge output lines or reach the terminal raw."""
+    folder = tmp_path / "dir\x1b[31m"
+    folder.mkdir()
+    a, b = folder / "a.safetensors", folder / "b.safetensors"
+    save_file({EVIL: torch.zeros(2), "é": torch.zeros(1)}, a, metadata={"k\x1b": "v\nforged: x"})
+    save_file({EVIL: torch.ones(2), "é": torch.zeros(1)}, b)
+    for argv in (["inspect", a], ["diff", "--metadata", a, b], ["verify", a, folder / "bad\nname.safetensors"]):
+        result = run(*argv)
+        assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout, argv
+        assert not any(line.startswith("ok: forged") for line in result.stdout.splitlines()), argv
+        assert "Traceback" not in result.stderr
+    result = run("inspect", a)
+    assert "w\\nok: forged line\\x1b[2J\\x1b]0;title\\x07" in result.stdout
+    assert "  k\\x1b: v\\nforged: x" in result.stdout.splitlines()
+    assert "é" in result.stdout and "dir\\x1b[31m" in result.stdout
+    result = run("diff", a, b)
+    assert result.stdout.splitlines() == [
+        "values differ: w\\nok: forged line\\x1b[2J\\x1b]0;title\\x07: 2 of 2 values differ (max abs diff 1)"]
+    # JSON output carries the exact names, and stays valid JSON
+    data = json.loads(run("inspect", "--json", a).stdout)
+    assert {t["name"] for t in data["files"][0]["tensors"]} == {EVIL, "é"}
+    assert data["files"][0]["metadata"] == {"k\x1b": "v\nforged: x"}
+
+
+@pytest.fixture
+def escaping_index(tmp_path):
+    """model/ holds an index whose shards try to leave the folder; outside.safetensors is a valid file
+    the index must not reach."""
+    save_file({"secret": torch.arange(3)}, tmp_path / "outside.safetensors")
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"w": torch.zeros(2)}, model / "inside.safetensors")
+    os.symlink(tmp_path / "outside.safetensors", model / "link.safetensors")
+    os.symlink(tmp_path, model / "up")
+
+    def index(shard):
+        path = model / "model.safetensors.index.json"
+        path.write_text(json.dumps({"weight_map": {"w": "inside.safetensors", "secret": shard}}))
+        return path
+    return index, str(tmp_path / "outside.safetensors")
+
+
+@pytest.mark.parametrize("command", ["inspect", "diff", "verify"])
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "ABSOLUTE", "link.safetensors",
+                                   "up/outside.safetensors", "../../../../../../../etc/passwd", "sub/../../x"])
+def test_index_shards_stay_in_the_index_folder(escaping_index, command, shard, capsys):
+    index, outside = escaping_index
+    shard = outside if shard == "ABSOLUTE" else shard
+    path = str(index(shard))
+    argv = {"inspect": ["inspect", path], "diff": ["diff", path, path], "verify": ["verify", path]}[command]
+    assert cli.main(argv) == cli.EXIT_FAILED
+    out, err = capsys.readouterr()
+    message = f"shard name {shard!r} leads outside the index's folder: refused"
+    assert message in (out if command == "verify" else err)
+    assert "secret" not in out
+
+
+def test_index_shards_inside_the_folder(tmp_path):
+    """Sub-folders, links within the folder, and the huggingface_hub cache layout (index and shards
+    are links to ../../blobs/<hash>) are inside."""
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "abc"
+    blobs.mkdir()
+    snapshot.mkdir(parents=True)
+    save_file({"a": torch.zeros(2)}, blobs / "1111")
+    save_file({"b": torch.ones(2)}, blobs / "2222")
+    (blobs / "3333").write_text(json.dumps({"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}))
+    for name, blob in [("model-1.safetensors", "1111"), ("model-2.safetensors", "2222"),
+                       ("model.safetensors.index.json", "3333")]:
+        os.symlink(os.path.join("..", "..", "blobs", blob), snapshot / name)
+    index = snapshot / "model.safetensors.index.json"
+    assert run("verify", index).returncode == 0
+    assert json.loads(run("inspect", "--json", index).stdout)["parameters"] == 4
+    assert run("diff", index, index).returncode == 0
+
+    (tmp_path / "plain" / "sub").mkdir(parents=True)
+    save_file({"a": torch.zeros(2)}, tmp_path / "plain" / "sub" / "a.safetensors")
+    os.symlink("sub/a.safetensors", tmp_path / "plain" / "b.safetensors")
+    index = tmp_path / "plain" / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": "sub/a.safetensors"}}))
+    assert run("verify", index).returncode == 0
+    index.write_text(json.dumps({"weight_map": {"a": "b.safetensors"}, "metadata": [1]}))  # odd metadata: ignored
+    result = run("verify", index)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+_DTYPES = [(code, bits) for code, bits, *_ in _dtype_table()]
+
+
+@pytest.mark.parametrize("framework", ["pt", "numpy"])
+@pytest.mark.parametrize("dtype,bits", _DTYPES, ids=[code for code, _ in _DTYPES])
+def test_diff_every_dtype(dtype, bits, framework, tmp_path, monkeypatch, capsys):
+    """One file per dtype: diff never raises, finds a one-byte change, and finds none between equal files.
+    F4/F6 (no NumPy or torch type) are compared byte for byte."""
+    if framework == "numpy":
+        monkeypatch.setitem(sys.modules, "torch", None)  # diff then compares with NumPy (and ml_dtypes)
+    nbytes = 8 * bits // 8  # 8 values
+    paths = []
+    for name, data in (("a", bytes(nbytes)), ("b", b"\x01" + bytes(nbytes - 1))):
+        paths.append(str(tmp_path / f"{name}.safetensors"))
+        with StreamWriter(paths[-1], {"t": (dtype, (2, 4))}) as writer:
+            writer.write("t", data)
+    assert cli.main(["diff", paths[0], paths[0]]) == cli.EXIT_OK
+    assert capsys.readouterr().out == "no differences (1 tensors compared)\n"
+    assert cli.main(["diff", paths[0], paths[1]]) == cli.EXIT_FAILED
+    out, err = capsys.readouterr()
+    if bits < 8:
+        assert out == f"values differ: t: 1 of {nbytes} bytes differ ({dtype}, compared byte for byte)\n"
+    else:
+        assert out.startswith("values differ: t: 1 of 8 values differ"), out
+    assert err == ""
+
+
+def test_diff_without_a_type_for_the_dtype(tmp_path):
+    """NumPy without ml_dtypes has no BF16: diff compares those tensors byte for byte."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file({"t": torch.zeros(4, dtype=torch.bfloat16)}, a)
+    save_file({"t": torch.tensor([0, 1, 0, 2], dtype=torch.bfloat16)}, b)  # 1.0 is 80 3f, 2.0 is 00 40
+    script = ("import sys; sys.modules['torch'] = sys.modules['ml_dtypes'] = None; "
+              "from safetensors.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", script, "diff", str(a), str(b)], capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (1, "")
+    assert result.stdout == "values differ: t: 3 of 8 bytes differ (BF16, compared byte for byte)\n"

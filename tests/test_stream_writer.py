@@ -230,3 +230,74 @@ def test_destination_rules_are_save_files(tmp_path):
         writer.write("a", np.arange(3, dtype=np.int32))
     np.testing.assert_array_equal(safetensors.numpy.load_file(path)["a"], np.arange(3, dtype=np.int32))
     assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+
+
+# pwrite/pwrite64 of data starting with "HOLD" waits: it sends a byte on the pipe $GATE_ENTERED,
+# then waits for one on $GATE_GO (no timing: the test decides when the write may go on).
+_GATE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static ssize_t gate(const char *name, int fd, const void *buf, size_t n, off_t off)
+{
+    ssize_t (*real)(int, const void *, size_t, off_t) =
+        (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, name);
+    char c = 0;
+    if (n >= 4 && memcmp(buf, "HOLD", 4) == 0 && getenv("GATE_GO") != NULL &&
+        (write(atoi(getenv("GATE_ENTERED")), &c, 1) != 1 || read(atoi(getenv("GATE_GO")), &c, 1) != 1))
+        abort();
+    return real(fd, buf, n, off);
+}
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) { return gate("pwrite", fd, buf, n, off); }
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) { return gate("pwrite64", fd, buf, n, off); }
+"""
+
+_BLOCKED_WRITE = r"""
+import os, sys, threading
+from safetensors.stream import StreamWriter
+path = sys.argv[1]
+entered, go = os.pipe(), os.pipe()
+os.environ.update(GATE_ENTERED=str(entered[1]), GATE_GO=str(go[0]))
+boom = KeyError("boom")
+try:
+    with StreamWriter(path, {"a": ("U8", (4,)), "b": ("U8", (4,))}) as writer:
+        thread = threading.Thread(target=writer.write, args=("a", b"HOLD"))
+        thread.start()
+        os.read(entered[0], 1)  # the thread is inside pwrite: its write is in flight
+        raise boom
+except BaseException as exc:
+    print("raised:", exc is boom, repr(exc))
+    print("notes:", getattr(exc, "__notes__", None))
+    print("closed:", writer.closed)
+finally:
+    os.write(go[1], b"x")
+    thread.join()
+print("after:", sorted(os.listdir(os.path.dirname(path))))
+print("contents:", open(path, "rb").read())
+"""
+
+
+def test_exception_in_block_wins_over_a_write_in_flight(tmp_path):
+    """The with block raises while another thread is inside a write: the block's exception
+    propagates (the writer's complaint is a note on 3.11+), the destination keeps its old
+    contents, and the temporary file goes once that write ends."""
+    CC = os.environ.get("CC", "cc")
+    (tmp_path / "gate.c").write_text(_GATE)
+    subprocess.run([CC, "-shared", "-fPIC", "-o", str(tmp_path / "gate.so"), str(tmp_path / "gate.c"), "-ldl"],
+                   check=True, capture_output=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"old")
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(tmp_path / "gate.so")]))
+    result = subprocess.run([sys.executable, "-c", _BLOCKED_WRITE, str(out / "model.safetensors")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "LD_PRELOAD": preload})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "raised: True KeyError('boom')"
+    if sys.version_info >= (3, 11):
+        assert "1 write(s) still in progress on other threads: the file is discarded when they end" in lines[1]
+    assert lines[2:] == ["closed: True", "after: ['model.safetensors']", "contents: b'old'"]
+    assert result.stderr == ""  # the writing thread's write itself succeeded

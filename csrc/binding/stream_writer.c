@@ -15,8 +15,10 @@
  * Writes run with the GIL released, so several Python threads write at
  * once. The core forbids commit/abort/free during a write; `busy` (changed
  * only under the object's lock) counts writes in flight, and commit/abort
- * refuse while it is not zero. A writer garbage-collected without commit
- * aborts: nothing appears at the destination.
+ * refuse while it is not zero. An abort refused that way still closes the
+ * writer: `discard` makes the last write in flight free the stream (its
+ * temporary file goes) when it ends. A writer garbage-collected without
+ * commit aborts: nothing appears at the destination.
  */
 #include "module.h"
 
@@ -26,6 +28,7 @@ typedef struct {
     PyObject_HEAD st_stream *stream; /* owned; NULL once committed or aborted */
     PyObject *filename;              /* for messages */
     Py_ssize_t busy;                 /* writes in flight (GIL released) */
+    int discard;                     /* aborted during writes: the last to end frees stream */
 } StreamWriter;
 
 /* Fills *decl from one (name, dtype, shape) item; shape goes to dims. */
@@ -184,7 +187,7 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
     Py_buffer view = {0};
     Py_ssize_t name_len;
     size_t index;
-    st_stream *stream = NULL;
+    st_stream *stream = NULL, *aborted = NULL;
     st_error err;
     st_code code;
 
@@ -196,7 +199,7 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
     if (PyObject_GetBuffer(data, &view, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
     ST_LOCK(self);
-    if (self->stream != NULL) {
+    if (self->stream != NULL && !self->discard) {
         stream = self->stream;
         self->busy++;
     }
@@ -215,30 +218,42 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
         else result = Py_NewRef(Py_None);
     }
     ST_LOCK(self);
-    self->busy--;
+    if (--self->busy == 0 && self->discard) {
+        aborted = self->stream;
+        self->stream = NULL;
+    }
     ST_UNLOCK();
+    st_stream_free(aborted); /* an abort() that came during the writes: the temporary file goes */
 exit:
     PyBuffer_Release(&view);
     return result;
 }
 
 /* Takes the stream out of self (*out, NULL if already closed) unless writes
- * are in flight, which is an error. */
-static int take_stream(StreamWriter *self, st_stream **out)
+ * are in flight, which is an error; for an abort the writer is closed all the
+ * same, and the last write to end discards the stream. */
+static int take_stream(StreamWriter *self, st_stream **out, int aborting)
 {
-    Py_ssize_t busy;
+    Py_ssize_t busy = 0;
+    *out = NULL;
     ST_LOCK(self);
-    busy = self->busy;
-    *out = busy == 0 ? self->stream : NULL;
-    if (busy == 0)
-        self->stream = NULL;
+    if (!self->discard) {
+        busy = self->busy;
+        if (busy == 0) {
+            *out = self->stream;
+            self->stream = NULL;
+        } else if (aborting) {
+            self->discard = 1;
+        }
+    }
     ST_UNLOCK();
     if (busy != 0) {
         st_state *state = st_state_from_type(Py_TYPE(self));
         if (state != NULL)
             PyErr_Format(state->SafetensorError,
-                         "%zd write(s) still in progress on other threads: wait for them first",
-                         busy);
+                         "%zd write(s) still in progress on other threads: %s", busy,
+                         aborting ? "the file is discarded when they end"
+                                  : "wait for them first");
         return -1;
     }
     return 0;
@@ -250,7 +265,7 @@ static PyObject *StreamWriter_commit(StreamWriter *self, PyObject *unused)
     st_stream *stream;
     st_error err;
     st_code code;
-    if (take_stream(self, &stream) < 0)
+    if (take_stream(self, &stream, 0) < 0)
         return NULL;
     if (stream == NULL)
         return closed_error(self);
@@ -263,7 +278,7 @@ static PyObject *StreamWriter_commit(StreamWriter *self, PyObject *unused)
 static PyObject *StreamWriter_abort(StreamWriter *self, PyObject *unused)
 {
     st_stream *stream;
-    if (take_stream(self, &stream) < 0)
+    if (take_stream(self, &stream, 1) < 0)
         return NULL;
     st_stream_free(stream); /* NULL (aborting twice, or after commit) is harmless */
     Py_RETURN_NONE;
@@ -271,7 +286,7 @@ static PyObject *StreamWriter_abort(StreamWriter *self, PyObject *unused)
 
 static PyObject *StreamWriter_get_closed(StreamWriter *self, void *closure)
 {
-    return PyBool_FromLong(self->stream == NULL);
+    return PyBool_FromLong(self->stream == NULL || self->discard);
 }
 
 static void StreamWriter_dealloc(StreamWriter *self)
@@ -291,7 +306,9 @@ static PyMethodDef StreamWriter_methods[] = {
      "commit()\n--\n\nChecks every declared tensor was written and moves the file into place. "
      "On failure nothing is left at the destination."},
     {"abort", (PyCFunction)StreamWriter_abort, METH_NOARGS,
-     "abort()\n--\n\nDiscards the temporary file; the destination is left as it was."},
+     "abort()\n--\n\nDiscards the temporary file; the destination is left as it was. With "
+     "writes still running on other threads it raises SafetensorError, and the last of them "
+     "discards the file when it ends."},
     {NULL, NULL, 0, NULL},
 };
 
