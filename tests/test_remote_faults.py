@@ -5,6 +5,7 @@ uploads failing part-way, deadlines, garbage, cancellation. Every test runs
 with small timeouts, retries and backoff."""
 
 import os
+import socket
 import sys
 import threading
 import types
@@ -212,6 +213,54 @@ def test_s3_get_object_checked_against_the_pin(answer, error):
     else:
         with pytest.raises(error, match="s3://b/k"):
             call()
+
+
+class _StalledS3:
+    """get_object whose body is a real socket nobody writes to (botocore's
+    raw stream: readinto, and .connection.sock as urllib3 has it)."""
+
+    def __init__(self):
+        self.ours, self.theirs = socket.socketpair()
+
+    def get_object(self, Bucket, Key, Range, **kwargs):
+        start, end = (int(x) for x in Range.split("=")[1].split("-"))
+        raw = types.SimpleNamespace(readinto=self.ours.recv_into, connection=types.SimpleNamespace(sock=self.ours))
+        body = types.SimpleNamespace(_raw_stream=raw, close=lambda: None)
+        return {"Body": body, "ContentLength": end + 1 - start, "ContentRange": f"bytes {start}-{end}/100"}
+
+
+def _stalled_s3(timeout):
+    s3 = remote._DirectS3()
+    s3.client, s3.url, s3.timeout, s3.bucket, s3.key = _StalledS3(), "s3://b/k", timeout, "b", "k"
+    return s3
+
+
+def test_s3_cancel_shuts_the_body_socket_down():
+    s3 = _stalled_s3(timeout=60.0)
+    cancel = remote._Cancel()
+    done = {}
+
+    def run():
+        try:
+            s3.get_into(0, 10, [(0, 10, memoryview(bytearray(10)))], None, None, cancel, size=100)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            done["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    s3.client.theirs.send(b"abc")   # the body has begun
+    while not cancel._aborts and thread.is_alive():
+        thread.join(0.01)
+    cancel.set()
+    thread.join(20)   # a liveness bound: without the abort it waits for the 60 s timeout
+    assert not thread.is_alive() and isinstance(done.get("error"), remote._Cancelled)
+
+
+def test_s3_stalled_body_times_out():
+    s3 = _stalled_s3(timeout=0.5)
+    with pytest.raises(remote._Transient) as info:
+        s3.get_into(0, 10, [(0, 10, memoryview(bytearray(10)))], None, None, size=100)
+    assert isinstance(info.value.final, TimeoutError) and "s3://b/k" in str(info.value.final)
 
 
 # --------------------------------------------------------------------------
