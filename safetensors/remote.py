@@ -390,8 +390,8 @@ class _Guard:
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
                 except OSError:
                     pass
-            elif hasattr(self.target, "close"):
-                self.target.close()
+            elif not hasattr(self.target, "sock") and hasattr(self.target, "close"):
+                self.target.close()   # no socket to reach (a connection still connecting is bounded by timeout)
 
     def expired(self) -> _Transient:
         return _Transient(RemoteTimeoutError(
@@ -547,8 +547,12 @@ class _RemoteObject:
             count = int(DEFAULTS["head_bytes"])
             headers = {"Range": f"bytes=0-{count - 1}", "Accept-Encoding": "identity"}
             async with await self._http_request("get", headers, limit) as response:
-                return _info_from_get(self.url, response.status, response.headers.get, count,
-                                      await response.read())
+                size, want = _head_from_get(self.url, response.status, response.headers.get, count)
+                body = await response.read() if want else b""
+                if len(body) != want:
+                    raise _Transient(SafetensorIOError(
+                        f"{self.url}: asked bytes 0-{want - 1}, the body has {len(body)} bytes"))
+                return {"size": size, "ETag": response.headers.get("ETag"), "type": "file", "prefix": body}
 
         try:
             headers = sync(self.fs.loop, head)
@@ -640,23 +644,18 @@ class _RemoteObject:
 _NO_HEAD = (403, 405, 501)   # a HEAD refused (presigned GET URLs): size and ETag come from a ranged GET
 
 
-def _info_from_get(url: str, status: int, header, count: int, body: bytes) -> Dict[str, Any]:
-    """info() from a GET of bytes 0..count-1 (a server refusing HEAD): size
-    from Content-Range's total, the ETag, and the bytes themselves."""
+def _head_from_get(url: str, status: int, header, count: int) -> Tuple[int, int]:
+    """(size, bytes to read) from the answer to a GET of bytes 0..count-1 (a
+    server refusing HEAD), checked before its body is read: the size is
+    Content-Range's total, the body must be bytes 0..min(count, size)-1."""
     parsed = _content_range(header("Content-Range"))
     if status == 416 and parsed is not None and parsed[2] is not None:
-        return {"size": parsed[2], "ETag": header("ETag"), "type": "file", "prefix": b""}
-    if status != 206 or parsed is None or parsed[2] is None:
+        return parsed[2], 0
+    if status != 206 or parsed is None or parsed[2] is None or parsed[:2] != (0, min(count, parsed[2]) - 1):
         raise SafetensorIOError(
-            f"{url}: HEAD refused and a ranged GET answered HTTP {status} with Content-Range "
+            f"{url}: HEAD refused, and a GET of bytes 0-{count - 1} answered HTTP {status} with Content-Range "
             f"{header('Content-Range')!r}: the size is unknown")
-    size = parsed[2]
-    want = min(count, size)
-    if parsed[:2] != (0, want - 1) or len(body) != want:
-        raise SafetensorIOError(
-            f"{url}: asked bytes 0-{count - 1}, the server answered Content-Range {header('Content-Range')!r} "
-            f"with {len(body)} bytes")
-    return {"size": size, "ETag": header("ETag"), "type": "file", "prefix": bytes(body)}
+    return parsed[2], parsed[1] + 1
 
 
 def _scatter(data: memoryview, start: int, end: int, targets) -> None:
@@ -762,18 +761,19 @@ class _DirectHTTP:
             response, drop = self.request("GET", {"Range": f"bytes=0-{count - 1}", "Accept-Encoding": "identity"},
                                           guard)
             try:
+                size, want = _head_from_get(self.url, response.status, response.getheader, count)
                 length = _length_of(response.getheader("Content-Length"), self.url, "GET")
-                if response.status != 206 or length is None or length > count:
-                    body = b""   # an answer _info_from_get refuses: not read
-                    drop()
-                else:
-                    body = bytearray(length)
-                    _stream_into(response.readinto, 0, length, [(0, length, memoryview(body))], self.url,
-                                 guard.check)
-                return _info_from_get(self.url, response.status, response.getheader, count, body)
+                if length is not None and length != want:
+                    raise _Transient(SafetensorIOError(
+                        f"{self.url}: truncated response: asked bytes 0-{want - 1}, got {length} bytes"))
+                body = bytearray(want)
+                _stream_into(response.readinto, 0, want, [(0, want, memoryview(body))], self.url, guard.check)
+                if length is None and response.read(1):
+                    raise SafetensorIOError(f"{self.url}: asked bytes 0-{want - 1}, the body went on")
             except BaseException:
                 drop()
                 raise
+            return {"size": size, "ETag": response.getheader("ETag"), "type": "file", "prefix": bytes(body)}
 
     def get_into(self, start, end, targets, etag, version, cancel=None, *, size=None, limit=None) -> None:
         what = f"bytes {start}-{end - 1}"

@@ -278,6 +278,17 @@ def test_head_refused_size_and_etag_from_first_get(faults, direct, status):
     assert [r[2] for r in gets] == [f"bytes=0-{remote.DEFAULTS['head_bytes'] - 1}"]
 
 
+@pytest.mark.parametrize("how", ["exact", "long"])
+def test_head_refused_and_first_get_chunked(faults, direct, how):
+    path = f"/no-head-chunked-{how}-{direct}.safetensors"
+    faults.put(path, _file_bytes(), head_status=405, chunked=how)
+    if how == "exact":
+        _assert_same(_load(faults.url + path, direct, head_bytes=4096), _tensors())
+    else:
+        with pytest.raises(SafetensorIOError, match=faults.url + path):
+            _load(faults.url + path, direct, head_bytes=4096)
+
+
 def test_head_refused_then_pinned_etag(faults, direct):
     path = f"/no-head-pinned-{direct}.safetensors"
     faults.put(path, _file_bytes(), head_status=405)
