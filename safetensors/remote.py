@@ -1217,8 +1217,6 @@ class RemoteSlice:
 def _spec_bytes(value) -> Tuple[str, List[int], memoryview]:
     """(dtype code, shape, bytes) of a serialize_file value (TensorSpec or 0.7 dict)."""
     if isinstance(value, TensorSpec):
-        import ctypes
-
         nbytes = value.data_len
         data = (ctypes.c_ubyte * nbytes).from_address(value.data_ptr) if nbytes else b""
         return value.dtype, list(value.shape), memoryview(data).cast("B")
