@@ -24,7 +24,9 @@ dependencies, imported on first use.  Knobs: docs/remote.md.
 """
 
 import ctypes
+import http.client
 import os
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -40,7 +42,8 @@ from ._safetensors_c import (
     _write_layout,
 )
 
-__all__ = ["RemoteSafeOpen", "RemoteObjectChangedError", "is_remote", "DEFAULTS"]
+__all__ = ["RemoteSafeOpen", "RemoteObjectChangedError", "RemoteTimeoutError", "RemoteConnectionError", "is_remote",
+           "DEFAULTS"]
 
 MiB = 1 << 20
 
@@ -51,7 +54,8 @@ DEFAULTS = {
     "head_bytes": 1 * MiB,    # speculative first read: length prefix + header (+ first tensors)
     "retries": 4,             # extra attempts for a transient failure
     "backoff": 0.1,           # first retry delay, seconds; doubles, capped at 2 s
-    "timeout": 60.0,          # seconds without data before a request counts as timed out
+    "timeout": 60.0,          # seconds one request may take in all: connect, headers and body
+    "deadline": None,         # seconds one load (open, or one tensor read call) may take, retries included
     "part_size": 16 * MiB,    # upload part size for save_file to a URL
     "direct": True,           # http(s)/s3: own http.client/botocore requests reading into tensors
 }
@@ -59,6 +63,14 @@ DEFAULTS = {
 
 class RemoteObjectChangedError(SafetensorIOError):
     """The remote object changed (ETag/version) after it was opened."""
+
+
+class RemoteTimeoutError(SafetensorIOError, TimeoutError):
+    """A request ran past ``timeout`` or a load past ``deadline``."""
+
+
+class RemoteConnectionError(SafetensorIOError, ConnectionError):
+    """A connection failed (reset, refused, closed early)."""
 
 
 class _HTTPStatus(Exception):
@@ -80,19 +92,25 @@ class _Cancel:
     handle's close. A transport registers an ``abort`` callable (shuts the
     connection's socket down) for each request in flight, so ``set()`` unblocks
     a read stalled in the kernel at once; transports check ``is_set()`` before
-    each attempt and between body reads and then raise ``_Cancelled``."""
+    each attempt and between body reads and then raise ``_Cancelled``.
+    ``started`` (monotonic) is when the load began: ``deadline`` counts from it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._set = False
+        self._event = threading.Event()
         self._aborts: List[Any] = []
+        self.started = time.monotonic()
 
     def is_set(self) -> bool:
-        return self._set
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleeps up to ``seconds``; True (at once) when set."""
+        return self._event.wait(seconds)
 
     def set(self) -> None:
         with self._lock:
-            self._set = True
+            self._event.set()
             aborts, self._aborts = self._aborts, []
         for abort in aborts:
             try:
@@ -101,9 +119,9 @@ class _Cancel:
                 pass
 
     def register(self, abort) -> None:
-        """Adds ``abort``; calls it at once (and raises _Cancelled) when already set."""
+        """Adds ``abort``; raises _Cancelled when already set."""
         with self._lock:
-            if not self._set:
+            if not self._event.is_set():
                 self._aborts.append(abort)
                 return
         raise _Cancelled()
@@ -181,12 +199,29 @@ def _status_of(exc: BaseException) -> Optional[int]:
     return None
 
 
+def _named(exc: BaseException, url: str, what: str) -> BaseException:
+    """A transport failure as the exception remote reading raises, naming the
+    URL: FileNotFoundError / PermissionError kept as such, timeouts and
+    connection failures as SafetensorIOError subclasses that are also
+    TimeoutError / ConnectionError, anything else SafetensorIOError."""
+    if isinstance(exc, SafetensorError):
+        return exc
+    text = f"{url}: {what} failed: {type(exc).__name__}: {exc}"
+    for kind, named in ((FileNotFoundError, FileNotFoundError), (PermissionError, PermissionError),
+                        (TimeoutError, RemoteTimeoutError), (ConnectionError, RemoteConnectionError)):
+        if isinstance(exc, kind):
+            return named(text)
+    return SafetensorIOError(text)
+
+
 def _classify(exc: BaseException, url: str, what: str) -> BaseException:
-    """Map a storage failure to the exception to raise; wrap retryable ones in _Transient."""
+    """Map a storage failure to the exception to raise (always one naming the
+    URL: SafetensorIOError or a subclass, FileNotFoundError, PermissionError);
+    wrap retryable ones in _Transient."""
     if isinstance(exc, (SafetensorError, _Transient, _Cancelled)):
         return exc
     if isinstance(exc, (FileNotFoundError, PermissionError)):
-        return exc
+        return exc if url in str(exc) else _named(exc, url, what)
     status = _status_of(exc)
     if status == 404:
         return FileNotFoundError(f"{url}: not found ({what})")
@@ -200,23 +235,193 @@ def _classify(exc: BaseException, url: str, what: str) -> BaseException:
         return SafetensorIOError(f"{url}: HTTP {status} ({what}): {exc}")
     name = type(exc).__name__
     if isinstance(exc, TimeoutError) or "Timeout" in name:
-        return _Transient(TimeoutError(f"{url}: timed out ({what})"))
-    if isinstance(exc, (ConnectionError, OSError, EOFError)) or any(
+        return _Transient(RemoteTimeoutError(f"{url}: timed out ({what})"))
+    if isinstance(exc, (OSError, EOFError, http.client.HTTPException)) or any(
         word in name for word in ("Connection", "Payload", "Disconnected", "Protocol", "Incomplete")
     ):
-        return _Transient(SafetensorIOError(f"{url}: connection failed ({what}): {name}: {exc}"))
-    return exc
+        return _Transient(RemoteConnectionError(f"{url}: connection failed ({what}): {name}: {exc}"))
+    return _named(exc, url, what)
+
+
+# --------------------------------------------------------------------------
+# checks every response passes
+# --------------------------------------------------------------------------
+
+_SECRETS = ("authorization", "proxy-authorization", "cookie")
+
+
+def _origin(url: str) -> Tuple[str, str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def _follow(first: str, current: str, location: str, headers: Dict[str, str]) -> Tuple[str, Dict[str, str]]:
+    """The next URL of a redirect and the headers to send there: only http(s),
+    never https -> http, and no credentials (Authorization,
+    Proxy-Authorization, Cookie) to an origin other than the first URL's."""
+    from urllib.parse import urljoin
+
+    target = urljoin(current, location)
+    scheme = _origin(target)[0]
+    if scheme not in ("http", "https"):
+        raise SafetensorIOError(f"{first}: refused a redirect to {target!r} (not http or https)")
+    if _origin(current)[0] == "https" and scheme == "http":
+        raise SafetensorIOError(f"{first}: refused a redirect from https to plain http ({target!r})")
+    if _origin(target) != _origin(first):
+        headers = {k: v for k, v in headers.items() if k.lower() not in _SECRETS}
+    return target, headers
+
+
+def _length_of(value: Optional[str], url: str, what: str) -> Optional[int]:
+    """A Content-Length header as an int (None when absent); anything but
+    digits is an error naming the URL."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise SafetensorIOError(f"{url}: invalid Content-Length {value!r} ({what})")
+    return int(text)
+
+
+def _content_range(value: Optional[str]) -> Optional[Tuple[Optional[int], Optional[int], Optional[int]]]:
+    """'bytes A-B/T' as (A, B, T); 'bytes */T' as (None, None, T); '*' totals
+    as None; None when malformed."""
+    if value is None:
+        return None
+    unit, _, rest = value.strip().partition(" ")
+    span, _, total = rest.partition("/")
+    if unit.lower() != "bytes" or not total:
+        return None
+    number = lambda t: int(t) if t.isascii() and t.isdigit() else -1  # noqa: E731
+    size = None if total == "*" else number(total)
+    if span == "*":
+        first = last = None
+    else:
+        a, sep, b = span.partition("-")
+        first, last = number(a), number(b)
+        if not sep or first < 0 or last < first:
+            return None
+    if size is not None and size < 0:
+        return None
+    return first, last, size
+
+
+def _check_partial(url: str, content_range: Optional[str], start: int, end: int, size: Optional[int],
+                   etag: Optional[str], got_etag: Optional[str], version: Optional[str] = None,
+                   got_version: Optional[str] = None) -> None:
+    """A 206 must be of the pinned object (ETag / VersionId when both sides
+    have one, total size) and of exactly the bytes asked (Content-Range)."""
+    what = f"bytes {start}-{end - 1}"
+    if etag and got_etag and got_etag != etag:
+        raise RemoteObjectChangedError(
+            f"{url}: the object changed since it was opened ({what}: ETag {got_etag}, pinned {etag})")
+    if version and got_version and got_version != version:
+        raise RemoteObjectChangedError(
+            f"{url}: the object changed since it was opened ({what}: version {got_version}, pinned {version})")
+    parsed = _content_range(content_range)
+    if parsed is not None and size is not None and parsed[2] is not None and parsed[2] != size:
+        raise RemoteObjectChangedError(
+            f"{url}: the object changed since it was opened ({what}: {parsed[2]} bytes, pinned {size})")
+    if parsed is None or parsed[:2] != (start, end - 1) or parsed[2] is None:
+        raise SafetensorIOError(
+            f"{url}: asked {what}, the server answered Content-Range {content_range!r} "
+            f"(expected 'bytes {start}-{end - 1}/{size}')")
+
+
+def _deadline_error(url: str, seconds: float, what: str) -> RemoteTimeoutError:
+    return RemoteTimeoutError(f"{url}: the load's deadline of {seconds} s passed ({what})")
+
+
+class _Guard:
+    """Bounds one request in flight (connect, headers, body): at ``until``
+    (monotonic) or when ``cancel`` is set, its connection's socket is shut
+    down, which ends any read stalled in the kernel or fed a byte at a time.
+    ``target``: what the transport reads from (an object with ``.sock``, a
+    socket, or something with ``close()``), set as soon as it is known."""
+
+    def __init__(self, url: str, what: str, timeout: float, limit: Optional[float], cancel: Optional[_Cancel]):
+        now = time.monotonic()
+        self.url, self.what, self.timeout, self.cancel = url, what, timeout, cancel
+        self.until = now + timeout if limit is None else min(now + timeout, limit)
+        self.target: Any = None
+        self._lock = threading.Lock()
+        self._live = True
+        self._timer = threading.Timer(max(0.0, self.until - now), self.abort)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        if self.cancel is not None:
+            self.cancel.register(self.abort)
+        self._timer.start()
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        with self._lock:
+            self._live = False
+        self._timer.cancel()
+        if self.cancel is not None:
+            self.cancel.unregister(self.abort)
+        if exc is None or isinstance(exc, (_Cancelled, SafetensorError)) or not isinstance(exc, Exception):
+            return False
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Cancelled() from exc
+        if time.monotonic() >= self.until:
+            raise self.expired() from exc
+        return False
+
+    def _socket(self):
+        target = self.target
+        return target if isinstance(target, socket.socket) else getattr(target, "sock", None)
+
+    def abort(self) -> None:
+        with self._lock:
+            if not self._live:
+                return
+            sock = self._socket()
+            if isinstance(sock, socket.socket):
+                try:   # the plain socket's shutdown: also under an SSL wrapper
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            elif not hasattr(self.target, "sock") and hasattr(self.target, "close"):
+                self.target.close()   # no socket to reach (a connection still connecting is bounded by timeout)
+
+    def expired(self) -> _Transient:
+        return _Transient(RemoteTimeoutError(
+            f"{self.url}: timed out: a request may take {self.timeout} s in all ({self.what})"))
+
+    def check(self) -> None:
+        """Between reads: stops a cancelled or late request; gives the socket
+        the time left as its timeout."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Cancelled()
+        left = self.until - time.monotonic()
+        if left <= 0:
+            raise self.expired()
+        sock = self._socket()
+        if isinstance(sock, socket.socket):
+            sock.settimeout(left)
 
 
 class _RemoteObject:
     """One remote object, pinned at open (size + ETag/version)."""
 
     def __init__(self, target: Any, storage_options: Optional[dict], retries: int, backoff: float,
-                 timeout: float, concurrency: int = 16, direct: bool = True):
+                 timeout: float, concurrency: int = 16, direct: bool = True, deadline: Optional[float] = None):
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        self.deadline = DEFAULTS["deadline"] if deadline is None else deadline
         self._direct = None
+        self._prefix: Optional[bytes] = None   # bytes 0.. from a HEAD-less open, served once
+        started = time.monotonic()
         plain_http = (isinstance(target, str) and target.split("://", 1)[0].lower() in ("http", "https")
                       and set(storage_options or {}) <= {"headers"})
         if direct and plain_http:
@@ -240,11 +445,12 @@ class _RemoteObject:
                 self._direct = _DirectHTTP(url, dict(self.fs.kwargs.get("headers", {})), timeout)
             elif direct and self.kind == "s3":
                 self._direct = _DirectS3.build(self.fs, self.path, concurrency, timeout)
+        limit = self._limit(started)
         if self._direct is not None:
-            stat = self._direct.info
+            stat = lambda: self._direct.info(limit)  # noqa: E731
         else:
-            stat = self._http_info if self.kind == "http" else lambda: self.fs.info(self.path)
-        info = self._retrying(stat, "info")
+            stat = (lambda: self._http_info(limit)) if self.kind == "http" else lambda: self.fs.info(self.path)
+        info = self._retrying(stat, "info", limit=limit)
         if info.get("type") == "directory":
             raise IsADirectoryError(f"{self.url}: is a directory")
         size = info.get("size")
@@ -255,15 +461,25 @@ class _RemoteObject:
         if self.etag and self.etag.startswith("W/"):
             self.etag = None   # If-Match compares strongly: a weak ETag would never match
         self.version = info.get("VersionId") or info.get("version_id")
+        self._prefix = info.get("prefix")
 
-    def _retrying(self, call, what: str):
+    def _limit(self, started: float) -> Optional[float]:
+        return None if self.deadline is None else started + float(self.deadline)
+
+    def _retrying(self, call, what: str, cancel: Optional[_Cancel] = None, limit: Optional[float] = None):
         attempt = 0
         while True:
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled()
+            if limit is not None and time.monotonic() >= limit:
+                raise _deadline_error(self.url, self.deadline, what)
             try:
                 return call()
             except BaseException as e:  # noqa: BLE001 - classified below, re-raised
-                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                if isinstance(e, (KeyboardInterrupt, SystemExit, _Cancelled)):
                     raise
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled() from e
                 mapped = _classify(e, self.url, what)
                 if not isinstance(mapped, _Transient):
                     if mapped is e:
@@ -271,39 +487,85 @@ class _RemoteObject:
                     raise mapped from e
                 if attempt >= self.retries:
                     raise mapped.final from e
-                time.sleep(min(2.0, self.backoff * (2 ** attempt)))
+                delay = min(2.0, self.backoff * (2 ** attempt))
+                if limit is not None:
+                    if time.monotonic() + delay >= limit:
+                        raise _deadline_error(self.url, self.deadline, what) from e
+                if cancel is not None:
+                    if cancel.wait(delay):
+                        raise _Cancelled() from e
+                else:
+                    time.sleep(delay)
                 attempt += 1
 
-    async def _http_request(self, method: str, headers: Dict[str, str]):
-        """An aiohttp request on fsspec's HTTP session; HTTP errors raise
-        _HTTPStatus (fsspec's own info() turns every failure into
-        FileNotFoundError, 403 included)."""
+    def _aiohttp_timeout(self, limit: Optional[float]):
+        import aiohttp
+
+        total = self.timeout if limit is None else max(0.001, min(self.timeout, limit - time.monotonic()))
+        return aiohttp.ClientTimeout(total=total, sock_connect=self.timeout, sock_read=self.timeout)
+
+    async def _http_request(self, method: str, headers: Dict[str, str], limit: Optional[float] = None):
+        """An aiohttp request on fsspec's HTTP session, redirects followed by
+        _follow's rules; HTTP errors raise _HTTPStatus (fsspec's own info()
+        turns every failure into FileNotFoundError, 403 included). ``timeout``
+        bounds the whole request, body included."""
         import aiohttp
 
         session = await self.fs.set_session()
         kwargs = dict(self.fs.kwargs)
-        kwargs["headers"] = {**kwargs.get("headers", {}), **headers}
-        kwargs["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
-        response = await session.request(method, self.fs.encode_url(self.path), **kwargs)
-        if response.status >= 400:
-            response.release()
-            raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
-        return response
+        sent = {**kwargs.pop("headers", {}), **headers}
+        kwargs["timeout"] = self._aiohttp_timeout(limit)
+        kwargs["allow_redirects"] = False
+        first = url = str(self.fs.encode_url(self.path))
+        for _ in range(6):
+            try:
+                response = await session.request(method, self.fs.encode_url(url), headers=sent, **kwargs)
+            except aiohttp.ClientResponseError as e:
+                # aiohttp's word for a response it could not parse (bad status
+                # line, bad Content-Length): a broken connection, not an HTTP status
+                raise ConnectionError(f"invalid response: {e.message}") from e
+            location = response.headers.get("Location")
+            if response.status in (301, 302, 303, 307, 308) and location:
+                response.release()
+                url, sent = _follow(first, url, location, sent)
+                continue
+            if response.status >= 400:
+                response.release()
+                raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
+            return response
+        raise SafetensorIOError(f"{self.url}: too many redirects")
 
-    def _http_info(self) -> Dict[str, Any]:
+    def _http_info(self, limit: Optional[float] = None) -> Dict[str, Any]:
         from fsspec.asyn import sync
 
         async def head():
-            response = await self._http_request("head", {"Accept-Encoding": "identity"})
+            response = await self._http_request("head", {"Accept-Encoding": "identity"}, limit)
             response.release()
             return response.headers
 
-        headers = sync(self.fs.loop, head)
-        size = headers.get("Content-Length")
-        return {"size": None if size is None else int(size), "ETag": headers.get("ETag"), "type": "file"}
+        async def first_bytes():
+            count = int(DEFAULTS["head_bytes"])
+            headers = {"Range": f"bytes=0-{count - 1}", "Accept-Encoding": "identity"}
+            async with await self._http_request("get", headers, limit) as response:
+                size, want = _head_from_get(self.url, response.status, response.headers.get, count)
+                body = await response.read() if want else b""
+                if len(body) != want:
+                    raise _Transient(SafetensorIOError(
+                        f"{self.url}: asked bytes 0-{want - 1}, the body has {len(body)} bytes"))
+                return {"size": size, "ETag": response.headers.get("ETag"), "type": "file", "prefix": body}
 
-    def _get(self, start: int, end: int) -> bytes:
-        """One ranged GET of [start, end), conditional on the pinned identity."""
+        try:
+            headers = sync(self.fs.loop, head)
+        except _HTTPStatus as e:
+            if e.status not in _NO_HEAD:
+                raise
+            return sync(self.fs.loop, first_bytes)
+        return {"size": _length_of(headers.get("Content-Length"), self.url, "HEAD"),
+                "ETag": headers.get("ETag"), "type": "file"}
+
+    def _get(self, start: int, end: int, limit: Optional[float] = None) -> bytes:
+        """One ranged GET of [start, end), conditional on the pinned identity
+        and checked against it."""
         if self.kind == "s3":
             from fsspec.asyn import sync
 
@@ -318,6 +580,8 @@ class _RemoteObject:
                 response = await self.fs._call_s3("get_object", **kwargs)
                 body = response["Body"]
                 try:
+                    _check_partial(self.url, response.get("ContentRange"), start, end, self.size, self.etag,
+                                   response.get("ETag"), kwargs.get("VersionId"), response.get("VersionId"))
                     return await body.read()
                 finally:
                     body.close()
@@ -326,12 +590,18 @@ class _RemoteObject:
         if self.kind == "http":
             from fsspec.asyn import sync
 
-            headers = {"Range": f"bytes={start}-{end - 1}"}
+            headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
             if self.etag:
                 headers["If-Match"] = self.etag
 
             async def get():
-                async with await self._http_request("get", headers) as response:
+                async with await self._http_request("get", headers, limit) as response:
+                    if response.status != 206:
+                        raise SafetensorIOError(
+                            f"{self.url}: asked bytes {start}-{end - 1}, the server answered HTTP "
+                            f"{response.status} (it must honour Range)")
+                    _check_partial(self.url, response.headers.get("Content-Range"), start, end, self.size,
+                                   self.etag, response.headers.get("ETag"))
                     return await response.read()
 
             return sync(self.fs.loop, get)
@@ -349,21 +619,43 @@ class _RemoteObject:
                   cancel: Optional[_Cancel] = None) -> None:
         """Bytes [start, end) into the destinations covering them ((file start,
         file end, memory) each), retried as a whole on a transient failure.
-        Stops with _Cancelled as soon as ``cancel`` is set (see _Cancel)."""
+        Stops with _Cancelled as soon as ``cancel`` is set (see _Cancel).
+        ``deadline`` counts from cancel.started (the load), else from this call."""
+        prefix, self._prefix = self._prefix, None   # the open's first bytes: for the header read only
+        if prefix is not None and end <= len(prefix):
+            _scatter(memoryview(prefix)[start:end], start, end, targets)
+            return
+        limit = self._limit(cancel.started if cancel is not None else time.monotonic())
 
         def attempt():
-            if cancel is not None and cancel.is_set():
-                raise _Cancelled()
             if self._direct is not None:
-                return self._direct.get_into(start, end, targets, self.etag, self.version)
-            data = self._get(start, end)
+                return self._direct.get_into(start, end, targets, self.etag, self.version, cancel,
+                                             size=self.size, limit=limit)
+            data = self._get(start, end, limit) if self.kind == "http" else self._get(start, end)
             if len(data) != end - start:
                 raise _Transient(SafetensorIOError(
                     f"{self.url}: truncated response: asked bytes {start}-{end - 1}, got {len(data)} bytes"
                     + (" (the server ignored Range)" if len(data) == self.size and start else "")))
             _scatter(memoryview(data), start, end, targets)
 
-        self._retrying(attempt, f"bytes {start}-{end - 1}")
+        self._retrying(attempt, f"bytes {start}-{end - 1}", cancel, limit)
+
+
+_NO_HEAD = (403, 405, 501)   # a HEAD refused (presigned GET URLs): size and ETag come from a ranged GET
+
+
+def _head_from_get(url: str, status: int, header, count: int) -> Tuple[int, int]:
+    """(size, bytes to read) from the answer to a GET of bytes 0..count-1 (a
+    server refusing HEAD), checked before its body is read: the size is
+    Content-Range's total, the body must be bytes 0..min(count, size)-1."""
+    parsed = _content_range(header("Content-Range"))
+    if status == 416 and parsed is not None and parsed[2] is not None:
+        return parsed[2], 0
+    if status != 206 or parsed is None or parsed[2] is None or parsed[:2] != (0, min(count, parsed[2]) - 1):
+        raise SafetensorIOError(
+            f"{url}: HEAD refused, and a GET of bytes 0-{count - 1} answered HTTP {status} with Content-Range "
+            f"{header('Content-Range')!r}: the size is unknown")
+    return parsed[2], parsed[1] + 1
 
 
 def _scatter(data: memoryview, start: int, end: int, targets) -> None:
@@ -373,16 +665,21 @@ def _scatter(data: memoryview, start: int, end: int, targets) -> None:
             dest[a - t_start:b - t_start] = data[a - start:b - start]
 
 
-def _stream_into(read_into, start: int, end: int, targets, url: str) -> None:
+def _stream_into(read_into, start: int, end: int, targets, url: str, check=None) -> None:
     """Reads a response body of end - start bytes straight into the targets'
-    memory with read_into(memoryview) -> count (socket reads: GIL released)."""
+    memory with read_into(memoryview) -> count (socket reads: GIL released).
+    ``check()`` runs before each read (cancel, deadline)."""
     for t_start, t_end, dest in targets:
         a, b = max(start, t_start), min(end, t_end)
         view = dest[a - t_start:b - t_start]
         got = 0
         while got < len(view):
+            if check is not None:
+                check()
             n = read_into(view[got:])
             if not n:
+                if check is not None:
+                    check()   # a socket shut down by cancel or deadline reads as EOF
                 raise _Transient(SafetensorIOError(
                     f"{url}: truncated response: bytes {start}-{end - 1} ended {end - a - got} bytes early"))
             got += n
@@ -397,8 +694,6 @@ class _DirectHTTP:
         self.local = threading.local()
 
     def _connection(self, scheme: str, netloc: str):
-        import http.client
-
         pool = self.local.__dict__.setdefault("pool", {})
         conn = pool.get((scheme, netloc))
         if conn is None:
@@ -411,18 +706,25 @@ class _DirectHTTP:
         if conn is not None:
             conn.close()
 
-    def request(self, method: str, headers: Dict[str, str]):
-        """(response, drop) after following up to 5 redirects; raises
-        _HTTPStatus for 4xx/5xx. drop() discards the connection."""
-        from urllib.parse import urljoin, urlsplit
+    def request(self, method: str, headers: Dict[str, str], guard: _Guard):
+        """(response, drop) after following up to 5 redirects (_follow's
+        rules); raises _HTTPStatus for 4xx/5xx. drop() discards the connection."""
+        from urllib.parse import urlsplit
 
         url = self.url
+        sent = {**self.headers, **headers}
         for _ in range(6):
             parts = urlsplit(url)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             conn = self._connection(parts.scheme, parts.netloc)
+            guard.target = conn
             try:
-                conn.request(method, target, headers={**self.headers, **headers})
+                guard.check()
+                if conn.sock is None:
+                    conn.timeout = max(0.001, guard.until - time.monotonic())
+                    conn.connect()
+                    guard.check()
+                conn.request(method, target, headers=sent)
                 response = conn.getresponse()
             except BaseException:
                 self._drop(parts.scheme, parts.netloc)
@@ -430,8 +732,12 @@ class _DirectHTTP:
             drop = lambda p=parts: self._drop(p.scheme, p.netloc)  # noqa: E731
             location = response.getheader("Location")
             if response.status in (301, 302, 303, 307, 308) and location:
-                response.read()
-                url = urljoin(url, location)
+                try:
+                    response.read()
+                    url, sent = _follow(self.url, url, location, sent)
+                except BaseException:
+                    drop()
+                    raise
                 continue
             if response.status >= 400:
                 response.read()
@@ -439,30 +745,61 @@ class _DirectHTTP:
             return response, drop
         raise SafetensorIOError(f"{self.url}: too many redirects")
 
-    def info(self) -> Dict[str, Any]:
-        response, _ = self.request("HEAD", {"Accept-Encoding": "identity"})
-        response.read()
-        size = response.getheader("Content-Length")
-        return {"size": None if size is None else int(size), "ETag": response.getheader("ETag"), "type": "file"}
+    def info(self, limit: Optional[float] = None) -> Dict[str, Any]:
+        with _Guard(self.url, "HEAD", self.timeout, limit, None) as guard:
+            try:
+                response, drop = self.request("HEAD", {"Accept-Encoding": "identity"}, guard)
+            except _HTTPStatus as e:
+                if e.status not in _NO_HEAD:
+                    raise
+            else:
+                response.read()
+                return {"size": _length_of(response.getheader("Content-Length"), self.url, "HEAD"),
+                        "ETag": response.getheader("ETag"), "type": "file"}
+        count = int(DEFAULTS["head_bytes"])
+        with _Guard(self.url, "GET of the first bytes", self.timeout, limit, None) as guard:
+            response, drop = self.request("GET", {"Range": f"bytes=0-{count - 1}", "Accept-Encoding": "identity"},
+                                          guard)
+            try:
+                size, want = _head_from_get(self.url, response.status, response.getheader, count)
+                length = _length_of(response.getheader("Content-Length"), self.url, "GET")
+                if length is not None and length != want:
+                    raise _Transient(SafetensorIOError(
+                        f"{self.url}: truncated response: asked bytes 0-{want - 1}, got {length} bytes"))
+                body = bytearray(want)
+                _stream_into(response.readinto, 0, want, [(0, want, memoryview(body))], self.url, guard.check)
+                if length is None and response.read(1):
+                    raise SafetensorIOError(f"{self.url}: asked bytes 0-{want - 1}, the body went on")
+            except BaseException:
+                drop()
+                raise
+            return {"size": size, "ETag": response.getheader("ETag"), "type": "file", "prefix": bytes(body)}
 
-    def get_into(self, start, end, targets, etag, version) -> None:
+    def get_into(self, start, end, targets, etag, version, cancel=None, *, size=None, limit=None) -> None:
+        what = f"bytes {start}-{end - 1}"
         headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
         if etag:
             headers["If-Match"] = etag
-        response, drop = self.request("GET", headers)
-        try:
-            length = response.getheader("Content-Length")
-            if response.status != 206:
-                raise SafetensorIOError(
-                    f"{self.url}: asked bytes {start}-{end - 1}, the server answered HTTP {response.status} "
-                    "(it must honour Range)")
-            if length is None or int(length) != end - start:
-                raise _Transient(SafetensorIOError(
-                    f"{self.url}: truncated response: asked bytes {start}-{end - 1}, got {length} bytes"))
-            _stream_into(response.readinto, start, end, targets, self.url)
-        except BaseException:
-            drop()
-            raise
+        with _Guard(self.url, what, self.timeout, limit, cancel) as guard:
+            response, drop = self.request("GET", headers, guard)
+            try:
+                if response.status != 206:
+                    raise SafetensorIOError(
+                        f"{self.url}: asked {what}, the server answered HTTP {response.status} "
+                        "(it must honour Range)")
+                _check_partial(self.url, response.getheader("Content-Range"), start, end, size, etag,
+                               response.getheader("ETag"))
+                length = _length_of(response.getheader("Content-Length"), self.url, what)
+                if length is not None and length != end - start:
+                    raise _Transient(SafetensorIOError(
+                        f"{self.url}: truncated response: asked {what}, got {length} bytes"))
+                # No Content-Length: a chunked (or close-delimited) body, read to the length asked.
+                _stream_into(response.readinto, start, end, targets, self.url, guard.check)
+                if length is None and response.read(1):
+                    raise SafetensorIOError(f"{self.url}: asked {what}, the body went on past {end - start} bytes")
+            except BaseException:
+                drop()
+                raise
 
 
 class _DirectS3:
@@ -503,35 +840,43 @@ class _DirectS3:
             aws_secret_access_key=getattr(fs, "secret", None), aws_session_token=getattr(fs, "token", None),
             config=Config(**config))
         self = cls()
-        self.client, self.url = client, f"s3://{path}"
+        self.client, self.url, self.timeout = client, f"s3://{path}", timeout
         self.bucket, self.key, version = fs.split_path(path)
         self.version_kw = {"VersionId": version} if version else {}
         return self
 
-    def info(self) -> Dict[str, Any]:
+    def info(self, limit: Optional[float] = None) -> Dict[str, Any]:
         head = self.client.head_object(Bucket=self.bucket, Key=self.key, **self.version_kw)
         return {"size": head.get("ContentLength"), "ETag": head.get("ETag"), "VersionId": head.get("VersionId"),
                 "type": "file"}
 
-    def get_into(self, start, end, targets, etag, version) -> None:
+    def get_into(self, start, end, targets, etag, version, cancel=None, *, size=None, limit=None) -> None:
+        what = f"bytes {start}-{end - 1}"
         kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": f"bytes={start}-{end - 1}"}
         if etag:
             kwargs["IfMatch"] = etag
         if version:
             kwargs["VersionId"] = version
-        response = self.client.get_object(**kwargs)
-        body = response["Body"]
-        try:
-            if response.get("ContentLength") != end - start:
-                raise _Transient(SafetensorIOError(
-                    f"{self.url}: asked bytes {start}-{end - 1}, got {response.get('ContentLength')} bytes"))
+        # The headers are bounded by botocore's socket timeouts; from the body
+        # on, the guard bounds the request and cancel shuts its socket down.
+        with _Guard(self.url, what, getattr(self, "timeout", 60.0), limit, cancel) as guard:
+            response = self.client.get_object(**kwargs)
+            body = response["Body"]
             raw = getattr(body, "_raw_stream", None)
-            if raw is not None and hasattr(raw, "readinto"):
-                _stream_into(raw.readinto, start, end, targets, self.url)
-            else:
-                _scatter(memoryview(body.read()), start, end, targets)
-        finally:
-            body.close()
+            guard.target = getattr(raw, "connection", None) or body
+            try:
+                _check_partial(self.url, response.get("ContentRange"), start, end, size, etag, response.get("ETag"),
+                               version, response.get("VersionId"))
+                if response.get("ContentLength") != end - start:
+                    raise _Transient(SafetensorIOError(
+                        f"{self.url}: asked {what}, got {response.get('ContentLength')} bytes"))
+                if raw is not None and hasattr(raw, "readinto"):
+                    _stream_into(raw.readinto, start, end, targets, self.url, guard.check)
+                else:
+                    guard.check()
+                    _scatter(memoryview(body.read()), start, end, targets)
+            finally:
+                body.close()
 
 
 # --------------------------------------------------------------------------
@@ -872,8 +1217,6 @@ class RemoteSlice:
 def _spec_bytes(value) -> Tuple[str, List[int], memoryview]:
     """(dtype code, shape, bytes) of a serialize_file value (TensorSpec or 0.7 dict)."""
     if isinstance(value, TensorSpec):
-        import ctypes
-
         nbytes = value.data_len
         data = (ctypes.c_ubyte * nbytes).from_address(value.data_ptr) if nbytes else b""
         return value.dtype, list(value.shape), memoryview(data).cast("B")
@@ -912,28 +1255,45 @@ def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[s
     header, order = _write_layout(entries, metadata)
     part = max(5 * MiB, int(part_size or DEFAULTS["part_size"]))
     if isinstance(url, str):
-        fs, path, _ = _filesystem(url, storage_options)
-        writer = fs.open(path, "wb", block_size=part)
+        fs, path, name = _filesystem(url, storage_options)
     else:
-        writer = url.fs.open(url.path, "wb", block_size=part)
+        fs, path = url.fs, url.path
+        name = fs.unstrip_protocol(path) if hasattr(fs, "unstrip_protocol") else path
+    writer = None
     try:
+        writer = fs.open(path, "wb", block_size=part)
         writer.write(header)
         for i in order:
             view = views[i]
             for lo in range(0, view.nbytes, part):
                 writer.write(view[lo:lo + part])
-    except BaseException:
-        _discard(writer)
-        raise
-    writer.close()
+        writer.close()   # the last part and the commit: a failure here aborts too
+    except BaseException as e:
+        error = _named(e, name, "upload") if isinstance(e, Exception) else e
+        if writer is not None:
+            _discard(writer, error)
+        if error is e:
+            raise
+        raise error from e
 
 
-def _discard(writer) -> None:
-    """Throws an unfinished upload away without committing it."""
+def _discard(writer, error: Optional[BaseException] = None) -> None:
+    """Throws an unfinished upload away without committing it. When that
+    fails too, ``error`` (what is being raised) gets a note saying so
+    (Python >= 3.11; on 3.10 the abort's failure is left in its __context__)
+    and the abort's failure is not raised."""
     try:
         discard = getattr(writer, "discard", None)
         if discard is not None:
             discard()
+    except Exception as abort_error:  # noqa: BLE001 - reported on the error being raised
+        if error is None:
+            raise
+        if hasattr(error, "add_note"):
+            error.add_note(f"Discarding the unfinished upload failed as well ({type(abort_error).__name__}: "
+                           f"{abort_error}): an incomplete multipart upload may be left behind.")
+        elif error.__context__ is None:
+            error.__context__ = abort_error
     finally:
         # A buffered fsspec file commits in close()/__del__: mark it closed so
         # nothing is uploaded after the failure.

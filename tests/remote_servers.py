@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -153,19 +154,32 @@ class FaultServer:
     """HTTP server with per-object misbehaviour.
 
     objects: path -> bytes.  faults: path -> dict with any of
-      drop: n      first n GETs of the path send half the body, then close
-      drop_all     every GET is dropped that way
-      truncate     every GET announces and sends fewer bytes than asked
-      stall        every GET waits on the server's release event first
-      ignore_range answer 200 with the whole object
-      status: n    answer every request with HTTP n
-    requests: list of (method, path, range header) in arrival order."""
+      drop: n           first n GETs of the path send half the body, then close
+      drop_all          every GET is dropped that way
+      truncate          every GET announces and sends fewer bytes than asked
+      stall             every GET waits on the server's release event first
+      ignore_range      answer 200 with the whole object
+      status: n         answer every request with HTTP n
+      head_status: n    answer HEAD with HTTP n (GET served: a presigned URL)
+      redirect: loc     answer every request with 302 to Location `loc`
+      ignore_if_match   serve whatever the object is now, If-Match or not
+      wrong_range       a 206 of other bytes of the asked length, saying so in Content-Range
+      range_total: n    a 206 whose Content-Range claims a total of n bytes
+      chunked: how      a 206 sent chunked, no Content-Length; how: "exact",
+                        "long" (more bytes than asked) or "short"
+      trickle: (s, n)   the first n body bytes one at a time, s seconds apart
+      garbage_after     bytes that are no HTTP response follow each body
+      garbage           every request is answered with bytes that are no HTTP response
+      content_length: v every answer's Content-Length header is v
+    requests: list of (method, path, range header) in arrival order;
+    headers_seen: list of (method, path, {header: value}) likewise."""
 
     def __init__(self):
         self.objects = {}
         self.generations = {}
         self.faults = {}
         self.requests = []
+        self.headers_seen = []
         self.release = threading.Event()
         self._lock = threading.Lock()
         server = self
@@ -183,26 +197,46 @@ class FaultServer:
                 self._serve(body=True)
 
             def _serve(self, body):
+                try:
+                    self._answer(body)
+                except OSError:   # the client went away (a cancelled or timed-out read)
+                    self.close_connection = True
+
+            def _answer(self, body):
                 path = self.path
                 with server._lock:
                     server.requests.append((self.command, path, self.headers.get("Range")))
+                    server.headers_seen.append((self.command, path, dict(self.headers.items())))
                     data = server.objects.get(path)
                     fault = dict(server.faults.get(path, {}))
                     if body and fault.get("drop"):
                         server.faults[path]["drop"] -= 1
                     etag = server.etag(path)
+                if fault.get("garbage"):
+                    self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+                    self.close_connection = True
+                    return
                 if "status" in fault:
                     return self._empty(fault["status"])
+                if not body and "head_status" in fault:
+                    return self._empty(fault["head_status"])
+                if "redirect" in fault:
+                    return self._empty(302, Location=fault["redirect"])
                 if data is None:
                     return self._empty(404)
                 match = self.headers.get("If-Match")
-                if match is not None and match != etag:
+                if match is not None and match != etag and not fault.get("ignore_if_match"):
                     return self._empty(412)
                 start, end, status = 0, len(data), 200
                 ranged = self.headers.get("Range")
                 if ranged and not fault.get("ignore_range"):
                     first, _, last = ranged.split("=", 1)[1].partition("-")
                     start, end, status = int(first), min(len(data), int(last) + 1), 206
+                    if start >= len(data):
+                        return self._empty(416, **{"Content-Range": f"bytes */{len(data)}"})
+                    if fault.get("wrong_range"):
+                        shift = 1 if end < len(data) else -1
+                        start, end = start + shift, end + shift
                 payload = data[start:end]
                 if body and fault.get("stall"):
                     server.release.wait()
@@ -210,14 +244,30 @@ class FaultServer:
                 if body and fault.get("truncate"):
                     sent = payload[: len(payload) // 2]
                     payload = sent
+                chunked = status == 206 and fault.get("chunked")
+                if body and chunked == "long":
+                    sent = payload + b"extra"
+                elif body and chunked == "short":
+                    sent = payload[:-1]
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(fault.get("content_length", len(payload))))
                 self.send_header("ETag", etag)
                 self.send_header("Accept-Ranges", "bytes")
                 if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                    total = fault.get("range_total", len(data))
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
                 self.end_headers()
                 if not body:
+                    return
+                if chunked:
+                    half = len(sent) // 2
+                    for piece in (sent[:half], sent[half:]):
+                        if piece:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
                     return
                 if fault.get("drop") or fault.get("drop_all"):
                     self.wfile.write(sent[: len(sent) // 2])
@@ -225,11 +275,22 @@ class FaultServer:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if "trickle" in fault:
+                    delay, count = fault["trickle"]
+                    for i in range(min(count, len(sent))):
+                        self.wfile.write(sent[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(delay)
+                    sent = sent[count:]
                 self.wfile.write(sent)
+                if fault.get("garbage_after"):
+                    self.wfile.write(b"GARBAGE AFTER THE BODY\r\n\r\n")
 
-            def _empty(self, status):
+            def _empty(self, status, **headers):
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -259,3 +320,106 @@ class FaultServer:
         self.release.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+class FailingProxy:
+    """A TCP proxy on 127.0.0.1 in front of `port` that breaks uploads.
+
+    It forwards until it breaks: when `budget` bytes from clients have gone
+    through in all, or when a client sends `pattern` (e.g. the request line of
+    the commit, ``POST /bucket/key?uploadId=``); the connection that broke it
+    is reset, as is every later one sending `pattern`. Once broken, every connection may carry `after` more bytes from
+    its client (None: no limit; small requests such as an abort pass, a part
+    does not) and is reset when it carries more; `after=0`: nothing passes."""
+
+    def __init__(self, port: int, budget=None, pattern=None, after=None):
+        self.target, self.budget, self.pattern, self.after = port, budget, pattern, after
+        self.sent = 0
+        self.broken = threading.Event()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._closed = False
+
+    @staticmethod
+    def _reset(*socks) -> None:
+        for sock in socks:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.broken.is_set() and self.after == 0:
+                self._reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                self._reset(client)
+                continue
+            threading.Thread(target=self._upload, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._download, args=(upstream, client), daemon=True).start()
+
+    def _over(self, data: bytes, tail: bytes, carried: int) -> bool:
+        """Whether this piece breaks the connection (and the proxy)."""
+        hit = self.pattern is not None and self.pattern in tail + data
+        with self._lock:
+            if self.broken.is_set():
+                return hit or (self.after is not None and carried > self.after)
+            self.sent += len(data)
+            if hit or (self.budget is not None and self.sent > self.budget):
+                self.broken.set()
+                return True
+            return False
+
+    def _upload(self, client, upstream) -> None:
+        carried, tail, broken_seen = 0, b"", False
+        while True:
+            try:
+                data = client.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            if self.broken.is_set() and not broken_seen:
+                broken_seen, carried = True, 0   # `after` counts from the break
+            carried += len(data)
+            if self._over(data, tail, carried):
+                break
+            tail = data[-256:]
+            try:
+                upstream.sendall(data)
+            except OSError:
+                break
+        self._reset(client, upstream)
+
+    def _download(self, upstream, client) -> None:
+        while True:
+            try:
+                data = upstream.recv(65536)
+                if not data:
+                    break
+                client.sendall(data)
+            except OSError:
+                break
+        self._reset(client, upstream)
+
+    def __enter__(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._closed = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)   # wakes accept()
+        except OSError:
+            pass
+        self._listener.close()
