@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Remote checkpoints (tests/test_remote.py): installs what the tests start on
+# Remote checkpoints (tests/test_remote*.py): installs what the tests start on
 # 127.0.0.1 (moto's S3 server, nginx) and the optional client packages, then
 # runs them. Usage: .ci/remote.sh [pytest args]   (VENV defaults to .venv)
 set -euo pipefail
@@ -20,4 +20,4 @@ fi
 # nginx from the package may have started a system instance on port 80: ours
 # use their own config and port, so it does not matter.
 "$PY" -m pip install -q fsspec s3fs aiohttp boto3 "moto[server]"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_remote.py tests/test_remote_header.py "$@"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_remote.py tests/test_remote_header.py tests/test_remote_interrupts.py "$@"
