@@ -244,3 +244,24 @@ def test_more_tensor_data_than_memory_is_memory_error(framework):
             f.get_tensor("huge")
         with pytest.raises(MemoryError):
             f.get_tensors()
+
+
+def test_a_destination_view_keeps_its_tensor_alive():
+    """What a chunk read writes through (a slice of _Output.view) holds the
+    tensor: even a read that outlived its output would write into live memory."""
+    import gc
+    import weakref
+
+    from safetensors.remote import _Output
+
+    out = _Output("pt", "t", "U8", (64,), 64)
+    tensor = weakref.ref(out.buffer)
+    piece = out.view[8:16]
+    del out
+    gc.collect()
+    assert tensor() is not None
+    piece[:] = b"\x01" * 8
+    assert tensor()[8:16].tolist() == [1] * 8
+    del piece
+    gc.collect()
+    assert tensor() is None
