@@ -23,13 +23,14 @@ fsspec and the filesystem package of the scheme (``s3fs``, ``gcsfs``,
 dependencies, imported on first use.  Knobs: docs/remote.md.
 """
 
+import _thread
 import ctypes
 import http.client
 import os
+import queue
 import socket
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._safetensors_c import (
@@ -892,9 +893,11 @@ _CONVERTERS = {"tf": ("tensorflow", "convert_to_tensor"), "flax": ("jax.numpy", 
 
 
 class _Output:
-    """A tensor's destination: writable bytes now, the framework's tensor later."""
+    """A tensor's destination: writable bytes now, the framework's tensor later.
+    ``view`` (and every slice of it) keeps the memory alive: a read still
+    writing into it can never write into freed memory."""
 
-    def __init__(self, framework: str, dtype: str, shape: Tuple[int, ...], nbytes: int):
+    def __init__(self, framework: str, name: str, dtype: str, shape: Tuple[int, ...], nbytes: int):
         self.framework, self.dtype, self.shape, self.nbytes = framework, dtype, shape, nbytes
         if framework == "pt":
             import torch
@@ -903,12 +906,18 @@ class _Output:
 
             if dtype not in st_torch._TYPES:
                 raise SafetensorError(f"Dtype not understood: {dtype}")
-            self.buffer = torch.empty(nbytes, dtype=torch.uint8)
-            address = self.buffer.data_ptr()
-            # A writable view of the tensor's memory without importing NumPy;
-            # self.buffer keeps the memory alive as long as the view is used.
-            self.view = memoryview((ctypes.c_ubyte * nbytes).from_address(address)).cast("B") \
-                if nbytes else memoryview(bytearray())
+            try:
+                self.buffer = torch.empty(nbytes, dtype=torch.uint8)
+            except RuntimeError as e:   # torch's CPU allocator failing (NumPy raises MemoryError)
+                raise MemoryError(f"Unable to allocate {nbytes} bytes for tensor {name!r}: {e}") from None
+            if nbytes:
+                # A writable view of the tensor's memory without NumPy: the
+                # ctypes array exports the memory and holds the tensor.
+                memory = (ctypes.c_ubyte * nbytes).from_address(self.buffer.data_ptr())
+                memory.owner = self.buffer
+                self.view = memoryview(memory).cast("B")
+            else:
+                self.view = memoryview(bytearray())
         else:
             import numpy as np
 
@@ -919,7 +928,7 @@ class _Output:
             except KeyError:
                 raise SafetensorError(f"Dtype not understood: {dtype} (no NumPy dtype holds it)") from None
             self.buffer = np.empty(nbytes, dtype=np.uint8)
-            self.view = memoryview(self.buffer)
+            self.view = memoryview(self.buffer)   # the memoryview holds the array
 
     def result(self):
         if self.framework == "pt":
@@ -944,6 +953,106 @@ class _Output:
         return getattr(importlib.import_module(module), name)(array)
 
 
+class _Workers:
+    """Up to ``size`` threads running ``fn(arg)`` for each submit (fn must not
+    raise). Submitting is C calls only (_thread.start_new_thread,
+    SimpleQueue.put): an interrupt landing in ThreadPoolExecutor.submit can
+    leave one of its Python-level locks held and deadlock the pool."""
+
+    def __init__(self, size: int):
+        self._size, self._threads, self._pid = size, 0, os.getpid()
+        self._jobs: Any = queue.SimpleQueue()
+        self._lock = threading.Lock()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job[0](job[1])
+
+    def submit(self, fn, arg) -> None:
+        with self._lock:
+            if self._pid != os.getpid():   # a forked child has none of the parent's threads
+                self._threads, self._pid, self._jobs = 0, os.getpid(), queue.SimpleQueue()
+            if self._threads < self._size:
+                _thread.start_new_thread(self._work, ())
+                self._threads += 1
+        self._jobs.put((fn, arg))
+
+    def shutdown(self) -> None:
+        """The threads end once the jobs queued so far ran; no new ones start."""
+        with self._lock:
+            self._size = 0
+            for _ in range(self._threads):
+                self._jobs.put(None)
+
+
+def _run_all(submit, work, items, cancel: _Cancel) -> None:
+    """Runs ``work(*item)`` for every item through ``submit`` (an executor's)
+    and returns once all succeeded. Otherwise -- an item failed, the caller
+    was interrupted (KeyboardInterrupt, any exception from a signal handler)
+    or ``cancel`` was set from outside (close) -- it sets ``cancel`` (a failing
+    item does so at once, in its own thread), so items not started never
+    start and those running stop, waits until none runs, and raises: what
+    interrupted the caller, else the first failure, else _Cancelled. Further
+    interrupts cannot cut that wait short: an item still running may be
+    writing into memory the caller frees after this returns; the items hold
+    their destinations themselves, alive for as long as an item exists.
+
+    The caller's thread waits only on C-level primitives (a Lock taken with
+    ``with``, SimpleQueue.get): an interrupt can land anywhere in it without
+    leaving a lock held (concurrent.futures.wait can, and deadlocks)."""
+    lock = threading.Lock()
+    woken = queue.SimpleQueue()   # a token after each item and on cancel
+    state = {"running": 0, "done": 0}
+    failures: List[BaseException] = []
+
+    def run(item):
+        with lock:
+            started = not cancel.is_set()
+            state["running"] += started
+        try:
+            if started:
+                work(*item)
+                with lock:
+                    state["done"] += 1
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            failures.append(e)
+            cancel.set()
+        finally:
+            with lock:
+                state["running"] -= started
+            woken.put(None)
+
+    raised = None
+    try:
+        cancel.register(lambda: woken.put(None))
+        for item in items:
+            submit(run, item)
+        while True:
+            with lock:
+                if state["done"] == len(items):
+                    return
+                if failures or cancel.is_set():
+                    break
+            woken.get()
+    except BaseException as e:  # noqa: BLE001 - an interrupt, submit refused (pool shut down), or closed
+        raised = e
+    while True:
+        try:
+            cancel.set()
+            with lock:
+                if not state["running"]:
+                    break
+            woken.get()
+        except BaseException as e:  # noqa: BLE001 - a second interrupt: raised once all stopped, as the first
+            raised = raised or e
+    if raised is not None:
+        raise raised
+    raise next((e for e in failures if not isinstance(e, _Cancelled)), None) or _Cancelled()
+
+
 # --------------------------------------------------------------------------
 # the handle
 # --------------------------------------------------------------------------
@@ -960,6 +1069,10 @@ class RemoteSafeOpen:
             raise TypeError(f"argument 'framework': {type(framework).__name__!r} object cannot be converted to 'PyString'")
         if framework not in _FRAMEWORKS:
             raise SafetensorError(f"framework {framework} is invalid")
+        self._closed = False
+        self._lock = threading.Lock()
+        self._pool: Optional[_Workers] = None
+        self._reads: set = set()   # the _Cancel of each _fetch in flight
         if backend not in ("mmap", "pread"):
             raise SafetensorError(f'backend "{backend}" is invalid (expected one of: "mmap", "pread")')
         self._framework = _FRAMEWORKS[framework]
@@ -973,9 +1086,6 @@ class RemoteSafeOpen:
                                      float(pick(backoff, "backoff")), float(pick(timeout, "timeout")),
                                      self._concurrency, bool(pick(direct, "direct")))
         self._head = self._read_header(max(8, int(pick(head_bytes, "head_bytes"))))
-        self._closed = False
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._lock = threading.Lock()
 
     # ---- header ----
 
@@ -1004,11 +1114,16 @@ class RemoteSafeOpen:
         self.close()
 
     def close(self) -> None:
+        """Closes the handle: reads in flight are cancelled (the calls that
+        started them raise "File is closed"), nothing new starts."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            reads = list(self._reads)
+        for cancel in reads:
+            cancel.set()
         if pool is not None:
-            pool.shutdown(wait=False)
+            pool.shutdown()
 
     def __del__(self):
         try:
@@ -1020,10 +1135,11 @@ class RemoteSafeOpen:
         if self._closed:
             raise SafetensorError("File is closed")
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self) -> _Workers:
         with self._lock:
+            self._check_open()
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="safetensors-remote")
+                self._pool = _Workers(self._concurrency)
             return self._pool
 
     # ---- names ----
@@ -1056,7 +1172,8 @@ class RemoteSafeOpen:
 
         Contiguous spans are merged into runs, runs cut into chunks of at most
         chunk_size; a chunk's bytes are copied into every destination it
-        overlaps. All-or-nothing: the first failure cancels the rest."""
+        overlaps. All-or-nothing: the first failure, an interrupt or close()
+        stops the rest (_run_all), and no read into the spans outlives the call."""
         spans = [s for s in spans if s[1] > s[0]]
         chunks: List[Tuple[int, int, List[Tuple[int, int, memoryview]]]] = []
         run_start = run_end = None
@@ -1087,36 +1204,36 @@ class RemoteSafeOpen:
             cut(run, run_start, run_end)
         if not chunks:
             return
-
         head = self._head
-        failed = threading.Event()
 
         def work(lo, hi, targets):
-            if failed.is_set():
-                return
             if hi <= len(head):
                 _scatter(memoryview(head)[lo:hi], lo, hi, targets)
             else:
-                self._object.read_into(lo, hi, targets)
+                self._object.read_into(lo, hi, targets, cancel)
 
-        if len(chunks) == 1:
-            work(*chunks[0])
-            return
-        futures = [self._executor().submit(work, *chunk) for chunk in chunks]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in done:
-            if future.exception() is not None:
-                failed.set()
-                for other in pending:
-                    other.cancel()
-                wait(pending)
-                raise future.exception()
+        cancel = _Cancel()
+        with self._lock:
+            self._check_open()
+            self._reads.add(cancel)
+        try:
+            if len(chunks) == 1:
+                work(*chunks[0])
+            else:
+                _run_all(self._executor().submit, work, chunks, cancel)
+        except Exception as e:
+            if self._closed or isinstance(e, _Cancelled):
+                raise SafetensorError("File is closed") from e
+            raise
+        finally:
+            with self._lock:
+                self._reads.discard(cancel)
 
     def _outputs(self, names: List[str]) -> Tuple[List[_Output], List[Tuple[int, int, memoryview]]]:
         outputs, spans = [], []
         for name in names:
             dtype, shape, begin, end = self._tensors[name]
-            out = _Output(self._framework, dtype, shape, end - begin)
+            out = _Output(self._framework, name, dtype, shape, end - begin)
             outputs.append(out)
             spans.append((self._data_start + begin, self._data_start + end, out.view))
         return outputs, spans
@@ -1190,6 +1307,7 @@ class RemoteSlice:
 
     def __getitem__(self, key):
         handle = self._handle
+        handle._check_open()
         items = key if isinstance(key, tuple) else (key,)
         plan = None
         sub_byte = self._dtype in ("F4", "F6_E2M3", "F6_E3M2")
@@ -1201,7 +1319,7 @@ class RemoteSlice:
         nbytes = self._end - self._begin
         row_bytes = nbytes // self._shape[0] if self._shape[0] else 0
         shape = (count,) + tuple(self._shape[1:])
-        out = _Output(handle._framework, self._dtype, shape, row_bytes * count)
+        out = _Output(handle._framework, self._name, self._dtype, shape, row_bytes * count)
         start = handle._data_start + self._begin + first * row_bytes
         handle._fetch([(start, start + row_bytes * count, out.view)])
         value = out.result()[(rewritten,) + tuple(items[1:])]
