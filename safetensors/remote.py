@@ -1064,7 +1064,8 @@ class RemoteSafeOpen:
                  storage_options: Optional[dict] = None, chunk_size: Optional[int] = None,
                  concurrency: Optional[int] = None, head_bytes: Optional[int] = None,
                  retries: Optional[int] = None, timeout: Optional[float] = None,
-                 backoff: Optional[float] = None, direct: Optional[bool] = None):
+                 backoff: Optional[float] = None, direct: Optional[bool] = None,
+                 deadline: Optional[float] = None):
         if not isinstance(framework, str):
             raise TypeError(f"argument 'framework': {type(framework).__name__!r} object cannot be converted to 'PyString'")
         if framework not in _FRAMEWORKS:
@@ -1084,7 +1085,7 @@ class RemoteSafeOpen:
         self._concurrency = max(1, int(pick(concurrency, "concurrency")))
         self._object = _RemoteObject(target, storage_options, int(pick(retries, "retries")),
                                      float(pick(backoff, "backoff")), float(pick(timeout, "timeout")),
-                                     self._concurrency, bool(pick(direct, "direct")))
+                                     self._concurrency, bool(pick(direct, "direct")), deadline)
         self._head = self._read_header(max(8, int(pick(head_bytes, "head_bytes"))))
 
     # ---- header ----
