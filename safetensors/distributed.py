@@ -60,7 +60,10 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors import remote as _remote
 from safetensors._safetensors_c import _dtype_table
-from safetensors.torch import _LITTLE, _TYPES, _byteswapped
+
+# safetensors.torch (_TYPES, _LITTLE, _byteswapped) is imported inside the
+# functions that use it: it re-exports this module's public names, so a
+# top-level import here would be circular when this module is imported first.
 
 __all__ = ["LoadStats", "Replicate", "Shard", "load_distributed"]
 
@@ -374,6 +377,8 @@ def _placement(plan, default, name, shape, dtype):
 def _make_jobs(tensors: List[tuple], plan, default, size: int) -> List[_Job]:
     """``tensors``: (name, file, dtype, shape, offset, nbytes) in checkpoint
     order.  Raises for a plan that names unknown tensors or cannot apply."""
+    from safetensors.torch import _TYPES
+
     if isinstance(plan, Mapping):
         known = {t[0] for t in tensors}
         missing = sorted(n for n in plan if n not in known)
@@ -793,6 +798,8 @@ class _Work:
         return pieces
 
     def run(self, pg: _Group, reader: _Reader, device: torch.device) -> Dict[str, torch.Tensor]:
+        from safetensors.torch import _LITTLE, _TYPES, _byteswapped
+
         rank, size, xdev = self.rank, self.size, pg.xdev
         stats = pg.stats
         outputs: Dict[str, torch.Tensor] = {}
