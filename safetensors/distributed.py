@@ -47,10 +47,11 @@ import math
 import mmap
 import os
 import pickle
+import threading
 import time
 from bisect import bisect_right
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -455,11 +456,70 @@ def _digest(jobs: List[_Job], chunk_bytes: int, size: int) -> str:
 # ---------------------------------------------------------------------------
 
 def _writable(t: torch.Tensor) -> memoryview:
-    """A writable buffer over a contiguous CPU uint8 tensor (no NumPy needed)."""
+    """A writable buffer over a contiguous CPU uint8 tensor (no NumPy needed).
+    The buffer (and every slice of it) keeps ``t`` alive, so a read still
+    holding it can never write into freed memory."""
     n = t.numel()
     if n == 0:
         return memoryview(bytearray(0))
-    return memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B")
+    array = (ctypes.c_char * n).from_address(t.data_ptr())
+    array.tensor = t
+    return memoryview(array).cast("B")
+
+
+def _run_parallel(pool: ThreadPoolExecutor, calls: List[tuple]) -> None:
+    """Runs each ``(fn, args)`` of ``calls`` as ``fn(*args, cancel)`` on
+    ``pool`` and returns when all have finished.  ``args`` hold the memory a
+    call writes into (``_writable`` views keep their tensors alive), so it
+    stays valid while the call is queued or running.
+
+    The first failure, or any exception in this thread while it waits
+    (KeyboardInterrupt, or another exception from a signal handler), sets
+    the calls' ``remote._Cancel``: calls not started never start, and the
+    transport stops those in flight.  This thread then waits until no call
+    is running, through further interrupts, and re-raises the first
+    exception: when it leaves, nothing writes into the destinations."""
+    cancel = _remote._Cancel()
+    cond = threading.Condition()   # an RLock: safe to re-enter if an interrupt lands inside ``with``
+    state = {"left": len(calls), "running": 0, "error": None}
+
+    def work(fn, args):
+        with cond:   # started under the lock, so the waiter below sees it running
+            started = not cancel.is_set()
+            state["running"] += started
+        try:
+            if started:
+                fn(*args, cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            with cond:
+                if state["error"] is None:
+                    state["error"] = exc
+            cancel.set()
+        finally:
+            with cond:
+                state["running"] -= started
+                state["left"] -= 1
+                cond.notify_all()
+
+    try:
+        for fn, args in calls:
+            pool.submit(work, fn, args)
+        with cond:
+            while state["left"] and state["error"] is None:
+                cond.wait()
+        if state["error"] is not None:
+            raise state["error"]
+    except BaseException:
+        cancel.set()
+        while True:
+            try:
+                with cond:
+                    while state["running"]:
+                        cond.wait()
+                break
+            except BaseException:  # noqa: BLE001 - another interrupt: the calls in flight have not stopped yet
+                continue
+        raise
 
 
 class _LocalFile:
@@ -519,17 +579,15 @@ class _RemoteFile:
                           f"({self.object.size} bytes)", self.path)
         cuts = list(range(offset, end, self.chunk))
         if len(cuts) == 1:
-            self.object.read_into(offset, end, targets)
+            self.object.read_into(offset, end, targets)   # in this thread: an interrupt stops it
         else:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(_remote.DEFAULTS["concurrency"],
                                                thread_name_prefix="safetensors-distributed")
-            futures = [self.pool.submit(self.object.read_into, lo, min(lo + self.chunk, end),
-                                        [t for t in targets if t[0] < lo + self.chunk and t[1] > lo])
-                       for lo in cuts]
-            wait(futures)   # all finished before any error leaves: none writes into freed memory
-            for future in futures:
-                future.result()
+            _run_parallel(self.pool, [
+                (self.object.read_into,
+                 (lo, min(lo + self.chunk, end), [t for t in targets if t[0] < lo + self.chunk and t[1] > lo]))
+                for lo in cuts])
         return end - offset
 
     def close(self) -> None:

@@ -13,7 +13,11 @@ deadline and servers stopped by their context managers, pass or fail.
 import datetime
 import json
 import os
+import random
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -185,5 +189,116 @@ def test_two_ranks_over_s3_read_every_byte_once(checkpoint):
     _check(reports, paths)
 
 
+# ---------------------------------------------------------------------------
+# interrupted reads (a process of its own: it takes SIGALRM)
+# ---------------------------------------------------------------------------
+
+_PIECES = [96 << 10, 160 << 10, 128 << 10, 128 << 10]   # destinations of one read; chunk cuts fall inside them
+
+
+def _interrupt_child(repetitions):
+    """Reads a 512 KiB object in 32 parallel chunks into fresh tensors, with
+    an exception raised from a signal handler at a random point of the read;
+    then frees the destinations, fills new buffers of the same sizes with a
+    pattern, lets every chunk still queued or running finish (close() shuts
+    the pool down) and checks the pattern: a chunk that outlived the read
+    would have written into freed memory, that is into these buffers (or
+    crashed on unmapped memory)."""
+    import safetensors.distributed as sd
+    from safetensors import remote
+
+    remote.DEFAULTS.update(chunk_size=16 << 10, concurrency=4)
+    rng = random.Random(19)
+    data = rng.randbytes(sum(_PIECES))
+    armed = [False]
+
+    def on_alarm(signum, frame):
+        if armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    with remote_servers.FaultServer() as server:
+        # Replies are written in two parts (head, body): without TCP_NODELAY
+        # each request waits out a delayed ACK.
+        server._server.RequestHandlerClass.disable_nagle_algorithm = True
+        server.put("/m.bin", data)
+        url = f"{server.url}/m.bin"
+        pinned = sd._remote_object(url, None)
+        table = {"size": pinned.size, "identity": (pinned.etag, pinned.version)}
+
+        def read(delay):
+            """-> (interrupted, the bytes read or None), file closed."""
+            f = sd._RemoteFile(url, table, None)
+            outs = [torch.empty(n, dtype=torch.uint8) for n in _PIECES]
+            got, interrupted = None, False
+            try:
+                armed[0] = delay is not None
+                if delay is not None:
+                    signal.setitimer(signal.ITIMER_REAL, delay)
+                f.read_some(0, [sd._writable(t) for t in outs])
+                armed[0] = False
+                got = b"".join(bytes(t.numpy()) for t in outs)
+            except KeyboardInterrupt:
+                interrupted = True
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            del outs
+            canaries = [torch.full((n,), 0xA5, dtype=torch.uint8) for n in _PIECES * 4]
+            f.close()
+            for c in canaries:
+                assert bool((c == 0xA5).all()), "a chunk wrote into memory freed after the interrupted read"
+            return interrupted, got
+
+        start = time.perf_counter()
+        assert read(None) == (False, data)
+        whole = time.perf_counter() - start   # only picks the interrupt points
+        interrupted = 0
+        for _ in range(repetitions):
+            stopped, got = read(rng.uniform(1e-4, whole))
+            interrupted += stopped
+            assert stopped or got == data
+    print(json.dumps({"interrupted": interrupted, "repetitions": repetitions}))
+
+
+def test_an_interrupted_read_stops_writing_before_it_raises(tmp_path):
+    run = subprocess.run([sys.executable, __file__, "--interrupts", "120"], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["interrupted"] > 0, report
+
+
+def test_the_first_failed_chunk_cancels_the_chunks_not_started():
+    """Every GET fails (the object changed after it was pinned; 412 is not
+    retried): each of the `concurrency` workers fails its first chunk, and the
+    other chunks never start."""
+    import safetensors.distributed as sd
+    from safetensors import remote
+
+    saved = dict(remote.DEFAULTS)
+    remote.DEFAULTS.update(chunk_size=4 << 10, concurrency=3)
+    try:
+        with remote_servers.FaultServer() as server:
+            server.put("/m.bin", bytes(256 << 10))
+            url = f"{server.url}/m.bin"
+            pinned = sd._remote_object(url, None)
+            f = sd._RemoteFile(url, {"size": pinned.size, "identity": (pinned.etag, pinned.version)}, None)
+            server.put("/m.bin", bytes([1]) * (256 << 10))
+            out = torch.empty(256 << 10, dtype=torch.uint8)
+            try:
+                with pytest.raises(remote.RemoteObjectChangedError):
+                    f.read_some(0, [sd._writable(out)])
+            finally:
+                f.close()
+            assert 1 <= len(server.gets("/m.bin")) <= 3, server.gets("/m.bin")
+    finally:
+        remote.DEFAULTS.clear()
+        remote.DEFAULTS.update(saved)
+
+
 if __name__ == "__main__":
-    _rank_main(sys.argv[1:])
+    if sys.argv[1] == "--interrupts":
+        _interrupt_child(int(sys.argv[2]))
+    else:
+        _rank_main(sys.argv[1:])
