@@ -162,6 +162,7 @@ def _check(reports, paths):
         assert sum(s["bytes_read"] for s in stats) == file_bytes, (case, stats)
         assert sum(s["header_bytes_read"] for s in stats) == header_bytes, (case, stats)
         assert all(s["bytes_read"] > s["header_bytes_read"] for s in stats), (case, stats)
+        assert all(s["check_bytes_read"] == 0 for s in stats), (case, stats)   # the ETag pins the copy
 
 
 def test_two_ranks_over_http_read_every_byte_once(checkpoint, tmp_path_factory):
