@@ -50,11 +50,11 @@ import math
 import mmap
 import os
 import pickle
+import queue
 import threading
 import time
 from bisect import bisect_right
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -484,10 +484,37 @@ def _writable(t: torch.Tensor) -> memoryview:
     return memoryview(array).cast("B")
 
 
-def _run_parallel(pool: ThreadPoolExecutor, calls: List[tuple]) -> None:
+class _Workers:
+    """Threads that run the calls put on a queue.  The caller only ever puts
+    (``SimpleQueue.put`` never blocks and leaves no lock taken), so an
+    exception that a signal handler raises in the caller cannot leave these
+    threads waiting on a lock, as it can with ``ThreadPoolExecutor.submit``."""
+
+    def __init__(self, count: int):
+        self.calls: "queue.SimpleQueue" = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._serve, name="safetensors-distributed", daemon=True)
+                        for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            call = self.calls.get()
+            if call is None:
+                return
+            call()
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.calls.put(None)
+        for thread in self.threads:
+            thread.join()
+
+
+def _run_parallel(workers: _Workers, calls: List[tuple]) -> None:
     """Runs each ``(fn, args)`` of ``calls`` as ``fn(*args, cancel)`` on
-    ``pool`` and returns when all have finished.  ``args`` hold the memory a
-    call writes into (``_writable`` views keep their tensors alive), so it
+    ``workers`` and returns when all have finished.  ``args`` hold the memory
+    a call writes into (``_writable`` views keep their tensors alive), so it
     stays valid while the call is queued or running.
 
     The first failure, or any exception in this thread while it waits
@@ -495,44 +522,49 @@ def _run_parallel(pool: ThreadPoolExecutor, calls: List[tuple]) -> None:
     the calls' ``remote._Cancel``: calls not started never start, and the
     transport stops those in flight.  This thread then waits until no call
     is running, through further interrupts, and re-raises the first
-    exception: when it leaves, nothing writes into the destinations."""
+    exception: when it leaves, nothing writes into the destinations (but
+    after an interrupt that lands on the jump back of the retry loop, a
+    window Python code cannot close; the kept destinations cover that).  It
+    takes no lock (an interrupt inside ``with lock`` can leave a lock taken
+    or ``Condition.wait`` half done): the calls count themselves under a
+    lock of their own and ring ``bell`` as each ends."""
     cancel = _remote._Cancel()
-    cond = threading.Condition()   # an RLock: safe to re-enter if an interrupt lands inside ``with``
-    state = {"left": len(calls), "running": 0, "error": None}
+    bell: "queue.SimpleQueue" = queue.SimpleQueue()
+    lock = threading.Lock()
+    state = {"running": 0, "error": None}
 
-    def work(fn, args):
-        with cond:   # started under the lock, so the waiter below sees it running
-            started = not cancel.is_set()
-            state["running"] += started
+    def call(fn, args):
+        with lock:   # counted before the check, so the waiter below cannot miss a call that starts
+            state["running"] += 1
         try:
-            if started:
+            if not cancel.is_set():
                 fn(*args, cancel)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            with cond:
+            with lock:
                 if state["error"] is None:
                     state["error"] = exc
             cancel.set()
         finally:
-            with cond:
-                state["running"] -= started
-                state["left"] -= 1
-                cond.notify_all()
+            with lock:
+                state["running"] -= 1
+            bell.put(None)
 
     try:
         for fn, args in calls:
-            pool.submit(work, fn, args)
-        with cond:
-            while state["left"] and state["error"] is None:
-                cond.wait()
-        if state["error"] is not None:
-            raise state["error"]
+            workers.calls.put(lambda fn=fn, args=args: call(fn, args))
+        for _ in calls:
+            bell.get()
+            if state["error"] is not None:
+                raise state["error"]
     except BaseException:
-        cancel.set()
         while True:
             try:
-                with cond:
-                    while state["running"]:
-                        cond.wait()
+                cancel.set()
+                while state["running"]:
+                    try:
+                        bell.get(timeout=0.05)   # a ring an interrupt consumed is not waited for
+                    except queue.Empty:
+                        pass
                 break
             except BaseException:  # noqa: BLE001 - another interrupt: the calls in flight have not stopped yet
                 continue
@@ -624,7 +656,9 @@ class _RemoteFile:
                 "replaced during the load"
             )
         self.chunk = _remote.DEFAULTS["chunk_size"]
-        self.pool = None
+        # Started here rather than in the first read: an interrupt that lands
+        # in Thread.start() surfaces as a RuntimeError of threading's own.
+        self.workers = _Workers(_remote.DEFAULTS["concurrency"])
 
     def read_some(self, offset: int, views: List[memoryview]) -> int:
         targets, end = [], offset
@@ -638,18 +672,14 @@ class _RemoteFile:
         if len(cuts) == 1:
             self.object.read_into(offset, end, targets)   # in this thread: an interrupt stops it
         else:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(_remote.DEFAULTS["concurrency"],
-                                               thread_name_prefix="safetensors-distributed")
-            _run_parallel(self.pool, [
+            _run_parallel(self.workers, [
                 (self.object.read_into,
                  (lo, min(lo + self.chunk, end), [t for t in targets if t[0] < lo + self.chunk and t[1] > lo]))
                 for lo in cuts])
         return end - offset
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
+        self.workers.close()
 
 
 class _Reader:

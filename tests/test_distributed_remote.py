@@ -199,23 +199,31 @@ _PIECES = [96 << 10, 160 << 10, 128 << 10, 128 << 10]   # destinations of one re
 
 def _interrupt_child(repetitions):
     """Reads a 512 KiB object in 32 parallel chunks into fresh tensors, with
-    an exception raised from a signal handler at a random point of the read;
-    then frees the destinations, fills new buffers of the same sizes with a
-    pattern, lets every chunk still queued or running finish (close() shuts
-    the pool down) and checks the pattern: a chunk that outlived the read
-    would have written into freed memory, that is into these buffers (or
-    crashed on unmapped memory)."""
+    an exception raised from a signal handler at a random point of the read.
+
+    Every other time it keeps the destinations, copies them, lets every
+    chunk still queued or running finish (close() stops the threads) and
+    compares: a chunk that outlived the read would have changed them.  The
+    other times it frees them and fills new buffers of the same sizes with
+    a pattern before close(): a chunk that outlived the read without keeping
+    its destination alive would write into these buffers (or crash on
+    unmapped memory).  Those times, more interrupts may follow every 0.5 ms
+    while the read waits for its chunks to stop.  (The read waits through
+    them, but an interrupt that lands on the one instruction that loops back
+    can still end the wait early: Python code cannot close that window, so
+    only the kept destinations are what makes that case safe.)"""
     import safetensors.distributed as sd
     from safetensors import remote
 
     remote.DEFAULTS.update(chunk_size=16 << 10, concurrency=4)
     rng = random.Random(19)
     data = rng.randbytes(sum(_PIECES))
-    armed = [False]
+    armed = [0]   # interrupts still to raise
+    durations = []   # of uninterrupted reads: only picks the interrupt points
 
     def on_alarm(signum, frame):
         if armed[0]:
-            armed[0] = False
+            armed[0] -= 1
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGALRM, on_alarm)
@@ -228,22 +236,30 @@ def _interrupt_child(repetitions):
         pinned = sd._remote_object(url, None)
         table = {"size": pinned.size, "identity": (pinned.etag, pinned.version)}
 
-        def read(delay):
+        def read(delay=None, times=1, keep=False):
             """-> (interrupted, the bytes read or None), file closed."""
             f = sd._RemoteFile(url, table, None)
             outs = [torch.empty(n, dtype=torch.uint8) for n in _PIECES]
             got, interrupted = None, False
             try:
-                armed[0] = delay is not None
-                if delay is not None:
-                    signal.setitimer(signal.ITIMER_REAL, delay)
-                f.read_some(0, [sd._writable(t) for t in outs])
-                armed[0] = False
+                try:
+                    if delay is not None:
+                        armed[0] = times
+                        signal.setitimer(signal.ITIMER_REAL, delay, 5e-4)
+                    start = time.perf_counter()
+                    f.read_some(0, [sd._writable(t) for t in outs])
+                    durations.append(time.perf_counter() - start)
+                finally:
+                    armed[0] = 0   # a last interrupt may land before this line: the handler below takes it
                 got = b"".join(bytes(t.numpy()) for t in outs)
             except KeyboardInterrupt:
                 interrupted = True
-            armed[0] = False
             signal.setitimer(signal.ITIMER_REAL, 0)
+            if keep:
+                left = [t.clone() for t in outs]
+                f.close()
+                assert all(torch.equal(a, b) for a, b in zip(left, outs)), "a chunk wrote after the read had left"
+                return interrupted, got
             del outs
             canaries = [torch.full((n,), 0xA5, dtype=torch.uint8) for n in _PIECES * 4]
             f.close()
@@ -251,12 +267,13 @@ def _interrupt_child(repetitions):
                 assert bool((c == 0xA5).all()), "a chunk wrote into memory freed after the interrupted read"
             return interrupted, got
 
-        start = time.perf_counter()
-        assert read(None) == (False, data)
-        whole = time.perf_counter() - start   # only picks the interrupt points
+        for _ in range(3):
+            assert read() == (False, data)
+        whole = sorted(durations)[1]
         interrupted = 0
-        for _ in range(repetitions):
-            stopped, got = read(rng.uniform(1e-4, whole))
+        for k in range(repetitions):
+            keep = k % 2 == 1
+            stopped, got = read(rng.uniform(1e-4, whole), 1 if keep else rng.choice([1, 3, 20]), keep)
             interrupted += stopped
             assert stopped or got == data
     print(json.dumps({"interrupted": interrupted, "repetitions": repetitions}))
@@ -268,6 +285,47 @@ def test_an_interrupted_read_stops_writing_before_it_raises(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["interrupted"] > 0, report
+
+
+def test_the_wait_for_running_calls_outlasts_further_interrupts(monkeypatch):
+    """The first failure (ValueError) sends the caller into its wait; three
+    KeyboardInterrupts land in that wait (raised by the cancel's set(), in
+    the caller's thread only); the call still running ends only once the
+    cancel is set, and the caller leaves after it, with the first error."""
+    import threading
+
+    import safetensors.distributed as sd
+
+    class Interrupted(sd._remote._Cancel):
+        left = 3
+
+        def set(self):
+            if threading.current_thread() is threading.main_thread() and Interrupted.left:
+                Interrupted.left -= 1
+                raise KeyboardInterrupt
+            super().set()
+
+    monkeypatch.setattr(sd._remote, "_Cancel", Interrupted)
+    finished = []
+
+    def fails(cancel):
+        raise ValueError("the first failure")
+
+    def runs_until_cancelled(cancel):
+        while not cancel.is_set():
+            time.sleep(0.001)
+        finished.append(True)
+
+    workers = sd._Workers(2)
+    raised = None
+    try:
+        sd._run_parallel(workers, [(runs_until_cancelled, ()), (fails, ())])
+    except BaseException as exc:  # noqa: BLE001 - a KeyboardInterrupt here is a failure, not a stop of pytest
+        raised = exc
+    finally:
+        workers.close()
+    assert type(raised) is ValueError and str(raised) == "the first failure", repr(raised)
+    assert finished == [True] and Interrupted.left == 0
 
 
 def test_the_first_failed_chunk_cancels_the_chunks_not_started():
