@@ -15,9 +15,12 @@ line up):
    guarantees that the tensors' data is contiguous, in ``offset_keys()``
    order, and ends exactly at the end of the file.
 3. Plan.  Every rank evaluates the sharding plan for every tensor and opens
-   the files it will read.  A small all-gather agrees on success and on a
-   digest of the plan before any data moves, so a failure on one rank (bad
-   file, missing tensor, plans that differ) raises on every rank.
+   the files it will read, checking that its copy of each is the one the
+   header came from (size, and for a local file the copy digest of
+   ``_LocalFile.digest``; ETag/version for a URL).  A small all-gather
+   agrees on success and on a digest of the plan before any data moves, so
+   a failure on one rank (bad file, a copy that differs, missing tensor,
+   plans that differ) raises on every rank.
 4. Data, in three kinds of work:
    - a shard whose bytes are one contiguous range, or runs of at least
      ``_DIRECT_RUN`` bytes, is read by its owner straight into its output:
@@ -47,10 +50,11 @@ import math
 import mmap
 import os
 import pickle
+import queue
+import threading
 import time
 from bisect import bisect_right
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -60,7 +64,10 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors import remote as _remote
 from safetensors._safetensors_c import _dtype_table
-from safetensors.torch import _LITTLE, _TYPES, _byteswapped
+
+# safetensors.torch (_TYPES, _LITTLE, _byteswapped) is imported inside the
+# functions that use it: it re-exports this module's public names, so a
+# top-level import here would be circular when this module is imported first.
 
 __all__ = ["LoadStats", "Replicate", "Shard", "load_distributed"]
 
@@ -76,6 +83,10 @@ _DIRECT_RUN = 1 << 20
 # be viewed with its dtype (and is aligned for GPU kernels).
 _ALIGN = 64
 _IOV_MAX = 1024
+# The copy digest of a local file (see _LocalFile.digest) covers its header
+# and _SAMPLES blocks of _SAMPLE bytes of its data section.
+_SAMPLE = 64 << 10
+_SAMPLES = 9
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,10 @@ class LoadStats:
     passed to.
 
     ``bytes_read``: bytes this rank read from storage (tensor data plus the
-    headers it validated, ``header_bytes_read`` of them).  ``bytes_sent`` and
+    headers it validated, ``header_bytes_read`` of them, plus
+    ``check_bytes_read``: the header and sampled data bytes read to compare
+    this rank's copy of a local file with the copy its header came from, see
+    ``_LocalFile.digest``).  ``bytes_sent`` and
     ``bytes_received``: tensor payload this rank exchanged with the other
     ranks (alignment padding included, small control messages not; the
     backend's algorithm may forward more on the wire, e.g. a ring
@@ -110,6 +124,7 @@ class LoadStats:
 
     bytes_read: int = 0
     header_bytes_read: int = 0
+    check_bytes_read: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
     collectives: int = 0
@@ -304,9 +319,10 @@ def _read_index(path: str, storage_options: Optional[dict] = None):
 
 def _read_header(path: str, storage_options: Optional[dict] = None) -> dict:
     """Validates ``path``'s header with the C reader and returns its table:
-    ``size``, ``identity`` (what must not change: mtime for a local file,
-    ETag/version for a URL), ``data_start`` and ``tensors`` as (name, dtype,
-    shape, file offset, nbytes) in file order."""
+    ``size``, ``identity`` (what every rank's copy must match: the copy
+    digest of a local file, the ETag/version of a URL), ``data_start``,
+    ``header_read`` and ``check_read`` (bytes read) and ``tensors`` as (name,
+    dtype, shape, file offset, nbytes) in file order."""
     if _is_url(path):
         return _read_remote_header(path, storage_options)
     before = os.stat(path)
@@ -315,17 +331,22 @@ def _read_header(path: str, storage_options: Optional[dict] = None) -> dict:
         for name in f.offset_keys():
             view = f.get_slice(name)
             entries.append((name, view.get_dtype(), tuple(view.get_shape())))
+    sizes = [math.prod(shape) * _BITS[dtype] // 8 for _, dtype, shape in entries]
+    data_start = before.st_size - sum(sizes)   # the data ends exactly at the end of the file
+    copy = _LocalFile(path)
+    try:
+        digest, checked = copy.digest(data_start)
+    finally:
+        copy.close()
     st = os.stat(path)
     if (st.st_ino, st.st_size, st.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
         raise SafetensorError(f"{path}: the file changed while its header was being read")
-    sizes = [math.prod(shape) * _BITS[dtype] // 8 for _, dtype, shape in entries]
-    data_start = st.st_size - sum(sizes)   # the data ends exactly at the end of the file
     tensors, offset = [], data_start
     for (name, dtype, shape), nbytes in zip(entries, sizes):
         tensors.append((name, dtype, shape, offset, nbytes))
         offset += nbytes
-    return {"size": st.st_size, "identity": st.st_mtime_ns, "data_start": data_start, "header_read": data_start,
-            "tensors": tensors}
+    return {"size": st.st_size, "identity": digest, "data_start": data_start, "header_read": data_start,
+            "check_read": checked, "tensors": tensors}
 
 
 def _read_remote_header(url: str, storage_options: Optional[dict]) -> dict:
@@ -340,7 +361,7 @@ def _read_remote_header(url: str, storage_options: Optional[dict]) -> dict:
         ]
         # header_read: the bytes actually fetched (equal to data_start here).
         return {"size": pinned.size, "identity": (pinned.etag, pinned.version), "data_start": f._data_start,
-                "header_read": len(f._head),
+                "header_read": len(f._head), "check_read": 0,
                 "tensors": tensors}
 
 
@@ -374,6 +395,8 @@ def _placement(plan, default, name, shape, dtype):
 def _make_jobs(tensors: List[tuple], plan, default, size: int) -> List[_Job]:
     """``tensors``: (name, file, dtype, shape, offset, nbytes) in checkpoint
     order.  Raises for a plan that names unknown tensors or cannot apply."""
+    from safetensors.torch import _TYPES
+
     if isinstance(plan, Mapping):
         known = {t[0] for t in tensors}
         missing = sorted(n for n in plan if n not in known)
@@ -450,27 +473,158 @@ def _digest(jobs: List[_Job], chunk_bytes: int, size: int) -> str:
 # ---------------------------------------------------------------------------
 
 def _writable(t: torch.Tensor) -> memoryview:
-    """A writable buffer over a contiguous CPU uint8 tensor (no NumPy needed)."""
+    """A writable buffer over a contiguous CPU uint8 tensor (no NumPy needed).
+    The buffer (and every slice of it) keeps ``t`` alive, so a read still
+    holding it can never write into freed memory."""
     n = t.numel()
     if n == 0:
         return memoryview(bytearray(0))
-    return memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B")
+    array = (ctypes.c_char * n).from_address(t.data_ptr())
+    array.tensor = t
+    return memoryview(array).cast("B")
+
+
+class _Workers:
+    """Threads that run the calls put on a queue.  The caller only ever puts
+    (``SimpleQueue.put`` never blocks and leaves no lock taken), so an
+    exception that a signal handler raises in the caller cannot leave these
+    threads waiting on a lock, as it can with ``ThreadPoolExecutor.submit``."""
+
+    def __init__(self, count: int):
+        self.calls: "queue.SimpleQueue" = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._serve, name="safetensors-distributed", daemon=True)
+                        for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            call = self.calls.get()
+            if call is None:
+                return
+            call()
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.calls.put(None)
+        for thread in self.threads:
+            thread.join()
+
+
+def _run_parallel(workers: _Workers, calls: List[tuple]) -> None:
+    """Runs each ``(fn, args)`` of ``calls`` as ``fn(*args, cancel)`` on
+    ``workers`` and returns when all have finished.  ``args`` hold the memory
+    a call writes into (``_writable`` views keep their tensors alive), so it
+    stays valid while the call is queued or running.
+
+    The first failure, or any exception in this thread while it waits
+    (KeyboardInterrupt, or another exception from a signal handler), sets
+    the calls' ``remote._Cancel``: calls not started never start, and the
+    transport stops those in flight.  This thread then waits until no call
+    is running, through further interrupts, and re-raises the first
+    exception: when it leaves, nothing writes into the destinations (but
+    after an interrupt that lands on the jump back of the retry loop, a
+    window Python code cannot close; the kept destinations cover that).  It
+    takes no lock (an interrupt inside ``with lock`` can leave a lock taken
+    or ``Condition.wait`` half done): the calls count themselves under a
+    lock of their own and ring ``bell`` as each ends."""
+    cancel = _remote._Cancel()
+    bell: "queue.SimpleQueue" = queue.SimpleQueue()
+    lock = threading.Lock()
+    state = {"running": 0, "error": None}
+
+    def call(fn, args):
+        with lock:   # counted before the check, so the waiter below cannot miss a call that starts
+            state["running"] += 1
+        try:
+            if not cancel.is_set():
+                fn(*args, cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            with lock:
+                if state["error"] is None:
+                    state["error"] = exc
+            cancel.set()
+        finally:
+            with lock:
+                state["running"] -= 1
+            bell.put(None)
+
+    try:
+        for fn, args in calls:
+            workers.calls.put(lambda fn=fn, args=args: call(fn, args))
+        for _ in calls:
+            bell.get()
+            if state["error"] is not None:
+                raise state["error"]
+    except BaseException:
+        while True:
+            try:
+                cancel.set()
+                while state["running"]:
+                    try:
+                        bell.get(timeout=0.05)   # a ring an interrupt consumed is not waited for
+                    except queue.Empty:
+                        pass
+                break
+            except BaseException:  # noqa: BLE001 - another interrupt: the calls in flight have not stopped yet
+                continue
+        raise
 
 
 class _LocalFile:
-    """A local file: ``os.preadv`` into the caller's buffers."""
+    """A local file: ``os.preadv`` into the caller's buffers.  Given the
+    table of the rank that read its header, the file must be the same copy:
+    same size and same ``digest`` (``check_read``: the bytes that took);
+    ``rank``: this rank, for the message."""
 
-    def __init__(self, path: str, table: dict):
-        self.path = path
+    def __init__(self, path: str, table: Optional[dict] = None, rank: int = 0):
+        self.path, self.check_read = path, 0
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
-        st = os.fstat(self.fd)
-        if st.st_size != table["size"] or st.st_mtime_ns != table["identity"]:
+        if table is None:
+            return
+        try:
+            size = os.fstat(self.fd).st_size
+            if size != table["size"]:
+                differs = f"{size} bytes against {table['size']}"
+            else:
+                digest, self.check_read = self.digest(table["data_start"])
+                differs = None if digest == table["identity"] else "same size, but the header or sampled data differ"
+        except BaseException:
+            os.close(self.fd)
+            raise
+        if differs:
             os.close(self.fd)
             raise SafetensorError(
-                f"{path}: this rank sees a different file (size {st.st_size}, mtime {st.st_mtime_ns}) than the rank "
-                f"that read its header (size {table['size']}, mtime {table['identity']}): changed during the load, "
-                "or not the same file on every node"
+                f"{path}: rank {rank}'s copy differs from the copy rank {table['reader']} read its header from "
+                f"({differs}): every rank must see the same file (node-local copies must be identical), unchanged "
+                "during the load"
             )
+
+    def digest(self, data_start: int) -> Tuple[str, int]:
+        """(SHA-256 hex, bytes read) of the file's header bytes (length prefix
+        and JSON, ``[0, data_start)``) and of _SAMPLES blocks of _SAMPLE bytes
+        of its data section: the first, the last and the others evenly spaced
+        between them (the whole section when it is smaller than that).  One
+        read per block, so that ranks can compare copies without reading them
+        whole; copies that differ only outside these blocks look the same."""
+        size = os.fstat(self.fd).st_size
+        data = size - data_start
+        spans = [(0, data_start)]
+        if data <= _SAMPLES * _SAMPLE:
+            spans.append((data_start, data))
+        else:
+            spans += [(data_start + (data - _SAMPLE) * k // (_SAMPLES - 1), _SAMPLE) for k in range(_SAMPLES)]
+        sha = hashlib.sha256()
+        for offset, length in spans:
+            block = memoryview(bytearray(length))
+            done = 0
+            while done < length:
+                got = self.read_some(offset + done, [block[done:]])
+                if got == 0:
+                    raise OSError(errno.EIO, f"unexpected end of file at byte {offset + done}", self.path)
+                done += got
+            sha.update(block)
+        return sha.hexdigest(), sum(length for _, length in spans)
 
     def read_some(self, offset: int, views: List[memoryview]) -> int:
         """Reads from ``offset`` into the start of ``views``; returns the byte
@@ -502,7 +656,9 @@ class _RemoteFile:
                 "replaced during the load"
             )
         self.chunk = _remote.DEFAULTS["chunk_size"]
-        self.pool = None
+        # Started here rather than in the first read: an interrupt that lands
+        # in Thread.start() surfaces as a RuntimeError of threading's own.
+        self.workers = _Workers(_remote.DEFAULTS["concurrency"])
 
     def read_some(self, offset: int, views: List[memoryview]) -> int:
         targets, end = [], offset
@@ -514,22 +670,16 @@ class _RemoteFile:
                           f"({self.object.size} bytes)", self.path)
         cuts = list(range(offset, end, self.chunk))
         if len(cuts) == 1:
-            self.object.read_into(offset, end, targets)
+            self.object.read_into(offset, end, targets)   # in this thread: an interrupt stops it
         else:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(_remote.DEFAULTS["concurrency"],
-                                               thread_name_prefix="safetensors-distributed")
-            futures = [self.pool.submit(self.object.read_into, lo, min(lo + self.chunk, end),
-                                        [t for t in targets if t[0] < lo + self.chunk and t[1] > lo])
-                       for lo in cuts]
-            wait(futures)   # all finished before any error leaves: none writes into freed memory
-            for future in futures:
-                future.result()
+            _run_parallel(self.workers, [
+                (self.object.read_into,
+                 (lo, min(lo + self.chunk, end), [t for t in targets if t[0] < lo + self.chunk and t[1] > lo]))
+                for lo in cuts])
         return end - offset
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
+        self.workers.close()
 
 
 class _Reader:
@@ -540,8 +690,8 @@ class _Reader:
     host staging buffer of ``chunk_bytes`` (pinned when CUDA is there)."""
 
     def __init__(self, paths: List[str], tables: List[dict], stats: LoadStats, chunk_bytes: int,
-                 storage_options: Optional[dict] = None):
-        self.paths, self.tables, self.stats, self.chunk_bytes = paths, tables, stats, chunk_bytes
+                 storage_options: Optional[dict] = None, rank: int = 0):
+        self.paths, self.tables, self.stats, self.chunk_bytes, self.rank = paths, tables, stats, chunk_bytes, rank
         self.storage_options = storage_options
         self.files: Dict[int, Union[_LocalFile, _RemoteFile]] = {}
         self.staging: Optional[torch.Tensor] = None
@@ -550,8 +700,12 @@ class _Reader:
         if file in self.files:
             return
         path, table = self.paths[file], self.tables[file]
-        self.files[file] = (_RemoteFile(path, table, self.storage_options) if _is_url(path)
-                            else _LocalFile(path, table))
+        if _is_url(path):
+            self.files[file] = _RemoteFile(path, table, self.storage_options)
+            return
+        self.files[file] = local = _LocalFile(path, table, self.rank)
+        self.stats.check_bytes_read += local.check_read
+        self.stats.bytes_read += local.check_read
 
     def close(self) -> None:
         files, self.files = list(self.files.values()), {}
@@ -665,8 +819,10 @@ def load_distributed(
         mine = {}
         for i in range(rank, len(paths), size):
             mine[i] = _read_header(paths[i], storage_options)
+            mine[i]["reader"] = rank
             stats.header_bytes_read += mine[i]["header_read"]
-            stats.bytes_read += mine[i]["header_read"]
+            stats.check_bytes_read += mine[i]["check_read"]
+            stats.bytes_read += mine[i]["header_read"] + mine[i]["check_read"]
         return mine
 
     tables: List[dict] = [None] * len(paths)
@@ -676,7 +832,7 @@ def load_distributed(
     tensors = _checkpoint_tensors(paths, tables, wanted)
 
     # 3. plan, agreed before any data moves.
-    reader = _Reader(paths, tables, stats, chunk_bytes, storage_options)
+    reader = _Reader(paths, tables, stats, chunk_bytes, storage_options, rank)
     try:
         state = {}
 
@@ -793,6 +949,8 @@ class _Work:
         return pieces
 
     def run(self, pg: _Group, reader: _Reader, device: torch.device) -> Dict[str, torch.Tensor]:
+        from safetensors.torch import _LITTLE, _TYPES, _byteswapped
+
         rank, size, xdev = self.rank, self.size, pg.xdev
         stats = pg.stats
         outputs: Dict[str, torch.Tensor] = {}

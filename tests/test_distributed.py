@@ -134,8 +134,8 @@ def _f4_safe(plan_fn, shapes, dtypes, size):
 
 
 def _stats(stats):
-    return {k: getattr(stats, k) for k in ("bytes_read", "header_bytes_read", "bytes_sent", "bytes_received",
-                                           "rounds")}
+    return {k: getattr(stats, k) for k in ("bytes_read", "header_bytes_read", "check_bytes_read", "bytes_sent",
+                                           "bytes_received", "rounds")}
 
 
 def _headers(paths, path_of=None):
@@ -238,6 +238,23 @@ def _worker_failures(rank, size, paths, index, report):
     report.append({"case": "after failures", "type": None, "message": str(tuple(out["big.cube"].shape))})
 
 
+def _worker_identity(rank, size, paths, index, report):
+    """Node-local copies: each rank reads the same relative path from its own
+    directory (the fixture's identity/node<rank>)."""
+    os.chdir(os.path.join(os.path.dirname(index), "identity", f"node{rank}"))
+    for case in _COPIES:
+        name = f"{case}.safetensors"
+        try:
+            out = load_distributed(name, timeout=60)
+        except Exception as exc:
+            report.append({"case": case, "type": type(exc).__name__, "message": str(exc)})
+            continue
+        with safe_open(name, framework="pt") as f:
+            same = sorted(out) == sorted(f.keys()) and all(_same_bytes(out[n], f.get_tensor(n)) for n in out)
+        report.append({"case": case, "type": None, "message": "same bytes" if same else "different bytes"})
+    os.chdir(os.path.dirname(index))
+
+
 def _worker_timeout(rank, size, paths, index, report):
     if rank == 0:
         start = time.monotonic()
@@ -278,10 +295,43 @@ def _rank_main(argv):
 # test side
 # ---------------------------------------------------------------------------
 
+# Copies of one file on two "nodes" (identity/node0, identity/node1): the
+# same size and, but for "same", the same mtime (0, as image builds set it).
+_COPIES = {
+    "same": "identical bytes, different mtimes",
+    "data": "node0's copy differs in one tensor byte, in the first sampled block",
+    "header": "node1's copy differs in one byte of the header (a metadata value)",
+}
+
+
+def _write_copies(folder):
+    gen = torch.Generator().manual_seed(3)
+    tensors = {"w": _random((512, 512), torch.float32, gen), "b": _random((7,), torch.bfloat16, gen)}
+    nodes = [folder / "identity" / f"node{r}" for r in range(2)]
+    for node in nodes:
+        node.mkdir(parents=True)
+    for case in _COPIES:
+        first = nodes[0] / f"{case}.safetensors"
+        save_file(tensors, first, metadata={"note": "aaaa"})
+        raw = bytearray(first.read_bytes())
+        other = bytearray(raw)
+        if case == "data":
+            raw[8 + int.from_bytes(raw[:8], "little") + 100] ^= 0xFF
+            first.write_bytes(raw)
+        elif case == "header":
+            at = other.index(b'"aaaa"')
+            other[at:at + 6] = b'"aaab"'
+        (nodes[1] / first.name).write_bytes(other)
+        for r, node in enumerate(nodes):
+            stamp = r * 1_000_000 if case == "same" else 0
+            os.utime(node / first.name, (stamp, stamp))
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dist")
     paths, index = _write_checkpoint(str(folder))
+    _write_copies(folder)
     with open(folder / "corrupt.safetensors", "wb") as f:
         f.write((40).to_bytes(8, "little") + b'{"a": {"dtype": "F32", "shape": [2], "data_o')
     with open(folder / "checkpoint.json", "w") as f:
@@ -349,7 +399,8 @@ def _run_ranks(scenarios, size, folder):
 @pytest.mark.parametrize("size", [2, 4])
 def test_every_rank_gets_its_part_and_every_byte_is_read_once(checkpoint, size):
     folder, paths, index = checkpoint
-    reports = _spawn("correctness+timeout" if size == 2 else "correctness+failures", size, folder)["correctness"]
+    scenarios = "correctness+identity+timeout" if size == 2 else "correctness+failures"
+    reports = _spawn(scenarios, size, folder)["correctness"]
     file_bytes = sum(os.path.getsize(p) for p in paths)
     cases = [c["case"] for c in reports[0]]
     assert len(cases) == 4 * 5 + 1
@@ -362,8 +413,10 @@ def test_every_rank_gets_its_part_and_every_byte_is_read_once(checkpoint, size):
         assert sum(s["bytes_sent"] for s in stats) == sum(s["bytes_received"] for s in stats), case
         if case == "only-one":
             continue
-        # Each file's header is read by one rank; each data byte by one rank.
-        assert sum(s["bytes_read"] for s in stats) == file_bytes, case
+        # Each file's header is read by one rank; each data byte by one rank;
+        # besides, copies are compared (the files are smaller than the sample).
+        assert sum(s["bytes_read"] - s["check_bytes_read"] for s in stats) == file_bytes, case
+        assert sum(s["check_bytes_read"] for s in stats) >= file_bytes, case
         assert sum(s["header_bytes_read"] for s in stats) == sum(
             os.path.getsize(p) - _data_bytes(p) for p in paths), case
         if case.startswith("replicate/files/chunk=1048576"):
@@ -410,9 +463,26 @@ def test_a_failure_on_any_rank_raises_on_every_rank(checkpoint):
             assert text in got[case][1], (r, case, got[case])
 
 
+def test_ranks_compare_their_copies_by_content_not_mtime(checkpoint):
+    folder, paths, index = checkpoint
+    reports = _spawn("correctness+identity+timeout", 2, folder)["identity"]
+    for r, report in enumerate(reports):
+        got = {e["case"]: (e["type"], e["message"]) for e in report}
+        assert list(got) == list(_COPIES), got
+        assert got["same"] == (None, "same bytes"), (r, got["same"])
+        for case in ("data", "header"):
+            kind, message = got[case]
+            # The same error on both ranks, naming the file.
+            assert kind == "SafetensorError", (r, case, got[case])
+            # Rank 0 reads the header (whichever copy is odd); rank 1 finds the difference.
+            assert message.startswith(f"{case}.safetensors: rank 1's copy differs from the copy rank 0 read its "
+                                      "header from"), (r, case, message)
+            assert message == reports[0][list(_COPIES).index(case)]["message"], (r, case, message)
+
+
 def test_a_rank_that_never_joins_times_out_instead_of_hanging(checkpoint):
     folder, paths, index = checkpoint
-    reports = _spawn("correctness+timeout", 2, folder)["timeout"]
+    reports = _spawn("correctness+identity+timeout", 2, folder)["timeout"]
     (entry,) = reports[0]
     assert entry["type"] == "RuntimeError" and "timed out" in entry["message"], entry
     assert entry["seconds"] < 30
@@ -427,7 +497,10 @@ def test_single_process_without_a_process_group(tmp_path):
     stats = LoadStats()
     out = load_distributed(tmp_path / "m.safetensors", {"w": Shard(1)}, stats=stats)
     assert all(_same_bytes(out[n], tensors[n]) for n in tensors)
-    assert stats.bytes_read == os.path.getsize(tmp_path / "m.safetensors")
+    # Besides, the copy digest (the whole of so small a file) is read by the
+    # header's reader and again when the file is opened for its data.
+    assert stats.bytes_read - stats.check_bytes_read == os.path.getsize(tmp_path / "m.safetensors")
+    assert stats.check_bytes_read == 2 * os.path.getsize(tmp_path / "m.safetensors")
     assert stats.bytes_sent == stats.bytes_received == 0
     # Replicated tensors each have their own storage (like load_file's), so the dict saves as is.
     assert out["s"].untyped_storage().data_ptr() != out["b"].untyped_storage().data_ptr()

@@ -13,7 +13,11 @@ deadline and servers stopped by their context managers, pass or fail.
 import datetime
 import json
 import os
+import random
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -158,6 +162,7 @@ def _check(reports, paths):
         assert sum(s["bytes_read"] for s in stats) == file_bytes, (case, stats)
         assert sum(s["header_bytes_read"] for s in stats) == header_bytes, (case, stats)
         assert all(s["bytes_read"] > s["header_bytes_read"] for s in stats), (case, stats)
+        assert all(s["check_bytes_read"] == 0 for s in stats), (case, stats)   # the ETag pins the copy
 
 
 def test_two_ranks_over_http_read_every_byte_once(checkpoint, tmp_path_factory):
@@ -185,5 +190,174 @@ def test_two_ranks_over_s3_read_every_byte_once(checkpoint):
     _check(reports, paths)
 
 
+# ---------------------------------------------------------------------------
+# interrupted reads (a process of its own: it takes SIGALRM)
+# ---------------------------------------------------------------------------
+
+_PIECES = [96 << 10, 160 << 10, 128 << 10, 128 << 10]   # destinations of one read; chunk cuts fall inside them
+
+
+def _interrupt_child(repetitions):
+    """Reads a 512 KiB object in 32 parallel chunks into fresh tensors, with
+    an exception raised from a signal handler at a random point of the read.
+
+    Every other time it keeps the destinations, copies them, lets every
+    chunk still queued or running finish (close() stops the threads) and
+    compares: a chunk that outlived the read would have changed them.  The
+    other times it frees them and fills new buffers of the same sizes with
+    a pattern before close(): a chunk that outlived the read without keeping
+    its destination alive would write into these buffers (or crash on
+    unmapped memory).  Those times, more interrupts may follow every 0.5 ms
+    while the read waits for its chunks to stop.  (The read waits through
+    them, but an interrupt that lands on the one instruction that loops back
+    can still end the wait early: Python code cannot close that window, so
+    only the kept destinations are what makes that case safe.)"""
+    import safetensors.distributed as sd
+    from safetensors import remote
+
+    remote.DEFAULTS.update(chunk_size=16 << 10, concurrency=4)
+    rng = random.Random(19)
+    data = rng.randbytes(sum(_PIECES))
+    armed = [0]   # interrupts still to raise
+    durations = []   # of uninterrupted reads: only picks the interrupt points
+
+    def on_alarm(signum, frame):
+        if armed[0]:
+            armed[0] -= 1
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    with remote_servers.FaultServer() as server:
+        # Replies are written in two parts (head, body): without TCP_NODELAY
+        # each request waits out a delayed ACK.
+        server._server.RequestHandlerClass.disable_nagle_algorithm = True
+        server.put("/m.bin", data)
+        url = f"{server.url}/m.bin"
+        pinned = sd._remote_object(url, None)
+        table = {"size": pinned.size, "identity": (pinned.etag, pinned.version)}
+
+        def read(delay=None, times=1, keep=False):
+            """-> (interrupted, the bytes read or None), file closed."""
+            f = sd._RemoteFile(url, table, None)
+            outs = [torch.empty(n, dtype=torch.uint8) for n in _PIECES]
+            got, interrupted = None, False
+            try:
+                try:
+                    if delay is not None:
+                        armed[0] = times
+                        signal.setitimer(signal.ITIMER_REAL, delay, 5e-4)
+                    start = time.perf_counter()
+                    f.read_some(0, [sd._writable(t) for t in outs])
+                    durations.append(time.perf_counter() - start)
+                finally:
+                    armed[0] = 0   # a last interrupt may land before this line: the handler below takes it
+                got = b"".join(bytes(t.numpy()) for t in outs)
+            except KeyboardInterrupt:
+                interrupted = True
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            if keep:
+                left = [t.clone() for t in outs]
+                f.close()
+                assert all(torch.equal(a, b) for a, b in zip(left, outs)), "a chunk wrote after the read had left"
+                return interrupted, got
+            del outs
+            canaries = [torch.full((n,), 0xA5, dtype=torch.uint8) for n in _PIECES * 4]
+            f.close()
+            for c in canaries:
+                assert bool((c == 0xA5).all()), "a chunk wrote into memory freed after the interrupted read"
+            return interrupted, got
+
+        for _ in range(3):
+            assert read() == (False, data)
+        whole = sorted(durations)[1]
+        interrupted = 0
+        for k in range(repetitions):
+            keep = k % 2 == 1
+            stopped, got = read(rng.uniform(1e-4, whole), 1 if keep else rng.choice([1, 3, 20]), keep)
+            interrupted += stopped
+            assert stopped or got == data
+    print(json.dumps({"interrupted": interrupted, "repetitions": repetitions}))
+
+
+def test_an_interrupted_read_stops_writing_before_it_raises(tmp_path):
+    run = subprocess.run([sys.executable, __file__, "--interrupts", "120"], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["interrupted"] > 0, report
+
+
+def test_the_wait_for_running_calls_outlasts_further_interrupts(monkeypatch):
+    """The first failure (ValueError) sends the caller into its wait; three
+    KeyboardInterrupts land in that wait (raised by the cancel's set(), in
+    the caller's thread only); the call still running ends only once the
+    cancel is set, and the caller leaves after it, with the first error."""
+    import threading
+
+    import safetensors.distributed as sd
+
+    class Interrupted(sd._remote._Cancel):
+        left = 3
+
+        def set(self):
+            if threading.current_thread() is threading.main_thread() and Interrupted.left:
+                Interrupted.left -= 1
+                raise KeyboardInterrupt
+            super().set()
+
+    monkeypatch.setattr(sd._remote, "_Cancel", Interrupted)
+    finished = []
+
+    def fails(cancel):
+        raise ValueError("the first failure")
+
+    def runs_until_cancelled(cancel):
+        while not cancel.is_set():
+            time.sleep(0.001)
+        finished.append(True)
+
+    workers = sd._Workers(2)
+    raised = None
+    try:
+        sd._run_parallel(workers, [(runs_until_cancelled, ()), (fails, ())])
+    except BaseException as exc:  # noqa: BLE001 - a KeyboardInterrupt here is a failure, not a stop of pytest
+        raised = exc
+    finally:
+        workers.close()
+    assert type(raised) is ValueError and str(raised) == "the first failure", repr(raised)
+    assert finished == [True] and Interrupted.left == 0
+
+
+def test_the_first_failed_chunk_cancels_the_chunks_not_started():
+    """Every GET fails (the object changed after it was pinned; 412 is not
+    retried): each of the `concurrency` workers fails its first chunk, and the
+    other chunks never start."""
+    import safetensors.distributed as sd
+    from safetensors import remote
+
+    saved = dict(remote.DEFAULTS)
+    remote.DEFAULTS.update(chunk_size=4 << 10, concurrency=3)
+    try:
+        with remote_servers.FaultServer() as server:
+            server.put("/m.bin", bytes(256 << 10))
+            url = f"{server.url}/m.bin"
+            pinned = sd._remote_object(url, None)
+            f = sd._RemoteFile(url, {"size": pinned.size, "identity": (pinned.etag, pinned.version)}, None)
+            server.put("/m.bin", bytes([1]) * (256 << 10))
+            out = torch.empty(256 << 10, dtype=torch.uint8)
+            try:
+                with pytest.raises(remote.RemoteObjectChangedError):
+                    f.read_some(0, [sd._writable(out)])
+            finally:
+                f.close()
+            assert 1 <= len(server.gets("/m.bin")) <= 3, server.gets("/m.bin")
+    finally:
+        remote.DEFAULTS.clear()
+        remote.DEFAULTS.update(saved)
+
+
 if __name__ == "__main__":
-    _rank_main(sys.argv[1:])
+    if sys.argv[1] == "--interrupts":
+        _interrupt_child(int(sys.argv[2]))
+    else:
+        _rank_main(sys.argv[1:])
