@@ -110,10 +110,15 @@ class _Cancel:
         return self._event.wait(seconds)
 
     def set(self) -> None:
+        """Sets it and calls each registered abort once. Safe to call again
+        (an interrupt that cut this short): the aborts not yet called run then."""
         with self._lock:
             self._event.set()
-            aborts, self._aborts = self._aborts, []
-        for abort in aborts:
+        while True:
+            with self._lock:
+                if not self._aborts:
+                    return
+                abort = self._aborts.pop()
             try:
                 abort()
             except Exception:  # noqa: BLE001 - a connection already gone is fine
