@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import mmap
 import os
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from conftest import mapped_ranges, pages_present, rss_bytes
+from conftest import mapped_ranges, pagemap, pagemap_bit, pages_present, rss_bytes
 
 BACKENDS = ["mmap", "pread"]
 # framework -> module that must be importable
@@ -124,6 +125,86 @@ def test_pread_small_tensors_share_blocks_of_at_most_1_mib(tmp_path):
     assert len(blocks) >= 3 and max(blocks.values()) <= 1 << 20
     for i in range(600):
         np.testing.assert_array_equal(loaded[f"t{i:03d}"], arrays[f"t{i:03d}"])
+
+
+# --------------------------------------------------------------------------
+# One private mapping per load_file / get_tensors call (issue 10)
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def big_file(tmp_path):
+    rng = np.random.default_rng(7)
+    arrays = {
+        "a": rng.standard_normal((1024, 3 * 1024)).astype(np.float32),  # 12 MB: half
+        "small": np.arange(10, dtype=np.float32),
+        "b": rng.standard_normal((1024, 3 * 1024)).astype(np.float32),  # the other half
+        "c": np.arange(40_000, dtype=np.int64),  # 320 KB: large, own exporter
+    }
+    path = tmp_path / "big.safetensors"
+    save_file(arrays, path)
+    return path, arrays
+
+
+def private_copies(addr, nbytes):
+    """How many pages of [addr, addr + nbytes) are anonymous: private copies made by writes
+    (bit 61 clear: not a page of the file's page cache)."""
+    entries = pagemap(addr, nbytes)
+    return int((pagemap_bit(entries, 63) & (np.uint64(1) - pagemap_bit(entries, 61))).sum())
+
+
+def test_torch_load_file_values_and_independence(big_file):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    path, arrays = big_file
+    first = load_file(path)
+    second = load_file(path)
+    for name, want in arrays.items():
+        np.testing.assert_array_equal(first[name].numpy(), want)
+    first["a"].fill_(1.0)
+    first["small"].fill_(2.0)
+    first["c"].add_(3)
+    np.testing.assert_array_equal(second["a"].numpy(), arrays["a"])
+    np.testing.assert_array_equal(second["small"].numpy(), arrays["small"])
+    np.testing.assert_array_equal(first["b"].numpy(), arrays["b"])
+    np.testing.assert_array_equal(load_file(path)["c"].numpy(), arrays["c"])
+    assert torch.equal(first["c"], torch.from_numpy(arrays["c"] + 3))
+    with safe_open(path, "np") as f:  # the file never changes
+        assert f.get_tensor("a").tobytes() == arrays["a"].tobytes()
+
+
+@pytest.mark.parametrize("fw", MUTABLE)
+def test_load_file_stays_lazy(big_file, fw):
+    """Nothing maps a loaded tensor's pages in before it is read (no thread does it behind the
+    caller's back: issue 20 removed torch's background populator)."""
+    lib = pytest.importorskip({"np": "safetensors.numpy", "pt": "safetensors.torch"}[fw])
+    path, arrays = big_file
+    x = lib.load_file(path)["b"]
+    assert pages_present(_data_ptr(x), arrays["b"].nbytes) == 0
+    np.testing.assert_array_equal(as_numpy(x)[:2], arrays["b"][:2])
+
+
+@pytest.mark.parametrize("fw", MUTABLE)
+def test_dying_tensor_gives_its_pages_back(big_file, fw):
+    if fw == "pt":
+        pytest.importorskip("torch")
+    path, arrays = big_file
+    with safe_open(path, fw) as f:
+        loaded = f.get_tensors()
+    a = loaded.pop("a")
+    addr = _data_ptr(a)
+    nbytes = arrays["a"].nbytes
+    _write(a, 5)  # private copies of every page
+    assert private_copies(addr, nbytes) >= nbytes // mmap.PAGESIZE - 1
+    del a
+    gc.collect()
+    # the mapping lives on for the other tensors, but a's pages are given back
+    assert mapped_ranges(path)
+    assert pages_present(addr + mmap.PAGESIZE, nbytes - 2 * mmap.PAGESIZE) == 0
+    np.testing.assert_array_equal(as_numpy(loaded["b"]), arrays["b"])
+    del loaded
+    gc.collect()
+    assert mapped_ranges(path) == []  # the last tensor unmaps it
 
 
 def _anonymous_mapped_bytes():

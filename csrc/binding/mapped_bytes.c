@@ -83,11 +83,6 @@ PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, s
     return (PyObject *)self;
 }
 
-void st_mapped_bytes_populate(PyObject *mapped_bytes)
-{
-    st_private_map_populate(&((MappedBytes *)mapped_bytes)->owner.map);
-}
-
 /* The block it holds is visible to gc.get_referents (tests check what a
  * kept tensor pins); a block never refers back, so there are no cycles. */
 static int MappedBytes_traverse(MappedBytes *self, visitproc visit, void *arg)

@@ -53,9 +53,6 @@ long st_private_maps_alive(void);
 /* A MappedBytes over data..data+len, taking over *owner (released on
  * failure too; *owner is emptied either way). */
 PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, size_t len);
-/* Populates the private mapping a MappedBytes owns on a thread of its own
- * (st_private_map_populate); nothing for a block. */
-void st_mapped_bytes_populate(PyObject *mapped_bytes);
 
 /* ---- frameworks.c ---- */
 

@@ -46,7 +46,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdatomic.h>
@@ -624,7 +623,6 @@ struct st_page_region {
 #define ST_PAGE_IS_FILE    (1u << 2)
 #define ST_PAGE_IS_PRESENT (1u << 3)
 #define ST_PAGE_IS_SWAPPED (1u << 4)
-#define ST_PAGE_IS_HUGE    (1u << 6)
 #define ST_PAGEMAP_SCAN    _IOWR('f', 16, struct st_pm_scan_arg)
 
 /* How many runs of pages in [start, end) have every category in mask
@@ -724,161 +722,8 @@ bool st_file_has_spare_map(const st_file *file)
 }
 
 /* ======================================================================
- * MARK: background population (st_private_map_populate)
+ * MARK: giving pages back, unmapping
  * ====================================================================== */
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-/* 2 MiB chunks on 2 MiB boundaries: a huge-page (PMD) mapping of the page
- * cache, which the kernel makes where the file's folios allow, then never
- * reaches into the next chunk, whose top page tells whether the reader has
- * been there (populate_backwards). */
-#define ST_POPULATE_CHUNK ((uintptr_t)2 << 20)
-#define ST_POPULATE_STACK ((size_t)64 << 10)
-
-struct st_populator {
-    atomic_int holders; /* the mapping's owner and the thread: the last one unmaps */
-    atomic_bool stop;   /* the owner has released the mapping */
-    atomic_bool done;   /* the thread has stopped */
-    pid_t pid;          /* where the thread runs (not in a forked child) */
-    void *base;
-    size_t len;
-};
-
-static void populator_drop(struct st_populator *populator)
-{
-    if (atomic_fetch_sub(&populator->holders, 1) == 1) {
-        munmap(populator->base, populator->len);
-        free(populator);
-    }
-}
-
-/* Whether every page of [addr, addr + len) is in the page cache: only those
- * are populated. Reading the rest from the disk backwards would compete
- * with the reader's forward readahead (measured: a cold 548 MB load went
- * from 2.3 to 2.0 GB/s). */
-static bool cached(uintptr_t addr, size_t len, size_t page, unsigned char *pages)
-{
-    size_t n = (len + page - 1) / page;
-    if (mincore((void *)addr, len, pages) != 0)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!(pages[i] & 1))
-            return false;
-    return true;
-}
-
-/* Whether the page at addr is mapped in this process: bit 63 of its
- * /proc/self/pagemap entry (readable by the process itself, unprivileged). */
-static bool page_present(int pagemap, uintptr_t addr, uintptr_t page)
-{
-    uint64_t entry = 0;
-    off_t at = (off_t)(addr / page) * (off_t)sizeof entry;
-    return pread(pagemap, &entry, sizeof entry, at) == (ssize_t)sizeof entry && (entry >> 63) != 0;
-}
-
-/* Whether any page of [from, to) is mapped by one huge (PMD) entry
- * (false without PAGEMAP_SCAN). */
-static bool huge_mapped(int pagemap, uintptr_t from, uintptr_t to)
-{
-    return pagemap_scan(pagemap, from, to, 0, ST_PAGE_IS_HUGE, 0) > 0;
-}
-
-static void *populate_backwards(void *arg)
-{
-    struct st_populator *populator = arg;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t low = (uintptr_t)populator->base, high = low + populator->len;
-    unsigned char pages[ST_POPULATE_CHUNK / 4096];
-    /* It stops where it meets the reader: past that point it would only
-     * walk pages already mapped, and hold the mapping after the reader is
-     * done with it. Without pagemap it stops at the middle instead. */
-    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    bool looked = false;
-    if (pagemap < 0)
-        low += populator->len / 2;
-    while (high > low && !atomic_load(&populator->stop)) {
-        uintptr_t from = (high - 1) & ~(ST_POPULATE_CHUNK - 1);
-        from = from < low ? low : from;
-        if (pagemap >= 0 && page_present(pagemap, high - page, page))
-            break;
-        /* Any failure ends it: EINVAL (kernel without the advice), EFAULT
-         * (file truncated under the mapping), ENOMEM, EINTR. The reader
-         * faults the rest in, or meets the same error as without it. */
-        if (cached(from, high - from, (size_t)page, pages) &&
-            madvise((void *)from, high - from, MADV_POPULATE_READ) != 0)
-            break;
-        /* The page cache holds this file in huge folios that the kernel
-         * maps with one entry per 2 MiB: the reader's faults are few and
-         * cheap, and a second thread mapping in beside it only contends
-         * with it (measured: 5.2-5.8 ms against 4.7-5.5 ms without, GPT-2-
-         * like file). One look, at the first whole chunk. */
-        if (pagemap >= 0 && !looked && high - from == ST_POPULATE_CHUNK) {
-            looked = true;
-            if (huge_mapped(pagemap, from, high))
-                break;
-        }
-        high = from;
-    }
-    if (pagemap >= 0)
-        close(pagemap);
-    atomic_store(&populator->done, true);
-    populator_drop(populator);
-    return NULL;
-}
-
-/* Whether another core can take the work: on one, the thread would only
- * take turns with the reader. Asked once per process. */
-static bool have_spare_core(void)
-{
-    static atomic_int answer; /* 0: not asked yet, 1: no, 2: yes */
-    int spare = atomic_load(&answer);
-    if (spare == 0) {
-        spare = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 2 : 1;
-        atomic_store(&answer, spare);
-    }
-    return spare == 2;
-}
-
-void st_private_map_populate(st_private_map *map)
-{
-    struct st_populator *populator;
-    pthread_attr_t attr;
-    pthread_t thread;
-    sigset_t all, previous;
-    int rc;
-    if (map->base == NULL || map->populator != NULL || !have_spare_core() ||
-        (populator = calloc(1, sizeof *populator)) == NULL)
-        return;
-    atomic_init(&populator->holders, 2);
-    atomic_init(&populator->stop, false);
-    atomic_init(&populator->done, false);
-    populator->pid = getpid();
-    populator->base = map->base;
-    populator->len = map->len;
-    if (pthread_attr_init(&attr) != 0) {
-        free(populator);
-        return;
-    }
-    (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    (void)pthread_attr_setstacksize(&attr, ST_POPULATE_STACK);
-    /* Signals stay with the caller's threads (Python handles them there). */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    rc = pthread_create(&thread, &attr, populate_backwards, populator);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
-    pthread_attr_destroy(&attr);
-    if (rc != 0)
-        free(populator);
-    else
-        map->populator = populator;
-}
-
-bool st_private_map_population_done(const st_private_map *map)
-{
-    return map->populator == NULL || atomic_load(&map->populator->done);
-}
 
 void st_private_map_discard(uint8_t *addr, size_t len)
 {
@@ -891,15 +736,10 @@ void st_private_map_discard(uint8_t *addr, size_t len)
 
 void st_private_map_release(st_private_map *map)
 {
-    struct st_populator *populator = map->populator;
     if (map->spare != NULL && spare_keep(map)) {
         /* kept: the file's slot owns the mapping now */
-    } else if (populator != NULL && populator->pid == getpid()) {
-        atomic_store(&populator->stop, true);
-        populator_drop(populator);
     } else if (map->base != NULL) {
         munmap(map->base, map->len);
-        free(populator); /* a forked child's copy: its thread never ran here */
     }
     memset(map, 0, sizeof(*map));
 }
