@@ -47,6 +47,10 @@ def arrays_file(tmp_path_factory):
     return path, arrays
 
 
+def _data_ptr(x):
+    return x.data_ptr() if hasattr(x, "data_ptr") else x.__array_interface__["data"][0]
+
+
 def _write(x, value):
     x[...] = value if isinstance(x, np.ndarray) else x.fill_(value)
 
@@ -321,47 +325,3 @@ def test_mask_of_wrong_shape_is_numpys_error(arrays_file):
             f.get_slice("small")[np.array([True, False])]
         with pytest.raises(IndexError):
             f.get_slice("small")[np.array([7])]
-
-
-# --------------------------------------------------------------------------
-# get_slice hands a released, unwritten mapping out again (Linux 6.7+)
-# --------------------------------------------------------------------------
-
-def _data_ptr(x):
-    return x.data_ptr() if hasattr(x, "data_ptr") else x.__array_interface__["data"][0]
-
-
-def _kernel_at_least(major, minor):
-    got = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    return got >= (major, minor)
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/pagemap"), reason="needs Linux /proc")
-@pytest.mark.parametrize("fw", MUTABLE)
-def test_get_slice_reuses_only_unwritten_mappings(arrays_file, fw):
-    if fw == "pt":
-        pytest.importorskip("torch")
-    path, arrays = arrays_file
-    expected = arrays["large"][10:100]
-    with safe_open(path, fw) as f:
-        first = f.get_slice("large")[10:100]
-        np.testing.assert_array_equal(as_numpy(first), expected)  # maps every page in
-        first_ptr = _data_ptr(first)
-        del first
-        gc.collect()
-        again = f.get_slice("large")[10:100]
-        if _kernel_at_least(6, 7):  # PAGEMAP_SCAN tells an unwritten mapping apart
-            assert _data_ptr(again) == first_ptr, "the unwritten mapping is handed out again"
-            assert pages_present(first_ptr, expected.nbytes) > 0, "with its pages mapped in"
-        # Never to two holders at once.
-        other = f.get_slice("large")[10:100]
-        assert _data_ptr(other) != _data_ptr(again)
-        _write(other, 7)
-        np.testing.assert_array_equal(as_numpy(again), expected)
-        # A written mapping is never handed out again: the next one reads the file.
-        _write(again, 3)
-        del again, other
-        gc.collect()
-        fresh = f.get_slice("large")[10:100]
-        np.testing.assert_array_equal(as_numpy(fresh), expected)
-        np.testing.assert_array_equal(as_numpy(f.get_tensor("large")), arrays["large"])

@@ -34,14 +34,12 @@ long st_private_maps_alive(void)
     return atomic_load_explicit(&live_private_maps, memory_order_relaxed);
 }
 
-int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, bool reusable,
-                 st_owner *owner)
+int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, st_owner *owner)
 {
     st_error err;
     st_code code;
     memset(owner, 0, sizeof(*owner));
-    code = reusable ? st_file_map_private_reusable(file, offset, len, &owner->map, &err)
-                    : st_file_map_private(file, offset, len, &owner->map, &err);
+    code = st_file_map_private(file, offset, len, &owner->map, &err);
     if (code != ST_OK) {
         st_raise(state, &err, "Error while reading tensor: ", NULL);
         return -1;

@@ -274,7 +274,7 @@ PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const 
     st_owner owner;
     if (!st_use_private_map(file, nbytes) || torch_misaligned(fw, t, offset))
         return st_tensor_read(state, fw, file, t); /* small: a copy of its own */
-    if (st_owner_map(state, file, offset, nbytes, false, &owner) < 0)
+    if (st_owner_map(state, file, offset, nbytes, &owner) < 0)
         return NULL;
     return view_of(state, fw, &owner, t, owner.map.data);
 }
@@ -379,7 +379,7 @@ static int map_shared(shared_load *load)
     }
     if (first >= last || !st_private_map_allowed())
         return 0;
-    if (st_owner_map(load->state, load->file, data_start + first, last - first, false, &owner) < 0)
+    if (st_owner_map(load->state, load->file, data_start + first, last - first, &owner) < 0)
         return -1;
     /* Exported from the page-aligned start, so that element alignment in
      * the storage is alignment in the file. */

@@ -308,28 +308,11 @@ typedef struct st_private_map {
     void *base; /* page-aligned start, for munmap */
     size_t len;
     uint8_t *data; /* the byte at `offset` */
-    uint64_t offset, request;       /* the file range asked for */
-    struct st_spare *spare;         /* st_file_map_private_reusable, else NULL */
 } st_private_map;
 st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, st_private_map *out,
                             st_error *err);
-/*
- * The same, for a range the caller may ask for again (get_slice of one
- * tensor, over and over on one handle): when such a map is released and the
- * kernel confirms that none of its pages was ever written (PAGEMAP_SCAN,
- * Linux 6.7+), it is kept in the file's one spare slot (the newest released
- * one wins) instead of unmapped, and the next request for the same range
- * gets it back with its pages still mapped in: no page faults. A map is never
- * handed out twice at once and a written one is never kept, so every holder
- * still owns its memory alone. A kept map does not keep the file open; the
- * file's last release unmaps it.
- */
-st_code st_file_map_private_reusable(const st_file *file, uint64_t offset, uint64_t len,
-                                     st_private_map *out, st_error *err);
-/* Unmaps (or keeps, see st_file_map_private_reusable). */
+/* Unmaps it (and empties *map). */
 void st_private_map_release(st_private_map *map);
-/* Tests: whether file's spare slot holds a released map. */
-bool st_file_has_spare_map(const st_file *file);
 /* Tests: whether file holds an open descriptor now, and how many the
  * descriptor cache holds (in use or not). */
 bool st_file_has_descriptor(const st_file *file);

@@ -50,7 +50,6 @@
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -64,7 +63,6 @@ struct st_file {
     uint8_t *map;  /* mmap backend: base of the whole-file mapping */
     size_t map_len;
     st_header *header;
-    struct st_spare *spare; /* one kept map: see st_file_map_private_reusable */
     char *path;             /* absolute where the working directory was known */
     struct stat opened;     /* what fstat said at open: the identity to check */
     /* Guarded by the descriptor cache's lock (MARK: descriptors). */
@@ -73,8 +71,6 @@ struct st_file {
     struct st_file *newer, *older; /* the cache's list, while fd >= 0 */
 };
 
-static struct st_spare *spare_new(void);
-static void spare_close(struct st_spare *spare);
 static void fd_adopt(st_file *file, int fd);
 static st_code fd_borrow(const st_file *file, int *fd, st_error *err);
 static void fd_return(const st_file *file);
@@ -236,10 +232,7 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
         (rc = load_header(fd, (uint64_t)st.st_size, backend, &map, &map_len, &header, err)) !=
             ST_OK)
         goto exit;
-    if ((file = st_calloc(1, sizeof *file)) == NULL || (file->spare = spare_new()) == NULL ||
-        (file->path = absolute_path(path)) == NULL) {
-        if (file != NULL && file->spare != NULL)
-            spare_close(file->spare);
+    if ((file = st_calloc(1, sizeof *file)) == NULL || (file->path = absolute_path(path)) == NULL) {
         st_free(file);
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
@@ -283,7 +276,6 @@ void st_file_release(st_file *file)
         munmap(file->map, file->map_len);
     }
     fd_forget(file);
-    spare_close(file->spare);
     st_header_free(file->header);
     st_free(file->path);
     st_free(file);
@@ -341,8 +333,6 @@ st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, 
     out->base = base;
     out->len = (size_t)span;
     out->data = (uint8_t *)base + (offset - start);
-    out->offset = offset;
-    out->request = len;
     return ST_OK;
 }
 
@@ -555,173 +545,6 @@ size_t st_file_descriptors(void)
 }
 
 /* ======================================================================
- * MARK: reusable private maps (st_file_map_private_reusable)
- *
- * Each file owns one st_spare: a slot for one released, unwritten map, kept
- * with its pages still mapped in and handed out again for the same range.
- * It is reference counted apart from the file (the file and every reusable
- * map out there hold one), so maps never keep the file open. A forked child
- * never keeps or reuses (pid check): the parent's lock may have been copied
- * held.
- * ====================================================================== */
-
-struct st_spare {
-    atomic_size_t refcount;
-    pid_t pid;
-    pthread_mutex_t lock; /* guards file_open and kept */
-    bool file_open;
-    st_private_map kept; /* base NULL when empty; its spare NULL */
-};
-
-static struct st_spare *spare_new(void)
-{
-    struct st_spare *spare = st_calloc(1, sizeof(*spare));
-    if (spare == NULL)
-        return NULL;
-    if (pthread_mutex_init(&spare->lock, NULL) != 0) {
-        st_free(spare);
-        return NULL;
-    }
-    atomic_init(&spare->refcount, 1);
-    spare->pid = getpid();
-    spare->file_open = true;
-    return spare;
-}
-
-static void spare_drop(struct st_spare *spare)
-{
-    if (atomic_fetch_sub_explicit(&spare->refcount, 1, memory_order_acq_rel) != 1)
-        return;
-    pthread_mutex_destroy(&spare->lock);
-    st_free(spare);
-}
-
-/* The file goes: its kept map is unmapped, and nothing is kept any more. */
-static void spare_close(struct st_spare *spare)
-{
-    st_private_map kept = {0};
-    if (spare->pid == getpid()) {
-        pthread_mutex_lock(&spare->lock);
-        spare->file_open = false;
-        kept = spare->kept;
-        memset(&spare->kept, 0, sizeof(spare->kept));
-        pthread_mutex_unlock(&spare->lock);
-    }
-    if (kept.base != NULL)
-        munmap(kept.base, kept.len);
-    spare_drop(spare);
-}
-
-/* Linux 6.7's PAGEMAP_SCAN (older <linux/fs.h> lack it). */
-struct st_pm_scan_arg {
-    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-struct st_page_region {
-    uint64_t start, end, categories;
-};
-#define ST_PAGE_IS_FILE    (1u << 2)
-#define ST_PAGE_IS_PRESENT (1u << 3)
-#define ST_PAGE_IS_SWAPPED (1u << 4)
-#define ST_PAGEMAP_SCAN    _IOWR('f', 16, struct st_pm_scan_arg)
-
-/* How many runs of pages in [start, end) have every category in mask
- * (those in inverted: clear) and one of anyof (0: no such condition), up to
- * one: 0 or 1; -1 without PAGEMAP_SCAN or on any error. pagemap is an open
- * /proc/self/pagemap. */
-static int pagemap_scan(int pagemap, uintptr_t start, uintptr_t end, uint64_t inverted,
-                        uint64_t mask, uint64_t anyof)
-{
-    struct st_page_region region;
-    struct st_pm_scan_arg arg = {
-        .size = sizeof(arg),
-        .start = start,
-        .end = end,
-        .vec = (uint64_t)(uintptr_t)&region,
-        .vec_len = 1,
-        .category_inverted = inverted,
-        .category_mask = mask,
-        .category_anyof_mask = anyof,
-        .return_mask = mask | anyof,
-    };
-    return ioctl(pagemap, ST_PAGEMAP_SCAN, &arg);
-}
-
-/* True only when the kernel confirms that no page of the map was ever
- * written: none is present or swapped out without being the file's own
- * page (a written page of a private mapping is an anonymous copy). Any
- * doubt (no PAGEMAP_SCAN before Linux 6.7, no /proc) says false. */
-static bool map_unwritten(const st_private_map *map)
-{
-    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), found;
-    if (fd < 0)
-        return false;
-    /* base and len: whole pages */
-    found = pagemap_scan(fd, (uintptr_t)map->base, (uintptr_t)map->base + map->len,
-                         ST_PAGE_IS_FILE, ST_PAGE_IS_FILE, ST_PAGE_IS_PRESENT | ST_PAGE_IS_SWAPPED);
-    close(fd);
-    return found == 0;
-}
-
-/* Keeps a released reusable map in its file's slot, unmapping the one it
- * replaces; false when the map must be unmapped instead. Drops the map's
- * reference to the slot either way. */
-static bool spare_keep(st_private_map *map)
-{
-    struct st_spare *spare = map->spare;
-    st_private_map replaced = {0};
-    bool kept = false;
-    if (spare->pid == getpid() && map_unwritten(map)) {
-        pthread_mutex_lock(&spare->lock);
-        if (spare->file_open) {
-            replaced = spare->kept;
-            spare->kept = *map;
-            spare->kept.spare = NULL;
-            kept = true;
-        }
-        pthread_mutex_unlock(&spare->lock);
-    }
-    if (replaced.base != NULL)
-        munmap(replaced.base, replaced.len);
-    spare_drop(spare);
-    return kept;
-}
-
-st_code st_file_map_private_reusable(const st_file *file, uint64_t offset, uint64_t len,
-                                     st_private_map *out, st_error *err)
-{
-    struct st_spare *spare = file->spare;
-    bool reused = false;
-    if (spare->pid == getpid()) {
-        pthread_mutex_lock(&spare->lock);
-        if (spare->kept.base != NULL && spare->kept.offset == offset &&
-            spare->kept.request == len) {
-            *out = spare->kept;
-            memset(&spare->kept, 0, sizeof(spare->kept));
-            reused = true;
-        }
-        pthread_mutex_unlock(&spare->lock);
-    }
-    if (!reused) {
-        st_code rc = st_file_map_private(file, offset, len, out, err);
-        if (rc != ST_OK)
-            return rc;
-    }
-    atomic_fetch_add_explicit(&spare->refcount, 1, memory_order_relaxed);
-    out->spare = spare;
-    return ST_OK;
-}
-
-bool st_file_has_spare_map(const st_file *file)
-{
-    bool has;
-    pthread_mutex_lock(&file->spare->lock);
-    has = file->spare->kept.base != NULL;
-    pthread_mutex_unlock(&file->spare->lock);
-    return has;
-}
-
-/* ======================================================================
  * MARK: giving pages back, unmapping
  * ====================================================================== */
 
@@ -736,11 +559,8 @@ void st_private_map_discard(uint8_t *addr, size_t len)
 
 void st_private_map_release(st_private_map *map)
 {
-    if (map->spare != NULL && spare_keep(map)) {
-        /* kept: the file's slot owns the mapping now */
-    } else if (map->base != NULL) {
+    if (map->base != NULL)
         munmap(map->base, map->len);
-    }
     memset(map, 0, sizeof(*map));
 }
 

@@ -15,7 +15,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -337,35 +336,6 @@ static void test_read_many(void)
     free(got);
 }
 
-/* Mapped pages of [addr, addr + len) in this process (/proc/self/pagemap). */
-static size_t present_pages(const uint8_t *addr, size_t len)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), n = 0;
-    int fd = open("/proc/self/pagemap", O_RDONLY);
-    for (size_t at = 0; fd >= 0 && at < len; at += page) {
-        uint64_t entry = 0;
-        if (pread(fd, &entry, sizeof entry, (off_t)(((uintptr_t)addr + at) / page * 8)) == 8 &&
-            entry >> 63)
-            n++;
-    }
-    if (fd >= 0)
-        close(fd);
-    return n;
-}
-
-/* Mappings of files whose path contains name. */
-static int mapping_count(const char *name)
-{
-    FILE *maps = fopen("/proc/self/maps", "r");
-    char line[1024];
-    int n = 0;
-    while (maps && fgets(line, sizeof line, maps))
-        n += strstr(line, name) != NULL;
-    if (maps)
-        fclose(maps);
-    return n;
-}
-
 /* st_private_map_discard: whole pages inside the range read as the file
  * again; the partial pages at its ends keep what was written there. */
 static void test_discard(void)
@@ -392,106 +362,6 @@ static void test_discard(void)
     st_private_map_release(&pm);
     CHECK(pm.base == NULL, "released");
     st_file_release(f);
-exit:
-    unlink(p);
-    free(data);
-}
-
-/* Whether the running kernel is at least major.minor (PAGEMAP_SCAN, which
- * tells unwritten maps apart: 6.7). */
-static bool kernel_at_least(int want_major, int want_minor)
-{
-    struct utsname u;
-    int major = 0, minor = 0;
-    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
-        return false;
-    return major > want_major || (major == want_major && minor >= want_minor);
-}
-
-/* st_file_map_private_reusable: an unwritten released map is kept and
- * handed out again for the same range with its pages mapped in; never to
- * two holders at once; a written one never; another range never; the file's
- * release unmaps the kept one; a forked child never keeps. */
-static void test_reusable(void)
-{
-    enum { LEN = 3 * 1024 * 1024 + 100 };
-    size_t pages = (LEN + (size_t)sysconf(_SC_PAGESIZE) - 1) / (size_t)sysconf(_SC_PAGESIZE);
-    bool reuse = kernel_at_least(6, 7);
-    st_error err = {0};
-    st_private_map first, again, other, written, fresh;
-    st_file *f = NULL;
-    char p[512];
-    uint8_t *data;
-    path_in(p, sizeof p, "reusable.safetensors");
-    data = write_u8_tensor(p, LEN);
-    CHECK(st_file_open(p, ST_BACKEND_MMAP, &f, &err) == ST_OK, "open: %s", err.msg);
-    if (f == NULL)
-        goto exit;
-    uint64_t ds = st_header_data_start(st_file_header(f));
-    int before = mapping_count("reusable.safetensors");
-
-    /* Read it, release it: kept, and handed out again with its pages. */
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &first, &err) == ST_OK, "map: %s", err.msg);
-    CHECK(memcmp(first.data, data, LEN) == 0, "first read");
-    void *first_base = first.base;
-    st_private_map_release(&first);
-    CHECK(st_file_has_spare_map(f) == reuse, "an unwritten map is kept (Linux 6.7+)");
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &again, &err) == ST_OK, "map again");
-    if (reuse)
-        CHECK(again.base == first_base && present_pages(again.base, again.len) >= pages - 1,
-              "the kept map comes back with its pages (%zu of %zu)",
-              present_pages(again.base, again.len), pages);
-    CHECK(!st_file_has_spare_map(f), "handed out: the slot is empty");
-
-    /* Never to two holders at once: a second one gets a fresh map. */
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &other, &err) == ST_OK, "map other");
-    CHECK(other.base != again.base && present_pages(other.base, other.len) == 0,
-          "a second holder: a fresh map");
-    CHECK(memcmp(again.data, data, LEN) == 0 && memcmp(other.data, data, LEN) == 0, "values");
-    st_private_map_release(&other);
-    st_private_map_release(&again); /* the newest released one replaces the other */
-    CHECK(mapping_count("reusable.safetensors") == before + (reuse ? 1 : 0),
-          "one kept map at most: %d -> %d", before, mapping_count("reusable.safetensors"));
-
-    /* A written map is never kept, and its write shows nowhere else. */
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &written, &err) == ST_OK, "map written");
-    written.data[LEN - 1] ^= 0x5a;
-    st_private_map_release(&written);
-    CHECK(!st_file_has_spare_map(f), "a written map is not kept");
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &fresh, &err) == ST_OK, "map fresh");
-    CHECK(present_pages(fresh.base, fresh.len) == 0 && memcmp(fresh.data, data, LEN) == 0,
-          "after a write: a fresh map with the file's bytes");
-    CHECK(fresh.data[0] == data[0], "read one page");
-    st_private_map_release(&fresh); /* kept */
-
-    /* Another range never gets the kept map. */
-    CHECK(st_file_map_private_reusable(f, ds + 4096, LEN - 4096, &other, &err) == ST_OK, "range");
-    CHECK(present_pages(other.base, other.len) == 0 &&
-              memcmp(other.data, data + 4096, LEN - 4096) == 0,
-          "another range: a fresh map");
-    CHECK(st_file_has_spare_map(f) == reuse, "the kept map stays kept");
-
-    /* A forked child neither keeps nor reuses. */
-    pid_t child = fork();
-    if (child == 0) {
-        st_private_map mine;
-        bool ok = st_file_map_private_reusable(f, ds, LEN, &mine, &err) == ST_OK &&
-                  present_pages(mine.base, mine.len) == 0 && memcmp(mine.data, data, LEN) == 0;
-        st_private_map_release(&mine);
-        _exit(ok && st_file_has_spare_map(f) == reuse ? 0 : 1);
-    }
-    int status = -1;
-    CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
-              WEXITSTATUS(status) == 0,
-          "forked child: fresh maps, nothing kept (status %d)", status);
-
-    /* Maps outlive the file; the file's release unmaps the kept one, and a
-     * map released after it is unmapped too. */
-    st_file_release(f);
-    CHECK(memcmp(other.data, data + 4096, 4096) == 0, "valid after the file is released");
-    st_private_map_release(&other);
-    CHECK(mapping_count("reusable.safetensors") == before - 1,
-          "every map unmapped: %d -> %d", before, mapping_count("reusable.safetensors"));
 exit:
     unlink(p);
     free(data);
@@ -705,7 +575,6 @@ int main(void)
     test_bad_sizes();
     test_read_many();
     test_discard();
-    test_reusable();
     test_descriptors();
     test_sparse_64g();
     rmdir(tmpdir);
