@@ -159,9 +159,9 @@ The cell is mostly its touch: one read per 4 KiB page of a 19 MB row block, righ
 `gc.collect()` (the worker collects before every repetition, which also evicts the CPU caches).
 Touching a slice whose pages are already mapped in costs about as much as upstream's whole
 cell, so no faster `get_slice` brings the ratio to 0.5: the floor is that row over upstream's
-last. Ours maps a slice afresh the first time (results never alias) and hands a released,
-unwritten mapping back on the next call, so a repeated slice takes no page faults either
-(`docs/design.md`)."""),
+last. Ours maps a slice afresh on every call (results never alias), so a repeated slice
+takes its page faults again, where upstream's handle keeps its one mapping (keeping a released,
+unwritten mapping for the next call gained 0.05 ms here and was removed: `docs/design.md`)."""),
     "pread_sum": ("gpt2", profile_pread_sum, ("upstream", "ours"), """\
 A pread load writes every byte into memory, and the kernel faults each 4 KiB page of fresh
 memory in first: on this machine that is slower than copying from the page cache (last row:

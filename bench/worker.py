@@ -203,9 +203,11 @@ def make_op(op, path, meta, out_path, impl="ours"):
             touch(d.values())
             return d
         return fn, payload, evict
-    if what == "pread_sum":  # a user's first use of every tensor: reduce it
+    if what in ("pread_sum", "load_file_sum"):  # a user's first use of every tensor: reduce it
+        kw = {"backend": "pread"} if what == "pread_sum" else {}
+
         def fn():
-            d = lib.load_file(path, backend="pread")
+            d = lib.load_file(path, **kw)
             for t in d.values():
                 t.sum()
             return d

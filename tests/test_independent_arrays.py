@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import mmap
 import os
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from conftest import mapped_ranges, pages_present, rss_bytes
+from conftest import mapped_ranges, pagemap, pagemap_bit, pages_present, rss_bytes
 
 BACKENDS = ["mmap", "pread"]
 # framework -> module that must be importable
@@ -44,6 +45,10 @@ def arrays_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("independent") / "a.safetensors"
     save_file(arrays, path)
     return path, arrays
+
+
+def _data_ptr(x):
+    return x.data_ptr() if hasattr(x, "data_ptr") else x.__array_interface__["data"][0]
 
 
 def _write(x, value):
@@ -124,6 +129,86 @@ def test_pread_small_tensors_share_blocks_of_at_most_1_mib(tmp_path):
     assert len(blocks) >= 3 and max(blocks.values()) <= 1 << 20
     for i in range(600):
         np.testing.assert_array_equal(loaded[f"t{i:03d}"], arrays[f"t{i:03d}"])
+
+
+# --------------------------------------------------------------------------
+# One private mapping per load_file / get_tensors call (issue 10)
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def big_file(tmp_path):
+    rng = np.random.default_rng(7)
+    arrays = {
+        "a": rng.standard_normal((1024, 3 * 1024)).astype(np.float32),  # 12 MB: half
+        "small": np.arange(10, dtype=np.float32),
+        "b": rng.standard_normal((1024, 3 * 1024)).astype(np.float32),  # the other half
+        "c": np.arange(40_000, dtype=np.int64),  # 320 KB: large, own exporter
+    }
+    path = tmp_path / "big.safetensors"
+    save_file(arrays, path)
+    return path, arrays
+
+
+def private_copies(addr, nbytes):
+    """How many pages of [addr, addr + nbytes) are anonymous: private copies made by writes
+    (bit 61 clear: not a page of the file's page cache)."""
+    entries = pagemap(addr, nbytes)
+    return int((pagemap_bit(entries, 63) & (np.uint64(1) - pagemap_bit(entries, 61))).sum())
+
+
+def test_torch_load_file_values_and_independence(big_file):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    path, arrays = big_file
+    first = load_file(path)
+    second = load_file(path)
+    for name, want in arrays.items():
+        np.testing.assert_array_equal(first[name].numpy(), want)
+    first["a"].fill_(1.0)
+    first["small"].fill_(2.0)
+    first["c"].add_(3)
+    np.testing.assert_array_equal(second["a"].numpy(), arrays["a"])
+    np.testing.assert_array_equal(second["small"].numpy(), arrays["small"])
+    np.testing.assert_array_equal(first["b"].numpy(), arrays["b"])
+    np.testing.assert_array_equal(load_file(path)["c"].numpy(), arrays["c"])
+    assert torch.equal(first["c"], torch.from_numpy(arrays["c"] + 3))
+    with safe_open(path, "np") as f:  # the file never changes
+        assert f.get_tensor("a").tobytes() == arrays["a"].tobytes()
+
+
+@pytest.mark.parametrize("fw", MUTABLE)
+def test_load_file_stays_lazy(big_file, fw):
+    """Nothing maps a loaded tensor's pages in before it is read (no thread does it behind the
+    caller's back: issue 20 removed torch's background populator)."""
+    lib = pytest.importorskip({"np": "safetensors.numpy", "pt": "safetensors.torch"}[fw])
+    path, arrays = big_file
+    x = lib.load_file(path)["b"]
+    assert pages_present(_data_ptr(x), arrays["b"].nbytes) == 0
+    np.testing.assert_array_equal(as_numpy(x)[:2], arrays["b"][:2])
+
+
+@pytest.mark.parametrize("fw", MUTABLE)
+def test_dying_tensor_gives_its_pages_back(big_file, fw):
+    if fw == "pt":
+        pytest.importorskip("torch")
+    path, arrays = big_file
+    with safe_open(path, fw) as f:
+        loaded = f.get_tensors()
+    a = loaded.pop("a")
+    addr = _data_ptr(a)
+    nbytes = arrays["a"].nbytes
+    _write(a, 5)  # private copies of every page
+    assert private_copies(addr, nbytes) >= nbytes // mmap.PAGESIZE - 1
+    del a
+    gc.collect()
+    # the mapping lives on for the other tensors, but a's pages are given back
+    assert mapped_ranges(path)
+    assert pages_present(addr + mmap.PAGESIZE, nbytes - 2 * mmap.PAGESIZE) == 0
+    np.testing.assert_array_equal(as_numpy(loaded["b"]), arrays["b"])
+    del loaded
+    gc.collect()
+    assert mapped_ranges(path) == []  # the last tensor unmaps it
 
 
 def _anonymous_mapped_bytes():
@@ -240,47 +325,3 @@ def test_mask_of_wrong_shape_is_numpys_error(arrays_file):
             f.get_slice("small")[np.array([True, False])]
         with pytest.raises(IndexError):
             f.get_slice("small")[np.array([7])]
-
-
-# --------------------------------------------------------------------------
-# get_slice hands a released, unwritten mapping out again (Linux 6.7+)
-# --------------------------------------------------------------------------
-
-def _data_ptr(x):
-    return x.data_ptr() if hasattr(x, "data_ptr") else x.__array_interface__["data"][0]
-
-
-def _kernel_at_least(major, minor):
-    got = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    return got >= (major, minor)
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/pagemap"), reason="needs Linux /proc")
-@pytest.mark.parametrize("fw", MUTABLE)
-def test_get_slice_reuses_only_unwritten_mappings(arrays_file, fw):
-    if fw == "pt":
-        pytest.importorskip("torch")
-    path, arrays = arrays_file
-    expected = arrays["large"][10:100]
-    with safe_open(path, fw) as f:
-        first = f.get_slice("large")[10:100]
-        np.testing.assert_array_equal(as_numpy(first), expected)  # maps every page in
-        first_ptr = _data_ptr(first)
-        del first
-        gc.collect()
-        again = f.get_slice("large")[10:100]
-        if _kernel_at_least(6, 7):  # PAGEMAP_SCAN tells an unwritten mapping apart
-            assert _data_ptr(again) == first_ptr, "the unwritten mapping is handed out again"
-            assert pages_present(first_ptr, expected.nbytes) > 0, "with its pages mapped in"
-        # Never to two holders at once.
-        other = f.get_slice("large")[10:100]
-        assert _data_ptr(other) != _data_ptr(again)
-        _write(other, 7)
-        np.testing.assert_array_equal(as_numpy(again), expected)
-        # A written mapping is never handed out again: the next one reads the file.
-        _write(again, 3)
-        del again, other
-        gc.collect()
-        fresh = f.get_slice("large")[10:100]
-        np.testing.assert_array_equal(as_numpy(fresh), expected)
-        np.testing.assert_array_equal(as_numpy(f.get_tensor("large")), arrays["large"])

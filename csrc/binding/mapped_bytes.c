@@ -34,14 +34,12 @@ long st_private_maps_alive(void)
     return atomic_load_explicit(&live_private_maps, memory_order_relaxed);
 }
 
-int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, bool reusable,
-                 st_owner *owner)
+int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, st_owner *owner)
 {
     st_error err;
     st_code code;
     memset(owner, 0, sizeof(*owner));
-    code = reusable ? st_file_map_private_reusable(file, offset, len, &owner->map, &err)
-                    : st_file_map_private(file, offset, len, &owner->map, &err);
+    code = st_file_map_private(file, offset, len, &owner->map, &err);
     if (code != ST_OK) {
         st_raise(state, &err, "Error while reading tensor: ", NULL);
         return -1;
@@ -81,11 +79,6 @@ PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, s
     self->len = (Py_ssize_t)len;
     PyObject_GC_Track(self);
     return (PyObject *)self;
-}
-
-void st_mapped_bytes_populate(PyObject *mapped_bytes)
-{
-    st_private_map_populate(&((MappedBytes *)mapped_bytes)->owner.map);
 }
 
 /* The block it holds is visible to gc.get_referents (tests check what a

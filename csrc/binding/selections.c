@@ -137,14 +137,11 @@ PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, cons
         itemsize = 1;
     }
     /* Small selections are copied; large ones are views of a private
-     * mapping of the tensor (zero copy, and independent of every other).
-     * The mapping is reusable: once this result is gone, unwritten, the
-     * next selection of the tensor gets it back with the pages this one
-     * read still mapped in (no page faults on a second read). */
+     * mapping of the tensor (zero copy, and independent of every other). */
     if (!st_use_private_map(file, bytes_sel->nelements * itemsize) || sel->nelements == 0 ||
         (fw == FW_PYTORCH && offset % itemsize != 0))
         return select_copy(state, fw, file, t, sel, bytes_sel, itemsize);
-    if (st_owner_map(state, file, offset, st_tensor_data_len(t), true, &owner) < 0)
+    if (st_owner_map(state, file, offset, st_tensor_data_len(t), &owner) < 0)
         return NULL;
     if (fw == FW_PYTORCH)
         return torch_select_view(state, &owner, t, owner.map.data, bytes_sel);

@@ -274,7 +274,7 @@ PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const 
     st_owner owner;
     if (!st_use_private_map(file, nbytes) || torch_misaligned(fw, t, offset))
         return st_tensor_read(state, fw, file, t); /* small: a copy of its own */
-    if (st_owner_map(state, file, offset, nbytes, false, &owner) < 0)
+    if (st_owner_map(state, file, offset, nbytes, &owner) < 0)
         return NULL;
     return view_of(state, fw, &owner, t, owner.map.data);
 }
@@ -309,8 +309,7 @@ PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, Py
  * own that holds the shared one and, when it dies, gives its pages back
  * (st_owner.discard): a kept tensor pins little besides itself. One mapping
  * rather than one per tensor also lets the kernel map the file's huge
- * page-cache folios with one entry per 2 MiB across tensor boundaries, and
- * lets torch loads populate it on a second core (map_shared).
+ * page-cache folios with one entry per 2 MiB across tensor boundaries.
  *
  * They stay independent: the header rules forbid overlapping tensors, so
  * writing to one shows in no other; the mapping is private, so writes never
@@ -330,10 +329,6 @@ typedef struct {
     PyObject *flat;       /* torch: a uint8 tensor over base */
     PyObject *result;     /* the dict handed back */
 } shared_load;
-
-/* A torch load is populated in the background from this size on: below it
- * the thread costs more than the page faults it saves. */
-#define ST_POPULATE_MIN ((uint64_t)8 << 20)
 
 /* Whether t is a view of the shared mapping: not empty, and for torch
  * element-aligned (else a copy is made, see torch_misaligned). */
@@ -384,7 +379,7 @@ static int map_shared(shared_load *load)
     }
     if (first >= last || !st_private_map_allowed())
         return 0;
-    if (st_owner_map(load->state, load->file, data_start + first, last - first, false, &owner) < 0)
+    if (st_owner_map(load->state, load->file, data_start + first, last - first, &owner) < 0)
         return -1;
     /* Exported from the page-aligned start, so that element alignment in
      * the storage is alignment in the file. */
@@ -509,13 +504,6 @@ PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file)
         }
         i = j;
     }
-    /* torch: the caller (load_file, load_state_dict) reads every tensor
-     * next, so a second core maps pages in from the end while it does
-     * (st_private_map_populate). Not NumPy, whose load_file stays lazy in
-     * memory (docs/performance.md). Started only now: populating while the
-     * tensors are made slows their making down. */
-    if (fw == FW_PYTORCH && load.base != NULL && load.base_len >= ST_POPULATE_MIN)
-        st_mapped_bytes_populate(load.base);
     goto exit;
 fail:
     Py_CLEAR(load.result);

@@ -42,10 +42,8 @@ typedef struct st_owner {
 } st_owner;
 
 /* A private mapping of file bytes [offset, offset + len) into *owner;
- * -1 with an exception set. reusable: one the caller may ask for again
- * (st_file_map_private_reusable). */
-int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, bool reusable,
-                 st_owner *owner);
+ * -1 with an exception set. */
+int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, st_owner *owner);
 void st_owner_release(st_owner *owner);
 /* Whether another private mapping fits under ST_PRIVATE_MAPS_MAX. */
 bool st_private_map_allowed(void);
@@ -53,9 +51,6 @@ long st_private_maps_alive(void);
 /* A MappedBytes over data..data+len, taking over *owner (released on
  * failure too; *owner is emptied either way). */
 PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, size_t len);
-/* Populates the private mapping a MappedBytes owns on a thread of its own
- * (st_private_map_populate); nothing for a block. */
-void st_mapped_bytes_populate(PyObject *mapped_bytes);
 
 /* ---- frameworks.c ---- */
 

@@ -308,59 +308,16 @@ typedef struct st_private_map {
     void *base; /* page-aligned start, for munmap */
     size_t len;
     uint8_t *data; /* the byte at `offset` */
-    struct st_populator *populator; /* set by st_private_map_populate, else NULL */
-    uint64_t offset, request;       /* the file range asked for */
-    struct st_spare *spare;         /* st_file_map_private_reusable, else NULL */
 } st_private_map;
 st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, st_private_map *out,
                             st_error *err);
-/*
- * The same, for a range the caller may ask for again (get_slice of one
- * tensor, over and over on one handle): when such a map is released and the
- * kernel confirms that none of its pages was ever written (PAGEMAP_SCAN,
- * Linux 6.7+), it is kept in the file's one spare slot (the newest released
- * one wins) instead of unmapped, and the next request for the same range
- * gets it back with its pages still mapped in: no page faults. A map is never
- * handed out twice at once and a written one is never kept, so every holder
- * still owns its memory alone. A kept map does not keep the file open; the
- * file's last release unmaps it.
- */
-st_code st_file_map_private_reusable(const st_file *file, uint64_t offset, uint64_t len,
-                                     st_private_map *out, st_error *err);
-/* Unmaps (or keeps, see st_file_map_private_reusable); with a populator
- * running, stops it and leaves the unmapping to its thread, which holds the
- * mapping until its chunk in flight is done. */
+/* Unmaps it (and empties *map). */
 void st_private_map_release(st_private_map *map);
-/* Tests: whether file's spare slot holds a released map. */
-bool st_file_has_spare_map(const st_file *file);
 /* Tests: whether file holds an open descriptor now, and how many the
  * descriptor cache holds (in use or not). */
 bool st_file_has_descriptor(const st_file *file);
 size_t st_file_descriptors(void);
 
-/*
- * Background population: a thread maps a private mapping's pages in with
- * MADV_POPULATE_READ (Linux 5.14+), from its last byte towards its first, in
- * ST_POPULATE_CHUNK pieces, while the caller reads it from the front. The
- * kernel takes the same time per page either way (faulting 548 MB page by
- * page: 41-45 ms; populating it: 42 ms, 4 KiB page-cache folios); what is
- * won is a second core doing half of it: populating half on a thread while
- * the other half is touched took 25 ms. Going backwards keeps the two off
- * each other's page tables until they meet. Where the kernel maps the first
- * whole chunk with one huge entry, the reader's faults are cheap and the
- * thread stops there. Read population only: no page is copied until
- * written, and writes stay private.
- *
- * Ownership: while the thread runs it holds the mapping: release marks it
- * stopped and whichever of the two comes last unmaps (the thread checks
- * between chunks). A forked child has no thread, so release there unmaps
- * at once. Without the kernel advice, or when no thread can start, nothing
- * happens: pages are faulted in on first touch as before.
- */
-void st_private_map_populate(st_private_map *map);
-/* Tests: whether the populator of map has stopped (finished, failed or
- * was stopped); true when there is none. */
-bool st_private_map_population_done(const st_private_map *map);
 /* Gives back the pages wholly inside [addr, addr + len) of a private
  * mapping (MADV_DONTNEED): written copies are freed, and the range reads
  * as the file again. For a tensor of a shared mapping that dies before its

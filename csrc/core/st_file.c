@@ -46,12 +46,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -65,7 +63,6 @@ struct st_file {
     uint8_t *map;  /* mmap backend: base of the whole-file mapping */
     size_t map_len;
     st_header *header;
-    struct st_spare *spare; /* one kept map: see st_file_map_private_reusable */
     char *path;             /* absolute where the working directory was known */
     struct stat opened;     /* what fstat said at open: the identity to check */
     /* Guarded by the descriptor cache's lock (MARK: descriptors). */
@@ -74,8 +71,6 @@ struct st_file {
     struct st_file *newer, *older; /* the cache's list, while fd >= 0 */
 };
 
-static struct st_spare *spare_new(void);
-static void spare_close(struct st_spare *spare);
 static void fd_adopt(st_file *file, int fd);
 static st_code fd_borrow(const st_file *file, int *fd, st_error *err);
 static void fd_return(const st_file *file);
@@ -237,10 +232,7 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
         (rc = load_header(fd, (uint64_t)st.st_size, backend, &map, &map_len, &header, err)) !=
             ST_OK)
         goto exit;
-    if ((file = st_calloc(1, sizeof *file)) == NULL || (file->spare = spare_new()) == NULL ||
-        (file->path = absolute_path(path)) == NULL) {
-        if (file != NULL && file->spare != NULL)
-            spare_close(file->spare);
+    if ((file = st_calloc(1, sizeof *file)) == NULL || (file->path = absolute_path(path)) == NULL) {
         st_free(file);
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
@@ -284,7 +276,6 @@ void st_file_release(st_file *file)
         munmap(file->map, file->map_len);
     }
     fd_forget(file);
-    spare_close(file->spare);
     st_header_free(file->header);
     st_free(file->path);
     st_free(file);
@@ -342,8 +333,6 @@ st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, 
     out->base = base;
     out->len = (size_t)span;
     out->data = (uint8_t *)base + (offset - start);
-    out->offset = offset;
-    out->request = len;
     return ST_OK;
 }
 
@@ -556,329 +545,8 @@ size_t st_file_descriptors(void)
 }
 
 /* ======================================================================
- * MARK: reusable private maps (st_file_map_private_reusable)
- *
- * Each file owns one st_spare: a slot for one released, unwritten map, kept
- * with its pages still mapped in and handed out again for the same range.
- * It is reference counted apart from the file (the file and every reusable
- * map out there hold one), so maps never keep the file open. A forked child
- * never keeps or reuses (pid check): the parent's lock may have been copied
- * held.
+ * MARK: giving pages back, unmapping
  * ====================================================================== */
-
-struct st_spare {
-    atomic_size_t refcount;
-    pid_t pid;
-    pthread_mutex_t lock; /* guards file_open and kept */
-    bool file_open;
-    st_private_map kept; /* base NULL when empty; its spare NULL */
-};
-
-static struct st_spare *spare_new(void)
-{
-    struct st_spare *spare = st_calloc(1, sizeof(*spare));
-    if (spare == NULL)
-        return NULL;
-    if (pthread_mutex_init(&spare->lock, NULL) != 0) {
-        st_free(spare);
-        return NULL;
-    }
-    atomic_init(&spare->refcount, 1);
-    spare->pid = getpid();
-    spare->file_open = true;
-    return spare;
-}
-
-static void spare_drop(struct st_spare *spare)
-{
-    if (atomic_fetch_sub_explicit(&spare->refcount, 1, memory_order_acq_rel) != 1)
-        return;
-    pthread_mutex_destroy(&spare->lock);
-    st_free(spare);
-}
-
-/* The file goes: its kept map is unmapped, and nothing is kept any more. */
-static void spare_close(struct st_spare *spare)
-{
-    st_private_map kept = {0};
-    if (spare->pid == getpid()) {
-        pthread_mutex_lock(&spare->lock);
-        spare->file_open = false;
-        kept = spare->kept;
-        memset(&spare->kept, 0, sizeof(spare->kept));
-        pthread_mutex_unlock(&spare->lock);
-    }
-    if (kept.base != NULL)
-        munmap(kept.base, kept.len);
-    spare_drop(spare);
-}
-
-/* Linux 6.7's PAGEMAP_SCAN (older <linux/fs.h> lack it). */
-struct st_pm_scan_arg {
-    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-struct st_page_region {
-    uint64_t start, end, categories;
-};
-#define ST_PAGE_IS_FILE    (1u << 2)
-#define ST_PAGE_IS_PRESENT (1u << 3)
-#define ST_PAGE_IS_SWAPPED (1u << 4)
-#define ST_PAGE_IS_HUGE    (1u << 6)
-#define ST_PAGEMAP_SCAN    _IOWR('f', 16, struct st_pm_scan_arg)
-
-/* How many runs of pages in [start, end) have every category in mask
- * (those in inverted: clear) and one of anyof (0: no such condition), up to
- * one: 0 or 1; -1 without PAGEMAP_SCAN or on any error. pagemap is an open
- * /proc/self/pagemap. */
-static int pagemap_scan(int pagemap, uintptr_t start, uintptr_t end, uint64_t inverted,
-                        uint64_t mask, uint64_t anyof)
-{
-    struct st_page_region region;
-    struct st_pm_scan_arg arg = {
-        .size = sizeof(arg),
-        .start = start,
-        .end = end,
-        .vec = (uint64_t)(uintptr_t)&region,
-        .vec_len = 1,
-        .category_inverted = inverted,
-        .category_mask = mask,
-        .category_anyof_mask = anyof,
-        .return_mask = mask | anyof,
-    };
-    return ioctl(pagemap, ST_PAGEMAP_SCAN, &arg);
-}
-
-/* True only when the kernel confirms that no page of the map was ever
- * written: none is present or swapped out without being the file's own
- * page (a written page of a private mapping is an anonymous copy). Any
- * doubt (no PAGEMAP_SCAN before Linux 6.7, no /proc) says false. */
-static bool map_unwritten(const st_private_map *map)
-{
-    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), found;
-    if (fd < 0)
-        return false;
-    /* base and len: whole pages */
-    found = pagemap_scan(fd, (uintptr_t)map->base, (uintptr_t)map->base + map->len,
-                         ST_PAGE_IS_FILE, ST_PAGE_IS_FILE, ST_PAGE_IS_PRESENT | ST_PAGE_IS_SWAPPED);
-    close(fd);
-    return found == 0;
-}
-
-/* Keeps a released reusable map in its file's slot, unmapping the one it
- * replaces; false when the map must be unmapped instead. Drops the map's
- * reference to the slot either way. */
-static bool spare_keep(st_private_map *map)
-{
-    struct st_spare *spare = map->spare;
-    st_private_map replaced = {0};
-    bool kept = false;
-    if (spare->pid == getpid() && map_unwritten(map)) {
-        pthread_mutex_lock(&spare->lock);
-        if (spare->file_open) {
-            replaced = spare->kept;
-            spare->kept = *map;
-            spare->kept.spare = NULL;
-            kept = true;
-        }
-        pthread_mutex_unlock(&spare->lock);
-    }
-    if (replaced.base != NULL)
-        munmap(replaced.base, replaced.len);
-    spare_drop(spare);
-    return kept;
-}
-
-st_code st_file_map_private_reusable(const st_file *file, uint64_t offset, uint64_t len,
-                                     st_private_map *out, st_error *err)
-{
-    struct st_spare *spare = file->spare;
-    bool reused = false;
-    if (spare->pid == getpid()) {
-        pthread_mutex_lock(&spare->lock);
-        if (spare->kept.base != NULL && spare->kept.offset == offset &&
-            spare->kept.request == len) {
-            *out = spare->kept;
-            memset(&spare->kept, 0, sizeof(spare->kept));
-            reused = true;
-        }
-        pthread_mutex_unlock(&spare->lock);
-    }
-    if (!reused) {
-        st_code rc = st_file_map_private(file, offset, len, out, err);
-        if (rc != ST_OK)
-            return rc;
-    }
-    atomic_fetch_add_explicit(&spare->refcount, 1, memory_order_relaxed);
-    out->spare = spare;
-    return ST_OK;
-}
-
-bool st_file_has_spare_map(const st_file *file)
-{
-    bool has;
-    pthread_mutex_lock(&file->spare->lock);
-    has = file->spare->kept.base != NULL;
-    pthread_mutex_unlock(&file->spare->lock);
-    return has;
-}
-
-/* ======================================================================
- * MARK: background population (st_private_map_populate)
- * ====================================================================== */
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-/* 2 MiB chunks on 2 MiB boundaries: a huge-page (PMD) mapping of the page
- * cache, which the kernel makes where the file's folios allow, then never
- * reaches into the next chunk, whose top page tells whether the reader has
- * been there (populate_backwards). */
-#define ST_POPULATE_CHUNK ((uintptr_t)2 << 20)
-#define ST_POPULATE_STACK ((size_t)64 << 10)
-
-struct st_populator {
-    atomic_int holders; /* the mapping's owner and the thread: the last one unmaps */
-    atomic_bool stop;   /* the owner has released the mapping */
-    atomic_bool done;   /* the thread has stopped */
-    pid_t pid;          /* where the thread runs (not in a forked child) */
-    void *base;
-    size_t len;
-};
-
-static void populator_drop(struct st_populator *populator)
-{
-    if (atomic_fetch_sub(&populator->holders, 1) == 1) {
-        munmap(populator->base, populator->len);
-        free(populator);
-    }
-}
-
-/* Whether every page of [addr, addr + len) is in the page cache: only those
- * are populated. Reading the rest from the disk backwards would compete
- * with the reader's forward readahead (measured: a cold 548 MB load went
- * from 2.3 to 2.0 GB/s). */
-static bool cached(uintptr_t addr, size_t len, size_t page, unsigned char *pages)
-{
-    size_t n = (len + page - 1) / page;
-    if (mincore((void *)addr, len, pages) != 0)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!(pages[i] & 1))
-            return false;
-    return true;
-}
-
-/* Whether the page at addr is mapped in this process: bit 63 of its
- * /proc/self/pagemap entry (readable by the process itself, unprivileged). */
-static bool page_present(int pagemap, uintptr_t addr, uintptr_t page)
-{
-    uint64_t entry = 0;
-    off_t at = (off_t)(addr / page) * (off_t)sizeof entry;
-    return pread(pagemap, &entry, sizeof entry, at) == (ssize_t)sizeof entry && (entry >> 63) != 0;
-}
-
-/* Whether any page of [from, to) is mapped by one huge (PMD) entry
- * (false without PAGEMAP_SCAN). */
-static bool huge_mapped(int pagemap, uintptr_t from, uintptr_t to)
-{
-    return pagemap_scan(pagemap, from, to, 0, ST_PAGE_IS_HUGE, 0) > 0;
-}
-
-static void *populate_backwards(void *arg)
-{
-    struct st_populator *populator = arg;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t low = (uintptr_t)populator->base, high = low + populator->len;
-    unsigned char pages[ST_POPULATE_CHUNK / 4096];
-    /* It stops where it meets the reader: past that point it would only
-     * walk pages already mapped, and hold the mapping after the reader is
-     * done with it. Without pagemap it stops at the middle instead. */
-    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    bool looked = false;
-    if (pagemap < 0)
-        low += populator->len / 2;
-    while (high > low && !atomic_load(&populator->stop)) {
-        uintptr_t from = (high - 1) & ~(ST_POPULATE_CHUNK - 1);
-        from = from < low ? low : from;
-        if (pagemap >= 0 && page_present(pagemap, high - page, page))
-            break;
-        /* Any failure ends it: EINVAL (kernel without the advice), EFAULT
-         * (file truncated under the mapping), ENOMEM, EINTR. The reader
-         * faults the rest in, or meets the same error as without it. */
-        if (cached(from, high - from, (size_t)page, pages) &&
-            madvise((void *)from, high - from, MADV_POPULATE_READ) != 0)
-            break;
-        /* The page cache holds this file in huge folios that the kernel
-         * maps with one entry per 2 MiB: the reader's faults are few and
-         * cheap, and a second thread mapping in beside it only contends
-         * with it (measured: 5.2-5.8 ms against 4.7-5.5 ms without, GPT-2-
-         * like file). One look, at the first whole chunk. */
-        if (pagemap >= 0 && !looked && high - from == ST_POPULATE_CHUNK) {
-            looked = true;
-            if (huge_mapped(pagemap, from, high))
-                break;
-        }
-        high = from;
-    }
-    if (pagemap >= 0)
-        close(pagemap);
-    atomic_store(&populator->done, true);
-    populator_drop(populator);
-    return NULL;
-}
-
-/* Whether another core can take the work: on one, the thread would only
- * take turns with the reader. Asked once per process. */
-static bool have_spare_core(void)
-{
-    static atomic_int answer; /* 0: not asked yet, 1: no, 2: yes */
-    int spare = atomic_load(&answer);
-    if (spare == 0) {
-        spare = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? 2 : 1;
-        atomic_store(&answer, spare);
-    }
-    return spare == 2;
-}
-
-void st_private_map_populate(st_private_map *map)
-{
-    struct st_populator *populator;
-    pthread_attr_t attr;
-    pthread_t thread;
-    sigset_t all, previous;
-    int rc;
-    if (map->base == NULL || map->populator != NULL || !have_spare_core() ||
-        (populator = calloc(1, sizeof *populator)) == NULL)
-        return;
-    atomic_init(&populator->holders, 2);
-    atomic_init(&populator->stop, false);
-    atomic_init(&populator->done, false);
-    populator->pid = getpid();
-    populator->base = map->base;
-    populator->len = map->len;
-    if (pthread_attr_init(&attr) != 0) {
-        free(populator);
-        return;
-    }
-    (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    (void)pthread_attr_setstacksize(&attr, ST_POPULATE_STACK);
-    /* Signals stay with the caller's threads (Python handles them there). */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    rc = pthread_create(&thread, &attr, populate_backwards, populator);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
-    pthread_attr_destroy(&attr);
-    if (rc != 0)
-        free(populator);
-    else
-        map->populator = populator;
-}
-
-bool st_private_map_population_done(const st_private_map *map)
-{
-    return map->populator == NULL || atomic_load(&map->populator->done);
-}
 
 void st_private_map_discard(uint8_t *addr, size_t len)
 {
@@ -891,16 +559,8 @@ void st_private_map_discard(uint8_t *addr, size_t len)
 
 void st_private_map_release(st_private_map *map)
 {
-    struct st_populator *populator = map->populator;
-    if (map->spare != NULL && spare_keep(map)) {
-        /* kept: the file's slot owns the mapping now */
-    } else if (populator != NULL && populator->pid == getpid()) {
-        atomic_store(&populator->stop, true);
-        populator_drop(populator);
-    } else if (map->base != NULL) {
+    if (map->base != NULL)
         munmap(map->base, map->len);
-        free(populator); /* a forked child's copy: its thread never ran here */
-    }
     memset(map, 0, sizeof(*map));
 }
 

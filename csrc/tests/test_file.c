@@ -15,7 +15,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -337,249 +336,32 @@ static void test_read_many(void)
     free(got);
 }
 
-/* Mapped pages of [addr, addr + len) in this process (/proc/self/pagemap). */
-static size_t present_pages(const uint8_t *addr, size_t len)
+/* st_private_map_discard: whole pages inside the range read as the file
+ * again; the partial pages at its ends keep what was written there. */
+static void test_discard(void)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), n = 0;
-    int fd = open("/proc/self/pagemap", O_RDONLY);
-    for (size_t at = 0; fd >= 0 && at < len; at += page) {
-        uint64_t entry = 0;
-        if (pread(fd, &entry, sizeof entry, (off_t)(((uintptr_t)addr + at) / page * 8)) == 8 &&
-            entry >> 63)
-            n++;
-    }
-    if (fd >= 0)
-        close(fd);
-    return n;
-}
-
-static bool all_cached(uint8_t *addr, size_t len)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page;
-    unsigned char *vec = malloc(n);
-    bool all = vec != NULL && mincore(addr, len, vec) == 0;
-    for (size_t i = 0; all && i < n; i++)
-        all = (vec[i] & 1) != 0;
-    free(vec);
-    return all;
-}
-
-/* Mappings of files whose path contains name. */
-static int mapping_count(const char *name)
-{
-    FILE *maps = fopen("/proc/self/maps", "r");
-    char line[1024];
-    int n = 0;
-    while (maps && fgets(line, sizeof line, maps))
-        n += strstr(line, name) != NULL;
-    if (maps)
-        fclose(maps);
-    return n;
-}
-
-/* FilePmdMapped of the mapping that holds addr (/proc/self/smaps), in kB:
- * file pages the kernel mapped with one huge entry per 2 MiB. */
-static long file_pmd_mapped_kb(const void *addr)
-{
-    FILE *smaps = fopen("/proc/self/smaps", "r");
-    char line[1024];
-    bool inside = false;
-    long kb = 0;
-    while (smaps && fgets(line, sizeof line, smaps)) {
-        unsigned long start, end;
-        if (sscanf(line, "%lx-%lx ", &start, &end) == 2) /* a mapping's first line */
-            inside = start <= (uintptr_t)addr && (uintptr_t)addr < end;
-        else if (inside && sscanf(line, "FilePmdMapped: %ld kB", &kb) == 1)
-            break;
-    }
-    if (smaps)
-        fclose(smaps);
-    return inside ? kb : 0;
-}
-
-static void wait_populated(const st_private_map *map)
-{
-    for (int i = 0; i < 30000 && !st_private_map_population_done(map); i++)
-        usleep(1000);
-}
-
-/* st_private_map_populate: the pages come in on another thread, the bytes
- * stay the file's, releases racing the thread neither crash nor leak, a
- * forked child releases without the thread; st_private_map_discard gives
- * back whole pages only. */
-static void test_populate(void)
-{
-    enum { LEN = 9 * 1024 * 1024 + 100 };
+    enum { LEN = 64 * 1024 + 100 };
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     st_error err = {0};
     st_private_map pm;
     st_file *f = NULL;
     char p[512];
     uint8_t *data;
-    path_in(p, sizeof p, "populate.safetensors");
+    path_in(p, sizeof p, "discard.safetensors");
     data = write_u8_tensor(p, LEN);
     CHECK(st_file_open(p, ST_BACKEND_MMAP, &f, &err) == ST_OK, "open: %s", err.msg);
     if (f == NULL)
         goto exit;
     uint64_t ds = st_header_data_start(st_file_header(f));
-
     CHECK(st_file_map_private(f, ds, LEN, &pm, &err) == ST_OK, "map: %s", err.msg);
-    bool cached = all_cached(pm.base, pm.len);
-    CHECK(present_pages(pm.base, pm.len) == 0, "a fresh mapping has nothing mapped in");
-    st_private_map_populate(&pm);
-    wait_populated(&pm);
-    CHECK(st_private_map_population_done(&pm), "population ends");
-    /* Without a second CPU or the page cache it rightly does nothing; where
-     * the kernel maps the file with huge entries it stops after the first
-     * whole 2 MiB chunk. */
-    if (cached && sysconf(_SC_NPROCESSORS_ONLN) > 1 && file_pmd_mapped_kb(pm.base) == 0)
-        CHECK(present_pages(pm.base, pm.len) == (pm.len + page - 1) / page,
-              "populated: %zu of %zu pages", present_pages(pm.base, pm.len),
-              (pm.len + page - 1) / page);
-    else if (cached && sysconf(_SC_NPROCESSORS_ONLN) > 1)
-        CHECK(present_pages(pm.base, pm.len) >= ((size_t)2 << 20) / page,
-              "huge entries: the first whole chunk is populated (%zu pages)",
-              present_pages(pm.base, pm.len));
-    CHECK(memcmp(pm.data, data, LEN) == 0, "populated bytes are the file's");
-    /* discard: whole pages inside the range read as the file again; the
-     * partial pages at its ends keep what was written there */
     uint8_t *from = pm.data + 100, *whole = (uint8_t *)(((uintptr_t)from + page - 1) / page * page);
     memset(from, 0xEE, 3 * page);
     st_private_map_discard(from, 3 * page);
     CHECK(memcmp(whole, data + (whole - pm.data), 2 * page) == 0, "whole pages read as the file");
     CHECK(whole == from || (from[0] == 0xEE && from[3 * page - 1] == 0xEE), "partial pages kept");
     st_private_map_release(&pm);
-    CHECK(pm.base == NULL && pm.populator == NULL, "released");
-
-    /* releases while the thread runs: whoever is last unmaps */
-    int before = mapping_count("populate.safetensors");
-    for (int i = 0; i < 50; i++) {
-        CHECK(st_file_map_private(f, ds, LEN, &pm, &err) == ST_OK, "map %d", i);
-        st_private_map_populate(&pm);
-        if (i % 2)
-            CHECK(pm.data[LEN - 1] == data[LEN - 1], "read beside the thread");
-        st_private_map_release(&pm);
-    }
-    for (int i = 0; i < 30000 && mapping_count("populate.safetensors") > before; i++)
-        usleep(1000);
-    CHECK(mapping_count("populate.safetensors") == before, "every mapping unmapped: %d -> %d",
-          before, mapping_count("populate.safetensors"));
-
-    /* a forked child has the mapping but not the thread */
-    CHECK(st_file_map_private(f, ds, LEN, &pm, &err) == ST_OK, "map for fork");
-    st_private_map_populate(&pm);
-    pid_t child = fork();
-    if (child == 0) {
-        bool same = memcmp(pm.data, data, LEN) == 0;
-        st_private_map_release(&pm);
-        _exit(same && pm.base == NULL ? 0 : 1);
-    }
-    int status = -1;
-    CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
-              WEXITSTATUS(status) == 0,
-          "child released its copy: status %d", status);
-    st_private_map_release(&pm);
+    CHECK(pm.base == NULL, "released");
     st_file_release(f);
-exit:
-    unlink(p);
-    free(data);
-}
-
-/* Whether the running kernel is at least major.minor (PAGEMAP_SCAN, which
- * tells unwritten maps apart: 6.7). */
-static bool kernel_at_least(int want_major, int want_minor)
-{
-    struct utsname u;
-    int major = 0, minor = 0;
-    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
-        return false;
-    return major > want_major || (major == want_major && minor >= want_minor);
-}
-
-/* st_file_map_private_reusable: an unwritten released map is kept and
- * handed out again for the same range with its pages mapped in; never to
- * two holders at once; a written one never; another range never; the file's
- * release unmaps the kept one; a forked child never keeps. */
-static void test_reusable(void)
-{
-    enum { LEN = 3 * 1024 * 1024 + 100 };
-    size_t pages = (LEN + (size_t)sysconf(_SC_PAGESIZE) - 1) / (size_t)sysconf(_SC_PAGESIZE);
-    bool reuse = kernel_at_least(6, 7);
-    st_error err = {0};
-    st_private_map first, again, other, written, fresh;
-    st_file *f = NULL;
-    char p[512];
-    uint8_t *data;
-    path_in(p, sizeof p, "reusable.safetensors");
-    data = write_u8_tensor(p, LEN);
-    CHECK(st_file_open(p, ST_BACKEND_MMAP, &f, &err) == ST_OK, "open: %s", err.msg);
-    if (f == NULL)
-        goto exit;
-    uint64_t ds = st_header_data_start(st_file_header(f));
-    int before = mapping_count("reusable.safetensors");
-
-    /* Read it, release it: kept, and handed out again with its pages. */
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &first, &err) == ST_OK, "map: %s", err.msg);
-    CHECK(memcmp(first.data, data, LEN) == 0, "first read");
-    void *first_base = first.base;
-    st_private_map_release(&first);
-    CHECK(st_file_has_spare_map(f) == reuse, "an unwritten map is kept (Linux 6.7+)");
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &again, &err) == ST_OK, "map again");
-    if (reuse)
-        CHECK(again.base == first_base && present_pages(again.base, again.len) >= pages - 1,
-              "the kept map comes back with its pages (%zu of %zu)",
-              present_pages(again.base, again.len), pages);
-    CHECK(!st_file_has_spare_map(f), "handed out: the slot is empty");
-
-    /* Never to two holders at once: a second one gets a fresh map. */
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &other, &err) == ST_OK, "map other");
-    CHECK(other.base != again.base && present_pages(other.base, other.len) == 0,
-          "a second holder: a fresh map");
-    CHECK(memcmp(again.data, data, LEN) == 0 && memcmp(other.data, data, LEN) == 0, "values");
-    st_private_map_release(&other);
-    st_private_map_release(&again); /* the newest released one replaces the other */
-    CHECK(mapping_count("reusable.safetensors") == before + (reuse ? 1 : 0),
-          "one kept map at most: %d -> %d", before, mapping_count("reusable.safetensors"));
-
-    /* A written map is never kept, and its write shows nowhere else. */
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &written, &err) == ST_OK, "map written");
-    written.data[LEN - 1] ^= 0x5a;
-    st_private_map_release(&written);
-    CHECK(!st_file_has_spare_map(f), "a written map is not kept");
-    CHECK(st_file_map_private_reusable(f, ds, LEN, &fresh, &err) == ST_OK, "map fresh");
-    CHECK(present_pages(fresh.base, fresh.len) == 0 && memcmp(fresh.data, data, LEN) == 0,
-          "after a write: a fresh map with the file's bytes");
-    CHECK(fresh.data[0] == data[0], "read one page");
-    st_private_map_release(&fresh); /* kept */
-
-    /* Another range never gets the kept map. */
-    CHECK(st_file_map_private_reusable(f, ds + 4096, LEN - 4096, &other, &err) == ST_OK, "range");
-    CHECK(present_pages(other.base, other.len) == 0 &&
-              memcmp(other.data, data + 4096, LEN - 4096) == 0,
-          "another range: a fresh map");
-    CHECK(st_file_has_spare_map(f) == reuse, "the kept map stays kept");
-
-    /* A forked child neither keeps nor reuses. */
-    pid_t child = fork();
-    if (child == 0) {
-        st_private_map mine;
-        bool ok = st_file_map_private_reusable(f, ds, LEN, &mine, &err) == ST_OK &&
-                  present_pages(mine.base, mine.len) == 0 && memcmp(mine.data, data, LEN) == 0;
-        st_private_map_release(&mine);
-        _exit(ok && st_file_has_spare_map(f) == reuse ? 0 : 1);
-    }
-    int status = -1;
-    CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
-              WEXITSTATUS(status) == 0,
-          "forked child: fresh maps, nothing kept (status %d)", status);
-
-    /* Maps outlive the file; the file's release unmaps the kept one, and a
-     * map released after it is unmapped too. */
-    st_file_release(f);
-    CHECK(memcmp(other.data, data + 4096, 4096) == 0, "valid after the file is released");
-    st_private_map_release(&other);
-    CHECK(mapping_count("reusable.safetensors") == before - 1,
-          "every map unmapped: %d -> %d", before, mapping_count("reusable.safetensors"));
 exit:
     unlink(p);
     free(data);
@@ -792,8 +574,7 @@ int main(void)
     test_backends();
     test_bad_sizes();
     test_read_many();
-    test_populate();
-    test_reusable();
+    test_discard();
     test_descriptors();
     test_sparse_64g();
     rmdir(tmpdir);
