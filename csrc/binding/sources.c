@@ -63,6 +63,20 @@ static void source_release(void *ctx)
     PyGILState_Release(gil);
 }
 
+/* A header error on a source whose first bytes are a well-known other format
+ * says so, as for a local file (foreign_files.c); nothing when they cannot
+ * be read. */
+static void note_foreign_source(const st_source *source, st_error *err)
+{
+    uint8_t head[64];
+    st_error ignored;
+    st_read_request request = {
+        .offset = 0, .dst = head, .len = source->size < sizeof head ? (size_t)source->size : sizeof head};
+    if (request.len > 0 && source->read_many(source->ctx, &request, 1, &ignored) == ST_OK)
+        st_note_foreign_format(err, head, request.len);
+    PyErr_Clear();
+}
+
 int st_remote_target(PyObject *filename, PyObject **path)
 {
     const char *text, *sep;
@@ -121,8 +135,9 @@ int st_open_source(st_state *state, PyObject *target, PyObject *options, st_file
     st_source byte_source = {.ctx = source, .size = size, .read_many = source_read_many,
                              .release = source_release};
     Py_BEGIN_ALLOW_THREADS code = st_file_open_source(&byte_source, file, &err);
-    Py_END_ALLOW_THREADS if (code != ST_OK)
-    {
+    Py_END_ALLOW_THREADS if (code != ST_OK && code != ST_ERR_IO && code != ST_ERR_EXTERNAL)
+        note_foreign_source(&byte_source, &err);
+    if (code != ST_OK) {
         st_raise(state, &err,
                  code == ST_ERR_IO || code == ST_ERR_EXTERNAL
                      ? NULL
