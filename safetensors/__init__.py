@@ -2,19 +2,24 @@
 
 Framework modules (``safetensors.torch``, ``safetensors.numpy``, ...) are
 imported on demand, as upstream does, so ``import safetensors`` pulls in
-neither torch nor numpy.
+neither torch nor numpy. ``safe_open`` is the C handle for paths and URLs
+alike: a URL is read through the byte source of ``safetensors.remote``,
+registered here.
 """
 from ._safetensors_c import (
     SafetensorError,
     TensorSpec,
     __version__,
     _safe_open_handle,
+    _set_source_opener,
     deserialize,
+    safe_open,
     serialize,
 )
-from ._safetensors_c import safe_open as _local_safe_open
 from ._safetensors_c import serialize_file as _local_serialize_file
 from . import remote as _remote
+
+_set_source_opener(_remote.open_source)
 
 __all__ = [
     "SafetensorError",
@@ -25,35 +30,6 @@ __all__ = [
     "serialize",
     "serialize_file",
 ]
-
-
-class _SafeOpenType(type):
-    def __instancecheck__(cls, obj):
-        return isinstance(obj, (_local_safe_open, _remote.RemoteSafeOpen))
-
-
-class safe_open(metaclass=_SafeOpenType):
-    def __new__(cls, filename, *args, storage_options=None, **kwargs):
-        if _remote.is_remote(filename):
-            return _remote.RemoteSafeOpen(filename, *args, storage_options=storage_options, **kwargs)
-        return _local_safe_open(_remote.local_path(filename), *args, **kwargs)
-
-
-# A path opens the C handle, a URL a RemoteSafeOpen; both have these methods,
-# so help(safe_open) shows the C type's documentation of each.
-safe_open.__doc__ = (
-    "safe_open(filename, framework, device='cpu', *, backend='mmap', storage_options=None)\n\n"
-    + _local_safe_open.__doc__.replace(
-        "    filename (str | os.PathLike): the file.",
-        "    filename (str | os.PathLike): the file, or a URL / fsspec file object\n"
-        "        (s3://, https://, hf://, ...) read with ranged requests (docs/remote.md).\n"
-        "    storage_options (dict | None): options of the remote filesystem (URLs only).",
-    )
-)
-for _method in ("__enter__", "__exit__", "keys", "offset_keys", "metadata", "get_tensor",
-                "get_tensors", "get_slice"):
-    setattr(safe_open, _method, getattr(_local_safe_open, _method))
-del _method
 
 
 def serialize_file(tensor_dict, filename, metadata=None, *, storage_options=None):

@@ -10,20 +10,7 @@ from ._safetensors_c import (
     deserialize as deserialize,
     serialize as serialize,
 )
-from ._safetensors_c import safe_open as _local_safe_open
-
-# A path opens the C handle; a URL or fsspec file object a remote handle with
-# the same methods (safetensors.remote).
-class safe_open(_local_safe_open):
-    def __init__(
-        self,
-        filename: _PathLike,
-        framework: str,
-        device: _Device = "cpu",
-        *,
-        backend: str = "mmap",
-        storage_options: Optional[Dict[str, Any]] = None,
-    ) -> None: ...
+from ._safetensors_c import safe_open as safe_open
 
 def serialize_file(
     tensor_dict: Dict[str, TensorSpec],

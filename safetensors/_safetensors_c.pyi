@@ -2,11 +2,18 @@
 import builtins
 import os
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Type, TypeVar, Union
 
 _PathLike = Union[str, "os.PathLike[str]"]
 _Device = Union[str, int, None]
 _Self = TypeVar("_Self", bound="safe_open")
+
+class _RemoteFile(Protocol):
+    """An fsspec file object (OpenFile or an open file): read through its filesystem."""
+    @property
+    def fs(self) -> Any: ...
+    @property
+    def path(self) -> str: ...
 
 __version__: str
 
@@ -45,11 +52,20 @@ class MappedBytes: ...
 class safe_open:
     def __init__(
         self,
-        filename: _PathLike,
+        filename: Union[_PathLike, _RemoteFile],  # a path, a URL or an fsspec file object
         framework: str,
         device: _Device = "cpu",
         *,
         backend: str = "mmap",
+        storage_options: Optional[Dict[str, Any]] = None,
+        chunk_size: Optional[int] = None,
+        concurrency: Optional[int] = None,
+        head_bytes: Optional[int] = None,
+        retries: Optional[int] = None,
+        timeout: Optional[float] = None,
+        backoff: Optional[float] = None,
+        direct: Optional[bool] = None,
+        deadline: Optional[float] = None,
     ) -> None: ...
     def __enter__(self: _Self) -> _Self: ...
     def __exit__(
@@ -64,7 +80,9 @@ class safe_open:
     def get_tensor(self, name: str) -> Any: ...
     def get_tensors(self) -> Dict[str, Any]: ...
     def get_slice(self, name: str) -> PySafeSlice: ...
+    def close(self) -> None: ...
 
+def _set_source_opener(opener: Any) -> None: ...
 def _safe_open_handle(f: Any, framework: str, device: _Device = "cpu", *, backend: str = "mmap") -> safe_open: ...
 def serialize(tensor_dict: Dict[str, TensorSpec], metadata: Optional[Dict[str, str]] = None) -> bytes: ...
 def serialize_file(

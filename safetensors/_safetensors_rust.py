@@ -15,6 +15,7 @@ from ._safetensors_c import (  # noqa: F401
     __version__,
     _safe_open_handle,
     deserialize,
+    safe_open,
     serialize,
 )
-from . import safe_open, serialize_file  # noqa: F401,E402  (path/URL dispatch)
+from . import serialize_file  # noqa: F401,E402  (path/URL dispatch)

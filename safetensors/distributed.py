@@ -63,7 +63,7 @@ import torch.distributed as dist
 
 from safetensors import SafetensorError, safe_open
 from safetensors import remote as _remote
-from safetensors._safetensors_c import _dtype_table
+from safetensors._safetensors_c import _dtype_table, _header_length, _parse_header
 
 # safetensors.torch (_TYPES, _LITTLE, _byteswapped) is imported inside the
 # functions that use it: it re-exports this module's public names, so a
@@ -350,19 +350,17 @@ def _read_header(path: str, storage_options: Optional[dict] = None) -> dict:
 
 
 def _read_remote_header(url: str, storage_options: Optional[dict]) -> dict:
-    # head_bytes=8: the length prefix, then exactly the header (two ranged
-    # reads), so that no tensor bytes are fetched twice.
-    with _remote.RemoteSafeOpen(url, "pt", storage_options=storage_options, head_bytes=8) as f:
-        pinned = f._object
-        tensors = [
-            (name, dtype, tuple(shape), f._data_start + begin, end - begin)
-            for name in f.offset_keys()
-            for dtype, shape, begin, end in [f._tensors[name]]
-        ]
-        # header_read: the bytes actually fetched (equal to data_start here).
-        return {"size": pinned.size, "identity": (pinned.etag, pinned.version), "data_start": f._data_start,
-                "header_read": len(f._head), "check_read": 0,
-                "tensors": tensors}
+    # The length prefix, then exactly the header (two ranged reads), so that
+    # no tensor bytes are fetched twice; checked by the C reader's rules.
+    pinned = _remote_object(url, storage_options)
+    header_len = _header_length(pinned.read(0, min(8, pinned.size)), pinned.size)
+    data_start = 8 + header_len
+    entries, _ = _parse_header(pinned.read(8, data_start), pinned.size)
+    tensors = [(name, dtype, tuple(shape), data_start + begin, end - begin)
+               for name, dtype, shape, begin, end in entries]
+    # header_read: the bytes actually fetched (equal to data_start here).
+    return {"size": pinned.size, "identity": (pinned.etag, pinned.version), "data_start": data_start,
+            "header_read": data_start, "check_read": 0, "tensors": tensors}
 
 
 # ---------------------------------------------------------------------------

@@ -6,12 +6,14 @@ or fsspec file object is read with ranged requests:
 * the header costs one speculative ranged read of the first ``head_bytes``
   (plus one more when the header is larger), after one metadata request
   (``info``: size and ETag/version, pinned for the life of the handle);
-* the header bytes are validated by the C core with exactly the rules and
-  messages of local files (``_header_length`` / ``_parse_header``);
-* tensors are fetched by a thread pool in chunks of at most ``chunk_size``
-  bytes, adjacent tensors coalesced, each chunk copied straight into the
-  memory of the tensor(s) it covers (no whole-file buffer); at most
-  ``concurrency`` chunks are in flight;
+* ``safe_open`` is the C handle for URLs too: it reads through the byte
+  source ``open_source`` returns (``read_many``), so the header is checked
+  with exactly the rules and messages of local files and every framework,
+  device and slicing rule is the path's;
+* one ``read_many`` gets every request of a load: requests less than ``GAP``
+  apart are coalesced, runs cut into chunks of at most ``chunk_size`` bytes
+  that a thread pool reads straight into the destinations (no whole-file
+  buffer); at most ``concurrency`` chunks are in flight;
 * every ranged read after ``info`` is conditional on the pinned ETag (HTTP
   ``If-Match``, S3 ``IfMatch``/``VersionId``), so an object replaced while it
   is read fails with :class:`RemoteObjectChangedError` instead of mixing two
@@ -33,18 +35,10 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._safetensors_c import (
-    SafetensorError,
-    SafetensorIndexError,
-    SafetensorIOError,
-    TensorSpec,
-    _header_length,
-    _parse_header,
-    _write_layout,
-)
+from ._safetensors_c import SafetensorError, SafetensorIOError, TensorSpec, _write_layout
 
-__all__ = ["RemoteSafeOpen", "RemoteObjectChangedError", "RemoteTimeoutError", "RemoteConnectionError", "is_remote",
-           "DEFAULTS"]
+__all__ = ["open_source", "save_to_url", "RemoteObjectChangedError", "RemoteTimeoutError", "RemoteConnectionError",
+           "is_remote", "local_path", "DEFAULTS"]
 
 MiB = 1 << 20
 
@@ -886,77 +880,8 @@ class _DirectS3:
 
 
 # --------------------------------------------------------------------------
-# frameworks: allocating outputs and turning bytes into tensors
+# running chunk reads
 # --------------------------------------------------------------------------
-
-_FRAMEWORKS = {
-    "pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np",
-    "tf": "tf", "tensorflow": "tf", "jax": "flax", "flax": "flax", "mlx": "mlx", "paddle": "paddle",
-}
-_CONVERTERS = {"tf": ("tensorflow", "convert_to_tensor"), "flax": ("jax.numpy", "array"),
-               "mlx": ("mlx.core", "array"), "paddle": ("paddle", "to_tensor")}
-
-
-class _Output:
-    """A tensor's destination: writable bytes now, the framework's tensor later.
-    ``view`` (and every slice of it) keeps the memory alive: a read still
-    writing into it can never write into freed memory."""
-
-    def __init__(self, framework: str, name: str, dtype: str, shape: Tuple[int, ...], nbytes: int):
-        self.framework, self.dtype, self.shape, self.nbytes = framework, dtype, shape, nbytes
-        if framework == "pt":
-            import torch
-
-            from . import torch as st_torch
-
-            if dtype not in st_torch._TYPES:
-                raise SafetensorError(f"Dtype not understood: {dtype}")
-            try:
-                self.buffer = torch.empty(nbytes, dtype=torch.uint8)
-            except RuntimeError as e:   # torch's CPU allocator failing (NumPy raises MemoryError)
-                raise MemoryError(f"Unable to allocate {nbytes} bytes for tensor {name!r}: {e}") from None
-            if nbytes:
-                # A writable view of the tensor's memory without NumPy: the
-                # ctypes array exports the memory and holds the tensor.
-                memory = (ctypes.c_ubyte * nbytes).from_address(self.buffer.data_ptr())
-                memory.owner = self.buffer
-                self.view = memoryview(memory).cast("B")
-            else:
-                self.view = memoryview(bytearray())
-        else:
-            import numpy as np
-
-            from . import numpy as st_numpy
-
-            try:
-                st_numpy._getdtype(dtype)
-            except KeyError:
-                raise SafetensorError(f"Dtype not understood: {dtype} (no NumPy dtype holds it)") from None
-            self.buffer = np.empty(nbytes, dtype=np.uint8)
-            self.view = memoryview(self.buffer)   # the memoryview holds the array
-
-    def result(self):
-        if self.framework == "pt":
-            import torch
-
-            from . import torch as st_torch
-
-            dtype = st_torch._TYPES[self.dtype]
-            shape = st_torch._storage_shape(self.dtype, list(self.shape))
-            if self.nbytes == 0:
-                return torch.empty(shape, dtype=dtype)
-            tensor = self.buffer.view(dtype).reshape(shape)
-            return tensor if st_torch._LITTLE else st_torch._byteswapped(tensor)
-        from . import numpy as st_numpy
-
-        array = self.buffer.view(st_numpy._getdtype(self.dtype)).reshape(self.shape)
-        if self.framework == "np":
-            return array
-        module, name = _CONVERTERS[self.framework]
-        import importlib
-
-        return getattr(importlib.import_module(module), name)(array)
-
 
 class _Workers:
     """Up to ``size`` threads running ``fn(arg)`` for each submit (fn must not
@@ -1059,69 +984,52 @@ def _run_all(submit, work, items, cancel: _Cancel) -> None:
 
 
 # --------------------------------------------------------------------------
-# the handle
+# the byte source safe_open reads a URL through
 # --------------------------------------------------------------------------
 
-class RemoteSafeOpen:
-    """``safe_open`` on a remote object; same methods as the local handle."""
+# Two requests closer than this are read as one, the bytes between them into
+# a scratch buffer: a strided slice asks for many small runs, and reading
+# 64 KiB more costs less than another round trip (about 0.1 ms at 5 Gbit/s
+# against a millisecond or more of latency).
+GAP = 64 * 1024
 
-    def __init__(self, target: Any, framework: str, device: Any = "cpu", *, backend: str = "mmap",
-                 storage_options: Optional[dict] = None, chunk_size: Optional[int] = None,
-                 concurrency: Optional[int] = None, head_bytes: Optional[int] = None,
-                 retries: Optional[int] = None, timeout: Optional[float] = None,
-                 backoff: Optional[float] = None, direct: Optional[bool] = None,
-                 deadline: Optional[float] = None):
-        if not isinstance(framework, str):
-            raise TypeError(f"argument 'framework': {type(framework).__name__!r} object cannot be converted to 'PyString'")
-        if framework not in _FRAMEWORKS:
-            raise SafetensorError(f"framework {framework} is invalid")
-        self._closed = False
+
+def open_source(target: Any, storage_options: Optional[dict] = None, **knobs) -> "_Source":
+    """The byte source ``safe_open`` reads a URL or fsspec file object through
+    (registered with the C extension at import): ``size``, ``identity``
+    (ETag / version, informational) and ``read_many(requests)``. ``knobs``:
+    chunk_size, concurrency, head_bytes, retries, timeout, backoff, direct,
+    deadline (docs/remote.md); None or absent means the default."""
+    unknown = set(knobs) - {"chunk_size", "concurrency", "head_bytes", "retries", "timeout", "backoff",
+                            "direct", "deadline"}
+    if unknown:
+        raise TypeError(f"open_source() got unexpected keyword arguments {sorted(unknown)}")
+    return _Source(target, storage_options, {k: v for k, v in knobs.items() if v is not None})
+
+
+class _Source:
+    """One remote object read for the C handle: opening pins it (size and
+    ETag/version) and reads its first ``head_bytes`` speculatively (length
+    prefix, header, often the first tensors), served from memory after."""
+
+    def __init__(self, target: Any, storage_options: Optional[dict], knobs: Dict[str, Any]):
+        pick = lambda name: knobs.get(name, DEFAULTS[name])  # noqa: E731
+        self._chunk_size = max(1, int(pick("chunk_size")))
+        self._concurrency = max(1, int(pick("concurrency")))
         self._lock = threading.Lock()
+        self._closed = False
         self._pool: Optional[_Workers] = None
-        self._reads: set = set()   # the _Cancel of each _fetch in flight
-        if backend not in ("mmap", "pread"):
-            raise SafetensorError(f'backend "{backend}" is invalid (expected one of: "mmap", "pread")')
-        self._framework = _FRAMEWORKS[framework]
-        self._device = None if device in (None, "cpu") else device
-        if self._device is not None and self._framework not in ("pt", "paddle"):
-            raise SafetensorError(f"Device {device} is not supported for framework {framework}")
-        pick = lambda value, name: DEFAULTS[name] if value is None else value  # noqa: E731
-        self._chunk_size = max(1, int(pick(chunk_size, "chunk_size")))
-        self._concurrency = max(1, int(pick(concurrency, "concurrency")))
-        self._object = _RemoteObject(target, storage_options, int(pick(retries, "retries")),
-                                     float(pick(backoff, "backoff")), float(pick(timeout, "timeout")),
-                                     self._concurrency, bool(pick(direct, "direct")), deadline)
-        self._head = self._read_header(max(8, int(pick(head_bytes, "head_bytes"))))
-
-    # ---- header ----
-
-    def _read_header(self, head_bytes: int) -> bytes:
-        size = self._object.size
-        head = self._object.read(0, min(size, head_bytes))
-        header_len = _header_length(head[:8], size)
-        end = 8 + header_len
-        if end > len(head):
-            head = head + self._object.read(len(head), end)
-        tensors, self._metadata = _parse_header(head[8:end], size)
-        self._data_start = end
-        self._tensors = {}
-        self._file_order: List[str] = []
-        for name, dtype, shape, begin, stop in tensors:
-            self._tensors[name] = (dtype, shape, begin, stop)
-            self._file_order.append(name)
-        return head
-
-    # ---- lifetime ----
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self._reads: set = set()   # the _Cancel of each read_many in flight
+        self._object = _RemoteObject(target, storage_options, int(pick("retries")), float(pick("backoff")),
+                                     float(pick("timeout")), self._concurrency, bool(pick("direct")),
+                                     knobs.get("deadline"))
+        self.size = self._object.size
+        self.identity = self._object.etag or self._object.version
+        self._head = self._object.read(0, min(self.size, max(8, int(pick("head_bytes")))))
 
     def close(self) -> None:
-        """Closes the handle: reads in flight are cancelled (the calls that
-        started them raise "File is closed"), nothing new starts."""
+        """Reads in flight stop (their read_many raises "File is closed"),
+        nothing new starts."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
@@ -1134,99 +1042,71 @@ class RemoteSafeOpen:
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise SafetensorError("File is closed")
-
-    def _executor(self) -> _Workers:
-        with self._lock:
-            self._check_open()
-            if self._pool is None:
-                self._pool = _Workers(self._concurrency)
-            return self._pool
-
-    # ---- names ----
-
-    def keys(self) -> List[str]:
-        self._check_open()
-        return sorted(self._tensors)
-
-    def offset_keys(self) -> List[str]:
-        self._check_open()
-        return list(self._file_order)
-
-    def metadata(self) -> Optional[Dict[str, str]]:
-        self._check_open()
-        return None if self._metadata is None else dict(self._metadata)
-
-    def _info(self, name: str):
-        if not isinstance(name, str):
-            raise TypeError(f"argument 'name': {type(name).__name__!r} object cannot be converted to 'PyString'")
-        self._check_open()
-        try:
-            return self._tensors[name]
-        except KeyError:
-            raise SafetensorError(f"File does not contain tensor {name}") from None
-
-    # ---- data ----
-
-    def _fetch(self, spans: List[Tuple[int, int, memoryview]]) -> None:
-        """Fills each (file_start, file_end, destination) span; spans sorted by start.
-
-        Contiguous spans are merged into runs, runs cut into chunks of at most
-        chunk_size; a chunk's bytes are copied into every destination it
-        overlaps. All-or-nothing: the first failure, an interrupt or close()
-        stops the rest (_run_all), and no read into the spans outlives the call."""
-        spans = [s for s in spans if s[1] > s[0]]
-        chunks: List[Tuple[int, int, List[Tuple[int, int, memoryview]]]] = []
-        run_start = run_end = None
-        run: List[Tuple[int, int, memoryview]] = []
-
-        def cut(run, run_start, run_end):
-            index = 0
-            for lo in range(run_start, run_end, self._chunk_size):
-                hi = min(run_end, lo + self._chunk_size)
-                targets = []
-                while index < len(run) and run[index][1] <= lo:
-                    index += 1
-                j = index
-                while j < len(run) and run[j][0] < hi:
-                    targets.append(run[j])
-                    j += 1
-                chunks.append((lo, hi, targets))
-
+    def _chunks(self, requests) -> List[Tuple[int, int, list, bool]]:
+        """(start, end, targets, exact) reads for the requests: what the head
+        holds is copied from it, the rest sorted, requests less than GAP
+        apart joined, runs cut into chunk_size pieces. exact: the targets
+        cover the piece without a gap (read straight into them)."""
+        head, spans = self._head, []
+        for offset, view in requests:
+            end = offset + view.nbytes
+            if offset < len(head):
+                held = min(end, len(head))
+                view[:held - offset] = head[offset:held]
+                view, offset = view[held - offset:], held
+            if end > offset:
+                spans.append((offset, end, view))
+        spans.sort(key=lambda span: span[0])
+        runs: List[list] = []
         for span in spans:
-            if run and span[0] == run_end:
-                run.append(span)
-                run_end = span[1]
+            if runs and span[0] - runs[-1][1] <= GAP:
+                runs[-1][1] = max(runs[-1][1], span[1])
+                runs[-1][2].append(span)
             else:
-                if run:
-                    cut(run, run_start, run_end)
-                run, run_start, run_end = [span], span[0], span[1]
-        if run:
-            cut(run, run_start, run_end)
+                runs.append([span[0], span[1], [span]])
+        chunks = []
+        for start, end, targets in runs:
+            for lo in range(start, end, self._chunk_size):
+                hi = min(end, lo + self._chunk_size)
+                inside = [t for t in targets if t[0] < hi and t[1] > lo]
+                covered, exact = lo, True
+                for i, t in enumerate(inside):   # no gap, no overlap
+                    exact = exact and (t[0] <= lo if i == 0 else t[0] == covered)
+                    covered = max(covered, t[1])
+                chunks.append((lo, hi, inside, exact and covered >= hi))
+        return chunks
+
+    def _read(self, lo: int, hi: int, targets, exact: bool, cancel: _Cancel) -> None:
+        if exact:
+            self._object.read_into(lo, hi, targets, cancel)
+            return
+        scratch = memoryview(bytearray(hi - lo))
+        self._object.read_into(lo, hi, [(lo, hi, scratch)], cancel)
+        _scatter(scratch, lo, hi, targets)
+
+    def read_many(self, requests: List[Tuple[int, memoryview]]) -> None:
+        """Fills every (offset, writable memoryview). All-or-nothing: the first
+        failure, an interrupt or close() stops the rest (_run_all), and no
+        read into a destination outlives the call."""
+        chunks = self._chunks(requests)
         if not chunks:
             return
-        head = self._head
-
-        def work(lo, hi, targets):
-            if hi <= len(head):
-                _scatter(memoryview(head)[lo:hi], lo, hi, targets)
-            else:
-                self._object.read_into(lo, hi, targets, cancel)
-
         cancel = _Cancel()
         with self._lock:
-            self._check_open()
+            if self._closed:
+                raise SafetensorError("File is closed")
             self._reads.add(cancel)
+            if self._pool is None and len(chunks) > 1:
+                self._pool = _Workers(self._concurrency)
+            pool = self._pool
         try:
             if len(chunks) == 1:
-                work(*chunks[0])
+                self._read(*chunks[0], cancel)
             else:
-                _run_all(self._executor().submit, work, chunks, cancel)
+                _run_all(pool.submit, lambda *chunk: self._read(*chunk, cancel), chunks, cancel)
         except Exception as e:
             if self._closed or isinstance(e, _Cancelled):
                 raise SafetensorError("File is closed") from e
@@ -1234,104 +1114,6 @@ class RemoteSafeOpen:
         finally:
             with self._lock:
                 self._reads.discard(cancel)
-
-    def _outputs(self, names: List[str]) -> Tuple[List[_Output], List[Tuple[int, int, memoryview]]]:
-        outputs, spans = [], []
-        for name in names:
-            dtype, shape, begin, end = self._tensors[name]
-            out = _Output(self._framework, name, dtype, shape, end - begin)
-            outputs.append(out)
-            spans.append((self._data_start + begin, self._data_start + end, out.view))
-        return outputs, spans
-
-    def _to_device(self, value):
-        if self._device is None:
-            return value
-        if self._framework == "pt":
-            device = f"cuda:{self._device}" if isinstance(self._device, int) else self._device
-            return value.to(device)
-        import paddle
-
-        return paddle.to_tensor(value, place=self._device)
-
-    def get_tensor(self, name: str):
-        self._info(name)
-        outputs, spans = self._outputs([name])
-        self._fetch(spans)
-        return self._to_device(outputs[0].result())
-
-    def get_tensors(self) -> Dict[str, Any]:
-        self._check_open()
-        names = list(self._file_order)
-        outputs, spans = self._outputs(names)
-        self._fetch(spans)
-        return {name: self._to_device(out.result()) for name, out in zip(names, outputs)}
-
-    def get_slice(self, name: str) -> "RemoteSlice":
-        self._info(name)
-        return RemoteSlice(self, name)
-
-
-def _row_range(index, rows: int):
-    """(first row, rows to fetch, the index over the fetched rows, whether to
-    reverse dim 0 after) for an int or slice on dim 0; None for anything else."""
-    if isinstance(index, bool):
-        return None
-    if isinstance(index, slice):
-        selected = range(*index.indices(rows))
-        if len(selected) == 0:
-            return 0, 0, slice(0, 0), False
-        lo, hi = min(selected[0], selected[-1]), max(selected[0], selected[-1]) + 1
-        # Over the fetched rows as a forward slice (torch has no negative
-        # steps); a backward selection is flipped afterwards.
-        return lo, hi - lo, slice(0, hi - lo, abs(selected.step)), selected.step < 0
-    try:
-        import operator
-
-        value = operator.index(index)
-    except TypeError:
-        return None
-    if not -rows <= value < rows:
-        raise SafetensorIndexError(f"index {value} is out of bounds for dimension 0 with size {rows}")
-    value %= rows
-    return value, 1, 0, False
-
-
-class RemoteSlice:
-    """``get_slice`` result: shape and dtype from the header; indexing fetches
-    only the whole rows (dim 0) the selection touches."""
-
-    def __init__(self, handle: RemoteSafeOpen, name: str):
-        self._handle, self._name = handle, name
-        self._dtype, self._shape, self._begin, self._end = handle._tensors[name]
-
-    def get_shape(self) -> List[int]:
-        return list(self._shape)
-
-    def get_dtype(self) -> str:
-        return self._dtype
-
-    def __getitem__(self, key):
-        handle = self._handle
-        handle._check_open()
-        items = key if isinstance(key, tuple) else (key,)
-        plan = None
-        sub_byte = self._dtype in ("F4", "F6_E2M3", "F6_E3M2")
-        if self._shape and items and not sub_byte and items[0] is not Ellipsis and items[0] is not None:
-            plan = _row_range(items[0], self._shape[0])
-        if plan is None:
-            return handle.get_tensor(self._name)[key]
-        first, count, rewritten, backward = plan
-        nbytes = self._end - self._begin
-        row_bytes = nbytes // self._shape[0] if self._shape[0] else 0
-        shape = (count,) + tuple(self._shape[1:])
-        out = _Output(handle._framework, self._name, self._dtype, shape, row_bytes * count)
-        start = handle._data_start + self._begin + first * row_bytes
-        handle._fetch([(start, start + row_bytes * count, out.view)])
-        value = out.result()[(rewritten,) + tuple(items[1:])]
-        if backward:
-            value = value.flip(0) if handle._framework == "pt" else value[::-1]
-        return handle._to_device(value)
 
 
 # --------------------------------------------------------------------------

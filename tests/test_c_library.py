@@ -66,11 +66,13 @@ def _build(prefix, out, static=False):
 
 def test_installed_layout(installed):
     lib = os.path.join(installed, "lib")
-    for name in ("libsafetensors-c.a", "libsafetensors-c.so", "libsafetensors-c.so.1", "libsafetensors-c.so.1.0",
+    header = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "core", "st_core.h")).read()
+    minor = re.search(r"#define ST_API_VERSION_MINOR (\d+)", header).group(1)
+    for name in ("libsafetensors-c.a", "libsafetensors-c.so", "libsafetensors-c.so.1", f"libsafetensors-c.so.1.{minor}",
                  "pkgconfig/safetensors-c.pc"):
         assert os.path.exists(os.path.join(lib, name)), name
     assert os.path.isfile(os.path.join(installed, "include", "safetensors-c", "st_core.h"))
-    assert "Version: 1.0" in open(os.path.join(lib, "pkgconfig", "safetensors-c.pc")).read()
+    assert f"Version: 1.{minor}" in open(os.path.join(lib, "pkgconfig", "safetensors-c.pc")).read()
 
 
 def test_only_the_public_api_is_exported(installed):

@@ -233,6 +233,7 @@ def _local_error(tmp_path, data):
 
 HOSTILE = {
     "too_small": b"\x01\x00",
+    "zip": b"PK\x03\x04" + b"\x00" * 60,   # the local reader names the format too
     "too_large": (10**9).to_bytes(8, "little") + b"{}",
     "bad_length": (100).to_bytes(8, "little") + b"{}      ",
     "bad_json": (8).to_bytes(8, "little") + b'{"a":1,}',

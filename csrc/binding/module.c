@@ -86,6 +86,10 @@ PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyO
 
     if (err->code == ST_ERR_NOMEM)
         return PyErr_NoMemory();
+    /* A byte source raised: its exception (an interrupt, FileNotFoundError,
+     * RemoteObjectChangedError, ...) reaches the caller unchanged. */
+    if (err->code == ST_ERR_EXTERNAL && PyErr_Occurred())
+        return NULL;
     if (err->code == ST_ERR_IO && err->sys_errno != 0 && prefix == NULL) {
         /* Opening: upstream's "No such file or directory: notafile", as a
          * FileNotFoundError, PermissionError, ... chosen by errno. */
@@ -155,7 +159,27 @@ PyObject *st_debug_quote(PyObject *text)
  * MARK: module
  * ====================================================================== */
 
+/* _set_source_opener(opener): what safe_open calls for a URL or an fsspec
+ * file object (safetensors/__init__.py registers safetensors.remote's). */
+static PyObject *set_source_opener(PyObject *module, PyObject *opener)
+{
+    st_state *state = st_state_from_module(module);
+    if (!PyCallable_Check(opener)) {
+        PyErr_SetString(PyExc_TypeError, "_set_source_opener expects a callable");
+        return NULL;
+    }
+    Py_XSETREF(state->source_opener, Py_NewRef(opener));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef st_module_methods[] = {
+    {"_set_source_opener", set_source_opener, METH_O,
+     "_set_source_opener(opener)\n"
+     "--\n"
+     "\n"
+     "Registers opener(target, storage_options=None, **knobs), which safe_open\n"
+     "calls for a URL or an fsspec file object: it returns an object with .size\n"
+     "and .read_many([(offset, writable memoryview), ...]) (safetensors.remote)."},
     {"_safe_open_handle", (PyCFunction)(void (*)(void))st_safe_open_handle,
      METH_VARARGS | METH_KEYWORDS,
      "_safe_open_handle(f, framework, device='cpu', *, backend='mmap')\n"
@@ -411,6 +435,7 @@ static int st_module_traverse(PyObject *module, visitproc visit, void *arg)
     }
     Py_VISIT(state->torch_frombuffer);
     Py_VISIT(state->torch_empty);
+    Py_VISIT(state->source_opener);
     for (int i = 0; i <= FW_PADDLE; i++)
         Py_VISIT(state->converters[i]);
     return 0;
@@ -436,6 +461,7 @@ static int st_module_clear(PyObject *module)
     }
     Py_CLEAR(state->torch_frombuffer);
     Py_CLEAR(state->torch_empty);
+    Py_CLEAR(state->source_opener);
     for (int i = 0; i <= FW_PADDLE; i++)
         Py_CLEAR(state->converters[i]);
     Py_CLEAR(state->str_dtype);

@@ -5,7 +5,8 @@
  * (csrc/core/st_core.h). Files:
  *   module.c       module definition, state, exception types, st_raise
  *   arguments.c    safe_open's framework / device / backend arguments
- *   safe_open.c    safe_open: the open-file handle and its methods
+ *   safe_open.c    safe_open: the handle and its methods; a URL or fsspec file
+ *                  object is read through a byte source (st_file_open_source)
  *   slice.c        the lazy slice object returned by get_slice, index items
  *   frameworks.c   importing frameworks on first use, dtype mapping
  *   mapped_bytes.c the buffer exporter that keeps file memory alive
@@ -13,6 +14,7 @@
  *   selections.c   the part of a tensor an index selects
  *   devices.c      CUDA staging, .to(device), loading for a handle's device
  *   serialize.c    TensorSpec, serialize, serialize_file, deserialize
+ *   sources.c      URLs and fsspec file objects as byte sources
  *   foreign_files.c what a file that is not safetensors looks like
  * tensors.h is shared by the files that build arrays (NumPy C API).
  *
@@ -84,6 +86,10 @@ typedef struct st_state {
     PyObject *converters[FW_PADDLE + 1];  /* numpy array -> framework callable */
     int numpy_ready;
 
+    /* _set_source_opener's callable: opens a URL or fsspec file object as a
+     * byte source (safe_open.c); NULL until the package registers it. */
+    PyObject *source_opener;
+
     PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
 } st_state;
 
@@ -140,6 +146,18 @@ PyObject *st_dtype_table(PyObject *module, PyObject *unused);
 PyObject *st_header_length_from_bytes(PyObject *module, PyObject *args);
 PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args);
 PyObject *st_write_layout_only(PyObject *module, PyObject *args);
+
+/* ---- sources.c ---- */
+
+/* 1 for a URL with a scheme other than file:// or an fsspec file object; 0
+ * for a path, *path then a new reference to it (file:// removed); -1 on error. */
+int st_remote_target(PyObject *filename, PyObject **path);
+/* Opens target through the registered byte source opener, called with
+ * options (a dict of keyword arguments, or NULL). On success *file is the
+ * core file over it and *source a new reference to the source object
+ * (close() it to stop reads in flight); -1 with an exception set. */
+int st_open_source(st_state *state, PyObject *target, PyObject *options, st_file **file,
+                   PyObject **source);
 
 /* ---- arguments.c ---- */
 

@@ -1,5 +1,6 @@
 /*
- * safe_open.c - safe_open(filename, framework, device="cpu", *, backend="mmap")
+ * safe_open.c - safe_open(filename, framework, device="cpu", *, backend="mmap", <remote
+ *               arguments>): a path, or a URL read through a byte source (sources.c)
  *
  * States: OPEN (file != NULL) and CLOSED (file == NULL, after __exit__).
  * The handle owns one reference to the core st_file. Every method takes its
@@ -20,27 +21,60 @@ typedef struct {
     PyObject *device;   /* NULL for cpu, else "cuda:0"-style str or int */
     PyObject *filename; /* str, as given (for messages) */
     PyObject *names;    /* tuple of names in name order, built on first keys() */
+    PyObject *source;   /* a URL's byte source (sources.c), closed with the handle; else NULL */
 } SafeOpen;
 
 /* ======================================================================
  * MARK: construction
  * ====================================================================== */
 
+/* The keyword-only arguments for URLs (docs/remote.md), in safe_open's order. */
+#define REMOTE_ARGS 9
+static const char *const remote_args[REMOTE_ARGS] = {
+    "storage_options", "chunk_size", "concurrency", "head_bytes", "retries",
+    "timeout",         "backoff",    "direct",      "deadline"};
+
+/* The remote arguments given (not None) as a new dict; for a path, a
+ * ValueError if there is any. */
+static PyObject *remote_options(PyObject *const *given, bool remote)
+{
+    PyObject *options = PyDict_New();
+    for (int i = 0; options != NULL && i < REMOTE_ARGS; i++) {
+        if (given[i] == NULL || given[i] == Py_None)
+            continue;
+        if (!remote) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s is for URLs and fsspec file objects (docs/remote.md), not a local "
+                         "path",
+                         remote_args[i]);
+            Py_CLEAR(options);
+        } else if (PyDict_SetItemString(options, remote_args[i], given[i]) < 0) {
+            Py_CLEAR(options);
+        }
+    }
+    return options;
+}
+
 static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *filename,
-                             PyObject *framework_obj, PyObject *device_obj, PyObject *backend_obj)
+                             PyObject *framework_obj, PyObject *device_obj, PyObject *backend_obj,
+                             PyObject *const *remote_given)
 {
     SafeOpen *self = NULL;
-    PyObject *path_str = NULL, *path_bytes = NULL, *device = NULL;
+    PyObject *target = NULL, *path_str = NULL, *path_bytes = NULL, *device = NULL;
+    PyObject *options = NULL, *source = NULL;
     st_framework framework;
     st_backend backend;
     st_file *file = NULL;
     st_error err;
     st_code code;
+    int remote = st_remote_target(filename, &target);
 
-    path_str = PyOS_FSPath(filename);
-    if (path_str == NULL)
+    if (remote < 0)
         goto fail;
-    if (!PyUnicode_FSConverter(path_str, &path_bytes))
+    if (!remote && ((path_str = PyOS_FSPath(target)) == NULL ||
+                    !PyUnicode_FSConverter(path_str, &path_bytes)))
+        goto fail;
+    if ((options = remote_options(remote_given, remote)) == NULL)
         goto fail;
     if (st_parse_framework(state, framework_obj, &framework) < 0)
         goto fail;
@@ -64,16 +98,25 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
     }
     if (st_parse_backend(state, backend_obj, &backend) < 0)
         goto fail;
-    if (PySys_Audit("safetensors.safe_open", "Os", path_str, st_framework_name(framework)) < 0)
+    if (PySys_Audit("safetensors.safe_open", "Os", remote ? filename : path_str,
+                    st_framework_name(framework)) < 0)
         goto fail;
 
-    Py_BEGIN_ALLOW_THREADS code = st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
-    Py_END_ALLOW_THREADS if (code != ST_OK && code != ST_ERR_IO)
-        st_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
-    if (code != ST_OK) {
-        st_raise(state, &err,
-                 code == ST_ERR_IO ? NULL : "Error while deserializing header: ", path_str);
-        goto fail;
+    if (remote) {
+        /* Read through a byte source: the pread paths (no mapping). */
+        backend = ST_BACKEND_PREAD;
+        if (st_open_source(state, filename, options, &file, &source) < 0)
+            goto fail;
+    } else {
+        Py_BEGIN_ALLOW_THREADS code =
+            st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
+        Py_END_ALLOW_THREADS if (code != ST_OK && code != ST_ERR_IO)
+            st_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
+        if (code != ST_OK) {
+            st_raise(state, &err,
+                     code == ST_ERR_IO ? NULL : "Error while deserializing header: ", path_str);
+            goto fail;
+        }
     }
     if (st_framework_prepare(state, framework) < 0)
         goto fail;
@@ -86,33 +129,43 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
     self->framework = framework;
     self->backend = backend;
     self->device = device == Py_None ? NULL : Py_NewRef(device);
-    self->filename = Py_NewRef(path_str);
+    self->filename = Py_NewRef(remote ? filename : path_str);
+    self->source = Py_XNewRef(source);
 fail:
     if (file != NULL)
         st_file_release(file);
     Py_XDECREF(device);
+    Py_XDECREF(target);
     Py_XDECREF(path_str);
     Py_XDECREF(path_bytes);
+    Py_XDECREF(options);
+    Py_XDECREF(source);
     return (PyObject *)self;
 }
 
 static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"filename", "framework", "device", "backend", NULL};
+    static char *kwlist[] = {"filename", "framework", "device",  "backend",
+                             "storage_options", "chunk_size", "concurrency", "head_bytes",
+                             "retries", "timeout", "backoff", "direct", "deadline", NULL};
     PyObject *filename, *framework, *device = NULL, *backend = NULL;
+    PyObject *remote[REMOTE_ARGS] = {NULL};
     st_state *state = st_state_from_type(type);
     if (state == NULL)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:safe_open", kwlist, &filename,
-                                     &framework, &device, &backend))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOO:safe_open", kwlist, &filename,
+                                     &framework, &device, &backend, &remote[0], &remote[1],
+                                     &remote[2], &remote[3], &remote[4], &remote[5], &remote[6],
+                                     &remote[7], &remote[8]))
         return NULL;
-    return open_handle(type, state, filename, framework, device, backend);
+    return open_handle(type, state, filename, framework, device, backend, remote);
 }
 
 PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"f", "framework", "device", "backend", NULL};
     PyObject *f, *framework, *device = NULL, *backend = NULL, *name, *result;
+    PyObject *remote[REMOTE_ARGS] = {NULL};
     st_state *state = st_state_from_module(module);
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:_safe_open_handle", kwlist, &f,
                                      &framework, &device, &backend))
@@ -124,7 +177,7 @@ PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs
     name = PyObject_GetAttrString(f, "name");
     if (name == NULL)
         return NULL;
-    result = open_handle(state->SafeOpenType, state, name, framework, device, backend);
+    result = open_handle(state->SafeOpenType, state, name, framework, device, backend, remote);
     Py_DECREF(name);
     return result;
 }
@@ -150,18 +203,32 @@ static st_file *acquire_file(SafeOpen *self)
     return file;
 }
 
-static void close_handle(SafeOpen *self)
+/* Closes the handle; a URL's source is closed too, which stops the reads
+ * of a load running in another thread (they raise "File is closed"). */
+static int close_handle(SafeOpen *self)
 {
     st_file *file;
+    PyObject *source, *closed = Py_None;
     ST_LOCK(self);
     file = self->file;
     self->file = NULL;
+    source = self->source;
+    self->source = NULL;
     ST_UNLOCK();
+    if (source != NULL) {
+        closed = PyObject_CallMethod(source, "close", NULL);
+        Py_DECREF(source);
+    }
     if (file != NULL) {
         /* Usually the last reference: unmapping a large file takes a while. */
         Py_BEGIN_ALLOW_THREADS st_file_release(file);
         Py_END_ALLOW_THREADS
     }
+    if (closed == NULL)
+        return -1;
+    if (closed != Py_None)
+        Py_DECREF(closed);
+    return 0;
 }
 
 static int SafeOpen_traverse(SafeOpen *self, visitproc visit, void *arg)
@@ -170,6 +237,7 @@ static int SafeOpen_traverse(SafeOpen *self, visitproc visit, void *arg)
     Py_VISIT(self->device);
     Py_VISIT(self->filename);
     Py_VISIT(self->names);
+    Py_VISIT(self->source);
     return 0;
 }
 
@@ -178,6 +246,7 @@ static int SafeOpen_clear(SafeOpen *self)
     Py_CLEAR(self->device);
     Py_CLEAR(self->filename);
     Py_CLEAR(self->names);
+    Py_CLEAR(self->source);
     return 0;
 }
 
@@ -200,8 +269,14 @@ static PyObject *SafeOpen_enter(SafeOpen *self, PyObject *unused)
 
 static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *args)
 {
-    close_handle(self);
+    if (close_handle(self) < 0)
+        return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *SafeOpen_close(SafeOpen *self, PyObject *unused)
+{
+    return SafeOpen_exit(self, NULL);
 }
 
 /* ======================================================================
@@ -452,6 +527,13 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
 static PyMethodDef SafeOpen_methods[] = {
     {"__enter__", (PyCFunction)SafeOpen_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)SafeOpen_exit, METH_VARARGS, NULL},
+    {"close", (PyCFunction)SafeOpen_close, METH_NOARGS,
+     "close()\n"
+     "--\n"
+     "\n"
+     "Closes the handle, as leaving the `with` block does: later calls raise\n"
+     "SafetensorError(\"File is closed\"); arrays obtained stay valid. For a URL,\n"
+     "reads in flight (a load in another thread) stop and raise the same."},
     {"keys", (PyCFunction)SafeOpen_keys, METH_NOARGS,
      "keys()\n"
      "--\n"
@@ -563,22 +645,35 @@ static PyType_Slot SafeOpen_slots[] = {
     {Py_tp_clear, SafeOpen_clear},
     {Py_tp_methods, SafeOpen_methods},
     {Py_tp_doc,
-     "safe_open(filename, framework, device='cpu', *, backend='mmap')\n"
+     "safe_open(filename, framework, device='cpu', *, backend='mmap', storage_options=None,\n"
+     "          chunk_size=None, concurrency=None, head_bytes=None, retries=None, timeout=None,\n"
+     "          backoff=None, direct=None, deadline=None)\n"
      "--\n"
      "\n"
      "Opens a safetensors file lazily: only the header is read and checked; tensors\n"
      "are read when asked for. Use it as a context manager; arrays obtained stay\n"
      "valid after it is closed.\n"
      "\n"
+     "A URL (s3://, https://, hf://, ... any fsspec scheme but file://) or an fsspec\n"
+     "file object is read with ranged requests (docs/remote.md): the same handle,\n"
+     "with the same results, errors and messages as for a path; its tensors are\n"
+     "read as on the pread backend, only the bytes asked for.\n"
+     "\n"
      "Args:\n"
-     "    filename (str | os.PathLike): the file.\n"
+     "    filename (str | os.PathLike | fsspec file): the file, a file:// URL, or a\n"
+     "        remote URL / fsspec file object.\n"
      "    framework (str): \"pt\"/\"torch\"/\"pytorch\", \"np\"/\"numpy\", \"tf\"/\"tensorflow\",\n"
      "        \"jax\"/\"flax\", \"mlx\" or \"paddle\".\n"
      "    device (str | int): \"cpu\" (default), \"cuda\", \"cuda:1\", 1, \"mps\", ...\n"
      "        (torch and paddle only).\n"
      "    backend (str): \"mmap\" (default: large tensors are zero-copy views of a\n"
      "        private mapping of their own) or \"pread\" (every tensor is read into\n"
-     "        memory the process owns; immune to the file changing later).\n"
+     "        memory the process owns; immune to the file changing later). URLs\n"
+     "        are always read as on \"pread\".\n"
+     "    storage_options (dict | None): options of the remote filesystem.\n"
+     "    chunk_size, concurrency, head_bytes, retries, timeout, backoff, direct,\n"
+     "        deadline: remote reading's knobs (docs/remote.md); None: the default.\n"
+     "        These and storage_options are for URLs only: a ValueError for a path.\n"
      "\n"
      "Returns:\n"
      "    safe_open: the handle (also what `with` binds).\n"
@@ -588,6 +683,8 @@ static PyType_Slot SafeOpen_slots[] = {
      "        cannot be opened; str() is upstream's \"No such file or directory: x\".\n"
      "    SafetensorError: an invalid file (\"Error while deserializing header: ...\"),\n"
      "        framework, device or backend.\n"
+     "    safetensors.remote.RemoteObjectChangedError, RemoteTimeoutError,\n"
+     "        RemoteConnectionError: a URL that changed, timed out or failed.\n"
      "    TypeError: arguments of the wrong type.\n"
      "\n"
      "Example:\n"

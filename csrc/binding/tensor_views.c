@@ -85,8 +85,18 @@ PyObject *st_call_kw_dtype(PyObject *fn, PyObject *arg, st_state *state, PyObjec
 
 PyObject *st_torch_new_empty(st_state *state, PyObject *shape, st_dtype dtype)
 {
-    PyObject *tdtype = st_torch_dtype(state, dtype);
-    return tdtype ? st_call_kw_dtype(state->torch_empty, shape, state, tdtype) : NULL;
+    PyObject *tdtype = st_torch_dtype(state, dtype), *result, *type, *value, *traceback;
+    result = tdtype ? st_call_kw_dtype(state->torch_empty, shape, state, tdtype) : NULL;
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+        /* torch's CPU allocator failing: a MemoryError, as NumPy raises */
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_Format(PyExc_MemoryError, "Unable to allocate a tensor of shape %S and dtype %S: %S",
+                     shape, tdtype, value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+    }
+    return result;
 }
 
 int st_torch_data_ptr(st_state *state, PyObject *tensor, uint8_t **out)

@@ -54,6 +54,8 @@ typedef enum st_code {
     ST_ERR_NOMEM,                 /* allocation failed */
     ST_ERR_INVALID_SLICE,         /* index/slice errors; see st_select */
     ST_ERR_INVALID_ARGUMENT,      /* caller errors (bad dtype, bad lengths, ...) */
+    ST_ERR_EXTERNAL,              /* a byte source (st_source) failed and reported its error
+                                   * its own way (a Python exception): msg is only a summary */
     ST_ERR__COUNT
 } st_code;
 
@@ -343,6 +345,33 @@ typedef struct st_read_request {
 st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
                           st_error *err);
 
+/*
+ * A byte source: a file whose bytes come from the caller (a remote object,
+ * memory, ...) instead of a path. read_many fills every request (each within
+ * [0, size), destinations disjoint) and returns only once no read into a
+ * destination is still running, also when it fails; it does its own
+ * concurrency and may be called from any thread. On failure it returns an
+ * st_code with err set: ST_ERR_EXTERNAL where it reported the error its own
+ * way. release frees ctx (the file's last release).
+ */
+typedef struct st_source {
+    void *ctx;
+    uint64_t size;
+    st_code (*read_many)(void *ctx, const st_read_request *requests, size_t count, st_error *err);
+    void (*release)(void *ctx);
+} st_source;
+
+/*
+ * Opens a file over a byte source: the length prefix and the header are read
+ * through read_many and checked by exactly the rules (and messages) of
+ * st_file_open. The file has no mapping and no descriptor: its backend is
+ * ST_BACKEND_PREAD, st_file_read and st_file_read_many hand every request to
+ * the source in one read_many call, st_file_map_private fails. On success
+ * the file owns the source (released at its last release); on failure the
+ * caller still does.
+ */
+st_code st_file_open_source(const st_source *source, st_file **out, st_error *err);
+
 /* ======================================================================
  * MARK: selection (NumPy basic indexing over a tensor)
  * ====================================================================== */
@@ -473,7 +502,7 @@ st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
  * library's own value, so a program can check it runs against what it was
  * compiled with. */
 #define ST_API_VERSION_MAJOR 1
-#define ST_API_VERSION_MINOR 0
+#define ST_API_VERSION_MINOR 1
 #define ST_API_VERSION       (ST_API_VERSION_MAJOR * 1000 + ST_API_VERSION_MINOR)
 #define ST_FORMAT_VERSION    "0.8.0" /* upstream safetensors release whose files we match */
 int st_api_version(void);

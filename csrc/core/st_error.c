@@ -40,6 +40,7 @@ static const struct {
     [ST_ERR_NOMEM] = {"OutOfMemory", "out of memory"},
     [ST_ERR_INVALID_SLICE] = {"InvalidSlice", ""},
     [ST_ERR_INVALID_ARGUMENT] = {"InvalidArgument", ""},
+    [ST_ERR_EXTERNAL] = {"External", "the byte source failed: "},
 };
 
 st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *fmt, ...)

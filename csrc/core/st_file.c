@@ -41,6 +41,7 @@
 #define _DEFAULT_SOURCE
 
 #include "st_core.h"
+#include "st_source.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,6 +70,7 @@ struct st_file {
     int fd;                       /* -1 while closed */
     size_t users;                 /* borrowers of fd: it is not closed under them */
     struct st_file *newer, *older; /* the cache's list, while fd >= 0 */
+    st_source *source; /* st_file_open_source: every read goes to it; NULL for a path */
 };
 
 static void fd_adopt(st_file *file, int fd);
@@ -257,6 +259,30 @@ exit:
     return rc;
 }
 
+st_code st_file_open_source(const st_source *source, st_file **out, st_error *err)
+{
+    st_header *header = NULL;
+    st_file *file = NULL;
+    st_code rc;
+    *out = NULL;
+    if ((rc = st_source_load_header(source, &header, err)) != ST_OK)
+        return rc;
+    if ((file = st_calloc(1, sizeof *file)) == NULL ||
+        (file->source = st_malloc(sizeof *source)) == NULL) {
+        st_free(file);
+        st_header_free(header);
+        return st_error_code(err, ST_ERR_NOMEM, 0);
+    }
+    atomic_init(&file->refcount, 1);
+    *file->source = *source;
+    file->backend = ST_BACKEND_PREAD;
+    file->size = source->size;
+    file->header = header;
+    file->fd = -1;
+    *out = file;
+    return ST_OK;
+}
+
 void st_file_retain(st_file *file)
 {
     atomic_fetch_add_explicit(&file->refcount, 1, memory_order_relaxed);
@@ -276,6 +302,10 @@ void st_file_release(st_file *file)
         munmap(file->map, file->map_len);
     }
     fd_forget(file);
+    if (file->source != NULL) {
+        file->source->release(file->source->ctx);
+        st_free(file->source);
+    }
     st_header_free(file->header);
     st_free(file->path);
     st_free(file);
@@ -483,6 +513,9 @@ static st_code fd_reopen(const st_file *file, int *fd, st_error *err)
 /* file's descriptor, open until the matching fd_return. */
 static st_code fd_borrow(const st_file *file, int *fd, st_error *err)
 {
+    if (file->source != NULL)
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
+                            "a file opened over a byte source has no descriptor");
     st_file *f = (st_file *)file; /* its descriptor fields change under fds.lock */
     int opened = -1;
     st_code rc = ST_OK;
@@ -719,6 +752,8 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
         chunks += r->len / ST_READ_CHUNK + (r->len % ST_READ_CHUNK != 0);
         total += r->len;
     }
+    if (file->source != NULL) /* it does its own concurrency */
+        return count == 0 ? ST_OK : file->source->read_many(file->source->ctx, requests, count, err);
     if (file->map == NULL && total > 0 && (queue.code = fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
     /* Small reads, and no lock for the queue: one after the other, here. */

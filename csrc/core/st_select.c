@@ -516,11 +516,19 @@ st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset, cons
         int64_t at = sel->offset;
         if (!inner_contiguous)
             run = itemsize;
-        while (!done && rc == ST_OK) {
-            rc = st_file_read(file, tensor_offset + (uint64_t)at, dst, run, err);
+        /* One st_file_read_many for all the runs: a byte source (a remote
+         * object) then sees them together and can coalesce them. */
+        size_t count = (size_t)(selected / run), i = 0;
+        st_read_request *requests = st_malloc(count * sizeof *requests);
+        if (requests == NULL)
+            return st_error_code(err, ST_ERR_NOMEM, 0);
+        while (!done) {
+            requests[i++] = (st_read_request){tensor_offset + (uint64_t)at, dst, run};
             dst += run;
             at += next_position(idx, shape, strides, outer, &done);
         }
+        rc = st_file_read_many(file, requests, i, err);
+        st_free(requests);
         return rc;
     }
     uint8_t *span = st_malloc((size_t)sel->span_len);

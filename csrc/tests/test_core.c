@@ -100,7 +100,8 @@ static void test_errors_and_alloc(void)
                                   "IoError",
                                   "OutOfMemory",
                                   "InvalidSlice",
-                                  "InvalidArgument"};
+                                  "InvalidArgument",
+                                  "External"};
     for (int c = 0; c < ST_ERR__COUNT; c++)
         CHECK(strcmp(st_code_name((st_code)c), names[c]) == 0, "code %d: %s", c,
               st_code_name((st_code)c));
