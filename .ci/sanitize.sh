@@ -119,6 +119,14 @@ run_pass() {
         "$PY" -m pytest -q -rfE -p no:cacheprovider tests "$@" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     set -e
+    # allocator_may_return_null=1 makes an impossible allocation return NULL
+    # (tests check the MemoryError a 909 TiB header gives) and log a warning:
+    # a file of nothing but such warnings is not a finding.
+    for f in "$reports"/*; do
+        if [ -f "$f" ] && ! grep -qv "WARNING: AddressSanitizer failed to allocate" "$f"; then
+            rm -f "$f"
+        fi
+    done
     if [ -n "$(ls -A "$reports")" ]; then
         for f in "$reports"/*; do
             echo "==== $f" >&2
