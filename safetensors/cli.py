@@ -22,6 +22,7 @@ import sys
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import SafetensorError, safe_open
+from ._index import read_index, shard_path
 from ._safetensors_c import _dtype_table
 
 INDEX_SUFFIX = ".index.json"
@@ -95,45 +96,6 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
-def _read_header(path: str) -> Tuple[int, Dict[str, Any]]:
-    """(data section start, header dict) of a file safe_open has accepted."""
-    with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        return 8 + length, json.loads(f.read(length))
-
-
-def _load_index(path: str) -> Dict[str, str]:
-    """weight_map of a sharded checkpoint's index JSON, checked for shape."""
-    try:
-        with open(path, "rb") as f:
-            index = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise CliError(f"{path}: cannot read the index: {exc}") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
-    ):
-        raise CliError(f"{path}: not a sharded checkpoint index (no weight_map of tensor name -> file name)")
-    return weight_map
-
-
-def shard_path(index_path: str, shard: str) -> str:
-    """The file a shard name of an index stands for. Names come from the
-    index, so they are not trusted: the file must really lie inside the
-    index's folder (as given, or the folder the index file itself really is
-    in: the huggingface_hub cache links the index and every shard into its
-    blobs folder). Absolute names, ``..`` escapes and symlinks leading out
-    are refused with a CliError. Every command that reads an index uses it."""
-    folder = os.path.dirname(index_path)
-    path = os.path.join(folder, shard)
-    if not os.path.isabs(shard) and "\0" not in shard:
-        real = os.path.realpath(path)
-        for home in {os.path.realpath(folder), os.path.dirname(os.path.realpath(index_path))}:
-            if real != home and os.path.commonpath([real, home]) == home:
-                return path
-    raise CliError(f"{index_path}: shard name {shard!r} leads outside the index's folder: refused")
-
-
 def _expand(paths: List[str]) -> List[str]:
     """A directory stands for its index JSON, else for its .safetensors files."""
     out: List[str] = []
@@ -151,12 +113,13 @@ def _expand(paths: List[str]) -> List[str]:
 
 def _open_error(path: Optional[str], exc: BaseException) -> str:
     """"PATH: why" for a failure while reading path (the OSError's own file
-    name when it has one), or "why" when no path is known."""
+    name when it has one), or "why" when no path is known or why names it
+    already (the index reader's messages)."""
     if isinstance(exc, OSError) and exc.strerror:
         path, why = exc.filename or path, exc.strerror
     else:
         why = str(exc).strip() or type(exc).__name__
-    return f"{path}: {why}" if path else why
+    return f"{path}: {why}" if path and not why.startswith(f"{path}: ") else why
 
 
 # --------------------------------------------------------------------------
@@ -167,24 +130,20 @@ def describe_file(path: str) -> Dict[str, Any]:
     """Every tensor of a file with its dtype, shape, byte size and offsets."""
     with safe_open(path, "numpy") as f:  # validates every reader rule
         metadata = f.metadata()
-        order = f.offset_keys()
-    data_start, header = _read_header(path)
-    tensors = []
-    for name in order:
-        info = header[name]
-        begin, end = info["data_offsets"]
-        tensors.append({
-            "name": name, "dtype": info["dtype"], "shape": info["shape"], "bytes": end - begin,
-            "offset": data_start + begin, "data_offsets": [begin, end],
-            "parameters": math.prod(info["shape"]),
-        })
-    return {"path": path, "header_size": data_start, "size": os.path.getsize(path),
+        table = f._table()  # file order, absolute offsets
+    size = os.path.getsize(path)
+    data_start = table[0][3] if table else size  # the data section: from the first tensor to the end
+    tensors = [{
+        "name": name, "dtype": dtype, "shape": shape, "bytes": end - begin, "offset": begin,
+        "data_offsets": [begin - data_start, end - data_start], "parameters": math.prod(shape),
+    } for name, dtype, shape, begin, end in table]
+    return {"path": path, "header_size": data_start, "size": size,
             "metadata": metadata, "tensors": tensors}
 
 
 def _describe(path: str) -> List[Dict[str, Any]]:
     if path.endswith(INDEX_SUFFIX):
-        shards = [shard_path(path, shard) for shard in sorted(set(_load_index(path).values()))]
+        shards = [shard_path(path, shard) for shard in sorted(set(read_index(path)[0].values()))]
         return [describe_file(shard) for shard in shards]
     return [describe_file(path)]
 
@@ -278,7 +237,7 @@ def _verify_file(path: str, args, problems: List[str]) -> Optional[List[str]]:
     line = f"ok: {path} ({len(names)} tensors"
     if args.hash:
         try:
-            line += f", data sha256 {_hash_data(path, _read_header(path)[0])}"
+            line += f", data sha256 {_hash_data(path, describe_file(path)['header_size'])}"
         except OSError as exc:
             problems.append(_open_error(path, exc))
             return None
@@ -289,9 +248,9 @@ def _verify_file(path: str, args, problems: List[str]) -> Optional[List[str]]:
 
 def _verify_index(path: str, args, problems: List[str]) -> None:
     try:
-        weight_map = _load_index(path)
-    except CliError as exc:
-        problems.append(str(exc))
+        weight_map, metadata = read_index(path)
+    except (OSError, ValueError) as exc:
+        problems.append(_open_error(path, exc))
         return
     before = len(problems)
     total = 0
@@ -300,7 +259,7 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
     for shard in sorted(set(weight_map.values())):
         try:
             file = shard_path(path, shard)
-        except CliError as exc:
+        except ValueError as exc:
             problems.append(str(exc))
             continue
         names = _verify_file(file, args, problems)
@@ -318,8 +277,6 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
             problems.append(f"{path}: tensor {name!r} is in {len(shards)} shards: {', '.join(shards)}")
         if name not in weight_map:
             problems.append(f"{path}: {shards[0]} holds tensor {name!r}, which the index does not list")
-    with open(path, "rb") as f:
-        metadata = json.load(f).get("metadata")
     declared = metadata.get("total_size") if isinstance(metadata, dict) else None
     if len(problems) == before and isinstance(declared, int) and declared != total:
         _say(f"warning: {path}: metadata.total_size is {declared} but the shards hold {total} bytes of tensors",

@@ -10,10 +10,9 @@ line up):
 1. Sources.  Rank 0 reads ``model.safetensors.index.json`` (if given); the
    ranks check they were all given the same files.
 2. Headers.  File ``i``'s header is read and validated by rank ``i % N``
-   with ``safe_open`` (the C reader's rules); the tensor tables are
-   all-gathered.  Data offsets follow from the header, because the reader
-   guarantees that the tensors' data is contiguous, in ``offset_keys()``
-   order, and ends exactly at the end of the file.
+   with ``safe_open`` (the C reader's rules); the tensor tables (the
+   handle's ``_table()``: absolute data offsets, file order) are
+   all-gathered.
 3. Plan.  Every rank evaluates the sharding plan for every tensor and opens
    the files it will read, checking that its copy of each is the one the
    header came from (size, and for a local file the copy digest of
@@ -34,23 +33,24 @@ line up):
    Before every exchange a one-integer all-reduce says whether any rank
    failed to read, so nobody waits on a rank that has given up.
 
-Raw byte ranges are read straight into the output or exchange buffers:
-``os.preadv`` for local files (the binding has no "read these bytes into that
-buffer" call, and ranges here need not fall on rows); ranged GETs of
-``safetensors.remote`` (pinned to the object's ETag/version, retried) for
-URLs, whose headers go through the same C validation as local ones.
+Raw byte ranges are read straight into the output or exchange buffers
+(ranges here need not fall on rows): through the C handle of a local file
+(``safe_open(..., backend="pread")``: its ``_table()`` gives every tensor's
+absolute offsets, its ``_read_into`` reads a range into a buffer), and with
+ranged GETs of ``safetensors.remote`` (pinned to the object's ETag/version,
+retried) for URLs, whose headers go through the same C validation as local
+ones.  ``_open_file`` is the one place that picks how a source is read.
 """
 
-import ctypes
 import datetime
 import errno
 import hashlib
-import json
 import math
 import mmap
 import os
 import pickle
 import queue
+import sys
 import threading
 import time
 from bisect import bisect_right
@@ -63,17 +63,18 @@ import torch.distributed as dist
 
 from safetensors import SafetensorError, safe_open
 from safetensors import remote as _remote
+from safetensors._index import parse_index, read_index, shard_path, shard_url
 from safetensors._safetensors_c import _dtype_table, _header_length, _parse_header
-
-# safetensors.torch (_TYPES, _LITTLE, _byteswapped) is imported inside the
-# functions that use it: it re-exports this module's public names, so a
-# top-level import here would be circular when this module is imported first.
 
 __all__ = ["LoadStats", "Replicate", "Shard", "load_distributed"]
 
-# Bits per element of every header dtype, F4 and F6 included (sub-byte dtypes
-# are packed; the reader guarantees whole bytes per tensor).
-_BITS = {code: bits for code, bits, *_ in _dtype_table()}
+# The core's dtype table: header code -> (bytes per torch element, header
+# values per torch element (2 for F4: torch.float4_e2m1fn_x2 holds pairs),
+# torch dtype or None where this torch has none (F6)).
+_DTYPES = {
+    code: (bits * pack // 8, pack, getattr(torch, type_name, None) if type_name else None)
+    for code, bits, type_name, _, pack in _dtype_table()
+}
 
 # A shard made of runs at least this long is read by its owner run by run;
 # shorter runs are read as whole rows by one rank and exchanged.  At 1 MiB the
@@ -82,7 +83,6 @@ _DIRECT_RUN = 1 << 20
 # Replicated tensors start on this boundary in the gathered buffer, so each can
 # be viewed with its dtype (and is aligned for GPU kernels).
 _ALIGN = 64
-_IOV_MAX = 1024
 # The copy digest of a local file (see _LocalFile.digest) covers its header
 # and _SAMPLES blocks of _SAMPLE bytes of its data section.
 _SAMPLE = 64 << 10
@@ -204,9 +204,7 @@ class _Group:
         everyone = torch.empty(width * self.size, dtype=torch.uint8, device=self.xdev)
         self.all_gather(everyone, mine.to(self.xdev))
         everyone = everyone.cpu()
-        return [
-            pickle.loads(ctypes.string_at(everyone.data_ptr() + r * width, sizes[r])) for r in range(self.size)
-        ]
+        return [pickle.loads(everyone[r * width:r * width + sizes[r]].numpy().tobytes()) for r in range(self.size)]
 
     def agree(self, step: Callable, *args):
         """Runs ``step`` here, gathers every rank's result, and raises on every
@@ -298,23 +296,18 @@ def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
 
 
 def _read_index(path: str, storage_options: Optional[dict] = None):
+    """(file paths or URLs, sorted; {tensor name: position in them}) of an
+    index, through the one index reader (safetensors._index)."""
     if _is_url(path):
         index_object = _remote_object(path, storage_options)
-        raw = index_object.read(0, index_object.size)
-        folder = path.split("?", 1)[0].rsplit("/", 1)[0]
-        join = lambda name: f"{folder}/{name}"  # noqa: E731 - the files sit next to the index
+        weight_map, _ = parse_index(index_object.read(0, index_object.size), path)
+        where = shard_url
     else:
-        with open(path, "rb") as f:
-            raw = f.read()
-        folder = os.path.dirname(path)
-        join = lambda name: os.path.join(folder, name)  # noqa: E731
-    index = json.loads(raw)
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ValueError(f"{path}: not a safetensors index (expected a \"weight_map\" of tensor name -> file name)")
+        weight_map, _ = read_index(path)
+        where = shard_path
     names = sorted(set(weight_map.values()))
     position = {n: i for i, n in enumerate(names)}
-    return [join(n) for n in names], {k: position[v] for k, v in weight_map.items()}
+    return [where(path, n) for n in names], {k: position[v] for k, v in weight_map.items()}
 
 
 def _read_header(path: str, storage_options: Optional[dict] = None) -> dict:
@@ -325,27 +318,16 @@ def _read_header(path: str, storage_options: Optional[dict] = None) -> dict:
     dtype, shape, file offset, nbytes) in file order."""
     if _is_url(path):
         return _read_remote_header(path, storage_options)
-    before = os.stat(path)
-    with safe_open(path, framework="pt", backend="pread") as f:
-        entries = []
-        for name in f.offset_keys():
-            view = f.get_slice(name)
-            entries.append((name, view.get_dtype(), tuple(view.get_shape())))
-    sizes = [math.prod(shape) * _BITS[dtype] // 8 for _, dtype, shape in entries]
-    data_start = before.st_size - sum(sizes)   # the data ends exactly at the end of the file
     copy = _LocalFile(path)
     try:
-        digest, checked = copy.digest(data_start)
+        digest, checked = copy.digest()
     finally:
         copy.close()
     st = os.stat(path)
-    if (st.st_ino, st.st_size, st.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+    if (st.st_ino, st.st_size, st.st_mtime_ns) != (copy.stat.st_ino, copy.stat.st_size, copy.stat.st_mtime_ns):
         raise SafetensorError(f"{path}: the file changed while its header was being read")
-    tensors, offset = [], data_start
-    for (name, dtype, shape), nbytes in zip(entries, sizes):
-        tensors.append((name, dtype, shape, offset, nbytes))
-        offset += nbytes
-    return {"size": st.st_size, "identity": digest, "data_start": data_start, "header_read": data_start,
+    tensors = [(name, dtype, tuple(shape), begin, end - begin) for name, dtype, shape, begin, end in copy.table]
+    return {"size": st.st_size, "identity": digest, "data_start": copy.data_start, "header_read": copy.data_start,
             "check_read": checked, "tensors": tensors}
 
 
@@ -393,8 +375,6 @@ def _placement(plan, default, name, shape, dtype):
 def _make_jobs(tensors: List[tuple], plan, default, size: int) -> List[_Job]:
     """``tensors``: (name, file, dtype, shape, offset, nbytes) in checkpoint
     order.  Raises for a plan that names unknown tensors or cannot apply."""
-    from safetensors.torch import _TYPES
-
     if isinstance(plan, Mapping):
         known = {t[0] for t in tensors}
         missing = sorted(n for n in plan if n not in known)
@@ -408,14 +388,15 @@ def _make_jobs(tensors: List[tuple], plan, default, size: int) -> List[_Job]:
         placement = _placement(plan, default, name, shape, dtype)
         if placement is None:
             continue
-        if dtype not in _TYPES:
+        itemsize, pack, torch_dtype = _DTYPES[dtype]
+        if torch_dtype is None:
             raise TypeError(f"tensor {name!r} has dtype {dtype}, which this torch build cannot represent")
+        if shape and shape[-1] % pack:
+            raise SafetensorError(f"tensor {name!r}: {dtype} with a last dimension of {shape[-1]}: {torch_dtype} "
+                                  f"holds {pack} values per element, so the last dimension must be a multiple of {pack}")
         job = _Job()
         job.name, job.file, job.dtype, job.shape, job.offset, job.nbytes = name, file, dtype, shape, offset, nbytes
-        itemsize = 1 if dtype == "F4" else _BITS[dtype] // 8
-        storage = list(shape)
-        if dtype == "F4" and storage:
-            storage[-1] //= 2            # torch.float4_e2m1fn_x2: two values per element
+        storage = _storage_shape(dtype, shape)
         if isinstance(placement, Replicate):
             job.kind, job.dim = "replicate", None
             job.A, job.B, job.C = 1, 1, nbytes
@@ -429,13 +410,14 @@ def _make_jobs(tensors: List[tuple], plan, default, size: int) -> List[_Job]:
             dim %= ndim
             length = shape[dim]
             bounds = [q * (length // size) + min(q, length % size) for q in range(size + 1)]
-            if dtype == "F4" and dim == ndim - 1:
-                if any(b % 2 for b in bounds):
+            if dim == ndim - 1 and pack > 1:
+                if any(b % pack for b in bounds):
                     raise ValueError(
-                        f"cannot shard F4 tensor {name!r} of shape {list(shape)} along its last dim into {size} "
-                        "parts: F4 packs two values per byte and the parts would not start on whole bytes"
+                        f"cannot shard {dtype} tensor {name!r} of shape {list(shape)} along its last dim into "
+                        f"{size} parts: {torch_dtype} packs {pack} values per element and the parts would not "
+                        "start on whole elements"
                     )
-                bounds = [b // 2 for b in bounds]
+                bounds = [b // pack for b in bounds]
             job.dim, job.bounds = dim, bounds
             job.A = math.prod(storage[:dim])
             job.B = storage[dim]
@@ -451,12 +433,16 @@ def _make_jobs(tensors: List[tuple], plan, default, size: int) -> List[_Job]:
     return jobs
 
 
+def _storage_shape(dtype: str, shape: Sequence[int]) -> List[int]:
+    """The torch shape of a header shape: its last dim counts torch elements
+    (pairs of F4 values: the dtype table's values per element)."""
+    return list(shape[:-1]) + [shape[-1] // _DTYPES[dtype][1]] if shape else []
+
+
 def _out_shape(job: _Job, rank: int) -> Tuple[int, ...]:
     if job.kind == "replicate":
         return job.out
-    storage = list(job.shape)
-    if job.dtype == "F4" and storage:
-        storage[-1] //= 2
+    storage = _storage_shape(job.dtype, job.shape)
     storage[job.dim] = job.part(rank)
     return tuple(storage)
 
@@ -469,18 +455,6 @@ def _digest(jobs: List[_Job], chunk_bytes: int, size: int) -> str:
 # ---------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------
-
-def _writable(t: torch.Tensor) -> memoryview:
-    """A writable buffer over a contiguous CPU uint8 tensor (no NumPy needed).
-    The buffer (and every slice of it) keeps ``t`` alive, so a read still
-    holding it can never write into freed memory."""
-    n = t.numel()
-    if n == 0:
-        return memoryview(bytearray(0))
-    array = (ctypes.c_char * n).from_address(t.data_ptr())
-    array.tensor = t
-    return memoryview(array).cast("B")
-
 
 class _Workers:
     """Threads that run the calls put on a queue.  The caller only ever puts
@@ -512,7 +486,7 @@ class _Workers:
 def _run_parallel(workers: _Workers, calls: List[tuple]) -> None:
     """Runs each ``(fn, args)`` of ``calls`` as ``fn(*args, cancel)`` on
     ``workers`` and returns when all have finished.  ``args`` hold the memory
-    a call writes into (``_writable`` views keep their tensors alive), so it
+    a call writes into (views of NumPy arrays that keep their tensors alive), so it
     stays valid while the call is queued or running.
 
     The first failure, or any exception in this thread while it waits
@@ -570,78 +544,78 @@ def _run_parallel(workers: _Workers, calls: List[tuple]) -> None:
 
 
 class _LocalFile:
-    """A local file: ``os.preadv`` into the caller's buffers.  Given the
-    table of the rank that read its header, the file must be the same copy:
-    same size and same ``digest`` (``check_read``: the bytes that took);
-    ``rank``: this rank, for the message."""
+    """A local file, read through its C handle (``safe_open(path, "pt",
+    backend="pread")``: opening validates the header): ``table`` is the
+    handle's ``_table()`` (name, dtype, shape, begin, end; absolute offsets,
+    file order) and ``read_into`` its ``_read_into``.  Given the table of the
+    rank that read its header, the file must be the same copy: same size and
+    same ``digest`` (``check_read``: the bytes that took, this copy's header
+    included); ``rank``: this rank, for the message."""
 
     def __init__(self, path: str, table: Optional[dict] = None, rank: int = 0):
         self.path, self.check_read = path, 0
-        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
-        if table is None:
-            return
+        self.stat = os.stat(path)
+        self.size = self.stat.st_size
+        self.handle = safe_open(path, "pt", backend="pread")
         try:
-            size = os.fstat(self.fd).st_size
-            if size != table["size"]:
-                differs = f"{size} bytes against {table['size']}"
+            self.table = self.handle._table()
+            # The reader guarantees the data section: from the first tensor to the end of the file.
+            self.data_start = self.table[0][3] if self.table else self.size
+            if table is None:
+                return
+            if self.size != table["size"]:
+                differs = f"{self.size} bytes against {table['size']}"
             else:
-                digest, self.check_read = self.digest(table["data_start"])
+                digest, checked = self.digest()
+                self.check_read = self.data_start + checked
                 differs = None if digest == table["identity"] else "same size, but the header or sampled data differ"
         except BaseException:
-            os.close(self.fd)
+            self.close()
             raise
         if differs:
-            os.close(self.fd)
+            self.close()
             raise SafetensorError(
                 f"{path}: rank {rank}'s copy differs from the copy rank {table['reader']} read its header from "
                 f"({differs}): every rank must see the same file (node-local copies must be identical), unchanged "
                 "during the load"
             )
 
-    def digest(self, data_start: int) -> Tuple[str, int]:
+    def digest(self) -> Tuple[str, int]:
         """(SHA-256 hex, bytes read) of the file's header bytes (length prefix
         and JSON, ``[0, data_start)``) and of _SAMPLES blocks of _SAMPLE bytes
         of its data section: the first, the last and the others evenly spaced
         between them (the whole section when it is smaller than that).  One
         read per block, so that ranks can compare copies without reading them
         whole; copies that differ only outside these blocks look the same."""
-        size = os.fstat(self.fd).st_size
-        data = size - data_start
-        spans = [(0, data_start)]
+        data = self.size - self.data_start
+        spans = [(0, self.data_start)]
         if data <= _SAMPLES * _SAMPLE:
-            spans.append((data_start, data))
+            spans.append((self.data_start, data))
         else:
-            spans += [(data_start + (data - _SAMPLE) * k // (_SAMPLES - 1), _SAMPLE) for k in range(_SAMPLES)]
+            spans += [(self.data_start + (data - _SAMPLE) * k // (_SAMPLES - 1), _SAMPLE) for k in range(_SAMPLES)]
         sha = hashlib.sha256()
         for offset, length in spans:
-            block = memoryview(bytearray(length))
-            done = 0
-            while done < length:
-                got = self.read_some(offset + done, [block[done:]])
-                if got == 0:
-                    raise OSError(errno.EIO, f"unexpected end of file at byte {offset + done}", self.path)
-                done += got
+            block = bytearray(length)
+            self.handle._read_into(offset, block)
             sha.update(block)
         return sha.hexdigest(), sum(length for _, length in spans)
 
-    def read_some(self, offset: int, views: List[memoryview]) -> int:
-        """Reads from ``offset`` into the start of ``views``; returns the byte
-        count (0 at the end of the file)."""
-        if hasattr(os, "preadv"):
-            return os.preadv(self.fd, views, offset)
-        os.lseek(self.fd, offset, os.SEEK_SET)   # no preadv (Windows): one read per piece
-        data = os.read(self.fd, len(views[0]))
-        views[0][: len(data)] = data
-        return len(data)
+    def read_into(self, offset: int, buffers: Sequence) -> None:
+        """Fills ``buffers`` (writable, contiguous) with consecutive bytes from ``offset``."""
+        for buffer in buffers:
+            self.handle._read_into(offset, buffer)
+            offset += buffer.nbytes
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.handle.__exit__(None, None, None)
 
 
 class _RemoteFile:
     """A URL: ranged GETs (pinned to the ETag/version the header's reader saw,
     retried on transient failures) straight into the caller's buffers; a
     range longer than the remote chunk size is fetched in parallel chunks."""
+
+    check_read = 0   # the ETag/version pins the copy
 
     def __init__(self, url: str, table: dict, storage_options: Optional[dict]):
         self.path = url
@@ -658,9 +632,11 @@ class _RemoteFile:
         # in Thread.start() surfaces as a RuntimeError of threading's own.
         self.workers = _Workers(_remote.DEFAULTS["concurrency"])
 
-    def read_some(self, offset: int, views: List[memoryview]) -> int:
+    def read_into(self, offset: int, buffers: Sequence) -> None:
+        """Fills ``buffers`` (writable, contiguous) with consecutive bytes from ``offset``."""
         targets, end = [], offset
-        for view in views:
+        for buffer in buffers:
+            view = memoryview(buffer).cast("B")
             targets.append((end, end + len(view), view))
             end += len(view)
         if end > self.object.size:
@@ -674,10 +650,18 @@ class _RemoteFile:
                 (self.object.read_into,
                  (lo, min(lo + self.chunk, end), [t for t in targets if t[0] < lo + self.chunk and t[1] > lo]))
                 for lo in cuts])
-        return end - offset
 
     def close(self) -> None:
         self.workers.close()
+
+
+def _open_file(path: str, table: dict, storage_options: Optional[dict], rank: int):
+    """A reader of ``path``'s bytes (``read_into(offset, buffers)``,
+    ``close()``, ``check_read``), checked to be the copy ``table`` was read
+    from: the one place that picks how a source is read."""
+    if _is_url(path):
+        return _RemoteFile(path, table, storage_options)
+    return _LocalFile(path, table, rank)
 
 
 class _Reader:
@@ -695,15 +679,10 @@ class _Reader:
         self.staging: Optional[torch.Tensor] = None
 
     def open(self, file: int) -> None:
-        if file in self.files:
-            return
-        path, table = self.paths[file], self.tables[file]
-        if _is_url(path):
-            self.files[file] = _RemoteFile(path, table, self.storage_options)
-            return
-        self.files[file] = local = _LocalFile(path, table, self.rank)
-        self.stats.check_bytes_read += local.check_read
-        self.stats.bytes_read += local.check_read
+        if file not in self.files:
+            self.files[file] = opened = _open_file(self.paths[file], self.tables[file], self.storage_options, self.rank)
+            self.stats.check_bytes_read += opened.check_read
+            self.stats.bytes_read += opened.check_read
 
     def close(self) -> None:
         files, self.files = list(self.files.values()), {}
@@ -717,7 +696,7 @@ class _Reader:
         if not pieces:
             return
         if pieces[0].device.type == "cpu":
-            self._read_cpu(file, offset, [_writable(p) for p in pieces])
+            self._read_cpu(file, offset, [p.numpy() for p in pieces])
             return
         if self.staging is None:
             self.staging = torch.empty(self.chunk_bytes, dtype=torch.uint8, pin_memory=torch.cuda.is_available())
@@ -725,29 +704,16 @@ class _Reader:
             done = 0
             while done < piece.numel():
                 n = min(self.chunk_bytes, piece.numel() - done)
-                self._read_cpu(file, offset, [_writable(self.staging[:n])])
+                self._read_cpu(file, offset, [self.staging[:n].numpy()])
                 piece[done:done + n].copy_(self.staging[:n])
                 offset += n
                 done += n
 
-    def _read_cpu(self, file: int, offset: int, views: List[memoryview]) -> None:
-        source = self.files[file]
-        i = 0
-        while i < len(views):
-            got = source.read_some(offset, views[i:i + _IOV_MAX])
-            if got == 0:
-                raise OSError(errno.EIO, f"unexpected end of file at byte {offset} (truncated while loading?)",
-                              self.paths[file])
-            offset += got
-            self.stats.bytes_read += got
-            while got:
-                n = len(views[i])
-                if got >= n:
-                    got -= n
-                    i += 1
-                else:
-                    views[i] = views[i][got:]
-                    got = 0
+    def _read_cpu(self, file: int, offset: int, buffers: list) -> None:
+        """Fills CPU ``buffers`` (NumPy views of the tensors: they keep them
+        alive) with consecutive bytes of ``file`` from ``offset``."""
+        self.files[file].read_into(offset, buffers)
+        self.stats.bytes_read += sum(b.nbytes for b in buffers)
 
 
 # ---------------------------------------------------------------------------
@@ -947,8 +913,6 @@ class _Work:
         return pieces
 
     def run(self, pg: _Group, reader: _Reader, device: torch.device) -> Dict[str, torch.Tensor]:
-        from safetensors.torch import _LITTLE, _TYPES, _byteswapped
-
         rank, size, xdev = self.rank, self.size, pg.xdev
         stats = pg.stats
         outputs: Dict[str, torch.Tensor] = {}
@@ -1009,8 +973,11 @@ class _Work:
                 raw = torch.frombuffer(memoryview(rep_bytes)[j.pos:j.pos + j.nbytes], dtype=torch.uint8)
             else:
                 raw = rep_buf[j.pos:j.pos + j.nbytes]
-            t = raw.view(_TYPES[j.dtype]).view(_out_shape(j, rank))
-            if not _LITTLE:
+            t = raw.view(_DTYPES[j.dtype][2]).view(_out_shape(j, rank))
+            if sys.byteorder != "little":
+                # safetensors.torch's byte swap (imported here: it re-exports this module).
+                from safetensors.torch import _byteswapped
+
                 t = _byteswapped(t)
             if t.device != device:
                 t = t.to(device)

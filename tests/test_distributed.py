@@ -498,9 +498,11 @@ def test_single_process_without_a_process_group(tmp_path):
     out = load_distributed(tmp_path / "m.safetensors", {"w": Shard(1)}, stats=stats)
     assert all(_same_bytes(out[n], tensors[n]) for n in tensors)
     # Besides, the copy digest (the whole of so small a file) is read by the
-    # header's reader and again when the file is opened for its data.
-    assert stats.bytes_read - stats.check_bytes_read == os.path.getsize(tmp_path / "m.safetensors")
-    assert stats.check_bytes_read == 2 * os.path.getsize(tmp_path / "m.safetensors")
+    # header's reader and again when the file is opened for its data, which
+    # also reads (and validates) that copy's header.
+    size = os.path.getsize(tmp_path / "m.safetensors")
+    assert stats.bytes_read - stats.check_bytes_read == size
+    assert stats.check_bytes_read == 2 * size + size - _data_bytes(tmp_path / "m.safetensors")
     assert stats.bytes_sent == stats.bytes_received == 0
     # Replicated tensors each have their own storage (like load_file's), so the dict saves as is.
     assert out["s"].untyped_storage().data_ptr() != out["b"].untyped_storage().data_ptr()
@@ -543,6 +545,29 @@ def test_index_and_file_list_mistakes_are_reported(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({"weight_map": {"w": "b.safetensors"}}))
     out = load_distributed(tmp_path / "index.json")
     assert list(out) == ["w"] and torch.equal(out["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "ABSOLUTE", "link.safetensors"])
+def test_index_shards_stay_in_the_index_folder(tmp_path, shard):
+    """The index's shard names go through the CLI's rule (safetensors._index.shard_path)."""
+    save_file({"w": torch.zeros(2)}, tmp_path / "outside.safetensors")
+    model = tmp_path / "model"
+    model.mkdir()
+    os.symlink(tmp_path / "outside.safetensors", model / "link.safetensors")
+    shard = str(tmp_path / "outside.safetensors") if shard == "ABSOLUTE" else shard
+    (model / "index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+    with pytest.raises(ValueError, match=f"shard name {shard!r} leads outside the index's folder: refused"):
+        load_distributed(model / "index.json")
+
+
+def test_f4_with_an_odd_last_dim_is_a_clear_error(mk):
+    """torch holds F4 in pairs along the last dim: an odd one is refused as get_tensor refuses it."""
+    if not hasattr(torch, "float4_e2m1fn_x2"):
+        pytest.skip("this torch has no float4_e2m1fn_x2")
+    path = mk.header({"a": {"dtype": "F4", "shape": [2, 3], "data_offsets": [0, 3]}}, b"\x21\x43\x65")
+    for plan in (None, {"a": Shard(0)}):
+        with pytest.raises(SafetensorError, match="last dimension of 3: torch.float4_e2m1fn_x2 holds 2 values"):
+            load_distributed(path, plan)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,16 @@ def test_two_ranks_over_s3_read_every_byte_once(checkpoint):
     _check(reports, paths)
 
 
+@pytest.mark.parametrize("shard", ["../x.safetensors", "/x.safetensors", "http://elsewhere/x.safetensors",
+                                   "x.safetensors?part=2"])
+def test_index_shard_names_stay_next_to_the_index(shard):
+    """A remote index's shard names stay next to it, as a local index's stay in its folder."""
+    with remote_servers.FaultServer() as server:
+        server.put("/m/index.json", json.dumps({"weight_map": {"w": shard}}).encode())
+        with pytest.raises(ValueError, match="leads outside the index's folder: refused"):
+            load_distributed(f"{server.url}/m/index.json")
+
+
 # ---------------------------------------------------------------------------
 # interrupted reads (a process of its own: it takes SIGALRM)
 # ---------------------------------------------------------------------------
@@ -247,7 +257,7 @@ def _interrupt_child(repetitions):
                         armed[0] = times
                         signal.setitimer(signal.ITIMER_REAL, delay, 5e-4)
                     start = time.perf_counter()
-                    f.read_some(0, [sd._writable(t) for t in outs])
+                    f.read_into(0, [t.numpy() for t in outs])
                     durations.append(time.perf_counter() - start)
                 finally:
                     armed[0] = 0   # a last interrupt may land before this line: the handler below takes it
@@ -347,7 +357,7 @@ def test_the_first_failed_chunk_cancels_the_chunks_not_started():
             out = torch.empty(256 << 10, dtype=torch.uint8)
             try:
                 with pytest.raises(remote.RemoteObjectChangedError):
-                    f.read_some(0, [sd._writable(out)])
+                    f.read_into(0, [out.numpy()])
             finally:
                 f.close()
             assert 1 <= len(server.gets("/m.bin")) <= 3, server.gets("/m.bin")

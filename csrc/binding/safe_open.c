@@ -524,6 +524,74 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
     return st_slice_new(state, file, t, self->framework, self->device); /* takes file */
 }
 
+/* _table(): (name, dtype code, shape, begin, end) of every tensor in file
+ * order, begin/end absolute file offsets: the one table other layers use. */
+static PyObject *SafeOpen_table(SafeOpen *self, PyObject *unused)
+{
+    PyObject *result = NULL;
+    st_file *file = acquire_file(self);
+    const st_header *header;
+    uint64_t start;
+    if (file == NULL)
+        return NULL;
+    header = st_file_header(file);
+    start = st_header_data_start(header);
+    result = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
+        const st_tensor *t = st_header_tensor(header, i);
+        PyObject *shape = PyList_New((Py_ssize_t)t->ndim), *row = NULL;
+        for (size_t d = 0; shape != NULL && d < t->ndim; d++) {
+            PyObject *dim = PyLong_FromUnsignedLongLong(t->shape[d]);
+            if (dim == NULL)
+                Py_CLEAR(shape);
+            else
+                PyList_SET_ITEM(shape, (Py_ssize_t)d, dim);
+        }
+        if (shape != NULL)
+            row = Py_BuildValue("(NsOKK)", st_tensor_name(t), st_dtype_name(t->dtype), shape,
+                                (unsigned long long)(start + t->begin),
+                                (unsigned long long)(start + t->end));
+        Py_XDECREF(shape);
+        if (row == NULL)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, (Py_ssize_t)i, row);
+    }
+    st_file_release(file);
+    return result;
+}
+
+/* _read_into(offset, buffer): exactly len(buffer) bytes of the file from
+ * offset into a writable contiguous buffer, without the GIL. */
+static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
+{
+    st_state *state = st_state_from_type(Py_TYPE(self));
+    long long offset;
+    Py_buffer view;
+    st_file *file;
+    st_error err;
+    st_code code;
+    if (!PyArg_ParseTuple(args, "Lw*:_read_into", &offset, &view))
+        return NULL;
+    if (offset < 0) {
+        PyErr_Format(PyExc_ValueError, "_read_into: offset must not be negative, got %lld", offset);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    file = acquire_file(self);
+    if (file == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS code =
+        st_file_read(file, (uint64_t)offset, view.buf, (size_t)view.len, &err);
+    Py_END_ALLOW_THREADS if (code != ST_OK)
+        st_raise(state, &err, "Error while reading: ", self->filename);
+    PyBuffer_Release(&view);
+    st_file_release(file);
+    return code == ST_OK ? Py_NewRef(Py_None) : NULL;
+}
+
 static PyMethodDef SafeOpen_methods[] = {
     {"__enter__", (PyCFunction)SafeOpen_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)SafeOpen_exit, METH_VARARGS, NULL},
@@ -615,6 +683,8 @@ static PyMethodDef SafeOpen_methods[] = {
      "Example:\n"
      "    >>> with safe_open(\"model.safetensors\", \"np\", backend=\"pread\") as f:\n"
      "    ...     arrays = f.get_tensors()"},
+    {"_table", (PyCFunction)SafeOpen_table, METH_NOARGS, NULL},
+    {"_read_into", (PyCFunction)SafeOpen_read_into, METH_VARARGS, NULL},
     {"get_slice", (PyCFunction)(void (*)(void))SafeOpen_get_slice, METH_FASTCALL | METH_KEYWORDS,
      "get_slice(name)\n"
      "--\n"
