@@ -12,7 +12,7 @@ MATRIX_PYTHONS ?= 3.10 3.12 3.13
 STAGE := .ci/stage.sh
 
 .PHONY: venv build test test-c test-py test-sanitize test-pythons test-sdist test-frameworks \
-	test-remote fuzz bench bench-quick bench-docs bench-guard clean lib install
+	test-remote format format-check fuzz bench bench-quick bench-docs bench-guard clean lib install
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ test-sdist: venv
 fuzz:
 	.ci/fuzz.sh 60
 
+# C style (.clang-format, clang-format 14): format rewrites, format-check fails on a difference.
+format:
+	.ci/format.sh --fix
+
+format-check:
+	.ci/format.sh
+
 # `make test` is what CI runs (.ci/run). Each line is one stage: .ci/stage.sh
 # NAME CMD... runs CMD with its output in build/logs/NAME.log and prints one
 # line (PASS/FAIL/SKIP, test counts, seconds); a failed stage prints the tail
@@ -66,6 +73,7 @@ test: export SAFETENSORS_WERROR = 1
 test:
 	@$(STAGE) --begin
 	@STAGE_KEEP_GOING=0 $(STAGE) build $(MAKE) --no-print-directory build || $(STAGE) --end
+	@$(STAGE) format .ci/format.sh
 	@$(STAGE) c-core $(MAKE) --no-print-directory -C csrc test
 	@$(STAGE) remote env VENV=$(VENV) .ci/remote.sh
 	@$(STAGE) pytest $(PY) -m pytest -v -rfEs -p no:cacheprovider tests \

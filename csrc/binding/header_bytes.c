@@ -115,10 +115,10 @@ PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args)
         return NULL;
     if (get_file_size(size_obj, &file_size) < 0)
         goto exit;
-    Py_BEGIN_ALLOW_THREADS code =
-        st_header_parse(json.buf, (size_t)json.len, file_size, &header, &err);
-    Py_END_ALLOW_THREADS if (code != ST_OK)
-    {
+    Py_BEGIN_ALLOW_THREADS
+        code = st_header_parse(json.buf, (size_t)json.len, file_size, &header, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
         st_raise(state, &err, HEADER_ERROR, NULL);
         goto exit;
     }
@@ -196,7 +196,7 @@ PyObject *st_write_layout_only(PyObject *module, PyObject *args)
     st_write_tensor *tensors = NULL;
     st_metadata_list meta = {0};
     st_layout layout = {0};
-    uint64_t (*shapes)[ST_MAX_DIMS] = NULL;
+    uint64_t(*shapes)[ST_MAX_DIMS] = NULL;
     size_t *order = NULL, count;
     st_error err;
 

@@ -95,7 +95,8 @@ int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObjec
                 .offset = data_start + t->begin, .dst = dests[i].data, .len = (size_t)len};
     }
 
-    Py_BEGIN_ALLOW_THREADS code = st_file_read_many(file, requests, nrequests, &err);
+    Py_BEGIN_ALLOW_THREADS
+        code = st_file_read_many(file, requests, nrequests, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         st_raise(state, &err, "Error while reading tensor: ", NULL);

@@ -30,9 +30,9 @@ typedef struct {
 
 /* The keyword-only arguments for URLs (docs/remote.md), in safe_open's order. */
 #define REMOTE_ARGS 9
-static const char *const remote_args[REMOTE_ARGS] = {
-    "storage_options", "chunk_size", "concurrency", "head_bytes", "retries",
-    "timeout",         "backoff",    "direct",      "deadline"};
+static const char *const remote_args[REMOTE_ARGS] = {"storage_options", "chunk_size", "concurrency",
+                                                     "head_bytes",      "retries",    "timeout",
+                                                     "backoff",         "direct",     "deadline"};
 
 /* The remote arguments given (not None) as a new dict; for a path, a
  * ValueError if there is any. */
@@ -71,8 +71,8 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
 
     if (remote < 0)
         goto fail;
-    if (!remote && ((path_str = PyOS_FSPath(target)) == NULL ||
-                    !PyUnicode_FSConverter(path_str, &path_bytes)))
+    if (!remote &&
+        ((path_str = PyOS_FSPath(target)) == NULL || !PyUnicode_FSConverter(path_str, &path_bytes)))
         goto fail;
     if ((options = remote_options(remote_given, remote)) == NULL)
         goto fail;
@@ -108,9 +108,10 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
         if (st_open_source(state, filename, options, &file, &source) < 0)
             goto fail;
     } else {
-        Py_BEGIN_ALLOW_THREADS code =
-            st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
-        Py_END_ALLOW_THREADS if (code != ST_OK && code != ST_ERR_IO)
+        Py_BEGIN_ALLOW_THREADS
+            code = st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
+        Py_END_ALLOW_THREADS
+        if (code != ST_OK && code != ST_ERR_IO)
             st_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
         if (code != ST_OK) {
             st_raise(state, &err,
@@ -145,9 +146,10 @@ fail:
 
 static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"filename", "framework", "device",  "backend",
+    static char *kwlist[] = {"filename",        "framework",  "device",      "backend",
                              "storage_options", "chunk_size", "concurrency", "head_bytes",
-                             "retries", "timeout", "backoff", "direct", "deadline", NULL};
+                             "retries",         "timeout",    "backoff",     "direct",
+                             "deadline",        NULL};
     PyObject *filename, *framework, *device = NULL, *backend = NULL;
     PyObject *remote[REMOTE_ARGS] = {NULL};
     st_state *state = st_state_from_type(type);
@@ -221,7 +223,8 @@ static int close_handle(SafeOpen *self)
     }
     if (file != NULL) {
         /* Usually the last reference: unmapping a large file takes a while. */
-        Py_BEGIN_ALLOW_THREADS st_file_release(file);
+        Py_BEGIN_ALLOW_THREADS
+            st_file_release(file);
         Py_END_ALLOW_THREADS
     }
     if (closed == NULL)
@@ -583,9 +586,10 @@ static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
         PyBuffer_Release(&view);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS code =
-        st_file_read(file, (uint64_t)offset, view.buf, (size_t)view.len, &err);
-    Py_END_ALLOW_THREADS if (code != ST_OK)
+    Py_BEGIN_ALLOW_THREADS
+        code = st_file_read(file, (uint64_t)offset, view.buf, (size_t)view.len, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK)
         st_raise(state, &err, "Error while reading: ", self->filename);
     PyBuffer_Release(&view);
     st_file_release(file);

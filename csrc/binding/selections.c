@@ -107,8 +107,8 @@ static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, co
     if (bytes_sel->nelements * itemsize < ST_GIL_RELEASE_MIN) {
         code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
     } else {
-        Py_BEGIN_ALLOW_THREADS code =
-            st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
+        Py_BEGIN_ALLOW_THREADS
+            code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
         Py_END_ALLOW_THREADS
     }
     if (code != ST_OK) {

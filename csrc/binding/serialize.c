@@ -418,7 +418,8 @@ PyObject *st_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t 
 
     if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
         PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "_ranges_overlap(starts, ends): two lists of equal length");
+        PyErr_SetString(PyExc_TypeError,
+                        "_ranges_overlap(starts, ends): two lists of equal length");
         return NULL;
     }
     count = PyList_GET_SIZE(args[0]);
@@ -431,13 +432,15 @@ PyObject *st_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t 
         if (PyErr_Occurred())
             goto exit;
     }
-    Py_BEGIN_ALLOW_THREADS qsort(ranges, (size_t)count, sizeof *ranges, cmp_range_start);
-    for (Py_ssize_t i = 0; i < count && !overlap; i++) {
-        overlap = i > 0 && ranges[i].start < reach;
-        if (ranges[i].end > reach)
-            reach = ranges[i].end;
-    }
-    Py_END_ALLOW_THREADS result = PyBool_FromLong(overlap);
+    Py_BEGIN_ALLOW_THREADS
+        qsort(ranges, (size_t)count, sizeof *ranges, cmp_range_start);
+        for (Py_ssize_t i = 0; i < count && !overlap; i++) {
+            overlap = i > 0 && ranges[i].start < reach;
+            if (ranges[i].end > reach)
+                reach = ranges[i].end;
+        }
+    Py_END_ALLOW_THREADS
+    result = PyBool_FromLong(overlap);
 exit:
     PyMem_Free(ranges);
     return result;
@@ -476,9 +479,10 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
-    Py_BEGIN_ALLOW_THREADS code = lay_out(&in, &layout, &err);
-    Py_END_ALLOW_THREADS if (code != ST_OK)
-    {
+    Py_BEGIN_ALLOW_THREADS
+        code = lay_out(&in, &layout, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
         st_raise(state, &err, SERIALIZE_ERROR, NULL);
         goto exit;
     }
@@ -490,8 +494,11 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)layout.total_size);
     if (result == NULL)
         goto exit;
-    Py_BEGIN_ALLOW_THREADS st_write_to_memory(&layout, (uint8_t *)PyBytes_AS_STRING(result));
-    Py_END_ALLOW_THREADS exit : st_free(layout.header);
+    Py_BEGIN_ALLOW_THREADS
+        st_write_to_memory(&layout, (uint8_t *)PyBytes_AS_STRING(result));
+    Py_END_ALLOW_THREADS
+exit:
+    st_free(layout.header);
     write_input_release(&in);
     return result;
 }
@@ -518,11 +525,12 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
-    Py_BEGIN_ALLOW_THREADS code = lay_out(&in, &layout, &err);
-    if (code == ST_OK)
-        code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
-    Py_END_ALLOW_THREADS if (code != ST_OK)
-    {
+    Py_BEGIN_ALLOW_THREADS
+        code = lay_out(&in, &layout, &err);
+        if (code == ST_OK)
+            code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
         st_raise(state, &err, SERIALIZE_ERROR, name);
         goto exit;
     }

@@ -70,8 +70,10 @@ static void note_foreign_source(const st_source *source, st_error *err)
 {
     uint8_t head[64];
     st_error ignored;
-    st_read_request request = {
-        .offset = 0, .dst = head, .len = source->size < sizeof head ? (size_t)source->size : sizeof head};
+    st_read_request request = {.offset = 0,
+                               .dst = head,
+                               .len =
+                                   source->size < sizeof head ? (size_t)source->size : sizeof head};
     if (request.len > 0 && source->read_many(source->ctx, &request, 1, &ignored) == ST_OK)
         st_note_foreign_format(err, head, request.len);
     PyErr_Clear();
@@ -132,10 +134,12 @@ int st_open_source(st_state *state, PyObject *target, PyObject *options, st_file
     size = PyLong_AsUnsignedLongLong(size_obj);
     if (size == (unsigned long long)-1 && PyErr_Occurred())
         goto exit;
-    st_source byte_source = {.ctx = source, .size = size, .read_many = source_read_many,
-                             .release = source_release};
-    Py_BEGIN_ALLOW_THREADS code = st_file_open_source(&byte_source, file, &err);
-    Py_END_ALLOW_THREADS if (code != ST_OK && code != ST_ERR_IO && code != ST_ERR_EXTERNAL)
+    st_source byte_source = {
+        .ctx = source, .size = size, .read_many = source_read_many, .release = source_release};
+    Py_BEGIN_ALLOW_THREADS
+        code = st_file_open_source(&byte_source, file, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK && code != ST_ERR_IO && code != ST_ERR_EXTERNAL)
         note_foreign_source(&byte_source, &err);
     if (code != ST_OK) {
         st_raise(state, &err,

@@ -146,11 +146,11 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
             meta[i].value_len = (size_t)value_len;
         }
     }
-    Py_BEGIN_ALLOW_THREADS code =
-        st_stream_open(PyBytes_AS_STRING(path), decls, (size_t)count, meta, (size_t)meta_count,
-                       metadata != Py_None, &stream, &err);
-    Py_END_ALLOW_THREADS if (code != ST_OK)
-    {
+    Py_BEGIN_ALLOW_THREADS
+        code = st_stream_open(PyBytes_AS_STRING(path), decls, (size_t)count, meta,
+                              (size_t)meta_count, metadata != Py_None, &stream, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
         st_raise(state, &err, NULL, filename);
         goto exit;
     }
@@ -212,10 +212,13 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
         PyErr_Format(state->SafetensorError,
                      "tensor %R was not declared when the writer was opened", name);
     } else {
-        Py_BEGIN_ALLOW_THREADS code =
-            st_stream_write(stream, index, view.buf, (uint64_t)view.len, &err);
-        Py_END_ALLOW_THREADS if (code != ST_OK) st_raise(state, &err, NULL, NULL);
-        else result = Py_NewRef(Py_None);
+        Py_BEGIN_ALLOW_THREADS
+            code = st_stream_write(stream, index, view.buf, (uint64_t)view.len, &err);
+        Py_END_ALLOW_THREADS
+        if (code != ST_OK)
+            st_raise(state, &err, NULL, NULL);
+        else
+            result = Py_NewRef(Py_None);
     }
     ST_LOCK(self);
     if (--self->busy == 0 && self->discard) {
@@ -252,8 +255,7 @@ static int take_stream(StreamWriter *self, st_stream **out, int aborting)
         if (state != NULL)
             PyErr_Format(state->SafetensorError,
                          "%zd write(s) still in progress on other threads: %s", busy,
-                         aborting ? "the file is discarded when they end"
-                                  : "wait for them first");
+                         aborting ? "the file is discarded when they end" : "wait for them first");
         return -1;
     }
     return 0;
@@ -269,9 +271,12 @@ static PyObject *StreamWriter_commit(StreamWriter *self, PyObject *unused)
         return NULL;
     if (stream == NULL)
         return closed_error(self);
-    Py_BEGIN_ALLOW_THREADS code = st_stream_commit(stream, &err);
-    st_stream_free(stream);
-    Py_END_ALLOW_THREADS if (code != ST_OK) return st_raise(state, &err, NULL, NULL);
+    Py_BEGIN_ALLOW_THREADS
+        code = st_stream_commit(stream, &err);
+        st_stream_free(stream);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK)
+        return st_raise(state, &err, NULL, NULL);
     Py_RETURN_NONE;
 }
 

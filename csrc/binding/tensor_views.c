@@ -120,7 +120,8 @@ int st_read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, 
     if (len < ST_GIL_RELEASE_MIN) {
         code = st_file_read(file, offset, dst, len, &err);
     } else {
-        Py_BEGIN_ALLOW_THREADS code = st_file_read(file, offset, dst, len, &err);
+        Py_BEGIN_ALLOW_THREADS
+            code = st_file_read(file, offset, dst, len, &err);
         Py_END_ALLOW_THREADS
     }
     if (code != ST_OK) {
@@ -464,8 +465,8 @@ static int add_torch_run(shared_load *load, size_t i, size_t j)
         PyObject *tensor = Py_NewRef(PySequence_Fast_GET_ITEM(parts, (Py_ssize_t)(k - i)));
         if (t->ndim != 1) { /* 1-D: the split already has the shape */
             PyObject *shape = st_torch_shape(state, t);
-            Py_SETREF(tensor, shape ? PyObject_CallMethodOneArg(tensor, state->str_view, shape)
-                                    : NULL);
+            Py_SETREF(tensor,
+                      shape ? PyObject_CallMethodOneArg(tensor, state->str_view, shape) : NULL);
             Py_XDECREF(shape);
         }
         if (add_tensor(load, t, tensor) < 0)

@@ -64,13 +64,13 @@ struct st_file {
     uint8_t *map;  /* mmap backend: base of the whole-file mapping */
     size_t map_len;
     st_header *header;
-    char *path;             /* absolute where the working directory was known */
-    struct stat opened;     /* what fstat said at open: the identity to check */
+    char *path;         /* absolute where the working directory was known */
+    struct stat opened; /* what fstat said at open: the identity to check */
     /* Guarded by the descriptor cache's lock (MARK: descriptors). */
-    int fd;                       /* -1 while closed */
-    size_t users;                 /* borrowers of fd: it is not closed under them */
+    int fd;                        /* -1 while closed */
+    size_t users;                  /* borrowers of fd: it is not closed under them */
     struct st_file *newer, *older; /* the cache's list, while fd >= 0 */
-    st_source *source; /* st_file_open_source: every read goes to it; NULL for a path */
+    st_source *source;             /* st_file_open_source: every read goes to it; NULL for a path */
 };
 
 static void fd_adopt(st_file *file, int fd);
@@ -606,11 +606,11 @@ void st_private_map_release(st_private_map *map)
  * readahead window in flight). Threads live for one call: nothing outlives
  * it. Below ST_PARALLEL_MIN bytes in all a thread costs more than it saves.
  */
-#define ST_READ_CHUNK       ((size_t)1 << 20)
-#define ST_PARALLEL_MIN     ((size_t)4 << 20)
-#define ST_READ_THREADS     8
-#define ST_POPULATE_MIN     ((size_t)64 << 10)
-#define ST_READ_STACK       ((size_t)256 << 10)
+#define ST_READ_CHUNK   ((size_t)1 << 20)
+#define ST_PARALLEL_MIN ((size_t)4 << 20)
+#define ST_READ_THREADS 8
+#define ST_POPULATE_MIN ((size_t)64 << 10)
+#define ST_READ_STACK   ((size_t)256 << 10)
 
 /*
  * Reads: MADV_POPULATE_WRITE (Linux 5.14) before each chunk. A fresh
@@ -724,9 +724,9 @@ static st_code read_in_turn(const read_queue *queue, st_error *err)
 {
     for (size_t i = 0; i < queue->count; i++) {
         const st_read_request *r = &queue->requests[i];
-        st_code code = r->len == 0 ? ST_OK
-                                   : read_piece(queue->file, queue->fd, r->offset, r->dst, r->len,
-                                                err);
+        st_code code = r->len == 0
+                           ? ST_OK
+                           : read_piece(queue->file, queue->fd, r->offset, r->dst, r->len, err);
         if (code != ST_OK)
             return code;
     }
@@ -753,7 +753,8 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
         total += r->len;
     }
     if (file->source != NULL) /* it does its own concurrency */
-        return count == 0 ? ST_OK : file->source->read_many(file->source->ctx, requests, count, err);
+        return count == 0 ? ST_OK
+                          : file->source->read_many(file->source->ctx, requests, count, err);
     if (file->map == NULL && total > 0 && (queue.code = fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
     /* Small reads, and no lock for the queue: one after the other, here. */

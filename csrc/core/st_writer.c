@@ -530,8 +530,8 @@ static int write_contents(int fd, const st_layout *layout)
 {
     struct iovec iov[IOV_MAX];
     int n = 0, e = 0;
-    uint64_t written = 0;          /* bytes of the completed writev calls */
-    size_t pending = 0;            /* bytes in iov[0..n) */
+    uint64_t written = 0;         /* bytes of the completed writev calls */
+    size_t pending = 0;           /* bytes in iov[0..n) */
     size_t room = ST_WRITE_PIECE; /* bytes left in the current piece */
     for (size_t i = 0; i <= layout->count; i++) {
         /* segment 0 is the header, then the tensors in file order */

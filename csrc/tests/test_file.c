@@ -285,7 +285,7 @@ static void test_sparse_64g(void)
 static void test_read_many(void)
 {
     enum { LEN = 9 * 1024 * 1024 + 13 };
-    static const size_t sizes[] = {0, 1, 4095, 1 << 20, (1 << 20) + 1, (2 << 20) - 1,
+    static const size_t sizes[] = {0,       1,  4095,         1 << 20, (1 << 20) + 1, (2 << 20) - 1,
                                    3 << 20, 77, (1 << 20) - 1};
     enum { NREQ = sizeof sizes / sizeof sizes[0] };
     st_error err = {0};
@@ -323,11 +323,11 @@ static void test_read_many(void)
         if (backends[b] == ST_BACKEND_PREAD) {
             CHECK(truncate(p, (off_t)(ds + LEN / 2)) == 0, "truncate");
             st_code rc = st_file_read_many(f, req, NREQ + 1, &err);
-            CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk many: rc %d %s",
-                  rc, err.msg);
+            CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk many: rc %d %s", rc,
+                  err.msg);
             rc = st_file_read(f, ds, got, LEN, &err);
-            CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk one: rc %d %s",
-                  rc, err.msg);
+            CHECK(rc == ST_ERR_IO && strstr(err.msg, "shrank") != NULL, "shrunk one: rc %d %s", rc,
+                  err.msg);
         }
         st_file_release(f);
     }

@@ -37,8 +37,8 @@ static void memory_release(void *ctx)
 
 static st_source source_of(memory_source *m, size_t size)
 {
-    return (st_source){.ctx = m, .size = size, .read_many = memory_read_many,
-                       .release = memory_release};
+    return (st_source){
+        .ctx = m, .size = size, .read_many = memory_read_many, .release = memory_release};
 }
 
 /* 8-byte N + json padded with spaces to a multiple of 8 + data; *len set. */
@@ -93,9 +93,9 @@ static void test_reads(void)
           "outside the file: refused before the source is asked");
 
     /* [:, 1::3] of a (4 x 8): strided, read through the source. */
-    st_index idx[2] = {{.kind = ST_INDEX_SLICE},
-                       {.kind = ST_INDEX_SLICE, .start = 1, .has_start = true, .step = 3,
-                        .has_step = true}};
+    st_index idx[2] = {
+        {.kind = ST_INDEX_SLICE},
+        {.kind = ST_INDEX_SLICE, .start = 1, .has_start = true, .step = 3, .has_step = true}};
     st_selection sel;
     uint8_t got[12];
     CHECK(st_select(st_header_find(h, "a", 1), idx, 2, &sel, &err) == ST_OK, "select");
@@ -120,8 +120,8 @@ static void test_failing_source(void)
 {
     size_t len;
     uint8_t data[4] = {1, 2, 3, 4};
-    uint8_t *bytes =
-        file_bytes("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", data, 4, &len);
+    uint8_t *bytes = file_bytes("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}",
+                                data, 4, &len);
     st_file *file = NULL;
     st_error err;
     for (size_t at = 1; at <= 2; at++) {

@@ -14,7 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define T(name, dt, nd, shp, dat, len) {(name), sizeof(name) - 1, (dt), (nd), (shp), (dat), (len)}
+#define T(name, dt, nd, shp, dat, len)                                                             \
+    {                                                                                              \
+        (name), sizeof(name) - 1, (dt), (nd), (shp), (dat), (len)                                  \
+    }
 
 /* Fills *l with the input and lays it out. */
 static st_code layout_of(st_layout *l, const st_write_tensor *ts, size_t n,
@@ -220,7 +223,7 @@ static void test_order_and_escape(void)
     /* many tensors: sort + offsets */
     enum { M = 5000 };
     st_write_tensor *many = calloc(M, sizeof *many);
-    char (*names)[16] = calloc(M, 16);
+    char(*names)[16] = calloc(M, 16);
     size_t *ord = calloc(M, sizeof *ord);
     for (int i = 0; i < M; i++) {
         snprintf(names[i], 16, "t%05d", (i * 7919) % M);
@@ -395,7 +398,7 @@ static void test_file_roundtrip(void)
     /* more tensors than IOV_MAX, data checked on read-back */
     enum { M = 3000 };
     st_write_tensor *many = calloc(M, sizeof *many);
-    char (*names)[16] = calloc(M, 16);
+    char(*names)[16] = calloc(M, 16);
     uint32_t *vals = calloc(M, sizeof *vals);
     uint64_t s1[1] = {1};
     for (int i = 0; i < M; i++) {
@@ -446,7 +449,7 @@ static void test_file_pieces(void)
 {
     enum { PIECE = 8 << 20, SMALL = 1100 };
     static const uint64_t cases[][3] = {
-        {PIECE - 1, 0, 0}, {PIECE, 0, 0},       {PIECE + 1, 0, 0},     {1, PIECE - 81, 1},
+        {PIECE - 1, 0, 0},  {PIECE, 0, 0},      {PIECE + 1, 0, 0},     {1, PIECE - 81, 1},
         {1, PIECE - 80, 1}, {1, PIECE - 79, 1}, {2 * PIECE + 7, 3, 0}, {PIECE - 4096, 4096, 1},
     };
     st_error err = {0};
@@ -478,7 +481,7 @@ static void test_file_pieces(void)
     }
     /* more segments than IOV_MAX before a piece border, then a large tensor */
     st_write_tensor *many = calloc(SMALL + 1, sizeof *many);
-    char (*names)[16] = calloc(SMALL + 1, 16);
+    char(*names)[16] = calloc(SMALL + 1, 16);
     uint64_t one[1] = {1}, big[1] = {PIECE + 3};
     for (int i = 0; i < SMALL; i++) {
         snprintf(names[i], 16, "s%05d", i);
