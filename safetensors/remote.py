@@ -91,23 +91,33 @@ class _Cancel:
     ``started`` (monotonic) is when the load began: ``deadline`` counts from it."""
 
     def __init__(self) -> None:
+        # Only C-level lock calls: an interrupt landing inside threading.Event's
+        # Python code (its Condition) can leave a lock held and hang the next
+        # set() or unregister(). _gate is held until set() releases it once.
         self._lock = threading.Lock()
-        self._event = threading.Event()
+        self._gate = threading.Lock()
+        self._gate.acquire()
+        self._set = False
         self._aborts: List[Any] = []
         self.started = time.monotonic()
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
     def wait(self, seconds: float) -> bool:
         """Sleeps up to ``seconds``; True (at once) when set."""
-        return self._event.wait(seconds)
+        if self._gate.acquire(timeout=max(0.0, seconds)):
+            self._gate.release()
+            return True
+        return self._set
 
     def set(self) -> None:
         """Sets it and calls each registered abort once. Safe to call again
         (an interrupt that cut this short): the aborts not yet called run then."""
         with self._lock:
-            self._event.set()
+            if not self._set:
+                self._set = True
+                self._gate.release()
         while True:
             with self._lock:
                 if not self._aborts:
@@ -121,7 +131,7 @@ class _Cancel:
     def register(self, abort) -> None:
         """Adds ``abort``; raises _Cancelled when already set."""
         with self._lock:
-            if not self._event.is_set():
+            if not self._set:
                 self._aborts.append(abort)
                 return
         raise _Cancelled()
