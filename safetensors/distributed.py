@@ -49,9 +49,7 @@ import math
 import mmap
 import os
 import pickle
-import queue
 import sys
-import threading
 import time
 from bisect import bisect_right
 from collections.abc import Mapping
@@ -267,12 +265,11 @@ def _is_url(source) -> bool:
     return isinstance(source, str) and _remote.is_remote(source)
 
 
-def _remote_object(url: str, storage_options: Optional[dict]):
-    """The remote object of ``url``, pinned (size and ETag/version) by one
-    metadata request; reads retry transient failures (docs/remote.md)."""
-    d = _remote.DEFAULTS
-    return _remote._RemoteObject(url, storage_options, d["retries"], d["backoff"], d["timeout"],
-                                 d["concurrency"], d["direct"])
+def _remote_bytes(source, offset: int, count: int) -> bytes:
+    """``count`` bytes at ``offset`` of a byte source (remote.open_source)."""
+    data = bytearray(count)
+    source.read_many([(offset, memoryview(data))])
+    return bytes(data)
 
 
 def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
@@ -299,8 +296,11 @@ def _read_index(path: str, storage_options: Optional[dict] = None):
     """(file paths or URLs, sorted; {tensor name: position in them}) of an
     index, through the one index reader (safetensors._index)."""
     if _is_url(path):
-        index_object = _remote_object(path, storage_options)
-        weight_map, _ = parse_index(index_object.read(0, index_object.size), path)
+        index = _remote.open_source(path, storage_options)
+        try:
+            weight_map, _ = parse_index(_remote_bytes(index, 0, index.size), path)
+        finally:
+            index.close()
         where = shard_url
     else:
         weight_map, _ = read_index(path)
@@ -334,14 +334,17 @@ def _read_header(path: str, storage_options: Optional[dict] = None) -> dict:
 def _read_remote_header(url: str, storage_options: Optional[dict]) -> dict:
     # The length prefix, then exactly the header (two ranged reads), so that
     # no tensor bytes are fetched twice; checked by the C reader's rules.
-    pinned = _remote_object(url, storage_options)
-    header_len = _header_length(pinned.read(0, min(8, pinned.size)), pinned.size)
-    data_start = 8 + header_len
-    entries, _ = _parse_header(pinned.read(8, data_start), pinned.size)
+    source = _remote.open_source(url, storage_options, head_bytes=8)
+    try:
+        size = source.size
+        data_start = 8 + _header_length(_remote_bytes(source, 0, min(8, size)), size)
+        entries, _ = _parse_header(_remote_bytes(source, 8, data_start - 8), size)
+    finally:
+        source.close()
     tensors = [(name, dtype, tuple(shape), data_start + begin, end - begin)
                for name, dtype, shape, begin, end in entries]
     # header_read: the bytes actually fetched (equal to data_start here).
-    return {"size": pinned.size, "identity": (pinned.etag, pinned.version), "data_start": data_start,
+    return {"size": size, "identity": source.identity, "data_start": data_start,
             "header_read": data_start, "check_read": 0, "tensors": tensors}
 
 
@@ -456,93 +459,6 @@ def _digest(jobs: List[_Job], chunk_bytes: int, size: int) -> str:
 # reading
 # ---------------------------------------------------------------------------
 
-class _Workers:
-    """Threads that run the calls put on a queue.  The caller only ever puts
-    (``SimpleQueue.put`` never blocks and leaves no lock taken), so an
-    exception that a signal handler raises in the caller cannot leave these
-    threads waiting on a lock, as it can with ``ThreadPoolExecutor.submit``."""
-
-    def __init__(self, count: int):
-        self.calls: "queue.SimpleQueue" = queue.SimpleQueue()
-        self.threads = [threading.Thread(target=self._serve, name="safetensors-distributed", daemon=True)
-                        for _ in range(count)]
-        for thread in self.threads:
-            thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            call = self.calls.get()
-            if call is None:
-                return
-            call()
-
-    def close(self) -> None:
-        for _ in self.threads:
-            self.calls.put(None)
-        for thread in self.threads:
-            thread.join()
-
-
-def _run_parallel(workers: _Workers, calls: List[tuple]) -> None:
-    """Runs each ``(fn, args)`` of ``calls`` as ``fn(*args, cancel)`` on
-    ``workers`` and returns when all have finished.  ``args`` hold the memory
-    a call writes into (views of NumPy arrays that keep their tensors alive), so it
-    stays valid while the call is queued or running.
-
-    The first failure, or any exception in this thread while it waits
-    (KeyboardInterrupt, or another exception from a signal handler), sets
-    the calls' ``remote._Cancel``: calls not started never start, and the
-    transport stops those in flight.  This thread then waits until no call
-    is running, through further interrupts, and re-raises the first
-    exception: when it leaves, nothing writes into the destinations (but
-    after an interrupt that lands on the jump back of the retry loop, a
-    window Python code cannot close; the kept destinations cover that).  It
-    takes no lock (an interrupt inside ``with lock`` can leave a lock taken
-    or ``Condition.wait`` half done): the calls count themselves under a
-    lock of their own and ring ``bell`` as each ends."""
-    cancel = _remote._Cancel()
-    bell: "queue.SimpleQueue" = queue.SimpleQueue()
-    lock = threading.Lock()
-    state = {"running": 0, "error": None}
-
-    def call(fn, args):
-        with lock:   # counted before the check, so the waiter below cannot miss a call that starts
-            state["running"] += 1
-        try:
-            if not cancel.is_set():
-                fn(*args, cancel)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            with lock:
-                if state["error"] is None:
-                    state["error"] = exc
-            cancel.set()
-        finally:
-            with lock:
-                state["running"] -= 1
-            bell.put(None)
-
-    try:
-        for fn, args in calls:
-            workers.calls.put(lambda fn=fn, args=args: call(fn, args))
-        for _ in calls:
-            bell.get()
-            if state["error"] is not None:
-                raise state["error"]
-    except BaseException:
-        while True:
-            try:
-                cancel.set()
-                while state["running"]:
-                    try:
-                        bell.get(timeout=0.05)   # a ring an interrupt consumed is not waited for
-                    except queue.Empty:
-                        pass
-                break
-            except BaseException:  # noqa: BLE001 - another interrupt: the calls in flight have not stopped yet
-                continue
-        raise
-
-
 class _LocalFile:
     """A local file, read through its C handle (``safe_open(path, "pt",
     backend="pread")``: opening validates the header): ``table`` is the
@@ -611,48 +527,39 @@ class _LocalFile:
 
 
 class _RemoteFile:
-    """A URL: ranged GETs (pinned to the ETag/version the header's reader saw,
-    retried on transient failures) straight into the caller's buffers; a
-    range longer than the remote chunk size is fetched in parallel chunks."""
+    """A URL read as a byte source (``remote.open_source``: pinned to its
+    ETag/version, retried, long ranges in parallel chunks, and every read into
+    the caller's buffers stopped before ``read_many`` returns, also when
+    interrupted), checked to be the object the header's reader saw."""
 
     check_read = 0   # the ETag/version pins the copy
 
     def __init__(self, url: str, table: dict, storage_options: Optional[dict]):
         self.path = url
-        self.object = _remote_object(url, storage_options)
-        identity = (self.object.etag, self.object.version)
-        if self.object.size != table["size"] or identity != table["identity"]:
+        self.source = _remote.open_source(url, storage_options, head_bytes=8)
+        size, identity = self.source.size, self.source.identity
+        if size != table["size"] or identity != table["identity"]:
+            self.source.close()
             raise SafetensorError(
-                f"{url}: this rank sees a different object (size {self.object.size}, ETag/version {identity}) than "
+                f"{url}: this rank sees a different object (size {size}, ETag/version {identity}) than "
                 f"the rank that read its header (size {table['size']}, ETag/version {table['identity']}): "
                 "replaced during the load"
             )
-        self.chunk = _remote.DEFAULTS["chunk_size"]
-        # Started here rather than in the first read: an interrupt that lands
-        # in Thread.start() surfaces as a RuntimeError of threading's own.
-        self.workers = _Workers(_remote.DEFAULTS["concurrency"])
 
     def read_into(self, offset: int, buffers: Sequence) -> None:
         """Fills ``buffers`` (writable, contiguous) with consecutive bytes from ``offset``."""
-        targets, end = [], offset
+        requests = []
         for buffer in buffers:
             view = memoryview(buffer).cast("B")
-            targets.append((end, end + len(view), view))
-            end += len(view)
-        if end > self.object.size:
-            raise OSError(errno.EIO, f"bytes {offset}-{end - 1} are past the end of the object "
-                          f"({self.object.size} bytes)", self.path)
-        cuts = list(range(offset, end, self.chunk))
-        if len(cuts) == 1:
-            self.object.read_into(offset, end, targets)   # in this thread: an interrupt stops it
-        else:
-            _run_parallel(self.workers, [
-                (self.object.read_into,
-                 (lo, min(lo + self.chunk, end), [t for t in targets if t[0] < lo + self.chunk and t[1] > lo]))
-                for lo in cuts])
+            requests.append((offset, view))
+            offset += len(view)
+        if offset > self.source.size:
+            raise OSError(errno.EIO, f"bytes up to {offset - 1} are past the end of the object "
+                          f"({self.source.size} bytes)", self.path)
+        self.source.read_many(requests)
 
     def close(self) -> None:
-        self.workers.close()
+        self.source.close()
 
 
 def _open_file(path: str, table: dict, storage_options: Optional[dict], rank: int):

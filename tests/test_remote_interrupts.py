@@ -268,3 +268,43 @@ def test_destination_views_are_released_after_read_many(server, monkeypatch):
     for view in kept:
         with pytest.raises(ValueError, match="released"):
             view[0:1] = b"\0"
+
+
+def test_the_wait_for_running_reads_outlasts_further_interrupts():
+    """The first failure (ValueError) sends the caller into its wait; three
+    KeyboardInterrupts land in that wait (raised by the cancel's set(), in
+    the caller's thread only); the read still running ends only once the
+    cancel is set, and the caller leaves after it, with the interrupt."""
+    import threading
+
+    from safetensors import remote
+
+    class Interrupted(remote._Cancel):
+        left = 3
+
+        def set(self):
+            if threading.current_thread() is threading.main_thread() and Interrupted.left:
+                Interrupted.left -= 1
+                raise KeyboardInterrupt
+            super().set()
+
+    cancel, finished = Interrupted(), []
+
+    def fails():
+        raise ValueError("the first failure")
+
+    def runs_until_cancelled():
+        while not cancel.is_set():
+            time.sleep(0.001)
+        finished.append(True)
+
+    workers = remote._Workers(2)
+    raised = None
+    try:
+        remote._run_all(workers.submit, lambda fn: fn(), [(runs_until_cancelled,), (fails,)], cancel)
+    except BaseException as exc:  # noqa: BLE001 - a KeyboardInterrupt here is a failure, not a stop of pytest
+        raised = exc
+    finally:
+        workers.shutdown()
+    assert type(raised) is KeyboardInterrupt, repr(raised)
+    assert finished == [True] and Interrupted.left == 0
