@@ -8,9 +8,10 @@
  * .read_many(requests), requests a list of (offset, writable memoryview).
  * read_many is called with the GIL held (taken again where the core reads
  * without it), once per st_file_read_many with every request; it returns
- * only when no read into a destination runs any more. The memoryviews are
- * released after the call, so nothing the source kept can write through
- * them. An exception it raises is left set and reported as ST_ERR_EXTERNAL,
+ * only when no read into a destination runs any more: that is what keeps
+ * the destinations safe (remote._run_all). The memoryviews are released after
+ * the call as a second line (a slice of one that the source kept would still
+ * reach the memory). An exception it raises is left set and reported as ST_ERR_EXTERNAL,
  * which st_raise passes through unchanged.
  */
 #include "module.h"
