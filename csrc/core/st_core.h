@@ -315,11 +315,6 @@ st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, 
                             st_error *err);
 /* Unmaps it (and empties *map). */
 void st_private_map_release(st_private_map *map);
-/* Tests: whether file holds an open descriptor now, and how many the
- * descriptor cache holds (in use or not). */
-bool st_file_has_descriptor(const st_file *file);
-size_t st_file_descriptors(void);
-
 /* Gives back the pages wholly inside [addr, addr + len) of a private
  * mapping (MADV_DONTNEED): written copies are freed, and the range reads
  * as the file again. For a tensor of a shared mapping that dies before its

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "st_test_hooks.h"
 
 #include <fcntl.h>
 #include <unistd.h>
