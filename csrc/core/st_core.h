@@ -11,8 +11,10 @@
  *     file where the problem was found (0 when it has no position).
  *   - Messages for the format errors are upstream's Display texts (docs/format.md §7)
  *     so the binding can prefix them exactly as upstream does.
- *   - Nothing here takes a lock or touches global mutable state: a parsed
- *     header is immutable and may be read from any number of threads.
+ *   - A parsed header and an open file are immutable and may be read from
+ *     any number of threads. The one global mutable state is the descriptor
+ *     cache (see st_file below): one process-wide list under one mutex,
+ *     held across fork. st_alloc_fail_after's counter is a test hook.
  *   - Allocation goes through st_malloc/st_free so tests can inject failures.
  */
 #ifndef ST_CORE_H
@@ -268,8 +270,9 @@ typedef enum st_backend { ST_BACKEND_MMAP = 0, ST_BACKEND_PREAD = 1 } st_backend
  * Ownership: st_file_open returns a file with one reference. Every holder of
  * a pointer into the mapping (a tensor view) takes its own reference with
  * st_file_retain and gives it back with st_file_release; the last release
- * unmaps (mmap backend), closes the descriptor and frees the header. The
- * reference count is atomic, so retain/release are safe from any thread.
+ * unmaps (mmap backend), closes its descriptor if the cache still holds it
+ * and frees the header. The reference count is atomic, so retain/release
+ * are safe from any thread.
  *
  * Mapping: the whole file, MAP_PRIVATE (copy-on-write: writes through a
  * view never reach the file) and MAP_NORESERVE (nothing is reserved up
