@@ -15,14 +15,13 @@
  *       that start the file (length prefix + padded JSON) and order the entry
  *       indices in file order.
  *
- * Errors are raised through stpy_raise with the prefixes of the local path, so
- * a hostile server gets exactly the exceptions a hostile file gets.
+ * Errors are raised through stpy_raise with the contexts (message prefixes)
+ * of the local path, so a hostile server gets exactly the exceptions a
+ * hostile file gets.
  */
 #include "module.h"
 
 #include <string.h>
-
-static const char HEADER_ERROR[] = "Error while deserializing header: ";
 
 static int get_file_size(PyObject *obj, uint64_t *out)
 {
@@ -47,7 +46,7 @@ PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args)
         goto exit;
     if (st_header_length(prefix.buf, prefix.len < 8 ? (size_t)prefix.len : 8, file_size,
                          &header_len, &err) != ST_OK) {
-        stpy_raise(state, &err, HEADER_ERROR, NULL);
+        stpy_raise(state, &err, STPY_CTX_DESERIALIZE_HEADER, NULL);
         goto exit;
     }
     result = PyLong_FromUnsignedLongLong(header_len);
@@ -119,7 +118,7 @@ PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args)
         code = st_header_parse(json.buf, (size_t)json.len, file_size, &header, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        stpy_raise(state, &err, HEADER_ERROR, NULL);
+        stpy_raise(state, &err, STPY_CTX_DESERIALIZE_HEADER, NULL);
         goto exit;
     }
     tensors = PyList_New((Py_ssize_t)st_header_count(header));
@@ -226,7 +225,7 @@ PyObject *stpy_write_layout_only(PyObject *module, PyObject *args)
                          .has_metadata = meta.present,
                          .order = order};
     if (st_write_layout(&layout, &err) != ST_OK) {
-        stpy_raise(state, &err, "Error while serializing: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
         goto exit;
     }
     order_list = PyList_New((Py_ssize_t)count);

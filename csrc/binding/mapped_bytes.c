@@ -42,7 +42,7 @@ int stpy_owner_map(stpy_state *state, st_file *file, uint64_t offset, uint64_t l
     memset(owner, 0, sizeof(*owner));
     code = st_file_map_private(file, offset, len, &owner->map, &err);
     if (code != ST_OK) {
-        stpy_raise(state, &err, "Error while reading tensor: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
         return -1;
     }
     atomic_fetch_add_explicit(&live_private_maps, 1, memory_order_relaxed);

@@ -80,7 +80,17 @@ static stpy_open_error open_error_kind(int sys_errno)
     }
 }
 
-PyObject *stpy_raise(stpy_state *state, const st_error *err, const char *prefix, PyObject *filename)
+/* Upstream's message prefix for each context, the one copy of these texts. */
+static const char *const context_prefix[] = {
+    [STPY_CTX_NONE] = "",
+    [STPY_CTX_DESERIALIZE_HEADER] = "Error while deserializing header: ",
+    [STPY_CTX_DESERIALIZE] = "Error while deserializing: ",
+    [STPY_CTX_SERIALIZE] = "Error while serializing: ",
+    [STPY_CTX_READ] = "Error while reading: ",
+    [STPY_CTX_READ_TENSOR] = "Error while reading tensor: ",
+};
+
+PyObject *stpy_raise(stpy_state *state, const st_error *err, stpy_context ctx, PyObject *filename)
 {
     PyObject *message = NULL, *exc = NULL, *reason = NULL, *type;
 
@@ -90,7 +100,7 @@ PyObject *stpy_raise(stpy_state *state, const st_error *err, const char *prefix,
      * RemoteObjectChangedError, ...) reaches the caller unchanged. */
     if (err->code == ST_ERR_EXTERNAL && PyErr_Occurred())
         return NULL;
-    if (err->code == ST_ERR_IO && err->sys_errno != 0 && prefix == NULL) {
+    if (err->code == ST_ERR_IO && err->sys_errno != 0 && ctx == STPY_CTX_NONE) {
         /* Opening: upstream's "No such file or directory: notafile", as a
          * FileNotFoundError, PermissionError, ... chosen by errno. */
         reason = io_reason(err);
@@ -103,7 +113,7 @@ PyObject *stpy_raise(stpy_state *state, const st_error *err, const char *prefix,
             type = state->SafetensorIOError;
         else
             type = state->SafetensorError;
-        message = PyUnicode_FromFormat("%s%s", prefix ? prefix : "", err->msg);
+        message = PyUnicode_FromFormat("%s%s", context_prefix[ctx], err->msg);
         if (message != NULL && err->code == ST_ERR_IO && filename != NULL) {
             /* Saving: name the file, as upstream's `at path "..."` does. */
             PyObject *quoted = stpy_debug_quote(filename);

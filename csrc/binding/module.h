@@ -97,14 +97,24 @@ typedef struct stpy_state {
 stpy_state *stpy_state_from_type(PyTypeObject *type);
 stpy_state *stpy_state_from_module(PyObject *module);
 
+/* What the binding was doing when a core error came: each names upstream's
+ * prefix of the message (module.c's table). STPY_CTX_NONE adds none, and an
+ * OS error with an errno then is an open failure (FileNotFoundError, ...). */
+typedef enum stpy_context {
+    STPY_CTX_NONE = 0,
+    STPY_CTX_DESERIALIZE_HEADER, /* "Error while deserializing header: " */
+    STPY_CTX_DESERIALIZE,        /* "Error while deserializing: " */
+    STPY_CTX_SERIALIZE,          /* "Error while serializing: " */
+    STPY_CTX_READ,               /* "Error while reading: " */
+    STPY_CTX_READ_TENSOR         /* "Error while reading tensor: " */
+} stpy_context;
+
 /*
- * The one place core errors become Python exceptions. `prefix` is the
- * upstream context ("Error while deserializing header: ") or NULL;
- * `filename` is used for OS errors that concern the named file.
+ * The one place core errors become Python exceptions, the message prefixed
+ * as ctx says; `filename` is used for OS errors that concern the named file.
  * Returns NULL so callers can `return stpy_raise(...)`.
  */
-PyObject *stpy_raise(stpy_state *state, const st_error *err, const char *prefix,
-                     PyObject *filename);
+PyObject *stpy_raise(stpy_state *state, const st_error *err, stpy_context ctx, PyObject *filename);
 
 /* foreign_files.c: appends " (the file looks like a zip archive, ...)" to a
  * header error's message when the bytes (or the file's first bytes) are a

@@ -99,7 +99,7 @@ int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, P
         code = st_file_read_many(file, requests, nrequests, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        stpy_raise(state, &err, "Error while reading tensor: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
         goto exit;
     }
 

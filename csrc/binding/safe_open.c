@@ -114,8 +114,8 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
         if (code != ST_OK && code != ST_ERR_IO)
             stpy_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
         if (code != ST_OK) {
-            stpy_raise(state, &err,
-                       code == ST_ERR_IO ? NULL : "Error while deserializing header: ", path_str);
+            stpy_raise(state, &err, code == ST_ERR_IO ? STPY_CTX_NONE : STPY_CTX_DESERIALIZE_HEADER,
+                       path_str);
             goto fail;
         }
     }
@@ -591,7 +591,7 @@ static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
         code = st_file_read(file, (uint64_t)offset, view.buf, (size_t)view.len, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK)
-        stpy_raise(state, &err, "Error while reading: ", self->filename);
+        stpy_raise(state, &err, STPY_CTX_READ, self->filename);
     PyBuffer_Release(&view);
     st_file_release(file);
     return code == ST_OK ? Py_NewRef(Py_None) : NULL;

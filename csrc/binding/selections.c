@@ -113,7 +113,7 @@ static PyObject *select_copy(stpy_state *state, stpy_framework fw, st_file *file
     }
     if (code != ST_OK) {
         Py_DECREF(array);
-        return stpy_raise(state, &err, "Error while reading tensor: ", NULL);
+        return stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
     }
     return stpy_convert_from_numpy(state, fw, array);
 }
@@ -132,7 +132,7 @@ PyObject *stpy_tensor_select(stpy_state *state, stpy_framework fw, st_file *file
     if (st_dtype_bits(t->dtype) < 8) {
         /* F4/F6: whole bytes only; torch holds F4 as packed pairs, one byte each. */
         if (st_selection_bytes(sel, st_dtype_bits(t->dtype), &packed, &err) != ST_OK)
-            return stpy_raise(state, &err, NULL, NULL);
+            return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         bytes_sel = &packed;
         itemsize = 1;
     }

@@ -69,7 +69,7 @@ static Py_ssize_t parse_shape(stpy_state *state, PyObject *obj, st_dtype dtype, 
     count = PySequence_Fast_GET_SIZE(seq);
     if (count > 0 &&
         st_dtype_unpacked_dim(dtype, dims[count - 1], &dims[count - 1], &err) != ST_OK) {
-        stpy_raise(state, &err, NULL, NULL);
+        stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         count = -1;
     }
 exit:
@@ -450,8 +450,6 @@ exit:
  * MARK: serialize, serialize_file
  * ====================================================================== */
 
-static const char SERIALIZE_ERROR[] = "Error while serializing: ";
-
 /* The core's layout of the collected input; the caller releases the GIL. */
 static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
 {
@@ -483,7 +481,7 @@ PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
         code = lay_out(&in, &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        stpy_raise(state, &err, SERIALIZE_ERROR, NULL);
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
         goto exit;
     }
     if (layout.total_size > (uint64_t)PY_SSIZE_T_MAX) {
@@ -531,7 +529,7 @@ PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs
             code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        stpy_raise(state, &err, SERIALIZE_ERROR, name);
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, name);
         goto exit;
     }
     result = Py_NewRef(Py_None);
@@ -597,7 +595,7 @@ static int parse_buffer(stpy_state *state, PyObject *arg, Py_buffer *buffer, st_
         code = st_header_parse(bytes + 8, (size_t)header_len, (uint64_t)buffer->len, header, &err);
     if (code != ST_OK) {
         stpy_note_foreign_format(&err, bytes, (size_t)buffer->len);
-        stpy_raise(state, &err, "Error while deserializing: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_DESERIALIZE, NULL);
         PyBuffer_Release(buffer);
         return -1;
     }

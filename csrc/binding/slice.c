@@ -210,7 +210,7 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
             if (huge != NULL)
                 show_given_index(&err, items, (size_t)count, huge);
             Py_XDECREF(huge);
-            return stpy_raise(state, &err, NULL, NULL);
+            return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         }
         Py_XDECREF(huge);
         result = stpy_tensor_select(state, self->framework, self->file, self->tensor, &selection);

@@ -144,9 +144,8 @@ int stpy_open_source(stpy_state *state, PyObject *target, PyObject *options, st_
         note_foreign_source(&byte_source, &err);
     if (code != ST_OK) {
         stpy_raise(state, &err,
-                   code == ST_ERR_IO || code == ST_ERR_EXTERNAL
-                       ? NULL
-                       : "Error while deserializing header: ",
+                   code == ST_ERR_IO || code == ST_ERR_EXTERNAL ? STPY_CTX_NONE
+                                                                : STPY_CTX_DESERIALIZE_HEADER,
                    NULL);
         goto exit;
     }

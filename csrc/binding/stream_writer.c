@@ -151,7 +151,7 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
                               (size_t)meta_count, metadata != Py_None, &stream, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        stpy_raise(state, &err, NULL, filename);
+        stpy_raise(state, &err, STPY_CTX_NONE, filename);
         goto exit;
     }
     self = (StreamWriter *)type->tp_alloc(type, 0);
@@ -216,7 +216,7 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
             code = st_stream_write(stream, index, view.buf, (uint64_t)view.len, &err);
         Py_END_ALLOW_THREADS
         if (code != ST_OK)
-            stpy_raise(state, &err, NULL, NULL);
+            stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         else
             result = Py_NewRef(Py_None);
     }
@@ -276,7 +276,7 @@ static PyObject *StreamWriter_commit(StreamWriter *self, PyObject *unused)
         st_stream_free(stream);
     Py_END_ALLOW_THREADS
     if (code != ST_OK)
-        return stpy_raise(state, &err, NULL, NULL);
+        return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
     Py_RETURN_NONE;
 }
 

@@ -44,7 +44,7 @@ PyObject *stpy_torch_shape(stpy_state *state, const st_tensor *t)
         uint64_t dim = t->shape[i];
         if (i + 1 == t->ndim && st_dtype_packed_dim(t->dtype, dim, &dim, &err) != ST_OK) {
             Py_DECREF(shape);
-            return stpy_raise(state, &err, NULL, NULL);
+            return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         }
         PyObject *value = PyLong_FromUnsignedLongLong(dim);
         if (value == NULL) {
@@ -125,7 +125,7 @@ int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *d
         Py_END_ALLOW_THREADS
     }
     if (code != ST_OK) {
-        stpy_raise(state, &err, "Error while reading tensor: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
         return -1;
     }
     return 0;
