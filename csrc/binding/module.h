@@ -17,7 +17,8 @@
  *   serialize.c    TensorSpec, serialize, serialize_file, deserialize
  *   sources.c      URLs and fsspec file objects as byte sources
  *   foreign_files.c what a file that is not safetensors looks like
- * tensors.h is shared by the files that build arrays (NumPy C API).
+ * tensors.h is shared by the files that build arrays (NumPy C API); it says
+ * which of them calls which (one way, no circle).
  *
  * Ownership of file memory: a core st_file is reference counted; the handle
  * holds one reference until it is closed, and a method call holds another

@@ -495,7 +495,7 @@ PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file 
         const st_tensor *t = st_header_tensor(load.header, i);
         size_t j = i + 1;
         if (load.base == NULL || !in_mapping(&load, t)) {
-            if (add_tensor(&load, t, stpy_tensor_load(state, fw, file, t, NULL)) < 0)
+            if (add_tensor(&load, t, stpy_tensor_view(state, fw, file, t)) < 0)
                 goto fail;
         } else if (!is_small(t)) {
             if (add_tensor(&load, t, own_view(&load, t)) < 0)

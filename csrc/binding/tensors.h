@@ -1,8 +1,14 @@
 /*
  * tensors.h - what the files that build arrays and tensors share
- * (mapped_bytes.c, frameworks.c, tensor_views.c, selections.c, devices.c).
- * These are the only files that include the NumPy C API; frameworks.c owns
- * its function table (STPY_NUMPY_API_OWNER), the others import it.
+ * (mapped_bytes.c, frameworks.c, tensor_views.c, pread_tensors.c,
+ * selections.c, devices.c). These are the only files that include the NumPy
+ * C API; frameworks.c owns its function table (STPY_NUMPY_API_OWNER), the
+ * others import it.
+ *
+ * Calls between them go one way: mapped_bytes.c and frameworks.c call none
+ * of the others; tensor_views.c calls those two; devices.c and
+ * pread_tensors.c call tensor_views.c (never the reverse); selections.c
+ * calls devices.c and the ones below it.
  */
 #ifndef STPY_TENSORS_H
 #define STPY_TENSORS_H
