@@ -6,11 +6,11 @@
 
 #include <string.h>
 
-int st_parse_framework(st_state *state, PyObject *obj, st_framework *out)
+int stpy_parse_framework(stpy_state *state, PyObject *obj, stpy_framework *out)
 {
     static const struct {
         const char *name;
-        st_framework fw;
+        stpy_framework fw;
     } table[] = {
         {"pt", FW_PYTORCH},  {"torch", FW_PYTORCH}, {"pytorch", FW_PYTORCH},       {"np", FW_NUMPY},
         {"numpy", FW_NUMPY}, {"tf", FW_TENSORFLOW}, {"tensorflow", FW_TENSORFLOW}, {"jax", FW_FLAX},
@@ -38,7 +38,7 @@ int st_parse_framework(st_state *state, PyObject *obj, st_framework *out)
 }
 
 /* Returns a new reference to the normalised device (Py_None for cpu), NULL on error. */
-PyObject *st_parse_device(st_state *state, PyObject *obj)
+PyObject *stpy_parse_device(stpy_state *state, PyObject *obj)
 {
     static const char *const kinds[] = {"cuda", "mps", "npu", "xpu", "xla", "mlu", "hpu", "musa"};
     PyObject *text = NULL, *result = NULL;
@@ -124,7 +124,7 @@ exit:
     return result;
 }
 
-int st_parse_backend(st_state *state, PyObject *obj, st_backend *out)
+int stpy_parse_backend(stpy_state *state, PyObject *obj, st_backend *out)
 {
     const char *name;
     Py_ssize_t len;
@@ -152,7 +152,7 @@ int st_parse_backend(st_state *state, PyObject *obj, st_backend *out)
         *out = ST_BACKEND_PREAD;
         return 0;
     }
-    quoted = st_debug_quote(obj);
+    quoted = stpy_debug_quote(obj);
     if (quoted == NULL)
         return -1;
     PyErr_Format(state->SafetensorError,

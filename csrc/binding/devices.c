@@ -1,6 +1,6 @@
 /*
  * devices.c - tensors on devices other than the CPU: the CUDA staging path
- * and moving a loaded tensor with .to(device); st_tensor_load, the one
+ * and moving a loaded tensor with .to(device); stpy_tensor_load, the one
  * entry point that loads a whole tensor for a handle's framework and device.
  */
 #include "tensors.h"
@@ -12,13 +12,14 @@
  * tensor from torch's caching host allocator, and sent with a non-blocking
  * copy, so reading the next tensor overlaps this one's transfer. The staging
  * block goes back to torch's cache, which keeps it until the copy is done.
- * Callers synchronize once (st_cuda_synchronize) before handing tensors out.
+ * Callers synchronize once (stpy_cuda_synchronize) before handing tensors out.
  */
-PyObject *st_tensor_to_cuda(st_state *state, st_file *file, const st_tensor *t, PyObject *device)
+PyObject *stpy_tensor_to_cuda(stpy_state *state, st_file *file, const st_tensor *t,
+                              PyObject *device)
 {
-    PyObject *tdtype = st_torch_dtype(state, t->dtype), *nbytes = NULL, *kwnames = NULL,
+    PyObject *tdtype = stpy_torch_dtype(state, t->dtype), *nbytes = NULL, *kwnames = NULL,
              *staging = NULL, *typed = NULL, *shape = NULL, *shaped = NULL, *result = NULL;
-    size_t len = (size_t)st_tensor_data_len(t);
+    size_t len = (size_t)stpy_tensor_data_len(t);
     uint8_t *data;
     if (tdtype == NULL)
         return NULL;
@@ -30,13 +31,13 @@ PyObject *st_tensor_to_cuda(st_state *state, st_file *file, const st_tensor *t, 
         PyObject *args[3] = {nbytes, state->torch_dtypes[ST_U8], Py_True};
         staging = PyObject_Vectorcall(state->torch_empty, args, 1, kwnames);
     }
-    if (staging == NULL || st_torch_data_ptr(state, staging, &data) < 0)
+    if (staging == NULL || stpy_torch_data_ptr(state, staging, &data) < 0)
         goto exit;
-    if (st_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
-                     len) < 0)
+    if (stpy_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
+                       len) < 0)
         goto exit;
     typed = PyObject_CallMethodOneArg(staging, state->str_view, tdtype);
-    shape = st_torch_shape(state, t);
+    shape = stpy_torch_shape(state, t);
     shaped = typed && shape ? PyObject_CallMethodOneArg(typed, state->str_view, shape) : NULL;
     if (shaped == NULL)
         goto exit;
@@ -56,7 +57,7 @@ exit:
     return result;
 }
 
-int st_cuda_synchronize(st_state *state, PyObject *device)
+int stpy_cuda_synchronize(stpy_state *state, PyObject *device)
 {
     PyObject *cuda = PyObject_GetAttrString(state->torch, "cuda"), *done;
     if (cuda == NULL)
@@ -67,7 +68,7 @@ int st_cuda_synchronize(st_state *state, PyObject *device)
     return done ? 0 : -1;
 }
 
-PyObject *st_tensor_to_device(st_state *state, PyObject *tensor, PyObject *device)
+PyObject *stpy_tensor_to_device(stpy_state *state, PyObject *tensor, PyObject *device)
 {
     PyObject *moved = PyObject_CallMethodOneArg(tensor, state->str_to, device);
     Py_DECREF(tensor);
@@ -75,7 +76,7 @@ PyObject *st_tensor_to_device(st_state *state, PyObject *tensor, PyObject *devic
 }
 
 /* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
-bool st_is_cuda(st_framework fw, PyObject *device)
+bool stpy_is_cuda(stpy_framework fw, PyObject *device)
 {
     const char *name;
     if (fw != FW_PYTORCH || device == NULL || !PyUnicode_Check(device))
@@ -85,16 +86,16 @@ bool st_is_cuda(st_framework fw, PyObject *device)
 }
 
 /* The whole tensor in the handle's framework and on its device; CUDA copies
- * may still be in flight (see st_tensor_to_cuda). */
-PyObject *st_tensor_load(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
-                         PyObject *device)
+ * may still be in flight (see stpy_tensor_to_cuda). */
+PyObject *stpy_tensor_load(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
+                           PyObject *device)
 {
     PyObject *tensor;
-    if (st_is_cuda(fw, device))
-        return st_tensor_to_cuda(state, file, t, device);
-    tensor = st_file_backend(file) == ST_BACKEND_MMAP ? st_tensor_view(state, fw, file, t)
-                                                      : st_tensor_read(state, fw, file, t);
+    if (stpy_is_cuda(fw, device))
+        return stpy_tensor_to_cuda(state, file, t, device);
+    tensor = st_file_backend(file) == ST_BACKEND_MMAP ? stpy_tensor_view(state, fw, file, t)
+                                                      : stpy_tensor_read(state, fw, file, t);
     if (tensor != NULL && device != NULL)
-        return st_tensor_to_device(state, tensor, device);
+        return stpy_tensor_to_device(state, tensor, device);
     return tensor;
 }

@@ -38,7 +38,7 @@ static const char *foreign_format(const uint8_t *head, size_t len)
     return NULL;
 }
 
-void st_note_foreign_format(st_error *err, const uint8_t *head, size_t len)
+void stpy_note_foreign_format(st_error *err, const uint8_t *head, size_t len)
 {
     const char *format = foreign_format(head, len);
     size_t used = strlen(err->msg);
@@ -46,7 +46,7 @@ void st_note_foreign_format(st_error *err, const uint8_t *head, size_t len)
         snprintf(err->msg + used, sizeof(err->msg) - used, " (the file looks like %s)", format);
 }
 
-void st_note_foreign_file(st_error *err, const char *path)
+void stpy_note_foreign_file(st_error *err, const char *path)
 {
     uint8_t head[64];
     ssize_t got;
@@ -56,5 +56,5 @@ void st_note_foreign_file(st_error *err, const char *path)
     got = pread(fd, head, sizeof(head), 0);
     close(fd);
     if (got > 0)
-        st_note_foreign_format(err, head, (size_t)got);
+        stpy_note_foreign_format(err, head, (size_t)got);
 }

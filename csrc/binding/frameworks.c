@@ -4,7 +4,7 @@
  * dtype objects. NumPy is imported on first use only, so torch-only users
  * never need it. This file owns NumPy's C API table (import_array).
  */
-#define ST_NUMPY_API_OWNER
+#define STPY_NUMPY_API_OWNER
 #include "tensors.h"
 
 #include <string.h>
@@ -13,13 +13,13 @@
  * MARK: framework tables
  * ====================================================================== */
 
-const char *st_framework_name(st_framework fw)
+const char *stpy_framework_name(stpy_framework fw)
 {
     static const char *const names[] = {"pytorch", "numpy", "tensorflow", "flax", "mlx", "paddle"};
     return names[fw];
 }
 
-static int prepare_numpy(st_state *state)
+static int prepare_numpy(stpy_state *state)
 {
     if (state->numpy_ready)
         return 0;
@@ -29,7 +29,7 @@ static int prepare_numpy(st_state *state)
     return 0;
 }
 
-static int prepare_torch(st_state *state)
+static int prepare_torch(stpy_state *state)
 {
     PyObject *torch;
     int rc = -1;
@@ -63,7 +63,7 @@ exit:
 /* The callable turning a NumPy array into the framework's array: the one
  * conversion, kept in the Python module (safetensors.<fw>._converter()
  * imports the framework and returns it), shared with <fw>.load_file. */
-static PyObject *import_converter(st_framework fw)
+static PyObject *import_converter(stpy_framework fw)
 {
     static const char *const modules[] = {NULL,
                                           NULL,
@@ -79,10 +79,10 @@ static PyObject *import_converter(st_framework fw)
     return fn;
 }
 
-int st_framework_prepare(st_state *state, st_framework fw)
+int stpy_framework_prepare(stpy_state *state, stpy_framework fw)
 {
     int rc = 0;
-    ST_LOCK(state->SafeOpenType);
+    STPY_LOCK(state->SafeOpenType);
     if (fw == FW_PYTORCH) {
         rc = prepare_torch(state);
     } else {
@@ -92,12 +92,12 @@ int st_framework_prepare(st_state *state, st_framework fw)
             rc = state->converters[fw] ? 0 : -1;
         }
     }
-    ST_UNLOCK();
+    STPY_UNLOCK();
     return rc;
 }
 
 /* Borrowed torch dtype for t, or NULL with an exception set. */
-PyObject *st_torch_dtype(st_state *state, st_dtype dtype)
+PyObject *stpy_torch_dtype(stpy_state *state, st_dtype dtype)
 {
     PyObject *result = state->torch_dtypes[dtype];
     if (result == NULL)
@@ -131,13 +131,13 @@ static PyObject *numpy_descr_of(const st_dtype_info *info)
 }
 
 /* New reference to the NumPy descr for dtype, or NULL with an exception set. */
-PyArray_Descr *st_numpy_descr(st_state *state, st_dtype dtype)
+PyArray_Descr *stpy_numpy_descr(stpy_state *state, st_dtype dtype)
 {
     const st_dtype_info *info = st_dtype_info_get(dtype);
     PyObject *descr = NULL;
-    ST_LOCK(state->SafeOpenType);
+    STPY_LOCK(state->SafeOpenType);
     descr = Py_XNewRef(state->np_descrs[dtype]);
-    ST_UNLOCK();
+    STPY_UNLOCK();
     if (descr != NULL)
         return (PyArray_Descr *)descr;
     if (info->numpy == ST_NUMPY_NONE)
@@ -146,14 +146,14 @@ PyArray_Descr *st_numpy_descr(st_state *state, st_dtype dtype)
                                              info->name);
     if ((descr = numpy_descr_of(info)) == NULL)
         return NULL;
-    ST_LOCK(state->SafeOpenType);
+    STPY_LOCK(state->SafeOpenType);
     if (state->np_descrs[dtype] == NULL)
         state->np_descrs[dtype] = Py_NewRef(descr);
-    ST_UNLOCK();
+    STPY_UNLOCK();
     return (PyArray_Descr *)descr;
 }
 
-PyObject *st_dtype_table(PyObject *module, PyObject *unused)
+PyObject *stpy_dtype_table(PyObject *module, PyObject *unused)
 {
     static const char *const numpy_sources[] = {
         [ST_NUMPY_NONE] = NULL, [ST_NUMPY_BUILTIN] = "numpy", [ST_NUMPY_ML_DTYPES] = "ml_dtypes"};

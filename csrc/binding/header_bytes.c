@@ -15,14 +15,13 @@
  *       that start the file (length prefix + padded JSON) and order the entry
  *       indices in file order.
  *
- * Errors are raised through st_raise with the prefixes of the local path, so
- * a hostile server gets exactly the exceptions a hostile file gets.
+ * Errors are raised through stpy_raise with the contexts (message prefixes)
+ * of the local path, so a hostile server gets exactly the exceptions a
+ * hostile file gets.
  */
 #include "module.h"
 
 #include <string.h>
-
-static const char HEADER_ERROR[] = "Error while deserializing header: ";
 
 static int get_file_size(PyObject *obj, uint64_t *out)
 {
@@ -33,9 +32,9 @@ static int get_file_size(PyObject *obj, uint64_t *out)
     return 0;
 }
 
-PyObject *st_header_length_from_bytes(PyObject *module, PyObject *args)
+PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     PyObject *size_obj, *result = NULL;
     Py_buffer prefix;
     uint64_t file_size, header_len;
@@ -47,7 +46,7 @@ PyObject *st_header_length_from_bytes(PyObject *module, PyObject *args)
         goto exit;
     if (st_header_length(prefix.buf, prefix.len < 8 ? (size_t)prefix.len : 8, file_size,
                          &header_len, &err) != ST_OK) {
-        st_raise(state, &err, HEADER_ERROR, NULL);
+        stpy_raise(state, &err, STPY_CTX_DESERIALIZE_HEADER, NULL);
         goto exit;
     }
     result = PyLong_FromUnsignedLongLong(header_len);
@@ -101,9 +100,9 @@ static PyObject *metadata_dict(const st_header *header)
     return result;
 }
 
-PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args)
+PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     PyObject *size_obj, *tensors = NULL, *metadata = NULL, *result = NULL;
     st_header *header = NULL;
     Py_buffer json;
@@ -119,7 +118,7 @@ PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args)
         code = st_header_parse(json.buf, (size_t)json.len, file_size, &header, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        st_raise(state, &err, HEADER_ERROR, NULL);
+        stpy_raise(state, &err, STPY_CTX_DESERIALIZE_HEADER, NULL);
         goto exit;
     }
     tensors = PyList_New((Py_ssize_t)st_header_count(header));
@@ -146,7 +145,7 @@ exit:
 /* Fills one st_write_tensor from (name, dtype code, shape, data length);
  * shape storage is `shape` (ST_MAX_DIMS entries). data stays NULL: only the
  * layout is wanted. */
-static int layout_entry(st_state *state, PyObject *entry, st_write_tensor *w, uint64_t *shape)
+static int layout_entry(stpy_state *state, PyObject *entry, st_write_tensor *w, uint64_t *shape)
 {
     PyObject *name, *dtype, *dims, *fast = NULL;
     const char *code;
@@ -189,12 +188,12 @@ exit:
     return rc;
 }
 
-PyObject *st_write_layout_only(PyObject *module, PyObject *args)
+PyObject *stpy_write_layout_only(PyObject *module, PyObject *args)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     PyObject *entries, *metadata, *items = NULL, *order_list = NULL, *result = NULL;
     st_write_tensor *tensors = NULL;
-    st_metadata_list meta = {0};
+    stpy_metadata_list meta = {0};
     st_layout layout = {0};
     uint64_t(*shapes)[ST_MAX_DIMS] = NULL;
     size_t *order = NULL, count;
@@ -217,7 +216,7 @@ PyObject *st_write_layout_only(PyObject *module, PyObject *args)
         if (layout_entry(state, PySequence_Fast_GET_ITEM(items, (Py_ssize_t)i), &tensors[i],
                          shapes[i]) < 0)
             goto exit;
-    if (st_collect_metadata(metadata, &meta) < 0)
+    if (stpy_collect_metadata(metadata, &meta) < 0)
         goto exit;
     layout = (st_layout){.tensors = tensors,
                          .count = count,
@@ -226,7 +225,7 @@ PyObject *st_write_layout_only(PyObject *module, PyObject *args)
                          .has_metadata = meta.present,
                          .order = order};
     if (st_write_layout(&layout, &err) != ST_OK) {
-        st_raise(state, &err, "Error while serializing: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
         goto exit;
     }
     order_list = PyList_New((Py_ssize_t)count);
@@ -245,7 +244,7 @@ exit:
     PyMem_Free(tensors);
     PyMem_Free(shapes);
     PyMem_Free(order);
-    st_metadata_list_release(&meta);
+    stpy_metadata_list_release(&meta);
     Py_XDECREF(order_list);
     Py_XDECREF(items);
     return result;

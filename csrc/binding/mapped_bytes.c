@@ -7,9 +7,9 @@
  * to one never shows in another. A large tensor gets a copy-on-write
  * mapping of its own (st_file_map_private: zero copy, pages shared with the
  * page cache until written); a small one is copied; a pread read owns a
- * block of at most ST_BLOCK_MAX bytes shared only by disjoint tensors; and
+ * block of at most STPY_BLOCK_MAX bytes shared only by disjoint tensors; and
  * get_tensors on the mmap backend maps the file once for all its tensors
- * (st_tensors_of_mapping), which are equally disjoint.
+ * (stpy_tensors_of_mapping), which are equally disjoint.
  */
 #include "tensors.h"
 
@@ -19,36 +19,37 @@
 /*
  * Private mappings alive in this process. The kernel limits mappings per
  * process (vm.max_map_count, 65530 by default), not per interpreter, so this
- * counter is process-wide on purpose. Past ST_PRIVATE_MAPS_MAX further
+ * counter is process-wide on purpose. Past STPY_PRIVATE_MAPS_MAX further
  * tensors are copied instead of mapped.
  */
 static atomic_long live_private_maps;
 
-bool st_private_map_allowed(void)
+bool stpy_private_map_allowed(void)
 {
-    return atomic_load_explicit(&live_private_maps, memory_order_relaxed) < ST_PRIVATE_MAPS_MAX;
+    return atomic_load_explicit(&live_private_maps, memory_order_relaxed) < STPY_PRIVATE_MAPS_MAX;
 }
 
-long st_private_maps_alive(void)
+long stpy_private_maps_alive(void)
 {
     return atomic_load_explicit(&live_private_maps, memory_order_relaxed);
 }
 
-int st_owner_map(st_state *state, st_file *file, uint64_t offset, uint64_t len, st_owner *owner)
+int stpy_owner_map(stpy_state *state, st_file *file, uint64_t offset, uint64_t len,
+                   stpy_owner *owner)
 {
     st_error err;
     st_code code;
     memset(owner, 0, sizeof(*owner));
     code = st_file_map_private(file, offset, len, &owner->map, &err);
     if (code != ST_OK) {
-        st_raise(state, &err, "Error while reading tensor: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
         return -1;
     }
     atomic_fetch_add_explicit(&live_private_maps, 1, memory_order_relaxed);
     return 0;
 }
 
-void st_owner_release(st_owner *owner)
+void stpy_owner_release(stpy_owner *owner)
 {
     if (owner->map.base != NULL) {
         st_private_map_release(&owner->map);
@@ -59,18 +60,18 @@ void st_owner_release(st_owner *owner)
     Py_CLEAR(owner->block);
 }
 
-/* Exactly one of block and map is set (see st_owner). */
+/* Exactly one of block and map is set (see stpy_owner). */
 typedef struct {
-    PyObject_HEAD st_owner owner;
+    PyObject_HEAD stpy_owner owner;
     uint8_t *data; /* inside the block or the mapping */
     Py_ssize_t len;
 } MappedBytes;
 
-PyObject *st_mapped_bytes_new(st_state *state, st_owner *owner, uint8_t *data, size_t len)
+PyObject *stpy_mapped_bytes_new(stpy_state *state, stpy_owner *owner, uint8_t *data, size_t len)
 {
     MappedBytes *self = PyObject_GC_New(MappedBytes, state->MappedBytesType);
     if (self == NULL) {
-        st_owner_release(owner);
+        stpy_owner_release(owner);
         return NULL;
     }
     self->owner = *owner;
@@ -94,7 +95,7 @@ static void MappedBytes_dealloc(MappedBytes *self)
 {
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    st_owner_release(&self->owner);
+    stpy_owner_release(&self->owner);
     PyObject_GC_Del(self);
     Py_DECREF(type);
 }
@@ -113,7 +114,7 @@ static PyType_Slot MappedBytes_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec st_mapped_bytes_spec = {
+PyType_Spec stpy_mapped_bytes_spec = {
     .name = "safetensors._safetensors_c.MappedBytes",
     .basicsize = sizeof(MappedBytes),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |

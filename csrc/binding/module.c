@@ -1,9 +1,9 @@
 /*
  * module.c - the safetensors._safetensors_c module: state, exception types,
- * and st_raise, the single place where core errors become Python exceptions.
+ * and stpy_raise, the single place where core errors become Python exceptions.
  *
  * Multi-phase init; every type is a heap type created from the module, and
- * all per-module objects live in st_state (no C globals), so the module works
+ * all per-module objects live in stpy_state (no C globals), so the module works
  * in sub-interpreters and declares itself free-threading safe.
  */
 #include "module.h"
@@ -12,21 +12,21 @@
 #include <stdio.h>
 #include <string.h>
 
-static struct PyModuleDef st_module_def;
+static struct PyModuleDef stpy_module_def;
 
-st_state *st_state_from_module(PyObject *module)
+stpy_state *stpy_state_from_module(PyObject *module)
 {
-    return (st_state *)PyModule_GetState(module);
+    return (stpy_state *)PyModule_GetState(module);
 }
 
-st_state *st_state_from_type(PyTypeObject *type)
+stpy_state *stpy_state_from_type(PyTypeObject *type)
 {
 #if PY_VERSION_HEX >= 0x030B0000
-    PyObject *module = PyType_GetModuleByDef(type, &st_module_def);
+    PyObject *module = PyType_GetModuleByDef(type, &stpy_module_def);
 #else
     PyObject *module = PyType_GetModule(type); /* our types are final */
 #endif
-    return module ? st_state_from_module(module) : NULL;
+    return module ? stpy_state_from_module(module) : NULL;
 }
 
 /* ======================================================================
@@ -68,7 +68,7 @@ static PyObject *io_reason(const st_error *err)
 }
 
 /* The builtin OSError subclass CPython itself picks for an errno. */
-static st_open_error open_error_kind(int sys_errno)
+static stpy_open_error open_error_kind(int sys_errno)
 {
     switch (sys_errno) {
     case ENOENT: return OPEN_ERROR_NOT_FOUND;
@@ -80,7 +80,17 @@ static st_open_error open_error_kind(int sys_errno)
     }
 }
 
-PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyObject *filename)
+/* Upstream's message prefix for each context, the one copy of these texts. */
+static const char *const context_prefix[] = {
+    [STPY_CTX_NONE] = "",
+    [STPY_CTX_DESERIALIZE_HEADER] = "Error while deserializing header: ",
+    [STPY_CTX_DESERIALIZE] = "Error while deserializing: ",
+    [STPY_CTX_SERIALIZE] = "Error while serializing: ",
+    [STPY_CTX_READ] = "Error while reading: ",
+    [STPY_CTX_READ_TENSOR] = "Error while reading tensor: ",
+};
+
+PyObject *stpy_raise(stpy_state *state, const st_error *err, stpy_context ctx, PyObject *filename)
 {
     PyObject *message = NULL, *exc = NULL, *reason = NULL, *type;
 
@@ -90,7 +100,7 @@ PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyO
      * RemoteObjectChangedError, ...) reaches the caller unchanged. */
     if (err->code == ST_ERR_EXTERNAL && PyErr_Occurred())
         return NULL;
-    if (err->code == ST_ERR_IO && err->sys_errno != 0 && prefix == NULL) {
+    if (err->code == ST_ERR_IO && err->sys_errno != 0 && ctx == STPY_CTX_NONE) {
         /* Opening: upstream's "No such file or directory: notafile", as a
          * FileNotFoundError, PermissionError, ... chosen by errno. */
         reason = io_reason(err);
@@ -103,10 +113,10 @@ PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyO
             type = state->SafetensorIOError;
         else
             type = state->SafetensorError;
-        message = PyUnicode_FromFormat("%s%s", prefix ? prefix : "", err->msg);
+        message = PyUnicode_FromFormat("%s%s", context_prefix[ctx], err->msg);
         if (message != NULL && err->code == ST_ERR_IO && filename != NULL) {
             /* Saving: name the file, as upstream's `at path "..."` does. */
-            PyObject *quoted = st_debug_quote(filename);
+            PyObject *quoted = stpy_debug_quote(filename);
             Py_SETREF(message,
                       quoted ? PyUnicode_FromFormat("%U at path %U", message, quoted) : NULL);
             Py_XDECREF(quoted);
@@ -142,7 +152,7 @@ exit:
     return NULL;
 }
 
-PyObject *st_debug_quote(PyObject *text)
+PyObject *stpy_debug_quote(PyObject *text)
 {
     /* The core's st_debug_str is the one implementation (the header parser
      * quotes names with it too). 160 bytes at most 7 each, quotes, "...". */
@@ -163,7 +173,7 @@ PyObject *st_debug_quote(PyObject *text)
  * file object (safetensors/__init__.py registers safetensors.remote's). */
 static PyObject *set_source_opener(PyObject *module, PyObject *opener)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     if (!PyCallable_Check(opener)) {
         PyErr_SetString(PyExc_TypeError, "_set_source_opener expects a callable");
         return NULL;
@@ -172,7 +182,7 @@ static PyObject *set_source_opener(PyObject *module, PyObject *opener)
     Py_RETURN_NONE;
 }
 
-static PyMethodDef st_module_methods[] = {
+static PyMethodDef stpy_module_methods[] = {
     {"_set_source_opener", set_source_opener, METH_O,
      "_set_source_opener(opener)\n"
      "--\n"
@@ -180,13 +190,13 @@ static PyMethodDef st_module_methods[] = {
      "Registers opener(target, storage_options=None, **knobs), which safe_open\n"
      "calls for a URL or an fsspec file object: it returns an object with .size\n"
      "and .read_many([(offset, writable memoryview), ...]) (safetensors.remote)."},
-    {"_safe_open_handle", (PyCFunction)(void (*)(void))st_safe_open_handle,
+    {"_safe_open_handle", (PyCFunction)(void (*)(void))stpy_safe_open_handle,
      METH_VARARGS | METH_KEYWORDS,
      "_safe_open_handle(f, framework, device='cpu', *, backend='mmap')\n"
      "--\n"
      "\n"
      "Like safe_open, for the file behind an open file object f (its .name)."},
-    {"serialize", (PyCFunction)(void (*)(void))st_serialize, METH_VARARGS | METH_KEYWORDS,
+    {"serialize", (PyCFunction)(void (*)(void))stpy_serialize, METH_VARARGS | METH_KEYWORDS,
      "serialize(tensor_dict, metadata=None)\n"
      "--\n"
      "\n"
@@ -213,7 +223,8 @@ static PyMethodDef st_module_methods[] = {
      "    >>> spec = TensorSpec(dtype=\"float32\", shape=[4], data_ptr=a.ctypes.data, data_len=a.nbytes)\n"
      "    >>> serialize({\"a\": spec})[:8]\n"
      "    b'@\\x00\\x00\\x00\\x00\\x00\\x00\\x00'"},
-    {"serialize_file", (PyCFunction)(void (*)(void))st_serialize_file, METH_VARARGS | METH_KEYWORDS,
+    {"serialize_file", (PyCFunction)(void (*)(void))stpy_serialize_file,
+     METH_VARARGS | METH_KEYWORDS,
      "serialize_file(tensor_dict, filename, metadata=None)\n"
      "--\n"
      "\n"
@@ -239,7 +250,7 @@ static PyMethodDef st_module_methods[] = {
      "\n"
      "Example:\n"
      "    >>> serialize_file({\"a\": spec}, \"model.safetensors\", metadata={\"format\": \"np\"})"},
-    {"deserialize", (PyCFunction)st_deserialize, METH_O,
+    {"deserialize", (PyCFunction)stpy_deserialize, METH_O,
      "deserialize(bytes)\n"
      "--\n"
      "\n"
@@ -260,17 +271,17 @@ static PyMethodDef st_module_methods[] = {
      "Example:\n"
      "    >>> deserialize(serialize({\"a\": spec}))[0][1][\"shape\"]\n"
      "    [4]"},
-    {"_deserialize_tensors", (PyCFunction)st_deserialize_tensors, METH_VARARGS,
+    {"_deserialize_tensors", (PyCFunction)stpy_deserialize_tensors, METH_VARARGS,
      "_deserialize_tensors(bytes, framework)\n--\n\n"
      "Like deserialize, as {name: tensor} of the framework (copies), in file order."},
-    {"_dtype_table", (PyCFunction)st_dtype_table, METH_NOARGS,
+    {"_dtype_table", (PyCFunction)stpy_dtype_table, METH_NOARGS,
      "_dtype_table()\n--\n\n"
      "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "
      "'numpy' / 'ml_dtypes' / None, values per framework item)."},
-    {"_header_length", st_header_length_from_bytes, METH_VARARGS, NULL},
-    {"_parse_header", st_parse_header_from_bytes, METH_VARARGS, NULL},
-    {"_write_layout", st_write_layout_only, METH_VARARGS, NULL},
-    {"_ranges_overlap", (PyCFunction)(void (*)(void))st_ranges_overlap, METH_FASTCALL,
+    {"_header_length", stpy_header_length_from_bytes, METH_VARARGS, NULL},
+    {"_parse_header", stpy_parse_header_from_bytes, METH_VARARGS, NULL},
+    {"_write_layout", stpy_write_layout_only, METH_VARARGS, NULL},
+    {"_ranges_overlap", (PyCFunction)(void (*)(void))stpy_ranges_overlap, METH_FASTCALL,
      "_ranges_overlap(starts, ends)\n--\n\nWhether two byte ranges [start, end) intersect."},
     {NULL, NULL, 0, NULL},
 };
@@ -348,9 +359,9 @@ exit:
     return type;
 }
 
-static int st_module_exec(PyObject *module)
+static int stpy_module_exec(PyObject *module)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     PyObject *bases = NULL;
     int rc = -1;
 
@@ -389,11 +400,11 @@ static int st_module_exec(PyObject *module)
         PyModule_AddObjectRef(module, "SafetensorIndexError", state->SafetensorIndexError) < 0)
         goto exit;
 
-    if (add_type(module, &st_safe_open_spec, NULL, &state->SafeOpenType) < 0 ||
-        add_type(module, &st_slice_spec, NULL, &state->SliceType) < 0 ||
-        add_type(module, &st_mapped_bytes_spec, NULL, &state->MappedBytesType) < 0 ||
-        add_type(module, &st_tensor_spec_spec, NULL, &state->TensorSpecType) < 0 ||
-        add_type(module, &st_stream_writer_spec, NULL, &state->StreamWriterType) < 0)
+    if (add_type(module, &stpy_safe_open_spec, NULL, &state->SafeOpenType) < 0 ||
+        add_type(module, &stpy_slice_spec, NULL, &state->SliceType) < 0 ||
+        add_type(module, &stpy_mapped_bytes_spec, NULL, &state->MappedBytesType) < 0 ||
+        add_type(module, &stpy_tensor_spec_spec, NULL, &state->TensorSpecType) < 0 ||
+        add_type(module, &stpy_stream_writer_spec, NULL, &state->StreamWriterType) < 0)
         goto exit;
 
 #define INTERN(field, text)                                                                        \
@@ -415,9 +426,9 @@ exit:
     return rc;
 }
 
-static int st_module_traverse(PyObject *module, visitproc visit, void *arg)
+static int stpy_module_traverse(PyObject *module, visitproc visit, void *arg)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     Py_VISIT(state->SafetensorError);
     Py_VISIT(state->SafetensorIndexError);
     Py_VISIT(state->SafetensorIOError);
@@ -441,9 +452,9 @@ static int st_module_traverse(PyObject *module, visitproc visit, void *arg)
     return 0;
 }
 
-static int st_module_clear(PyObject *module)
+static int stpy_module_clear(PyObject *module)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     Py_CLEAR(state->SafetensorError);
     Py_CLEAR(state->SafetensorIndexError);
     Py_CLEAR(state->SafetensorIOError);
@@ -473,13 +484,13 @@ static int st_module_clear(PyObject *module)
     return 0;
 }
 
-static void st_module_free(void *module)
+static void stpy_module_free(void *module)
 {
-    st_module_clear((PyObject *)module);
+    stpy_module_clear((PyObject *)module);
 }
 
-static PyModuleDef_Slot st_module_slots[] = {
-    {Py_mod_exec, st_module_exec},
+static PyModuleDef_Slot stpy_module_slots[] = {
+    {Py_mod_exec, stpy_module_exec},
 #if PY_VERSION_HEX >= 0x030C0000
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
@@ -489,19 +500,19 @@ static PyModuleDef_Slot st_module_slots[] = {
     {0, NULL},
 };
 
-static struct PyModuleDef st_module_def = {
+static struct PyModuleDef stpy_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "safetensors._safetensors_c",
     .m_doc = "C implementation of the safetensors format.",
-    .m_size = sizeof(st_state),
-    .m_methods = st_module_methods,
-    .m_slots = st_module_slots,
-    .m_traverse = st_module_traverse,
-    .m_clear = st_module_clear,
-    .m_free = st_module_free,
+    .m_size = sizeof(stpy_state),
+    .m_methods = stpy_module_methods,
+    .m_slots = stpy_module_slots,
+    .m_traverse = stpy_module_traverse,
+    .m_clear = stpy_module_clear,
+    .m_free = stpy_module_free,
 };
 
 PyMODINIT_FUNC PyInit__safetensors_c(void)
 {
-    return PyModuleDef_Init(&st_module_def);
+    return PyModuleDef_Init(&stpy_module_def);
 }

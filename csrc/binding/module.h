@@ -2,8 +2,9 @@
  * module.h - what the binding's translation units share.
  *
  * The extension safetensors._safetensors_c is a thin layer over the C core
- * (csrc/core/st_core.h). Files:
- *   module.c       module definition, state, exception types, st_raise
+ * (csrc/core/st_core.h). The binding's shared names start with stpy_ /
+ * STPY_; st_ / ST_ names are the core's. Files:
+ *   module.c       module definition, state, exception types, stpy_raise
  *   arguments.c    safe_open's framework / device / backend arguments
  *   safe_open.c    safe_open: the handle and its methods; a URL or fsspec file
  *                  object is read through a byte source (st_file_open_source)
@@ -16,7 +17,8 @@
  *   serialize.c    TensorSpec, serialize, serialize_file, deserialize
  *   sources.c      URLs and fsspec file objects as byte sources
  *   foreign_files.c what a file that is not safetensors looks like
- * tensors.h is shared by the files that build arrays (NumPy C API).
+ * tensors.h is shared by the files that build arrays (NumPy C API); it says
+ * which of them calls which (one way, no circle).
  *
  * Ownership of file memory: a core st_file is reference counted; the handle
  * holds one reference until it is closed, and a method call holds another
@@ -26,8 +28,8 @@
  * MappedBytes that is its base (mapped_bytes.c), so writing to one array
  * never shows in another.
  */
-#ifndef ST_MODULE_H
-#define ST_MODULE_H
+#ifndef STPY_MODULE_H
+#define STPY_MODULE_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,33 +43,33 @@
 #endif
 
 #if PY_VERSION_HEX >= 0x030D0000
-#define ST_LOCK(obj) Py_BEGIN_CRITICAL_SECTION(obj)
-#define ST_UNLOCK()  Py_END_CRITICAL_SECTION()
+#define STPY_LOCK(obj) Py_BEGIN_CRITICAL_SECTION(obj)
+#define STPY_UNLOCK()  Py_END_CRITICAL_SECTION()
 #else
-#define ST_LOCK(obj) {
-#define ST_UNLOCK()  }
+#define STPY_LOCK(obj) {
+#define STPY_UNLOCK()  }
 #endif
 
-typedef enum st_framework {
+typedef enum stpy_framework {
     FW_PYTORCH = 0,
     FW_NUMPY,
     FW_TENSORFLOW,
     FW_FLAX,
     FW_MLX,
     FW_PADDLE
-} st_framework;
+} stpy_framework;
 
 /* The OSError subclasses an open failure raises, by errno (module.c). */
-typedef enum st_open_error {
+typedef enum stpy_open_error {
     OPEN_ERROR_NOT_FOUND = 0,
     OPEN_ERROR_PERMISSION,
     OPEN_ERROR_IS_DIRECTORY,
     OPEN_ERROR_NOT_DIRECTORY,
     OPEN_ERROR_OTHER,
     OPEN_ERROR__COUNT
-} st_open_error;
+} stpy_open_error;
 
-typedef struct st_state {
+typedef struct stpy_state {
     PyObject *SafetensorError;
     PyObject *SafetensorIndexError;           /* subclass of SafetensorError and IndexError */
     PyObject *SafetensorIOError;              /* subclass of SafetensorError and OSError */
@@ -91,40 +93,51 @@ typedef struct st_state {
     PyObject *source_opener;
 
     PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
-} st_state;
+} stpy_state;
 
-st_state *st_state_from_type(PyTypeObject *type);
-st_state *st_state_from_module(PyObject *module);
+stpy_state *stpy_state_from_type(PyTypeObject *type);
+stpy_state *stpy_state_from_module(PyObject *module);
+
+/* What the binding was doing when a core error came: each names upstream's
+ * prefix of the message (module.c's table). STPY_CTX_NONE adds none, and an
+ * OS error with an errno then is an open failure (FileNotFoundError, ...). */
+typedef enum stpy_context {
+    STPY_CTX_NONE = 0,
+    STPY_CTX_DESERIALIZE_HEADER, /* "Error while deserializing header: " */
+    STPY_CTX_DESERIALIZE,        /* "Error while deserializing: " */
+    STPY_CTX_SERIALIZE,          /* "Error while serializing: " */
+    STPY_CTX_READ,               /* "Error while reading: " */
+    STPY_CTX_READ_TENSOR         /* "Error while reading tensor: " */
+} stpy_context;
 
 /*
- * The one place core errors become Python exceptions. `prefix` is the
- * upstream context ("Error while deserializing header: ") or NULL;
- * `filename` is used for OS errors that concern the named file.
- * Returns NULL so callers can `return st_raise(...)`.
+ * The one place core errors become Python exceptions, the message prefixed
+ * as ctx says; `filename` is used for OS errors that concern the named file.
+ * Returns NULL so callers can `return stpy_raise(...)`.
  */
-PyObject *st_raise(st_state *state, const st_error *err, const char *prefix, PyObject *filename);
+PyObject *stpy_raise(stpy_state *state, const st_error *err, stpy_context ctx, PyObject *filename);
 
 /* foreign_files.c: appends " (the file looks like a zip archive, ...)" to a
  * header error's message when the bytes (or the file's first bytes) are a
  * well-known format that is not safetensors. */
-void st_note_foreign_format(st_error *err, const uint8_t *head, size_t len);
-void st_note_foreign_file(st_error *err, const char *path);
+void stpy_note_foreign_format(st_error *err, const uint8_t *head, size_t len);
+void stpy_note_foreign_file(st_error *err, const char *path);
 
 /* A str quoted as Rust's Debug format does ("a\"b"), for upstream's messages. */
-PyObject *st_debug_quote(PyObject *text);
+PyObject *stpy_debug_quote(PyObject *text);
 
-extern PyType_Spec st_safe_open_spec;
-extern PyType_Spec st_slice_spec;
-extern PyType_Spec st_mapped_bytes_spec;
-extern PyType_Spec st_tensor_spec_spec;
-extern PyType_Spec st_stream_writer_spec; /* stream_writer.c */
+extern PyType_Spec stpy_safe_open_spec;
+extern PyType_Spec stpy_slice_spec;
+extern PyType_Spec stpy_mapped_bytes_spec;
+extern PyType_Spec stpy_tensor_spec_spec;
+extern PyType_Spec stpy_stream_writer_spec; /* stream_writer.c */
 
-PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 /* _ranges_overlap(starts, ends): serialize.c */
-PyObject *st_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *st_deserialize(PyObject *module, PyObject *arg);
+PyObject *stpy_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *stpy_deserialize(PyObject *module, PyObject *arg);
 
 /* A metadata argument (dict[str, str] or None) as the core's items; `items`
  * (the dict's item list) keeps every string alive until the release. */
@@ -133,120 +146,121 @@ typedef struct {
     st_metadata_item *entries;
     size_t count;
     bool present;
-} st_metadata_list;
-int st_collect_metadata(PyObject *metadata, st_metadata_list *out);
-void st_metadata_list_release(st_metadata_list *list);
+} stpy_metadata_list;
+int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out);
+void stpy_metadata_list_release(stpy_metadata_list *list);
 /* _deserialize_tensors(bytes, framework): {name: tensor} in file order, each
  * a copy in the framework (the one bytes -> tensor path for load(bytes)). */
-PyObject *st_deserialize_tensors(PyObject *module, PyObject *args);
+PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args);
 /* _dtype_table(): st_dtype_info for Python, so no Python module keeps its own copy. */
-PyObject *st_dtype_table(PyObject *module, PyObject *unused);
+PyObject *stpy_dtype_table(PyObject *module, PyObject *unused);
 
 /* header_bytes.c: the header rules and writer layout for remote objects. */
-PyObject *st_header_length_from_bytes(PyObject *module, PyObject *args);
-PyObject *st_parse_header_from_bytes(PyObject *module, PyObject *args);
-PyObject *st_write_layout_only(PyObject *module, PyObject *args);
+PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args);
+PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args);
+PyObject *stpy_write_layout_only(PyObject *module, PyObject *args);
 
 /* ---- sources.c ---- */
 
 /* 1 for a URL with a scheme other than file:// or an fsspec file object; 0
  * for a path, *path then a new reference to it (file:// removed); -1 on error. */
-int st_remote_target(PyObject *filename, PyObject **path);
+int stpy_remote_target(PyObject *filename, PyObject **path);
 /* Opens target through the registered byte source opener, called with
  * options (a dict of keyword arguments, or NULL). On success *file is the
  * core file over it and *source a new reference to the source object
  * (close() it to stop reads in flight); -1 with an exception set. */
-int st_open_source(st_state *state, PyObject *target, PyObject *options, st_file **file,
-                   PyObject **source);
+int stpy_open_source(stpy_state *state, PyObject *target, PyObject *options, st_file **file,
+                     PyObject **source);
 
 /* ---- arguments.c ---- */
 
-int st_parse_framework(st_state *state, PyObject *obj, st_framework *out);
+int stpy_parse_framework(stpy_state *state, PyObject *obj, stpy_framework *out);
 /* A new reference to the normalised device (Py_None for cpu), NULL on error. */
-PyObject *st_parse_device(st_state *state, PyObject *obj);
+PyObject *stpy_parse_device(stpy_state *state, PyObject *obj);
 /* obj NULL: the default, mmap. */
-int st_parse_backend(st_state *state, PyObject *obj, st_backend *out);
+int stpy_parse_backend(stpy_state *state, PyObject *obj, st_backend *out);
 
 /* ---- slice.c ---- */
 
 /* A new slice object for tensor; takes over the caller's reference to file
  * (released on failure too). */
-PyObject *st_slice_new(st_state *state, st_file *file, const st_tensor *tensor,
-                       st_framework framework, PyObject *device);
+PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tensor,
+                         stpy_framework framework, PyObject *device);
 
 /* ---- frameworks.c, tensor_views.c, selections.c, devices.c ---- */
 
 /* Ensures the framework's module (torch, numpy, ...) is importable and its
  * dtype tables are ready. */
-int st_framework_prepare(st_state *state, st_framework fw);
+int stpy_framework_prepare(stpy_state *state, stpy_framework fw);
 
 /*
  * t from the mmap backend, owning its memory alone: a large tensor is a view
  * of a private mapping of its own (zero copy), a small one a copy.
  */
-PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
+PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
 /* get_tensors on the mmap backend for the CPU, torch or NumPy: the dict of
  * every tensor, each a view of one private mapping (tensor_views.c). */
-PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file);
+PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file *file);
 
 /* pread backend, many tensors at once (pread_tensors.c): small tensors share
  * blocks, a block an empty uint8 array (a NumPy array, or a torch tensor for
  * torch) of len bytes, its memory at *data, filled by the caller; tensors
- * inside it are views of it (st_tensor_in_block). Callers keep blocks at
- * most ST_BLOCK_MAX long, so a kept tensor pins little besides itself. */
-PyObject *st_new_block(st_state *state, st_framework fw, uint64_t len, uint8_t **data);
-PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,
-                             uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
-/* Tensors smaller than this share pread blocks (st_new_block). */
-#define ST_BLOCK_MAX ((uint64_t)1 << 20)
+ * inside it are views of it (stpy_tensor_in_block). Callers keep blocks at
+ * most STPY_BLOCK_MAX long, so a kept tensor pins little besides itself. */
+PyObject *stpy_new_block(stpy_state *state, stpy_framework fw, uint64_t len, uint8_t **data);
+PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *file, PyObject *block,
+                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
+/* Tensors smaller than this share pread blocks (stpy_new_block). */
+#define STPY_BLOCK_MAX ((uint64_t)1 << 20)
 
 /* pread_tensors.c: every tensor of a pread file on the CPU, new references
  * in tensors[0..count) in offset order (st_header_tensor's), each as
- * st_tensor_load gives it: every destination is allocated first, then all
+ * stpy_tensor_load gives it: every destination is allocated first, then all
  * are read by one st_file_read_many, so a read error hands out nothing.
  * -1 with an exception set (tensors then holds nothing). */
-int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObject **tensors);
+int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, PyObject **tensors);
 
 /* t's name as str (the header parser already checked it is UTF-8 without
  * surrogates). */
-static inline PyObject *st_tensor_name(const st_tensor *t)
+static inline PyObject *stpy_tensor_name(const st_tensor *t)
 {
     return PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
 }
 
 /* A new tensor of the framework holding a copy of t's bytes at src. */
-PyObject *st_tensor_from_memory(st_state *state, st_framework fw, const st_tensor *t,
-                                const uint8_t *src);
+PyObject *stpy_tensor_from_memory(stpy_state *state, stpy_framework fw, const st_tensor *t,
+                                  const uint8_t *src);
 
 /* A new tensor holding a copy of the tensor read from the file (pread). */
-PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t);
+PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
 
 /* The selected part of a tensor (basic indexing already applied). */
-PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
-                           const st_selection *sel);
+PyObject *stpy_tensor_select(stpy_state *state, stpy_framework fw, st_file *file,
+                             const st_tensor *t, const st_selection *sel);
 
 /* get_slice(...)[key] for keys with index arrays, masks or lists: NumPy's
  * semantics on every framework, an independent result. */
-PyObject *st_tensor_select_advanced(st_state *state, st_framework fw, st_file *file,
-                                    const st_tensor *t, PyObject *key);
+PyObject *stpy_tensor_select_advanced(stpy_state *state, stpy_framework fw, st_file *file,
+                                      const st_tensor *t, PyObject *key);
 
 /* The tensor on a "cuda:N" device, through pinned staging, copy not yet
- * waited for; st_cuda_synchronize waits for every such copy. */
-PyObject *st_tensor_to_cuda(st_state *state, st_file *file, const st_tensor *t, PyObject *device);
-int st_cuda_synchronize(st_state *state, PyObject *device);
+ * waited for; stpy_cuda_synchronize waits for every such copy. */
+PyObject *stpy_tensor_to_cuda(stpy_state *state, st_file *file, const st_tensor *t,
+                              PyObject *device);
+int stpy_cuda_synchronize(stpy_state *state, PyObject *device);
 
 /* Moves a torch tensor to a device object (str or int); steals `tensor`. */
-PyObject *st_tensor_to_device(st_state *state, PyObject *tensor, PyObject *device);
+PyObject *stpy_tensor_to_device(stpy_state *state, PyObject *tensor, PyObject *device);
 
 /* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
-bool st_is_cuda(st_framework fw, PyObject *device);
+bool stpy_is_cuda(stpy_framework fw, PyObject *device);
 
 /* The whole tensor in the framework and on device (NULL: cpu); CUDA copies
- * may still be in flight (see st_tensor_to_cuda). */
-PyObject *st_tensor_load(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
-                         PyObject *device);
+ * may still be in flight (see stpy_tensor_to_cuda). */
+PyObject *stpy_tensor_load(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
+                           PyObject *device);
 
 /* The framework's name for messages ("pytorch", "numpy", ...). */
-const char *st_framework_name(st_framework fw);
+const char *stpy_framework_name(stpy_framework fw);
 
-#endif /* ST_MODULE_H */
+#endif /* STPY_MODULE_H */

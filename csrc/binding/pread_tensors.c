@@ -3,7 +3,7 @@
  * (get_tensors, and so load_file(..., backend="pread")).
  *
  * Two steps: first every destination is allocated (a block shared by small
- * neighbours, or an array of its own for a tensor of ST_BLOCK_MAX bytes or
+ * neighbours, or an array of its own for a tensor of STPY_BLOCK_MAX bytes or
  * more), then one st_file_read_many fills them all with the GIL released.
  * The core splits the reads into chunks that a few threads take from one
  * queue, so several reads are in flight and one large tensor does not hold
@@ -13,19 +13,19 @@
  *
  * Independence: a tensor of its own owns its array alone; small tensors are
  * disjoint views of one block (as before this file: each writes only its own
- * bytes, and a kept one pins at most ST_BLOCK_MAX bytes).
+ * bytes, and a kept one pins at most STPY_BLOCK_MAX bytes).
  */
 #include "tensors.h"
 
 /* The end of the block that starts at tensor i and holds it and the small
- * tensors after it, at most ST_BLOCK_MAX bytes in all (data-section
+ * tensors after it, at most STPY_BLOCK_MAX bytes in all (data-section
  * offsets; tensors are in offset order). */
 static uint64_t block_end(const st_header *header, size_t i)
 {
     uint64_t begin = st_header_tensor(header, i)->begin, end = st_header_tensor(header, i)->end;
     for (size_t j = i + 1; j < st_header_count(header); j++) {
         const st_tensor *next = st_header_tensor(header, j);
-        if (next->end < end || next->end - begin > ST_BLOCK_MAX)
+        if (next->end < end || next->end - begin > STPY_BLOCK_MAX)
             break;
         end = next->end;
     }
@@ -41,7 +41,7 @@ typedef struct {
     bool in_block;
 } destination;
 
-int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObject **tensors)
+int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, PyObject **tensors)
 {
     const st_header *header = st_file_header(file);
     const uint64_t data_start = st_header_data_start(header);
@@ -61,13 +61,13 @@ int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObjec
     }
     for (size_t i = 0; i < count; i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        uint64_t len = st_tensor_data_len(t);
+        uint64_t len = stpy_tensor_data_len(t);
         bool outside_block = block == NULL || t->begin < block_begin || t->end > block_stop;
-        if (len < ST_BLOCK_MAX && outside_block) {
+        if (len < STPY_BLOCK_MAX && outside_block) {
             uint64_t end = block_end(header, i);
             block = NULL;
             if (end > t->begin) {
-                block = st_new_block(state, fw, end - t->begin, &block_data);
+                block = stpy_new_block(state, fw, end - t->begin, &block_data);
                 if (block == NULL)
                     goto exit;
                 dests[i].target = block; /* the first tensor's reference */
@@ -86,7 +86,7 @@ int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObjec
             dests[i].in_block = true;
             continue;
         }
-        dests[i].target = st_new_array(state, fw, t, &dests[i].data);
+        dests[i].target = stpy_new_array(state, fw, t, &dests[i].data);
         if (dests[i].target == NULL)
             goto exit;
         dests[i].target_begin = t->begin;
@@ -99,16 +99,16 @@ int st_read_all_tensors(st_state *state, st_framework fw, st_file *file, PyObjec
         code = st_file_read_many(file, requests, nrequests, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        st_raise(state, &err, "Error while reading tensor: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
         goto exit;
     }
 
     for (made = 0; made < count; made++) {
         const st_tensor *t = st_header_tensor(header, made);
         destination *d = &dests[made];
-        tensors[made] = d->in_block ? st_tensor_in_block(state, fw, file, d->target, d->data,
-                                                         d->target_begin, t)
-                                    : st_convert_from_numpy(state, fw, Py_NewRef(d->target));
+        tensors[made] = d->in_block ? stpy_tensor_in_block(state, fw, file, d->target, d->data,
+                                                           d->target_begin, t)
+                                    : stpy_convert_from_numpy(state, fw, Py_NewRef(d->target));
         if (tensors[made] == NULL)
             goto exit;
     }

@@ -16,7 +16,7 @@
 
 typedef struct {
     PyObject_HEAD st_file *file; /* owned reference; NULL once closed */
-    st_framework framework;
+    stpy_framework framework;
     st_backend backend;
     PyObject *device;   /* NULL for cpu, else "cuda:0"-style str or int */
     PyObject *filename; /* str, as given (for messages) */
@@ -55,19 +55,19 @@ static PyObject *remote_options(PyObject *const *given, bool remote)
     return options;
 }
 
-static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *filename,
+static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *filename,
                              PyObject *framework_obj, PyObject *device_obj, PyObject *backend_obj,
                              PyObject *const *remote_given)
 {
     SafeOpen *self = NULL;
     PyObject *target = NULL, *path_str = NULL, *path_bytes = NULL, *device = NULL;
     PyObject *options = NULL, *source = NULL;
-    st_framework framework;
+    stpy_framework framework;
     st_backend backend;
     st_file *file = NULL;
     st_error err;
     st_code code;
-    int remote = st_remote_target(filename, &target);
+    int remote = stpy_remote_target(filename, &target);
 
     if (remote < 0)
         goto fail;
@@ -76,14 +76,14 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
         goto fail;
     if ((options = remote_options(remote_given, remote)) == NULL)
         goto fail;
-    if (st_parse_framework(state, framework_obj, &framework) < 0)
+    if (stpy_parse_framework(state, framework_obj, &framework) < 0)
         goto fail;
-    device = st_parse_device(state, device_obj);
+    device = stpy_parse_device(state, device_obj);
     if (device == NULL)
         goto fail;
     if (device != Py_None && framework != FW_PYTORCH && framework != FW_PADDLE) {
         PyErr_Format(state->SafetensorError, "Device %S is not supported for framework %s", device,
-                     st_framework_name(framework));
+                     stpy_framework_name(framework));
         goto fail;
     }
     if (framework == FW_PADDLE && device != Py_None) {
@@ -96,30 +96,30 @@ static PyObject *open_handle(PyTypeObject *type, st_state *state, PyObject *file
         if (device == NULL)
             goto fail;
     }
-    if (st_parse_backend(state, backend_obj, &backend) < 0)
+    if (stpy_parse_backend(state, backend_obj, &backend) < 0)
         goto fail;
     if (PySys_Audit("safetensors.safe_open", "Os", remote ? filename : path_str,
-                    st_framework_name(framework)) < 0)
+                    stpy_framework_name(framework)) < 0)
         goto fail;
 
     if (remote) {
         /* Read through a byte source: the pread paths (no mapping). */
         backend = ST_BACKEND_PREAD;
-        if (st_open_source(state, filename, options, &file, &source) < 0)
+        if (stpy_open_source(state, filename, options, &file, &source) < 0)
             goto fail;
     } else {
         Py_BEGIN_ALLOW_THREADS
             code = st_file_open(PyBytes_AS_STRING(path_bytes), backend, &file, &err);
         Py_END_ALLOW_THREADS
         if (code != ST_OK && code != ST_ERR_IO)
-            st_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
+            stpy_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
         if (code != ST_OK) {
-            st_raise(state, &err,
-                     code == ST_ERR_IO ? NULL : "Error while deserializing header: ", path_str);
+            stpy_raise(state, &err, code == ST_ERR_IO ? STPY_CTX_NONE : STPY_CTX_DESERIALIZE_HEADER,
+                       path_str);
             goto fail;
         }
     }
-    if (st_framework_prepare(state, framework) < 0)
+    if (stpy_framework_prepare(state, framework) < 0)
         goto fail;
 
     self = (SafeOpen *)type->tp_alloc(type, 0);
@@ -152,7 +152,7 @@ static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwar
                              "deadline",        NULL};
     PyObject *filename, *framework, *device = NULL, *backend = NULL;
     PyObject *remote[REMOTE_ARGS] = {NULL};
-    st_state *state = st_state_from_type(type);
+    stpy_state *state = stpy_state_from_type(type);
     if (state == NULL)
         return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOO:safe_open", kwlist, &filename,
@@ -163,12 +163,12 @@ static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     return open_handle(type, state, filename, framework, device, backend, remote);
 }
 
-PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs)
+PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"f", "framework", "device", "backend", NULL};
     PyObject *f, *framework, *device = NULL, *backend = NULL, *name, *result;
     PyObject *remote[REMOTE_ARGS] = {NULL};
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:_safe_open_handle", kwlist, &f,
                                      &framework, &device, &backend))
         return NULL;
@@ -192,13 +192,13 @@ PyObject *st_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs
 static st_file *acquire_file(SafeOpen *self)
 {
     st_file *file;
-    ST_LOCK(self);
+    STPY_LOCK(self);
     file = self->file;
     if (file != NULL)
         st_file_retain(file);
-    ST_UNLOCK();
+    STPY_UNLOCK();
     if (file == NULL) {
-        st_state *state = st_state_from_type(Py_TYPE(self));
+        stpy_state *state = stpy_state_from_type(Py_TYPE(self));
         if (state != NULL)
             PyErr_SetString(state->SafetensorError, "File is closed");
     }
@@ -211,12 +211,12 @@ static int close_handle(SafeOpen *self)
 {
     st_file *file;
     PyObject *source, *closed = Py_None;
-    ST_LOCK(self);
+    STPY_LOCK(self);
     file = self->file;
     self->file = NULL;
     source = self->source;
     self->source = NULL;
-    ST_UNLOCK();
+    STPY_UNLOCK();
     if (source != NULL) {
         closed = PyObject_CallMethod(source, "close", NULL);
         Py_DECREF(source);
@@ -292,9 +292,9 @@ static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
     st_file *file = acquire_file(self);
     if (file == NULL)
         return NULL;
-    ST_LOCK(self);
+    STPY_LOCK(self);
     names = Py_XNewRef(self->names);
-    ST_UNLOCK();
+    STPY_UNLOCK();
     if (names == NULL) {
         const st_header *header = st_file_header(file);
         size_t count = st_header_count(header);
@@ -302,17 +302,17 @@ static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
         if (names == NULL)
             goto exit;
         for (size_t i = 0; i < count; i++) {
-            PyObject *name = st_tensor_name(st_header_tensor_by_name_order(header, i));
+            PyObject *name = stpy_tensor_name(st_header_tensor_by_name_order(header, i));
             if (name == NULL) {
                 Py_CLEAR(names);
                 goto exit;
             }
             PyTuple_SET_ITEM(names, (Py_ssize_t)i, name);
         }
-        ST_LOCK(self);
+        STPY_LOCK(self);
         if (self->names == NULL)
             self->names = Py_NewRef(names);
-        ST_UNLOCK();
+        STPY_UNLOCK();
     }
     result = PySequence_List(names);
 exit:
@@ -335,7 +335,7 @@ static PyObject *SafeOpen_offset_keys(SafeOpen *self, PyObject *unused)
     if (result == NULL)
         goto exit;
     for (size_t i = 0; i < count; i++) {
-        PyObject *name = st_tensor_name(st_header_tensor(header, i));
+        PyObject *name = stpy_tensor_name(st_header_tensor(header, i));
         if (name == NULL) {
             Py_CLEAR(result);
             goto exit;
@@ -386,7 +386,7 @@ exit:
  * ====================================================================== */
 
 /* Looks name up; sets "File does not contain tensor" when absent. */
-static const st_tensor *find_tensor(st_state *state, st_file *file, PyObject *name)
+static const st_tensor *find_tensor(stpy_state *state, st_file *file, PyObject *name)
 {
     Py_ssize_t len;
     const char *utf8;
@@ -427,7 +427,7 @@ static int unpack_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwname
 static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames)
 {
-    st_state *state = st_state_from_type(Py_TYPE(self));
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
     PyObject *name, *result = NULL;
     const st_tensor *t;
     st_file *file;
@@ -438,9 +438,9 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
         return NULL;
     t = find_tensor(state, file, name);
     if (t != NULL)
-        result = st_tensor_load(state, self->framework, file, t, self->device);
-    if (result != NULL && st_is_cuda(self->framework, self->device) &&
-        st_cuda_synchronize(state, self->device) < 0)
+        result = stpy_tensor_load(state, self->framework, file, t, self->device);
+    if (result != NULL && stpy_is_cuda(self->framework, self->device) &&
+        stpy_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
     st_file_release(file);
     return result;
@@ -448,7 +448,7 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
 
 static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
 {
-    st_state *state = st_state_from_type(Py_TYPE(self));
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
     PyObject *result = NULL, **tensors = NULL;
     st_file *file = acquire_file(self);
     const st_header *header;
@@ -461,7 +461,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
      * (tensor_views.c). */
     if (st_file_backend(file) == ST_BACKEND_MMAP && self->device == NULL &&
         (self->framework == FW_PYTORCH || self->framework == FW_NUMPY)) {
-        result = st_tensors_of_mapping(state, self->framework, file);
+        result = stpy_tensors_of_mapping(state, self->framework, file);
         goto exit;
     }
     count = st_header_count(header);
@@ -469,13 +469,13 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
      * in flight (pread_tensors.c). Otherwise tensor by tensor; CUDA copies
      * overlap the next tensor's read. */
     read_all =
-        st_file_backend(file) == ST_BACKEND_PREAD && !st_is_cuda(self->framework, self->device);
+        st_file_backend(file) == ST_BACKEND_PREAD && !stpy_is_cuda(self->framework, self->device);
     tensors = PyMem_Calloc(count ? count : 1, sizeof *tensors);
     if (tensors == NULL) {
         PyErr_NoMemory();
         goto exit;
     }
-    if (read_all && st_read_all_tensors(state, self->framework, file, tensors) < 0)
+    if (read_all && stpy_read_all_tensors(state, self->framework, file, tensors) < 0)
         goto exit;
     made = read_all ? count : 0;
     result = PyDict_New();
@@ -483,11 +483,11 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
         goto exit;
     for (size_t i = 0; i < count; i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *name = st_tensor_name(t), *tensor;
+        PyObject *name = stpy_tensor_name(t), *tensor;
         if (!read_all && name != NULL)
-            tensors[made++] = st_tensor_load(state, self->framework, file, t, self->device);
+            tensors[made++] = stpy_tensor_load(state, self->framework, file, t, self->device);
         else if (read_all && self->device != NULL && tensors[i] != NULL)
-            tensors[i] = st_tensor_to_device(state, tensors[i], self->device);
+            tensors[i] = stpy_tensor_to_device(state, tensors[i], self->device);
         tensor = tensors[i];
         if (name == NULL || tensor == NULL || PyDict_SetItem(result, name, tensor) < 0) {
             Py_XDECREF(name);
@@ -497,7 +497,8 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
         Py_DECREF(name);
     }
     /* One wait for all the transfers, which overlapped the reads. */
-    if (st_is_cuda(self->framework, self->device) && st_cuda_synchronize(state, self->device) < 0)
+    if (stpy_is_cuda(self->framework, self->device) &&
+        stpy_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
 exit:
     for (size_t i = 0; tensors != NULL && i < made; i++)
@@ -510,7 +511,7 @@ exit:
 static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames)
 {
-    st_state *state = st_state_from_type(Py_TYPE(self));
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
     PyObject *name;
     const st_tensor *t;
     st_file *file;
@@ -524,7 +525,7 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
         st_file_release(file);
         return NULL;
     }
-    return st_slice_new(state, file, t, self->framework, self->device); /* takes file */
+    return stpy_slice_new(state, file, t, self->framework, self->device); /* takes file */
 }
 
 /* _table(): (name, dtype code, shape, begin, end) of every tensor in file
@@ -551,7 +552,7 @@ static PyObject *SafeOpen_table(SafeOpen *self, PyObject *unused)
                 PyList_SET_ITEM(shape, (Py_ssize_t)d, dim);
         }
         if (shape != NULL)
-            row = Py_BuildValue("(NsOKK)", st_tensor_name(t), st_dtype_name(t->dtype), shape,
+            row = Py_BuildValue("(NsOKK)", stpy_tensor_name(t), st_dtype_name(t->dtype), shape,
                                 (unsigned long long)(start + t->begin),
                                 (unsigned long long)(start + t->end));
         Py_XDECREF(shape);
@@ -568,7 +569,7 @@ static PyObject *SafeOpen_table(SafeOpen *self, PyObject *unused)
  * offset into a writable contiguous buffer, without the GIL. */
 static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
 {
-    st_state *state = st_state_from_type(Py_TYPE(self));
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
     long long offset;
     Py_buffer view;
     st_file *file;
@@ -590,7 +591,7 @@ static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
         code = st_file_read(file, (uint64_t)offset, view.buf, (size_t)view.len, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK)
-        st_raise(state, &err, "Error while reading: ", self->filename);
+        stpy_raise(state, &err, STPY_CTX_READ, self->filename);
     PyBuffer_Release(&view);
     st_file_release(file);
     return code == ST_OK ? Py_NewRef(Py_None) : NULL;
@@ -769,7 +770,7 @@ static PyType_Slot SafeOpen_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec st_safe_open_spec = {
+PyType_Spec stpy_safe_open_spec = {
     .name = "safetensors._safetensors_c.safe_open",
     .basicsize = sizeof(SafeOpen),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,

@@ -30,11 +30,11 @@ static PyObject *int_tuple(const int64_t *values, size_t count)
 
 /* torch has no negative strides: view the mirrored selection, then flip.
  * *owner holds the tensor's bytes at data (taken over). */
-static PyObject *torch_select_view(st_state *state, st_owner *owner, const st_tensor *t,
+static PyObject *torch_select_view(stpy_state *state, stpy_owner *owner, const st_tensor *t,
                                    uint8_t *data, const st_selection *sel)
 {
     int64_t size[ST_MAX_DIMS], stride[ST_MAX_DIMS], flip[ST_MAX_DIMS];
-    int64_t offset = sel->offset, itemsize = (int64_t)st_itemsize_of(t->dtype);
+    int64_t offset = sel->offset, itemsize = (int64_t)stpy_itemsize_of(t->dtype);
     size_t nflip = 0;
     PyObject *full = NULL, *sizes = NULL, *strides = NULL, *storage_offset = NULL, *view = NULL,
              *dims = NULL, *result = NULL;
@@ -51,7 +51,7 @@ static PyObject *torch_select_view(st_state *state, st_owner *owner, const st_te
         }
         stride[i] /= itemsize;
     }
-    full = st_torch_view(state, owner, t, data);
+    full = stpy_torch_view(state, owner, t, data);
     if (full == NULL)
         goto exit;
     sizes = int_tuple(size, sel->ndim);
@@ -60,7 +60,7 @@ static PyObject *torch_select_view(st_state *state, st_owner *owner, const st_te
     if (sizes == NULL || strides == NULL || storage_offset == NULL)
         goto exit;
     if (sel->nelements == 0) {
-        result = st_torch_new_empty(state, sizes, t->dtype);
+        result = stpy_torch_new_empty(state, sizes, t->dtype);
         goto exit;
     }
     view = PyObject_CallMethodObjArgs(full, state->str_as_strided, sizes, strides, storage_offset,
@@ -86,9 +86,9 @@ exit:
  * the mapping).
  * `sel` has the logical shape of the result; `bytes_sel` says which bytes
  * to read (the same selection for dtypes of whole bytes). */
-static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
-                             const st_selection *sel, const st_selection *bytes_sel,
-                             size_t itemsize)
+static PyObject *select_copy(stpy_state *state, stpy_framework fw, st_file *file,
+                             const st_tensor *t, const st_selection *sel,
+                             const st_selection *bytes_sel, size_t itemsize)
 {
     st_tensor shaped = *t;
     uint64_t shape[ST_MAX_DIMS];
@@ -101,10 +101,10 @@ static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, co
     memcpy(shape, sel->shape, sel->ndim * sizeof(shape[0]));
     shaped.ndim = sel->ndim;
     shaped.shape = shape;
-    array = st_new_array(state, fw, &shaped, &data);
+    array = stpy_new_array(state, fw, &shaped, &data);
     if (array == NULL || sel->nelements == 0)
-        return st_convert_from_numpy(state, fw, array);
-    if (bytes_sel->nelements * itemsize < ST_GIL_RELEASE_MIN) {
+        return stpy_convert_from_numpy(state, fw, array);
+    if (bytes_sel->nelements * itemsize < STPY_GIL_RELEASE_MIN) {
         code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
     } else {
         Py_BEGIN_ALLOW_THREADS
@@ -113,40 +113,40 @@ static PyObject *select_copy(st_state *state, st_framework fw, st_file *file, co
     }
     if (code != ST_OK) {
         Py_DECREF(array);
-        return st_raise(state, &err, "Error while reading tensor: ", NULL);
+        return stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
     }
-    return st_convert_from_numpy(state, fw, array);
+    return stpy_convert_from_numpy(state, fw, array);
 }
 
-PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, const st_tensor *t,
-                           const st_selection *sel)
+PyObject *stpy_tensor_select(stpy_state *state, stpy_framework fw, st_file *file,
+                             const st_tensor *t, const st_selection *sel)
 {
     uint64_t offset = st_header_data_start(st_file_header(file)) + t->begin;
     npy_intp dims[NPY_MAXDIMS], strides[NPY_MAXDIMS];
-    size_t itemsize = st_itemsize_of(t->dtype);
+    size_t itemsize = stpy_itemsize_of(t->dtype);
     const st_selection *bytes_sel = sel;
     st_selection packed;
-    st_owner owner;
+    stpy_owner owner;
     st_error err;
 
     if (st_dtype_bits(t->dtype) < 8) {
         /* F4/F6: whole bytes only; torch holds F4 as packed pairs, one byte each. */
         if (st_selection_bytes(sel, st_dtype_bits(t->dtype), &packed, &err) != ST_OK)
-            return st_raise(state, &err, NULL, NULL);
+            return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         bytes_sel = &packed;
         itemsize = 1;
     }
     /* Small selections are copied; large ones are views of a private
      * mapping of the tensor (zero copy, and independent of every other). */
-    if (!st_use_private_map(file, bytes_sel->nelements * itemsize) || sel->nelements == 0 ||
+    if (!stpy_use_private_map(file, bytes_sel->nelements * itemsize) || sel->nelements == 0 ||
         (fw == FW_PYTORCH && offset % itemsize != 0))
         return select_copy(state, fw, file, t, sel, bytes_sel, itemsize);
-    if (st_owner_map(state, file, offset, st_tensor_data_len(t), &owner) < 0)
+    if (stpy_owner_map(state, file, offset, stpy_tensor_data_len(t), &owner) < 0)
         return NULL;
     if (fw == FW_PYTORCH)
         return torch_select_view(state, &owner, t, owner.map.data, bytes_sel);
     if (sel->ndim > NPY_MAXDIMS) {
-        st_owner_release(&owner);
+        stpy_owner_release(&owner);
         PyErr_Format(PyExc_ValueError, "selection has %zu dimensions; NumPy supports %d", sel->ndim,
                      NPY_MAXDIMS);
         return NULL;
@@ -155,10 +155,10 @@ PyObject *st_tensor_select(st_state *state, st_framework fw, st_file *file, cons
         dims[i] = (npy_intp)sel->shape[i];
         strides[i] = (npy_intp)sel->strides[i];
     }
-    return st_convert_from_numpy(state, fw,
-                                 st_numpy_view(state, &owner, t, owner.map.data + sel->offset,
-                                               (int)sel->ndim, dims, strides, owner.map.data,
-                                               (size_t)st_tensor_data_len(t)));
+    return stpy_convert_from_numpy(state, fw,
+                                   stpy_numpy_view(state, &owner, t, owner.map.data + sel->offset,
+                                                   (int)sel->ndim, dims, strides, owner.map.data,
+                                                   (size_t)stpy_tensor_data_len(t)));
 }
 
 /* ======================================================================
@@ -205,46 +205,47 @@ static st_dtype raw_dtype(st_dtype dtype)
 
 /* The array of raw items (an independent NumPy array) typed back as t's
  * dtype in the framework; steals raw. */
-static PyObject *typed_result(st_state *state, st_framework fw, const st_tensor *t, PyObject *raw)
+static PyObject *typed_result(stpy_state *state, stpy_framework fw, const st_tensor *t,
+                              PyObject *raw)
 {
     PyObject *from_numpy, *tensor, *result = NULL;
     if (fw != FW_PYTORCH) {
-        PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
+        PyArray_Descr *descr = stpy_numpy_descr(state, t->dtype);
         result = descr ? PyArray_View((PyArrayObject *)raw, descr, NULL) : NULL; /* steals descr */
         Py_DECREF(raw);
-        return st_convert_from_numpy(state, fw, result);
+        return stpy_convert_from_numpy(state, fw, result);
     }
     from_numpy = PyObject_GetAttrString(state->torch, "from_numpy");
     tensor = from_numpy ? PyObject_CallOneArg(from_numpy, raw) : NULL;
-    if (tensor != NULL && st_torch_dtype(state, t->dtype) != NULL)
+    if (tensor != NULL && stpy_torch_dtype(state, t->dtype) != NULL)
         result =
-            PyObject_CallMethodOneArg(tensor, state->str_view, st_torch_dtype(state, t->dtype));
+            PyObject_CallMethodOneArg(tensor, state->str_view, stpy_torch_dtype(state, t->dtype));
     Py_XDECREF(from_numpy);
     Py_XDECREF(tensor);
     Py_DECREF(raw);
     return result;
 }
 
-PyObject *st_tensor_select_advanced(st_state *state, st_framework fw, st_file *file,
-                                    const st_tensor *t, PyObject *key)
+PyObject *stpy_tensor_select_advanced(stpy_state *state, stpy_framework fw, st_file *file,
+                                      const st_tensor *t, PyObject *key)
 {
     st_tensor raw_tensor = *t;
     PyObject *full = NULL, *index = NULL, *selected = NULL, *result = NULL;
 
-    if (st_dtype_bits(t->dtype) < 8 || st_framework_prepare(state, FW_NUMPY) < 0) {
+    if (st_dtype_bits(t->dtype) < 8 || stpy_framework_prepare(state, FW_NUMPY) < 0) {
         /* Sub-byte dtypes (torch holds F4 packed), or torch without NumPy:
          * the framework's own indexing. */
         if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_ImportError))
             return NULL;
         PyErr_Clear();
-        full = st_tensor_load(state, fw, file, t, NULL);
+        full = stpy_tensor_load(state, fw, file, t, NULL);
         result = full ? PyObject_GetItem(full, key) : NULL;
         goto exit;
     }
     raw_tensor.dtype = raw_dtype(t->dtype);
     full = st_file_backend(file) == ST_BACKEND_MMAP
-               ? st_tensor_view(state, FW_NUMPY, file, &raw_tensor)
-               : st_tensor_read(state, FW_NUMPY, file, &raw_tensor);
+               ? stpy_tensor_view(state, FW_NUMPY, file, &raw_tensor)
+               : stpy_tensor_read(state, FW_NUMPY, file, &raw_tensor);
     index = full ? numpy_index(key) : NULL;
     selected = index ? PyObject_GetItem(full, index) : NULL;
     if (selected == NULL)

@@ -22,7 +22,7 @@
     "float64, bfloat16, float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, "            \
     "float8_e8m0fnu, float4_e2m1fn_x2, complex64"
 
-static int parse_write_dtype(st_state *state, PyObject *obj, st_dtype *out)
+static int parse_write_dtype(stpy_state *state, PyObject *obj, st_dtype *out)
 {
     Py_ssize_t len;
     const char *name;
@@ -36,7 +36,7 @@ static int parse_write_dtype(st_state *state, PyObject *obj, st_dtype *out)
         return -1;
     if (st_dtype_from_type_name(name, (size_t)len, out))
         return 0;
-    quoted = st_debug_quote(obj);
+    quoted = stpy_debug_quote(obj);
     if (quoted != NULL)
         PyErr_Format(state->SafetensorError,
                      "Unknown dtype %U. Supported dtypes: " SUPPORTED_DTYPES, quoted);
@@ -46,7 +46,7 @@ static int parse_write_dtype(st_state *state, PyObject *obj, st_dtype *out)
 
 /* Fills dims from a sequence of non-negative ints; F4 doubles the last
  * (packed) dim into the logical one. Returns the count or -1. */
-static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, uint64_t *dims)
+static Py_ssize_t parse_shape(stpy_state *state, PyObject *obj, st_dtype dtype, uint64_t *dims)
 {
     /* A tuple (torch.Size too) or list is read in place: no copy per tensor. */
     PyObject *seq = PyTuple_Check(obj) || PyList_CheckExact(obj)
@@ -69,7 +69,7 @@ static Py_ssize_t parse_shape(st_state *state, PyObject *obj, st_dtype dtype, ui
     count = PySequence_Fast_GET_SIZE(seq);
     if (count > 0 &&
         st_dtype_unpacked_dim(dtype, dims[count - 1], &dims[count - 1], &err) != ST_OK) {
-        st_raise(state, &err, NULL, NULL);
+        stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         count = -1;
     }
 exit:
@@ -94,7 +94,7 @@ typedef struct {
 static PyObject *spec_build(PyTypeObject *type, PyObject *dtype_obj, PyObject *shape_obj,
                             unsigned long long data_ptr, unsigned long long data_len)
 {
-    st_state *state = st_state_from_type(type);
+    stpy_state *state = stpy_state_from_type(type);
     TensorSpec *self;
     st_dtype dtype;
     uint64_t shape[ST_MAX_DIMS];
@@ -242,7 +242,7 @@ static PyType_Slot TensorSpec_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec st_tensor_spec_spec = {
+PyType_Spec stpy_tensor_spec_spec = {
     .name = "safetensors._safetensors_c.TensorSpec",
     .basicsize = sizeof(TensorSpec),
     .itemsize = sizeof(uint64_t),
@@ -258,7 +258,7 @@ typedef struct {
     PyObject *items;          /* a private copy of the dict: keeps everything alive */
     st_write_tensor *tensors; /* shapes point into the TensorSpecs */
     size_t count;
-    st_metadata_list metadata;
+    stpy_metadata_list metadata;
     size_t *order;
 } write_input;
 
@@ -267,10 +267,10 @@ static void write_input_release(write_input *in)
     PyMem_Free(in->tensors);
     PyMem_Free(in->order);
     Py_CLEAR(in->items);
-    st_metadata_list_release(&in->metadata);
+    stpy_metadata_list_release(&in->metadata);
 }
 
-static int collect_tensor(st_state *state, write_input *in, size_t i, PyObject *name,
+static int collect_tensor(stpy_state *state, write_input *in, size_t i, PyObject *name,
                           PyObject *value)
 {
     st_write_tensor *w = &in->tensors[i];
@@ -313,7 +313,7 @@ static PyObject *dict_items(PyObject *dict, const char *argument)
     return PyDict_Items(dict);
 }
 
-int st_collect_metadata(PyObject *metadata, st_metadata_list *out)
+int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out)
 {
     Py_ssize_t count;
     memset(out, 0, sizeof(*out));
@@ -351,7 +351,7 @@ int st_collect_metadata(PyObject *metadata, st_metadata_list *out)
     return 0;
 }
 
-void st_metadata_list_release(st_metadata_list *list)
+void stpy_metadata_list_release(stpy_metadata_list *list)
 {
     PyMem_Free(list->entries);
     list->entries = NULL;
@@ -362,7 +362,7 @@ void st_metadata_list_release(st_metadata_list *list)
  * list of item pairs would be a million tuples for a million tensors, each
  * counted towards the next garbage collection): no other thread can change
  * it while the GIL is released. */
-static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, write_input *in)
+static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata, write_input *in)
 {
     Py_ssize_t count, pos = 0, i = 0;
     PyObject *name, *value;
@@ -388,7 +388,7 @@ static int collect(st_state *state, PyObject *tensor_dict, PyObject *metadata, w
         if (collect_tensor(state, in, (size_t)i++, name, value) < 0)
             return -1;
     }
-    return st_collect_metadata(metadata, &in->metadata);
+    return stpy_collect_metadata(metadata, &in->metadata);
 }
 
 /* ======================================================================
@@ -408,7 +408,7 @@ static int cmp_range_start(const void *pa, const void *pb)
 /* _ranges_overlap(starts, ends): whether two of the byte ranges
  * [starts[i], ends[i]) intersect (a range starts inside an earlier-starting
  * one). The cheap first pass of safetensors.torch's shared-memory check. */
-PyObject *st_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *stpy_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     byte_range *ranges = NULL;
     PyObject *result = NULL;
@@ -450,8 +450,6 @@ exit:
  * MARK: serialize, serialize_file
  * ====================================================================== */
 
-static const char SERIALIZE_ERROR[] = "Error while serializing: ";
-
 /* The core's layout of the collected input; the caller releases the GIL. */
 static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
 {
@@ -464,10 +462,10 @@ static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
     return st_write_layout(layout, err);
 }
 
-PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
+PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"tensor_dict", "metadata", NULL};
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     PyObject *tensor_dict, *metadata = NULL, *result = NULL;
     st_layout layout = {0};
     write_input in;
@@ -483,7 +481,7 @@ PyObject *st_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
         code = lay_out(&in, &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        st_raise(state, &err, SERIALIZE_ERROR, NULL);
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
         goto exit;
     }
     if (layout.total_size > (uint64_t)PY_SSIZE_T_MAX) {
@@ -503,10 +501,10 @@ exit:
     return result;
 }
 
-PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
+PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"tensor_dict", "filename", "metadata", NULL};
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *name = NULL, *result = NULL;
     st_layout layout = {0};
     write_input in;
@@ -531,7 +529,7 @@ PyObject *st_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
             code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        st_raise(state, &err, SERIALIZE_ERROR, name);
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, name);
         goto exit;
     }
     result = Py_NewRef(Py_None);
@@ -551,7 +549,7 @@ static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
 {
     PyObject *name = NULL, *shape = NULL, *dtype = NULL, *bytes = NULL, *info = NULL,
              *result = NULL;
-    name = st_tensor_name(t);
+    name = stpy_tensor_name(t);
     shape = PyList_New((Py_ssize_t)t->ndim);
     dtype = PyUnicode_FromString(st_dtype_name(t->dtype));
     bytes = PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
@@ -577,7 +575,7 @@ exit:
 
 /* Parses a whole file held in a bytes-like object into *header (owned by
  * the caller; *buffer acquired on success); -1 with an exception set. */
-static int parse_buffer(st_state *state, PyObject *arg, Py_buffer *buffer, st_header **header)
+static int parse_buffer(stpy_state *state, PyObject *arg, Py_buffer *buffer, st_header **header)
 {
     uint64_t header_len = 0;
     const uint8_t *bytes;
@@ -596,17 +594,17 @@ static int parse_buffer(st_state *state, PyObject *arg, Py_buffer *buffer, st_he
     if (code == ST_OK)
         code = st_header_parse(bytes + 8, (size_t)header_len, (uint64_t)buffer->len, header, &err);
     if (code != ST_OK) {
-        st_note_foreign_format(&err, bytes, (size_t)buffer->len);
-        st_raise(state, &err, "Error while deserializing: ", NULL);
+        stpy_note_foreign_format(&err, bytes, (size_t)buffer->len);
+        stpy_raise(state, &err, STPY_CTX_DESERIALIZE, NULL);
         PyBuffer_Release(buffer);
         return -1;
     }
     return 0;
 }
 
-PyObject *st_deserialize(PyObject *module, PyObject *arg)
+PyObject *stpy_deserialize(PyObject *module, PyObject *arg)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     Py_buffer buffer;
     st_header *header = NULL;
     PyObject *result = NULL;
@@ -628,27 +626,28 @@ PyObject *st_deserialize(PyObject *module, PyObject *arg)
     return result;
 }
 
-PyObject *st_deserialize_tensors(PyObject *module, PyObject *args)
+PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args)
 {
-    st_state *state = st_state_from_module(module);
+    stpy_state *state = stpy_state_from_module(module);
     PyObject *data, *framework_obj, *result = NULL;
-    st_framework framework;
+    stpy_framework framework;
     st_header *header = NULL;
     Py_buffer buffer;
 
     if (!PyArg_ParseTuple(args, "OO:_deserialize_tensors", &data, &framework_obj) ||
-        st_parse_framework(state, framework_obj, &framework) < 0 ||
-        st_framework_prepare(state, framework) < 0 ||
+        stpy_parse_framework(state, framework_obj, &framework) < 0 ||
+        stpy_framework_prepare(state, framework) < 0 ||
         parse_buffer(state, data, &buffer, &header) < 0)
         return NULL;
     result = PyDict_New();
     for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *name = st_tensor_name(t);
-        PyObject *tensor = name ? st_tensor_from_memory(state, framework, t,
-                                                        (const uint8_t *)buffer.buf +
-                                                            st_header_data_start(header) + t->begin)
-                                : NULL;
+        PyObject *name = stpy_tensor_name(t);
+        PyObject *tensor =
+            name ? stpy_tensor_from_memory(state, framework, t,
+                                           (const uint8_t *)buffer.buf +
+                                               st_header_data_start(header) + t->begin)
+                 : NULL;
         if (tensor == NULL || PyDict_SetItem(result, name, tensor) < 0)
             Py_CLEAR(result);
         Py_XDECREF(name);

@@ -10,12 +10,12 @@
 typedef struct {
     PyObject_HEAD st_file *file; /* owned reference */
     const st_tensor *tensor;     /* inside file's header */
-    st_framework framework;
+    stpy_framework framework;
     PyObject *device;
 } Slice;
 
-PyObject *st_slice_new(st_state *state, st_file *file, const st_tensor *tensor,
-                       st_framework framework, PyObject *device)
+PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tensor,
+                         stpy_framework framework, PyObject *device)
 {
     Slice *slice = (Slice *)state->SliceType->tp_alloc(state->SliceType, 0);
     if (slice == NULL) {
@@ -181,7 +181,7 @@ static void show_given_index(st_error *err, const st_index *items, size_t count,
 
 static PyObject *Slice_getitem(Slice *self, PyObject *key)
 {
-    st_state *state = st_state_from_type(Py_TYPE(self));
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
     st_index items[ST_MAX_DIMS * 2];
     PyObject *result = NULL, *huge = NULL;
     Py_ssize_t count;
@@ -210,19 +210,19 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
             if (huge != NULL)
                 show_given_index(&err, items, (size_t)count, huge);
             Py_XDECREF(huge);
-            return st_raise(state, &err, NULL, NULL);
+            return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         }
         Py_XDECREF(huge);
-        result = st_tensor_select(state, self->framework, self->file, self->tensor, &selection);
+        result = stpy_tensor_select(state, self->framework, self->file, self->tensor, &selection);
         if (result != NULL && self->device != NULL)
-            result = st_tensor_to_device(state, result, self->device);
+            result = stpy_tensor_to_device(state, result, self->device);
         return result;
     }
     /* Advanced indexing: NumPy's semantics on every framework (for mmap over
      * a private mapping, so only the selected pages are read). */
-    result = st_tensor_select_advanced(state, self->framework, self->file, self->tensor, key);
+    result = stpy_tensor_select_advanced(state, self->framework, self->file, self->tensor, key);
     if (result != NULL && self->device != NULL)
-        result = st_tensor_to_device(state, result, self->device);
+        result = stpy_tensor_to_device(state, result, self->device);
     return result;
 }
 
@@ -276,7 +276,7 @@ static PyType_Slot Slice_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec st_slice_spec = {
+PyType_Spec stpy_slice_spec = {
     .name = "safetensors._safetensors_c.PySafeSlice",
     .basicsize = sizeof(Slice),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |

@@ -12,7 +12,7 @@
  * the destinations safe (remote._run_all). The memoryviews are released after
  * the call as a second line (a slice of one that the source kept would still
  * reach the memory). An exception it raises is left set and reported as ST_ERR_EXTERNAL,
- * which st_raise passes through unchanged.
+ * which stpy_raise passes through unchanged.
  */
 #include "module.h"
 
@@ -76,11 +76,11 @@ static void note_foreign_source(const st_source *source, st_error *err)
                                .len =
                                    source->size < sizeof head ? (size_t)source->size : sizeof head};
     if (request.len > 0 && source->read_many(source->ctx, &request, 1, &ignored) == ST_OK)
-        st_note_foreign_format(err, head, request.len);
+        stpy_note_foreign_format(err, head, request.len);
     PyErr_Clear();
 }
 
-int st_remote_target(PyObject *filename, PyObject **path)
+int stpy_remote_target(PyObject *filename, PyObject **path)
 {
     const char *text, *sep;
     bool scheme = true, alnum = false;
@@ -112,8 +112,8 @@ int st_remote_target(PyObject *filename, PyObject **path)
     return *path == NULL ? -1 : 0;
 }
 
-int st_open_source(st_state *state, PyObject *target, PyObject *options, st_file **file,
-                   PyObject **source_out)
+int stpy_open_source(stpy_state *state, PyObject *target, PyObject *options, st_file **file,
+                     PyObject **source_out)
 {
     PyObject *args = NULL, *source = NULL, *size_obj = NULL;
     unsigned long long size;
@@ -143,11 +143,10 @@ int st_open_source(st_state *state, PyObject *target, PyObject *options, st_file
     if (code != ST_OK && code != ST_ERR_IO && code != ST_ERR_EXTERNAL)
         note_foreign_source(&byte_source, &err);
     if (code != ST_OK) {
-        st_raise(state, &err,
-                 code == ST_ERR_IO || code == ST_ERR_EXTERNAL
-                     ? NULL
-                     : "Error while deserializing header: ",
-                 NULL);
+        stpy_raise(state, &err,
+                   code == ST_ERR_IO || code == ST_ERR_EXTERNAL ? STPY_CTX_NONE
+                                                                : STPY_CTX_DESERIALIZE_HEADER,
+                   NULL);
         goto exit;
     }
     Py_INCREF(source); /* the file's reference, given back by source_release */

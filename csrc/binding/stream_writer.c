@@ -79,7 +79,7 @@ exit:
 static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"filename", "tensors", "metadata", NULL};
-    st_state *state = st_state_from_type(type);
+    stpy_state *state = stpy_state_from_type(type);
     PyObject *filename, *tensors, *metadata = Py_None, *path = NULL, *items = NULL,
                                   *meta_items = NULL;
     st_write_tensor *decls = NULL;
@@ -151,7 +151,7 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
                               (size_t)meta_count, metadata != Py_None, &stream, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        st_raise(state, &err, NULL, filename);
+        stpy_raise(state, &err, STPY_CTX_NONE, filename);
         goto exit;
     }
     self = (StreamWriter *)type->tp_alloc(type, 0);
@@ -173,7 +173,7 @@ exit:
 
 static PyObject *closed_error(StreamWriter *self)
 {
-    st_state *state = st_state_from_type(Py_TYPE(self));
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
     if (state != NULL)
         PyErr_Format(state->SafetensorError, "the stream writer for %R is already closed",
                      self->filename);
@@ -182,7 +182,7 @@ static PyObject *closed_error(StreamWriter *self)
 
 static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
 {
-    st_state *state = st_state_from_type(Py_TYPE(self));
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
     PyObject *name, *data, *result = NULL;
     Py_buffer view = {0};
     Py_ssize_t name_len;
@@ -198,12 +198,12 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
         return NULL;
     if (PyObject_GetBuffer(data, &view, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
-    ST_LOCK(self);
+    STPY_LOCK(self);
     if (self->stream != NULL && !self->discard) {
         stream = self->stream;
         self->busy++;
     }
-    ST_UNLOCK();
+    STPY_UNLOCK();
     if (stream == NULL) {
         closed_error(self);
         goto exit;
@@ -216,16 +216,16 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
             code = st_stream_write(stream, index, view.buf, (uint64_t)view.len, &err);
         Py_END_ALLOW_THREADS
         if (code != ST_OK)
-            st_raise(state, &err, NULL, NULL);
+            stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         else
             result = Py_NewRef(Py_None);
     }
-    ST_LOCK(self);
+    STPY_LOCK(self);
     if (--self->busy == 0 && self->discard) {
         aborted = self->stream;
         self->stream = NULL;
     }
-    ST_UNLOCK();
+    STPY_UNLOCK();
     st_stream_free(aborted); /* an abort() that came during the writes: the temporary file goes */
 exit:
     PyBuffer_Release(&view);
@@ -239,7 +239,7 @@ static int take_stream(StreamWriter *self, st_stream **out, int aborting)
 {
     Py_ssize_t busy = 0;
     *out = NULL;
-    ST_LOCK(self);
+    STPY_LOCK(self);
     if (!self->discard) {
         busy = self->busy;
         if (busy == 0) {
@@ -249,9 +249,9 @@ static int take_stream(StreamWriter *self, st_stream **out, int aborting)
             self->discard = 1;
         }
     }
-    ST_UNLOCK();
+    STPY_UNLOCK();
     if (busy != 0) {
-        st_state *state = st_state_from_type(Py_TYPE(self));
+        stpy_state *state = stpy_state_from_type(Py_TYPE(self));
         if (state != NULL)
             PyErr_Format(state->SafetensorError,
                          "%zd write(s) still in progress on other threads: %s", busy,
@@ -263,7 +263,7 @@ static int take_stream(StreamWriter *self, st_stream **out, int aborting)
 
 static PyObject *StreamWriter_commit(StreamWriter *self, PyObject *unused)
 {
-    st_state *state = st_state_from_type(Py_TYPE(self));
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
     st_stream *stream;
     st_error err;
     st_code code;
@@ -276,7 +276,7 @@ static PyObject *StreamWriter_commit(StreamWriter *self, PyObject *unused)
         st_stream_free(stream);
     Py_END_ALLOW_THREADS
     if (code != ST_OK)
-        return st_raise(state, &err, NULL, NULL);
+        return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
     Py_RETURN_NONE;
 }
 
@@ -332,7 +332,7 @@ static PyType_Slot StreamWriter_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec st_stream_writer_spec = {
+PyType_Spec stpy_stream_writer_spec = {
     .name = "safetensors._safetensors_c.StreamWriter",
     .basicsize = sizeof(StreamWriter),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,

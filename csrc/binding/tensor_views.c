@@ -10,7 +10,7 @@
  * Copies (pread backend, unaligned data for torch): a fresh array of the
  * framework is allocated and filled with the GIL released.
  *
- * get_tensors on the mmap backend (st_tensors_of_mapping, at the end):
+ * get_tensors on the mmap backend (stpy_tensors_of_mapping, at the end):
  * every tensor is a view of one private mapping made for the call.
  */
 #include "tensors.h"
@@ -21,20 +21,20 @@
  * MARK: shapes
  * ====================================================================== */
 
-size_t st_itemsize_of(st_dtype dtype)
+size_t stpy_itemsize_of(st_dtype dtype)
 {
     unsigned bits = st_dtype_bits(dtype);
     return bits >= 8 ? bits / 8 : 1;
 }
 
-uint64_t st_tensor_data_len(const st_tensor *t)
+uint64_t stpy_tensor_data_len(const st_tensor *t)
 {
     return t->end - t->begin;
 }
 
 /* The shape torch stores: its F4 type holds pairs of values, so the last
  * dim is halved (docs/format.md §3.2); an odd one has no torch shape. */
-PyObject *st_torch_shape(st_state *state, const st_tensor *t)
+PyObject *stpy_torch_shape(stpy_state *state, const st_tensor *t)
 {
     PyObject *shape = PyTuple_New((Py_ssize_t)t->ndim);
     st_error err;
@@ -44,7 +44,7 @@ PyObject *st_torch_shape(st_state *state, const st_tensor *t)
         uint64_t dim = t->shape[i];
         if (i + 1 == t->ndim && st_dtype_packed_dim(t->dtype, dim, &dim, &err) != ST_OK) {
             Py_DECREF(shape);
-            return st_raise(state, &err, NULL, NULL);
+            return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
         }
         PyObject *value = PyLong_FromUnsignedLongLong(dim);
         if (value == NULL) {
@@ -56,7 +56,7 @@ PyObject *st_torch_shape(st_state *state, const st_tensor *t)
     return shape;
 }
 
-int st_numpy_dims(const st_tensor *t, npy_intp *dims)
+int stpy_numpy_dims(const st_tensor *t, npy_intp *dims)
 {
     if (t->ndim > NPY_MAXDIMS) {
         PyErr_Format(PyExc_ValueError, "tensor has %zu dimensions; NumPy supports %d", t->ndim,
@@ -72,7 +72,7 @@ int st_numpy_dims(const st_tensor *t, npy_intp *dims)
  * MARK: building arrays
  * ====================================================================== */
 
-PyObject *st_call_kw_dtype(PyObject *fn, PyObject *arg, st_state *state, PyObject *dtype)
+PyObject *stpy_call_kw_dtype(PyObject *fn, PyObject *arg, stpy_state *state, PyObject *dtype)
 {
     PyObject *kwnames = PyTuple_Pack(1, state->str_dtype), *result;
     PyObject *args[2] = {arg, dtype};
@@ -83,10 +83,10 @@ PyObject *st_call_kw_dtype(PyObject *fn, PyObject *arg, st_state *state, PyObjec
     return result;
 }
 
-PyObject *st_torch_new_empty(st_state *state, PyObject *shape, st_dtype dtype)
+PyObject *stpy_torch_new_empty(stpy_state *state, PyObject *shape, st_dtype dtype)
 {
-    PyObject *tdtype = st_torch_dtype(state, dtype), *result, *type, *value, *traceback;
-    result = tdtype ? st_call_kw_dtype(state->torch_empty, shape, state, tdtype) : NULL;
+    PyObject *tdtype = stpy_torch_dtype(state, dtype), *result, *type, *value, *traceback;
+    result = tdtype ? stpy_call_kw_dtype(state->torch_empty, shape, state, tdtype) : NULL;
     if (result == NULL && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
         /* torch's CPU allocator failing: a MemoryError, as NumPy raises */
         PyErr_Fetch(&type, &value, &traceback);
@@ -99,7 +99,7 @@ PyObject *st_torch_new_empty(st_state *state, PyObject *shape, st_dtype dtype)
     return result;
 }
 
-int st_torch_data_ptr(st_state *state, PyObject *tensor, uint8_t **out)
+int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out)
 {
     PyObject *ptr = PyObject_CallMethodNoArgs(tensor, state->str_data_ptr);
     if (ptr == NULL)
@@ -111,13 +111,13 @@ int st_torch_data_ptr(st_state *state, PyObject *tensor, uint8_t **out)
 
 /* Reads len bytes at absolute offset into dst, with the GIL released for
  * large reads. */
-int st_read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
+int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
 {
     st_error err;
     st_code code = ST_OK;
     if (len == 0)
         return 0;
-    if (len < ST_GIL_RELEASE_MIN) {
+    if (len < STPY_GIL_RELEASE_MIN) {
         code = st_file_read(file, offset, dst, len, &err);
     } else {
         Py_BEGIN_ALLOW_THREADS
@@ -125,7 +125,7 @@ int st_read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, 
         Py_END_ALLOW_THREADS
     }
     if (code != ST_OK) {
-        st_raise(state, &err, "Error while reading tensor: ", NULL);
+        stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
         return -1;
     }
     return 0;
@@ -133,24 +133,24 @@ int st_read_into(st_state *state, st_file *file, uint64_t offset, uint8_t *dst, 
 
 /* A fresh, C-contiguous array of the framework with t's logical shape and
  * dtype, its data pointer in *data. */
-PyObject *st_new_array(st_state *state, st_framework fw, const st_tensor *t, uint8_t **data)
+PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *t, uint8_t **data)
 {
     if (fw == FW_PYTORCH) {
-        PyObject *shape = st_torch_shape(state, t), *tensor;
+        PyObject *shape = stpy_torch_shape(state, t), *tensor;
         if (shape == NULL)
             return NULL;
-        tensor = st_torch_new_empty(state, shape, t->dtype);
+        tensor = stpy_torch_new_empty(state, shape, t->dtype);
         Py_DECREF(shape);
-        if (tensor != NULL && st_torch_data_ptr(state, tensor, data) < 0)
+        if (tensor != NULL && stpy_torch_data_ptr(state, tensor, data) < 0)
             Py_CLEAR(tensor);
         return tensor;
     } else {
         npy_intp dims[NPY_MAXDIMS];
-        PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
+        PyArray_Descr *descr = stpy_numpy_descr(state, t->dtype);
         PyObject *array;
         if (descr == NULL)
             return NULL;
-        if (st_numpy_dims(t, dims) < 0) {
+        if (stpy_numpy_dims(t, dims) < 0) {
             Py_DECREF(descr);
             return NULL;
         }
@@ -162,7 +162,7 @@ PyObject *st_new_array(st_state *state, st_framework fw, const st_tensor *t, uin
 }
 
 /* Hands a NumPy array to tensorflow/jax/mlx/paddle (they copy); steals array. */
-PyObject *st_convert_from_numpy(st_state *state, st_framework fw, PyObject *array)
+PyObject *stpy_convert_from_numpy(stpy_state *state, stpy_framework fw, PyObject *array)
 {
     PyObject *result;
     if (array == NULL || fw == FW_NUMPY || fw == FW_PYTORCH)
@@ -172,42 +172,42 @@ PyObject *st_convert_from_numpy(st_state *state, st_framework fw, PyObject *arra
     return result;
 }
 
-PyObject *st_tensor_from_memory(st_state *state, st_framework fw, const st_tensor *t,
-                                const uint8_t *src)
+PyObject *stpy_tensor_from_memory(stpy_state *state, stpy_framework fw, const st_tensor *t,
+                                  const uint8_t *src)
 {
     uint8_t *data = NULL;
-    PyObject *array = st_new_array(state, fw, t, &data);
-    if (array != NULL && st_tensor_data_len(t) > 0)
-        memcpy(data, src, (size_t)st_tensor_data_len(t));
-    return st_convert_from_numpy(state, fw, array);
+    PyObject *array = stpy_new_array(state, fw, t, &data);
+    if (array != NULL && stpy_tensor_data_len(t) > 0)
+        memcpy(data, src, (size_t)stpy_tensor_data_len(t));
+    return stpy_convert_from_numpy(state, fw, array);
 }
 
-PyObject *st_tensor_read(st_state *state, st_framework fw, st_file *file, const st_tensor *t)
+PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t)
 {
     uint8_t *data = NULL;
-    PyObject *array = st_new_array(state, fw, t, &data);
+    PyObject *array = stpy_new_array(state, fw, t, &data);
     if (array == NULL)
         return NULL;
-    if (st_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
-                     (size_t)st_tensor_data_len(t)) < 0) {
+    if (stpy_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
+                       (size_t)stpy_tensor_data_len(t)) < 0) {
         Py_DECREF(array);
         return NULL;
     }
-    return st_convert_from_numpy(state, fw, array);
+    return stpy_convert_from_numpy(state, fw, array);
 }
 
-bool st_use_private_map(const st_file *file, uint64_t nbytes)
+bool stpy_use_private_map(const st_file *file, uint64_t nbytes)
 {
-    return st_file_backend(file) == ST_BACKEND_MMAP && nbytes >= ST_PRIVATE_MAP_MIN &&
-           st_private_map_allowed();
+    return st_file_backend(file) == ST_BACKEND_MMAP && nbytes >= STPY_PRIVATE_MAP_MIN &&
+           stpy_private_map_allowed();
 }
 
 /* A writable NumPy array of t's dtype over data, kept alive by base (a
  * MappedBytes; the reference is taken over, also on failure). */
-static PyObject *numpy_array_on(st_state *state, const st_tensor *t, uint8_t *data, int ndim,
+static PyObject *numpy_array_on(stpy_state *state, const st_tensor *t, uint8_t *data, int ndim,
                                 npy_intp *dims, npy_intp *strides, PyObject *base)
 {
-    PyArray_Descr *descr = st_numpy_descr(state, t->dtype);
+    PyArray_Descr *descr = stpy_numpy_descr(state, t->dtype);
     PyObject *array = NULL;
     if (descr != NULL)
         array = PyArray_NewFromDescr(&PyArray_Type, descr, ndim, dims, strides, data,
@@ -225,26 +225,26 @@ static PyObject *numpy_array_on(st_state *state, const st_tensor *t, uint8_t *da
     return array;
 }
 
-PyObject *st_numpy_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data,
-                        int ndim, npy_intp *dims, npy_intp *strides, uint8_t *base_data,
-                        size_t base_len)
+PyObject *stpy_numpy_view(stpy_state *state, stpy_owner *owner, const st_tensor *t, uint8_t *data,
+                          int ndim, npy_intp *dims, npy_intp *strides, uint8_t *base_data,
+                          size_t base_len)
 {
-    PyObject *base = st_mapped_bytes_new(state, owner, base_data, base_len);
+    PyObject *base = stpy_mapped_bytes_new(state, owner, base_data, base_len);
     return base == NULL ? NULL : numpy_array_on(state, t, data, ndim, dims, strides, base);
 }
 
-PyObject *st_torch_view(st_state *state, st_owner *owner, const st_tensor *t, uint8_t *data)
+PyObject *stpy_torch_view(stpy_state *state, stpy_owner *owner, const st_tensor *t, uint8_t *data)
 {
-    PyObject *tdtype = st_torch_dtype(state, t->dtype), *shape = NULL, *flat = NULL, *base = NULL,
+    PyObject *tdtype = stpy_torch_dtype(state, t->dtype), *shape = NULL, *flat = NULL, *base = NULL,
              *result = NULL;
-    if (tdtype == NULL || (shape = st_torch_shape(state, t)) == NULL) {
-        st_owner_release(owner);
+    if (tdtype == NULL || (shape = stpy_torch_shape(state, t)) == NULL) {
+        stpy_owner_release(owner);
         return NULL;
     }
-    base = st_mapped_bytes_new(state, owner, data, (size_t)st_tensor_data_len(t));
+    base = stpy_mapped_bytes_new(state, owner, data, (size_t)stpy_tensor_data_len(t));
     if (base == NULL)
         goto exit;
-    flat = st_call_kw_dtype(state->torch_frombuffer, base, state, tdtype);
+    flat = stpy_call_kw_dtype(state->torch_frombuffer, base, state, tdtype);
     if (flat == NULL)
         goto exit;
     result = PyObject_CallMethodOneArg(flat, state->str_view, shape);
@@ -256,53 +256,53 @@ exit:
 }
 
 /* t as a view of data, kept alive by *owner (taken over). */
-static PyObject *view_of(st_state *state, st_framework fw, st_owner *owner, const st_tensor *t,
-                         uint8_t *data)
+static PyObject *view_of(stpy_state *state, stpy_framework fw, stpy_owner *owner,
+                         const st_tensor *t, uint8_t *data)
 {
     npy_intp dims[NPY_MAXDIMS];
     if (fw == FW_PYTORCH)
-        return st_torch_view(state, owner, t, data);
-    if (st_numpy_dims(t, dims) < 0) {
-        st_owner_release(owner);
+        return stpy_torch_view(state, owner, t, data);
+    if (stpy_numpy_dims(t, dims) < 0) {
+        stpy_owner_release(owner);
         return NULL;
     }
-    return st_convert_from_numpy(state, fw,
-                                 st_numpy_view(state, owner, t, data, (int)t->ndim, dims, NULL,
-                                               data, (size_t)st_tensor_data_len(t)));
+    return stpy_convert_from_numpy(state, fw,
+                                   stpy_numpy_view(state, owner, t, data, (int)t->ndim, dims, NULL,
+                                                   data, (size_t)stpy_tensor_data_len(t)));
 }
 
 /* torch views need element-aligned storage; a non-upstream writer may have
  * left data unaligned, and then a copy is made. */
-static bool torch_misaligned(st_framework fw, const st_tensor *t, uint64_t address)
+static bool torch_misaligned(stpy_framework fw, const st_tensor *t, uint64_t address)
 {
-    return fw == FW_PYTORCH && address % st_itemsize_of(t->dtype) != 0;
+    return fw == FW_PYTORCH && address % stpy_itemsize_of(t->dtype) != 0;
 }
 
-PyObject *st_tensor_view(st_state *state, st_framework fw, st_file *file, const st_tensor *t)
+PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t)
 {
     uint64_t offset = st_header_data_start(st_file_header(file)) + t->begin;
-    uint64_t nbytes = st_tensor_data_len(t);
-    st_owner owner;
-    if (!st_use_private_map(file, nbytes) || torch_misaligned(fw, t, offset))
-        return st_tensor_read(state, fw, file, t); /* small: a copy of its own */
-    if (st_owner_map(state, file, offset, nbytes, &owner) < 0)
+    uint64_t nbytes = stpy_tensor_data_len(t);
+    stpy_owner owner;
+    if (!stpy_use_private_map(file, nbytes) || torch_misaligned(fw, t, offset))
+        return stpy_tensor_read(state, fw, file, t); /* small: a copy of its own */
+    if (stpy_owner_map(state, file, offset, nbytes, &owner) < 0)
         return NULL;
     return view_of(state, fw, &owner, t, owner.map.data);
 }
 
-PyObject *st_new_block(st_state *state, st_framework fw, uint64_t len, uint8_t **data)
+PyObject *stpy_new_block(stpy_state *state, stpy_framework fw, uint64_t len, uint8_t **data)
 {
     st_tensor whole = {.name = "", .dtype = ST_U8, .ndim = 1, .shape = &len};
-    return st_new_array(state, fw == FW_PYTORCH ? FW_PYTORCH : FW_NUMPY, &whole, data);
+    return stpy_new_array(state, fw == FW_PYTORCH ? FW_PYTORCH : FW_NUMPY, &whole, data);
 }
 
-PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, PyObject *block,
-                             uint8_t *block_data, uint64_t block_begin, const st_tensor *t)
+PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *file, PyObject *block,
+                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t)
 {
     uint8_t *data = block_data + (t->begin - block_begin);
-    st_owner owner = {.block = NULL};
-    if (st_tensor_data_len(t) == 0 || torch_misaligned(fw, t, (uint64_t)(uintptr_t)data))
-        return st_tensor_read(state, fw, file, t);
+    stpy_owner owner = {.block = NULL};
+    if (stpy_tensor_data_len(t) == 0 || torch_misaligned(fw, t, (uint64_t)(uintptr_t)data))
+        return stpy_tensor_read(state, fw, file, t);
     owner.block = Py_NewRef(block);
     return view_of(state, fw, &owner, t, data);
 }
@@ -314,11 +314,11 @@ PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, Py
 /*
  * One mapping per call, as upstream maps a file once: every tensor is a
  * view of a single private mapping of the file's data. The small ones
- * (below ST_PRIVATE_MAP_MIN) share one MappedBytes exporting all of it: a
+ * (below STPY_PRIVATE_MAP_MIN) share one MappedBytes exporting all of it: a
  * tensor then costs its Python object and nothing else, no storage,
  * allocation or exporter of its own. A large one has a MappedBytes of its
  * own that holds the shared one and, when it dies, gives its pages back
- * (st_owner.discard): a kept tensor pins little besides itself. One mapping
+ * (stpy_owner.discard): a kept tensor pins little besides itself. One mapping
  * rather than one per tensor also lets the kernel map the file's huge
  * page-cache folios with one entry per 2 MiB across tensor boundaries.
  *
@@ -329,8 +329,8 @@ PyObject *st_tensor_in_block(st_state *state, st_framework fw, st_file *file, Py
  * happens to the handle.
  */
 typedef struct {
-    st_state *state;
-    st_framework fw;
+    stpy_state *state;
+    stpy_framework fw;
     st_file *file;
     const st_header *header;
     uint64_t base_offset; /* absolute file offset of the mapping's first byte */
@@ -345,13 +345,13 @@ typedef struct {
  * element-aligned (else a copy is made, see torch_misaligned). */
 static bool in_mapping(const shared_load *load, const st_tensor *t)
 {
-    return st_tensor_data_len(t) > 0 &&
+    return stpy_tensor_data_len(t) > 0 &&
            !torch_misaligned(load->fw, t, st_header_data_start(load->header) + t->begin);
 }
 
 static bool is_small(const st_tensor *t)
 {
-    return st_tensor_data_len(t) < ST_PRIVATE_MAP_MIN;
+    return stpy_tensor_data_len(t) < STPY_PRIVATE_MAP_MIN;
 }
 
 static uint8_t *data_of(const shared_load *load, const st_tensor *t)
@@ -366,7 +366,7 @@ static int add_tensor(shared_load *load, const st_tensor *t, PyObject *tensor)
     int rc = -1;
     if (tensor == NULL)
         return -1;
-    name = st_tensor_name(t);
+    name = stpy_tensor_name(t);
     if (name != NULL)
         rc = PyDict_SetItem(load->result, name, tensor);
     Py_XDECREF(name);
@@ -380,7 +380,7 @@ static int add_tensor(shared_load *load, const st_tensor *t, PyObject *tensor)
 static int map_shared(shared_load *load)
 {
     uint64_t first = UINT64_MAX, last = 0, data_start = st_header_data_start(load->header);
-    st_owner owner;
+    stpy_owner owner;
     for (size_t i = 0; i < st_header_count(load->header); i++) {
         const st_tensor *t = st_header_tensor(load->header, i);
         if (in_mapping(load, t)) {
@@ -388,21 +388,21 @@ static int map_shared(shared_load *load)
             last = t->end > last ? t->end : last;
         }
     }
-    if (first >= last || !st_private_map_allowed())
+    if (first >= last || !stpy_private_map_allowed())
         return 0;
-    if (st_owner_map(load->state, load->file, data_start + first, last - first, &owner) < 0)
+    if (stpy_owner_map(load->state, load->file, data_start + first, last - first, &owner) < 0)
         return -1;
     /* Exported from the page-aligned start, so that element alignment in
      * the storage is alignment in the file. */
     load->base_data = owner.map.base;
     load->base_len = owner.map.len;
     load->base_offset = data_start + first - (uint64_t)(owner.map.data - (uint8_t *)owner.map.base);
-    load->base = st_mapped_bytes_new(load->state, &owner, load->base_data, owner.map.len);
+    load->base = stpy_mapped_bytes_new(load->state, &owner, load->base_data, owner.map.len);
     if (load->base == NULL)
         return -1;
     if (load->fw == FW_PYTORCH)
-        load->flat = st_call_kw_dtype(load->state->torch_frombuffer, load->base, load->state,
-                                      load->state->torch_dtypes[ST_U8]);
+        load->flat = stpy_call_kw_dtype(load->state->torch_frombuffer, load->base, load->state,
+                                        load->state->torch_dtypes[ST_U8]);
     return load->fw == FW_PYTORCH && load->flat == NULL ? -1 : 0;
 }
 
@@ -410,9 +410,9 @@ static int map_shared(shared_load *load)
 static PyObject *own_view(shared_load *load, const st_tensor *t)
 {
     uint8_t *data = data_of(load, t);
-    st_owner owner = {.block = Py_NewRef(load->base),
-                      .discard = data,
-                      .discard_len = (size_t)st_tensor_data_len(t)};
+    stpy_owner owner = {.block = Py_NewRef(load->base),
+                        .discard = data,
+                        .discard_len = (size_t)stpy_tensor_data_len(t)};
     return view_of(load->state, load->fw, &owner, t, data);
 }
 
@@ -420,7 +420,7 @@ static PyObject *shared_numpy_array(shared_load *load, const st_tensor *t)
 {
     npy_intp dims[NPY_MAXDIMS];
     uint8_t *data = data_of(load, t);
-    if (st_numpy_dims(t, dims) < 0)
+    if (stpy_numpy_dims(t, dims) < 0)
         return NULL;
     return numpy_array_on(load->state, t, data, (int)t->ndim, dims, NULL, Py_NewRef(load->base));
 }
@@ -435,18 +435,18 @@ static PyObject *shared_numpy_array(shared_load *load, const st_tensor *t)
  */
 static int add_torch_run(shared_load *load, size_t i, size_t j)
 {
-    st_state *state = load->state;
+    stpy_state *state = load->state;
     const st_tensor *first = st_header_tensor(load->header, i);
     const st_tensor *last = st_header_tensor(load->header, j - 1);
-    uint64_t itemsize = st_itemsize_of(first->dtype);
+    uint64_t itemsize = stpy_itemsize_of(first->dtype);
     uint64_t offset = st_header_data_start(load->header) + first->begin - load->base_offset;
-    PyObject *tdtype = st_torch_dtype(state, first->dtype), *sizes = NULL, *bytes = NULL,
+    PyObject *tdtype = stpy_torch_dtype(state, first->dtype), *sizes = NULL, *bytes = NULL,
              *typed = NULL, *parts = NULL;
     int rc = -1;
     if (tdtype == NULL || (sizes = PyList_New((Py_ssize_t)(j - i))) == NULL)
         goto exit;
     for (size_t k = i; k < j; k++) {
-        uint64_t nbytes = st_tensor_data_len(st_header_tensor(load->header, k));
+        uint64_t nbytes = stpy_tensor_data_len(st_header_tensor(load->header, k));
         PyObject *numel = PyLong_FromUnsignedLongLong(nbytes / itemsize);
         if (numel == NULL)
             goto exit;
@@ -464,7 +464,7 @@ static int add_torch_run(shared_load *load, size_t i, size_t j)
         const st_tensor *t = st_header_tensor(load->header, k);
         PyObject *tensor = Py_NewRef(PySequence_Fast_GET_ITEM(parts, (Py_ssize_t)(k - i)));
         if (t->ndim != 1) { /* 1-D: the split already has the shape */
-            PyObject *shape = st_torch_shape(state, t);
+            PyObject *shape = stpy_torch_shape(state, t);
             Py_SETREF(tensor,
                       shape ? PyObject_CallMethodOneArg(tensor, state->str_view, shape) : NULL);
             Py_XDECREF(shape);
@@ -481,7 +481,7 @@ exit:
     return rc;
 }
 
-PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file)
+PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file *file)
 {
     shared_load load = {.state = state, .fw = fw, .file = file, .header = st_file_header(file)};
     size_t count = st_header_count(load.header), i = 0;
@@ -495,7 +495,7 @@ PyObject *st_tensors_of_mapping(st_state *state, st_framework fw, st_file *file)
         const st_tensor *t = st_header_tensor(load.header, i);
         size_t j = i + 1;
         if (load.base == NULL || !in_mapping(&load, t)) {
-            if (add_tensor(&load, t, st_tensor_load(state, fw, file, t, NULL)) < 0)
+            if (add_tensor(&load, t, stpy_tensor_view(state, fw, file, t)) < 0)
                 goto fail;
         } else if (!is_small(t)) {
             if (add_tensor(&load, t, own_view(&load, t)) < 0)
