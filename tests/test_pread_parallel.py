@@ -18,9 +18,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 MIB = 1 << 20
-CHUNK = MIB          # ST_READ_CHUNK in csrc/core/st_file.c
-BLOCK_MAX = MIB      # ST_BLOCK_MAX in csrc/binding/module.h
-PARALLEL_MIN = 4 * MIB  # ST_PARALLEL_MIN in csrc/core/st_file.c
+CHUNK = MIB          # ST_READ_CHUNK in csrc/core/st_read.c
+BLOCK_MAX = MIB      # STPY_BLOCK_MAX in csrc/binding/module.h
+PARALLEL_MIN = 4 * MIB  # ST_PARALLEL_MIN in csrc/core/st_read.c
 
 
 def random_u8(rng, n):
