@@ -1,33 +1,22 @@
-"""Remote safetensors: ``safe_open``, ``load_file`` and ``save_file`` on URLs.
+"""The transport of remote safetensors: ``open_source`` gives the byte source
+the C ``safe_open`` reads a URL or fsspec file object through (its
+``read_many``), ``save_to_url`` uploads.
 
-Any fsspec URL (``s3://``, ``gs://``, ``az://``, ``hf://``, ``http(s)://``, ...)
-or fsspec file object is read with ranged requests:
-
-* the header costs one speculative ranged read of the first ``head_bytes``
-  (plus one more when the header is larger), after one metadata request
-  (``info``: size and ETag/version, pinned for the life of the handle);
-* ``safe_open`` is the C handle for URLs too: it reads through the byte
-  source ``open_source`` returns (``read_many``), so the header is checked
-  with exactly the rules and messages of local files and every framework,
-  device and slicing rule is the path's;
-* one ``read_many`` gets every request of a load: requests less than ``GAP``
-  apart are coalesced, runs cut into chunks of at most ``chunk_size`` bytes
-  that a thread pool reads straight into the destinations (no whole-file
-  buffer); at most ``concurrency`` chunks are in flight;
-* every ranged read after ``info`` is conditional on the pinned ETag (HTTP
-  ``If-Match``, S3 ``IfMatch``/``VersionId``), so an object replaced while it
-  is read fails with :class:`RemoteObjectChangedError` instead of mixing two
-  versions; transient failures (connection drops, timeouts, 5xx, short
-  bodies) are retried ``retries`` times with exponential backoff.
-
-fsspec and the filesystem package of the scheme (``s3fs``, ``gcsfs``,
-``adlfs``, ``huggingface_hub``, ``aiohttp`` for http) are optional
-dependencies, imported on first use.  Knobs: docs/remote.md.
+One request path per kind: http(s) with ``http.client`` (``_HTTP``), s3 with
+a botocore client built from the s3fs settings (``_S3``; s3fs's own client
+where those settings do not map), any other fsspec filesystem with
+``cat_file`` (``_FS``). Opening pins the object (size and ETag/version);
+every later ranged read is conditional on the pin and checked against it,
+retried on transient failures, bounded by ``timeout`` and ``deadline``, and
+read straight into the destinations. fsspec and the scheme's filesystem
+package are optional dependencies (http(s) needs neither), imported on first
+use. Knobs and rules: docs/remote.md.
 """
 
 import _thread
 import ctypes
 import http.client
+import itertools
 import os
 import queue
 import socket
@@ -52,7 +41,7 @@ DEFAULTS = {
     "timeout": 60.0,          # seconds one request may take in all: connect, headers and body
     "deadline": None,         # seconds one load (open, or one tensor read call) may take, retries included
     "part_size": 16 * MiB,    # upload part size for save_file to a URL
-    "direct": True,           # http(s)/s3: own http.client/botocore requests reading into tensors
+    "direct": True,           # s3: own botocore requests reading into tensors (False: s3fs's)
 }
 
 
@@ -82,15 +71,20 @@ class _Transient(Exception):
         self.final = final
 
 
-class _Cancel:
-    """Set once when a read must stop: its first failure, an interrupt, or the
-    handle's close. A transport registers an ``abort`` callable (shuts the
-    connection's socket down) for each request in flight, so ``set()`` unblocks
-    a read stalled in the kernel at once; transports check ``is_set()`` before
-    each attempt and between body reads and then raise ``_Cancelled``.
-    ``started`` (monotonic) is when the load began: ``deadline`` counts from it."""
+class _Cancelled(Exception):
+    """A read stopped because its _Cancel was set (never retried)."""
 
-    def __init__(self) -> None:
+
+class _Cancel:
+    """One load's stop signal, set once: its first failure, an interrupt, or
+    the handle's close. A transport registers an ``abort`` callable (shuts
+    the connection's socket down) for each request in flight, so ``set()``
+    unblocks a read stalled in the kernel at once; transports check
+    ``is_set()`` before each attempt and between body reads and then raise
+    ``_Cancelled``. ``limit`` (monotonic) is when the load's ``deadline``
+    (seconds from now; None: none) passes."""
+
+    def __init__(self, deadline: Optional[float] = None) -> None:
         # Only C-level lock calls: an interrupt landing inside threading.Event's
         # Python code (its Condition) can leave a lock held and hang the next
         # set() or unregister(). _gate is held until set() releases it once.
@@ -99,7 +93,8 @@ class _Cancel:
         self._gate.acquire()
         self._set = False
         self._aborts: List[Any] = []
-        self.started = time.monotonic()
+        self.deadline = deadline
+        self.limit = None if deadline is None else time.monotonic() + deadline
 
     def is_set(self) -> bool:
         return self._set
@@ -138,14 +133,11 @@ class _Cancel:
 
     def unregister(self, abort) -> None:
         with self._lock:
-            try:
+            if abort in self._aborts:
                 self._aborts.remove(abort)
-            except ValueError:
-                pass
 
-
-class _Cancelled(Exception):
-    """A read stopped because its _Cancel was set (never retried)."""
+    def late(self, url: str, what: str) -> RemoteTimeoutError:
+        return RemoteTimeoutError(f"{url}: the load's deadline of {self.deadline} s passed ({what})")
 
 
 def is_remote(target: Any) -> bool:
@@ -164,74 +156,34 @@ def local_path(target: Any) -> Any:
 
 
 # --------------------------------------------------------------------------
-# the object: ranged reads with pinning, error mapping and retries
+# errors: every transport failure as an exception naming the URL
 # --------------------------------------------------------------------------
 
-def _import_fsspec(url: str):
-    try:
-        import fsspec  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            f"Reading {url!r} needs the optional dependency fsspec (and the filesystem package for "
-            "its scheme, e.g. s3fs for s3://, gcsfs for gs://, aiohttp for http(s)://): "
-            "pip install fsspec s3fs"
-        ) from None
-    return fsspec
-
-
-def _filesystem(target: Any, storage_options: Optional[dict]):
-    if not isinstance(target, str):
-        return target.fs, target.path, getattr(target, "path", repr(target))
-    fsspec = _import_fsspec(target)
-    try:
-        fs, path = fsspec.core.url_to_fs(target, **(storage_options or {}))
-    except ImportError as e:
-        raise ImportError(f"Reading {target!r} needs a filesystem package fsspec could not import: {e}") from e
-    except ValueError as e:
-        if "Protocol not known" in str(e):
-            raise ValueError(f"{target!r}: fsspec knows no filesystem for this scheme ({e})") from e
-        raise
-    return fs, path, target
-
-
 def _status_of(exc: BaseException) -> Optional[int]:
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        return status
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        response = getattr(exc.__cause__, "response", None)
-    if isinstance(response, dict):
-        code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if response.get("Error", {}).get("Code") == "PreconditionFailed":
-            return 412
-        return code
+    """The HTTP status of a failure: ours (_HTTPStatus), or botocore's, also as
+    the cause of the OSError s3fs raises (S3's PreconditionFailed: 412)."""
+    if isinstance(getattr(exc, "status", None), int):
+        return exc.status
+    for error in (exc, exc.__cause__):
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            if response.get("Error", {}).get("Code") == "PreconditionFailed":
+                return 412
+            return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return None
 
 
-def _named(exc: BaseException, url: str, what: str) -> BaseException:
-    """A transport failure as the exception remote reading raises, naming the
-    URL: FileNotFoundError / PermissionError kept as such, timeouts and
-    connection failures as SafetensorIOError subclasses that are also
-    TimeoutError / ConnectionError, anything else SafetensorIOError."""
-    if isinstance(exc, SafetensorError):
-        return exc
-    text = f"{url}: {what} failed: {type(exc).__name__}: {exc}"
-    for kind, named in ((FileNotFoundError, FileNotFoundError), (PermissionError, PermissionError),
-                        (TimeoutError, RemoteTimeoutError), (ConnectionError, RemoteConnectionError)):
-        if isinstance(exc, kind):
-            return named(text)
-    return SafetensorIOError(text)
-
-
 def _classify(exc: BaseException, url: str, what: str) -> BaseException:
-    """Map a storage failure to the exception to raise (always one naming the
-    URL: SafetensorIOError or a subclass, FileNotFoundError, PermissionError);
-    wrap retryable ones in _Transient."""
+    """The exception to raise for a transport failure, naming the URL:
+    SafetensorIOError or a subclass (RemoteTimeoutError, RemoteConnectionError
+    are also TimeoutError, ConnectionError), FileNotFoundError or
+    PermissionError; a retryable one wrapped in _Transient."""
     if isinstance(exc, (SafetensorError, _Transient, _Cancelled)):
         return exc
-    if isinstance(exc, (FileNotFoundError, PermissionError)):
-        return exc if url in str(exc) else _named(exc, url, what)
+    name = type(exc).__name__
+    for kind in (FileNotFoundError, PermissionError):
+        if isinstance(exc, kind):
+            return exc if url in str(exc) else kind(f"{url}: {what} failed: {name}: {exc}")
     status = _status_of(exc)
     if status == 404:
         return FileNotFoundError(f"{url}: not found ({what})")
@@ -239,18 +191,16 @@ def _classify(exc: BaseException, url: str, what: str) -> BaseException:
         return PermissionError(f"{url}: access denied, HTTP {status} ({what})")
     if status == 412:
         return RemoteObjectChangedError(f"{url}: the object changed since it was opened ({what})")
-    if status is not None and (status in (408, 429) or status >= 500):
-        return _Transient(SafetensorIOError(f"{url}: HTTP {status} ({what}): {exc}"))
     if status is not None and status >= 400:
-        return SafetensorIOError(f"{url}: HTTP {status} ({what}): {exc}")
-    name = type(exc).__name__
+        error = SafetensorIOError(f"{url}: HTTP {status} ({what}): {exc}")
+        return _Transient(error) if status in (408, 429) or status >= 500 else error
     if isinstance(exc, TimeoutError) or "Timeout" in name:
-        return _Transient(RemoteTimeoutError(f"{url}: timed out ({what})"))
+        return _Transient(RemoteTimeoutError(f"{url}: {what} failed: timed out ({name})"))
     if isinstance(exc, (OSError, EOFError, http.client.HTTPException)) or any(
         word in name for word in ("Connection", "Payload", "Disconnected", "Protocol", "Incomplete")
     ):
-        return _Transient(RemoteConnectionError(f"{url}: connection failed ({what}): {name}: {exc}"))
-    return _named(exc, url, what)
+        return _Transient(RemoteConnectionError(f"{url}: {what} failed: connection failed: {name}: {exc}"))
+    return SafetensorIOError(f"{url}: {what} failed: {name}: {exc}")
 
 
 # --------------------------------------------------------------------------
@@ -345,312 +295,6 @@ def _check_partial(url: str, content_range: Optional[str], start: int, end: int,
             f"(expected 'bytes {start}-{end - 1}/{size}')")
 
 
-def _deadline_error(url: str, seconds: float, what: str) -> RemoteTimeoutError:
-    return RemoteTimeoutError(f"{url}: the load's deadline of {seconds} s passed ({what})")
-
-
-class _Guard:
-    """Bounds one request in flight (connect, headers, body): at ``until``
-    (monotonic) or when ``cancel`` is set, its connection's socket is shut
-    down, which ends any read stalled in the kernel or fed a byte at a time.
-    ``target``: what the transport reads from (an object with ``.sock``, a
-    socket, or something with ``close()``), set as soon as it is known."""
-
-    def __init__(self, url: str, what: str, timeout: float, limit: Optional[float], cancel: Optional[_Cancel]):
-        now = time.monotonic()
-        self.url, self.what, self.timeout, self.cancel = url, what, timeout, cancel
-        self.until = now + timeout if limit is None else min(now + timeout, limit)
-        self.target: Any = None
-        self._lock = threading.Lock()
-        self._live = True
-        self._timer = threading.Timer(max(0.0, self.until - now), self.abort)
-        self._timer.daemon = True
-
-    def __enter__(self):
-        if self.cancel is not None:
-            self.cancel.register(self.abort)
-        self._timer.start()
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        with self._lock:
-            self._live = False
-        self._timer.cancel()
-        if self.cancel is not None:
-            self.cancel.unregister(self.abort)
-        if exc is None or isinstance(exc, (_Cancelled, SafetensorError)) or not isinstance(exc, Exception):
-            return False
-        if self.cancel is not None and self.cancel.is_set():
-            raise _Cancelled() from exc
-        if time.monotonic() >= self.until:
-            raise self.expired() from exc
-        return False
-
-    def _socket(self):
-        target = self.target
-        return target if isinstance(target, socket.socket) else getattr(target, "sock", None)
-
-    def abort(self) -> None:
-        with self._lock:
-            if not self._live:
-                return
-            sock = self._socket()
-            if isinstance(sock, socket.socket):
-                try:   # the plain socket's shutdown: also under an SSL wrapper
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            elif not hasattr(self.target, "sock") and hasattr(self.target, "close"):
-                self.target.close()   # no socket to reach (a connection still connecting is bounded by timeout)
-
-    def expired(self) -> _Transient:
-        return _Transient(RemoteTimeoutError(
-            f"{self.url}: timed out: a request may take {self.timeout} s in all ({self.what})"))
-
-    def check(self) -> None:
-        """Between reads: stops a cancelled or late request; gives the socket
-        the time left as its timeout."""
-        if self.cancel is not None and self.cancel.is_set():
-            raise _Cancelled()
-        left = self.until - time.monotonic()
-        if left <= 0:
-            raise self.expired()
-        sock = self._socket()
-        if isinstance(sock, socket.socket):
-            sock.settimeout(left)
-
-
-class _RemoteObject:
-    """One remote object, pinned at open (size + ETag/version)."""
-
-    def __init__(self, target: Any, storage_options: Optional[dict], retries: int, backoff: float,
-                 timeout: float, concurrency: int = 16, direct: bool = True, deadline: Optional[float] = None):
-        self.retries = retries
-        self.backoff = backoff
-        self.timeout = timeout
-        self.deadline = DEFAULTS["deadline"] if deadline is None else deadline
-        self._direct = None
-        self._prefix: Optional[bytes] = None   # bytes 0.. from a HEAD-less open, served once
-        started = time.monotonic()
-        plain_http = (isinstance(target, str) and target.split("://", 1)[0].lower() in ("http", "https")
-                      and set(storage_options or {}) <= {"headers"})
-        if direct and plain_http:
-            # Needs neither fsspec nor aiohttp.
-            self.fs, self.path, self.url, self.kind = None, target, target, "http"
-            self._direct = _DirectHTTP(target, dict((storage_options or {}).get("headers", {})), timeout)
-        else:
-            self.fs, self.path, self.url = _filesystem(target, storage_options)
-            protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
-            self.kind = (
-                "s3" if hasattr(self.fs, "_call_s3")
-                else "http" if ("http" in protocols or "https" in protocols)
-                else "generic"
-            )
-            try:
-                self.fs.invalidate_cache(self.path)   # s3fs may hold a listing from before
-            except Exception:
-                pass
-            if direct and self.kind == "http" and set(getattr(self.fs, "kwargs", {})) <= {"headers"}:
-                url = self.path if "://" in self.path else self.url
-                self._direct = _DirectHTTP(url, dict(self.fs.kwargs.get("headers", {})), timeout)
-            elif direct and self.kind == "s3":
-                self._direct = _DirectS3.build(self.fs, self.path, concurrency, timeout)
-        limit = self._limit(started)
-        if self._direct is not None:
-            stat = lambda: self._direct.info(limit)  # noqa: E731
-        else:
-            stat = (lambda: self._http_info(limit)) if self.kind == "http" else lambda: self.fs.info(self.path)
-        info = self._retrying(stat, "info", limit=limit)
-        if info.get("type") == "directory":
-            raise IsADirectoryError(f"{self.url}: is a directory")
-        size = info.get("size")
-        if size is None:
-            raise SafetensorIOError(f"{self.url}: the server does not report the object's size")
-        self.size = int(size)
-        self.etag = info.get("ETag") or info.get("etag")
-        if self.etag and self.etag.startswith("W/"):
-            self.etag = None   # If-Match compares strongly: a weak ETag would never match
-        self.version = info.get("VersionId") or info.get("version_id")
-        self._prefix = info.get("prefix")
-
-    def _limit(self, started: float) -> Optional[float]:
-        return None if self.deadline is None else started + float(self.deadline)
-
-    def _retrying(self, call, what: str, cancel: Optional[_Cancel] = None, limit: Optional[float] = None):
-        attempt = 0
-        while True:
-            if cancel is not None and cancel.is_set():
-                raise _Cancelled()
-            if limit is not None and time.monotonic() >= limit:
-                raise _deadline_error(self.url, self.deadline, what)
-            try:
-                return call()
-            except BaseException as e:  # noqa: BLE001 - classified below, re-raised
-                if isinstance(e, (KeyboardInterrupt, SystemExit, _Cancelled)):
-                    raise
-                if cancel is not None and cancel.is_set():
-                    raise _Cancelled() from e
-                mapped = _classify(e, self.url, what)
-                if not isinstance(mapped, _Transient):
-                    if mapped is e:
-                        raise
-                    raise mapped from e
-                if attempt >= self.retries:
-                    raise mapped.final from e
-                delay = min(2.0, self.backoff * (2 ** attempt))
-                if limit is not None:
-                    if time.monotonic() + delay >= limit:
-                        raise _deadline_error(self.url, self.deadline, what) from e
-                if cancel is not None:
-                    if cancel.wait(delay):
-                        raise _Cancelled() from e
-                else:
-                    time.sleep(delay)
-                attempt += 1
-
-    def _aiohttp_timeout(self, limit: Optional[float]):
-        import aiohttp
-
-        total = self.timeout if limit is None else max(0.001, min(self.timeout, limit - time.monotonic()))
-        return aiohttp.ClientTimeout(total=total, sock_connect=self.timeout, sock_read=self.timeout)
-
-    async def _http_request(self, method: str, headers: Dict[str, str], limit: Optional[float] = None):
-        """An aiohttp request on fsspec's HTTP session, redirects followed by
-        _follow's rules; HTTP errors raise _HTTPStatus (fsspec's own info()
-        turns every failure into FileNotFoundError, 403 included). ``timeout``
-        bounds the whole request, body included."""
-        import aiohttp
-
-        session = await self.fs.set_session()
-        kwargs = dict(self.fs.kwargs)
-        sent = {**kwargs.pop("headers", {}), **headers}
-        kwargs["timeout"] = self._aiohttp_timeout(limit)
-        kwargs["allow_redirects"] = False
-        first = url = str(self.fs.encode_url(self.path))
-        for _ in range(6):
-            try:
-                response = await session.request(method, self.fs.encode_url(url), headers=sent, **kwargs)
-            except aiohttp.ClientResponseError as e:
-                # aiohttp's word for a response it could not parse (bad status
-                # line, bad Content-Length): a broken connection, not an HTTP status
-                raise ConnectionError(f"invalid response: {e.message}") from e
-            location = response.headers.get("Location")
-            if response.status in (301, 302, 303, 307, 308) and location:
-                response.release()
-                url, sent = _follow(first, url, location, sent)
-                continue
-            if response.status >= 400:
-                response.release()
-                raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
-            return response
-        raise SafetensorIOError(f"{self.url}: too many redirects")
-
-    def _http_info(self, limit: Optional[float] = None) -> Dict[str, Any]:
-        from fsspec.asyn import sync
-
-        async def head():
-            response = await self._http_request("head", {"Accept-Encoding": "identity"}, limit)
-            response.release()
-            return response.headers
-
-        async def first_bytes():
-            count = int(DEFAULTS["head_bytes"])
-            headers = {"Range": f"bytes=0-{count - 1}", "Accept-Encoding": "identity"}
-            async with await self._http_request("get", headers, limit) as response:
-                size, want = _head_from_get(self.url, response.status, response.headers.get, count)
-                body = await response.read() if want else b""
-                if len(body) != want:
-                    raise _Transient(SafetensorIOError(
-                        f"{self.url}: asked bytes 0-{want - 1}, the body has {len(body)} bytes"))
-                return {"size": size, "ETag": response.headers.get("ETag"), "type": "file", "prefix": body}
-
-        try:
-            headers = sync(self.fs.loop, head)
-        except _HTTPStatus as e:
-            if e.status not in _NO_HEAD:
-                raise
-            return sync(self.fs.loop, first_bytes)
-        return {"size": _length_of(headers.get("Content-Length"), self.url, "HEAD"),
-                "ETag": headers.get("ETag"), "type": "file"}
-
-    def _get(self, start: int, end: int, limit: Optional[float] = None) -> bytes:
-        """One ranged GET of [start, end), conditional on the pinned identity
-        and checked against it."""
-        if self.kind == "s3":
-            from fsspec.asyn import sync
-
-            bucket, key, version = self.fs.split_path(self.path)
-            kwargs = {"Bucket": bucket, "Key": key, "Range": f"bytes={start}-{end - 1}"}
-            if self.version or version:
-                kwargs["VersionId"] = self.version or version
-            if self.etag:
-                kwargs["IfMatch"] = self.etag
-
-            async def get():
-                response = await self.fs._call_s3("get_object", **kwargs)
-                body = response["Body"]
-                try:
-                    _check_partial(self.url, response.get("ContentRange"), start, end, self.size, self.etag,
-                                   response.get("ETag"), kwargs.get("VersionId"), response.get("VersionId"))
-                    return await body.read()
-                finally:
-                    body.close()
-
-            return sync(self.fs.loop, get, timeout=self.timeout)
-        if self.kind == "http":
-            from fsspec.asyn import sync
-
-            headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
-            if self.etag:
-                headers["If-Match"] = self.etag
-
-            async def get():
-                async with await self._http_request("get", headers, limit) as response:
-                    if response.status != 206:
-                        raise SafetensorIOError(
-                            f"{self.url}: asked bytes {start}-{end - 1}, the server answered HTTP "
-                            f"{response.status} (it must honour Range)")
-                    _check_partial(self.url, response.headers.get("Content-Range"), start, end, self.size,
-                                   self.etag, response.headers.get("ETag"))
-                    return await response.read()
-
-            return sync(self.fs.loop, get)
-        return self.fs.cat_file(self.path, start=start, end=end)
-
-    def read(self, start: int, end: int):
-        """Bytes [start, end) exactly, retried; a short or long body is an error."""
-        if end <= start:
-            return b""
-        buffer = bytearray(end - start)
-        self.read_into(start, end, [(start, end, memoryview(buffer))])
-        return bytes(buffer)
-
-    def read_into(self, start: int, end: int, targets: List[Tuple[int, int, memoryview]],
-                  cancel: Optional[_Cancel] = None) -> None:
-        """Bytes [start, end) into the destinations covering them ((file start,
-        file end, memory) each), retried as a whole on a transient failure.
-        Stops with _Cancelled as soon as ``cancel`` is set (see _Cancel).
-        ``deadline`` counts from cancel.started (the load), else from this call."""
-        prefix, self._prefix = self._prefix, None   # the open's first bytes: for the header read only
-        if prefix is not None and end <= len(prefix):
-            _scatter(memoryview(prefix)[start:end], start, end, targets)
-            return
-        limit = self._limit(cancel.started if cancel is not None else time.monotonic())
-
-        def attempt():
-            if self._direct is not None:
-                return self._direct.get_into(start, end, targets, self.etag, self.version, cancel,
-                                             size=self.size, limit=limit)
-            data = self._get(start, end, limit) if self.kind == "http" else self._get(start, end)
-            if len(data) != end - start:
-                raise _Transient(SafetensorIOError(
-                    f"{self.url}: truncated response: asked bytes {start}-{end - 1}, got {len(data)} bytes"
-                    + (" (the server ignored Range)" if len(data) == self.size and start else "")))
-            _scatter(memoryview(data), start, end, targets)
-
-        self._retrying(attempt, f"bytes {start}-{end - 1}", cancel, limit)
-
-
 _NO_HEAD = (403, 405, 501)   # a HEAD refused (presigned GET URLs): size and ETag come from a ranged GET
 
 
@@ -668,6 +312,10 @@ def _head_from_get(url: str, status: int, header, count: int) -> Tuple[int, int]
     return parsed[2], parsed[1] + 1
 
 
+# --------------------------------------------------------------------------
+# moving bytes into the destinations
+# --------------------------------------------------------------------------
+
 def _scatter(data: memoryview, start: int, end: int, targets) -> None:
     for t_start, t_end, dest in targets:
         a, b = max(start, t_start), min(end, t_end)
@@ -675,7 +323,16 @@ def _scatter(data: memoryview, start: int, end: int, targets) -> None:
             dest[a - t_start:b - t_start] = data[a - start:b - start]
 
 
-def _stream_into(read_into, start: int, end: int, targets, url: str, check=None) -> None:
+def _fill(url: str, data: bytes, start: int, end: int, targets) -> None:
+    """A whole body (bytes) into the targets; any other length than asked is
+    a transient failure."""
+    if len(data) != end - start:
+        raise _Transient(SafetensorIOError(
+            f"{url}: truncated response: asked bytes {start}-{end - 1}, got {len(data)} bytes"))
+    _scatter(memoryview(data), start, end, targets)
+
+
+def _stream_into(read_into, start: int, end: int, targets, url: str, check) -> None:
     """Reads a response body of end - start bytes straight into the targets'
     memory with read_into(memoryview) -> count (socket reads: GIL released).
     ``check()`` runs before each read (cancel, deadline)."""
@@ -684,23 +341,143 @@ def _stream_into(read_into, start: int, end: int, targets, url: str, check=None)
         view = dest[a - t_start:b - t_start]
         got = 0
         while got < len(view):
-            if check is not None:
-                check()
+            check()
             n = read_into(view[got:])
             if not n:
-                if check is not None:
-                    check()   # a socket shut down by cancel or deadline reads as EOF
+                check()   # a socket shut down by cancel or deadline reads as EOF
                 raise _Transient(SafetensorIOError(
                     f"{url}: truncated response: bytes {start}-{end - 1} ended {end - a - got} bytes early"))
             got += n
 
 
-class _DirectHTTP:
-    """Plain HTTP(S) ranged GETs with http.client: one keep-alive connection
-    per thread and host, bodies read straight into tensor memory."""
+class _Guard:
+    """Bounds one request in flight (connect, headers, body): at ``until``
+    (monotonic: ``timeout`` from now, or the load's deadline when sooner) or
+    when ``cancel`` is set, the socket of ``target`` (an object with
+    ``.sock``, set as soon as it is known) is shut down, which ends any read
+    stalled in the kernel or fed a byte at a time."""
+
+    def __init__(self, url: str, what: str, timeout: float, cancel: _Cancel):
+        now = time.monotonic()
+        self.url, self.what, self.timeout, self.cancel = url, what, timeout, cancel
+        self.until = now + timeout if cancel.limit is None else min(now + timeout, cancel.limit)
+        self.target: Any = None
+        self._lock = threading.Lock()
+        self._live = True
+        self._timer = threading.Timer(max(0.0, self.until - now), self.abort)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self.cancel.register(self.abort)
+        self._timer.start()
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        with self._lock:
+            self._live = False
+        self._timer.cancel()
+        self.cancel.unregister(self.abort)
+        if exc is None or isinstance(exc, (_Cancelled, SafetensorError)) or not isinstance(exc, Exception):
+            return False
+        if self.cancel.is_set():
+            raise _Cancelled() from exc
+        if time.monotonic() >= self.until:
+            raise self.expired() from exc
+        return False
+
+    def _socket(self) -> Optional[socket.socket]:
+        sock = getattr(self.target, "sock", None)
+        return sock if isinstance(sock, socket.socket) else None
+
+    def abort(self) -> None:
+        with self._lock:
+            sock = self._socket()
+            if self._live and sock is not None:
+                try:   # the plain socket's shutdown: also under an SSL wrapper
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def expired(self) -> _Transient:
+        return _Transient(RemoteTimeoutError(
+            f"{self.url}: timed out: a request may take {self.timeout} s in all ({self.what})"))
+
+    def check(self) -> None:
+        """Between reads: stops a cancelled or late request; gives the socket
+        the time left as its timeout."""
+        if self.cancel.is_set():
+            raise _Cancelled()
+        left = self.until - time.monotonic()
+        if left <= 0:
+            raise self.expired()
+        sock = self._socket()
+        if sock is not None:
+            sock.settimeout(left)
+
+
+# --------------------------------------------------------------------------
+# the request paths: info(cancel) -> {"size", "ETag", "VersionId", "prefix"}
+# (fsspec's info dict for _FS);
+# get_into(start, end, targets, cancel) of the object pinned by the caller
+# (.size, .etag, .version, set after info)
+# --------------------------------------------------------------------------
+
+def _filesystem(url: str, storage_options: Optional[dict]):
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(
+            f"Reading {url!r} needs the optional dependency fsspec (and the filesystem package for "
+            "its scheme, e.g. s3fs for s3://, gcsfs for gs://): pip install fsspec s3fs"
+        ) from None
+    try:
+        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except ImportError as e:
+        raise ImportError(f"Reading {url!r} needs a filesystem package fsspec could not import: {e}") from e
+    except ValueError as e:
+        if "Protocol not known" in str(e):
+            raise ValueError(f"{url!r}: fsspec knows no filesystem for this scheme ({e})") from e
+        raise
+
+
+def _resolve(target: Any, storage_options: Optional[dict]):
+    """(filesystem, path, URL naming it) of a URL or an fsspec file object."""
+    if isinstance(target, str):
+        return (*_filesystem(target, storage_options), target)
+    fs, path = target.fs, target.path
+    return fs, path, fs.unstrip_protocol(path) if hasattr(fs, "unstrip_protocol") else path
+
+
+def _http_headers(url: str, options: Optional[dict]) -> Dict[str, str]:
+    """The request headers of an http(s) URL: storage_options ``headers``;
+    any other key is refused, never ignored."""
+    unknown = sorted(set(options or {}) - {"headers"})
+    if unknown:
+        raise ValueError(f"{url}: http(s) URLs are read with http.client, which takes storage_options 'headers' "
+                         f"only, not {unknown} (credentials: headers={{'Authorization': ...}})")
+    return dict((options or {}).get("headers") or {})
+
+
+def _transport(target: Any, storage_options: Optional[dict], timeout: float, concurrency: int, direct: bool):
+    if isinstance(target, str) and target.split("://", 1)[0].lower() in ("http", "https"):
+        return _HTTP(target, _http_headers(target, storage_options), timeout)   # no fsspec needed
+    fs, path, url = _resolve(target, storage_options)
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if "http" in protocols or "https" in protocols:   # an fsspec file object of an http(s) URL
+        options = {**fs.kwargs, **({"client_kwargs": fs.client_kwargs} if fs.client_kwargs else {})}
+        return _HTTP(path, _http_headers(path, options), timeout)
+    if hasattr(fs, "_call_s3"):
+        return _S3.build(fs, path, url, concurrency, timeout, direct)
+    return _FS(fs, path, url)
+
+
+class _HTTP:
+    """HTTP(S) ranged GETs with http.client: one keep-alive connection per
+    thread and host, bodies read straight into tensor memory."""
 
     def __init__(self, url: str, headers: Dict[str, str], timeout: float):
         self.url, self.headers, self.timeout = url, headers, timeout
+        self.size = self.etag = self.version = None
         self.local = threading.local()
 
     def _connection(self, scheme: str, netloc: str):
@@ -755,8 +532,18 @@ class _DirectHTTP:
             return response, drop
         raise SafetensorIOError(f"{self.url}: too many redirects")
 
-    def info(self, limit: Optional[float] = None) -> Dict[str, Any]:
-        with _Guard(self.url, "HEAD", self.timeout, limit, None) as guard:
+    def _body(self, response, start: int, end: int, targets, guard: _Guard, what: str) -> None:
+        """The body, exactly bytes [start, end), into the targets."""
+        length = _length_of(response.getheader("Content-Length"), self.url, what)
+        if length is not None and length != end - start:
+            raise _Transient(SafetensorIOError(f"{self.url}: truncated response: asked {what}, got {length} bytes"))
+        # No Content-Length: a chunked (or close-delimited) body, read to the length asked.
+        _stream_into(response.readinto, start, end, targets, self.url, guard.check)
+        if length is None and response.read(1):
+            raise SafetensorIOError(f"{self.url}: asked {what}, the body went on past {end - start} bytes")
+
+    def info(self, cancel: _Cancel) -> Dict[str, Any]:
+        with _Guard(self.url, "HEAD", self.timeout, cancel) as guard:
             try:
                 response, drop = self.request("HEAD", {"Accept-Encoding": "identity"}, guard)
             except _HTTPStatus as e:
@@ -765,78 +552,70 @@ class _DirectHTTP:
             else:
                 response.read()
                 return {"size": _length_of(response.getheader("Content-Length"), self.url, "HEAD"),
-                        "ETag": response.getheader("ETag"), "type": "file"}
+                        "ETag": response.getheader("ETag")}
         count = int(DEFAULTS["head_bytes"])
-        with _Guard(self.url, "GET of the first bytes", self.timeout, limit, None) as guard:
+        with _Guard(self.url, "GET of the first bytes", self.timeout, cancel) as guard:
             response, drop = self.request("GET", {"Range": f"bytes=0-{count - 1}", "Accept-Encoding": "identity"},
                                           guard)
             try:
                 size, want = _head_from_get(self.url, response.status, response.getheader, count)
-                length = _length_of(response.getheader("Content-Length"), self.url, "GET")
-                if length is not None and length != want:
-                    raise _Transient(SafetensorIOError(
-                        f"{self.url}: truncated response: asked bytes 0-{want - 1}, got {length} bytes"))
                 body = bytearray(want)
-                _stream_into(response.readinto, 0, want, [(0, want, memoryview(body))], self.url, guard.check)
-                if length is None and response.read(1):
-                    raise SafetensorIOError(f"{self.url}: asked bytes 0-{want - 1}, the body went on")
+                self._body(response, 0, want, [(0, want, memoryview(body))], guard, f"bytes 0-{want - 1}")
             except BaseException:
                 drop()
                 raise
-            return {"size": size, "ETag": response.getheader("ETag"), "type": "file", "prefix": bytes(body)}
+            return {"size": size, "ETag": response.getheader("ETag"), "prefix": bytes(body)}
 
-    def get_into(self, start, end, targets, etag, version, cancel=None, *, size=None, limit=None) -> None:
+    def get_into(self, start: int, end: int, targets, cancel: _Cancel) -> None:
         what = f"bytes {start}-{end - 1}"
         headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
-        if etag:
-            headers["If-Match"] = etag
-        with _Guard(self.url, what, self.timeout, limit, cancel) as guard:
+        if self.etag:
+            headers["If-Match"] = self.etag
+        with _Guard(self.url, what, self.timeout, cancel) as guard:
             response, drop = self.request("GET", headers, guard)
             try:
                 if response.status != 206:
                     raise SafetensorIOError(
                         f"{self.url}: asked {what}, the server answered HTTP {response.status} "
                         "(it must honour Range)")
-                _check_partial(self.url, response.getheader("Content-Range"), start, end, size, etag,
+                _check_partial(self.url, response.getheader("Content-Range"), start, end, self.size, self.etag,
                                response.getheader("ETag"))
-                length = _length_of(response.getheader("Content-Length"), self.url, what)
-                if length is not None and length != end - start:
-                    raise _Transient(SafetensorIOError(
-                        f"{self.url}: truncated response: asked {what}, got {length} bytes"))
-                # No Content-Length: a chunked (or close-delimited) body, read to the length asked.
-                _stream_into(response.readinto, start, end, targets, self.url, guard.check)
-                if length is None and response.read(1):
-                    raise SafetensorIOError(f"{self.url}: asked {what}, the body went on past {end - start} bytes")
+                self._body(response, start, end, targets, guard, what)
             except BaseException:
                 drop()
                 raise
 
 
-class _DirectS3:
-    """S3 ranged GETs through botocore (thread-safe client, a connection pool
-    of `concurrency`), bodies read straight into tensor memory. Built from the
-    s3fs filesystem's own settings; None when they hold anything it does not
-    map (then s3fs does the requests)."""
+class _S3:
+    """S3 ranged GETs through a botocore client built from the s3fs
+    filesystem's settings (thread-safe, a pool of ``concurrency``
+    connections, bodies read straight into tensor memory); through s3fs's own
+    client (``fs``, bodies copied once) with ``direct=False`` or settings the
+    botocore client does not map (extra ``client_kwargs``, a custom session,
+    requester-pays). Every answer is checked against the pin either way."""
+
+    def __init__(self, url: str, timeout: float, bucket: str, key: str, version: Optional[str] = None,
+                 client=None, fs=None):
+        self.url, self.timeout, self.bucket, self.key, self.client, self.fs = url, timeout, bucket, key, client, fs
+        self.size, self.etag, self.version = None, None, version
 
     @classmethod
-    def build(cls, fs, path: str, concurrency: int, timeout: float):
-        try:
-            import botocore.session
-            from botocore import UNSIGNED
-            from botocore.config import Config
-            from fsspec.asyn import sync
-        except ImportError:
-            return None
+    def build(cls, fs, path: str, url: str, concurrency: int, timeout: float, direct: bool) -> "_S3":
+        self = cls(url, timeout, *fs.split_path(path), fs=fs)
         client_kwargs = dict(getattr(fs, "client_kwargs", {}) or {})
         endpoint = getattr(fs, "endpoint_url", None) or client_kwargs.pop("endpoint_url", None)
         region = client_kwargs.pop("region_name", None)
-        if client_kwargs or getattr(fs, "requester_pays", False) or getattr(fs, "session", None) is not None:
-            return None
-        bucket = fs.split_path(path)[0]
+        if not direct or client_kwargs or getattr(fs, "requester_pays", False) or getattr(fs, "session", None):
+            return self
+        import botocore.session
+        from botocore import UNSIGNED
+        from botocore.config import Config
+        from fsspec.asyn import sync
+
         if region is None:
             try:
-                region = sync(fs.loop, fs._get_s3, bucket).meta.region_name
-            except Exception:
+                region = sync(fs.loop, fs._get_s3, self.bucket).meta.region_name
+            except Exception:  # noqa: BLE001 - the configured or default region then
                 region = None
         config = dict(getattr(fs, "config_kwargs", {}) or {})
         config.update(max_pool_connections=max(10, concurrency), read_timeout=timeout, connect_timeout=timeout,
@@ -844,49 +623,78 @@ class _DirectS3:
         if getattr(fs, "anon", False):
             config["signature_version"] = UNSIGNED
         session = botocore.session.Session(profile=getattr(fs, "profile", None))
-        client = session.create_client(
+        self.client = session.create_client(
             "s3", region_name=region or session.get_config_variable("region") or "us-east-1",
             endpoint_url=endpoint, aws_access_key_id=getattr(fs, "key", None),
             aws_secret_access_key=getattr(fs, "secret", None), aws_session_token=getattr(fs, "token", None),
             config=Config(**config))
-        self = cls()
-        self.client, self.url, self.timeout = client, f"s3://{path}", timeout
-        self.bucket, self.key, version = fs.split_path(path)
-        self.version_kw = {"VersionId": version} if version else {}
         return self
 
-    def info(self, limit: Optional[float] = None) -> Dict[str, Any]:
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key, **self.version_kw)
-        return {"size": head.get("ContentLength"), "ETag": head.get("ETag"), "VersionId": head.get("VersionId"),
-                "type": "file"}
+    def info(self, cancel: _Cancel) -> Dict[str, Any]:
+        kwargs = {"Bucket": self.bucket, "Key": self.key, **({"VersionId": self.version} if self.version else {})}
+        if self.client is not None:
+            head = self.client.head_object(**kwargs)
+        else:
+            from fsspec.asyn import sync
 
-    def get_into(self, start, end, targets, etag, version, cancel=None, *, size=None, limit=None) -> None:
-        what = f"bytes {start}-{end - 1}"
+            head = sync(self.fs.loop, self.fs._call_s3, "head_object", timeout=self.timeout, **kwargs)
+        return {"size": head.get("ContentLength"), "ETag": head.get("ETag"),
+                "VersionId": head.get("VersionId") or self.version}
+
+    def _check(self, response, start: int, end: int) -> None:
+        _check_partial(self.url, response.get("ContentRange"), start, end, self.size, self.etag, response.get("ETag"),
+                       self.version, response.get("VersionId"))
+        if response.get("ContentLength") != end - start:
+            raise _Transient(SafetensorIOError(
+                f"{self.url}: asked bytes {start}-{end - 1}, got {response.get('ContentLength')} bytes"))
+
+    def get_into(self, start: int, end: int, targets, cancel: _Cancel) -> None:
         kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": f"bytes={start}-{end - 1}"}
-        if etag:
-            kwargs["IfMatch"] = etag
-        if version:
-            kwargs["VersionId"] = version
+        if self.etag:
+            kwargs["IfMatch"] = self.etag
+        if self.version:
+            kwargs["VersionId"] = self.version
+        if self.client is None:
+            from fsspec.asyn import sync
+
+            async def get():
+                response = await self.fs._call_s3("get_object", **kwargs)
+                try:
+                    self._check(response, start, end)
+                    return await response["Body"].read()
+                finally:
+                    response["Body"].close()
+
+            _fill(self.url, sync(self.fs.loop, get, timeout=self.timeout), start, end, targets)
+            return
         # The headers are bounded by botocore's socket timeouts; from the body
         # on, the guard bounds the request and cancel shuts its socket down.
-        with _Guard(self.url, what, getattr(self, "timeout", 60.0), limit, cancel) as guard:
+        with _Guard(self.url, f"bytes {start}-{end - 1}", self.timeout, cancel) as guard:
             response = self.client.get_object(**kwargs)
             body = response["Body"]
-            raw = getattr(body, "_raw_stream", None)
-            guard.target = getattr(raw, "connection", None) or body
+            raw = body._raw_stream   # urllib3's response: readinto, .connection.sock
+            guard.target = getattr(raw, "connection", None)
             try:
-                _check_partial(self.url, response.get("ContentRange"), start, end, size, etag, response.get("ETag"),
-                               version, response.get("VersionId"))
-                if response.get("ContentLength") != end - start:
-                    raise _Transient(SafetensorIOError(
-                        f"{self.url}: asked {what}, got {response.get('ContentLength')} bytes"))
-                if raw is not None and hasattr(raw, "readinto"):
-                    _stream_into(raw.readinto, start, end, targets, self.url, guard.check)
-                else:
-                    guard.check()
-                    _scatter(memoryview(body.read()), start, end, targets)
+                self._check(response, start, end)
+                _stream_into(raw.readinto, start, end, targets, self.url, guard.check)
             finally:
                 body.close()
+
+
+class _FS:
+    """Any other fsspec filesystem (gs, az, hf, memory, ...): ``info`` and
+    ``cat_file``, bounded by the filesystem's own settings."""
+
+    def __init__(self, fs, path: str, url: str):
+        self.fs, self.path, self.url = fs, path, url
+        self.size = self.etag = self.version = None
+        getattr(fs, "invalidate_cache", lambda path: None)(path)   # a listing from before may be stale
+
+    def info(self, cancel: _Cancel) -> Dict[str, Any]:
+        return self.fs.info(self.path)
+
+    def get_into(self, start: int, end: int, targets, cancel: _Cancel) -> None:
+        _fill(self.url, self.fs.cat_file(self.path, start=start, end=end), start, end, targets)
 
 
 # --------------------------------------------------------------------------
@@ -997,6 +805,10 @@ def _run_all(submit, work, items, cancel: _Cancel) -> None:
 # the byte source safe_open reads a URL through
 # --------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------
+# the byte source safe_open reads a URL through
+# --------------------------------------------------------------------------
+
 # Two requests closer than this are read as one, the bytes between them into
 # a scratch buffer: a strided slice asks for many small runs, and reading
 # 64 KiB more costs less than another round trip (about 0.1 ms at 5 Gbit/s
@@ -1026,16 +838,34 @@ class _Source:
         pick = lambda name: knobs.get(name, DEFAULTS[name])  # noqa: E731
         self._chunk_size = max(1, int(pick("chunk_size")))
         self._concurrency = max(1, int(pick("concurrency")))
+        self._retries, self._backoff = int(pick("retries")), float(pick("backoff"))
+        self._deadline = pick("deadline")
         self._lock = threading.Lock()
         self._closed = False
         self._pool: Optional[_Workers] = None
         self._reads: set = set()   # the _Cancel of each read_many in flight
-        self._object = _RemoteObject(target, storage_options, int(pick("retries")), float(pick("backoff")),
-                                     float(pick("timeout")), self._concurrency, bool(pick("direct")),
-                                     knobs.get("deadline"))
-        self.size = self._object.size
-        self.identity = self._object.etag or self._object.version
-        self._head = self._object.read(0, min(self.size, max(8, int(pick("head_bytes")))))
+        self._io = _transport(target, storage_options, float(pick("timeout")), self._concurrency,
+                              bool(pick("direct")))
+        self.url = self._io.url
+        info = self._retrying(self._io.info, "info", _Cancel(self._deadline))
+        if info.get("type") == "directory":
+            raise IsADirectoryError(f"{self.url}: is a directory")
+        if info.get("size") is None:
+            raise SafetensorIOError(f"{self.url}: the server does not report the object's size")
+        etag = info.get("ETag") or info.get("etag")
+        self._io.size = self.size = int(info["size"])
+        self._io.etag = None if etag and etag.startswith("W/") else etag   # If-Match compares strongly
+        self._io.version = info.get("VersionId") or info.get("version_id")
+        self.identity = self._io.etag or self._io.version
+        count = min(self.size, max(8, int(pick("head_bytes"))))
+        prefix = info.get("prefix")   # bytes 0.. from a HEAD-less open
+        if prefix is not None and len(prefix) >= count:
+            self._head = prefix[:count]
+        else:
+            head = bytearray(count)
+            if count:
+                self._fetch(0, count, [(0, count, memoryview(head))], _Cancel(self._deadline))
+            self._head = bytes(head)
 
     def close(self) -> None:
         """Reads in flight stop (their read_many raises "File is closed"),
@@ -1054,6 +884,37 @@ class _Source:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+    def _retrying(self, call, what: str, cancel: _Cancel, *args):
+        """call(*args, cancel), retried on a transient failure with backoff;
+        never after ``cancel`` is set or past the load's deadline."""
+        for attempt in itertools.count():
+            if cancel.is_set():
+                raise _Cancelled()
+            if cancel.limit is not None and time.monotonic() >= cancel.limit:
+                raise cancel.late(self.url, what)
+            try:
+                return call(*args, cancel)
+            except Exception as e:  # noqa: BLE001 - classified below, re-raised
+                if cancel.is_set():
+                    raise _Cancelled() from e
+                mapped = _classify(e, self.url, what)
+                if not isinstance(mapped, _Transient):
+                    if mapped is e:
+                        raise
+                    raise mapped from e
+                if attempt >= self._retries:
+                    raise mapped.final from e
+                delay = min(2.0, self._backoff * (2 ** attempt))
+                if cancel.limit is not None and time.monotonic() + delay >= cancel.limit:
+                    raise cancel.late(self.url, what) from e
+                if cancel.wait(delay):
+                    raise _Cancelled() from e
+
+    def _fetch(self, start: int, end: int, targets, cancel: _Cancel) -> None:
+        """Bytes [start, end) into the destinations covering them ((file
+        start, file end, memory) each), retried as a whole."""
+        self._retrying(self._io.get_into, f"bytes {start}-{end - 1}", cancel, start, end, targets)
 
     def _chunks(self, requests) -> List[Tuple[int, int, list, bool]]:
         """(start, end, targets, exact) reads for the requests: what the head
@@ -1091,10 +952,10 @@ class _Source:
 
     def _read(self, lo: int, hi: int, targets, exact: bool, cancel: _Cancel) -> None:
         if exact:
-            self._object.read_into(lo, hi, targets, cancel)
+            self._fetch(lo, hi, targets, cancel)
             return
         scratch = memoryview(bytearray(hi - lo))
-        self._object.read_into(lo, hi, [(lo, hi, scratch)], cancel)
+        self._fetch(lo, hi, [(lo, hi, scratch)], cancel)
         _scatter(scratch, lo, hi, targets)
 
     def read_many(self, requests: List[Tuple[int, memoryview]]) -> None:
@@ -1104,7 +965,7 @@ class _Source:
         chunks = self._chunks(requests)
         if not chunks:
             return
-        cancel = _Cancel()
+        cancel = _Cancel(self._deadline)
         with self._lock:
             if self._closed:
                 raise SafetensorError("File is closed")
@@ -1170,11 +1031,7 @@ def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[s
         views.append(view)
     header, order = _write_layout(entries, metadata)
     part = max(5 * MiB, int(part_size or DEFAULTS["part_size"]))
-    if isinstance(url, str):
-        fs, path, name = _filesystem(url, storage_options)
-    else:
-        fs, path = url.fs, url.path
-        name = fs.unstrip_protocol(path) if hasattr(fs, "unstrip_protocol") else path
+    fs, path, name = _resolve(url, storage_options)
     writer = None
     try:
         writer = fs.open(path, "wb", block_size=part)
@@ -1185,7 +1042,8 @@ def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[s
                 writer.write(view[lo:lo + part])
         writer.close()   # the last part and the commit: a failure here aborts too
     except BaseException as e:
-        error = _named(e, name, "upload") if isinstance(e, Exception) else e
+        error = _classify(e, name, "upload") if isinstance(e, Exception) else e
+        error = error.final if isinstance(error, _Transient) else error
         if writer is not None:
             _discard(writer, error)
         if error is e:
@@ -1193,18 +1051,15 @@ def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[s
         raise error from e
 
 
-def _discard(writer, error: Optional[BaseException] = None) -> None:
+def _discard(writer, error: BaseException) -> None:
     """Throws an unfinished upload away without committing it. When that
     fails too, ``error`` (what is being raised) gets a note saying so
-    (Python >= 3.11; on 3.10 the abort's failure is left in its __context__)
-    and the abort's failure is not raised."""
+    (Python >= 3.11; on 3.10 the abort's failure is left in its __context__)."""
     try:
         discard = getattr(writer, "discard", None)
         if discard is not None:
             discard()
     except Exception as abort_error:  # noqa: BLE001 - reported on the error being raised
-        if error is None:
-            raise
         if hasattr(error, "add_note"):
             error.add_note(f"Discarding the unfinished upload failed as well ({type(abort_error).__name__}: "
                            f"{abort_error}): an incomplete multipart upload may be left behind.")

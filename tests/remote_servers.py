@@ -8,7 +8,9 @@
   stalls until released, ignores Range, answers 403/404; it honours If-Match
   and logs every request, so tests can count and inspect ranges.
 
-Each is a context manager: started on a free port, stopped on exit.
+Each is a context manager: started on a free port, stopped on exit. The
+pytest fixtures ``faults`` and ``s3`` (module scope) and ``assert_same`` are
+shared by the remote test modules, which import them.
 """
 
 import hashlib
@@ -20,6 +22,8 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 
 def free_port() -> int:
@@ -423,3 +427,30 @@ class FailingProxy:
         except OSError:
             pass
         self._listener.close()
+
+
+@pytest.fixture(scope="module")
+def faults():
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def s3():
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    pytest.importorskip("flask")
+    with MotoS3() as server:
+        server.client().create_bucket(Bucket="models")
+        yield server
+
+
+def assert_same(got, want):
+    """Two dicts of torch tensors: the same names, dtypes, shapes and values."""
+    import torch
+
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype, name
+        assert got[name].shape == want[name].shape, name
+        assert torch.equal(got[name], want[name]), name

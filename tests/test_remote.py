@@ -1,7 +1,7 @@
 """safe_open / load_file / save_file on URLs, against real servers on 127.0.0.1:
 moto's S3 (server mode), nginx, and a fault-injecting HTTP server of ours
-(tests/remote_servers.py). Skips only when fsspec/s3fs/moto/aiohttp/nginx are
-absent; CI installs them (.ci/remote.sh)."""
+(tests/remote_servers.py). Skips only when fsspec/s3fs/moto/nginx are absent;
+CI installs them (.ci/remote.sh)."""
 
 import os
 import sys
@@ -11,10 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 fsspec = pytest.importorskip("fsspec")
-pytest.importorskip("aiohttp")
 
 sys.path.insert(0, os.path.dirname(__file__))
 import remote_servers  # noqa: E402
+from remote_servers import assert_same as _assert_same, faults, s3  # noqa: E402,F401 - fixtures
 
 import safetensors  # noqa: E402
 import safetensors.numpy  # noqa: E402
@@ -39,23 +39,9 @@ def _file_bytes(tensors=None, metadata=None):
     return safetensors.torch.save(tensors or _tensors(), metadata=metadata)
 
 
-def _assert_same(got, want):
-    assert sorted(got) == sorted(want)
-    for name in want:
-        assert got[name].dtype == want[name].dtype, name
-        assert got[name].shape == want[name].shape, name
-        assert torch.equal(got[name], want[name]), name
-
-
 # --------------------------------------------------------------------------
 # fixtures: servers
 # --------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def faults():
-    with remote_servers.FaultServer() as server:
-        yield server
-
 
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory):
@@ -67,16 +53,6 @@ def nginx(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="module")
-def s3():
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto.server")
-    pytest.importorskip("flask")
-    with remote_servers.MotoS3() as server:
-        server.client().create_bucket(Bucket="models")
-        yield server
-
-
 def _put_s3(s3, key, data):
     s3.client().put_object(Bucket="models", Key=key, Body=data)
     return f"s3://models/{key}"
@@ -85,6 +61,12 @@ def _put_s3(s3, key, data):
 # --------------------------------------------------------------------------
 # reading: S3 (moto)
 # --------------------------------------------------------------------------
+
+@pytest.fixture(params=[True, False], ids=["botocore", "s3fs"])
+def direct(request):
+    """Both S3 request paths: our botocore client and s3fs's (direct=False)."""
+    return request.param
+
 
 def test_s3_load_file_and_safe_open(s3, direct):
     tensors = _tensors()
@@ -170,13 +152,13 @@ def test_s3_save_file_failure_leaves_nothing(s3, monkeypatch):
 # reading: nginx
 # --------------------------------------------------------------------------
 
-def test_nginx_http_load(nginx, direct):
+def test_nginx_http_load(nginx):
     tensors = _tensors()
     (nginx.root_path / "m.safetensors").write_bytes(_file_bytes(tensors))
     url = f"{nginx.url}/m.safetensors"
     _assert_same(safetensors.torch.load_file(url), tensors)
     # small chunks: many concurrent ranged GETs, coalesced across tensors
-    with safe_open(url, framework="pt", chunk_size=100, concurrency=8, head_bytes=16, direct=direct) as f:
+    with safe_open(url, framework="pt", chunk_size=100, concurrency=8, head_bytes=16) as f:
         _assert_same(f.get_tensors(), tensors)
 
 
@@ -190,10 +172,10 @@ def test_nginx_404_403(nginx):
         safetensors.torch.load_file(f"{nginx.url}/forbidden/x.safetensors")
 
 
-def test_nginx_object_replaced_mid_load(nginx, direct):
+def test_nginx_object_replaced_mid_load(nginx):
     path = nginx.root_path / "swap.safetensors"
     path.write_bytes(_file_bytes())
-    with safe_open(f"{nginx.url}/swap.safetensors", framework="pt", head_bytes=64, direct=direct) as f:
+    with safe_open(f"{nginx.url}/swap.safetensors", framework="pt", head_bytes=64) as f:
         other = _file_bytes({"w": torch.zeros(40, 24)})
         path.write_bytes(other + b" " * 10)   # new size -> new ETag
         with pytest.raises(RemoteObjectChangedError):
@@ -297,17 +279,10 @@ def test_get_slice_out_of_range(faults):
 # failures and retries
 # --------------------------------------------------------------------------
 
-@pytest.fixture(params=[True, False], ids=["direct", "fsspec"])
-def direct(request):
-    """Both request paths: our own http.client/botocore one and fsspec's."""
-    return request.param
-
-
 @pytest.fixture
-def _chunked(direct):
+def _chunked():
     def open_(url, **kw):
-        return safe_open(url, framework="pt", chunk_size=256, concurrency=4, head_bytes=16, backoff=0.001,
-                         direct=direct, **kw)
+        return safe_open(url, framework="pt", chunk_size=256, concurrency=4, head_bytes=16, backoff=0.001, **kw)
     return open_
 
 
@@ -387,6 +362,25 @@ def test_plain_http_needs_no_fsspec(faults, monkeypatch):
     faults.put("/nofsspec.safetensors", _file_bytes(tensors))
     monkeypatch.setitem(sys.modules, "fsspec", None)
     _assert_same(safetensors.torch.load_file(faults.url + "/nofsspec.safetensors"), tensors)
+    # http(s) has one request path: direct=False is for S3 only
+    with safe_open(faults.url + "/nofsspec.safetensors", framework="pt", direct=False) as f:
+        _assert_same(f.get_tensors(), tensors)
+
+
+def test_http_storage_options(faults, monkeypatch):
+    """storage_options headers go with every request (no fsspec involved);
+    any other key (fsspec's http options) is refused, naming it."""
+    path = "/options.safetensors"
+    faults.put(path, _file_bytes())
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    options = {"headers": {"X-A": "1", "Authorization": "Basic dTpw"}}
+    _assert_same(safetensors.torch.load_file(faults.url + path, storage_options=options), _tensors())
+    seen = [h for m, p, h in faults.headers_seen if p == path]
+    assert seen and all((h.get("X-A"), h.get("Authorization")) == ("1", "Basic dTpw") for h in seen)
+    for bad in ({"headers": {}, "block_size": 5}, {"client_kwargs": {"auth": ("u", "p")}}):
+        with pytest.raises(ValueError, match=next(k for k in bad if k != "headers")) as info:
+            safe_open(faults.url + path, framework="pt", storage_options=bad)
+        assert faults.url + path in str(info.value)
 
 
 def test_framework_save_file_to_fsspec_file_and_url(s3, monkeypatch):

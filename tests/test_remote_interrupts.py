@@ -133,7 +133,7 @@ def test_first_failure_cancels_the_reads_in_flight(server, monkeypatch):
                 raise SafetensorIOError("the first chunk failed")
             _cancelled_by(cancel)
 
-        monkeypatch.setattr(remote._RemoteObject, "read_into", read_into)   # the reads after the header
+        monkeypatch.setattr(remote._Source, "_fetch", read_into)   # the reads after the header
         with pytest.raises(SafetensorIOError, match="the first chunk failed"):
             f.get_tensors()
     # one _Cancel for the whole load, set by the failure; nothing started after it
@@ -167,7 +167,7 @@ def test_interrupt_returns_only_after_the_reads_stopped(server, monkeypatch):
                 with lock:
                     calls.append("stopped")
 
-        monkeypatch.setattr(remote._RemoteObject, "read_into", read_into)   # the reads after the header
+        monkeypatch.setattr(remote._Source, "_fetch", read_into)   # the reads after the header
         with pytest.raises(KeyboardInterrupt):
             f.get_tensors()
         assert calls.count("stopped") == 4 and len(calls) == 8
