@@ -1,16 +1,11 @@
-"""The transport of remote safetensors: ``open_source`` gives the byte source
-the C ``safe_open`` reads a URL or fsspec file object through (its
-``read_many``), ``save_to_url`` uploads.
+"""The transport under the C ``safe_open`` for URLs: ``open_source`` gives the
+byte source it reads through (``read_many``), ``save_to_url`` uploads.
 
-One request path per kind: http(s) with ``http.client`` (``_HTTP``), s3 with
-a botocore client built from the s3fs settings (``_S3``; s3fs's own client
-where those settings do not map), any other fsspec filesystem with
-``cat_file`` (``_FS``). Opening pins the object (size and ETag/version);
-every later ranged read is conditional on the pin and checked against it,
-retried on transient failures, bounded by ``timeout`` and ``deadline``, and
-read straight into the destinations. fsspec and the scheme's filesystem
-package are optional dependencies (http(s) needs neither), imported on first
-use. Knobs and rules: docs/remote.md.
+One request path per kind: http(s) with ``http.client``, s3 with botocore (or
+s3fs's own client), any other fsspec filesystem with ``cat_file``. Opening pins
+the object (size, ETag/version); every ranged read is conditional on the pin,
+checked against it, retried, bounded by ``timeout``/``deadline`` and read
+straight into the destinations. Knobs and rules: docs/remote.md.
 """
 
 import _thread
@@ -19,6 +14,7 @@ import http.client
 import itertools
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -77,12 +73,10 @@ class _Cancelled(Exception):
 
 class _Cancel:
     """One load's stop signal, set once: its first failure, an interrupt, or
-    the handle's close. A transport registers an ``abort`` callable (shuts
-    the connection's socket down) for each request in flight, so ``set()``
-    unblocks a read stalled in the kernel at once; transports check
-    ``is_set()`` before each attempt and between body reads and then raise
-    ``_Cancelled``. ``limit`` (monotonic) is when the load's ``deadline``
-    (seconds from now; None: none) passes."""
+    the handle's close. Each request in flight registers an ``abort`` (shuts
+    its socket down), so ``set()`` unblocks a read stalled in the kernel at
+    once; transports check ``is_set()`` before each attempt and between body
+    reads. ``limit`` (monotonic) is when the load's ``deadline`` passes."""
 
     def __init__(self, deadline: Optional[float] = None) -> None:
         # Only C-level lock calls: an interrupt landing inside threading.Event's
@@ -156,7 +150,7 @@ def local_path(target: Any) -> Any:
 
 
 # --------------------------------------------------------------------------
-# errors: every transport failure as an exception naming the URL
+# errors, and the checks every response passes
 # --------------------------------------------------------------------------
 
 def _status_of(exc: BaseException) -> Optional[int]:
@@ -203,10 +197,6 @@ def _classify(exc: BaseException, url: str, what: str) -> BaseException:
     return SafetensorIOError(f"{url}: {what} failed: {name}: {exc}")
 
 
-# --------------------------------------------------------------------------
-# checks every response passes
-# --------------------------------------------------------------------------
-
 _SECRETS = ("authorization", "proxy-authorization", "cookie")
 
 
@@ -244,33 +234,22 @@ def _length_of(value: Optional[str], url: str, what: str) -> Optional[int]:
     digits is an error naming the URL."""
     if value is None:
         return None
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()):
+    if not (value.strip().isascii() and value.strip().isdigit()):
         raise SafetensorIOError(f"{url}: invalid Content-Length {value!r} ({what})")
-    return int(text)
+    return int(value)
+
+
+_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)", re.ASCII | re.IGNORECASE)
 
 
 def _content_range(value: Optional[str]) -> Optional[Tuple[Optional[int], Optional[int], Optional[int]]]:
-    """'bytes A-B/T' as (A, B, T); 'bytes */T' as (None, None, T); '*' totals
+    """'bytes A-B/T' as (A, B, T), 'bytes */T' as (None, None, T), a '*' total
     as None; None when malformed."""
-    if value is None:
+    match = _RANGE.fullmatch((value or "").strip())
+    if match is None:
         return None
-    unit, _, rest = value.strip().partition(" ")
-    span, _, total = rest.partition("/")
-    if unit.lower() != "bytes" or not total:
-        return None
-    number = lambda t: int(t) if t.isascii() and t.isdigit() else -1  # noqa: E731
-    size = None if total == "*" else number(total)
-    if span == "*":
-        first = last = None
-    else:
-        a, sep, b = span.partition("-")
-        first, last = number(a), number(b)
-        if not sep or first < 0 or last < first:
-            return None
-    if size is not None and size < 0:
-        return None
-    return first, last, size
+    first, last, total = (None if group in (None, "*") else int(group) for group in match.groups())
+    return None if first is not None and last < first else (first, last, total)
 
 
 def _check_partial(url: str, content_range: Optional[str], start: int, end: int, size: Optional[int],
@@ -295,25 +274,22 @@ def _check_partial(url: str, content_range: Optional[str], start: int, end: int,
             f"(expected 'bytes {start}-{end - 1}/{size}')")
 
 
-_NO_HEAD = (403, 405, 501)   # a HEAD refused (presigned GET URLs): size and ETag come from a ranged GET
-
-
-def _head_from_get(url: str, status: int, header, count: int) -> Tuple[int, int]:
-    """(size, bytes to read) from the answer to a GET of bytes 0..count-1 (a
-    server refusing HEAD), checked before its body is read: the size is
-    Content-Range's total, the body must be bytes 0..min(count, size)-1."""
-    parsed = _content_range(header("Content-Range"))
+def _size_from_first(url: str, status: int, content_range: Optional[str], count: int) -> Tuple[int, int]:
+    """(size, bytes to read) from the answer to a GET of bytes 0..count-1,
+    checked before its body is read: the size is Content-Range's total, the
+    body must be bytes 0..min(count, size)-1 (416: an empty object)."""
+    parsed = _content_range(content_range)
     if status == 416 and parsed is not None and parsed[2] is not None:
         return parsed[2], 0
     if status != 206 or parsed is None or parsed[2] is None or parsed[:2] != (0, min(count, parsed[2]) - 1):
         raise SafetensorIOError(
-            f"{url}: HEAD refused, and a GET of bytes 0-{count - 1} answered HTTP {status} with Content-Range "
-            f"{header('Content-Range')!r}: the size is unknown")
+            f"{url}: a GET of bytes 0-{count - 1} answered HTTP {status} with Content-Range {content_range!r}: "
+            "the size is unknown (the server must honour Range)")
     return parsed[2], parsed[1] + 1
 
 
 # --------------------------------------------------------------------------
-# moving bytes into the destinations
+# moving bytes into the destinations ((file start, file end, memory) each)
 # --------------------------------------------------------------------------
 
 def _scatter(data: memoryview, start: int, end: int, targets) -> None:
@@ -324,8 +300,7 @@ def _scatter(data: memoryview, start: int, end: int, targets) -> None:
 
 
 def _fill(url: str, data: bytes, start: int, end: int, targets) -> None:
-    """A whole body (bytes) into the targets; any other length than asked is
-    a transient failure."""
+    """A whole body into the targets; another length than asked is transient."""
     if len(data) != end - start:
         raise _Transient(SafetensorIOError(
             f"{url}: truncated response: asked bytes {start}-{end - 1}, got {len(data)} bytes"))
@@ -333,9 +308,9 @@ def _fill(url: str, data: bytes, start: int, end: int, targets) -> None:
 
 
 def _stream_into(read_into, start: int, end: int, targets, url: str, check) -> None:
-    """Reads a response body of end - start bytes straight into the targets'
-    memory with read_into(memoryview) -> count (socket reads: GIL released).
-    ``check()`` runs before each read (cancel, deadline)."""
+    """Reads a body of end - start bytes straight into the targets' memory
+    with read_into(memoryview) -> count (socket reads: GIL released);
+    ``check()`` (cancel, deadline) runs before each read."""
     for t_start, t_end, dest in targets:
         a, b = max(start, t_start), min(end, t_end)
         view = dest[a - t_start:b - t_start]
@@ -352,10 +327,10 @@ def _stream_into(read_into, start: int, end: int, targets, url: str, check) -> N
 
 class _Guard:
     """Bounds one request in flight (connect, headers, body): at ``until``
-    (monotonic: ``timeout`` from now, or the load's deadline when sooner) or
-    when ``cancel`` is set, the socket of ``target`` (an object with
-    ``.sock``, set as soon as it is known) is shut down, which ends any read
-    stalled in the kernel or fed a byte at a time."""
+    (``timeout`` from now, or the load's deadline when sooner) or when
+    ``cancel`` is set, the socket of ``target`` (a connection with ``.sock``,
+    set once known) is shut down, which ends any read stalled in the kernel or
+    fed a byte at a time; the request then raises _Cancelled or a timeout."""
 
     def __init__(self, url: str, what: str, timeout: float, cancel: _Cancel):
         now = time.monotonic()
@@ -416,10 +391,10 @@ class _Guard:
 
 
 # --------------------------------------------------------------------------
-# the request paths: info(cancel) -> {"size", "ETag", "VersionId", "prefix"}
-# (fsspec's info dict for _FS);
-# get_into(start, end, targets, cancel) of the object pinned by the caller
-# (.size, .etag, .version, set after info)
+# the request paths: info(count, cancel) -> {"size", "ETag", "VersionId",
+# "head": the first count bytes, where they came along} (fsspec's info dict
+# for _FS); get_into(start, end, targets, cancel) of the object pinned by the
+# caller (.size, .etag, .version, set after info)
 # --------------------------------------------------------------------------
 
 def _filesystem(url: str, storage_options: Optional[dict]):
@@ -448,24 +423,14 @@ def _resolve(target: Any, storage_options: Optional[dict]):
     return fs, path, fs.unstrip_protocol(path) if hasattr(fs, "unstrip_protocol") else path
 
 
-def _http_headers(url: str, options: Optional[dict]) -> Dict[str, str]:
-    """The request headers of an http(s) URL: storage_options ``headers``;
-    any other key is refused, never ignored."""
-    unknown = sorted(set(options or {}) - {"headers"})
-    if unknown:
-        raise ValueError(f"{url}: http(s) URLs are read with http.client, which takes storage_options 'headers' "
-                         f"only, not {unknown} (credentials: headers={{'Authorization': ...}})")
-    return dict((options or {}).get("headers") or {})
-
-
 def _transport(target: Any, storage_options: Optional[dict], timeout: float, concurrency: int, direct: bool):
     if isinstance(target, str) and target.split("://", 1)[0].lower() in ("http", "https"):
-        return _HTTP(target, _http_headers(target, storage_options), timeout)   # no fsspec needed
+        return _HTTP(target, storage_options, timeout)   # no fsspec needed
     fs, path, url = _resolve(target, storage_options)
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
     if "http" in protocols or "https" in protocols:   # an fsspec file object of an http(s) URL
-        options = {**fs.kwargs, **({"client_kwargs": fs.client_kwargs} if fs.client_kwargs else {})}
-        return _HTTP(path, _http_headers(path, options), timeout)
+        return _HTTP(path, {**fs.kwargs, **({"client_kwargs": fs.client_kwargs} if fs.client_kwargs else {})},
+                     timeout)
     if hasattr(fs, "_call_s3"):
         return _S3.build(fs, path, url, concurrency, timeout, direct)
     return _FS(fs, path, url)
@@ -475,65 +440,61 @@ class _HTTP:
     """HTTP(S) ranged GETs with http.client: one keep-alive connection per
     thread and host, bodies read straight into tensor memory."""
 
-    def __init__(self, url: str, headers: Dict[str, str], timeout: float):
-        self.url, self.headers, self.timeout = url, headers, timeout
+    def __init__(self, url: str, storage_options: Optional[dict], timeout: float):
+        unknown = sorted(set(storage_options or {}) - {"headers"})
+        if unknown:
+            raise ValueError(f"{url}: http(s) URLs are read with http.client, which takes storage_options "
+                             f"'headers' only, not {unknown} (credentials: headers={{'Authorization': ...}})")
+        self.url, self.timeout = url, timeout
+        self.headers = {**((storage_options or {}).get("headers") or {}), "Accept-Encoding": "identity"}
         self.size = self.etag = self.version = None
-        self.local = threading.local()
+        self._local = threading.local()
 
-    def _connection(self, scheme: str, netloc: str):
-        pool = self.local.__dict__.setdefault("pool", {})
-        conn = pool.get((scheme, netloc))
-        if conn is None:
+    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        pool = self._local.__dict__.setdefault("pool", {})
+        key = (os.getpid(), scheme, netloc)   # a forked child opens its own
+        if key not in pool:
             cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            conn = pool[(scheme, netloc)] = cls(netloc, timeout=self.timeout)
-        return conn
+            pool[key] = cls(netloc, timeout=self.timeout)
+        return pool[key]
 
-    def _drop(self, scheme: str, netloc: str) -> None:
-        conn = self.local.__dict__.get("pool", {}).pop((scheme, netloc), None)
-        if conn is not None:
-            conn.close()
-
-    def request(self, method: str, headers: Dict[str, str], guard: _Guard):
-        """(response, drop) after following up to 5 redirects (_follow's
-        rules); raises _HTTPStatus for 4xx/5xx. drop() discards the connection."""
+    def _call(self, method: str, headers: Dict[str, str], what: str, cancel: _Cancel, read):
+        """``read(response, guard)`` of the answer, after following up to 5
+        redirects (_follow's rules); 4xx/5xx raise _HTTPStatus. On any failure
+        the connection is closed (the next request opens it again)."""
         from urllib.parse import urlsplit
 
-        url = self.url
-        sent = {**self.headers, **headers}
-        for _ in range(6):
-            parts = urlsplit(url)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            conn = self._connection(parts.scheme, parts.netloc)
-            guard.target = conn
-            try:
-                guard.check()
-                if conn.sock is None:
-                    conn.timeout = max(0.001, guard.until - time.monotonic())
-                    conn.connect()
-                    guard.check()
-                conn.request(method, target, headers=sent)
-                response = conn.getresponse()
-            except BaseException:
-                self._drop(parts.scheme, parts.netloc)
-                raise
-            drop = lambda p=parts: self._drop(p.scheme, p.netloc)  # noqa: E731
-            location = response.getheader("Location")
-            if response.status in (301, 302, 303, 307, 308) and location:
+        url, sent = self.url, {**self.headers, **headers}
+        with _Guard(self.url, what, self.timeout, cancel) as guard:
+            for _ in range(6):
+                parts = urlsplit(url)
+                conn = guard.target = self._connection(parts.scheme, parts.netloc)
                 try:
-                    response.read()
-                    url, sent = _follow(self.url, url, location, sent)
+                    guard.check()
+                    if conn.sock is None:
+                        conn.timeout = max(0.001, guard.until - time.monotonic())
+                        conn.connect()
+                        guard.check()
+                    conn.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                                 headers=sent)
+                    response = conn.getresponse()
+                    location = response.getheader("Location")
+                    if response.status in (301, 302, 303, 307, 308) and location:
+                        response.read()
+                        url, sent = _follow(self.url, url, location, sent)
+                        continue
+                    if response.status >= 400:
+                        response.read()
+                        raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
+                    return read(response, guard)
                 except BaseException:
-                    drop()
+                    conn.close()
                     raise
-                continue
-            if response.status >= 400:
-                response.read()
-                raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
-            return response, drop
         raise SafetensorIOError(f"{self.url}: too many redirects")
 
-    def _body(self, response, start: int, end: int, targets, guard: _Guard, what: str) -> None:
+    def _body(self, response, start: int, end: int, targets, guard: _Guard) -> None:
         """The body, exactly bytes [start, end), into the targets."""
+        what = f"bytes {start}-{end - 1}"
         length = _length_of(response.getheader("Content-Length"), self.url, what)
         if length is not None and length != end - start:
             raise _Transient(SafetensorIOError(f"{self.url}: truncated response: asked {what}, got {length} bytes"))
@@ -542,48 +503,31 @@ class _HTTP:
         if length is None and response.read(1):
             raise SafetensorIOError(f"{self.url}: asked {what}, the body went on past {end - start} bytes")
 
-    def info(self, cancel: _Cancel) -> Dict[str, Any]:
-        with _Guard(self.url, "HEAD", self.timeout, cancel) as guard:
-            try:
-                response, drop = self.request("HEAD", {"Accept-Encoding": "identity"}, guard)
-            except _HTTPStatus as e:
-                if e.status not in _NO_HEAD:
-                    raise
-            else:
-                response.read()
-                return {"size": _length_of(response.getheader("Content-Length"), self.url, "HEAD"),
-                        "ETag": response.getheader("ETag")}
-        count = int(DEFAULTS["head_bytes"])
-        with _Guard(self.url, "GET of the first bytes", self.timeout, cancel) as guard:
-            response, drop = self.request("GET", {"Range": f"bytes=0-{count - 1}", "Accept-Encoding": "identity"},
-                                          guard)
-            try:
-                size, want = _head_from_get(self.url, response.status, response.getheader, count)
-                body = bytearray(want)
-                self._body(response, 0, want, [(0, want, memoryview(body))], guard, f"bytes 0-{want - 1}")
-            except BaseException:
-                drop()
-                raise
-            return {"size": size, "ETag": response.getheader("ETag"), "prefix": bytes(body)}
+    def info(self, count: int, cancel: _Cancel) -> Dict[str, Any]:
+        """Size and ETag from the answer to a GET of the first ``count``
+        bytes, which are the head (no HEAD request: servers with presigned
+        GET URLs refuse it)."""
+        def first_bytes(response, guard):
+            size, want = _size_from_first(self.url, response.status, response.getheader("Content-Range"), count)
+            head = bytearray(want)
+            self._body(response, 0, want, [(0, want, memoryview(head))], guard)
+            return {"size": size, "ETag": response.getheader("ETag"), "head": head}
+
+        return self._call("GET", {"Range": f"bytes=0-{count - 1}"}, "GET of the first bytes", cancel, first_bytes)
 
     def get_into(self, start: int, end: int, targets, cancel: _Cancel) -> None:
         what = f"bytes {start}-{end - 1}"
-        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
-        if self.etag:
-            headers["If-Match"] = self.etag
-        with _Guard(self.url, what, self.timeout, cancel) as guard:
-            response, drop = self.request("GET", headers, guard)
-            try:
-                if response.status != 206:
-                    raise SafetensorIOError(
-                        f"{self.url}: asked {what}, the server answered HTTP {response.status} "
-                        "(it must honour Range)")
-                _check_partial(self.url, response.getheader("Content-Range"), start, end, self.size, self.etag,
-                               response.getheader("ETag"))
-                self._body(response, start, end, targets, guard, what)
-            except BaseException:
-                drop()
-                raise
+
+        def read(response, guard):
+            if response.status != 206:
+                raise SafetensorIOError(
+                    f"{self.url}: asked {what}, the server answered HTTP {response.status} (it must honour Range)")
+            _check_partial(self.url, response.getheader("Content-Range"), start, end, self.size, self.etag,
+                           response.getheader("ETag"))
+            self._body(response, start, end, targets, guard)
+
+        headers = {"Range": f"bytes={start}-{end - 1}", **({"If-Match": self.etag} if self.etag else {})}
+        self._call("GET", headers, what, cancel, read)
 
 
 class _S3:
@@ -610,11 +554,10 @@ class _S3:
         import botocore.session
         from botocore import UNSIGNED
         from botocore.config import Config
-        from fsspec.asyn import sync
 
         if region is None:
             try:
-                region = sync(fs.loop, fs._get_s3, self.bucket).meta.region_name
+                region = self._s3fs(fs._get_s3, self.bucket).meta.region_name
             except Exception:  # noqa: BLE001 - the configured or default region then
                 region = None
         config = dict(getattr(fs, "config_kwargs", {}) or {})
@@ -630,14 +573,18 @@ class _S3:
             config=Config(**config))
         return self
 
-    def info(self, cancel: _Cancel) -> Dict[str, Any]:
+    def _s3fs(self, coroutine, *args, **kwargs):
+        """A coroutine function of s3fs run on its loop, bounded by timeout."""
+        from fsspec.asyn import sync
+
+        return sync(self.fs.loop, coroutine, *args, timeout=self.timeout, **kwargs)
+
+    def info(self, count: int, cancel: _Cancel) -> Dict[str, Any]:
         kwargs = {"Bucket": self.bucket, "Key": self.key, **({"VersionId": self.version} if self.version else {})}
         if self.client is not None:
             head = self.client.head_object(**kwargs)
         else:
-            from fsspec.asyn import sync
-
-            head = sync(self.fs.loop, self.fs._call_s3, "head_object", timeout=self.timeout, **kwargs)
+            head = self._s3fs(self.fs._call_s3, "head_object", **kwargs)
         return {"size": head.get("ContentLength"), "ETag": head.get("ETag"),
                 "VersionId": head.get("VersionId") or self.version}
 
@@ -655,8 +602,6 @@ class _S3:
         if self.version:
             kwargs["VersionId"] = self.version
         if self.client is None:
-            from fsspec.asyn import sync
-
             async def get():
                 response = await self.fs._call_s3("get_object", **kwargs)
                 try:
@@ -665,7 +610,7 @@ class _S3:
                 finally:
                     response["Body"].close()
 
-            _fill(self.url, sync(self.fs.loop, get, timeout=self.timeout), start, end, targets)
+            _fill(self.url, self._s3fs(get), start, end, targets)
             return
         # The headers are bounded by botocore's socket timeouts; from the body
         # on, the guard bounds the request and cancel shuts its socket down.
@@ -690,7 +635,7 @@ class _FS:
         self.size = self.etag = self.version = None
         getattr(fs, "invalidate_cache", lambda path: None)(path)   # a listing from before may be stale
 
-    def info(self, cancel: _Cancel) -> Dict[str, Any]:
+    def info(self, count: int, cancel: _Cancel) -> Dict[str, Any]:
         return self.fs.info(self.path)
 
     def get_into(self, start: int, end: int, targets, cancel: _Cancel) -> None:
@@ -805,10 +750,6 @@ def _run_all(submit, work, items, cancel: _Cancel) -> None:
 # the byte source safe_open reads a URL through
 # --------------------------------------------------------------------------
 
-# --------------------------------------------------------------------------
-# the byte source safe_open reads a URL through
-# --------------------------------------------------------------------------
-
 # Two requests closer than this are read as one, the bytes between them into
 # a scratch buffer: a strided slice asks for many small runs, and reading
 # 64 KiB more costs less than another round trip (about 0.1 ms at 5 Gbit/s
@@ -847,7 +788,8 @@ class _Source:
         self._io = _transport(target, storage_options, float(pick("timeout")), self._concurrency,
                               bool(pick("direct")))
         self.url = self._io.url
-        info = self._retrying(self._io.info, "info", _Cancel(self._deadline))
+        count = max(8, int(pick("head_bytes")))
+        info = self._retrying(self._io.info, "info", _Cancel(self._deadline), count)
         if info.get("type") == "directory":
             raise IsADirectoryError(f"{self.url}: is a directory")
         if info.get("size") is None:
@@ -857,15 +799,12 @@ class _Source:
         self._io.etag = None if etag and etag.startswith("W/") else etag   # If-Match compares strongly
         self._io.version = info.get("VersionId") or info.get("version_id")
         self.identity = self._io.etag or self._io.version
-        count = min(self.size, max(8, int(pick("head_bytes"))))
-        prefix = info.get("prefix")   # bytes 0.. from a HEAD-less open
-        if prefix is not None and len(prefix) >= count:
-            self._head = prefix[:count]
-        else:
+        head, count = info.get("head"), min(count, self.size)
+        if head is None:
             head = bytearray(count)
             if count:
                 self._fetch(0, count, [(0, count, memoryview(head))], _Cancel(self._deadline))
-            self._head = bytes(head)
+        self._head = bytes(head)
 
     def close(self) -> None:
         """Reads in flight stop (their read_many raises "File is closed"),
@@ -998,8 +937,7 @@ def _spec_bytes(value) -> Tuple[str, List[int], memoryview]:
         data = (ctypes.c_ubyte * nbytes).from_address(value.data_ptr) if nbytes else b""
         return value.dtype, list(value.shape), memoryview(data).cast("B")
     if isinstance(value, dict):
-        shape = list(value["shape"])
-        data = value["data"]
+        shape, data = list(value["shape"]), value["data"]
         try:
             view = memoryview(data).cast("B")
         except TypeError:
@@ -1023,10 +961,9 @@ def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[s
     discarded (multipart aborted): no object is created or replaced."""
     if not isinstance(tensor_dict, dict):
         raise TypeError(f"argument 'tensor_dict': {type(tensor_dict).__name__!r} object cannot be converted to 'PyDict'")
-    names = list(tensor_dict)
     entries, views = [], []
-    for name in names:
-        code, shape, view = _spec_bytes(tensor_dict[name])
+    for name, value in tensor_dict.items():
+        code, shape, view = _spec_bytes(value)
         entries.append((name, code, shape, view.nbytes))
         views.append(view)
     header, order = _write_layout(entries, metadata)
@@ -1037,9 +974,8 @@ def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[s
         writer = fs.open(path, "wb", block_size=part)
         writer.write(header)
         for i in order:
-            view = views[i]
-            for lo in range(0, view.nbytes, part):
-                writer.write(view[lo:lo + part])
+            for lo in range(0, views[i].nbytes, part):
+                writer.write(views[i][lo:lo + part])
         writer.close()   # the last part and the commit: a failure here aborts too
     except BaseException as e:
         error = _classify(e, name, "upload") if isinstance(e, Exception) else e
@@ -1052,23 +988,19 @@ def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[s
 
 
 def _discard(writer, error: BaseException) -> None:
-    """Throws an unfinished upload away without committing it. When that
-    fails too, ``error`` (what is being raised) gets a note saying so
+    """Throws an unfinished upload away (S3: the multipart upload is aborted)
+    and marks the writer closed, so that its close()/__del__ commit nothing.
+    When the abort fails too, ``error`` (being raised) gets a note saying so
     (Python >= 3.11; on 3.10 the abort's failure is left in its __context__)."""
     try:
-        discard = getattr(writer, "discard", None)
-        if discard is not None:
-            discard()
+        getattr(writer, "discard", lambda: None)()
     except Exception as abort_error:  # noqa: BLE001 - reported on the error being raised
         if hasattr(error, "add_note"):
             error.add_note(f"Discarding the unfinished upload failed as well ({type(abort_error).__name__}: "
                            f"{abort_error}): an incomplete multipart upload may be left behind.")
         elif error.__context__ is None:
             error.__context__ = abort_error
-    finally:
-        # A buffered fsspec file commits in close()/__del__: mark it closed so
-        # nothing is uploaded after the failure.
-        try:
-            writer.closed = True
-        except AttributeError:
-            pass
+    try:
+        writer.closed = True
+    except AttributeError:
+        pass

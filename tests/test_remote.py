@@ -193,6 +193,8 @@ def test_header_costs_at_most_two_ranged_reads(faults):
     with safe_open(url, framework="pt", head_bytes=4096) as f:
         f.keys(), f.metadata(), f.get_slice("w").get_shape()
         assert len(faults.gets("/h.safetensors")) == 1   # prefix + header in one read
+        # that read is the open: size and ETag come with it, no HEAD request
+        assert [r[0] for r in faults.requests if r[1] == "/h.safetensors"] == ["GET"]
     big_meta = {"k": "x" * 300_000}
     faults.put("/big.safetensors", _file_bytes(metadata=big_meta))
     with safe_open(faults.url + "/big.safetensors", framework="pt", head_bytes=4096) as f:

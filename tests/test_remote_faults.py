@@ -139,9 +139,11 @@ def test_content_range_of_other_bytes_same_length(faults):
 def test_content_range_total_not_the_pinned_size(faults):
     path = "/wrong-total.safetensors"
     data = _file_bytes()
-    faults.put(path, data, range_total=len(data) + 100)
-    with pytest.raises(RemoteObjectChangedError, match="pinned"):
-        _load(faults.url + path)
+    faults.put(path, data)
+    with _open(faults.url + path) as f:
+        faults.faults[path]["range_total"] = len(data) + 100   # the answers after the open
+        with pytest.raises(RemoteObjectChangedError, match="pinned"):
+            f.get_tensors()
 
 
 def test_chunked_206_read_to_the_length_asked(faults):
