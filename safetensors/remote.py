@@ -274,13 +274,17 @@ def _check_partial(url: str, content_range: Optional[str], start: int, end: int,
             f"(expected 'bytes {start}-{end - 1}/{size}')")
 
 
-def _size_from_first(url: str, status: int, content_range: Optional[str], count: int) -> Tuple[int, int]:
+def _size_from_first(url: str, status: int, header, count: int) -> Tuple[int, int]:
     """(size, bytes to read) from the answer to a GET of bytes 0..count-1,
     checked before its body is read: the size is Content-Range's total, the
-    body must be bytes 0..min(count, size)-1 (416: an empty object)."""
+    body must be bytes 0..min(count, size)-1. An empty object: 416, or 200
+    with no body (nginx)."""
+    content_range = header("Content-Range")
     parsed = _content_range(content_range)
     if status == 416 and parsed is not None and parsed[2] is not None:
         return parsed[2], 0
+    if status == 200 and _length_of(header("Content-Length"), url, "GET") == 0:
+        return 0, 0
     if status != 206 or parsed is None or parsed[2] is None or parsed[:2] != (0, min(count, parsed[2]) - 1):
         raise SafetensorIOError(
             f"{url}: a GET of bytes 0-{count - 1} answered HTTP {status} with Content-Range {content_range!r}: "
@@ -460,7 +464,7 @@ class _HTTP:
 
     def _call(self, method: str, headers: Dict[str, str], what: str, cancel: _Cancel, read):
         """``read(response, guard)`` of the answer, after following up to 5
-        redirects (_follow's rules); 4xx/5xx raise _HTTPStatus. On any failure
+        redirects (_follow's rules); 4xx/5xx but 416 raise _HTTPStatus. On any failure
         the connection is closed (the next request opens it again)."""
         from urllib.parse import urlsplit
 
@@ -483,7 +487,7 @@ class _HTTP:
                         response.read()
                         url, sent = _follow(self.url, url, location, sent)
                         continue
-                    if response.status >= 400:
+                    if response.status >= 400 and response.status != 416:   # 416: read() sees it
                         response.read()
                         raise _HTTPStatus(response.status, f"HTTP {response.status} {response.reason}")
                     return read(response, guard)
@@ -508,9 +512,12 @@ class _HTTP:
         bytes, which are the head (no HEAD request: servers with presigned
         GET URLs refuse it)."""
         def first_bytes(response, guard):
-            size, want = _size_from_first(self.url, response.status, response.getheader("Content-Range"), count)
+            size, want = _size_from_first(self.url, response.status, response.getheader, count)
             head = bytearray(want)
-            self._body(response, 0, want, [(0, want, memoryview(head))], guard)
+            if want:
+                self._body(response, 0, want, [(0, want, memoryview(head))], guard)
+            else:
+                response.read()   # the object is empty: what a 416 says
             return {"size": size, "ETag": response.getheader("ETag"), "head": head}
 
         return self._call("GET", {"Range": f"bytes=0-{count - 1}"}, "GET of the first bytes", cancel, first_bytes)

@@ -216,6 +216,7 @@ def _local_error(tmp_path, data):
 
 
 HOSTILE = {
+    "empty": b"",   # the open's ranged GET is answered 416
     "too_small": b"\x01\x00",
     "zip": b"PK\x03\x04" + b"\x00" * 60,   # the local reader names the format too
     "too_large": (10**9).to_bytes(8, "little") + b"{}",

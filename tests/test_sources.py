@@ -38,6 +38,7 @@ def sources(tmp_path_factory):
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
     root = tmp_path_factory.mktemp("www")
     (root / "m.safetensors").write_bytes(safetensors.torch.save(_tensors(), metadata={"k": "v"}))
+    (root / "empty.safetensors").write_bytes(b"")
     with remote_servers.Nginx(str(root), str(tmp_path_factory.mktemp("nginx"))) as server:
         yield str(root / "m.safetensors"), f"{server.url}/m.safetensors"
 
@@ -133,6 +134,13 @@ def test_bad_arguments_and_closed_handle(sources):
         return [_outcome(call)[1:] for call in (f.keys, f.metadata, f.get_tensors, lambda: f.get_tensor("a"),
                                                 lambda: f.get_slice("a"))]
     _both(sources, "pt", closed)
+
+
+def test_empty_file(sources):
+    """nginx answers the open's ranged GET of an empty file with 200 and no
+    body: the same error as the empty local file."""
+    path, url = (name.replace("m.safetensors", "empty.safetensors") for name in sources)
+    _both((path, url), "pt", lambda f: f.keys())
 
 
 def test_one_type(sources):
