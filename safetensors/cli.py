@@ -13,6 +13,7 @@ cannot forge output lines or send terminal escapes. Progress bars (tqdm,
 when installed) appear only when stderr is a terminal. See docs/cli.md.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -42,20 +43,16 @@ class CliError(Exception):
     """A failure reported as one line on stderr, exit code EXIT_FAILED."""
 
 
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-
-def _progress(iterable: Iterable, total: Optional[int] = None, desc: str = "", unit: str = "it",
-              unit_scale: bool = False):
-    """A tqdm bar on stderr when it is a terminal and tqdm is installed."""
-    if not sys.stderr.isatty():
-        return iterable
-    try:
-        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
-    except ImportError:
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=False)
+def _progress(iterable: Optional[Iterable] = None, **options):
+    """A tqdm bar on stderr over iterable (without one: a bar to update) when
+    stderr is a terminal and tqdm is installed; else iterable itself."""
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+        except ImportError:
+            return iterable
+        return tqdm(iterable, leave=False, **options)
+    return iterable
 
 
 def printable(text: str) -> str:
@@ -73,13 +70,12 @@ def _say(line: str = "", file=None) -> None:
     print(printable(line), file=file if file is not None else sys.stdout)
 
 
-def _human(nbytes: int) -> str:
-    size = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return ""
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024:
+            return f"{nbytes:.0f} B" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
 
 
 _SIZE_UNITS = {
@@ -122,9 +118,14 @@ def _open_error(path: Optional[str], exc: BaseException) -> str:
     return f"{path}: {why}" if path and not why.startswith(f"{path}: ") else why
 
 
-# --------------------------------------------------------------------------
-# inspect
-# --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _reading(path: str):
+    """Bad input met inside becomes a CliError naming path."""
+    try:
+        yield
+    except _INPUT_FAILURES as exc:
+        raise CliError(_open_error(path, exc)) from None
+
 
 def describe_file(path: str) -> Dict[str, Any]:
     """Every tensor of a file with its dtype, shape, byte size and offsets."""
@@ -143,64 +144,48 @@ def describe_file(path: str) -> Dict[str, Any]:
 
 def _describe(path: str) -> List[Dict[str, Any]]:
     if path.endswith(INDEX_SUFFIX):
-        shards = [shard_path(path, shard) for shard in sorted(set(read_index(path)[0].values()))]
-        return [describe_file(shard) for shard in shards]
+        return [describe_file(shard_path(path, shard)) for shard in sorted(set(read_index(path)[0].values()))]
     return [describe_file(path)]
-
-
-def _totals(files: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
-    totals: Dict[str, Dict[str, int]] = {}
-    for file in files:
-        for t in file["tensors"]:
-            entry = totals.setdefault(t["dtype"], {"tensors": 0, "parameters": 0, "bytes": 0})
-            entry["tensors"] += 1
-            entry["parameters"] += t["parameters"]
-            entry["bytes"] += t["bytes"]
-    return dict(sorted(totals.items()))
 
 
 def _table(rows: List[List[str]], right: Iterable[int]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = set(right)
-    lines = []
-    for row in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    return "\n".join("  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows)
 
 
 def cmd_inspect(args) -> int:
     files = []
     for path in args.files:
-        try:
+        with _reading(path):
             files.extend(_describe(path))
-        except _INPUT_FAILURES as exc:
-            raise CliError(_open_error(path, exc)) from None
-    totals = _totals(files)
+    totals: Dict[str, Dict[str, int]] = {}
+    for t in (t for file in files for t in file["tensors"]):
+        entry = totals.setdefault(t["dtype"], {"tensors": 0, "parameters": 0, "bytes": 0})
+        entry["tensors"] += 1
+        entry["parameters"] += t["parameters"]
+        entry["bytes"] += t["bytes"]
+    totals = dict(sorted(totals.items()))
     parameters = sum(t["parameters"] for t in totals.values())
     nbytes = sum(t["bytes"] for t in totals.values())
     if args.json:
         json.dump({"files": files, "totals_by_dtype": totals, "parameters": parameters, "bytes": nbytes},
                   sys.stdout, indent=2)
         print()
-        return 0
+        return EXIT_OK
     sharded = len(files) > 1
     for file in files:
         _say(f"{file['path']}: {len(file['tensors'])} tensors, {_human(file['size'])} "
              f"(header {file['header_size']} bytes)")
     rows = [(["file"] if sharded else []) + ["name", "dtype", "shape", "bytes", "offset"]]
-    for file in files:
-        for t in file["tensors"]:
-            rows.append(([printable(os.path.basename(file["path"]))] if sharded else []) + [
-                printable(t["name"]), t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
-                str(t["offset"])])
-    first = 1 if sharded else 0
-    print(_table(rows, right=(first + 3, first + 4)))  # cells already printable
+    rows += [([printable(os.path.basename(file["path"]))] if sharded else []) + [
+        printable(t["name"]), t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
+        str(t["offset"])] for file in files for t in file["tensors"]]
+    print(_table(rows, right=(sharded + 3, sharded + 4)))  # cells already printable
     _say()
     _say("totals by dtype:")
     rows = [["dtype", "tensors", "parameters", "bytes"]]
-    for dtype, t in totals.items():
-        rows.append([dtype, str(t["tensors"]), f"{t['parameters']:,}", f"{t['bytes']:,}"])
+    rows += [[dtype, str(t["tensors"]), f"{t['parameters']:,}", f"{t['bytes']:,}"] for dtype, t in totals.items()]
     print(_table(rows, right=(1, 2, 3)))
     _say(f"parameters: {parameters:,}  bytes: {nbytes:,} ({_human(nbytes)})")
     for file in files:
@@ -211,39 +196,30 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------
-# verify
-# --------------------------------------------------------------------------
-
-def _hash_data(path: str, data_start: int) -> str:
+def _hash_data(file: Dict[str, Any]) -> str:
     digest = hashlib.sha256()
-    size = os.path.getsize(path) - data_start
-    with open(path, "rb") as f:
-        f.seek(data_start)
+    with open(file["path"], "rb") as f:
+        f.seek(file["header_size"])
         chunks = iter(lambda: f.read(1 << 22), b"")
-        for chunk in _progress(chunks, total=(size + (1 << 22) - 1) >> 22, desc="sha256", unit="chunk"):
+        total = (file["size"] - file["header_size"] + (1 << 22) - 1) >> 22
+        for chunk in _progress(chunks, total=total, desc="sha256", unit="chunk"):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _verify_file(path: str, args, problems: List[str]) -> Optional[List[str]]:
-    """Tensor names of a valid file (None and a problem line if invalid)."""
+def _verify_file(path: str, args, problems: List[str]) -> Optional[List[Dict[str, Any]]]:
+    """describe_file's tensors of a valid file (None and a problem line if invalid)."""
     try:
-        with safe_open(path, "numpy") as f:
-            names = list(f.keys())
+        file = describe_file(path)
+        line = f"ok: {path} ({len(file['tensors'])} tensors"
+        if args.hash:
+            line += f", data sha256 {_hash_data(file)}"
     except (OSError, SafetensorError) as exc:
         problems.append(_open_error(path, exc))
         return None
-    line = f"ok: {path} ({len(names)} tensors"
-    if args.hash:
-        try:
-            line += f", data sha256 {_hash_data(path, describe_file(path)['header_size'])}"
-        except OSError as exc:
-            problems.append(_open_error(path, exc))
-            return None
     if not args.quiet:
         _say(line + ")")
-    return names
+    return file["tensors"]
 
 
 def _verify_index(path: str, args, problems: List[str]) -> None:
@@ -258,17 +234,16 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
     found_files = set()
     for shard in sorted(set(weight_map.values())):
         try:
-            file = shard_path(path, shard)
+            tensors = _verify_file(shard_path(path, shard), args, problems)
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        names = _verify_file(file, args, problems)
-        if names is None:
+        if tensors is None:
             continue
         found_files.add(shard)
-        for name in names:
-            where.setdefault(name, []).append(shard)
-        total += sum(t["bytes"] for t in describe_file(file)["tensors"])
+        for t in tensors:
+            where.setdefault(t["name"], []).append(shard)
+            total += t["bytes"]
     for name, shard in weight_map.items():
         if shard in found_files and shard not in where.get(name, []):
             problems.append(f"{path}: tensor {name!r} is mapped to {shard} but is not in that file")
@@ -293,18 +268,11 @@ def cmd_verify(args) -> int:
         problems.append(str(exc))
         paths = []
     for path in paths:
-        if path.endswith(INDEX_SUFFIX):
-            _verify_index(path, args, problems)
-        else:
-            _verify_file(path, args, problems)
+        (_verify_index if path.endswith(INDEX_SUFFIX) else _verify_file)(path, args, problems)
     for problem in problems:
         _say(f"error: {problem}")
     return EXIT_FAILED if problems else EXIT_OK
 
-
-# --------------------------------------------------------------------------
-# convert
-# --------------------------------------------------------------------------
 
 _CAST_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -344,11 +312,8 @@ def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
     import torch
 
     if path.endswith(".safetensors"):
-        try:
-            with safe_open(path, "pt") as f:
-                return {k: f.get_tensor(k) for k in f.offset_keys()}, dict(f.metadata() or {})
-        except (OSError, SafetensorError) as exc:
-            raise CliError(_open_error(path, exc)) from None
+        with _reading(path), safe_open(path, "pt") as f:
+            return {k: f.get_tensor(k) for k in f.offset_keys()}, dict(f.metadata() or {})
     if not os.path.isfile(path):
         raise CliError(f"{path}: no such file")
     import pickle
@@ -375,16 +340,11 @@ def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
 
 def _cast(tensor, dtype):
     # Like transformers' torch_dtype: only floating-point tensors change.
-    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
-        return tensor.to(dtype)
-    return tensor
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
 def _nbytes(tensor, dtype) -> int:
-    import torch
-
-    target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
-    return tensor.nelement() * torch.empty((), dtype=target).element_size()
+    return tensor.nelement() * (dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype).itemsize
 
 
 def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
@@ -412,15 +372,10 @@ def _write_one(path: str, names: List[str], state_dict: Dict[str, Any], metadata
                dtype, bar) -> None:
     from .stream import StreamWriter
 
-    declared = {}
-    for name in names:
-        t = state_dict[name]
-        declared[name] = t.to("meta") if dtype is None else _cast(t.to("meta"), dtype)
+    declared = {name: _cast(state_dict[name].to("meta"), dtype) for name in names}
     with StreamWriter(path, declared, metadata=metadata) as writer:
         for name in names:
-            tensor = _cast(state_dict[name], dtype)
-            writer.write(name, tensor)
-            del tensor  # keeps at most one cast copy alive
+            writer.write(name, _cast(state_dict[name], dtype))  # at most one cast copy alive
             if bar is not None:
                 bar.update(_nbytes(state_dict[name], dtype))
 
@@ -440,15 +395,13 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
 
     target = getattr(torch, dtype) if dtype is not None else None
     state_dict = dict(state_dict)
-    metadata = dict(metadata or {})
-    metadata.setdefault("format", "pt")
+    metadata = {"format": "pt", **(metadata or {})}
     removed: Dict[str, str] = {}
     for kept, others in _remove_duplicate_names(state_dict).items():
         for other in others:
             removed[other] = kept
             del state_dict[other]
     sizes = {name: _nbytes(t, target) for name, t in state_dict.items()}
-
     if max_shard_size is None:
         if os.path.isdir(out):
             out = os.path.join(out, "model.safetensors")
@@ -456,20 +409,9 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
     else:
         os.makedirs(out, exist_ok=True)
         shards = plan_shards(sizes, max_shard_size)
-        if len(shards) == 1:
-            plan = [(os.path.join(out, "model.safetensors"), shards[0])]
-        else:
-            plan = [(os.path.join(out, f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"), names)
-                    for i, names in enumerate(shards)]
-
-    bar = None
-    if progress and sys.stderr.isatty():
-        try:
-            from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
-
-            bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="convert", leave=False)
-        except ImportError:
-            pass
+        plan = [(os.path.join(out, f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" if len(shards) > 1
+                              else "model.safetensors"), names) for i, names in enumerate(shards)]
+    bar = _progress(total=sum(sizes.values()), unit="B", unit_scale=True, desc="convert") if progress else None
     written: List[str] = []
     try:
         for path, names in plan:
@@ -517,10 +459,6 @@ def cmd_convert(args) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------
-# diff
-# --------------------------------------------------------------------------
-
 # Sub-byte dtypes (F4, F6_*): no NumPy type, and the format leaves the order of
 # the values inside a byte to the producer, so diff compares their bytes.
 _SUB_BYTE = {code for code, bits, *_ in _dtype_table() if bits < 8}
@@ -539,11 +477,14 @@ class _Checkpoint:
             for t in file["tensors"]:
                 self.tensors[t["name"]] = dict(t, path=file["path"])
 
-    def info(self, name: str) -> Tuple[str, List[int]]:
-        return self.tensors[name]["dtype"], self.tensors[name]["shape"]
-
-    def tensor(self, name: str):
-        return self.handles[self.tensors[name]["path"]].get_tensor(name)
+    def values(self, name: str):
+        """The tensor as a NumPy array; torch's floating-point tensors (bfloat16 and float8
+        have no NumPy type of their own) as float64."""
+        tensor = self.handles[self.tensors[name]["path"]].get_tensor(name)
+        torch: Any = sys.modules.get("torch")  # diff reads with torch whenever it is installed
+        if torch is not None and isinstance(tensor, torch.Tensor):
+            return (tensor.to(torch.float64) if tensor.is_floating_point() else tensor).numpy()
+        return tensor
 
     def raw(self, name: str):
         """The tensor's bytes, memory-mapped (uint8 NumPy array)."""
@@ -557,10 +498,10 @@ class _Checkpoint:
 
 def _compare(a: _Checkpoint, b: _Checkpoint, name: str, rtol: float, atol: float) -> Optional[str]:
     """None when the values of `name` are equal within tolerance, else a short description."""
-    dtype = a.info(name)[0]
+    dtype = a.tensors[name]["dtype"]
     if dtype not in _SUB_BYTE:
         try:
-            return _compare_values(a.tensor(name), b.tensor(name), rtol, atol)
+            return _compare_values(a.values(name), b.values(name), rtol, atol)
         except (SafetensorError, TypeError, NotImplementedError):  # no numeric type here (no ml_dtypes,
             pass                                                   # an older torch): compare bytes
     differ = int((a.raw(name) != b.raw(name)).sum())
@@ -568,33 +509,19 @@ def _compare(a: _Checkpoint, b: _Checkpoint, name: str, rtol: float, atol: float
 
 
 def _compare_values(a, b, rtol: float, atol: float) -> Optional[str]:
-    """None when equal within tolerance, else a short description."""
-    torch: Any = sys.modules.get("torch")  # diff uses torch whenever it is installed
-    if torch is not None and isinstance(a, torch.Tensor):
-        if a.dtype in (torch.bool,) or not (a.is_floating_point() or a.is_complex()):
-            differ = a != b
-            if not bool(differ.any()):
-                return None
-            return f"{int(differ.sum())} of {a.numel()} values differ"
-        x, y = a.to(torch.complex128 if a.is_complex() else torch.float64), b.to(
-            torch.complex128 if b.is_complex() else torch.float64)
-        close = torch.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)
-        if bool(close.all()):
-            return None
-        diff = (x - y).abs()
-        diff = diff[~close]
-        return f"{int((~close).sum())} of {a.numel()} values differ (max abs diff {float(diff.max()):.6g})"
+    """None when two arrays of one dtype are equal within tolerance (as torch.isclose; integers
+    and booleans exactly), else a short description."""
     import numpy as np
 
     if a.dtype.kind in "biu":
-        differ = a != b
-        return None if not differ.any() else f"{int(differ.sum())} of {a.size} values differ"
-    close = np.isclose(a.astype(np.complex128 if a.dtype.kind == "c" else np.float64),
-                       b.astype(np.complex128 if b.dtype.kind == "c" else np.float64),
-                       rtol=rtol, atol=atol, equal_nan=True)
+        differ = int((a != b).sum())
+        return f"{differ} of {a.size} values differ" if differ else None
+    wide = np.complex128 if a.dtype.kind == "c" else np.float64
+    x, y = a.astype(wide, copy=False), b.astype(wide, copy=False)
+    close = np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)
     if close.all():
         return None
-    return f"{int((~close).sum())} of {a.size} values differ"
+    return f"{int((~close).sum())} of {a.size} values differ (max abs diff {float(np.abs(x - y)[~close].max()):.6g})"
 
 
 def cmd_diff(args) -> int:
@@ -606,26 +533,23 @@ def cmd_diff(args) -> int:
         framework = "numpy"
     checkpoints = []
     for path in (args.a, args.b):
-        try:
+        with _reading(path):
             checkpoints.append(_Checkpoint(path, framework))
-        except _INPUT_FAILURES as exc:
-            raise CliError(_open_error(path, exc)) from None
     a, b = checkpoints
-    lines = []
-    lines += [f"only in {args.a}: {name}" for name in sorted(set(a.tensors) - set(b.tensors))]
+    lines = [f"only in {args.a}: {name}" for name in sorted(set(a.tensors) - set(b.tensors))]
     lines += [f"only in {args.b}: {name}" for name in sorted(set(b.tensors) - set(a.tensors))]
     common = sorted(set(a.tensors) & set(b.tensors))
     for name in _progress(common, desc="diff", unit="tensor"):
-        (dtype_a, shape_a), (dtype_b, shape_b) = a.info(name), b.info(name)
-        if dtype_a != dtype_b:
-            lines.append(f"dtype differs: {name}: {dtype_a} vs {dtype_b}")
-        elif shape_a != shape_b:
-            lines.append(f"shape differs: {name}: {shape_a} vs {shape_b}")
+        ta, tb = a.tensors[name], b.tensors[name]
+        if ta["dtype"] != tb["dtype"]:
+            lines.append(f"dtype differs: {name}: {ta['dtype']} vs {tb['dtype']}")
+        elif ta["shape"] != tb["shape"]:
+            lines.append(f"shape differs: {name}: {ta['shape']} vs {tb['shape']}")
         elif not args.no_values:
             message = _compare(a, b, name, args.rtol, args.atol)
             if message:
                 lines.append(f"values differ: {name}: {message}")
-    if args.metadata and a.metadata != b.metadata:
+    if args.metadata:
         for key in sorted(set(a.metadata) | set(b.metadata)):
             if a.metadata.get(key) != b.metadata.get(key):
                 lines.append(f"metadata differs: {key}: {a.metadata.get(key)!r} vs {b.metadata.get(key)!r}")
@@ -636,10 +560,6 @@ def cmd_diff(args) -> int:
     return EXIT_FAILED if lines else EXIT_OK
 
 
-# --------------------------------------------------------------------------
-# entry point
-# --------------------------------------------------------------------------
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safetensors", description="Inspect, verify, convert and compare safetensors checkpoints.",
@@ -647,29 +567,32 @@ def build_parser() -> argparse.ArgumentParser:
                f"{EXIT_USAGE} bad usage, {EXIT_INTERRUPTED} interrupted.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser("inspect", help="list tensors, dtypes, shapes, sizes, offsets and metadata",
-                            description="A table of every tensor (name, dtype, shape, bytes, file offset), totals "
-                                        "by dtype, the parameter count and the metadata. FILE may be a sharded "
-                                        "checkpoint's model.safetensors.index.json.")
+    def command(run, help: str, description: str, quiet: Optional[str] = None) -> argparse.ArgumentParser:
+        p = commands.add_parser(run.__name__[len("cmd_"):], help=help, description=description)
+        p.set_defaults(run=run)
+        if quiet:
+            p.add_argument("-q", "--quiet", action="store_true", help=quiet)
+        return p
+
+    p = command(cmd_inspect, "list tensors, dtypes, shapes, sizes, offsets and metadata",
+                "A table of every tensor (name, dtype, shape, bytes, file offset), totals by dtype, the parameter "
+                "count and the metadata. FILE may be a sharded checkpoint's model.safetensors.index.json.")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(run=cmd_inspect)
 
-    p = commands.add_parser("verify", help="check files against every reader rule",
-                            description="Opens each file with the strict reader (every rule of the format). For a "
-                                        "sharded checkpoint (its index JSON, or a directory holding one) also checks "
-                                        "that each tensor of the index is in its file, exactly once, and that the "
-                                        "shards hold nothing else. One line per problem; exit code 1 if any.")
+    p = command(cmd_verify, "check files against every reader rule",
+                "Opens each file with the strict reader (every rule of the format). For a sharded checkpoint (its "
+                "index JSON, or a directory holding one) also checks that each tensor of the index is in its file, "
+                "exactly once, and that the shards hold nothing else. One line per problem; exit code 1 if any.",
+                quiet="print problems only")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--hash", action="store_true", help="also print the SHA-256 of each file's data section")
-    p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
-    p.set_defaults(run=cmd_verify)
 
-    p = commands.add_parser("convert", help="PyTorch pickle checkpoint -> safetensors",
-                            description="Converts a PyTorch checkpoint (.bin, .pt, .pth), loaded with "
-                                        "torch.load(weights_only=True) only, or a .safetensors file. Tensors are "
-                                        "read lazily and written one at a time, so checkpoints larger than memory "
-                                        "convert. Shared tensors are written once (as save_model does).")
+    p = command(cmd_convert, "PyTorch pickle checkpoint -> safetensors",
+                "Converts a PyTorch checkpoint (.bin, .pt, .pth), loaded with torch.load(weights_only=True) only, "
+                "or a .safetensors file. Tensors are read lazily and written one at a time, so checkpoints larger "
+                "than memory convert. Shared tensors are written once (as save_model does).",
+                quiet="do not list the files written")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT",
                    help="the output file; with --max-shard-size, a directory for the shards and the index")
@@ -677,21 +600,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split into shards of at most SIZE (e.g. 5GB, 500MiB) named as transformers does: "
                         "model-00001-of-00003.safetensors + model.safetensors.index.json")
     p.add_argument("--dtype", choices=_CAST_DTYPES, help="cast floating-point tensors to this dtype")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
-    p.set_defaults(run=cmd_convert)
 
-    p = commands.add_parser("diff", help="compare two checkpoints",
-                            description="Prints the tensor names only in one side, dtype and shape differences, "
-                                        "and tensors whose values differ beyond the tolerances (like "
-                                        "torch.isclose). Exit code 1 when anything differs.")
+    p = command(cmd_diff, "compare two checkpoints",
+                "Prints the tensor names only in one side, dtype and shape differences, and tensors whose values "
+                "differ beyond the tolerances (like torch.isclose). Exit code 1 when anything differs.",
+                quiet="print differences only")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: exact)")
     p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
     p.add_argument("--no-values", action="store_true", help="compare names, dtypes and shapes only")
     p.add_argument("--metadata", action="store_true", help="also compare the metadata")
-    p.add_argument("-q", "--quiet", action="store_true", help="print differences only")
-    p.set_defaults(run=cmd_diff)
     return parser
 
 
