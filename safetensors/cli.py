@@ -46,21 +46,17 @@ class CliError(Exception):
 def _progress(iterable: Optional[Iterable] = None, **options):
     """A tqdm bar on stderr over iterable (without one: a bar to update) when
     stderr is a terminal and tqdm is installed; else iterable itself."""
-    if sys.stderr.isatty():
-        try:
-            from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
-        except ImportError:
-            return iterable
-        return tqdm(iterable, leave=False, **options)
-    return iterable
+    try:
+        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return iterable
+    return tqdm(iterable, leave=False, **options) if sys.stderr.isatty() else iterable
 
 
 def printable(text: str) -> str:
-    """text with every character that is not printable (control characters,
-    newlines, ESC and so terminal escape sequences, bidi overrides, lone
-    surrogates of undecodable file names) written as repr writes it (\\x1b,
-    \\n, \\u202e); printable Unicode is kept. Idempotent, so lines may be
-    built from pieces already shown."""
+    """text with every character that is not printable (control characters, ESC, newlines, bidi
+    overrides, lone surrogates of undecodable file names) written as repr writes it (\\x1b, \\n,
+    \\u202e); printable Unicode is kept. Idempotent: lines may be built of pieces already shown."""
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -108,9 +104,8 @@ def _expand(paths: List[str]) -> List[str]:
 
 
 def _open_error(path: Optional[str], exc: BaseException) -> str:
-    """"PATH: why" for a failure while reading path (the OSError's own file
-    name when it has one), or "why" when no path is known or why names it
-    already (the index reader's messages)."""
+    """"PATH: why" for a failure while reading path (the OSError's own file name when it has
+    one), or "why" when no path is known or why names it already (the index reader's messages)."""
     if isinstance(exc, OSError) and exc.strerror:
         path, why = exc.filename or path, exc.strerror
     else:
@@ -138,8 +133,7 @@ def describe_file(path: str) -> Dict[str, Any]:
         "name": name, "dtype": dtype, "shape": shape, "bytes": end - begin, "offset": begin,
         "data_offsets": [begin - data_start, end - data_start], "parameters": math.prod(shape),
     } for name, dtype, shape, begin, end in table]
-    return {"path": path, "header_size": data_start, "size": size,
-            "metadata": metadata, "tensors": tensors}
+    return {"path": path, "header_size": data_start, "size": size, "metadata": metadata, "tensors": tensors}
 
 
 def _describe(path: str) -> List[Dict[str, Any]]:
@@ -169,9 +163,8 @@ def cmd_inspect(args) -> int:
     parameters = sum(t["parameters"] for t in totals.values())
     nbytes = sum(t["bytes"] for t in totals.values())
     if args.json:
-        json.dump({"files": files, "totals_by_dtype": totals, "parameters": parameters, "bytes": nbytes},
-                  sys.stdout, indent=2)
-        print()
+        print(json.dumps({"files": files, "totals_by_dtype": totals, "parameters": parameters, "bytes": nbytes},
+                         indent=2))
         return EXIT_OK
     sharded = len(files) > 1
     for file in files:
@@ -302,13 +295,9 @@ def _state_dict_of(obj: Any, path: str) -> Dict[str, Any]:
 
 
 def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """(state dict, metadata) of a checkpoint, read lazily where the format
-    allows: a PyTorch pickle checkpoint is opened with
-    torch.load(weights_only=True, mmap=True), so tensors are paged in from
-    the file as they are written; a safetensors file is memory-mapped.
-
-    Only weights_only loading is ever used: a pickle that needs arbitrary
-    code to load is refused, never executed."""
+    """(state dict, metadata) of a checkpoint, read lazily: a PyTorch pickle checkpoint is opened
+    with torch.load(weights_only=True, mmap=True), so tensors are paged in as they are written; a
+    safetensors file is memory-mapped. A pickle that needs arbitrary code is refused, never run."""
     import torch
 
     if path.endswith(".safetensors"):
@@ -343,10 +332,6 @@ def _cast(tensor, dtype):
     return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
-def _nbytes(tensor, dtype) -> int:
-    return tensor.nelement() * (dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype).itemsize
-
-
 def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
     """Splits names into shards as huggingface_hub / transformers do: in
     order, a tensor larger than the limit gets a shard of its own, and a
@@ -368,40 +353,27 @@ def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
     return shards
 
 
-def _write_one(path: str, names: List[str], state_dict: Dict[str, Any], metadata: Dict[str, str],
-               dtype, bar) -> None:
-    from .stream import StreamWriter
-
-    declared = {name: _cast(state_dict[name].to("meta"), dtype) for name in names}
-    with StreamWriter(path, declared, metadata=metadata) as writer:
-        for name in names:
-            writer.write(name, _cast(state_dict[name], dtype))  # at most one cast copy alive
-            if bar is not None:
-                bar.update(_nbytes(state_dict[name], dtype))
-
-
 def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: Optional[int] = None,
                        dtype: Optional[str] = None, metadata: Optional[Dict[str, str]] = None,
                        progress: bool = False) -> List[str]:
-    """Writes state_dict as safetensors, tensor by tensor (peak memory about
-    one tensor). Shared tensors are written once, the other names recorded
-    in the metadata as save_model does. Without max_shard_size `out` is the
-    file; with it, `out` is a directory receiving model.safetensors or
-    model-0000i-of-0000n.safetensors shards and model.safetensors.index.json,
-    named as transformers names them. Returns the paths written."""
+    """Writes state_dict as safetensors, tensor by tensor (peak memory about one tensor). Shared
+    tensors are written once, the other names recorded in the metadata as save_model does. Without
+    max_shard_size `out` is the file; with it, a directory receiving model.safetensors or shards
+    model-0000i-of-0000n.safetensors and model.safetensors.index.json, as transformers names them.
+    Returns the paths written."""
     import torch
 
+    from .stream import StreamWriter
     from .torch import _remove_duplicate_names  # type: ignore[attr-defined]  # private: not in the stub
 
     target = getattr(torch, dtype) if dtype is not None else None
-    state_dict = dict(state_dict)
-    metadata = {"format": "pt", **(metadata or {})}
-    removed: Dict[str, str] = {}
-    for kept, others in _remove_duplicate_names(state_dict).items():
-        for other in others:
-            removed[other] = kept
-            del state_dict[other]
-    sizes = {name: _nbytes(t, target) for name, t in state_dict.items()}
+    metadata = dict(metadata or {})
+    metadata.setdefault("format", "pt")
+    removed = _remove_duplicate_names(state_dict)  # kept name -> the names sharing its memory
+    dropped = {other for others in removed.values() for other in others}
+    state_dict = {name: t for name, t in state_dict.items() if name not in dropped}
+    declared = {name: _cast(t.to("meta"), target) for name, t in state_dict.items()}  # dtype and shape only
+    sizes = {name: t.nelement() * t.dtype.itemsize for name, t in declared.items()}
     if max_shard_size is None:
         if os.path.isdir(out):
             out = os.path.join(out, "model.safetensors")
@@ -416,10 +388,14 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
     try:
         for path, names in plan:
             shard_metadata = dict(metadata)
-            for other, kept in removed.items():
-                if kept in names:
+            for kept, others in removed.items():
+                for other in others if kept in names else ():
                     shard_metadata.setdefault(other, kept)
-            _write_one(path, names, state_dict, shard_metadata, target, bar)
+            with StreamWriter(path, {name: declared[name] for name in names}, metadata=shard_metadata) as writer:
+                for name in names:
+                    writer.write(name, _cast(state_dict[name], target))  # at most one cast copy alive
+                    if bar is not None:
+                        bar.update(sizes[name])
             written.append(path)
         if len(plan) > 1:
             index = {"metadata": {"total_size": sum(sizes.values())},
@@ -464,48 +440,41 @@ def cmd_convert(args) -> int:
 _SUB_BYTE = {code for code, bits, *_ in _dtype_table() if bits < 8}
 
 
-class _Checkpoint:
-    """Tensors of one file or of every shard of an index, opened lazily."""
-
-    def __init__(self, path: str, framework: str):
-        self.tensors: Dict[str, Dict[str, Any]] = {}  # name -> describe_file's entry and "path"
-        self.handles: Dict[str, Any] = {}
-        self.metadata: Dict[str, str] = {}
-        for file in _describe(path):
-            self.handles[file["path"]] = safe_open(file["path"], framework)
-            self.metadata.update(file["metadata"] or {})
-            for t in file["tensors"]:
-                self.tensors[t["name"]] = dict(t, path=file["path"])
-
-    def values(self, name: str):
-        """The tensor as a NumPy array; torch's floating-point tensors (bfloat16 and float8
-        have no NumPy type of their own) as float64."""
-        tensor = self.handles[self.tensors[name]["path"]].get_tensor(name)
-        torch: Any = sys.modules.get("torch")  # diff reads with torch whenever it is installed
-        if torch is not None and isinstance(tensor, torch.Tensor):
-            return (tensor.to(torch.float64) if tensor.is_floating_point() else tensor).numpy()
-        return tensor
-
-    def raw(self, name: str):
-        """The tensor's bytes, memory-mapped (uint8 NumPy array)."""
-        import numpy as np
-
-        t = self.tensors[name]
-        if t["bytes"] == 0:
-            return np.zeros(0, np.uint8)
-        return np.memmap(t["path"], np.uint8, "r", offset=t["offset"], shape=(t["bytes"],))
+def _checkpoint(path: str, framework: str) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:
+    """(name -> describe_file's entry with the "path" and "handle" of its file, the metadata) of one
+    file or of every shard of an index; tensors are read when asked for."""
+    tensors: Dict[str, Dict[str, Any]] = {}
+    metadata: Dict[str, str] = {}
+    for file in _describe(path):
+        handle = safe_open(file["path"], framework)
+        metadata.update(file["metadata"] or {})
+        tensors.update((t["name"], dict(t, path=file["path"], handle=handle)) for t in file["tensors"])
+    return tensors, metadata
 
 
-def _compare(a: _Checkpoint, b: _Checkpoint, name: str, rtol: float, atol: float) -> Optional[str]:
-    """None when the values of `name` are equal within tolerance, else a short description."""
-    dtype = a.tensors[name]["dtype"]
-    if dtype not in _SUB_BYTE:
+def _values(t: Dict[str, Any]):
+    """A tensor's values as a NumPy array; torch's floating-point tensors (bfloat16 and float8
+    have no NumPy type of their own) as float64."""
+    tensor = t["handle"].get_tensor(t["name"])
+    torch: Any = sys.modules.get("torch")  # diff reads with torch whenever it is installed
+    if torch is not None and isinstance(tensor, torch.Tensor):
+        return (tensor.to(torch.float64) if tensor.is_floating_point() else tensor).numpy()
+    return tensor
+
+
+def _compare(ta: Dict[str, Any], tb: Dict[str, Any], rtol: float, atol: float) -> Optional[str]:
+    """None when the values of two tensors of one dtype and shape are equal within tolerance,
+    else a short description."""
+    import numpy as np
+
+    if ta["dtype"] not in _SUB_BYTE:
         try:
-            return _compare_values(a.values(name), b.values(name), rtol, atol)
+            return _compare_values(_values(ta), _values(tb), rtol, atol)
         except (SafetensorError, TypeError, NotImplementedError):  # no numeric type here (no ml_dtypes,
             pass                                                   # an older torch): compare bytes
-    differ = int((a.raw(name) != b.raw(name)).sum())
-    return f"{differ} of {a.tensors[name]['bytes']} bytes differ ({dtype}, compared byte for byte)" if differ else None
+    a, b = (np.fromfile(t["path"], np.uint8, t["bytes"], offset=t["offset"]) for t in (ta, tb))
+    differ = int((a != b).sum())
+    return f"{differ} of {ta['bytes']} bytes differ ({ta['dtype']}, compared byte for byte)" if differ else None
 
 
 def _compare_values(a, b, rtol: float, atol: float) -> Optional[str]:
@@ -531,28 +500,28 @@ def cmd_diff(args) -> int:
         framework = "pt"
     except ImportError:
         framework = "numpy"
-    checkpoints = []
+    sides = []
     for path in (args.a, args.b):
         with _reading(path):
-            checkpoints.append(_Checkpoint(path, framework))
-    a, b = checkpoints
-    lines = [f"only in {args.a}: {name}" for name in sorted(set(a.tensors) - set(b.tensors))]
-    lines += [f"only in {args.b}: {name}" for name in sorted(set(b.tensors) - set(a.tensors))]
-    common = sorted(set(a.tensors) & set(b.tensors))
+            sides.append(_checkpoint(path, framework))
+    (a, metadata_a), (b, metadata_b) = sides
+    lines = [f"only in {args.a}: {name}" for name in sorted(set(a) - set(b))]
+    lines += [f"only in {args.b}: {name}" for name in sorted(set(b) - set(a))]
+    common = sorted(set(a) & set(b))
     for name in _progress(common, desc="diff", unit="tensor"):
-        ta, tb = a.tensors[name], b.tensors[name]
+        ta, tb = a[name], b[name]
         if ta["dtype"] != tb["dtype"]:
             lines.append(f"dtype differs: {name}: {ta['dtype']} vs {tb['dtype']}")
         elif ta["shape"] != tb["shape"]:
             lines.append(f"shape differs: {name}: {ta['shape']} vs {tb['shape']}")
         elif not args.no_values:
-            message = _compare(a, b, name, args.rtol, args.atol)
+            message = _compare(ta, tb, args.rtol, args.atol)
             if message:
                 lines.append(f"values differ: {name}: {message}")
     if args.metadata:
-        for key in sorted(set(a.metadata) | set(b.metadata)):
-            if a.metadata.get(key) != b.metadata.get(key):
-                lines.append(f"metadata differs: {key}: {a.metadata.get(key)!r} vs {b.metadata.get(key)!r}")
+        for key in sorted(set(metadata_a) | set(metadata_b)):
+            if metadata_a.get(key) != metadata_b.get(key):
+                lines.append(f"metadata differs: {key}: {metadata_a.get(key)!r} vs {metadata_b.get(key)!r}")
     for line in lines:
         _say(line)
     if not lines and not args.quiet:
