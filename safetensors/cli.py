@@ -1,16 +1,7 @@
-"""The ``safetensors`` command line (also ``python -m safetensors``).
-
-    safetensors inspect FILE...          tensors, dtypes, shapes, sizes, offsets, metadata
-    safetensors verify PATH...           every reader rule; sharded checkpoints end to end
-    safetensors convert IN OUT           PyTorch pickle checkpoint -> safetensors (sharded)
-    safetensors diff A B                 names, dtypes, shapes and values that differ
-
-Exit codes (EXIT_*, below): 0 success (verify: no problem; diff: no
-difference), 1 problems or differences found / the command failed (one line
-on stderr, never a traceback for bad input), 2 bad usage, 130 interrupted.
-Names, paths and messages are printed through printable(), so a tensor name
-cannot forge output lines or send terminal escapes. Progress bars (tqdm,
-when installed) appear only when stderr is a terminal. See docs/cli.md.
+"""The ``safetensors`` command line (also ``python -m safetensors``): inspect, verify, convert
+and diff, described in docs/cli.md and build_parser below. Bad input ends as one line on stderr
+(exit code EXIT_FAILED), never a traceback; everything printed goes through printable(), so a
+tensor name cannot forge output lines or send terminal escapes.
 """
 import argparse
 import contextlib
@@ -33,9 +24,8 @@ EXIT_FAILED = 1       # verify: problems found; diff: differences found; any com
 EXIT_USAGE = 2        # bad usage (argparse's own code)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
-# What bad input (a file, an index, a path, a checkpoint torch cannot handle)
-# raises: reported by main as one line, exit EXIT_FAILED. Anything else is a bug
-# and keeps its traceback.
+# What bad input (a file, an index, a path, a checkpoint torch cannot handle) raises: reported
+# by main as one line, exit EXIT_FAILED. Anything else is a bug and keeps its traceback.
 _INPUT_FAILURES = (SafetensorError, OSError, ValueError, RuntimeError, MemoryError)
 
 
@@ -160,8 +150,7 @@ def cmd_inspect(args) -> int:
         entry["parameters"] += t["parameters"]
         entry["bytes"] += t["bytes"]
     totals = dict(sorted(totals.items()))
-    parameters = sum(t["parameters"] for t in totals.values())
-    nbytes = sum(t["bytes"] for t in totals.values())
+    parameters, nbytes = (sum(t[key] for t in totals.values()) for key in ("parameters", "bytes"))
     if args.json:
         print(json.dumps({"files": files, "totals_by_dtype": totals, "parameters": parameters, "bytes": nbytes},
                          indent=2))
@@ -189,24 +178,20 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-def _hash_data(file: Dict[str, Any]) -> str:
-    digest = hashlib.sha256()
-    with open(file["path"], "rb") as f:
-        f.seek(file["header_size"])
-        chunks = iter(lambda: f.read(1 << 22), b"")
-        total = (file["size"] - file["header_size"] + (1 << 22) - 1) >> 22
-        for chunk in _progress(chunks, total=total, desc="sha256", unit="chunk"):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify_file(path: str, args, problems: List[str]) -> Optional[List[Dict[str, Any]]]:
     """describe_file's tensors of a valid file (None and a problem line if invalid)."""
     try:
         file = describe_file(path)
         line = f"ok: {path} ({len(file['tensors'])} tensors"
         if args.hash:
-            line += f", data sha256 {_hash_data(file)}"
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                f.seek(file["header_size"])
+                chunks = iter(lambda: f.read(1 << 22), b"")
+                total = (file["size"] - file["header_size"] + (1 << 22) - 1) >> 22
+                for chunk in _progress(chunks, total=total, desc="sha256", unit="chunk"):
+                    digest.update(chunk)
+            line += f", data sha256 {digest.hexdigest()}"
     except (OSError, SafetensorError) as exc:
         problems.append(_open_error(path, exc))
         return None
@@ -271,29 +256,6 @@ _CAST_DTYPES = ("float16", "bfloat16", "float32", "float64")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
-def _state_dict_of(obj: Any, path: str) -> Dict[str, Any]:
-    import torch
-
-    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model", "module"):
-            if isinstance(obj.get(key), dict):
-                _say(f"note: {path}: converting the tensors under {key!r}", file=sys.stderr)
-                return _state_dict_of(obj[key], path)
-    if not isinstance(obj, dict):
-        raise CliError(f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensor name -> tensor)")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise CliError(f"{path}: no tensors in this checkpoint")
-    bad = [k for k in tensors if not isinstance(k, str)]
-    if bad:
-        raise CliError(f"{path}: tensor keys must be str, found {bad[:3]!r}")
-    skipped = [str(k) for k in obj if k not in tensors]
-    if skipped:
-        _say(f"note: {path}: skipping {len(skipped)} entries that are not tensors: "
-             f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
-    return tensors
-
-
 def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """(state dict, metadata) of a checkpoint, read lazily: a PyTorch pickle checkpoint is opened
     with torch.load(weights_only=True, mmap=True), so tensors are paged in as they are written; a
@@ -306,16 +268,13 @@ def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
     if not os.path.isfile(path):
         raise CliError(f"{path}: no such file")
     import pickle
+    import zipfile
 
+    mmap = zipfile.is_zipfile(path)  # legacy (pre-zip) torch.save files cannot be mapped: read whole
+    if not mmap:
+        _say(f"note: {path}: old torch.save format, loading it into memory", file=sys.stderr)
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            # Legacy (pre-zip) torch.save files cannot be mapped: read them whole.
-            _say(f"note: {path}: old torch.save format, loading it into memory", file=sys.stderr)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CliError(
@@ -324,7 +283,25 @@ def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
         ) from None
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise CliError(f"{path}: not a PyTorch checkpoint that torch.load can read: {exc}") from None
-    return _state_dict_of(obj, path), {}
+    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        key = next((k for k in ("state_dict", "model", "module") if isinstance(obj.get(k), dict)), None)
+        if key is None:
+            break
+        _say(f"note: {path}: converting the tensors under {key!r}", file=sys.stderr)
+        obj = obj[key]
+    if not isinstance(obj, dict):
+        raise CliError(f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensor name -> tensor)")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CliError(f"{path}: no tensors in this checkpoint")
+    bad = [k for k in tensors if not isinstance(k, str)]
+    if bad:
+        raise CliError(f"{path}: tensor keys must be str, found {bad[:3]!r}")
+    skipped = [str(k) for k in obj if k not in tensors]
+    if skipped:
+        _say(f"note: {path}: skipping {len(skipped)} entries that are not tensors: "
+             f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+    return tensors, {}
 
 
 def _cast(tensor, dtype):
@@ -333,9 +310,8 @@ def _cast(tensor, dtype):
 
 
 def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
-    """Splits names into shards as huggingface_hub / transformers do: in
-    order, a tensor larger than the limit gets a shard of its own, and a
-    shard is closed when the next tensor would overflow it."""
+    """Splits names into shards as huggingface_hub / transformers do: in order, a tensor larger than
+    the limit gets a shard of its own, and a shard is closed when the next tensor would overflow it."""
     shards: List[List[str]] = []
     current: List[str] = []
     current_size = 0
@@ -440,18 +416,6 @@ def cmd_convert(args) -> int:
 _SUB_BYTE = {code for code, bits, *_ in _dtype_table() if bits < 8}
 
 
-def _checkpoint(path: str, framework: str) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:
-    """(name -> describe_file's entry with the "path" and "handle" of its file, the metadata) of one
-    file or of every shard of an index; tensors are read when asked for."""
-    tensors: Dict[str, Dict[str, Any]] = {}
-    metadata: Dict[str, str] = {}
-    for file in _describe(path):
-        handle = safe_open(file["path"], framework)
-        metadata.update(file["metadata"] or {})
-        tensors.update((t["name"], dict(t, path=file["path"], handle=handle)) for t in file["tensors"])
-    return tensors, metadata
-
-
 def _values(t: Dict[str, Any]):
     """A tensor's values as a NumPy array; torch's floating-point tensors (bfloat16 and float8
     have no NumPy type of their own) as float64."""
@@ -463,25 +427,18 @@ def _values(t: Dict[str, Any]):
 
 
 def _compare(ta: Dict[str, Any], tb: Dict[str, Any], rtol: float, atol: float) -> Optional[str]:
-    """None when the values of two tensors of one dtype and shape are equal within tolerance,
-    else a short description."""
+    """None when the values of two tensors of one dtype and shape are equal within tolerance (as
+    torch.isclose; integers and booleans exactly), else a short description."""
     import numpy as np
 
-    if ta["dtype"] not in _SUB_BYTE:
-        try:
-            return _compare_values(_values(ta), _values(tb), rtol, atol)
-        except (SafetensorError, TypeError, NotImplementedError):  # no numeric type here (no ml_dtypes,
-            pass                                                   # an older torch): compare bytes
-    a, b = (np.fromfile(t["path"], np.uint8, t["bytes"], offset=t["offset"]) for t in (ta, tb))
-    differ = int((a != b).sum())
-    return f"{differ} of {ta['bytes']} bytes differ ({ta['dtype']}, compared byte for byte)" if differ else None
-
-
-def _compare_values(a, b, rtol: float, atol: float) -> Optional[str]:
-    """None when two arrays of one dtype are equal within tolerance (as torch.isclose; integers
-    and booleans exactly), else a short description."""
-    import numpy as np
-
+    try:
+        a, b = (None, None) if ta["dtype"] in _SUB_BYTE else (_values(ta), _values(tb))
+    except (SafetensorError, TypeError, NotImplementedError):  # no numeric type here (no ml_dtypes,
+        a = b = None                                           # an older torch)
+    if a is None:
+        a, b = (np.fromfile(t["path"], np.uint8, t["bytes"], offset=t["offset"]) for t in (ta, tb))
+        differ = int((a != b).sum())
+        return f"{differ} of {ta['bytes']} bytes differ ({ta['dtype']}, compared byte for byte)" if differ else None
     if a.dtype.kind in "biu":
         differ = int((a != b).sum())
         return f"{differ} of {a.size} values differ" if differ else None
@@ -500,10 +457,16 @@ def cmd_diff(args) -> int:
         framework = "pt"
     except ImportError:
         framework = "numpy"
-    sides = []
+    sides = []  # per side: name -> describe_file's entry with its file's path and handle; the metadata
     for path in (args.a, args.b):
+        tensors: Dict[str, Dict[str, Any]] = {}
+        metadata: Dict[str, str] = {}
         with _reading(path):
-            sides.append(_checkpoint(path, framework))
+            for file in _describe(path):
+                handle = safe_open(file["path"], framework)
+                metadata.update(file["metadata"] or {})
+                tensors.update((t["name"], dict(t, path=file["path"], handle=handle)) for t in file["tensors"])
+        sides.append((tensors, metadata))
     (a, metadata_a), (b, metadata_b) = sides
     lines = [f"only in {args.a}: {name}" for name in sorted(set(a) - set(b))]
     lines += [f"only in {args.b}: {name}" for name in sorted(set(b) - set(a))]
