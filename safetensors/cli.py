@@ -6,6 +6,7 @@ tensor name cannot forge output lines or send terminal escapes.
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -33,9 +34,8 @@ class CliError(Exception):
     """A failure reported as one line on stderr, exit code EXIT_FAILED."""
 
 
-def _progress(iterable: Optional[Iterable] = None, **options):
-    """A tqdm bar on stderr over iterable (without one: a bar to update) when
-    stderr is a terminal and tqdm is installed; else iterable itself."""
+def _progress(iterable: Iterable, **options):
+    """iterable with a tqdm bar on stderr when that is a terminal and tqdm is installed."""
     try:
         from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
@@ -253,7 +253,6 @@ def cmd_verify(args) -> int:
 
 
 _CAST_DTYPES = ("float16", "bfloat16", "float32", "float64")
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
@@ -359,7 +358,6 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
         shards = plan_shards(sizes, max_shard_size)
         plan = [(os.path.join(out, f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" if len(shards) > 1
                               else "model.safetensors"), names) for i, names in enumerate(shards)]
-    bar = _progress(total=sum(sizes.values()), unit="B", unit_scale=True, desc="convert") if progress else None
     written: List[str] = []
     try:
         for path, names in plan:
@@ -368,10 +366,8 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
                 for other in others if kept in names else ():
                     shard_metadata.setdefault(other, kept)
             with StreamWriter(path, {name: declared[name] for name in names}, metadata=shard_metadata) as writer:
-                for name in names:
+                for name in _progress(names, desc="convert", unit="tensor") if progress else names:
                     writer.write(name, _cast(state_dict[name], target))  # at most one cast copy alive
-                    if bar is not None:
-                        bar.update(sizes[name])
             written.append(path)
         if len(plan) > 1:
             index = {"metadata": {"total_size": sum(sizes.values())},
@@ -386,14 +382,11 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
         for path in written:  # all or nothing: no partial sharded checkpoint
             os.unlink(path)
         raise
-    finally:
-        if bar is not None:
-            bar.close()
     return written
 
 
 def cmd_convert(args) -> int:
-    if not args.input.endswith(_PICKLE_SUFFIXES + (".safetensors",)):
+    if not args.input.endswith((".bin", ".pt", ".pth", ".ckpt", ".safetensors")):
         raise CliError(f"{args.input}: expected a PyTorch checkpoint (.bin, .pt, .pth, .ckpt) or a .safetensors file")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise CliError("the output must not be the input file")
@@ -451,12 +444,7 @@ def _compare(ta: Dict[str, Any], tb: Dict[str, Any], rtol: float, atol: float) -
 
 
 def cmd_diff(args) -> int:
-    try:
-        import torch  # noqa: F401  (every dtype, bfloat16 and float8 included)
-
-        framework = "pt"
-    except ImportError:
-        framework = "numpy"
+    framework = "pt" if importlib.util.find_spec("torch") else "numpy"  # torch: bfloat16, float8 without ml_dtypes
     sides = []  # per side: name -> describe_file's entry with its file's path and handle; the metadata
     for path in (args.a, args.b):
         tensors: Dict[str, Dict[str, Any]] = {}
