@@ -164,8 +164,7 @@ def cmd_inspect(args) -> int:
         printable(t["name"]), t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
         str(t["offset"])] for file in files for t in file["tensors"]]
     print(_table(rows, right=(sharded + 3, sharded + 4)))  # cells already printable
-    _say()
-    _say("totals by dtype:")
+    print("\ntotals by dtype:")
     rows = [["dtype", "tensors", "parameters", "bytes"]]
     rows += [[dtype, str(t["tensors"]), f"{t['parameters']:,}", f"{t['bytes']:,}"] for dtype, t in totals.items()]
     print(_table(rows, right=(1, 2, 3)))
@@ -276,10 +275,8 @@ def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CliError(
-            f"{path}: refusing to convert: this pickle cannot be loaded with torch.load(weights_only=True) "
-            f"({first}); it may run arbitrary code, and this tool never unpickles such files"
-        ) from None
+        raise CliError(f"{path}: refusing to convert: this pickle cannot be loaded with torch.load(weights_only=True) "
+                       f"({first}); it may run arbitrary code, and this tool never unpickles such files") from None
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise CliError(f"{path}: not a PyTorch checkpoint that torch.load can read: {exc}") from None
     while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
