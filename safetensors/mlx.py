@@ -28,7 +28,7 @@ _MLX_DTYPES = frozenset(
 )
 
 
-def _mx2np(tensor) -> np.ndarray:
+def _to_numpy(tensor) -> np.ndarray:
     if type(tensor).__module__.startswith("mlx") and str(getattr(tensor, "dtype", "")) == "mlx.core.bfloat16":
         # NumPy cannot take an mlx bfloat16 buffer: pass its bits.
         import ml_dtypes
@@ -62,11 +62,11 @@ def _converter():
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
-    return _st_numpy.save(numpy_dict(tensors, "mlx.core.array", _mx2np), metadata=metadata)
+    return _st_numpy.save(numpy_dict(tensors, "mlx.core.array", _to_numpy), metadata=metadata)
 
 
 def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
-    _st_numpy.save_file(numpy_dict(tensors, "mlx.core.array", _mx2np), filename, metadata=metadata)
+    _st_numpy.save_file(numpy_dict(tensors, "mlx.core.array", _to_numpy), filename, metadata=metadata)
 
 
 def load(data: bytes):
