@@ -53,7 +53,7 @@ def printable(text: str) -> str:
 
 
 def _say(line: str = "", file=None) -> None:
-    print(printable(line), file=file if file is not None else sys.stdout)
+    print(printable(line), file=file)  # None: sys.stdout
 
 
 def _human(nbytes: float) -> str:
@@ -76,21 +76,6 @@ def parse_size(text: str) -> int:
     if not match or match.group(2) not in _SIZE_UNITS:
         raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 5GB, 500MB, 2GiB or a byte count")
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
-
-
-def _expand(paths: List[str]) -> List[str]:
-    """A directory stands for its index JSON, else for its .safetensors files."""
-    out: List[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            indexes = sorted(n for n in os.listdir(path) if n.endswith(".safetensors" + INDEX_SUFFIX))
-            names = indexes or sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
-            if not names:
-                raise CliError(f"{path}: no .safetensors file or index in this directory")
-            out.extend(os.path.join(path, n) for n in names)
-        else:
-            out.append(path)
-    return out
 
 
 def _open_error(path: Optional[str], exc: BaseException) -> str:
@@ -239,13 +224,16 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
 
 def cmd_verify(args) -> int:
     problems: List[str] = []
-    try:
-        paths = _expand(args.paths)
-    except CliError as exc:
-        problems.append(str(exc))
-        paths = []
-    for path in paths:
-        (_verify_index if path.endswith(INDEX_SUFFIX) else _verify_file)(path, args, problems)
+    for path in args.paths:
+        files = [path]
+        if os.path.isdir(path):  # a directory stands for its index JSON, else for its .safetensors files
+            names = sorted(os.listdir(path))
+            files = [os.path.join(path, n) for n in [n for n in names if n.endswith(".safetensors" + INDEX_SUFFIX)]
+                     or [n for n in names if n.endswith(".safetensors")]]
+            if not files:
+                problems.append(f"{path}: no .safetensors file or index in this directory")
+        for file in files:
+            (_verify_index if file.endswith(INDEX_SUFFIX) else _verify_file)(file, args, problems)
     for problem in problems:
         _say(f"error: {problem}")
     return EXIT_FAILED if problems else EXIT_OK
