@@ -64,18 +64,13 @@ def _human(nbytes: float) -> str:
     return f"{nbytes:.1f} TiB"
 
 
-_SIZE_UNITS = {
-    "": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
-}
-
-
 def parse_size(text: str) -> int:
     """"5GB" -> 5 * 10**9, "500MiB" -> 500 * 2**20, "1000" -> 1000 (as transformers)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", text.upper())
-    if not match or match.group(2) not in _SIZE_UNITS:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(I?)B|B?)\s*", text.upper())
+    if not match:
         raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 5GB, 500MB, 2GiB or a byte count")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    number, prefix, binary = match.groups()
+    return int(float(number) * ((1024 if binary else 1000) ** ("KMGT".index(prefix) + 1) if prefix else 1))
 
 
 def _open_error(path: Optional[str], exc: BaseException) -> str:
