@@ -389,23 +389,16 @@ def cmd_convert(args) -> int:
 _SUB_BYTE = {code for code, bits, *_ in _dtype_table() if bits < 8}
 
 
-def _values(t: Dict[str, Any]):
-    """A tensor's values as a NumPy array; torch's floating-point tensors (bfloat16 and float8
-    have no NumPy type of their own) as float64."""
-    tensor = t["handle"].get_tensor(t["name"])
-    torch: Any = sys.modules.get("torch")  # diff reads with torch whenever it is installed
-    if torch is not None and isinstance(tensor, torch.Tensor):
-        return (tensor.to(torch.float64) if tensor.is_floating_point() else tensor).numpy()
-    return tensor
-
-
 def _compare(ta: Dict[str, Any], tb: Dict[str, Any], rtol: float, atol: float) -> Optional[str]:
     """None when the values of two tensors of one dtype and shape are equal within tolerance (as
     torch.isclose; integers and booleans exactly), else a short description."""
     import numpy as np
 
+    torch: Any = sys.modules.get("torch")  # diff reads with torch whenever it is installed
     try:
-        a, b = (None, None) if ta["dtype"] in _SUB_BYTE else (_values(ta), _values(tb))
+        a, b = (None, None) if ta["dtype"] in _SUB_BYTE else (t["handle"].get_tensor(t["name"]) for t in (ta, tb))
+        if torch is not None and isinstance(a, torch.Tensor):  # floats as float64: NumPy has no bfloat16, float8
+            a, b = ((v.to(torch.float64) if v.is_floating_point() else v).numpy() for v in (a, b))
     except (SafetensorError, TypeError, NotImplementedError):  # no numeric type here (no ml_dtypes,
         a = b = None                                           # an older torch)
     if a is None:
