@@ -1,7 +1,6 @@
-"""The ``safetensors`` command line (also ``python -m safetensors``): inspect, verify, convert
-and diff, described in docs/cli.md and build_parser below. Bad input ends as one line on stderr
-(exit code EXIT_FAILED), never a traceback; everything printed goes through printable(), so a
-tensor name cannot forge output lines or send terminal escapes.
+"""The ``safetensors`` command line (also ``python -m safetensors``): inspect, verify, convert and diff, described
+in docs/cli.md and build_parser below. Bad input ends as one line on stderr (exit code EXIT_FAILED), never a
+traceback; everything printed goes through printable(), so a tensor name cannot forge lines or send terminal escapes.
 """
 import argparse
 import contextlib
@@ -10,8 +9,10 @@ import importlib.util
 import json
 import math
 import os
+import pickle
 import re
 import sys
+import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import SafetensorError, safe_open
@@ -234,9 +235,6 @@ def cmd_verify(args) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
-_CAST_DTYPES = ("float16", "bfloat16", "float32", "float64")
-
-
 def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """(state dict, metadata) of a checkpoint, read lazily: a PyTorch pickle checkpoint is opened
     with torch.load(weights_only=True, mmap=True), so tensors are paged in as they are written; a
@@ -248,9 +246,6 @@ def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
             return {k: f.get_tensor(k) for k in f.offset_keys()}, dict(f.metadata() or {})
     if not os.path.isfile(path):
         raise CliError(f"{path}: no such file")
-    import pickle
-    import zipfile
-
     mmap = zipfile.is_zipfile(path)  # legacy (pre-zip) torch.save files cannot be mapped: read whole
     if not mmap:
         _say(f"note: {path}: old torch.save format, loading it into memory", file=sys.stderr)
@@ -311,11 +306,10 @@ def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
 def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: Optional[int] = None,
                        dtype: Optional[str] = None, metadata: Optional[Dict[str, str]] = None,
                        progress: bool = False) -> List[str]:
-    """Writes state_dict as safetensors, tensor by tensor (peak memory about one tensor). Shared
-    tensors are written once, the other names recorded in the metadata as save_model does. Without
-    max_shard_size `out` is the file; with it, a directory receiving model.safetensors or shards
-    model-0000i-of-0000n.safetensors and model.safetensors.index.json, as transformers names them.
-    Returns the paths written."""
+    """Writes state_dict as safetensors tensor by tensor (peak memory about one tensor), shared
+    tensors once with the other names in the metadata, as save_model does; returns the paths written.
+    Without max_shard_size `out` is the file; with it, a directory for model.safetensors, or for
+    model-0000i-of-0000n.safetensors shards and model.safetensors.index.json (transformers' names)."""
     import torch
 
     from .stream import StreamWriter
@@ -492,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-size", type=parse_size, metavar="SIZE",
                    help="split into shards of at most SIZE (e.g. 5GB, 500MiB) named as transformers does: "
                         "model-00001-of-00003.safetensors + model.safetensors.index.json")
-    p.add_argument("--dtype", choices=_CAST_DTYPES, help="cast floating-point tensors to this dtype")
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32", "float64"),
+                   help="cast floating-point tensors to this dtype")
 
     p = command(cmd_diff, "compare two checkpoints",
                 "Prints the tensor names only in one side, dtype and shape differences, and tensors whose values "
