@@ -1,24 +1,18 @@
-"""The ``safetensors`` command line (also ``python -m safetensors``).
-
-    safetensors inspect FILE...          tensors, dtypes, shapes, sizes, offsets, metadata
-    safetensors verify PATH...           every reader rule; sharded checkpoints end to end
-    safetensors convert IN OUT           PyTorch pickle checkpoint -> safetensors (sharded)
-    safetensors diff A B                 names, dtypes, shapes and values that differ
-
-Exit codes (EXIT_*, below): 0 success (verify: no problem; diff: no
-difference), 1 problems or differences found / the command failed (one line
-on stderr, never a traceback for bad input), 2 bad usage, 130 interrupted.
-Names, paths and messages are printed through printable(), so a tensor name
-cannot forge output lines or send terminal escapes. Progress bars (tqdm,
-when installed) appear only when stderr is a terminal. See docs/cli.md.
+"""The ``safetensors`` command line (also ``python -m safetensors``): inspect, verify, convert and diff, described
+in docs/cli.md and build_parser below. Bad input ends as one line on stderr (exit code EXIT_FAILED), never a
+traceback; everything printed goes through printable(), so a tensor name cannot forge lines or send terminal escapes.
 """
 import argparse
+import contextlib
 import hashlib
+import importlib.util
 import json
 import math
 import os
+import pickle
 import re
 import sys
+import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import SafetensorError, safe_open
@@ -32,9 +26,8 @@ EXIT_FAILED = 1       # verify: problems found; diff: differences found; any com
 EXIT_USAGE = 2        # bad usage (argparse's own code)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
-# What bad input (a file, an index, a path, a checkpoint torch cannot handle)
-# raises: reported by main as one line, exit EXIT_FAILED. Anything else is a bug
-# and keeps its traceback.
+# What bad input (a file, an index, a path, a checkpoint torch cannot handle) raises: reported
+# by main as one line, exit EXIT_FAILED. Anything else is a bug and keeps its traceback.
 _INPUT_FAILURES = (SafetensorError, OSError, ValueError, RuntimeError, MemoryError)
 
 
@@ -42,79 +35,48 @@ class CliError(Exception):
     """A failure reported as one line on stderr, exit code EXIT_FAILED."""
 
 
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-
-def _progress(iterable: Iterable, total: Optional[int] = None, desc: str = "", unit: str = "it",
-              unit_scale: bool = False):
-    """A tqdm bar on stderr when it is a terminal and tqdm is installed."""
-    if not sys.stderr.isatty():
-        return iterable
+def _progress(iterable: Iterable, **options):
+    """iterable with a tqdm bar on stderr when that is a terminal and tqdm is installed."""
     try:
         from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         return iterable
-    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, leave=False)
+    return tqdm(iterable, leave=False, **options) if sys.stderr.isatty() else iterable
 
 
 def printable(text: str) -> str:
-    """text with every character that is not printable (control characters,
-    newlines, ESC and so terminal escape sequences, bidi overrides, lone
-    surrogates of undecodable file names) written as repr writes it (\\x1b,
-    \\n, \\u202e); printable Unicode is kept. Idempotent, so lines may be
-    built from pieces already shown."""
+    """text with every character that is not printable (control characters, ESC, newlines, bidi
+    overrides, lone surrogates of undecodable file names) written as repr writes it (\\x1b, \\n,
+    \\u202e); printable Unicode is kept. Idempotent: lines may be built of pieces already shown."""
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _say(line: str = "", file=None) -> None:
-    print(printable(line), file=file if file is not None else sys.stdout)
+    print(printable(line), file=file)  # None: sys.stdout
 
 
-def _human(nbytes: int) -> str:
-    size = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return ""
-
-
-_SIZE_UNITS = {
-    "": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
-}
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024:
+            return f"{nbytes:.0f} B" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
 
 
 def parse_size(text: str) -> int:
     """"5GB" -> 5 * 10**9, "500MiB" -> 500 * 2**20, "1000" -> 1000 (as transformers)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", text.upper())
-    if not match or match.group(2) not in _SIZE_UNITS:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(I?)B|B?)\s*", text.upper())
+    if not match:
         raise argparse.ArgumentTypeError(f"invalid size {text!r}: use e.g. 5GB, 500MB, 2GiB or a byte count")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
-
-
-def _expand(paths: List[str]) -> List[str]:
-    """A directory stands for its index JSON, else for its .safetensors files."""
-    out: List[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            indexes = sorted(n for n in os.listdir(path) if n.endswith(".safetensors" + INDEX_SUFFIX))
-            names = indexes or sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
-            if not names:
-                raise CliError(f"{path}: no .safetensors file or index in this directory")
-            out.extend(os.path.join(path, n) for n in names)
-        else:
-            out.append(path)
-    return out
+    number, prefix, binary = match.groups()
+    return int(float(number) * ((1024 if binary else 1000) ** ("KMGT".index(prefix) + 1) if prefix else 1))
 
 
 def _open_error(path: Optional[str], exc: BaseException) -> str:
-    """"PATH: why" for a failure while reading path (the OSError's own file
-    name when it has one), or "why" when no path is known or why names it
-    already (the index reader's messages)."""
+    """"PATH: why" for a failure while reading path (the OSError's own file name when it has
+    one), or "why" when no path is known or why names it already (the index reader's messages)."""
     if isinstance(exc, OSError) and exc.strerror:
         path, why = exc.filename or path, exc.strerror
     else:
@@ -122,9 +84,14 @@ def _open_error(path: Optional[str], exc: BaseException) -> str:
     return f"{path}: {why}" if path and not why.startswith(f"{path}: ") else why
 
 
-# --------------------------------------------------------------------------
-# inspect
-# --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _reading(path: str):
+    """Bad input met inside becomes a CliError naming path."""
+    try:
+        yield
+    except _INPUT_FAILURES as exc:
+        raise CliError(_open_error(path, exc)) from None
+
 
 def describe_file(path: str) -> Dict[str, Any]:
     """Every tensor of a file with its dtype, shape, byte size and offsets."""
@@ -137,70 +104,50 @@ def describe_file(path: str) -> Dict[str, Any]:
         "name": name, "dtype": dtype, "shape": shape, "bytes": end - begin, "offset": begin,
         "data_offsets": [begin - data_start, end - data_start], "parameters": math.prod(shape),
     } for name, dtype, shape, begin, end in table]
-    return {"path": path, "header_size": data_start, "size": size,
-            "metadata": metadata, "tensors": tensors}
+    return {"path": path, "header_size": data_start, "size": size, "metadata": metadata, "tensors": tensors}
 
 
 def _describe(path: str) -> List[Dict[str, Any]]:
     if path.endswith(INDEX_SUFFIX):
-        shards = [shard_path(path, shard) for shard in sorted(set(read_index(path)[0].values()))]
-        return [describe_file(shard) for shard in shards]
+        return [describe_file(shard_path(path, shard)) for shard in sorted(set(read_index(path)[0].values()))]
     return [describe_file(path)]
-
-
-def _totals(files: List[Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
-    totals: Dict[str, Dict[str, int]] = {}
-    for file in files:
-        for t in file["tensors"]:
-            entry = totals.setdefault(t["dtype"], {"tensors": 0, "parameters": 0, "bytes": 0})
-            entry["tensors"] += 1
-            entry["parameters"] += t["parameters"]
-            entry["bytes"] += t["bytes"]
-    return dict(sorted(totals.items()))
 
 
 def _table(rows: List[List[str]], right: Iterable[int]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    right = set(right)
-    lines = []
-    for row in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    return "\n".join("  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows)
 
 
 def cmd_inspect(args) -> int:
     files = []
     for path in args.files:
-        try:
+        with _reading(path):
             files.extend(_describe(path))
-        except _INPUT_FAILURES as exc:
-            raise CliError(_open_error(path, exc)) from None
-    totals = _totals(files)
-    parameters = sum(t["parameters"] for t in totals.values())
-    nbytes = sum(t["bytes"] for t in totals.values())
+    totals: Dict[str, Dict[str, int]] = {}
+    for t in (t for file in files for t in file["tensors"]):
+        entry = totals.setdefault(t["dtype"], {"tensors": 0, "parameters": 0, "bytes": 0})
+        entry["tensors"] += 1
+        entry["parameters"] += t["parameters"]
+        entry["bytes"] += t["bytes"]
+    totals = dict(sorted(totals.items()))
+    parameters, nbytes = (sum(t[key] for t in totals.values()) for key in ("parameters", "bytes"))
     if args.json:
-        json.dump({"files": files, "totals_by_dtype": totals, "parameters": parameters, "bytes": nbytes},
-                  sys.stdout, indent=2)
-        print()
-        return 0
+        print(json.dumps({"files": files, "totals_by_dtype": totals, "parameters": parameters, "bytes": nbytes},
+                         indent=2))
+        return EXIT_OK
     sharded = len(files) > 1
     for file in files:
         _say(f"{file['path']}: {len(file['tensors'])} tensors, {_human(file['size'])} "
              f"(header {file['header_size']} bytes)")
     rows = [(["file"] if sharded else []) + ["name", "dtype", "shape", "bytes", "offset"]]
-    for file in files:
-        for t in file["tensors"]:
-            rows.append(([printable(os.path.basename(file["path"]))] if sharded else []) + [
-                printable(t["name"]), t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
-                str(t["offset"])])
-    first = 1 if sharded else 0
-    print(_table(rows, right=(first + 3, first + 4)))  # cells already printable
-    _say()
-    _say("totals by dtype:")
+    rows += [([printable(os.path.basename(file["path"]))] if sharded else []) + [
+        printable(t["name"]), t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
+        str(t["offset"])] for file in files for t in file["tensors"]]
+    print(_table(rows, right=(sharded + 3, sharded + 4)))  # cells already printable
+    print("\ntotals by dtype:")
     rows = [["dtype", "tensors", "parameters", "bytes"]]
-    for dtype, t in totals.items():
-        rows.append([dtype, str(t["tensors"]), f"{t['parameters']:,}", f"{t['bytes']:,}"])
+    rows += [[dtype, str(t["tensors"]), f"{t['parameters']:,}", f"{t['bytes']:,}"] for dtype, t in totals.items()]
     print(_table(rows, right=(1, 2, 3)))
     _say(f"parameters: {parameters:,}  bytes: {nbytes:,} ({_human(nbytes)})")
     for file in files:
@@ -211,39 +158,26 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------
-# verify
-# --------------------------------------------------------------------------
-
-def _hash_data(path: str, data_start: int) -> str:
-    digest = hashlib.sha256()
-    size = os.path.getsize(path) - data_start
-    with open(path, "rb") as f:
-        f.seek(data_start)
-        chunks = iter(lambda: f.read(1 << 22), b"")
-        for chunk in _progress(chunks, total=(size + (1 << 22) - 1) >> 22, desc="sha256", unit="chunk"):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _verify_file(path: str, args, problems: List[str]) -> Optional[List[str]]:
-    """Tensor names of a valid file (None and a problem line if invalid)."""
+def _verify_file(path: str, args, problems: List[str]) -> Optional[List[Dict[str, Any]]]:
+    """describe_file's tensors of a valid file (None and a problem line if invalid)."""
     try:
-        with safe_open(path, "numpy") as f:
-            names = list(f.keys())
+        file = describe_file(path)
+        line = f"ok: {path} ({len(file['tensors'])} tensors"
+        if args.hash:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                f.seek(file["header_size"])
+                chunks = iter(lambda: f.read(1 << 22), b"")
+                total = (file["size"] - file["header_size"] + (1 << 22) - 1) >> 22
+                for chunk in _progress(chunks, total=total, desc="sha256", unit="chunk"):
+                    digest.update(chunk)
+            line += f", data sha256 {digest.hexdigest()}"
     except (OSError, SafetensorError) as exc:
         problems.append(_open_error(path, exc))
         return None
-    line = f"ok: {path} ({len(names)} tensors"
-    if args.hash:
-        try:
-            line += f", data sha256 {_hash_data(path, describe_file(path)['header_size'])}"
-        except OSError as exc:
-            problems.append(_open_error(path, exc))
-            return None
     if not args.quiet:
         _say(line + ")")
-    return names
+    return file["tensors"]
 
 
 def _verify_index(path: str, args, problems: List[str]) -> None:
@@ -258,17 +192,16 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
     found_files = set()
     for shard in sorted(set(weight_map.values())):
         try:
-            file = shard_path(path, shard)
+            tensors = _verify_file(shard_path(path, shard), args, problems)
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        names = _verify_file(file, args, problems)
-        if names is None:
+        if tensors is None:
             continue
         found_files.add(shard)
-        for name in names:
-            where.setdefault(name, []).append(shard)
-        total += sum(t["bytes"] for t in describe_file(file)["tensors"])
+        for t in tensors:
+            where.setdefault(t["name"], []).append(shard)
+            total += t["bytes"]
     for name, shard in weight_map.items():
         if shard in found_files and shard not in where.get(name, []):
             problems.append(f"{path}: tensor {name!r} is mapped to {shard} but is not in that file")
@@ -287,37 +220,49 @@ def _verify_index(path: str, args, problems: List[str]) -> None:
 
 def cmd_verify(args) -> int:
     problems: List[str] = []
-    try:
-        paths = _expand(args.paths)
-    except CliError as exc:
-        problems.append(str(exc))
-        paths = []
-    for path in paths:
-        if path.endswith(INDEX_SUFFIX):
-            _verify_index(path, args, problems)
-        else:
-            _verify_file(path, args, problems)
+    for path in args.paths:
+        files = [path]
+        if os.path.isdir(path):  # a directory stands for its index JSON, else for its .safetensors files
+            names = sorted(os.listdir(path))
+            files = [os.path.join(path, n) for n in [n for n in names if n.endswith(".safetensors" + INDEX_SUFFIX)]
+                     or [n for n in names if n.endswith(".safetensors")]]
+            if not files:
+                problems.append(f"{path}: no .safetensors file or index in this directory")
+        for file in files:
+            (_verify_index if file.endswith(INDEX_SUFFIX) else _verify_file)(file, args, problems)
     for problem in problems:
         _say(f"error: {problem}")
     return EXIT_FAILED if problems else EXIT_OK
 
 
-# --------------------------------------------------------------------------
-# convert
-# --------------------------------------------------------------------------
-
-_CAST_DTYPES = ("float16", "bfloat16", "float32", "float64")
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-
-
-def _state_dict_of(obj: Any, path: str) -> Dict[str, Any]:
+def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """(state dict, metadata) of a checkpoint, read lazily: a PyTorch pickle checkpoint is opened
+    with torch.load(weights_only=True, mmap=True), so tensors are paged in as they are written; a
+    safetensors file is memory-mapped. A pickle that needs arbitrary code is refused, never run."""
     import torch
 
-    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model", "module"):
-            if isinstance(obj.get(key), dict):
-                _say(f"note: {path}: converting the tensors under {key!r}", file=sys.stderr)
-                return _state_dict_of(obj[key], path)
+    if path.endswith(".safetensors"):
+        with _reading(path), safe_open(path, "pt") as f:
+            return {k: f.get_tensor(k) for k in f.offset_keys()}, dict(f.metadata() or {})
+    if not os.path.isfile(path):
+        raise CliError(f"{path}: no such file")
+    mmap = zipfile.is_zipfile(path)  # legacy (pre-zip) torch.save files cannot be mapped: read whole
+    if not mmap:
+        _say(f"note: {path}: old torch.save format, loading it into memory", file=sys.stderr)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"{path}: refusing to convert: this pickle cannot be loaded with torch.load(weights_only=True) "
+                       f"({first}); it may run arbitrary code, and this tool never unpickles such files") from None
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise CliError(f"{path}: not a PyTorch checkpoint that torch.load can read: {exc}") from None
+    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        key = next((k for k in ("state_dict", "model", "module") if isinstance(obj.get(k), dict)), None)
+        if key is None:
+            break
+        _say(f"note: {path}: converting the tensors under {key!r}", file=sys.stderr)
+        obj = obj[key]
     if not isinstance(obj, dict):
         raise CliError(f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensor name -> tensor)")
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
@@ -330,67 +275,17 @@ def _state_dict_of(obj: Any, path: str) -> Dict[str, Any]:
     if skipped:
         _say(f"note: {path}: skipping {len(skipped)} entries that are not tensors: "
              f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
-    return tensors
-
-
-def load_source(path: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """(state dict, metadata) of a checkpoint, read lazily where the format
-    allows: a PyTorch pickle checkpoint is opened with
-    torch.load(weights_only=True, mmap=True), so tensors are paged in from
-    the file as they are written; a safetensors file is memory-mapped.
-
-    Only weights_only loading is ever used: a pickle that needs arbitrary
-    code to load is refused, never executed."""
-    import torch
-
-    if path.endswith(".safetensors"):
-        try:
-            with safe_open(path, "pt") as f:
-                return {k: f.get_tensor(k) for k in f.offset_keys()}, dict(f.metadata() or {})
-        except (OSError, SafetensorError) as exc:
-            raise CliError(_open_error(path, exc)) from None
-    if not os.path.isfile(path):
-        raise CliError(f"{path}: no such file")
-    import pickle
-
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            # Legacy (pre-zip) torch.save files cannot be mapped: read them whole.
-            _say(f"note: {path}: old torch.save format, loading it into memory", file=sys.stderr)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CliError(
-            f"{path}: refusing to convert: this pickle cannot be loaded with torch.load(weights_only=True) "
-            f"({first}); it may run arbitrary code, and this tool never unpickles such files"
-        ) from None
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise CliError(f"{path}: not a PyTorch checkpoint that torch.load can read: {exc}") from None
-    return _state_dict_of(obj, path), {}
+    return tensors, {}
 
 
 def _cast(tensor, dtype):
     # Like transformers' torch_dtype: only floating-point tensors change.
-    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
-        return tensor.to(dtype)
-    return tensor
-
-
-def _nbytes(tensor, dtype) -> int:
-    import torch
-
-    target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
-    return tensor.nelement() * torch.empty((), dtype=target).element_size()
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
 def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
-    """Splits names into shards as huggingface_hub / transformers do: in
-    order, a tensor larger than the limit gets a shard of its own, and a
-    shard is closed when the next tensor would overflow it."""
+    """Splits names into shards as huggingface_hub / transformers do: in order, a tensor larger than
+    the limit gets a shard of its own, and a shard is closed when the next tensor would overflow it."""
     shards: List[List[str]] = []
     current: List[str] = []
     current_size = 0
@@ -408,47 +303,26 @@ def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
     return shards
 
 
-def _write_one(path: str, names: List[str], state_dict: Dict[str, Any], metadata: Dict[str, str],
-               dtype, bar) -> None:
-    from .stream import StreamWriter
-
-    declared = {}
-    for name in names:
-        t = state_dict[name]
-        declared[name] = t.to("meta") if dtype is None else _cast(t.to("meta"), dtype)
-    with StreamWriter(path, declared, metadata=metadata) as writer:
-        for name in names:
-            tensor = _cast(state_dict[name], dtype)
-            writer.write(name, tensor)
-            del tensor  # keeps at most one cast copy alive
-            if bar is not None:
-                bar.update(_nbytes(state_dict[name], dtype))
-
-
 def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: Optional[int] = None,
                        dtype: Optional[str] = None, metadata: Optional[Dict[str, str]] = None,
                        progress: bool = False) -> List[str]:
-    """Writes state_dict as safetensors, tensor by tensor (peak memory about
-    one tensor). Shared tensors are written once, the other names recorded
-    in the metadata as save_model does. Without max_shard_size `out` is the
-    file; with it, `out` is a directory receiving model.safetensors or
-    model-0000i-of-0000n.safetensors shards and model.safetensors.index.json,
-    named as transformers names them. Returns the paths written."""
+    """Writes state_dict as safetensors tensor by tensor (peak memory about one tensor), shared
+    tensors once with the other names in the metadata, as save_model does; returns the paths written.
+    Without max_shard_size `out` is the file; with it, a directory for model.safetensors, or for
+    model-0000i-of-0000n.safetensors shards and model.safetensors.index.json (transformers' names)."""
     import torch
 
+    from .stream import StreamWriter
     from .torch import _remove_duplicate_names  # type: ignore[attr-defined]  # private: not in the stub
 
     target = getattr(torch, dtype) if dtype is not None else None
-    state_dict = dict(state_dict)
     metadata = dict(metadata or {})
     metadata.setdefault("format", "pt")
-    removed: Dict[str, str] = {}
-    for kept, others in _remove_duplicate_names(state_dict).items():
-        for other in others:
-            removed[other] = kept
-            del state_dict[other]
-    sizes = {name: _nbytes(t, target) for name, t in state_dict.items()}
-
+    removed = _remove_duplicate_names(state_dict)  # kept name -> the names sharing its memory
+    dropped = {other for others in removed.values() for other in others}
+    state_dict = {name: t for name, t in state_dict.items() if name not in dropped}
+    declared = {name: _cast(t.to("meta"), target) for name, t in state_dict.items()}  # dtype and shape only
+    sizes = {name: t.nelement() * t.dtype.itemsize for name, t in declared.items()}
     if max_shard_size is None:
         if os.path.isdir(out):
             out = os.path.join(out, "model.safetensors")
@@ -456,28 +330,18 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
     else:
         os.makedirs(out, exist_ok=True)
         shards = plan_shards(sizes, max_shard_size)
-        if len(shards) == 1:
-            plan = [(os.path.join(out, "model.safetensors"), shards[0])]
-        else:
-            plan = [(os.path.join(out, f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"), names)
-                    for i, names in enumerate(shards)]
-
-    bar = None
-    if progress and sys.stderr.isatty():
-        try:
-            from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
-
-            bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="convert", leave=False)
-        except ImportError:
-            pass
+        plan = [(os.path.join(out, f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" if len(shards) > 1
+                              else "model.safetensors"), names) for i, names in enumerate(shards)]
     written: List[str] = []
     try:
         for path, names in plan:
             shard_metadata = dict(metadata)
-            for other, kept in removed.items():
-                if kept in names:
+            for kept, others in removed.items():
+                for other in others if kept in names else ():
                     shard_metadata.setdefault(other, kept)
-            _write_one(path, names, state_dict, shard_metadata, target, bar)
+            with StreamWriter(path, {name: declared[name] for name in names}, metadata=shard_metadata) as writer:
+                for name in _progress(names, desc="convert", unit="tensor") if progress else names:
+                    writer.write(name, _cast(state_dict[name], target))  # at most one cast copy alive
             written.append(path)
         if len(plan) > 1:
             index = {"metadata": {"total_size": sum(sizes.values())},
@@ -492,14 +356,11 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
         for path in written:  # all or nothing: no partial sharded checkpoint
             os.unlink(path)
         raise
-    finally:
-        if bar is not None:
-            bar.close()
     return written
 
 
 def cmd_convert(args) -> int:
-    if not args.input.endswith(_PICKLE_SUFFIXES + (".safetensors",)):
+    if not args.input.endswith((".bin", ".pt", ".pth", ".ckpt", ".safetensors")):
         raise CliError(f"{args.input}: expected a PyTorch checkpoint (.bin, .pt, .pth, .ckpt) or a .safetensors file")
     if os.path.abspath(args.input) == os.path.abspath(args.output):
         raise CliError("the output must not be the input file")
@@ -517,128 +378,74 @@ def cmd_convert(args) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------
-# diff
-# --------------------------------------------------------------------------
-
 # Sub-byte dtypes (F4, F6_*): no NumPy type, and the format leaves the order of
 # the values inside a byte to the producer, so diff compares their bytes.
 _SUB_BYTE = {code for code, bits, *_ in _dtype_table() if bits < 8}
 
 
-class _Checkpoint:
-    """Tensors of one file or of every shard of an index, opened lazily."""
-
-    def __init__(self, path: str, framework: str):
-        self.tensors: Dict[str, Dict[str, Any]] = {}  # name -> describe_file's entry and "path"
-        self.handles: Dict[str, Any] = {}
-        self.metadata: Dict[str, str] = {}
-        for file in _describe(path):
-            self.handles[file["path"]] = safe_open(file["path"], framework)
-            self.metadata.update(file["metadata"] or {})
-            for t in file["tensors"]:
-                self.tensors[t["name"]] = dict(t, path=file["path"])
-
-    def info(self, name: str) -> Tuple[str, List[int]]:
-        return self.tensors[name]["dtype"], self.tensors[name]["shape"]
-
-    def tensor(self, name: str):
-        return self.handles[self.tensors[name]["path"]].get_tensor(name)
-
-    def raw(self, name: str):
-        """The tensor's bytes, memory-mapped (uint8 NumPy array)."""
-        import numpy as np
-
-        t = self.tensors[name]
-        if t["bytes"] == 0:
-            return np.zeros(0, np.uint8)
-        return np.memmap(t["path"], np.uint8, "r", offset=t["offset"], shape=(t["bytes"],))
-
-
-def _compare(a: _Checkpoint, b: _Checkpoint, name: str, rtol: float, atol: float) -> Optional[str]:
-    """None when the values of `name` are equal within tolerance, else a short description."""
-    dtype = a.info(name)[0]
-    if dtype not in _SUB_BYTE:
-        try:
-            return _compare_values(a.tensor(name), b.tensor(name), rtol, atol)
-        except (SafetensorError, TypeError, NotImplementedError):  # no numeric type here (no ml_dtypes,
-            pass                                                   # an older torch): compare bytes
-    differ = int((a.raw(name) != b.raw(name)).sum())
-    return f"{differ} of {a.tensors[name]['bytes']} bytes differ ({dtype}, compared byte for byte)" if differ else None
-
-
-def _compare_values(a, b, rtol: float, atol: float) -> Optional[str]:
-    """None when equal within tolerance, else a short description."""
-    torch: Any = sys.modules.get("torch")  # diff uses torch whenever it is installed
-    if torch is not None and isinstance(a, torch.Tensor):
-        if a.dtype in (torch.bool,) or not (a.is_floating_point() or a.is_complex()):
-            differ = a != b
-            if not bool(differ.any()):
-                return None
-            return f"{int(differ.sum())} of {a.numel()} values differ"
-        x, y = a.to(torch.complex128 if a.is_complex() else torch.float64), b.to(
-            torch.complex128 if b.is_complex() else torch.float64)
-        close = torch.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)
-        if bool(close.all()):
-            return None
-        diff = (x - y).abs()
-        diff = diff[~close]
-        return f"{int((~close).sum())} of {a.numel()} values differ (max abs diff {float(diff.max()):.6g})"
+def _compare(ta: Dict[str, Any], tb: Dict[str, Any], rtol: float, atol: float) -> Optional[str]:
+    """None when the values of two tensors of one dtype and shape are equal within tolerance (as
+    torch.isclose; integers and booleans exactly), else a short description."""
     import numpy as np
 
+    torch: Any = sys.modules.get("torch")  # diff reads with torch whenever it is installed
+    try:
+        a, b = (None, None) if ta["dtype"] in _SUB_BYTE else (t["handle"].get_tensor(t["name"]) for t in (ta, tb))
+        if torch is not None and isinstance(a, torch.Tensor):  # floats as float64: NumPy has no bfloat16, float8
+            a, b = ((v.to(torch.float64) if v.is_floating_point() else v).numpy() for v in (a, b))
+    except (SafetensorError, TypeError, NotImplementedError):  # no numeric type here (no ml_dtypes,
+        a = b = None                                           # an older torch)
+    if a is None:
+        a, b = (np.fromfile(t["path"], np.uint8, t["bytes"], offset=t["offset"]) for t in (ta, tb))
+        differ = int((a != b).sum())
+        return f"{differ} of {ta['bytes']} bytes differ ({ta['dtype']}, compared byte for byte)" if differ else None
     if a.dtype.kind in "biu":
-        differ = a != b
-        return None if not differ.any() else f"{int(differ.sum())} of {a.size} values differ"
-    close = np.isclose(a.astype(np.complex128 if a.dtype.kind == "c" else np.float64),
-                       b.astype(np.complex128 if b.dtype.kind == "c" else np.float64),
-                       rtol=rtol, atol=atol, equal_nan=True)
+        differ = int((a != b).sum())
+        return f"{differ} of {a.size} values differ" if differ else None
+    wide = np.complex128 if a.dtype.kind == "c" else np.float64
+    x, y = a.astype(wide, copy=False), b.astype(wide, copy=False)
+    close = np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)
     if close.all():
         return None
-    return f"{int((~close).sum())} of {a.size} values differ"
+    return f"{int((~close).sum())} of {a.size} values differ (max abs diff {float(np.abs(x - y)[~close].max()):.6g})"
 
 
 def cmd_diff(args) -> int:
-    try:
-        import torch  # noqa: F401  (every dtype, bfloat16 and float8 included)
-
-        framework = "pt"
-    except ImportError:
-        framework = "numpy"
-    checkpoints = []
+    framework = "pt" if importlib.util.find_spec("torch") else "numpy"  # torch: bfloat16, float8 without ml_dtypes
+    sides = []  # per side: name -> describe_file's entry with its file's path and handle; the metadata
     for path in (args.a, args.b):
-        try:
-            checkpoints.append(_Checkpoint(path, framework))
-        except _INPUT_FAILURES as exc:
-            raise CliError(_open_error(path, exc)) from None
-    a, b = checkpoints
-    lines = []
-    lines += [f"only in {args.a}: {name}" for name in sorted(set(a.tensors) - set(b.tensors))]
-    lines += [f"only in {args.b}: {name}" for name in sorted(set(b.tensors) - set(a.tensors))]
-    common = sorted(set(a.tensors) & set(b.tensors))
+        tensors: Dict[str, Dict[str, Any]] = {}
+        metadata: Dict[str, str] = {}
+        with _reading(path):
+            for file in _describe(path):
+                handle = safe_open(file["path"], framework)
+                metadata.update(file["metadata"] or {})
+                tensors.update((t["name"], dict(t, path=file["path"], handle=handle)) for t in file["tensors"])
+        sides.append((tensors, metadata))
+    (a, metadata_a), (b, metadata_b) = sides
+    lines = [f"only in {args.a}: {name}" for name in sorted(set(a) - set(b))]
+    lines += [f"only in {args.b}: {name}" for name in sorted(set(b) - set(a))]
+    common = sorted(set(a) & set(b))
     for name in _progress(common, desc="diff", unit="tensor"):
-        (dtype_a, shape_a), (dtype_b, shape_b) = a.info(name), b.info(name)
-        if dtype_a != dtype_b:
-            lines.append(f"dtype differs: {name}: {dtype_a} vs {dtype_b}")
-        elif shape_a != shape_b:
-            lines.append(f"shape differs: {name}: {shape_a} vs {shape_b}")
+        ta, tb = a[name], b[name]
+        if ta["dtype"] != tb["dtype"]:
+            lines.append(f"dtype differs: {name}: {ta['dtype']} vs {tb['dtype']}")
+        elif ta["shape"] != tb["shape"]:
+            lines.append(f"shape differs: {name}: {ta['shape']} vs {tb['shape']}")
         elif not args.no_values:
-            message = _compare(a, b, name, args.rtol, args.atol)
+            message = _compare(ta, tb, args.rtol, args.atol)
             if message:
                 lines.append(f"values differ: {name}: {message}")
-    if args.metadata and a.metadata != b.metadata:
-        for key in sorted(set(a.metadata) | set(b.metadata)):
-            if a.metadata.get(key) != b.metadata.get(key):
-                lines.append(f"metadata differs: {key}: {a.metadata.get(key)!r} vs {b.metadata.get(key)!r}")
+    if args.metadata:
+        for key in sorted(set(metadata_a) | set(metadata_b)):
+            if metadata_a.get(key) != metadata_b.get(key):
+                lines.append(f"metadata differs: {key}: {metadata_a.get(key)!r} vs {metadata_b.get(key)!r}")
     for line in lines:
         _say(line)
     if not lines and not args.quiet:
         _say(f"no differences ({len(common)} tensors compared)")
     return EXIT_FAILED if lines else EXIT_OK
 
-
-# --------------------------------------------------------------------------
-# entry point
-# --------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -647,51 +454,51 @@ def build_parser() -> argparse.ArgumentParser:
                f"{EXIT_USAGE} bad usage, {EXIT_INTERRUPTED} interrupted.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser("inspect", help="list tensors, dtypes, shapes, sizes, offsets and metadata",
-                            description="A table of every tensor (name, dtype, shape, bytes, file offset), totals "
-                                        "by dtype, the parameter count and the metadata. FILE may be a sharded "
-                                        "checkpoint's model.safetensors.index.json.")
+    def command(run, help: str, description: str, quiet: Optional[str] = None) -> argparse.ArgumentParser:
+        p = commands.add_parser(run.__name__[len("cmd_"):], help=help, description=description)
+        p.set_defaults(run=run)
+        if quiet:
+            p.add_argument("-q", "--quiet", action="store_true", help=quiet)
+        return p
+
+    p = command(cmd_inspect, "list tensors, dtypes, shapes, sizes, offsets and metadata",
+                "A table of every tensor (name, dtype, shape, bytes, file offset), totals by dtype, the parameter "
+                "count and the metadata. FILE may be a sharded checkpoint's model.safetensors.index.json.")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(run=cmd_inspect)
 
-    p = commands.add_parser("verify", help="check files against every reader rule",
-                            description="Opens each file with the strict reader (every rule of the format). For a "
-                                        "sharded checkpoint (its index JSON, or a directory holding one) also checks "
-                                        "that each tensor of the index is in its file, exactly once, and that the "
-                                        "shards hold nothing else. One line per problem; exit code 1 if any.")
+    p = command(cmd_verify, "check files against every reader rule",
+                "Opens each file with the strict reader (every rule of the format). For a sharded checkpoint (its "
+                "index JSON, or a directory holding one) also checks that each tensor of the index is in its file, "
+                "exactly once, and that the shards hold nothing else. One line per problem; exit code 1 if any.",
+                quiet="print problems only")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--hash", action="store_true", help="also print the SHA-256 of each file's data section")
-    p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
-    p.set_defaults(run=cmd_verify)
 
-    p = commands.add_parser("convert", help="PyTorch pickle checkpoint -> safetensors",
-                            description="Converts a PyTorch checkpoint (.bin, .pt, .pth), loaded with "
-                                        "torch.load(weights_only=True) only, or a .safetensors file. Tensors are "
-                                        "read lazily and written one at a time, so checkpoints larger than memory "
-                                        "convert. Shared tensors are written once (as save_model does).")
+    p = command(cmd_convert, "PyTorch pickle checkpoint -> safetensors",
+                "Converts a PyTorch checkpoint (.bin, .pt, .pth), loaded with torch.load(weights_only=True) only, "
+                "or a .safetensors file. Tensors are read lazily and written one at a time, so checkpoints larger "
+                "than memory convert. Shared tensors are written once (as save_model does).",
+                quiet="do not list the files written")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT",
                    help="the output file; with --max-shard-size, a directory for the shards and the index")
     p.add_argument("--max-shard-size", type=parse_size, metavar="SIZE",
                    help="split into shards of at most SIZE (e.g. 5GB, 500MiB) named as transformers does: "
                         "model-00001-of-00003.safetensors + model.safetensors.index.json")
-    p.add_argument("--dtype", choices=_CAST_DTYPES, help="cast floating-point tensors to this dtype")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
-    p.set_defaults(run=cmd_convert)
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32", "float64"),
+                   help="cast floating-point tensors to this dtype")
 
-    p = commands.add_parser("diff", help="compare two checkpoints",
-                            description="Prints the tensor names only in one side, dtype and shape differences, "
-                                        "and tensors whose values differ beyond the tolerances (like "
-                                        "torch.isclose). Exit code 1 when anything differs.")
+    p = command(cmd_diff, "compare two checkpoints",
+                "Prints the tensor names only in one side, dtype and shape differences, and tensors whose values "
+                "differ beyond the tolerances (like torch.isclose). Exit code 1 when anything differs.",
+                quiet="print differences only")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: exact)")
     p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
     p.add_argument("--no-values", action="store_true", help="compare names, dtypes and shapes only")
     p.add_argument("--metadata", action="store_true", help="also compare the metadata")
-    p.add_argument("-q", "--quiet", action="store_true", help="print differences only")
-    p.set_defaults(run=cmd_diff)
     return parser
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from safetensors import numpy as _st_numpy
 from safetensors import safe_open
+from safetensors._common import docstrings, numpy_dict
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
@@ -27,20 +28,14 @@ _MLX_DTYPES = frozenset(
 )
 
 
-def _mx2np(tensors: Dict) -> Dict[str, np.ndarray]:
-    if not isinstance(tensors, dict):
-        raise TypeError(f"Expected a dict of [str, mlx.core.array] but received {type(tensors)}")
-    out = {}
-    for k, v in tensors.items():
-        if type(v).__module__.startswith("mlx") and str(getattr(v, "dtype", "")) == "mlx.core.bfloat16":
-            # NumPy cannot take an mlx bfloat16 buffer: pass its bits.
-            import ml_dtypes
-            import mlx.core as mx
+def _to_numpy(tensor) -> np.ndarray:
+    if type(tensor).__module__.startswith("mlx") and str(getattr(tensor, "dtype", "")) == "mlx.core.bfloat16":
+        # NumPy cannot take an mlx bfloat16 buffer: pass its bits.
+        import ml_dtypes
+        import mlx.core as mx
 
-            out[k] = np.asarray(v.view(mx.uint16)).view(ml_dtypes.bfloat16)
-        else:
-            out[k] = np.asarray(v)
-    return out
+        return np.asarray(tensor.view(mx.uint16)).view(ml_dtypes.bfloat16)
+    return np.asarray(tensor)
 
 
 def _from_numpy(array: np.ndarray):
@@ -67,108 +62,29 @@ def _converter():
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
-    """Serialize ``tensors`` (mlx arrays) to the bytes of a safetensors file.
-
-    Each tensor is converted to NumPy first and written by the NumPy writer
-    (little-endian, C order).  The caller's dict is never modified.
-
-    Args:
-        tensors (dict[str, mlx.core.array]): the tensors to write; anything
-            ``numpy.asarray`` accepts is taken too.
-        metadata (dict[str, str] | None): the header's ``__metadata__``.
-
-    Returns:
-        bytes: the file, upstream 0.8.0's exact layout.
-
-    Raises:
-        TypeError: ``tensors`` is not a dict.
-        SafetensorError: an unsupported dtype ("Unknown dtype ...").
-
-    Example:
-        >>> import mlx.core as mx
-        >>> from safetensors.mlx import save
-        >>> data = save({"w": mx.zeros((2, 3))}, metadata={"format": "mlx"})
-    """
-    return _st_numpy.save(_mx2np(tensors), metadata=metadata)
+    return _st_numpy.save(numpy_dict(tensors, "mlx.core.array", _to_numpy), metadata=metadata)
 
 
 def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
-    """Write ``tensors`` (mlx arrays) to ``filename`` atomically (temporary file + rename).
-
-    Args:
-        tensors (dict[str, mlx.core.array]): as for ``save``.
-        filename (str | os.PathLike): the destination (only a regular file or
-            nothing there is replaced).
-        metadata (dict[str, str] | None): the header's ``__metadata__``.
-
-    Returns:
-        None
-
-    Raises:
-        TypeError, SafetensorError: as for ``save``; ``SafetensorIOError`` (an
-            ``OSError``) for I/O errors, naming the path.
-
-    Example:
-        >>> import mlx.core as mx
-        >>> from safetensors.mlx import save_file
-        >>> save_file({"w": mx.zeros((2, 3))}, "model.safetensors")
-    """
-    _st_numpy.save_file(_mx2np(tensors), filename, metadata=metadata)
+    _st_numpy.save_file(numpy_dict(tensors, "mlx.core.array", _to_numpy), filename, metadata=metadata)
 
 
 def load(data: bytes):
-    """Load mlx arrays from the bytes of a safetensors file.
-
-    One copy each (MLX owns its memory).  F64 stays float64; float8, which
-    MLX has no dtype for, raises ``TypeError``.
-
-    Args:
-        data (bytes): the file's content.
-
-    Returns:
-        dict[str, mlx.core.array]: in file (offset) order.
-
-    Raises:
-        SafetensorError: "Error while deserializing: ...".
-        TypeError: a float8 tensor (MLX has no such dtype).
-        ImportError: ``mlx`` is not installed.
-
-    Example:
-        >>> import mlx.core as mx
-        >>> from safetensors.mlx import load, save
-        >>> tensors = load(save({"w": mx.zeros((2, 3))}))
-    """
     _converter()
     return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 
 def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap"):
-    """Load every tensor of ``filename`` as mlx arrays (file order).
-
-    The same as ``safe_open(filename, framework="mlx").get_tensors()``.
-    One copy each, always (MLX owns its memory: a plain copy of the bytes).
-    F64 stays float64; float8, which MLX has no dtype for, raises ``TypeError``.
-
-    Args:
-        filename (str | os.PathLike): the file, or a URL (docs/remote.md; the
-            filesystem's default settings: no ``storage_options`` here).
-        backend (str): "mmap" (default: the file's private mapping) or
-            "pread" (the bytes read once into a fresh buffer; the same
-            copy rules then apply to that buffer).
-
-    Returns:
-        dict[str, mlx.core.array]: in file (offset) order; writes to them never
-        reach the file.
-
-    Raises:
-        FileNotFoundError: the file does not exist (and other ``OSError``s).
-        SafetensorError: an invalid file.
-        TypeError: a float8 tensor (MLX has no such dtype).
-        ImportError: ``mlx`` is not installed.
-
-    Example:
-        >>> from safetensors.mlx import load_file
-        >>> tensors = load_file("model.safetensors")
-    """
     with safe_open(filename, framework="mlx", backend=backend) as f:
         return f.get_tensors()
+
+
+save.__doc__, save_file.__doc__, load.__doc__, load_file.__doc__ = docstrings(
+    module="mlx", framework="mlx", package="mlx", kind="mlx.core.array", plural="mlx arrays",
+    setup="import mlx.core as mx", zeros="mx.zeros((2, 3))",
+    raises="    TypeError: a float8 tensor (MLX has no such dtype).\n",
+    load_notes="One copy each (MLX owns its memory).  F64 stays float64; float8, which\n"
+    "MLX has no dtype for, raises ``TypeError``.",
+    load_file_notes="One copy each, always (MLX owns its memory: a plain copy of the bytes).\n"
+    "F64 stays float64; float8, which MLX has no dtype for, raises ``TypeError``.",
+)

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from safetensors import TensorSpec, _safetensors_c, deserialize, safe_open, serialize, serialize_file
+from safetensors._common import little_endian
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
@@ -70,11 +71,7 @@ def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, TensorSpec],
                 arr = np.asarray(arr)
             elif not isinstance(arr, np.ndarray):
                 raise _NotAnArrayError(f"Key `{k}` is invalid, expected numpy.ndarray but received {type(arr)}")
-        if not _is_little_endian(arr):
-            # astype to the little-endian dtype copies in C order.
-            arr = arr.astype(arr.dtype.newbyteorder("<"), order="C")
-        elif not arr.flags.c_contiguous:
-            arr = arr.copy(order="C")
+        arr = little_endian(arr)
         dtype = arr.dtype
         name = _DTYPE_NAMES.get(dtype)
         if name is None:
@@ -109,10 +106,8 @@ def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] 
         >>> from safetensors.numpy import save
         >>> data = save({"a": np.zeros((2, 2), np.float32)})
     """
-    specs, keep = _prepare(tensor_dict)
-    result = serialize(specs, metadata=metadata)
-    del keep  # the arrays had to outlive the call: specs point into them
-    return result
+    specs, keep = _prepare(tensor_dict)  # keep: the arrays specs point into, alive until written
+    return serialize(specs, metadata=metadata)
 
 
 def save_file(
@@ -139,9 +134,8 @@ def save_file(
         >>> from safetensors.numpy import save_file
         >>> save_file({"a": np.zeros(3)}, "arrays.safetensors", metadata={"k": "v"})
     """
-    specs, keep = _prepare(tensor_dict)
+    specs, keep = _prepare(tensor_dict)  # keep: the arrays specs point into, alive until written
     serialize_file(specs, filename, metadata=metadata)
-    del keep
 
 
 def _view2np(safeview) -> Dict[str, np.ndarray]:
@@ -175,14 +169,6 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
     return _safetensors_c._deserialize_tensors(data, "np")
 
 
-def _register_ml_dtypes() -> None:
-    if "ml_dtypes" not in sys.modules:
-        try:
-            import ml_dtypes  # noqa: F401  (registers bfloat16/float8 names)
-        except ImportError:
-            pass
-
-
 def load_file(
     filename: Union[str, os.PathLike], *, backend: str = "mmap", storage_options: Optional[dict] = None
 ) -> Dict[str, np.ndarray]:
@@ -209,6 +195,5 @@ def load_file(
         >>> from safetensors.numpy import load_file
         >>> arrays = load_file("arrays.safetensors")
     """
-    _register_ml_dtypes()
     with safe_open(filename, framework="np", backend=backend, storage_options=storage_options) as f:
         return f.get_tensors()

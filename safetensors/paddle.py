@@ -18,6 +18,7 @@ integer dtype distinct from ``paddle.bfloat16``: it is saved as U16 and U16
 loads back as ``paddle.uint16``.
 """
 
+import math
 import os
 import sys
 from typing import Dict, Optional, Union
@@ -27,6 +28,7 @@ import numpy as np
 from safetensors import TensorSpec, safe_open, serialize, serialize_file
 from safetensors._safetensors_c import _dtype_table
 from safetensors import numpy as _st_numpy
+from safetensors._common import little_endian
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
@@ -123,31 +125,17 @@ def _flatten(tensors):
                 " save only the full tensors, and reslice at load time, or simply call `.contiguous()` on your"
                 " tensor to pack it before saving."
             )
-        t = v
-        if not t.place.is_cpu_place():
-            t = t.cpu()
+        t = v if v.place.is_cpu_place() else v.cpu()
         name = _dtype_name(t.dtype)
-        numel = 1
-        for d in t.shape:
-            numel *= int(d)
-        if sys.byteorder != "little":
-            # Byteswap through numpy on big-endian hosts.
-            arr = t.numpy()
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-            keepalive.append(arr)
-            specs[k] = TensorSpec(
-                dtype=name,
-                shape=list(t.shape),
-                data_ptr=arr.__array_interface__["data"][0] if arr.nbytes else 0,
-                data_len=int(arr.nbytes),
-            )
-            continue
-        elem = t.element_size() if hasattr(t, "element_size") else _SIZE_BY_NAME[name]
-        nbytes = numel * elem
+        shape = [int(d) for d in t.shape]
+        if sys.byteorder == "little":
+            ptr = t.data_ptr()
+            nbytes = math.prod(shape) * (t.element_size() if hasattr(t, "element_size") else _SIZE_BY_NAME[name])
+        else:  # big-endian hosts: the bytes swapped by NumPy
+            t = little_endian(t.numpy())
+            ptr, nbytes = t.ctypes.data, t.nbytes
         keepalive.append(t)
-        specs[k] = TensorSpec(
-            dtype=name, shape=[int(d) for d in t.shape], data_ptr=t.data_ptr() if nbytes else 0, data_len=nbytes
-        )
+        specs[k] = TensorSpec(dtype=name, shape=shape, data_ptr=ptr if nbytes else 0, data_len=nbytes)
     return specs, keepalive
 
 
@@ -177,11 +165,8 @@ def save(tensors, metadata: Optional[Dict[str, str]] = None) -> bytes:
         >>> from safetensors.paddle import save
         >>> data = save({"w": paddle.zeros([2, 3])}, metadata={"format": "paddle"})
     """
-    specs, keepalive = _flatten(tensors)
-    try:
-        return serialize(specs, metadata=metadata)
-    finally:
-        del keepalive
+    specs, keepalive = _flatten(tensors)  # keepalive: the memory specs point into, until written
+    return serialize(specs, metadata=metadata)
 
 
 def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
@@ -205,11 +190,8 @@ def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dic
         >>> from safetensors.paddle import save_file
         >>> save_file({"w": paddle.zeros([2, 3])}, "model.safetensors")
     """
-    specs, keepalive = _flatten(tensors)
-    try:
-        serialize_file(specs, filename, metadata=metadata)
-    finally:
-        del keepalive
+    specs, keepalive = _flatten(tensors)  # keepalive: the memory specs point into, until written
+    serialize_file(specs, filename, metadata=metadata)
 
 
 def load(data: bytes, device: str = "cpu"):

@@ -32,12 +32,7 @@ from ._safetensors_c import StreamWriter as _CStreamWriter
 __all__ = ["StreamWriter", "header_dtype"]
 
 # The core's dtype table: header names ("F32") and type names ("float32") -> header name.
-_HEADER_NAME = {}
-for _row in _dtype_table():
-    _HEADER_NAME[_row[0]] = _row[0]
-    if _row[2] is not None:
-        _HEADER_NAME[_row[2]] = _row[0]
-del _row
+_HEADER_NAME = {name: code for code, _, type_name, _, _ in _dtype_table() for name in (code, type_name) if name}
 
 
 def header_dtype(dtype: Any) -> str:
@@ -105,11 +100,9 @@ def _torch_bytes(tensor):
 def _array_bytes(array):
     import numpy as np
 
-    array = np.asarray(array)
-    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
-        array = array.astype(array.dtype.newbyteorder("<"))
-    array = np.ascontiguousarray(array)
-    return array.reshape(-1).view(np.uint8)
+    from ._common import little_endian
+
+    return little_endian(np.asarray(array)).reshape(-1).view(np.uint8)
 
 
 class StreamWriter:

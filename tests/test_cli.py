@@ -105,6 +105,16 @@ def test_verify(model_file, tmp_path):
     assert run("verify", "-q", model_file).stdout == ""
 
 
+def test_verify_directory_without_files(model_file, tmp_path):
+    """An empty directory is one problem; the other paths are still verified."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("verify", empty, model_file)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"ok: {model_file} (3 tensors)", f"error: {empty}: no .safetensors file or index in this directory"]
+
+
 def test_convert_matches_save_model(checkpoint, tmp_path):
     path, state = checkpoint
     out = tmp_path / "model.safetensors"
