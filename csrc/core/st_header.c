@@ -1,27 +1,21 @@
 /*
- * st_header.c - header length check, header parse and validation
- * (docs/format.md §6 rules 1-8, messages of §7).
+ * st_header.c - header length check, parse and validation (docs/format.md §6
+ * rules 1-8, messages of §7), streaming over the JSON with st_json (no DOM).
  *
- * The parser streams over the JSON with st_json (no DOM). It reproduces
- * how upstream's serde model reports errors:
- *   - syntax errors, errors in "__metadata__", a second "__metadata__" and
- *     a top-level value that is not an object are reported where they
- *     happen (serde_json reads those fields directly);
- *   - errors inside tensor entries (wrong types, unknown dtype, missing or
- *     duplicate fields, bad data_offsets length) are deferred: upstream
- *     buffers the tensor entries (serde "flatten") and only deserializes
- *     them after the whole object was read, so the first such error in
- *     document order is reported with the line/column of the end of the
- *     top-level object, and only if the rest of the document is
- *     syntactically valid. err->offset still points at the offending value.
- * Differences from upstream, all stricter: a tensor entry given as a JSON
- * array (which serde would accept as a struct in sequence form) is
- * rejected; numbers in ignored fields are only checked for JSON syntax.
+ * Errors are reported as upstream's serde model reports them: syntax errors,
+ * errors in "__metadata__", a second "__metadata__" and a top-level value that
+ * is not an object where they happen; errors inside tensor entries (wrong
+ * types, unknown dtype, missing or duplicate fields, bad data_offsets length)
+ * are deferred, because upstream deserializes the buffered entries (serde
+ * "flatten") only after the whole object was read: the first one is reported
+ * at the line/column of the end of the top-level object, and only if the rest
+ * is syntactically valid (err->offset still points at the offending value).
+ * Stricter than upstream: a tensor entry given as a JSON array is rejected;
+ * numbers in ignored fields are only checked for syntax.
  *
- * Memory: one arena (capacity = header length, which bounds the decoded
- * size of all strings) holds names and metadata; tensor records and shape
- * dims live in growing arrays; an open-addressing hash table gives O(1)
- * lookups. No per-tensor allocation.
+ * Memory: one arena (as large as the header, which bounds all decoded
+ * strings) holds names and metadata; records and dims live in growing arrays;
+ * an open-addressing hash table gives O(1) lookups.
  */
 #include "st_hash.h"
 #include "st_json.h"
@@ -58,7 +52,7 @@ typedef struct parser {
     st_json j;
     st_error *err;
     char *arena;
-    size_t arena_used, arena_cap;
+    size_t arena_used;
     rec *recs;
     size_t nrec, caprec;
     uint64_t *shapes;
@@ -74,9 +68,7 @@ typedef struct parser {
     char deferred_msg[ST_ERROR_MSG_MAX];
 } parser;
 
-/* ======================================================================
- * MARK: helpers
- * ====================================================================== */
+/* MARK: helpers */
 
 /* Grows *arr (elements of size elem) to hold at least need elements. */
 static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
@@ -108,71 +100,41 @@ static size_t clip_utf8(const char *s, size_t n, size_t max)
     return k;
 }
 
+/* Appends text to out[0..cap) at *o, keeping room for the NUL. */
+static void put_text(char *out, size_t cap, size_t *o, const char *text)
+{
+    for (; *text && *o + 1 < cap; text++)
+        out[(*o)++] = *text;
+}
+
 /* Rust's Debug of a str, quotes included, truncated to fit (st_core.h). */
 void st_debug_str(const char *s, size_t n, char *out, size_t cap)
 {
-    size_t o = 0;
-    size_t lim = clip_utf8(s, n, 160);
-#define PUTC(ch)                                                                                   \
-    do {                                                                                           \
-        if (o + 1 < cap)                                                                           \
-            out[o++] = (char)(ch);                                                                 \
-    } while (0)
-    PUTC('"');
+    static const char plain[6] = {'"', '\\', '\n', '\r', '\t', '\0'}, escaped[] = "\"\\nrt0";
+    size_t o = 0, lim = clip_utf8(s, n, 160);
+    put_text(out, cap, &o, "\"");
     for (size_t i = 0; i < lim; i++) {
         unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"':
-            PUTC('\\');
-            PUTC('"');
-            break;
-        case '\\':
-            PUTC('\\');
-            PUTC('\\');
-            break;
-        case '\n':
-            PUTC('\\');
-            PUTC('n');
-            break;
-        case '\r':
-            PUTC('\\');
-            PUTC('r');
-            break;
-        case '\t':
-            PUTC('\\');
-            PUTC('t');
-            break;
-        case '\0':
-            PUTC('\\');
-            PUTC('0');
-            break;
-        default:
-            if (c < 0x20 || c == 0x7F) {
-                char tmp[12];
-                snprintf(tmp, sizeof tmp, "\\u{%x}", c);
-                for (char *t = tmp; *t; t++)
-                    PUTC(*t);
-            } else {
-                PUTC(c);
-            }
-        }
+        const char *e = memchr(plain, c, sizeof plain);
+        char tmp[12] = {(char)c, '\0'};
+        if (e != NULL)
+            snprintf(tmp, sizeof tmp, "\\%c", escaped[e - plain]);
+        else if (c < 0x20 || c == 0x7F)
+            snprintf(tmp, sizeof tmp, "\\u{%x}", c);
+        put_text(out, cap, &o, tmp);
     }
-    if (lim < n) {
-        PUTC('.');
-        PUTC('.');
-        PUTC('.');
-    }
-    PUTC('"');
-#undef PUTC
+    put_text(out, cap, &o, lim < n ? "...\"" : "\"");
     out[o < cap ? o : cap - 1] = '\0';
 }
 
 /*
  * Reads the value at the cursor and describes it as serde's Unexpected
- * ("integer `1`", "string \"x\"", "sequence", ...). Scalars are consumed;
- * arrays/objects are consumed only with consume_containers.
+ * ("integer `1`", "string \"x\"", "sequence", ...); a number also goes to
+ * *num (if not NULL). Scalars are consumed; arrays/objects only with
+ * consume_containers.
  */
-static st_code describe_value(parser *p, bool consume_containers, char *desc, size_t cap)
+static st_code describe_value(parser *p, bool consume_containers, char *desc, size_t cap,
+                              st_jnum *num)
 {
     st_jtype t;
     st_code rc;
@@ -190,16 +152,17 @@ static st_code describe_value(parser *p, bool consume_containers, char *desc, si
         return ST_OK;
     }
     case ST_JT_NUMBER: {
-        st_jnum num;
-        if ((rc = st_json_number(&p->j, true, &num)) != ST_OK)
+        st_jnum local;
+        num = num ? num : &local;
+        if ((rc = st_json_number(&p->j, true, num)) != ST_OK)
             return rc;
-        if (num.kind == ST_JNUM_U64) {
-            snprintf(desc, cap, "integer `%llu`", (unsigned long long)num.u);
-        } else if (num.kind == ST_JNUM_I64) {
-            snprintf(desc, cap, "integer `%lld`", (long long)num.i);
+        if (num->kind == ST_JNUM_U64) {
+            snprintf(desc, cap, "integer `%llu`", (unsigned long long)num->u);
+        } else if (num->kind == ST_JNUM_I64) {
+            snprintf(desc, cap, "integer `%lld`", (long long)num->i);
         } else {
             char f[96];
-            st_json_format_float(num.f, f, sizeof f);
+            st_json_format_float(num->f, f, sizeof f);
             snprintf(desc, cap, "floating point `%s`", f);
         }
         return ST_OK;
@@ -217,28 +180,8 @@ static st_code describe_value(parser *p, bool consume_containers, char *desc, si
     }
 }
 
-/* serde_json's peek_invalid_type: immediate error, reported just after the
- * scalar (or at the bracket of a container). */
-static st_code invalid_type_now(parser *p, const char *expected)
-{
-    char desc[256], text[400];
-    st_code rc;
-    st_json_peek(&p->j);
-    size_t start = p->j.pos;
-    if ((rc = describe_value(p, false, desc, sizeof desc)) != ST_OK)
-        return rc;
-    snprintf(text, sizeof text, "invalid type: %s, expected %s", desc, expected);
-    return st_json_fail(&p->j, p->j.pos, start, text);
-}
-
-static void defer(parser *p, size_t off, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
 /* Records a tensor-entry error to report at the end of the object. */
-static void defer(parser *p, size_t off, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void defer(parser *p, size_t off, const char *fmt, ...)
 {
     va_list ap;
     if (p->deferred)
@@ -250,16 +193,19 @@ static void defer(parser *p, size_t off, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Consumes a value and defers "invalid type: <it>, expected <expected>". */
-static st_code defer_invalid_type(parser *p, const char *expected)
+/* "invalid type: <the value>, expected <expected>": deferred (the value is
+ * consumed), or now as serde_json's peek_invalid_type, reported just after
+ * the scalar (or at the bracket of a container). */
+static st_code invalid_type(parser *p, bool deferred, const char *expected)
 {
-    char desc[256];
-    st_code rc;
+    char desc[256] = "", text[400];
     st_json_peek(&p->j);
     size_t start = p->j.pos;
-    if ((rc = describe_value(p, true, desc, sizeof desc)) != ST_OK)
-        return rc;
-    defer(p, start, "invalid type: %s, expected %s", desc, expected);
+    st_code rc = describe_value(p, deferred, desc, sizeof desc, NULL);
+    snprintf(text, sizeof text, "invalid type: %s, expected %s", desc, expected);
+    if (rc != ST_OK || !deferred)
+        return rc != ST_OK ? rc : st_json_fail(&p->j, p->j.pos, start, text);
+    defer(p, start, "%s", text);
     return ST_OK;
 }
 
@@ -276,35 +222,23 @@ static const char *arena_copy(parser *p, const char *s, size_t n)
     return d;
 }
 
-/* ======================================================================
- * MARK: tensor entries
- * ====================================================================== */
+/* MARK: tensor entries */
 
 /* Reads one usize; *ok = false (error deferred) if it is not one. */
 static st_code read_usize(parser *p, uint64_t *v, bool *ok)
 {
-    st_jtype t;
-    st_code rc;
-    *ok = false;
-    if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
-        return rc;
-    if (t != ST_JT_NUMBER)
-        return defer_invalid_type(p, "usize");
+    st_jnum num = {.kind = ST_JNUM_F64};
+    char desc[256];
+    st_json_peek(&p->j);
     size_t start = p->j.pos;
-    st_jnum num;
-    if ((rc = st_json_number(&p->j, true, &num)) != ST_OK)
-        return rc;
-    if (num.kind == ST_JNUM_U64) {
+    st_code rc = describe_value(p, true, desc, sizeof desc, &num);
+    *ok = rc == ST_OK && num.kind == ST_JNUM_U64;
+    if (*ok)
         *v = num.u;
-        *ok = true;
-    } else if (num.kind == ST_JNUM_I64) {
-        defer(p, start, "invalid value: integer `%lld`, expected usize", (long long)num.i);
-    } else {
-        char f[96];
-        st_json_format_float(num.f, f, sizeof f);
-        defer(p, start, "invalid type: floating point `%s`, expected usize", f);
-    }
-    return ST_OK;
+    else if (rc == ST_OK)
+        defer(p, start, "invalid %s: %s, expected usize",
+              num.kind == ST_JNUM_I64 ? "value" : "type", desc);
+    return rc;
 }
 
 /* The fields of one tensor entry, as read so far. */
@@ -398,7 +332,7 @@ static st_code read_dtype(parser *p, st_jtype t, size_t vstart, entry *e)
     st_code rc;
     if (t != ST_JT_STRING) {
         e->bad = true;
-        return defer_invalid_type(p, "string or map");
+        return invalid_type(p, true, "string or map");
     }
     if ((rc = st_json_string(&p->j, &s, &sn)) != ST_OK)
         return rc;
@@ -425,7 +359,7 @@ static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *o
     bool first = true, more;
     st_code rc;
     *count = 0;
-    if ((rc = st_json_array_begin(&p->j)) != ST_OK)
+    if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
         if ((rc = st_json_array_next(&p->j, &first, &more)) != ST_OK)
@@ -457,7 +391,7 @@ static st_code read_shape(parser *p, st_jtype t, entry *e)
 {
     if (t != ST_JT_ARRAY) {
         e->bad = true;
-        return defer_invalid_type(p, "a sequence");
+        return invalid_type(p, true, "a sequence");
     }
     e->shape_off = p->nshape;
     return read_usize_array(p, e, true, NULL, 0, &e->ndim);
@@ -469,7 +403,7 @@ static st_code read_offsets(parser *p, st_jtype t, size_t vstart, entry *e)
     st_code rc;
     if (t != ST_JT_ARRAY) {
         e->bad = true;
-        return defer_invalid_type(p, "a tuple of size 2");
+        return invalid_type(p, true, "a tuple of size 2");
     }
     if ((rc = read_usize_array(p, e, false, e->offsets, 2, &count)) != ST_OK || e->bad)
         return rc;
@@ -522,9 +456,9 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
     if (p->deferred)
         return st_json_skip(&p->j); /* only syntax matters any more */
     if (t != ST_JT_OBJECT)
-        return defer_invalid_type(p, "struct TensorInfo");
+        return invalid_type(p, true, "struct TensorInfo");
     size_t entry_start = p->j.pos;
-    if ((rc = st_json_object_begin(&p->j)) != ST_OK)
+    if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
         const char *k;
@@ -554,9 +488,7 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
     return store_tensor(p, name, name_len, pos, &e);
 }
 
-/* ======================================================================
- * MARK: metadata
- * ====================================================================== */
+/* MARK: metadata */
 
 static st_code parse_metadata(parser *p)
 {
@@ -570,9 +502,9 @@ static st_code parse_metadata(parser *p)
         return st_json_literal(&p->j);
     }
     if (t != ST_JT_OBJECT)
-        return invalid_type_now(p, "a map");
+        return invalid_type(p, false, "a map");
     p->has_meta = true;
-    if ((rc = st_json_object_begin(&p->j)) != ST_OK)
+    if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
         const char *k, *v;
@@ -585,7 +517,7 @@ static st_code parse_metadata(parser *p)
         if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
             return rc;
         if (t != ST_JT_STRING)
-            return invalid_type_now(p, "a string");
+            return invalid_type(p, false, "a string");
         if ((rc = st_json_string(&p->j, &v, &vn)) != ST_OK)
             return rc;
         v = arena_copy(p, v, vn);
@@ -599,9 +531,7 @@ static st_code parse_metadata(parser *p)
     }
 }
 
-/* ======================================================================
- * MARK: the document
- * ====================================================================== */
+/* MARK: the document */
 
 static st_code parse_document(parser *p)
 {
@@ -611,8 +541,8 @@ static st_code parse_document(parser *p)
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
     if (t != ST_JT_OBJECT)
-        return invalid_type_now(p, "struct HashMetadata");
-    if ((rc = st_json_object_begin(&p->j)) != ST_OK)
+        return invalid_type(p, false, "struct HashMetadata");
+    if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
         const char *k;
@@ -638,23 +568,7 @@ static st_code parse_document(parser *p)
     return st_json_finish(&p->j);
 }
 
-/* ======================================================================
- * MARK: validation and lookup structures
- * ====================================================================== */
-
-static int cmp_offsets(const void *a, const void *b)
-{
-    const rec *x = a, *y = b;
-    if (x->t.begin != y->t.begin)
-        return x->t.begin < y->t.begin ? -1 : 1;
-    if (x->t.end != y->t.end)
-        return x->t.end < y->t.end ? -1 : 1;
-    size_t n = x->t.name_len < y->t.name_len ? x->t.name_len : y->t.name_len;
-    int c = n ? memcmp(x->t.name, y->t.name, n) : 0;
-    if (c)
-        return c;
-    return x->t.name_len < y->t.name_len ? -1 : x->t.name_len > y->t.name_len;
-}
+/* MARK: validation and lookup structures */
 
 static int cmp_tensor_names(const st_tensor *x, const st_tensor *y)
 {
@@ -663,6 +577,16 @@ static int cmp_tensor_names(const st_tensor *x, const st_tensor *y)
     if (c)
         return c;
     return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+static int cmp_offsets(const void *a, const void *b)
+{
+    const rec *x = a, *y = b;
+    if (x->t.begin != y->t.begin)
+        return x->t.begin < y->t.begin ? -1 : 1;
+    if (x->t.end != y->t.end)
+        return x->t.end < y->t.end ? -1 : 1;
+    return cmp_tensor_names(&x->t, &y->t);
 }
 
 /* qsort has no context argument: the tensor array being sorted by name. */
@@ -684,6 +608,8 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uin
         n *= shape[i];
     }
     uint64_t bits = st_dtype_bits(dtype);
+    if (bits == 0)
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "invalid dtype %d", (int)dtype);
     if (n > UINT64_MAX / bits)
         return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
     bits *= n;
@@ -807,9 +733,7 @@ exit:
     return rc;
 }
 
-/* ======================================================================
- * MARK: public entry points
- * ====================================================================== */
+/* MARK: public entry points */
 
 st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file_size,
                          uint64_t *header_len, st_error *err)
@@ -856,7 +780,6 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
 
     /* Rule 5: parse. */
     st_json_init(&p.j, json, json_len, 8, true, err);
-    p.arena_cap = json_len;
     p.arena = st_malloc(json_len + 1);
     if (p.arena == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);

@@ -7,9 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ======================================================================
- * MARK: UTF-8
- * ====================================================================== */
+/* MARK: UTF-8 */
 
 /* Length of the valid UTF-8 sequence at p (avail >= 1 bytes, p[0] >= 0x80),
  * or 0 with *errlen = bytes of the invalid prefix (0 when truncated). */
@@ -83,9 +81,7 @@ bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigne
     return true;
 }
 
-/* ======================================================================
- * MARK: errors
- * ====================================================================== */
+/* MARK: errors */
 
 st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text)
 {
@@ -129,9 +125,7 @@ static st_code fail_eof(st_json *j, const char *text)
     return st_json_fail(j, j->len, j->len, text);
 }
 
-/* ======================================================================
- * MARK: basics
- * ====================================================================== */
+/* MARK: basics */
 
 void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
                   st_error *err)
@@ -165,21 +159,13 @@ st_jtype st_json_peek(st_json *j)
     skip_ws(j);
     if (j->pos >= j->len)
         return ST_JT_END;
-    switch (j->buf[j->pos]) {
+    uint8_t c = j->buf[j->pos];
+    if (c == '-' || (c >= '0' && c <= '9'))
+        return ST_JT_NUMBER;
+    switch (c) {
     case '{': return ST_JT_OBJECT;
     case '[': return ST_JT_ARRAY;
     case '"': return ST_JT_STRING;
-    case '-':
-    case '0':
-    case '1':
-    case '2':
-    case '3':
-    case '4':
-    case '5':
-    case '6':
-    case '7':
-    case '8':
-    case '9': return ST_JT_NUMBER;
     case 't': return ST_JT_TRUE;
     case 'f': return ST_JT_FALSE;
     case 'n': return ST_JT_NULL;
@@ -198,7 +184,7 @@ st_code st_json_value_start(st_json *j, st_jtype *type)
     return ST_OK;
 }
 
-static st_code open_container(st_json *j)
+st_code st_json_enter(st_json *j)
 {
     /* serde_json: remaining depth starts at 128 and may not reach 0. */
     if (j->depth + 1 >= ST_JSON_MAX_DEPTH)
@@ -208,19 +194,7 @@ static st_code open_container(st_json *j)
     return ST_OK;
 }
 
-st_code st_json_object_begin(st_json *j)
-{
-    return open_container(j);
-}
-
-st_code st_json_array_begin(st_json *j)
-{
-    return open_container(j);
-}
-
-/* ======================================================================
- * MARK: strings
- * ====================================================================== */
+/* MARK: strings */
 
 static bool scratch_reserve(st_json *j, size_t used, size_t extra)
 {
@@ -250,9 +224,8 @@ static int hexval(uint8_t c)
 
 static st_code read_hex4(st_json *j, unsigned *out)
 {
-    if (j->len - j->pos < 4) {
+    if (j->len - j->pos < 4)
         return fail_eof(j, "EOF while parsing a string");
-    }
     unsigned v = 0;
     for (int k = 0; k < 4; k++) {
         int h = hexval(j->buf[j->pos++]);
@@ -293,25 +266,11 @@ static st_code read_unicode_escape(st_json *j, unsigned *cp)
 /* UTF-8 of a Unicode scalar value into out[0..*n). */
 static void put_utf8(unsigned cp, char out[4], size_t *n)
 {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        *n = 1;
-    } else if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        *n = 2;
-    } else if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        *n = 3;
-    } else {
-        out[0] = (char)(0xF0 | (cp >> 18));
-        out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[3] = (char)(0x80 | (cp & 0x3F));
-        *n = 4;
-    }
+    static const uint8_t lead[5] = {0, 0, 0xC0, 0xE0, 0xF0};
+    *n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    for (size_t k = *n; k-- > 1; cp >>= 6)
+        out[k] = (char)(0x80 | (cp & 0x3F));
+    out[0] = (char)(lead[*n] | cp);
 }
 
 /* Decodes one escape (pos just after the backslash) into out[0..*n). */
@@ -349,8 +308,7 @@ static const uint8_t string_special[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 };
 
-/* pos at the opening quote. With s != NULL, returns the decoded text. */
-static st_code scan_string(st_json *j, const char **s, size_t *slen)
+st_code st_json_string(st_json *j, const char **s, size_t *slen)
 {
     const uint8_t *b = j->buf;
     size_t n = j->len;
@@ -363,9 +321,8 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
     for (;;) {
         while (p < n && !string_special[b[p]])
             p++;
-        if (p >= n) {
+        if (p >= n)
             return fail_eof(j, "EOF while parsing a string");
-        }
         uint8_t c = b[p];
         if (c == '"') {
             if (s != NULL) {
@@ -421,14 +378,7 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
     }
 }
 
-st_code st_json_string(st_json *j, const char **s, size_t *len)
-{
-    return scan_string(j, s, len);
-}
-
-/* ======================================================================
- * MARK: objects and arrays
- * ====================================================================== */
+/* MARK: objects and arrays */
 
 /*
  * The step between items, shared by objects and arrays: at `close` the
@@ -477,7 +427,7 @@ st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **ke
         return fail_peek(j, "key must be a string");
     if (key_start != NULL)
         *key_start = j->pos;
-    if ((rc = scan_string(j, key, key_len)) != ST_OK)
+    if ((rc = st_json_string(j, key, key_len)) != ST_OK)
         return rc;
     if (key_end != NULL)
         *key_end = j->pos;
@@ -497,9 +447,7 @@ st_code st_json_array_next(st_json *j, bool *first, bool *more)
     return next_item(j, first, more, ']', "EOF while parsing a list", "expected `,` or `]`", &next);
 }
 
-/* ======================================================================
- * MARK: numbers and literals
- * ====================================================================== */
+/* MARK: numbers and literals */
 
 static inline bool is_digit(uint8_t c)
 {
@@ -632,9 +580,7 @@ st_code st_json_literal(st_json *j)
     return ST_OK;
 }
 
-/* ======================================================================
- * MARK: skipping, validation
- * ====================================================================== */
+/* MARK: skipping, validation */
 
 st_code st_json_skip(st_json *j)
 {
@@ -645,7 +591,7 @@ st_code st_json_skip(st_json *j)
         return rc;
     switch (t) {
     case ST_JT_OBJECT:
-        if ((rc = st_json_object_begin(j)) != ST_OK)
+        if ((rc = st_json_enter(j)) != ST_OK)
             return rc;
         for (;;) {
             if ((rc = st_json_object_next(j, &first, &more, NULL, NULL, NULL, NULL)) != ST_OK)
@@ -656,7 +602,7 @@ st_code st_json_skip(st_json *j)
                 return rc;
         }
     case ST_JT_ARRAY:
-        if ((rc = st_json_array_begin(j)) != ST_OK)
+        if ((rc = st_json_enter(j)) != ST_OK)
             return rc;
         for (;;) {
             if ((rc = st_json_array_next(j, &first, &more)) != ST_OK)
@@ -666,7 +612,7 @@ st_code st_json_skip(st_json *j)
             if ((rc = st_json_skip(j)) != ST_OK)
                 return rc;
         }
-    case ST_JT_STRING: return scan_string(j, NULL, NULL);
+    case ST_JT_STRING: return st_json_string(j, NULL, NULL);
     case ST_JT_NUMBER: return st_json_number(j, false, NULL);
     default: return st_json_literal(j);
     }
@@ -692,9 +638,7 @@ st_code st_json_validate(const uint8_t *text, size_t len, st_error *err)
     return rc;
 }
 
-/* ======================================================================
- * MARK: float formatting (for "floating point `...`" messages)
- * ====================================================================== */
+/* MARK: float formatting (for "floating point `...`" messages) */
 
 void st_json_format_float(double f, char *out, size_t cap)
 {

@@ -75,21 +75,23 @@ st_jtype st_json_peek(st_json *j);
  * starts here; else stores its type. */
 st_code st_json_value_start(st_json *j, st_jtype *type);
 
-/* Objects: st_json_object_begin consumes '{'. Then call st_json_object_next
+/* Consumes the '{' or '[' that starts an object or array (at most
+ * ST_JSON_MAX_DEPTH - 1 deep). */
+st_code st_json_enter(st_json *j);
+/* Objects: after st_json_enter, call st_json_object_next
  * with *first = true initially: it consumes ',' or '}' as needed; *more is
  * false at the end of the object (the '}' is consumed); otherwise the key
  * is decoded into (*key, *key_len) (valid until the next string read) and
  * the ':' is consumed; *key_start is the index of the key's opening quote
  * and *key_end the index just after its closing quote (both may be NULL). */
-st_code st_json_object_begin(st_json *j);
 st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
                             size_t *key_start, size_t *key_end);
 /* Arrays: same pattern; after *more == true, read one element. */
-st_code st_json_array_begin(st_json *j);
 st_code st_json_array_next(st_json *j, bool *first, bool *more);
 
-/* Reads a string value, decoded (escapes resolved); the result points into
- * the input or into the scratch buffer (valid until the next string read). */
+/* Reads a string value (pos at its quote), decoded (escapes resolved); with s
+ * NULL only checks it. The result points into the input or into the scratch
+ * buffer (valid until the next string read). */
 st_code st_json_string(st_json *j, const char **s, size_t *len);
 /* Reads a number; with want_value, classifies it and fills *num (may fail
  * with "number out of range"); without, checks the grammar only. */

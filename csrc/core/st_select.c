@@ -1,48 +1,26 @@
 /*
- * st_select.c - NumPy basic indexing over a tensor, and the gather copy.
+ * st_select.c - NumPy basic indexing over a tensor (st_select), and copying
+ * or reading what it selects.
  *
- * st_select applies a list of index items (int, slice, Ellipsis, newaxis)
- * exactly as NumPy basic indexing does:
- *   - ints: negative values count from the end; out of range is an error
- *     (upstream's "Invalid index 10 for dimension 0 of size 10"); an int removes
- *     its dimension.
- *   - slices: Python's rules (PySlice_Unpack + PySlice_AdjustIndices):
- *     defaults depend on the step's sign, bounds are clamped, never an
- *     error; a zero step is ("slice step cannot be zero").
- *   - one Ellipsis expands to as many full slices as needed; a second one is
- *     an error ("an index can only have a single ellipsis ('...')").
- *   - newaxis inserts a dimension of size 1 with stride 0.
- *   - fewer indices than dims: the rest are full slices. Too many:
- *     "too many indices for tensor: tensor is 2-dimensional, but 3 were indexed".
- * The result: byte `offset` of the first selected element relative to the
- * tensor's first byte, element `shape`, byte `strides` (negative for negative
- * steps), `nelements`, and the smallest byte range [span_offset,
- * span_offset + span_len) holding every selected element (0, 0 when
- * nelements == 0; `offset` is 0 then too).
+ * Ints count from the end when negative and remove their dim; out of range
+ * is upstream's "Invalid index 10 for dimension 0 of size 10". Slices follow
+ * Python (PySlice_Unpack + PySlice_AdjustIndices: defaults by the step's
+ * sign, bounds clamped; a zero step is an error). One Ellipsis expands to the
+ * dims no other item takes, as do the trailing dims; newaxis inserts a dim of
+ * size 1 and stride 0. An empty selection has offset 0 and span (0, 0).
  *
- * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits)
- *   Only selections made of whole bytes are allowed, else
- *   ST_ERR_MISALIGNED_SLICE with upstream's message. Rule, checked in bits:
- *     - the tensor's last dimension must be selected by a slice (an int
- *       there is rejected: one element is never a whole number of bytes),
- *       with step 1 (any step is accepted when it selects <= 1 element),
- *       and start*bits and count*bits both multiples of 8;
- *     - the bit offset of the first element is a multiple of 8, and every
- *       other dimension that selects more than one element moves by a
- *       whole number of bytes (step*stride_bits % 8 == 0).
- *   A selection with no elements is always accepted.
- *   Representation: `shape` is in logical elements. `offset`, `span_offset`,
- *   `span_len` are in bytes. `strides` are in bytes for every dimension
- *   except the one coming from the tensor's last dimension, whose stride is
- *   1 (meaning: contiguous elements); a dimension with <= 1 element whose
- *   stride is not a whole number of bytes gets stride 0 (it is never used).
- *   The selected bytes are C-ordered runs of (count*bits/8) bytes; to copy
- *   them, turn the selection into a byte selection with
- *   st_selection_bytes() and gather with itemsize 1.
+ * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits) allow only selections made of
+ * whole bytes, else ST_ERR_MISALIGNED_SLICE; checked in bits: the tensor's
+ * last dim is taken by a slice (never an int) with step 1 (or selecting at
+ * most one element) whose start and count are whole bytes; the first
+ * element's bit offset is whole bytes, and every other dim selecting more
+ * than one element moves by whole bytes. `shape` is then in elements,
+ * offsets and spans in bytes, strides in bytes except the last dim's, 1
+ * (contiguous elements); a dim of <= 1 element whose stride is not whole
+ * bytes gets 0. st_selection_bytes turns it into a byte selection.
  *
- * All arithmetic is checked: dims come from a validated header but a
- * zero-sized tensor may still have dims whose strides overflow; those
- * strides are never used to address memory (the result is empty).
+ * All arithmetic is checked: an empty tensor may have dims whose strides
+ * overflow; they never address memory (the result is empty).
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -362,57 +340,40 @@ st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count
 st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection *out, st_error *err)
 {
     *out = *sel;
-    if (bits % 8 == 0 || sel->nelements == 0) {
+    if (bits % 8 == 0 || sel->nelements == 0)
         return ST_OK;
-    }
     /* The innermost run comes from the tensor's last dim: the last output
      * dim with a non-zero stride (trailing newaxes have stride 0, and the
      * run has >= 2 elements so its stride is 1). */
     for (size_t k = sel->ndim; k-- > 0;) {
-        if (sel->strides[k] != 0) {
-            if (sel->strides[k] != 1 || (sel->shape[k] * bits) % 8 != 0) {
-                break;
-            }
-            out->shape[k] = sel->shape[k] * bits / 8;
-            out->nelements = sel->nelements / sel->shape[k] * out->shape[k];
-            return ST_OK;
-        }
+        if (sel->strides[k] == 0)
+            continue;
+        if (sel->strides[k] != 1 || (sel->shape[k] * bits) % 8 != 0)
+            break;
+        out->shape[k] = sel->shape[k] * bits / 8;
+        out->nelements = sel->nelements / sel->shape[k] * out->shape[k];
+        return ST_OK;
     }
     return st_error_code(err, ST_ERR_MISALIGNED_SLICE, 0);
 }
 
-/* ---------------------------------------------------------------------- */
-
+/* n elements of itemsize bytes, stride bytes apart, to dst; the common sizes
+ * get a constant-size memcpy the compiler turns into one move. */
 static void copy_strided(uint8_t *dst, const uint8_t *src, uint64_t n, int64_t stride,
                          size_t itemsize)
 {
+#define COPY(size)                                                                                 \
+    for (uint64_t i = 0; i < n; i++, src += stride, dst += (size))                                 \
+        memcpy(dst, src, (size));                                                                  \
+    return
     switch (itemsize) {
-    case 1:
-        for (uint64_t i = 0; i < n; i++, src += stride) {
-            *dst++ = *src;
-        }
-        return;
-    case 2:
-        for (uint64_t i = 0; i < n; i++, src += stride, dst += 2) {
-            memcpy(dst, src, 2);
-        }
-        return;
-    case 4:
-        for (uint64_t i = 0; i < n; i++, src += stride, dst += 4) {
-            memcpy(dst, src, 4);
-        }
-        return;
-    case 8:
-        for (uint64_t i = 0; i < n; i++, src += stride, dst += 8) {
-            memcpy(dst, src, 8);
-        }
-        return;
-    default:
-        for (uint64_t i = 0; i < n; i++, src += stride, dst += itemsize) {
-            memcpy(dst, src, itemsize);
-        }
-        return;
+    case 1: COPY(1);
+    case 2: COPY(2);
+    case 4: COPY(4);
+    case 8: COPY(8);
+    default: COPY(itemsize);
     }
+#undef COPY
 }
 
 /* Drops size-1 dims and merges dims contiguous with the next one; returns
@@ -421,9 +382,8 @@ static size_t normalize_runs(const st_selection *sel, uint64_t *shape, int64_t *
 {
     size_t n = 0, m = 0;
     for (size_t k = 0; k < sel->ndim; k++) {
-        if (sel->shape[k] == 1) {
+        if (sel->shape[k] == 1)
             continue;
-        }
         shape[n] = sel->shape[k];
         strides[n] = sel->strides[k];
         n++;
@@ -450,9 +410,8 @@ static int64_t next_position(uint64_t *idx, const uint64_t *shape, const int64_t
     for (size_t k = outer; k-- > 0;) {
         idx[k]++;
         step += strides[k];
-        if (idx[k] < shape[k]) {
+        if (idx[k] < shape[k])
             return step;
-        }
         step -= (int64_t)shape[k] * strides[k];
         idx[k] = 0;
     }
@@ -465,9 +424,8 @@ void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t
     uint64_t shape[ST_MAX_DIMS], idx[ST_MAX_DIMS] = {0};
     int64_t strides[ST_MAX_DIMS];
     bool done = false;
-    if (sel->nelements == 0 || itemsize == 0) {
+    if (sel->nelements == 0 || itemsize == 0)
         return;
-    }
     size_t m = normalize_runs(sel, shape, strides);
     const uint8_t *p = src + sel->offset;
     if (m == 0) {
@@ -501,9 +459,8 @@ st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset, cons
     st_code rc = ST_OK;
     bool done = false;
 
-    if (selected == 0) {
+    if (selected == 0)
         return ST_OK;
-    }
     size_t m = normalize_runs(sel, shape, strides);
     bool inner_contiguous = m == 0 || strides[m - 1] == (int64_t)itemsize;
     bool sparse = sel->span_len / selected > ST_SPAN_WASTE_MAX;
@@ -532,9 +489,8 @@ st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset, cons
         return rc;
     }
     uint8_t *span = st_malloc((size_t)sel->span_len);
-    if (span == NULL) {
+    if (span == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
-    }
     rc = st_file_read(file, tensor_offset + sel->span_offset, span, (size_t)sel->span_len, err);
     if (rc == ST_OK) {
         st_selection local = *sel;
