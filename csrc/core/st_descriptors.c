@@ -1,21 +1,13 @@
 /*
  * st_descriptors.c - the process-wide cache of descriptors that pread reads
- * and private mappings borrow (docs/design.md, "Descriptors").
- *
- * A file keeps no descriptor of its own for its whole life: the process
- * would run out of them with a few thousand open handles. Descriptors sit in
- * one list, newest first, of at most fd_bound() (64, or a sixteenth of
- * RLIMIT_NOFILE's soft limit if lower) beyond those in use. A pread read or
- * a private map borrows its file's descriptor (st_fd_borrow, st_fd_return):
- * one in use is never closed; the oldest unused ones are closed when the
- * list is over the bound. A file whose descriptor was closed reopens its path and
- * checks it finds the file it opened (device, inode, size and modification
- * time as fstat gave them at open); anything else is an error (the mmap
- * backend copies from its whole-file mapping instead). The file owns fd;
- * only the cache opens and closes it, under fds.lock, and the file's last
- * release closes it. A forked child inherits the descriptors and the list:
- * the lock is held across fork (pthread_atfork) and the child's copy, whose
- * borrowers did not come along, counts no users.
+ * and private maps borrow (st_fd_borrow/st_fd_return; docs/design.md,
+ * "Descriptors"), so that thousands of open files do not hold thousands of
+ * descriptors. One list, newest first, under fds.lock, keeps at most
+ * fd_bound() unused descriptors; one in use is never closed. A file whose
+ * descriptor was closed reopens its path and checks it is the file it opened
+ * (fstat's device, inode, size and mtime at open). Only the cache opens and
+ * closes a file's fd. fork: the lock is held across it (pthread_atfork) and
+ * the child's list, whose borrowers did not come along, counts no users.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE

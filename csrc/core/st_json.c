@@ -14,37 +14,16 @@
 static size_t utf8_seq(const uint8_t *p, size_t avail, unsigned *errlen)
 {
     uint8_t c = p[0];
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-            hi = 0x8F; /* > U+10FFFF */
-    } else {
-        *errlen = 1;
-        return 0;
-    }
-    for (size_t k = 1; k < need; k++) {
-        if (k >= avail) {
-            *errlen = 0;
+    size_t need = c < 0xC2 ? 0 : c <= 0xDF ? 2 : c <= 0xEF ? 3 : c <= 0xF4 ? 4 : 0;
+    /* The second byte's range is narrower after E0 and F0 (overlongs), ED
+     * (surrogates) and F4 (above U+10FFFF). */
+    uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    uint8_t hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    *errlen = 1;
+    for (size_t k = 1; k < need; k++, lo = 0x80, hi = 0xBF) {
+        *errlen = k < avail ? (unsigned)k : 0;
+        if (k >= avail || p[k] < lo || p[k] > hi)
             return 0;
-        }
-        uint8_t b = p[k];
-        uint8_t l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
-        if (b < l || b > h) {
-            *errlen = (unsigned)k;
-            return 0;
-        }
     }
     return need;
 }
@@ -130,12 +109,7 @@ static st_code fail_eof(st_json *j, const char *text)
 void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
                   st_error *err)
 {
-    memset(j, 0, sizeof *j);
-    j->buf = buf;
-    j->len = len;
-    j->base = base;
-    j->utf8_trusted = utf8_trusted;
-    j->err = err;
+    *j = (st_json){.buf = buf, .len = len, .base = base, .utf8_trusted = utf8_trusted, .err = err};
 }
 
 void st_json_dispose(st_json *j)
@@ -196,18 +170,21 @@ st_code st_json_enter(st_json *j)
 
 /* MARK: strings */
 
-static bool scratch_reserve(st_json *j, size_t used, size_t extra)
+/* Appends run[0..run_len) then extra[0..k) to the scratch buffer at *used. */
+static bool scratch_add(st_json *j, size_t *used, const uint8_t *run, size_t run_len,
+                        const char *extra, size_t k)
 {
-    if (used + extra <= j->scratch_cap)
-        return true;
     size_t cap = j->scratch_cap ? j->scratch_cap : 64;
-    while (cap < used + extra)
+    while (cap < *used + run_len + k)
         cap *= 2;
-    char *p = st_realloc(j->scratch, cap);
+    char *p = cap == j->scratch_cap ? j->scratch : st_realloc(j->scratch, cap);
     if (p == NULL)
         return false;
     j->scratch = p;
     j->scratch_cap = cap;
+    memcpy(p + *used, run, run_len);
+    memcpy(p + *used + run_len, extra, k);
+    *used += run_len + k;
     return true;
 }
 
@@ -325,18 +302,11 @@ st_code st_json_string(st_json *j, const char **s, size_t *slen)
             return fail_eof(j, "EOF while parsing a string");
         uint8_t c = b[p];
         if (c == '"') {
+            if (s != NULL && escaped && !scratch_add(j, &used, b + seg, p - seg, "", 0))
+                return st_error_code(j->err, ST_ERR_NOMEM, 0);
             if (s != NULL) {
-                if (!escaped) {
-                    *s = (const char *)(b + j->pos);
-                    *slen = p - j->pos;
-                } else {
-                    if (!scratch_reserve(j, used, p - seg))
-                        return st_error_code(j->err, ST_ERR_NOMEM, 0);
-                    memcpy(j->scratch + used, b + seg, p - seg);
-                    used += p - seg;
-                    *s = j->scratch;
-                    *slen = used;
-                }
+                *s = escaped ? j->scratch : (const char *)(b + j->pos);
+                *slen = escaped ? used : p - j->pos;
             }
             j->pos = p + 1;
             return ST_OK;
@@ -347,15 +317,9 @@ st_code st_json_string(st_json *j, const char **s, size_t *slen)
             j->pos = p + 1;
             if ((rc = read_escape(j, out, &k)) != ST_OK)
                 return rc;
-            if (s != NULL) {
-                if (!scratch_reserve(j, used, (p - seg) + k))
-                    return st_error_code(j->err, ST_ERR_NOMEM, 0);
-                memcpy(j->scratch + used, b + seg, p - seg);
-                used += p - seg;
-                memcpy(j->scratch + used, out, k);
-                used += k;
-                escaped = true;
-            }
+            if (s != NULL && !scratch_add(j, &used, b + seg, p - seg, out, k))
+                return st_error_code(j->err, ST_ERR_NOMEM, 0);
+            escaped = true;
             p = seg = j->pos;
             continue;
         }
@@ -364,12 +328,8 @@ st_code st_json_string(st_json *j, const char **s, size_t *slen)
             return fail_here(j, "control character (\\u0000-\\u001F) found while parsing a string");
         }
         /* c >= 0x80 */
-        if (j->utf8_trusted) {
-            p++;
-            continue;
-        }
         unsigned el = 0;
-        size_t k = utf8_seq(b + p, n - p, &el);
+        size_t k = j->utf8_trusted ? 1 : utf8_seq(b + p, n - p, &el);
         if (k == 0) {
             j->pos = p;
             return fail_peek(j, "invalid unicode code point");
@@ -383,11 +343,10 @@ st_code st_json_string(st_json *j, const char **s, size_t *slen)
 /*
  * The step between items, shared by objects and arrays: at `close` the
  * container ends (*more false); otherwise, after the first item, a ','
- * must come, and not right before `close`. On *more, *next is the byte
- * that starts the item (0 at the end of the input).
+ * must come, and not right before `close`.
  */
 static st_code next_item(st_json *j, bool *first, bool *more, uint8_t close, const char *eof_text,
-                         const char *separator_text, uint8_t *next)
+                         const char *separator_text)
 {
     *more = false;
     skip_ws(j);
@@ -410,20 +369,18 @@ static st_code next_item(st_json *j, bool *first, bool *more, uint8_t close, con
     }
     *first = false;
     *more = true;
-    *next = j->pos < j->len ? j->buf[j->pos] : 0;
     return ST_OK;
 }
 
 st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
                             size_t *key_start, size_t *key_end)
 {
-    st_code rc;
-    uint8_t c;
-    rc = next_item(j, first, more, '}', "EOF while parsing an object", "expected `,` or `}`", &c);
+    st_code rc =
+        next_item(j, first, more, '}', "EOF while parsing an object", "expected `,` or `}`");
     if (rc != ST_OK || !*more)
         return rc;
     *more = false;
-    if (c != '"')
+    if (j->buf[j->pos] != '"') /* next_item saw a byte here */
         return fail_peek(j, "key must be a string");
     if (key_start != NULL)
         *key_start = j->pos;
@@ -443,8 +400,7 @@ st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **ke
 
 st_code st_json_array_next(st_json *j, bool *first, bool *more)
 {
-    uint8_t next;
-    return next_item(j, first, more, ']', "EOF while parsing a list", "expected `,` or `]`", &next);
+    return next_item(j, first, more, ']', "EOF while parsing a list", "expected `,` or `]`");
 }
 
 /* MARK: numbers and literals */
@@ -564,13 +520,8 @@ st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
 
 st_code st_json_literal(st_json *j)
 {
-    const char *word;
-    switch (j->buf[j->pos]) {
-    case 't': word = "true"; break;
-    case 'f': word = "false"; break;
-    default: word = "null"; break;
-    }
-    j->pos++;
+    uint8_t c = j->buf[j->pos++];
+    const char *word = c == 't' ? "true" : c == 'f' ? "false" : "null";
     for (const char *w = word + 1; *w; w++) {
         if (j->pos >= j->len)
             return fail_eof(j, "EOF while parsing a value");

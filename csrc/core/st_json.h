@@ -1,26 +1,18 @@
 /*
- * st_json.h - internal strict streaming JSON reader (a pull parser, no DOM).
+ * st_json.h - internal strict streaming JSON reader (a pull parser, no DOM),
+ * RFC 8259 with the choices of docs/json-conformance.md: UTF-8 validated
+ * everywhere; \uXXXX escapes must form scalar values (a lone surrogate is
+ * rejected, as serde_json does); numbers by the grammar, classified as
+ * serde_json does (u64 / negative i64 / f64, "number out of range" past a
+ * double); at most ST_JSON_MAX_DEPTH - 1 nested containers; only space, \t,
+ * \n, \r around the value.
  *
- * RFC 8259 with these choices (docs/json-conformance.md lists them):
- *   - UTF-8 is validated everywhere (overlongs, UTF-8-encoded surrogates,
- *     code points above U+10FFFF and truncated sequences are rejected);
- *   - \uXXXX escapes must form valid scalar values: a lone surrogate, in
- *     either order, is rejected as serde_json does;
- *   - numbers follow the JSON grammar; st_json_number can also classify a
- *     number the way serde_json does (u64 / negative i64 / f64) and reports
- *     "number out of range" for literals that overflow a double;
- *   - at most ST_JSON_MAX_DEPTH - 1 (127) nested arrays/objects, as
- *     serde_json's recursion limit of 128;
- *   - only space, \t, \n, \r around the top-level value.
+ * Errors are ST_ERR_INVALID_JSON "<what> at line L column C" (serde_json's
+ * texts), err->offset = base + index of the offending byte; ST_ERR_NOMEM when
+ * the string scratch buffer cannot grow.
  *
- * Errors are ST_ERR_INVALID_JSON with serde_json-like messages
- * "<what> at line L column C" (computed only when an error happens) and
- * err->offset = base + index of the offending byte. Allocation failures
- * (the string scratch buffer) return ST_ERR_NOMEM.
- *
- * Usage:  st_json_init; st_json_peek; then the matching reader for the
- * value (object/array iteration, string, number, literal) or st_json_skip;
- * finally st_json_finish for the trailing-whitespace rule; st_json_dispose.
+ * Usage: st_json_init; st_json_peek, then the value's reader or st_json_skip;
+ * st_json_finish for the trailing-whitespace rule; st_json_dispose.
  */
 #ifndef ST_JSON_H
 #define ST_JSON_H

@@ -27,24 +27,19 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
     uint8_t *p = dst;
     while (len > 0) {
         size_t want = len < ST_PREAD_CHUNK ? len : ST_PREAD_CHUNK;
-        if (offset > (uint64_t)INT64_MAX) {
+        if (offset > (uint64_t)INT64_MAX)
             return st_error_io(err, EOVERFLOW, offset);
-        }
         ssize_t got = pread(fd, p, want, (off_t)offset);
-        if (got < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
             return st_error_io(err, errno, offset);
-        }
         if (got == 0) {
             st_error_set(err, ST_ERR_IO, offset,
-                         "unexpected end of file at byte %llu: the file shrank "
-                         "after it was opened",
+                         "unexpected end of file at byte %llu: the file shrank after it was opened",
                          (unsigned long long)offset);
-            if (err) {
+            if (err)
                 err->sys_errno = EIO;
-            }
             return ST_ERR_IO;
         }
         p += got;
@@ -70,28 +65,13 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 #define ST_READ_STACK   ((size_t)256 << 10)
 
 /*
- * Reads: MADV_POPULATE_WRITE (Linux 5.14) before each chunk. A fresh
- * destination otherwise takes one page fault per 4 KiB inside pread's copy;
- * populating the chunk first makes those pages in one call. Measured here
- * (548 MB, warm page cache, fresh anonymous destination, 2 threads x 1 MiB
- * chunks, 4 runs): 0.22-0.29 s of CPU with it, 0.29-0.36 s without. Fails
- * harmlessly (EINVAL) on older kernels and costs a page-table walk where the
- * memory is already there (malloc reusing freed memory).
- *
- * No MADV_HUGEPAGE on destinations: with THP "enabled=madvise defrag=madvise"
- * (this machine, a common default) a region so marked compacts memory
- * synchronously on each huge-page fault. Measured here on the same read:
- * 0.09-1.19 s of CPU with the hint (compact_stall rose by ~370 over 3 runs)
- * against a steady 0.28-0.47 s with 4 KiB pages; an hour later, 8 threads,
- * 5 runs each: 0.13-0.53 s with it (bimodal: 0.51, 0.53, 0.30, 0.13, 0.13)
- * against 0.27-0.34 s populated; later still, torch get_tensor of every
- * key of that file with the hint on reads of 32 MiB or more (the 154 MB
- * embedding), 4 processes x 4 loads: 0.15-0.37 s against 0.19-0.32 s.
- * Issue 10 measured 0.57 s against 0.16 s on another machine. The hint wins
- * by up to a quarter when free 2 MiB blocks happen to be at hand and loses
- * 2-3.5x when they are not (no userspace way to ask for huge pages only if
- * free under defrag=madvise): steady beats sometimes-faster. (NumPy
- * madvises its own large arrays; that is its call.)
+ * MADV_POPULATE_WRITE (Linux 5.14) before each chunk: a fresh destination
+ * otherwise takes a page fault per 4 KiB inside pread's copy (548 MB warm,
+ * 2 threads: 0.22-0.29 s of CPU with it, 0.29-0.36 s without). Harmless
+ * (EINVAL) on older kernels. No MADV_HUGEPAGE: under THP defrag=madvise (a
+ * common default) each huge-page fault compacts memory synchronously; it
+ * measured up to a quarter faster when free 2 MiB blocks were at hand and
+ * 2-3.5x slower when not (0.09-1.19 s against a steady 0.28-0.47 s).
  */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -177,26 +157,18 @@ static void *read_worker(void *arg)
     return NULL;
 }
 
-static st_code read_in_turn(const read_queue *queue, st_error *err)
-{
-    for (size_t i = 0; i < queue->count; i++) {
-        const st_read_request *r = &queue->requests[i];
-        st_code code = r->len == 0
-                           ? ST_OK
-                           : read_piece(queue->file, queue->fd, r->offset, r->dst, r->len, err);
-        if (code != ST_OK)
-            return code;
-    }
-    return ST_OK;
-}
-
 st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
                           st_error *err)
 {
     pthread_t threads[ST_READ_THREADS - 1];
+    pthread_attr_t attr;
     size_t started = 0, chunks = 0, total = 0;
-    read_queue queue = {
-        .file = file, .fd = -1, .requests = requests, .count = count, .code = ST_OK};
+    read_queue queue = {.file = file,
+                        .fd = -1,
+                        .requests = requests,
+                        .count = count,
+                        .lock = PTHREAD_MUTEX_INITIALIZER,
+                        .code = ST_OK};
 
     for (size_t i = 0; i < count; i++) {
         const st_read_request *r = &requests[i];
@@ -215,31 +187,23 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
     if (file->map == NULL && total > 0 &&
         (queue.code = st_fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
-    /* Small reads, and no lock for the queue: one after the other, here. */
-    if (total < ST_PARALLEL_MIN || pthread_mutex_init(&queue.lock, NULL) != 0) {
-        queue.code = read_in_turn(&queue, err);
-        goto exit;
-    }
-    /* A thread that cannot start leaves its share to the others and to this
-     * one, which works the queue too. Small stacks: a worker needs a few
-     * KiB, and 7 default 8 MiB stacks overflow glibc's 40 MiB stack cache,
-     * so every call would map and unmap some afresh. */
-    pthread_attr_t attr;
-    bool have_attr = pthread_attr_init(&attr) == 0;
-    if (have_attr)
+    /* Small reads stay on this thread. A thread that cannot start leaves its
+     * share to the others and to this one, which works the queue too. Small
+     * stacks: a worker needs a few KiB, and 7 default 8 MiB stacks overflow
+     * glibc's 40 MiB stack cache, so every call would map some afresh. */
+    bool threaded = total >= ST_PARALLEL_MIN && pthread_attr_init(&attr) == 0;
+    if (threaded)
         (void)pthread_attr_setstacksize(&attr, ST_READ_STACK);
-    while (started + 1 < ST_READ_THREADS && started + 1 < chunks &&
-           pthread_create(&threads[started], have_attr ? &attr : NULL, read_worker, &queue) == 0)
+    while (threaded && started + 1 < ST_READ_THREADS && started + 1 < chunks &&
+           pthread_create(&threads[started], &attr, read_worker, &queue) == 0)
         started++;
-    if (have_attr)
+    if (threaded)
         pthread_attr_destroy(&attr);
     read_worker(&queue);
     for (size_t i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    pthread_mutex_destroy(&queue.lock);
     if (queue.failed && err != NULL)
         *err = queue.err;
-exit:
     if (queue.fd >= 0)
         st_fd_return(file);
     return queue.code;
