@@ -45,7 +45,6 @@ typedef struct rec {
     size_t shape_off; /* into shapes, fixed up at the end */
     size_t pos;       /* index of the name's quote in the JSON */
     uint32_t hash;    /* low bits of the name's st_hash */
-    uint32_t idx;     /* index before sorting */
 } rec;
 
 typedef struct parser {
@@ -253,10 +252,10 @@ typedef struct entry {
     uint64_t offsets[2];
 } entry;
 
-/* Doubles the name table, which is kept at most half full. */
-static st_code grow_hash(parser *p)
+/* (Re)builds the name table with nc slots (a power of 2, kept at most half
+ * full) over the records in their order now. */
+static st_code rehash(parser *p, size_t nc)
 {
-    size_t nc = p->hash_cap ? p->hash_cap * 2 : 64;
     uint64_t *nh = st_calloc(nc, sizeof *nh);
     if (nh == NULL)
         return st_error_code(p->err, ST_ERR_NOMEM, 0);
@@ -276,7 +275,8 @@ static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t
                             const entry *e)
 {
     st_code rc;
-    if ((p->nrec + 1) * 2 > p->hash_cap && (rc = grow_hash(p)) != ST_OK)
+    if ((p->nrec + 1) * 2 > p->hash_cap &&
+        (rc = rehash(p, p->hash_cap ? p->hash_cap * 2 : 64)) != ST_OK)
         return rc;
     size_t mask = p->hash_cap - 1;
     uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
@@ -299,7 +299,6 @@ static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t
         r->t.name = name;
         r->t.name_len = name_len;
         r->hash = full;
-        r->idx = (uint32_t)(p->nrec - 1);
     }
     r->t.dtype = e->dtype;
     r->t.ndim = e->ndim;
@@ -325,15 +324,11 @@ static void dtype_list(char *out, size_t cap)
     }
 }
 
-static st_code read_dtype(parser *p, st_jtype t, size_t vstart, entry *e)
+static st_code read_dtype(parser *p, size_t vstart, entry *e)
 {
     const char *s;
     size_t sn;
     st_code rc;
-    if (t != ST_JT_STRING) {
-        e->bad = true;
-        return invalid_type(p, true, "string or map");
-    }
     if ((rc = st_json_string(&p->j, &s, &sn)) != ST_OK)
         return rc;
     if (!st_dtype_from_name(s, sn, &e->dtype)) {
@@ -387,39 +382,15 @@ static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *o
     }
 }
 
-static st_code read_shape(parser *p, st_jtype t, entry *e)
-{
-    if (t != ST_JT_ARRAY) {
-        e->bad = true;
-        return invalid_type(p, true, "a sequence");
-    }
-    e->shape_off = p->nshape;
-    return read_usize_array(p, e, true, NULL, 0, &e->ndim);
-}
-
-static st_code read_offsets(parser *p, st_jtype t, size_t vstart, entry *e)
-{
-    size_t count;
-    st_code rc;
-    if (t != ST_JT_ARRAY) {
-        e->bad = true;
-        return invalid_type(p, true, "a tuple of size 2");
-    }
-    if ((rc = read_usize_array(p, e, false, e->offsets, 2, &count)) != ST_OK || e->bad)
-        return rc;
-    if (count != 2) {
-        defer(p, vstart, "invalid length %zu, expected %s", count,
-              count < 2 ? "a tuple of size 2" : "2 elements in sequence");
-        e->bad = true;
-    }
-    return ST_OK;
-}
-
 /* Reads the value of a known field; a second one is an error (deferred). */
 static st_code read_field(parser *p, int field, size_t kstart, entry *e)
 {
+    static const st_jtype types[FIELD_COUNT] = {ST_JT_STRING, ST_JT_ARRAY, ST_JT_ARRAY};
+    static const char *const expected[FIELD_COUNT] = {"string or map", "a sequence",
+                                                      "a tuple of size 2"};
     st_jtype t;
     st_code rc;
+    size_t count;
     if (e->have[field]) {
         defer(p, kstart, "duplicate field `%s`", field_names[field]);
         e->bad = true;
@@ -429,11 +400,22 @@ static st_code read_field(parser *p, int field, size_t kstart, entry *e)
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
     size_t vstart = p->j.pos;
-    switch (field) {
-    case FIELD_DTYPE: return read_dtype(p, t, vstart, e);
-    case FIELD_SHAPE: return read_shape(p, t, e);
-    default: return read_offsets(p, t, vstart, e);
+    e->bad = t != types[field];
+    if (e->bad)
+        return invalid_type(p, true, expected[field]);
+    if (field == FIELD_DTYPE)
+        return read_dtype(p, vstart, e);
+    if (field == FIELD_SHAPE) {
+        e->shape_off = p->nshape;
+        return read_usize_array(p, e, true, NULL, 0, &e->ndim);
     }
+    rc = read_usize_array(p, e, false, e->offsets, 2, &count);
+    if (rc == ST_OK && !e->bad && count != 2) {
+        defer(p, vstart, "invalid length %zu, expected %s", count,
+              count < 2 ? "a tuple of size 2" : "2 elements in sequence");
+        e->bad = true;
+    }
+    return rc;
 }
 
 static int field_index(const char *k, size_t kn)
@@ -479,12 +461,11 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
     }
     if (e.bad || p->deferred)
         return ST_OK;
-    for (int f = 0; f < FIELD_COUNT; f++) {
+    for (int f = 0; f < FIELD_COUNT; f++)
         if (!e.have[f]) {
             defer(p, entry_start, "missing field `%s`", field_names[f]);
             return ST_OK;
         }
-    }
     return store_tensor(p, name, name_len, pos, &e);
 }
 
@@ -658,34 +639,11 @@ static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size, boo
     return ST_OK;
 }
 
-/* Points the name table at the records' final (offset) order: one pass. */
-static st_code remap_hash(parser *p, bool resorted)
-{
-    if (p->hash == NULL) { /* no tensors: a one-slot empty table */
-        p->hash_cap = 1;
-        p->hash = st_calloc(1, sizeof *p->hash);
-        return p->hash ? ST_OK : st_error_code(p->err, ST_ERR_NOMEM, 0);
-    }
-    if (!resorted)
-        return ST_OK;
-    uint32_t *new_index = st_malloc(p->nrec * sizeof *new_index);
-    if (new_index == NULL)
-        return st_error_code(p->err, ST_ERR_NOMEM, 0);
-    for (size_t i = 0; i < p->nrec; i++)
-        new_index[p->recs[i].idx] = (uint32_t)i;
-    for (size_t k = 0; k < p->hash_cap; k++)
-        if (p->hash[k])
-            p->hash[k] =
-                (p->hash[k] & ~(uint64_t)UINT32_MAX) | (new_index[(uint32_t)p->hash[k] - 1] + 1);
-    st_free(new_index);
-    return ST_OK;
-}
-
 /* Builds the header from the checked records; takes over the parser's
  * buffers (hash, shapes, arena, metadata). */
 static st_code build_header(parser *p, size_t json_len, bool resorted, st_header **out)
 {
-    st_code rc;
+    st_code rc = ST_OK;
     size_t n = p->nrec;
     st_header *h = st_calloc(1, sizeof *h);
     if (h == NULL)
@@ -708,8 +666,8 @@ static st_code build_header(parser *p, size_t json_len, bool resorted, st_header
         qsort(h->by_name, n, sizeof *h->by_name, cmp_name_idx);
         name_sort_base = NULL;
     }
-    if ((rc = remap_hash(p, resorted)) != ST_OK)
-        goto exit;
+    if ((resorted || p->hash == NULL) && (rc = rehash(p, p->hash ? p->hash_cap : 1)) != ST_OK)
+        goto exit; /* the table follows the records' final order; one slot for no tensors */
     *h = (st_header){.data_start = 8 + (uint64_t)json_len,
                      .count = n,
                      .tensors = h->tensors,
@@ -755,13 +713,10 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
                         st_error *err)
 {
     st_code rc = ST_OK;
-    parser p;
+    parser p = {.err = err, .hash_key = st_hash_new_key()};
     size_t bad_at = 0;
     unsigned bad_len = 0;
 
-    memset(&p, 0, sizeof p);
-    p.hash_key = st_hash_new_key();
-    p.err = err;
     *out = NULL;
     if (json_len > ST_MAX_HEADER_SIZE)
         return st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);

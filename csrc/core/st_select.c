@@ -63,16 +63,6 @@ static void adjust_slice(const st_index *ix, int64_t length, int64_t *pstart, in
     *pcount = count;
 }
 
-static bool mul_i64(int64_t a, int64_t b, int64_t *r)
-{
-    return !__builtin_mul_overflow(a, b, r);
-}
-
-static bool add_i64(int64_t a, int64_t b, int64_t *r)
-{
-    return !__builtin_add_overflow(a, b, r);
-}
-
 /* Per output dim bookkeeping, in bits to handle sub-byte dtypes uniformly. */
 typedef struct out_dim {
     uint64_t count;
@@ -93,12 +83,6 @@ typedef struct walk {
     uint64_t last_start, last_count;
     int64_t last_step; /* how the tensor's last dim was sliced */
 } walk;
-
-static st_code too_many_dims(st_error *err)
-{
-    return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                        "the selection would have more than %d dimensions", ST_MAX_DIMS);
-}
 
 /* Counts the consuming items (int, slice) and the Ellipses, and checks
  * that the tensor can be indexed this way at all. */
@@ -148,7 +132,7 @@ static st_code source_strides(walk *w, unsigned bits, st_error *err)
     bool overflow = false, empty = false;
     for (size_t d = t->ndim; d-- > 0;) {
         w->sbits[d] = overflow ? 0 : acc;
-        overflow = overflow || !mul_i64(acc, (int64_t)t->shape[d], &acc);
+        overflow = overflow || __builtin_mul_overflow(acc, (int64_t)t->shape[d], &acc);
         empty = empty || t->shape[d] == 0;
     }
     return overflow && !empty ? st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0) : ST_OK;
@@ -159,7 +143,8 @@ static st_code source_strides(walk *w, unsigned bits, st_error *err)
 static st_code push_dim(walk *w, uint64_t count, int64_t step_bits, bool from_source, st_error *err)
 {
     if (w->on >= ST_MAX_DIMS)
-        return too_many_dims(err);
+        return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
+                            "the selection would have more than %d dimensions", ST_MAX_DIMS);
     w->od[w->on].count = count;
     w->od[w->on].step_bits = step_bits;
     w->od[w->on].is_last = from_source && w->d == w->tensor->ndim - 1;
@@ -183,17 +168,24 @@ static st_code take_full(walk *w, size_t n, st_error *err)
     return ST_OK;
 }
 
+/* Moves the first element to element `index` of the next source dim. */
+static void move_to(walk *w, int64_t index)
+{
+    int64_t bits;
+    if (__builtin_mul_overflow(index, w->sbits[w->d], &bits) ||
+        __builtin_add_overflow(w->off_bits, bits, &w->off_bits))
+        w->overflow = true;
+}
+
 static st_code take_int(walk *w, int64_t v, st_error *err)
 {
     int64_t len = (int64_t)w->tensor->shape[w->d];
     int64_t at = v < 0 ? v + len : v; /* no overflow: len >= 0 */
-    int64_t t;
     if (at < 0 || at >= len)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                             "Invalid index %lld for dimension %zu of size %lld", (long long)v, w->d,
                             (long long)len);
-    if (!mul_i64(at, w->sbits[w->d], &t) || !add_i64(w->off_bits, t, &w->off_bits))
-        w->overflow = true;
+    move_to(w, at);
     w->last_by_int = w->last_by_int || w->d == w->tensor->ndim - 1;
     w->d++;
     return ST_OK;
@@ -201,15 +193,15 @@ static st_code take_int(walk *w, int64_t v, st_error *err)
 
 static st_code take_slice(walk *w, const st_index *ix, st_error *err)
 {
-    int64_t start, step, t, step_bits = w->sbits[w->d]; /* kept when it never moves */
+    int64_t start, step, step_bits = w->sbits[w->d]; /* kept when it never moves */
     uint64_t cnt;
     st_code rc;
     if (ix->has_step && ix->step == 0)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0, "slice step cannot be zero");
     adjust_slice(ix, (int64_t)w->tensor->shape[w->d], &start, &step, &cnt);
-    if (cnt > 0 && (!mul_i64(start, w->sbits[w->d], &t) || !add_i64(w->off_bits, t, &w->off_bits)))
-        w->overflow = true;
-    if (cnt > 1 && !mul_i64(step, w->sbits[w->d], &step_bits))
+    if (cnt > 0)
+        move_to(w, start);
+    if (cnt > 1 && __builtin_mul_overflow(step, w->sbits[w->d], &step_bits))
         w->overflow = true;
     if ((rc = push_dim(w, cnt, step_bits, true, err)) != ST_OK)
         return rc;
@@ -247,16 +239,12 @@ static st_code walk_indices(walk *w, const st_index *indices, size_t count, size
 /* The sub-byte rule (see the top of this file), checked in bits. */
 static bool whole_bytes(const walk *w, unsigned bits)
 {
-    if (w->last_by_int || w->tensor->ndim == 0)
+    if (w->last_by_int || w->tensor->ndim == 0 || (w->last_count > 1 && w->last_step != 1) ||
+        (w->last_start * bits) % 8 != 0 || (w->last_count * bits) % 8 != 0 || w->off_bits % 8 != 0)
         return false;
-    if (w->last_count > 1 && w->last_step != 1)
-        return false;
-    if ((w->last_start * bits) % 8 != 0 || (w->last_count * bits) % 8 != 0 || w->off_bits % 8 != 0)
-        return false;
-    for (size_t k = 0; k < w->on; k++) {
+    for (size_t k = 0; k < w->on; k++)
         if (!w->od[k].is_last && w->od[k].count > 1 && w->od[k].step_bits % 8 != 0)
             return false;
-    }
     return true;
 }
 
@@ -267,7 +255,7 @@ static void empty_strides(const walk *w, unsigned bits, st_selection *out)
     for (size_t k = w->on; k-- > 0;) {
         out->strides[k] = acc;
         uint64_t c = w->od[k].count ? w->od[k].count : 1;
-        if (!mul_i64(acc, (int64_t)(c > (uint64_t)INT64_MAX ? 1 : c), &acc))
+        if (__builtin_mul_overflow(acc, (int64_t)(c > (uint64_t)INT64_MAX ? 1 : c), &acc))
             acc = 0;
     }
 }
@@ -287,7 +275,7 @@ static st_code strides_and_span(const walk *w, unsigned bits, st_selection *out,
         /* A stride that is not whole bytes only has count <= 1 (checked). */
         sb = od->step_bits % 8 == 0 ? od->step_bits / 8 : 0;
         out->strides[k] = sb;
-        if (!mul_i64((int64_t)(od->count - 1), sb, &ext))
+        if (__builtin_mul_overflow((int64_t)(od->count - 1), sb, &ext))
             return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
         if (ext < 0)
             lo += ext;
@@ -317,16 +305,15 @@ st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count
     memset(out, 0, sizeof *out);
     out->ndim = w.on;
     out->nelements = 1;
+    bool empty = false;
     for (size_t k = 0; k < w.on; k++) {
         out->shape[k] = w.od[k].count;
+        empty = empty || w.od[k].count == 0;
         if (__builtin_mul_overflow(out->nelements, w.od[k].count, &out->nelements))
             w.overflow = true;
     }
-    for (size_t k = 0; k < w.on; k++) {
-        if (w.od[k].count == 0)
-            out->nelements = 0;
-    }
-    if (out->nelements == 0) {
+    if (empty) {
+        out->nelements = 0;
         empty_strides(&w, bits, out);
         return ST_OK;
     }
