@@ -86,16 +86,12 @@ st_code st_error_io(st_error *err, int sys_errno, uint64_t offset)
 
 const char *st_code_name(st_code code)
 {
-    if ((unsigned)code >= ST_ERR__COUNT)
-        return "Unknown";
-    return st_codes[code].name;
+    return (unsigned)code < ST_ERR__COUNT ? st_codes[code].name : "Unknown";
 }
 
 const char *st_code_text(st_code code)
 {
-    if ((unsigned)code >= ST_ERR__COUNT)
-        return "";
-    return st_codes[code].text;
+    return (unsigned)code < ST_ERR__COUNT ? st_codes[code].text : "";
 }
 
 st_code st_error_code(st_error *err, st_code code, uint64_t offset)

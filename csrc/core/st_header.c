@@ -271,6 +271,23 @@ static st_code rehash(parser *p, size_t nc)
     return ST_OK;
 }
 
+/* The slot of a name in a name table over tensors `stride` bytes apart (the
+ * header's st_tensor array or the parser's records, which start with one):
+ * its slot, or the empty slot where it would go. */
+static size_t find_slot(const uint64_t *table, size_t mask, const void *tensors, size_t stride,
+                        uint32_t full, const char *name, size_t name_len)
+{
+    size_t k = full & mask;
+    for (; table[k]; k = (k + 1) & mask) {
+        const st_tensor *t =
+            (const st_tensor *)((const char *)tensors + ((uint32_t)table[k] - 1) * stride);
+        if ((uint32_t)(table[k] >> 32) == full && t->name_len == name_len &&
+            (name_len == 0 || memcmp(t->name, name, name_len) == 0))
+            return k;
+    }
+    return k;
+}
+
 static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t pos,
                             const entry *e)
 {
@@ -278,35 +295,18 @@ static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t
     if ((p->nrec + 1) * 2 > p->hash_cap &&
         (rc = rehash(p, p->hash_cap ? p->hash_cap * 2 : 64)) != ST_OK)
         return rc;
-    size_t mask = p->hash_cap - 1;
     uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
-    size_t h = full & mask;
-    rec *r = NULL;
-    while (p->hash[h]) {
-        rec *c = &p->recs[(uint32_t)p->hash[h] - 1];
-        if ((uint32_t)(p->hash[h] >> 32) == full && c->t.name_len == name_len &&
-            memcmp(c->t.name, name, name_len) == 0) {
-            r = c; /* duplicate name: last one wins */
-            break;
-        }
-        h = (h + 1) & mask;
-    }
-    if (r == NULL) {
+    size_t k = find_slot(p->hash, p->hash_cap - 1, p->recs, sizeof *p->recs, full, name, name_len);
+    if (p->hash[k] == 0) { /* else a duplicate name: the last one wins */
         if (!grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
-        r = &p->recs[p->nrec++];
-        p->hash[h] = ((uint64_t)full << 32) | (uint64_t)p->nrec;
-        r->t.name = name;
-        r->t.name_len = name_len;
-        r->hash = full;
+        p->hash[k] = ((uint64_t)full << 32) | (uint64_t)++p->nrec;
     }
-    r->t.dtype = e->dtype;
-    r->t.ndim = e->ndim;
-    r->t.shape = NULL;
-    r->t.begin = e->offsets[0];
-    r->t.end = e->offsets[1];
+    rec *r = &p->recs[(uint32_t)p->hash[k] - 1];
+    r->t = (st_tensor){name, name_len, e->dtype, e->ndim, NULL, e->offsets[0], e->offsets[1]};
     r->shape_off = e->shape_off;
     r->pos = pos;
+    r->hash = full;
     return ST_OK;
 }
 
@@ -504,11 +504,7 @@ static st_code parse_metadata(parser *p)
         v = arena_copy(p, v, vn);
         if (!grow((void **)&p->meta, &p->capmeta, p->nmeta + 1, sizeof *p->meta))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
-        p->meta[p->nmeta].key = k;
-        p->meta[p->nmeta].key_len = kn;
-        p->meta[p->nmeta].value = v;
-        p->meta[p->nmeta].value_len = vn;
-        p->nmeta++;
+        p->meta[p->nmeta++] = (st_metadata_item){k, kn, v, vn};
     }
 }
 
@@ -796,15 +792,9 @@ const st_tensor *st_header_find(const st_header *h, const char *name, size_t nam
     if (h->count == 0)
         return NULL;
     uint32_t full = (uint32_t)st_hash(h->hash_key, name, name_len);
-    size_t k = full & h->hash_mask;
-    while (h->hash[k]) {
-        const st_tensor *t = &h->tensors[(uint32_t)h->hash[k] - 1];
-        if ((uint32_t)(h->hash[k] >> 32) == full && t->name_len == name_len &&
-            (name_len == 0 || memcmp(t->name, name, name_len) == 0))
-            return t;
-        k = (k + 1) & h->hash_mask;
-    }
-    return NULL;
+    size_t k =
+        find_slot(h->hash, h->hash_mask, h->tensors, sizeof *h->tensors, full, name, name_len);
+    return h->hash[k] ? &h->tensors[(uint32_t)h->hash[k] - 1] : NULL;
 }
 
 bool st_header_has_metadata(const st_header *h)

@@ -593,70 +593,46 @@ st_code st_json_validate(const uint8_t *text, size_t len, st_error *err)
 
 void st_json_format_float(double f, char *out, size_t cap)
 {
-    char sci[64];
-    char digits[32];
-    int exp10 = 0;
+    char sci[64], digits[32], text[400]; /* 5e-324 is "0." then 323 digits */
     size_t nd = 0, o = 0;
 
-    if (cap == 0)
-        return;
-    out[0] = '\0';
     if (isnan(f) || isinf(f)) {
         snprintf(out, cap, "%s", isnan(f) ? "NaN" : (f < 0 ? "-inf" : "inf"));
         return;
     }
-    /* Shortest precision that round-trips. */
-    for (int prec = 0; prec < 17; prec++) {
+    for (int prec = 0; prec < 17; prec++) { /* the shortest precision that round-trips */
         snprintf(sci, sizeof sci, "%.*e", prec, f);
         if (strtod(sci, NULL) == f)
             break;
     }
     /* sci = [-]d[.ddd]e[+-]XX (the decimal point may be locale-specific) */
     const char *p = sci;
-    bool negative = false;
-    if (*p == '-') {
-        negative = true;
-        p++;
-    }
-    for (; *p && *p != 'e'; p++) {
-        if (is_digit((uint8_t)*p) && nd < sizeof digits - 1)
+    if (*p == '-')
+        text[o++] = *p++;
+    for (; *p && *p != 'e'; p++)
+        if (is_digit((uint8_t)*p) && nd < sizeof digits)
             digits[nd++] = *p;
-    }
-    if (*p == 'e')
-        exp10 = atoi(p + 1);
+    int exp10 = *p == 'e' ? atoi(p + 1) : 0;
     while (nd > 1 && digits[nd - 1] == '0')
         nd--;
-    digits[nd] = '\0';
-
-#define PUT(ch)                                                                                    \
-    do {                                                                                           \
-        if (o + 1 < cap)                                                                           \
-            out[o++] = (ch);                                                                       \
-    } while (0)
-    if (negative)
-        PUT('-');
-    bool has_point = false;
-    if (exp10 >= 0) {
-        for (size_t k = 0; k < nd || (int)k <= exp10; k++) {
-            if ((int)k == exp10 + 1) {
-                PUT('.');
-                has_point = true;
-            }
-            PUT(k < nd ? digits[k] : '0');
-        }
-    } else {
-        PUT('0');
-        PUT('.');
-        has_point = true;
+    if (exp10 < 0) {
+        text[o++] = '0';
+        text[o++] = '.';
         for (int k = 0; k < -exp10 - 1; k++)
-            PUT('0');
-        for (size_t k = 0; k < nd; k++)
-            PUT(digits[k]);
+            text[o++] = '0';
+        memcpy(text + o, digits, nd);
+        o += nd;
+    } else {
+        for (size_t k = 0; k < nd || (int)k <= exp10; k++) {
+            if ((int)k == exp10 + 1)
+                text[o++] = '.';
+            text[o++] = k < nd ? digits[k] : '0';
+        }
+        if ((int)nd <= exp10 + 1) { /* no fractional digits: serde adds ".0" */
+            text[o++] = '.';
+            text[o++] = '0';
+        }
     }
-    if (!has_point) {
-        PUT('.');
-        PUT('0');
-    }
-#undef PUT
-    out[o] = '\0';
+    text[o] = '\0';
+    snprintf(out, cap, "%s", text);
 }
