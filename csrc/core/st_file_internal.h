@@ -1,9 +1,7 @@
 /*
- * st_file_internal.h - internal to the core (not installed): what the files
- * that make up an st_file share. st_file.c opens it, parses its header and
- * owns its lifetime; st_read.c reads it; st_private_map.c maps pieces of it;
- * st_descriptors.c keeps its descriptor in the process-wide cache. A source
- * including this header defines _GNU_SOURCE first (struct stat's st_mtim).
+ * st_file_internal.h - internal: what st_file.c (open, lifetime), st_read.c,
+ * st_private_map.c and st_descriptors.c (the descriptor cache) share. Include
+ * it after defining _GNU_SOURCE (struct stat's st_mtim).
  */
 #ifndef ST_FILE_INTERNAL_H
 #define ST_FILE_INTERNAL_H

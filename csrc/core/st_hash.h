@@ -1,10 +1,8 @@
 /*
- * st_hash.h - keyed hashing for the tensor-name table (internal).
- *
- * Names come from untrusted files: with a fixed hash function a crafted
- * header can put every name in one probe chain and make opening quadratic
- * (20 s for 100,000 names). SipHash-1-3 with a random key per header
- * (the keyed hash CPython uses for str) makes collisions unpredictable.
+ * st_hash.h - internal: keyed hashing for the tensor-name table. Names come
+ * from untrusted files: with a fixed hash a crafted header puts every name in
+ * one probe chain (20 s to open 100,000 names). SipHash-1-3 with a random key
+ * per header (CPython's str hash) makes collisions unpredictable.
  */
 #ifndef ST_HASH_H
 #define ST_HASH_H

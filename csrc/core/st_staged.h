@@ -1,12 +1,10 @@
 /*
- * st_staged.h - internal to the core (not installed): a file written under a
- * temporary name in its destination's directory and renamed over the
- * destination only when complete. st_write_file and the streaming writer
- * both write through it, so they share one set of destination rules
- * (docs/format.md §5.6): only a regular file or nothing is replaced, any path
- * the OS accepts can be saved (names are resolved through a descriptor of the
- * directory, so the temporary name never lengthens the path), and a failure
- * at any step leaves the destination untouched and no temporary file behind.
+ * st_staged.h - internal: a file written under a temporary name in its
+ * destination's directory and renamed over the destination when complete;
+ * st_write_file and the streaming writer share its rules (docs/format.md
+ * §5.6): only a regular file or nothing is replaced, names are resolved
+ * through a descriptor of the directory (any path the OS accepts works), and
+ * a failure leaves the destination untouched and no temporary file behind.
  */
 #ifndef ST_STAGED_H
 #define ST_STAGED_H

@@ -148,45 +148,33 @@ static int cmp_key(const void *pa, const void *pb)
     return a->index < b->index ? -1 : (a->index > b->index); /* stable */
 }
 
-/* Checks each tensor as the reader will check it. */
-static st_code validate_tensors(const st_layout *layout, st_error *err)
-{
-    for (size_t i = 0; i < layout->count; i++) {
-        const st_write_tensor *t = &layout->tensors[i];
-        uint64_t nb;
-        st_code rc;
-        /* Upstream writes such a tensor and then cannot read the file back. */
-        if (t->name_len == 12 && memcmp(t->name, "__metadata__", 12) == 0)
-            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
-                                "a tensor cannot be named `__metadata__`: the name is reserved "
-                                "for the header's metadata");
-        if ((rc = st_tensor_nbytes(t->dtype, t->shape, t->ndim, &nb, err)) != ST_OK)
-            return rc;
-        if (nb != t->data_len)
-            return st_error_code(err, ST_ERR_TENSOR_INVALID_INFO, 0);
-    }
-    return ST_OK;
-}
-
-/* Fills layout->order with the tensors' file order (docs/format.md §5.1). */
+/* Checks each tensor as the reader will, and fills layout->order with the
+ * tensors' file order (docs/format.md §5.1). */
 static st_code sort_tensors(st_layout *layout, st_error *err)
 {
     const size_t count = layout->count;
-    if (count == 0)
-        return ST_OK;
     sort_key *keys = count > SIZE_MAX / sizeof *keys ? NULL : st_malloc(count * sizeof *keys);
-    if (keys == NULL)
-        return st_error_code(err, ST_ERR_NOMEM, 0);
-    for (size_t i = 0; i < count; i++) {
+    st_code rc = keys == NULL ? st_error_code(err, ST_ERR_NOMEM, 0) : ST_OK;
+    for (size_t i = 0; i < count && rc == ST_OK; i++) {
         const st_write_tensor *t = &layout->tensors[i];
+        uint64_t nb;
         keys[i] =
             (sort_key){name_prefix(t->name, t->name_len), t->name, t->name_len, i, (int)t->dtype};
+        /* Upstream writes such a tensor and then cannot read the file back. */
+        if (t->name_len == 12 && memcmp(t->name, "__metadata__", 12) == 0)
+            rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
+                              "a tensor cannot be named `__metadata__`: the name is reserved for "
+                              "the header's metadata");
+        else if ((rc = st_tensor_nbytes(t->dtype, t->shape, t->ndim, &nb, err)) == ST_OK &&
+                 nb != t->data_len)
+            rc = st_error_code(err, ST_ERR_TENSOR_INVALID_INFO, 0);
     }
-    qsort(keys, count, sizeof *keys, cmp_key);
-    for (size_t i = 0; i < count; i++)
+    if (rc == ST_OK)
+        qsort(keys, count, sizeof *keys, cmp_key);
+    for (size_t i = 0; i < count && rc == ST_OK; i++)
         layout->order[i] = keys[i].index;
     st_free(keys);
-    return ST_OK;
+    return rc;
 }
 
 /* The "__metadata__" entry, in the caller's order. */
@@ -260,7 +248,7 @@ st_code st_write_layout(st_layout *layout, st_error *err)
     layout->total_size = 0;
     if (layout->metadata == NULL && layout->metadata_count > 0)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "metadata is NULL but has items");
-    if ((rc = validate_tensors(layout, err)) != ST_OK || (rc = sort_tensors(layout, err)) != ST_OK)
+    if ((rc = sort_tensors(layout, err)) != ST_OK)
         return rc;
     /* a first guess of the size avoids most reallocations */
     if (!buf_reserve(&b, 64 + layout->count * 80))
