@@ -14,7 +14,8 @@ typedef struct st_hash_key {
     uint64_t k0, k1;
 } st_hash_key;
 
-/* A fresh unpredictable key (getrandom; a time/address mix if that fails). */
+/* A fresh unpredictable key (getrandom; a time/address mix if that fails); the
+ * writer names its temporary files with one too. */
 st_hash_key st_hash_new_key(void);
 uint64_t st_hash(st_hash_key key, const void *data, size_t len);
 

@@ -25,12 +25,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct rec {
+    st_tensor t;
+    size_t shape_off; /* into shapes, fixed up at the end */
+    size_t pos;       /* index of the name's quote in the JSON */
+    uint32_t hash;    /* low bits of the name's st_hash */
+} rec;
+
 struct st_header {
     uint64_t data_start;
     size_t count;
-    st_tensor *tensors; /* offset order */
-    size_t *by_name;    /* indices into tensors, name order */
-    uint64_t *hash;     /* hash32 << 32 | (index + 1), 0 = empty */
+    rec *recs;       /* offset order */
+    size_t *by_name; /* indices into recs, name order */
+    uint64_t *hash;  /* hash32 << 32 | (index + 1), 0 = empty */
     size_t hash_mask;
     uint64_t *shapes;
     char *arena;
@@ -39,13 +46,6 @@ struct st_header {
     st_metadata_item *meta;
     st_hash_key hash_key; /* random per header: see st_hash.h */
 };
-
-typedef struct rec {
-    st_tensor t;
-    size_t shape_off; /* into shapes, fixed up at the end */
-    size_t pos;       /* index of the name's quote in the JSON */
-    uint32_t hash;    /* low bits of the name's st_hash */
-} rec;
 
 typedef struct parser {
     st_json j;
@@ -271,16 +271,14 @@ static st_code rehash(parser *p, size_t nc)
     return ST_OK;
 }
 
-/* The slot of a name in a name table over tensors `stride` bytes apart (the
- * header's st_tensor array or the parser's records, which start with one):
- * its slot, or the empty slot where it would go. */
-static size_t find_slot(const uint64_t *table, size_t mask, const void *tensors, size_t stride,
-                        uint32_t full, const char *name, size_t name_len)
+/* The slot of a name in a name table over recs: its slot, or the empty slot
+ * where it would go. */
+static size_t find_slot(const uint64_t *table, size_t mask, const rec *recs, uint32_t full,
+                        const char *name, size_t name_len)
 {
     size_t k = full & mask;
     for (; table[k]; k = (k + 1) & mask) {
-        const st_tensor *t =
-            (const st_tensor *)((const char *)tensors + ((uint32_t)table[k] - 1) * stride);
+        const st_tensor *t = &recs[(uint32_t)table[k] - 1].t;
         if ((uint32_t)(table[k] >> 32) == full && t->name_len == name_len &&
             (name_len == 0 || memcmp(t->name, name, name_len) == 0))
             return k;
@@ -296,7 +294,7 @@ static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t
         (rc = rehash(p, p->hash_cap ? p->hash_cap * 2 : 64)) != ST_OK)
         return rc;
     uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
-    size_t k = find_slot(p->hash, p->hash_cap - 1, p->recs, sizeof *p->recs, full, name, name_len);
+    size_t k = find_slot(p->hash, p->hash_cap - 1, p->recs, full, name, name_len);
     if (p->hash[k] == 0) { /* else a duplicate name: the last one wins */
         if (!grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
@@ -566,13 +564,13 @@ static int cmp_offsets(const void *a, const void *b)
     return cmp_tensor_names(&x->t, &y->t);
 }
 
-/* qsort has no context argument: the tensor array being sorted by name. */
-static _Thread_local const st_tensor *name_sort_base;
+/* qsort has no context argument: the records whose indices are sorted by name. */
+static _Thread_local const rec *name_sort_base;
 
 static int cmp_name_idx(const void *a, const void *b)
 {
-    return cmp_tensor_names(&name_sort_base[*(const size_t *)a],
-                            &name_sort_base[*(const size_t *)b]);
+    return cmp_tensor_names(&name_sort_base[*(const size_t *)a].t,
+                            &name_sort_base[*(const size_t *)b].t);
 }
 
 st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uint64_t *nbytes,
@@ -636,38 +634,31 @@ static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size, boo
 }
 
 /* Builds the header from the checked records; takes over the parser's
- * buffers (hash, shapes, arena, metadata). */
-static st_code build_header(parser *p, size_t json_len, bool resorted, st_header **out)
+ * buffers (records, hash, shapes, arena, metadata). */
+static st_code build_header(parser *p, size_t json_len, st_header **out)
 {
-    st_code rc = ST_OK;
-    size_t n = p->nrec;
-    st_header *h = st_calloc(1, sizeof *h);
-    if (h == NULL)
+    size_t n = p->nrec, *by_name = st_malloc(n * sizeof *by_name);
+    st_header *h = st_malloc(sizeof *h);
+    if (h == NULL || by_name == NULL) {
+        st_free(h);
+        st_free(by_name);
         return st_error_code(p->err, ST_ERR_NOMEM, 0);
-    h->tensors = st_malloc(n * sizeof *h->tensors);
-    h->by_name = st_malloc(n * sizeof *h->by_name);
-    if (h->tensors == NULL || h->by_name == NULL) {
-        rc = st_error_code(p->err, ST_ERR_NOMEM, 0);
-        goto exit;
     }
     bool by_name_sorted = true;
     for (size_t i = 0; i < n; i++) {
-        h->tensors[i] = p->recs[i].t;
-        h->by_name[i] = i;
+        by_name[i] = i;
         by_name_sorted =
-            by_name_sorted && (i == 0 || cmp_tensor_names(&h->tensors[i - 1], &h->tensors[i]) < 0);
+            by_name_sorted && (i == 0 || cmp_tensor_names(&p->recs[i - 1].t, &p->recs[i].t) < 0);
     }
     if (!by_name_sorted) {
-        name_sort_base = h->tensors;
-        qsort(h->by_name, n, sizeof *h->by_name, cmp_name_idx);
+        name_sort_base = p->recs;
+        qsort(by_name, n, sizeof *by_name, cmp_name_idx);
         name_sort_base = NULL;
     }
-    if ((resorted || p->hash == NULL) && (rc = rehash(p, p->hash ? p->hash_cap : 1)) != ST_OK)
-        goto exit; /* the table follows the records' final order; one slot for no tensors */
     *h = (st_header){.data_start = 8 + (uint64_t)json_len,
                      .count = n,
-                     .tensors = h->tensors,
-                     .by_name = h->by_name,
+                     .recs = p->recs,
+                     .by_name = by_name,
                      .hash = p->hash,
                      .hash_mask = p->hash_cap - 1,
                      .shapes = p->shapes,
@@ -676,15 +667,13 @@ static st_code build_header(parser *p, size_t json_len, bool resorted, st_header
                      .meta_count = p->nmeta,
                      .meta = p->meta,
                      .hash_key = p->hash_key};
+    p->recs = NULL;
     p->hash = NULL;
     p->shapes = NULL;
     p->arena = NULL;
     p->meta = NULL;
     *out = h;
-    h = NULL;
-exit:
-    st_header_free(h);
-    return rc;
+    return ST_OK;
 }
 
 /* MARK: public entry points */
@@ -741,8 +730,12 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
 
     /* Rules 6-7: offsets, sizes, coverage. */
     bool resorted;
-    if ((rc = check_offsets(&p, json_len, file_size, &resorted)) == ST_OK)
-        rc = build_header(&p, json_len, resorted, out);
+    if ((rc = check_offsets(&p, json_len, file_size, &resorted)) != ST_OK)
+        goto exit;
+    /* The name table follows the records' final order; one slot for no tensors. */
+    if ((resorted || p.hash == NULL) && (rc = rehash(&p, p.hash ? p.hash_cap : 1)) != ST_OK)
+        goto exit;
+    rc = build_header(&p, json_len, out);
 
 exit:
     st_json_dispose(&p.j);
@@ -758,7 +751,7 @@ void st_header_free(st_header *h)
 {
     if (h == NULL)
         return;
-    st_free(h->tensors);
+    st_free(h->recs);
     st_free(h->by_name);
     st_free(h->hash);
     st_free(h->shapes);
@@ -779,12 +772,12 @@ size_t st_header_count(const st_header *h)
 
 const st_tensor *st_header_tensor(const st_header *h, size_t i)
 {
-    return i < h->count ? &h->tensors[i] : NULL;
+    return i < h->count ? &h->recs[i].t : NULL;
 }
 
 const st_tensor *st_header_tensor_by_name_order(const st_header *h, size_t i)
 {
-    return i < h->count ? &h->tensors[h->by_name[i]] : NULL;
+    return i < h->count ? &h->recs[h->by_name[i]].t : NULL;
 }
 
 const st_tensor *st_header_find(const st_header *h, const char *name, size_t name_len)
@@ -792,9 +785,8 @@ const st_tensor *st_header_find(const st_header *h, const char *name, size_t nam
     if (h->count == 0)
         return NULL;
     uint32_t full = (uint32_t)st_hash(h->hash_key, name, name_len);
-    size_t k =
-        find_slot(h->hash, h->hash_mask, h->tensors, sizeof *h->tensors, full, name, name_len);
-    return h->hash[k] ? &h->tensors[(uint32_t)h->hash[k] - 1] : NULL;
+    size_t k = find_slot(h->hash, h->hash_mask, h->recs, full, name, name_len);
+    return h->hash[k] ? &h->recs[(uint32_t)h->hash[k] - 1].t : NULL;
 }
 
 bool st_header_has_metadata(const st_header *h)

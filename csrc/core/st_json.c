@@ -542,24 +542,14 @@ st_code st_json_skip(st_json *j)
         return rc;
     switch (t) {
     case ST_JT_OBJECT:
-        if ((rc = st_json_enter(j)) != ST_OK)
-            return rc;
-        for (;;) {
-            if ((rc = st_json_object_next(j, &first, &more, NULL, NULL, NULL, NULL)) != ST_OK)
-                return rc;
-            if (!more)
-                return ST_OK;
-            if ((rc = st_json_skip(j)) != ST_OK)
-                return rc;
-        }
     case ST_JT_ARRAY:
         if ((rc = st_json_enter(j)) != ST_OK)
             return rc;
         for (;;) {
-            if ((rc = st_json_array_next(j, &first, &more)) != ST_OK)
+            rc = t == ST_JT_OBJECT ? st_json_object_next(j, &first, &more, NULL, NULL, NULL, NULL)
+                                   : st_json_array_next(j, &first, &more);
+            if (rc != ST_OK || !more)
                 return rc;
-            if (!more)
-                return ST_OK;
             if ((rc = st_json_skip(j)) != ST_OK)
                 return rc;
         }

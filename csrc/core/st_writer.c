@@ -19,7 +19,7 @@
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
 
-#include "st_core.h"
+#include "st_hash.h"
 #include "st_staged.h"
 
 #include <errno.h>
@@ -31,7 +31,6 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #ifndef IOV_MAX
@@ -324,22 +323,6 @@ static int writev_all(int fd, struct iovec *iov, int n)
     return 0;
 }
 
-static uint64_t temp_random(void)
-{
-    static _Thread_local uint64_t counter;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t x = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^
-                 (++counter * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(uintptr_t)&ts << 16);
-    /* splitmix64 finaliser */
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 31;
-    return x;
-}
-
 /* Opens the destination's directory and checks what is there: only a regular
  * file (or nothing) is replaced. A symlink is followed for this check; the
  * rename then replaces the link, not its target (docs/differences.md). */
@@ -376,7 +359,7 @@ static st_code create_temp(st_staged_file *f, st_error *err)
 {
     for (int attempt = 0; attempt < 100; attempt++) {
         snprintf(f->tmp, sizeof f->tmp, ".st-%ld-%016llx.tmp", (long)getpid(),
-                 (unsigned long long)temp_random());
+                 (unsigned long long)st_hash_new_key().k0);
         f->fd = openat(f->dir_fd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
         if (f->fd >= 0 || (errno != EEXIST && errno != EINTR))
             break;
