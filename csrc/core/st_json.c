@@ -30,32 +30,18 @@ static size_t utf8_seq(const uint8_t *p, size_t avail, unsigned *errlen)
 
 bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len)
 {
-    size_t i = 0;
-    while (i < len) {
-        /* ASCII fast path, 8 bytes at a time. */
-        while (i + 8 <= len) {
-            uint64_t w;
+    for (size_t i = 0, n; i < len; i += n) {
+        uint64_t w = UINT64_C(0x8080808080808080); /* ASCII fast path, 8 bytes at a time */
+        if (i + 8 <= len)
             memcpy(&w, s + i, 8);
-            if (w & UINT64_C(0x8080808080808080))
-                break;
-            i += 8;
-        }
-        if (i >= len)
-            break;
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        unsigned el = 0;
-        size_t n = utf8_seq(s + i, len - i, &el);
-        if (n == 0) {
-            if (valid_up_to)
-                *valid_up_to = i;
-            if (error_len)
-                *error_len = el;
+        if (!(w & UINT64_C(0x8080808080808080)))
+            n = 8;
+        else if (s[i] < 0x80)
+            n = 1;
+        else if ((n = utf8_seq(s + i, len - i, error_len)) == 0) {
+            *valid_up_to = i;
             return false;
         }
-        i += n;
     }
     return true;
 }

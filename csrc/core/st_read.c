@@ -77,27 +77,6 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 #define MADV_POPULATE_WRITE 23
 #endif
 
-static void populate_destination(uint8_t *dst, size_t len)
-{
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t start = (uintptr_t)dst & ~(page - 1);
-    (void)madvise((void *)start, (uintptr_t)dst + len - start, MADV_POPULATE_WRITE);
-}
-
-/* One contiguous piece of a read: by memcpy from the mapping, or pread from
- * fd (borrowed for the whole call). */
-static st_code read_piece(const st_file *file, int fd, uint64_t offset, uint8_t *dst, size_t len,
-                          st_error *err)
-{
-    if (len >= ST_POPULATE_MIN)
-        populate_destination(dst, len);
-    if (file->map != NULL) {
-        memcpy(dst, file->map + offset, len);
-        return ST_OK;
-    }
-    return st_read_exact(fd, offset, dst, len, err);
-}
-
 typedef struct {
     const st_file *file;
     int fd; /* pread backend: borrowed until the call returns */
@@ -135,15 +114,25 @@ static bool take_chunk(read_queue *queue, uint64_t *offset, uint8_t **dst, size_
     return taken;
 }
 
+/* Takes chunks until none is left: by memcpy from the mapping, or pread from
+ * the borrowed descriptor. */
 static void *read_worker(void *arg)
 {
     read_queue *queue = arg;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uint64_t offset;
     uint8_t *dst;
     size_t len;
     while (take_chunk(queue, &offset, &dst, &len)) {
         st_error err;
-        st_code code = read_piece(queue->file, queue->fd, offset, dst, len, &err);
+        st_code code = ST_OK;
+        uintptr_t start = (uintptr_t)dst & ~(page - 1);
+        if (len >= ST_POPULATE_MIN)
+            (void)madvise((void *)start, (uintptr_t)dst + len - start, MADV_POPULATE_WRITE);
+        if (queue->file->map != NULL)
+            memcpy(dst, queue->file->map + offset, len);
+        else
+            code = st_read_exact(queue->fd, offset, dst, len, &err);
         if (code != ST_OK) {
             pthread_mutex_lock(&queue->lock);
             if (!queue->failed) {

@@ -367,23 +367,15 @@ static void copy_strided(uint8_t *dst, const uint8_t *src, uint64_t n, int64_t s
  * the number of dims left (0: a single element). */
 static size_t normalize_runs(const st_selection *sel, uint64_t *shape, int64_t *strides)
 {
-    size_t n = 0, m = 0;
+    size_t m = 0;
     for (size_t k = 0; k < sel->ndim; k++) {
         if (sel->shape[k] == 1)
             continue;
-        shape[n] = sel->shape[k];
-        strides[n] = sel->strides[k];
-        n++;
-    }
-    for (size_t k = 0; k < n; k++) {
-        if (m > 0 && strides[m - 1] == (int64_t)shape[k] * strides[k]) {
-            shape[m - 1] *= shape[k];
-            strides[m - 1] = strides[k];
-        } else {
-            shape[m] = shape[k];
-            strides[m] = strides[k];
-            m++;
-        }
+        if (m > 0 && strides[m - 1] == (int64_t)sel->shape[k] * sel->strides[k])
+            shape[m - 1] *= sel->shape[k];
+        else
+            shape[m++] = sel->shape[k];
+        strides[m - 1] = sel->strides[k];
     }
     return m;
 }
@@ -415,12 +407,8 @@ void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t
         return;
     size_t m = normalize_runs(sel, shape, strides);
     const uint8_t *p = src + sel->offset;
-    if (m == 0) {
-        memcpy(dst, p, itemsize);
-        return;
-    }
-    const uint64_t inner_n = shape[m - 1];
-    const int64_t inner_s = strides[m - 1];
+    const uint64_t inner_n = m ? shape[m - 1] : 1; /* m == 0: a single element */
+    const int64_t inner_s = m ? strides[m - 1] : (int64_t)itemsize;
     const size_t run_bytes = (size_t)inner_n * itemsize;
     while (!done) {
         if (inner_s == (int64_t)itemsize)
@@ -428,7 +416,7 @@ void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t
         else
             copy_strided(dst, p, inner_n, inner_s, itemsize);
         dst += run_bytes;
-        p += next_position(idx, shape, strides, m - 1, &done);
+        p += next_position(idx, shape, strides, m ? m - 1 : 0, &done);
     }
 }
 
