@@ -150,29 +150,22 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     if ((rc = st_file_open_regular(path, &fd, &st, err)) != ST_OK ||
         (rc = load_header(fd, NULL, (uint64_t)st.st_size, &header, err)) != ST_OK)
         goto exit;
-    if (backend == ST_BACKEND_MMAP) { /* size >= 8: the header was read */
-        if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-            rc = st_error_io(err, EFBIG, 0);
-            goto exit;
-        }
-        map = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
-                   fd, 0);
-        if (map == MAP_FAILED) {
-            rc = st_error_io(err, errno, 0);
-            goto exit;
-        }
-    }
-    if ((file = new_file(backend, (uint64_t)st.st_size, header)) == NULL ||
-        (file->path = absolute_path(path)) == NULL) {
-        st_free(file);
+    if (backend == ST_BACKEND_MMAP && (uint64_t)st.st_size > (uint64_t)SIZE_MAX)
+        rc = st_error_io(err, EFBIG, 0);
+    else if (backend == ST_BACKEND_MMAP &&
+             (map = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_NORESERVE, fd, 0)) == MAP_FAILED)
+        rc = st_error_io(err, errno, 0); /* (size >= 8: the header was read) */
+    else if ((file = new_file(backend, (uint64_t)st.st_size, header)) == NULL ||
+             (file->path = absolute_path(path)) == NULL)
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
+    if (rc != ST_OK) {
+        st_free(file);
         goto exit;
     }
     file->opened = st;
-    if (map != MAP_FAILED) {
-        file->map = map;
-        file->map_len = (size_t)st.st_size;
-    }
+    file->map = map == MAP_FAILED ? NULL : map;
+    file->map_len = (size_t)st.st_size;
     st_fd_adopt(file, fd); /* the cache owns the descriptor from here */
     *out = file;
     return ST_OK;

@@ -595,26 +595,29 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uin
 }
 
 /*
- * Rules 6-8 (docs/format.md §6): sorts the records into data-offset
- * order (*resorted says whether they moved), then checks that they tile the
- * data section with the sizes their shapes give, and cover the file.
+ * Rules 6-8 (docs/format.md §6): sorts the records into data-offset order
+ * (the name table follows them), then checks that they tile the data section
+ * with the sizes their shapes give, and cover the file.
  */
-static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size, bool *resorted)
+static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size)
 {
     static const uint64_t no_dims[1] = {0}; /* shapes is NULL when every tensor is a scalar */
     st_error *err = p->err;
     uint64_t cursor = 0, nb;
-    *resorted = false;
+    bool resorted = false;
+    st_code rc;
     for (size_t i = 0; i < p->nrec; i++) {
         p->recs[i].t.shape = p->shapes ? p->shapes + p->recs[i].shape_off : no_dims;
-        *resorted = *resorted || (i > 0 && cmp_offsets(&p->recs[i - 1], &p->recs[i]) >= 0);
+        resorted = resorted || (i > 0 && cmp_offsets(&p->recs[i - 1], &p->recs[i]) >= 0);
     }
-    if (*resorted)
+    if (resorted) {
         qsort(p->recs, p->nrec, sizeof *p->recs, cmp_offsets);
+        if ((rc = rehash(p, p->hash_cap)) != ST_OK)
+            return rc;
+    }
     for (size_t i = 0; i < p->nrec; i++) {
         const st_tensor *t = &p->recs[i].t;
         uint64_t where = 8 + (uint64_t)p->recs[i].pos;
-        st_code rc;
         if (t->begin != cursor || t->end < t->begin)
             return st_error_set(err, ST_ERR_INVALID_OFFSET, where, "`%.*s`",
                                 (int)clip_utf8(t->name, t->name_len, 400), t->name);
@@ -720,8 +723,7 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
 
     /* Rule 5: parse. */
     st_json_init(&p.j, json, json_len, 8, true, err);
-    p.arena = st_malloc(json_len + 1);
-    if (p.arena == NULL) {
+    if ((p.arena = st_malloc(json_len)) == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
@@ -729,13 +731,8 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
         goto exit;
 
     /* Rules 6-7: offsets, sizes, coverage. */
-    bool resorted;
-    if ((rc = check_offsets(&p, json_len, file_size, &resorted)) != ST_OK)
-        goto exit;
-    /* The name table follows the records' final order; one slot for no tensors. */
-    if ((resorted || p.hash == NULL) && (rc = rehash(&p, p.hash ? p.hash_cap : 1)) != ST_OK)
-        goto exit;
-    rc = build_header(&p, json_len, out);
+    if ((rc = check_offsets(&p, json_len, file_size)) == ST_OK)
+        rc = build_header(&p, json_len, out);
 
 exit:
     st_json_dispose(&p.j);

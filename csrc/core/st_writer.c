@@ -249,38 +249,29 @@ st_code st_write_layout(st_layout *layout, st_error *err)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "metadata is NULL but has items");
     if ((rc = sort_tensors(layout, err)) != ST_OK)
         return rc;
-    /* a first guess of the size avoids most reallocations */
-    if (!buf_reserve(&b, 64 + layout->count * 80))
-        b.failed = false; /* only a hint */
-    if ((rc = put_header(&b, layout, &data_len, err)) != ST_OK)
-        goto fail;
-    size_t json_len = b.len - 8;
-    if (json_len > ST_MAX_HEADER_SIZE) {
+    if (!buf_reserve(&b, 64 + layout->count * 80)) /* a first guess saves reallocations */
+        b.failed = false;
+    rc = put_header(&b, layout, &data_len, err);
+    size_t json_len = b.len - 8, padded = (json_len + 7) & ~(size_t)7;
+    if (rc == ST_OK && !b.failed && json_len > ST_MAX_HEADER_SIZE)
         rc = st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
-        goto fail;
-    }
-    size_t padded = (json_len + 7) & ~(size_t)7; /* <= 100,000,000 */
-    if (buf_reserve(&b, padded - json_len)) {
+    if (rc == ST_OK && buf_reserve(&b, padded - json_len)) {
         memset(b.data + b.len, ' ', padded - json_len);
         b.len += padded - json_len;
     }
-    if (b.failed) {
+    if (rc == ST_OK && b.failed)
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
-        goto fail;
+    if (rc == ST_OK && __builtin_add_overflow((uint64_t)b.len, data_len, &layout->total_size))
+        rc = st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
+    if (rc != ST_OK) {
+        st_free(b.data);
+        return rc;
     }
     for (int k = 0; k < 8; k++)
         b.data[k] = (uint8_t)((uint64_t)padded >> (8 * k));
-    if (__builtin_add_overflow((uint64_t)b.len, data_len, &layout->total_size)) {
-        rc = st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
-        goto fail;
-    }
     layout->header = b.data;
     layout->header_size = b.len;
     return ST_OK;
-
-fail:
-    st_free(b.data);
-    return rc;
 }
 
 void st_write_to_memory(const st_layout *layout, uint8_t *dst)
