@@ -66,9 +66,8 @@ st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *f
     ;
 /* Sets *err to a code whose text is the whole message ("out of memory"); returns code. */
 st_code st_error_code(st_error *err, st_code code, uint64_t offset);
-/* Rust's Debug form of a UTF-8 string, as upstream's messages quote names:
- * "a\"b\n", controls as \u{1b}, at most 160 bytes of s then "...". out gets
- * at most 7 bytes per input byte plus 6; it is always NUL-terminated. */
+/* Rust's Debug form of a UTF-8 string ("a\"b\n", controls as \u{1b}, at most 160 bytes
+ * of s then "..."), as upstream quotes names: at most 7 bytes per byte + 6, NUL-terminated. */
 void st_debug_str(const char *s, size_t n, char *out, size_t cap);
 /* ST_ERR_IO from an errno value: "I/O error: <strerror> (os error N)". */
 st_code st_error_io(st_error *err, int sys_errno, uint64_t offset);
@@ -142,15 +141,10 @@ bool st_dtype_from_name(const char *name, size_t len, st_dtype *out);
 /* Parses a type_name ("float32"). Returns false if unknown. */
 bool st_dtype_from_type_name(const char *name, size_t len, st_dtype *out);
 
-/*
- * F4 packing (docs/format.md §3.2): a file holds F4 values two to a byte and
- * gives the logical shape; frameworks hold pairs (torch.float4_e2m1fn_x2), so
- * their last dim is the logical one divided by ST_F4_PER_ITEM (which must
- * divide it). The core never splits a byte.
- */
+/* F4 packing (docs/format.md §3.2): files give the logical shape (two values a byte);
+ * frameworks hold pairs (torch.float4_e2m1fn_x2), a last dim ST_F4_PER_ITEM times smaller. */
 #define ST_F4_PER_ITEM 2
-/* Framework last dim from the logical one (/ info->pack); ST_ERR_INVALID_ARGUMENT if it
- * does not divide. */
+/* Framework last dim from the logical one (/ info->pack); ST_ERR_INVALID_ARGUMENT if not whole. */
 st_code st_dtype_packed_dim(st_dtype dtype, uint64_t logical, uint64_t *packed, st_error *err);
 /* Logical last dim from the framework's (* info->pack); ST_ERR_INVALID_ARGUMENT on overflow. */
 st_code st_dtype_unpacked_dim(st_dtype dtype, uint64_t packed, uint64_t *logical, st_error *err);
@@ -219,21 +213,15 @@ st_code st_json_validate(const uint8_t *text, size_t len, st_error *err);
 typedef enum st_backend { ST_BACKEND_MMAP = 0, ST_BACKEND_PREAD = 1 } st_backend;
 
 /*
- * An open, validated safetensors file, reference counted (atomically):
- * st_file_open returns one reference; each holder of a pointer into it takes
- * its own (st_file_retain/st_file_release); the last release unmaps, closes
- * and frees.
- *
- * mmap backend: the whole file, MAP_PRIVATE (writes through a view never
- * reach the file) and MAP_NORESERVE (files larger than RAM open).
- *
- * Descriptors: pread reads and private maps borrow one from a process-wide
- * cache that keeps at most 64 unused (a sixteenth of RLIMIT_NOFILE's soft
- * limit if lower), closing the least recently used. A file whose descriptor
- * was closed reopens its path and checks it is the file opened (device,
- * inode, size, mtime); if not, pread reads fail with ST_ERR_IO ("the file
- * changed after it was opened ...") and st_file_map_private on the mmap
- * backend copies from the whole-file mapping instead.
+ * An open, validated file, reference counted (atomically): st_file_open returns
+ * one reference, each holder of a pointer into it takes its own (retain/release),
+ * the last release unmaps, closes and frees. The mmap backend maps the whole file
+ * MAP_PRIVATE (writes through a view never reach it) | MAP_NORESERVE (files larger
+ * than RAM open). pread reads and private maps borrow a descriptor from a cache
+ * keeping at most 64 unused (a sixteenth of RLIMIT_NOFILE's soft limit if lower,
+ * least recently used closed first); a reopened path must be the file opened
+ * (device, inode, size, mtime), else pread reads fail with ST_ERR_IO ("the file
+ * changed after it was opened ...") and mmap-backend private maps copy instead.
  */
 typedef struct st_file st_file;
 
@@ -264,8 +252,7 @@ void st_private_map_release(st_private_map *map);
 /* Gives back the pages wholly inside [addr, addr + len) of a private mapping
  * (MADV_DONTNEED): they read as the file again. */
 void st_private_map_discard(uint8_t *addr, size_t len);
-/* Reads len bytes at absolute file offset into dst (either backend); a short read is an
- * I/O error. */
+/* Reads len bytes at absolute file offset into dst (either backend); short = I/O error. */
 st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err);
 /* One read of st_file_read_many: len bytes at absolute file offset into dst. */
 typedef struct st_read_request {
@@ -273,10 +260,9 @@ typedef struct st_read_request {
     void *dst;
     size_t len;
 } st_read_request;
-/* Reads every request (disjoint destinations), all checked against the file
- * first; large ones are split into chunks that a few threads of this call
- * take from one queue. On failure err is the first failure seen and the
- * destinations hold unspecified bytes. */
+/* Reads every request (disjoint destinations, all checked first), large ones in chunks
+ * that a few threads of this call share. On failure err is the first failure seen and
+ * the destinations hold unspecified bytes. */
 st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
                           st_error *err);
 
@@ -292,10 +278,9 @@ typedef struct st_source {
     void (*release)(void *ctx);
 } st_source;
 
-/* Opens a file over a byte source, checked by exactly st_file_open's rules and
- * messages. Its backend is ST_BACKEND_PREAD with no mapping and no descriptor:
- * st_file_read(_many) hand each call to one read_many, st_file_map_private
- * fails. On success the file owns the source; on failure the caller does. */
+/* Opens a file over a byte source by st_file_open's rules and messages: backend
+ * ST_BACKEND_PREAD, no mapping, no descriptor (st_file_map_private fails); each read call
+ * is one read_many. On success the file owns the source; on failure the caller does. */
 st_code st_file_open_source(const st_source *source, st_file **out, st_error *err);
 
 /* MARK: selection (NumPy basic indexing over a tensor) */
@@ -329,14 +314,11 @@ typedef struct st_selection {
     uint64_t span_offset, span_len;
 } st_selection;
 
-/*
- * NumPy basic indexing: ints (negative from the end), slices (any step sign,
- * clamped like Python), one Ellipsis, newaxis. ST_ERR_INVALID_SLICE for an
- * out-of-range int, a zero step, too many indices, two Ellipses. Sub-byte
- * dtypes (F4, F6) select whole bytes only, else ST_ERR_MISALIGNED_SLICE;
- * their innermost dim's stride and shape are in elements: callers work on
- * bytes via span_offset/span_len or st_selection_bytes.
- */
+/* NumPy basic indexing: ints (negative from the end), slices (any step, clamped like
+ * Python), one Ellipsis, newaxis. ST_ERR_INVALID_SLICE: an int out of range, a zero step,
+ * too many indices, two Ellipses. Sub-byte dtypes (F4, F6) select whole bytes only, else
+ * ST_ERR_MISALIGNED_SLICE; their innermost dim's stride and shape count elements (bytes:
+ * span_offset/span_len or st_selection_bytes). */
 st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count, st_selection *out,
                   st_error *err);
 
@@ -382,26 +364,24 @@ typedef struct st_layout {
     uint64_t total_size; /* size of the whole file */
 } st_layout;
 
-/* Lays out a file exactly as upstream 0.8.0 does (docs/format.md §5): sorts
- * the tensors (dtype descending, then name) into order, builds the compact
- * JSON (metadata first, in the caller's order) padded with spaces to a
- * multiple of 8. Validates every tensor as the reader would. */
+/* Lays out a file exactly as upstream 0.8.0 (docs/format.md §5): validates each tensor as
+ * the reader would, sorts them (dtype descending, then name) into order, builds the
+ * compact JSON (metadata first, in the caller's order) padded to a multiple of 8. */
 st_code st_write_layout(st_layout *layout, st_error *err);
 
 /* Writes the header then each tensor's bytes (in file order) into dst, which
  * has layout->total_size bytes. */
 void st_write_to_memory(const st_layout *layout, uint8_t *dst);
 
-/* Writes the file to path atomically (a temporary file in the same directory,
- * vectored writes from each tensor's memory, a rename); on failure path is
- * untouched. The file gets the mode of the one it replaces, else 0666 & ~umask. */
+/* Writes the file to path atomically (a temporary file beside it, vectored writes from
+ * each tensor's memory, a rename; path untouched on failure) with the mode of the file
+ * it replaces, else 0666 & ~umask. */
 st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
 
 /* MARK: streaming writer and library version (st_stream.c) */
 
-/* The API's version: the major changes on an incompatible change (with the
- * soname), the minor when something is added. st_api_version() gives the
- * library's own value. */
+/* The major changes (with the soname) on an incompatible change, the minor when
+ * something is added; st_api_version() gives the library's own value. */
 #define ST_API_VERSION_MAJOR 2
 #define ST_API_VERSION_MINOR 0
 #define ST_API_VERSION       (ST_API_VERSION_MAJOR * 1000 + ST_API_VERSION_MINOR)
@@ -409,17 +389,16 @@ st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
 int st_api_version(void);
 
 /*
- * A file written tensor by tensor (docs/streaming.md). st_stream_open copies
- * every tensor's name, dtype and shape (data is ignored) and the metadata,
- * lays the file out as st_write_layout does (byte-identical to st_write_file)
- * and writes the header to a temporary file next to path. st_stream_write
- * writes each tensor once, by declaration index, in any order, from any
- * number of threads. st_stream_commit checks all were written and renames
- * the file over path; anything else (an error, st_stream_abort, st_stream_free
- * without commit) removes it. Commit, abort and free must not overlap a write.
- * Always call st_stream_free. Errors are ST_ERR_INVALID_ARGUMENT (a name
- * declared twice, a tensor written twice, a wrong length, a tensor never
- * written, use after close), ST_ERR_IO, or st_write_layout's.
+ * A file written tensor by tensor (docs/streaming.md). st_stream_open copies each
+ * tensor's name, dtype and shape (data is ignored) and the metadata, lays the file
+ * out as st_write_layout (byte-identical to st_write_file) and writes the header to
+ * a temporary file next to path. st_stream_write writes each tensor once, by
+ * declaration index, in any order, from any threads; st_stream_commit checks all
+ * were written and renames the file over path; anything else (an error, abort, free
+ * without commit) removes it. Commit, abort and free must not overlap a write; always
+ * st_stream_free. Errors: ST_ERR_INVALID_ARGUMENT (a name declared twice, a tensor
+ * written twice, a wrong length, a tensor never written, use after close), ST_ERR_IO,
+ * or st_write_layout's.
  */
 typedef struct st_stream st_stream;
 

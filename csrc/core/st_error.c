@@ -52,9 +52,7 @@ st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *f
     err->offset = offset;
     /* snprintf truncates and always NUL-terminates when size > 0. */
     int n = snprintf(err->msg, sizeof err->msg, "%s", st_code_text(code));
-    if (n < 0)
-        n = 0;
-    if (fmt != NULL && (size_t)n < sizeof err->msg) {
+    if (fmt != NULL && n >= 0 && (size_t)n < sizeof err->msg) {
         va_list ap;
         va_start(ap, fmt);
         if (vsnprintf(err->msg + n, sizeof err->msg - (size_t)n, fmt, ap) < 0)

@@ -25,26 +25,18 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static const char *file_kind(mode_t mode)
-{
-    if (S_ISFIFO(mode))
-        return "a FIFO";
-    if (S_ISCHR(mode))
-        return "a character device";
-    if (S_ISBLK(mode))
-        return "a block device";
-    if (S_ISSOCK(mode))
-        return "a socket";
-    return "not a regular file";
-}
-
 st_code st_file_check_regular(unsigned int mode, st_error *err)
 {
     if (S_ISREG(mode))
         return ST_OK;
     if (S_ISDIR(mode))
         return st_error_io(err, EISDIR, 0);
-    st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)", file_kind(mode));
+    st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)",
+                 S_ISFIFO(mode)   ? "a FIFO"
+                 : S_ISCHR(mode)  ? "a character device"
+                 : S_ISBLK(mode)  ? "a block device"
+                 : S_ISSOCK(mode) ? "a socket"
+                                  : "not a regular file");
     if (err)
         err->sys_errno = EINVAL;
     return ST_ERR_IO;

@@ -63,19 +63,17 @@ void st_json_dispose(st_json *j);
 /* Skips whitespace and says what comes next (consumes nothing else). */
 st_jtype st_json_peek(st_json *j);
 
-/* Fails with "EOF while parsing a value" / "expected value" unless a value
- * starts here; else stores its type. */
+/* Stores the type of the value that starts here, else fails ("EOF while parsing a value",
+ * "expected value"). */
 st_code st_json_value_start(st_json *j, st_jtype *type);
 
-/* Consumes the '{' or '[' that starts an object or array (at most
- * ST_JSON_MAX_DEPTH - 1 deep). */
+/* Consumes the '{' or '[' that starts an object or array (at most ST_JSON_MAX_DEPTH - 1
+ * deep). Then st_json_object_next, with *first = true initially, consumes ',' or '}' as
+ * needed; *more is false at the end (the '}' consumed); else the key is decoded into
+ * (*key, *key_len) (valid until the next string read), the ':' consumed, and *key_start
+ * and *key_end are the indexes of its opening quote and just after its closing one (both
+ * may be NULL). */
 st_code st_json_enter(st_json *j);
-/* Objects: after st_json_enter, call st_json_object_next
- * with *first = true initially: it consumes ',' or '}' as needed; *more is
- * false at the end of the object (the '}' is consumed); otherwise the key
- * is decoded into (*key, *key_len) (valid until the next string read) and
- * the ':' is consumed; *key_start is the index of the key's opening quote
- * and *key_end the index just after its closing quote (both may be NULL). */
 st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
                             size_t *key_start, size_t *key_end);
 /* Arrays: same pattern; after *more == true, read one element. */
@@ -95,17 +93,16 @@ st_code st_json_skip(st_json *j);
 /* Requires only whitespace until the end ("trailing characters"). */
 st_code st_json_finish(st_json *j);
 
-/* Fails with ST_ERR_INVALID_JSON "<text> at line L column C", where the
- * line/column are those of index lc_index and the offset base + off_index. */
+/* Fails with ST_ERR_INVALID_JSON "<text> at line L column C" (the line and column of
+ * index lc_index), offset base + off_index. */
 st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text);
 
-/* Validates UTF-8 as Rust's str::from_utf8 does. On failure *valid_up_to
- * is the index of the first bad sequence and *error_len its length in
- * bytes (1..3), or 0 when the input ends in the middle of a sequence. */
+/* Validates UTF-8 as Rust's str::from_utf8: on failure *valid_up_to is the index of the
+ * first bad sequence and *error_len its length (1..3), 0 where the input ends inside it. */
 bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len);
 
-/* Formats a double as Rust's Display does (shortest round trip, no exponent)
- * followed by ".0" when it has no fractional part, as serde prints floats. */
+/* A double as serde prints it: Rust's Display (shortest round trip, no exponent), with
+ * ".0" where it has no fractional part. */
 void st_json_format_float(double f, char *out, size_t cap);
 
 #endif /* ST_JSON_H */
