@@ -1,4 +1,5 @@
 /* st_alloc.c - allocation wrappers, with a failure-injection hook for tests. */
+#include "st_internal.h"
 #include "st_test_hooks.h"
 
 #include <stdlib.h>
@@ -36,4 +37,22 @@ void *st_realloc(void *ptr, size_t size)
 void st_free(void *ptr)
 {
     free(ptr);
+}
+
+bool st_grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    size_t nc = *cap ? *cap : 16;
+    if (need <= *cap)
+        return true;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2 / elem)
+            return false;
+        nc *= 2;
+    }
+    void *p = st_realloc(*arr, nc * elem);
+    if (p == NULL)
+        return false;
+    *arr = p;
+    *cap = nc;
+    return true;
 }

@@ -17,7 +17,7 @@
  * strings) holds names and metadata; records and dims live in growing arrays;
  * an open-addressing hash table gives O(1) lookups.
  */
-#include "st_hash.h"
+#include "st_internal.h"
 #include "st_json.h"
 
 #include <stdarg.h>
@@ -44,7 +44,7 @@ struct st_header {
     bool has_metadata;
     size_t meta_count;
     st_metadata_item *meta;
-    st_hash_key hash_key; /* random per header: see st_hash.h */
+    st_hash_key hash_key; /* random per header: see st_internal.h */
 };
 
 typedef struct parser {
@@ -68,25 +68,6 @@ typedef struct parser {
 } parser;
 
 /* MARK: helpers */
-
-/* Grows *arr (elements of size elem) to hold at least need elements. */
-static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t nc = *cap ? *cap : 16;
-    while (nc < need) {
-        if (nc > SIZE_MAX / 2 / elem)
-            return false;
-        nc *= 2;
-    }
-    void *p = st_realloc(*arr, nc * elem);
-    if (p == NULL)
-        return false;
-    *arr = p;
-    *cap = nc;
-    return true;
-}
 
 /* Length of at most max bytes of s, cut on a UTF-8 character boundary. */
 static size_t clip_utf8(const char *s, size_t n, size_t max)
@@ -296,7 +277,7 @@ static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t
     uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
     size_t k = find_slot(p->hash, p->hash_cap - 1, p->recs, full, name, name_len);
     if (p->hash[k] == 0) { /* else a duplicate name: the last one wins */
-        if (!grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
+        if (!st_grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
         p->hash[k] = ((uint64_t)full << 32) | (uint64_t)++p->nrec;
     }
@@ -373,7 +354,7 @@ static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *o
             e->bad = true;
         else if (!to_shapes)
             out[i] = v;
-        else if (!grow((void **)&p->shapes, &p->capshape, p->nshape + 1, sizeof *p->shapes))
+        else if (!st_grow((void **)&p->shapes, &p->capshape, p->nshape + 1, sizeof *p->shapes))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
         else
             p->shapes[p->nshape++] = v;
@@ -500,7 +481,7 @@ static st_code parse_metadata(parser *p)
         if ((rc = st_json_string(&p->j, &v, &vn)) != ST_OK)
             return rc;
         v = arena_copy(p, v, vn);
-        if (!grow((void **)&p->meta, &p->capmeta, p->nmeta + 1, sizeof *p->meta))
+        if (!st_grow((void **)&p->meta, &p->capmeta, p->nmeta + 1, sizeof *p->meta))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
         p->meta[p->nmeta++] = (st_metadata_item){k, kn, v, vn};
     }
@@ -547,11 +528,7 @@ static st_code parse_document(parser *p)
 
 static int cmp_tensor_names(const st_tensor *x, const st_tensor *y)
 {
-    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-    int c = n ? memcmp(x->name, y->name, n) : 0;
-    if (c)
-        return c;
-    return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+    return st_name_cmp(x->name, x->name_len, y->name, y->name_len);
 }
 
 static int cmp_offsets(const void *a, const void *b)

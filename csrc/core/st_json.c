@@ -1,4 +1,5 @@
 /* st_json.c - strict streaming JSON reader (see st_json.h). */
+#include "st_internal.h"
 #include "st_json.h"
 
 #include <locale.h>
@@ -160,16 +161,10 @@ st_code st_json_enter(st_json *j)
 static bool scratch_add(st_json *j, size_t *used, const uint8_t *run, size_t run_len,
                         const char *extra, size_t k)
 {
-    size_t cap = j->scratch_cap ? j->scratch_cap : 64;
-    while (cap < *used + run_len + k)
-        cap *= 2;
-    char *p = cap == j->scratch_cap ? j->scratch : st_realloc(j->scratch, cap);
-    if (p == NULL)
+    if (!st_grow((void **)&j->scratch, &j->scratch_cap, *used + run_len + k, 1))
         return false;
-    j->scratch = p;
-    j->scratch_cap = cap;
-    memcpy(p + *used, run, run_len);
-    memcpy(p + *used + run_len, extra, k);
+    memcpy(j->scratch + *used, run, run_len);
+    memcpy(j->scratch + *used + run_len, extra, k);
     *used += run_len + k;
     return true;
 }

@@ -9,7 +9,7 @@
  */
 #define _GNU_SOURCE
 
-#include "st_core.h"
+#include "st_internal.h"
 #include "st_staged.h"
 
 #include <errno.h>
@@ -41,11 +41,7 @@ struct st_stream {
 
 static int cmp_names(const st_write_tensor *a, const st_write_tensor *b)
 {
-    size_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
-    int c = n ? memcmp(a->name, b->name, n) : 0;
-    if (c != 0)
-        return c;
-    return a->name_len < b->name_len ? -1 : (a->name_len > b->name_len);
+    return st_name_cmp(a->name, a->name_len, b->name, b->name_len);
 }
 
 /* qsort has no context argument: the tensors whose indices are being sorted. */

@@ -19,7 +19,7 @@
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
 
-#include "st_hash.h"
+#include "st_internal.h"
 #include "st_staged.h"
 
 #include <errno.h>
@@ -47,23 +47,11 @@ typedef struct buf {
 
 static bool buf_reserve(buf *b, size_t extra)
 {
-    size_t need, cap = b->cap ? b->cap : 256;
-    if (b->failed || extra <= b->cap - b->len)
-        return !b->failed;
-    if (__builtin_add_overflow(b->len, extra, &need)) {
+    size_t need;
+    if (!b->failed && (__builtin_add_overflow(b->len, extra, &need) ||
+                       !st_grow((void **)&b->data, &b->cap, need, 1)))
         b->failed = true;
-        return false;
-    }
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    uint8_t *p = st_realloc(b->data, cap);
-    if (p == NULL) {
-        b->failed = true;
-        return false;
-    }
-    b->data = p;
-    b->cap = cap;
-    return true;
+    return !b->failed;
 }
 
 static void buf_put(buf *b, const void *s, size_t n)
@@ -137,14 +125,8 @@ static int cmp_key(const void *pa, const void *pb)
         return a->dtype > b->dtype ? -1 : 1; /* dtype index descending */
     if (a->prefix != b->prefix)
         return a->prefix < b->prefix ? -1 : 1;
-    /* equal zero-padded prefixes: compare bytewise, a prefix sorts first */
-    size_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
-    int c = n ? memcmp(a->name, b->name, n) : 0;
-    if (c != 0)
-        return c;
-    if (a->name_len != b->name_len)
-        return a->name_len < b->name_len ? -1 : 1;
-    return a->index < b->index ? -1 : (a->index > b->index); /* stable */
+    int c = st_name_cmp(a->name, a->name_len, b->name, b->name_len);
+    return c ? c : (a->index > b->index) - (a->index < b->index); /* stable */
 }
 
 /* Checks each tensor as the reader will, and fills layout->order with the
