@@ -148,7 +148,7 @@ static st_code fd_reopen(const st_file *file, int *fd, st_error *err)
 /* file's descriptor, open until the matching fd_return. */
 st_code st_fd_borrow(const st_file *file, int *fd, st_error *err)
 {
-    if (file->source != NULL)
+    if (file->source.read_many != NULL)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
                             "a file opened over a byte source has no descriptor");
     st_file *f = (st_file *)file; /* its descriptor fields change under fds.lock */

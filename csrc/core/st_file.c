@@ -1,15 +1,11 @@
 /*
- * st_file.c - opening a safetensors file (a path on the mmap or the pread
- * backend, or a byte source), its lifetime and accessors (st_core.h). Its
- * reads are st_read.c's, its private mappings st_private_map.c's and its
- * descriptor the cache's (st_descriptors.c); struct st_file is in
- * st_file_internal.h. Fields are written once, before the file is handed
- * out, except the descriptor, which the cache changes under its lock.
- *
- * Opening never blocks on special files: the path is opened O_NONBLOCK (a
- * FIFO without a writer would block forever) and anything that is not a
- * regular file is rejected before a byte is read. Caveat of any mmap reader:
- * touching pages that another process truncated away raises SIGBUS.
+ * st_file.c - opening a file (a path on the mmap or pread backend, or a byte
+ * source), its lifetime and accessors; reads are st_read.c's, private maps
+ * st_private_map.c's, descriptors the cache's (st_descriptors.c). Fields are
+ * written once before the file is handed out, but the descriptor, which the
+ * cache changes under its lock. Opening never blocks: O_NONBLOCK (a FIFO without
+ * a writer), and only a regular file is read. As with any mmap reader, pages
+ * another process truncates away raise SIGBUS when touched.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -179,13 +175,11 @@ st_code st_file_open_source(const st_source *source, st_file **out, st_error *er
     *out = NULL;
     if ((rc = load_header(-1, source, source->size, &header, err)) != ST_OK)
         return rc;
-    if ((file = new_file(ST_BACKEND_PREAD, source->size, header)) == NULL ||
-        (file->source = st_malloc(sizeof *source)) == NULL) {
-        st_free(file);
+    if ((file = new_file(ST_BACKEND_PREAD, source->size, header)) == NULL) {
         st_header_free(header);
         return st_error_code(err, ST_ERR_NOMEM, 0);
     }
-    *file->source = *source;
+    file->source = *source;
     *out = file;
     return ST_OK;
 }
@@ -206,10 +200,8 @@ void st_file_release(st_file *file)
     if (file->map != NULL)
         munmap(file->map, file->map_len);
     st_fd_forget(file);
-    if (file->source != NULL) {
-        file->source->release(file->source->ctx);
-        st_free(file->source);
-    }
+    if (file->source.read_many != NULL)
+        file->source.release(file->source.ctx);
     st_header_free(file->header);
     st_free(file->path);
     st_free(file);

@@ -24,7 +24,7 @@ struct st_file {
     int fd;                        /* -1 while closed */
     size_t users;                  /* borrowers of fd: it is not closed under them */
     struct st_file *newer, *older; /* the cache's list, while fd >= 0 */
-    st_source *source;             /* st_file_open_source: every read goes to it; NULL for a path */
+    st_source source; /* st_file_open_source: every read goes to it; read_many NULL for a path */
 };
 
 /* Opens path read-only and checks that it is a regular file; *st from

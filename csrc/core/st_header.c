@@ -1,21 +1,16 @@
 /*
  * st_header.c - header length check, parse and validation (docs/format.md §6
  * rules 1-8, messages of §7), streaming over the JSON with st_json (no DOM).
- *
- * Errors are reported as upstream's serde model reports them: syntax errors,
- * errors in "__metadata__", a second "__metadata__" and a top-level value that
- * is not an object where they happen; errors inside tensor entries (wrong
- * types, unknown dtype, missing or duplicate fields, bad data_offsets length)
- * are deferred, because upstream deserializes the buffered entries (serde
- * "flatten") only after the whole object was read: the first one is reported
- * at the line/column of the end of the top-level object, and only if the rest
- * is syntactically valid (err->offset still points at the offending value).
- * Stricter than upstream: a tensor entry given as a JSON array is rejected;
- * numbers in ignored fields are only checked for syntax.
- *
- * Memory: one arena (as large as the header, which bounds all decoded
- * strings) holds names and metadata; records and dims live in growing arrays;
- * an open-addressing hash table gives O(1) lookups.
+ * Errors come as upstream's serde model gives them: syntax errors, errors in
+ * "__metadata__", a second "__metadata__" and a top level that is not an object
+ * where they happen; errors inside tensor entries (types, unknown dtype,
+ * missing or duplicate fields, data_offsets length) are deferred, as upstream
+ * deserializes the buffered entries (serde "flatten") after the whole object:
+ * the first one is reported at the end of the top-level object, and only if the
+ * rest is valid JSON (err->offset still points at the value). Stricter than
+ * upstream: an entry given as an array is rejected; numbers in ignored fields
+ * are only checked for syntax. Names and metadata live in one arena as large as
+ * the header; records and dims in growing arrays; names in a hash table.
  */
 #include "st_internal.h"
 #include "st_json.h"

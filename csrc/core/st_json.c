@@ -394,17 +394,11 @@ static inline bool is_digit(uint8_t c)
 /* strtod on [s, s+n) in the "C" notation whatever the locale. */
 static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)
 {
-    char stackbuf[128];
-    char *tmp = stackbuf;
-    char dp = '.';
+    char stackbuf[128], *tmp = n < sizeof stackbuf ? stackbuf : st_malloc(n + 1);
     const struct lconv *lc = localeconv();
-    if (lc != NULL && lc->decimal_point != NULL && lc->decimal_point[0] != '\0')
-        dp = lc->decimal_point[0];
-    if (n + 1 > sizeof stackbuf) {
-        tmp = st_malloc(n + 1);
-        if (tmp == NULL)
-            return st_error_code(j->err, ST_ERR_NOMEM, 0);
-    }
+    char dp = lc && lc->decimal_point && lc->decimal_point[0] ? lc->decimal_point[0] : '.';
+    if (tmp == NULL)
+        return st_error_code(j->err, ST_ERR_NOMEM, 0);
     for (size_t k = 0; k < n; k++)
         tmp[k] = s[k] == '.' ? dp : (char)s[k];
     tmp[n] = '\0';

@@ -1,10 +1,7 @@
 /*
- * st_read.c - reading a file's bytes into the caller's memory: st_file_read
- * and st_file_read_many (the read queue and its worker threads), and
- * st_read_exact, the pread loop that opening the header uses too. On the
- * mmap backend a read is a memcpy from the whole-file mapping; on the pread
- * backend it borrows the file's descriptor from the cache (st_descriptors.c)
- * for the whole call; a file over a byte source hands the requests to it.
+ * st_read.c - st_file_read(_many): a memcpy from the mapping (mmap backend), a
+ * pread loop on a descriptor borrowed from the cache for the call (pread
+ * backend), or the requests handed to the byte source.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -50,13 +47,11 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 }
 
 /*
- * Large reads go through a queue of ST_READ_CHUNK pieces that up to
- * ST_READ_THREADS threads (the caller among them) take in file order:
- * on a warm file several cores copy from the page cache at once; on a cold
- * one ST_READ_THREADS reads of ST_READ_CHUNK are in flight, which the disk
- * needs to reach its throughput (one large pread keeps only the kernel's
- * readahead window in flight). Threads live for one call: nothing outlives
- * it. Below ST_PARALLEL_MIN bytes in all a thread costs more than it saves.
+ * Reads go through a queue of ST_READ_CHUNK pieces that up to ST_READ_THREADS
+ * threads of the call (the caller among them) take in file order: warm, several
+ * cores copy from the page cache; cold, several reads are in flight, as a disk
+ * needs (one large pread keeps only the readahead window in flight). Below
+ * ST_PARALLEL_MIN bytes a thread costs more than it saves.
  */
 #define ST_READ_CHUNK   ((size_t)1 << 20)
 #define ST_PARALLEL_MIN ((size_t)4 << 20)
@@ -170,9 +165,8 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
         chunks += r->len / ST_READ_CHUNK + (r->len % ST_READ_CHUNK != 0);
         total += r->len;
     }
-    if (file->source != NULL) /* it does its own concurrency */
-        return count == 0 ? ST_OK
-                          : file->source->read_many(file->source->ctx, requests, count, err);
+    if (file->source.read_many != NULL) /* it does its own concurrency */
+        return count == 0 ? ST_OK : file->source.read_many(file->source.ctx, requests, count, err);
     if (file->map == NULL && total > 0 &&
         (queue.code = st_fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;

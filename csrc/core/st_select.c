@@ -1,26 +1,18 @@
 /*
- * st_select.c - NumPy basic indexing over a tensor (st_select), and copying
- * or reading what it selects.
+ * st_select.c - NumPy basic indexing over a tensor (st_select), and copying or
+ * reading what it selects. Ints count from the end when negative and remove their
+ * dim (out of range: upstream's "Invalid index 10 for dimension 0 of size 10");
+ * slices follow PySlice_Unpack + PySlice_AdjustIndices; one Ellipsis, and the
+ * trailing dims, take the dims no item names; newaxis adds a dim of size 1, stride 0.
+ * An empty selection has offset 0 and span (0, 0).
  *
- * Ints count from the end when negative and remove their dim; out of range
- * is upstream's "Invalid index 10 for dimension 0 of size 10". Slices follow
- * Python (PySlice_Unpack + PySlice_AdjustIndices: defaults by the step's
- * sign, bounds clamped; a zero step is an error). One Ellipsis expands to the
- * dims no other item takes, as do the trailing dims; newaxis inserts a dim of
- * size 1 and stride 0. An empty selection has offset 0 and span (0, 0).
- *
- * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits) allow only selections made of
- * whole bytes, else ST_ERR_MISALIGNED_SLICE; checked in bits: the tensor's
- * last dim is taken by a slice (never an int) with step 1 (or selecting at
- * most one element) whose start and count are whole bytes; the first
- * element's bit offset is whole bytes, and every other dim selecting more
- * than one element moves by whole bytes. `shape` is then in elements,
- * offsets and spans in bytes, strides in bytes except the last dim's, 1
- * (contiguous elements); a dim of <= 1 element whose stride is not whole
- * bytes gets 0. st_selection_bytes turns it into a byte selection.
- *
- * All arithmetic is checked: an empty tensor may have dims whose strides
- * overflow; they never address memory (the result is empty).
+ * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits) allow whole bytes only, checked in
+ * bits: the last dim taken by a slice (never an int) of step 1 (or of <= 1
+ * element) whose start and count are whole bytes, the first element on a byte,
+ * and every other dim of > 1 element moving by whole bytes. `shape` then counts
+ * elements, offsets and spans bytes, strides bytes except the last dim's (1:
+ * contiguous elements); a dim of <= 1 element with a partial-byte stride gets 0.
+ * Arithmetic is checked: an empty tensor's strides may overflow, unused.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE

@@ -1,20 +1,16 @@
 /*
- * st_writer.c - laying out and writing safetensors files (docs/format.md §5).
+ * st_writer.c - laying out and writing files (docs/format.md §5).
+ * st_write_layout reproduces upstream 0.8.0's header byte for byte (tensors by
+ * dtype index descending then name, offsets from 0, compact JSON with
+ * "__metadata__" first, serde_json's escapes, spaces to a multiple of 8), except
+ * that zero tensors with present-but-empty metadata give the valid
+ * {"__metadata__":{}} (upstream writes invalid JSON there).
  *
- * st_write_layout reproduces upstream 0.8.0's header byte for byte (tensors
- * by dtype index descending then name bytewise, offsets from 0; compact JSON
- * with "__metadata__" first; serde_json's string escapes; spaces to a multiple
- * of 8; "header too large" over 100,000,000), except that zero tensors with
- * present-but-empty metadata give the valid {"__metadata__":{}} (upstream
- * writes invalid JSON there). One growing buffer, no per-tensor allocation.
- *
- * st_write_file (and the streaming writer) write through st_staged_file: a
- * temporary ".st-<pid>-<random>.tmp" created O_EXCL through a descriptor of
- * the destination's directory (mode 0666 under the umask, or the mode of the
- * regular file it replaces; any other kind of file is refused), renamed over
- * the destination when complete, unlinked on any failure. No fsync, as
- * upstream: the rename shows readers the old or the new file, never a torn
- * one; durability across a power loss is the caller's choice.
+ * st_write_file and the streaming writer write through st_staged_file: a
+ * temporary ".st-<pid>-<random>.tmp" created O_EXCL beside the destination
+ * (mode 0666 under the umask, or the replaced regular file's), renamed over it
+ * when complete, unlinked on failure. No fsync, as upstream: readers see the old
+ * or the new file, never a torn one; durability is the caller's choice.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
