@@ -1,13 +1,10 @@
 /*
- * st_descriptors.c - the process-wide cache of descriptors that pread reads
- * and private maps borrow (st_fd_borrow/st_fd_return; docs/design.md,
- * "Descriptors"), so that thousands of open files do not hold thousands of
- * descriptors. One list, newest first, under fds.lock, keeps at most
- * fd_bound() unused descriptors; one in use is never closed. A file whose
- * descriptor was closed reopens its path and checks it is the file it opened
- * (fstat's device, inode, size and mtime at open). Only the cache opens and
- * closes a file's fd. fork: the lock is held across it (pthread_atfork) and
- * the child's list, whose borrowers did not come along, counts no users.
+ * st_descriptors.c - the process-wide cache of descriptors that pread reads and
+ * private maps borrow (docs/design.md, "Descriptors"): one list, newest first,
+ * under fds.lock, of at most fd_bound() unused ones (one in use is never closed).
+ * A file whose descriptor was closed reopens its path and checks it is the file
+ * opened (device, inode, size, mtime). The lock is held across fork; the child's
+ * list, whose borrowers did not come along, counts no users.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE

@@ -128,18 +128,18 @@ static st_code describe_value(parser *p, bool consume_containers, char *desc, si
     }
     case ST_JT_NUMBER: {
         st_jnum local;
+        char f[96] = "";
         num = num ? num : &local;
         if ((rc = st_json_number(&p->j, true, num)) != ST_OK)
             return rc;
-        if (num->kind == ST_JNUM_U64) {
-            snprintf(desc, cap, "integer `%llu`", (unsigned long long)num->u);
-        } else if (num->kind == ST_JNUM_I64) {
-            snprintf(desc, cap, "integer `%lld`", (long long)num->i);
-        } else {
-            char f[96];
+        if (num->kind == ST_JNUM_F64)
             st_json_format_float(num->f, f, sizeof f);
+        if (num->kind == ST_JNUM_U64)
+            snprintf(desc, cap, "integer `%llu`", (unsigned long long)num->u);
+        else if (num->kind == ST_JNUM_I64)
+            snprintf(desc, cap, "integer `%lld`", (long long)num->i);
+        else
             snprintf(desc, cap, "floating point `%s`", f);
-        }
         return ST_OK;
     }
     case ST_JT_TRUE:
@@ -423,17 +423,12 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
             return rc;
         if (!more)
             break;
-        int field = field_index(k, kn);
-        if (e.bad || p->deferred || field < 0) {
-            e.bad = e.bad || p->deferred;
-            rc = st_json_skip(&p->j); /* unknown fields are ignored */
-        } else {
-            rc = read_field(p, field, kstart, &e);
-        }
+        int field = field_index(k, kn); /* unknown fields are ignored */
+        rc = e.bad || field < 0 ? st_json_skip(&p->j) : read_field(p, field, kstart, &e);
         if (rc != ST_OK)
             return rc;
     }
-    if (e.bad || p->deferred)
+    if (e.bad) /* an error was deferred */
         return ST_OK;
     for (int f = 0; f < FIELD_COUNT; f++)
         if (!e.have[f]) {
@@ -452,10 +447,8 @@ static st_code parse_metadata(parser *p)
     bool first = true, more;
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
-    if (t == ST_JT_NULL) {
-        p->has_meta = false;
+    if (t == ST_JT_NULL) /* as absent */
         return st_json_literal(&p->j);
-    }
     if (t != ST_JT_OBJECT)
         return invalid_type(p, false, "a map");
     p->has_meta = true;

@@ -60,13 +60,11 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 #define ST_READ_STACK   ((size_t)256 << 10)
 
 /*
- * MADV_POPULATE_WRITE (Linux 5.14) before each chunk: a fresh destination
- * otherwise takes a page fault per 4 KiB inside pread's copy (548 MB warm,
- * 2 threads: 0.22-0.29 s of CPU with it, 0.29-0.36 s without). Harmless
- * (EINVAL) on older kernels. No MADV_HUGEPAGE: under THP defrag=madvise (a
- * common default) each huge-page fault compacts memory synchronously; it
- * measured up to a quarter faster when free 2 MiB blocks were at hand and
- * 2-3.5x slower when not (0.09-1.19 s against a steady 0.28-0.47 s).
+ * MADV_POPULATE_WRITE (Linux 5.14; EINVAL before) on each chunk: else a fresh
+ * destination faults per 4 KiB inside pread's copy (548 MB warm: 0.22-0.29 s of
+ * CPU with it, 0.29-0.36 s without). No MADV_HUGEPAGE: under THP defrag=madvise
+ * each huge-page fault compacts memory synchronously (0.09-1.19 s against a
+ * steady 0.28-0.47 s): up to a quarter faster, or 2-3.5x slower.
  */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23

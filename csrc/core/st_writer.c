@@ -154,21 +154,6 @@ static st_code sort_tensors(st_layout *layout, st_error *err)
     return rc;
 }
 
-/* The "__metadata__" entry, in the caller's order. */
-static void put_metadata(buf *b, const st_layout *layout)
-{
-    BUF_LIT(b, "\"__metadata__\":{");
-    for (size_t i = 0; i < layout->metadata_count && b->len - 8 <= ST_MAX_HEADER_SIZE; i++) {
-        const st_metadata_item *item = &layout->metadata[i];
-        if (i > 0)
-            BUF_LIT(b, ",");
-        buf_json_string(b, item->key, item->key_len);
-        BUF_LIT(b, ":");
-        buf_json_string(b, item->value, item->value_len);
-    }
-    BUF_LIT(b, "}");
-}
-
 /* One tensor entry: "name":{"dtype":..,"shape":[..],"data_offsets":[begin,end]}. */
 static void put_tensor(buf *b, const st_write_tensor *t, uint64_t begin, uint64_t end)
 {
@@ -189,15 +174,25 @@ static void put_tensor(buf *b, const st_write_tensor *t, uint64_t begin, uint64_
     BUF_LIT(b, "]}");
 }
 
-/* The 8 placeholder length bytes and the JSON text; *data_len receives the
- * size of the data section. Stops early once the header is too large. */
+/* The 8 placeholder length bytes and the JSON text, "__metadata__" first (in
+ * the caller's order); *data_len receives the size of the data section. Stops
+ * early once the header is too large. */
 static st_code put_header(buf *b, const st_layout *layout, uint64_t *data_len, st_error *err)
 {
     bool first = !layout->has_metadata && layout->metadata_count == 0;
     uint64_t cursor = 0;
     BUF_LIT(b, "\0\0\0\0\0\0\0\0{");
     if (!first)
-        put_metadata(b, layout);
+        BUF_LIT(b, "\"__metadata__\":{");
+    for (size_t i = 0; i < layout->metadata_count && b->len - 8 <= ST_MAX_HEADER_SIZE; i++) {
+        if (i > 0)
+            BUF_LIT(b, ",");
+        buf_json_string(b, layout->metadata[i].key, layout->metadata[i].key_len);
+        BUF_LIT(b, ":");
+        buf_json_string(b, layout->metadata[i].value, layout->metadata[i].value_len);
+    }
+    if (!first)
+        BUF_LIT(b, "}");
     for (size_t i = 0; i < layout->count && b->len - 8 <= ST_MAX_HEADER_SIZE; i++) {
         const st_write_tensor *t = &layout->tensors[layout->order[i]];
         uint64_t end;
