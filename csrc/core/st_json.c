@@ -51,20 +51,13 @@ bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigne
 
 st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text)
 {
-    size_t line = 1, col;
-    size_t last_nl_end = 0;
+    size_t line = 1;
     if (lc_index > j->len)
         lc_index = j->len;
-    const uint8_t *p = j->buf, *end = j->buf + lc_index;
-    while (p < end) {
-        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
-        if (nl == NULL)
-            break;
+    const uint8_t *p = j->buf, *end = j->buf + lc_index, *nl; /* p: after the last newline */
+    for (; (nl = memchr(p, '\n', (size_t)(end - p))) != NULL; p = nl + 1)
         line++;
-        last_nl_end = (size_t)(nl - j->buf) + 1;
-        p = nl + 1;
-    }
-    col = lc_index - last_nl_end;
+    size_t col = lc_index - (size_t)(p - j->buf);
     if (off_index > j->len)
         off_index = j->len;
     return st_error_set(j->err, ST_ERR_INVALID_JSON, j->base + off_index,
@@ -102,8 +95,6 @@ void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, boo
 void st_json_dispose(st_json *j)
 {
     st_free(j->scratch);
-    j->scratch = NULL;
-    j->scratch_cap = 0;
 }
 
 static inline void skip_ws(st_json *j)
@@ -173,11 +164,8 @@ static int hexval(uint8_t c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    c |= 0x20; /* 'A'-'F' to 'a'-'f' */
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
 static st_code read_hex4(st_json *j, unsigned *out)

@@ -144,22 +144,6 @@ static st_code push_dim(walk *w, uint64_t count, int64_t step_bits, bool from_so
     return ST_OK;
 }
 
-/* Takes `n` source dims whole (an Ellipsis, or the implicit trailing ones). */
-static st_code take_full(walk *w, size_t n, st_error *err)
-{
-    for (size_t k = 0; k < n; k++, w->d++) {
-        st_code rc = push_dim(w, w->tensor->shape[w->d], w->sbits[w->d], true, err);
-        if (rc != ST_OK)
-            return rc;
-        if (w->d == w->tensor->ndim - 1) {
-            w->last_start = 0;
-            w->last_count = w->tensor->shape[w->d];
-            w->last_step = 1;
-        }
-    }
-    return ST_OK;
-}
-
 /* Moves the first element to element `index` of the next source dim. */
 static void move_to(walk *w, int64_t index)
 {
@@ -204,6 +188,16 @@ static st_code take_slice(walk *w, const st_index *ix, st_error *err)
     }
     w->d++;
     return ST_OK;
+}
+
+/* Takes n source dims whole (an Ellipsis, or the implicit trailing ones). */
+static st_code take_full(walk *w, size_t n, st_error *err)
+{
+    static const st_index all = {.kind = ST_INDEX_SLICE};
+    st_code rc = ST_OK;
+    for (size_t k = 0; k < n && rc == ST_OK; k++)
+        rc = take_slice(w, &all, err);
+    return rc;
 }
 
 /* Applies every index item in order; Ellipsis and the implicit trailing
