@@ -64,9 +64,8 @@ st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *f
 
 st_code st_error_io(st_error *err, int sys_errno, uint64_t offset)
 {
-    char buf[256];
+    char buf[256] = "";
     const char *text = NULL;
-    buf[0] = '\0';
     /* strerror is not thread-safe; use the XSI/GNU variants where present. */
 #if defined(__GLIBC__) && defined(_GNU_SOURCE)
     text = strerror_r(sys_errno, buf, sizeof buf);

@@ -153,7 +153,6 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     }
     file->opened = st;
     file->map = map == MAP_FAILED ? NULL : map;
-    file->map_len = (size_t)st.st_size;
     st_fd_adopt(file, fd); /* the cache owns the descriptor from here */
     *out = file;
     return ST_OK;
@@ -198,7 +197,7 @@ void st_file_release(st_file *file)
     if (atomic_fetch_sub_explicit(&file->refcount, 1, memory_order_acq_rel) != 1)
         return;
     if (file->map != NULL)
-        munmap(file->map, file->map_len);
+        munmap(file->map, (size_t)file->size);
     st_fd_forget(file);
     if (file->source.read_many != NULL)
         file->source.release(file->source.ctx);

@@ -15,8 +15,7 @@ struct st_file {
     atomic_size_t refcount;
     st_backend backend;
     uint64_t size; /* file size at open (fstat) */
-    uint8_t *map;  /* mmap backend: base of the whole-file mapping */
-    size_t map_len;
+    uint8_t *map;  /* mmap backend: base of the whole-file mapping (size bytes) */
     st_header *header;
     char *path;         /* absolute where the working directory was known */
     struct stat opened; /* what fstat said at open: the identity to check */
@@ -27,13 +26,11 @@ struct st_file {
     st_source source; /* st_file_open_source: every read goes to it; read_many NULL for a path */
 };
 
-/* Opens path read-only and checks that it is a regular file; *st from
- * fstat. Never blocks on a FIFO (O_NONBLOCK, cleared again after). On
- * failure *fd is -1 (nothing is left open). (st_file.c) */
+/* Opens path read-only, never blocking on a FIFO (O_NONBLOCK, cleared after), and checks
+ * it is a regular file; *st from fstat. On failure *fd is -1. (st_file.c) */
 st_code st_file_open_regular(const char *path, int *fd, struct stat *st, st_error *err);
 
-/* Reads exactly len bytes at offset from fd; a file that ends first is an
- * I/O error. (st_read.c) */
+/* Reads exactly len bytes at offset from fd; a file that ends first is an I/O error. */
 st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *err);
 
 /* The descriptor cache (st_descriptors.c). st_fd_adopt hands it fd, just

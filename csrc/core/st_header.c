@@ -56,8 +56,7 @@ typedef struct parser {
     st_hash_key hash_key;
     st_metadata_item *meta;
     size_t nmeta, capmeta;
-    bool seen_meta, has_meta;
-    bool deferred;
+    bool seen_meta, has_meta, deferred;
     size_t deferred_off;
     char deferred_msg[ST_ERROR_MSG_MAX];
 } parser;
@@ -290,11 +289,8 @@ static void dtype_list(char *out, size_t cap)
     size_t used = 0;
     out[0] = '\0';
     for (unsigned i = 0; i < ST_DTYPE__COUNT && used < cap; i++) {
-        int n =
-            snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "", st_dtype_name((st_dtype)i));
-        if (n < 0)
-            break;
-        used += (size_t)n;
+        used += (size_t)snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "",
+                                 st_dtype_name((st_dtype)i));
     }
 }
 

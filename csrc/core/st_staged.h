@@ -11,7 +11,6 @@
 
 #include "st_core.h"
 
-#include <stdbool.h>
 #include <sys/types.h>
 
 typedef struct st_staged_file {

@@ -392,31 +392,24 @@ static int write_contents(int fd, const st_layout *layout)
 {
     struct iovec iov[IOV_MAX];
     int n = 0, e = 0;
-    uint64_t written = 0;         /* bytes of the completed writev calls */
-    size_t pending = 0;           /* bytes in iov[0..n) */
-    size_t room = ST_WRITE_PIECE; /* bytes left in the current piece */
+    uint64_t pos = 0; /* file offset of the next byte */
     for (size_t i = 0; i <= layout->count; i++) {
         /* segment 0 is the header, then the tensors in file order */
         const st_write_tensor *t = i ? &layout->tensors[layout->order[i - 1]] : NULL;
         const uint8_t *p = t ? t->data : layout->header;
         uint64_t left = t ? t->data_len : layout->header_size;
         while (left > 0) {
+            size_t room = ST_WRITE_PIECE - (size_t)(pos % ST_WRITE_PIECE);
             size_t take = left < room ? (size_t)left : room;
-            iov[n].iov_base = (void *)p;
-            iov[n].iov_len = take;
-            n++;
+            iov[n++] = (struct iovec){(void *)p, take};
             p += take;
             left -= take;
-            room -= take;
-            pending += take;
-            if (room == 0 || n == IOV_MAX) {
-                if ((e = writev_all(fd, iov, n)) != 0)
-                    return e;
-                written += pending;
-                pending = 0;
-                n = 0;
-                room = ST_WRITE_PIECE - (size_t)(written % ST_WRITE_PIECE);
-            }
+            pos += take;
+            if (pos % ST_WRITE_PIECE != 0 && n < IOV_MAX)
+                continue;
+            if ((e = writev_all(fd, iov, n)) != 0)
+                return e;
+            n = 0;
         }
     }
     return n > 0 ? writev_all(fd, iov, n) : 0;
