@@ -266,11 +266,10 @@ typedef struct st_read_request {
 st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
                           st_error *err);
 
-/* A byte source: a file whose bytes come from the caller (a remote object,
- * memory, ...). read_many fills every request (within [0, size), disjoint)
- * with its own concurrency, from any thread, and returns only once no read
- * into a destination runs, also on failure (an st_code with err set;
- * ST_ERR_EXTERNAL where it reported the error its own way). release frees ctx. */
+/* A byte source: a file whose bytes come from the caller (a remote object, memory, ...).
+ * read_many fills every request (within [0, size), disjoint) with its own concurrency,
+ * from any thread, and returns once no read into a destination runs, also on failure
+ * (err set; ST_ERR_EXTERNAL where it reported the error its own way). release frees ctx. */
 typedef struct st_source {
     void *ctx;
     uint64_t size;

@@ -193,18 +193,16 @@ void st_fd_forget(st_file *file)
 
 bool st_file_has_descriptor(const st_file *file)
 {
-    bool has;
     fds_lock();
-    has = file->fd >= 0;
+    bool has = file->fd >= 0;
     fds_unlock();
     return has;
 }
 
 size_t st_file_descriptors(void)
 {
-    size_t open;
     fds_lock();
-    open = fds.open;
+    size_t open = fds.open;
     fds_unlock();
     return open;
 }

@@ -63,9 +63,8 @@ st_code st_file_open_regular(const char *path, int *fd, struct stat *st, st_erro
     return ST_OK;
 }
 
-/* path made absolute with the working directory of now, so that a later
- * chdir does not change which file a reopen finds; as given where the
- * working directory is unknown. NULL when out of memory. */
+/* path made absolute now (a later chdir must not change what a reopen finds), as given
+ * where the working directory is unknown; NULL when out of memory. */
 static char *absolute_path(const char *path)
 {
     char cwd[PATH_MAX];

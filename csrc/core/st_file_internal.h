@@ -33,10 +33,9 @@ st_code st_file_open_regular(const char *path, int *fd, struct stat *st, st_erro
 /* Reads exactly len bytes at offset from fd; a file that ends first is an I/O error. */
 st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *err);
 
-/* The descriptor cache (st_descriptors.c). st_fd_adopt hands it fd, just
- * opened by st_file_open; st_fd_borrow gives file's descriptor, reopened if
- * it was closed, open until the matching st_fd_return; st_fd_forget closes
- * it at the file's last release. */
+/* The descriptor cache (st_descriptors.c): st_fd_adopt hands it st_file_open's fd;
+ * st_fd_borrow gives file's descriptor (reopened if closed) until st_fd_return;
+ * st_fd_forget closes it at the file's last release. */
 void st_fd_adopt(st_file *file, int fd);
 st_code st_fd_borrow(const st_file *file, int *fd, st_error *err);
 void st_fd_return(const st_file *file);

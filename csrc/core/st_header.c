@@ -101,12 +101,9 @@ void st_debug_str(const char *s, size_t n, char *out, size_t cap)
     out[o < cap ? o : cap - 1] = '\0';
 }
 
-/*
- * Reads the value at the cursor and describes it as serde's Unexpected
- * ("integer `1`", "string \"x\"", "sequence", ...); a number also goes to
- * *num (if not NULL). Scalars are consumed; arrays/objects only with
- * consume_containers.
- */
+/* Reads the value at the cursor and describes it as serde's Unexpected ("integer `1`",
+ * "string \"x\"", "sequence", ...); a number also goes to *num (if not NULL). Scalars are
+ * consumed; arrays/objects only with consume_containers. */
 static st_code describe_value(parser *p, bool consume_containers, char *desc, size_t cap,
                               st_jnum *num)
 {
@@ -183,12 +180,9 @@ static st_code invalid_type(parser *p, bool deferred, const char *expected)
     return ST_OK;
 }
 
-#define key_is(k, n, lit) ((n) == sizeof(lit) - 1 && memcmp((k), (lit), sizeof(lit) - 1) == 0)
-
 static const char *arena_copy(parser *p, const char *s, size_t n)
 {
-    /* Never overflows: decoded strings are no longer than their JSON text,
-     * and the arena is as large as the whole JSON text. */
+    /* Never overflows: the arena is as large as the JSON, decoded strings no longer. */
     char *d = p->arena + p->arena_used;
     if (n)
         memcpy(d, s, n);
@@ -312,12 +306,9 @@ static st_code read_dtype(parser *p, size_t vstart, entry *e)
     return ST_OK;
 }
 
-/*
- * Reads an array of usize: element i goes to out[i] while i < cap, or onto
- * p->shapes with to_shapes. *count is the number of elements. After a bad
- * element (deferred, e->bad) the rest are only checked for syntax, and so
- * are elements past cap.
- */
+/* Reads an array of usize (*count elements): element i to out[i] while i < cap, or onto
+ * p->shapes with to_shapes. After a bad one (deferred, e->bad), and past cap, elements
+ * are only checked for syntax. */
 static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *out, size_t cap,
                                 size_t *count)
 {
@@ -491,17 +482,14 @@ static st_code parse_document(parser *p)
             return rc;
         if (!more)
             break;
-        if (key_is(k, kn, "__metadata__")) {
-            if (p->seen_meta)
-                return st_json_fail(&p->j, kend, kstart, "duplicate field `__metadata__`");
-            p->seen_meta = true;
-            if ((rc = parse_metadata(p)) != ST_OK)
-                return rc;
-        } else {
-            const char *name = p->deferred ? k : arena_copy(p, k, kn);
-            if ((rc = parse_tensor(p, name, kn, kstart)) != ST_OK)
-                return rc;
-        }
+        bool meta = kn == 12 && memcmp(k, "__metadata__", 12) == 0;
+        if (meta && p->seen_meta)
+            return st_json_fail(&p->j, kend, kstart, "duplicate field `__metadata__`");
+        p->seen_meta = p->seen_meta || meta;
+        rc = meta ? parse_metadata(p)
+                  : parse_tensor(p, p->deferred ? k : arena_copy(p, k, kn), kn, kstart);
+        if (rc != ST_OK)
+            return rc;
     }
     if (p->deferred)
         return st_json_fail(&p->j, p->j.pos, p->deferred_off, p->deferred_msg);
@@ -555,11 +543,9 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uin
     return ST_OK;
 }
 
-/*
- * Rules 6-8 (docs/format.md §6): sorts the records into data-offset order
- * (the name table follows them), then checks that they tile the data section
- * with the sizes their shapes give, and cover the file.
- */
+/* Rules 6-8 (docs/format.md §6): sorts the records into data-offset order (the name table
+ * follows), then checks they tile the data section with their shapes' sizes and cover the
+ * file. */
 static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size)
 {
     static const uint64_t no_dims[1] = {0}; /* shapes is NULL when every tensor is a scalar */

@@ -309,11 +309,8 @@ st_code st_json_string(st_json *j, const char **s, size_t *slen)
 
 /* MARK: objects and arrays */
 
-/*
- * The step between items, shared by objects and arrays: at `close` the
- * container ends (*more false); otherwise, after the first item, a ','
- * must come, and not right before `close`.
- */
+/* The step between items of an object or array: at `close` it ends (*more false); else
+ * after the first item a ',' must come, and not right before `close`. */
 static st_code next_item(st_json *j, bool *first, bool *more, uint8_t close, const char *eof_text,
                          const char *separator_text)
 {

@@ -168,10 +168,9 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
     if (file->map == NULL && total > 0 &&
         (queue.code = st_fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
-    /* Small reads stay on this thread. A thread that cannot start leaves its
-     * share to the others and to this one, which works the queue too. Small
-     * stacks: a worker needs a few KiB, and 7 default 8 MiB stacks overflow
-     * glibc's 40 MiB stack cache, so every call would map some afresh. */
+    /* Small reads stay on this thread; a thread that cannot start leaves its share to the
+     * others and this one. Small stacks: 7 default 8 MiB ones overflow glibc's 40 MiB
+     * stack cache, and every call would map some afresh. */
     bool threaded = total >= ST_PARALLEL_MIN && pthread_attr_init(&attr) == 0;
     if (threaded)
         (void)pthread_attr_setstacksize(&attr, ST_READ_STACK);

@@ -114,9 +114,8 @@ static st_code check_indices(const st_tensor *tensor, const st_index *indices, s
     return ST_OK;
 }
 
-/* Source strides in bits, C order. For a non-empty tensor they are all <= its
- * size in bits (checked by the header validation, still checked here); for an
- * empty tensor an overflowing stride is replaced by 0. */
+/* Source strides in bits, C order: for a non-empty tensor <= its size in bits (checked
+ * again here); for an empty one an overflowing stride becomes 0. */
 static st_code source_strides(walk *w, unsigned bits, st_error *err)
 {
     const st_tensor *t = w->tensor;
@@ -315,9 +314,8 @@ st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection 
     *out = *sel;
     if (bits % 8 == 0 || sel->nelements == 0)
         return ST_OK;
-    /* The innermost run comes from the tensor's last dim: the last output
-     * dim with a non-zero stride (trailing newaxes have stride 0, and the
-     * run has >= 2 elements so its stride is 1). */
+    /* The innermost run is the last output dim with a non-zero stride (trailing newaxes
+     * have 0; the run has >= 2 elements, so stride 1). */
     for (size_t k = sel->ndim; k-- > 0;) {
         if (sel->strides[k] == 0)
             continue;
@@ -427,15 +425,13 @@ st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset, cons
     bool sparse = sel->span_len / selected > ST_SPAN_WASTE_MAX;
     size_t run = m == 0 ? itemsize : (size_t)shape[m - 1] * itemsize;
     if (inner_contiguous ? (m <= 1 || run >= ST_DIRECT_RUN_MIN || sparse) : sparse) {
-        /* Runs read into place, only the selected bytes: whole rows when the
-         * innermost dim is contiguous, else single elements (a sparse
-         * selection, where reading the span would be mostly waste). */
+        /* Only the selected bytes, read into place: whole rows where the innermost dim
+         * is contiguous, else single elements (sparse: the span would be mostly waste). */
         size_t outer = inner_contiguous ? (m == 0 ? 0 : m - 1) : m;
         int64_t at = sel->offset;
         if (!inner_contiguous)
             run = itemsize;
-        /* One st_file_read_many for all the runs: a byte source (a remote
-         * object) then sees them together and can coalesce them. */
+        /* One st_file_read_many: a byte source sees all the runs and can coalesce them. */
         size_t count = (size_t)(selected / run), i = 0;
         st_read_request *requests = st_malloc(count * sizeof *requests);
         if (requests == NULL)

@@ -23,9 +23,8 @@ typedef struct st_staged_file {
     char tmp[64];     /* the temporary file's name in dir_fd */
 } st_staged_file;
 
-/* Checks the destination, creates the temporary file and reserves `size`
- * bytes for it. On failure nothing is left to discard but the call to
- * st_staged_discard, which is always safe. `path` must outlive `f`. */
+/* Checks the destination, creates the temporary file and reserves `size` bytes for it
+ * (path must outlive f). st_staged_discard is always safe, also after a failure. */
 st_code st_staged_open(const char *path, uint64_t size, st_staged_file *f, st_error *err);
 
 /* Closes the temporary file and renames it over the destination. */

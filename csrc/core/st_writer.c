@@ -380,14 +380,10 @@ void st_staged_discard(st_staged_file *f)
     f->created = false;
 }
 
-/*
- * Writes the header and every tensor's bytes, in file order, with writev
- * straight from the caller's memory, in pieces of ST_WRITE_PIECE bytes
- * aligned in the file: once a copy into a page-cache folio comes up short
- * the kernel halves its folio size for the rest of the call (a 548 MB save
- * next to a heavy writer went through 392 folios instead of 267); bounded
- * calls confine that to one piece. Returns 0 or an errno value.
- */
+/* Writes the header and the tensors, in file order, with writev from the caller's memory
+ * in aligned pieces of ST_WRITE_PIECE bytes: once a copy into a page-cache folio comes up
+ * short the kernel halves its folio size for the rest of the call (a 548 MB save beside a
+ * heavy writer went through 392 folios instead of 267). Returns 0 or an errno value. */
 static int write_contents(int fd, const st_layout *layout)
 {
     struct iovec iov[IOV_MAX];
