@@ -10,12 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/*
- * name: upstream's enum variant. text: the whole message for codes that have
- * no details; for the others, the start of the message, which st_error_set
- * writes before the caller's formatted details. These are upstream's Display
- * texts, matched exactly by callers.
- */
+/* name: upstream's enum variant. text: upstream's Display text (matched exactly by
+ * callers): the whole message, or its start, before st_error_set's details. */
 static const struct {
     const char *name;
     const char *text;

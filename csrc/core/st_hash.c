@@ -1,7 +1,7 @@
 /*
- * st_hash.c - tensor names: SipHash-1-3 (Aumasson and Bernstein's SipHash with
+ * st_hash.c - SipHash-1-3 (Aumasson and Bernstein's SipHash with
  * one compression and three finalization rounds, written from the paper's
- * description) and their order.
+ * description).
  */
 #define _GNU_SOURCE
 #include "st_internal.h"
@@ -72,10 +72,4 @@ st_hash_key st_hash_new_key(void)
         key.k1 = (uint64_t)ts.tv_sec ^ ROTL(key.k0, 29);
     }
     return key;
-}
-
-int st_name_cmp(const char *a, size_t a_len, const char *b, size_t b_len)
-{
-    int c = a_len && b_len ? memcmp(a, b, a_len < b_len ? a_len : b_len) : 0;
-    return c ? c : (a_len > b_len) - (a_len < b_len);
 }

@@ -101,11 +101,24 @@ void st_debug_str(const char *s, size_t n, char *out, size_t cap)
     out[o < cap ? o : cap - 1] = '\0';
 }
 
+/* serde's Unexpected for a number: "integer `1`", "floating point `1.5`". */
+static void describe_number(const st_jnum *num, char *desc, size_t cap)
+{
+    char f[96] = "";
+    if (num->kind == ST_JNUM_F64)
+        st_json_format_float(num->f, f, sizeof f);
+    if (num->kind == ST_JNUM_U64)
+        snprintf(desc, cap, "integer `%llu`", (unsigned long long)num->u);
+    else if (num->kind == ST_JNUM_I64)
+        snprintf(desc, cap, "integer `%lld`", (long long)num->i);
+    else
+        snprintf(desc, cap, "floating point `%s`", f);
+}
+
 /* Reads the value at the cursor and describes it as serde's Unexpected ("integer `1`",
- * "string \"x\"", "sequence", ...); a number also goes to *num (if not NULL). Scalars are
- * consumed; arrays/objects only with consume_containers. */
-static st_code describe_value(parser *p, bool consume_containers, char *desc, size_t cap,
-                              st_jnum *num)
+ * "string \"x\"", "sequence", ...). Scalars are consumed; arrays/objects only with
+ * consume_containers. */
+static st_code describe_value(parser *p, bool consume_containers, char *desc, size_t cap)
 {
     st_jtype t;
     st_code rc;
@@ -123,20 +136,10 @@ static st_code describe_value(parser *p, bool consume_containers, char *desc, si
         return ST_OK;
     }
     case ST_JT_NUMBER: {
-        st_jnum local;
-        char f[96] = "";
-        num = num ? num : &local;
-        if ((rc = st_json_number(&p->j, true, num)) != ST_OK)
-            return rc;
-        if (num->kind == ST_JNUM_F64)
-            st_json_format_float(num->f, f, sizeof f);
-        if (num->kind == ST_JNUM_U64)
-            snprintf(desc, cap, "integer `%llu`", (unsigned long long)num->u);
-        else if (num->kind == ST_JNUM_I64)
-            snprintf(desc, cap, "integer `%lld`", (long long)num->i);
-        else
-            snprintf(desc, cap, "floating point `%s`", f);
-        return ST_OK;
+        st_jnum num;
+        if ((rc = st_json_number(&p->j, true, &num)) == ST_OK)
+            describe_number(&num, desc, cap);
+        return rc;
     }
     case ST_JT_TRUE:
     case ST_JT_FALSE:
@@ -172,7 +175,7 @@ static st_code invalid_type(parser *p, bool deferred, const char *expected)
     char desc[256] = "", text[400];
     st_json_peek(&p->j);
     size_t start = p->j.pos;
-    st_code rc = describe_value(p, deferred, desc, sizeof desc, NULL);
+    st_code rc = describe_value(p, deferred, desc, sizeof desc);
     snprintf(text, sizeof text, "invalid type: %s, expected %s", desc, expected);
     if (rc != ST_OK || !deferred)
         return rc != ST_OK ? rc : st_json_fail(&p->j, p->j.pos, start, text);
@@ -195,18 +198,22 @@ static const char *arena_copy(parser *p, const char *s, size_t n)
 /* Reads one usize; *ok = false (error deferred) if it is not one. */
 static st_code read_usize(parser *p, uint64_t *v, bool *ok)
 {
-    st_jnum num = {.kind = ST_JNUM_F64};
+    st_jnum num;
     char desc[256];
-    st_json_peek(&p->j);
+    st_code rc;
+    *ok = false;
+    if (st_json_peek(&p->j) != ST_JT_NUMBER)
+        return invalid_type(p, true, "usize");
     size_t start = p->j.pos;
-    st_code rc = describe_value(p, true, desc, sizeof desc, &num);
-    *ok = rc == ST_OK && num.kind == ST_JNUM_U64;
-    if (*ok)
-        *v = num.u;
-    else if (rc == ST_OK)
-        defer(p, start, "invalid %s: %s, expected usize",
-              num.kind == ST_JNUM_I64 ? "value" : "type", desc);
-    return rc;
+    if ((rc = st_json_number(&p->j, true, &num)) != ST_OK)
+        return rc;
+    *v = num.u;
+    if ((*ok = num.kind == ST_JNUM_U64))
+        return ST_OK;
+    describe_number(&num, desc, sizeof desc);
+    defer(p, start, "invalid %s: %s, expected usize", num.kind == ST_JNUM_I64 ? "value" : "type",
+          desc);
+    return ST_OK;
 }
 
 /* The fields of one tensor entry, as read so far. */

@@ -7,6 +7,8 @@
 
 #include "st_core.h"
 
+#include <string.h>
+
 /* Grows *arr (*cap elements of elem bytes) to hold at least need, doubling; false when out
  * of memory. (st_alloc.c) */
 bool st_grow(void **arr, size_t *cap, size_t need, size_t elem);
@@ -21,7 +23,11 @@ typedef struct st_hash_key {
  * names its temporary files with one too. */
 st_hash_key st_hash_new_key(void);
 uint64_t st_hash(st_hash_key key, const void *data, size_t len);
-/* Bytewise order of two names (a prefix first). (st_hash.c) */
-int st_name_cmp(const char *a, size_t a_len, const char *b, size_t b_len);
+/* Bytewise order of two names (a prefix first); inline: sorts call it a lot. */
+static inline int st_name_cmp(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    int c = a_len && b_len ? memcmp(a, b, a_len < b_len ? a_len : b_len) : 0;
+    return c ? c : (a_len > b_len) - (a_len < b_len);
+}
 
 #endif

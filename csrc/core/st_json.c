@@ -127,12 +127,9 @@ st_jtype st_json_peek(st_json *j)
 
 st_code st_json_value_start(st_json *j, st_jtype *type)
 {
-    st_jtype t = st_json_peek(j);
-    *type = t;
-    if (t == ST_JT_END)
-        return fail_peek(j, "EOF while parsing a value");
-    if (t == ST_JT_BAD)
-        return fail_peek(j, "expected value");
+    *type = st_json_peek(j);
+    if (*type == ST_JT_END || *type == ST_JT_BAD)
+        return fail_peek(j, *type == ST_JT_END ? "EOF while parsing a value" : "expected value");
     return ST_OK;
 }
 
