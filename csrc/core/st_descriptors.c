@@ -1,21 +1,10 @@
 /*
- * st_descriptors.c - the process-wide cache of descriptors that pread reads
- * and private mappings borrow (docs/design.md, "Descriptors").
- *
- * A file keeps no descriptor of its own for its whole life: the process
- * would run out of them with a few thousand open handles. Descriptors sit in
- * one list, newest first, of at most fd_bound() (64, or a sixteenth of
- * RLIMIT_NOFILE's soft limit if lower) beyond those in use. A pread read or
- * a private map borrows its file's descriptor (st_fd_borrow, st_fd_return):
- * one in use is never closed; the oldest unused ones are closed when the
- * list is over the bound. A file whose descriptor was closed reopens its path and
- * checks it finds the file it opened (device, inode, size and modification
- * time as fstat gave them at open); anything else is an error (the mmap
- * backend copies from its whole-file mapping instead). The file owns fd;
- * only the cache opens and closes it, under fds.lock, and the file's last
- * release closes it. A forked child inherits the descriptors and the list:
- * the lock is held across fork (pthread_atfork) and the child's copy, whose
- * borrowers did not come along, counts no users.
+ * st_descriptors.c - the process-wide cache of descriptors that pread reads and
+ * private maps borrow (docs/design.md, "Descriptors"): one list, newest first,
+ * under fds.lock, of at most fd_bound() unused ones (one in use is never closed).
+ * A file whose descriptor was closed reopens its path and checks it is the file
+ * opened (device, inode, size, mtime). The lock is held across fork; the child's
+ * list, whose borrowers did not come along, counts no users.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -156,7 +145,7 @@ static st_code fd_reopen(const st_file *file, int *fd, st_error *err)
 /* file's descriptor, open until the matching fd_return. */
 st_code st_fd_borrow(const st_file *file, int *fd, st_error *err)
 {
-    if (file->source != NULL)
+    if (file->source.read_many != NULL)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
                             "a file opened over a byte source has no descriptor");
     st_file *f = (st_file *)file; /* its descriptor fields change under fds.lock */
@@ -204,18 +193,16 @@ void st_fd_forget(st_file *file)
 
 bool st_file_has_descriptor(const st_file *file)
 {
-    bool has;
     fds_lock();
-    has = file->fd >= 0;
+    bool has = file->fd >= 0;
     fds_unlock();
     return has;
 }
 
 size_t st_file_descriptors(void)
 {
-    size_t open;
     fds_lock();
-    open = fds.open;
+    size_t open = fds.open;
     fds_unlock();
     return open;
 }

@@ -10,12 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/*
- * name: upstream's enum variant. text: the whole message for codes that have
- * no details; for the others, the start of the message, which st_error_set
- * writes before the caller's formatted details. These are upstream's Display
- * texts, matched exactly by callers.
- */
+/* name: upstream's enum variant. text: upstream's Display text (matched exactly by
+ * callers): the whole message, or its start, before st_error_set's details. */
 static const struct {
     const char *name;
     const char *text;
@@ -52,9 +48,7 @@ st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *f
     err->offset = offset;
     /* snprintf truncates and always NUL-terminates when size > 0. */
     int n = snprintf(err->msg, sizeof err->msg, "%s", st_code_text(code));
-    if (n < 0)
-        n = 0;
-    if (fmt != NULL && (size_t)n < sizeof err->msg) {
+    if (fmt != NULL && n >= 0 && (size_t)n < sizeof err->msg) {
         va_list ap;
         va_start(ap, fmt);
         if (vsnprintf(err->msg + n, sizeof err->msg - (size_t)n, fmt, ap) < 0)
@@ -66,9 +60,8 @@ st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *f
 
 st_code st_error_io(st_error *err, int sys_errno, uint64_t offset)
 {
-    char buf[256];
+    char buf[256] = "";
     const char *text = NULL;
-    buf[0] = '\0';
     /* strerror is not thread-safe; use the XSI/GNU variants where present. */
 #if defined(__GLIBC__) && defined(_GNU_SOURCE)
     text = strerror_r(sys_errno, buf, sizeof buf);
@@ -86,16 +79,12 @@ st_code st_error_io(st_error *err, int sys_errno, uint64_t offset)
 
 const char *st_code_name(st_code code)
 {
-    if ((unsigned)code >= ST_ERR__COUNT)
-        return "Unknown";
-    return st_codes[code].name;
+    return (unsigned)code < ST_ERR__COUNT ? st_codes[code].name : "Unknown";
 }
 
 const char *st_code_text(st_code code)
 {
-    if ((unsigned)code >= ST_ERR__COUNT)
-        return "";
-    return st_codes[code].text;
+    return (unsigned)code < ST_ERR__COUNT ? st_codes[code].text : "";
 }
 
 st_code st_error_code(st_error *err, st_code code, uint64_t offset)

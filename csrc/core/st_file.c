@@ -1,45 +1,11 @@
 /*
- * st_file.c - opening a safetensors file (a path on the mmap or the pread
- * backend, or a byte source), its header, its lifetime and accessors. Its
- * reads are st_read.c's, its private mappings st_private_map.c's and its
- * descriptor the cache's (st_descriptors.c); struct st_file is in
- * st_file_internal.h.
- *
- * Ownership and lifetime
- *   An st_file is reference counted (C11 atomic counter). st_file_open hands
- *   back one reference. Anything that keeps a pointer into the mapping (a
- *   tensor view exported by the binding) takes its own reference with
- *   st_file_retain and drops it with st_file_release. The last release
- *   unmaps the file (mmap backend), closes its descriptor if it holds one
- *   and frees the parsed header. Nothing else is ever freed, so a pointer
- *   obtained from st_file_map/st_file_header stays valid for as long as the
- *   holder owns a reference.
- *
- * States
- *   There is only one state after st_file_open succeeds: open and immutable.
- *   Fields are written once, before the pointer is handed out, and only read
- *   afterwards, so any thread may use a file it holds a reference to. The
- *   one exception is the descriptor (fd, users, the list links), which the
- *   process-wide descriptor cache opens and closes under its lock
- *   (st_descriptors.c).
- *
- * Backends
- *   mmap:  the whole file is mapped PROT_READ|PROT_WRITE, MAP_PRIVATE|
- *          MAP_NORESERVE: copy-on-write (writes through a view never reach the
- *          file) and nothing is reserved up front (files larger than RAM+swap
- *          open; pages come in lazily). st_file_map_private maps each
- *          handed-out tensor on its own from a descriptor borrowed from the
- *          cache; where the file can no longer be reopened as the same file,
- *          it copies from the whole-file mapping instead. st_file_read works
- *          by memcpy from the mapping.
- *          Caveat (same as any mmap reader): if another process truncates the
- *          file while it is mapped, touching the lost pages raises SIGBUS.
- *   pread: nothing is mapped; st_file_read borrows a descriptor, loops over
- *          pread and reports a file that shrank as an I/O error.
- *
- * Opening never blocks on special files: the file is opened O_NONBLOCK (a
- * FIFO without a writer would otherwise block forever) and anything that is
- * not a regular file is rejected before reading a byte.
+ * st_file.c - opening a file (a path on the mmap or pread backend, or a byte
+ * source), its lifetime and accessors; reads are st_read.c's, private maps
+ * st_private_map.c's, descriptors the cache's (st_descriptors.c). Fields are
+ * written once before the file is handed out, but the descriptor, which the
+ * cache changes under its lock. Opening never blocks: O_NONBLOCK (a FIFO without
+ * a writer), and only a regular file is read. As with any mmap reader, pages
+ * another process truncates away raise SIGBUS when touched.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -55,26 +21,18 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static const char *file_kind(mode_t mode)
-{
-    if (S_ISFIFO(mode))
-        return "a FIFO";
-    if (S_ISCHR(mode))
-        return "a character device";
-    if (S_ISBLK(mode))
-        return "a block device";
-    if (S_ISSOCK(mode))
-        return "a socket";
-    return "not a regular file";
-}
-
 st_code st_file_check_regular(unsigned int mode, st_error *err)
 {
     if (S_ISREG(mode))
         return ST_OK;
     if (S_ISDIR(mode))
         return st_error_io(err, EISDIR, 0);
-    st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)", file_kind(mode));
+    st_error_set(err, ST_ERR_IO, 0, "not a regular file (%s)",
+                 S_ISFIFO(mode)   ? "a FIFO"
+                 : S_ISCHR(mode)  ? "a character device"
+                 : S_ISBLK(mode)  ? "a block device"
+                 : S_ISSOCK(mode) ? "a socket"
+                                  : "not a regular file");
     if (err)
         err->sys_errno = EINVAL;
     return ST_ERR_IO;
@@ -105,9 +63,8 @@ st_code st_file_open_regular(const char *path, int *fd, struct stat *st, st_erro
     return ST_OK;
 }
 
-/* path made absolute with the working directory of now, so that a later
- * chdir does not change which file a reopen finds; as given where the
- * working directory is unknown. NULL when out of memory. */
+/* path made absolute now (a later chdir must not change what a reopen finds), as given
+ * where the working directory is unknown; NULL when out of memory. */
 static char *absolute_path(const char *path)
 {
     char cwd[PATH_MAX];
@@ -119,47 +76,57 @@ static char *absolute_path(const char *path)
     return out;
 }
 
-/* Reads and parses the header of an open file of `size` bytes, from a
- * temporary buffer on both backends; on the mmap backend the whole file is
- * mapped too (*map, *map_len). Not parsed in place in the mapping: its
- * pages would then stay resident while the file is open (76 MB for a
- * million tensors), where the buffer is freed at once and its memory
- * reused by the next open. */
-static st_code load_header(int fd, uint64_t size, st_backend backend, uint8_t **map,
-                           size_t *map_len, st_header **header, st_error *err)
+/* Reads len bytes at offset: from fd, or through source where fd < 0. */
+static st_code read_at(int fd, const st_source *source, uint64_t offset, void *dst, size_t len,
+                       st_error *err)
+{
+    st_read_request request = {.offset = offset, .dst = dst, .len = len};
+    if (fd >= 0 || len == 0)
+        return st_read_exact(fd, offset, dst, len, err);
+    return source->read_many(source->ctx, &request, 1, err);
+}
+
+/* Reads and parses the header of a file of `size` bytes, from fd or source,
+ * through a buffer freed at once: parsed in place in a mapping, its pages
+ * would stay resident while the file is open (76 MB for a million tensors). */
+static st_code load_header(int fd, const st_source *source, uint64_t size, st_header **header,
+                           st_error *err)
 {
     uint8_t prefix[8], *json = NULL;
     size_t prefix_len = size < 8 ? (size_t)size : 8;
     uint64_t n = 0;
     st_code rc;
-    if ((rc = st_read_exact(fd, 0, prefix, prefix_len, err)) != ST_OK ||
+    if ((rc = read_at(fd, source, 0, prefix, prefix_len, err)) != ST_OK ||
         (rc = st_header_length(prefix, prefix_len, size, &n, err)) != ST_OK)
         return rc;
     /* st_header_length guarantees 8 + n <= size and n <= ST_MAX_HEADER_SIZE. */
-    if (backend == ST_BACKEND_MMAP) {
-        if (size > (uint64_t)SIZE_MAX)
-            return st_error_io(err, EFBIG, 0);
-        void *m =
-            mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
-        if (m == MAP_FAILED)
-            return st_error_io(err, errno, 0);
-        *map = m;
-        *map_len = (size_t)size; /* >= 8 here */
-    }
-    if ((json = st_malloc(n > 0 ? (size_t)n : 1)) == NULL)
+    if ((json = st_malloc((size_t)n)) == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
-    if ((rc = st_read_exact(fd, 8, json, (size_t)n, err)) == ST_OK)
+    if ((rc = read_at(fd, source, 8, json, (size_t)n, err)) == ST_OK)
         rc = st_header_parse(json, (size_t)n, size, header, err);
     st_free(json);
     return rc;
+}
+
+/* A file with one reference; NULL when out of memory. */
+static st_file *new_file(st_backend backend, uint64_t size, st_header *header)
+{
+    st_file *file = st_calloc(1, sizeof *file);
+    if (file != NULL) {
+        atomic_init(&file->refcount, 1);
+        file->backend = backend;
+        file->size = size;
+        file->header = header;
+        file->fd = -1;
+    }
+    return file;
 }
 
 st_code st_file_open(const char *path, st_backend backend, st_file **out, st_error *err)
 {
     st_code rc;
     int fd = -1;
-    uint8_t *map = NULL;
-    size_t map_len = 0;
+    void *map = MAP_FAILED;
     struct stat st;
     st_header *header = NULL;
     st_file *file = NULL;
@@ -168,61 +135,33 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown backend %d", (int)backend);
     if ((rc = st_file_open_regular(path, &fd, &st, err)) != ST_OK ||
-        (rc = load_header(fd, (uint64_t)st.st_size, backend, &map, &map_len, &header, err)) !=
-            ST_OK)
+        (rc = load_header(fd, NULL, (uint64_t)st.st_size, &header, err)) != ST_OK)
         goto exit;
-    if ((file = st_calloc(1, sizeof *file)) == NULL || (file->path = absolute_path(path)) == NULL) {
-        st_free(file);
+    if (backend == ST_BACKEND_MMAP && (uint64_t)st.st_size > (uint64_t)SIZE_MAX)
+        rc = st_error_io(err, EFBIG, 0);
+    else if (backend == ST_BACKEND_MMAP &&
+             (map = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_NORESERVE, fd, 0)) == MAP_FAILED)
+        rc = st_error_io(err, errno, 0); /* (size >= 8: the header was read) */
+    else if ((file = new_file(backend, (uint64_t)st.st_size, header)) == NULL ||
+             (file->path = absolute_path(path)) == NULL)
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
+    if (rc != ST_OK) {
+        st_free(file);
         goto exit;
     }
-    atomic_init(&file->refcount, 1);
-    file->backend = backend;
-    file->size = (uint64_t)st.st_size;
     file->opened = st;
-    file->map = map;
-    file->map_len = map_len;
-    file->header = header;
+    file->map = map == MAP_FAILED ? NULL : map;
     st_fd_adopt(file, fd); /* the cache owns the descriptor from here */
     *out = file;
     return ST_OK;
 
 exit:
     st_header_free(header);
-    if (map != NULL)
-        munmap(map, map_len);
+    if (map != MAP_FAILED)
+        munmap(map, (size_t)st.st_size);
     if (fd >= 0)
         close(fd);
-    return rc;
-}
-
-/* One read of len bytes at offset through a byte source. */
-static st_code source_read(const st_source *source, uint64_t offset, void *dst, size_t len,
-                           st_error *err)
-{
-    st_read_request request = {.offset = offset, .dst = dst, .len = len};
-    return len == 0 ? ST_OK : source->read_many(source->ctx, &request, 1, err);
-}
-
-/* The header of a file over a byte source: two reads through it, the 8-byte
- * length prefix then the header, checked by load_header's rules and
- * messages. */
-static st_code load_source_header(const st_source *source, st_header **header, st_error *err)
-{
-    uint8_t prefix[8], *json = NULL;
-    size_t prefix_len = source->size < 8 ? (size_t)source->size : 8;
-    uint64_t n = 0;
-    st_code rc;
-    *header = NULL;
-    if ((rc = source_read(source, 0, prefix, prefix_len, err)) != ST_OK ||
-        (rc = st_header_length(prefix, prefix_len, source->size, &n, err)) != ST_OK)
-        return rc;
-    /* st_header_length guarantees 8 + n <= size and n <= ST_MAX_HEADER_SIZE. */
-    if ((json = st_malloc(n > 0 ? (size_t)n : 1)) == NULL)
-        return st_error_code(err, ST_ERR_NOMEM, 0);
-    if ((rc = source_read(source, 8, json, (size_t)n, err)) == ST_OK)
-        rc = st_header_parse(json, (size_t)n, source->size, header, err);
-    st_free(json);
     return rc;
 }
 
@@ -232,20 +171,13 @@ st_code st_file_open_source(const st_source *source, st_file **out, st_error *er
     st_file *file = NULL;
     st_code rc;
     *out = NULL;
-    if ((rc = load_source_header(source, &header, err)) != ST_OK)
+    if ((rc = load_header(-1, source, source->size, &header, err)) != ST_OK)
         return rc;
-    if ((file = st_calloc(1, sizeof *file)) == NULL ||
-        (file->source = st_malloc(sizeof *source)) == NULL) {
-        st_free(file);
+    if ((file = new_file(ST_BACKEND_PREAD, source->size, header)) == NULL) {
         st_header_free(header);
         return st_error_code(err, ST_ERR_NOMEM, 0);
     }
-    atomic_init(&file->refcount, 1);
-    *file->source = *source;
-    file->backend = ST_BACKEND_PREAD;
-    file->size = source->size;
-    file->header = header;
-    file->fd = -1;
+    file->source = *source;
     *out = file;
     return ST_OK;
 }
@@ -257,22 +189,17 @@ void st_file_retain(st_file *file)
 
 void st_file_release(st_file *file)
 {
-    if (file == NULL) {
+    if (file == NULL)
         return;
-    }
     /* acq_rel: the last releaser must see every other holder's accesses
      * completed before it tears the mapping down. */
-    if (atomic_fetch_sub_explicit(&file->refcount, 1, memory_order_acq_rel) != 1) {
+    if (atomic_fetch_sub_explicit(&file->refcount, 1, memory_order_acq_rel) != 1)
         return;
-    }
-    if (file->map != NULL) {
-        munmap(file->map, file->map_len);
-    }
+    if (file->map != NULL)
+        munmap(file->map, (size_t)file->size);
     st_fd_forget(file);
-    if (file->source != NULL) {
-        file->source->release(file->source->ctx);
-        st_free(file->source);
-    }
+    if (file->source.read_many != NULL)
+        file->source.release(file->source.ctx);
     st_header_free(file->header);
     st_free(file->path);
     st_free(file);

@@ -1,9 +1,7 @@
 /*
- * st_file_internal.h - internal to the core (not installed): what the files
- * that make up an st_file share. st_file.c opens it, parses its header and
- * owns its lifetime; st_read.c reads it; st_private_map.c maps pieces of it;
- * st_descriptors.c keeps its descriptor in the process-wide cache. A source
- * including this header defines _GNU_SOURCE first (struct stat's st_mtim).
+ * st_file_internal.h - internal: what st_file.c (open, lifetime), st_read.c,
+ * st_private_map.c and st_descriptors.c (the descriptor cache) share. Include
+ * it after defining _GNU_SOURCE (struct stat's st_mtim).
  */
 #ifndef ST_FILE_INTERNAL_H
 #define ST_FILE_INTERNAL_H
@@ -17,8 +15,7 @@ struct st_file {
     atomic_size_t refcount;
     st_backend backend;
     uint64_t size; /* file size at open (fstat) */
-    uint8_t *map;  /* mmap backend: base of the whole-file mapping */
-    size_t map_len;
+    uint8_t *map;  /* mmap backend: base of the whole-file mapping (size bytes) */
     st_header *header;
     char *path;         /* absolute where the working directory was known */
     struct stat opened; /* what fstat said at open: the identity to check */
@@ -26,22 +23,19 @@ struct st_file {
     int fd;                        /* -1 while closed */
     size_t users;                  /* borrowers of fd: it is not closed under them */
     struct st_file *newer, *older; /* the cache's list, while fd >= 0 */
-    st_source *source;             /* st_file_open_source: every read goes to it; NULL for a path */
+    st_source source; /* st_file_open_source: every read goes to it; read_many NULL for a path */
 };
 
-/* Opens path read-only and checks that it is a regular file; *st from
- * fstat. Never blocks on a FIFO (O_NONBLOCK, cleared again after). On
- * failure *fd is -1 (nothing is left open). (st_file.c) */
+/* Opens path read-only, never blocking on a FIFO (O_NONBLOCK, cleared after), and checks
+ * it is a regular file; *st from fstat. On failure *fd is -1. (st_file.c) */
 st_code st_file_open_regular(const char *path, int *fd, struct stat *st, st_error *err);
 
-/* Reads exactly len bytes at offset from fd; a file that ends first is an
- * I/O error. (st_read.c) */
+/* Reads exactly len bytes at offset from fd; a file that ends first is an I/O error. */
 st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *err);
 
-/* The descriptor cache (st_descriptors.c). st_fd_adopt hands it fd, just
- * opened by st_file_open; st_fd_borrow gives file's descriptor, reopened if
- * it was closed, open until the matching st_fd_return; st_fd_forget closes
- * it at the file's last release. */
+/* The descriptor cache (st_descriptors.c): st_fd_adopt hands it st_file_open's fd;
+ * st_fd_borrow gives file's descriptor (reopened if closed) until st_fd_return;
+ * st_fd_forget closes it at the file's last release. */
 void st_fd_adopt(st_file *file, int fd);
 st_code st_fd_borrow(const st_file *file, int *fd, st_error *err);
 void st_fd_return(const st_file *file);

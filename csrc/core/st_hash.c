@@ -1,10 +1,10 @@
 /*
- * st_hash.c - SipHash-1-3 (Aumasson and Bernstein's SipHash with one
- * compression and three finalization rounds), written from the paper's
- * description.
+ * st_hash.c - SipHash-1-3 (Aumasson and Bernstein's SipHash with
+ * one compression and three finalization rounds, written from the paper's
+ * description).
  */
 #define _GNU_SOURCE
-#include "st_hash.h"
+#include "st_internal.h"
 
 #include <string.h>
 #include <sys/random.h>
@@ -15,18 +15,14 @@
 #define SIPROUND(v0, v1, v2, v3)                                                                   \
     do {                                                                                           \
         v0 += v1;                                                                                  \
-        v1 = ROTL(v1, 13);                                                                         \
-        v1 ^= v0;                                                                                  \
+        v1 = ROTL(v1, 13) ^ v0;                                                                    \
         v0 = ROTL(v0, 32);                                                                         \
         v2 += v3;                                                                                  \
-        v3 = ROTL(v3, 16);                                                                         \
-        v3 ^= v2;                                                                                  \
+        v3 = ROTL(v3, 16) ^ v2;                                                                    \
         v0 += v3;                                                                                  \
-        v3 = ROTL(v3, 21);                                                                         \
-        v3 ^= v0;                                                                                  \
+        v3 = ROTL(v3, 21) ^ v0;                                                                    \
         v2 += v1;                                                                                  \
-        v1 = ROTL(v1, 17);                                                                         \
-        v1 ^= v2;                                                                                  \
+        v1 = ROTL(v1, 17) ^ v2;                                                                    \
         v2 = ROTL(v2, 32);                                                                         \
     } while (0)
 

@@ -1,29 +1,18 @@
 /*
- * st_header.c - header length check, header parse and validation
- * (docs/format.md §6 rules 1-8, messages of §7).
- *
- * The parser streams over the JSON with st_json (no DOM). It reproduces
- * how upstream's serde model reports errors:
- *   - syntax errors, errors in "__metadata__", a second "__metadata__" and
- *     a top-level value that is not an object are reported where they
- *     happen (serde_json reads those fields directly);
- *   - errors inside tensor entries (wrong types, unknown dtype, missing or
- *     duplicate fields, bad data_offsets length) are deferred: upstream
- *     buffers the tensor entries (serde "flatten") and only deserializes
- *     them after the whole object was read, so the first such error in
- *     document order is reported with the line/column of the end of the
- *     top-level object, and only if the rest of the document is
- *     syntactically valid. err->offset still points at the offending value.
- * Differences from upstream, all stricter: a tensor entry given as a JSON
- * array (which serde would accept as a struct in sequence form) is
- * rejected; numbers in ignored fields are only checked for JSON syntax.
- *
- * Memory: one arena (capacity = header length, which bounds the decoded
- * size of all strings) holds names and metadata; tensor records and shape
- * dims live in growing arrays; an open-addressing hash table gives O(1)
- * lookups. No per-tensor allocation.
+ * st_header.c - header length check, parse and validation (docs/format.md §6
+ * rules 1-8, messages of §7), streaming over the JSON with st_json (no DOM).
+ * Errors come as upstream's serde model gives them: syntax errors, errors in
+ * "__metadata__", a second "__metadata__" and a top level that is not an object
+ * where they happen; errors inside tensor entries (types, unknown dtype,
+ * missing or duplicate fields, data_offsets length) are deferred, as upstream
+ * deserializes the buffered entries (serde "flatten") after the whole object:
+ * the first one is reported at the end of the top-level object, and only if the
+ * rest is valid JSON (err->offset still points at the value). Stricter than
+ * upstream: an entry given as an array is rejected; numbers in ignored fields
+ * are only checked for syntax. Names and metadata live in one arena as large as
+ * the header; records and dims in growing arrays; names in a hash table.
  */
-#include "st_hash.h"
+#include "st_internal.h"
 #include "st_json.h"
 
 #include <stdarg.h>
@@ -31,34 +20,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct rec {
+    st_tensor t;
+    size_t shape_off; /* into shapes, fixed up at the end */
+    size_t pos;       /* index of the name's quote in the JSON */
+    uint32_t hash;    /* low bits of the name's st_hash */
+} rec;
+
 struct st_header {
     uint64_t data_start;
     size_t count;
-    st_tensor *tensors; /* offset order */
-    size_t *by_name;    /* indices into tensors, name order */
-    uint64_t *hash;     /* hash32 << 32 | (index + 1), 0 = empty */
+    rec *recs;       /* offset order */
+    size_t *by_name; /* indices into recs, name order */
+    uint64_t *hash;  /* hash32 << 32 | (index + 1), 0 = empty */
     size_t hash_mask;
     uint64_t *shapes;
     char *arena;
     bool has_metadata;
     size_t meta_count;
     st_metadata_item *meta;
-    st_hash_key hash_key; /* random per header: see st_hash.h */
+    st_hash_key hash_key; /* random per header: see st_internal.h */
 };
-
-typedef struct rec {
-    st_tensor t;
-    size_t shape_off; /* into shapes, fixed up at the end */
-    size_t pos;       /* index of the name's quote in the JSON */
-    uint32_t hash;    /* low bits of the name's st_hash */
-    uint32_t idx;     /* index before sorting */
-} rec;
 
 typedef struct parser {
     st_json j;
     st_error *err;
     char *arena;
-    size_t arena_used, arena_cap;
+    size_t arena_used;
     rec *recs;
     size_t nrec, caprec;
     uint64_t *shapes;
@@ -68,34 +56,12 @@ typedef struct parser {
     st_hash_key hash_key;
     st_metadata_item *meta;
     size_t nmeta, capmeta;
-    bool seen_meta, has_meta;
-    bool deferred;
+    bool seen_meta, has_meta, deferred;
     size_t deferred_off;
     char deferred_msg[ST_ERROR_MSG_MAX];
 } parser;
 
-/* ======================================================================
- * MARK: helpers
- * ====================================================================== */
-
-/* Grows *arr (elements of size elem) to hold at least need elements. */
-static bool grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t nc = *cap ? *cap : 16;
-    while (nc < need) {
-        if (nc > SIZE_MAX / 2 / elem)
-            return false;
-        nc *= 2;
-    }
-    void *p = st_realloc(*arr, nc * elem);
-    if (p == NULL)
-        return false;
-    *arr = p;
-    *cap = nc;
-    return true;
-}
+/* MARK: helpers */
 
 /* Length of at most max bytes of s, cut on a UTF-8 character boundary. */
 static size_t clip_utf8(const char *s, size_t n, size_t max)
@@ -108,70 +74,50 @@ static size_t clip_utf8(const char *s, size_t n, size_t max)
     return k;
 }
 
+/* Appends text to out[0..cap) at *o, keeping room for the NUL. */
+static void put_text(char *out, size_t cap, size_t *o, const char *text)
+{
+    for (; *text && *o + 1 < cap; text++)
+        out[(*o)++] = *text;
+}
+
 /* Rust's Debug of a str, quotes included, truncated to fit (st_core.h). */
 void st_debug_str(const char *s, size_t n, char *out, size_t cap)
 {
-    size_t o = 0;
-    size_t lim = clip_utf8(s, n, 160);
-#define PUTC(ch)                                                                                   \
-    do {                                                                                           \
-        if (o + 1 < cap)                                                                           \
-            out[o++] = (char)(ch);                                                                 \
-    } while (0)
-    PUTC('"');
+    static const char plain[6] = {'"', '\\', '\n', '\r', '\t', '\0'}, escaped[] = "\"\\nrt0";
+    size_t o = 0, lim = clip_utf8(s, n, 160);
+    put_text(out, cap, &o, "\"");
     for (size_t i = 0; i < lim; i++) {
         unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"':
-            PUTC('\\');
-            PUTC('"');
-            break;
-        case '\\':
-            PUTC('\\');
-            PUTC('\\');
-            break;
-        case '\n':
-            PUTC('\\');
-            PUTC('n');
-            break;
-        case '\r':
-            PUTC('\\');
-            PUTC('r');
-            break;
-        case '\t':
-            PUTC('\\');
-            PUTC('t');
-            break;
-        case '\0':
-            PUTC('\\');
-            PUTC('0');
-            break;
-        default:
-            if (c < 0x20 || c == 0x7F) {
-                char tmp[12];
-                snprintf(tmp, sizeof tmp, "\\u{%x}", c);
-                for (char *t = tmp; *t; t++)
-                    PUTC(*t);
-            } else {
-                PUTC(c);
-            }
-        }
+        const char *e = memchr(plain, c, sizeof plain);
+        char tmp[12] = {(char)c, '\0'};
+        if (e != NULL)
+            snprintf(tmp, sizeof tmp, "\\%c", escaped[e - plain]);
+        else if (c < 0x20 || c == 0x7F)
+            snprintf(tmp, sizeof tmp, "\\u{%x}", c);
+        put_text(out, cap, &o, tmp);
     }
-    if (lim < n) {
-        PUTC('.');
-        PUTC('.');
-        PUTC('.');
-    }
-    PUTC('"');
-#undef PUTC
+    put_text(out, cap, &o, lim < n ? "...\"" : "\"");
     out[o < cap ? o : cap - 1] = '\0';
 }
 
-/*
- * Reads the value at the cursor and describes it as serde's Unexpected
- * ("integer `1`", "string \"x\"", "sequence", ...). Scalars are consumed;
- * arrays/objects are consumed only with consume_containers.
- */
+/* serde's Unexpected for a number: "integer `1`", "floating point `1.5`". */
+static void describe_number(const st_jnum *num, char *desc, size_t cap)
+{
+    char f[96] = "";
+    if (num->kind == ST_JNUM_F64)
+        st_json_format_float(num->f, f, sizeof f);
+    if (num->kind == ST_JNUM_U64)
+        snprintf(desc, cap, "integer `%llu`", (unsigned long long)num->u);
+    else if (num->kind == ST_JNUM_I64)
+        snprintf(desc, cap, "integer `%lld`", (long long)num->i);
+    else
+        snprintf(desc, cap, "floating point `%s`", f);
+}
+
+/* Reads the value at the cursor and describes it as serde's Unexpected ("integer `1`",
+ * "string \"x\"", "sequence", ...). Scalars are consumed; arrays/objects only with
+ * consume_containers. */
 static st_code describe_value(parser *p, bool consume_containers, char *desc, size_t cap)
 {
     st_jtype t;
@@ -191,18 +137,9 @@ static st_code describe_value(parser *p, bool consume_containers, char *desc, si
     }
     case ST_JT_NUMBER: {
         st_jnum num;
-        if ((rc = st_json_number(&p->j, true, &num)) != ST_OK)
-            return rc;
-        if (num.kind == ST_JNUM_U64) {
-            snprintf(desc, cap, "integer `%llu`", (unsigned long long)num.u);
-        } else if (num.kind == ST_JNUM_I64) {
-            snprintf(desc, cap, "integer `%lld`", (long long)num.i);
-        } else {
-            char f[96];
-            st_json_format_float(num.f, f, sizeof f);
-            snprintf(desc, cap, "floating point `%s`", f);
-        }
-        return ST_OK;
+        if ((rc = st_json_number(&p->j, true, &num)) == ST_OK)
+            describe_number(&num, desc, cap);
+        return rc;
     }
     case ST_JT_TRUE:
     case ST_JT_FALSE:
@@ -217,28 +154,8 @@ static st_code describe_value(parser *p, bool consume_containers, char *desc, si
     }
 }
 
-/* serde_json's peek_invalid_type: immediate error, reported just after the
- * scalar (or at the bracket of a container). */
-static st_code invalid_type_now(parser *p, const char *expected)
-{
-    char desc[256], text[400];
-    st_code rc;
-    st_json_peek(&p->j);
-    size_t start = p->j.pos;
-    if ((rc = describe_value(p, false, desc, sizeof desc)) != ST_OK)
-        return rc;
-    snprintf(text, sizeof text, "invalid type: %s, expected %s", desc, expected);
-    return st_json_fail(&p->j, p->j.pos, start, text);
-}
-
-static void defer(parser *p, size_t off, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
 /* Records a tensor-entry error to report at the end of the object. */
-static void defer(parser *p, size_t off, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void defer(parser *p, size_t off, const char *fmt, ...)
 {
     va_list ap;
     if (p->deferred)
@@ -250,25 +167,25 @@ static void defer(parser *p, size_t off, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Consumes a value and defers "invalid type: <it>, expected <expected>". */
-static st_code defer_invalid_type(parser *p, const char *expected)
+/* "invalid type: <the value>, expected <expected>": deferred (the value is
+ * consumed), or now as serde_json's peek_invalid_type, reported just after
+ * the scalar (or at the bracket of a container). */
+static st_code invalid_type(parser *p, bool deferred, const char *expected)
 {
-    char desc[256];
-    st_code rc;
+    char desc[256] = "", text[400];
     st_json_peek(&p->j);
     size_t start = p->j.pos;
-    if ((rc = describe_value(p, true, desc, sizeof desc)) != ST_OK)
-        return rc;
-    defer(p, start, "invalid type: %s, expected %s", desc, expected);
+    st_code rc = describe_value(p, deferred, desc, sizeof desc);
+    snprintf(text, sizeof text, "invalid type: %s, expected %s", desc, expected);
+    if (rc != ST_OK || !deferred)
+        return rc != ST_OK ? rc : st_json_fail(&p->j, p->j.pos, start, text);
+    defer(p, start, "%s", text);
     return ST_OK;
 }
 
-#define key_is(k, n, lit) ((n) == sizeof(lit) - 1 && memcmp((k), (lit), sizeof(lit) - 1) == 0)
-
 static const char *arena_copy(parser *p, const char *s, size_t n)
 {
-    /* Never overflows: decoded strings are no longer than their JSON text,
-     * and the arena is as large as the whole JSON text. */
+    /* Never overflows: the arena is as large as the JSON, decoded strings no longer. */
     char *d = p->arena + p->arena_used;
     if (n)
         memcpy(d, s, n);
@@ -276,34 +193,26 @@ static const char *arena_copy(parser *p, const char *s, size_t n)
     return d;
 }
 
-/* ======================================================================
- * MARK: tensor entries
- * ====================================================================== */
+/* MARK: tensor entries */
 
 /* Reads one usize; *ok = false (error deferred) if it is not one. */
 static st_code read_usize(parser *p, uint64_t *v, bool *ok)
 {
-    st_jtype t;
+    st_jnum num;
+    char desc[256];
     st_code rc;
     *ok = false;
-    if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
-        return rc;
-    if (t != ST_JT_NUMBER)
-        return defer_invalid_type(p, "usize");
+    if (st_json_peek(&p->j) != ST_JT_NUMBER)
+        return invalid_type(p, true, "usize");
     size_t start = p->j.pos;
-    st_jnum num;
     if ((rc = st_json_number(&p->j, true, &num)) != ST_OK)
         return rc;
-    if (num.kind == ST_JNUM_U64) {
-        *v = num.u;
-        *ok = true;
-    } else if (num.kind == ST_JNUM_I64) {
-        defer(p, start, "invalid value: integer `%lld`, expected usize", (long long)num.i);
-    } else {
-        char f[96];
-        st_json_format_float(num.f, f, sizeof f);
-        defer(p, start, "invalid type: floating point `%s`, expected usize", f);
-    }
+    *v = num.u;
+    if ((*ok = num.kind == ST_JNUM_U64))
+        return ST_OK;
+    describe_number(&num, desc, sizeof desc);
+    defer(p, start, "invalid %s: %s, expected usize", num.kind == ST_JNUM_I64 ? "value" : "type",
+          desc);
     return ST_OK;
 }
 
@@ -319,10 +228,10 @@ typedef struct entry {
     uint64_t offsets[2];
 } entry;
 
-/* Doubles the name table, which is kept at most half full. */
-static st_code grow_hash(parser *p)
+/* (Re)builds the name table with nc slots (a power of 2, kept at most half
+ * full) over the records in their order now. */
+static st_code rehash(parser *p, size_t nc)
 {
-    size_t nc = p->hash_cap ? p->hash_cap * 2 : 64;
     uint64_t *nh = st_calloc(nc, sizeof *nh);
     if (nh == NULL)
         return st_error_code(p->err, ST_ERR_NOMEM, 0);
@@ -338,42 +247,40 @@ static st_code grow_hash(parser *p)
     return ST_OK;
 }
 
+/* The slot of a name in a name table over recs: its slot, or the empty slot
+ * where it would go. */
+static size_t find_slot(const uint64_t *table, size_t mask, const rec *recs, uint32_t full,
+                        const char *name, size_t name_len)
+{
+    size_t k = full & mask;
+    for (; table[k]; k = (k + 1) & mask) {
+        const st_tensor *t = &recs[(uint32_t)table[k] - 1].t;
+        if ((uint32_t)(table[k] >> 32) == full && t->name_len == name_len &&
+            (name_len == 0 || memcmp(t->name, name, name_len) == 0))
+            return k;
+    }
+    return k;
+}
+
 static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t pos,
                             const entry *e)
 {
     st_code rc;
-    if ((p->nrec + 1) * 2 > p->hash_cap && (rc = grow_hash(p)) != ST_OK)
+    if ((p->nrec + 1) * 2 > p->hash_cap &&
+        (rc = rehash(p, p->hash_cap ? p->hash_cap * 2 : 64)) != ST_OK)
         return rc;
-    size_t mask = p->hash_cap - 1;
     uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
-    size_t h = full & mask;
-    rec *r = NULL;
-    while (p->hash[h]) {
-        rec *c = &p->recs[(uint32_t)p->hash[h] - 1];
-        if ((uint32_t)(p->hash[h] >> 32) == full && c->t.name_len == name_len &&
-            memcmp(c->t.name, name, name_len) == 0) {
-            r = c; /* duplicate name: last one wins */
-            break;
-        }
-        h = (h + 1) & mask;
-    }
-    if (r == NULL) {
-        if (!grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
+    size_t k = find_slot(p->hash, p->hash_cap - 1, p->recs, full, name, name_len);
+    if (p->hash[k] == 0) { /* else a duplicate name: the last one wins */
+        if (!st_grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
-        r = &p->recs[p->nrec++];
-        p->hash[h] = ((uint64_t)full << 32) | (uint64_t)p->nrec;
-        r->t.name = name;
-        r->t.name_len = name_len;
-        r->hash = full;
-        r->idx = (uint32_t)(p->nrec - 1);
+        p->hash[k] = ((uint64_t)full << 32) | (uint64_t)++p->nrec;
     }
-    r->t.dtype = e->dtype;
-    r->t.ndim = e->ndim;
-    r->t.shape = NULL;
-    r->t.begin = e->offsets[0];
-    r->t.end = e->offsets[1];
+    rec *r = &p->recs[(uint32_t)p->hash[k] - 1];
+    r->t = (st_tensor){name, name_len, e->dtype, e->ndim, NULL, e->offsets[0], e->offsets[1]};
     r->shape_off = e->shape_off;
     r->pos = pos;
+    r->hash = full;
     return ST_OK;
 }
 
@@ -383,23 +290,16 @@ static void dtype_list(char *out, size_t cap)
     size_t used = 0;
     out[0] = '\0';
     for (unsigned i = 0; i < ST_DTYPE__COUNT && used < cap; i++) {
-        int n =
-            snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "", st_dtype_name((st_dtype)i));
-        if (n < 0)
-            break;
-        used += (size_t)n;
+        used += (size_t)snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "",
+                                 st_dtype_name((st_dtype)i));
     }
 }
 
-static st_code read_dtype(parser *p, st_jtype t, size_t vstart, entry *e)
+static st_code read_dtype(parser *p, size_t vstart, entry *e)
 {
     const char *s;
     size_t sn;
     st_code rc;
-    if (t != ST_JT_STRING) {
-        e->bad = true;
-        return defer_invalid_type(p, "string or map");
-    }
     if ((rc = st_json_string(&p->j, &s, &sn)) != ST_OK)
         return rc;
     if (!st_dtype_from_name(s, sn, &e->dtype)) {
@@ -413,19 +313,16 @@ static st_code read_dtype(parser *p, st_jtype t, size_t vstart, entry *e)
     return ST_OK;
 }
 
-/*
- * Reads an array of usize: element i goes to out[i] while i < cap, or onto
- * p->shapes with to_shapes. *count is the number of elements. After a bad
- * element (deferred, e->bad) the rest are only checked for syntax, and so
- * are elements past cap.
- */
+/* Reads an array of usize (*count elements): element i to out[i] while i < cap, or onto
+ * p->shapes with to_shapes. After a bad one (deferred, e->bad), and past cap, elements
+ * are only checked for syntax. */
 static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *out, size_t cap,
                                 size_t *count)
 {
     bool first = true, more;
     st_code rc;
     *count = 0;
-    if ((rc = st_json_array_begin(&p->j)) != ST_OK)
+    if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
         if ((rc = st_json_array_next(&p->j, &first, &more)) != ST_OK)
@@ -446,46 +343,22 @@ static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *o
             e->bad = true;
         else if (!to_shapes)
             out[i] = v;
-        else if (!grow((void **)&p->shapes, &p->capshape, p->nshape + 1, sizeof *p->shapes))
+        else if (!st_grow((void **)&p->shapes, &p->capshape, p->nshape + 1, sizeof *p->shapes))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
         else
             p->shapes[p->nshape++] = v;
     }
 }
 
-static st_code read_shape(parser *p, st_jtype t, entry *e)
-{
-    if (t != ST_JT_ARRAY) {
-        e->bad = true;
-        return defer_invalid_type(p, "a sequence");
-    }
-    e->shape_off = p->nshape;
-    return read_usize_array(p, e, true, NULL, 0, &e->ndim);
-}
-
-static st_code read_offsets(parser *p, st_jtype t, size_t vstart, entry *e)
-{
-    size_t count;
-    st_code rc;
-    if (t != ST_JT_ARRAY) {
-        e->bad = true;
-        return defer_invalid_type(p, "a tuple of size 2");
-    }
-    if ((rc = read_usize_array(p, e, false, e->offsets, 2, &count)) != ST_OK || e->bad)
-        return rc;
-    if (count != 2) {
-        defer(p, vstart, "invalid length %zu, expected %s", count,
-              count < 2 ? "a tuple of size 2" : "2 elements in sequence");
-        e->bad = true;
-    }
-    return ST_OK;
-}
-
 /* Reads the value of a known field; a second one is an error (deferred). */
 static st_code read_field(parser *p, int field, size_t kstart, entry *e)
 {
+    static const st_jtype types[FIELD_COUNT] = {ST_JT_STRING, ST_JT_ARRAY, ST_JT_ARRAY};
+    static const char *const expected[FIELD_COUNT] = {"string or map", "a sequence",
+                                                      "a tuple of size 2"};
     st_jtype t;
     st_code rc;
+    size_t count;
     if (e->have[field]) {
         defer(p, kstart, "duplicate field `%s`", field_names[field]);
         e->bad = true;
@@ -495,11 +368,22 @@ static st_code read_field(parser *p, int field, size_t kstart, entry *e)
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
     size_t vstart = p->j.pos;
-    switch (field) {
-    case FIELD_DTYPE: return read_dtype(p, t, vstart, e);
-    case FIELD_SHAPE: return read_shape(p, t, e);
-    default: return read_offsets(p, t, vstart, e);
+    e->bad = t != types[field];
+    if (e->bad)
+        return invalid_type(p, true, expected[field]);
+    if (field == FIELD_DTYPE)
+        return read_dtype(p, vstart, e);
+    if (field == FIELD_SHAPE) {
+        e->shape_off = p->nshape;
+        return read_usize_array(p, e, true, NULL, 0, &e->ndim);
     }
+    rc = read_usize_array(p, e, false, e->offsets, 2, &count);
+    if (rc == ST_OK && !e->bad && count != 2) {
+        defer(p, vstart, "invalid length %zu, expected %s", count,
+              count < 2 ? "a tuple of size 2" : "2 elements in sequence");
+        e->bad = true;
+    }
+    return rc;
 }
 
 static int field_index(const char *k, size_t kn)
@@ -522,9 +406,9 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
     if (p->deferred)
         return st_json_skip(&p->j); /* only syntax matters any more */
     if (t != ST_JT_OBJECT)
-        return defer_invalid_type(p, "struct TensorInfo");
+        return invalid_type(p, true, "struct TensorInfo");
     size_t entry_start = p->j.pos;
-    if ((rc = st_json_object_begin(&p->j)) != ST_OK)
+    if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
         const char *k;
@@ -533,30 +417,22 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
             return rc;
         if (!more)
             break;
-        int field = field_index(k, kn);
-        if (e.bad || p->deferred || field < 0) {
-            e.bad = e.bad || p->deferred;
-            rc = st_json_skip(&p->j); /* unknown fields are ignored */
-        } else {
-            rc = read_field(p, field, kstart, &e);
-        }
+        int field = field_index(k, kn); /* unknown fields are ignored */
+        rc = e.bad || field < 0 ? st_json_skip(&p->j) : read_field(p, field, kstart, &e);
         if (rc != ST_OK)
             return rc;
     }
-    if (e.bad || p->deferred)
+    if (e.bad) /* an error was deferred */
         return ST_OK;
-    for (int f = 0; f < FIELD_COUNT; f++) {
+    for (int f = 0; f < FIELD_COUNT; f++)
         if (!e.have[f]) {
             defer(p, entry_start, "missing field `%s`", field_names[f]);
             return ST_OK;
         }
-    }
     return store_tensor(p, name, name_len, pos, &e);
 }
 
-/* ======================================================================
- * MARK: metadata
- * ====================================================================== */
+/* MARK: metadata */
 
 static st_code parse_metadata(parser *p)
 {
@@ -565,14 +441,12 @@ static st_code parse_metadata(parser *p)
     bool first = true, more;
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
-    if (t == ST_JT_NULL) {
-        p->has_meta = false;
+    if (t == ST_JT_NULL) /* as absent */
         return st_json_literal(&p->j);
-    }
     if (t != ST_JT_OBJECT)
-        return invalid_type_now(p, "a map");
+        return invalid_type(p, false, "a map");
     p->has_meta = true;
-    if ((rc = st_json_object_begin(&p->j)) != ST_OK)
+    if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
         const char *k, *v;
@@ -585,23 +459,17 @@ static st_code parse_metadata(parser *p)
         if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
             return rc;
         if (t != ST_JT_STRING)
-            return invalid_type_now(p, "a string");
+            return invalid_type(p, false, "a string");
         if ((rc = st_json_string(&p->j, &v, &vn)) != ST_OK)
             return rc;
         v = arena_copy(p, v, vn);
-        if (!grow((void **)&p->meta, &p->capmeta, p->nmeta + 1, sizeof *p->meta))
+        if (!st_grow((void **)&p->meta, &p->capmeta, p->nmeta + 1, sizeof *p->meta))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
-        p->meta[p->nmeta].key = k;
-        p->meta[p->nmeta].key_len = kn;
-        p->meta[p->nmeta].value = v;
-        p->meta[p->nmeta].value_len = vn;
-        p->nmeta++;
+        p->meta[p->nmeta++] = (st_metadata_item){k, kn, v, vn};
     }
 }
 
-/* ======================================================================
- * MARK: the document
- * ====================================================================== */
+/* MARK: the document */
 
 static st_code parse_document(parser *p)
 {
@@ -611,8 +479,8 @@ static st_code parse_document(parser *p)
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
     if (t != ST_JT_OBJECT)
-        return invalid_type_now(p, "struct HashMetadata");
-    if ((rc = st_json_object_begin(&p->j)) != ST_OK)
+        return invalid_type(p, false, "struct HashMetadata");
+    if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
         const char *k;
@@ -621,26 +489,26 @@ static st_code parse_document(parser *p)
             return rc;
         if (!more)
             break;
-        if (key_is(k, kn, "__metadata__")) {
-            if (p->seen_meta)
-                return st_json_fail(&p->j, kend, kstart, "duplicate field `__metadata__`");
-            p->seen_meta = true;
-            if ((rc = parse_metadata(p)) != ST_OK)
-                return rc;
-        } else {
-            const char *name = p->deferred ? k : arena_copy(p, k, kn);
-            if ((rc = parse_tensor(p, name, kn, kstart)) != ST_OK)
-                return rc;
-        }
+        bool meta = kn == 12 && memcmp(k, "__metadata__", 12) == 0;
+        if (meta && p->seen_meta)
+            return st_json_fail(&p->j, kend, kstart, "duplicate field `__metadata__`");
+        p->seen_meta = p->seen_meta || meta;
+        rc = meta ? parse_metadata(p)
+                  : parse_tensor(p, p->deferred ? k : arena_copy(p, k, kn), kn, kstart);
+        if (rc != ST_OK)
+            return rc;
     }
     if (p->deferred)
         return st_json_fail(&p->j, p->j.pos, p->deferred_off, p->deferred_msg);
     return st_json_finish(&p->j);
 }
 
-/* ======================================================================
- * MARK: validation and lookup structures
- * ====================================================================== */
+/* MARK: validation and lookup structures */
+
+static int cmp_tensor_names(const st_tensor *x, const st_tensor *y)
+{
+    return st_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
 
 static int cmp_offsets(const void *a, const void *b)
 {
@@ -649,29 +517,16 @@ static int cmp_offsets(const void *a, const void *b)
         return x->t.begin < y->t.begin ? -1 : 1;
     if (x->t.end != y->t.end)
         return x->t.end < y->t.end ? -1 : 1;
-    size_t n = x->t.name_len < y->t.name_len ? x->t.name_len : y->t.name_len;
-    int c = n ? memcmp(x->t.name, y->t.name, n) : 0;
-    if (c)
-        return c;
-    return x->t.name_len < y->t.name_len ? -1 : x->t.name_len > y->t.name_len;
+    return cmp_tensor_names(&x->t, &y->t);
 }
 
-static int cmp_tensor_names(const st_tensor *x, const st_tensor *y)
-{
-    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-    int c = n ? memcmp(x->name, y->name, n) : 0;
-    if (c)
-        return c;
-    return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
-}
-
-/* qsort has no context argument: the tensor array being sorted by name. */
-static _Thread_local const st_tensor *name_sort_base;
+/* qsort has no context argument: the records whose indices are sorted by name. */
+static _Thread_local const rec *name_sort_base;
 
 static int cmp_name_idx(const void *a, const void *b)
 {
-    return cmp_tensor_names(&name_sort_base[*(const size_t *)a],
-                            &name_sort_base[*(const size_t *)b]);
+    return cmp_tensor_names(&name_sort_base[*(const size_t *)a].t,
+                            &name_sort_base[*(const size_t *)b].t);
 }
 
 st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uint64_t *nbytes,
@@ -684,6 +539,8 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uin
         n *= shape[i];
     }
     uint64_t bits = st_dtype_bits(dtype);
+    if (bits == 0)
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "invalid dtype %d", (int)dtype);
     if (n > UINT64_MAX / bits)
         return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
     bits *= n;
@@ -693,27 +550,28 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uin
     return ST_OK;
 }
 
-/*
- * Rules 6-8 (docs/format.md §6): sorts the records into data-offset
- * order (*resorted says whether they moved), then checks that they tile the
- * data section with the sizes their shapes give, and cover the file.
- */
-static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size, bool *resorted)
+/* Rules 6-8 (docs/format.md §6): sorts the records into data-offset order (the name table
+ * follows), then checks they tile the data section with their shapes' sizes and cover the
+ * file. */
+static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size)
 {
     static const uint64_t no_dims[1] = {0}; /* shapes is NULL when every tensor is a scalar */
     st_error *err = p->err;
     uint64_t cursor = 0, nb;
-    *resorted = false;
+    bool resorted = false;
+    st_code rc;
     for (size_t i = 0; i < p->nrec; i++) {
         p->recs[i].t.shape = p->shapes ? p->shapes + p->recs[i].shape_off : no_dims;
-        *resorted = *resorted || (i > 0 && cmp_offsets(&p->recs[i - 1], &p->recs[i]) >= 0);
+        resorted = resorted || (i > 0 && cmp_offsets(&p->recs[i - 1], &p->recs[i]) >= 0);
     }
-    if (*resorted)
+    if (resorted) {
         qsort(p->recs, p->nrec, sizeof *p->recs, cmp_offsets);
+        if ((rc = rehash(p, p->hash_cap)) != ST_OK)
+            return rc;
+    }
     for (size_t i = 0; i < p->nrec; i++) {
         const st_tensor *t = &p->recs[i].t;
         uint64_t where = 8 + (uint64_t)p->recs[i].pos;
-        st_code rc;
         if (t->begin != cursor || t->end < t->begin)
             return st_error_set(err, ST_ERR_INVALID_OFFSET, where, "`%.*s`",
                                 (int)clip_utf8(t->name, t->name_len, 400), t->name);
@@ -732,62 +590,32 @@ static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size, boo
     return ST_OK;
 }
 
-/* Points the name table at the records' final (offset) order: one pass. */
-static st_code remap_hash(parser *p, bool resorted)
-{
-    if (p->hash == NULL) { /* no tensors: a one-slot empty table */
-        p->hash_cap = 1;
-        p->hash = st_calloc(1, sizeof *p->hash);
-        return p->hash ? ST_OK : st_error_code(p->err, ST_ERR_NOMEM, 0);
-    }
-    if (!resorted)
-        return ST_OK;
-    uint32_t *new_index = st_malloc(p->nrec * sizeof *new_index);
-    if (new_index == NULL)
-        return st_error_code(p->err, ST_ERR_NOMEM, 0);
-    for (size_t i = 0; i < p->nrec; i++)
-        new_index[p->recs[i].idx] = (uint32_t)i;
-    for (size_t k = 0; k < p->hash_cap; k++)
-        if (p->hash[k])
-            p->hash[k] =
-                (p->hash[k] & ~(uint64_t)UINT32_MAX) | (new_index[(uint32_t)p->hash[k] - 1] + 1);
-    st_free(new_index);
-    return ST_OK;
-}
-
 /* Builds the header from the checked records; takes over the parser's
- * buffers (hash, shapes, arena, metadata). */
-static st_code build_header(parser *p, size_t json_len, bool resorted, st_header **out)
+ * buffers (records, hash, shapes, arena, metadata). */
+static st_code build_header(parser *p, size_t json_len, st_header **out)
 {
-    st_code rc;
-    size_t n = p->nrec;
-    st_header *h = st_calloc(1, sizeof *h);
-    if (h == NULL)
+    size_t n = p->nrec, *by_name = st_malloc(n * sizeof *by_name);
+    st_header *h = st_malloc(sizeof *h);
+    if (h == NULL || by_name == NULL) {
+        st_free(h);
+        st_free(by_name);
         return st_error_code(p->err, ST_ERR_NOMEM, 0);
-    h->tensors = st_malloc(n * sizeof *h->tensors);
-    h->by_name = st_malloc(n * sizeof *h->by_name);
-    if (h->tensors == NULL || h->by_name == NULL) {
-        rc = st_error_code(p->err, ST_ERR_NOMEM, 0);
-        goto exit;
     }
     bool by_name_sorted = true;
     for (size_t i = 0; i < n; i++) {
-        h->tensors[i] = p->recs[i].t;
-        h->by_name[i] = i;
+        by_name[i] = i;
         by_name_sorted =
-            by_name_sorted && (i == 0 || cmp_tensor_names(&h->tensors[i - 1], &h->tensors[i]) < 0);
+            by_name_sorted && (i == 0 || cmp_tensor_names(&p->recs[i - 1].t, &p->recs[i].t) < 0);
     }
     if (!by_name_sorted) {
-        name_sort_base = h->tensors;
-        qsort(h->by_name, n, sizeof *h->by_name, cmp_name_idx);
+        name_sort_base = p->recs;
+        qsort(by_name, n, sizeof *by_name, cmp_name_idx);
         name_sort_base = NULL;
     }
-    if ((rc = remap_hash(p, resorted)) != ST_OK)
-        goto exit;
     *h = (st_header){.data_start = 8 + (uint64_t)json_len,
                      .count = n,
-                     .tensors = h->tensors,
-                     .by_name = h->by_name,
+                     .recs = p->recs,
+                     .by_name = by_name,
                      .hash = p->hash,
                      .hash_mask = p->hash_cap - 1,
                      .shapes = p->shapes,
@@ -796,20 +624,16 @@ static st_code build_header(parser *p, size_t json_len, bool resorted, st_header
                      .meta_count = p->nmeta,
                      .meta = p->meta,
                      .hash_key = p->hash_key};
+    p->recs = NULL;
     p->hash = NULL;
     p->shapes = NULL;
     p->arena = NULL;
     p->meta = NULL;
     *out = h;
-    h = NULL;
-exit:
-    st_header_free(h);
-    return rc;
+    return ST_OK;
 }
 
-/* ======================================================================
- * MARK: public entry points
- * ====================================================================== */
+/* MARK: public entry points */
 
 st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file_size,
                          uint64_t *header_len, st_error *err)
@@ -831,13 +655,10 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
                         st_error *err)
 {
     st_code rc = ST_OK;
-    parser p;
+    parser p = {.err = err, .hash_key = st_hash_new_key()};
     size_t bad_at = 0;
     unsigned bad_len = 0;
 
-    memset(&p, 0, sizeof p);
-    p.hash_key = st_hash_new_key();
-    p.err = err;
     *out = NULL;
     if (json_len > ST_MAX_HEADER_SIZE)
         return st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
@@ -856,9 +677,7 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
 
     /* Rule 5: parse. */
     st_json_init(&p.j, json, json_len, 8, true, err);
-    p.arena_cap = json_len;
-    p.arena = st_malloc(json_len + 1);
-    if (p.arena == NULL) {
+    if ((p.arena = st_malloc(json_len)) == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
@@ -866,9 +685,8 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
         goto exit;
 
     /* Rules 6-7: offsets, sizes, coverage. */
-    bool resorted;
-    if ((rc = check_offsets(&p, json_len, file_size, &resorted)) == ST_OK)
-        rc = build_header(&p, json_len, resorted, out);
+    if ((rc = check_offsets(&p, json_len, file_size)) == ST_OK)
+        rc = build_header(&p, json_len, out);
 
 exit:
     st_json_dispose(&p.j);
@@ -884,7 +702,7 @@ void st_header_free(st_header *h)
 {
     if (h == NULL)
         return;
-    st_free(h->tensors);
+    st_free(h->recs);
     st_free(h->by_name);
     st_free(h->hash);
     st_free(h->shapes);
@@ -905,12 +723,12 @@ size_t st_header_count(const st_header *h)
 
 const st_tensor *st_header_tensor(const st_header *h, size_t i)
 {
-    return i < h->count ? &h->tensors[i] : NULL;
+    return i < h->count ? &h->recs[i].t : NULL;
 }
 
 const st_tensor *st_header_tensor_by_name_order(const st_header *h, size_t i)
 {
-    return i < h->count ? &h->tensors[h->by_name[i]] : NULL;
+    return i < h->count ? &h->recs[h->by_name[i]].t : NULL;
 }
 
 const st_tensor *st_header_find(const st_header *h, const char *name, size_t name_len)
@@ -918,15 +736,8 @@ const st_tensor *st_header_find(const st_header *h, const char *name, size_t nam
     if (h->count == 0)
         return NULL;
     uint32_t full = (uint32_t)st_hash(h->hash_key, name, name_len);
-    size_t k = full & h->hash_mask;
-    while (h->hash[k]) {
-        const st_tensor *t = &h->tensors[(uint32_t)h->hash[k] - 1];
-        if ((uint32_t)(h->hash[k] >> 32) == full && t->name_len == name_len &&
-            (name_len == 0 || memcmp(t->name, name, name_len) == 0))
-            return t;
-        k = (k + 1) & h->hash_mask;
-    }
-    return NULL;
+    size_t k = find_slot(h->hash, h->hash_mask, h->recs, full, name, name_len);
+    return h->hash[k] ? &h->recs[(uint32_t)h->hash[k] - 1].t : NULL;
 }
 
 bool st_header_has_metadata(const st_header *h)

@@ -1,4 +1,5 @@
 /* st_json.c - strict streaming JSON reader (see st_json.h). */
+#include "st_internal.h"
 #include "st_json.h"
 
 #include <locale.h>
@@ -7,102 +8,56 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ======================================================================
- * MARK: UTF-8
- * ====================================================================== */
+/* MARK: UTF-8 */
 
 /* Length of the valid UTF-8 sequence at p (avail >= 1 bytes, p[0] >= 0x80),
  * or 0 with *errlen = bytes of the invalid prefix (0 when truncated). */
 static size_t utf8_seq(const uint8_t *p, size_t avail, unsigned *errlen)
 {
     uint8_t c = p[0];
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-            hi = 0x8F; /* > U+10FFFF */
-    } else {
-        *errlen = 1;
-        return 0;
-    }
-    for (size_t k = 1; k < need; k++) {
-        if (k >= avail) {
-            *errlen = 0;
+    size_t need = c < 0xC2 ? 0 : c <= 0xDF ? 2 : c <= 0xEF ? 3 : c <= 0xF4 ? 4 : 0;
+    /* The second byte's range is narrower after E0 and F0 (overlongs), ED
+     * (surrogates) and F4 (above U+10FFFF). */
+    uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    uint8_t hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    *errlen = 1;
+    for (size_t k = 1; k < need; k++, lo = 0x80, hi = 0xBF) {
+        *errlen = k < avail ? (unsigned)k : 0;
+        if (k >= avail || p[k] < lo || p[k] > hi)
             return 0;
-        }
-        uint8_t b = p[k];
-        uint8_t l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
-        if (b < l || b > h) {
-            *errlen = (unsigned)k;
-            return 0;
-        }
     }
     return need;
 }
 
 bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len)
 {
-    size_t i = 0;
-    while (i < len) {
-        /* ASCII fast path, 8 bytes at a time. */
-        while (i + 8 <= len) {
-            uint64_t w;
+    for (size_t i = 0, n; i < len; i += n) {
+        uint64_t w = UINT64_C(0x8080808080808080); /* ASCII fast path, 8 bytes at a time */
+        if (i + 8 <= len)
             memcpy(&w, s + i, 8);
-            if (w & UINT64_C(0x8080808080808080))
-                break;
-            i += 8;
-        }
-        if (i >= len)
-            break;
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        unsigned el = 0;
-        size_t n = utf8_seq(s + i, len - i, &el);
-        if (n == 0) {
-            if (valid_up_to)
-                *valid_up_to = i;
-            if (error_len)
-                *error_len = el;
+        if (!(w & UINT64_C(0x8080808080808080)))
+            n = 8;
+        else if (s[i] < 0x80)
+            n = 1;
+        else if ((n = utf8_seq(s + i, len - i, error_len)) == 0) {
+            *valid_up_to = i;
             return false;
         }
-        i += n;
     }
     return true;
 }
 
-/* ======================================================================
- * MARK: errors
- * ====================================================================== */
+/* MARK: errors */
 
 st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text)
 {
-    size_t line = 1, col;
-    size_t last_nl_end = 0;
+    size_t line = 1;
     if (lc_index > j->len)
         lc_index = j->len;
-    const uint8_t *p = j->buf, *end = j->buf + lc_index;
-    while (p < end) {
-        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
-        if (nl == NULL)
-            break;
+    const uint8_t *p = j->buf, *end = j->buf + lc_index, *nl; /* p: after the last newline */
+    for (; (nl = memchr(p, '\n', (size_t)(end - p))) != NULL; p = nl + 1)
         line++;
-        last_nl_end = (size_t)(nl - j->buf) + 1;
-        p = nl + 1;
-    }
-    col = lc_index - last_nl_end;
+    size_t col = lc_index - (size_t)(p - j->buf);
     if (off_index > j->len)
         off_index = j->len;
     return st_error_set(j->err, ST_ERR_INVALID_JSON, j->base + off_index,
@@ -129,26 +84,17 @@ static st_code fail_eof(st_json *j, const char *text)
     return st_json_fail(j, j->len, j->len, text);
 }
 
-/* ======================================================================
- * MARK: basics
- * ====================================================================== */
+/* MARK: basics */
 
 void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
                   st_error *err)
 {
-    memset(j, 0, sizeof *j);
-    j->buf = buf;
-    j->len = len;
-    j->base = base;
-    j->utf8_trusted = utf8_trusted;
-    j->err = err;
+    *j = (st_json){.buf = buf, .len = len, .base = base, .utf8_trusted = utf8_trusted, .err = err};
 }
 
 void st_json_dispose(st_json *j)
 {
     st_free(j->scratch);
-    j->scratch = NULL;
-    j->scratch_cap = 0;
 }
 
 static inline void skip_ws(st_json *j)
@@ -165,21 +111,13 @@ st_jtype st_json_peek(st_json *j)
     skip_ws(j);
     if (j->pos >= j->len)
         return ST_JT_END;
-    switch (j->buf[j->pos]) {
+    uint8_t c = j->buf[j->pos];
+    if (c == '-' || (c >= '0' && c <= '9'))
+        return ST_JT_NUMBER;
+    switch (c) {
     case '{': return ST_JT_OBJECT;
     case '[': return ST_JT_ARRAY;
     case '"': return ST_JT_STRING;
-    case '-':
-    case '0':
-    case '1':
-    case '2':
-    case '3':
-    case '4':
-    case '5':
-    case '6':
-    case '7':
-    case '8':
-    case '9': return ST_JT_NUMBER;
     case 't': return ST_JT_TRUE;
     case 'f': return ST_JT_FALSE;
     case 'n': return ST_JT_NULL;
@@ -189,16 +127,13 @@ st_jtype st_json_peek(st_json *j)
 
 st_code st_json_value_start(st_json *j, st_jtype *type)
 {
-    st_jtype t = st_json_peek(j);
-    *type = t;
-    if (t == ST_JT_END)
-        return fail_peek(j, "EOF while parsing a value");
-    if (t == ST_JT_BAD)
-        return fail_peek(j, "expected value");
+    *type = st_json_peek(j);
+    if (*type == ST_JT_END || *type == ST_JT_BAD)
+        return fail_peek(j, *type == ST_JT_END ? "EOF while parsing a value" : "expected value");
     return ST_OK;
 }
 
-static st_code open_container(st_json *j)
+st_code st_json_enter(st_json *j)
 {
     /* serde_json: remaining depth starts at 128 and may not reach 0. */
     if (j->depth + 1 >= ST_JSON_MAX_DEPTH)
@@ -208,32 +143,17 @@ static st_code open_container(st_json *j)
     return ST_OK;
 }
 
-st_code st_json_object_begin(st_json *j)
-{
-    return open_container(j);
-}
+/* MARK: strings */
 
-st_code st_json_array_begin(st_json *j)
+/* Appends run[0..run_len) then extra[0..k) to the scratch buffer at *used. */
+static bool scratch_add(st_json *j, size_t *used, const uint8_t *run, size_t run_len,
+                        const char *extra, size_t k)
 {
-    return open_container(j);
-}
-
-/* ======================================================================
- * MARK: strings
- * ====================================================================== */
-
-static bool scratch_reserve(st_json *j, size_t used, size_t extra)
-{
-    if (used + extra <= j->scratch_cap)
-        return true;
-    size_t cap = j->scratch_cap ? j->scratch_cap : 64;
-    while (cap < used + extra)
-        cap *= 2;
-    char *p = st_realloc(j->scratch, cap);
-    if (p == NULL)
+    if (!st_grow((void **)&j->scratch, &j->scratch_cap, *used + run_len + k, 1))
         return false;
-    j->scratch = p;
-    j->scratch_cap = cap;
+    memcpy(j->scratch + *used, run, run_len);
+    memcpy(j->scratch + *used + run_len, extra, k);
+    *used += run_len + k;
     return true;
 }
 
@@ -241,18 +161,14 @@ static int hexval(uint8_t c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    c |= 0x20; /* 'A'-'F' to 'a'-'f' */
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
 static st_code read_hex4(st_json *j, unsigned *out)
 {
-    if (j->len - j->pos < 4) {
+    if (j->len - j->pos < 4)
         return fail_eof(j, "EOF while parsing a string");
-    }
     unsigned v = 0;
     for (int k = 0; k < 4; k++) {
         int h = hexval(j->buf[j->pos++]);
@@ -293,25 +209,11 @@ static st_code read_unicode_escape(st_json *j, unsigned *cp)
 /* UTF-8 of a Unicode scalar value into out[0..*n). */
 static void put_utf8(unsigned cp, char out[4], size_t *n)
 {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        *n = 1;
-    } else if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        *n = 2;
-    } else if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        *n = 3;
-    } else {
-        out[0] = (char)(0xF0 | (cp >> 18));
-        out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[3] = (char)(0x80 | (cp & 0x3F));
-        *n = 4;
-    }
+    static const uint8_t lead[5] = {0, 0, 0xC0, 0xE0, 0xF0};
+    *n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    for (size_t k = *n; k-- > 1; cp >>= 6)
+        out[k] = (char)(0x80 | (cp & 0x3F));
+    out[0] = (char)(lead[*n] | cp);
 }
 
 /* Decodes one escape (pos just after the backslash) into out[0..*n). */
@@ -349,8 +251,7 @@ static const uint8_t string_special[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 };
 
-/* pos at the opening quote. With s != NULL, returns the decoded text. */
-static st_code scan_string(st_json *j, const char **s, size_t *slen)
+st_code st_json_string(st_json *j, const char **s, size_t *slen)
 {
     const uint8_t *b = j->buf;
     size_t n = j->len;
@@ -363,23 +264,15 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
     for (;;) {
         while (p < n && !string_special[b[p]])
             p++;
-        if (p >= n) {
+        if (p >= n)
             return fail_eof(j, "EOF while parsing a string");
-        }
         uint8_t c = b[p];
         if (c == '"') {
+            if (s != NULL && escaped && !scratch_add(j, &used, b + seg, p - seg, "", 0))
+                return st_error_code(j->err, ST_ERR_NOMEM, 0);
             if (s != NULL) {
-                if (!escaped) {
-                    *s = (const char *)(b + j->pos);
-                    *slen = p - j->pos;
-                } else {
-                    if (!scratch_reserve(j, used, p - seg))
-                        return st_error_code(j->err, ST_ERR_NOMEM, 0);
-                    memcpy(j->scratch + used, b + seg, p - seg);
-                    used += p - seg;
-                    *s = j->scratch;
-                    *slen = used;
-                }
+                *s = escaped ? j->scratch : (const char *)(b + j->pos);
+                *slen = escaped ? used : p - j->pos;
             }
             j->pos = p + 1;
             return ST_OK;
@@ -390,15 +283,9 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
             j->pos = p + 1;
             if ((rc = read_escape(j, out, &k)) != ST_OK)
                 return rc;
-            if (s != NULL) {
-                if (!scratch_reserve(j, used, (p - seg) + k))
-                    return st_error_code(j->err, ST_ERR_NOMEM, 0);
-                memcpy(j->scratch + used, b + seg, p - seg);
-                used += p - seg;
-                memcpy(j->scratch + used, out, k);
-                used += k;
-                escaped = true;
-            }
+            if (s != NULL && !scratch_add(j, &used, b + seg, p - seg, out, k))
+                return st_error_code(j->err, ST_ERR_NOMEM, 0);
+            escaped = true;
             p = seg = j->pos;
             continue;
         }
@@ -407,12 +294,8 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
             return fail_here(j, "control character (\\u0000-\\u001F) found while parsing a string");
         }
         /* c >= 0x80 */
-        if (j->utf8_trusted) {
-            p++;
-            continue;
-        }
         unsigned el = 0;
-        size_t k = utf8_seq(b + p, n - p, &el);
+        size_t k = j->utf8_trusted ? 1 : utf8_seq(b + p, n - p, &el);
         if (k == 0) {
             j->pos = p;
             return fail_peek(j, "invalid unicode code point");
@@ -421,23 +304,12 @@ static st_code scan_string(st_json *j, const char **s, size_t *slen)
     }
 }
 
-st_code st_json_string(st_json *j, const char **s, size_t *len)
-{
-    return scan_string(j, s, len);
-}
+/* MARK: objects and arrays */
 
-/* ======================================================================
- * MARK: objects and arrays
- * ====================================================================== */
-
-/*
- * The step between items, shared by objects and arrays: at `close` the
- * container ends (*more false); otherwise, after the first item, a ','
- * must come, and not right before `close`. On *more, *next is the byte
- * that starts the item (0 at the end of the input).
- */
+/* The step between items of an object or array: at `close` it ends (*more false); else
+ * after the first item a ',' must come, and not right before `close`. */
 static st_code next_item(st_json *j, bool *first, bool *more, uint8_t close, const char *eof_text,
-                         const char *separator_text, uint8_t *next)
+                         const char *separator_text)
 {
     *more = false;
     skip_ws(j);
@@ -460,24 +332,22 @@ static st_code next_item(st_json *j, bool *first, bool *more, uint8_t close, con
     }
     *first = false;
     *more = true;
-    *next = j->pos < j->len ? j->buf[j->pos] : 0;
     return ST_OK;
 }
 
 st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
                             size_t *key_start, size_t *key_end)
 {
-    st_code rc;
-    uint8_t c;
-    rc = next_item(j, first, more, '}', "EOF while parsing an object", "expected `,` or `}`", &c);
+    st_code rc =
+        next_item(j, first, more, '}', "EOF while parsing an object", "expected `,` or `}`");
     if (rc != ST_OK || !*more)
         return rc;
     *more = false;
-    if (c != '"')
+    if (j->buf[j->pos] != '"') /* next_item saw a byte here */
         return fail_peek(j, "key must be a string");
     if (key_start != NULL)
         *key_start = j->pos;
-    if ((rc = scan_string(j, key, key_len)) != ST_OK)
+    if ((rc = st_json_string(j, key, key_len)) != ST_OK)
         return rc;
     if (key_end != NULL)
         *key_end = j->pos;
@@ -493,13 +363,10 @@ st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **ke
 
 st_code st_json_array_next(st_json *j, bool *first, bool *more)
 {
-    uint8_t next;
-    return next_item(j, first, more, ']', "EOF while parsing a list", "expected `,` or `]`", &next);
+    return next_item(j, first, more, ']', "EOF while parsing a list", "expected `,` or `]`");
 }
 
-/* ======================================================================
- * MARK: numbers and literals
- * ====================================================================== */
+/* MARK: numbers and literals */
 
 static inline bool is_digit(uint8_t c)
 {
@@ -509,17 +376,11 @@ static inline bool is_digit(uint8_t c)
 /* strtod on [s, s+n) in the "C" notation whatever the locale. */
 static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)
 {
-    char stackbuf[128];
-    char *tmp = stackbuf;
-    char dp = '.';
+    char stackbuf[128], *tmp = n < sizeof stackbuf ? stackbuf : st_malloc(n + 1);
     const struct lconv *lc = localeconv();
-    if (lc != NULL && lc->decimal_point != NULL && lc->decimal_point[0] != '\0')
-        dp = lc->decimal_point[0];
-    if (n + 1 > sizeof stackbuf) {
-        tmp = st_malloc(n + 1);
-        if (tmp == NULL)
-            return st_error_code(j->err, ST_ERR_NOMEM, 0);
-    }
+    char dp = lc && lc->decimal_point && lc->decimal_point[0] ? lc->decimal_point[0] : '.';
+    if (tmp == NULL)
+        return st_error_code(j->err, ST_ERR_NOMEM, 0);
     for (size_t k = 0; k < n; k++)
         tmp[k] = s[k] == '.' ? dp : (char)s[k];
     tmp[n] = '\0';
@@ -616,13 +477,8 @@ st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
 
 st_code st_json_literal(st_json *j)
 {
-    const char *word;
-    switch (j->buf[j->pos]) {
-    case 't': word = "true"; break;
-    case 'f': word = "false"; break;
-    default: word = "null"; break;
-    }
-    j->pos++;
+    uint8_t c = j->buf[j->pos++];
+    const char *word = c == 't' ? "true" : c == 'f' ? "false" : "null";
     for (const char *w = word + 1; *w; w++) {
         if (j->pos >= j->len)
             return fail_eof(j, "EOF while parsing a value");
@@ -632,9 +488,7 @@ st_code st_json_literal(st_json *j)
     return ST_OK;
 }
 
-/* ======================================================================
- * MARK: skipping, validation
- * ====================================================================== */
+/* MARK: skipping, validation */
 
 st_code st_json_skip(st_json *j)
 {
@@ -645,28 +499,18 @@ st_code st_json_skip(st_json *j)
         return rc;
     switch (t) {
     case ST_JT_OBJECT:
-        if ((rc = st_json_object_begin(j)) != ST_OK)
-            return rc;
-        for (;;) {
-            if ((rc = st_json_object_next(j, &first, &more, NULL, NULL, NULL, NULL)) != ST_OK)
-                return rc;
-            if (!more)
-                return ST_OK;
-            if ((rc = st_json_skip(j)) != ST_OK)
-                return rc;
-        }
     case ST_JT_ARRAY:
-        if ((rc = st_json_array_begin(j)) != ST_OK)
+        if ((rc = st_json_enter(j)) != ST_OK)
             return rc;
         for (;;) {
-            if ((rc = st_json_array_next(j, &first, &more)) != ST_OK)
+            rc = t == ST_JT_OBJECT ? st_json_object_next(j, &first, &more, NULL, NULL, NULL, NULL)
+                                   : st_json_array_next(j, &first, &more);
+            if (rc != ST_OK || !more)
                 return rc;
-            if (!more)
-                return ST_OK;
             if ((rc = st_json_skip(j)) != ST_OK)
                 return rc;
         }
-    case ST_JT_STRING: return scan_string(j, NULL, NULL);
+    case ST_JT_STRING: return st_json_string(j, NULL, NULL);
     case ST_JT_NUMBER: return st_json_number(j, false, NULL);
     default: return st_json_literal(j);
     }
@@ -692,76 +536,50 @@ st_code st_json_validate(const uint8_t *text, size_t len, st_error *err)
     return rc;
 }
 
-/* ======================================================================
- * MARK: float formatting (for "floating point `...`" messages)
- * ====================================================================== */
+/* MARK: float formatting (for "floating point `...`" messages) */
 
 void st_json_format_float(double f, char *out, size_t cap)
 {
-    char sci[64];
-    char digits[32];
-    int exp10 = 0;
+    char sci[64], digits[32], text[400]; /* 5e-324 is "0." then 323 digits */
     size_t nd = 0, o = 0;
 
-    if (cap == 0)
-        return;
-    out[0] = '\0';
     if (isnan(f) || isinf(f)) {
         snprintf(out, cap, "%s", isnan(f) ? "NaN" : (f < 0 ? "-inf" : "inf"));
         return;
     }
-    /* Shortest precision that round-trips. */
-    for (int prec = 0; prec < 17; prec++) {
+    for (int prec = 0; prec < 17; prec++) { /* the shortest precision that round-trips */
         snprintf(sci, sizeof sci, "%.*e", prec, f);
         if (strtod(sci, NULL) == f)
             break;
     }
     /* sci = [-]d[.ddd]e[+-]XX (the decimal point may be locale-specific) */
     const char *p = sci;
-    bool negative = false;
-    if (*p == '-') {
-        negative = true;
-        p++;
-    }
-    for (; *p && *p != 'e'; p++) {
-        if (is_digit((uint8_t)*p) && nd < sizeof digits - 1)
+    if (*p == '-')
+        text[o++] = *p++;
+    for (; *p && *p != 'e'; p++)
+        if (is_digit((uint8_t)*p) && nd < sizeof digits)
             digits[nd++] = *p;
-    }
-    if (*p == 'e')
-        exp10 = atoi(p + 1);
+    int exp10 = *p == 'e' ? atoi(p + 1) : 0;
     while (nd > 1 && digits[nd - 1] == '0')
         nd--;
-    digits[nd] = '\0';
-
-#define PUT(ch)                                                                                    \
-    do {                                                                                           \
-        if (o + 1 < cap)                                                                           \
-            out[o++] = (ch);                                                                       \
-    } while (0)
-    if (negative)
-        PUT('-');
-    bool has_point = false;
-    if (exp10 >= 0) {
-        for (size_t k = 0; k < nd || (int)k <= exp10; k++) {
-            if ((int)k == exp10 + 1) {
-                PUT('.');
-                has_point = true;
-            }
-            PUT(k < nd ? digits[k] : '0');
-        }
-    } else {
-        PUT('0');
-        PUT('.');
-        has_point = true;
+    if (exp10 < 0) {
+        text[o++] = '0';
+        text[o++] = '.';
         for (int k = 0; k < -exp10 - 1; k++)
-            PUT('0');
-        for (size_t k = 0; k < nd; k++)
-            PUT(digits[k]);
+            text[o++] = '0';
+        memcpy(text + o, digits, nd);
+        o += nd;
+    } else {
+        for (size_t k = 0; k < nd || (int)k <= exp10; k++) {
+            if ((int)k == exp10 + 1)
+                text[o++] = '.';
+            text[o++] = k < nd ? digits[k] : '0';
+        }
+        if ((int)nd <= exp10 + 1) { /* no fractional digits: serde adds ".0" */
+            text[o++] = '.';
+            text[o++] = '0';
+        }
     }
-    if (!has_point) {
-        PUT('.');
-        PUT('0');
-    }
-#undef PUT
-    out[o] = '\0';
+    text[o] = '\0';
+    snprintf(out, cap, "%s", text);
 }

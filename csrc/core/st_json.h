@@ -1,26 +1,18 @@
 /*
- * st_json.h - internal strict streaming JSON reader (a pull parser, no DOM).
+ * st_json.h - internal strict streaming JSON reader (a pull parser, no DOM),
+ * RFC 8259 with the choices of docs/json-conformance.md: UTF-8 validated
+ * everywhere; \uXXXX escapes must form scalar values (a lone surrogate is
+ * rejected, as serde_json does); numbers by the grammar, classified as
+ * serde_json does (u64 / negative i64 / f64, "number out of range" past a
+ * double); at most ST_JSON_MAX_DEPTH - 1 nested containers; only space, \t,
+ * \n, \r around the value.
  *
- * RFC 8259 with these choices (docs/json-conformance.md lists them):
- *   - UTF-8 is validated everywhere (overlongs, UTF-8-encoded surrogates,
- *     code points above U+10FFFF and truncated sequences are rejected);
- *   - \uXXXX escapes must form valid scalar values: a lone surrogate, in
- *     either order, is rejected as serde_json does;
- *   - numbers follow the JSON grammar; st_json_number can also classify a
- *     number the way serde_json does (u64 / negative i64 / f64) and reports
- *     "number out of range" for literals that overflow a double;
- *   - at most ST_JSON_MAX_DEPTH - 1 (127) nested arrays/objects, as
- *     serde_json's recursion limit of 128;
- *   - only space, \t, \n, \r around the top-level value.
+ * Errors are ST_ERR_INVALID_JSON "<what> at line L column C" (serde_json's
+ * texts), err->offset = base + index of the offending byte; ST_ERR_NOMEM when
+ * the string scratch buffer cannot grow.
  *
- * Errors are ST_ERR_INVALID_JSON with serde_json-like messages
- * "<what> at line L column C" (computed only when an error happens) and
- * err->offset = base + index of the offending byte. Allocation failures
- * (the string scratch buffer) return ST_ERR_NOMEM.
- *
- * Usage:  st_json_init; st_json_peek; then the matching reader for the
- * value (object/array iteration, string, number, literal) or st_json_skip;
- * finally st_json_finish for the trailing-whitespace rule; st_json_dispose.
+ * Usage: st_json_init; st_json_peek, then the value's reader or st_json_skip;
+ * st_json_finish for the trailing-whitespace rule; st_json_dispose.
  */
 #ifndef ST_JSON_H
 #define ST_JSON_H
@@ -71,25 +63,25 @@ void st_json_dispose(st_json *j);
 /* Skips whitespace and says what comes next (consumes nothing else). */
 st_jtype st_json_peek(st_json *j);
 
-/* Fails with "EOF while parsing a value" / "expected value" unless a value
- * starts here; else stores its type. */
+/* Stores the type of the value that starts here, else fails ("EOF while parsing a value",
+ * "expected value"). */
 st_code st_json_value_start(st_json *j, st_jtype *type);
 
-/* Objects: st_json_object_begin consumes '{'. Then call st_json_object_next
- * with *first = true initially: it consumes ',' or '}' as needed; *more is
- * false at the end of the object (the '}' is consumed); otherwise the key
- * is decoded into (*key, *key_len) (valid until the next string read) and
- * the ':' is consumed; *key_start is the index of the key's opening quote
- * and *key_end the index just after its closing quote (both may be NULL). */
-st_code st_json_object_begin(st_json *j);
+/* Consumes the '{' or '[' that starts an object or array (at most ST_JSON_MAX_DEPTH - 1
+ * deep). Then st_json_object_next, with *first = true initially, consumes ',' or '}' as
+ * needed; *more is false at the end (the '}' consumed); else the key is decoded into
+ * (*key, *key_len) (valid until the next string read), the ':' consumed, and *key_start
+ * and *key_end are the indexes of its opening quote and just after its closing one (both
+ * may be NULL). */
+st_code st_json_enter(st_json *j);
 st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
                             size_t *key_start, size_t *key_end);
 /* Arrays: same pattern; after *more == true, read one element. */
-st_code st_json_array_begin(st_json *j);
 st_code st_json_array_next(st_json *j, bool *first, bool *more);
 
-/* Reads a string value, decoded (escapes resolved); the result points into
- * the input or into the scratch buffer (valid until the next string read). */
+/* Reads a string value (pos at its quote), decoded (escapes resolved); with s
+ * NULL only checks it. The result points into the input or into the scratch
+ * buffer (valid until the next string read). */
 st_code st_json_string(st_json *j, const char **s, size_t *len);
 /* Reads a number; with want_value, classifies it and fills *num (may fail
  * with "number out of range"); without, checks the grammar only. */
@@ -101,17 +93,16 @@ st_code st_json_skip(st_json *j);
 /* Requires only whitespace until the end ("trailing characters"). */
 st_code st_json_finish(st_json *j);
 
-/* Fails with ST_ERR_INVALID_JSON "<text> at line L column C", where the
- * line/column are those of index lc_index and the offset base + off_index. */
+/* Fails with ST_ERR_INVALID_JSON "<text> at line L column C" (the line and column of
+ * index lc_index), offset base + off_index. */
 st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text);
 
-/* Validates UTF-8 as Rust's str::from_utf8 does. On failure *valid_up_to
- * is the index of the first bad sequence and *error_len its length in
- * bytes (1..3), or 0 when the input ends in the middle of a sequence. */
+/* Validates UTF-8 as Rust's str::from_utf8: on failure *valid_up_to is the index of the
+ * first bad sequence and *error_len its length (1..3), 0 where the input ends inside it. */
 bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len);
 
-/* Formats a double as Rust's Display does (shortest round trip, no exponent)
- * followed by ".0" when it has no fractional part, as serde prints floats. */
+/* A double as serde prints it: Rust's Display (shortest round trip, no exponent), with
+ * ".0" where it has no fractional part. */
 void st_json_format_float(double f, char *out, size_t cap);
 
 #endif /* ST_JSON_H */

@@ -31,9 +31,8 @@ st_code st_file_map_private(const st_file *file, uint64_t offset, uint64_t len, 
             rc = st_error_io(err, errno, offset);
         st_fd_return(file);
     } else if (file->map != NULL) {
-        /* The path no longer leads to the file opened (or cannot be opened
-         * now): the whole-file mapping still holds it. A copy of the bytes
-         * in anonymous memory, as private as a mapping of the file. */
+        /* The path no longer leads to the file opened: the whole-file mapping still holds
+         * it. A copy in anonymous memory is as private as a mapping of the file. */
         base = mmap(NULL, (size_t)span, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         rc = base == MAP_FAILED ? st_error_io(err, errno, offset) : ST_OK;

@@ -1,10 +1,7 @@
 /*
- * st_read.c - reading a file's bytes into the caller's memory: st_file_read
- * and st_file_read_many (the read queue and its worker threads), and
- * st_read_exact, the pread loop that opening the header uses too. On the
- * mmap backend a read is a memcpy from the whole-file mapping; on the pread
- * backend it borrows the file's descriptor from the cache (st_descriptors.c)
- * for the whole call; a file over a byte source hands the requests to it.
+ * st_read.c - st_file_read(_many): a memcpy from the mapping (mmap backend), a
+ * pread loop on a descriptor borrowed from the cache for the call (pread
+ * backend), or the requests handed to the byte source.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -27,24 +24,19 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
     uint8_t *p = dst;
     while (len > 0) {
         size_t want = len < ST_PREAD_CHUNK ? len : ST_PREAD_CHUNK;
-        if (offset > (uint64_t)INT64_MAX) {
+        if (offset > (uint64_t)INT64_MAX)
             return st_error_io(err, EOVERFLOW, offset);
-        }
         ssize_t got = pread(fd, p, want, (off_t)offset);
-        if (got < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
             return st_error_io(err, errno, offset);
-        }
         if (got == 0) {
             st_error_set(err, ST_ERR_IO, offset,
-                         "unexpected end of file at byte %llu: the file shrank "
-                         "after it was opened",
+                         "unexpected end of file at byte %llu: the file shrank after it was opened",
                          (unsigned long long)offset);
-            if (err) {
+            if (err)
                 err->sys_errno = EIO;
-            }
             return ST_ERR_IO;
         }
         p += got;
@@ -55,13 +47,11 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 }
 
 /*
- * Large reads go through a queue of ST_READ_CHUNK pieces that up to
- * ST_READ_THREADS threads (the caller among them) take in file order:
- * on a warm file several cores copy from the page cache at once; on a cold
- * one ST_READ_THREADS reads of ST_READ_CHUNK are in flight, which the disk
- * needs to reach its throughput (one large pread keeps only the kernel's
- * readahead window in flight). Threads live for one call: nothing outlives
- * it. Below ST_PARALLEL_MIN bytes in all a thread costs more than it saves.
+ * Reads go through a queue of ST_READ_CHUNK pieces that up to ST_READ_THREADS
+ * threads of the call (the caller among them) take in file order: warm, several
+ * cores copy from the page cache; cold, several reads are in flight, as a disk
+ * needs (one large pread keeps only the readahead window in flight). Below
+ * ST_PARALLEL_MIN bytes a thread costs more than it saves.
  */
 #define ST_READ_CHUNK   ((size_t)1 << 20)
 #define ST_PARALLEL_MIN ((size_t)4 << 20)
@@ -70,53 +60,15 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 #define ST_READ_STACK   ((size_t)256 << 10)
 
 /*
- * Reads: MADV_POPULATE_WRITE (Linux 5.14) before each chunk. A fresh
- * destination otherwise takes one page fault per 4 KiB inside pread's copy;
- * populating the chunk first makes those pages in one call. Measured here
- * (548 MB, warm page cache, fresh anonymous destination, 2 threads x 1 MiB
- * chunks, 4 runs): 0.22-0.29 s of CPU with it, 0.29-0.36 s without. Fails
- * harmlessly (EINVAL) on older kernels and costs a page-table walk where the
- * memory is already there (malloc reusing freed memory).
- *
- * No MADV_HUGEPAGE on destinations: with THP "enabled=madvise defrag=madvise"
- * (this machine, a common default) a region so marked compacts memory
- * synchronously on each huge-page fault. Measured here on the same read:
- * 0.09-1.19 s of CPU with the hint (compact_stall rose by ~370 over 3 runs)
- * against a steady 0.28-0.47 s with 4 KiB pages; an hour later, 8 threads,
- * 5 runs each: 0.13-0.53 s with it (bimodal: 0.51, 0.53, 0.30, 0.13, 0.13)
- * against 0.27-0.34 s populated; later still, torch get_tensor of every
- * key of that file with the hint on reads of 32 MiB or more (the 154 MB
- * embedding), 4 processes x 4 loads: 0.15-0.37 s against 0.19-0.32 s.
- * Issue 10 measured 0.57 s against 0.16 s on another machine. The hint wins
- * by up to a quarter when free 2 MiB blocks happen to be at hand and loses
- * 2-3.5x when they are not (no userspace way to ask for huge pages only if
- * free under defrag=madvise): steady beats sometimes-faster. (NumPy
- * madvises its own large arrays; that is its call.)
+ * MADV_POPULATE_WRITE (Linux 5.14; EINVAL before) on each chunk: else a fresh
+ * destination faults per 4 KiB inside pread's copy (548 MB warm: 0.22-0.29 s of
+ * CPU with it, 0.29-0.36 s without). No MADV_HUGEPAGE: under THP defrag=madvise
+ * each huge-page fault compacts memory synchronously (0.09-1.19 s against a
+ * steady 0.28-0.47 s): up to a quarter faster, or 2-3.5x slower.
  */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
-
-static void populate_destination(uint8_t *dst, size_t len)
-{
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t start = (uintptr_t)dst & ~(page - 1);
-    (void)madvise((void *)start, (uintptr_t)dst + len - start, MADV_POPULATE_WRITE);
-}
-
-/* One contiguous piece of a read: by memcpy from the mapping, or pread from
- * fd (borrowed for the whole call). */
-static st_code read_piece(const st_file *file, int fd, uint64_t offset, uint8_t *dst, size_t len,
-                          st_error *err)
-{
-    if (len >= ST_POPULATE_MIN)
-        populate_destination(dst, len);
-    if (file->map != NULL) {
-        memcpy(dst, file->map + offset, len);
-        return ST_OK;
-    }
-    return st_read_exact(fd, offset, dst, len, err);
-}
 
 typedef struct {
     const st_file *file;
@@ -155,15 +107,25 @@ static bool take_chunk(read_queue *queue, uint64_t *offset, uint8_t **dst, size_
     return taken;
 }
 
+/* Takes chunks until none is left: by memcpy from the mapping, or pread from
+ * the borrowed descriptor. */
 static void *read_worker(void *arg)
 {
     read_queue *queue = arg;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uint64_t offset;
     uint8_t *dst;
     size_t len;
     while (take_chunk(queue, &offset, &dst, &len)) {
         st_error err;
-        st_code code = read_piece(queue->file, queue->fd, offset, dst, len, &err);
+        st_code code = ST_OK;
+        uintptr_t start = (uintptr_t)dst & ~(page - 1);
+        if (len >= ST_POPULATE_MIN)
+            (void)madvise((void *)start, (uintptr_t)dst + len - start, MADV_POPULATE_WRITE);
+        if (queue->file->map != NULL)
+            memcpy(dst, queue->file->map + offset, len);
+        else
+            code = st_read_exact(queue->fd, offset, dst, len, &err);
         if (code != ST_OK) {
             pthread_mutex_lock(&queue->lock);
             if (!queue->failed) {
@@ -177,26 +139,18 @@ static void *read_worker(void *arg)
     return NULL;
 }
 
-static st_code read_in_turn(const read_queue *queue, st_error *err)
-{
-    for (size_t i = 0; i < queue->count; i++) {
-        const st_read_request *r = &queue->requests[i];
-        st_code code = r->len == 0
-                           ? ST_OK
-                           : read_piece(queue->file, queue->fd, r->offset, r->dst, r->len, err);
-        if (code != ST_OK)
-            return code;
-    }
-    return ST_OK;
-}
-
 st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
                           st_error *err)
 {
     pthread_t threads[ST_READ_THREADS - 1];
+    pthread_attr_t attr;
     size_t started = 0, chunks = 0, total = 0;
-    read_queue queue = {
-        .file = file, .fd = -1, .requests = requests, .count = count, .code = ST_OK};
+    read_queue queue = {.file = file,
+                        .fd = -1,
+                        .requests = requests,
+                        .count = count,
+                        .lock = PTHREAD_MUTEX_INITIALIZER,
+                        .code = ST_OK};
 
     for (size_t i = 0; i < count; i++) {
         const st_read_request *r = &requests[i];
@@ -209,37 +163,27 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
         chunks += r->len / ST_READ_CHUNK + (r->len % ST_READ_CHUNK != 0);
         total += r->len;
     }
-    if (file->source != NULL) /* it does its own concurrency */
-        return count == 0 ? ST_OK
-                          : file->source->read_many(file->source->ctx, requests, count, err);
+    if (file->source.read_many != NULL) /* it does its own concurrency */
+        return count == 0 ? ST_OK : file->source.read_many(file->source.ctx, requests, count, err);
     if (file->map == NULL && total > 0 &&
         (queue.code = st_fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
-    /* Small reads, and no lock for the queue: one after the other, here. */
-    if (total < ST_PARALLEL_MIN || pthread_mutex_init(&queue.lock, NULL) != 0) {
-        queue.code = read_in_turn(&queue, err);
-        goto exit;
-    }
-    /* A thread that cannot start leaves its share to the others and to this
-     * one, which works the queue too. Small stacks: a worker needs a few
-     * KiB, and 7 default 8 MiB stacks overflow glibc's 40 MiB stack cache,
-     * so every call would map and unmap some afresh. */
-    pthread_attr_t attr;
-    bool have_attr = pthread_attr_init(&attr) == 0;
-    if (have_attr)
+    /* Small reads stay on this thread; a thread that cannot start leaves its share to the
+     * others and this one. Small stacks: 7 default 8 MiB ones overflow glibc's 40 MiB
+     * stack cache, and every call would map some afresh. */
+    bool threaded = total >= ST_PARALLEL_MIN && pthread_attr_init(&attr) == 0;
+    if (threaded)
         (void)pthread_attr_setstacksize(&attr, ST_READ_STACK);
-    while (started + 1 < ST_READ_THREADS && started + 1 < chunks &&
-           pthread_create(&threads[started], have_attr ? &attr : NULL, read_worker, &queue) == 0)
+    while (threaded && started + 1 < ST_READ_THREADS && started + 1 < chunks &&
+           pthread_create(&threads[started], &attr, read_worker, &queue) == 0)
         started++;
-    if (have_attr)
+    if (threaded)
         pthread_attr_destroy(&attr);
     read_worker(&queue);
     for (size_t i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    pthread_mutex_destroy(&queue.lock);
     if (queue.failed && err != NULL)
         *err = queue.err;
-exit:
     if (queue.fd >= 0)
         st_fd_return(file);
     return queue.code;

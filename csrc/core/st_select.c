@@ -1,48 +1,18 @@
 /*
- * st_select.c - NumPy basic indexing over a tensor, and the gather copy.
+ * st_select.c - NumPy basic indexing over a tensor (st_select), and copying or
+ * reading what it selects. Ints count from the end when negative and remove their
+ * dim (out of range: upstream's "Invalid index 10 for dimension 0 of size 10");
+ * slices follow PySlice_Unpack + PySlice_AdjustIndices; one Ellipsis, and the
+ * trailing dims, take the dims no item names; newaxis adds a dim of size 1, stride 0.
+ * An empty selection has offset 0 and span (0, 0).
  *
- * st_select applies a list of index items (int, slice, Ellipsis, newaxis)
- * exactly as NumPy basic indexing does:
- *   - ints: negative values count from the end; out of range is an error
- *     (upstream's "Invalid index 10 for dimension 0 of size 10"); an int removes
- *     its dimension.
- *   - slices: Python's rules (PySlice_Unpack + PySlice_AdjustIndices):
- *     defaults depend on the step's sign, bounds are clamped, never an
- *     error; a zero step is ("slice step cannot be zero").
- *   - one Ellipsis expands to as many full slices as needed; a second one is
- *     an error ("an index can only have a single ellipsis ('...')").
- *   - newaxis inserts a dimension of size 1 with stride 0.
- *   - fewer indices than dims: the rest are full slices. Too many:
- *     "too many indices for tensor: tensor is 2-dimensional, but 3 were indexed".
- * The result: byte `offset` of the first selected element relative to the
- * tensor's first byte, element `shape`, byte `strides` (negative for negative
- * steps), `nelements`, and the smallest byte range [span_offset,
- * span_offset + span_len) holding every selected element (0, 0 when
- * nelements == 0; `offset` is 0 then too).
- *
- * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits)
- *   Only selections made of whole bytes are allowed, else
- *   ST_ERR_MISALIGNED_SLICE with upstream's message. Rule, checked in bits:
- *     - the tensor's last dimension must be selected by a slice (an int
- *       there is rejected: one element is never a whole number of bytes),
- *       with step 1 (any step is accepted when it selects <= 1 element),
- *       and start*bits and count*bits both multiples of 8;
- *     - the bit offset of the first element is a multiple of 8, and every
- *       other dimension that selects more than one element moves by a
- *       whole number of bytes (step*stride_bits % 8 == 0).
- *   A selection with no elements is always accepted.
- *   Representation: `shape` is in logical elements. `offset`, `span_offset`,
- *   `span_len` are in bytes. `strides` are in bytes for every dimension
- *   except the one coming from the tensor's last dimension, whose stride is
- *   1 (meaning: contiguous elements); a dimension with <= 1 element whose
- *   stride is not a whole number of bytes gets stride 0 (it is never used).
- *   The selected bytes are C-ordered runs of (count*bits/8) bytes; to copy
- *   them, turn the selection into a byte selection with
- *   st_selection_bytes() and gather with itemsize 1.
- *
- * All arithmetic is checked: dims come from a validated header but a
- * zero-sized tensor may still have dims whose strides overflow; those
- * strides are never used to address memory (the result is empty).
+ * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits) allow whole bytes only, checked in
+ * bits: the last dim taken by a slice (never an int) of step 1 (or of <= 1
+ * element) whose start and count are whole bytes, the first element on a byte,
+ * and every other dim of > 1 element moving by whole bytes. `shape` then counts
+ * elements, offsets and spans bytes, strides bytes except the last dim's (1:
+ * contiguous elements); a dim of <= 1 element with a partial-byte stride gets 0.
+ * Arithmetic is checked: an empty tensor's strides may overflow, unused.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -85,16 +55,6 @@ static void adjust_slice(const st_index *ix, int64_t length, int64_t *pstart, in
     *pcount = count;
 }
 
-static bool mul_i64(int64_t a, int64_t b, int64_t *r)
-{
-    return !__builtin_mul_overflow(a, b, r);
-}
-
-static bool add_i64(int64_t a, int64_t b, int64_t *r)
-{
-    return !__builtin_add_overflow(a, b, r);
-}
-
 /* Per output dim bookkeeping, in bits to handle sub-byte dtypes uniformly. */
 typedef struct out_dim {
     uint64_t count;
@@ -115,12 +75,6 @@ typedef struct walk {
     uint64_t last_start, last_count;
     int64_t last_step; /* how the tensor's last dim was sliced */
 } walk;
-
-static st_code too_many_dims(st_error *err)
-{
-    return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
-                        "the selection would have more than %d dimensions", ST_MAX_DIMS);
-}
 
 /* Counts the consuming items (int, slice) and the Ellipses, and checks
  * that the tensor can be indexed this way at all. */
@@ -160,9 +114,8 @@ static st_code check_indices(const st_tensor *tensor, const st_index *indices, s
     return ST_OK;
 }
 
-/* Source strides in bits, C order. For a non-empty tensor they are all <= its
- * size in bits (checked by the header validation, still checked here); for an
- * empty tensor an overflowing stride is replaced by 0. */
+/* Source strides in bits, C order: for a non-empty tensor <= its size in bits (checked
+ * again here); for an empty one an overflowing stride becomes 0. */
 static st_code source_strides(walk *w, unsigned bits, st_error *err)
 {
     const st_tensor *t = w->tensor;
@@ -170,7 +123,7 @@ static st_code source_strides(walk *w, unsigned bits, st_error *err)
     bool overflow = false, empty = false;
     for (size_t d = t->ndim; d-- > 0;) {
         w->sbits[d] = overflow ? 0 : acc;
-        overflow = overflow || !mul_i64(acc, (int64_t)t->shape[d], &acc);
+        overflow = overflow || __builtin_mul_overflow(acc, (int64_t)t->shape[d], &acc);
         empty = empty || t->shape[d] == 0;
     }
     return overflow && !empty ? st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0) : ST_OK;
@@ -181,7 +134,8 @@ static st_code source_strides(walk *w, unsigned bits, st_error *err)
 static st_code push_dim(walk *w, uint64_t count, int64_t step_bits, bool from_source, st_error *err)
 {
     if (w->on >= ST_MAX_DIMS)
-        return too_many_dims(err);
+        return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
+                            "the selection would have more than %d dimensions", ST_MAX_DIMS);
     w->od[w->on].count = count;
     w->od[w->on].step_bits = step_bits;
     w->od[w->on].is_last = from_source && w->d == w->tensor->ndim - 1;
@@ -189,33 +143,24 @@ static st_code push_dim(walk *w, uint64_t count, int64_t step_bits, bool from_so
     return ST_OK;
 }
 
-/* Takes `n` source dims whole (an Ellipsis, or the implicit trailing ones). */
-static st_code take_full(walk *w, size_t n, st_error *err)
+/* Moves the first element to element `index` of the next source dim. */
+static void move_to(walk *w, int64_t index)
 {
-    for (size_t k = 0; k < n; k++, w->d++) {
-        st_code rc = push_dim(w, w->tensor->shape[w->d], w->sbits[w->d], true, err);
-        if (rc != ST_OK)
-            return rc;
-        if (w->d == w->tensor->ndim - 1) {
-            w->last_start = 0;
-            w->last_count = w->tensor->shape[w->d];
-            w->last_step = 1;
-        }
-    }
-    return ST_OK;
+    int64_t bits;
+    if (__builtin_mul_overflow(index, w->sbits[w->d], &bits) ||
+        __builtin_add_overflow(w->off_bits, bits, &w->off_bits))
+        w->overflow = true;
 }
 
 static st_code take_int(walk *w, int64_t v, st_error *err)
 {
     int64_t len = (int64_t)w->tensor->shape[w->d];
     int64_t at = v < 0 ? v + len : v; /* no overflow: len >= 0 */
-    int64_t t;
     if (at < 0 || at >= len)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                             "Invalid index %lld for dimension %zu of size %lld", (long long)v, w->d,
                             (long long)len);
-    if (!mul_i64(at, w->sbits[w->d], &t) || !add_i64(w->off_bits, t, &w->off_bits))
-        w->overflow = true;
+    move_to(w, at);
     w->last_by_int = w->last_by_int || w->d == w->tensor->ndim - 1;
     w->d++;
     return ST_OK;
@@ -223,15 +168,15 @@ static st_code take_int(walk *w, int64_t v, st_error *err)
 
 static st_code take_slice(walk *w, const st_index *ix, st_error *err)
 {
-    int64_t start, step, t, step_bits = w->sbits[w->d]; /* kept when it never moves */
+    int64_t start, step, step_bits = w->sbits[w->d]; /* kept when it never moves */
     uint64_t cnt;
     st_code rc;
     if (ix->has_step && ix->step == 0)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0, "slice step cannot be zero");
     adjust_slice(ix, (int64_t)w->tensor->shape[w->d], &start, &step, &cnt);
-    if (cnt > 0 && (!mul_i64(start, w->sbits[w->d], &t) || !add_i64(w->off_bits, t, &w->off_bits)))
-        w->overflow = true;
-    if (cnt > 1 && !mul_i64(step, w->sbits[w->d], &step_bits))
+    if (cnt > 0)
+        move_to(w, start);
+    if (cnt > 1 && __builtin_mul_overflow(step, w->sbits[w->d], &step_bits))
         w->overflow = true;
     if ((rc = push_dim(w, cnt, step_bits, true, err)) != ST_OK)
         return rc;
@@ -242,6 +187,16 @@ static st_code take_slice(walk *w, const st_index *ix, st_error *err)
     }
     w->d++;
     return ST_OK;
+}
+
+/* Takes n source dims whole (an Ellipsis, or the implicit trailing ones). */
+static st_code take_full(walk *w, size_t n, st_error *err)
+{
+    static const st_index all = {.kind = ST_INDEX_SLICE};
+    st_code rc = ST_OK;
+    for (size_t k = 0; k < n && rc == ST_OK; k++)
+        rc = take_slice(w, &all, err);
+    return rc;
 }
 
 /* Applies every index item in order; Ellipsis and the implicit trailing
@@ -269,16 +224,12 @@ static st_code walk_indices(walk *w, const st_index *indices, size_t count, size
 /* The sub-byte rule (see the top of this file), checked in bits. */
 static bool whole_bytes(const walk *w, unsigned bits)
 {
-    if (w->last_by_int || w->tensor->ndim == 0)
+    if (w->last_by_int || w->tensor->ndim == 0 || (w->last_count > 1 && w->last_step != 1) ||
+        (w->last_start * bits) % 8 != 0 || (w->last_count * bits) % 8 != 0 || w->off_bits % 8 != 0)
         return false;
-    if (w->last_count > 1 && w->last_step != 1)
-        return false;
-    if ((w->last_start * bits) % 8 != 0 || (w->last_count * bits) % 8 != 0 || w->off_bits % 8 != 0)
-        return false;
-    for (size_t k = 0; k < w->on; k++) {
+    for (size_t k = 0; k < w->on; k++)
         if (!w->od[k].is_last && w->od[k].count > 1 && w->od[k].step_bits % 8 != 0)
             return false;
-    }
     return true;
 }
 
@@ -289,7 +240,7 @@ static void empty_strides(const walk *w, unsigned bits, st_selection *out)
     for (size_t k = w->on; k-- > 0;) {
         out->strides[k] = acc;
         uint64_t c = w->od[k].count ? w->od[k].count : 1;
-        if (!mul_i64(acc, (int64_t)(c > (uint64_t)INT64_MAX ? 1 : c), &acc))
+        if (__builtin_mul_overflow(acc, (int64_t)(c > (uint64_t)INT64_MAX ? 1 : c), &acc))
             acc = 0;
     }
 }
@@ -309,7 +260,7 @@ static st_code strides_and_span(const walk *w, unsigned bits, st_selection *out,
         /* A stride that is not whole bytes only has count <= 1 (checked). */
         sb = od->step_bits % 8 == 0 ? od->step_bits / 8 : 0;
         out->strides[k] = sb;
-        if (!mul_i64((int64_t)(od->count - 1), sb, &ext))
+        if (__builtin_mul_overflow((int64_t)(od->count - 1), sb, &ext))
             return st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0);
         if (ext < 0)
             lo += ext;
@@ -339,16 +290,15 @@ st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count
     memset(out, 0, sizeof *out);
     out->ndim = w.on;
     out->nelements = 1;
+    bool empty = false;
     for (size_t k = 0; k < w.on; k++) {
         out->shape[k] = w.od[k].count;
+        empty = empty || w.od[k].count == 0;
         if (__builtin_mul_overflow(out->nelements, w.od[k].count, &out->nelements))
             w.overflow = true;
     }
-    for (size_t k = 0; k < w.on; k++) {
-        if (w.od[k].count == 0)
-            out->nelements = 0;
-    }
-    if (out->nelements == 0) {
+    if (empty) {
+        out->nelements = 0;
         empty_strides(&w, bits, out);
         return ST_OK;
     }
@@ -362,81 +312,54 @@ st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count
 st_code st_selection_bytes(const st_selection *sel, unsigned bits, st_selection *out, st_error *err)
 {
     *out = *sel;
-    if (bits % 8 == 0 || sel->nelements == 0) {
+    if (bits % 8 == 0 || sel->nelements == 0)
         return ST_OK;
-    }
-    /* The innermost run comes from the tensor's last dim: the last output
-     * dim with a non-zero stride (trailing newaxes have stride 0, and the
-     * run has >= 2 elements so its stride is 1). */
+    /* The innermost run is the last output dim with a non-zero stride (trailing newaxes
+     * have 0; the run has >= 2 elements, so stride 1). */
     for (size_t k = sel->ndim; k-- > 0;) {
-        if (sel->strides[k] != 0) {
-            if (sel->strides[k] != 1 || (sel->shape[k] * bits) % 8 != 0) {
-                break;
-            }
-            out->shape[k] = sel->shape[k] * bits / 8;
-            out->nelements = sel->nelements / sel->shape[k] * out->shape[k];
-            return ST_OK;
-        }
+        if (sel->strides[k] == 0)
+            continue;
+        if (sel->strides[k] != 1 || (sel->shape[k] * bits) % 8 != 0)
+            break;
+        out->shape[k] = sel->shape[k] * bits / 8;
+        out->nelements = sel->nelements / sel->shape[k] * out->shape[k];
+        return ST_OK;
     }
     return st_error_code(err, ST_ERR_MISALIGNED_SLICE, 0);
 }
 
-/* ---------------------------------------------------------------------- */
-
+/* n elements of itemsize bytes, stride bytes apart, to dst; the common sizes
+ * get a constant-size memcpy the compiler turns into one move. */
 static void copy_strided(uint8_t *dst, const uint8_t *src, uint64_t n, int64_t stride,
                          size_t itemsize)
 {
+#define COPY(size)                                                                                 \
+    for (uint64_t i = 0; i < n; i++, src += stride, dst += (size))                                 \
+        memcpy(dst, src, (size));                                                                  \
+    return
     switch (itemsize) {
-    case 1:
-        for (uint64_t i = 0; i < n; i++, src += stride) {
-            *dst++ = *src;
-        }
-        return;
-    case 2:
-        for (uint64_t i = 0; i < n; i++, src += stride, dst += 2) {
-            memcpy(dst, src, 2);
-        }
-        return;
-    case 4:
-        for (uint64_t i = 0; i < n; i++, src += stride, dst += 4) {
-            memcpy(dst, src, 4);
-        }
-        return;
-    case 8:
-        for (uint64_t i = 0; i < n; i++, src += stride, dst += 8) {
-            memcpy(dst, src, 8);
-        }
-        return;
-    default:
-        for (uint64_t i = 0; i < n; i++, src += stride, dst += itemsize) {
-            memcpy(dst, src, itemsize);
-        }
-        return;
+    case 1: COPY(1);
+    case 2: COPY(2);
+    case 4: COPY(4);
+    case 8: COPY(8);
+    default: COPY(itemsize);
     }
+#undef COPY
 }
 
 /* Drops size-1 dims and merges dims contiguous with the next one; returns
  * the number of dims left (0: a single element). */
 static size_t normalize_runs(const st_selection *sel, uint64_t *shape, int64_t *strides)
 {
-    size_t n = 0, m = 0;
+    size_t m = 0;
     for (size_t k = 0; k < sel->ndim; k++) {
-        if (sel->shape[k] == 1) {
+        if (sel->shape[k] == 1)
             continue;
-        }
-        shape[n] = sel->shape[k];
-        strides[n] = sel->strides[k];
-        n++;
-    }
-    for (size_t k = 0; k < n; k++) {
-        if (m > 0 && strides[m - 1] == (int64_t)shape[k] * strides[k]) {
-            shape[m - 1] *= shape[k];
-            strides[m - 1] = strides[k];
-        } else {
-            shape[m] = shape[k];
-            strides[m] = strides[k];
-            m++;
-        }
+        if (m > 0 && strides[m - 1] == (int64_t)sel->shape[k] * sel->strides[k])
+            shape[m - 1] *= sel->shape[k];
+        else
+            shape[m++] = sel->shape[k];
+        strides[m - 1] = sel->strides[k];
     }
     return m;
 }
@@ -450,9 +373,8 @@ static int64_t next_position(uint64_t *idx, const uint64_t *shape, const int64_t
     for (size_t k = outer; k-- > 0;) {
         idx[k]++;
         step += strides[k];
-        if (idx[k] < shape[k]) {
+        if (idx[k] < shape[k])
             return step;
-        }
         step -= (int64_t)shape[k] * strides[k];
         idx[k] = 0;
     }
@@ -465,17 +387,12 @@ void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t
     uint64_t shape[ST_MAX_DIMS], idx[ST_MAX_DIMS] = {0};
     int64_t strides[ST_MAX_DIMS];
     bool done = false;
-    if (sel->nelements == 0 || itemsize == 0) {
+    if (sel->nelements == 0 || itemsize == 0)
         return;
-    }
     size_t m = normalize_runs(sel, shape, strides);
     const uint8_t *p = src + sel->offset;
-    if (m == 0) {
-        memcpy(dst, p, itemsize);
-        return;
-    }
-    const uint64_t inner_n = shape[m - 1];
-    const int64_t inner_s = strides[m - 1];
+    const uint64_t inner_n = m ? shape[m - 1] : 1; /* m == 0: a single element */
+    const int64_t inner_s = m ? strides[m - 1] : (int64_t)itemsize;
     const size_t run_bytes = (size_t)inner_n * itemsize;
     while (!done) {
         if (inner_s == (int64_t)itemsize)
@@ -483,7 +400,7 @@ void st_selection_gather(const st_selection *sel, size_t itemsize, const uint8_t
         else
             copy_strided(dst, p, inner_n, inner_s, itemsize);
         dst += run_bytes;
-        p += next_position(idx, shape, strides, m - 1, &done);
+        p += next_position(idx, shape, strides, m ? m - 1 : 0, &done);
     }
 }
 
@@ -501,23 +418,20 @@ st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset, cons
     st_code rc = ST_OK;
     bool done = false;
 
-    if (selected == 0) {
+    if (selected == 0)
         return ST_OK;
-    }
     size_t m = normalize_runs(sel, shape, strides);
     bool inner_contiguous = m == 0 || strides[m - 1] == (int64_t)itemsize;
     bool sparse = sel->span_len / selected > ST_SPAN_WASTE_MAX;
     size_t run = m == 0 ? itemsize : (size_t)shape[m - 1] * itemsize;
     if (inner_contiguous ? (m <= 1 || run >= ST_DIRECT_RUN_MIN || sparse) : sparse) {
-        /* Runs read into place, only the selected bytes: whole rows when the
-         * innermost dim is contiguous, else single elements (a sparse
-         * selection, where reading the span would be mostly waste). */
+        /* Only the selected bytes, read into place: whole rows where the innermost dim
+         * is contiguous, else single elements (sparse: the span would be mostly waste). */
         size_t outer = inner_contiguous ? (m == 0 ? 0 : m - 1) : m;
         int64_t at = sel->offset;
         if (!inner_contiguous)
             run = itemsize;
-        /* One st_file_read_many for all the runs: a byte source (a remote
-         * object) then sees them together and can coalesce them. */
+        /* One st_file_read_many: a byte source sees all the runs and can coalesce them. */
         size_t count = (size_t)(selected / run), i = 0;
         st_read_request *requests = st_malloc(count * sizeof *requests);
         if (requests == NULL)
@@ -532,9 +446,8 @@ st_code st_file_read_selection(const st_file *file, uint64_t tensor_offset, cons
         return rc;
     }
     uint8_t *span = st_malloc((size_t)sel->span_len);
-    if (span == NULL) {
+    if (span == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
-    }
     rc = st_file_read(file, tensor_offset + sel->span_offset, span, (size_t)sel->span_len, err);
     if (rc == ST_OK) {
         st_selection local = *sel;

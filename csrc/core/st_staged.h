@@ -1,19 +1,16 @@
 /*
- * st_staged.h - internal to the core (not installed): a file written under a
- * temporary name in its destination's directory and renamed over the
- * destination only when complete. st_write_file and the streaming writer
- * both write through it, so they share one set of destination rules
- * (docs/format.md §5.6): only a regular file or nothing is replaced, any path
- * the OS accepts can be saved (names are resolved through a descriptor of the
- * directory, so the temporary name never lengthens the path), and a failure
- * at any step leaves the destination untouched and no temporary file behind.
+ * st_staged.h - internal: a file written under a temporary name in its
+ * destination's directory and renamed over the destination when complete;
+ * st_write_file and the streaming writer share its rules (docs/format.md
+ * §5.6): only a regular file or nothing is replaced, names are resolved
+ * through a descriptor of the directory (any path the OS accepts works), and
+ * a failure leaves the destination untouched and no temporary file behind.
  */
 #ifndef ST_STAGED_H
 #define ST_STAGED_H
 
 #include "st_core.h"
 
-#include <stdbool.h>
 #include <sys/types.h>
 
 typedef struct st_staged_file {
@@ -26,9 +23,8 @@ typedef struct st_staged_file {
     char tmp[64];     /* the temporary file's name in dir_fd */
 } st_staged_file;
 
-/* Checks the destination, creates the temporary file and reserves `size`
- * bytes for it. On failure nothing is left to discard but the call to
- * st_staged_discard, which is always safe. `path` must outlive `f`. */
+/* Checks the destination, creates the temporary file and reserves `size` bytes for it
+ * (path must outlive f). st_staged_discard is always safe, also after a failure. */
 st_code st_staged_open(const char *path, uint64_t size, st_staged_file *f, st_error *err);
 
 /* Closes the temporary file and renames it over the destination. */

@@ -1,83 +1,55 @@
 /*
- * st_stream.c - the streaming writer: declare every tensor up front, then
- * write each one's bytes when it is ready, in any order, from any thread.
- *
- * Because names, dtypes and shapes are known at open, st_write_layout (the
- * same code save_file uses) fixes the header and every tensor's offset
- * before any data exists; the header is written at once and each tensor is
- * one pwrite at its own offset. The file is therefore byte-identical to
- * save_file of the same tensors, and the writer never holds more than the
- * caller's current tensor.
- *
- * Atomicity and the destination rules are st_write_file's, through the same
- * st_staged_file: everything goes to a temporary file in the destination's
- * directory; only st_stream_commit renames it over the destination, after
- * checking every tensor was written. Freeing a stream that was not committed
- * removes the temporary file.
- *
- * Threads: each tensor's state is an atomic (pending -> writing -> written),
- * so two threads writing the same tensor are told so instead of racing, and
- * pwrite at distinct offsets needs no lock. commit and free must not overlap
- * a write (the caller joins its writers first).
+ * st_stream.c - the streaming writer (st_core.h): every tensor is declared up
+ * front, so st_write_layout (save_file's code) fixes the header and every
+ * offset before any data exists; the header is written at once and each
+ * tensor is one pwrite at its own offset, through the same st_staged_file as
+ * st_write_file (temporary file, rename at commit). Each tensor's state is an
+ * atomic (pending -> writing -> written): two threads writing one tensor are
+ * told so instead of racing, and pwrites at distinct offsets need no lock.
  */
 #define _GNU_SOURCE
 
-#include "st_core.h"
+#include "st_internal.h"
 #include "st_staged.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 enum { PENDING = 0, WRITING = 1, WRITTEN = 2 };
 
-typedef struct stream_entry {
-    const char *name; /* into the stream's arena */
-    size_t name_len;
-    st_dtype dtype;
-    size_t ndim;
-    const uint64_t *shape; /* into the arena */
-    uint64_t nbytes;
+typedef struct slot {
     uint64_t offset; /* absolute, in the file */
     atomic_int state;
-} stream_entry;
+} slot;
 
 struct st_stream {
     st_staged_file file; /* file.fd is -1 once committed or aborted */
-    char *path;          /* destination; file.base points into it */
+    const char *path;    /* destination, in the arena; file.base points into it */
     size_t count;
-    stream_entry *entries; /* declaration order */
-    size_t *by_name;       /* entry indices sorted by name, for st_stream_find */
-    uint8_t *arena;        /* names and shapes */
-    uint64_t total_size;
+    st_write_tensor *tensors; /* declaration order: copies (names and shapes in the
+                               * arena), data_len = the tensor's size */
+    slot *slots;
+    size_t *by_name; /* declaration indices sorted by name, for st_stream_find */
+    uint8_t *arena;  /* shapes, names, path */
 };
 
 /* Longest part of a tensor name quoted in a message. */
 #define NAME_IN_MSG 200
 
-static int cmp_names(const stream_entry *a, const stream_entry *b)
+static int cmp_names(const st_write_tensor *a, const st_write_tensor *b)
 {
-    size_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
-    int c = n ? memcmp(a->name, b->name, n) : 0;
-    if (c != 0)
-        return c;
-    return a->name_len < b->name_len ? -1 : (a->name_len > b->name_len);
+    return st_name_cmp(a->name, a->name_len, b->name, b->name_len);
 }
 
-/* qsort has no context argument: sort pairs carrying the entry pointer. */
-typedef struct name_ref {
-    const stream_entry *entry;
-    size_t index;
-} name_ref;
+/* qsort has no context argument: the tensors whose indices are being sorted. */
+static _Thread_local const st_write_tensor *sort_base;
 
-static int cmp_name_ref(const void *pa, const void *pb)
+static int cmp_index(const void *pa, const void *pb)
 {
-    return cmp_names(((const name_ref *)pa)->entry, ((const name_ref *)pb)->entry);
+    return cmp_names(&sort_base[*(const size_t *)pa], &sort_base[*(const size_t *)pb]);
 }
 
 static int min_int(size_t a, int b)
@@ -90,13 +62,10 @@ static st_code pwrite_all(int fd, const uint8_t *data, uint64_t len, uint64_t of
     while (len > 0) {
         size_t chunk = len > ((size_t)1 << 30) ? ((size_t)1 << 30) : (size_t)len;
         ssize_t w = pwrite(fd, data, chunk, (off_t)offset);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return st_error_io(err, errno, offset);
-        }
-        if (w == 0)
-            return st_error_io(err, EIO, offset);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return st_error_io(err, w < 0 ? errno : EIO, offset);
         data += w;
         len -= (uint64_t)w;
         offset += (uint64_t)w;
@@ -104,122 +73,70 @@ static st_code pwrite_all(int fd, const uint8_t *data, uint64_t len, uint64_t of
     return ST_OK;
 }
 
+/* Copies n bytes to *cursor and moves it past them; returns where they went. */
+static void *copy_in(uint8_t **cursor, const void *src, size_t n)
+{
+    void *at = *cursor;
+    if (n > 0)
+        memcpy(at, src, n);
+    *cursor += n;
+    return at;
+}
+
 /* Allocates the stream and copies the destination and every declaration's
- * name and shape into it (the caller's may go away after st_stream_open). */
+ * name and shape into its arena; each tensor's size goes to data_len. */
 static st_code new_stream(const char *path, const st_write_tensor *tensors, size_t count,
                           st_stream **out, st_error *err)
 {
-    size_t path_len = strlen(path), arena_size = 0, n = count ? count : 1;
+    size_t arena_size = strlen(path) + 1;
     st_stream *s = st_calloc(1, sizeof *s);
+    st_code rc;
 
     *out = s;
     if (s == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
     s->file = (st_staged_file){.dir_fd = -1, .fd = -1};
     s->count = count;
-    for (size_t i = 0; i < count; i++) {
-        if (tensors[i].ndim > ST_MAX_DIMS)
-            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
-                                "tensor `%.*s` has %zu dimensions, at most %d are supported",
-                                min_int(tensors[i].name_len, NAME_IN_MSG), tensors[i].name,
-                                tensors[i].ndim, ST_MAX_DIMS);
+    for (size_t i = 0; i < count; i++)
         arena_size += tensors[i].ndim * sizeof(uint64_t) + tensors[i].name_len;
-    }
-    s->path = st_malloc(path_len + 1);
-    s->entries = st_calloc(n, sizeof *s->entries);
-    s->by_name = st_calloc(n, sizeof *s->by_name);
-    s->arena = st_malloc(arena_size ? arena_size : 1);
-    if (s->path == NULL || s->entries == NULL || s->by_name == NULL || s->arena == NULL)
+    s->tensors = st_calloc(count, sizeof *s->tensors);
+    s->slots = st_calloc(count, sizeof *s->slots);
+    s->by_name = st_calloc(count, sizeof *s->by_name);
+    uint8_t *cursor = s->arena = st_malloc(arena_size);
+    if (s->tensors == NULL || s->slots == NULL || s->by_name == NULL || s->arena == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
-    memcpy(s->path, path, path_len + 1);
-
-    /* Shapes first (8-byte aligned), names after. */
-    uint8_t *cursor = s->arena;
-    for (size_t i = 0; i < count; i++) {
-        size_t shape_bytes = tensors[i].ndim * sizeof(uint64_t);
-        if (shape_bytes)
-            memcpy(cursor, tensors[i].shape, shape_bytes);
-        s->entries[i].shape = (const uint64_t *)(void *)cursor;
-        cursor += shape_bytes;
+    for (size_t i = 0; i < count; i++) { /* shapes first: 8-byte aligned */
+        s->tensors[i] = tensors[i];
+        s->tensors[i].shape =
+            copy_in(&cursor, tensors[i].shape, tensors[i].ndim * sizeof(uint64_t));
+        s->tensors[i].data = NULL;
+        atomic_init(&s->slots[i].state, PENDING);
+        if ((rc = st_tensor_nbytes(tensors[i].dtype, tensors[i].shape, tensors[i].ndim,
+                                   &s->tensors[i].data_len, err)) != ST_OK)
+            return rc;
     }
-    for (size_t i = 0; i < count; i++) {
-        stream_entry *e = &s->entries[i];
-        if (tensors[i].name_len)
-            memcpy(cursor, tensors[i].name, tensors[i].name_len);
-        e->name = (const char *)cursor;
-        e->name_len = tensors[i].name_len;
-        cursor += tensors[i].name_len;
-        e->dtype = tensors[i].dtype;
-        e->ndim = tensors[i].ndim;
-        atomic_init(&e->state, PENDING);
-        if ((unsigned)e->dtype >= (unsigned)ST_DTYPE__COUNT)
-            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
-                                "invalid dtype %d for tensor `%.*s`", (int)e->dtype,
-                                min_int(e->name_len, NAME_IN_MSG), e->name);
-    }
+    for (size_t i = 0; i < count; i++)
+        s->tensors[i].name = copy_in(&cursor, tensors[i].name, tensors[i].name_len);
+    s->path = copy_in(&cursor, path, strlen(path) + 1);
     return ST_OK;
 }
 
-/* Sorts the entries by name into s->by_name (for st_stream_find) and
+/* Sorts the declarations by name into s->by_name (for st_stream_find) and
  * refuses a name declared twice: a dict cannot hold one twice, a list can. */
 static st_code index_names(st_stream *s, st_error *err)
 {
-    st_code rc = ST_OK;
-    name_ref *refs = st_calloc(s->count ? s->count : 1, sizeof *refs);
-
-    if (refs == NULL)
-        return st_error_code(err, ST_ERR_NOMEM, 0);
     for (size_t i = 0; i < s->count; i++)
-        refs[i] = (name_ref){&s->entries[i], i};
-    qsort(refs, s->count, sizeof *refs, cmp_name_ref);
-    for (size_t i = 0; i < s->count && rc == ST_OK; i++) {
-        s->by_name[i] = refs[i].index;
-        if (i > 0 && cmp_names(refs[i - 1].entry, refs[i].entry) == 0)
-            rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "tensor `%.*s` is declared twice",
-                              min_int(refs[i].entry->name_len, NAME_IN_MSG), refs[i].entry->name);
+        s->by_name[i] = i;
+    sort_base = s->tensors;
+    qsort(s->by_name, s->count, sizeof *s->by_name, cmp_index);
+    sort_base = NULL;
+    for (size_t i = 1; i < s->count; i++) {
+        const st_write_tensor *t = &s->tensors[s->by_name[i]];
+        if (cmp_names(&s->tensors[s->by_name[i - 1]], t) == 0)
+            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "tensor `%.*s` is declared twice",
+                                min_int(t->name_len, NAME_IN_MSG), t->name);
     }
-    st_free(refs);
-    return rc;
-}
-
-/* Lays the file out as st_write_file would (each tensor with data_len =
- * its size) and records every tensor's size and absolute offset. */
-static st_code lay_out(st_stream *s, const st_metadata_item *metadata, size_t metadata_count,
-                       bool has_metadata, st_layout *layout, st_error *err)
-{
-    size_t n = s->count ? s->count : 1;
-    st_write_tensor *sized = st_calloc(n, sizeof *sized);
-    st_code rc = ST_OK;
-
-    layout->order = st_calloc(n, sizeof *layout->order);
-    if (sized == NULL || layout->order == NULL) {
-        rc = st_error_code(err, ST_ERR_NOMEM, 0);
-        goto exit;
-    }
-    for (size_t i = 0; i < s->count; i++) {
-        stream_entry *e = &s->entries[i];
-        if ((rc = st_tensor_nbytes(e->dtype, e->shape, e->ndim, &e->nbytes, err)) != ST_OK)
-            goto exit;
-        sized[i] =
-            (st_write_tensor){e->name, e->name_len, e->dtype, e->ndim, e->shape, NULL, e->nbytes};
-    }
-    layout->tensors = sized;
-    layout->count = s->count;
-    layout->metadata = metadata;
-    layout->metadata_count = metadata_count;
-    layout->has_metadata = has_metadata;
-    if ((rc = st_write_layout(layout, err)) != ST_OK)
-        goto exit;
-    s->total_size = layout->total_size;
-    uint64_t offset = layout->header_size;
-    for (size_t i = 0; i < s->count; i++) {
-        s->entries[layout->order[i]].offset = offset;
-        offset += s->entries[layout->order[i]].nbytes;
-    }
-exit:
-    layout->tensors = NULL; /* the caller frees header and order only */
-    st_free(sized);
-    return rc;
+    return ST_OK;
 }
 
 st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
@@ -227,17 +144,31 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
                        st_stream **out, st_error *err)
 {
     st_stream *s = NULL;
-    st_layout layout = {0};
+    st_layout layout = {.count = count,
+                        .metadata = metadata,
+                        .metadata_count = metadata_count,
+                        .has_metadata = has_metadata};
     st_code rc;
 
     *out = NULL;
     if ((rc = new_stream(path, tensors, count, &s, err)) != ST_OK ||
-        (rc = index_names(s, err)) != ST_OK ||
-        (rc = lay_out(s, metadata, metadata_count, has_metadata, &layout, err)) != ST_OK)
+        (rc = index_names(s, err)) != ST_OK)
         goto exit;
+    layout.tensors = s->tensors;
+    if ((layout.order = st_calloc(count, sizeof *layout.order)) == NULL) {
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
+        goto exit;
+    }
+    if ((rc = st_write_layout(&layout, err)) != ST_OK)
+        goto exit;
+    uint64_t offset = layout.header_size;
+    for (size_t i = 0; i < count; i++) {
+        s->slots[layout.order[i]].offset = offset;
+        offset += s->tensors[layout.order[i]].data_len;
+    }
     /* The whole file is reserved now: a full disk shows up here, not after
      * an hour of writing. */
-    if ((rc = st_staged_open(s->path, s->total_size, &s->file, err)) != ST_OK ||
+    if ((rc = st_staged_open(s->path, layout.total_size, &s->file, err)) != ST_OK ||
         (rc = pwrite_all(s->file.fd, layout.header, layout.header_size, 0, err)) != ST_OK)
         goto exit;
     *out = s;
@@ -256,11 +187,11 @@ size_t st_stream_count(const st_stream *stream)
 
 bool st_stream_find(const st_stream *stream, const char *name, size_t name_len, size_t *index)
 {
-    stream_entry key = {.name = name, .name_len = name_len};
+    st_write_tensor key = {.name = name, .name_len = name_len};
     size_t lo = 0, hi = stream->count;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_names(&stream->entries[stream->by_name[mid]], &key);
+        int c = cmp_names(&stream->tensors[stream->by_name[mid]], &key);
         if (c == 0) {
             *index = stream->by_name[mid];
             return true;
@@ -275,7 +206,7 @@ bool st_stream_find(const st_stream *stream, const char *name, size_t name_len, 
 
 uint64_t st_stream_tensor_nbytes(const st_stream *stream, size_t index)
 {
-    return index < stream->count ? stream->entries[index].nbytes : 0;
+    return index < stream->count ? stream->tensors[index].data_len : 0;
 }
 
 st_code st_stream_write(st_stream *stream, size_t index, const void *data, uint64_t len,
@@ -287,47 +218,43 @@ st_code st_stream_write(st_stream *stream, size_t index, const void *data, uint6
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
                             "no tensor number %zu: %zu tensors were declared", index,
                             stream->count);
-    stream_entry *e = &stream->entries[index];
-    int nm = min_int(e->name_len, NAME_IN_MSG);
-    if (len != e->nbytes)
+    const st_write_tensor *t = &stream->tensors[index];
+    int nm = min_int(t->name_len, NAME_IN_MSG), expected = PENDING;
+    if (len != t->data_len)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
                             "tensor `%.*s` was declared as %s with %llu bytes, but %llu bytes "
                             "were given",
-                            nm, e->name, st_dtype_name(e->dtype), (unsigned long long)e->nbytes,
+                            nm, t->name, st_dtype_name(t->dtype), (unsigned long long)t->data_len,
                             (unsigned long long)len);
-    int expected = PENDING;
-    if (!atomic_compare_exchange_strong(&e->state, &expected, WRITING))
+    if (!atomic_compare_exchange_strong(&stream->slots[index].state, &expected, WRITING))
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
                             expected == WRITTEN
                                 ? "tensor `%.*s` was already written"
                                 : "tensor `%.*s` is being written by another thread",
-                            nm, e->name);
-    st_code rc = pwrite_all(stream->file.fd, data, len, e->offset, err);
-    atomic_store(&e->state, rc == ST_OK ? WRITTEN : PENDING); /* a failed write may be retried */
+                            nm, t->name);
+    st_code rc = pwrite_all(stream->file.fd, data, len, stream->slots[index].offset, err);
+    /* a failed write may be retried */
+    atomic_store(&stream->slots[index].state, rc == ST_OK ? WRITTEN : PENDING);
     return rc;
 }
 
 st_code st_stream_commit(st_stream *stream, st_error *err)
 {
     st_code rc = ST_OK;
+    size_t missing = 0, first = 0;
     if (stream->file.fd < 0)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "the stream is already closed");
-    size_t missing = 0, first_missing = 0;
-    for (size_t i = 0; i < stream->count; i++) {
-        if (atomic_load(&stream->entries[i].state) != WRITTEN && missing++ == 0)
-            first_missing = i;
-    }
-    if (missing > 0) {
-        const stream_entry *e = &stream->entries[first_missing];
+    for (size_t i = 0; i < stream->count; i++)
+        if (atomic_load(&stream->slots[i].state) != WRITTEN && missing++ == 0)
+            first = i;
+    if (missing > 0)
         rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
                           "tensor `%.*s` was never written (%zu of %zu declared tensors are "
                           "missing); nothing was written to %s",
-                          min_int(e->name_len, NAME_IN_MSG), e->name, missing, stream->count,
-                          stream->path);
-        goto exit;
-    }
-    rc = st_staged_commit(&stream->file, err);
-exit:
+                          min_int(stream->tensors[first].name_len, NAME_IN_MSG),
+                          stream->tensors[first].name, missing, stream->count, stream->path);
+    else
+        rc = st_staged_commit(&stream->file, err);
     st_staged_discard(&stream->file); /* a failed commit leaves nothing behind either */
     return rc;
 }
@@ -343,8 +270,8 @@ void st_stream_free(st_stream *stream)
     if (stream == NULL)
         return;
     st_staged_discard(&stream->file);
-    st_free(stream->path);
-    st_free(stream->entries);
+    st_free(stream->tensors);
+    st_free(stream->slots);
     st_free(stream->by_name);
     st_free(stream->arena);
     st_free(stream);

@@ -14,6 +14,7 @@
 #endif
 
 #include "../core/st_core.h"
+#include "../core/st_test_hooks.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -230,6 +230,10 @@ static void test_dtypes(void)
     uint64_t s7[] = {UINT64_MAX, 2, 0};
     CHECK(st_tensor_nbytes(ST_U8, s7, 3, &nb, &e) == ST_ERR_VALIDATION_OVERFLOW,
           "overflow before 0");
+    /* an unknown dtype is a caller error (it divided by zero bits before) */
+    CHECK(st_tensor_nbytes((st_dtype)99, s1, 2, &nb, &e) == ST_ERR_INVALID_ARGUMENT &&
+              strcmp(e.msg, "invalid dtype 99") == 0,
+          "unknown dtype: %s", e.msg);
 }
 
 static void test_header_length(void)

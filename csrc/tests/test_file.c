@@ -7,7 +7,6 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
-#include "st_test_hooks.h"
 
 #include <dirent.h>
 #include <errno.h>

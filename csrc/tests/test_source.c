@@ -6,7 +6,6 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
-#include "st_test_hooks.h"
 
 #include <fcntl.h>
 #include <unistd.h>
