@@ -27,6 +27,7 @@ dependencies, imported on first use.  Knobs: docs/remote.md.
 
 import _thread
 import ctypes
+import errno
 import http.client
 import os
 import queue
@@ -35,6 +36,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import _safetensors_c
 from ._safetensors_c import SafetensorError, SafetensorIOError, TensorSpec, _write_layout
 
 __all__ = ["open_source", "save_to_url", "RemoteObjectChangedError", "RemoteTimeoutError", "RemoteConnectionError",
@@ -224,17 +226,25 @@ def _named(exc: BaseException, url: str, what: str) -> BaseException:
     return SafetensorIOError(text)
 
 
+def _open_error(kind: str, number: int, url: str) -> OSError:
+    """What opening a local file raises (the extension's type, upstream's
+    text, errno, strerror and filename), naming the URL."""
+    exc = getattr(_safetensors_c, kind)(f"{os.strerror(number)}: {url}")
+    exc.errno, exc.strerror, exc.filename = number, os.strerror(number), url
+    return exc
+
+
 def _classify(exc: BaseException, url: str, what: str) -> BaseException:
     """Map a storage failure to the exception to raise (always one naming the
     URL: SafetensorIOError or a subclass, FileNotFoundError, PermissionError);
     wrap retryable ones in _Transient."""
     if isinstance(exc, (SafetensorError, _Transient, _Cancelled)):
         return exc
-    if isinstance(exc, (FileNotFoundError, PermissionError)):
+    if isinstance(exc, PermissionError):
         return exc if url in str(exc) else _named(exc, url, what)
     status = _status_of(exc)
-    if status == 404:
-        return FileNotFoundError(f"{url}: not found ({what})")
+    if status == 404 or isinstance(exc, FileNotFoundError):
+        return _open_error("FileNotFoundError", errno.ENOENT, url)
     if status in (401, 403):
         return PermissionError(f"{url}: access denied, HTTP {status} ({what})")
     if status == 412:
@@ -462,7 +472,7 @@ class _RemoteObject:
             stat = (lambda: self._http_info(limit)) if self.kind == "http" else lambda: self.fs.info(self.path)
         info = self._retrying(stat, "info", limit=limit)
         if info.get("type") == "directory":
-            raise IsADirectoryError(f"{self.url}: is a directory")
+            raise _open_error("IsADirectoryError", errno.EISDIR, self.url)
         size = info.get("size")
         if size is None:
             raise SafetensorIOError(f"{self.url}: the server does not report the object's size")

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from safetensors import SafetensorError, safe_open, serialize, serialize_file
+from safetensors import _safetensors_rust as safetensors_rust
 from safetensors.numpy import load, load_file, save, save_file
 
+from conftest import WITH_S3
 
 FRAMEWORKS = ["np", "pt"]
 
@@ -42,6 +44,18 @@ def test_missing_file_message_is_upstreams(fw, tmp_path, monkeypatch):
     assert e.value.errno == 2
     assert e.value.filename == "notafile"
     assert e.value.strerror == "No such file or directory"
+
+
+@WITH_S3
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_missing_file_is_one_error_for_every_source(fw, tmp_path, source):
+    """A missing URL is what a missing path is: the same type, text, errno, strerror, naming what was given."""
+    target = source(tmp_path / "notafile")
+    with pytest.raises(FileNotFoundError) as e:
+        source.open(tmp_path / "notafile", _framework(fw))
+    assert type(e.value) is safetensors_rust.FileNotFoundError
+    assert str(e.value) == f"No such file or directory: {target}"
+    assert (e.value.errno, e.value.strerror, e.value.filename) == (2, "No such file or directory", target)
 
 
 def test_open_error_pickles_with_its_attributes(tmp_path, source):
