@@ -14,10 +14,14 @@ import pytest
 
 from safetensors import SafetensorError, safe_open
 
-from conftest import WITH_S3, build_bytes, np_to_entry, ptr_in_mapping, tensors_layout
+from conftest import build_bytes, np_to_entry, ptr_in_mapping, tensors_layout
 
 FRAMEWORKS = ["np", "pt"]
 BACKENDS = ["mmap", "pread"]
+# Both backends on a path, one over http: a URL reads as the pread backend
+# whatever backend says (test_read_api's test_backends_equal has both there).
+SOURCE_BACKENDS = pytest.mark.parametrize("source,backend", [("path", "mmap"), ("path", "pread"), ("http", "pread")],
+                                          indirect=["source"])
 
 DTYPES = [np.float32, np.float64, np.int16, np.uint8, np.bool_, np.complex64, np.float16, np.int64]
 
@@ -138,9 +142,7 @@ def check_one(s, arr, idx, fw):
     assert np.array_equal(got, expected), idx
 
 
-# a URL reads as the pread backend whatever backend says: one run for it here
-@pytest.mark.parametrize("source,backend", [("path", "mmap"), ("path", "pread"), ("http", "pread")],
-                         indirect=["source"])
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_random_indexing_matches_numpy(sliced_file, fw, backend, source):
     if fw == "pt":
@@ -168,7 +170,7 @@ EXPLICIT = [
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("idx", EXPLICIT, ids=[repr(i) for i in EXPLICIT])
 def test_explicit_indexing(sliced_file, fw, backend, idx, source):
@@ -180,7 +182,7 @@ def test_explicit_indexing(sliced_file, fw, backend, idx, source):
             check_one(f.get_slice(name), arrays[name], idx, fw)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_scalar_tensor_indexing(sliced_file, fw, backend, source):
     if fw == "pt":
@@ -198,7 +200,7 @@ def test_scalar_tensor_indexing(sliced_file, fw, backend, source):
                 s[idx]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_out_of_range_int(sliced_file, fw, backend, source):
     if fw == "pt":
@@ -212,7 +214,7 @@ def test_out_of_range_int(sliced_file, fw, backend, source):
             assert isinstance(ei.value, SafetensorError), type(ei.value).__mro__
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_too_many_indices(sliced_file, fw, backend, source):
     if fw == "pt":
@@ -225,7 +227,7 @@ def test_too_many_indices(sliced_file, fw, backend, source):
                 s[idx]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 def test_two_ellipsis_rejected(sliced_file, backend, source):
     # numpy semantics (torch itself tolerates several Ellipsis; not asserted there)
     path, _ = sliced_file
@@ -234,7 +236,7 @@ def test_two_ellipsis_rejected(sliced_file, backend, source):
             f.get_slice("t6")[..., 0, ...]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_step_zero(sliced_file, fw, backend, source):
     if fw == "pt":
@@ -248,7 +250,7 @@ def test_step_zero(sliced_file, fw, backend, source):
             s[:, 1:2:0]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_bad_index_types(sliced_file, fw, backend, source):
     if fw == "pt":
@@ -261,7 +263,7 @@ def test_bad_index_types(sliced_file, fw, backend, source):
                 s[idx]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 def test_torch_list_indexing_with_ellipsis(sliced_file, backend, torch, source):
     path, arrays = sliced_file
     arr = arrays["t6"]  # (3, 4, 5)
@@ -273,7 +275,7 @@ def test_torch_list_indexing_with_ellipsis(sliced_file, backend, torch, source):
         np.testing.assert_array_equal(s[..., [1, 3]].numpy(), arr[..., [1, 3]])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 def test_torch_slice_then_device_cpu(sliced_file, backend, torch, source):
     path, arrays = sliced_file
     with source.open(path, "pt", device="cpu", backend=backend) as f:
@@ -326,8 +328,7 @@ def test_slice_is_writable_and_private(sliced_file):
     assert open(path, "rb").read() == before
 
 
-@WITH_S3
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 def test_slice_survives_close(sliced_file, backend, source):
     path, arrays = sliced_file
     f = source.open(path, "np", backend=backend)
