@@ -216,7 +216,8 @@ def rss_bytes():
 # @WITH_S3 adds "s3" where S3 exercises something of its own (its error
 # mapping, its client), kept to a few tests for the suite's time. The servers
 # start once per session, on the first test that needs one, and stop at its
-# end; without nginx, or moto/s3fs, that source skips (CI installs them:
+# end (`source` itself is per test: a parametrized session fixture would make
+# pytest regroup the tests of every module by source); without nginx, or moto/s3fs, that source skips (CI installs them:
 # .ci/remote.sh, in `make test` before the pytest stage). Tests that are about
 # a local file itself (mmap mappings, descriptors, permissions, replacing the
 # file, writing) take no `source`: they say "local file only" where they are.
@@ -240,23 +241,15 @@ class Source:
         return safe_open(self(filename), *args, **self.options, **kwargs)
 
 
-def _remote_servers():
-    import sys
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    import remote_servers
-
-    return remote_servers
-
-
 @pytest.fixture(scope="session")
 def _nginx_base_url(tmp_path_factory):
     """nginx serving pytest's base temporary directory: the base URL."""
-    servers = _remote_servers()
-    if servers.nginx_binary() is None:
+    import remote_servers
+
+    if remote_servers.nginx_binary() is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light; CI: .ci/remote.sh)")
     root = tmp_path_factory.getbasetemp()
-    with servers.Nginx(str(root), str(tmp_path_factory.mktemp("nginx-prefix"))) as server:
+    with remote_servers.Nginx(str(root), str(tmp_path_factory.mktemp("nginx-prefix"))) as server:
         yield server.url
 
 
@@ -265,7 +258,9 @@ def _moto_s3():
     for module in ("s3fs", "moto.server", "flask", "boto3"):
         pytest.importorskip(module, reason=f"{module} is not installed (pip install s3fs 'moto[server]'; "
                                            "CI: .ci/remote.sh)")
-    with _remote_servers().MotoS3() as server:
+    import remote_servers
+
+    with remote_servers.MotoS3() as server:
         server.s3 = server.client()
         server.s3.create_bucket(Bucket="sources")
         yield server
@@ -290,9 +285,7 @@ def source(request, tmp_path_factory):
     s3 = request.getfixturevalue("_moto_s3")
 
     def upload(path):
-        if os.path.isdir(path):   # S3's directory: a key prefix
-            s3.s3.put_object(Bucket="sources", Key=key(path) + "/", Body=b"")
-        elif os.path.exists(path):
+        if os.path.exists(path):   # else a missing key
             with open(path, "rb") as f:
                 s3.s3.put_object(Bucket="sources", Key=key(path), Body=f.read())
         return f"s3://sources/{key(path)}"
