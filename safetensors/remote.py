@@ -10,6 +10,7 @@ straight into the destinations. Knobs and rules: docs/remote.md.
 
 import _thread
 import ctypes
+import errno
 import http.client
 import itertools
 import os
@@ -20,6 +21,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import _safetensors_c
 from ._safetensors_c import SafetensorError, SafetensorIOError, TensorSpec, _write_layout
 
 __all__ = ["open_source", "save_to_url", "RemoteObjectChangedError", "RemoteTimeoutError", "RemoteConnectionError",
@@ -167,6 +169,14 @@ def _status_of(exc: BaseException) -> Optional[int]:
     return None
 
 
+def _open_error(kind: str, number: int, url: str) -> OSError:
+    """What opening a local file raises (the extension's type, upstream's
+    text, errno, strerror and filename), naming the URL."""
+    exc = getattr(_safetensors_c, kind)(f"{os.strerror(number)}: {url}")
+    exc.errno, exc.strerror, exc.filename = number, os.strerror(number), url
+    return exc
+
+
 def _classify(exc: BaseException, url: str, what: str) -> BaseException:
     """The exception to raise for a transport failure, naming the URL:
     SafetensorIOError or a subclass (RemoteTimeoutError, RemoteConnectionError
@@ -175,12 +185,11 @@ def _classify(exc: BaseException, url: str, what: str) -> BaseException:
     if isinstance(exc, (SafetensorError, _Transient, _Cancelled)):
         return exc
     name = type(exc).__name__
-    for kind in (FileNotFoundError, PermissionError):
-        if isinstance(exc, kind):
-            return exc if url in str(exc) else kind(f"{url}: {what} failed: {name}: {exc}")
+    if isinstance(exc, PermissionError):
+        return exc if url in str(exc) else PermissionError(f"{url}: {what} failed: {name}: {exc}")
     status = _status_of(exc)
-    if status == 404:
-        return FileNotFoundError(f"{url}: not found ({what})")
+    if status == 404 or isinstance(exc, FileNotFoundError):
+        return _open_error("FileNotFoundError", errno.ENOENT, url)
     if status in (401, 403):
         return PermissionError(f"{url}: access denied, HTTP {status} ({what})")
     if status == 412:
@@ -798,7 +807,7 @@ class _Source:
         count = max(8, int(pick("head_bytes")))
         info = self._retrying(self._io.info, "info", _Cancel(self._deadline), count)
         if info.get("type") == "directory":
-            raise IsADirectoryError(f"{self.url}: is a directory")
+            raise _open_error("IsADirectoryError", errno.EISDIR, self.url)
         if info.get("size") is None:
             raise SafetensorIOError(f"{self.url}: the server does not report the object's size")
         etag = info.get("ETag") or info.get("etag")

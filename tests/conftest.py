@@ -203,3 +203,91 @@ def rss_bytes():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+# --------------------------------------------------------------------------
+# byte sources: the same file as a local path, an http:// URL (nginx) and an
+# s3:// URL (moto's S3 server), so the read tests run on each of them
+# --------------------------------------------------------------------------
+# A test that takes `source` runs once per source; source(path) turns a file
+# it wrote (anywhere under pytest's base temporary directory) into what
+# safe_open takes for that source, source.open(path, ...) is safe_open on it
+# (with the storage_options S3 needs). `source` covers "path" and "http";
+# @WITH_S3 adds "s3" where S3 exercises something of its own (its error
+# mapping, its client), kept to a few tests for the suite's time. The servers
+# start once per session, on the first test that needs one, and stop at its
+# end (`source` itself is per test: a parametrized session fixture would make
+# pytest regroup the tests of every module by source); without nginx, or moto/s3fs, that source skips (CI installs them:
+# .ci/remote.sh, in `make test` before the pytest stage). Tests that are about
+# a local file itself (mmap mappings, descriptors, permissions, replacing the
+# file, writing) take no `source`: they say "local file only" where they are.
+
+SOURCES = ["path", "http"]
+WITH_S3 = pytest.mark.parametrize("source", ["path", "http", "s3"], indirect=True)
+
+
+class Source:
+    """One kind of byte source; source(path) -> what safe_open takes."""
+
+    def __init__(self, kind, to_target, options=None):
+        self.kind, self._to_target, self.options = kind, to_target, options or {}
+
+    def __call__(self, path):
+        return self._to_target(os.fspath(path))
+
+    def open(self, filename, *args, **kwargs):
+        from safetensors import safe_open
+
+        return safe_open(self(filename), *args, **self.options, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def _nginx_base_url(tmp_path_factory):
+    """nginx serving pytest's base temporary directory: the base URL."""
+    import remote_servers
+
+    if remote_servers.nginx_binary() is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light; CI: .ci/remote.sh)")
+    root = tmp_path_factory.getbasetemp()
+    with remote_servers.Nginx(str(root), str(tmp_path_factory.mktemp("nginx-prefix"))) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def _moto_s3():
+    for module in ("s3fs", "moto.server", "flask", "boto3"):
+        pytest.importorskip(module, reason=f"{module} is not installed (pip install s3fs 'moto[server]'; "
+                                           "CI: .ci/remote.sh)")
+    import remote_servers
+
+    with remote_servers.MotoS3() as server:
+        server.s3 = server.client()
+        server.s3.create_bucket(Bucket="sources")
+        yield server
+
+
+@pytest.fixture(params=SOURCES)
+def source(request, tmp_path_factory):
+    from urllib.parse import quote
+
+    if request.param == "path":
+        return Source("path", lambda path: path)
+    root = os.path.realpath(tmp_path_factory.getbasetemp())
+
+    def key(path):
+        real = os.path.realpath(path)
+        assert real.startswith(root + os.sep), f"{path} is not under pytest's base temporary directory"
+        return quote(os.path.relpath(real, root))
+
+    if request.param == "http":
+        url = request.getfixturevalue("_nginx_base_url")
+        return Source("http", lambda path: f"{url}/{key(path)}", {"head_bytes": 8})
+    s3 = request.getfixturevalue("_moto_s3")
+
+    def upload(path):
+        if os.path.exists(path):   # else a missing key
+            with open(path, "rb") as f:
+                s3.s3.put_object(Bucket="sources", Key=key(path), Body=f.read())
+        return f"s3://sources/{key(path)}"
+
+    return Source("s3", upload, {"storage_options": s3.options, "head_bytes": 8})

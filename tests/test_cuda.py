@@ -38,9 +38,9 @@ def test_load_file_to_cuda_matches_cpu(checkpoint, backend, device):
         assert torch.equal(got.cpu().reshape(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8))
 
 
-def test_get_tensor_and_slice_on_cuda(checkpoint):
+def test_get_tensor_and_slice_on_cuda(checkpoint, source):
     path, expected = checkpoint
-    with safe_open(path, "pt", device="cuda:0") as f:
+    with source.open(path, "pt", device="cuda:0") as f:
         big = f.get_tensor("big")
         assert big.is_cuda and torch.equal(big.cpu(), expected["big"])
         part = f.get_slice("big")[3:9, ::-2, 5]

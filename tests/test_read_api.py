@@ -1,4 +1,7 @@
-"""The Python read API of upstream 0.8.0 (docs/differences.md lists where we differ): safe_open and friends."""
+"""The Python read API of upstream 0.8.0 (docs/differences.md lists where we differ): safe_open and friends.
+
+Tests taking `source` run on a local path and over http (S3 too where marked
+WITH_S3) with the same assertions: conftest.py's byte sources."""
 
 import gc
 import importlib
@@ -16,7 +19,7 @@ import pytest
 import safetensors
 from safetensors import SafetensorError, _safe_open_handle, deserialize, safe_open
 
-from conftest import ALL_DTYPES, NUMPY_DTYPES, build_bytes, nbytes_of, random_raw, tensor_entry as t
+from conftest import ALL_DTYPES, NUMPY_DTYPES, WITH_S3, build_bytes, nbytes_of, random_raw, tensor_entry as t
 
 
 @pytest.fixture
@@ -75,17 +78,18 @@ def test_error_class():
     assert e2.args == ("boom",)
 
 
-def test_raised_error_is_picklable(mk):
+@WITH_S3
+def test_raised_error_is_picklable(mk, source):
     path = mk.raw(b"\x00")
     with pytest.raises(SafetensorError) as ei:
-        safe_open(path, "np")
+        source.open(path, "np")
     e2 = pickle.loads(pickle.dumps(ei.value))
     assert type(e2) is SafetensorError
     assert str(e2) == "Error while deserializing header: header too small"
 
 
 # --------------------------------------------------------------------------
-# filename forms, open failures
+# filename forms, open failures (the pathlib and os.PathLike forms: local file only)
 # --------------------------------------------------------------------------
 
 def test_filename_str_and_pathlib(simple):
@@ -106,10 +110,10 @@ def test_filename_bytes_or_pathlike(simple):
         assert f.keys() == ["a", "b", "c"]
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(tmp_path, source):
     p = str(tmp_path / "does-not-exist.safetensors")
     with pytest.raises(FileNotFoundError) as ei:
-        safe_open(p, "np")
+        source.open(p, "np")
     assert "does-not-exist.safetensors" in str(ei.value)
 
 
@@ -120,29 +124,29 @@ def test_missing_file_pathlib(tmp_path):
     assert "nope.safetensors" in str(ei.value)
 
 
-def test_permission_denied(simple):
+def test_permission_denied(simple, source):
     path, _ = simple
     if os.geteuid() == 0:
         pytest.skip("root ignores file permissions")
     os.chmod(path, 0)
     try:
         with pytest.raises(PermissionError) as ei:
-            safe_open(path, "np")
+            source.open(path, "np")
         assert os.path.basename(path) in str(ei.value)
     finally:
         os.chmod(path, 0o644)
 
 
-def test_directory(tmp_path):
+def test_directory(tmp_path, source):
     with pytest.raises(OSError) as ei:
-        safe_open(str(tmp_path), "np")
+        source.open(str(tmp_path), "np")
     assert not isinstance(ei.value, FileNotFoundError) or True  # any OSError subclass is fine
     assert isinstance(ei.value, OSError)
 
 
-def test_open_error_is_not_safetensor_error_for_missing(tmp_path):
+def test_open_error_is_not_safetensor_error_for_missing(tmp_path, source):
     with pytest.raises(FileNotFoundError) as ei:
-        safe_open(str(tmp_path / "x"), "np")
+        source.open(str(tmp_path / "x"), "np")
     assert not isinstance(ei.value, SafetensorError)
 
 
@@ -151,18 +155,18 @@ def test_open_error_is_not_safetensor_error_for_missing(tmp_path):
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fw", ["np", "numpy"])
-def test_framework_numpy(simple, fw):
+def test_framework_numpy(simple, fw, source):
     path, arrs = simple
-    with safe_open(path, fw) as f:
+    with source.open(path, fw) as f:
         x = f.get_tensor("b")
         assert type(x) is np.ndarray
         np.testing.assert_array_equal(x, arrs["b"])
 
 
 @pytest.mark.parametrize("fw", ["pt", "torch", "pytorch"])
-def test_framework_torch(simple, fw, torch):
+def test_framework_torch(simple, fw, torch, source):
     path, arrs = simple
-    with safe_open(path, fw) as f:
+    with source.open(path, fw) as f:
         x = f.get_tensor("b")
         assert isinstance(x, torch.Tensor)
         assert x.dtype == torch.float32
@@ -172,7 +176,7 @@ def test_framework_torch(simple, fw, torch):
 
 @pytest.mark.parametrize("fw,mod", [("tf", "tensorflow"), ("tensorflow", "tensorflow"), ("jax", "jax"),
                                     ("flax", "jax"), ("mlx", "mlx"), ("paddle", "paddle")])
-def test_other_frameworks_if_installed(simple, fw, mod):
+def test_other_frameworks_if_installed(simple, fw, mod):   # a local file (another process)
     if importlib.util.find_spec(mod) is None:
         pytest.skip(f"{mod} not installed")
     path, arrs = simple
@@ -185,33 +189,33 @@ def test_other_frameworks_if_installed(simple, fw, mod):
 
 
 @pytest.mark.parametrize("fw", ["xx", "PT", "Numpy", "", "torch ", "np\x00"])
-def test_invalid_framework(simple, fw):
+def test_invalid_framework(simple, fw, source):
     path, _ = simple
     with pytest.raises(SafetensorError) as ei:
-        safe_open(path, fw)
+        source.open(path, fw)
     assert str(ei.value) == f"framework {fw} is invalid"
 
 
-def test_invalid_framework_checked_before_import(simple):
+def test_invalid_framework_checked_before_import(simple, source):
     # an invalid name must be a SafetensorError, never ImportError/ModuleNotFoundError
     path, _ = simple
     with pytest.raises(SafetensorError):
-        safe_open(path, "tensorflowx")
+        source.open(path, "tensorflowx")
 
 
 @pytest.mark.parametrize("fw", [None, 1, b"np"])
-def test_framework_wrong_type(simple, fw):
+def test_framework_wrong_type(simple, fw, source):
     path, _ = simple
     with pytest.raises(TypeError):
-        safe_open(path, fw)
+        source.open(path, fw)
 
 
-def test_keyword_arguments(simple):
+def test_keyword_arguments(simple, source):
     path, arrs = simple
-    with safe_open(filename=path, framework="np", device="cpu", backend="pread") as f:
+    with safe_open(filename=source(path), framework="np", device="cpu", backend="pread", **source.options) as f:
         np.testing.assert_array_equal(f.get_tensor("c"), arrs["c"])
     with pytest.raises(TypeError):
-        safe_open(path, "np", "cpu", "pread")  # backend is keyword-only
+        source.open(path, "np", "cpu", "pread")  # backend is keyword-only
 
 
 # --------------------------------------------------------------------------
@@ -220,48 +224,48 @@ def test_keyword_arguments(simple):
 
 @pytest.mark.parametrize("device", ["cpu", None])
 @pytest.mark.parametrize("fw", ["np", "pt"])
-def test_device_cpu_forms(simple, device, fw):
+def test_device_cpu_forms(simple, device, fw, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, arrs = simple
-    with safe_open(path, fw, device=device) as f:
+    with source.open(path, fw, device=device) as f:
         x = f.get_tensor("a")
         np.testing.assert_array_equal(np.asarray(x), arrs["a"])
-    with safe_open(path, fw, device) as f:
+    with source.open(path, fw, device) as f:
         assert f.keys() == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize("device", ["cuda:x", "cuda:", "xpu:-"])
-def test_device_bad_index_value_error(simple, device):
+def test_device_bad_index_value_error(simple, device, source):
     path, _ = simple
     with pytest.raises(ValueError):
-        safe_open(path, "pt" if importlib.util.find_spec("torch") else "np", device=device)
+        source.open(path, "pt" if importlib.util.find_spec("torch") else "np", device=device)
 
 
 @pytest.mark.parametrize("device", ["cuda:0:1", "gpu", "foo", "CPU", "cuda0", "cpu:0", "cpu\x00"])
-def test_device_invalid_string(simple, device):
+def test_device_invalid_string(simple, device, source):
     path, _ = simple
     with pytest.raises(SafetensorError) as ei:
-        safe_open(path, "np", device=device)
+        source.open(path, "np", device=device)
     assert str(ei.value) == f"device {device} is invalid"
 
 
-def test_device_invalid_objects(simple):
+def test_device_invalid_objects(simple, source):
     path, _ = simple
     with pytest.raises(SafetensorError) as ei:
-        safe_open(path, "np", device=-1)
+        source.open(path, "np", device=-1)
     assert str(ei.value) == "device -1 is invalid"
     with pytest.raises(SafetensorError) as ei:
-        safe_open(path, "np", device=1.5)
+        source.open(path, "np", device=1.5)
     assert str(ei.value) == "device 1.5 is invalid"
 
 
-def test_device_torch_device_object(simple, torch):
+def test_device_torch_device_object(simple, torch, source):
     path, _ = simple
     # upstream rejects torch.device objects with SafetensorError("device {repr} is invalid");
     # accepting a cpu torch.device is an allowed improvement, but then it must work
     try:
-        f = safe_open(path, "pt", device=torch.device("cpu"))
+        f = source.open(path, "pt", device=torch.device("cpu"))
     except SafetensorError as e:
         assert str(e) == f"device {torch.device('cpu')!r} is invalid"
     else:
@@ -271,10 +275,10 @@ def test_device_torch_device_object(simple, torch):
             assert x.tolist() == [-2, -1, 0, 1, 2]
 
 
-def test_device_mps_index(simple):
+def test_device_mps_index(simple, source):
     path, _ = simple
     with pytest.raises(SafetensorError) as ei:
-        safe_open(path, "np", device="mps:1")
+        source.open(path, "np", device="mps:1")
     assert str(ei.value) == "device mps:1 is invalid: only mps or mps:0 is supported"
 
 
@@ -282,11 +286,11 @@ def test_device_mps_index(simple):
                                           ("mps", "mps"), ("mps:0", "mps"), ("npu:1", "npu:1"), ("xpu", "xpu:0"),
                                           ("xla:2", "xla:2"), ("hpu", "hpu:0"), ("mlu:0", "mlu:0"),
                                           ("musa", "musa:0"), (0, "0"), (2, "2")])
-def test_device_not_supported_for_numpy(simple, device, shown):
+def test_device_not_supported_for_numpy(simple, device, shown, source):
     path, _ = simple
     for fw in ("np", "numpy"):
         with pytest.raises(SafetensorError) as ei:
-            safe_open(path, fw, device=device)
+            source.open(path, fw, device=device)
         assert str(ei.value) == f"Device {shown} is not supported for framework numpy"
 
 
@@ -296,11 +300,11 @@ def test_device_not_supported_for_numpy(simple, device, shown):
 
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
 @pytest.mark.parametrize("fw", ["np", "pt"])
-def test_backends_equal(simple, backend, fw):
+def test_backends_equal(simple, backend, fw, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, arrs = simple
-    with safe_open(path, fw, backend=backend) as f:
+    with source.open(path, fw, backend=backend) as f:
         for k, v in arrs.items():
             x = f.get_tensor(k)
             np.testing.assert_array_equal(np.asarray(x), v)
@@ -308,20 +312,20 @@ def test_backends_equal(simple, backend, fw):
 
 
 @pytest.mark.parametrize("backend", ["MMAP", "foo", "", "mmap ", "\u00e9"])
-def test_backend_invalid(simple, backend):
+def test_backend_invalid(simple, backend, source):
     path, _ = simple
     with pytest.raises(SafetensorError) as ei:
-        safe_open(path, "np", backend=backend)
+        source.open(path, "np", backend=backend)
     assert str(ei.value) == f'backend "{backend}" is invalid (expected one of: "mmap", "pread")'
 
 
 # upstream quotes the name Rust-Debug style: NUL as \0, '"' as \"
 @pytest.mark.parametrize("backend,shown", [("mmap\x00", '"mmap\\0"'), ("pread\x00x", '"pread\\0x"'),
                                            ('a"b', '"a\\"b"')])
-def test_backend_invalid_escaped(simple, backend, shown):
+def test_backend_invalid_escaped(simple, backend, shown, source):
     path, _ = simple
     with pytest.raises(SafetensorError) as ei:
-        safe_open(path, "np", backend=backend)
+        source.open(path, "np", backend=backend)
     assert str(ei.value) == f'backend {shown} is invalid (expected one of: "mmap", "pread")'
 
 
@@ -329,27 +333,27 @@ def test_backend_invalid_escaped(simple, backend, shown):
 # handle methods
 # --------------------------------------------------------------------------
 
-def test_context_manager(simple):
+def test_context_manager(simple, source):
     path, _ = simple
-    f = safe_open(path, "np")
+    f = source.open(path, "np")
     assert f.__enter__() is f
     assert not f.__exit__(None, None, None)
     with pytest.raises(SafetensorError, match="^File is closed$"):
         f.keys()
 
 
-def test_exception_propagates_through_with(simple):
+def test_exception_propagates_through_with(simple, source):
     path, _ = simple
     with pytest.raises(KeyError):
-        with safe_open(path, "np") as f:
+        with source.open(path, "np") as f:
             raise KeyError("x")
     with pytest.raises(SafetensorError, match="^File is closed$"):
         f.keys()
 
 
-def test_usable_without_with(simple):
+def test_usable_without_with(simple, source):
     path, arrs = simple
-    f = safe_open(path, "np")
+    f = source.open(path, "np")
     assert f.keys() == ["a", "b", "c"]
     np.testing.assert_array_equal(f.get_tensor("c"), arrs["c"])
     f.__exit__(None, None, None)
@@ -357,11 +361,11 @@ def test_usable_without_with(simple):
         f.get_tensor("c")
 
 
-def test_keys_sorted_offset_keys_file_order(mk):
+def test_keys_sorted_offset_keys_file_order(mk, source):
     names = ["b", "a.9", "\u00e9", "B", "a.10", "aa", "a"]
     tensors = [(n, "U8", [1], bytes([i])) for i, n in enumerate(names)]
     path = mk.tensors(tensors)
-    with safe_open(path, "np") as f:
+    with source.open(path, "np") as f:
         assert f.keys() == ["B", "a", "a.10", "a.9", "aa", "b", "\u00e9"]
         assert f.offset_keys() == names
         k = f.keys()
@@ -371,29 +375,30 @@ def test_keys_sorted_offset_keys_file_order(mk):
             assert f.get_tensor(n).tolist() == [i]
 
 
-def test_keys_code_point_order_astral(mk):
+def test_keys_code_point_order_astral(mk, source):
     # UTF-16 order would put U+1F600 before U+FF5E; code point order does not
     names = ["\U0001f600", "\uff5e", "z"]
     path = mk.tensors([(n, "U8", [0], b"") for n in names])
-    with safe_open(path, "np") as f:
+    with source.open(path, "np") as f:
         assert f.keys() == ["z", "\uff5e", "\U0001f600"]
 
 
-def test_metadata(simple, mk):
+def test_metadata(simple, mk, source):
     path, _ = simple
-    with safe_open(path, "np") as f:
+    with source.open(path, "np") as f:
         md = f.metadata()
         assert md == {"format": "pt", "x": "y"}
         md["new"] = "1"
         assert f.metadata() == {"format": "pt", "x": "y"}
     path2 = mk.tensors([("a", "U8", [1], b"\x00")])
-    with safe_open(path2, "np") as f:
+    with source.open(path2, "np") as f:
         assert f.metadata() is None
 
 
-def test_get_tensors_offset_order(simple):
+@WITH_S3
+def test_get_tensors_offset_order(simple, source):
     path, arrs = simple
-    with safe_open(path, "np") as f:
+    with source.open(path, "np") as f:
         d = f.get_tensors()
         assert isinstance(d, dict)
         assert list(d) == ["b", "c", "a"]
@@ -401,9 +406,9 @@ def test_get_tensors_offset_order(simple):
             np.testing.assert_array_equal(d[k], v)
 
 
-def test_get_tensors_torch(simple, torch):
+def test_get_tensors_torch(simple, torch, source):
     path, arrs = simple
-    with safe_open(path, "pt") as f:
+    with source.open(path, "pt") as f:
         d = f.get_tensors()
         assert list(d) == ["b", "c", "a"]
         assert d["a"].dtype == torch.int64
@@ -411,9 +416,9 @@ def test_get_tensors_torch(simple, torch):
             np.testing.assert_array_equal(d[k].numpy(), v)
 
 
-def test_get_slice_meta(simple):
+def test_get_slice_meta(simple, source):
     path, arrs = simple
-    with safe_open(path, "np") as f:
+    with source.open(path, "np") as f:
         s = f.get_slice("b")
         assert s.get_shape() == [2, 3]
         assert isinstance(s.get_shape(), list)
@@ -422,10 +427,10 @@ def test_get_slice_meta(simple):
         np.testing.assert_array_equal(s[:], arrs["b"])
 
 
-def test_unknown_tensor(simple):
+def test_unknown_tensor(simple, source):
     path, _ = simple
     for fw in ["np"] + (["pt"] if importlib.util.find_spec("torch") else []):
-        with safe_open(path, fw) as f:
+        with source.open(path, fw) as f:
             with pytest.raises(SafetensorError) as ei:
                 f.get_tensor("nope")
             assert str(ei.value) == "File does not contain tensor nope"
@@ -434,9 +439,10 @@ def test_unknown_tensor(simple):
             assert str(ei.value) == "File does not contain tensor n\u00e9pe"
 
 
-def test_closed_every_method(simple):
+@WITH_S3
+def test_closed_every_method(simple, source):
     path, _ = simple
-    f = safe_open(path, "np")
+    f = source.open(path, "np")
     f.__exit__(None, None, None)
     calls = [lambda: f.keys(), lambda: f.offset_keys(), lambda: f.metadata(),
              lambda: f.get_tensor("a"), lambda: f.get_tensors(), lambda: f.get_slice("a"),
@@ -447,28 +453,28 @@ def test_closed_every_method(simple):
         assert str(ei.value) == "File is closed"
 
 
-def test_closed_twice_is_harmless(simple):
+def test_closed_twice_is_harmless(simple, source):
     path, _ = simple
-    f = safe_open(path, "np")
+    f = source.open(path, "np")
     f.__exit__(None, None, None)
     f.__exit__(None, None, None)
     with pytest.raises(SafetensorError, match="^File is closed$"):
         f.offset_keys()
 
 
-def test_many_handles_same_file(simple):
+def test_many_handles_same_file(simple, source):
     path, arrs = simple
-    hs = [safe_open(path, "np", backend=("mmap", "pread")[i % 2]) for i in range(50)]
+    hs = [source.open(path, "np", backend=("mmap", "pread")[i % 2]) for i in range(50)]
     for h in hs:
         np.testing.assert_array_equal(h.get_tensor("b"), arrs["b"])
     for h in hs:
         h.__exit__(None, None, None)
 
 
-def test_handle_collected_without_exit(simple):
+def test_handle_collected_without_exit(simple, source):
     path, arrs = simple
     for _ in range(200):
-        f = safe_open(path, "np")
+        f = source.open(path, "np")
         x = f.get_tensor("b")
         del f
     gc.collect()
@@ -477,6 +483,7 @@ def test_handle_collected_without_exit(simple):
 
 def test_file_replaced_after_open(simple, mk):
     # the handle keeps reading the file it opened, even if the path is replaced
+    # (local file only: a replaced URL is RemoteObjectChangedError, tests/test_remote.py)
     path, arrs = simple
     f = safe_open(path, "np")
     other = mk.arrays({"a": np.zeros(5, dtype=np.int64)})
@@ -486,7 +493,7 @@ def test_file_replaced_after_open(simple, mk):
 
 
 # --------------------------------------------------------------------------
-# _safe_open_handle
+# _safe_open_handle (a local file object)
 # --------------------------------------------------------------------------
 
 def test_safe_open_handle(simple):
@@ -590,9 +597,9 @@ def all_dtypes_file(mk):
 
 
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
-def test_torch_all_dtypes(all_dtypes_file, backend, torch):
+def test_torch_all_dtypes(all_dtypes_file, backend, torch, source):
     path, entries = all_dtypes_file
-    with safe_open(path, "pt", backend=backend) as f:
+    with source.open(path, "pt", backend=backend) as f:
         for name, (_, dt, shape, raw) in entries.items():
             x = f.get_tensor(name)
             assert x.dtype == getattr(torch, TORCH_NAMES[dt]), dt
@@ -602,7 +609,8 @@ def test_torch_all_dtypes(all_dtypes_file, backend, torch):
             assert bytes(x.contiguous().view(-1).view(torch.uint8).numpy().tobytes()) == raw, dt
 
 
-def test_torch_values(mk, torch):
+@WITH_S3
+def test_torch_values(mk, torch, source):
     vals = {
         "F32": (np.array([1.5, -2.0, 3.25], np.float32), torch.float32),
         "F16": (np.array([1.5, -2.0, 65504], np.float16), torch.float16),
@@ -614,7 +622,7 @@ def test_torch_values(mk, torch):
         "BOOL": (np.array([True, False, True]), torch.bool),
     }
     path = mk.tensors([(k, k, [3], v.tobytes()) for k, (v, _) in vals.items()])
-    with safe_open(path, "pt") as f:
+    with source.open(path, "pt") as f:
         for k, (v, tdt) in vals.items():
             x = f.get_tensor(k)
             assert x.dtype == tdt
@@ -624,7 +632,7 @@ def test_torch_values(mk, torch):
                 np.testing.assert_array_equal(x.numpy(), v)
 
 
-def test_torch_bf16_fp8_values(mk, torch):
+def test_torch_bf16_fp8_values(mk, torch, source):
     bf = torch.tensor([2.25, 1.0, -3.0], dtype=torch.bfloat16)
     f8 = torch.tensor([0.5, -448.0, 1.0], dtype=torch.float8_e4m3fn)
     f5 = torch.tensor([0.5, -2.0, 1.0], dtype=torch.float8_e5m2)
@@ -632,7 +640,7 @@ def test_torch_bf16_fp8_values(mk, torch):
     raw = lambda x: x.view(torch.uint8).numpy().tobytes()
     path = mk.tensors([("bf", "BF16", [3], raw(bf)), ("f8", "F8_E4M3", [3], raw(f8)),
                        ("f5", "F8_E5M2", [3], raw(f5)), ("em", "F8_E8M0", [3], raw(em))])
-    with safe_open(path, "pt") as f:
+    with source.open(path, "pt") as f:
         assert torch.equal(f.get_tensor("bf"), bf)
         assert f.get_tensor("f8").float().tolist() == [0.5, -448.0, 1.0]
         assert f.get_tensor("f5").float().tolist() == [0.5, -2.0, 1.0]
@@ -640,10 +648,10 @@ def test_torch_bf16_fp8_values(mk, torch):
 
 
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
-def test_torch_f4_shapes(mk, backend, torch):
+def test_torch_f4_shapes(mk, backend, torch, source):
     path = mk.tensors([("a", "F4", [2, 6], bytes(range(6))), ("b", "F4", [4], b"\x12\x34"),
                        ("e", "F4", [3, 0], b"")])
-    with safe_open(path, "pt", backend=backend) as f:
+    with source.open(path, "pt", backend=backend) as f:
         a = f.get_tensor("a")
         assert a.dtype == torch.float4_e2m1fn_x2 and list(a.shape) == [2, 3]
         assert a.view(torch.uint8).numpy().tobytes() == bytes(range(6))
@@ -653,11 +661,11 @@ def test_torch_f4_shapes(mk, backend, torch):
 
 @pytest.mark.parametrize("fw", ["np", "pt"])
 @pytest.mark.parametrize("dt", ["F6_E2M3", "F6_E3M2"])
-def test_f6_not_loadable(mk, fw, dt):
+def test_f6_not_loadable(mk, fw, dt, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path = mk.tensors([("a", dt, [4], bytes(3))])
-    with safe_open(path, fw) as f:
+    with source.open(path, fw) as f:
         assert f.get_slice("a").get_dtype() == dt
         with pytest.raises(SafetensorError) as ei:
             f.get_tensor("a")
@@ -669,9 +677,9 @@ def test_f6_not_loadable(mk, fw, dt):
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
-def test_numpy_plain_dtypes(all_dtypes_file, backend):
+def test_numpy_plain_dtypes(all_dtypes_file, backend, source):
     path, entries = all_dtypes_file
-    with safe_open(path, "np", backend=backend) as f:
+    with source.open(path, "np", backend=backend) as f:
         for dt, npdt in NUMPY_DTYPES.items():
             _, _, shape, raw = entries[dt]
             x = f.get_tensor(dt)
@@ -682,13 +690,13 @@ def test_numpy_plain_dtypes(all_dtypes_file, backend):
             assert x.tobytes() == raw
 
 
-def test_numpy_values(mk):
+def test_numpy_values(mk, source):
     arrs = {"f": np.array([[1.5, -2], [np.inf, np.nan]], np.float32),
             "c": np.array([1 + 2j, 3 - 4j], np.complex64),
             "b": np.array([True, False]),
             "u64": np.array([2**64 - 1], np.uint64)}
     path = mk.arrays(arrs)
-    with safe_open(path, "np") as f:
+    with source.open(path, "np") as f:
         for k, v in arrs.items():
             np.testing.assert_array_equal(f.get_tensor(k), v)
 
@@ -698,10 +706,10 @@ ML_NAMES = {"BF16": "bfloat16", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m
 
 
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
-def test_numpy_ml_dtypes(all_dtypes_file, backend):
+def test_numpy_ml_dtypes(all_dtypes_file, backend, source):
     ml_dtypes = pytest.importorskip("ml_dtypes")
     path, entries = all_dtypes_file
-    with safe_open(path, "np", backend=backend) as f:
+    with source.open(path, "np", backend=backend) as f:
         for dt, mlname in ML_NAMES.items():
             _, _, shape, raw = entries[dt]
             x = f.get_tensor(dt)
@@ -710,10 +718,10 @@ def test_numpy_ml_dtypes(all_dtypes_file, backend):
             assert x.tobytes() == raw
 
 
-def test_numpy_bf16_values(mk):
+def test_numpy_bf16_values(mk, source):
     ml_dtypes = pytest.importorskip("ml_dtypes")
     path = mk.tensors([("a", "BF16", [2, 2], bytes.fromhex("1040803f803f803f"))])
-    with safe_open(path, "np") as f:
+    with source.open(path, "np") as f:
         x = f.get_tensor("a")
         assert x.dtype == np.dtype(ml_dtypes.bfloat16)
         assert x.astype(np.float32).tolist() == [[2.25, 1.0], [1.0, 1.0]]

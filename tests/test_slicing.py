@@ -2,7 +2,8 @@
 
 Random index forms (ints, negative ints, slices with random start/stop/step
 incl. negative steps and out-of-range bounds, Ellipsis, None, tuples) on
-random shapes of up to 4 dimensions, for framework np and pt, both backends.
+random shapes of up to 4 dimensions, for framework np and pt, both backends,
+on a local path and over http (conftest's `source`; S3 for a few).
 """
 
 import gc
@@ -17,6 +18,10 @@ from conftest import build_bytes, np_to_entry, ptr_in_mapping, tensors_layout
 
 FRAMEWORKS = ["np", "pt"]
 BACKENDS = ["mmap", "pread"]
+# Both backends on a path, one over http: a URL reads as the pread backend
+# whatever backend says (test_read_api's test_backends_equal has both there).
+SOURCE_BACKENDS = pytest.mark.parametrize("source,backend", [("path", "mmap"), ("path", "pread"), ("http", "pread")],
+                                          indirect=["source"])
 
 DTYPES = [np.float32, np.float64, np.int16, np.uint8, np.bool_, np.complex64, np.float16, np.int64]
 
@@ -47,6 +52,8 @@ def sliced_file(tmp_path_factory):
         ndim = int(rng.integers(1, 5))
         shape = tuple(int(d) for d in rng.integers(0, 7, ndim))
         arrays[f"t{i}"] = make_array(rng, shape, DTYPES[i % len(DTYPES)])
+    # rows far enough apart that a URL's source reads them with gaps between
+    arrays["wide"] = make_array(rng, (300, 96), np.float32)
     path = tmp_path_factory.mktemp("slicing") / "s.safetensors"
     header, data = tensors_layout([np_to_entry(k, v) for k, v in arrays.items()])
     path.write_bytes(build_bytes(header, data))
@@ -135,15 +142,17 @@ def check_one(s, arr, idx, fw):
     assert np.array_equal(got, expected), idx
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_random_indexing_matches_numpy(sliced_file, fw, backend):
+def test_random_indexing_matches_numpy(sliced_file, fw, backend, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, arrays = sliced_file
     r = random.Random(f"{fw}-{backend}")
-    with safe_open(path, fw, backend=backend) as f:
+    with source.open(path, fw, backend=backend) as f:
         for name, arr in arrays.items():
+            if name == "wide":   # test_explicit_indexing's
+                continue
             s = f.get_slice(name)
             assert s.get_shape() == list(arr.shape)
             for _ in range(120):
@@ -161,27 +170,27 @@ EXPLICIT = [
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("idx", EXPLICIT, ids=[repr(i) for i in EXPLICIT])
-def test_explicit_indexing(sliced_file, fw, backend, idx):
+def test_explicit_indexing(sliced_file, fw, backend, idx, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, arrays = sliced_file
-    with safe_open(path, fw, backend=backend) as f:
-        for name in ["t2", "t4", "t6", "t7"]:  # (5,), (7,3), (3,4,5), (2,3,4,5)
+    with source.open(path, fw, backend=backend) as f:
+        for name in ["t2", "t4", "t6", "t7", "wide"]:  # (5,), (7,3), (3,4,5), (2,3,4,5), (300,96)
             check_one(f.get_slice(name), arrays[name], idx, fw)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_scalar_tensor_indexing(sliced_file, fw, backend):
+def test_scalar_tensor_indexing(sliced_file, fw, backend, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, arrays = sliced_file
     arr = arrays["t0"]
     assert arr.shape == ()
-    with safe_open(path, fw, backend=backend) as f:
+    with source.open(path, fw, backend=backend) as f:
         s = f.get_slice("t0")
         assert s.get_shape() == []
         for idx in [(), Ellipsis, None, (None, None), (Ellipsis, None)]:
@@ -191,13 +200,13 @@ def test_scalar_tensor_indexing(sliced_file, fw, backend):
                 s[idx]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_out_of_range_int(sliced_file, fw, backend):
+def test_out_of_range_int(sliced_file, fw, backend, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, arrays = sliced_file
-    with safe_open(path, fw, backend=backend) as f:
+    with source.open(path, fw, backend=backend) as f:
         s = f.get_slice("t4")  # (7, 3)
         for idx in [7, -8, (0, 3), (0, -4), (Ellipsis, 3), 2**40, -(2**40)]:
             with pytest.raises(IndexError) as ei:
@@ -205,35 +214,35 @@ def test_out_of_range_int(sliced_file, fw, backend):
             assert isinstance(ei.value, SafetensorError), type(ei.value).__mro__
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_too_many_indices(sliced_file, fw, backend):
+def test_too_many_indices(sliced_file, fw, backend, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, arrays = sliced_file
-    with safe_open(path, fw, backend=backend) as f:
+    with source.open(path, fw, backend=backend) as f:
         s = f.get_slice("t4")  # (7, 3)
         for idx in [(0, 0, 0), (slice(None), slice(None), slice(None)), (0, Ellipsis, 0, 0)]:
             with pytest.raises(IndexError):
                 s[idx]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_two_ellipsis_rejected(sliced_file, backend):
+@SOURCE_BACKENDS
+def test_two_ellipsis_rejected(sliced_file, backend, source):
     # numpy semantics (torch itself tolerates several Ellipsis; not asserted there)
     path, _ = sliced_file
-    with safe_open(path, "np", backend=backend) as f:
+    with source.open(path, "np", backend=backend) as f:
         with pytest.raises((IndexError, SafetensorError, ValueError, TypeError)):
             f.get_slice("t6")[..., 0, ...]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_step_zero(sliced_file, fw, backend):
+def test_step_zero(sliced_file, fw, backend, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, _ = sliced_file
-    with safe_open(path, fw, backend=backend) as f:
+    with source.open(path, fw, backend=backend) as f:
         s = f.get_slice("t4")
         with pytest.raises((ValueError, SafetensorError)):
             s[::0]
@@ -241,24 +250,24 @@ def test_step_zero(sliced_file, fw, backend):
             s[:, 1:2:0]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@SOURCE_BACKENDS
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-def test_bad_index_types(sliced_file, fw, backend):
+def test_bad_index_types(sliced_file, fw, backend, source):
     if fw == "pt":
         pytest.importorskip("torch")
     path, _ = sliced_file
-    with safe_open(path, fw, backend=backend) as f:
+    with source.open(path, fw, backend=backend) as f:
         s = f.get_slice("t4")
         for idx in [1.5, (0, 1.0), (slice(None), "x")] + (["a"] if fw == "np" else []):
             with pytest.raises((TypeError, IndexError, SafetensorError)):
                 s[idx]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_torch_list_indexing_with_ellipsis(sliced_file, backend, torch):
+@SOURCE_BACKENDS
+def test_torch_list_indexing_with_ellipsis(sliced_file, backend, torch, source):
     path, arrays = sliced_file
     arr = arrays["t6"]  # (3, 4, 5)
-    with safe_open(path, "pt", backend=backend) as f:
+    with source.open(path, "pt", backend=backend) as f:
         s = f.get_slice("t6")
         got = s[[0, 2], ...]
         assert isinstance(got, torch.Tensor)
@@ -266,16 +275,16 @@ def test_torch_list_indexing_with_ellipsis(sliced_file, backend, torch):
         np.testing.assert_array_equal(s[..., [1, 3]].numpy(), arr[..., [1, 3]])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_torch_slice_then_device_cpu(sliced_file, backend, torch):
+@SOURCE_BACKENDS
+def test_torch_slice_then_device_cpu(sliced_file, backend, torch, source):
     path, arrays = sliced_file
-    with safe_open(path, "pt", device="cpu", backend=backend) as f:
+    with source.open(path, "pt", device="cpu", backend=backend) as f:
         x = f.get_slice("t7")[1, :, ::2]
         assert x.device.type == "cpu"
         np.testing.assert_array_equal(x.numpy(), arrays["t7"][1, :, ::2])
 
 
-def test_numpy_mmap_slice_is_independent(sliced_file):
+def test_numpy_mmap_slice_is_independent(sliced_file):   # mmap specifics: local file only
     path, arrays = sliced_file
     with safe_open(path, "np") as f:
         full = f.get_tensor("t7")  # (2, 3, 4, 5)
@@ -291,7 +300,8 @@ def test_numpy_mmap_slice_is_independent(sliced_file):
 
 @pytest.mark.parametrize("fw", ["np", "pt"])
 def test_mmap_large_slice_is_a_private_view(mk, fw):
-    """A large selection is a view of a private mapping of its own (zero copy)."""
+    """A large selection is a view of a private mapping of its own (zero copy).
+    Local file only (a mapping), as the next test."""
     if fw == "pt":
         pytest.importorskip("torch")
     big = np.arange(256 * 512, dtype=np.float32).reshape(256, 512)
@@ -318,10 +328,10 @@ def test_slice_is_writable_and_private(sliced_file):
     assert open(path, "rb").read() == before
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_slice_survives_close(sliced_file, backend):
+@SOURCE_BACKENDS
+def test_slice_survives_close(sliced_file, backend, source):
     path, arrays = sliced_file
-    f = safe_open(path, "np", backend=backend)
+    f = source.open(path, "np", backend=backend)
     s = f.get_slice("t6")
     v = s[1:]
     f.__exit__(None, None, None)

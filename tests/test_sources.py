@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 sys.path.insert(0, os.path.dirname(__file__))
 import remote_servers  # noqa: E402
+from conftest import WITH_S3  # noqa: E402
 
 import safetensors.torch  # noqa: E402
 from safetensors import remote, safe_open  # noqa: E402
@@ -196,3 +197,23 @@ def test_slice_reads_only_the_selected_bytes(sources, monkeypatch):
     row, start = 128, calls[0][0][0] - 7 * 128
     assert calls == [[(start + 7 * row, row)], [(start, row), (start + 150 * row, row)],
                      [(start + 10 * row, 6 * row)]]
+
+
+@WITH_S3
+@pytest.mark.parametrize("framework", ["pt", "np"])
+def test_every_source_gives_the_paths_outcomes(tmp_path, source, framework):
+    """conftest.py's sources (S3 included): each read and each error is the
+    local path's, value, exception type and message."""
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(safetensors.torch.save(_tensors(), metadata={"k": "v"}))
+    reads = [lambda f: f.keys(), lambda f: f.offset_keys(), lambda f: f.metadata(), lambda f: f.get_tensors(),
+             lambda f: f.get_tensor("nope"), lambda f: f.get_slice("a").get_shape()]
+    reads += [lambda f, name=name: f.get_tensor(name) for name in _tensors()]
+    reads += [lambda f, key=key: f.get_slice("emb")[key]
+              for key in (np.s_[7], np.s_[::-40, 3:9], np.s_[299:400], np.s_[300], np.s_[..., None, 1:5:2])]
+    with safe_open(path, framework) as local, source.open(path, framework) as far:
+        assert type(far) is type(local)
+        for read in reads:
+            _same(_outcome(lambda: read(far)), _outcome(lambda: read(local)))
+    _same(_outcome(lambda: source.open(path, framework, device="bogus")),
+          _outcome(lambda: safe_open(path, framework, device="bogus")))

@@ -1,6 +1,7 @@
 """Drop-in details (issue 9): exception texts and types as upstream 0.8.0 has
 them, paths of any length, refusing to replace non-regular files, and errors
-that say what a file that is not safetensors looks like."""
+that say what a file that is not safetensors looks like. The reading checks
+run on a local path and over http (a few on S3): conftest.py's `source`."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import numpy as np
 import pytest
 
 from safetensors import SafetensorError, safe_open, serialize, serialize_file
+from safetensors import _safetensors_rust as safetensors_rust
 from safetensors.numpy import load, load_file, save, save_file
+
+from conftest import WITH_S3
 
 FRAMEWORKS = ["np", "pt"]
 
@@ -42,9 +46,21 @@ def test_missing_file_message_is_upstreams(fw, tmp_path, monkeypatch):
     assert e.value.strerror == "No such file or directory"
 
 
-def test_open_error_pickles_with_its_attributes(tmp_path):
+@WITH_S3
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_missing_file_is_one_error_for_every_source(fw, tmp_path, source):
+    """A missing URL is what a missing path is: the same type, text, errno, strerror, naming what was given."""
+    target = source(tmp_path / "notafile")
     with pytest.raises(FileNotFoundError) as e:
-        safe_open(tmp_path / "absent", "np")
+        source.open(tmp_path / "notafile", _framework(fw))
+    assert type(e.value) is safetensors_rust.FileNotFoundError
+    assert str(e.value) == f"No such file or directory: {target}"
+    assert (e.value.errno, e.value.strerror, e.value.filename) == (2, "No such file or directory", target)
+
+
+def test_open_error_pickles_with_its_attributes(tmp_path, source):
+    with pytest.raises(FileNotFoundError) as e:
+        source.open(tmp_path / "absent", "np")
     again = pickle.loads(pickle.dumps(e.value))
     assert isinstance(again, FileNotFoundError)
     assert (str(again), again.errno, again.strerror, again.filename) == (
@@ -52,13 +68,15 @@ def test_open_error_pickles_with_its_attributes(tmp_path):
 
 
 def test_directory_is_a_directory_error(tmp_path):
+    # local file only: over http nginx answers 403 for a directory, S3's
+    # HeadObject 404 for a prefix (docs/remote.md's failure table)
     with pytest.raises(IsADirectoryError) as e:
         safe_open(tmp_path, "np")
     assert str(e.value) == f"Is a directory: {tmp_path}"
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
-def test_non_regular_file_keeps_the_reason(tmp_path):
+def test_non_regular_file_keeps_the_reason(tmp_path):   # local file only
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     for path, kind in ((fifo, "a FIFO"), ("/dev/null", "a character device")):
@@ -69,15 +87,15 @@ def test_non_regular_file_keeps_the_reason(tmp_path):
         assert e.value.filename == str(path)
 
 
-def test_argument_type_messages_name_python_types(tmp_path):
+def test_argument_type_messages_name_python_types(tmp_path, source):
     p = tmp_path / "a.safetensors"
     save_file({"a": np.zeros(2, np.float32)}, p)
     checks = [
-        (lambda: safe_open(p, 5), "argument 'framework': 'int' object is not an instance of 'str'"),
-        (lambda: safe_open(p, "np", backend=5), "argument 'backend': 'int' object is not an instance of 'str'"),
+        (lambda: source.open(p, 5), "argument 'framework': 'int' object is not an instance of 'str'"),
+        (lambda: source.open(p, "np", backend=5), "argument 'backend': 'int' object is not an instance of 'str'"),
         (lambda: serialize([]), "argument 'tensor_dict': 'list' object is not an instance of 'dict'"),
     ]
-    with safe_open(p, "np") as f:
+    with source.open(p, "np") as f:
         checks.append((lambda: f.get_tensor(5), "argument 'name': 'int' object is not an instance of 'str'"))
         for call, text in checks:
             with pytest.raises(TypeError) as e:
@@ -91,10 +109,10 @@ def test_argument_type_messages_name_python_types(tmp_path):
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("backend", ["mmap", "pread"])
-def test_out_of_range_index_text(fw, backend, tmp_path):
+def test_out_of_range_index_text(fw, backend, tmp_path, source):
     p = tmp_path / "a.safetensors"
     save_file({"w": np.arange(10, dtype=np.float32).reshape(2, 5)}, p)
-    with safe_open(p, _framework(fw), backend=backend) as f:
+    with source.open(p, _framework(fw), backend=backend) as f:
         s = f.get_slice("w")
         for index, text in [
             ((slice(None), -6), "Invalid index -6 for dimension 1 of size 5"),
@@ -230,11 +248,11 @@ FOREIGN = [
 
 
 @pytest.mark.parametrize("name,content,looks_like", FOREIGN, ids=[f[0] for f in FOREIGN])
-def test_foreign_files_say_what_they_look_like(tmp_path, name, content, looks_like):
+def test_foreign_files_say_what_they_look_like(tmp_path, name, content, looks_like, source):
     p = tmp_path / "model.safetensors"
     p.write_bytes(content)
     with pytest.raises(SafetensorError) as e:
-        safe_open(p, "np")
+        source.open(p, "np")
     text = str(e.value)
     assert text.startswith("Error while deserializing header: ")
     assert f"(the file looks like {looks_like}" in text
@@ -244,23 +262,23 @@ def test_foreign_files_say_what_they_look_like(tmp_path, name, content, looks_li
     assert f"(the file looks like {looks_like}" in str(e.value)
 
 
-def test_torch_checkpoint_is_recognised(tmp_path, torch):
+def test_torch_checkpoint_is_recognised(tmp_path, torch, source):
     p = tmp_path / "pytorch_model.bin"
     torch.save({"w": torch.zeros(2)}, p)
     with pytest.raises(SafetensorError, match="looks like a zip archive, as torch.save writes"):
-        safe_open(p, "pt")
+        source.open(p, "pt")
     torch.save({"w": torch.zeros(2)}, p, _use_new_zipfile_serialization=False)
     with pytest.raises(SafetensorError, match="looks like a Python pickle"):
-        safe_open(p, "pt")
+        source.open(p, "pt")
 
 
-def test_real_safetensors_errors_unchanged(tmp_path):
+def test_real_safetensors_errors_unchanged(tmp_path, source):
     """A truncated safetensors file gets upstream's text alone."""
     data = save({"a": np.zeros(4, np.float32)})
     p = tmp_path / "t.safetensors"
     p.write_bytes(data[:-1])
     with pytest.raises(SafetensorError) as e:
-        safe_open(p, "np")
+        source.open(p, "np")
     assert "looks like" not in str(e.value)
 
 
