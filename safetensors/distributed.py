@@ -1,17 +1,9 @@
-"""Load a checkpoint into every rank of a ``torch.distributed`` process group,
-reading each byte from storage once and handing each rank only its part:
-``load_distributed``, with ``Replicate``, ``Shard`` and ``LoadStats`` (all
-re-exported by ``safetensors.torch``).  docs/distributed.md gives the steps
-(sources, headers, an agreed plan, then the data: direct shards read by their
-owner, replicated tensors gathered in place, short-run shards read as whole
-rows and exchanged), the failure rules and the counters.
-
-Every step runs on every rank, so the collectives line up; a step that can
-fail on one rank is followed by an agreement, so every rank raises.  Local
-files are read through their C handle (``safe_open(..., backend="pread")``:
-``_table()``, ``_read_into``), URLs through ``remote.open_source``; ``_File``
-is the one place that picks how.
-"""
+"""``load_distributed``: a checkpoint loaded into every rank of a
+``torch.distributed`` process group, each byte read from storage once, each
+rank handed its part (re-exported by ``safetensors.torch``).  The steps, the
+failure rules and the counters: docs/distributed.md.  Every step runs on
+every rank, so the collectives line up; a step that can fail on one rank is
+followed by an agreement, so that every rank raises."""
 
 import datetime
 import hashlib
@@ -21,7 +13,6 @@ import os
 import pickle
 import sys
 import time
-from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -44,10 +35,8 @@ _DIRECT_RUN = 1 << 20
 # Replicated tensors start on this boundary in the gathered buffer, so each can
 # be viewed with its dtype (and is aligned for GPU kernels).
 _ALIGN = 64
-# A local file's copy digest covers its header and _SAMPLES blocks of _SAMPLE
-# bytes of its data section (see _File.digest).
-_SAMPLE = 64 << 10
-_SAMPLES = 9
+# A local file's copy digest: its header and _SAMPLES blocks of _SAMPLE data bytes.
+_SAMPLE, _SAMPLES = 64 << 10, 9
 
 
 @dataclass(frozen=True)
@@ -71,16 +60,13 @@ Plan = Union[None, Mapping, Callable[[str, Tuple[int, ...], str], Placement]]
 @dataclass
 class LoadStats:
     """Counters of one rank, added to by each ``load_distributed`` call it is
-    passed to.
-
-    ``bytes_read``: bytes this rank read from storage (tensor data plus the
-    headers it validated, ``header_bytes_read`` of them, plus
-    ``check_bytes_read``: the header and sampled data bytes read to compare
-    this rank's copy of a local file with the copy its header came from).
-    ``bytes_sent`` and ``bytes_received``: tensor payload this rank exchanged
-    with the other ranks (alignment padding included, small control messages
-    not; the backend's algorithm may forward more on the wire, e.g. a ring
-    all-gather).  ``rounds``: data exchanges; ``seconds``: wall time."""
+    passed to.  ``bytes_read``: bytes read from storage: tensor data, the
+    headers this rank validated (``header_bytes_read``) and the header and
+    sampled data bytes read to compare its copies of local files with the
+    header reader's (``check_bytes_read``).  ``bytes_sent``,
+    ``bytes_received``: tensor payload exchanged with the other ranks
+    (padding included, control messages not).  ``rounds``: data exchanges;
+    ``seconds``: wall time."""
 
     bytes_read: int = 0
     header_bytes_read: int = 0
@@ -92,18 +78,14 @@ class LoadStats:
     seconds: float = 0.0
 
 
-# ---------------------------------------------------------------------------
-# process group plumbing
-# ---------------------------------------------------------------------------
-
 class _Group:
     """The process group, the device tensors are exchanged on (``xdev``) and
     the timeout; a group of one when torch.distributed is not initialized."""
 
     def __init__(self, group, device: torch.device, timeout, stats: LoadStats):
         self.stats = stats
-        if timeout is not None and not isinstance(timeout, datetime.timedelta):
-            timeout = datetime.timedelta(seconds=float(timeout))
+        if not isinstance(timeout, datetime.timedelta):   # 0: the group's own timeout
+            timeout = datetime.timedelta(seconds=float(timeout or 0))
         self.timeout = timeout
         self.group, self.rank, self.size, self.xdev = None, 0, 1, torch.device("cpu")
         if group is None and not (dist.is_available() and dist.is_initialized()):
@@ -122,24 +104,13 @@ class _Group:
 
     def wait(self, work) -> None:
         self.stats.collectives += 1
-        if self.timeout is None:
-            work.wait()
-        else:
-            work.wait(self.timeout)
+        work.wait(self.timeout)
 
     def all_gather(self, out: torch.Tensor, mine: torch.Tensor) -> None:
-        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-        self.wait(gather(out, mine, group=self.group, async_op=True))
+        self.wait(dist.all_gather_into_tensor(out, mine, group=self.group, async_op=True))
 
     def all_to_all(self, out, inp, out_splits, in_splits) -> None:
         self.wait(dist.all_to_all_single(out, inp, out_splits, in_splits, group=self.group, async_op=True))
-
-    def any_failed(self, failed: bool) -> bool:
-        if self.size == 1:
-            return failed
-        flag = torch.tensor([int(failed)], dtype=torch.int32, device=self.xdev)
-        self.wait(dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True))
-        return bool(flag.item())
 
     def gather_objects(self, obj) -> list:
         """Every rank's ``obj`` (pickled: the ranks of a job trust each other,
@@ -171,8 +142,12 @@ class _Group:
         return [r for _, r in results]
 
     def check_reads(self, error: Optional[BaseException]) -> None:
-        """Collective: raises on every rank if any rank's reads failed."""
-        if self.any_failed(error is not None):
+        """Collective (one integer, then the errors if any): raises on every
+        rank if any rank's reads failed."""
+        failed = torch.tensor([int(error is not None)], dtype=torch.int32, device=self.xdev)
+        if self.size > 1:
+            self.wait(dist.all_reduce(failed, op=dist.ReduceOp.MAX, group=self.group, async_op=True))
+        if failed.item():
             _raise_if_failed(self.gather_objects(_portable(error)), error, self.rank)
 
 
@@ -200,10 +175,6 @@ def _raise_if_failed(errors: list, own: Optional[BaseException], rank: int) -> N
         raise exc
     raise exc from own
 
-
-# ---------------------------------------------------------------------------
-# sources and files
-# ---------------------------------------------------------------------------
 
 def _is_url(source) -> bool:
     return isinstance(source, str) and _remote.is_remote(source)
@@ -255,18 +226,14 @@ def _read_index(path: str, storage_options: Optional[dict] = None):
 
 
 class _File:
-    """One checkpoint file opened for reading (``read_into``, ``close``).
-
-    A local file is read through its C handle (``safe_open(path, "pt",
-    backend="pread")``: opening validates the header), and its ``identity`` is
-    its copy digest (``digest``).  A URL is read through
-    ``remote.open_source`` (pinned to the object's ETag/version, its
-    ``identity``; retried; no read into the caller's buffers outlives
-    ``read_many``, also when interrupted).  Without ``table`` the header is
-    read: ``tensors`` (name, dtype, shape, begin, end; absolute offsets, file
-    order).  With ``table`` (the header reader's), this rank's copy must be
-    that one, else SafetensorError naming ``rank``.  ``header_read`` and
-    ``check_read``: the header and digest bytes that took."""
+    """A checkpoint file opened for reading: the one place that picks how.
+    A local file through its C handle (``safe_open(path, "pt",
+    backend="pread")``, which validates the header; ``identity``: the copy
+    digest), a URL through ``remote.open_source`` (pinned: ``identity`` is
+    the ETag/version; no read outlives ``read_many``).  Without ``table``
+    the header is read (``tensors``: the handle's ``_table()`` rows); with
+    it, this copy must be the header reader's.  ``header_read``,
+    ``check_read``: the bytes that took."""
 
     def __init__(self, path: str, table: Optional[dict] = None, storage_options: Optional[dict] = None,
                  rank: int = 0):
@@ -292,29 +259,22 @@ class _File:
                 entries, _ = _parse_header(_remote_bytes(self.source, 8, self.header_read - 8), self.size)
                 self.tensors = [(n, d, s, self.header_read + b, self.header_read + e) for n, d, s, b, e in entries]
             if table is not None and (self.size, self.identity) != (table["size"], table["identity"]):
+                differs = (f"{self.size} bytes against {table['size']}" if self.size != table["size"] else
+                           "same size, but the header or sampled data differ" if self.source is None else
+                           f"ETag/version {self.identity} against {table['identity']}: replaced during the load")
                 raise SafetensorError(
                     f"{path}: rank {rank}'s copy differs from the copy rank {table['reader']} read its header from "
-                    f"({self._difference(table)}): every rank must see the same file (node-local copies must be "
-                    "identical), unchanged during the load"
+                    f"({differs}): every rank must see the same file (node-local copies must be identical), "
+                    "unchanged during the load"
                 )
         except BaseException:
             self.close()
             raise
 
-    def _difference(self, table: dict) -> str:
-        if self.size != table["size"]:
-            return f"{self.size} bytes against {table['size']}"
-        if self.source is not None:
-            return f"ETag/version {self.identity} against {table['identity']}: replaced during the load"
-        return "same size, but the header or sampled data differ"
-
     def digest(self) -> Tuple[str, int]:
-        """(SHA-256 hex, bytes read) of the file's header bytes (length prefix
-        and JSON) and of _SAMPLES blocks of _SAMPLE bytes of its data section:
-        the first, the last and the others evenly spaced between them (the
-        whole section when it is smaller than that).  One read per block, so
-        that ranks can compare copies without reading them whole; copies that
-        differ only outside these blocks look the same."""
+        """(SHA-256 hex, bytes read) of the header bytes and of _SAMPLES blocks
+        of the data section, evenly spaced from the first to the last (all of
+        it when smaller): copies compared without reading them whole."""
         start, data = self.header_read, self.size - self.header_read
         spans = [(0, start)]
         if data <= _SAMPLES * _SAMPLE:
@@ -343,66 +303,6 @@ class _File:
     def close(self) -> None:
         (self.handle if self.source is None else self.source).close()
 
-
-def _read_header(path: str, storage_options: Optional[dict], rank: int) -> dict:
-    """The table of ``path``'s header, validated by the C reader's rules: what
-    every rank's copy must match (``size``, ``identity``), the bytes read
-    (``header_read``, ``check_read``), ``tensors`` and the ``reader``."""
-    f = _File(path, None, storage_options)
-    f.close()
-    return {"size": f.size, "identity": f.identity, "header_read": f.header_read, "check_read": f.check_read,
-            "tensors": f.tensors, "reader": rank}
-
-
-class _Reader:
-    """The files this rank reads, filling 1-D uint8 tensors with their bytes
-    and counting them.  Device tensors are filled through a host staging
-    buffer of ``chunk_bytes`` (pinned when CUDA is there)."""
-
-    def __init__(self, paths: List[str], tables: List[dict], stats: LoadStats, chunk_bytes: int,
-                 storage_options: Optional[dict], rank: int):
-        self.paths, self.tables, self.stats, self.chunk_bytes, self.rank = paths, tables, stats, chunk_bytes, rank
-        self.storage_options = storage_options
-        self.files: Dict[int, _File] = {}
-        self.staging: Optional[torch.Tensor] = None
-
-    def open(self, file: int) -> None:
-        if file not in self.files:
-            self.files[file] = f = _File(self.paths[file], self.tables[file], self.storage_options, self.rank)
-            self.stats.check_bytes_read += f.header_read + f.check_read
-            self.stats.bytes_read += f.header_read + f.check_read
-
-    def close(self) -> None:
-        files, self.files = list(self.files.values()), {}
-        for f in files:
-            f.close()
-
-    def read(self, file: int, offset: int, pieces: Sequence[torch.Tensor]) -> None:
-        """Fills ``pieces`` (1-D uint8, contiguous) with consecutive bytes of
-        ``file`` from ``offset``."""
-        pieces = [p for p in pieces if p.numel()]
-        if pieces and pieces[0].device.type == "cpu":
-            self._read_cpu(file, offset, [p.numpy() for p in pieces])
-            return
-        if pieces and self.staging is None:
-            self.staging = torch.empty(self.chunk_bytes, dtype=torch.uint8, pin_memory=torch.cuda.is_available())
-        for piece in pieces:
-            for done in range(0, piece.numel(), self.chunk_bytes):
-                staged = self.staging[:min(self.chunk_bytes, piece.numel() - done)]
-                self._read_cpu(file, offset + done, [staged.numpy()])
-                piece[done:done + staged.numel()].copy_(staged)
-            offset += piece.numel()
-
-    def _read_cpu(self, file: int, offset: int, buffers: list) -> None:
-        """Fills CPU ``buffers`` (NumPy views of the tensors: they keep them
-        alive) with consecutive bytes of ``file`` from ``offset``."""
-        self.files[file].read_into(offset, buffers)
-        self.stats.bytes_read += sum(b.nbytes for b in buffers)
-
-
-# ---------------------------------------------------------------------------
-# planning
-# ---------------------------------------------------------------------------
 
 class _Job:
     """One tensor to load and what this load does with it.
@@ -455,12 +355,29 @@ class _Job:
         return self.storage[:self.dim] + (self.part(q),) + self.storage[self.dim + 1:]
 
 
-def _make_jobs(tensors: List[tuple], plan, default, size: int) -> List[_Job]:
-    """``tensors``: (name, file, dtype, shape, offset, nbytes) in checkpoint
-    order.  Raises for a plan that names unknown tensors or cannot apply."""
+def _make_jobs(paths: List[str], tables: List[dict], wanted: Optional[dict], plan, default, size: int) -> List[_Job]:
+    """The jobs of a load in checkpoint order; for an index, only its names,
+    each checked against the file it points to.  Raises for a plan that
+    names unknown tensors or cannot apply."""
+    tensors, seen = [], {}
+    for file, table in enumerate(tables):
+        for name, dtype, shape, begin, end in table["tensors"]:
+            if wanted is not None and wanted.get(name) != file:
+                continue
+            if name in seen:
+                raise SafetensorError(
+                    f"tensor {name!r} is in both {paths[seen[name]]} and {paths[file]}; names must be unique"
+                )
+            seen[name] = file
+            tensors.append((name, file, dtype, tuple(shape), begin, end - begin))
+    absent = sorted(n for n in wanted or () if n not in seen)
+    if absent:
+        raise SafetensorError(
+            f"the index names tensor {absent[0]!r} in {paths[wanted[absent[0]]]}, which does not contain it"
+            + (f" ({len(absent) - 1} more missing)" if len(absent) > 1 else "")
+        )
     if isinstance(plan, Mapping):
-        known = {t[0] for t in tensors}
-        missing = sorted(n for n in plan if n not in known)
+        missing = sorted(n for n in plan if n not in seen)
         if missing:
             shown = ", ".join(repr(n) for n in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise SafetensorError(f"The checkpoint does not contain tensor(s) named in the plan: {shown}")
@@ -479,38 +396,16 @@ def _make_jobs(tensors: List[tuple], plan, default, size: int) -> List[_Job]:
     return jobs
 
 
-def _checkpoint_tensors(paths: List[str], tables: List[dict], wanted: Optional[dict]) -> List[tuple]:
-    """(name, file, dtype, shape, offset, nbytes) in checkpoint order; for an
-    index, only its names, each checked against the file it points to."""
-    out, seen = [], {}
-    for file, table in enumerate(tables):
-        for name, dtype, shape, begin, end in table["tensors"]:
-            if wanted is not None and wanted.get(name) != file:
-                continue
-            if name in seen:
-                raise SafetensorError(
-                    f"tensor {name!r} is in both {paths[seen[name]]} and {paths[file]}; names must be unique"
-                )
-            seen[name] = file
-            out.append((name, file, dtype, tuple(shape), begin, end - begin))
-    absent = sorted(n for n in wanted or () if n not in seen)
-    if absent:
-        raise SafetensorError(
-            f"the index names tensor {absent[0]!r} in {paths[wanted[absent[0]]]}, which does not contain it"
-            + (f" ({len(absent) - 1} more missing)" if len(absent) > 1 else "")
-        )
-    return out
-
-
-# ---------------------------------------------------------------------------
-# the data
-# ---------------------------------------------------------------------------
-
 class _Work:
-    """The deterministic schedule every rank derives from the same jobs."""
+    """The deterministic schedule every rank derives from the same jobs, and
+    this rank's part of it: its files, its reads (counted; device tensors
+    filled through a host staging buffer of ``chunk_bytes``, pinned when CUDA
+    is there) and its exchanges."""
 
-    def __init__(self, jobs: List[_Job], rank: int, size: int, chunk_bytes: int):
-        self.jobs, self.rank, self.size = jobs, rank, size
+    def __init__(self, jobs: List[_Job], rank: int, size: int, chunk_bytes: int, stats: LoadStats):
+        self.jobs, self.rank, self.size, self.chunk_bytes, self.stats = jobs, rank, size, chunk_bytes, stats
+        self.files: Dict[int, _File] = {}
+        self.staging: Optional[torch.Tensor] = None
         self.direct = [j for j in jobs if j.kind == "direct"]
         self.replicated = [j for j in jobs if j.kind == "replicate"]
         self.exchanged = [j for j in jobs if j.kind == "exchange"]
@@ -539,7 +434,7 @@ class _Work:
                 if take == 0 and used == 0:
                     take = 1                       # a slab larger than a slot goes alone
                 if take:
-                    current.append((j, a, a + take))
+                    current.append((j, a, a + take, used))   # rows a:a + take at byte `used` of the slot
                     used += take * slab
                     a += take
                 if take == 0 or used >= target:
@@ -548,32 +443,77 @@ class _Work:
         if current:
             self.slots.append(current)
 
-    def files_to_read(self) -> List[int]:
+    def open(self, paths: List[str], tables: List[dict], storage_options: Optional[dict]) -> None:
+        """Opens the files this rank reads, each checked to be the header reader's copy."""
         files = {j.file for j in self.direct if j.part(self.rank)}
         for base, slot in self.rep_regions:
-            files.update(f for f, _, _, _ in self._rep_pieces(base + self.rank * slot, slot))
+            files.update(f for f, _, _, _ in self._rep_pieces(base + self.rank * slot, base + (self.rank + 1) * slot))
         for k in range(self.rank, len(self.slots), self.size):
-            files.update(j.file for j, _, _ in self.slots[k])
-        return sorted(files)
+            files.update(j.file for j, _, _, _ in self.slots[k])
+        for i in sorted(files):
+            self.files[i] = f = _File(paths[i], tables[i], storage_options, self.rank)
+            self.stats.check_bytes_read += f.header_read + f.check_read
+            self.stats.bytes_read += f.header_read + f.check_read
 
-    def _rep_pieces(self, lo: int, length: int) -> List[tuple]:
-        """(file, file offset, buffer start, length) of replicated bytes in
-        buffer range [lo, lo + length)."""
-        i = max(bisect_right([j.pos for j in self.replicated], lo) - 1, 0)
+    def close(self) -> None:
+        files, self.files = list(self.files.values()), {}
+        for f in files:
+            f.close()
+
+    def read(self, pieces: List[tuple]) -> None:
+        """Fills the destinations of (file, offset, 1-D uint8 tensor) pieces,
+        one read per run of pieces that are consecutive in their file."""
+        runs: List[list] = []   # [file, offset, end, destinations]
+        for file, offset, dst in pieces:
+            if dst.numel() and runs and runs[-1][0] == file and runs[-1][2] == offset:
+                runs[-1][2] += dst.numel()
+                runs[-1][3].append(dst)
+            elif dst.numel():
+                runs.append([file, offset, offset + dst.numel(), [dst]])
+        for file, offset, _, dsts in runs:
+            if dsts[0].device.type == "cpu":
+                self._read_cpu(file, offset, [d.numpy() for d in dsts])
+                continue
+            if self.staging is None:
+                self.staging = torch.empty(self.chunk_bytes, dtype=torch.uint8, pin_memory=torch.cuda.is_available())
+            for dst in dsts:
+                for done in range(0, dst.numel(), self.chunk_bytes):
+                    staged = self.staging[:min(self.chunk_bytes, dst.numel() - done)]
+                    self._read_cpu(file, offset + done, [staged.numpy()])
+                    dst[done:done + staged.numel()].copy_(staged)
+                offset += dst.numel()
+
+    def _read_cpu(self, file: int, offset: int, buffers: list) -> None:
+        """Fills CPU ``buffers`` (NumPy views of the tensors: they keep them
+        alive) with consecutive bytes of ``file`` from ``offset``."""
+        self.files[file].read_into(offset, buffers)
+        self.stats.bytes_read += sum(b.nbytes for b in buffers)
+
+    def _read_then_check(self, pg: _Group, pieces: Callable, error: Optional[BaseException]) -> None:
+        """Reads ``pieces()`` unless this rank already failed, then raises on
+        every rank if any rank failed."""
+        if error is None:
+            try:
+                self.read(pieces())
+            except Exception as exc:
+                error = exc
+        pg.check_reads(error)
+
+    def _rep_pieces(self, lo: int, hi: int) -> List[tuple]:
+        """(file, file offset, buffer start, end) of the replicated bytes in
+        buffer range [lo, hi)."""
         pieces = []
-        for j in self.replicated[i:]:
-            if j.pos >= lo + length:
-                break
-            a, b = max(lo, j.pos), min(lo + length, j.pos + j.nbytes)
+        for j in self.replicated:
+            a, b = max(lo, j.pos), min(hi, j.pos + j.nbytes)
             if a < b:
-                pieces.append((j.file, j.offset + a - j.pos, a, b - a))
+                pieces.append((j.file, j.offset + a - j.pos, a, b))
         return pieces
 
     def _slot(self, k: int, r: int) -> List[tuple]:
         """Rank ``r``'s slot of exchange round ``k`` (empty past the last)."""
         return self.slots[k * self.size + r] if k * self.size + r < len(self.slots) else []
 
-    def run(self, pg: _Group, reader: _Reader, device: torch.device) -> Dict[str, torch.Tensor]:
+    def run(self, pg: _Group, device: torch.device) -> Dict[str, torch.Tensor]:
         rank, size, xdev, stats = self.rank, self.size, pg.xdev, pg.stats
         outputs: Dict[str, torch.Tensor] = {}
         rep_buf = rep_bytes = None
@@ -592,22 +532,16 @@ class _Work:
             else:
                 rep_buf = torch.empty(self.rep_bytes, dtype=torch.uint8, device=xdev)
             for j in self.direct:   # each owner reads its own runs
-                run = j.part(rank) * j.C
-                start = j.offset + j.bounds[rank] * j.C
-                for a in range(j.A if run else 0):
-                    reader.read(j.file, start + a * j.B * j.C, [outputs[j.name][a * run:(a + 1) * run]])
+                run, start = j.part(rank) * j.C, j.offset + j.bounds[rank] * j.C
+                self.read([(j.file, start + a * j.B * j.C, outputs[j.name][a * run:(a + 1) * run]) for a in range(j.A)])
         except Exception as exc:
             error = exc
 
         # Replicated: read my slot, then all-gather the region in place.
         for base, slot in self.rep_regions:
             lo = base + rank * slot
-            if error is None:
-                try:
-                    self._read_grouped(reader, [(f, o, rep_buf[b:b + n]) for f, o, b, n in self._rep_pieces(lo, slot)])
-                except Exception as exc:
-                    error = exc
-            pg.check_reads(error)
+            self._read_then_check(pg, lambda: [(f, o, rep_buf[a:b]) for f, o, a, b in self._rep_pieces(lo, lo + slot)],
+                                  error)
             if size > 1:
                 pg.all_gather(rep_buf[base:base + size * slot], rep_buf[lo:lo + slot])
                 stats.bytes_sent += (size - 1) * slot
@@ -615,9 +549,9 @@ class _Work:
             stats.rounds += 1
 
         if self.slots:
-            self._exchange(pg, reader, outputs, error)
+            self._exchange(pg, outputs, error)
         else:
-            pg.check_reads(error)
+            pg.check_reads(error)   # the direct reads
 
         result: Dict[str, torch.Tensor] = {}
         for j in self.jobs:
@@ -633,30 +567,16 @@ class _Work:
             result[j.name] = t if t.device == device else t.to(device)
         return result
 
-    def _read_grouped(self, reader: _Reader, pieces: List[tuple]) -> None:
-        """Reads (file, offset, destination) pieces, one call per run of
-        pieces that are consecutive in their file."""
-        i = 0
-        while i < len(pieces):
-            file, offset, dst = pieces[i]
-            group, end = [dst], offset + dst.numel()
-            i += 1
-            while i < len(pieces) and pieces[i][0] == file and pieces[i][1] == end:
-                group.append(pieces[i][2])
-                end += pieces[i][2].numel()
-                i += 1
-            reader.read(file, offset, group)
-
-    def _exchange(self, pg: _Group, reader: _Reader, outputs, error) -> None:
+    def _exchange(self, pg: _Group, outputs, error) -> None:
         """Short-run shards: each round, every rank reads its slot of whole
         rows, packs each destination's columns and one all-to-all delivers."""
         rank, size, xdev, stats = self.rank, self.size, pg.xdev, pg.stats
 
         def rows(slot):
-            return sum((a1 - a0) * j.B * j.C for j, a0, a1 in slot)
+            return sum((a1 - a0) * j.B * j.C for j, a0, a1, _ in slot)
 
         def owned(slot, q):
-            return sum((a1 - a0) * j.part(q) * j.C for j, a0, a1 in slot)
+            return sum((a1 - a0) * j.part(q) * j.C for j, a0, a1, _ in slot)
 
         rounds = range(-(-len(self.slots) // size))
         try:
@@ -669,24 +589,14 @@ class _Work:
             error = error or exc
         for k in rounds:
             mine = self._slot(k, rank)
-            if error is None:
-                try:
-                    pieces, at = [], 0
-                    for j, a0, a1 in mine:
-                        n = (a1 - a0) * j.B * j.C
-                        pieces.append((j.file, j.offset + a0 * j.B * j.C, read_buf[at:at + n]))
-                        at += n
-                    self._read_grouped(reader, pieces)
-                except Exception as exc:
-                    error = exc
-            pg.check_reads(error)
+            self._read_then_check(pg, lambda: [(j.file, j.offset + a0 * j.B * j.C,
+                                                read_buf[p:p + (a1 - a0) * j.B * j.C]) for j, a0, a1, p in mine], error)
             # Pack: per destination, the rows' [bounds[q]:bounds[q+1]] columns.
             send_splits, at = [], 0
             for q in range(size):
-                start, pos = at, 0
-                for j, a0, a1 in mine:
-                    slab = read_buf[pos:pos + (a1 - a0) * j.B * j.C].view(a1 - a0, j.B, j.C)
-                    pos += (a1 - a0) * j.B * j.C
+                start = at
+                for j, a0, a1, p in mine:
+                    slab = read_buf[p:p + (a1 - a0) * j.B * j.C].view(a1 - a0, j.B, j.C)
                     cols, n = slab[:, j.bounds[q]:j.bounds[q + 1], :], (a1 - a0) * j.part(q) * j.C
                     if n and q == rank:
                         outputs[j.name].view(j.A, j.part(q), j.C)[a0:a1].copy_(cols)
@@ -702,16 +612,12 @@ class _Work:
             stats.rounds += 1
             # Unpack what the other ranks read for me.
             pos = 0
-            for j, a0, a1 in (piece for r in range(size) if r != rank for piece in self._slot(k, r)):
+            for j, a0, a1, _ in (piece for r in range(size) if r != rank for piece in self._slot(k, r)):
                 part = j.part(rank)
                 n = (a1 - a0) * part * j.C
                 outputs[j.name].view(j.A, part, j.C)[a0:a1].copy_(recv_buf[pos:pos + n].view(a1 - a0, part, j.C))
                 pos += n
 
-
-# ---------------------------------------------------------------------------
-# the load
-# ---------------------------------------------------------------------------
 
 def load_distributed(
     source,
@@ -727,32 +633,28 @@ def load_distributed(
 ) -> Dict[str, torch.Tensor]:
     """Load a checkpoint into every rank of ``group``; each rank gets its part.
 
-    Collective: every rank of the group must call it with the same arguments.
+    Collective: every rank of the group must call it with the same arguments
+    (docs/distributed.md).
 
     ``source``: a ``.safetensors`` path or URL, a list of them, or a
-    ``model.safetensors.index.json`` path or URL (its ``weight_map`` names the
-    tensors; the files sit next to it).  URLs (``s3://``, ``https://``, any
-    fsspec scheme) are read with pinned ranged requests, each byte once
-    across the ranks, like local files (``storage_options``: the remote
-    filesystem's options, as for ``safe_open``; docs/remote.md).
+    ``model.safetensors.index.json`` path or URL (the files sit next to it).
+    URLs (``s3://``, ``https://``, any fsspec scheme; ``storage_options`` as
+    for ``safe_open``) are read with pinned ranged requests, each byte once.
     ``plan``: ``{name: Replicate() | Shard(dim) | None}`` (``None`` skips the
-    tensor; names not in the mapping get ``default``), or a callable
-    ``plan(name, shape, dtype) -> placement`` (``shape`` as in the header,
-    ``dtype`` the header code such as ``"BF16"``), or ``None`` (``default``
-    for every tensor).  ``Shard(dim)`` follows ``torch.tensor_split``.
-    ``group``: the process group (default: the world; a group of one when
-    ``torch.distributed`` is not initialized).  ``device``: where this rank's
-    tensors end up; with an NCCL group and a CUDA device the exchange itself
-    happens on the device.  ``chunk_bytes``: bytes each rank reads per round;
-    staging memory is about three times this (read, send and receive buffers)
-    on top of the outputs.  ``timeout``: seconds (or timedelta) to wait for
-    each collective (default: the group's timeout).  ``stats``: a
-    ``LoadStats`` to fill with this rank's counters.
+    tensor; names left out get ``default``), a callable ``plan(name, shape,
+    dtype) -> placement`` (the header's shape and dtype code, e.g. "BF16"),
+    or ``None`` (``default`` for all).  ``Shard(dim)`` follows
+    ``torch.tensor_split``.  ``group``: default the world; a group of one
+    when ``torch.distributed`` is not initialized.  ``device``: where this
+    rank's tensors end up (with NCCL and CUDA the exchange happens there).
+    ``chunk_bytes``: bytes each rank reads per round; staging memory is about
+    three times this.  ``timeout``: seconds (or timedelta) per collective
+    (default: the group's).  ``stats``: a ``LoadStats`` for this rank.
 
-    Returns ``{name: tensor}`` in checkpoint order (files in the order given,
-    or sorted for an index; tensors in file order).  Replicated tensors are
-    views of one buffer per call; shards own their memory.  Any rank's
-    failure raises the same exception on every rank.
+    Returns ``{name: tensor}`` in checkpoint order (files as given or sorted
+    for an index; tensors in file order).  Replicated tensors are views of
+    one buffer per call; shards own their memory.  Any rank's failure raises
+    the same exception on every rank.
     """
     started = time.perf_counter()
     stats = stats if stats is not None else LoadStats()
@@ -770,29 +672,30 @@ def load_distributed(
     if kind != "index" and any(s != sources[0] for s in sources):
         raise ValueError("load_distributed: ranks were given different sources; every rank must name the same files")
 
-    # 2. headers: file i is validated by rank i % size.
+    # 2. headers: file i is validated by rank i % size (the C reader's rules).
     def read_headers():
-        mine = {i: _read_header(paths[i], storage_options, rank) for i in range(rank, len(paths), size)}
-        for table in mine.values():
-            stats.header_bytes_read += table["header_read"]
-            stats.check_bytes_read += table["check_read"]
-            stats.bytes_read += table["header_read"] + table["check_read"]
+        mine = {}
+        for i in range(rank, len(paths), size):
+            f = _File(paths[i], None, storage_options)
+            f.close()
+            mine[i] = {"size": f.size, "identity": f.identity, "tensors": f.tensors, "reader": rank}
+            stats.header_bytes_read += f.header_read
+            stats.check_bytes_read += f.check_read
+            stats.bytes_read += f.header_read + f.check_read
         return mine
 
     tables: List[dict] = [None] * len(paths)
     for part in pg.agree(read_headers):
         for i, table in part.items():
             tables[i] = table
-    tensors = _checkpoint_tensors(paths, tables, wanted)
 
     # 3. plan, agreed before any data moves.
-    reader, work = _Reader(paths, tables, stats, chunk_bytes, storage_options, rank), []
+    work: List[_Work] = []
     try:
         def prepare():
-            jobs = _make_jobs(tensors, plan, default, size)
-            work.append(_Work(jobs, rank, size, chunk_bytes))
-            for file in work[0].files_to_read():
-                reader.open(file)
+            jobs = _make_jobs(paths, tables, wanted, plan, default, size)
+            work.append(_Work(jobs, rank, size, chunk_bytes, stats))
+            work[0].open(paths, tables, storage_options)
             plan_text = repr((size, chunk_bytes, [(j.name, j.file, j.kind, j.dim) for j in jobs]))
             return hashlib.sha256(plan_text.encode()).hexdigest()
 
@@ -803,8 +706,9 @@ def load_distributed(
                 f"load_distributed: ranks {odd} computed a different load plan than rank 0 "
                 "(plan, default or chunk_bytes differ between ranks)"
             )
-        result = work[0].run(pg, reader, device)   # 4. the data
+        result = work[0].run(pg, device)   # 4. the data
     finally:
-        reader.close()
+        for w in work:
+            w.close()
     stats.seconds += time.perf_counter() - started
     return result

@@ -221,18 +221,18 @@ def _worker_failures(rank, size, paths, index, report):
     _fails(report, "shard a scalar", load_distributed, paths, {"t0.0": Shard(0)}, default=None, timeout=60)
     _fails(report, "sources differ", load_distributed, paths[: 1 + rank % 2], timeout=60)
 
-    original = sd._Reader._read_cpu
+    original = sd._Work._read_cpu
 
     def broken(self, *args):
         if rank == size - 1:
             raise OSError(5, "injected read error", "disk")
         return original(self, *args)
 
-    sd._Reader._read_cpu = broken
+    sd._Work._read_cpu = broken
     try:
         _fails(report, "read fails on the last rank", load_distributed, paths, {"big.cols": Shard(1)}, timeout=60)
     finally:
-        sd._Reader._read_cpu = original
+        sd._Work._read_cpu = original
     # The group is still usable after all of that.
     out = load_distributed(paths, {"big.cube": Shard(1)}, default=None, timeout=60)
     report.append({"case": "after failures", "type": None, "message": str(tuple(out["big.cube"].shape))})
