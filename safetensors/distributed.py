@@ -1,9 +1,7 @@
-"""``load_distributed``: a checkpoint loaded into every rank of a
-``torch.distributed`` process group, each byte read from storage once, each
-rank handed its part (re-exported by ``safetensors.torch``).  The steps, the
-failure rules and the counters: docs/distributed.md.  Every step runs on
-every rank, so the collectives line up; a step that can fail on one rank is
-followed by an agreement, so that every rank raises."""
+"""``load_distributed`` (re-exported by ``safetensors.torch``): a checkpoint
+loaded into every rank of a process group, each byte read once, each rank
+handed its part (docs/distributed.md).  Every step runs on every rank, so
+collectives line up; one that can fail on one rank is followed by an agreement."""
 
 import datetime
 import hashlib
@@ -28,13 +26,10 @@ from safetensors._torch_types import PACK, SIZE, TYPES, byteswapped, storage_sha
 
 __all__ = ["LoadStats", "Replicate", "Shard", "load_distributed"]
 
-# A shard made of runs at least this long is read by its owner run by run;
-# shorter runs are read as whole rows by one rank and exchanged.  At 1 MiB the
-# pages two ranks share at run edges are under 1% of what they read.
+# Shards made of runs this long are read by their owner (the pages two ranks
+# share at run edges are under 1% of that); shorter runs as rows, exchanged.
 _DIRECT_RUN = 1 << 20
-# Replicated tensors start on this boundary in the gathered buffer, so each can
-# be viewed with its dtype (and is aligned for GPU kernels).
-_ALIGN = 64
+_ALIGN = 64   # of each replicated tensor in the gathered buffer: dtype views, GPU kernels
 # A local file's copy digest: its header and _SAMPLES blocks of _SAMPLE data bytes.
 _SAMPLE, _SAMPLES = 64 << 10, 9
 
@@ -60,13 +55,11 @@ Plan = Union[None, Mapping, Callable[[str, Tuple[int, ...], str], Placement]]
 @dataclass
 class LoadStats:
     """Counters of one rank, added to by each ``load_distributed`` call it is
-    passed to.  ``bytes_read``: bytes read from storage: tensor data, the
-    headers this rank validated (``header_bytes_read``) and the header and
-    sampled data bytes read to compare its copies of local files with the
-    header reader's (``check_bytes_read``).  ``bytes_sent``,
-    ``bytes_received``: tensor payload exchanged with the other ranks
-    (padding included, control messages not).  ``rounds``: data exchanges;
-    ``seconds``: wall time."""
+    passed to (docs/distributed.md).  ``bytes_read``: tensor data, the headers
+    this rank validated (``header_bytes_read``) and the bytes read to check its
+    copies of local files (``check_bytes_read``).  ``bytes_sent``,
+    ``bytes_received``: tensor payload exchanged (padding included).
+    ``rounds``: data exchanges; ``seconds``: wall time."""
 
     bytes_read: int = 0
     header_bytes_read: int = 0
@@ -176,10 +169,6 @@ def _raise_if_failed(errors: list, own: Optional[BaseException], rank: int) -> N
     raise exc from own
 
 
-def _is_url(source) -> bool:
-    return isinstance(source, str) and _remote.is_remote(source)
-
-
 def _remote_bytes(source, offset: int, count: int) -> bytes:
     """``count`` bytes at ``offset`` of a byte source (remote.open_source)."""
     data = bytearray(count)
@@ -188,9 +177,8 @@ def _remote_bytes(source, offset: int, count: int) -> bytes:
 
 
 def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
-    """-> ``("files", [paths or URLs], None)`` or, on rank 0 for an index,
-    ``("index", [paths or URLs], {name: file index})``; ``("index", None,
-    None)`` elsewhere."""
+    """-> ``("files", [paths or URLs], None)``, or for an index ``("index", [paths
+    or URLs], {name: file index})`` on rank 0 and ``("index", None, None)`` elsewhere."""
     if isinstance(source, (str, os.PathLike)):
         path = _remote.local_path(os.fspath(source))
         if path.split("?", 1)[0].endswith(".json"):
@@ -210,7 +198,7 @@ def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
 def _read_index(path: str, storage_options: Optional[dict] = None):
     """(file paths or URLs, sorted; {tensor name: position in them}) of an
     index, through the one index reader (safetensors._index)."""
-    if _is_url(path):
+    if _remote.is_remote(path):
         index = _remote.open_source(path, storage_options)
         try:
             weight_map, _ = parse_index(_remote_bytes(index, 0, index.size), path)
@@ -226,19 +214,17 @@ def _read_index(path: str, storage_options: Optional[dict] = None):
 
 
 class _File:
-    """A checkpoint file opened for reading: the one place that picks how.
-    A local file through its C handle (``safe_open(path, "pt",
-    backend="pread")``, which validates the header; ``identity``: the copy
-    digest), a URL through ``remote.open_source`` (pinned: ``identity`` is
-    the ETag/version; no read outlives ``read_many``).  Without ``table``
-    the header is read (``tensors``: the handle's ``_table()`` rows); with
-    it, this copy must be the header reader's.  ``header_read``,
-    ``check_read``: the bytes that took."""
+    """A checkpoint file opened for reading, the one place that picks how: a
+    local file through its C handle (``safe_open(..., backend="pread")``,
+    which validates the header; ``identity``: the copy digest), a URL through
+    ``remote.open_source`` (``identity``: the pinned ETag/version).  Without
+    ``table`` the header is read (``tensors``: ``_table()`` rows); with it,
+    this copy must be the header reader's."""
 
     def __init__(self, path: str, table: Optional[dict] = None, storage_options: Optional[dict] = None,
                  rank: int = 0):
-        self.path, self.handle, self.source, self.header_read, self.check_read = path, None, None, 0, 0
-        if _is_url(path):
+        self.handle, self.source, self.header_read, self.check_read = None, None, 0, 0   # bytes read
+        if _remote.is_remote(path):
             self.source = _remote.open_source(path, storage_options, head_bytes=8)
             self.size, self.identity = self.source.size, self.source.identity
         else:
@@ -248,8 +234,7 @@ class _File:
         try:
             if self.handle is not None:
                 self.tensors = self.handle._table()
-                # The data section runs from the first tensor to the end of the file.
-                self.header_read = self.tensors[0][3] if self.tensors else self.size
+                self.header_read = self.tensors[0][3] if self.tensors else self.size   # where the data starts
                 self.identity, self.check_read = self.digest()
                 now = os.stat(path)
                 if (now.st_ino, now.st_size, now.st_mtime_ns) != (stat.st_ino, stat.st_size, stat.st_mtime_ns):
@@ -305,14 +290,11 @@ class _File:
 
 
 class _Job:
-    """One tensor to load and what this load does with it.
-
-    ``kind``: "replicate", "direct" (a shard its owner reads straight into
-    its output) or "exchange".  Its bytes are viewed as ``[A, B, C]``: ``B``
-    the sharded dimension (1 for replicated tensors), ``A`` the product of the
-    dimensions before it, ``C`` the bytes of one index of ``B``.  Rank ``q``
-    owns ``B`` indices ``bounds[q]:bounds[q + 1]``.  Raises for a placement
-    that cannot apply."""
+    """One tensor to load: ``kind`` "replicate", "direct" (a shard its owner
+    reads into its output) or "exchange".  Its bytes are viewed as ``[A, B,
+    C]``: ``B`` the sharded dimension (1 if replicated), ``A`` the product of
+    the dimensions before it, ``C`` the bytes of one index of ``B``; rank
+    ``q`` owns ``B`` indices ``bounds[q]:bounds[q + 1]``."""
 
     def __init__(self, name: str, file: int, dtype: str, shape: tuple, offset: int, nbytes: int, placement,
                  size: int):
@@ -409,8 +391,7 @@ class _Work:
         self.direct = [j for j in jobs if j.kind == "direct"]
         self.replicated = [j for j in jobs if j.kind == "replicate"]
         self.exchanged = [j for j in jobs if j.kind == "exchange"]
-        # Replicated: aligned positions in one buffer, cut into rounds of
-        # `size` equal slots.
+        # Replicated: aligned positions in one buffer, cut into rounds of `size` equal slots.
         pos = 0
         for j in self.replicated:
             j.pos = pos
@@ -421,11 +402,10 @@ class _Work:
             self.rep_regions.append((base, slot))
             base += size * slot
         self.rep_bytes = base
-        # Exchanged: slots of whole rows ([B, C] slabs) of about chunk_bytes,
-        # or less so that every rank gets a share; round k gives slot
-        # k * size + r to rank r.
+        # Exchanged: slots of whole rows ([B, C] slabs) of about chunk_bytes, or less so that
+        # every rank gets a share; round k gives slot k * size + r to rank r.
         target = max(min(chunk_bytes, -(-sum(j.nbytes for j in self.exchanged) // size)), 1)
-        self.slots: List[List[tuple]] = []
+        slots: List[List[tuple]] = []
         current, used = [], 0
         for j in self.exchanged:
             slab, a = j.B * j.C, 0
@@ -438,18 +418,24 @@ class _Work:
                     used += take * slab
                     a += take
                 if take == 0 or used >= target:
-                    self.slots.append(current)
+                    slots.append(current)
                     current, used = [], 0
         if current:
-            self.slots.append(current)
+            slots.append(current)
+        slots += [[]] * (-len(slots) % size)
+        self.rounds = [slots[k:k + size] for k in range(0, len(slots), size)]
+        # The exchange's buffers: a slot of rows; what this rank sends and receives in a round.
+        self.caps = (max((_owned(s, None) for s in slots), default=0),
+                     max((_owned(r[rank], None) - _owned(r[rank], rank) for r in self.rounds), default=0),
+                     max((sum(_owned(s, rank) for q, s in enumerate(r) if q != rank) for r in self.rounds), default=0))
 
     def open(self, paths: List[str], tables: List[dict], storage_options: Optional[dict]) -> None:
         """Opens the files this rank reads, each checked to be the header reader's copy."""
         files = {j.file for j in self.direct if j.part(self.rank)}
         for base, slot in self.rep_regions:
             files.update(f for f, _, _, _ in self._rep_pieces(base + self.rank * slot, base + (self.rank + 1) * slot))
-        for k in range(self.rank, len(self.slots), self.size):
-            files.update(j.file for j, _, _, _ in self.slots[k])
+        for slots in self.rounds:
+            files.update(j.file for j, _, _, _ in slots[self.rank])
         for i in sorted(files):
             self.files[i] = f = _File(paths[i], tables[i], storage_options, self.rank)
             self.stats.check_bytes_read += f.header_read + f.check_read
@@ -509,28 +495,24 @@ class _Work:
                 pieces.append((j.file, j.offset + a - j.pos, a, b))
         return pieces
 
-    def _slot(self, k: int, r: int) -> List[tuple]:
-        """Rank ``r``'s slot of exchange round ``k`` (empty past the last)."""
-        return self.slots[k * self.size + r] if k * self.size + r < len(self.slots) else []
-
     def run(self, pg: _Group, device: torch.device) -> Dict[str, torch.Tensor]:
         rank, size, xdev, stats = self.rank, self.size, pg.xdev, pg.stats
         outputs: Dict[str, torch.Tensor] = {}
         rep_buf = rep_bytes = None
+        buffers: List[Optional[torch.Tensor]] = [None] * 3   # the exchange's, once allocated
         error: Optional[BaseException] = None
-        # Allocation and local reads may fail on one rank only (memory, I/O):
-        # the failure is held and reported at the next collective check.
+        # A failure of one rank only (memory, I/O) is held until the next collective check.
         try:
             for j in self.direct + self.exchanged:
                 outputs[j.name] = torch.empty(j.A * j.part(rank) * j.C, dtype=torch.uint8, device=xdev)
             if xdev.type == "cpu" and self.rep_bytes:
-                # Anonymous memory with the buffer protocol, so that each
-                # replicated tensor can get its own storage over it without a
-                # copy (torch.frombuffer of a slice keeps the mapping alive).
+                # Anonymous memory: each replicated tensor gets a storage of its own over
+                # it, without a copy (torch.frombuffer of a slice keeps the mapping alive).
                 rep_bytes = mmap.mmap(-1, self.rep_bytes)
                 rep_buf = torch.frombuffer(rep_bytes, dtype=torch.uint8)
             else:
                 rep_buf = torch.empty(self.rep_bytes, dtype=torch.uint8, device=xdev)
+            buffers = [torch.empty(n, dtype=torch.uint8, device=xdev) for n in self.caps]
             for j in self.direct:   # each owner reads its own runs
                 run, start = j.part(rank) * j.C, j.offset + j.bounds[rank] * j.C
                 self.read([(j.file, start + a * j.B * j.C, outputs[j.name][a * run:(a + 1) * run]) for a in range(j.A)])
@@ -548,8 +530,8 @@ class _Work:
                 stats.bytes_received += (size - 1) * slot
             stats.rounds += 1
 
-        if self.slots:
-            self._exchange(pg, outputs, error)
+        if self.rounds:
+            self._exchange(pg, outputs, buffers, error)
         else:
             pg.check_reads(error)   # the direct reads
 
@@ -567,28 +549,13 @@ class _Work:
             result[j.name] = t if t.device == device else t.to(device)
         return result
 
-    def _exchange(self, pg: _Group, outputs, error) -> None:
+    def _exchange(self, pg: _Group, outputs, buffers: List[torch.Tensor], error) -> None:
         """Short-run shards: each round, every rank reads its slot of whole
         rows, packs each destination's columns and one all-to-all delivers."""
-        rank, size, xdev, stats = self.rank, self.size, pg.xdev, pg.stats
-
-        def rows(slot):
-            return sum((a1 - a0) * j.B * j.C for j, a0, a1, _ in slot)
-
-        def owned(slot, q):
-            return sum((a1 - a0) * j.part(q) * j.C for j, a0, a1, _ in slot)
-
-        rounds = range(-(-len(self.slots) // size))
-        try:
-            read_buf = torch.empty(max(rows(s) for s in self.slots), dtype=torch.uint8, device=xdev)
-            send_buf = torch.empty(max(rows(self._slot(k, rank)) - owned(self._slot(k, rank), rank) for k in rounds),
-                                   dtype=torch.uint8, device=xdev)
-            recv_buf = torch.empty(max(sum(owned(self._slot(k, r), rank) for r in range(size) if r != rank)
-                                       for k in rounds), dtype=torch.uint8, device=xdev)
-        except Exception as exc:   # reported by the first round's check
-            error = error or exc
-        for k in rounds:
-            mine = self._slot(k, rank)
+        rank, size, stats = self.rank, self.size, pg.stats
+        read_buf, send_buf, recv_buf = buffers
+        for slots in self.rounds:
+            mine = slots[rank]
             self._read_then_check(pg, lambda: [(j.file, j.offset + a0 * j.B * j.C,
                                                 read_buf[p:p + (a1 - a0) * j.B * j.C]) for j, a0, a1, p in mine], error)
             # Pack: per destination, the rows' [bounds[q]:bounds[q+1]] columns.
@@ -604,7 +571,7 @@ class _Work:
                         send_buf[at:at + n].view(a1 - a0, j.part(q), j.C).copy_(cols)
                         at += n
                 send_splits.append(at - start)
-            recv_splits = [0 if r == rank else owned(self._slot(k, r), rank) for r in range(size)]
+            recv_splits = [0 if r == rank else _owned(s, rank) for r, s in enumerate(slots)]
             if size > 1:
                 pg.all_to_all(recv_buf[:sum(recv_splits)], send_buf[:at], recv_splits, send_splits)
                 stats.bytes_sent += at
@@ -612,11 +579,16 @@ class _Work:
             stats.rounds += 1
             # Unpack what the other ranks read for me.
             pos = 0
-            for j, a0, a1, _ in (piece for r in range(size) if r != rank for piece in self._slot(k, r)):
+            for j, a0, a1, _ in (piece for r, s in enumerate(slots) if r != rank for piece in s):
                 part = j.part(rank)
                 n = (a1 - a0) * part * j.C
                 outputs[j.name].view(j.A, part, j.C)[a0:a1].copy_(recv_buf[pos:pos + n].view(a1 - a0, part, j.C))
                 pos += n
+
+
+def _owned(slot: List[tuple], q: Optional[int]) -> int:
+    """Bytes of rank ``q``'s columns in the rows of ``slot`` (all columns when ``q`` is None)."""
+    return sum((a1 - a0) * (j.B if q is None else j.part(q)) * j.C for j, a0, a1, _ in slot)
 
 
 def load_distributed(
@@ -634,27 +606,21 @@ def load_distributed(
     """Load a checkpoint into every rank of ``group``; each rank gets its part.
 
     Collective: every rank of the group must call it with the same arguments
-    (docs/distributed.md).
+    (docs/distributed.md has the details).  ``source``: a ``.safetensors``
+    path or URL, a list of them, or a ``model.safetensors.index.json`` path
+    or URL.  ``plan``: ``{name: Replicate() | Shard(dim) | None}`` (``None``
+    skips; names left out get ``default``), a callable ``plan(name, shape,
+    dtype) -> placement`` (the header's shape and dtype code), or ``None``.
+    ``Shard(dim)`` follows ``torch.tensor_split``.  ``group``: default the
+    world (a group of one without torch.distributed).  ``device``: where this
+    rank's tensors end up.  ``chunk_bytes``: bytes each rank reads per round
+    (staging is about three times this).  ``timeout``: seconds or timedelta
+    per collective (default: the group's).  ``stats``: a ``LoadStats`` for
+    this rank.  ``storage_options``: as for ``safe_open`` (URLs).
 
-    ``source``: a ``.safetensors`` path or URL, a list of them, or a
-    ``model.safetensors.index.json`` path or URL (the files sit next to it).
-    URLs (``s3://``, ``https://``, any fsspec scheme; ``storage_options`` as
-    for ``safe_open``) are read with pinned ranged requests, each byte once.
-    ``plan``: ``{name: Replicate() | Shard(dim) | None}`` (``None`` skips the
-    tensor; names left out get ``default``), a callable ``plan(name, shape,
-    dtype) -> placement`` (the header's shape and dtype code, e.g. "BF16"),
-    or ``None`` (``default`` for all).  ``Shard(dim)`` follows
-    ``torch.tensor_split``.  ``group``: default the world; a group of one
-    when ``torch.distributed`` is not initialized.  ``device``: where this
-    rank's tensors end up (with NCCL and CUDA the exchange happens there).
-    ``chunk_bytes``: bytes each rank reads per round; staging memory is about
-    three times this.  ``timeout``: seconds (or timedelta) per collective
-    (default: the group's).  ``stats``: a ``LoadStats`` for this rank.
-
-    Returns ``{name: tensor}`` in checkpoint order (files as given or sorted
-    for an index; tensors in file order).  Replicated tensors are views of
-    one buffer per call; shards own their memory.  Any rank's failure raises
-    the same exception on every rank.
+    Returns ``{name: tensor}`` in checkpoint order.  Replicated tensors are
+    views of one buffer per call; shards own their memory.  Any rank's
+    failure raises the same exception on every rank.
     """
     started = time.perf_counter()
     stats = stats if stats is not None else LoadStats()
@@ -684,10 +650,8 @@ def load_distributed(
             stats.bytes_read += f.header_read + f.check_read
         return mine
 
-    tables: List[dict] = [None] * len(paths)
-    for part in pg.agree(read_headers):
-        for i, table in part.items():
-            tables[i] = table
+    parts = pg.agree(read_headers)
+    tables = [parts[i % size][i] for i in range(len(paths))]
 
     # 3. plan, agreed before any data moves.
     work: List[_Work] = []
