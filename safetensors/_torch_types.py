@@ -3,8 +3,9 @@
 dtype (for the dtypes this torch has: not F6), torch dtype -> bytes per
 element, header code -> header values per torch element (2 for F4:
 ``torch.float4_e2m1fn_x2`` holds pairs); the torch shape of a header shape;
-the byte swap of big-endian hosts."""
+the byte swap of big-endian hosts; a tensor's file bytes."""
 
+import sys
 from typing import List, Sequence
 
 import torch
@@ -45,3 +46,17 @@ def byteswapped(t: torch.Tensor) -> torch.Tensor:
         return t
     raw = t.reshape(-1).view(torch.uint8).view(-1, unit).flip(-1).contiguous()
     return raw.view(t.dtype).reshape(t.shape)
+
+
+def cpu_ready(t: torch.Tensor) -> torch.Tensor:
+    """A dense, CPU, little-endian tensor with the same values as ``t``."""
+    t = t.to("cpu").resolve_conj().resolve_neg().contiguous()  # each returns t itself when there is nothing to do
+    return t if sys.byteorder == "little" else byteswapped(t)
+
+
+def to_ndarray(tensor: torch.Tensor):
+    """``(bytes_view, cpu_tensor)``: the bytes ``tensor`` has in a file (CPU,
+    little-endian, C order) as a 1-D numpy uint8 array, a view of
+    ``cpu_tensor``, which must be kept alive with it.  Needs numpy."""
+    t = cpu_ready(tensor)
+    return t.reshape(-1).view(torch.uint8).numpy(), t

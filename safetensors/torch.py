@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 import torch
 
 from safetensors import TensorSpec, _safetensors_c, deserialize, safe_open, serialize, serialize_file
-from safetensors._torch_types import SIZE, TYPES, byteswapped, storage_shape
+from safetensors._torch_types import SIZE, TYPES, byteswapped, cpu_ready, storage_shape, to_ndarray
 
 __all__ = ["save", "save_file", "load", "load_file", "save_model", "load_model", "storage_ptr", "storage_size",
            "safe_open"]
@@ -24,6 +24,7 @@ _LITTLE = sys.byteorder == "little"
 # Upstream's names for the core's dtype table (unlike upstream 0.8.0, with F8_E8M0 and F4).
 _TYPES: Dict[str, torch.dtype] = TYPES
 _SIZE: Dict[torch.dtype, int] = SIZE
+_cpu_ready, _to_ndarray = cpu_ready, to_ndarray   # the names callers know (stream.py, tests)
 
 
 def _getdtype(dtype_str: str) -> torch.dtype:
@@ -239,12 +240,6 @@ def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
     _scan_for_save(tensors, [])
 
 
-def _cpu_ready(t: torch.Tensor) -> torch.Tensor:
-    """A dense, CPU, little-endian tensor with the same values as ``t``."""
-    t = t.to("cpu").resolve_conj().resolve_neg().contiguous()  # each returns t itself when there is nothing to do
-    return t if _LITTLE else byteswapped(t)
-
-
 def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -> Dict[str, TensorSpec]:
     """Validate ``tensors`` and describe each one as a ``TensorSpec`` pointing
     at CPU memory.  The CPU tensors the pointers refer to are appended to
@@ -252,7 +247,7 @@ def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -
     specs = _scan_for_save(tensors, keep_alive_buffer)
     for k, spec in specs.items():
         if spec is None:  # in dict order, so the first bad tensor raises first
-            t = _cpu_ready(tensors[k])
+            t = cpu_ready(tensors[k])
             keep_alive_buffer.append(t)
             nbytes = t.nelement() * t.element_size()
             specs[k] = TensorSpec._of(_dtype_name(t.dtype), list(t.shape), t.data_ptr() if nbytes else 0, nbytes)
@@ -309,14 +304,6 @@ def save_file(
     serialize_file(_flatten_as_ptr(tensors, keepalive), filename, metadata=metadata)
 
 
-def _to_ndarray(tensor: torch.Tensor):
-    """``(bytes_view, cpu_tensor)``: the CPU, little-endian bytes of ``tensor``
-    as a 1-D numpy uint8 array (a view of ``cpu_tensor``, which must be kept
-    alive with it).  Needs numpy."""
-    t = _cpu_ready(tensor)
-    return t.reshape(-1).view(torch.uint8).numpy(), t
-
-
 def _tobytes(tensor: torch.Tensor, name: Optional[str] = None) -> bytes:
     """The raw little-endian C-order bytes of ``tensor`` (kept for code written
     against safetensors <= 0.7, where this helper existed)."""
@@ -326,7 +313,7 @@ def _tobytes(tensor: torch.Tensor, name: Optional[str] = None) -> bytes:
         raise ValueError(_SPARSE.format("tensor", name))
     if not tensor.is_contiguous():
         raise ValueError(_NON_CONTIGUOUS.format(name))
-    return _to_ndarray(tensor)[0].tobytes()
+    return to_ndarray(tensor)[0].tobytes()
 
 
 def _flatten(tensors: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, Any]]:
