@@ -6,6 +6,7 @@ goes through ``safe_open`` (zero-copy views of the file mapping on CPU) or,
 for ``load(bytes)``, through ``deserialize``.
 """
 
+import functools
 import os
 import sys
 from collections import defaultdict
@@ -13,42 +14,17 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
-from safetensors import SafetensorError, TensorSpec, _safetensors_c, deserialize, safe_open, serialize, serialize_file
+from safetensors import TensorSpec, _safetensors_c, deserialize, safe_open, serialize, serialize_file
+from safetensors._torch_types import SIZE, TYPES, byteswapped, cpu_ready, storage_shape, to_ndarray
 
-__all__ = [
-    "save",
-    "save_file",
-    "load",
-    "load_file",
-    "save_model",
-    "load_model",
-    "storage_ptr",
-    "storage_size",
-    "safe_open",
-]
+__all__ = ["save", "save_file", "load", "load_file", "save_model", "load_model", "storage_ptr", "storage_size",
+           "safe_open"]
 
 _LITTLE = sys.byteorder == "little"
-
-
-# --------------------------------------------------------------------------
-# dtype tables
-# --------------------------------------------------------------------------
-
-# From the extension's dtype table (docs/format.md §3), for the dtypes this
-# torch has: header code -> torch dtype, torch dtype -> bytes per element, and
-# header code -> values per torch element (2 for F4: torch.float4_e2m1fn_x2
-# holds pairs).  Unlike upstream 0.8.0 this maps F8_E8M0 and F4 too, so
-# load(bytes) handles every dtype that load_file handles.
-_TYPES: Dict[str, torch.dtype] = {}
-_SIZE: Dict[torch.dtype, int] = {}
-_PACK: Dict[str, int] = {}
-for _code, _bits, _type_name, _numpy_source, _pack in _safetensors_c._dtype_table():
-    _dt = getattr(torch, _type_name, None) if _type_name else None
-    if isinstance(_dt, torch.dtype):
-        _TYPES[_code] = _dt
-        _SIZE[_dt] = _bits * _pack // 8
-        _PACK[_code] = _pack
-del _code, _bits, _type_name, _numpy_source, _pack, _dt
+# Upstream's names for the core's dtype table (unlike upstream 0.8.0, with F8_E8M0 and F4).
+_TYPES: Dict[str, torch.dtype] = TYPES
+_SIZE: Dict[torch.dtype, int] = SIZE
+_cpu_ready, _to_ndarray = cpu_ready, to_ndarray   # the names callers know (stream.py, tests)
 
 
 def _getdtype(dtype_str: str) -> torch.dtype:
@@ -56,17 +32,11 @@ def _getdtype(dtype_str: str) -> torch.dtype:
     return _TYPES[dtype_str]
 
 
+@functools.lru_cache(maxsize=None)
 def _dtype_name(dtype: torch.dtype) -> str:
     # "torch.float32" -> "float32": the TensorSpec dtype vocabulary.
     return str(dtype).split(".")[-1]
 
-
-_DTYPE_NAMES: Dict[torch.dtype, str] = {dt: _dtype_name(dt) for dt in _SIZE}
-
-
-# --------------------------------------------------------------------------
-# shared-storage machinery
-# --------------------------------------------------------------------------
 
 def storage_ptr(tensor: torch.Tensor) -> int:
     """Address of the start of the tensor's storage (0 when it has none).
@@ -84,11 +54,8 @@ def storage_ptr(tensor: torch.Tensor) -> int:
     """
     try:
         return tensor.untyped_storage().data_ptr()
-    except Exception:
-        try:
-            return tensor.storage().data_ptr()
-        except NotImplementedError:
-            return 0
+    except NotImplementedError:  # no storage (sparse layouts)
+        return 0
 
 
 def storage_size(tensor: torch.Tensor) -> int:
@@ -106,12 +73,7 @@ def storage_size(tensor: torch.Tensor) -> int:
     """
     try:
         return tensor.untyped_storage().nbytes()
-    except AttributeError:
-        try:
-            return tensor.storage().size() * _SIZE[tensor.dtype]
-        except NotImplementedError:
-            return tensor.nelement() * _SIZE[tensor.dtype]
-    except NotImplementedError:
+    except NotImplementedError:  # no storage (sparse layouts)
         return tensor.nelement() * _SIZE[tensor.dtype]
 
 
@@ -121,12 +83,10 @@ def _end_ptr(tensor: torch.Tensor) -> int:
     Computed from the strides, so it also works for tensors that cannot be
     flattened with ``view(-1)`` (transposed or otherwise strided views).
     """
-    if tensor.nelement():
-        last = 0
-        for size, stride in zip(tensor.shape, tensor.stride()):
-            last += (size - 1) * stride
-        return tensor.data_ptr() + (last + 1) * tensor.element_size()
-    return tensor.data_ptr()
+    if not tensor.nelement():
+        return tensor.data_ptr()
+    last = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
+    return tensor.data_ptr() + (last + 1) * tensor.element_size()
 
 
 def _filter_shared_not_shared(tensors: List[Set[str]], state_dict: Dict[str, torch.Tensor]) -> List[Set[str]]:
@@ -134,17 +94,8 @@ def _filter_shared_not_shared(tensors: List[Set[str]], state_dict: Dict[str, tor
     byte ranges really overlap (disjoint views of one storage are fine)."""
     filtered = []
     for shared in tensors:
-        if len(shared) < 2:
-            filtered.append(shared)
-            continue
-        areas = []
-        for name in shared:
-            t = state_dict[name]
-            areas.append((t.data_ptr(), _end_ptr(t), name))
-        areas.sort()
-        _, last_stop, last_name = areas[0]
-        filtered.append({last_name})
-        for start, stop, name in areas[1:]:
+        last_stop = -1
+        for start, stop, name in sorted((state_dict[n].data_ptr(), _end_ptr(state_dict[n]), n) for n in shared):
             if start >= last_stop:
                 filtered.append({name})
             else:
@@ -157,10 +108,9 @@ def _find_shared_tensors(state_dict: Dict[str, torch.Tensor]) -> List[Set[str]]:
     """Groups of names (singletons included) whose memory overlaps."""
     groups = defaultdict(set)
     for k, v in state_dict.items():
-        if v.device == torch.device("meta"):
+        if v.is_meta:
             continue
-        ptr = storage_ptr(v)
-        size = storage_size(v)
+        ptr, size = storage_ptr(v), storage_size(v)
         if ptr != 0 and size != 0:
             groups[(v.device, ptr, size)].add(k)
     return _filter_shared_not_shared(list(groups.values()), state_dict)
@@ -168,9 +118,8 @@ def _find_shared_tensors(state_dict: Dict[str, torch.Tensor]) -> List[Set[str]]:
 
 def _is_complete(tensor: torch.Tensor) -> bool:
     """True when the tensor covers its whole storage, starting at its start."""
-    return tensor.data_ptr() == storage_ptr(tensor) and tensor.nelement() * _SIZE[tensor.dtype] == storage_size(
-        tensor
-    )
+    nbytes = tensor.nelement() * _SIZE[tensor.dtype]
+    return tensor.data_ptr() == storage_ptr(tensor) and nbytes == storage_size(tensor)
 
 
 def _remove_duplicate_names(
@@ -182,9 +131,8 @@ def _remove_duplicate_names(
     """For each cluster of overlapping tensors pick one name to keep
     (complete, then not discarded, then preferred; smallest name wins) and
     list the others (sorted) under it."""
-    preferred = set(preferred_names) if preferred_names is not None else set()
-    discard = set(discard_names) if discard_names is not None else set()
-
+    preferred = set(preferred_names or ())
+    discard = set(discard_names or ())
     to_remove = defaultdict(list)
     for shared in _find_shared_tensors(state_dict):
         complete_names = {name for name in shared if _is_complete(state_dict[name])}
@@ -196,35 +144,28 @@ def _remove_duplicate_names(
                 " https://huggingface.co/docs/safetensors/torch_shared_tensors for more information. Or open an"
                 " issue."
             )
-        keep_name = sorted(complete_names)[0]
-        not_discarded = complete_names.difference(discard)
-        if not_discarded:
-            keep_name = sorted(not_discarded)[0]
-        if preferred:
-            chosen = preferred.intersection(complete_names)
-            if chosen:
-                keep_name = sorted(chosen)[0]
+        # The first complete name that is preferred, else not discarded, else any.
+        keep_name = min(preferred & complete_names or complete_names - discard or complete_names)
         for name in sorted(shared):
             if name != keep_name:
                 to_remove[keep_name].append(name)
     return to_remove
 
 
-# --------------------------------------------------------------------------
-# saving
-# --------------------------------------------------------------------------
-
-# Below this many tensors the exact shared-memory check is cheap enough alone.
-# Above, a sweep over the tensors' byte ranges in C comes first: when no two
-# ranges intersect, ``_find_shared_tensors`` (a storage object per tensor, the
-# main cost of a 100,000-tensor save) cannot find a group either, since every
-# group it reports holds two intersecting ranges (ranges on different devices
-# can only make the sweep say "maybe", never "no").
+# From this many tensors on, a sweep over their byte ranges in C comes before
+# ``_find_shared_tensors`` (a storage object per tensor): when no two ranges
+# intersect, no group of shared tensors can exist.
 _SWEEP_MIN = 64
-
-
-def _dtype_spec_name(dtype: torch.dtype) -> str:
-    return _DTYPE_NAMES.get(dtype) or _dtype_name(dtype)
+# Upstream's messages (``_tobytes`` names one tensor, saving a list of them).
+_SPARSE = (
+    "You are trying to save a sparse {}: `{}` which this library does not support. You can make it a dense tensor"
+    " before saving with `.to_dense()` but be aware this might make a much larger file than needed."
+)
+_NON_CONTIGUOUS = (
+    "You are trying to save a non contiguous tensor: `{}` which is not allowed. It either means you are trying to"
+    " save tensors which are reference of each other in which case it's recommended to save only the full"
+    " tensors, and reslice at load time, or simply call `.contiguous()` on your tensor to pack it before saving."
+)
 
 
 def _shape_of(v: torch.Tensor):
@@ -235,14 +176,10 @@ def _shape_of(v: torch.Tensor):
 def _scan_for_save(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -> Dict[str, Optional[TensorSpec]]:
     """Validate a dict before saving, in upstream's order: dict, tensor values,
     sparse layouts, shared memory, contiguity; raises on the first problem.
-
-    One pass reads what every check needs and, for tensors already in CPU
-    little-endian memory, makes their ``TensorSpec``, so a dict of a million
-    tiny tensors costs a few attribute reads per tensor.  Returns
-    ``{name: spec}`` in the dict's order, with None for the tensors still to
-    be copied (other devices, conjugate or negative bits, big-endian hosts),
-    whose names the caller finds there.
-    """
+    One pass also makes the ``TensorSpec`` of each tensor already in CPU
+    little-endian memory: ``{name: spec}`` in the dict's order, None for the
+    tensors still to be copied (devices, conjugate or negative bits, big-endian
+    hosts)."""
     if not isinstance(tensors, dict):
         raise ValueError(f"Expected a dict of [str, torch.Tensor] but received {type(tensors)}")
 
@@ -274,17 +211,13 @@ def _scan_for_save(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) ->
         spec = None
         if contiguous and v.is_cpu and _LITTLE and not v.is_conj() and not v.is_neg():
             try:
-                spec = make(_dtype_spec_name(v.dtype), _shape_of(v), ptr if nbytes else 0, nbytes)
+                spec = make(_dtype_name(v.dtype), _shape_of(v), ptr if nbytes else 0, nbytes)
                 keep_alive_buffer.append(v)
             except Exception:  # raised again, in order, by the caller
                 spec = None
         specs[k] = spec
     if invalid:
-        raise ValueError(
-            f"You are trying to save a sparse tensors: `{invalid}` which this library does not support."
-            " You can make it a dense tensor before saving with `.to_dense()` but be aware this might"
-            " make a much larger file than needed."
-        )
+        raise ValueError(_SPARSE.format("tensors", invalid))
 
     if len(ptrs) < _SWEEP_MIN or _safetensors_c._ranges_overlap(ptrs, ends):
         failing = [names for names in _find_shared_tensors(tensors) if len(names) > 1]
@@ -298,43 +231,13 @@ def _scan_for_save(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) ->
             )
 
     if non_contiguous is not None:
-        raise ValueError(
-            f"You are trying to save a non contiguous tensor: `{non_contiguous}` which is not allowed. It either"
-            " means you are trying to save tensors which are reference of each other in which case it's"
-            " recommended to save only the full tensors, and reslice at load time, or simply call `.contiguous()`"
-            " on your tensor to pack it before saving."
-        )
+        raise ValueError(_NON_CONTIGUOUS.format(non_contiguous))
     return specs
 
 
 def _evaluate_tensors_for_save(tensors: Dict[str, torch.Tensor]) -> None:
     """Validate a dict before saving (see ``_scan_for_save``)."""
     _scan_for_save(tensors, [])
-
-
-def _byteswapped(t: torch.Tensor) -> torch.Tensor:
-    # Big-endian hosts only: reverse the bytes of each scalar (complex: of
-    # each of the two float32 halves).
-    unit = 4 if t.dtype == torch.complex64 else t.element_size()
-    if unit == 1 or t.nelement() == 0:
-        return t
-    raw = t.reshape(-1).view(torch.uint8).view(-1, unit).flip(-1).contiguous()
-    return raw.view(t.dtype).reshape(t.shape)
-
-
-def _cpu_ready(t: torch.Tensor) -> torch.Tensor:
-    """A dense, CPU, little-endian tensor with the same values as ``t``."""
-    if t.device.type != "cpu":
-        t = t.to("cpu")
-    if t.is_conj():
-        t = t.resolve_conj()
-    if t.is_neg():
-        t = t.resolve_neg()
-    if not t.is_contiguous():  # only after a device copy of an odd layout
-        t = t.contiguous()
-    if not _LITTLE:
-        t = _byteswapped(t)
-    return t
 
 
 def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -> Dict[str, TensorSpec]:
@@ -344,13 +247,10 @@ def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -
     specs = _scan_for_save(tensors, keep_alive_buffer)
     for k, spec in specs.items():
         if spec is None:  # in dict order, so the first bad tensor raises first
-            t = _cpu_ready(tensors[k])
+            t = cpu_ready(tensors[k])
             keep_alive_buffer.append(t)
             nbytes = t.nelement() * t.element_size()
-            specs[k] = TensorSpec(
-                dtype=_dtype_spec_name(t.dtype), shape=list(t.shape), data_ptr=t.data_ptr() if nbytes else 0,
-                data_len=nbytes
-            )
+            specs[k] = TensorSpec._of(_dtype_name(t.dtype), list(t.shape), t.data_ptr() if nbytes else 0, nbytes)
     return specs  # type: ignore[return-value]  # no None left
 
 
@@ -374,12 +274,8 @@ def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = 
         >>> from safetensors.torch import save
         >>> data = save({"w": torch.zeros(2, 3)}, metadata={"format": "pt"})
     """
-    keepalive: List = []
-    specs = _flatten_as_ptr(tensors, keepalive)
-    try:
-        return serialize(specs, metadata=metadata)
-    finally:
-        del keepalive
+    keepalive: List = []  # the tensors the specs point into, alive until the write returns
+    return serialize(_flatten_as_ptr(tensors, keepalive), metadata=metadata)
 
 
 def save_file(
@@ -395,9 +291,6 @@ def save_file(
             nothing there is replaced).
         metadata (dict[str, str] | None): the header's ``__metadata__``.
 
-    Returns:
-        None
-
     Raises:
         ValueError: as for ``save``.
         SafetensorError: bad input; ``SafetensorIOError`` (an ``OSError``) for I/O
@@ -408,24 +301,7 @@ def save_file(
         >>> save_file({"w": torch.zeros(2, 3)}, "model.safetensors")
     """
     keepalive: List = []
-    specs = _flatten_as_ptr(tensors, keepalive)
-    try:
-        serialize_file(specs, filename, metadata=metadata)
-    finally:
-        del keepalive
-
-
-def _to_ndarray(tensor: torch.Tensor):
-    """``(bytes_view, cpu_tensor)``: the CPU, little-endian bytes of ``tensor``
-    as a 1-D numpy uint8 array (a view of ``cpu_tensor``, which must be kept
-    alive with it).  Imports numpy."""
-    import numpy as np
-
-    t = _cpu_ready(tensor)
-    nbytes = t.nelement() * t.element_size()
-    if nbytes == 0:
-        return np.empty((0,), dtype=np.uint8), t
-    return t.reshape(-1).view(torch.uint8).numpy(), t
+    serialize_file(_flatten_as_ptr(tensors, keepalive), filename, metadata=metadata)
 
 
 def _tobytes(tensor: torch.Tensor, name: Optional[str] = None) -> bytes:
@@ -434,23 +310,10 @@ def _tobytes(tensor: torch.Tensor, name: Optional[str] = None) -> bytes:
     if not isinstance(tensor, torch.Tensor):
         raise ValueError(f"Key `{name}` is invalid, expected torch.Tensor but received {type(tensor)}")
     if tensor.layout != torch.strided:
-        raise ValueError(
-            f"You are trying to save a sparse tensor: `{name}` which this library does not support."
-            " You can make it a dense tensor before saving with `.to_dense()` but be aware this might"
-            " make a much larger file than needed."
-        )
+        raise ValueError(_SPARSE.format("tensor", name))
     if not tensor.is_contiguous():
-        raise ValueError(
-            f"You are trying to save a non contiguous tensor: `{name}` which is not allowed. It either means you"
-            " are trying to save tensors which are reference of each other in which case it's recommended to"
-            " save only the full tensors, and reslice at load time, or simply call `.contiguous()` on your"
-            " tensor to pack it before saving."
-        )
-    t = _cpu_ready(tensor)
-    nbytes = t.nelement() * t.element_size()
-    if nbytes == 0:
-        return b""
-    return bytes(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        raise ValueError(_NON_CONTIGUOUS.format(name))
+    return to_ndarray(tensor)[0].tobytes()
 
 
 def _flatten(tensors: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, Any]]:
@@ -478,9 +341,6 @@ def save_model(
         force_contiguous (bool): make non-contiguous tensors contiguous instead
             of raising.
 
-    Returns:
-        None
-
     Raises:
         ValueError: non-contiguous tensors with ``force_contiguous=False``.
 
@@ -492,10 +352,8 @@ def save_model(
     metadata = None if metadata is None else dict(metadata)
     for kept_name, to_remove_group in to_removes.items():
         for to_remove in to_remove_group:
-            if metadata is None:
-                metadata = {}
-            if to_remove not in metadata:
-                metadata[to_remove] = kept_name
+            metadata = {} if metadata is None else metadata
+            metadata.setdefault(to_remove, kept_name)
             del state_dict[to_remove]
     if force_contiguous:
         state_dict = {k: v.contiguous() for k, v in state_dict.items()}
@@ -507,24 +365,6 @@ def save_model(
         ) from e
 
 
-# --------------------------------------------------------------------------
-# loading
-# --------------------------------------------------------------------------
-
-def _storage_shape(dtype_str: str, shape: List[int]) -> List[int]:
-    """The shape torch holds: the last dim divided by the values per element
-    (F4: 2), which must divide it (docs/format.md §3.2)."""
-    pack = _PACK.get(dtype_str, 1)
-    if pack == 1 or not shape:
-        return shape
-    if shape[-1] % pack:
-        raise SafetensorError(
-            f"{dtype_str} tensor with a last dimension of {shape[-1]}: {_TYPES[dtype_str]} holds "
-            f"{pack} values per element, so the last dimension must be a multiple of {pack}"
-        )
-    return list(shape[:-1]) + [shape[-1] // pack]
-
-
 def _view2torch(safeview) -> Dict[str, torch.Tensor]:
     """``deserialize`` output (``[(name, {"dtype", "shape", "data"})]``) ->
     ``{name: tensor}`` (tensors own their memory, are writable). Kept for code
@@ -532,16 +372,12 @@ def _view2torch(safeview) -> Dict[str, torch.Tensor]:
     builds tensors from bytes, see ``_deserialize_tensors``)."""
     result = {}
     for k, v in safeview:
-        dtype = _getdtype(v["dtype"])
-        shape = _storage_shape(v["dtype"], v["shape"])
-        data = v["data"]
-        if len(data) == 0:
-            arr = torch.empty(shape, dtype=dtype)
+        dtype, shape = _getdtype(v["dtype"]), storage_shape(v["dtype"], v["shape"])
+        if len(v["data"]) == 0:
+            result[k] = torch.empty(shape, dtype=dtype)
         else:
-            arr = torch.frombuffer(data, dtype=torch.uint8).view(dtype).reshape(shape)
-            if not _LITTLE:
-                arr = _byteswapped(arr)
-        result[k] = arr
+            arr = torch.frombuffer(v["data"], dtype=torch.uint8).view(dtype).reshape(shape)
+            result[k] = arr if _LITTLE else byteswapped(arr)
     return result
 
 
@@ -561,7 +397,6 @@ def load(data: bytes) -> Dict[str, torch.Tensor]:
     Example:
         >>> tensors = load(save({"w": torch.zeros(2)}))
     """
-    # The extension builds the tensors: the one bytes -> tensor path (dtype, F4 shape).
     return _safetensors_c._deserialize_tensors(data, "pt")
 
 

@@ -221,18 +221,44 @@ def _worker_failures(rank, size, paths, index, report):
     _fails(report, "shard a scalar", load_distributed, paths, {"t0.0": Shard(0)}, default=None, timeout=60)
     _fails(report, "sources differ", load_distributed, paths[: 1 + rank % 2], timeout=60)
 
-    original = sd._Reader._read_cpu
+    original = sd._Work._read_cpu
 
     def broken(self, *args):
         if rank == size - 1:
             raise OSError(5, "injected read error", "disk")
         return original(self, *args)
 
-    sd._Reader._read_cpu = broken
+    sd._Work._read_cpu = broken
     try:
         _fails(report, "read fails on the last rank", load_distributed, paths, {"big.cols": Shard(1)}, timeout=60)
     finally:
-        sd._Reader._read_cpu = original
+        sd._Work._read_cpu = original
+
+    class FailingTorch:
+        """torch, but on the last rank, in the data step, allocations above
+        4000 bytes fail (the outputs; the error reports are smaller)."""
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        def empty(self, *args, **kwargs):
+            if rank == size - 1 and args and isinstance(args[0], int) and args[0] > 4000:
+                raise MemoryError("injected allocation failure")
+            return torch.empty(*args, **kwargs)
+
+    def run_failing(self, *args):
+        sd.torch = FailingTorch()
+        try:
+            return original_run(self, *args)
+        finally:
+            sd.torch = torch
+
+    original_run, sd._Work.run = sd._Work.run, run_failing
+    try:   # only exchanged shards: nothing is replicated, so the exchange's first round reports it
+        _fails(report, "allocation fails on the last rank", load_distributed, paths, {"big.cols": Shard(1)},
+               default=None, timeout=60)
+    finally:
+        sd._Work.run = original_run
     # The group is still usable after all of that.
     out = load_distributed(paths, {"big.cube": Shard(1)}, default=None, timeout=60)
     report.append({"case": "after failures", "type": None, "message": str(tuple(out["big.cube"].shape))})
@@ -449,6 +475,7 @@ def test_a_failure_on_any_rank_raises_on_every_rank(checkpoint):
         "shard a scalar": ("ValueError", "cannot shard"),
         "sources differ": ("ValueError", "different sources"),
         "read fails on the last rank": ("OSError", "injected read error"),
+        "allocation fails on the last rank": ("MemoryError", "injected allocation failure"),
         "after failures": (None, None),
     }
     for r, report in enumerate(reports):

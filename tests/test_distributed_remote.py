@@ -249,7 +249,7 @@ def _interrupt_child(repetitions):
 
         def read(delay=None, times=1, keep=False):
             """-> (interrupted, the bytes read or None), file closed."""
-            f = sd._RemoteFile(url, table, None)
+            f = sd._File(url, table, None)
             outs = [torch.empty(n, dtype=torch.uint8) for n in _PIECES]
             got, interrupted = None, False
             try:
@@ -312,7 +312,7 @@ def test_the_first_failed_chunk_cancels_the_chunks_not_started():
             server.put("/m.bin", bytes(256 << 10))
             url = f"{server.url}/m.bin"
             pinned = remote.open_source(url, head_bytes=8)
-            f = sd._RemoteFile(url, {"size": pinned.size, "identity": pinned.identity}, None)
+            f = sd._File(url, {"size": pinned.size, "identity": pinned.identity}, None)
             pinned.close()
             opening = len(server.gets("/m.bin"))   # each source's first 8 bytes
             server.put("/m.bin", bytes([1]) * (256 << 10))
