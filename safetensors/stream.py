@@ -87,13 +87,13 @@ def _declaration(name: str, spec: Any) -> Tuple[str, str, Tuple[int, ...]]:
 def _torch_bytes(tensor):
     """A buffer with the tensor's little-endian C-order bytes (one copy at
     most: from another device, or of a non-contiguous tensor)."""
-    from .torch import _to_ndarray
+    from ._torch_types import to_ndarray
 
     if tensor.layout != sys.modules["torch"].strided:
         raise SafetensorError("sparse tensors cannot be written: use .to_dense() first")
     if not tensor.is_contiguous():
         tensor = tensor.contiguous()
-    data, _keep = _to_ndarray(tensor)  # data is a view that keeps its tensor alive
+    data, _keep = to_ndarray(tensor)  # data is a view that keeps its tensor alive
     return data
 
 
