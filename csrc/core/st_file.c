@@ -6,6 +6,8 @@
  * cache changes under its lock. Opening never blocks: O_NONBLOCK (a FIFO without
  * a writer), and only a regular file is read. As with any mmap reader, pages
  * another process truncates away raise SIGBUS when touched.
+ * Who owns the mapping and what keeps it alive: docs/design.md, "Ownership
+ * of file memory".
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE

@@ -1,7 +1,8 @@
 /*
  * st_private_map.c - copy-on-write mappings of pieces of a file, each of its
  * own (st_file_map_private), what one handed-out tensor owns; giving their
- * pages back (st_private_map_discard) and unmapping them.
+ * pages back (st_private_map_discard) and unmapping them. Ownership:
+ * docs/design.md, "Ownership of file memory".
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
