@@ -5,12 +5,21 @@ imported on demand, as upstream does, so ``import safetensors`` pulls in
 neither torch nor numpy. ``safe_open`` is the C handle for paths and URLs
 alike: a URL is read through the byte source of ``safetensors.remote``,
 registered here.
+
+``safe_open(framework=...)`` for TensorFlow, JAX/Flax, MLX and paddle
+converts through ``safetensors.<framework>``, which registers its
+conversion with the C extension when imported; the extension asks
+``_import_framework`` (registered here) to import it, so importing
+``safetensors`` is enough.
 """
+import importlib
+
 from ._safetensors_c import (
     SafetensorError,
     TensorSpec,
     __version__,
     _safe_open_handle,
+    _set_framework_importer,
     _set_source_opener,
     deserialize,
     safe_open,
@@ -19,7 +28,21 @@ from ._safetensors_c import (
 from ._safetensors_c import serialize_file as _local_serialize_file
 from . import remote as _remote
 
+# The package each framework module converts to, imported when opening (an
+# ImportError there if it is not installed).
+_FRAMEWORK_PACKAGES = {"tensorflow": "tensorflow", "flax": "jax", "mlx": "mlx.core", "paddle": "paddle"}
+
+
+def _import_framework(name):
+    """Called once by the first ``safe_open(framework=name)`` for "tensorflow",
+    "flax", "mlx" or "paddle": imports the framework and ``safetensors.<name>``,
+    which registers its converter (``_set_framework_converter``)."""
+    importlib.import_module(_FRAMEWORK_PACKAGES[name])
+    importlib.import_module(f"safetensors.{name}")
+
+
 _set_source_opener(_remote.open_source)
+_set_framework_importer(_import_framework)
 
 __all__ = [
     "SafetensorError",

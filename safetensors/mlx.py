@@ -17,6 +17,7 @@ import numpy as np
 
 from safetensors import numpy as _st_numpy
 from safetensors import safe_open
+from safetensors._safetensors_c import _set_framework_converter
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
@@ -59,11 +60,7 @@ def _from_numpy(array: np.ndarray):
     return mx.array(array, dtype=mx.bool_ if name == "bool" else getattr(mx, name))
 
 
-def _converter():
-    """Called once by ``safe_open(framework="mlx")``: imports mlx.core."""
-    import mlx.core  # noqa: F401
-
-    return _from_numpy
+_set_framework_converter("mlx", _from_numpy)
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
@@ -138,7 +135,6 @@ def load(data: bytes):
         >>> from safetensors.mlx import load, save
         >>> tensors = load(save({"w": mx.zeros((2, 3))}))
     """
-    _converter()
     return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 

@@ -85,12 +85,15 @@ typedef struct stpy_state {
     PyObject *torch_dtypes[ST_DTYPE__COUNT]; /* NULL where torch lacks it */
     PyObject *torch_frombuffer, *torch_empty;
     PyObject *np_descrs[ST_DTYPE__COUNT]; /* PyArray_Descr*, NULL until needed */
-    PyObject *converters[FW_PADDLE + 1];  /* numpy array -> framework callable */
-    int numpy_ready;
+    bool ready[FW_PADDLE + 1];            /* NumPy imported; a framework's importer done */
 
-    /* _set_source_opener's callable: opens a URL or fsspec file object as a
-     * byte source (safe_open.c); NULL until the package registers it. */
-    PyObject *source_opener;
+    /* What the package registers (module.c): the callable opening a URL or
+     * fsspec file object as a byte source (sources.c); the one importing
+     * tensorflow/flax/mlx/paddle and safetensors.<fw> (frameworks.c); and
+     * per framework, the NumPy array -> framework converter and the device
+     * naming (paddle's "gpu:N"). NULL until registered. */
+    PyObject *source_opener, *framework_importer;
+    PyObject *converters[FW_PADDLE + 1], *device_names[FW_PADDLE + 1];
 
     PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
 } stpy_state;
@@ -189,9 +192,11 @@ PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tens
 
 /* ---- frameworks.c, tensor_views.c, selections.c, devices.c ---- */
 
-/* Ensures the framework's module (torch, numpy, ...) is importable and its
- * dtype tables are ready. */
+/* Ensures the framework's module (torch, numpy, ...) is imported, its dtype
+ * tables are ready and (other frameworks) its converter is registered. */
 int stpy_framework_prepare(stpy_state *state, stpy_framework fw);
+/* A new reference to slots[fw] (state->converters or device_names), or NULL. */
+PyObject *stpy_framework_hook(stpy_state *state, PyObject **slots, stpy_framework fw);
 
 /*
  * t from the mmap backend, owning its memory alone: a large tensor is a view

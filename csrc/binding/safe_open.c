@@ -61,7 +61,7 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
 {
     SafeOpen *self = NULL;
     PyObject *target = NULL, *path_str = NULL, *path_bytes = NULL, *device = NULL;
-    PyObject *options = NULL, *source = NULL;
+    PyObject *options = NULL, *source = NULL, *naming;
     stpy_framework framework;
     st_backend backend;
     st_file *file = NULL;
@@ -85,16 +85,6 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
         PyErr_Format(state->SafetensorError, "Device %S is not supported for framework %s", device,
                      stpy_framework_name(framework));
         goto fail;
-    }
-    if (framework == FW_PADDLE && device != Py_None) {
-        /* paddle names CUDA devices "gpu:N": the one mapping is safetensors.paddle's. */
-        PyObject *paddle_module = PyImport_ImportModule("safetensors.paddle");
-        Py_SETREF(device, paddle_module
-                              ? PyObject_CallMethod(paddle_module, "_paddle_device", "O", device)
-                              : NULL);
-        Py_XDECREF(paddle_module);
-        if (device == NULL)
-            goto fail;
     }
     if (stpy_parse_backend(state, backend_obj, &backend) < 0)
         goto fail;
@@ -121,6 +111,13 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     }
     if (stpy_framework_prepare(state, framework) < 0)
         goto fail;
+    /* paddle names CUDA devices "gpu:N": the mapping safetensors.paddle registered. */
+    if (device != Py_None && (naming = stpy_framework_hook(state, state->device_names, framework))) {
+        Py_SETREF(device, PyObject_CallOneArg(naming, device));
+        Py_DECREF(naming);
+        if (device == NULL)
+            goto fail;
+    }
 
     self = (SafeOpen *)type->tp_alloc(type, 0);
     if (self == NULL)

@@ -164,10 +164,13 @@ PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *
 /* Hands a NumPy array to tensorflow/jax/mlx/paddle (they copy); steals array. */
 PyObject *stpy_convert_from_numpy(stpy_state *state, stpy_framework fw, PyObject *array)
 {
-    PyObject *result;
+    PyObject *convert, *result = NULL;
     if (array == NULL || fw == FW_NUMPY || fw == FW_PYTORCH)
         return array;
-    result = PyObject_CallOneArg(state->converters[fw], array);
+    convert = stpy_framework_hook(state, state->converters, fw); /* set by prepare */
+    if (convert != NULL)
+        result = PyObject_CallOneArg(convert, array);
+    Py_XDECREF(convert);
     Py_DECREF(array);
     return result;
 }
