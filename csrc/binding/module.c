@@ -196,8 +196,7 @@ static PyObject *set_framework_converter(PyObject *module, PyObject *args)
     stpy_state *state = stpy_state_from_module(module);
     PyObject *name, *converter, *device_name = Py_None, *result;
     stpy_framework fw;
-    if (!PyArg_ParseTuple(args, "UO|O:_set_framework_converter", &name, &converter,
-                          &device_name) ||
+    if (!PyArg_ParseTuple(args, "UO|O:_set_framework_converter", &name, &converter, &device_name) ||
         stpy_parse_framework(state, name, &fw) < 0)
         return NULL;
     if (fw <= FW_NUMPY)
@@ -205,8 +204,8 @@ static PyObject *set_framework_converter(PyObject *module, PyObject *args)
     STPY_LOCK(state->SafeOpenType);
     result = set_callable(&state->converters[fw], converter, "_set_framework_converter");
     if (result != NULL && device_name != Py_None)
-        Py_SETREF(result, set_callable(&state->device_names[fw], device_name,
-                                       "_set_framework_converter"));
+        Py_SETREF(result,
+                  set_callable(&state->device_names[fw], device_name, "_set_framework_converter"));
     STPY_UNLOCK();
     return result;
 }

@@ -112,7 +112,8 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     if (stpy_framework_prepare(state, framework) < 0)
         goto fail;
     /* paddle names CUDA devices "gpu:N": the mapping safetensors.paddle registered. */
-    if (device != Py_None && (naming = stpy_framework_hook(state, state->device_names, framework))) {
+    if (device != Py_None &&
+        (naming = stpy_framework_hook(state, state->device_names, framework))) {
         Py_SETREF(device, PyObject_CallOneArg(naming, device));
         Py_DECREF(naming);
         if (device == NULL)
