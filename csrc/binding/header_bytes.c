@@ -55,34 +55,37 @@ exit:
     return result;
 }
 
-static PyObject *decode(const char *text, size_t len)
+PyObject *stpy_int_list(const uint64_t *values, size_t count)
 {
-    return PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "surrogatepass");
-}
-
-/* (name, dtype, shape, begin, end) of one tensor. */
-static PyObject *tensor_row(const st_tensor *t)
-{
-    PyObject *row = NULL, *name = NULL, *shape = PyTuple_New((Py_ssize_t)t->ndim);
-    if (shape == NULL)
-        return NULL;
-    for (size_t i = 0; i < t->ndim; i++) {
-        PyObject *dim = PyLong_FromUnsignedLongLong(t->shape[i]);
-        if (dim == NULL)
-            goto exit;
-        PyTuple_SET_ITEM(shape, (Py_ssize_t)i, dim);
+    PyObject *list = PyList_New((Py_ssize_t)count);
+    for (size_t i = 0; list != NULL && i < count; i++) {
+        PyObject *value = PyLong_FromUnsignedLongLong(values[i]);
+        if (value == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, (Py_ssize_t)i, value);
     }
-    name = decode(t->name, t->name_len);
-    if (name != NULL)
-        row = Py_BuildValue("(OsOKK)", name, st_dtype_name(t->dtype), shape,
-                            (unsigned long long)t->begin, (unsigned long long)t->end);
-exit:
-    Py_XDECREF(name);
-    Py_DECREF(shape);
-    return row;
+    return list;
 }
 
-static PyObject *metadata_dict(const st_header *header)
+PyObject *stpy_tensor_rows(const st_header *header, uint64_t base)
+{
+    PyObject *rows = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; rows != NULL && i < st_header_count(header); i++) {
+        const st_tensor *t = st_header_tensor(header, i);
+        PyObject *row = Py_BuildValue("(NsNKK)", stpy_tensor_name(t), st_dtype_name(t->dtype),
+                                      stpy_int_list(t->shape, t->ndim),
+                                      (unsigned long long)(base + t->begin),
+                                      (unsigned long long)(base + t->end));
+        if (row == NULL)
+            Py_CLEAR(rows);
+        else
+            PyList_SET_ITEM(rows, (Py_ssize_t)i, row);
+    }
+    return rows;
+}
+
+PyObject *stpy_metadata_dict(const st_header *header)
 {
     PyObject *result;
     if (!st_header_has_metadata(header))
@@ -90,8 +93,10 @@ static PyObject *metadata_dict(const st_header *header)
     result = PyDict_New();
     for (size_t i = 0; result != NULL && i < st_header_metadata_count(header); i++) {
         const st_metadata_item *item = st_header_metadata_item(header, i);
-        PyObject *key = decode(item->key, item->key_len);
-        PyObject *value = key ? decode(item->value, item->value_len) : NULL;
+        PyObject *key = PyUnicode_DecodeUTF8(item->key, (Py_ssize_t)item->key_len, "surrogatepass");
+        PyObject *value =
+            key ? PyUnicode_DecodeUTF8(item->value, (Py_ssize_t)item->value_len, "surrogatepass")
+                : NULL;
         if (value == NULL || PyDict_SetItem(result, key, value) < 0)
             Py_CLEAR(result);
         Py_XDECREF(key);
@@ -121,17 +126,10 @@ PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args)
         stpy_raise(state, &err, STPY_CTX_DESERIALIZE_HEADER, NULL);
         goto exit;
     }
-    tensors = PyList_New((Py_ssize_t)st_header_count(header));
-    for (size_t i = 0; tensors != NULL && i < st_header_count(header); i++) {
-        PyObject *row = tensor_row(st_header_tensor(header, i));
-        if (row == NULL)
-            Py_CLEAR(tensors);
-        else
-            PyList_SET_ITEM(tensors, (Py_ssize_t)i, row);
-    }
+    tensors = stpy_tensor_rows(header, 0);
     if (tensors == NULL)
         goto exit;
-    metadata = metadata_dict(header);
+    metadata = stpy_metadata_dict(header);
     if (metadata != NULL)
         result = PyTuple_Pack(2, tensors, metadata);
 exit:

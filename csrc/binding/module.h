@@ -129,6 +129,13 @@ void stpy_note_foreign_file(st_error *err, const char *path);
 /* A str quoted as Rust's Debug format does ("a\"b"), for upstream's messages. */
 PyObject *stpy_debug_quote(PyObject *text);
 
+/* header_bytes.c: a list of ints; the header's tensors as (name, dtype,
+ * shape, base + begin, base + end) rows in file order; its metadata as a
+ * dict, or None. */
+PyObject *stpy_int_list(const uint64_t *values, size_t count);
+PyObject *stpy_tensor_rows(const st_header *header, uint64_t base);
+PyObject *stpy_metadata_dict(const st_header *header);
+
 extern PyType_Spec stpy_safe_open_spec;
 extern PyType_Spec stpy_slice_spec;
 extern PyType_Spec stpy_mapped_bytes_spec;

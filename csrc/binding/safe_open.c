@@ -347,34 +347,11 @@ exit:
 
 static PyObject *SafeOpen_metadata(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result = NULL;
+    PyObject *result;
     st_file *file = acquire_file(self);
-    const st_header *header;
     if (file == NULL)
         return NULL;
-    header = st_file_header(file);
-    if (!st_header_has_metadata(header)) {
-        result = Py_NewRef(Py_None);
-        goto exit;
-    }
-    result = PyDict_New();
-    if (result == NULL)
-        goto exit;
-    for (size_t i = 0; i < st_header_metadata_count(header); i++) {
-        const st_metadata_item *item = st_header_metadata_item(header, i);
-        PyObject *key = PyUnicode_DecodeUTF8(item->key, (Py_ssize_t)item->key_len, "surrogatepass");
-        PyObject *value =
-            key ? PyUnicode_DecodeUTF8(item->value, (Py_ssize_t)item->value_len, "surrogatepass")
-                : NULL;
-        int rc = value ? PyDict_SetItem(result, key, value) : -1;
-        Py_XDECREF(key);
-        Py_XDECREF(value);
-        if (rc < 0) {
-            Py_CLEAR(result);
-            goto exit;
-        }
-    }
-exit:
+    result = stpy_metadata_dict(st_file_header(file));
     st_file_release(file);
     return result;
 }
@@ -530,35 +507,11 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
  * order, begin/end absolute file offsets: the one table other layers use. */
 static PyObject *SafeOpen_table(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result = NULL;
+    PyObject *result;
     st_file *file = acquire_file(self);
-    const st_header *header;
-    uint64_t start;
     if (file == NULL)
         return NULL;
-    header = st_file_header(file);
-    start = st_header_data_start(header);
-    result = PyList_New((Py_ssize_t)st_header_count(header));
-    for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
-        const st_tensor *t = st_header_tensor(header, i);
-        PyObject *shape = PyList_New((Py_ssize_t)t->ndim), *row = NULL;
-        for (size_t d = 0; shape != NULL && d < t->ndim; d++) {
-            PyObject *dim = PyLong_FromUnsignedLongLong(t->shape[d]);
-            if (dim == NULL)
-                Py_CLEAR(shape);
-            else
-                PyList_SET_ITEM(shape, (Py_ssize_t)d, dim);
-        }
-        if (shape != NULL)
-            row = Py_BuildValue("(NsOKK)", stpy_tensor_name(t), st_dtype_name(t->dtype), shape,
-                                (unsigned long long)(start + t->begin),
-                                (unsigned long long)(start + t->end));
-        Py_XDECREF(shape);
-        if (row == NULL)
-            Py_CLEAR(result);
-        else
-            PyList_SET_ITEM(result, (Py_ssize_t)i, row);
-    }
+    result = stpy_tensor_rows(st_file_header(file), st_header_data_start(st_file_header(file)));
     st_file_release(file);
     return result;
 }

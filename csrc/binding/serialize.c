@@ -166,15 +166,7 @@ static PyObject *TensorSpec_get_dtype(TensorSpec *self, void *closure)
 
 static PyObject *TensorSpec_get_shape(TensorSpec *self, void *closure)
 {
-    PyObject *list = PyList_New((Py_ssize_t)SPEC_NDIM(self));
-    for (size_t i = 0; list != NULL && i < SPEC_NDIM(self); i++) {
-        PyObject *dim = PyLong_FromUnsignedLongLong(self->shape[i]);
-        if (dim == NULL)
-            Py_CLEAR(list);
-        else
-            PyList_SET_ITEM(list, (Py_ssize_t)i, dim);
-    }
-    return list;
+    return stpy_int_list(self->shape, SPEC_NDIM(self));
 }
 
 static PyObject *TensorSpec_get_data_ptr(TensorSpec *self, void *closure)
@@ -547,30 +539,11 @@ exit:
 
 static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
 {
-    PyObject *name = NULL, *shape = NULL, *dtype = NULL, *bytes = NULL, *info = NULL,
-             *result = NULL;
-    name = stpy_tensor_name(t);
-    shape = PyList_New((Py_ssize_t)t->ndim);
-    dtype = PyUnicode_FromString(st_dtype_name(t->dtype));
-    bytes = PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
-    if (name == NULL || shape == NULL || dtype == NULL || bytes == NULL)
-        goto exit;
-    for (size_t i = 0; i < t->ndim; i++) {
-        PyObject *dim = PyLong_FromUnsignedLongLong(t->shape[i]);
-        if (dim == NULL)
-            goto exit;
-        PyList_SET_ITEM(shape, (Py_ssize_t)i, dim);
-    }
-    info = Py_BuildValue("{sOsOsO}", "shape", shape, "dtype", dtype, "data", bytes);
-    if (info != NULL)
-        result = PyTuple_Pack(2, name, info);
-exit:
-    Py_XDECREF(name);
-    Py_XDECREF(shape);
-    Py_XDECREF(dtype);
-    Py_XDECREF(bytes);
-    Py_XDECREF(info);
-    return result;
+    PyObject *bytes =
+        PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
+    return Py_BuildValue("(N{sNsssN})", stpy_tensor_name(t), "shape",
+                         stpy_int_list(t->shape, t->ndim), "dtype", st_dtype_name(t->dtype),
+                         "data", bytes);
 }
 
 /* Parses a whole file held in a bytes-like object into *header (owned by

@@ -49,18 +49,7 @@ static void Slice_dealloc(Slice *self)
 
 static PyObject *Slice_get_shape(Slice *self, PyObject *unused)
 {
-    PyObject *shape = PyList_New((Py_ssize_t)self->tensor->ndim);
-    if (shape == NULL)
-        return NULL;
-    for (size_t i = 0; i < self->tensor->ndim; i++) {
-        PyObject *dim = PyLong_FromUnsignedLongLong(self->tensor->shape[i]);
-        if (dim == NULL) {
-            Py_DECREF(shape);
-            return NULL;
-        }
-        PyList_SET_ITEM(shape, (Py_ssize_t)i, dim);
-    }
-    return shape;
+    return stpy_int_list(self->tensor->shape, self->tensor->ndim);
 }
 
 static PyObject *Slice_get_dtype(Slice *self, PyObject *unused)
