@@ -463,67 +463,20 @@ exit:
     return rc;
 }
 
+/* The state's object references are its fields before `ready` (module.h). */
 static int stpy_module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     stpy_state *state = stpy_state_from_module(module);
-    Py_VISIT(state->SafetensorError);
-    Py_VISIT(state->SafetensorIndexError);
-    Py_VISIT(state->SafetensorIOError);
-    for (int i = 0; i < OPEN_ERROR__COUNT; i++)
-        Py_VISIT(state->open_errors[i]);
-    Py_VISIT(state->SafeOpenType);
-    Py_VISIT(state->SliceType);
-    Py_VISIT(state->MappedBytesType);
-    Py_VISIT(state->TensorSpecType);
-    Py_VISIT(state->StreamWriterType);
-    Py_VISIT(state->torch);
-    for (int i = 0; i < ST_DTYPE__COUNT; i++) {
-        Py_VISIT(state->torch_dtypes[i]);
-        Py_VISIT(state->np_descrs[i]);
-    }
-    Py_VISIT(state->torch_frombuffer);
-    Py_VISIT(state->torch_empty);
-    Py_VISIT(state->source_opener);
-    Py_VISIT(state->framework_importer);
-    for (int i = 0; i <= FW_PADDLE; i++) {
-        Py_VISIT(state->converters[i]);
-        Py_VISIT(state->device_names[i]);
-    }
+    for (PyObject **p = (PyObject **)state; p < (PyObject **)state->ready; p++)
+        Py_VISIT(*p);
     return 0;
 }
 
 static int stpy_module_clear(PyObject *module)
 {
     stpy_state *state = stpy_state_from_module(module);
-    Py_CLEAR(state->SafetensorError);
-    Py_CLEAR(state->SafetensorIndexError);
-    Py_CLEAR(state->SafetensorIOError);
-    for (int i = 0; i < OPEN_ERROR__COUNT; i++)
-        Py_CLEAR(state->open_errors[i]);
-    Py_CLEAR(state->SafeOpenType);
-    Py_CLEAR(state->SliceType);
-    Py_CLEAR(state->MappedBytesType);
-    Py_CLEAR(state->TensorSpecType);
-    Py_CLEAR(state->StreamWriterType);
-    Py_CLEAR(state->torch);
-    for (int i = 0; i < ST_DTYPE__COUNT; i++) {
-        Py_CLEAR(state->torch_dtypes[i]);
-        Py_CLEAR(state->np_descrs[i]);
-    }
-    Py_CLEAR(state->torch_frombuffer);
-    Py_CLEAR(state->torch_empty);
-    Py_CLEAR(state->source_opener);
-    Py_CLEAR(state->framework_importer);
-    for (int i = 0; i <= FW_PADDLE; i++) {
-        Py_CLEAR(state->converters[i]);
-        Py_CLEAR(state->device_names[i]);
-    }
-    Py_CLEAR(state->str_dtype);
-    Py_CLEAR(state->str_view);
-    Py_CLEAR(state->str_to);
-    Py_CLEAR(state->str_as_strided);
-    Py_CLEAR(state->str_flip);
-    Py_CLEAR(state->str_data_ptr);
+    for (PyObject **p = (PyObject **)state; p < (PyObject **)state->ready; p++)
+        Py_CLEAR(*p);
     return 0;
 }
 

@@ -85,7 +85,6 @@ typedef struct stpy_state {
     PyObject *torch_dtypes[ST_DTYPE__COUNT]; /* NULL where torch lacks it */
     PyObject *torch_frombuffer, *torch_empty;
     PyObject *np_descrs[ST_DTYPE__COUNT]; /* PyArray_Descr*, NULL until needed */
-    bool ready[FW_PADDLE + 1];            /* NumPy imported; a framework's importer done */
 
     /* What the package registers (module.c): the callable opening a URL or
      * fsspec file object as a byte source (sources.c); the one importing
@@ -96,6 +95,10 @@ typedef struct stpy_state {
     PyObject *converters[FW_PADDLE + 1], *device_names[FW_PADDLE + 1];
 
     PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
+
+    /* Every field above is an object reference (module.c traverses and
+     * clears them as one array); none below is. */
+    bool ready[FW_PADDLE + 1]; /* NumPy imported; a framework's importer done */
 } stpy_state;
 
 stpy_state *stpy_state_from_type(PyTypeObject *type);
