@@ -140,50 +140,37 @@ exit:
     return result;
 }
 
-/* Fills one st_write_tensor from (name, dtype code, shape, data length);
- * shape storage is `shape` (ST_MAX_DIMS entries). data stays NULL: only the
- * layout is wanted. */
-static int layout_entry(stpy_state *state, PyObject *entry, st_write_tensor *w, uint64_t *shape)
+int stpy_parse_declaration(stpy_state *state, PyObject *item, bool with_len, st_write_tensor *w,
+                           uint64_t *dims)
 {
-    PyObject *name, *dtype, *dims, *fast = NULL;
+    PyObject *name, *dtype, *shape;
+    Py_ssize_t len, ndim, data_len = 0;
     const char *code;
-    Py_ssize_t len, ndim, data_len;
-    int rc = -1;
-
-    if (!PyArg_ParseTuple(entry, "UUOn:_write_layout entry", &name, &dtype, &dims, &data_len))
+    if (!PyTuple_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "each tensor is a tuple (name, dtype, shape%s), not %R",
+                     with_len ? ", data length" : "", item);
         return -1;
-    w->name = PyUnicode_AsUTF8AndSize(name, &len);
-    if (w->name == NULL)
+    }
+    if (!PyArg_ParseTuple(item,
+                          with_len ? "UUOn;each tensor is (name, dtype, shape, data length)"
+                                   : "UUO;each tensor is (name, dtype, shape)",
+                          &name, &dtype, &shape, &data_len) ||
+        (w->name = PyUnicode_AsUTF8AndSize(name, &len)) == NULL)
         return -1;
     w->name_len = (size_t)len;
-    code = PyUnicode_AsUTF8AndSize(dtype, &len);
-    if (code == NULL)
+    if ((code = PyUnicode_AsUTF8AndSize(dtype, &len)) == NULL)
         return -1;
     if (!st_dtype_from_name(code, (size_t)len, &w->dtype)) {
-        PyErr_Format(state->SafetensorError, "Unknown dtype %R", dtype);
+        PyErr_Format(state->SafetensorError,
+                     "Unknown dtype %R for tensor %R (a header name such as 'F32')", dtype, name);
         return -1;
     }
-    fast = PySequence_Fast(dims, "shape must be a sequence of ints");
-    if (fast == NULL)
+    if ((ndim = stpy_parse_dims(shape, dims)) < 0)
         return -1;
-    ndim = PySequence_Fast_GET_SIZE(fast);
-    if (ndim > ST_MAX_DIMS) {
-        PyErr_Format(state->SafetensorError, "too many dimensions: %zd", ndim);
-        goto exit;
-    }
-    for (Py_ssize_t i = 0; i < ndim; i++) {
-        unsigned long long dim = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(fast, i));
-        if (dim == (unsigned long long)-1 && PyErr_Occurred())
-            goto exit;
-        shape[i] = dim;
-    }
     w->ndim = (size_t)ndim;
-    w->shape = shape;
+    w->shape = dims;
     w->data_len = (uint64_t)data_len;
-    rc = 0;
-exit:
-    Py_XDECREF(fast);
-    return rc;
+    return 0;
 }
 
 PyObject *stpy_write_layout_only(PyObject *module, PyObject *args)
@@ -211,8 +198,8 @@ PyObject *stpy_write_layout_only(PyObject *module, PyObject *args)
         goto exit;
     }
     for (size_t i = 0; i < count; i++)
-        if (layout_entry(state, PySequence_Fast_GET_ITEM(items, (Py_ssize_t)i), &tensors[i],
-                         shapes[i]) < 0)
+        if (stpy_parse_declaration(state, PySequence_Fast_GET_ITEM(items, (Py_ssize_t)i), true,
+                                   &tensors[i], shapes[i]) < 0)
             goto exit;
     if (stpy_collect_metadata(metadata, &meta) < 0)
         goto exit;

@@ -168,6 +168,14 @@ PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args);
 /* _dtype_table(): st_dtype_info for Python, so no Python module keeps its own copy. */
 PyObject *stpy_dtype_table(PyObject *module, PyObject *unused);
 
+/* serialize.c: dims from a sequence of at most ST_MAX_DIMS non-negative
+ * ints; the count, or -1 with an exception set. */
+Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims);
+/* header_bytes.c: *w from a (name, header dtype, shape[, data length])
+ * tuple, the shape in dims (ST_MAX_DIMS entries); -1 with an exception. */
+int stpy_parse_declaration(stpy_state *state, PyObject *item, bool with_len, st_write_tensor *w,
+                           uint64_t *dims);
+
 /* header_bytes.c: the header rules and writer layout for remote objects. */
 PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args);
 PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args);

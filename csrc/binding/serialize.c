@@ -44,16 +44,13 @@ static int parse_write_dtype(stpy_state *state, PyObject *obj, st_dtype *out)
     return -1;
 }
 
-/* Fills dims from a sequence of non-negative ints; F4 doubles the last
- * (packed) dim into the logical one. Returns the count or -1. */
-static Py_ssize_t parse_shape(stpy_state *state, PyObject *obj, st_dtype dtype, uint64_t *dims)
+Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims)
 {
     /* A tuple (torch.Size too) or list is read in place: no copy per tensor. */
     PyObject *seq = PyTuple_Check(obj) || PyList_CheckExact(obj)
                         ? Py_NewRef(obj)
                         : PySequence_Fast(obj, "shape must be a sequence of ints");
     Py_ssize_t count = -1;
-    st_error err;
     if (seq == NULL)
         return -1;
     if (PySequence_Fast_GET_SIZE(seq) > ST_MAX_DIMS) {
@@ -67,11 +64,6 @@ static Py_ssize_t parse_shape(stpy_state *state, PyObject *obj, st_dtype dtype, 
         dims[i] = dim;
     }
     count = PySequence_Fast_GET_SIZE(seq);
-    if (count > 0 &&
-        st_dtype_unpacked_dim(dtype, dims[count - 1], &dims[count - 1], &err) != ST_OK) {
-        stpy_raise(state, &err, STPY_CTX_NONE, NULL);
-        count = -1;
-    }
 exit:
     Py_DECREF(seq);
     return count;
@@ -99,12 +91,14 @@ static PyObject *spec_build(PyTypeObject *type, PyObject *dtype_obj, PyObject *s
     st_dtype dtype;
     uint64_t shape[ST_MAX_DIMS];
     Py_ssize_t ndim;
+    st_error err;
 
-    if (state == NULL || parse_write_dtype(state, dtype_obj, &dtype) < 0)
+    if (state == NULL || parse_write_dtype(state, dtype_obj, &dtype) < 0 ||
+        (ndim = stpy_parse_dims(shape_obj, shape)) < 0)
         return NULL;
-    ndim = parse_shape(state, shape_obj, dtype, shape);
-    if (ndim < 0)
-        return NULL;
+    /* F4: the last (packed) dim doubled into the logical one. */
+    if (ndim > 0 && st_dtype_unpacked_dim(dtype, shape[ndim - 1], &shape[ndim - 1], &err) != ST_OK)
+        return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
     self = (TensorSpec *)type->tp_alloc(type, ndim);
     if (self == NULL)
         return NULL;
