@@ -91,5 +91,18 @@ PyObject *stpy_numpy_view(stpy_state *state, stpy_owner *owner, const st_tensor 
 PyObject *stpy_torch_view(stpy_state *state, stpy_owner *owner, const st_tensor *t, uint8_t *data);
 /* Whether a tensor (or selection) of nbytes gets a private mapping (mmap). */
 bool stpy_use_private_map(const st_file *file, uint64_t nbytes);
+/* A new tensor holding a copy of the tensor read from the file. */
+PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
+/* t from the mmap backend, owning its memory alone: a large tensor is a view
+ * of a private mapping of its own (zero copy), a small one a copy. */
+PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
+/* pread blocks (pread_tensors.c), at most STPY_BLOCK_MAX long so that a kept
+ * tensor pins little besides itself: an empty uint8 array (torch tensor for
+ * torch) of len bytes, its memory at *data, filled by the caller; tensors in
+ * it are views of it. */
+#define STPY_BLOCK_MAX ((uint64_t)1 << 20)
+PyObject *stpy_new_block(stpy_state *state, stpy_framework fw, uint64_t len, uint8_t **data);
+PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *file, PyObject *block,
+                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
 
 #endif /* STPY_TENSORS_H */
