@@ -20,7 +20,7 @@ typedef struct {
     st_backend backend;
     PyObject *device;   /* NULL for cpu, else "cuda:0"-style str or int */
     PyObject *filename; /* str, as given (for messages) */
-    PyObject *names;    /* tuple of names in name order, built on first keys() */
+    PyObject *names;    /* list of names in name order, built on first keys() */
     PyObject *source;   /* a URL's byte source (sources.c), closed with the handle; else NULL */
 } SafeOpen;
 
@@ -284,6 +284,21 @@ static PyObject *SafeOpen_close(SafeOpen *self, PyObject *unused)
  * MARK: names and metadata
  * ====================================================================== */
 
+/* The tensor names, sorted or in offset order, as a new list. */
+static PyObject *tensor_names(const st_header *header, bool sorted)
+{
+    PyObject *names = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; names != NULL && i < st_header_count(header); i++) {
+        PyObject *name = stpy_tensor_name(sorted ? st_header_tensor_by_name_order(header, i)
+                                                 : st_header_tensor(header, i));
+        if (name == NULL)
+            Py_CLEAR(names);
+        else
+            PyList_SET_ITEM(names, (Py_ssize_t)i, name);
+    }
+    return names;
+}
+
 static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
 {
     PyObject *names, *result = NULL;
@@ -293,27 +308,14 @@ static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
     STPY_LOCK(self);
     names = Py_XNewRef(self->names);
     STPY_UNLOCK();
-    if (names == NULL) {
-        const st_header *header = st_file_header(file);
-        size_t count = st_header_count(header);
-        names = PyTuple_New((Py_ssize_t)count);
-        if (names == NULL)
-            goto exit;
-        for (size_t i = 0; i < count; i++) {
-            PyObject *name = stpy_tensor_name(st_header_tensor_by_name_order(header, i));
-            if (name == NULL) {
-                Py_CLEAR(names);
-                goto exit;
-            }
-            PyTuple_SET_ITEM(names, (Py_ssize_t)i, name);
-        }
-        STPY_LOCK(self);
+    if (names == NULL && (names = tensor_names(st_file_header(file), true)) != NULL) {
+        STPY_LOCK(self); /* kept for the next call */
         if (self->names == NULL)
             self->names = Py_NewRef(names);
         STPY_UNLOCK();
     }
-    result = PySequence_List(names);
-exit:
+    if (names != NULL)
+        result = PySequence_List(names);
     Py_XDECREF(names);
     st_file_release(file);
     return result;
@@ -321,26 +323,11 @@ exit:
 
 static PyObject *SafeOpen_offset_keys(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result = NULL;
+    PyObject *result;
     st_file *file = acquire_file(self);
-    const st_header *header;
-    size_t count;
     if (file == NULL)
         return NULL;
-    header = st_file_header(file);
-    count = st_header_count(header);
-    result = PyList_New((Py_ssize_t)count);
-    if (result == NULL)
-        goto exit;
-    for (size_t i = 0; i < count; i++) {
-        PyObject *name = stpy_tensor_name(st_header_tensor(header, i));
-        if (name == NULL) {
-            Py_CLEAR(result);
-            goto exit;
-        }
-        PyList_SET_ITEM(result, (Py_ssize_t)i, name);
-    }
-exit:
+    result = tensor_names(st_file_header(file), false);
     st_file_release(file);
     return result;
 }
@@ -360,60 +347,53 @@ static PyObject *SafeOpen_metadata(SafeOpen *self, PyObject *unused)
  * MARK: tensors
  * ====================================================================== */
 
-/* Looks name up; sets "File does not contain tensor" when absent. */
-static const st_tensor *find_tensor(stpy_state *state, st_file *file, PyObject *name)
+/* The tensor named by the one argument (`name`) of get_tensor/get_slice,
+ * *file then a new reference; NULL with an exception set (no reference). */
+static const st_tensor *named_tensor(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames, const char *fname, st_file **file)
 {
-    Py_ssize_t len;
-    const char *utf8;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, len;
+    PyObject *name;
     const st_tensor *t;
+    const char *utf8;
+    if (nargs + nkw != 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly one argument (%zd given)", fname,
+                     nargs + nkw);
+        return NULL;
+    }
+    if (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "name") != 0) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                     PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    name = args[0];
     if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError,
                      "argument 'name': '%.100s' object is not an instance of 'str'",
                      Py_TYPE(name)->tp_name);
         return NULL;
     }
-    utf8 = PyUnicode_AsUTF8AndSize(name, &len);
-    if (utf8 == NULL)
+    if ((utf8 = PyUnicode_AsUTF8AndSize(name, &len)) == NULL || (*file = acquire_file(self)) == NULL)
         return NULL;
-    t = st_header_find(st_file_header(file), utf8, (size_t)len);
-    if (t == NULL)
-        PyErr_Format(state->SafetensorError, "File does not contain tensor %U", name);
+    t = st_header_find(st_file_header(*file), utf8, (size_t)len);
+    if (t == NULL) {
+        PyErr_Format(stpy_state_from_type(Py_TYPE(self))->SafetensorError,
+                     "File does not contain tensor %U", name);
+        st_file_release(*file);
+    }
     return t;
-}
-
-static int unpack_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                       const char *fname, PyObject **name)
-{
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs + nkw != 1) {
-        PyErr_Format(PyExc_TypeError, "%s() takes exactly one argument (%zd given)", fname,
-                     nargs + nkw);
-        return -1;
-    }
-    if (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "name") != 0) {
-        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
-                     PyTuple_GET_ITEM(kwnames, 0));
-        return -1;
-    }
-    *name = args[0];
-    return 0;
 }
 
 static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames)
 {
     stpy_state *state = stpy_state_from_type(Py_TYPE(self));
-    PyObject *name, *result = NULL;
-    const st_tensor *t;
+    PyObject *result;
     st_file *file;
-    if (unpack_name(args, nargs, kwnames, "get_tensor", &name) < 0)
+    const st_tensor *t = named_tensor(self, args, nargs, kwnames, "get_tensor", &file);
+    if (t == NULL)
         return NULL;
-    file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
-    t = find_tensor(state, file, name);
-    if (t != NULL)
-        result = stpy_tensor_load(state, self->framework, file, t, self->device);
+    result = stpy_tensor_load(state, self->framework, file, t, self->device);
     if (result != NULL && stpy_is_cuda(self->framework, self->device) &&
         stpy_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
@@ -486,21 +466,12 @@ exit:
 static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames)
 {
-    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
-    PyObject *name;
-    const st_tensor *t;
     st_file *file;
-    if (unpack_name(args, nargs, kwnames, "get_slice", &name) < 0)
+    const st_tensor *t = named_tensor(self, args, nargs, kwnames, "get_slice", &file);
+    if (t == NULL)
         return NULL;
-    file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
-    t = find_tensor(state, file, name);
-    if (t == NULL) {
-        st_file_release(file);
-        return NULL;
-    }
-    return stpy_slice_new(state, file, t, self->framework, self->device); /* takes file */
+    return stpy_slice_new(stpy_state_from_type(Py_TYPE(self)), file, t, self->framework,
+                          self->device); /* takes file */
 }
 
 /* _table(): (name, dtype code, shape, begin, end) of every tensor in file
