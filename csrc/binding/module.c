@@ -152,6 +152,16 @@ exit:
     return NULL;
 }
 
+int stpy_check_arg(PyObject *obj, PyTypeObject *type, const char *argument)
+{
+    const char *name = strrchr(type->tp_name, '.');
+    if (PyObject_TypeCheck(obj, type))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "argument '%s': '%.100s' object is not an instance of '%s'",
+                 argument, Py_TYPE(obj)->tp_name, name ? name + 1 : type->tp_name);
+    return -1;
+}
+
 PyObject *stpy_debug_quote(PyObject *text)
 {
     /* The core's st_debug_str is the one implementation (the header parser

@@ -129,6 +129,10 @@ PyObject *stpy_raise(stpy_state *state, const st_error *err, stpy_context ctx, P
 void stpy_note_foreign_format(st_error *err, const uint8_t *head, size_t len);
 void stpy_note_foreign_file(st_error *err, const char *path);
 
+/* 0 if obj is a type instance, else -1 and upstream's TypeError for the
+ * argument ("argument 'name': 'int' object is not an instance of 'str'"). */
+int stpy_check_arg(PyObject *obj, PyTypeObject *type, const char *argument);
+
 /* A str quoted as Rust's Debug format does ("a\"b"), for upstream's messages. */
 PyObject *stpy_debug_quote(PyObject *text);
 

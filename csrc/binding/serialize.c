@@ -261,6 +261,7 @@ static int collect_tensor(stpy_state *state, write_input *in, size_t i, PyObject
 {
     st_write_tensor *w = &in->tensors[i];
     Py_ssize_t name_len;
+    TensorSpec *spec;
 
     if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "tensor names must be str, not '%.100s'",
@@ -271,32 +272,16 @@ static int collect_tensor(stpy_state *state, write_input *in, size_t i, PyObject
     if (w->name == NULL)
         return -1;
     w->name_len = (size_t)name_len;
-    if (PyObject_TypeCheck(value, state->TensorSpecType)) {
-        TensorSpec *spec = (TensorSpec *)value;
-        w->dtype = spec->dtype;
-        w->ndim = SPEC_NDIM(spec);
-        w->shape = spec->shape;
-        w->data = (const void *)spec->data_ptr;
-        w->data_len = spec->data_len;
-        return 0;
-    }
     /* 0.8.0 removed the 0.7 dict form ({"dtype", "shape", "data"}). */
-    PyErr_Format(PyExc_TypeError,
-                 "argument 'tensor_dict': '%.100s' object is not an instance of 'TensorSpec'",
-                 Py_TYPE(value)->tp_name);
-    return -1;
-}
-
-/* A snapshot of a dict argument's items (a list of pairs), with upstream's
- * TypeError for anything else. Holding it keeps every key and value alive. */
-static PyObject *dict_items(PyObject *dict, const char *argument)
-{
-    if (!PyDict_Check(dict)) {
-        PyErr_Format(PyExc_TypeError, "argument '%s': '%.100s' object is not an instance of 'dict'",
-                     argument, Py_TYPE(dict)->tp_name);
-        return NULL;
-    }
-    return PyDict_Items(dict);
+    if (stpy_check_arg(value, state->TensorSpecType, "tensor_dict") < 0)
+        return -1;
+    spec = (TensorSpec *)value;
+    w->dtype = spec->dtype;
+    w->ndim = SPEC_NDIM(spec);
+    w->shape = spec->shape;
+    w->data = (const void *)spec->data_ptr;
+    w->data_len = spec->data_len;
+    return 0;
 }
 
 int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out)
@@ -305,8 +290,9 @@ int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out)
     memset(out, 0, sizeof(*out));
     if (metadata == NULL || metadata == Py_None)
         return 0;
-    out->items = dict_items(metadata, "metadata");
-    if (out->items == NULL)
+    /* The dict's items (a list of pairs) keep every key and value alive. */
+    if (stpy_check_arg(metadata, &PyDict_Type, "metadata") < 0 ||
+        (out->items = PyDict_Items(metadata)) == NULL)
         return -1;
     count = PyList_GET_SIZE(out->items);
     out->present = true;
@@ -353,14 +339,8 @@ static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata,
     Py_ssize_t count, pos = 0, i = 0;
     PyObject *name, *value;
     memset(in, 0, sizeof(*in));
-    if (!PyDict_Check(tensor_dict)) {
-        PyErr_Format(PyExc_TypeError,
-                     "argument 'tensor_dict': '%.100s' object is not an instance of 'dict'",
-                     Py_TYPE(tensor_dict)->tp_name);
-        return -1;
-    }
-    in->items = PyDict_Copy(tensor_dict);
-    if (in->items == NULL)
+    if (stpy_check_arg(tensor_dict, &PyDict_Type, "tensor_dict") < 0 ||
+        (in->items = PyDict_Copy(tensor_dict)) == NULL)
         return -1;
     count = PyDict_GET_SIZE(in->items);
     in->count = (size_t)count;
