@@ -203,12 +203,13 @@ static st_file *acquire_file(SafeOpen *self)
     return file;
 }
 
-/* Closes the handle; a URL's source is closed too, which stops the reads
+/* __exit__ and close(): a URL's source is closed too, which stops the reads
  * of a load running in another thread (they raise "File is closed"). */
-static int close_handle(SafeOpen *self)
+static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *unused)
 {
     st_file *file;
-    PyObject *source, *closed = Py_None;
+    PyObject *source, *closed;
+    bool failed = false;
     STPY_LOCK(self);
     file = self->file;
     self->file = NULL;
@@ -217,6 +218,8 @@ static int close_handle(SafeOpen *self)
     STPY_UNLOCK();
     if (source != NULL) {
         closed = PyObject_CallMethod(source, "close", NULL);
+        failed = closed == NULL;
+        Py_XDECREF(closed);
         Py_DECREF(source);
     }
     if (file != NULL) {
@@ -225,11 +228,7 @@ static int close_handle(SafeOpen *self)
             st_file_release(file);
         Py_END_ALLOW_THREADS
     }
-    if (closed == NULL)
-        return -1;
-    if (closed != Py_None)
-        Py_DECREF(closed);
-    return 0;
+    return failed ? NULL : Py_NewRef(Py_None);
 }
 
 static int SafeOpen_traverse(SafeOpen *self, visitproc visit, void *arg)
@@ -266,18 +265,6 @@ static void SafeOpen_dealloc(SafeOpen *self)
 static PyObject *SafeOpen_enter(SafeOpen *self, PyObject *unused)
 {
     return Py_NewRef(self);
-}
-
-static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *args)
-{
-    if (close_handle(self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *SafeOpen_close(SafeOpen *self, PyObject *unused)
-{
-    return SafeOpen_exit(self, NULL);
 }
 
 /* ======================================================================
@@ -517,7 +504,7 @@ static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
 static PyMethodDef SafeOpen_methods[] = {
     {"__enter__", (PyCFunction)SafeOpen_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)SafeOpen_exit, METH_VARARGS, NULL},
-    {"close", (PyCFunction)SafeOpen_close, METH_NOARGS,
+    {"close", (PyCFunction)SafeOpen_exit, METH_NOARGS,
      "close()\n"
      "--\n"
      "\n"
