@@ -17,7 +17,6 @@
 typedef struct {
     PyObject_HEAD st_file *file; /* owned reference; NULL once closed */
     stpy_framework framework;
-    st_backend backend;
     PyObject *device;   /* NULL for cpu, else "cuda:0"-style str or int */
     PyObject *filename; /* str, as given (for messages) */
     PyObject *names;    /* list of names in name order, built on first keys() */
@@ -94,7 +93,6 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
 
     if (remote) {
         /* Read through a byte source: the pread paths (no mapping). */
-        backend = ST_BACKEND_PREAD;
         if (stpy_open_source(state, filename, options, &file, &source) < 0)
             goto fail;
     } else {
@@ -126,7 +124,6 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     self->file = file;
     file = NULL;
     self->framework = framework;
-    self->backend = backend;
     self->device = device == Py_None ? NULL : Py_NewRef(device);
     self->filename = Py_NewRef(remote ? filename : path_str);
     self->source = Py_XNewRef(source);

@@ -54,7 +54,6 @@ int stpy_owner_map(stpy_state *state, st_file *file, uint64_t offset, uint64_t l
 void stpy_owner_release(stpy_owner *owner);
 /* Whether another private mapping fits under STPY_PRIVATE_MAPS_MAX. */
 bool stpy_private_map_allowed(void);
-long stpy_private_maps_alive(void);
 /* A MappedBytes over data..data+len, taking over *owner (released on
  * failure too; *owner is emptied either way). */
 PyObject *stpy_mapped_bytes_new(stpy_state *state, stpy_owner *owner, uint8_t *data, size_t len);
