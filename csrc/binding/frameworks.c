@@ -9,10 +9,6 @@
 
 #include <string.h>
 
-/* ======================================================================
- * MARK: framework tables
- * ====================================================================== */
-
 const char *stpy_framework_name(stpy_framework fw)
 {
     static const char *const names[] = {"pytorch", "numpy", "tensorflow", "flax", "mlx", "paddle"};

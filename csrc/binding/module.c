@@ -29,9 +29,7 @@ stpy_state *stpy_state_from_type(PyTypeObject *type)
     return module ? stpy_state_from_module(module) : NULL;
 }
 
-/* ======================================================================
- * MARK: errors
- * ====================================================================== */
+/* ---- MARK: errors ---- */
 
 static PyObject *make_exception(PyObject *type, PyObject *message, const st_error *err)
 {
@@ -175,9 +173,7 @@ PyObject *stpy_debug_quote(PyObject *text)
     return PyUnicode_DecodeUTF8(quoted, (Py_ssize_t)strlen(quoted), "surrogatepass");
 }
 
-/* ======================================================================
- * MARK: module
- * ====================================================================== */
+/* ---- MARK: module ---- */
 
 static PyObject *set_callable(PyObject **slot, PyObject *fn, const char *setter)
 {

@@ -23,9 +23,7 @@ typedef struct {
     PyObject *source;   /* a URL's byte source (sources.c), closed with the handle; else NULL */
 } SafeOpen;
 
-/* ======================================================================
- * MARK: construction
- * ====================================================================== */
+/* ---- MARK: construction ---- */
 
 /* The keyword-only arguments for URLs (docs/remote.md), in safe_open's order. */
 #define REMOTE_ARGS 9
@@ -179,9 +177,7 @@ PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwar
     return result;
 }
 
-/* ======================================================================
- * MARK: lifetime
- * ====================================================================== */
+/* ---- MARK: lifetime ---- */
 
 /* A new reference to the file, or NULL with "File is closed" set. */
 static st_file *acquire_file(SafeOpen *self)
@@ -264,9 +260,7 @@ static PyObject *SafeOpen_enter(SafeOpen *self, PyObject *unused)
     return Py_NewRef(self);
 }
 
-/* ======================================================================
- * MARK: names and metadata
- * ====================================================================== */
+/* ---- MARK: names and metadata ---- */
 
 /* The tensor names, sorted or in offset order, as a new list. */
 static PyObject *tensor_names(const st_header *header, bool sorted)
@@ -327,9 +321,7 @@ static PyObject *SafeOpen_metadata(SafeOpen *self, PyObject *unused)
     return result;
 }
 
-/* ======================================================================
- * MARK: tensors
- * ====================================================================== */
+/* ---- MARK: tensors ---- */
 
 /* The tensor named by the one argument (`name`) of get_tensor/get_slice,
  * *file then a new reference; NULL with an exception set (no reference). */

@@ -8,9 +8,7 @@
 
 #include <string.h>
 
-/* ======================================================================
- * MARK: selections
- * ====================================================================== */
+/* ---- MARK: selections ---- */
 
 static PyObject *int_tuple(const int64_t *values, size_t count)
 {
@@ -161,9 +159,7 @@ PyObject *stpy_tensor_select(stpy_state *state, stpy_framework fw, st_file *file
                                                    (size_t)stpy_tensor_data_len(t)));
 }
 
-/* ======================================================================
- * MARK: advanced indexing
- * ====================================================================== */
+/* ---- MARK: advanced indexing ---- */
 
 /* An index item NumPy should see as an array: tensors of other frameworks
  * (torch, ...) become NumPy arrays; everything else is passed as given. */

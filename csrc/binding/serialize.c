@@ -11,9 +11,7 @@
 
 #include <string.h>
 
-/* ======================================================================
- * MARK: dtype names accepted on write
- * ====================================================================== */
+/* ---- MARK: dtype names accepted on write ---- */
 
 /* The names are the core's type names (st_dtype_from_type_name); this is
  * upstream's message, which lists them in its own order. */
@@ -69,9 +67,7 @@ exit:
     return count;
 }
 
-/* ======================================================================
- * MARK: TensorSpec
- * ====================================================================== */
+/* ---- MARK: TensorSpec ---- */
 
 /* Variable-sized: ob_size dims follow (files can hold 100,000s of specs). */
 typedef struct {
@@ -236,9 +232,7 @@ PyType_Spec stpy_tensor_spec_spec = {
     .slots = TensorSpec_slots,
 };
 
-/* ======================================================================
- * MARK: collecting the input
- * ====================================================================== */
+/* ---- MARK: collecting the input ---- */
 
 typedef struct {
     PyObject *items;          /* a private copy of the dict: keeps everything alive */
@@ -357,9 +351,7 @@ static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata,
     return stpy_collect_metadata(metadata, &in->metadata);
 }
 
-/* ======================================================================
- * MARK: _ranges_overlap
- * ====================================================================== */
+/* ---- MARK: _ranges_overlap ---- */
 
 typedef struct {
     uint64_t start, end;
@@ -412,9 +404,7 @@ exit:
     return result;
 }
 
-/* ======================================================================
- * MARK: serialize, serialize_file
- * ====================================================================== */
+/* ---- MARK: serialize, serialize_file ---- */
 
 /* The core's layout of the collected input; the caller releases the GIL. */
 static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
@@ -507,9 +497,7 @@ exit:
     return result;
 }
 
-/* ======================================================================
- * MARK: deserialize
- * ====================================================================== */
+/* ---- MARK: deserialize ---- */
 
 static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
 {

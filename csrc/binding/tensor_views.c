@@ -17,9 +17,7 @@
 
 #include <string.h>
 
-/* ======================================================================
- * MARK: shapes
- * ====================================================================== */
+/* ---- MARK: shapes ---- */
 
 size_t stpy_itemsize_of(st_dtype dtype)
 {
@@ -68,9 +66,7 @@ int stpy_numpy_dims(const st_tensor *t, npy_intp *dims)
     return 0;
 }
 
-/* ======================================================================
- * MARK: building arrays
- * ====================================================================== */
+/* ---- MARK: building arrays ---- */
 
 PyObject *stpy_call_kw_dtype(PyObject *fn, PyObject *arg, stpy_state *state, PyObject *dtype)
 {
@@ -310,9 +306,7 @@ PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *fi
     return view_of(state, fw, &owner, t, data);
 }
 
-/* ======================================================================
- * MARK: every tensor at once (get_tensors: mmap backend, CPU)
- * ====================================================================== */
+/* ---- MARK: every tensor at once (get_tensors: mmap backend, CPU) ---- */
 
 /*
  * One mapping per call, as upstream maps a file once: every tensor is a
