@@ -15,7 +15,7 @@
  * Callers synchronize once (stpy_cuda_synchronize) before handing tensors out.
  */
 static PyObject *tensor_to_cuda(stpy_state *state, st_file *file, const st_tensor *t,
-                               PyObject *device)
+                                PyObject *device)
 {
     PyObject *tdtype = stpy_torch_dtype(state, t->dtype), *nbytes = NULL, *kwnames = NULL,
              *staging = NULL, *typed = NULL, *shape = NULL, *shaped = NULL, *result = NULL;

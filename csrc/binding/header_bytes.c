@@ -73,10 +73,10 @@ PyObject *stpy_tensor_rows(const st_header *header, uint64_t base)
     PyObject *rows = PyList_New((Py_ssize_t)st_header_count(header));
     for (size_t i = 0; rows != NULL && i < st_header_count(header); i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *row = Py_BuildValue("(NsNKK)", stpy_tensor_name(t), st_dtype_name(t->dtype),
-                                      stpy_int_list(t->shape, t->ndim),
-                                      (unsigned long long)(base + t->begin),
-                                      (unsigned long long)(base + t->end));
+        PyObject *row =
+            Py_BuildValue("(NsNKK)", stpy_tensor_name(t), st_dtype_name(t->dtype),
+                          stpy_int_list(t->shape, t->ndim), (unsigned long long)(base + t->begin),
+                          (unsigned long long)(base + t->end));
         if (row == NULL)
             Py_CLEAR(rows);
         else

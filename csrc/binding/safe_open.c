@@ -344,7 +344,8 @@ static const st_tensor *named_tensor(SafeOpen *self, PyObject *const *args, Py_s
     }
     name = args[0];
     if (stpy_check_arg(name, &PyUnicode_Type, "name") < 0 ||
-        (utf8 = PyUnicode_AsUTF8AndSize(name, &len)) == NULL || (*file = acquire_file(self)) == NULL)
+        (utf8 = PyUnicode_AsUTF8AndSize(name, &len)) == NULL ||
+        (*file = acquire_file(self)) == NULL)
         return NULL;
     t = st_header_find(st_file_header(*file), utf8, (size_t)len);
     if (t == NULL) {

@@ -504,8 +504,8 @@ static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
     PyObject *bytes =
         PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
     return Py_BuildValue("(N{sNsssN})", stpy_tensor_name(t), "shape",
-                         stpy_int_list(t->shape, t->ndim), "dtype", st_dtype_name(t->dtype),
-                         "data", bytes);
+                         stpy_int_list(t->shape, t->ndim), "dtype", st_dtype_name(t->dtype), "data",
+                         bytes);
 }
 
 /* Parses a whole file held in a bytes-like object into *header (owned by

@@ -206,8 +206,7 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
     if (basic)
         result = stpy_tensor_select(state, self->framework, self->file, self->tensor, &selection);
     else
-        result =
-            stpy_tensor_select_advanced(state, self->framework, self->file, self->tensor, key);
+        result = stpy_tensor_select_advanced(state, self->framework, self->file, self->tensor, key);
     if (result != NULL && self->device != NULL)
         result = stpy_tensor_to_device(state, result, self->device);
     return result;
