@@ -157,7 +157,7 @@ PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args);
 PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args);
 PyObject *stpy_write_layout_only(PyObject *module, PyObject *args);
 
-/* ---- serialize.c, header_bytes.c: arguments of the writers ---- */
+/* ---- serialize.c: the writers' input ---- */
 
 /* A metadata argument (dict[str, str] or None) as the core's items; `items`
  * (the dict's item list) keeps every string alive until the release. */
@@ -169,13 +169,26 @@ typedef struct {
 } stpy_metadata_list;
 int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out);
 void stpy_metadata_list_release(stpy_metadata_list *list);
+
+/* The tensors and metadata to write, as the core takes them; `items` keeps
+ * every name, TensorSpec and string alive until the release, also while the
+ * GIL is released. */
+typedef struct {
+    PyObject *items;
+    st_write_tensor *tensors;
+    uint64_t (*shapes)[ST_MAX_DIMS]; /* declarations' shapes (TensorSpecs hold their own) */
+    size_t *order;                   /* st_write_layout's output */
+    size_t count;
+    stpy_metadata_list metadata;
+} stpy_write_input;
+/* A sequence of (name, header dtype, shape[, data length]) declarations and
+ * a metadata argument; -1 with an exception set (release *in all the same). */
+int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool with_len,
+                              PyObject *metadata, stpy_write_input *in);
+void stpy_write_input_release(stpy_write_input *in);
 /* dims from a sequence of at most ST_MAX_DIMS non-negative ints; the count,
  * or -1 with an exception set. */
 Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims);
-/* *w from a (name, header dtype, shape[, data length]) tuple, the shape in
- * dims (ST_MAX_DIMS entries); -1 with an exception set. */
-int stpy_parse_declaration(stpy_state *state, PyObject *item, bool with_len, st_write_tensor *w,
-                           uint64_t *dims);
 
 /* ---- header_bytes.c: headers as Python objects ---- */
 

@@ -234,23 +234,30 @@ PyType_Spec stpy_tensor_spec_spec = {
 
 /* ---- MARK: collecting the input ---- */
 
-typedef struct {
-    PyObject *items;          /* a private copy of the dict: keeps everything alive */
-    st_write_tensor *tensors; /* shapes point into the TensorSpecs */
-    size_t count;
-    stpy_metadata_list metadata;
-    size_t *order;
-} write_input;
-
-static void write_input_release(write_input *in)
+void stpy_write_input_release(stpy_write_input *in)
 {
     PyMem_Free(in->tensors);
+    PyMem_Free(in->shapes);
     PyMem_Free(in->order);
     Py_CLEAR(in->items);
     stpy_metadata_list_release(&in->metadata);
 }
 
-static int collect_tensor(stpy_state *state, write_input *in, size_t i, PyObject *name,
+/* Room for count tensors (and their shapes, for declarations). */
+static int alloc_input(stpy_write_input *in, Py_ssize_t count, bool shapes)
+{
+    in->count = (size_t)count;
+    in->tensors = PyMem_Calloc(in->count + 1, sizeof(*in->tensors));
+    in->order = PyMem_Calloc(in->count + 1, sizeof(*in->order));
+    in->shapes = shapes ? PyMem_Calloc(in->count + 1, sizeof(*in->shapes)) : NULL;
+    if (in->tensors == NULL || in->order == NULL || (shapes && in->shapes == NULL)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static int collect_tensor(stpy_state *state, stpy_write_input *in, size_t i, PyObject *name,
                           PyObject *value)
 {
     st_write_tensor *w = &in->tensors[i];
@@ -328,24 +335,69 @@ void stpy_metadata_list_release(stpy_metadata_list *list)
  * list of item pairs would be a million tuples for a million tensors, each
  * counted towards the next garbage collection): no other thread can change
  * it while the GIL is released. */
-static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata, write_input *in)
+static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata,
+                   stpy_write_input *in)
 {
-    Py_ssize_t count, pos = 0, i = 0;
+    Py_ssize_t pos = 0, i = 0;
     PyObject *name, *value;
     memset(in, 0, sizeof(*in));
     if (stpy_check_arg(tensor_dict, &PyDict_Type, "tensor_dict") < 0 ||
-        (in->items = PyDict_Copy(tensor_dict)) == NULL)
+        (in->items = PyDict_Copy(tensor_dict)) == NULL ||
+        alloc_input(in, PyDict_GET_SIZE(in->items), false) < 0)
         return -1;
-    count = PyDict_GET_SIZE(in->items);
-    in->count = (size_t)count;
-    in->tensors = PyMem_Calloc((size_t)count + 1, sizeof(st_write_tensor));
-    in->order = PyMem_Calloc((size_t)count + 1, sizeof(size_t));
-    if (in->tensors == NULL || in->order == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
     while (PyDict_Next(in->items, &pos, &name, &value)) {
         if (collect_tensor(state, in, (size_t)i++, name, value) < 0)
+            return -1;
+    }
+    return stpy_collect_metadata(metadata, &in->metadata);
+}
+
+/* Fills *w from a (name, header dtype, shape[, data length]) tuple, the
+ * shape in dims. */
+static int parse_declaration(stpy_state *state, PyObject *item, bool with_len, st_write_tensor *w,
+                             uint64_t *dims)
+{
+    PyObject *name, *dtype, *shape;
+    Py_ssize_t len, ndim, data_len = 0;
+    const char *code;
+    if (!PyTuple_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "each tensor is a tuple (name, dtype, shape%s), not %R",
+                     with_len ? ", data length" : "", item);
+        return -1;
+    }
+    if (!PyArg_ParseTuple(item,
+                          with_len ? "UUOn;each tensor is (name, dtype, shape, data length)"
+                                   : "UUO;each tensor is (name, dtype, shape)",
+                          &name, &dtype, &shape, &data_len) ||
+        (w->name = PyUnicode_AsUTF8AndSize(name, &len)) == NULL)
+        return -1;
+    w->name_len = (size_t)len;
+    if ((code = PyUnicode_AsUTF8AndSize(dtype, &len)) == NULL)
+        return -1;
+    if (!st_dtype_from_name(code, (size_t)len, &w->dtype)) {
+        PyErr_Format(state->SafetensorError,
+                     "Unknown dtype %R for tensor %R (a header name such as 'F32')", dtype, name);
+        return -1;
+    }
+    if ((ndim = stpy_parse_dims(shape, dims)) < 0)
+        return -1;
+    w->ndim = (size_t)ndim;
+    w->shape = dims;
+    w->data_len = (uint64_t)data_len;
+    return 0;
+}
+
+int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool with_len,
+                              PyObject *metadata, stpy_write_input *in)
+{
+    memset(in, 0, sizeof(*in));
+    /* A tuple of our own: the caller's list may change while the GIL is released. */
+    if ((in->items = PySequence_Tuple(declarations)) == NULL ||
+        alloc_input(in, PyTuple_GET_SIZE(in->items), true) < 0)
+        return -1;
+    for (size_t i = 0; i < in->count; i++) {
+        if (parse_declaration(state, PyTuple_GET_ITEM(in->items, (Py_ssize_t)i), with_len,
+                              &in->tensors[i], in->shapes[i]) < 0)
             return -1;
     }
     return stpy_collect_metadata(metadata, &in->metadata);
@@ -407,7 +459,7 @@ exit:
 /* ---- MARK: serialize, serialize_file ---- */
 
 /* The core's layout of the collected input; the caller releases the GIL. */
-static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
+static st_code lay_out(const stpy_write_input *in, st_layout *layout, st_error *err)
 {
     *layout = (st_layout){.tensors = in->tensors,
                           .count = in->count,
@@ -424,7 +476,7 @@ PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     stpy_state *state = stpy_state_from_module(module);
     PyObject *tensor_dict, *metadata = NULL, *result = NULL;
     st_layout layout = {0};
-    write_input in;
+    stpy_write_input in;
     st_error err;
     st_code code;
 
@@ -453,7 +505,7 @@ PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
 exit:
     st_free(layout.header);
-    write_input_release(&in);
+    stpy_write_input_release(&in);
     return result;
 }
 
@@ -463,7 +515,7 @@ PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs
     stpy_state *state = stpy_state_from_module(module);
     PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *name = NULL, *result = NULL;
     st_layout layout = {0};
-    write_input in;
+    stpy_write_input in;
     st_error err;
     st_code code;
 
@@ -491,9 +543,46 @@ PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs
     result = Py_NewRef(Py_None);
 exit:
     st_free(layout.header);
-    write_input_release(&in);
+    stpy_write_input_release(&in);
     Py_XDECREF(path);
     Py_XDECREF(name);
+    return result;
+}
+
+/* _write_layout(entries, metadata) -> (header, order): the layout of
+ * (name, header dtype, shape, data length) entries, checked as serialize
+ * checks them: the bytes that start the file (length prefix + padded JSON)
+ * and the entry indices in file order (uploads written part by part). */
+PyObject *stpy_write_layout_only(PyObject *module, PyObject *args)
+{
+    stpy_state *state = stpy_state_from_module(module);
+    PyObject *entries, *metadata, *order = NULL, *result = NULL;
+    st_layout layout = {0};
+    stpy_write_input in = {0};
+    st_error err;
+
+    if (!PyArg_ParseTuple(args, "OO:_write_layout", &entries, &metadata) ||
+        stpy_collect_declarations(state, entries, true, metadata, &in) < 0)
+        goto exit;
+    if (lay_out(&in, &layout, &err) != ST_OK) {
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
+        goto exit;
+    }
+    order = PyList_New((Py_ssize_t)in.count);
+    for (size_t i = 0; order != NULL && i < in.count; i++) {
+        PyObject *index = PyLong_FromSize_t(in.order[i]);
+        if (index == NULL)
+            Py_CLEAR(order);
+        else
+            PyList_SET_ITEM(order, (Py_ssize_t)i, index);
+    }
+    if (order != NULL)
+        result = Py_BuildValue("(y#O)", (const char *)layout.header, (Py_ssize_t)layout.header_size,
+                               order);
+exit:
+    st_free(layout.header);
+    stpy_write_input_release(&in);
+    Py_XDECREF(order);
     return result;
 }
 

@@ -35,11 +35,8 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
 {
     static char *kwlist[] = {"filename", "tensors", "metadata", NULL};
     stpy_state *state = stpy_state_from_type(type);
-    PyObject *filename, *tensors, *metadata = NULL, *path = NULL, *items = NULL;
-    stpy_metadata_list meta = {0};
-    st_write_tensor *decls = NULL;
-    uint64_t *dims = NULL;
-    Py_ssize_t count;
+    PyObject *filename, *tensors, *metadata = NULL, *path = NULL;
+    stpy_write_input in = {0};
     StreamWriter *self = NULL;
     st_stream *stream = NULL;
     st_error err;
@@ -50,28 +47,11 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
         return NULL;
     if (!PyUnicode_FSConverter(filename, &path))
         return NULL;
-    /* A tuple of our own: the names' UTF-8 stays alive while the GIL is released
-     * even if the caller's list changes meanwhile. */
-    items = PySequence_Tuple(tensors);
-    if (items == NULL)
-        goto exit;
-    count = PyTuple_GET_SIZE(items);
-    decls = PyMem_Calloc((size_t)count + 1, sizeof *decls);
-    dims = PyMem_Calloc(((size_t)count + 1) * ST_MAX_DIMS, sizeof *dims);
-    if (decls == NULL || dims == NULL) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (stpy_parse_declaration(state, PyTuple_GET_ITEM(items, i), false, &decls[i],
-                                   dims + (size_t)i * ST_MAX_DIMS) < 0)
-            goto exit;
-    }
-    if (stpy_collect_metadata(metadata, &meta) < 0)
+    if (stpy_collect_declarations(state, tensors, false, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-        code = st_stream_open(PyBytes_AS_STRING(path), decls, (size_t)count, meta.entries,
-                              meta.count, meta.present, &stream, &err);
+        code = st_stream_open(PyBytes_AS_STRING(path), in.tensors, in.count, in.metadata.entries,
+                              in.metadata.count, in.metadata.present, &stream, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         stpy_raise(state, &err, STPY_CTX_NONE, filename);
@@ -86,10 +66,7 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
     self->filename = Py_NewRef(filename);
 exit:
     Py_XDECREF(path);
-    Py_XDECREF(items);
-    stpy_metadata_list_release(&meta);
-    PyMem_Free(decls);
-    PyMem_Free(dims);
+    stpy_write_input_release(&in);
     return (PyObject *)self;
 }
 
