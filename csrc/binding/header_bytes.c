@@ -18,34 +18,28 @@
 
 #include <string.h>
 
-static int get_file_size(PyObject *obj, uint64_t *out)
+/* A PyArg "O&" converter: a file size, a non-negative int. */
+static int file_size(PyObject *obj, void *out)
 {
-    unsigned long long value = PyLong_AsUnsignedLongLong(obj);
-    if (value == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    *out = value;
-    return 0;
+    *(uint64_t *)out = PyLong_AsUnsignedLongLong(obj);
+    return !PyErr_Occurred();
 }
 
 PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args)
 {
     stpy_state *state = stpy_state_from_module(module);
-    PyObject *size_obj, *result = NULL;
+    PyObject *result = NULL;
     Py_buffer prefix;
-    uint64_t file_size, header_len;
+    uint64_t size, header_len;
     st_error err;
 
-    if (!PyArg_ParseTuple(args, "y*O:_header_length", &prefix, &size_obj))
+    if (!PyArg_ParseTuple(args, "y*O&:_header_length", &prefix, file_size, &size))
         return NULL;
-    if (get_file_size(size_obj, &file_size) < 0)
-        goto exit;
-    if (st_header_length(prefix.buf, prefix.len < 8 ? (size_t)prefix.len : 8, file_size,
-                         &header_len, &err) != ST_OK) {
+    if (st_header_length(prefix.buf, prefix.len < 8 ? (size_t)prefix.len : 8, size, &header_len,
+                         &err) != ST_OK)
         stpy_raise(state, &err, STPY_CTX_DESERIALIZE_HEADER, NULL);
-        goto exit;
-    }
-    result = PyLong_FromUnsignedLongLong(header_len);
-exit:
+    else
+        result = PyLong_FromUnsignedLongLong(header_len);
     PyBuffer_Release(&prefix);
     return result;
 }
@@ -103,34 +97,23 @@ PyObject *stpy_metadata_dict(const st_header *header)
 PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args)
 {
     stpy_state *state = stpy_state_from_module(module);
-    PyObject *size_obj, *tensors = NULL, *metadata = NULL, *result = NULL;
+    PyObject *result = NULL;
     st_header *header = NULL;
     Py_buffer json;
-    uint64_t file_size;
+    uint64_t size;
     st_error err;
     st_code code;
 
-    if (!PyArg_ParseTuple(args, "y*O:_parse_header", &json, &size_obj))
+    if (!PyArg_ParseTuple(args, "y*O&:_parse_header", &json, file_size, &size))
         return NULL;
-    if (get_file_size(size_obj, &file_size) < 0)
-        goto exit;
     Py_BEGIN_ALLOW_THREADS
-        code = st_header_parse(json.buf, (size_t)json.len, file_size, &header, &err);
+        code = st_header_parse(json.buf, (size_t)json.len, size, &header, &err);
     Py_END_ALLOW_THREADS
-    if (code != ST_OK) {
+    if (code != ST_OK)
         stpy_raise(state, &err, STPY_CTX_DESERIALIZE_HEADER, NULL);
-        goto exit;
-    }
-    tensors = stpy_tensor_rows(header, 0);
-    if (tensors == NULL)
-        goto exit;
-    metadata = stpy_metadata_dict(header);
-    if (metadata != NULL)
-        result = PyTuple_Pack(2, tensors, metadata);
-exit:
+    else
+        result = Py_BuildValue("(NN)", stpy_tensor_rows(header, 0), stpy_metadata_dict(header));
     st_header_free(header);
-    Py_XDECREF(tensors);
-    Py_XDECREF(metadata);
     PyBuffer_Release(&json);
     return result;
 }

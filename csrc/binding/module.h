@@ -3,22 +3,10 @@
  *
  * The extension safetensors._safetensors_c is a thin layer over the C core
  * (csrc/core/st_core.h). The binding's shared names start with stpy_ /
- * STPY_; st_ / ST_ names are the core's. Files:
- *   module.c       module definition, state, exception types, stpy_raise
- *   arguments.c    safe_open's framework / device / backend arguments
- *   safe_open.c    safe_open: the handle and its methods; a URL or fsspec file
- *                  object is read through a byte source (st_file_open_source)
- *   slice.c        the lazy slice object returned by get_slice, index items
- *   frameworks.c   importing frameworks on first use, dtype mapping
- *   mapped_bytes.c the buffer exporter that keeps file memory alive
- *   tensor_views.c a whole tensor as an array: views of the mapping, reads
- *   selections.c   the part of a tensor an index selects
- *   devices.c      CUDA staging, .to(device), loading for a handle's device
- *   serialize.c    TensorSpec, serialize, serialize_file, deserialize
- *   sources.c      URLs and fsspec file objects as byte sources
- *   foreign_files.c what a file that is not safetensors looks like
- * tensors.h is shared by the files that build arrays (NumPy C API); it says
- * which of them calls which (one way, no circle).
+ * STPY_; st_ / ST_ names are the core's. Each file's first comment says what
+ * it holds; module.c has the module, its state and stpy_raise. tensors.h is
+ * shared by the files that build arrays (NumPy C API); it says which of
+ * them calls which (one way, no circle).
  *
  * Ownership of file memory: a core st_file is reference counted; the handle
  * holds one reference until it is closed, and a method call holds another
