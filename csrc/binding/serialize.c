@@ -9,7 +9,9 @@
  */
 #include "module.h"
 
+#include <stddef.h>
 #include <string.h>
+#include <structmember.h>
 
 /* ---- MARK: dtype names accepted on write ---- */
 
@@ -72,8 +74,7 @@ exit:
 /* Variable-sized: ob_size dims follow (files can hold 100,000s of specs). */
 typedef struct {
     PyObject_VAR_HEAD st_dtype dtype;
-    uintptr_t data_ptr;
-    uint64_t data_len;
+    unsigned long long data_ptr, data_len;
     uint64_t shape[]; /* logical */
 } TensorSpec;
 
@@ -100,7 +101,7 @@ static PyObject *spec_build(PyTypeObject *type, PyObject *dtype_obj, PyObject *s
         return NULL;
     self->dtype = dtype;
     memcpy(self->shape, shape, (size_t)ndim * sizeof(shape[0]));
-    self->data_ptr = (uintptr_t)data_ptr;
+    self->data_ptr = data_ptr;
     self->data_len = data_len;
     return (PyObject *)self;
 }
@@ -128,10 +129,8 @@ static PyObject *TensorSpec_of(PyTypeObject *type, PyObject *const *args, Py_ssi
         return NULL;
     }
     data_ptr = PyLong_AsUnsignedLongLong(args[2]);
-    if (data_ptr == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    data_len = PyLong_AsUnsignedLongLong(args[3]);
-    if (data_len == (unsigned long long)-1 && PyErr_Occurred())
+    data_len = PyErr_Occurred() ? 0 : PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred())
         return NULL;
     return spec_build(type, args[0], args[1], data_ptr, data_len);
 }
@@ -159,25 +158,13 @@ static PyObject *TensorSpec_get_shape(TensorSpec *self, void *closure)
     return stpy_int_list(self->shape, SPEC_NDIM(self));
 }
 
-static PyObject *TensorSpec_get_data_ptr(TensorSpec *self, void *closure)
-{
-    return PyLong_FromUnsignedLongLong(self->data_ptr);
-}
-
-static PyObject *TensorSpec_get_data_len(TensorSpec *self, void *closure)
-{
-    return PyLong_FromUnsignedLongLong(self->data_len);
-}
-
 static PyObject *TensorSpec_repr(TensorSpec *self)
 {
     PyObject *shape = TensorSpec_get_shape(self, NULL), *repr;
     if (shape == NULL)
         return NULL;
-    repr =
-        PyUnicode_FromFormat("TensorSpec(dtype='%s', shape=%R, data_ptr=%llu, data_len=%llu)",
-                             st_dtype_name(self->dtype), shape, (unsigned long long)self->data_ptr,
-                             (unsigned long long)self->data_len);
+    repr = PyUnicode_FromFormat("TensorSpec(dtype='%s', shape=%R, data_ptr=%llu, data_len=%llu)",
+                                st_dtype_name(self->dtype), shape, self->data_ptr, self->data_len);
     Py_DECREF(shape);
     return repr;
 }
@@ -185,9 +172,14 @@ static PyObject *TensorSpec_repr(TensorSpec *self)
 static PyGetSetDef TensorSpec_getset[] = {
     {"dtype", (getter)TensorSpec_get_dtype, NULL, "dtype as written in the header", NULL},
     {"shape", (getter)TensorSpec_get_shape, NULL, "logical shape", NULL},
-    {"data_ptr", (getter)TensorSpec_get_data_ptr, NULL, "address of the data", NULL},
-    {"data_len", (getter)TensorSpec_get_data_len, NULL, "length of the data in bytes", NULL},
     {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef TensorSpec_members[] = {
+    {"data_ptr", T_ULONGLONG, offsetof(TensorSpec, data_ptr), READONLY, "address of the data"},
+    {"data_len", T_ULONGLONG, offsetof(TensorSpec, data_len), READONLY,
+     "length of the data in bytes"},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyType_Slot TensorSpec_slots[] = {
@@ -195,6 +187,7 @@ static PyType_Slot TensorSpec_slots[] = {
     {Py_tp_dealloc, TensorSpec_dealloc},
     {Py_tp_repr, TensorSpec_repr},
     {Py_tp_getset, TensorSpec_getset},
+    {Py_tp_members, TensorSpec_members},
     {Py_tp_methods, TensorSpec_methods},
     {Py_tp_doc,
      "TensorSpec(*, dtype, shape, data_ptr, data_len)\n"
@@ -280,7 +273,7 @@ static int collect_tensor(stpy_state *state, stpy_write_input *in, size_t i, PyO
     w->dtype = spec->dtype;
     w->ndim = SPEC_NDIM(spec);
     w->shape = spec->shape;
-    w->data = (const void *)spec->data_ptr;
+    w->data = (const void *)(uintptr_t)spec->data_ptr;
     w->data_len = spec->data_len;
     return 0;
 }
