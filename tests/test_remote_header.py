@@ -1,5 +1,5 @@
 """The binding functions behind remote reading and uploading
-(csrc/binding/header_bytes.c), without any server: the header rules must
+(csrc/binding/header_bytes.c, serialize.c), without any server: the header rules must
 give exactly what the local reader gives, the layout exactly what
 serialize writes."""
 
