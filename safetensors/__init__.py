@@ -4,13 +4,8 @@ Framework modules (``safetensors.torch``, ``safetensors.numpy``, ...) are
 imported on demand, as upstream does, so ``import safetensors`` pulls in
 neither torch nor numpy. ``safe_open`` is the C handle for paths and URLs
 alike: a URL is read through the byte source of ``safetensors.remote``,
-registered here.
-
-``safe_open(framework=...)`` for TensorFlow, JAX/Flax, MLX and paddle
-converts through ``safetensors.<framework>``, which registers its
-conversion with the C extension when imported; the extension asks
-``_import_framework`` (registered here) to import it, so importing
-``safetensors`` is enough.
+registered here, as is ``_import_framework``, which imports the other
+frameworks' modules (each registers its converter) for ``safe_open``.
 """
 import importlib
 
