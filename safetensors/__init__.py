@@ -4,13 +4,17 @@ Framework modules (``safetensors.torch``, ``safetensors.numpy``, ...) are
 imported on demand, as upstream does, so ``import safetensors`` pulls in
 neither torch nor numpy. ``safe_open`` is the C handle for paths and URLs
 alike: a URL is read through the byte source of ``safetensors.remote``,
-registered here.
+registered here, as is ``_import_framework``, which imports the other
+frameworks' modules (each registers its converter) for ``safe_open``.
 """
+import importlib
+
 from ._safetensors_c import (
     SafetensorError,
     TensorSpec,
     __version__,
     _safe_open_handle,
+    _set_framework_importer,
     _set_source_opener,
     deserialize,
     safe_open,
@@ -19,7 +23,21 @@ from ._safetensors_c import (
 from ._safetensors_c import serialize_file as _local_serialize_file
 from . import remote as _remote
 
+# The package each framework module converts to, imported when opening (an
+# ImportError there if it is not installed).
+_FRAMEWORK_PACKAGES = {"tensorflow": "tensorflow", "flax": "jax", "mlx": "mlx.core", "paddle": "paddle"}
+
+
+def _import_framework(name):
+    """Called once by the first ``safe_open(framework=name)`` for "tensorflow",
+    "flax", "mlx" or "paddle": imports the framework and ``safetensors.<name>``,
+    which registers its converter (``_set_framework_converter``)."""
+    importlib.import_module(_FRAMEWORK_PACKAGES[name])
+    importlib.import_module(f"safetensors.{name}")
+
+
 _set_source_opener(_remote.open_source)
+_set_framework_importer(_import_framework)
 
 __all__ = [
     "SafetensorError",

@@ -20,6 +20,7 @@ import numpy as np
 from safetensors import numpy as _st_numpy
 from safetensors import safe_open
 from safetensors._common import aligned_copy, docstrings, numpy_dict
+from safetensors._safetensors_c import _set_framework_converter
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
@@ -35,11 +36,7 @@ def _from_numpy(array: np.ndarray):
     return jax.device_put(array)
 
 
-def _converter():
-    """Called once by ``safe_open(framework="flax")``: imports jax."""
-    import jax  # noqa: F401
-
-    return _from_numpy
+_set_framework_converter("flax", _from_numpy)
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
@@ -51,7 +48,6 @@ def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Option
 
 
 def load(data: bytes):
-    _converter()
     return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 

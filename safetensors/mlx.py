@@ -18,6 +18,7 @@ import numpy as np
 from safetensors import numpy as _st_numpy
 from safetensors import safe_open
 from safetensors._common import docstrings, numpy_dict
+from safetensors._safetensors_c import _set_framework_converter
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
@@ -54,11 +55,7 @@ def _from_numpy(array: np.ndarray):
     return mx.array(array, dtype=mx.bool_ if name == "bool" else getattr(mx, name))
 
 
-def _converter():
-    """Called once by ``safe_open(framework="mlx")``: imports mlx.core."""
-    import mlx.core  # noqa: F401
-
-    return _from_numpy
+_set_framework_converter("mlx", _from_numpy)
 
 
 def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
@@ -70,7 +67,6 @@ def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Option
 
 
 def load(data: bytes):
-    _converter()
     return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 

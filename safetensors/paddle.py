@@ -26,7 +26,7 @@ from typing import Dict, Optional, Union
 import numpy as np
 
 from safetensors import TensorSpec, safe_open, serialize, serialize_file
-from safetensors._safetensors_c import _dtype_table
+from safetensors._safetensors_c import _dtype_table, _set_framework_converter
 from safetensors import numpy as _st_numpy
 from safetensors._common import little_endian
 
@@ -69,8 +69,12 @@ def _paddle_device(device):
 def _import_dlpack(paddle, array: np.ndarray):
     """paddle.utils.dlpack.from_dlpack without its per-call Python checks (device,
     stream, version fallbacks: none apply to a NumPy array on the CPU); it
-    halves the per-tensor cost, which matters for files of many small tensors."""
-    return paddle.Tensor(paddle.base.core.from_dlpack(array.__dlpack__(max_version=(1, 2))))
+    halves the per-tensor cost, which matters for files of many small tensors.
+    A paddle without ``paddle.base.core.from_dlpack`` gets the public call."""
+    core_import = getattr(getattr(paddle.base, "core", None), "from_dlpack", None)
+    if not callable(core_import):
+        return paddle.utils.dlpack.from_dlpack(array)
+    return paddle.Tensor(core_import(array.__dlpack__(max_version=(1, 2))))
 
 
 def _from_numpy(array: np.ndarray):
@@ -94,15 +98,8 @@ def _from_numpy(array: np.ndarray):
     return _import_dlpack(paddle, raw).view(dtype).reshape(shape)
 
 
-def _converter():
-    """Called once by ``safe_open(framework="paddle")``: imports paddle and
-    checks that its DLPack entry point is where _import_dlpack looks."""
-    global _import_dlpack
-    import paddle
-
-    if not callable(getattr(getattr(paddle.base, "core", None), "from_dlpack", None)):
-        _import_dlpack = lambda paddle, array: paddle.utils.dlpack.from_dlpack(array)  # noqa: E731
-    return _from_numpy
+# _paddle_device through a lambda: looked up at each call, so the module's one mapping.
+_set_framework_converter("paddle", _from_numpy, lambda device: _paddle_device(device))
 
 
 def _flatten(tensors):
@@ -218,7 +215,6 @@ def load(data: bytes, device: str = "cpu"):
         >>> from safetensors.paddle import load, save
         >>> tensors = load(save({"w": paddle.zeros([2, 3])}), device="cpu")
     """
-    _converter()
     tensors = {k: _from_numpy(v.copy()) for k, v in _st_numpy.load(data).items()}
     place = _paddle_device(device)
     if place != "cpu":

@@ -1,5 +1,5 @@
 """The binding functions behind remote reading and uploading
-(csrc/binding/header_bytes.c), without any server: the header rules must
+(csrc/binding/header_bytes.c, serialize.c), without any server: the header rules must
 give exactly what the local reader gives, the layout exactly what
 serialize writes."""
 
@@ -40,7 +40,7 @@ def test_parse_valid_file():
     data = safetensors.numpy.save(arrays, metadata={"k": "v"})
     tensors, metadata = _remote_parse(data)
     assert metadata == {"k": "v"}
-    assert tensors == [("b", "F32", (2, 3), 0, 24), ("a", "I8", (5,), 24, 29)]
+    assert tensors == [("b", "F32", [2, 3], 0, 24), ("a", "I8", [5], 24, 29)]
 
 
 @pytest.mark.parametrize("data", [

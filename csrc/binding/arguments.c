@@ -18,14 +18,8 @@ int stpy_parse_framework(stpy_state *state, PyObject *obj, stpy_framework *out)
     };
     const char *name;
     Py_ssize_t len;
-    if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "argument 'framework': '%.100s' object is not an instance of 'str'",
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    name = PyUnicode_AsUTF8AndSize(obj, &len);
-    if (name == NULL)
+    if (stpy_check_arg(obj, &PyUnicode_Type, "framework") < 0 ||
+        (name = PyUnicode_AsUTF8AndSize(obj, &len)) == NULL)
         return -1;
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         if (strlen(table[i].name) == (size_t)len && strcmp(name, table[i].name) == 0) {
@@ -133,14 +127,8 @@ int stpy_parse_backend(stpy_state *state, PyObject *obj, st_backend *out)
         *out = ST_BACKEND_MMAP;
         return 0;
     }
-    if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "argument 'backend': '%.100s' object is not an instance of 'str'",
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    name = PyUnicode_AsUTF8AndSize(obj, &len);
-    if (name == NULL)
+    if (stpy_check_arg(obj, &PyUnicode_Type, "backend") < 0 ||
+        (name = PyUnicode_AsUTF8AndSize(obj, &len)) == NULL)
         return -1;
     if (strlen(name) != (size_t)len)
         name = ""; /* an embedded NUL: invalid */

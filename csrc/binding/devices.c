@@ -14,8 +14,8 @@
  * block goes back to torch's cache, which keeps it until the copy is done.
  * Callers synchronize once (stpy_cuda_synchronize) before handing tensors out.
  */
-PyObject *stpy_tensor_to_cuda(stpy_state *state, st_file *file, const st_tensor *t,
-                              PyObject *device)
+static PyObject *tensor_to_cuda(stpy_state *state, st_file *file, const st_tensor *t,
+                                PyObject *device)
 {
     PyObject *tdtype = stpy_torch_dtype(state, t->dtype), *nbytes = NULL, *kwnames = NULL,
              *staging = NULL, *typed = NULL, *shape = NULL, *shaped = NULL, *result = NULL;
@@ -75,7 +75,6 @@ PyObject *stpy_tensor_to_device(stpy_state *state, PyObject *tensor, PyObject *d
     return moved;
 }
 
-/* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
 bool stpy_is_cuda(stpy_framework fw, PyObject *device)
 {
     const char *name;
@@ -85,14 +84,12 @@ bool stpy_is_cuda(stpy_framework fw, PyObject *device)
     return name != NULL && strncmp(name, "cuda:", 5) == 0;
 }
 
-/* The whole tensor in the handle's framework and on its device; CUDA copies
- * may still be in flight (see stpy_tensor_to_cuda). */
 PyObject *stpy_tensor_load(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
                            PyObject *device)
 {
     PyObject *tensor;
     if (stpy_is_cuda(fw, device))
-        return stpy_tensor_to_cuda(state, file, t, device);
+        return tensor_to_cuda(state, file, t, device);
     tensor = st_file_backend(file) == ST_BACKEND_MMAP ? stpy_tensor_view(state, fw, file, t)
                                                       : stpy_tensor_read(state, fw, file, t);
     if (tensor != NULL && device != NULL)

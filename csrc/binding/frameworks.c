@@ -1,6 +1,6 @@
 /*
  * frameworks.c - preparing a framework on first use (importing torch, NumPy,
- * ml_dtypes or a converter) and mapping header dtypes to each framework's
+ * ml_dtypes, or having the package import another framework) and mapping header dtypes to each framework's
  * dtype objects. NumPy is imported on first use only, so torch-only users
  * never need it. This file owns NumPy's C API table (import_array).
  */
@@ -8,10 +8,6 @@
 #include "tensors.h"
 
 #include <string.h>
-
-/* ======================================================================
- * MARK: framework tables
- * ====================================================================== */
 
 const char *stpy_framework_name(stpy_framework fw)
 {
@@ -21,11 +17,11 @@ const char *stpy_framework_name(stpy_framework fw)
 
 static int prepare_numpy(stpy_state *state)
 {
-    if (state->numpy_ready)
+    if (state->ready[FW_NUMPY])
         return 0;
     if (PyArray_API == NULL && _import_array() < 0)
         return -1;
-    state->numpy_ready = 1;
+    state->ready[FW_NUMPY] = true;
     return 0;
 }
 
@@ -60,40 +56,52 @@ exit:
     return rc;
 }
 
-/* The callable turning a NumPy array into the framework's array: the one
- * conversion, kept in the Python module (safetensors.<fw>._converter()
- * imports the framework and returns it), shared with <fw>.load_file. */
-static PyObject *import_converter(stpy_framework fw)
+/* tensorflow, flax, mlx, paddle: the package's importer (safetensors/__init__.py)
+ * imports the framework and safetensors.<fw>, which registers its NumPy ->
+ * framework converter (_set_framework_converter); the extension imports no
+ * module of the package itself. */
+static int import_framework(stpy_state *state, stpy_framework fw)
 {
-    static const char *const modules[] = {NULL,
-                                          NULL,
-                                          "safetensors.tensorflow",
-                                          "safetensors.flax",
-                                          "safetensors.mlx",
-                                          "safetensors.paddle"};
-    PyObject *module = PyImport_ImportModule(modules[fw]), *fn;
-    if (module == NULL)
-        return NULL;
-    fn = PyObject_CallMethod(module, "_converter", NULL);
-    Py_DECREF(module);
-    return fn;
+    const char *name = stpy_framework_name(fw);
+    PyObject *done = Py_None;
+    if (state->framework_importer != NULL)
+        done = PyObject_CallFunction(state->framework_importer, "s", name);
+    if (done == NULL)
+        return -1;
+    if (done != Py_None)
+        Py_DECREF(done);
+    if (state->converters[fw] == NULL) {
+        PyErr_Format(state->SafetensorError,
+                     "framework %s has no converter registered (importing safetensors.%s "
+                     "registers it)",
+                     name, name);
+        return -1;
+    }
+    return 0;
 }
 
 int stpy_framework_prepare(stpy_state *state, stpy_framework fw)
 {
     int rc = 0;
     STPY_LOCK(state->SafeOpenType);
-    if (fw == FW_PYTORCH) {
-        rc = prepare_torch(state);
-    } else {
-        rc = prepare_numpy(state);
-        if (rc == 0 && fw != FW_NUMPY && state->converters[fw] == NULL) {
-            state->converters[fw] = import_converter(fw);
-            rc = state->converters[fw] ? 0 : -1;
-        }
+    rc = fw == FW_PYTORCH ? prepare_torch(state) : prepare_numpy(state);
+    if (rc == 0 && fw > FW_NUMPY && !state->ready[fw]) {
+        rc = import_framework(state, fw);
+        state->ready[fw] = rc == 0;
     }
     STPY_UNLOCK();
     return rc;
+}
+
+/* A new reference to what safetensors.<fw> registered in slots (converters
+ * or device_names), NULL if nothing: a registration may replace it. */
+PyObject *stpy_framework_hook(stpy_state *state, PyObject **slots, stpy_framework fw)
+{
+    PyObject *hook;
+    STPY_LOCK(state->SafeOpenType);
+    hook = Py_XNewRef(slots[fw]);
+    STPY_UNLOCK();
+    return hook;
 }
 
 /* Borrowed torch dtype for t, or NULL with an exception set. */

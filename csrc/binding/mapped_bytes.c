@@ -29,11 +29,6 @@ bool stpy_private_map_allowed(void)
     return atomic_load_explicit(&live_private_maps, memory_order_relaxed) < STPY_PRIVATE_MAPS_MAX;
 }
 
-long stpy_private_maps_alive(void)
-{
-    return atomic_load_explicit(&live_private_maps, memory_order_relaxed);
-}
-
 int stpy_owner_map(stpy_state *state, st_file *file, uint64_t offset, uint64_t len,
                    stpy_owner *owner)
 {

@@ -29,9 +29,7 @@ stpy_state *stpy_state_from_type(PyTypeObject *type)
     return module ? stpy_state_from_module(module) : NULL;
 }
 
-/* ======================================================================
- * MARK: errors
- * ====================================================================== */
+/* ---- MARK: errors ---- */
 
 static PyObject *make_exception(PyObject *type, PyObject *message, const st_error *err)
 {
@@ -152,6 +150,16 @@ exit:
     return NULL;
 }
 
+int stpy_check_arg(PyObject *obj, PyTypeObject *type, const char *argument)
+{
+    const char *name = strrchr(type->tp_name, '.');
+    if (PyObject_TypeCheck(obj, type))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "argument '%s': '%.100s' object is not an instance of '%s'",
+                 argument, Py_TYPE(obj)->tp_name, name ? name + 1 : type->tp_name);
+    return -1;
+}
+
 PyObject *stpy_debug_quote(PyObject *text)
 {
     /* The core's st_debug_str is the one implementation (the header parser
@@ -165,21 +173,47 @@ PyObject *stpy_debug_quote(PyObject *text)
     return PyUnicode_DecodeUTF8(quoted, (Py_ssize_t)strlen(quoted), "surrogatepass");
 }
 
-/* ======================================================================
- * MARK: module
- * ====================================================================== */
+/* ---- MARK: module ---- */
 
-/* _set_source_opener(opener): what safe_open calls for a URL or an fsspec
- * file object (safetensors/__init__.py registers safetensors.remote's). */
+static PyObject *set_callable(PyObject **slot, PyObject *fn, const char *setter)
+{
+    if (!PyCallable_Check(fn))
+        return PyErr_Format(PyExc_TypeError, "%s expects a callable", setter);
+    Py_XSETREF(*slot, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+/* safetensors/__init__.py registers safetensors.remote's opener and its
+ * framework importer; the framework modules register their converters. */
 static PyObject *set_source_opener(PyObject *module, PyObject *opener)
 {
+    return set_callable(&stpy_state_from_module(module)->source_opener, opener,
+                        "_set_source_opener");
+}
+
+static PyObject *set_framework_importer(PyObject *module, PyObject *importer)
+{
+    return set_callable(&stpy_state_from_module(module)->framework_importer, importer,
+                        "_set_framework_importer");
+}
+
+static PyObject *set_framework_converter(PyObject *module, PyObject *args)
+{
     stpy_state *state = stpy_state_from_module(module);
-    if (!PyCallable_Check(opener)) {
-        PyErr_SetString(PyExc_TypeError, "_set_source_opener expects a callable");
+    PyObject *name, *converter, *device_name = Py_None, *result;
+    stpy_framework fw;
+    if (!PyArg_ParseTuple(args, "UO|O:_set_framework_converter", &name, &converter, &device_name) ||
+        stpy_parse_framework(state, name, &fw) < 0)
         return NULL;
-    }
-    Py_XSETREF(state->source_opener, Py_NewRef(opener));
-    Py_RETURN_NONE;
+    if (fw <= FW_NUMPY)
+        return PyErr_Format(PyExc_ValueError, "framework %U needs no converter", name);
+    STPY_LOCK(state->SafeOpenType);
+    result = set_callable(&state->converters[fw], converter, "_set_framework_converter");
+    if (result != NULL && device_name != Py_None)
+        Py_SETREF(result,
+                  set_callable(&state->device_names[fw], device_name, "_set_framework_converter"));
+    STPY_UNLOCK();
+    return result;
 }
 
 static PyMethodDef stpy_module_methods[] = {
@@ -190,6 +224,15 @@ static PyMethodDef stpy_module_methods[] = {
      "Registers opener(target, storage_options=None, **knobs), which safe_open\n"
      "calls for a URL or an fsspec file object: it returns an object with .size\n"
      "and .read_many([(offset, writable memoryview), ...]) (safetensors.remote)."},
+    {"_set_framework_importer", set_framework_importer, METH_O,
+     "_set_framework_importer(importer)\n--\n\n"
+     "Registers importer(name), which safe_open(framework=name) calls once for\n"
+     "\"tensorflow\", \"flax\", \"mlx\" or \"paddle\": it imports the framework and\n"
+     "safetensors.<name>, whose import registers its converter."},
+    {"_set_framework_converter", set_framework_converter, METH_VARARGS,
+     "_set_framework_converter(framework, converter, device_name=None)\n--\n\n"
+     "Registers converter(numpy_array) -> the framework's tensor, and\n"
+     "device_name(device) -> the framework's name for a device given as torch names it."},
     {"_safe_open_handle", (PyCFunction)(void (*)(void))stpy_safe_open_handle,
      METH_VARARGS | METH_KEYWORDS,
      "_safe_open_handle(f, framework, device='cpu', *, backend='mmap')\n"
@@ -426,61 +469,20 @@ exit:
     return rc;
 }
 
+/* The state's object references are its fields before `ready` (module.h). */
 static int stpy_module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     stpy_state *state = stpy_state_from_module(module);
-    Py_VISIT(state->SafetensorError);
-    Py_VISIT(state->SafetensorIndexError);
-    Py_VISIT(state->SafetensorIOError);
-    for (int i = 0; i < OPEN_ERROR__COUNT; i++)
-        Py_VISIT(state->open_errors[i]);
-    Py_VISIT(state->SafeOpenType);
-    Py_VISIT(state->SliceType);
-    Py_VISIT(state->MappedBytesType);
-    Py_VISIT(state->TensorSpecType);
-    Py_VISIT(state->StreamWriterType);
-    Py_VISIT(state->torch);
-    for (int i = 0; i < ST_DTYPE__COUNT; i++) {
-        Py_VISIT(state->torch_dtypes[i]);
-        Py_VISIT(state->np_descrs[i]);
-    }
-    Py_VISIT(state->torch_frombuffer);
-    Py_VISIT(state->torch_empty);
-    Py_VISIT(state->source_opener);
-    for (int i = 0; i <= FW_PADDLE; i++)
-        Py_VISIT(state->converters[i]);
+    for (PyObject **p = (PyObject **)state; p < (PyObject **)state->ready; p++)
+        Py_VISIT(*p);
     return 0;
 }
 
 static int stpy_module_clear(PyObject *module)
 {
     stpy_state *state = stpy_state_from_module(module);
-    Py_CLEAR(state->SafetensorError);
-    Py_CLEAR(state->SafetensorIndexError);
-    Py_CLEAR(state->SafetensorIOError);
-    for (int i = 0; i < OPEN_ERROR__COUNT; i++)
-        Py_CLEAR(state->open_errors[i]);
-    Py_CLEAR(state->SafeOpenType);
-    Py_CLEAR(state->SliceType);
-    Py_CLEAR(state->MappedBytesType);
-    Py_CLEAR(state->TensorSpecType);
-    Py_CLEAR(state->StreamWriterType);
-    Py_CLEAR(state->torch);
-    for (int i = 0; i < ST_DTYPE__COUNT; i++) {
-        Py_CLEAR(state->torch_dtypes[i]);
-        Py_CLEAR(state->np_descrs[i]);
-    }
-    Py_CLEAR(state->torch_frombuffer);
-    Py_CLEAR(state->torch_empty);
-    Py_CLEAR(state->source_opener);
-    for (int i = 0; i <= FW_PADDLE; i++)
-        Py_CLEAR(state->converters[i]);
-    Py_CLEAR(state->str_dtype);
-    Py_CLEAR(state->str_view);
-    Py_CLEAR(state->str_to);
-    Py_CLEAR(state->str_as_strided);
-    Py_CLEAR(state->str_flip);
-    Py_CLEAR(state->str_data_ptr);
+    for (PyObject **p = (PyObject **)state; p < (PyObject **)state->ready; p++)
+        Py_CLEAR(*p);
     return 0;
 }
 

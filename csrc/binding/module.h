@@ -3,22 +3,10 @@
  *
  * The extension safetensors._safetensors_c is a thin layer over the C core
  * (csrc/core/st_core.h). The binding's shared names start with stpy_ /
- * STPY_; st_ / ST_ names are the core's. Files:
- *   module.c       module definition, state, exception types, stpy_raise
- *   arguments.c    safe_open's framework / device / backend arguments
- *   safe_open.c    safe_open: the handle and its methods; a URL or fsspec file
- *                  object is read through a byte source (st_file_open_source)
- *   slice.c        the lazy slice object returned by get_slice, index items
- *   frameworks.c   importing frameworks on first use, dtype mapping
- *   mapped_bytes.c the buffer exporter that keeps file memory alive
- *   tensor_views.c a whole tensor as an array: views of the mapping, reads
- *   selections.c   the part of a tensor an index selects
- *   devices.c      CUDA staging, .to(device), loading for a handle's device
- *   serialize.c    TensorSpec, serialize, serialize_file, deserialize
- *   sources.c      URLs and fsspec file objects as byte sources
- *   foreign_files.c what a file that is not safetensors looks like
- * tensors.h is shared by the files that build arrays (NumPy C API); it says
- * which of them calls which (one way, no circle).
+ * STPY_; st_ / ST_ names are the core's. Each file's first comment says what
+ * it holds; module.c has the module, its state and stpy_raise. tensors.h is
+ * shared by the files that build arrays (NumPy C API); it says which of
+ * them calls which (one way, no circle).
  *
  * Ownership of file memory: a core st_file is reference counted; the handle
  * holds one reference until it is closed, and a method call holds another
@@ -85,14 +73,20 @@ typedef struct stpy_state {
     PyObject *torch_dtypes[ST_DTYPE__COUNT]; /* NULL where torch lacks it */
     PyObject *torch_frombuffer, *torch_empty;
     PyObject *np_descrs[ST_DTYPE__COUNT]; /* PyArray_Descr*, NULL until needed */
-    PyObject *converters[FW_PADDLE + 1];  /* numpy array -> framework callable */
-    int numpy_ready;
 
-    /* _set_source_opener's callable: opens a URL or fsspec file object as a
-     * byte source (safe_open.c); NULL until the package registers it. */
-    PyObject *source_opener;
+    /* What the package registers (module.c): the callable opening a URL or
+     * fsspec file object as a byte source (sources.c); the one importing
+     * tensorflow/flax/mlx/paddle and safetensors.<fw> (frameworks.c); and
+     * per framework, the NumPy array -> framework converter and the device
+     * naming (paddle's "gpu:N"). NULL until registered. */
+    PyObject *source_opener, *framework_importer;
+    PyObject *converters[FW_PADDLE + 1], *device_names[FW_PADDLE + 1];
 
     PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
+
+    /* Every field above is an object reference (module.c traverses and
+     * clears them as one array); none below is. */
+    bool ready[FW_PADDLE + 1]; /* NumPy imported; a framework's importer done */
 } stpy_state;
 
 stpy_state *stpy_state_from_type(PyTypeObject *type);
@@ -123,21 +117,35 @@ PyObject *stpy_raise(stpy_state *state, const st_error *err, stpy_context ctx, P
 void stpy_note_foreign_format(st_error *err, const uint8_t *head, size_t len);
 void stpy_note_foreign_file(st_error *err, const char *path);
 
+/* 0 if obj is a type instance, else -1 and upstream's TypeError for the
+ * argument ("argument 'name': 'int' object is not an instance of 'str'"). */
+int stpy_check_arg(PyObject *obj, PyTypeObject *type, const char *argument);
+
 /* A str quoted as Rust's Debug format does ("a\"b"), for upstream's messages. */
 PyObject *stpy_debug_quote(PyObject *text);
 
-extern PyType_Spec stpy_safe_open_spec;
-extern PyType_Spec stpy_slice_spec;
-extern PyType_Spec stpy_mapped_bytes_spec;
-extern PyType_Spec stpy_tensor_spec_spec;
-extern PyType_Spec stpy_stream_writer_spec; /* stream_writer.c */
+/* t's name as str (the header parser checked it is UTF-8, no surrogates). */
+static inline PyObject *stpy_tensor_name(const st_tensor *t)
+{
+    return PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
+}
 
+extern PyType_Spec stpy_safe_open_spec, stpy_slice_spec, stpy_mapped_bytes_spec,
+    stpy_tensor_spec_spec, stpy_stream_writer_spec;
+
+/* Module functions, in the files named in the module's method table. */
 PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
-/* _ranges_overlap(starts, ends): serialize.c */
 PyObject *stpy_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *stpy_deserialize(PyObject *module, PyObject *arg);
+PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args);
+PyObject *stpy_dtype_table(PyObject *module, PyObject *unused);
+PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args);
+PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args);
+PyObject *stpy_write_layout_only(PyObject *module, PyObject *args);
+
+/* ---- serialize.c: the writers' input ---- */
 
 /* A metadata argument (dict[str, str] or None) as the core's items; `items`
  * (the dict's item list) keeps every string alive until the release. */
@@ -149,16 +157,34 @@ typedef struct {
 } stpy_metadata_list;
 int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out);
 void stpy_metadata_list_release(stpy_metadata_list *list);
-/* _deserialize_tensors(bytes, framework): {name: tensor} in file order, each
- * a copy in the framework (the one bytes -> tensor path for load(bytes)). */
-PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args);
-/* _dtype_table(): st_dtype_info for Python, so no Python module keeps its own copy. */
-PyObject *stpy_dtype_table(PyObject *module, PyObject *unused);
 
-/* header_bytes.c: the header rules and writer layout for remote objects. */
-PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args);
-PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args);
-PyObject *stpy_write_layout_only(PyObject *module, PyObject *args);
+/* The tensors and metadata to write, as the core takes them; `items` keeps
+ * every name, TensorSpec and string alive until the release, also while the
+ * GIL is released. */
+typedef struct {
+    PyObject *items;
+    st_write_tensor *tensors;
+    uint64_t (*shapes)[ST_MAX_DIMS]; /* declarations' shapes (TensorSpecs hold their own) */
+    size_t *order;                   /* st_write_layout's output */
+    size_t count;
+    stpy_metadata_list metadata;
+} stpy_write_input;
+/* A sequence of (name, header dtype, shape[, data length]) declarations and
+ * a metadata argument; -1 with an exception set (release *in all the same). */
+int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool with_len,
+                              PyObject *metadata, stpy_write_input *in);
+void stpy_write_input_release(stpy_write_input *in);
+/* dims from a sequence of at most ST_MAX_DIMS non-negative ints; the count,
+ * or -1 with an exception set. */
+Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims);
+
+/* ---- header_bytes.c: headers as Python objects ---- */
+
+/* A list of ints; the header's tensors as (name, dtype, shape, base + begin,
+ * base + end) rows in file order; its metadata as a dict, or None. */
+PyObject *stpy_int_list(const uint64_t *values, size_t count);
+PyObject *stpy_tensor_rows(const st_header *header, uint64_t base);
+PyObject *stpy_metadata_dict(const st_header *header);
 
 /* ---- sources.c ---- */
 
@@ -187,80 +213,44 @@ int stpy_parse_backend(stpy_state *state, PyObject *obj, st_backend *out);
 PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tensor,
                          stpy_framework framework, PyObject *device);
 
-/* ---- frameworks.c, tensor_views.c, selections.c, devices.c ---- */
+/* ---- frameworks.c ---- */
 
-/* Ensures the framework's module (torch, numpy, ...) is importable and its
- * dtype tables are ready. */
+/* Ensures the framework's module (torch, numpy, ...) is imported, its dtype
+ * tables are ready and (other frameworks) its converter is registered. */
 int stpy_framework_prepare(stpy_state *state, stpy_framework fw);
+/* A new reference to slots[fw] (state->converters or device_names), or NULL. */
+PyObject *stpy_framework_hook(stpy_state *state, PyObject **slots, stpy_framework fw);
+/* The framework's name for messages ("pytorch", "numpy", ...). */
+const char *stpy_framework_name(stpy_framework fw);
 
-/*
- * t from the mmap backend, owning its memory alone: a large tensor is a view
- * of a private mapping of its own (zero copy), a small one a copy.
- */
-PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
+/* ---- tensors for safe_open, slices and deserializing (tensors.h's files) ---- */
+
+/* The whole tensor in the framework and on device (NULL: cpu); CUDA copies
+ * may still be in flight until stpy_cuda_synchronize (devices.c). */
+PyObject *stpy_tensor_load(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
+                           PyObject *device);
+int stpy_cuda_synchronize(stpy_state *state, PyObject *device);
+/* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
+bool stpy_is_cuda(stpy_framework fw, PyObject *device);
+/* Moves a tensor to a device object (str or int); steals `tensor`. */
+PyObject *stpy_tensor_to_device(stpy_state *state, PyObject *tensor, PyObject *device);
 /* get_tensors on the mmap backend for the CPU, torch or NumPy: the dict of
  * every tensor, each a view of one private mapping (tensor_views.c). */
 PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file *file);
-
-/* pread backend, many tensors at once (pread_tensors.c): small tensors share
- * blocks, a block an empty uint8 array (a NumPy array, or a torch tensor for
- * torch) of len bytes, its memory at *data, filled by the caller; tensors
- * inside it are views of it (stpy_tensor_in_block). Callers keep blocks at
- * most STPY_BLOCK_MAX long, so a kept tensor pins little besides itself. */
-PyObject *stpy_new_block(stpy_state *state, stpy_framework fw, uint64_t len, uint8_t **data);
-PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *file, PyObject *block,
-                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
-/* Tensors smaller than this share pread blocks (stpy_new_block). */
-#define STPY_BLOCK_MAX ((uint64_t)1 << 20)
-
 /* pread_tensors.c: every tensor of a pread file on the CPU, new references
- * in tensors[0..count) in offset order (st_header_tensor's), each as
- * stpy_tensor_load gives it: every destination is allocated first, then all
- * are read by one st_file_read_many, so a read error hands out nothing.
- * -1 with an exception set (tensors then holds nothing). */
+ * in tensors[0..count) in offset order, each as stpy_tensor_load gives it:
+ * all destinations are allocated first, then read by one st_file_read_many,
+ * so a read error hands out nothing (-1 with an exception set). */
 int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, PyObject **tensors);
-
-/* t's name as str (the header parser already checked it is UTF-8 without
- * surrogates). */
-static inline PyObject *stpy_tensor_name(const st_tensor *t)
-{
-    return PyUnicode_DecodeUTF8(t->name, (Py_ssize_t)t->name_len, "surrogatepass");
-}
-
 /* A new tensor of the framework holding a copy of t's bytes at src. */
 PyObject *stpy_tensor_from_memory(stpy_state *state, stpy_framework fw, const st_tensor *t,
                                   const uint8_t *src);
-
-/* A new tensor holding a copy of the tensor read from the file (pread). */
-PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
-
-/* The selected part of a tensor (basic indexing already applied). */
+/* selections.c: the selected part of a tensor (basic indexing, resolved by
+ * st_select); for keys with index arrays, masks or lists, NumPy's semantics
+ * on every framework. Both results are independent of every other array. */
 PyObject *stpy_tensor_select(stpy_state *state, stpy_framework fw, st_file *file,
                              const st_tensor *t, const st_selection *sel);
-
-/* get_slice(...)[key] for keys with index arrays, masks or lists: NumPy's
- * semantics on every framework, an independent result. */
 PyObject *stpy_tensor_select_advanced(stpy_state *state, stpy_framework fw, st_file *file,
                                       const st_tensor *t, PyObject *key);
-
-/* The tensor on a "cuda:N" device, through pinned staging, copy not yet
- * waited for; stpy_cuda_synchronize waits for every such copy. */
-PyObject *stpy_tensor_to_cuda(stpy_state *state, st_file *file, const st_tensor *t,
-                              PyObject *device);
-int stpy_cuda_synchronize(stpy_state *state, PyObject *device);
-
-/* Moves a torch tensor to a device object (str or int); steals `tensor`. */
-PyObject *stpy_tensor_to_device(stpy_state *state, PyObject *tensor, PyObject *device);
-
-/* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
-bool stpy_is_cuda(stpy_framework fw, PyObject *device);
-
-/* The whole tensor in the framework and on device (NULL: cpu); CUDA copies
- * may still be in flight (see stpy_tensor_to_cuda). */
-PyObject *stpy_tensor_load(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
-                           PyObject *device);
-
-/* The framework's name for messages ("pytorch", "numpy", ...). */
-const char *stpy_framework_name(stpy_framework fw);
 
 #endif /* STPY_MODULE_H */

@@ -17,16 +17,13 @@
 typedef struct {
     PyObject_HEAD st_file *file; /* owned reference; NULL once closed */
     stpy_framework framework;
-    st_backend backend;
     PyObject *device;   /* NULL for cpu, else "cuda:0"-style str or int */
     PyObject *filename; /* str, as given (for messages) */
-    PyObject *names;    /* tuple of names in name order, built on first keys() */
+    PyObject *names;    /* list of names in name order, built on first keys() */
     PyObject *source;   /* a URL's byte source (sources.c), closed with the handle; else NULL */
 } SafeOpen;
 
-/* ======================================================================
- * MARK: construction
- * ====================================================================== */
+/* ---- MARK: construction ---- */
 
 /* The keyword-only arguments for URLs (docs/remote.md), in safe_open's order. */
 #define REMOTE_ARGS 9
@@ -61,7 +58,7 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
 {
     SafeOpen *self = NULL;
     PyObject *target = NULL, *path_str = NULL, *path_bytes = NULL, *device = NULL;
-    PyObject *options = NULL, *source = NULL;
+    PyObject *options = NULL, *source = NULL, *naming;
     stpy_framework framework;
     st_backend backend;
     st_file *file = NULL;
@@ -86,16 +83,6 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
                      stpy_framework_name(framework));
         goto fail;
     }
-    if (framework == FW_PADDLE && device != Py_None) {
-        /* paddle names CUDA devices "gpu:N": the one mapping is safetensors.paddle's. */
-        PyObject *paddle_module = PyImport_ImportModule("safetensors.paddle");
-        Py_SETREF(device, paddle_module
-                              ? PyObject_CallMethod(paddle_module, "_paddle_device", "O", device)
-                              : NULL);
-        Py_XDECREF(paddle_module);
-        if (device == NULL)
-            goto fail;
-    }
     if (stpy_parse_backend(state, backend_obj, &backend) < 0)
         goto fail;
     if (PySys_Audit("safetensors.safe_open", "Os", remote ? filename : path_str,
@@ -104,7 +91,6 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
 
     if (remote) {
         /* Read through a byte source: the pread paths (no mapping). */
-        backend = ST_BACKEND_PREAD;
         if (stpy_open_source(state, filename, options, &file, &source) < 0)
             goto fail;
     } else {
@@ -121,6 +107,14 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     }
     if (stpy_framework_prepare(state, framework) < 0)
         goto fail;
+    /* paddle names CUDA devices "gpu:N": the mapping safetensors.paddle registered. */
+    if (device != Py_None &&
+        (naming = stpy_framework_hook(state, state->device_names, framework))) {
+        Py_SETREF(device, PyObject_CallOneArg(naming, device));
+        Py_DECREF(naming);
+        if (device == NULL)
+            goto fail;
+    }
 
     self = (SafeOpen *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -128,7 +122,6 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     self->file = file;
     file = NULL;
     self->framework = framework;
-    self->backend = backend;
     self->device = device == Py_None ? NULL : Py_NewRef(device);
     self->filename = Py_NewRef(remote ? filename : path_str);
     self->source = Py_XNewRef(source);
@@ -184,9 +177,7 @@ PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwar
     return result;
 }
 
-/* ======================================================================
- * MARK: lifetime
- * ====================================================================== */
+/* ---- MARK: lifetime ---- */
 
 /* A new reference to the file, or NULL with "File is closed" set. */
 static st_file *acquire_file(SafeOpen *self)
@@ -205,12 +196,13 @@ static st_file *acquire_file(SafeOpen *self)
     return file;
 }
 
-/* Closes the handle; a URL's source is closed too, which stops the reads
+/* __exit__ and close(): a URL's source is closed too, which stops the reads
  * of a load running in another thread (they raise "File is closed"). */
-static int close_handle(SafeOpen *self)
+static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *unused)
 {
     st_file *file;
-    PyObject *source, *closed = Py_None;
+    PyObject *source, *closed;
+    bool failed = false;
     STPY_LOCK(self);
     file = self->file;
     self->file = NULL;
@@ -219,6 +211,8 @@ static int close_handle(SafeOpen *self)
     STPY_UNLOCK();
     if (source != NULL) {
         closed = PyObject_CallMethod(source, "close", NULL);
+        failed = closed == NULL;
+        Py_XDECREF(closed);
         Py_DECREF(source);
     }
     if (file != NULL) {
@@ -227,11 +221,7 @@ static int close_handle(SafeOpen *self)
             st_file_release(file);
         Py_END_ALLOW_THREADS
     }
-    if (closed == NULL)
-        return -1;
-    if (closed != Py_None)
-        Py_DECREF(closed);
-    return 0;
+    return failed ? NULL : Py_NewRef(Py_None);
 }
 
 static int SafeOpen_traverse(SafeOpen *self, visitproc visit, void *arg)
@@ -270,21 +260,22 @@ static PyObject *SafeOpen_enter(SafeOpen *self, PyObject *unused)
     return Py_NewRef(self);
 }
 
-static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *args)
-{
-    if (close_handle(self) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
+/* ---- MARK: names and metadata ---- */
 
-static PyObject *SafeOpen_close(SafeOpen *self, PyObject *unused)
+/* The tensor names, sorted or in offset order, as a new list. */
+static PyObject *tensor_names(const st_header *header, bool sorted)
 {
-    return SafeOpen_exit(self, NULL);
+    PyObject *names = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; names != NULL && i < st_header_count(header); i++) {
+        PyObject *name = stpy_tensor_name(sorted ? st_header_tensor_by_name_order(header, i)
+                                                 : st_header_tensor(header, i));
+        if (name == NULL)
+            Py_CLEAR(names);
+        else
+            PyList_SET_ITEM(names, (Py_ssize_t)i, name);
+    }
+    return names;
 }
-
-/* ======================================================================
- * MARK: names and metadata
- * ====================================================================== */
 
 static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
 {
@@ -295,27 +286,14 @@ static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
     STPY_LOCK(self);
     names = Py_XNewRef(self->names);
     STPY_UNLOCK();
-    if (names == NULL) {
-        const st_header *header = st_file_header(file);
-        size_t count = st_header_count(header);
-        names = PyTuple_New((Py_ssize_t)count);
-        if (names == NULL)
-            goto exit;
-        for (size_t i = 0; i < count; i++) {
-            PyObject *name = stpy_tensor_name(st_header_tensor_by_name_order(header, i));
-            if (name == NULL) {
-                Py_CLEAR(names);
-                goto exit;
-            }
-            PyTuple_SET_ITEM(names, (Py_ssize_t)i, name);
-        }
-        STPY_LOCK(self);
+    if (names == NULL && (names = tensor_names(st_file_header(file), true)) != NULL) {
+        STPY_LOCK(self); /* kept for the next call */
         if (self->names == NULL)
             self->names = Py_NewRef(names);
         STPY_UNLOCK();
     }
-    result = PySequence_List(names);
-exit:
+    if (names != NULL)
+        result = PySequence_List(names);
     Py_XDECREF(names);
     st_file_release(file);
     return result;
@@ -323,122 +301,71 @@ exit:
 
 static PyObject *SafeOpen_offset_keys(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result = NULL;
+    PyObject *result;
     st_file *file = acquire_file(self);
-    const st_header *header;
-    size_t count;
     if (file == NULL)
         return NULL;
-    header = st_file_header(file);
-    count = st_header_count(header);
-    result = PyList_New((Py_ssize_t)count);
-    if (result == NULL)
-        goto exit;
-    for (size_t i = 0; i < count; i++) {
-        PyObject *name = stpy_tensor_name(st_header_tensor(header, i));
-        if (name == NULL) {
-            Py_CLEAR(result);
-            goto exit;
-        }
-        PyList_SET_ITEM(result, (Py_ssize_t)i, name);
-    }
-exit:
+    result = tensor_names(st_file_header(file), false);
     st_file_release(file);
     return result;
 }
 
 static PyObject *SafeOpen_metadata(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result = NULL;
+    PyObject *result;
     st_file *file = acquire_file(self);
-    const st_header *header;
     if (file == NULL)
         return NULL;
-    header = st_file_header(file);
-    if (!st_header_has_metadata(header)) {
-        result = Py_NewRef(Py_None);
-        goto exit;
-    }
-    result = PyDict_New();
-    if (result == NULL)
-        goto exit;
-    for (size_t i = 0; i < st_header_metadata_count(header); i++) {
-        const st_metadata_item *item = st_header_metadata_item(header, i);
-        PyObject *key = PyUnicode_DecodeUTF8(item->key, (Py_ssize_t)item->key_len, "surrogatepass");
-        PyObject *value =
-            key ? PyUnicode_DecodeUTF8(item->value, (Py_ssize_t)item->value_len, "surrogatepass")
-                : NULL;
-        int rc = value ? PyDict_SetItem(result, key, value) : -1;
-        Py_XDECREF(key);
-        Py_XDECREF(value);
-        if (rc < 0) {
-            Py_CLEAR(result);
-            goto exit;
-        }
-    }
-exit:
+    result = stpy_metadata_dict(st_file_header(file));
     st_file_release(file);
     return result;
 }
 
-/* ======================================================================
- * MARK: tensors
- * ====================================================================== */
+/* ---- MARK: tensors ---- */
 
-/* Looks name up; sets "File does not contain tensor" when absent. */
-static const st_tensor *find_tensor(stpy_state *state, st_file *file, PyObject *name)
+/* The tensor named by the one argument (`name`) of get_tensor/get_slice,
+ * *file then a new reference; NULL with an exception set (no reference). */
+static const st_tensor *named_tensor(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames, const char *fname, st_file **file)
 {
-    Py_ssize_t len;
-    const char *utf8;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, len;
+    PyObject *name;
     const st_tensor *t;
-    if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError,
-                     "argument 'name': '%.100s' object is not an instance of 'str'",
-                     Py_TYPE(name)->tp_name);
-        return NULL;
-    }
-    utf8 = PyUnicode_AsUTF8AndSize(name, &len);
-    if (utf8 == NULL)
-        return NULL;
-    t = st_header_find(st_file_header(file), utf8, (size_t)len);
-    if (t == NULL)
-        PyErr_Format(state->SafetensorError, "File does not contain tensor %U", name);
-    return t;
-}
-
-static int unpack_name(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                       const char *fname, PyObject **name)
-{
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    const char *utf8;
     if (nargs + nkw != 1) {
         PyErr_Format(PyExc_TypeError, "%s() takes exactly one argument (%zd given)", fname,
                      nargs + nkw);
-        return -1;
+        return NULL;
     }
     if (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "name") != 0) {
         PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
                      PyTuple_GET_ITEM(kwnames, 0));
-        return -1;
+        return NULL;
     }
-    *name = args[0];
-    return 0;
+    name = args[0];
+    if (stpy_check_arg(name, &PyUnicode_Type, "name") < 0 ||
+        (utf8 = PyUnicode_AsUTF8AndSize(name, &len)) == NULL ||
+        (*file = acquire_file(self)) == NULL)
+        return NULL;
+    t = st_header_find(st_file_header(*file), utf8, (size_t)len);
+    if (t == NULL) {
+        PyErr_Format(stpy_state_from_type(Py_TYPE(self))->SafetensorError,
+                     "File does not contain tensor %U", name);
+        st_file_release(*file);
+    }
+    return t;
 }
 
 static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames)
 {
     stpy_state *state = stpy_state_from_type(Py_TYPE(self));
-    PyObject *name, *result = NULL;
-    const st_tensor *t;
+    PyObject *result;
     st_file *file;
-    if (unpack_name(args, nargs, kwnames, "get_tensor", &name) < 0)
+    const st_tensor *t = named_tensor(self, args, nargs, kwnames, "get_tensor", &file);
+    if (t == NULL)
         return NULL;
-    file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
-    t = find_tensor(state, file, name);
-    if (t != NULL)
-        result = stpy_tensor_load(state, self->framework, file, t, self->device);
+    result = stpy_tensor_load(state, self->framework, file, t, self->device);
     if (result != NULL && stpy_is_cuda(self->framework, self->device) &&
         stpy_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
@@ -511,56 +438,23 @@ exit:
 static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames)
 {
-    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
-    PyObject *name;
-    const st_tensor *t;
     st_file *file;
-    if (unpack_name(args, nargs, kwnames, "get_slice", &name) < 0)
+    const st_tensor *t = named_tensor(self, args, nargs, kwnames, "get_slice", &file);
+    if (t == NULL)
         return NULL;
-    file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
-    t = find_tensor(state, file, name);
-    if (t == NULL) {
-        st_file_release(file);
-        return NULL;
-    }
-    return stpy_slice_new(state, file, t, self->framework, self->device); /* takes file */
+    return stpy_slice_new(stpy_state_from_type(Py_TYPE(self)), file, t, self->framework,
+                          self->device); /* takes file */
 }
 
 /* _table(): (name, dtype code, shape, begin, end) of every tensor in file
  * order, begin/end absolute file offsets: the one table other layers use. */
 static PyObject *SafeOpen_table(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result = NULL;
+    PyObject *result;
     st_file *file = acquire_file(self);
-    const st_header *header;
-    uint64_t start;
     if (file == NULL)
         return NULL;
-    header = st_file_header(file);
-    start = st_header_data_start(header);
-    result = PyList_New((Py_ssize_t)st_header_count(header));
-    for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
-        const st_tensor *t = st_header_tensor(header, i);
-        PyObject *shape = PyList_New((Py_ssize_t)t->ndim), *row = NULL;
-        for (size_t d = 0; shape != NULL && d < t->ndim; d++) {
-            PyObject *dim = PyLong_FromUnsignedLongLong(t->shape[d]);
-            if (dim == NULL)
-                Py_CLEAR(shape);
-            else
-                PyList_SET_ITEM(shape, (Py_ssize_t)d, dim);
-        }
-        if (shape != NULL)
-            row = Py_BuildValue("(NsOKK)", stpy_tensor_name(t), st_dtype_name(t->dtype), shape,
-                                (unsigned long long)(start + t->begin),
-                                (unsigned long long)(start + t->end));
-        Py_XDECREF(shape);
-        if (row == NULL)
-            Py_CLEAR(result);
-        else
-            PyList_SET_ITEM(result, (Py_ssize_t)i, row);
-    }
+    result = stpy_tensor_rows(st_file_header(file), st_header_data_start(st_file_header(file)));
     st_file_release(file);
     return result;
 }
@@ -600,7 +494,7 @@ static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
 static PyMethodDef SafeOpen_methods[] = {
     {"__enter__", (PyCFunction)SafeOpen_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)SafeOpen_exit, METH_VARARGS, NULL},
-    {"close", (PyCFunction)SafeOpen_close, METH_NOARGS,
+    {"close", (PyCFunction)SafeOpen_exit, METH_NOARGS,
      "close()\n"
      "--\n"
      "\n"

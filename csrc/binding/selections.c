@@ -8,54 +8,33 @@
 
 #include <string.h>
 
-/* ======================================================================
- * MARK: selections
- * ====================================================================== */
-
-static PyObject *int_tuple(const int64_t *values, size_t count)
-{
-    PyObject *tuple = PyTuple_New((Py_ssize_t)count);
-    if (tuple == NULL)
-        return NULL;
-    for (size_t i = 0; i < count; i++) {
-        PyObject *v = PyLong_FromLongLong(values[i]);
-        if (v == NULL) {
-            Py_DECREF(tuple);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(tuple, (Py_ssize_t)i, v);
-    }
-    return tuple;
-}
+/* ---- MARK: selections ---- */
 
 /* torch has no negative strides: view the mirrored selection, then flip.
  * *owner holds the tensor's bytes at data (taken over). */
 static PyObject *torch_select_view(stpy_state *state, stpy_owner *owner, const st_tensor *t,
                                    uint8_t *data, const st_selection *sel)
 {
-    int64_t size[ST_MAX_DIMS], stride[ST_MAX_DIMS], flip[ST_MAX_DIMS];
+    uint64_t stride[ST_MAX_DIMS], flip[ST_MAX_DIMS]; /* in items; the dims to flip */
     int64_t offset = sel->offset, itemsize = (int64_t)stpy_itemsize_of(t->dtype);
     size_t nflip = 0;
     PyObject *full = NULL, *sizes = NULL, *strides = NULL, *storage_offset = NULL, *view = NULL,
              *dims = NULL, *result = NULL;
 
     for (size_t i = 0; i < sel->ndim; i++) {
-        size[i] = (int64_t)sel->shape[i];
-        stride[i] = sel->strides[i];
-        if (stride[i] < 0 && size[i] > 1) {
-            offset += stride[i] * (size[i] - 1);
-            stride[i] = -stride[i];
-            flip[nflip++] = (int64_t)i;
-        } else if (stride[i] < 0) {
-            stride[i] = 0;
+        int64_t step = sel->strides[i];
+        if (step < 0 && sel->shape[i] > 1) {
+            offset += step * (int64_t)(sel->shape[i] - 1);
+            flip[nflip++] = i;
+            step = -step;
         }
-        stride[i] /= itemsize;
+        stride[i] = step < 0 ? 0 : (uint64_t)(step / itemsize);
     }
     full = stpy_torch_view(state, owner, t, data);
     if (full == NULL)
         goto exit;
-    sizes = int_tuple(size, sel->ndim);
-    strides = int_tuple(stride, sel->ndim);
+    sizes = stpy_int_list(sel->shape, sel->ndim);
+    strides = stpy_int_list(stride, sel->ndim);
     storage_offset = PyLong_FromLongLong(offset / itemsize);
     if (sizes == NULL || strides == NULL || storage_offset == NULL)
         goto exit;
@@ -69,7 +48,7 @@ static PyObject *torch_select_view(stpy_state *state, stpy_owner *owner, const s
         result = Py_XNewRef(view);
         goto exit;
     }
-    dims = int_tuple(flip, nflip);
+    dims = stpy_int_list(flip, nflip);
     if (dims != NULL)
         result = PyObject_CallMethodOneArg(view, state->str_flip, dims);
 exit:
@@ -161,9 +140,7 @@ PyObject *stpy_tensor_select(stpy_state *state, stpy_framework fw, st_file *file
                                                    (size_t)stpy_tensor_data_len(t)));
 }
 
-/* ======================================================================
- * MARK: advanced indexing
- * ====================================================================== */
+/* ---- MARK: advanced indexing ---- */
 
 /* An index item NumPy should see as an array: tensors of other frameworks
  * (torch, ...) become NumPy arrays; everything else is passed as given. */

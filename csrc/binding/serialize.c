@@ -9,11 +9,11 @@
  */
 #include "module.h"
 
+#include <stddef.h>
 #include <string.h>
+#include <structmember.h>
 
-/* ======================================================================
- * MARK: dtype names accepted on write
- * ====================================================================== */
+/* ---- MARK: dtype names accepted on write ---- */
 
 /* The names are the core's type names (st_dtype_from_type_name); this is
  * upstream's message, which lists them in its own order. */
@@ -44,16 +44,13 @@ static int parse_write_dtype(stpy_state *state, PyObject *obj, st_dtype *out)
     return -1;
 }
 
-/* Fills dims from a sequence of non-negative ints; F4 doubles the last
- * (packed) dim into the logical one. Returns the count or -1. */
-static Py_ssize_t parse_shape(stpy_state *state, PyObject *obj, st_dtype dtype, uint64_t *dims)
+Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims)
 {
     /* A tuple (torch.Size too) or list is read in place: no copy per tensor. */
     PyObject *seq = PyTuple_Check(obj) || PyList_CheckExact(obj)
                         ? Py_NewRef(obj)
                         : PySequence_Fast(obj, "shape must be a sequence of ints");
     Py_ssize_t count = -1;
-    st_error err;
     if (seq == NULL)
         return -1;
     if (PySequence_Fast_GET_SIZE(seq) > ST_MAX_DIMS) {
@@ -67,25 +64,17 @@ static Py_ssize_t parse_shape(stpy_state *state, PyObject *obj, st_dtype dtype, 
         dims[i] = dim;
     }
     count = PySequence_Fast_GET_SIZE(seq);
-    if (count > 0 &&
-        st_dtype_unpacked_dim(dtype, dims[count - 1], &dims[count - 1], &err) != ST_OK) {
-        stpy_raise(state, &err, STPY_CTX_NONE, NULL);
-        count = -1;
-    }
 exit:
     Py_DECREF(seq);
     return count;
 }
 
-/* ======================================================================
- * MARK: TensorSpec
- * ====================================================================== */
+/* ---- MARK: TensorSpec ---- */
 
 /* Variable-sized: ob_size dims follow (files can hold 100,000s of specs). */
 typedef struct {
     PyObject_VAR_HEAD st_dtype dtype;
-    uintptr_t data_ptr;
-    uint64_t data_len;
+    unsigned long long data_ptr, data_len;
     uint64_t shape[]; /* logical */
 } TensorSpec;
 
@@ -99,18 +88,20 @@ static PyObject *spec_build(PyTypeObject *type, PyObject *dtype_obj, PyObject *s
     st_dtype dtype;
     uint64_t shape[ST_MAX_DIMS];
     Py_ssize_t ndim;
+    st_error err;
 
-    if (state == NULL || parse_write_dtype(state, dtype_obj, &dtype) < 0)
+    if (state == NULL || parse_write_dtype(state, dtype_obj, &dtype) < 0 ||
+        (ndim = stpy_parse_dims(shape_obj, shape)) < 0)
         return NULL;
-    ndim = parse_shape(state, shape_obj, dtype, shape);
-    if (ndim < 0)
-        return NULL;
+    /* F4: the last (packed) dim doubled into the logical one. */
+    if (ndim > 0 && st_dtype_unpacked_dim(dtype, shape[ndim - 1], &shape[ndim - 1], &err) != ST_OK)
+        return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
     self = (TensorSpec *)type->tp_alloc(type, ndim);
     if (self == NULL)
         return NULL;
     self->dtype = dtype;
     memcpy(self->shape, shape, (size_t)ndim * sizeof(shape[0]));
-    self->data_ptr = (uintptr_t)data_ptr;
+    self->data_ptr = data_ptr;
     self->data_len = data_len;
     return (PyObject *)self;
 }
@@ -138,10 +129,8 @@ static PyObject *TensorSpec_of(PyTypeObject *type, PyObject *const *args, Py_ssi
         return NULL;
     }
     data_ptr = PyLong_AsUnsignedLongLong(args[2]);
-    if (data_ptr == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    data_len = PyLong_AsUnsignedLongLong(args[3]);
-    if (data_len == (unsigned long long)-1 && PyErr_Occurred())
+    data_len = PyErr_Occurred() ? 0 : PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred())
         return NULL;
     return spec_build(type, args[0], args[1], data_ptr, data_len);
 }
@@ -166,25 +155,7 @@ static PyObject *TensorSpec_get_dtype(TensorSpec *self, void *closure)
 
 static PyObject *TensorSpec_get_shape(TensorSpec *self, void *closure)
 {
-    PyObject *list = PyList_New((Py_ssize_t)SPEC_NDIM(self));
-    for (size_t i = 0; list != NULL && i < SPEC_NDIM(self); i++) {
-        PyObject *dim = PyLong_FromUnsignedLongLong(self->shape[i]);
-        if (dim == NULL)
-            Py_CLEAR(list);
-        else
-            PyList_SET_ITEM(list, (Py_ssize_t)i, dim);
-    }
-    return list;
-}
-
-static PyObject *TensorSpec_get_data_ptr(TensorSpec *self, void *closure)
-{
-    return PyLong_FromUnsignedLongLong(self->data_ptr);
-}
-
-static PyObject *TensorSpec_get_data_len(TensorSpec *self, void *closure)
-{
-    return PyLong_FromUnsignedLongLong(self->data_len);
+    return stpy_int_list(self->shape, SPEC_NDIM(self));
 }
 
 static PyObject *TensorSpec_repr(TensorSpec *self)
@@ -192,10 +163,8 @@ static PyObject *TensorSpec_repr(TensorSpec *self)
     PyObject *shape = TensorSpec_get_shape(self, NULL), *repr;
     if (shape == NULL)
         return NULL;
-    repr =
-        PyUnicode_FromFormat("TensorSpec(dtype='%s', shape=%R, data_ptr=%llu, data_len=%llu)",
-                             st_dtype_name(self->dtype), shape, (unsigned long long)self->data_ptr,
-                             (unsigned long long)self->data_len);
+    repr = PyUnicode_FromFormat("TensorSpec(dtype='%s', shape=%R, data_ptr=%llu, data_len=%llu)",
+                                st_dtype_name(self->dtype), shape, self->data_ptr, self->data_len);
     Py_DECREF(shape);
     return repr;
 }
@@ -203,9 +172,14 @@ static PyObject *TensorSpec_repr(TensorSpec *self)
 static PyGetSetDef TensorSpec_getset[] = {
     {"dtype", (getter)TensorSpec_get_dtype, NULL, "dtype as written in the header", NULL},
     {"shape", (getter)TensorSpec_get_shape, NULL, "logical shape", NULL},
-    {"data_ptr", (getter)TensorSpec_get_data_ptr, NULL, "address of the data", NULL},
-    {"data_len", (getter)TensorSpec_get_data_len, NULL, "length of the data in bytes", NULL},
     {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef TensorSpec_members[] = {
+    {"data_ptr", T_ULONGLONG, offsetof(TensorSpec, data_ptr), READONLY, "address of the data"},
+    {"data_len", T_ULONGLONG, offsetof(TensorSpec, data_len), READONLY,
+     "length of the data in bytes"},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyType_Slot TensorSpec_slots[] = {
@@ -213,6 +187,7 @@ static PyType_Slot TensorSpec_slots[] = {
     {Py_tp_dealloc, TensorSpec_dealloc},
     {Py_tp_repr, TensorSpec_repr},
     {Py_tp_getset, TensorSpec_getset},
+    {Py_tp_members, TensorSpec_members},
     {Py_tp_methods, TensorSpec_methods},
     {Py_tp_doc,
      "TensorSpec(*, dtype, shape, data_ptr, data_len)\n"
@@ -250,31 +225,37 @@ PyType_Spec stpy_tensor_spec_spec = {
     .slots = TensorSpec_slots,
 };
 
-/* ======================================================================
- * MARK: collecting the input
- * ====================================================================== */
+/* ---- MARK: collecting the input ---- */
 
-typedef struct {
-    PyObject *items;          /* a private copy of the dict: keeps everything alive */
-    st_write_tensor *tensors; /* shapes point into the TensorSpecs */
-    size_t count;
-    stpy_metadata_list metadata;
-    size_t *order;
-} write_input;
-
-static void write_input_release(write_input *in)
+void stpy_write_input_release(stpy_write_input *in)
 {
     PyMem_Free(in->tensors);
+    PyMem_Free(in->shapes);
     PyMem_Free(in->order);
     Py_CLEAR(in->items);
     stpy_metadata_list_release(&in->metadata);
 }
 
-static int collect_tensor(stpy_state *state, write_input *in, size_t i, PyObject *name,
+/* Room for count tensors (and their shapes, for declarations). */
+static int alloc_input(stpy_write_input *in, Py_ssize_t count, bool shapes)
+{
+    in->count = (size_t)count;
+    in->tensors = PyMem_Calloc(in->count + 1, sizeof(*in->tensors));
+    in->order = PyMem_Calloc(in->count + 1, sizeof(*in->order));
+    in->shapes = shapes ? PyMem_Calloc(in->count + 1, sizeof(*in->shapes)) : NULL;
+    if (in->tensors == NULL || in->order == NULL || (shapes && in->shapes == NULL)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static int collect_tensor(stpy_state *state, stpy_write_input *in, size_t i, PyObject *name,
                           PyObject *value)
 {
     st_write_tensor *w = &in->tensors[i];
     Py_ssize_t name_len;
+    TensorSpec *spec;
 
     if (!PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "tensor names must be str, not '%.100s'",
@@ -285,32 +266,16 @@ static int collect_tensor(stpy_state *state, write_input *in, size_t i, PyObject
     if (w->name == NULL)
         return -1;
     w->name_len = (size_t)name_len;
-    if (PyObject_TypeCheck(value, state->TensorSpecType)) {
-        TensorSpec *spec = (TensorSpec *)value;
-        w->dtype = spec->dtype;
-        w->ndim = SPEC_NDIM(spec);
-        w->shape = spec->shape;
-        w->data = (const void *)spec->data_ptr;
-        w->data_len = spec->data_len;
-        return 0;
-    }
     /* 0.8.0 removed the 0.7 dict form ({"dtype", "shape", "data"}). */
-    PyErr_Format(PyExc_TypeError,
-                 "argument 'tensor_dict': '%.100s' object is not an instance of 'TensorSpec'",
-                 Py_TYPE(value)->tp_name);
-    return -1;
-}
-
-/* A snapshot of a dict argument's items (a list of pairs), with upstream's
- * TypeError for anything else. Holding it keeps every key and value alive. */
-static PyObject *dict_items(PyObject *dict, const char *argument)
-{
-    if (!PyDict_Check(dict)) {
-        PyErr_Format(PyExc_TypeError, "argument '%s': '%.100s' object is not an instance of 'dict'",
-                     argument, Py_TYPE(dict)->tp_name);
-        return NULL;
-    }
-    return PyDict_Items(dict);
+    if (stpy_check_arg(value, state->TensorSpecType, "tensor_dict") < 0)
+        return -1;
+    spec = (TensorSpec *)value;
+    w->dtype = spec->dtype;
+    w->ndim = SPEC_NDIM(spec);
+    w->shape = spec->shape;
+    w->data = (const void *)(uintptr_t)spec->data_ptr;
+    w->data_len = spec->data_len;
+    return 0;
 }
 
 int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out)
@@ -319,8 +284,9 @@ int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out)
     memset(out, 0, sizeof(*out));
     if (metadata == NULL || metadata == Py_None)
         return 0;
-    out->items = dict_items(metadata, "metadata");
-    if (out->items == NULL)
+    /* The dict's items (a list of pairs) keep every key and value alive. */
+    if (stpy_check_arg(metadata, &PyDict_Type, "metadata") < 0 ||
+        (out->items = PyDict_Items(metadata)) == NULL)
         return -1;
     count = PyList_GET_SIZE(out->items);
     out->present = true;
@@ -362,28 +328,16 @@ void stpy_metadata_list_release(stpy_metadata_list *list)
  * list of item pairs would be a million tuples for a million tensors, each
  * counted towards the next garbage collection): no other thread can change
  * it while the GIL is released. */
-static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata, write_input *in)
+static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata,
+                   stpy_write_input *in)
 {
-    Py_ssize_t count, pos = 0, i = 0;
+    Py_ssize_t pos = 0, i = 0;
     PyObject *name, *value;
     memset(in, 0, sizeof(*in));
-    if (!PyDict_Check(tensor_dict)) {
-        PyErr_Format(PyExc_TypeError,
-                     "argument 'tensor_dict': '%.100s' object is not an instance of 'dict'",
-                     Py_TYPE(tensor_dict)->tp_name);
+    if (stpy_check_arg(tensor_dict, &PyDict_Type, "tensor_dict") < 0 ||
+        (in->items = PyDict_Copy(tensor_dict)) == NULL ||
+        alloc_input(in, PyDict_GET_SIZE(in->items), false) < 0)
         return -1;
-    }
-    in->items = PyDict_Copy(tensor_dict);
-    if (in->items == NULL)
-        return -1;
-    count = PyDict_GET_SIZE(in->items);
-    in->count = (size_t)count;
-    in->tensors = PyMem_Calloc((size_t)count + 1, sizeof(st_write_tensor));
-    in->order = PyMem_Calloc((size_t)count + 1, sizeof(size_t));
-    if (in->tensors == NULL || in->order == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
     while (PyDict_Next(in->items, &pos, &name, &value)) {
         if (collect_tensor(state, in, (size_t)i++, name, value) < 0)
             return -1;
@@ -391,9 +345,58 @@ static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata,
     return stpy_collect_metadata(metadata, &in->metadata);
 }
 
-/* ======================================================================
- * MARK: _ranges_overlap
- * ====================================================================== */
+/* Fills *w from a (name, header dtype, shape[, data length]) tuple, the
+ * shape in dims. */
+static int parse_declaration(stpy_state *state, PyObject *item, bool with_len, st_write_tensor *w,
+                             uint64_t *dims)
+{
+    PyObject *name, *dtype, *shape;
+    Py_ssize_t len, ndim, data_len = 0;
+    const char *code;
+    if (!PyTuple_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "each tensor is a tuple (name, dtype, shape%s), not %R",
+                     with_len ? ", data length" : "", item);
+        return -1;
+    }
+    if (!PyArg_ParseTuple(item,
+                          with_len ? "UUOn;each tensor is (name, dtype, shape, data length)"
+                                   : "UUO;each tensor is (name, dtype, shape)",
+                          &name, &dtype, &shape, &data_len) ||
+        (w->name = PyUnicode_AsUTF8AndSize(name, &len)) == NULL)
+        return -1;
+    w->name_len = (size_t)len;
+    if ((code = PyUnicode_AsUTF8AndSize(dtype, &len)) == NULL)
+        return -1;
+    if (!st_dtype_from_name(code, (size_t)len, &w->dtype)) {
+        PyErr_Format(state->SafetensorError,
+                     "Unknown dtype %R for tensor %R (a header name such as 'F32')", dtype, name);
+        return -1;
+    }
+    if ((ndim = stpy_parse_dims(shape, dims)) < 0)
+        return -1;
+    w->ndim = (size_t)ndim;
+    w->shape = dims;
+    w->data_len = (uint64_t)data_len;
+    return 0;
+}
+
+int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool with_len,
+                              PyObject *metadata, stpy_write_input *in)
+{
+    memset(in, 0, sizeof(*in));
+    /* A tuple of our own: the caller's list may change while the GIL is released. */
+    if ((in->items = PySequence_Tuple(declarations)) == NULL ||
+        alloc_input(in, PyTuple_GET_SIZE(in->items), true) < 0)
+        return -1;
+    for (size_t i = 0; i < in->count; i++) {
+        if (parse_declaration(state, PyTuple_GET_ITEM(in->items, (Py_ssize_t)i), with_len,
+                              &in->tensors[i], in->shapes[i]) < 0)
+            return -1;
+    }
+    return stpy_collect_metadata(metadata, &in->metadata);
+}
+
+/* ---- MARK: _ranges_overlap ---- */
 
 typedef struct {
     uint64_t start, end;
@@ -446,12 +449,10 @@ exit:
     return result;
 }
 
-/* ======================================================================
- * MARK: serialize, serialize_file
- * ====================================================================== */
+/* ---- MARK: serialize, serialize_file ---- */
 
 /* The core's layout of the collected input; the caller releases the GIL. */
-static st_code lay_out(const write_input *in, st_layout *layout, st_error *err)
+static st_code lay_out(const stpy_write_input *in, st_layout *layout, st_error *err)
 {
     *layout = (st_layout){.tensors = in->tensors,
                           .count = in->count,
@@ -468,7 +469,7 @@ PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     stpy_state *state = stpy_state_from_module(module);
     PyObject *tensor_dict, *metadata = NULL, *result = NULL;
     st_layout layout = {0};
-    write_input in;
+    stpy_write_input in;
     st_error err;
     st_code code;
 
@@ -497,7 +498,7 @@ PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
 exit:
     st_free(layout.header);
-    write_input_release(&in);
+    stpy_write_input_release(&in);
     return result;
 }
 
@@ -507,7 +508,7 @@ PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs
     stpy_state *state = stpy_state_from_module(module);
     PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *name = NULL, *result = NULL;
     st_layout layout = {0};
-    write_input in;
+    stpy_write_input in;
     st_error err;
     st_code code;
 
@@ -535,42 +536,58 @@ PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs
     result = Py_NewRef(Py_None);
 exit:
     st_free(layout.header);
-    write_input_release(&in);
+    stpy_write_input_release(&in);
     Py_XDECREF(path);
     Py_XDECREF(name);
     return result;
 }
 
-/* ======================================================================
- * MARK: deserialize
- * ====================================================================== */
+/* _write_layout(entries, metadata) -> (header, order): the layout of
+ * (name, header dtype, shape, data length) entries, checked as serialize
+ * checks them: the bytes that start the file (length prefix + padded JSON)
+ * and the entry indices in file order (uploads written part by part). */
+PyObject *stpy_write_layout_only(PyObject *module, PyObject *args)
+{
+    stpy_state *state = stpy_state_from_module(module);
+    PyObject *entries, *metadata, *order = NULL, *result = NULL;
+    st_layout layout = {0};
+    stpy_write_input in = {0};
+    st_error err;
+
+    if (!PyArg_ParseTuple(args, "OO:_write_layout", &entries, &metadata) ||
+        stpy_collect_declarations(state, entries, true, metadata, &in) < 0)
+        goto exit;
+    if (lay_out(&in, &layout, &err) != ST_OK) {
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
+        goto exit;
+    }
+    order = PyList_New((Py_ssize_t)in.count);
+    for (size_t i = 0; order != NULL && i < in.count; i++) {
+        PyObject *index = PyLong_FromSize_t(in.order[i]);
+        if (index == NULL)
+            Py_CLEAR(order);
+        else
+            PyList_SET_ITEM(order, (Py_ssize_t)i, index);
+    }
+    if (order != NULL)
+        result = Py_BuildValue("(y#O)", (const char *)layout.header, (Py_ssize_t)layout.header_size,
+                               order);
+exit:
+    st_free(layout.header);
+    stpy_write_input_release(&in);
+    Py_XDECREF(order);
+    return result;
+}
+
+/* ---- MARK: deserialize ---- */
 
 static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
 {
-    PyObject *name = NULL, *shape = NULL, *dtype = NULL, *bytes = NULL, *info = NULL,
-             *result = NULL;
-    name = stpy_tensor_name(t);
-    shape = PyList_New((Py_ssize_t)t->ndim);
-    dtype = PyUnicode_FromString(st_dtype_name(t->dtype));
-    bytes = PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
-    if (name == NULL || shape == NULL || dtype == NULL || bytes == NULL)
-        goto exit;
-    for (size_t i = 0; i < t->ndim; i++) {
-        PyObject *dim = PyLong_FromUnsignedLongLong(t->shape[i]);
-        if (dim == NULL)
-            goto exit;
-        PyList_SET_ITEM(shape, (Py_ssize_t)i, dim);
-    }
-    info = Py_BuildValue("{sOsOsO}", "shape", shape, "dtype", dtype, "data", bytes);
-    if (info != NULL)
-        result = PyTuple_Pack(2, name, info);
-exit:
-    Py_XDECREF(name);
-    Py_XDECREF(shape);
-    Py_XDECREF(dtype);
-    Py_XDECREF(bytes);
-    Py_XDECREF(info);
-    return result;
+    PyObject *bytes =
+        PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
+    return Py_BuildValue("(N{sNsssN})", stpy_tensor_name(t), "shape",
+                         stpy_int_list(t->shape, t->ndim), "dtype", st_dtype_name(t->dtype), "data",
+                         bytes);
 }
 
 /* Parses a whole file held in a bytes-like object into *header (owned by

@@ -49,18 +49,7 @@ static void Slice_dealloc(Slice *self)
 
 static PyObject *Slice_get_shape(Slice *self, PyObject *unused)
 {
-    PyObject *shape = PyList_New((Py_ssize_t)self->tensor->ndim);
-    if (shape == NULL)
-        return NULL;
-    for (size_t i = 0; i < self->tensor->ndim; i++) {
-        PyObject *dim = PyLong_FromUnsignedLongLong(self->tensor->shape[i]);
-        if (dim == NULL) {
-            Py_DECREF(shape);
-            return NULL;
-        }
-        PyList_SET_ITEM(shape, (Py_ssize_t)i, dim);
-    }
-    return shape;
+    return stpy_int_list(self->tensor->shape, self->tensor->ndim);
 }
 
 static PyObject *Slice_get_dtype(Slice *self, PyObject *unused)
@@ -205,22 +194,19 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
         Py_XDECREF(huge);
         return NULL;
     }
-    if (basic) {
-        if (st_select(self->tensor, items, (size_t)count, &selection, &err) != ST_OK) {
-            if (huge != NULL)
-                show_given_index(&err, items, (size_t)count, huge);
-            Py_XDECREF(huge);
-            return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
-        }
+    if (basic && st_select(self->tensor, items, (size_t)count, &selection, &err) != ST_OK) {
+        if (huge != NULL)
+            show_given_index(&err, items, (size_t)count, huge);
         Py_XDECREF(huge);
-        result = stpy_tensor_select(state, self->framework, self->file, self->tensor, &selection);
-        if (result != NULL && self->device != NULL)
-            result = stpy_tensor_to_device(state, result, self->device);
-        return result;
+        return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
     }
+    Py_XDECREF(huge);
     /* Advanced indexing: NumPy's semantics on every framework (for mmap over
      * a private mapping, so only the selected pages are read). */
-    result = stpy_tensor_select_advanced(state, self->framework, self->file, self->tensor, key);
+    if (basic)
+        result = stpy_tensor_select(state, self->framework, self->file, self->tensor, &selection);
+    else
+        result = stpy_tensor_select_advanced(state, self->framework, self->file, self->tensor, key);
     if (result != NULL && self->device != NULL)
         result = stpy_tensor_to_device(state, result, self->device);
     return result;

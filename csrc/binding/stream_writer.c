@@ -31,61 +31,12 @@ typedef struct {
     int discard;                     /* aborted during writes: the last to end frees stream */
 } StreamWriter;
 
-/* Fills *decl from one (name, dtype, shape) item; shape goes to dims. */
-static int parse_declaration(PyObject *item, st_write_tensor *decl, uint64_t *dims)
-{
-    PyObject *name, *dtype, *shape, *seq = NULL;
-    Py_ssize_t len;
-    int rc = -1;
-    if (!PyTuple_Check(item) ||
-        !PyArg_ParseTuple(item, "UUO;each tensor is (name, dtype, shape)", &name, &dtype, &shape)) {
-        if (!PyErr_Occurred())
-            PyErr_Format(PyExc_TypeError, "each tensor is a tuple (name, dtype, shape), not %R",
-                         item);
-        return -1;
-    }
-    decl->name = PyUnicode_AsUTF8AndSize(name, &len);
-    if (decl->name == NULL)
-        return -1;
-    decl->name_len = (size_t)len;
-    const char *dtype_name = PyUnicode_AsUTF8AndSize(dtype, &len);
-    if (dtype_name == NULL)
-        return -1;
-    if (!st_dtype_from_name(dtype_name, (size_t)len, &decl->dtype)) {
-        PyErr_Format(PyExc_ValueError, "tensor %R: unknown dtype %R (a header name such as 'F32')",
-                     name, dtype);
-        return -1;
-    }
-    seq = PySequence_Fast(shape, "shape must be a sequence of ints");
-    if (seq == NULL)
-        return -1;
-    if (PySequence_Fast_GET_SIZE(seq) > ST_MAX_DIMS) {
-        PyErr_Format(PyExc_ValueError, "tensor %R: more than %d dimensions", name, ST_MAX_DIMS);
-        goto exit;
-    }
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        dims[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (dims[i] == (unsigned long long)-1 && PyErr_Occurred())
-            goto exit;
-    }
-    decl->ndim = (size_t)PySequence_Fast_GET_SIZE(seq);
-    decl->shape = dims;
-    rc = 0;
-exit:
-    Py_XDECREF(seq);
-    return rc;
-}
-
 static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"filename", "tensors", "metadata", NULL};
     stpy_state *state = stpy_state_from_type(type);
-    PyObject *filename, *tensors, *metadata = Py_None, *path = NULL, *items = NULL,
-                                  *meta_items = NULL;
-    st_write_tensor *decls = NULL;
-    uint64_t *dims = NULL;
-    st_metadata_item *meta = NULL;
-    Py_ssize_t count, meta_count = 0;
+    PyObject *filename, *tensors, *metadata = NULL, *path = NULL;
+    stpy_write_input in = {0};
     StreamWriter *self = NULL;
     st_stream *stream = NULL;
     st_error err;
@@ -96,59 +47,11 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
         return NULL;
     if (!PyUnicode_FSConverter(filename, &path))
         return NULL;
-    /* A tuple of our own: the names' UTF-8 stays alive while the GIL is released
-     * even if the caller's list changes meanwhile. */
-    items = PySequence_Tuple(tensors);
-    if (items == NULL)
+    if (stpy_collect_declarations(state, tensors, false, metadata, &in) < 0)
         goto exit;
-    count = PyTuple_GET_SIZE(items);
-    decls = PyMem_Calloc((size_t)count + 1, sizeof *decls);
-    dims = PyMem_Calloc(((size_t)count + 1) * ST_MAX_DIMS, sizeof *dims);
-    if (decls == NULL || dims == NULL) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (parse_declaration(PyTuple_GET_ITEM(items, i), &decls[i],
-                              dims + (size_t)i * ST_MAX_DIMS) < 0)
-            goto exit;
-    }
-    if (metadata != Py_None) {
-        if (!PyDict_Check(metadata)) {
-            PyErr_Format(PyExc_TypeError,
-                         "metadata must be a dict of str to str or None, not %.100s",
-                         Py_TYPE(metadata)->tp_name);
-            goto exit;
-        }
-        meta_items = PyDict_Items(metadata);
-        if (meta_items == NULL)
-            goto exit;
-        meta_count = PyList_GET_SIZE(meta_items);
-        meta = PyMem_Calloc((size_t)meta_count + 1, sizeof *meta);
-        if (meta == NULL) {
-            PyErr_NoMemory();
-            goto exit;
-        }
-        for (Py_ssize_t i = 0; i < meta_count; i++) {
-            PyObject *key = PyTuple_GET_ITEM(PyList_GET_ITEM(meta_items, i), 0);
-            PyObject *value = PyTuple_GET_ITEM(PyList_GET_ITEM(meta_items, i), 1);
-            Py_ssize_t key_len, value_len;
-            if (!PyUnicode_Check(key) || !PyUnicode_Check(value)) {
-                PyErr_Format(PyExc_TypeError, "metadata keys and values must be str, got %R: %R",
-                             key, value);
-                goto exit;
-            }
-            meta[i].key = PyUnicode_AsUTF8AndSize(key, &key_len);
-            meta[i].value = meta[i].key ? PyUnicode_AsUTF8AndSize(value, &value_len) : NULL;
-            if (meta[i].value == NULL)
-                goto exit;
-            meta[i].key_len = (size_t)key_len;
-            meta[i].value_len = (size_t)value_len;
-        }
-    }
     Py_BEGIN_ALLOW_THREADS
-        code = st_stream_open(PyBytes_AS_STRING(path), decls, (size_t)count, meta,
-                              (size_t)meta_count, metadata != Py_None, &stream, &err);
+        code = st_stream_open(PyBytes_AS_STRING(path), in.tensors, in.count, in.metadata.entries,
+                              in.metadata.count, in.metadata.present, &stream, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         stpy_raise(state, &err, STPY_CTX_NONE, filename);
@@ -163,11 +66,7 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
     self->filename = Py_NewRef(filename);
 exit:
     Py_XDECREF(path);
-    Py_XDECREF(items);
-    Py_XDECREF(meta_items);
-    PyMem_Free(decls);
-    PyMem_Free(dims);
-    PyMem_Free(meta);
+    stpy_write_input_release(&in);
     return (PyObject *)self;
 }
 

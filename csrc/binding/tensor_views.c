@@ -17,9 +17,7 @@
 
 #include <string.h>
 
-/* ======================================================================
- * MARK: shapes
- * ====================================================================== */
+/* ---- MARK: shapes ---- */
 
 size_t stpy_itemsize_of(st_dtype dtype)
 {
@@ -68,9 +66,7 @@ int stpy_numpy_dims(const st_tensor *t, npy_intp *dims)
     return 0;
 }
 
-/* ======================================================================
- * MARK: building arrays
- * ====================================================================== */
+/* ---- MARK: building arrays ---- */
 
 PyObject *stpy_call_kw_dtype(PyObject *fn, PyObject *arg, stpy_state *state, PyObject *dtype)
 {
@@ -164,10 +160,13 @@ PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *
 /* Hands a NumPy array to tensorflow/jax/mlx/paddle (they copy); steals array. */
 PyObject *stpy_convert_from_numpy(stpy_state *state, stpy_framework fw, PyObject *array)
 {
-    PyObject *result;
+    PyObject *convert, *result = NULL;
     if (array == NULL || fw == FW_NUMPY || fw == FW_PYTORCH)
         return array;
-    result = PyObject_CallOneArg(state->converters[fw], array);
+    convert = stpy_framework_hook(state, state->converters, fw); /* set by prepare */
+    if (convert != NULL)
+        result = PyObject_CallOneArg(convert, array);
+    Py_XDECREF(convert);
     Py_DECREF(array);
     return result;
 }
@@ -307,9 +306,7 @@ PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *fi
     return view_of(state, fw, &owner, t, data);
 }
 
-/* ======================================================================
- * MARK: every tensor at once (get_tensors: mmap backend, CPU)
- * ====================================================================== */
+/* ---- MARK: every tensor at once (get_tensors: mmap backend, CPU) ---- */
 
 /*
  * One mapping per call, as upstream maps a file once: every tensor is a

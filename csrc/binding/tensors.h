@@ -54,7 +54,6 @@ int stpy_owner_map(stpy_state *state, st_file *file, uint64_t offset, uint64_t l
 void stpy_owner_release(stpy_owner *owner);
 /* Whether another private mapping fits under STPY_PRIVATE_MAPS_MAX. */
 bool stpy_private_map_allowed(void);
-long stpy_private_maps_alive(void);
 /* A MappedBytes over data..data+len, taking over *owner (released on
  * failure too; *owner is emptied either way). */
 PyObject *stpy_mapped_bytes_new(stpy_state *state, stpy_owner *owner, uint8_t *data, size_t len);
@@ -91,5 +90,18 @@ PyObject *stpy_numpy_view(stpy_state *state, stpy_owner *owner, const st_tensor 
 PyObject *stpy_torch_view(stpy_state *state, stpy_owner *owner, const st_tensor *t, uint8_t *data);
 /* Whether a tensor (or selection) of nbytes gets a private mapping (mmap). */
 bool stpy_use_private_map(const st_file *file, uint64_t nbytes);
+/* A new tensor holding a copy of the tensor read from the file. */
+PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
+/* t from the mmap backend, owning its memory alone: a large tensor is a view
+ * of a private mapping of its own (zero copy), a small one a copy. */
+PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
+/* pread blocks (pread_tensors.c), at most STPY_BLOCK_MAX long so that a kept
+ * tensor pins little besides itself: an empty uint8 array (torch tensor for
+ * torch) of len bytes, its memory at *data, filled by the caller; tensors in
+ * it are views of it. */
+#define STPY_BLOCK_MAX ((uint64_t)1 << 20)
+PyObject *stpy_new_block(stpy_state *state, stpy_framework fw, uint64_t len, uint8_t **data);
+PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *file, PyObject *block,
+                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
 
 #endif /* STPY_TENSORS_H */
