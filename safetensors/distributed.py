@@ -102,9 +102,6 @@ class _Group:
     def all_gather(self, out: torch.Tensor, mine: torch.Tensor) -> None:
         self.wait(dist.all_gather_into_tensor(out, mine, group=self.group, async_op=True))
 
-    def all_to_all(self, out, inp, out_splits, in_splits) -> None:
-        self.wait(dist.all_to_all_single(out, inp, out_splits, in_splits, group=self.group, async_op=True))
-
     def gather_objects(self, obj) -> list:
         """Every rank's ``obj`` (pickled: the ranks of a job trust each other,
         as torch's own object collectives do)."""
@@ -573,7 +570,8 @@ class _Work:
                 send_splits.append(at - start)
             recv_splits = [0 if r == rank else _owned(s, rank) for r, s in enumerate(slots)]
             if size > 1:
-                pg.all_to_all(recv_buf[:sum(recv_splits)], send_buf[:at], recv_splits, send_splits)
+                pg.wait(dist.all_to_all_single(recv_buf[:sum(recv_splits)], send_buf[:at], recv_splits, send_splits,
+                                               group=pg.group, async_op=True))
                 stats.bytes_sent += at
                 stats.bytes_received += sum(recv_splits)
             stats.rounds += 1

@@ -151,9 +151,7 @@ def local_path(target: Any) -> Any:
     return target
 
 
-# --------------------------------------------------------------------------
-# errors, and the checks every response passes
-# --------------------------------------------------------------------------
+# --- errors, and the checks every response passes ---
 
 def _status_of(exc: BaseException) -> Optional[int]:
     """The HTTP status of a failure: ours (_HTTPStatus), or botocore's, also as
@@ -301,9 +299,7 @@ def _size_from_first(url: str, status: int, header, count: int) -> Tuple[int, in
     return parsed[2], parsed[1] + 1
 
 
-# --------------------------------------------------------------------------
-# moving bytes into the destinations ((file start, file end, memory) each)
-# --------------------------------------------------------------------------
+# --- moving bytes into the destinations ((file start, file end, memory) each) ---
 
 def _scatter(data: memoryview, start: int, end: int, targets) -> None:
     for t_start, t_end, dest in targets:
@@ -403,37 +399,31 @@ class _Guard:
             sock.settimeout(left)
 
 
-# --------------------------------------------------------------------------
-# the request paths: info(count, cancel) -> {"size", "ETag", "VersionId",
+# --- the request paths: info(count, cancel) -> {"size", "ETag", "VersionId",
 # "head": the first count bytes, where they came along} (fsspec's info dict
 # for _FS); get_into(start, end, targets, cancel) of the object pinned by the
-# caller (.size, .etag, .version, set after info)
-# --------------------------------------------------------------------------
+# caller (.size, .etag, .version, set after info) ---
 
-def _filesystem(url: str, storage_options: Optional[dict]):
+def _resolve(target: Any, storage_options: Optional[dict]):
+    """(filesystem, path, URL naming it) of a URL or an fsspec file object."""
+    if not isinstance(target, str):
+        fs, path = target.fs, target.path
+        return fs, path, fs.unstrip_protocol(path) if hasattr(fs, "unstrip_protocol") else path
     try:
         import fsspec
     except ImportError:
         raise ImportError(
-            f"Reading {url!r} needs the optional dependency fsspec (and the filesystem package for "
+            f"Reading {target!r} needs the optional dependency fsspec (and the filesystem package for "
             "its scheme, e.g. s3fs for s3://, gcsfs for gs://): pip install fsspec s3fs"
         ) from None
     try:
-        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+        return (*fsspec.core.url_to_fs(target, **(storage_options or {})), target)
     except ImportError as e:
-        raise ImportError(f"Reading {url!r} needs a filesystem package fsspec could not import: {e}") from e
+        raise ImportError(f"Reading {target!r} needs a filesystem package fsspec could not import: {e}") from e
     except ValueError as e:
         if "Protocol not known" in str(e):
-            raise ValueError(f"{url!r}: fsspec knows no filesystem for this scheme ({e})") from e
+            raise ValueError(f"{target!r}: fsspec knows no filesystem for this scheme ({e})") from e
         raise
-
-
-def _resolve(target: Any, storage_options: Optional[dict]):
-    """(filesystem, path, URL naming it) of a URL or an fsspec file object."""
-    if isinstance(target, str):
-        return (*_filesystem(target, storage_options), target)
-    fs, path = target.fs, target.path
-    return fs, path, fs.unstrip_protocol(path) if hasattr(fs, "unstrip_protocol") else path
 
 
 def _transport(target: Any, storage_options: Optional[dict], timeout: float, concurrency: int, direct: bool):
@@ -658,62 +648,22 @@ class _FS:
         _fill(self.url, self.fs.cat_file(self.path, start=start, end=end), start, end, targets)
 
 
-# --------------------------------------------------------------------------
-# running chunk reads
-# --------------------------------------------------------------------------
+# --- running chunk reads ---
 
-class _Workers:
-    """Up to ``size`` threads running ``fn(arg)`` for each submit (fn must not
-    raise). Submitting is C calls only (_thread.start_new_thread,
-    SimpleQueue.put): an interrupt landing in ThreadPoolExecutor.submit can
-    leave one of its Python-level locks held and deadlock the pool."""
-
-    def __init__(self, size: int):
-        self._size, self._threads, self._pid = size, 0, os.getpid()
-        self._jobs: Any = queue.SimpleQueue()
-        self._lock = threading.Lock()
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            job[0](job[1])
-
-    def submit(self, fn, arg) -> None:
-        with self._lock:
-            if self._pid != os.getpid():   # a forked child has none of the parent's threads
-                self._threads, self._pid, self._jobs = 0, os.getpid(), queue.SimpleQueue()
-            if self._threads < self._size:
-                _thread.start_new_thread(self._work, ())
-                self._threads += 1
-        self._jobs.put((fn, arg))
-
-    def shutdown(self) -> None:
-        """The threads end once the jobs queued so far ran; no new ones start."""
-        with self._lock:
-            self._size = 0
-            for _ in range(self._threads):
-                self._jobs.put(None)
-
-
-def _run_all(submit, work, items, cancel: _Cancel) -> None:
-    """Runs ``work(*item)`` for every item through ``submit`` (an executor's)
-    and returns once all succeeded. Otherwise -- an item failed, the caller
-    was interrupted (KeyboardInterrupt, any exception from a signal handler)
-    or ``cancel`` was set from outside (close) -- it sets ``cancel`` (a failing
-    item does so at once, in its own thread), so items not started never
-    start and those running stop, waits until none runs, and raises: what
-    interrupted the caller, else the first failure, else _Cancelled. Further
-    interrupts cannot cut that wait short: an item still running may be
-    writing into memory the caller frees after this returns; the items hold
-    their destinations themselves, alive for as long as an item exists.
-
-    The caller's thread waits only on C-level primitives (a Lock taken with
-    ``with``, SimpleQueue.get): an interrupt can land anywhere in it without
-    leaving a lock held (concurrent.futures.wait can, and deadlocks)."""
+def _run_all(work, items, cancel: _Cancel, threads: int) -> None:
+    """Runs ``work(*item)`` for every item on up to ``threads`` threads of its
+    own; returns once all succeeded. Otherwise (an item failed, the caller was
+    interrupted, or ``cancel`` was set from outside: close) it sets ``cancel``
+    (a failing item at once, in its own thread), so no item starts any more
+    and the running ones stop, waits until none runs -- further interrupts
+    cannot cut that wait short: a running item may still write into memory
+    the caller frees next -- and raises what interrupted the caller, else the
+    first failure, else _Cancelled. The caller's thread makes only C-level
+    calls (thread start, Lock, SimpleQueue): an interrupt cannot leave one of
+    its locks held (concurrent.futures' submit and wait can, and deadlock)."""
     lock = threading.Lock()
     woken = queue.SimpleQueue()   # a token after each item and on cancel
+    todo = queue.SimpleQueue()
     state = {"running": 0, "done": 0}
     failures: List[BaseException] = []
 
@@ -734,11 +684,20 @@ def _run_all(submit, work, items, cancel: _Cancel) -> None:
                 state["running"] -= started
             woken.put(None)
 
+    def worker():
+        while True:
+            try:
+                run(todo.get_nowait())
+            except queue.Empty:
+                return
+
     raised = None
     try:
         cancel.register(lambda: woken.put(None))
         for item in items:
-            submit(run, item)
+            todo.put(item)
+        for _ in range(min(threads, len(items))):
+            _thread.start_new_thread(worker, ())
         while True:
             with lock:
                 if state["done"] == len(items):
@@ -746,7 +705,7 @@ def _run_all(submit, work, items, cancel: _Cancel) -> None:
                 if failures or cancel.is_set():
                     break
             woken.get()
-    except BaseException as e:  # noqa: BLE001 - an interrupt, submit refused (pool shut down), or closed
+    except BaseException as e:  # noqa: BLE001 - an interrupt, a thread that could not start, or closed
         raised = e
     while True:
         try:
@@ -762,9 +721,7 @@ def _run_all(submit, work, items, cancel: _Cancel) -> None:
     raise next((e for e in failures if not isinstance(e, _Cancelled)), None) or _Cancelled()
 
 
-# --------------------------------------------------------------------------
-# the byte source safe_open reads a URL through
-# --------------------------------------------------------------------------
+# --- the byte source safe_open reads a URL through ---
 
 # Two requests closer than this are read as one, the bytes between them into
 # a scratch buffer: a strided slice asks for many small runs, and reading
@@ -799,7 +756,6 @@ class _Source:
         self._deadline = pick("deadline")
         self._lock = threading.Lock()
         self._closed = False
-        self._pool: Optional[_Workers] = None
         self._reads: set = set()   # the _Cancel of each read_many in flight
         self._io = _transport(target, storage_options, float(pick("timeout")), self._concurrency,
                               bool(pick("direct")))
@@ -827,18 +783,9 @@ class _Source:
         nothing new starts."""
         with self._lock:
             self._closed = True
-            pool, self._pool = self._pool, None
             reads = list(self._reads)
         for cancel in reads:
             cancel.set()
-        if pool is not None:
-            pool.shutdown()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
     def _retrying(self, call, what: str, cancel: _Cancel, *args):
         """call(*args, cancel), retried on a transient failure with backoff;
@@ -925,14 +872,11 @@ class _Source:
             if self._closed:
                 raise SafetensorError("File is closed")
             self._reads.add(cancel)
-            if self._pool is None and len(chunks) > 1:
-                self._pool = _Workers(self._concurrency)
-            pool = self._pool
         try:
             if len(chunks) == 1:
                 self._read(*chunks[0], cancel)
             else:
-                _run_all(pool.submit, lambda *chunk: self._read(*chunk, cancel), chunks, cancel)
+                _run_all(lambda *chunk: self._read(*chunk, cancel), chunks, cancel, self._concurrency)
         except Exception as e:
             if self._closed or isinstance(e, _Cancelled):
                 raise SafetensorError("File is closed") from e
@@ -942,9 +886,7 @@ class _Source:
                 self._reads.discard(cancel)
 
 
-# --------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------
+# --- writing ---
 
 def _spec_bytes(value) -> Tuple[str, List[int], memoryview]:
     """(dtype code, shape, bytes) of a serialize_file value (TensorSpec or 0.7 dict)."""

@@ -298,13 +298,10 @@ def test_the_wait_for_running_reads_outlasts_further_interrupts():
             time.sleep(0.001)
         finished.append(True)
 
-    workers = remote._Workers(2)
     raised = None
     try:
-        remote._run_all(workers.submit, lambda fn: fn(), [(runs_until_cancelled,), (fails,)], cancel)
+        remote._run_all(lambda fn: fn(), [(runs_until_cancelled,), (fails,)], cancel, 2)
     except BaseException as exc:  # noqa: BLE001 - a KeyboardInterrupt here is a failure, not a stop of pytest
         raised = exc
-    finally:
-        workers.shutdown()
     assert type(raised) is KeyboardInterrupt, repr(raised)
     assert finished == [True] and Interrupted.left == 0
