@@ -585,12 +585,15 @@ class _S3:
 
         return sync(self.fs.loop, coroutine, *args, timeout=self.timeout, **kwargs)
 
+    def _object(self, **more) -> Dict[str, Any]:
+        """The request's arguments: the object (its pinned version), and ``more``."""
+        return {"Bucket": self.bucket, "Key": self.key, **({"VersionId": self.version} if self.version else {}), **more}
+
     def info(self, count: int, cancel: _Cancel) -> Dict[str, Any]:
-        kwargs = {"Bucket": self.bucket, "Key": self.key, **({"VersionId": self.version} if self.version else {})}
         if self.client is not None:
-            head = self.client.head_object(**kwargs)
+            head = self.client.head_object(**self._object())
         else:
-            head = self._s3fs(self.fs._call_s3, "head_object", **kwargs)
+            head = self._s3fs(self.fs._call_s3, "head_object", **self._object())
         return {"size": head.get("ContentLength"), "ETag": head.get("ETag"),
                 "VersionId": head.get("VersionId") or self.version}
 
@@ -602,11 +605,7 @@ class _S3:
                 f"{self.url}: asked bytes {start}-{end - 1}, got {response.get('ContentLength')} bytes"))
 
     def get_into(self, start: int, end: int, targets, cancel: _Cancel) -> None:
-        kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": f"bytes={start}-{end - 1}"}
-        if self.etag:
-            kwargs["IfMatch"] = self.etag
-        if self.version:
-            kwargs["VersionId"] = self.version
+        kwargs = self._object(Range=f"bytes={start}-{end - 1}", **({"IfMatch": self.etag} if self.etag else {}))
         if self.client is None:
             async def get():
                 response = await self.fs._call_s3("get_object", **kwargs)

@@ -199,23 +199,20 @@ def _scan_for_save(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) ->
         contiguous = v.is_contiguous()
         if not contiguous and non_contiguous is None:
             non_contiguous = k
+        specs[k] = None
         if v.is_meta:
             ptrs.append(0)
             ends.append(0)
-            specs[k] = None
             continue
-        ptr = v.data_ptr()
-        nbytes = v.nbytes
+        ptr, nbytes = v.data_ptr(), v.nbytes
         ptrs.append(ptr)
         ends.append(ptr + nbytes if contiguous else _end_ptr(v))
-        spec = None
         if contiguous and v.is_cpu and _LITTLE and not v.is_conj() and not v.is_neg():
             try:
-                spec = make(_dtype_name(v.dtype), _shape_of(v), ptr if nbytes else 0, nbytes)
+                specs[k] = make(_dtype_name(v.dtype), _shape_of(v), ptr if nbytes else 0, nbytes)
                 keep_alive_buffer.append(v)
             except Exception:  # raised again, in order, by the caller
-                spec = None
-        specs[k] = spec
+                pass
     if invalid:
         raise ValueError(_SPARSE.format("tensors", invalid))
 
