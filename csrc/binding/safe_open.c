@@ -13,6 +13,7 @@
 #include "module.h"
 
 #include <string.h>
+#include <structmember.h>
 
 typedef struct {
     PyObject_HEAD st_file *file; /* owned reference; NULL once closed */
@@ -310,13 +311,34 @@ static PyObject *SafeOpen_offset_keys(SafeOpen *self, PyObject *unused)
     return result;
 }
 
+/* The header's metadata as a dict, or None. */
+static PyObject *metadata_dict(const st_header *header)
+{
+    PyObject *result;
+    if (!st_header_has_metadata(header))
+        return Py_NewRef(Py_None);
+    result = PyDict_New();
+    for (size_t i = 0; result != NULL && i < st_header_metadata_count(header); i++) {
+        const st_metadata_item *item = st_header_metadata_item(header, i);
+        PyObject *key = PyUnicode_DecodeUTF8(item->key, (Py_ssize_t)item->key_len, "surrogatepass");
+        PyObject *value =
+            key ? PyUnicode_DecodeUTF8(item->value, (Py_ssize_t)item->value_len, "surrogatepass")
+                : NULL;
+        if (value == NULL || PyDict_SetItem(result, key, value) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
+    return result;
+}
+
 static PyObject *SafeOpen_metadata(SafeOpen *self, PyObject *unused)
 {
     PyObject *result;
     st_file *file = acquire_file(self);
     if (file == NULL)
         return NULL;
-    result = stpy_metadata_dict(st_file_header(file));
+    result = metadata_dict(st_file_header(file));
     st_file_release(file);
     return result;
 }
@@ -450,13 +472,28 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
  * order, begin/end absolute file offsets: the one table other layers use. */
 static PyObject *SafeOpen_table(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result;
+    const st_header *header;
+    PyObject *rows;
+    uint64_t base;
     st_file *file = acquire_file(self);
     if (file == NULL)
         return NULL;
-    result = stpy_tensor_rows(st_file_header(file), st_header_data_start(st_file_header(file)));
+    header = st_file_header(file);
+    base = st_header_data_start(header);
+    rows = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; rows != NULL && i < st_header_count(header); i++) {
+        const st_tensor *t = st_header_tensor(header, i);
+        PyObject *row =
+            Py_BuildValue("(NsNKK)", stpy_tensor_name(t), st_dtype_name(t->dtype),
+                          stpy_int_list(t->shape, t->ndim), (unsigned long long)(base + t->begin),
+                          (unsigned long long)(base + t->end));
+        if (row == NULL)
+            Py_CLEAR(rows);
+        else
+            PyList_SET_ITEM(rows, (Py_ssize_t)i, row);
+    }
     st_file_release(file);
-    return result;
+    return rows;
 }
 
 /* _read_into(offset, buffer): exactly len(buffer) bytes of the file from
@@ -607,12 +644,20 @@ static PyMethodDef SafeOpen_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* _source: a URL's byte source, for a reader of the same pinned object
+ * (safetensors/distributed.py); None for a path or once closed. */
+static PyMemberDef SafeOpen_members[] = {
+    {"_source", T_OBJECT, offsetof(SafeOpen, source), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot SafeOpen_slots[] = {
     {Py_tp_new, SafeOpen_new},
     {Py_tp_dealloc, SafeOpen_dealloc},
     {Py_tp_traverse, SafeOpen_traverse},
     {Py_tp_clear, SafeOpen_clear},
     {Py_tp_methods, SafeOpen_methods},
+    {Py_tp_members, SafeOpen_members},
     {Py_tp_doc,
      "safe_open(filename, framework, device='cpu', *, backend='mmap', storage_options=None,\n"
      "          chunk_size=None, concurrency=None, head_bytes=None, retries=None, timeout=None,\n"
