@@ -335,8 +335,6 @@ static PyMethodDef stpy_module_methods[] = {
      "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "
      "'numpy' / 'ml_dtypes' / None, values per framework item)."},
     {"_write_layout", stpy_write_layout_only, METH_VARARGS, NULL},
-    {"_ranges_overlap", (PyCFunction)(void (*)(void))stpy_ranges_overlap, METH_FASTCALL,
-     "_ranges_overlap(starts, ends)\n--\n\nWhether two byte ranges [start, end) intersect."},
     {NULL, NULL, 0, NULL},
 };
 

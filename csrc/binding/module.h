@@ -140,7 +140,6 @@ extern PyType_Spec stpy_safe_open_spec, stpy_slice_spec, stpy_mapped_bytes_spec,
 PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *stpy_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *stpy_deserialize(PyObject *module, PyObject *arg);
 PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args);
 PyObject *stpy_dtype_table(PyObject *module, PyObject *unused);

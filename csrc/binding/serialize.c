@@ -396,59 +396,6 @@ int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool wi
     return stpy_collect_metadata(metadata, &in->metadata);
 }
 
-/* ---- MARK: _ranges_overlap ---- */
-
-typedef struct {
-    uint64_t start, end;
-} byte_range;
-
-static int cmp_range_start(const void *pa, const void *pb)
-{
-    const byte_range *a = pa, *b = pb;
-    return a->start < b->start ? -1 : a->start > b->start;
-}
-
-/* _ranges_overlap(starts, ends): whether two of the byte ranges
- * [starts[i], ends[i]) intersect (a range starts inside an earlier-starting
- * one). The cheap first pass of safetensors.torch's shared-memory check. */
-PyObject *stpy_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    byte_range *ranges = NULL;
-    PyObject *result = NULL;
-    Py_ssize_t count;
-    uint64_t reach = 0;
-    bool overlap = false;
-
-    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
-        PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "_ranges_overlap(starts, ends): two lists of equal length");
-        return NULL;
-    }
-    count = PyList_GET_SIZE(args[0]);
-    ranges = PyMem_Calloc((size_t)count + 1, sizeof *ranges);
-    if (ranges == NULL)
-        return PyErr_NoMemory();
-    for (Py_ssize_t i = 0; i < count; i++) {
-        ranges[i].start = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(args[0], i));
-        ranges[i].end = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(args[1], i));
-        if (PyErr_Occurred())
-            goto exit;
-    }
-    Py_BEGIN_ALLOW_THREADS
-        qsort(ranges, (size_t)count, sizeof *ranges, cmp_range_start);
-        for (Py_ssize_t i = 0; i < count && !overlap; i++) {
-            overlap = i > 0 && ranges[i].start < reach;
-            if (ranges[i].end > reach)
-                reach = ranges[i].end;
-        }
-    Py_END_ALLOW_THREADS
-    result = PyBool_FromLong(overlap);
-exit:
-    PyMem_Free(ranges);
-    return result;
-}
-
 /* ---- MARK: serialize, serialize_file ---- */
 
 /* The core's layout of the collected input; the caller releases the GIL. */
