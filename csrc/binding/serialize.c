@@ -410,26 +410,34 @@ static st_code lay_out(const stpy_write_input *in, st_layout *layout, st_error *
     return st_write_layout(layout, err);
 }
 
-PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
+/* serialize (filename NULL: the bytes) and serialize_file (None). */
+static PyObject *write_tensors(PyObject *module, PyObject *tensor_dict, PyObject *filename,
+                               PyObject *metadata)
 {
-    static char *kwlist[] = {"tensor_dict", "metadata", NULL};
     stpy_state *state = stpy_state_from_module(module);
-    PyObject *tensor_dict, *metadata = NULL, *result = NULL;
+    PyObject *path = NULL, *name = NULL, *result = NULL;
     st_layout layout = {0};
-    stpy_write_input in;
+    stpy_write_input in = {0};
     st_error err;
     st_code code;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:serialize", kwlist, &tensor_dict,
-                                     &metadata))
-        return NULL;
+    /* name: the str for messages */
+    if (filename != NULL &&
+        (!PyUnicode_FSConverter(filename, &path) || !PyUnicode_FSDecoder(filename, &name)))
+        goto exit;
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
         code = lay_out(&in, &layout, &err);
+        if (code == ST_OK && path != NULL)
+            code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, name);
+        goto exit;
+    }
+    if (path != NULL) {
+        result = Py_NewRef(Py_None);
         goto exit;
     }
     if (layout.total_size > (uint64_t)PY_SSIZE_T_MAX) {
@@ -446,47 +454,29 @@ PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
 exit:
     st_free(layout.header);
     stpy_write_input_release(&in);
+    Py_XDECREF(path);
+    Py_XDECREF(name);
     return result;
+}
+
+PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"tensor_dict", "metadata", NULL};
+    PyObject *tensor_dict, *metadata = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:serialize", kwlist, &tensor_dict,
+                                     &metadata))
+        return NULL;
+    return write_tensors(module, tensor_dict, NULL, metadata);
 }
 
 PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"tensor_dict", "filename", "metadata", NULL};
-    stpy_state *state = stpy_state_from_module(module);
-    PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *name = NULL, *result = NULL;
-    st_layout layout = {0};
-    stpy_write_input in;
-    st_error err;
-    st_code code;
-
-    memset(&in, 0, sizeof(in));
+    PyObject *tensor_dict, *filename, *metadata = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:serialize_file", kwlist, &tensor_dict,
                                      &filename, &metadata))
         return NULL;
-    if (!PyUnicode_FSConverter(filename, &path))
-        return NULL;
-    if (!PyUnicode_FSDecoder(filename, &name)) { /* the str for messages */
-        Py_DECREF(path);
-        return NULL;
-    }
-    if (collect(state, tensor_dict, metadata, &in) < 0)
-        goto exit;
-    Py_BEGIN_ALLOW_THREADS
-        code = lay_out(&in, &layout, &err);
-        if (code == ST_OK)
-            code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK) {
-        stpy_raise(state, &err, STPY_CTX_SERIALIZE, name);
-        goto exit;
-    }
-    result = Py_NewRef(Py_None);
-exit:
-    st_free(layout.header);
-    stpy_write_input_release(&in);
-    Py_XDECREF(path);
-    Py_XDECREF(name);
-    return result;
+    return write_tensors(module, tensor_dict, filename, metadata);
 }
 
 /* _write_layout(entries, metadata) -> (header, order): the layout of

@@ -110,16 +110,10 @@ int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out)
 int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
 {
     st_error err;
-    st_code code = ST_OK;
+    st_code code;
     if (len == 0)
         return 0;
-    if (len < STPY_GIL_RELEASE_MIN) {
-        code = st_file_read(file, offset, dst, len, &err);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-            code = st_file_read(file, offset, dst, len, &err);
-        Py_END_ALLOW_THREADS
-    }
+    STPY_COPY_RELEASING_GIL(len, code = st_file_read(file, offset, dst, len, &err));
     if (code != ST_OK) {
         stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
         return -1;
