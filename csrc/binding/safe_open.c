@@ -263,31 +263,46 @@ static PyObject *SafeOpen_enter(SafeOpen *self, PyObject *unused)
 
 /* ---- MARK: names and metadata ---- */
 
-/* The tensor names, sorted or in offset order, as a new list. */
-static PyObject *tensor_names(const st_header *header, bool sorted)
+enum header_list_kind { SORTED_NAMES, NAMES_IN_FILE_ORDER, TABLE_ROWS };
+
+/* A new list with an item per tensor of the open file: its name (sorted or
+ * in file order), or its _table() row; NULL with "File is closed". */
+static PyObject *header_list(SafeOpen *self, enum header_list_kind kind)
 {
-    PyObject *names = PyList_New((Py_ssize_t)st_header_count(header));
-    for (size_t i = 0; names != NULL && i < st_header_count(header); i++) {
-        PyObject *name = stpy_tensor_name(sorted ? st_header_tensor_by_name_order(header, i)
-                                                 : st_header_tensor(header, i));
-        if (name == NULL)
-            Py_CLEAR(names);
+    const st_header *header;
+    PyObject *list;
+    uint64_t base;
+    st_file *file = acquire_file(self);
+    if (file == NULL)
+        return NULL;
+    header = st_file_header(file);
+    base = st_header_data_start(header);
+    list = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; list != NULL && i < st_header_count(header); i++) {
+        const st_tensor *t = kind == SORTED_NAMES ? st_header_tensor_by_name_order(header, i)
+                                                  : st_header_tensor(header, i);
+        PyObject *item = kind != TABLE_ROWS ? stpy_tensor_name(t)
+                                            : Py_BuildValue("(NsNKK)", stpy_tensor_name(t),
+                                                            st_dtype_name(t->dtype),
+                                                            stpy_int_list(t->shape, t->ndim),
+                                                            (unsigned long long)(base + t->begin),
+                                                            (unsigned long long)(base + t->end));
+        if (item == NULL)
+            Py_CLEAR(list);
         else
-            PyList_SET_ITEM(names, (Py_ssize_t)i, name);
+            PyList_SET_ITEM(list, (Py_ssize_t)i, item);
     }
-    return names;
+    st_file_release(file);
+    return list;
 }
 
 static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
 {
     PyObject *names, *result = NULL;
-    st_file *file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
     STPY_LOCK(self);
-    names = Py_XNewRef(self->names);
+    names = self->file != NULL ? Py_XNewRef(self->names) : NULL;
     STPY_UNLOCK();
-    if (names == NULL && (names = tensor_names(st_file_header(file), true)) != NULL) {
+    if (names == NULL && (names = header_list(self, SORTED_NAMES)) != NULL) {
         STPY_LOCK(self); /* kept for the next call */
         if (self->names == NULL)
             self->names = Py_NewRef(names);
@@ -296,19 +311,12 @@ static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
     if (names != NULL)
         result = PySequence_List(names);
     Py_XDECREF(names);
-    st_file_release(file);
     return result;
 }
 
 static PyObject *SafeOpen_offset_keys(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result;
-    st_file *file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
-    result = tensor_names(st_file_header(file), false);
-    st_file_release(file);
-    return result;
+    return header_list(self, NAMES_IN_FILE_ORDER);
 }
 
 /* The header's metadata as a dict, or None. */
@@ -472,28 +480,7 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
  * order, begin/end absolute file offsets: the one table other layers use. */
 static PyObject *SafeOpen_table(SafeOpen *self, PyObject *unused)
 {
-    const st_header *header;
-    PyObject *rows;
-    uint64_t base;
-    st_file *file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
-    header = st_file_header(file);
-    base = st_header_data_start(header);
-    rows = PyList_New((Py_ssize_t)st_header_count(header));
-    for (size_t i = 0; rows != NULL && i < st_header_count(header); i++) {
-        const st_tensor *t = st_header_tensor(header, i);
-        PyObject *row =
-            Py_BuildValue("(NsNKK)", stpy_tensor_name(t), st_dtype_name(t->dtype),
-                          stpy_int_list(t->shape, t->ndim), (unsigned long long)(base + t->begin),
-                          (unsigned long long)(base + t->end));
-        if (row == NULL)
-            Py_CLEAR(rows);
-        else
-            PyList_SET_ITEM(rows, (Py_ssize_t)i, row);
-    }
-    st_file_release(file);
-    return rows;
+    return header_list(self, TABLE_ROWS);
 }
 
 /* _read_into(offset, buffer): exactly len(buffer) bytes of the file from
