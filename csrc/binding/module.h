@@ -6,15 +6,8 @@
  * STPY_; st_ / ST_ names are the core's. Each file's first comment says what
  * it holds; module.c has the module, its state and stpy_raise. tensors.h is
  * shared by the files that build arrays (NumPy C API); it says which of
- * them calls which (one way, no circle).
- *
- * Ownership of file memory: a core st_file is reference counted; the handle
- * holds one reference until it is closed, and a method call holds another
- * while it works. Arrays handed out never point into the file's shared
- * mapping: each owns its memory alone (a private mapping of its own, a
- * copy, or a pread block shared only by disjoint tensors) through the
- * MappedBytes that is its base (mapped_bytes.c), so writing to one array
- * never shows in another.
+ * them calls which (one way, no circle). Who owns the file's memory and
+ * each array's: docs/design.md, "Ownership of file memory".
  */
 #ifndef STPY_MODULE_H
 #define STPY_MODULE_H
