@@ -26,11 +26,12 @@ typedef struct {
 
 /* ---- MARK: construction ---- */
 
-/* The keyword-only arguments for URLs (docs/remote.md), in safe_open's order. */
+/* safe_open's arguments; the last REMOTE_ARGS are for URLs (docs/remote.md). */
 #define REMOTE_ARGS 9
-static const char *const remote_args[REMOTE_ARGS] = {"storage_options", "chunk_size", "concurrency",
-                                                     "head_bytes",      "retries",    "timeout",
-                                                     "backoff",         "direct",     "deadline"};
+static char *open_kwlist[] = {
+    "filename",   "framework", "device",  "backend", "storage_options", "chunk_size", "concurrency",
+    "head_bytes", "retries",   "timeout", "backoff", "direct",          "deadline",   NULL};
+static char *const *const remote_args = open_kwlist + 4;
 
 /* The remote arguments given (not None) as a new dict; for a path, a
  * ValueError if there is any. */
@@ -140,19 +141,15 @@ fail:
 
 static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"filename",        "framework",  "device",      "backend",
-                             "storage_options", "chunk_size", "concurrency", "head_bytes",
-                             "retries",         "timeout",    "backoff",     "direct",
-                             "deadline",        NULL};
     PyObject *filename, *framework, *device = NULL, *backend = NULL;
     PyObject *remote[REMOTE_ARGS] = {NULL};
     stpy_state *state = stpy_state_from_type(type);
     if (state == NULL)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOO:safe_open", kwlist, &filename,
-                                     &framework, &device, &backend, &remote[0], &remote[1],
-                                     &remote[2], &remote[3], &remote[4], &remote[5], &remote[6],
-                                     &remote[7], &remote[8]))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOO:safe_open", open_kwlist,
+                                     &filename, &framework, &device, &backend, &remote[0],
+                                     &remote[1], &remote[2], &remote[3], &remote[4], &remote[5],
+                                     &remote[6], &remote[7], &remote[8]))
         return NULL;
     return open_handle(type, state, filename, framework, device, backend, remote);
 }
