@@ -518,15 +518,6 @@ exit:
 
 /* ---- MARK: deserialize ---- */
 
-static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
-{
-    PyObject *bytes =
-        PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
-    return Py_BuildValue("(N{sNsssN})", stpy_tensor_name(t), "shape",
-                         stpy_int_list(t->shape, t->ndim), "dtype", st_dtype_name(t->dtype), "data",
-                         bytes);
-}
-
 /* Parses a whole file held in a bytes-like object into *header (owned by
  * the caller; *buffer acquired on success); -1 with an exception set. */
 static int parse_buffer(stpy_state *state, PyObject *arg, Py_buffer *buffer, st_header **header)
@@ -556,58 +547,57 @@ static int parse_buffer(stpy_state *state, PyObject *arg, Py_buffer *buffer, st_
     return 0;
 }
 
-PyObject *stpy_deserialize(PyObject *module, PyObject *arg)
+/* deserialize (fw < 0: a list of (name, {"shape", "dtype", "data"}) pairs)
+ * and _deserialize_tensors ({name: tensor of fw}), both in file order. */
+static PyObject *deserialize_as(stpy_state *state, PyObject *data, int fw)
 {
-    stpy_state *state = stpy_state_from_module(module);
-    Py_buffer buffer;
     st_header *header = NULL;
-    PyObject *result = NULL;
+    PyObject *result;
+    Py_buffer buffer;
 
-    if (parse_buffer(state, arg, &buffer, &header) < 0)
+    if (parse_buffer(state, data, &buffer, &header) < 0)
         return NULL;
-    result = PyList_New((Py_ssize_t)st_header_count(header));
+    result = fw < 0 ? PyList_New(0) : PyDict_New();
     for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *entry =
-            tensor_entry(t, (const uint8_t *)buffer.buf + st_header_data_start(header) + t->begin);
-        if (entry == NULL)
+        const uint8_t *bytes =
+            (const uint8_t *)buffer.buf + st_header_data_start(header) + t->begin;
+        PyObject *name = stpy_tensor_name(t), *value = NULL, *pair = NULL;
+        if (name != NULL && fw < 0)
+            value = Py_BuildValue("{sNsssN}", "shape", stpy_int_list(t->shape, t->ndim), "dtype",
+                                  st_dtype_name(t->dtype), "data",
+                                  PyByteArray_FromStringAndSize((const char *)bytes,
+                                                                (Py_ssize_t)(t->end - t->begin)));
+        else if (name != NULL)
+            value = stpy_tensor_from_memory(state, (stpy_framework)fw, t, bytes);
+        if (value != NULL && fw < 0)
+            pair = PyTuple_Pack(2, name, value);
+        if (value == NULL || (fw < 0 ? pair == NULL || PyList_Append(result, pair) < 0
+                                     : PyDict_SetItem(result, name, value) < 0))
             Py_CLEAR(result);
-        else
-            PyList_SET_ITEM(result, (Py_ssize_t)i, entry);
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        Py_XDECREF(pair);
     }
     st_header_free(header);
     PyBuffer_Release(&buffer);
     return result;
 }
 
+PyObject *stpy_deserialize(PyObject *module, PyObject *arg)
+{
+    return deserialize_as(stpy_state_from_module(module), arg, -1);
+}
+
 PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args)
 {
     stpy_state *state = stpy_state_from_module(module);
-    PyObject *data, *framework_obj, *result = NULL;
+    PyObject *data, *framework_obj;
     stpy_framework framework;
-    st_header *header = NULL;
-    Py_buffer buffer;
 
     if (!PyArg_ParseTuple(args, "OO:_deserialize_tensors", &data, &framework_obj) ||
         stpy_parse_framework(state, framework_obj, &framework) < 0 ||
-        stpy_framework_prepare(state, framework) < 0 ||
-        parse_buffer(state, data, &buffer, &header) < 0)
+        stpy_framework_prepare(state, framework) < 0)
         return NULL;
-    result = PyDict_New();
-    for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
-        const st_tensor *t = st_header_tensor(header, i);
-        PyObject *name = stpy_tensor_name(t);
-        PyObject *tensor =
-            name ? stpy_tensor_from_memory(state, framework, t,
-                                           (const uint8_t *)buffer.buf +
-                                               st_header_data_start(header) + t->begin)
-                 : NULL;
-        if (tensor == NULL || PyDict_SetItem(result, name, tensor) < 0)
-            Py_CLEAR(result);
-        Py_XDECREF(name);
-        Py_XDECREF(tensor);
-    }
-    st_header_free(header);
-    PyBuffer_Release(&buffer);
-    return result;
+    return deserialize_as(state, data, (int)framework);
 }
