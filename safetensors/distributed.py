@@ -21,7 +21,6 @@ import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors import remote as _remote
 from safetensors._index import parse_index, read_index, shard_path, shard_url
-from safetensors._safetensors_c import _header_length, _parse_header
 from safetensors._torch_types import PACK, SIZE, TYPES, byteswapped, storage_shape
 
 __all__ = ["LoadStats", "Replicate", "Shard", "load_distributed"]
@@ -214,32 +213,34 @@ class _File:
     """A checkpoint file opened for reading, the one place that picks how: a
     local file through its C handle (``safe_open(..., backend="pread")``,
     which validates the header; ``identity``: the copy digest), a URL through
-    ``remote.open_source`` (``identity``: the pinned ETag/version).  Without
-    ``table`` the header is read (``tensors``: ``_table()`` rows); with it,
-    this copy must be the header reader's."""
+    a byte source (``identity``: the pinned ETag/version): the C handle's
+    ``_source`` when this rank reads the header, else ``remote.open_source``.
+    Without ``table`` the header is read (``tensors``: ``_table()`` rows);
+    with it, this copy must be the header reader's."""
 
     def __init__(self, path: str, table: Optional[dict] = None, storage_options: Optional[dict] = None,
                  rank: int = 0):
         self.handle, self.source, self.header_read, self.check_read = None, None, 0, 0   # bytes read
-        if _remote.is_remote(path):
+        if _remote.is_remote(path) and table is not None:
             self.source = _remote.open_source(path, storage_options, head_bytes=8)
-            self.size, self.identity = self.source.size, self.source.identity
+        elif _remote.is_remote(path):   # the length prefix, then exactly the header: no tensor byte twice
+            self.handle = safe_open(path, "pt", backend="pread", storage_options=storage_options, head_bytes=8)
+            self.source = self.handle._source
         else:
             stat = os.stat(path)
             self.size = stat.st_size
             self.handle = safe_open(path, "pt", backend="pread")
+        if self.source is not None:
+            self.size, self.identity = self.source.size, self.source.identity
         try:
             if self.handle is not None:
                 self.tensors = self.handle._table()
                 self.header_read = self.tensors[0][3] if self.tensors else self.size   # where the data starts
+            if self.source is None:
                 self.identity, self.check_read = self.digest()
                 now = os.stat(path)
                 if (now.st_ino, now.st_size, now.st_mtime_ns) != (stat.st_ino, stat.st_size, stat.st_mtime_ns):
                     raise SafetensorError(f"{path}: the file changed while its header was being read")
-            elif table is None:   # the length prefix, then exactly the header: no tensor byte twice
-                self.header_read = 8 + _header_length(_remote_bytes(self.source, 0, min(8, self.size)), self.size)
-                entries, _ = _parse_header(_remote_bytes(self.source, 8, self.header_read - 8), self.size)
-                self.tensors = [(n, d, s, self.header_read + b, self.header_read + e) for n, d, s, b, e in entries]
             if table is not None and (self.size, self.identity) != (table["size"], table["identity"]):
                 differs = (f"{self.size} bytes against {table['size']}" if self.size != table["size"] else
                            "same size, but the header or sampled data differ" if self.source is None else
@@ -283,7 +284,7 @@ class _File:
             self.handle._read_into(at, view)
 
     def close(self) -> None:
-        (self.handle if self.source is None else self.source).close()
+        (self.handle if self.handle is not None else self.source).close()   # a handle closes its source
 
 
 class _Job:

@@ -152,10 +152,18 @@ def _remove_duplicate_names(
     return to_remove
 
 
-# From this many tensors on, a sweep over their byte ranges in C comes before
+# From this many tensors on, a sweep over their byte ranges comes before
 # ``_find_shared_tensors`` (a storage object per tensor): when no two ranges
 # intersect, no group of shared tensors can exist.
 _SWEEP_MIN = 64
+
+
+def _ranges_overlap(starts: List[int], ends: List[int]) -> bool:
+    """Whether a byte range [start, end) starts inside another (sorted by
+    start, end: a range starts inside an earlier one only if it starts inside
+    the one just before it)."""
+    ranges = sorted(zip(starts, ends))
+    return any(start < end for (_, end), (start, _) in zip(ranges, ranges[1:]))
 # Upstream's messages (``_tobytes`` names one tensor, saving a list of them).
 _SPARSE = (
     "You are trying to save a sparse {}: `{}` which this library does not support. You can make it a dense tensor"
@@ -216,7 +224,7 @@ def _scan_for_save(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) ->
     if invalid:
         raise ValueError(_SPARSE.format("tensors", invalid))
 
-    if len(ptrs) < _SWEEP_MIN or _safetensors_c._ranges_overlap(ptrs, ends):
+    if len(ptrs) < _SWEEP_MIN or _ranges_overlap(ptrs, ends):
         failing = [names for names in _find_shared_tensors(tensors) if len(names) > 1]
         if failing:
             raise RuntimeError(

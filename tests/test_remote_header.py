@@ -1,8 +1,9 @@
-"""The binding functions behind remote reading and uploading
-(csrc/binding/header_bytes.c, serialize.c), without any server: the header rules must
-give exactly what the local reader gives, the layout exactly what
+"""Remote reading's header checks and uploading's layout, without any server
+(a URL read through the byte source is fsspec's memory://): the header rules
+must give exactly what the local reader gives, the layout exactly what
 serialize writes."""
 
+import fsspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,9 +13,11 @@ import safetensors.numpy
 from safetensors import SafetensorError, TensorSpec, _safetensors_c as c, deserialize, safe_open
 
 
-def _remote_parse(data: bytes):
-    n = c._header_length(data[:8], len(data))
-    return c._parse_header(data[8:8 + n], len(data))
+def _remote_open(data: bytes):
+    """safe_open on data as a memory:// URL, through safetensors.remote's byte source."""
+    with fsspec.filesystem("memory").open("/remote_header.safetensors", "wb") as f:
+        f.write(data)
+    return safe_open("memory://remote_header.safetensors", framework="np")
 
 
 def _local_result(tmp_path, data: bytes):
@@ -29,8 +32,8 @@ def _local_result(tmp_path, data: bytes):
 
 def _remote_result(data: bytes):
     try:
-        tensors, metadata = _remote_parse(data)
-        return ("ok", [t[0] for t in tensors], metadata)
+        with _remote_open(data) as f:
+            return ("ok", f.offset_keys(), f.metadata())
     except Exception as e:  # noqa: BLE001
         return ("error", type(e), str(e))
 
@@ -38,9 +41,12 @@ def _remote_result(data: bytes):
 def test_parse_valid_file():
     arrays = {"b": np.ones((2, 3), np.float32), "a": np.arange(5, dtype=np.int8)}
     data = safetensors.numpy.save(arrays, metadata={"k": "v"})
-    tensors, metadata = _remote_parse(data)
-    assert metadata == {"k": "v"}
-    assert tensors == [("b", "F32", [2, 3], 0, 24), ("a", "I8", [5], 24, 29)]
+    start = 8 + int.from_bytes(data[:8], "little")
+    with _remote_open(data) as f:
+        assert f._source is not None and f._source.size == len(data)
+        assert f.metadata() == {"k": "v"}
+        assert f._table() == [("b", "F32", [2, 3], start, start + 24), ("a", "I8", [5], start + 24, start + 29)]
+    assert f._source is None
 
 
 @pytest.mark.parametrize("data", [

@@ -1,15 +1,8 @@
 /*
  * mapped_bytes.c - MappedBytes: the buffer-protocol exporter that every
  * zero-copy array or tensor has as its base, and the private mappings it
- * owns.
- *
- * Independence: every array handed out owns its memory alone, so writing
- * to one never shows in another. A large tensor gets a copy-on-write
- * mapping of its own (st_file_map_private: zero copy, pages shared with the
- * page cache until written); a small one is copied; a pread read owns a
- * block of at most STPY_BLOCK_MAX bytes shared only by disjoint tensors; and
- * get_tensors on the mmap backend maps the file once for all its tensors
- * (stpy_tensors_of_mapping), which are equally disjoint.
+ * owns; what each holds, and why arrays stay independent: docs/design.md,
+ * "Ownership of file memory".
  */
 #include "tensors.h"
 

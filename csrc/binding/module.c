@@ -173,6 +173,19 @@ PyObject *stpy_debug_quote(PyObject *text)
     return PyUnicode_DecodeUTF8(quoted, (Py_ssize_t)strlen(quoted), "surrogatepass");
 }
 
+PyObject *stpy_int_list(const uint64_t *values, size_t count)
+{
+    PyObject *list = PyList_New((Py_ssize_t)count);
+    for (size_t i = 0; list != NULL && i < count; i++) {
+        PyObject *value = PyLong_FromUnsignedLongLong(values[i]);
+        if (value == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, (Py_ssize_t)i, value);
+    }
+    return list;
+}
+
 /* ---- MARK: module ---- */
 
 static PyObject *set_callable(PyObject **slot, PyObject *fn, const char *setter)
@@ -321,11 +334,7 @@ static PyMethodDef stpy_module_methods[] = {
      "_dtype_table()\n--\n\n"
      "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "
      "'numpy' / 'ml_dtypes' / None, values per framework item)."},
-    {"_header_length", stpy_header_length_from_bytes, METH_VARARGS, NULL},
-    {"_parse_header", stpy_parse_header_from_bytes, METH_VARARGS, NULL},
     {"_write_layout", stpy_write_layout_only, METH_VARARGS, NULL},
-    {"_ranges_overlap", (PyCFunction)(void (*)(void))stpy_ranges_overlap, METH_FASTCALL,
-     "_ranges_overlap(starts, ends)\n--\n\nWhether two byte ranges [start, end) intersect."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,15 +6,8 @@
  * STPY_; st_ / ST_ names are the core's. Each file's first comment says what
  * it holds; module.c has the module, its state and stpy_raise. tensors.h is
  * shared by the files that build arrays (NumPy C API); it says which of
- * them calls which (one way, no circle).
- *
- * Ownership of file memory: a core st_file is reference counted; the handle
- * holds one reference until it is closed, and a method call holds another
- * while it works. Arrays handed out never point into the file's shared
- * mapping: each owns its memory alone (a private mapping of its own, a
- * copy, or a pread block shared only by disjoint tensors) through the
- * MappedBytes that is its base (mapped_bytes.c), so writing to one array
- * never shows in another.
+ * them calls which (one way, no circle). Who owns the file's memory and
+ * each array's: docs/design.md, "Ownership of file memory".
  */
 #ifndef STPY_MODULE_H
 #define STPY_MODULE_H
@@ -124,6 +117,9 @@ int stpy_check_arg(PyObject *obj, PyTypeObject *type, const char *argument);
 /* A str quoted as Rust's Debug format does ("a\"b"), for upstream's messages. */
 PyObject *stpy_debug_quote(PyObject *text);
 
+/* A list of Python ints. */
+PyObject *stpy_int_list(const uint64_t *values, size_t count);
+
 /* t's name as str (the header parser checked it is UTF-8, no surrogates). */
 static inline PyObject *stpy_tensor_name(const st_tensor *t)
 {
@@ -137,12 +133,9 @@ extern PyType_Spec stpy_safe_open_spec, stpy_slice_spec, stpy_mapped_bytes_spec,
 PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
-PyObject *stpy_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *stpy_deserialize(PyObject *module, PyObject *arg);
 PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args);
 PyObject *stpy_dtype_table(PyObject *module, PyObject *unused);
-PyObject *stpy_header_length_from_bytes(PyObject *module, PyObject *args);
-PyObject *stpy_parse_header_from_bytes(PyObject *module, PyObject *args);
 PyObject *stpy_write_layout_only(PyObject *module, PyObject *args);
 
 /* ---- serialize.c: the writers' input ---- */
@@ -177,14 +170,6 @@ void stpy_write_input_release(stpy_write_input *in);
 /* dims from a sequence of at most ST_MAX_DIMS non-negative ints; the count,
  * or -1 with an exception set. */
 Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims);
-
-/* ---- header_bytes.c: headers as Python objects ---- */
-
-/* A list of ints; the header's tensors as (name, dtype, shape, base + begin,
- * base + end) rows in file order; its metadata as a dict, or None. */
-PyObject *stpy_int_list(const uint64_t *values, size_t count);
-PyObject *stpy_tensor_rows(const st_header *header, uint64_t base);
-PyObject *stpy_metadata_dict(const st_header *header);
 
 /* ---- sources.c ---- */
 

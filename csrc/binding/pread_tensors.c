@@ -4,16 +4,10 @@
  *
  * Two steps: first every destination is allocated (a block shared by small
  * neighbours, or an array of its own for a tensor of STPY_BLOCK_MAX bytes or
- * more), then one st_file_read_many fills them all with the GIL released.
- * The core splits the reads into chunks that a few threads take from one
- * queue, so several reads are in flight and one large tensor does not hold
- * up the rest. Only when every read succeeded are tensors made from the
- * destinations: an I/O error (a file that shrank, EIO) raises and hands out
- * nothing.
- *
- * Independence: a tensor of its own owns its array alone; small tensors are
- * disjoint views of one block (as before this file: each writes only its own
- * bytes, and a kept one pins at most STPY_BLOCK_MAX bytes).
+ * more), then one st_file_read_many fills them all with the GIL released
+ * (several reads in flight). Only when every read succeeded are tensors made
+ * from the destinations: an I/O error (a file that shrank, EIO) raises and
+ * hands out nothing. Small tensors are disjoint views of their block.
  */
 #include "tensors.h"
 

@@ -13,6 +13,7 @@
 #include "module.h"
 
 #include <string.h>
+#include <structmember.h>
 
 typedef struct {
     PyObject_HEAD st_file *file; /* owned reference; NULL once closed */
@@ -25,11 +26,12 @@ typedef struct {
 
 /* ---- MARK: construction ---- */
 
-/* The keyword-only arguments for URLs (docs/remote.md), in safe_open's order. */
+/* safe_open's arguments; the last REMOTE_ARGS are for URLs (docs/remote.md). */
 #define REMOTE_ARGS 9
-static const char *const remote_args[REMOTE_ARGS] = {"storage_options", "chunk_size", "concurrency",
-                                                     "head_bytes",      "retries",    "timeout",
-                                                     "backoff",         "direct",     "deadline"};
+static char *open_kwlist[] = {
+    "filename",   "framework", "device",  "backend", "storage_options", "chunk_size", "concurrency",
+    "head_bytes", "retries",   "timeout", "backoff", "direct",          "deadline",   NULL};
+static char *const *const remote_args = open_kwlist + 4;
 
 /* The remote arguments given (not None) as a new dict; for a path, a
  * ValueError if there is any. */
@@ -139,19 +141,15 @@ fail:
 
 static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"filename",        "framework",  "device",      "backend",
-                             "storage_options", "chunk_size", "concurrency", "head_bytes",
-                             "retries",         "timeout",    "backoff",     "direct",
-                             "deadline",        NULL};
     PyObject *filename, *framework, *device = NULL, *backend = NULL;
     PyObject *remote[REMOTE_ARGS] = {NULL};
     stpy_state *state = stpy_state_from_type(type);
     if (state == NULL)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOO:safe_open", kwlist, &filename,
-                                     &framework, &device, &backend, &remote[0], &remote[1],
-                                     &remote[2], &remote[3], &remote[4], &remote[5], &remote[6],
-                                     &remote[7], &remote[8]))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOO:safe_open", open_kwlist,
+                                     &filename, &framework, &device, &backend, &remote[0],
+                                     &remote[1], &remote[2], &remote[3], &remote[4], &remote[5],
+                                     &remote[6], &remote[7], &remote[8]))
         return NULL;
     return open_handle(type, state, filename, framework, device, backend, remote);
 }
@@ -262,31 +260,46 @@ static PyObject *SafeOpen_enter(SafeOpen *self, PyObject *unused)
 
 /* ---- MARK: names and metadata ---- */
 
-/* The tensor names, sorted or in offset order, as a new list. */
-static PyObject *tensor_names(const st_header *header, bool sorted)
+enum header_list_kind { SORTED_NAMES, NAMES_IN_FILE_ORDER, TABLE_ROWS };
+
+/* A new list with an item per tensor of the open file: its name (sorted or
+ * in file order), or its _table() row; NULL with "File is closed". */
+static PyObject *header_list(SafeOpen *self, enum header_list_kind kind)
 {
-    PyObject *names = PyList_New((Py_ssize_t)st_header_count(header));
-    for (size_t i = 0; names != NULL && i < st_header_count(header); i++) {
-        PyObject *name = stpy_tensor_name(sorted ? st_header_tensor_by_name_order(header, i)
-                                                 : st_header_tensor(header, i));
-        if (name == NULL)
-            Py_CLEAR(names);
+    const st_header *header;
+    PyObject *list;
+    uint64_t base;
+    st_file *file = acquire_file(self);
+    if (file == NULL)
+        return NULL;
+    header = st_file_header(file);
+    base = st_header_data_start(header);
+    list = PyList_New((Py_ssize_t)st_header_count(header));
+    for (size_t i = 0; list != NULL && i < st_header_count(header); i++) {
+        const st_tensor *t = kind == SORTED_NAMES ? st_header_tensor_by_name_order(header, i)
+                                                  : st_header_tensor(header, i);
+        PyObject *item = kind != TABLE_ROWS ? stpy_tensor_name(t)
+                                            : Py_BuildValue("(NsNKK)", stpy_tensor_name(t),
+                                                            st_dtype_name(t->dtype),
+                                                            stpy_int_list(t->shape, t->ndim),
+                                                            (unsigned long long)(base + t->begin),
+                                                            (unsigned long long)(base + t->end));
+        if (item == NULL)
+            Py_CLEAR(list);
         else
-            PyList_SET_ITEM(names, (Py_ssize_t)i, name);
+            PyList_SET_ITEM(list, (Py_ssize_t)i, item);
     }
-    return names;
+    st_file_release(file);
+    return list;
 }
 
 static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
 {
     PyObject *names, *result = NULL;
-    st_file *file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
     STPY_LOCK(self);
-    names = Py_XNewRef(self->names);
+    names = self->file != NULL ? Py_XNewRef(self->names) : NULL;
     STPY_UNLOCK();
-    if (names == NULL && (names = tensor_names(st_file_header(file), true)) != NULL) {
+    if (names == NULL && (names = header_list(self, SORTED_NAMES)) != NULL) {
         STPY_LOCK(self); /* kept for the next call */
         if (self->names == NULL)
             self->names = Py_NewRef(names);
@@ -295,18 +308,32 @@ static PyObject *SafeOpen_keys(SafeOpen *self, PyObject *unused)
     if (names != NULL)
         result = PySequence_List(names);
     Py_XDECREF(names);
-    st_file_release(file);
     return result;
 }
 
 static PyObject *SafeOpen_offset_keys(SafeOpen *self, PyObject *unused)
 {
+    return header_list(self, NAMES_IN_FILE_ORDER);
+}
+
+/* The header's metadata as a dict, or None. */
+static PyObject *metadata_dict(const st_header *header)
+{
     PyObject *result;
-    st_file *file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
-    result = tensor_names(st_file_header(file), false);
-    st_file_release(file);
+    if (!st_header_has_metadata(header))
+        return Py_NewRef(Py_None);
+    result = PyDict_New();
+    for (size_t i = 0; result != NULL && i < st_header_metadata_count(header); i++) {
+        const st_metadata_item *item = st_header_metadata_item(header, i);
+        PyObject *key = PyUnicode_DecodeUTF8(item->key, (Py_ssize_t)item->key_len, "surrogatepass");
+        PyObject *value =
+            key ? PyUnicode_DecodeUTF8(item->value, (Py_ssize_t)item->value_len, "surrogatepass")
+                : NULL;
+        if (value == NULL || PyDict_SetItem(result, key, value) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
     return result;
 }
 
@@ -316,7 +343,7 @@ static PyObject *SafeOpen_metadata(SafeOpen *self, PyObject *unused)
     st_file *file = acquire_file(self);
     if (file == NULL)
         return NULL;
-    result = stpy_metadata_dict(st_file_header(file));
+    result = metadata_dict(st_file_header(file));
     st_file_release(file);
     return result;
 }
@@ -450,13 +477,7 @@ static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ss
  * order, begin/end absolute file offsets: the one table other layers use. */
 static PyObject *SafeOpen_table(SafeOpen *self, PyObject *unused)
 {
-    PyObject *result;
-    st_file *file = acquire_file(self);
-    if (file == NULL)
-        return NULL;
-    result = stpy_tensor_rows(st_file_header(file), st_header_data_start(st_file_header(file)));
-    st_file_release(file);
-    return result;
+    return header_list(self, TABLE_ROWS);
 }
 
 /* _read_into(offset, buffer): exactly len(buffer) bytes of the file from
@@ -607,12 +628,20 @@ static PyMethodDef SafeOpen_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* _source: a URL's byte source, for a reader of the same pinned object
+ * (safetensors/distributed.py); None for a path or once closed. */
+static PyMemberDef SafeOpen_members[] = {
+    {"_source", T_OBJECT, offsetof(SafeOpen, source), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot SafeOpen_slots[] = {
     {Py_tp_new, SafeOpen_new},
     {Py_tp_dealloc, SafeOpen_dealloc},
     {Py_tp_traverse, SafeOpen_traverse},
     {Py_tp_clear, SafeOpen_clear},
     {Py_tp_methods, SafeOpen_methods},
+    {Py_tp_members, SafeOpen_members},
     {Py_tp_doc,
      "safe_open(filename, framework, device='cpu', *, backend='mmap', storage_options=None,\n"
      "          chunk_size=None, concurrency=None, head_bytes=None, retries=None, timeout=None,\n"

@@ -83,13 +83,9 @@ static PyObject *select_copy(stpy_state *state, stpy_framework fw, st_file *file
     array = stpy_new_array(state, fw, &shaped, &data);
     if (array == NULL || sel->nelements == 0)
         return stpy_convert_from_numpy(state, fw, array);
-    if (bytes_sel->nelements * itemsize < STPY_GIL_RELEASE_MIN) {
-        code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-            code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err);
-        Py_END_ALLOW_THREADS
-    }
+    STPY_COPY_RELEASING_GIL(
+        bytes_sel->nelements * itemsize,
+        code = st_file_read_selection(file, tensor_start, bytes_sel, itemsize, data, &err));
     if (code != ST_OK) {
         Py_DECREF(array);
         return stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);

@@ -396,59 +396,6 @@ int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool wi
     return stpy_collect_metadata(metadata, &in->metadata);
 }
 
-/* ---- MARK: _ranges_overlap ---- */
-
-typedef struct {
-    uint64_t start, end;
-} byte_range;
-
-static int cmp_range_start(const void *pa, const void *pb)
-{
-    const byte_range *a = pa, *b = pb;
-    return a->start < b->start ? -1 : a->start > b->start;
-}
-
-/* _ranges_overlap(starts, ends): whether two of the byte ranges
- * [starts[i], ends[i]) intersect (a range starts inside an earlier-starting
- * one). The cheap first pass of safetensors.torch's shared-memory check. */
-PyObject *stpy_ranges_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    byte_range *ranges = NULL;
-    PyObject *result = NULL;
-    Py_ssize_t count;
-    uint64_t reach = 0;
-    bool overlap = false;
-
-    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
-        PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "_ranges_overlap(starts, ends): two lists of equal length");
-        return NULL;
-    }
-    count = PyList_GET_SIZE(args[0]);
-    ranges = PyMem_Calloc((size_t)count + 1, sizeof *ranges);
-    if (ranges == NULL)
-        return PyErr_NoMemory();
-    for (Py_ssize_t i = 0; i < count; i++) {
-        ranges[i].start = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(args[0], i));
-        ranges[i].end = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(args[1], i));
-        if (PyErr_Occurred())
-            goto exit;
-    }
-    Py_BEGIN_ALLOW_THREADS
-        qsort(ranges, (size_t)count, sizeof *ranges, cmp_range_start);
-        for (Py_ssize_t i = 0; i < count && !overlap; i++) {
-            overlap = i > 0 && ranges[i].start < reach;
-            if (ranges[i].end > reach)
-                reach = ranges[i].end;
-        }
-    Py_END_ALLOW_THREADS
-    result = PyBool_FromLong(overlap);
-exit:
-    PyMem_Free(ranges);
-    return result;
-}
-
 /* ---- MARK: serialize, serialize_file ---- */
 
 /* The core's layout of the collected input; the caller releases the GIL. */
@@ -463,26 +410,34 @@ static st_code lay_out(const stpy_write_input *in, st_layout *layout, st_error *
     return st_write_layout(layout, err);
 }
 
-PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
+/* serialize (filename NULL: the bytes) and serialize_file (None). */
+static PyObject *write_tensors(PyObject *module, PyObject *tensor_dict, PyObject *filename,
+                               PyObject *metadata)
 {
-    static char *kwlist[] = {"tensor_dict", "metadata", NULL};
     stpy_state *state = stpy_state_from_module(module);
-    PyObject *tensor_dict, *metadata = NULL, *result = NULL;
+    PyObject *path = NULL, *name = NULL, *result = NULL;
     st_layout layout = {0};
-    stpy_write_input in;
+    stpy_write_input in = {0};
     st_error err;
     st_code code;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:serialize", kwlist, &tensor_dict,
-                                     &metadata))
-        return NULL;
+    /* name: the str for messages */
+    if (filename != NULL &&
+        (!PyUnicode_FSConverter(filename, &path) || !PyUnicode_FSDecoder(filename, &name)))
+        goto exit;
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
         code = lay_out(&in, &layout, &err);
+        if (code == ST_OK && path != NULL)
+            code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
-        stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
+        stpy_raise(state, &err, STPY_CTX_SERIALIZE, name);
+        goto exit;
+    }
+    if (path != NULL) {
+        result = Py_NewRef(Py_None);
         goto exit;
     }
     if (layout.total_size > (uint64_t)PY_SSIZE_T_MAX) {
@@ -499,47 +454,29 @@ PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
 exit:
     st_free(layout.header);
     stpy_write_input_release(&in);
+    Py_XDECREF(path);
+    Py_XDECREF(name);
     return result;
+}
+
+PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"tensor_dict", "metadata", NULL};
+    PyObject *tensor_dict, *metadata = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:serialize", kwlist, &tensor_dict,
+                                     &metadata))
+        return NULL;
+    return write_tensors(module, tensor_dict, NULL, metadata);
 }
 
 PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"tensor_dict", "filename", "metadata", NULL};
-    stpy_state *state = stpy_state_from_module(module);
-    PyObject *tensor_dict, *filename, *metadata = NULL, *path = NULL, *name = NULL, *result = NULL;
-    st_layout layout = {0};
-    stpy_write_input in;
-    st_error err;
-    st_code code;
-
-    memset(&in, 0, sizeof(in));
+    PyObject *tensor_dict, *filename, *metadata = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:serialize_file", kwlist, &tensor_dict,
                                      &filename, &metadata))
         return NULL;
-    if (!PyUnicode_FSConverter(filename, &path))
-        return NULL;
-    if (!PyUnicode_FSDecoder(filename, &name)) { /* the str for messages */
-        Py_DECREF(path);
-        return NULL;
-    }
-    if (collect(state, tensor_dict, metadata, &in) < 0)
-        goto exit;
-    Py_BEGIN_ALLOW_THREADS
-        code = lay_out(&in, &layout, &err);
-        if (code == ST_OK)
-            code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK) {
-        stpy_raise(state, &err, STPY_CTX_SERIALIZE, name);
-        goto exit;
-    }
-    result = Py_NewRef(Py_None);
-exit:
-    st_free(layout.header);
-    stpy_write_input_release(&in);
-    Py_XDECREF(path);
-    Py_XDECREF(name);
-    return result;
+    return write_tensors(module, tensor_dict, filename, metadata);
 }
 
 /* _write_layout(entries, metadata) -> (header, order): the layout of
@@ -581,15 +518,6 @@ exit:
 
 /* ---- MARK: deserialize ---- */
 
-static PyObject *tensor_entry(const st_tensor *t, const uint8_t *data)
-{
-    PyObject *bytes =
-        PyByteArray_FromStringAndSize((const char *)data, (Py_ssize_t)(t->end - t->begin));
-    return Py_BuildValue("(N{sNsssN})", stpy_tensor_name(t), "shape",
-                         stpy_int_list(t->shape, t->ndim), "dtype", st_dtype_name(t->dtype), "data",
-                         bytes);
-}
-
 /* Parses a whole file held in a bytes-like object into *header (owned by
  * the caller; *buffer acquired on success); -1 with an exception set. */
 static int parse_buffer(stpy_state *state, PyObject *arg, Py_buffer *buffer, st_header **header)
@@ -619,58 +547,57 @@ static int parse_buffer(stpy_state *state, PyObject *arg, Py_buffer *buffer, st_
     return 0;
 }
 
-PyObject *stpy_deserialize(PyObject *module, PyObject *arg)
+/* deserialize (fw < 0: a list of (name, {"shape", "dtype", "data"}) pairs)
+ * and _deserialize_tensors ({name: tensor of fw}), both in file order. */
+static PyObject *deserialize_as(stpy_state *state, PyObject *data, int fw)
 {
-    stpy_state *state = stpy_state_from_module(module);
-    Py_buffer buffer;
     st_header *header = NULL;
-    PyObject *result = NULL;
+    PyObject *result;
+    Py_buffer buffer;
 
-    if (parse_buffer(state, arg, &buffer, &header) < 0)
+    if (parse_buffer(state, data, &buffer, &header) < 0)
         return NULL;
-    result = PyList_New((Py_ssize_t)st_header_count(header));
+    result = fw < 0 ? PyList_New(0) : PyDict_New();
     for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
         const st_tensor *t = st_header_tensor(header, i);
-        PyObject *entry =
-            tensor_entry(t, (const uint8_t *)buffer.buf + st_header_data_start(header) + t->begin);
-        if (entry == NULL)
+        const uint8_t *bytes =
+            (const uint8_t *)buffer.buf + st_header_data_start(header) + t->begin;
+        PyObject *name = stpy_tensor_name(t), *value = NULL, *pair = NULL;
+        if (name != NULL && fw < 0)
+            value = Py_BuildValue("{sNsssN}", "shape", stpy_int_list(t->shape, t->ndim), "dtype",
+                                  st_dtype_name(t->dtype), "data",
+                                  PyByteArray_FromStringAndSize((const char *)bytes,
+                                                                (Py_ssize_t)(t->end - t->begin)));
+        else if (name != NULL)
+            value = stpy_tensor_from_memory(state, (stpy_framework)fw, t, bytes);
+        if (value != NULL && fw < 0)
+            pair = PyTuple_Pack(2, name, value);
+        if (value == NULL || (fw < 0 ? pair == NULL || PyList_Append(result, pair) < 0
+                                     : PyDict_SetItem(result, name, value) < 0))
             Py_CLEAR(result);
-        else
-            PyList_SET_ITEM(result, (Py_ssize_t)i, entry);
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        Py_XDECREF(pair);
     }
     st_header_free(header);
     PyBuffer_Release(&buffer);
     return result;
 }
 
+PyObject *stpy_deserialize(PyObject *module, PyObject *arg)
+{
+    return deserialize_as(stpy_state_from_module(module), arg, -1);
+}
+
 PyObject *stpy_deserialize_tensors(PyObject *module, PyObject *args)
 {
     stpy_state *state = stpy_state_from_module(module);
-    PyObject *data, *framework_obj, *result = NULL;
+    PyObject *data, *framework_obj;
     stpy_framework framework;
-    st_header *header = NULL;
-    Py_buffer buffer;
 
     if (!PyArg_ParseTuple(args, "OO:_deserialize_tensors", &data, &framework_obj) ||
         stpy_parse_framework(state, framework_obj, &framework) < 0 ||
-        stpy_framework_prepare(state, framework) < 0 ||
-        parse_buffer(state, data, &buffer, &header) < 0)
+        stpy_framework_prepare(state, framework) < 0)
         return NULL;
-    result = PyDict_New();
-    for (size_t i = 0; result != NULL && i < st_header_count(header); i++) {
-        const st_tensor *t = st_header_tensor(header, i);
-        PyObject *name = stpy_tensor_name(t);
-        PyObject *tensor =
-            name ? stpy_tensor_from_memory(state, framework, t,
-                                           (const uint8_t *)buffer.buf +
-                                               st_header_data_start(header) + t->begin)
-                 : NULL;
-        if (tensor == NULL || PyDict_SetItem(result, name, tensor) < 0)
-            Py_CLEAR(result);
-        Py_XDECREF(name);
-        Py_XDECREF(tensor);
-    }
-    st_header_free(header);
-    PyBuffer_Release(&buffer);
-    return result;
+    return deserialize_as(state, data, (int)framework);
 }

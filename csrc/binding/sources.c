@@ -4,15 +4,11 @@
  * other, so every framework, device and slicing rule is the path's.
  *
  * The source is what the package registered with _set_source_opener
- * (safetensors.remote.open_source): an object with .size and
- * .read_many(requests), requests a list of (offset, writable memoryview).
- * read_many is called with the GIL held (taken again where the core reads
- * without it), once per st_file_read_many with every request; it returns
- * only when no read into a destination runs any more: that is what keeps
- * the destinations safe (remote._run_all). The memoryviews are released after
- * the call as a second line (a slice of one that the source kept would still
- * reach the memory). An exception it raises is left set and reported as ST_ERR_EXTERNAL,
- * which stpy_raise passes through unchanged.
+ * (safetensors.remote.open_source; the contract: docs/design.md). read_many
+ * returns only when no read into a destination runs any more (what keeps the
+ * destinations safe); the memoryviews are released after it as a second
+ * line. An exception it raises stays set (ST_ERR_EXTERNAL, which stpy_raise
+ * passes through).
  */
 #include "module.h"
 

@@ -1,16 +1,8 @@
 /*
- * stream_writer.c - _safetensors_c.StreamWriter, the binding of the core's
- * streaming writer (st_stream_*, csrc/core/st_stream.c).
- *
- *   StreamWriter(filename, tensors, metadata=None)
- *       tensors: a sequence of (name, dtype, shape): dtype a header name
- *       ("F32", "BF16", ...), shape the logical shape. metadata: dict of str.
- *   .write(name, data)  data: any C-contiguous buffer of exactly the size
- *   .commit()           every tensor written -> the file appears at filename
- *   .abort()            the temporary file goes away, filename untouched
- *   .closed             True after commit or abort
- *
- * safetensors/stream.py wraps this for torch tensors and NumPy arrays.
+ * stream_writer.c - _safetensors_c.StreamWriter(filename, tensors,
+ * metadata=None), the binding of the core's streaming writer (st_stream_*):
+ * tensors are (name, header dtype, logical shape); the methods' docstrings
+ * say the rest. safetensors/stream.py wraps it for torch and NumPy.
  *
  * Writes run with the GIL released, so several Python threads write at
  * once. The core forbids commit/abort/free during a write; `busy` (changed

@@ -1,17 +1,8 @@
 /*
  * tensor_views.c - a whole tensor's bytes as a NumPy array or a torch
- * tensor, and the other frameworks' arrays made from NumPy's.
- *
- * Zero copy (mmap backend): NumPy arrays are created with the NumPy C API
- * straight over the mapping with a MappedBytes as their base; torch tensors
- * come from torch.frombuffer(MappedBytes), which keeps it alive. The mapping
- * is private and writable: arrays are writable, writes never reach the file.
- *
- * Copies (pread backend, unaligned data for torch): a fresh array of the
- * framework is allocated and filled with the GIL released.
- *
- * get_tensors on the mmap backend (stpy_tensors_of_mapping, at the end):
- * every tensor is a view of one private mapping made for the call.
+ * tensor (a view of a private mapping with a MappedBytes as its base, or a
+ * fresh copy), and the other frameworks' arrays made from NumPy's; at the
+ * end, get_tensors on the mmap backend. docs/design.md says which is used when.
  */
 #include "tensors.h"
 
@@ -110,16 +101,10 @@ int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out)
 int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
 {
     st_error err;
-    st_code code = ST_OK;
+    st_code code;
     if (len == 0)
         return 0;
-    if (len < STPY_GIL_RELEASE_MIN) {
-        code = st_file_read(file, offset, dst, len, &err);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-            code = st_file_read(file, offset, dst, len, &err);
-        Py_END_ALLOW_THREADS
-    }
+    STPY_COPY_RELEASING_GIL(len, code = st_file_read(file, offset, dst, len, &err));
     if (code != ST_OK) {
         stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
         return -1;
@@ -309,21 +294,11 @@ PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *fi
 /* ---- MARK: every tensor at once (get_tensors: mmap backend, CPU) ---- */
 
 /*
- * One mapping per call, as upstream maps a file once: every tensor is a
- * view of a single private mapping of the file's data. The small ones
- * (below STPY_PRIVATE_MAP_MIN) share one MappedBytes exporting all of it: a
- * tensor then costs its Python object and nothing else, no storage,
- * allocation or exporter of its own. A large one has a MappedBytes of its
- * own that holds the shared one and, when it dies, gives its pages back
- * (stpy_owner.discard): a kept tensor pins little besides itself. One mapping
- * rather than one per tensor also lets the kernel map the file's huge
- * page-cache folios with one entry per 2 MiB across tensor boundaries.
- *
- * They stay independent: the header rules forbid overlapping tensors, so
- * writing to one shows in no other; the mapping is private, so writes never
- * reach the file; and every call maps afresh, so the results of two calls
- * never alias. The mapping lives while any of its tensors does, whatever
- * happens to the handle.
+ * One private mapping of the file's data per call (docs/design.md, "one
+ * shared private mapping"): the small tensors (below STPY_PRIVATE_MAP_MIN)
+ * share one MappedBytes exporting all of it; a large one has a MappedBytes
+ * of its own that holds the shared one and gives its pages back when it
+ * dies (stpy_owner.discard).
  */
 typedef struct {
     stpy_state *state;
@@ -422,14 +397,9 @@ static PyObject *shared_numpy_array(shared_load *load, const st_tensor *t)
     return numpy_array_on(load->state, t, data, (int)t->ndim, dims, NULL, Py_NewRef(load->base));
 }
 
-/*
- * Tensors i..j-1 of one dtype, each starting where the one before ends: one
- * view of the run's bytes, split in one call. unsafe_split_with_sizes
- * (rather than split) gives plain tensors, not autograd views of a common
- * base; its caveat, wrong gradients when outputs modified in place flow
- * back into an input that requires grad, cannot arise: the input never
- * requires grad. Tensors that are not 1-D are then reshaped with view().
- */
+/* Tensors i..j-1 of one dtype, each starting where the one before ends: one
+ * view of the run's bytes, split by unsafe_split_with_sizes (plain tensors;
+ * why it is safe here: docs/design.md), reshaped with view() where not 1-D. */
 static int add_torch_run(shared_load *load, size_t i, size_t j)
 {
     stpy_state *state = load->state;

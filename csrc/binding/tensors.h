@@ -24,6 +24,14 @@
 /* Below this, a copy from the page cache is quicker than handing the GIL
  * to another thread and taking it back. */
 #define STPY_GIL_RELEASE_MIN ((size_t)1 << 20)
+/* Runs stmt, with the GIL released when it copies len bytes or more. */
+#define STPY_COPY_RELEASING_GIL(len, stmt)                                                         \
+    do {                                                                                           \
+        PyThreadState *save_ = (len) < STPY_GIL_RELEASE_MIN ? NULL : PyEval_SaveThread();          \
+        stmt;                                                                                      \
+        if (save_ != NULL)                                                                         \
+            PyEval_RestoreThread(save_);                                                           \
+    } while (0)
 
 /* Tensors of at least this many bytes get a private mapping of their own
  * (mmap backend); smaller ones are copied: below it, a copy costs less than
