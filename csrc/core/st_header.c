@@ -32,8 +32,8 @@ struct st_header {
     size_t count;
     rec *recs;       /* offset order */
     size_t *by_name; /* indices into recs, name order */
-    uint64_t *hash;  /* hash32 << 32 | (index + 1), 0 = empty */
-    size_t hash_mask;
+    uint64_t *hash;  /* hash32 << 32 | (index + 1), 0 = empty; < 2^32 tensors fit in 100 MB */
+    size_t hash_cap;
     uint64_t *shapes;
     char *arena;
     bool has_metadata;
@@ -45,18 +45,9 @@ struct st_header {
 typedef struct parser {
     st_json j;
     st_error *err;
-    char *arena;
-    size_t arena_used;
-    rec *recs;
-    size_t nrec, caprec;
-    uint64_t *shapes;
-    size_t nshape, capshape;
-    uint64_t *hash; /* hash32 << 32 | (rec index + 1); < 2^32 tensors fit in 100 MB */
-    size_t hash_cap;
-    st_hash_key hash_key;
-    st_metadata_item *meta;
-    size_t nmeta, capmeta;
-    bool seen_meta, has_meta, deferred;
+    st_header *h; /* what is being built */
+    size_t arena_used, caprec, nshape, capshape, capmeta;
+    bool seen_meta, deferred;
     size_t deferred_off;
     char deferred_msg[ST_ERROR_MSG_MAX];
 } parser;
@@ -186,7 +177,7 @@ static st_code invalid_type(parser *p, bool deferred, const char *expected)
 static const char *arena_copy(parser *p, const char *s, size_t n)
 {
     /* Never overflows: the arena is as large as the JSON, decoded strings no longer. */
-    char *d = p->arena + p->arena_used;
+    char *d = p->h->arena + p->arena_used;
     if (n)
         memcpy(d, s, n);
     p->arena_used += n;
@@ -224,7 +215,7 @@ typedef struct entry {
     bool have[FIELD_COUNT];
     bool bad; /* an error was deferred: the rest is only skipped */
     st_dtype dtype;
-    size_t shape_off, ndim; /* the dims are p->shapes[shape_off .. + ndim) */
+    size_t shape_off, ndim; /* the dims are p->h->shapes[shape_off .. + ndim) */
     uint64_t offsets[2];
 } entry;
 
@@ -232,18 +223,19 @@ typedef struct entry {
  * full) over the records in their order now. */
 static st_code rehash(parser *p, size_t nc)
 {
+    st_header *h = p->h;
     uint64_t *nh = st_calloc(nc, sizeof *nh);
     if (nh == NULL)
         return st_error_code(p->err, ST_ERR_NOMEM, 0);
-    for (size_t i = 0; i < p->nrec; i++) {
-        size_t h = p->recs[i].hash & (nc - 1);
-        while (nh[h])
-            h = (h + 1) & (nc - 1);
-        nh[h] = ((uint64_t)p->recs[i].hash << 32) | (uint64_t)(i + 1);
+    for (size_t i = 0; i < h->count; i++) {
+        size_t k = h->recs[i].hash & (nc - 1);
+        while (nh[k])
+            k = (k + 1) & (nc - 1);
+        nh[k] = ((uint64_t)h->recs[i].hash << 32) | (uint64_t)(i + 1);
     }
-    st_free(p->hash);
-    p->hash = nh;
-    p->hash_cap = nc;
+    st_free(h->hash);
+    h->hash = nh;
+    h->hash_cap = nc;
     return ST_OK;
 }
 
@@ -265,18 +257,19 @@ static size_t find_slot(const uint64_t *table, size_t mask, const rec *recs, uin
 static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t pos,
                             const entry *e)
 {
+    st_header *h = p->h;
     st_code rc;
-    if ((p->nrec + 1) * 2 > p->hash_cap &&
-        (rc = rehash(p, p->hash_cap ? p->hash_cap * 2 : 64)) != ST_OK)
+    if ((h->count + 1) * 2 > h->hash_cap &&
+        (rc = rehash(p, h->hash_cap ? h->hash_cap * 2 : 64)) != ST_OK)
         return rc;
-    uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
-    size_t k = find_slot(p->hash, p->hash_cap - 1, p->recs, full, name, name_len);
-    if (p->hash[k] == 0) { /* else a duplicate name: the last one wins */
-        if (!st_grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
+    uint32_t full = (uint32_t)st_hash(h->hash_key, name, name_len);
+    size_t k = find_slot(h->hash, h->hash_cap - 1, h->recs, full, name, name_len);
+    if (h->hash[k] == 0) { /* else a duplicate name: the last one wins */
+        if (!st_grow((void **)&h->recs, &p->caprec, h->count + 1, sizeof *h->recs))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
-        p->hash[k] = ((uint64_t)full << 32) | (uint64_t)++p->nrec;
+        h->hash[k] = ((uint64_t)full << 32) | (uint64_t)++h->count;
     }
-    rec *r = &p->recs[(uint32_t)p->hash[k] - 1];
+    rec *r = &h->recs[(uint32_t)h->hash[k] - 1];
     r->t = (st_tensor){name, name_len, e->dtype, e->ndim, NULL, e->offsets[0], e->offsets[1]};
     r->shape_off = e->shape_off;
     r->pos = pos;
@@ -314,7 +307,7 @@ static st_code read_dtype(parser *p, size_t vstart, entry *e)
 }
 
 /* Reads an array of usize (*count elements): element i to out[i] while i < cap, or onto
- * p->shapes with to_shapes. After a bad one (deferred, e->bad), and past cap, elements
+ * p->h->shapes with to_shapes. After a bad one (deferred, e->bad), and past cap, elements
  * are only checked for syntax. */
 static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *out, size_t cap,
                                 size_t *count)
@@ -343,10 +336,11 @@ static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *o
             e->bad = true;
         else if (!to_shapes)
             out[i] = v;
-        else if (!st_grow((void **)&p->shapes, &p->capshape, p->nshape + 1, sizeof *p->shapes))
+        else if (!st_grow((void **)&p->h->shapes, &p->capshape, p->nshape + 1,
+                          sizeof *p->h->shapes))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
         else
-            p->shapes[p->nshape++] = v;
+            p->h->shapes[p->nshape++] = v;
     }
 }
 
@@ -445,7 +439,7 @@ static st_code parse_metadata(parser *p)
         return st_json_literal(&p->j);
     if (t != ST_JT_OBJECT)
         return invalid_type(p, false, "a map");
-    p->has_meta = true;
+    p->h->has_metadata = true;
     if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
@@ -463,9 +457,9 @@ static st_code parse_metadata(parser *p)
         if ((rc = st_json_string(&p->j, &v, &vn)) != ST_OK)
             return rc;
         v = arena_copy(p, v, vn);
-        if (!st_grow((void **)&p->meta, &p->capmeta, p->nmeta + 1, sizeof *p->meta))
+        if (!st_grow((void **)&p->h->meta, &p->capmeta, p->h->meta_count + 1, sizeof *p->h->meta))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
-        p->meta[p->nmeta++] = (st_metadata_item){k, kn, v, vn};
+        p->h->meta[p->h->meta_count++] = (st_metadata_item){k, kn, v, vn};
     }
 }
 
@@ -552,26 +546,27 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uin
 
 /* Rules 6-8 (docs/format.md §6): sorts the records into data-offset order (the name table
  * follows), then checks they tile the data section with their shapes' sizes and cover the
- * file. */
+ * file; then the name order. */
 static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size)
 {
     static const uint64_t no_dims[1] = {0}; /* shapes is NULL when every tensor is a scalar */
+    st_header *h = p->h;
     st_error *err = p->err;
     uint64_t cursor = 0, nb;
-    bool resorted = false;
+    bool resorted = false, by_name_sorted = true;
     st_code rc;
-    for (size_t i = 0; i < p->nrec; i++) {
-        p->recs[i].t.shape = p->shapes ? p->shapes + p->recs[i].shape_off : no_dims;
-        resorted = resorted || (i > 0 && cmp_offsets(&p->recs[i - 1], &p->recs[i]) >= 0);
+    for (size_t i = 0; i < h->count; i++) {
+        h->recs[i].t.shape = h->shapes ? h->shapes + h->recs[i].shape_off : no_dims;
+        resorted = resorted || (i > 0 && cmp_offsets(&h->recs[i - 1], &h->recs[i]) >= 0);
     }
     if (resorted) {
-        qsort(p->recs, p->nrec, sizeof *p->recs, cmp_offsets);
-        if ((rc = rehash(p, p->hash_cap)) != ST_OK)
+        qsort(h->recs, h->count, sizeof *h->recs, cmp_offsets);
+        if ((rc = rehash(p, h->hash_cap)) != ST_OK)
             return rc;
     }
-    for (size_t i = 0; i < p->nrec; i++) {
-        const st_tensor *t = &p->recs[i].t;
-        uint64_t where = 8 + (uint64_t)p->recs[i].pos;
+    for (size_t i = 0; i < h->count; i++) {
+        const st_tensor *t = &h->recs[i].t;
+        uint64_t where = 8 + (uint64_t)h->recs[i].pos;
         if (t->begin != cursor || t->end < t->begin)
             return st_error_set(err, ST_ERR_INVALID_OFFSET, where, "`%.*s`",
                                 (int)clip_utf8(t->name, t->name_len, 400), t->name);
@@ -587,49 +582,19 @@ static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size)
         return st_error_code(err, ST_ERR_METADATA_INCOMPLETE, 0);
     if (8 + json_len + cursor != file_size)
         return st_error_code(err, ST_ERR_METADATA_INCOMPLETE, 8 + json_len + cursor);
-    return ST_OK;
-}
-
-/* Builds the header from the checked records; takes over the parser's
- * buffers (records, hash, shapes, arena, metadata). */
-static st_code build_header(parser *p, size_t json_len, st_header **out)
-{
-    size_t n = p->nrec, *by_name = st_malloc(n * sizeof *by_name);
-    st_header *h = st_malloc(sizeof *h);
-    if (h == NULL || by_name == NULL) {
-        st_free(h);
-        st_free(by_name);
-        return st_error_code(p->err, ST_ERR_NOMEM, 0);
-    }
-    bool by_name_sorted = true;
-    for (size_t i = 0; i < n; i++) {
-        by_name[i] = i;
+    if ((h->by_name = st_malloc(h->count * sizeof *h->by_name)) == NULL)
+        return st_error_code(err, ST_ERR_NOMEM, 0);
+    for (size_t i = 0; i < h->count; i++) {
+        h->by_name[i] = i;
         by_name_sorted =
-            by_name_sorted && (i == 0 || cmp_tensor_names(&p->recs[i - 1].t, &p->recs[i].t) < 0);
+            by_name_sorted && (i == 0 || cmp_tensor_names(&h->recs[i - 1].t, &h->recs[i].t) < 0);
     }
     if (!by_name_sorted) {
-        name_sort_base = p->recs;
-        qsort(by_name, n, sizeof *by_name, cmp_name_idx);
+        name_sort_base = h->recs;
+        qsort(h->by_name, h->count, sizeof *h->by_name, cmp_name_idx);
         name_sort_base = NULL;
     }
-    *h = (st_header){.data_start = 8 + (uint64_t)json_len,
-                     .count = n,
-                     .recs = p->recs,
-                     .by_name = by_name,
-                     .hash = p->hash,
-                     .hash_mask = p->hash_cap - 1,
-                     .shapes = p->shapes,
-                     .arena = p->arena,
-                     .has_metadata = p->has_meta,
-                     .meta_count = p->nmeta,
-                     .meta = p->meta,
-                     .hash_key = p->hash_key};
-    p->recs = NULL;
-    p->hash = NULL;
-    p->shapes = NULL;
-    p->arena = NULL;
-    p->meta = NULL;
-    *out = h;
+    h->data_start = 8 + (uint64_t)json_len;
     return ST_OK;
 }
 
@@ -654,8 +619,8 @@ st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file
 st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size, st_header **out,
                         st_error *err)
 {
-    st_code rc = ST_OK;
-    parser p = {.err = err, .hash_key = st_hash_new_key()};
+    parser p = {.err = err};
+    st_code rc;
     size_t bad_at = 0;
     unsigned bad_len = 0;
 
@@ -675,26 +640,20 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
                             "incomplete utf-8 byte sequence from index %zu", bad_at);
     }
 
-    /* Rule 5: parse. */
+    /* Rule 5: parse; rules 6-8: offsets, sizes, coverage. */
     st_json_init(&p.j, json, json_len, 8, true, err);
-    if ((p.arena = st_malloc(json_len)) == NULL) {
+    if ((p.h = st_calloc(1, sizeof *p.h)) == NULL || (p.h->arena = st_malloc(json_len)) == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
-        goto exit;
+    } else {
+        p.h->hash_key = st_hash_new_key();
+        if ((rc = parse_document(&p)) == ST_OK)
+            rc = check_offsets(&p, json_len, file_size);
     }
-    if ((rc = parse_document(&p)) != ST_OK)
-        goto exit;
-
-    /* Rules 6-7: offsets, sizes, coverage. */
-    if ((rc = check_offsets(&p, json_len, file_size)) == ST_OK)
-        rc = build_header(&p, json_len, out);
-
-exit:
     st_json_dispose(&p.j);
-    st_free(p.arena);
-    st_free(p.recs);
-    st_free(p.shapes);
-    st_free(p.hash);
-    st_free(p.meta);
+    if (rc == ST_OK)
+        *out = p.h;
+    else
+        st_header_free(p.h);
     return rc;
 }
 
@@ -736,7 +695,7 @@ const st_tensor *st_header_find(const st_header *h, const char *name, size_t nam
     if (h->count == 0)
         return NULL;
     uint32_t full = (uint32_t)st_hash(h->hash_key, name, name_len);
-    size_t k = find_slot(h->hash, h->hash_mask, h->recs, full, name, name_len);
+    size_t k = find_slot(h->hash, h->hash_cap - 1, h->recs, full, name, name_len);
     return h->hash[k] ? &h->recs[(uint32_t)h->hash[k] - 1].t : NULL;
 }
 
