@@ -619,7 +619,8 @@ st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file
 st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size, st_header **out,
                         st_error *err)
 {
-    parser p = {.err = err};
+    parser p = {.j = {.buf = json, .len = json_len, .base = 8, .utf8_trusted = true, .err = err},
+                .err = err};
     st_code rc;
     size_t bad_at = 0;
     unsigned bad_len = 0;
@@ -641,7 +642,6 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
     }
 
     /* Rule 5: parse; rules 6-8: offsets, sizes, coverage. */
-    st_json_init(&p.j, json, json_len, 8, true, err);
     if ((p.h = st_calloc(1, sizeof *p.h)) == NULL || (p.h->arena = st_malloc(json_len)) == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
     } else {
@@ -649,7 +649,7 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
         if ((rc = parse_document(&p)) == ST_OK)
             rc = check_offsets(&p, json_len, file_size);
     }
-    st_json_dispose(&p.j);
+    st_free(p.j.scratch);
     if (rc == ST_OK)
         *out = p.h;
     else

@@ -86,17 +86,6 @@ static st_code fail_eof(st_json *j, const char *text)
 
 /* MARK: basics */
 
-void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
-                  st_error *err)
-{
-    *j = (st_json){.buf = buf, .len = len, .base = base, .utf8_trusted = utf8_trusted, .err = err};
-}
-
-void st_json_dispose(st_json *j)
-{
-    st_free(j->scratch);
-}
-
 static inline void skip_ws(st_json *j)
 {
     const uint8_t *b = j->buf;
@@ -526,13 +515,11 @@ st_code st_json_finish(st_json *j)
 
 st_code st_json_validate(const uint8_t *text, size_t len, st_error *err)
 {
-    st_json j;
-    st_code rc;
-    st_json_init(&j, text, len, 0, false, err);
-    rc = st_json_skip(&j);
+    st_json j = {.buf = text, .len = len, .err = err};
+    st_code rc = st_json_skip(&j);
     if (rc == ST_OK)
         rc = st_json_finish(&j);
-    st_json_dispose(&j);
+    st_free(j.scratch);
     return rc;
 }
 

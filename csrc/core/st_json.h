@@ -11,8 +11,9 @@
  * texts), err->offset = base + index of the offending byte; ST_ERR_NOMEM when
  * the string scratch buffer cannot grow.
  *
- * Usage: st_json_init; st_json_peek, then the value's reader or st_json_skip;
- * st_json_finish for the trailing-whitespace rule; st_json_dispose.
+ * Usage: an st_json with buf, len, base, utf8_trusted and err set, the rest zero;
+ * st_json_peek, then the value's reader or st_json_skip; st_json_finish for the
+ * trailing-whitespace rule; st_free(scratch).
  */
 #ifndef ST_JSON_H
 #define ST_JSON_H
@@ -55,10 +56,6 @@ typedef struct st_json {
     char *scratch; /* decoded strings with escapes */
     size_t scratch_cap;
 } st_json;
-
-void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
-                  st_error *err);
-void st_json_dispose(st_json *j);
 
 /* Skips whitespace and says what comes next (consumes nothing else). */
 st_jtype st_json_peek(st_json *j);
