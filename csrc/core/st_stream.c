@@ -10,7 +10,6 @@
 #define _GNU_SOURCE
 
 #include "st_internal.h"
-#include "st_staged.h"
 
 #include <errno.h>
 #include <stdatomic.h>

@@ -16,7 +16,6 @@
 #define _DEFAULT_SOURCE
 
 #include "st_internal.h"
-#include "st_staged.h"
 
 #include <errno.h>
 #include <fcntl.h>
