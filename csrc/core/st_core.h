@@ -375,13 +375,12 @@ st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
 int st_api_version(void);
 
 /*
- * A file written tensor by tensor (docs/streaming.md, docs/c-api.md): st_stream_open copies
- * the declarations (data ignored) and writes the header (as st_write_layout) to a temporary
- * file; st_stream_write writes each tensor once, by declaration index, from any threads;
- * st_stream_commit checks all were written and renames the file over path; an error, abort
- * or free without commit removes it. Errors: ST_ERR_INVALID_ARGUMENT (a name declared twice,
- * a tensor written twice, a wrong length, a tensor never written, use after close),
- * ST_ERR_IO, or st_write_layout's.
+ * A file written tensor by tensor (docs/streaming.md, docs/c-api.md): st_stream_open copies the
+ * declarations (data ignored) and writes the header (as st_write_layout) to a temporary file;
+ * st_stream_write writes each tensor once, by declaration index, from any threads; st_stream_commit
+ * checks all were written and renames the file over path; an error, abort or free without commit
+ * removes it. Errors: ST_ERR_INVALID_ARGUMENT (a name declared twice, a tensor written twice, a
+ * wrong length, a tensor never written, use after close), ST_ERR_IO, or st_write_layout's.
  */
 typedef struct st_stream st_stream;
 

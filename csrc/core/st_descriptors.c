@@ -1,10 +1,9 @@
 /*
- * st_descriptors.c - the process-wide cache of descriptors that pread reads and
- * private maps borrow (docs/design.md, "Descriptors"): one list, newest first,
- * under fds.lock, of at most fd_bound() unused ones (one in use is never closed).
- * A file whose descriptor was closed reopens its path and checks it is the file
- * opened (device, inode, size, mtime). The lock is held across fork; the child's
- * list, whose borrowers did not come along, counts no users.
+ * st_descriptors.c - the process-wide cache of descriptors that pread reads and private maps borrow
+ * (docs/design.md, "Descriptors"): one list, newest first, under fds.lock, of at most fd_bound()
+ * unused ones (one in use is never closed). A file whose descriptor was closed reopens its path and
+ * checks it is the file opened (device, inode, size, mtime). The lock is held across fork; the
+ * child's list, whose borrowers did not come along, counts no users.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE

@@ -1,13 +1,11 @@
 /*
- * st_file.c - opening a file (a path on the mmap or pread backend, or a byte
- * source), its lifetime and accessors; reads are st_read.c's, private maps
- * st_private_map.c's, descriptors the cache's (st_descriptors.c). Fields are
- * written once before the file is handed out, but the descriptor, which the
- * cache changes under its lock. Opening never blocks: O_NONBLOCK (a FIFO without
- * a writer), and only a regular file is read. As with any mmap reader, pages
- * another process truncates away raise SIGBUS when touched.
- * Who owns the mapping and what keeps it alive: docs/design.md, "Ownership
- * of file memory".
+ * st_file.c - opening a file (a path on the mmap or pread backend, or a byte source), its lifetime
+ * and accessors; reads are st_read.c's, private maps st_private_map.c's, descriptors the cache's
+ * (st_descriptors.c). Fields are written once before the file is handed out, but the descriptor,
+ * which the cache changes under its lock. Opening never blocks: O_NONBLOCK (a FIFO without a
+ * writer), and only a regular file is read. As with any mmap reader, pages another process
+ * truncates away raise SIGBUS when touched. Who owns the mapping and what keeps it alive:
+ * docs/design.md, "Ownership of file memory".
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE

@@ -1,7 +1,6 @@
 /*
- * st_hash.c - SipHash-1-3 (Aumasson and Bernstein's SipHash with
- * one compression and three finalization rounds, written from the paper's
- * description).
+ * st_hash.c - SipHash-1-3 (Aumasson and Bernstein's SipHash with one compression and three
+ * finalization rounds, written from the paper's description).
  */
 #define _GNU_SOURCE
 #include "st_internal.h"

@@ -1,16 +1,14 @@
 /*
- * st_header.c - header length check, parse and validation (docs/format.md §6
- * rules 1-8, messages of §7), streaming over the JSON with st_json (no DOM).
- * Errors come as upstream's serde model gives them: syntax errors, errors in
- * "__metadata__", a second "__metadata__" and a top level that is not an object
- * where they happen; errors inside tensor entries (types, unknown dtype,
- * missing or duplicate fields, data_offsets length) are deferred, as upstream
- * deserializes the buffered entries (serde "flatten") after the whole object:
- * the first one is reported at the end of the top-level object, and only if the
- * rest is valid JSON (err->offset still points at the value). Stricter than
- * upstream: an entry given as an array is rejected; numbers in ignored fields
- * are only checked for syntax. Names and metadata live in one arena as large as
- * the header; records and dims in growing arrays; names in a hash table.
+ * st_header.c - header length check, parse and validation (docs/format.md §6 rules 1-8, messages of
+ * §7), streaming over the JSON with st_json (no DOM). Errors come as upstream's serde model gives
+ * them: syntax errors, errors in "__metadata__", a second "__metadata__" and a top level that is
+ * not an object where they happen; errors inside tensor entries (types, unknown dtype, missing or
+ * duplicate fields, data_offsets length) are deferred, as upstream deserializes the buffered
+ * entries (serde "flatten") after the whole object: the first one is reported at the end of the
+ * top-level object, and only if the rest is valid JSON (err->offset still points at the value).
+ * Stricter than upstream: an entry given as an array is rejected; numbers in ignored fields are
+ * only checked for syntax. Names and metadata live in one arena as large as the header; records and
+ * dims in growing arrays; names in a hash table.
  */
 #include "st_internal.h"
 #include "st_json.h"
@@ -106,9 +104,8 @@ static void describe_number(const st_jnum *num, char *desc, size_t cap)
         snprintf(desc, cap, "floating point `%s`", f);
 }
 
-/* Reads the value at the cursor and describes it as serde's Unexpected ("integer `1`",
- * "string \"x\"", "sequence", ...). Scalars are consumed; arrays/objects only with
- * consume_containers. */
+/* Reads the value at the cursor and describes it as serde's Unexpected ("integer `1`", "string
+ * \"x\"", "sequence", ...). Scalars are consumed; arrays/objects only with consume_containers. */
 static st_code describe_value(parser *p, bool consume_containers, char *desc, size_t cap)
 {
     st_jtype t;
@@ -239,8 +236,7 @@ static st_code rehash(parser *p, size_t nc)
     return ST_OK;
 }
 
-/* The slot of a name in a name table over recs: its slot, or the empty slot
- * where it would go. */
+/* The slot of a name in a name table over recs: its slot, or the empty slot where it would go. */
 static size_t find_slot(const uint64_t *table, size_t mask, const rec *recs, uint32_t full,
                         const char *name, size_t name_len)
 {

@@ -1,6 +1,5 @@
 /*
- * st_internal.h - internal to the core (not installed, not exported): helpers
- * its files share.
+ * st_internal.h - internal to the core (not installed, not exported): helpers its files share.
  */
 #ifndef ST_INTERNAL_H
 #define ST_INTERNAL_H

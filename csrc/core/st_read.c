@@ -47,11 +47,10 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 }
 
 /*
- * Reads go through a queue of ST_READ_CHUNK pieces that up to ST_READ_THREADS
- * threads of the call (the caller among them) take in file order: warm, several
- * cores copy from the page cache; cold, several reads are in flight, as a disk
- * needs (one large pread keeps only the readahead window in flight). Below
- * ST_PARALLEL_MIN bytes a thread costs more than it saves.
+ * Reads go through a queue of ST_READ_CHUNK pieces that up to ST_READ_THREADS threads of the call
+ * (the caller among them) take in file order: warm, several cores copy from the page cache; cold,
+ * several reads are in flight, as a disk needs (one large pread keeps only the readahead window in
+ * flight). Below ST_PARALLEL_MIN bytes a thread costs more than it saves.
  */
 #define ST_READ_CHUNK   ((size_t)1 << 20)
 #define ST_PARALLEL_MIN ((size_t)4 << 20)
@@ -60,11 +59,10 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 #define ST_READ_STACK   ((size_t)256 << 10)
 
 /*
- * MADV_POPULATE_WRITE (Linux 5.14; EINVAL before) on each chunk: else a fresh
- * destination faults per 4 KiB inside pread's copy (548 MB warm: 0.22-0.29 s of
- * CPU with it, 0.29-0.36 s without). No MADV_HUGEPAGE: under THP defrag=madvise
- * each huge-page fault compacts memory synchronously (0.09-1.19 s against a
- * steady 0.28-0.47 s): up to a quarter faster, or 2-3.5x slower.
+ * MADV_POPULATE_WRITE (Linux 5.14; EINVAL before) on each chunk: else a fresh destination faults
+ * per 4 KiB inside pread's copy (548 MB warm: 0.22-0.29 s of CPU with it, 0.29-0.36 s without). No
+ * MADV_HUGEPAGE: under THP defrag=madvise each huge-page fault compacts memory synchronously
+ * (0.09-1.19 s against a steady 0.28-0.47 s): up to a quarter faster, or 2-3.5x slower.
  */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -83,8 +81,7 @@ typedef struct {
     st_error err;
 } read_queue;
 
-/* The next chunk (file offset, destination, length); false when none is
- * left or a read failed. */
+/* The next chunk (file offset, destination, length); false when none is left or a read failed. */
 static bool take_chunk(read_queue *queue, uint64_t *offset, uint8_t **dst, size_t *len)
 {
     bool taken = false;

@@ -1,18 +1,16 @@
 /*
- * st_select.c - NumPy basic indexing over a tensor (st_select), and copying or
- * reading what it selects. Ints count from the end when negative and remove their
- * dim (out of range: upstream's "Invalid index 10 for dimension 0 of size 10");
- * slices follow PySlice_Unpack + PySlice_AdjustIndices; one Ellipsis, and the
- * trailing dims, take the dims no item names; newaxis adds a dim of size 1, stride 0.
- * An empty selection has offset 0 and span (0, 0).
+ * st_select.c - NumPy basic indexing over a tensor (st_select), and copying or reading what it
+ * selects. Ints count from the end when negative and remove their dim (out of range: upstream's
+ * "Invalid index 10 for dimension 0 of size 10"); slices follow PySlice_Unpack +
+ * PySlice_AdjustIndices; one Ellipsis, and the trailing dims, take the dims no item names; newaxis
+ * adds a dim of size 1, stride 0. An empty selection has offset 0 and span (0, 0).
  *
- * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits) allow whole bytes only, checked in
- * bits: the last dim taken by a slice (never an int) of step 1 (or of <= 1
- * element) whose start and count are whole bytes, the first element on a byte,
- * and every other dim of > 1 element moving by whole bytes. `shape` then counts
- * elements, offsets and spans bytes, strides bytes except the last dim's (1:
- * contiguous elements); a dim of <= 1 element with a partial-byte stride gets 0.
- * Arithmetic is checked: an empty tensor's strides may overflow, unused.
+ * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits) allow whole bytes only, checked in bits: the last dim
+ * taken by a slice (never an int) of step 1 (or of <= 1 element) whose start and count are whole
+ * bytes, the first element on a byte, and every other dim of > 1 element moving by whole bytes.
+ * `shape` then counts elements, offsets and spans bytes, strides bytes except the last dim's (1:
+ * contiguous elements); a dim of <= 1 element with a partial-byte stride gets 0. Arithmetic is
+ * checked: an empty tensor's strides may overflow, unused.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE

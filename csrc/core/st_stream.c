@@ -1,11 +1,10 @@
 /*
- * st_stream.c - the streaming writer (st_core.h): every tensor is declared up
- * front, so st_write_layout (save_file's code) fixes the header and every
- * offset before any data exists; the header is written at once and each
- * tensor is one pwrite at its own offset, through the same st_staged_file as
- * st_write_file (temporary file, rename at commit). Each tensor's state is an
- * atomic (pending -> writing -> written): two threads writing one tensor are
- * told so instead of racing, and pwrites at distinct offsets need no lock.
+ * st_stream.c - the streaming writer (st_core.h): every tensor is declared up front, so
+ * st_write_layout (save_file's code) fixes the header and every offset before any data exists; the
+ * header is written at once and each tensor is one pwrite at its own offset, through the same
+ * st_staged_file as st_write_file (temporary file, rename at commit). Each tensor's state is an
+ * atomic (pending -> writing -> written): two threads writing one tensor are told so instead of
+ * racing, and pwrites at distinct offsets need no lock.
  */
 #define _GNU_SOURCE
 
@@ -165,8 +164,7 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
         s->slots[layout.order[i]].offset = offset;
         offset += s->tensors[layout.order[i]].data_len;
     }
-    /* The whole file is reserved now: a full disk shows up here, not after
-     * an hour of writing. */
+    /* The whole file is reserved now: a full disk shows up here, not after an hour of writing. */
     if ((rc = st_staged_open(s->path, layout.total_size, &s->file, err)) != ST_OK ||
         (rc = pwrite_all(s->file.fd, layout.header, layout.header_size, 0, err)) != ST_OK)
         goto exit;

@@ -1,16 +1,15 @@
 /*
- * st_writer.c - laying out and writing files (docs/format.md §5).
- * st_write_layout reproduces upstream 0.8.0's header byte for byte (tensors by
- * dtype index descending then name, offsets from 0, compact JSON with
- * "__metadata__" first, serde_json's escapes, spaces to a multiple of 8), except
- * that zero tensors with present-but-empty metadata give the valid
- * {"__metadata__":{}} (upstream writes invalid JSON there).
+ * st_writer.c - laying out and writing files (docs/format.md §5). st_write_layout reproduces
+ * upstream 0.8.0's header byte for byte (tensors by dtype index descending then name, offsets from
+ * 0, compact JSON with "__metadata__" first, serde_json's escapes, spaces to a multiple of 8),
+ * except that zero tensors with present-but-empty metadata give the valid {"__metadata__":{}}
+ * (upstream writes invalid JSON there).
  *
- * st_write_file and the streaming writer write through st_staged_file: a
- * temporary ".st-<pid>-<random>.tmp" created O_EXCL beside the destination
- * (mode 0666 under the umask, or the replaced regular file's), renamed over it
- * when complete, unlinked on failure. No fsync, as upstream: readers see the old
- * or the new file, never a torn one; durability is the caller's choice.
+ * st_write_file and the streaming writer write through st_staged_file: a temporary
+ * ".st-<pid>-<random>.tmp" created O_EXCL beside the destination (mode 0666 under the umask, or the
+ * replaced regular file's), renamed over it when complete, unlinked on failure. No fsync, as
+ * upstream: readers see the old or the new file, never a torn one; durability is the caller's
+ * choice.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -173,9 +172,8 @@ static void put_tensor(buf *b, const st_write_tensor *t, uint64_t begin, uint64_
     BUF_LIT(b, "]}");
 }
 
-/* The 8 placeholder length bytes and the JSON text, "__metadata__" first (in
- * the caller's order); *data_len receives the size of the data section. Stops
- * early once the header is too large. */
+/* The 8 placeholder length bytes and the JSON text, "__metadata__" first (in the caller's order);
+ * *data_len receives the size of the data section. Stops early once the header is too large. */
 static st_code put_header(buf *b, const st_layout *layout, uint64_t *data_len, st_error *err)
 {
     bool first = !layout->has_metadata && layout->metadata_count == 0;
