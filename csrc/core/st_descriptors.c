@@ -141,7 +141,6 @@ static st_code fd_reopen(const st_file *file, int *fd, st_error *err)
     return ST_ERR_IO;
 }
 
-/* file's descriptor, open until the matching fd_return. */
 st_code st_fd_borrow(const st_file *file, int *fd, st_error *err)
 {
     if (file->source.read_many != NULL)
@@ -181,7 +180,6 @@ void st_fd_return(const st_file *file)
     fds_unlock();
 }
 
-/* The file's last release. */
 void st_fd_forget(st_file *file)
 {
     fds_lock();

@@ -70,7 +70,6 @@ static void put_text(char *out, size_t cap, size_t *o, const char *text)
         out[(*o)++] = *text;
 }
 
-/* Rust's Debug of a str, quotes included, truncated to fit (st_core.h). */
 void st_debug_str(const char *s, size_t n, char *out, size_t cap)
 {
     static const char plain[6] = {'"', '\\', '\n', '\r', '\t', '\0'}, escaped[] = "\"\\nrt0";

@@ -18,7 +18,6 @@
  * what Linux transfers in one call (0x7ffff000). */
 #define ST_PREAD_CHUNK ((size_t)1 << 30)
 
-/* Reads exactly len bytes at offset. 0 on success; else sets err. */
 st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *err)
 {
     uint8_t *p = dst;
