@@ -81,83 +81,62 @@ static void *copy_in(uint8_t **cursor, const void *src, size_t n)
     return at;
 }
 
-/* Allocates the stream and copies the destination and every declaration's
- * name and shape into its arena; each tensor's size goes to data_len. */
-static st_code new_stream(const char *path, const st_write_tensor *tensors, size_t count,
-                          st_stream **out, st_error *err)
-{
-    size_t arena_size = strlen(path) + 1;
-    st_stream *s = st_calloc(1, sizeof *s);
-    st_code rc;
-
-    *out = s;
-    if (s == NULL)
-        return st_error_code(err, ST_ERR_NOMEM, 0);
-    s->file = (st_staged_file){.dir_fd = -1, .fd = -1};
-    s->count = count;
-    for (size_t i = 0; i < count; i++)
-        arena_size += tensors[i].ndim * sizeof(uint64_t) + tensors[i].name_len;
-    s->tensors = st_calloc(count, sizeof *s->tensors);
-    s->slots = st_calloc(count, sizeof *s->slots);
-    s->by_name = st_calloc(count, sizeof *s->by_name);
-    uint8_t *cursor = s->arena = st_malloc(arena_size);
-    if (s->tensors == NULL || s->slots == NULL || s->by_name == NULL || s->arena == NULL)
-        return st_error_code(err, ST_ERR_NOMEM, 0);
-    for (size_t i = 0; i < count; i++) { /* shapes first: 8-byte aligned */
-        s->tensors[i] = tensors[i];
-        s->tensors[i].shape =
-            copy_in(&cursor, tensors[i].shape, tensors[i].ndim * sizeof(uint64_t));
-        s->tensors[i].data = NULL;
-        atomic_init(&s->slots[i].state, PENDING);
-        if ((rc = st_tensor_nbytes(tensors[i].dtype, tensors[i].shape, tensors[i].ndim,
-                                   &s->tensors[i].data_len, err)) != ST_OK)
-            return rc;
-    }
-    for (size_t i = 0; i < count; i++)
-        s->tensors[i].name = copy_in(&cursor, tensors[i].name, tensors[i].name_len);
-    s->path = copy_in(&cursor, path, strlen(path) + 1);
-    return ST_OK;
-}
-
-/* Sorts the declarations by name into s->by_name (for st_stream_find) and
- * refuses a name declared twice: a dict cannot hold one twice, a list can. */
-static st_code index_names(st_stream *s, st_error *err)
-{
-    for (size_t i = 0; i < s->count; i++)
-        s->by_name[i] = i;
-    sort_base = s->tensors;
-    qsort(s->by_name, s->count, sizeof *s->by_name, cmp_index);
-    sort_base = NULL;
-    for (size_t i = 1; i < s->count; i++) {
-        const st_write_tensor *t = &s->tensors[s->by_name[i]];
-        if (cmp_names(&s->tensors[s->by_name[i - 1]], t) == 0)
-            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "tensor `%.*s` is declared twice",
-                                min_int(t->name_len, NAME_IN_MSG), t->name);
-    }
-    return ST_OK;
-}
-
+/* Copies the destination and every declaration's name and shape into the stream's arena (each
+ * tensor's size goes to data_len), refuses a name declared twice (a dict cannot hold one twice,
+ * a list can), lays the file out and writes its header. */
 st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
                        const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
                        st_stream **out, st_error *err)
 {
-    st_stream *s = NULL;
+    size_t arena_size = strlen(path) + 1;
+    st_stream *s = st_calloc(1, sizeof *s);
     st_layout layout = {.count = count,
                         .metadata = metadata,
                         .metadata_count = metadata_count,
-                        .has_metadata = has_metadata};
-    st_code rc;
+                        .has_metadata = has_metadata,
+                        .order = st_calloc(count, sizeof(size_t))};
+    st_code rc = ST_OK;
 
     *out = NULL;
-    if ((rc = new_stream(path, tensors, count, &s, err)) != ST_OK ||
-        (rc = index_names(s, err)) != ST_OK)
-        goto exit;
-    layout.tensors = s->tensors;
-    if ((layout.order = st_calloc(count, sizeof *layout.order)) == NULL) {
+    for (size_t i = 0; i < count; i++)
+        arena_size += tensors[i].ndim * sizeof(uint64_t) + tensors[i].name_len;
+    if (s != NULL) {
+        s->file = (st_staged_file){.dir_fd = -1, .fd = -1};
+        s->count = count;
+        layout.tensors = s->tensors = st_calloc(count, sizeof *s->tensors);
+        s->slots = st_calloc(count, sizeof *s->slots);
+        s->by_name = st_calloc(count, sizeof *s->by_name);
+        s->arena = st_malloc(arena_size);
+    }
+    if (s == NULL || s->tensors == NULL || s->slots == NULL || s->by_name == NULL ||
+        s->arena == NULL || layout.order == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
-    if ((rc = st_write_layout(&layout, err)) != ST_OK)
+    uint8_t *cursor = s->arena;
+    for (size_t i = 0; i < count && rc == ST_OK; i++) { /* shapes first: 8-byte aligned */
+        s->tensors[i] = tensors[i];
+        s->tensors[i].shape =
+            copy_in(&cursor, tensors[i].shape, tensors[i].ndim * sizeof(uint64_t));
+        s->tensors[i].data = NULL;
+        s->by_name[i] = i;
+        atomic_init(&s->slots[i].state, PENDING);
+        rc = st_tensor_nbytes(tensors[i].dtype, tensors[i].shape, tensors[i].ndim,
+                              &s->tensors[i].data_len, err);
+    }
+    for (size_t i = 0; i < count; i++)
+        s->tensors[i].name = copy_in(&cursor, tensors[i].name, tensors[i].name_len);
+    s->path = copy_in(&cursor, path, strlen(path) + 1);
+    sort_base = s->tensors;
+    qsort(s->by_name, count, sizeof *s->by_name, cmp_index);
+    sort_base = NULL;
+    for (size_t i = 1; i < count && rc == ST_OK; i++) {
+        const st_write_tensor *t = &s->tensors[s->by_name[i]];
+        if (cmp_names(&s->tensors[s->by_name[i - 1]], t) == 0)
+            rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "tensor `%.*s` is declared twice",
+                              min_int(t->name_len, NAME_IN_MSG), t->name);
+    }
+    if (rc != ST_OK || (rc = st_write_layout(&layout, err)) != ST_OK)
         goto exit;
     uint64_t offset = layout.header_size;
     for (size_t i = 0; i < count; i++) {
