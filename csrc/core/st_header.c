@@ -182,20 +182,19 @@ static const char *arena_copy(parser *p, const char *s, size_t n)
 
 /* MARK: tensor entries */
 
-/* Reads one usize; *ok = false (error deferred) if it is not one. */
-static st_code read_usize(parser *p, uint64_t *v, bool *ok)
+/* Reads one usize; an error is deferred if it is not one. */
+static st_code read_usize(parser *p, uint64_t *v)
 {
     st_jnum num;
     char desc[256];
     st_code rc;
-    *ok = false;
     if (st_json_peek(&p->j) != ST_JT_NUMBER)
         return invalid_type(p, true, "usize");
     size_t start = p->j.pos;
     if ((rc = st_json_number(&p->j, true, &num)) != ST_OK)
         return rc;
     *v = num.u;
-    if ((*ok = num.kind == ST_JNUM_U64))
+    if (num.kind == ST_JNUM_U64)
         return ST_OK;
     describe_number(&num, desc, sizeof desc);
     defer(p, start, "invalid %s: %s, expected usize", num.kind == ST_JNUM_I64 ? "value" : "type",
@@ -203,13 +202,13 @@ static st_code read_usize(parser *p, uint64_t *v, bool *ok)
     return ST_OK;
 }
 
-/* The fields of one tensor entry, as read so far. */
+/* The fields of one tensor entry, as read so far. Once an error in it is deferred
+ * (p->deferred) the rest is only checked for syntax. */
 enum { FIELD_DTYPE, FIELD_SHAPE, FIELD_OFFSETS, FIELD_COUNT };
 static const char *const field_names[FIELD_COUNT] = {"dtype", "shape", "data_offsets"};
 
 typedef struct entry {
     bool have[FIELD_COUNT];
-    bool bad; /* an error was deferred: the rest is only skipped */
     st_dtype dtype;
     size_t shape_off, ndim; /* the dims are p->h->shapes[shape_off .. + ndim) */
     uint64_t offsets[2];
@@ -296,16 +295,14 @@ static st_code read_dtype(parser *p, size_t vstart, entry *e)
         q[strlen(q) - 1] = '\0'; /* serde prints the variant in backquotes, not quoted */
         dtype_list(list, sizeof list);
         defer(p, vstart, "unknown variant `%s`, expected one of %s", q + 1, list);
-        e->bad = true;
     }
     return ST_OK;
 }
 
 /* Reads an array of usize (*count elements): element i to out[i] while i < cap, or onto
- * p->h->shapes with to_shapes. After a bad one (deferred, e->bad), and past cap, elements
- * are only checked for syntax. */
-static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *out, size_t cap,
-                                size_t *count)
+ * p->h->shapes with to_shapes. After a bad one (deferred), and past cap, elements are only
+ * checked for syntax. */
+static st_code read_usize_array(parser *p, bool to_shapes, uint64_t *out, size_t cap, size_t *count)
 {
     bool first = true, more;
     st_code rc;
@@ -318,18 +315,17 @@ static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *o
         if (!more)
             return ST_OK;
         size_t i = (*count)++;
-        if (e->bad || (!to_shapes && i >= cap)) {
+        if (p->deferred || (!to_shapes && i >= cap)) {
             if ((rc = st_json_skip(&p->j)) != ST_OK)
                 return rc;
             continue;
         }
         uint64_t v = 0;
-        bool ok;
-        if ((rc = read_usize(p, &v, &ok)) != ST_OK)
+        if ((rc = read_usize(p, &v)) != ST_OK)
             return rc;
-        if (!ok)
-            e->bad = true;
-        else if (!to_shapes)
+        if (p->deferred)
+            continue;
+        if (!to_shapes)
             out[i] = v;
         else if (!st_grow((void **)&p->h->shapes, &p->capshape, p->nshape + 1,
                           sizeof *p->h->shapes))
@@ -350,28 +346,24 @@ static st_code read_field(parser *p, int field, size_t kstart, entry *e)
     size_t count;
     if (e->have[field]) {
         defer(p, kstart, "duplicate field `%s`", field_names[field]);
-        e->bad = true;
         return st_json_skip(&p->j);
     }
     e->have[field] = true;
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
     size_t vstart = p->j.pos;
-    e->bad = t != types[field];
-    if (e->bad)
+    if (t != types[field])
         return invalid_type(p, true, expected[field]);
     if (field == FIELD_DTYPE)
         return read_dtype(p, vstart, e);
     if (field == FIELD_SHAPE) {
         e->shape_off = p->nshape;
-        return read_usize_array(p, e, true, NULL, 0, &e->ndim);
+        return read_usize_array(p, true, NULL, 0, &e->ndim);
     }
-    rc = read_usize_array(p, e, false, e->offsets, 2, &count);
-    if (rc == ST_OK && !e->bad && count != 2) {
+    rc = read_usize_array(p, false, e->offsets, 2, &count);
+    if (rc == ST_OK && !p->deferred && count != 2)
         defer(p, vstart, "invalid length %zu, expected %s", count,
               count < 2 ? "a tuple of size 2" : "2 elements in sequence");
-        e->bad = true;
-    }
     return rc;
 }
 
@@ -407,11 +399,11 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
         if (!more)
             break;
         int field = field_index(k, kn); /* unknown fields are ignored */
-        rc = e.bad || field < 0 ? st_json_skip(&p->j) : read_field(p, field, kstart, &e);
+        rc = p->deferred || field < 0 ? st_json_skip(&p->j) : read_field(p, field, kstart, &e);
         if (rc != ST_OK)
             return rc;
     }
-    if (e.bad) /* an error was deferred */
+    if (p->deferred)
         return ST_OK;
     for (int f = 0; f < FIELD_COUNT; f++)
         if (!e.have[f]) {
