@@ -10,6 +10,8 @@
  * only checked for syntax. Names and metadata live in one arena as large as the header; records and
  * dims in growing arrays; names in a hash table.
  */
+#define _GNU_SOURCE /* qsort_r */
+
 #include "st_internal.h"
 #include "st_json.h"
 
@@ -501,13 +503,11 @@ static int cmp_offsets(const void *a, const void *b)
     return cmp_tensor_names(&x->t, &y->t);
 }
 
-/* qsort has no context argument: the records whose indices are sorted by name. */
-static _Thread_local const rec *name_sort_base;
-
-static int cmp_name_idx(const void *a, const void *b)
+/* Orders indices of the records (ctx) by name. */
+static int cmp_name_idx(const void *a, const void *b, void *ctx)
 {
-    return cmp_tensor_names(&name_sort_base[*(const size_t *)a].t,
-                            &name_sort_base[*(const size_t *)b].t);
+    const rec *recs = ctx;
+    return cmp_tensor_names(&recs[*(const size_t *)a].t, &recs[*(const size_t *)b].t);
 }
 
 st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uint64_t *nbytes,
@@ -576,11 +576,8 @@ static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size)
         by_name_sorted =
             by_name_sorted && (i == 0 || cmp_tensor_names(&h->recs[i - 1].t, &h->recs[i].t) < 0);
     }
-    if (!by_name_sorted) {
-        name_sort_base = h->recs;
-        qsort(h->by_name, h->count, sizeof *h->by_name, cmp_name_idx);
-        name_sort_base = NULL;
-    }
+    if (!by_name_sorted)
+        qsort_r(h->by_name, h->count, sizeof *h->by_name, cmp_name_idx, h->recs);
     h->data_start = 8 + (uint64_t)json_len;
     return ST_OK;
 }

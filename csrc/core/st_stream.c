@@ -42,12 +42,11 @@ static int cmp_names(const st_write_tensor *a, const st_write_tensor *b)
     return st_name_cmp(a->name, a->name_len, b->name, b->name_len);
 }
 
-/* qsort has no context argument: the tensors whose indices are being sorted. */
-static _Thread_local const st_write_tensor *sort_base;
-
-static int cmp_index(const void *pa, const void *pb)
+/* Orders indices of the tensors (ctx) by name. */
+static int cmp_index(const void *pa, const void *pb, void *ctx)
 {
-    return cmp_names(&sort_base[*(const size_t *)pa], &sort_base[*(const size_t *)pb]);
+    const st_write_tensor *tensors = ctx;
+    return cmp_names(&tensors[*(const size_t *)pa], &tensors[*(const size_t *)pb]);
 }
 
 static int min_int(size_t a, int b)
@@ -127,9 +126,7 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
     for (size_t i = 0; i < count; i++)
         s->tensors[i].name = copy_in(&cursor, tensors[i].name, tensors[i].name_len);
     s->path = copy_in(&cursor, path, strlen(path) + 1);
-    sort_base = s->tensors;
-    qsort(s->by_name, count, sizeof *s->by_name, cmp_index);
-    sort_base = NULL;
+    qsort_r(s->by_name, count, sizeof *s->by_name, cmp_index, s->tensors);
     for (size_t i = 1; i < count && rc == ST_OK; i++) {
         const st_write_tensor *t = &s->tensors[s->by_name[i]];
         if (cmp_names(&s->tensors[s->by_name[i - 1]], t) == 0)
