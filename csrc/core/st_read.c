@@ -75,8 +75,7 @@ typedef struct {
     pthread_mutex_t lock; /* guards everything below */
     size_t next_request;  /* the next chunk: requests[next_request] ... */
     size_t next_offset;   /* ... from this byte of it */
-    bool failed;          /* a read failed: no more chunks are handed out */
-    st_code code;         /* the first failure */
+    st_code code;         /* the first failure: then no more chunks are handed out */
     st_error err;
 } read_queue;
 
@@ -85,7 +84,7 @@ static bool take_chunk(read_queue *queue, uint64_t *offset, uint8_t **dst, size_
 {
     bool taken = false;
     pthread_mutex_lock(&queue->lock);
-    while (!queue->failed && queue->next_request < queue->count) {
+    while (queue->code == ST_OK && queue->next_request < queue->count) {
         const st_read_request *r = &queue->requests[queue->next_request];
         if (queue->next_offset < r->len) {
             size_t left = r->len - queue->next_offset;
@@ -124,8 +123,7 @@ static void *read_worker(void *arg)
             code = st_read_exact(queue->fd, offset, dst, len, &err);
         if (code != ST_OK) {
             pthread_mutex_lock(&queue->lock);
-            if (!queue->failed) {
-                queue->failed = true;
+            if (queue->code == ST_OK) {
                 queue->code = code;
                 queue->err = err;
             }
@@ -160,7 +158,7 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
         total += r->len;
     }
     if (file->source.read_many != NULL) /* it does its own concurrency */
-        return count == 0 ? ST_OK : file->source.read_many(file->source.ctx, requests, count, err);
+        return total == 0 ? ST_OK : file->source.read_many(file->source.ctx, requests, count, err);
     if (file->map == NULL && total > 0 &&
         (queue.code = st_fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
@@ -178,7 +176,7 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
     read_worker(&queue);
     for (size_t i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    if (queue.failed && err != NULL)
+    if (queue.code != ST_OK && err != NULL)
         *err = queue.err;
     if (queue.fd >= 0)
         st_fd_return(file);
