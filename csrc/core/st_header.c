@@ -415,8 +415,6 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
     return store_tensor(p, name, name_len, pos, &e);
 }
 
-/* MARK: metadata */
-
 static st_code parse_metadata(parser *p)
 {
     st_jtype t;
@@ -451,8 +449,6 @@ static st_code parse_metadata(parser *p)
         p->h->meta[p->h->meta_count++] = (st_metadata_item){k, kn, v, vn};
     }
 }
-
-/* MARK: the document */
 
 static st_code parse_document(parser *p)
 {
@@ -606,8 +602,6 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
     parser p = {.j = {.buf = json, .len = json_len, .base = 8, .utf8_trusted = true, .err = err},
                 .err = err};
     st_code rc;
-    size_t bad_at = 0;
-    unsigned bad_len = 0;
 
     *out = NULL;
     if (json_len > ST_MAX_HEADER_SIZE)
@@ -616,14 +610,8 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
         return st_error_code(err, ST_ERR_INVALID_HEADER_LENGTH, 0);
 
     /* Rule 4: the whole header must be UTF-8. */
-    if (!st_utf8_validate(json, json_len, &bad_at, &bad_len)) {
-        if (bad_len)
-            return st_error_set(err, ST_ERR_INVALID_UTF8, 8 + (uint64_t)bad_at,
-                                "invalid utf-8 sequence of %u bytes from index %zu", bad_len,
-                                bad_at);
-        return st_error_set(err, ST_ERR_INVALID_UTF8, 8 + (uint64_t)bad_at,
-                            "incomplete utf-8 byte sequence from index %zu", bad_at);
-    }
+    if ((rc = st_utf8_validate(json, json_len, 8, err)) != ST_OK)
+        return rc;
 
     /* Rule 5: parse; rules 6-8: offsets, sizes, coverage. */
     if ((p.h = st_calloc(1, sizeof *p.h)) == NULL || (p.h->arena = st_malloc(json_len)) == NULL) {

@@ -29,8 +29,9 @@ static size_t utf8_seq(const uint8_t *p, size_t avail, unsigned *errlen)
     return need;
 }
 
-bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len)
+st_code st_utf8_validate(const uint8_t *s, size_t len, uint64_t base, st_error *err)
 {
+    unsigned bad_len;
     for (size_t i = 0, n; i < len; i += n) {
         uint64_t w = UINT64_C(0x8080808080808080); /* ASCII fast path, 8 bytes at a time */
         if (i + 8 <= len)
@@ -39,12 +40,14 @@ bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigne
             n = 8;
         else if (s[i] < 0x80)
             n = 1;
-        else if ((n = utf8_seq(s + i, len - i, error_len)) == 0) {
-            *valid_up_to = i;
-            return false;
-        }
+        else if ((n = utf8_seq(s + i, len - i, &bad_len)) == 0 && bad_len > 0)
+            return st_error_set(err, ST_ERR_INVALID_UTF8, base + i,
+                                "invalid utf-8 sequence of %u bytes from index %zu", bad_len, i);
+        else if (n == 0)
+            return st_error_set(err, ST_ERR_INVALID_UTF8, base + i,
+                                "incomplete utf-8 byte sequence from index %zu", i);
     }
-    return true;
+    return ST_OK;
 }
 
 /* MARK: errors */
@@ -431,12 +434,8 @@ st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
         j->pos++;
         if (j->pos < n && is_digit(b[j->pos]))
             return fail_peek(j, "invalid number");
-    } else if (is_digit(b[j->pos])) {
-        while (j->pos < n && is_digit(b[j->pos]))
-            j->pos++;
-    } else {
-        j->pos++;
-        return fail_here(j, "invalid number");
+    } else if ((rc = required_digits(j)) != ST_OK) {
+        return rc;
     }
     size_t int_start = start + (neg ? 1 : 0), int_end = j->pos;
     if (j->pos < n && b[j->pos] == '.') {
@@ -522,8 +521,6 @@ st_code st_json_validate(const uint8_t *text, size_t len, st_error *err)
     st_free(j.scratch);
     return rc;
 }
-
-/* MARK: float formatting (for "floating point `...`" messages) */
 
 void st_json_format_float(double f, char *out, size_t cap)
 {

@@ -90,9 +90,9 @@ st_code st_json_finish(st_json *j);
  * index lc_index), offset base + off_index. */
 st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text);
 
-/* Validates UTF-8 as Rust's str::from_utf8: on failure *valid_up_to is the index of the
- * first bad sequence and *error_len its length (1..3), 0 where the input ends inside it. */
-bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len);
+/* Validates UTF-8 as Rust's str::from_utf8; else ST_ERR_INVALID_UTF8 with its Utf8Error text
+ * (a bad sequence of 1..3 bytes, or one the input ends inside) at offset base + its index. */
+st_code st_utf8_validate(const uint8_t *s, size_t len, uint64_t base, st_error *err);
 
 /* A double as serde prints it: Rust's Display (shortest round trip, no exponent), with
  * ".0" where it has no fractional part. */
