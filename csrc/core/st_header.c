@@ -15,6 +15,7 @@
 #include "st_internal.h"
 #include "st_json.h"
 
+#include <endian.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,8 +177,7 @@ static const char *arena_copy(parser *p, const char *s, size_t n)
 {
     /* Never overflows: the arena is as large as the JSON, decoded strings no longer. */
     char *d = p->h->arena + p->arena_used;
-    if (n)
-        memcpy(d, s, n);
+    memcpy(d, s, n); /* s points into the JSON or the scratch buffer: never NULL */
     p->arena_used += n;
     return d;
 }
@@ -278,10 +278,9 @@ static void dtype_list(char *out, size_t cap)
 {
     size_t used = 0;
     out[0] = '\0';
-    for (unsigned i = 0; i < ST_DTYPE__COUNT && used < cap; i++) {
+    for (unsigned i = 0; i < ST_DTYPE__COUNT && used < cap; i++)
         used += (size_t)snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "",
                                  st_dtype_name((st_dtype)i));
-    }
 }
 
 static st_code read_dtype(parser *p, size_t vstart, entry *e)
@@ -585,9 +584,9 @@ st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file
 {
     if (file_size < 8 || prefix_len < 8)
         return st_error_code(err, ST_ERR_HEADER_TOO_SMALL, 0);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--)
-        n = (n << 8) | prefix[i];
+    uint64_t n;
+    memcpy(&n, prefix, 8);
+    n = le64toh(n);
     if (n > ST_MAX_HEADER_SIZE || n > SIZE_MAX - 8)
         return st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
     if (8 + n > file_size)

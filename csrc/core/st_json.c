@@ -98,13 +98,18 @@ static inline void skip_ws(st_json *j)
     j->pos = p;
 }
 
+static inline bool is_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
 st_jtype st_json_peek(st_json *j)
 {
     skip_ws(j);
     if (j->pos >= j->len)
         return ST_JT_END;
     uint8_t c = j->buf[j->pos];
-    if (c == '-' || (c >= '0' && c <= '9'))
+    if (c == '-' || is_digit(c))
         return ST_JT_NUMBER;
     switch (c) {
     case '{': return ST_JT_OBJECT;
@@ -149,21 +154,14 @@ static bool scratch_add(st_json *j, size_t *used, const uint8_t *run, size_t run
     return true;
 }
 
-static int hexval(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20; /* 'A'-'F' to 'a'-'f' */
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 static st_code read_hex4(st_json *j, unsigned *out)
 {
     if (j->len - j->pos < 4)
         return fail_eof(j, "EOF while parsing a string");
     unsigned v = 0;
     for (int k = 0; k < 4; k++) {
-        int h = hexval(j->buf[j->pos++]);
+        uint8_t c = j->buf[j->pos++], lower = c | 0x20; /* 'A'-'F' to 'a'-'f' */
+        int h = is_digit(c) ? c - '0' : lower >= 'a' && lower <= 'f' ? lower - 'a' + 10 : -1;
         if (h < 0)
             return fail_here(j, "invalid escape");
         v = (v << 4) | (unsigned)h;
@@ -359,11 +357,6 @@ st_code st_json_array_next(st_json *j, bool *first, bool *more)
 }
 
 /* MARK: numbers and literals */
-
-static inline bool is_digit(uint8_t c)
-{
-    return c >= '0' && c <= '9';
-}
 
 /* strtod on [s, s+n) in the "C" notation whatever the locale. */
 static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)

@@ -100,12 +100,11 @@ static st_code check_indices(const st_tensor *tensor, const st_index *indices, s
                             "too many indices for tensor: tensor is %zu-dimensional, but %zu "
                             "were indexed",
                             tensor->ndim, *consumed);
-    for (size_t d = 0; d < tensor->ndim; d++) {
+    for (size_t d = 0; d < tensor->ndim; d++)
         if (tensor->shape[d] > (uint64_t)INT64_MAX)
             return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                                 "dimension %zu of size %llu is too large to index", d,
                                 (unsigned long long)tensor->shape[d]);
-    }
     return ST_OK;
 }
 
