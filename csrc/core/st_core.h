@@ -1,12 +1,7 @@
 /*
- * st_core.h - the public API of the safetensors C core (C11, no Python.h):
- * read, validate, map, slice and write safetensors files (docs/format.md:
- * upstream safetensors 0.8.0 byte for byte; guide: docs/c-api.md).
- *
- * Every fallible function returns ST_OK (0) or an st_code and fills the
- * caller's st_error. A parsed header and an open file are immutable and may
- * be read from any number of threads; the one global mutable state is the
- * descriptor cache (st_file below): one list under one mutex, held across fork.
+ * st_core.h - the public API of the safetensors C core (C11, no Python.h): read, validate,
+ * map, slice and write safetensors files as upstream 0.8.0 does (docs/format.md). Errors,
+ * ownership and threads: docs/c-api.md.
  */
 #ifndef ST_CORE_H
 #define ST_CORE_H
@@ -19,7 +14,6 @@
 extern "C" {
 #endif
 
-/* The shared library (-fvisibility=hidden) exports what this header declares, nothing else. */
 #if defined(ST_BUILDING_LIBRARY) && defined(__GNUC__)
 #pragma GCC visibility push(default)
 #endif
@@ -112,7 +106,6 @@ typedef enum st_dtype {
     ST_DTYPE__COUNT
 } st_dtype;
 
-/* Where NumPy finds a dtype's type_name. */
 typedef enum st_numpy_source {
     ST_NUMPY_NONE = 0, /* NumPy cannot hold it (F4, F6_*) */
     ST_NUMPY_BUILTIN,  /* numpy.<type_name> */
@@ -130,15 +123,12 @@ typedef struct st_dtype_info {
     unsigned pack;         /* logical elements per framework item: ST_F4_PER_ITEM for F4, else 1 */
 } st_dtype_info;
 
-/* The table row of dtype; NULL if dtype is out of range. */
+/* For a dtype out of range: NULL, "?", 0 bits. */
 const st_dtype_info *st_dtype_info_get(st_dtype dtype);
-/* Header token, e.g. "F32"; "?" if out of range. */
 const char *st_dtype_name(st_dtype dtype);
-/* Bits per element: 4 for F4, 6 for F6_*, else 8 * bytes; 0 if out of range. */
 unsigned st_dtype_bits(st_dtype dtype);
-/* Parses a header token (exact, case-sensitive). Returns false if unknown. */
+/* A header token ("F32", case-sensitive) or a type_name ("float32"); false if unknown. */
 bool st_dtype_from_name(const char *name, size_t len, st_dtype *out);
-/* Parses a type_name ("float32"). Returns false if unknown. */
 bool st_dtype_from_type_name(const char *name, size_t len, st_dtype *out);
 
 /* F4 packing (docs/format.md §3.2): files give the logical shape (two values a byte);
@@ -213,15 +203,12 @@ st_code st_json_validate(const uint8_t *text, size_t len, st_error *err);
 typedef enum st_backend { ST_BACKEND_MMAP = 0, ST_BACKEND_PREAD = 1 } st_backend;
 
 /*
- * An open, validated file, reference counted (atomically): st_file_open returns
- * one reference, each holder of a pointer into it takes its own (retain/release),
- * the last release unmaps, closes and frees. The mmap backend maps the whole file
- * MAP_PRIVATE (writes through a view never reach it) | MAP_NORESERVE (files larger
- * than RAM open). pread reads and private maps borrow a descriptor from a cache
- * keeping at most 64 unused (a sixteenth of RLIMIT_NOFILE's soft limit if lower,
- * least recently used closed first); a reopened path must be the file opened
- * (device, inode, size, mtime), else pread reads fail with ST_ERR_IO ("the file
- * changed after it was opened ...") and mmap-backend private maps copy instead.
+ * An open, validated file, reference counted (atomically; the last release unmaps, closes
+ * and frees). The mmap backend maps the whole file MAP_PRIVATE | MAP_NORESERVE. pread reads
+ * and private maps borrow a descriptor from a cache of at most 64 unused (a sixteenth of
+ * RLIMIT_NOFILE's soft limit if lower); a reopened path must be the file opened (device,
+ * inode, size, mtime), else pread reads fail with ST_ERR_IO ("the file changed after it was
+ * opened ...") and mmap-backend private maps copy instead.
  */
 typedef struct st_file st_file;
 
@@ -388,16 +375,12 @@ st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
 int st_api_version(void);
 
 /*
- * A file written tensor by tensor (docs/streaming.md). st_stream_open copies each
- * tensor's name, dtype and shape (data is ignored) and the metadata, lays the file
- * out as st_write_layout (byte-identical to st_write_file) and writes the header to
- * a temporary file next to path. st_stream_write writes each tensor once, by
- * declaration index, in any order, from any threads; st_stream_commit checks all
- * were written and renames the file over path; anything else (an error, abort, free
- * without commit) removes it. Commit, abort and free must not overlap a write; always
- * st_stream_free. Errors: ST_ERR_INVALID_ARGUMENT (a name declared twice, a tensor
- * written twice, a wrong length, a tensor never written, use after close), ST_ERR_IO,
- * or st_write_layout's.
+ * A file written tensor by tensor (docs/streaming.md, docs/c-api.md): st_stream_open copies the
+ * declarations (data ignored) and writes the header (as st_write_layout) to a temporary file;
+ * st_stream_write writes each tensor once, by declaration index, from any threads; st_stream_commit
+ * checks all were written and renames the file over path; an error, abort or free without commit
+ * removes it. Errors: ST_ERR_INVALID_ARGUMENT (a name declared twice, a tensor written twice, a
+ * wrong length, a tensor never written, use after close), ST_ERR_IO, or st_write_layout's.
  */
 typedef struct st_stream st_stream;
 

@@ -1,10 +1,9 @@
 /*
- * st_descriptors.c - the process-wide cache of descriptors that pread reads and
- * private maps borrow (docs/design.md, "Descriptors"): one list, newest first,
- * under fds.lock, of at most fd_bound() unused ones (one in use is never closed).
- * A file whose descriptor was closed reopens its path and checks it is the file
- * opened (device, inode, size, mtime). The lock is held across fork; the child's
- * list, whose borrowers did not come along, counts no users.
+ * st_descriptors.c - the process-wide cache of descriptors that pread reads and private maps borrow
+ * (docs/design.md, "Descriptors"): one list, newest first, under fds.lock, of at most fd_bound()
+ * unused ones (one in use is never closed). A file whose descriptor was closed reopens its path and
+ * checks it is the file opened (device, inode, size, mtime). The lock is held across fork; the
+ * child's list, whose borrowers did not come along, counts no users.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -142,7 +141,6 @@ static st_code fd_reopen(const st_file *file, int *fd, st_error *err)
     return ST_ERR_IO;
 }
 
-/* file's descriptor, open until the matching fd_return. */
 st_code st_fd_borrow(const st_file *file, int *fd, st_error *err)
 {
     if (file->source.read_many != NULL)
@@ -182,7 +180,6 @@ void st_fd_return(const st_file *file)
     fds_unlock();
 }
 
-/* The file's last release. */
 void st_fd_forget(st_file *file)
 {
     fds_lock();

@@ -46,7 +46,6 @@ st_code st_error_set(st_error *err, st_code code, uint64_t offset, const char *f
     err->code = code;
     err->sys_errno = 0;
     err->offset = offset;
-    /* snprintf truncates and always NUL-terminates when size > 0. */
     int n = snprintf(err->msg, sizeof err->msg, "%s", st_code_text(code));
     if (fmt != NULL && n >= 0 && (size_t)n < sizeof err->msg) {
         va_list ap;

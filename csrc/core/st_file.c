@@ -1,13 +1,11 @@
 /*
- * st_file.c - opening a file (a path on the mmap or pread backend, or a byte
- * source), its lifetime and accessors; reads are st_read.c's, private maps
- * st_private_map.c's, descriptors the cache's (st_descriptors.c). Fields are
- * written once before the file is handed out, but the descriptor, which the
- * cache changes under its lock. Opening never blocks: O_NONBLOCK (a FIFO without
- * a writer), and only a regular file is read. As with any mmap reader, pages
- * another process truncates away raise SIGBUS when touched.
- * Who owns the mapping and what keeps it alive: docs/design.md, "Ownership
- * of file memory".
+ * st_file.c - opening a file (a path on the mmap or pread backend, or a byte source), its lifetime
+ * and accessors; reads are st_read.c's, private maps st_private_map.c's, descriptors the cache's
+ * (st_descriptors.c). Fields are written once before the file is handed out, but the descriptor,
+ * which the cache changes under its lock. Opening never blocks: O_NONBLOCK (a FIFO without a
+ * writer), and only a regular file is read. As with any mmap reader, pages another process
+ * truncates away raise SIGBUS when touched. Who owns the mapping and what keeps it alive:
+ * docs/design.md, "Ownership of file memory".
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -78,108 +76,100 @@ static char *absolute_path(const char *path)
     return out;
 }
 
-/* Reads len bytes at offset: from fd, or through source where fd < 0. */
-static st_code read_at(int fd, const st_source *source, uint64_t offset, void *dst, size_t len,
-                       st_error *err)
-{
-    st_read_request request = {.offset = offset, .dst = dst, .len = len};
-    if (fd >= 0 || len == 0)
-        return st_read_exact(fd, offset, dst, len, err);
-    return source->read_many(source->ctx, &request, 1, err);
-}
-
-/* Reads and parses the header of a file of `size` bytes, from fd or source,
- * through a buffer freed at once: parsed in place in a mapping, its pages
- * would stay resident while the file is open (76 MB for a million tensors). */
-static st_code load_header(int fd, const st_source *source, uint64_t size, st_header **header,
-                           st_error *err)
+/* Reads and parses the header through a buffer freed at once: parsed in place in a mapping, its
+ * pages would stay resident while the file is open (76 MB for a million tensors). */
+static st_code load_header(st_file *file, st_error *err)
 {
     uint8_t prefix[8], *json = NULL;
-    size_t prefix_len = size < 8 ? (size_t)size : 8;
+    size_t prefix_len = file->size < 8 ? (size_t)file->size : 8;
     uint64_t n = 0;
     st_code rc;
-    if ((rc = read_at(fd, source, 0, prefix, prefix_len, err)) != ST_OK ||
-        (rc = st_header_length(prefix, prefix_len, size, &n, err)) != ST_OK)
+    if ((rc = st_file_read(file, 0, prefix, prefix_len, err)) != ST_OK ||
+        (rc = st_header_length(prefix, prefix_len, file->size, &n, err)) != ST_OK)
         return rc;
     /* st_header_length guarantees 8 + n <= size and n <= ST_MAX_HEADER_SIZE. */
     if ((json = st_malloc((size_t)n)) == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
-    if ((rc = read_at(fd, source, 8, json, (size_t)n, err)) == ST_OK)
-        rc = st_header_parse(json, (size_t)n, size, header, err);
+    if ((rc = st_file_read(file, 8, json, (size_t)n, err)) == ST_OK)
+        rc = st_header_parse(json, (size_t)n, file->size, &file->header, err);
     st_free(json);
     return rc;
 }
 
-/* A file with one reference; NULL when out of memory. */
-static st_file *new_file(st_backend backend, uint64_t size, st_header *header)
+/* A file with one reference and no header yet; NULL when out of memory. */
+static st_file *new_file(st_backend backend, uint64_t size)
 {
     st_file *file = st_calloc(1, sizeof *file);
     if (file != NULL) {
         atomic_init(&file->refcount, 1);
         file->backend = backend;
         file->size = size;
-        file->header = header;
         file->fd = -1;
     }
     return file;
 }
 
+/* Maps the whole file (of >= 8 bytes: the header was read) with a borrowed descriptor. */
+static st_code map_file(st_file *file, st_error *err)
+{
+    int fd, e;
+    st_code rc;
+    if (file->size > (uint64_t)SIZE_MAX)
+        return st_error_io(err, EFBIG, 0);
+    if ((rc = st_fd_borrow(file, &fd, err)) != ST_OK)
+        return rc;
+    void *map =
+        mmap(NULL, (size_t)file->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+    e = errno;
+    st_fd_return(file);
+    if (map == MAP_FAILED)
+        return st_error_io(err, e, 0);
+    file->map = map;
+    return ST_OK;
+}
+
 st_code st_file_open(const char *path, st_backend backend, st_file **out, st_error *err)
 {
     st_code rc;
-    int fd = -1;
-    void *map = MAP_FAILED;
+    int fd;
     struct stat st;
-    st_header *header = NULL;
-    st_file *file = NULL;
+    st_file *file;
 
     *out = NULL;
     if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown backend %d", (int)backend);
-    if ((rc = st_file_open_regular(path, &fd, &st, err)) != ST_OK ||
-        (rc = load_header(fd, NULL, (uint64_t)st.st_size, &header, err)) != ST_OK)
-        goto exit;
-    if (backend == ST_BACKEND_MMAP && (uint64_t)st.st_size > (uint64_t)SIZE_MAX)
-        rc = st_error_io(err, EFBIG, 0);
-    else if (backend == ST_BACKEND_MMAP &&
-             (map = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_NORESERVE, fd, 0)) == MAP_FAILED)
-        rc = st_error_io(err, errno, 0); /* (size >= 8: the header was read) */
-    else if ((file = new_file(backend, (uint64_t)st.st_size, header)) == NULL ||
-             (file->path = absolute_path(path)) == NULL)
-        rc = st_error_code(err, ST_ERR_NOMEM, 0);
-    if (rc != ST_OK) {
-        st_free(file);
-        goto exit;
+    if ((rc = st_file_open_regular(path, &fd, &st, err)) != ST_OK)
+        return rc;
+    if ((file = new_file(backend, (uint64_t)st.st_size)) == NULL) {
+        close(fd);
+        return st_error_code(err, ST_ERR_NOMEM, 0);
     }
     file->opened = st;
-    file->map = map == MAP_FAILED ? NULL : map;
     st_fd_adopt(file, fd); /* the cache owns the descriptor from here */
-    *out = file;
-    return ST_OK;
-
-exit:
-    st_header_free(header);
-    if (map != MAP_FAILED)
-        munmap(map, (size_t)st.st_size);
-    if (fd >= 0)
-        close(fd);
+    if ((file->path = absolute_path(path)) == NULL)
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
+    else if ((rc = load_header(file, err)) == ST_OK && backend == ST_BACKEND_MMAP)
+        rc = map_file(file, err);
+    if (rc != ST_OK)
+        st_file_release(file);
+    else
+        *out = file;
     return rc;
 }
 
 st_code st_file_open_source(const st_source *source, st_file **out, st_error *err)
 {
-    st_header *header = NULL;
-    st_file *file = NULL;
+    st_file *file = new_file(ST_BACKEND_PREAD, source->size);
     st_code rc;
     *out = NULL;
-    if ((rc = load_header(-1, source, source->size, &header, err)) != ST_OK)
-        return rc;
-    if ((file = new_file(ST_BACKEND_PREAD, source->size, header)) == NULL) {
-        st_header_free(header);
+    if (file == NULL)
         return st_error_code(err, ST_ERR_NOMEM, 0);
-    }
     file->source = *source;
+    if ((rc = load_header(file, err)) != ST_OK) {
+        file->source.read_many = NULL; /* on failure the caller keeps the source */
+        st_file_release(file);
+        return rc;
+    }
     *out = file;
     return ST_OK;
 }

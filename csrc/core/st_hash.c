@@ -1,11 +1,11 @@
 /*
- * st_hash.c - SipHash-1-3 (Aumasson and Bernstein's SipHash with
- * one compression and three finalization rounds, written from the paper's
- * description).
+ * st_hash.c - SipHash-1-3 (Aumasson and Bernstein's SipHash with one compression and three
+ * finalization rounds, written from the paper's description).
  */
 #define _GNU_SOURCE
 #include "st_internal.h"
 
+#include <endian.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -26,14 +26,6 @@
         v2 = ROTL(v2, 32);                                                                         \
     } while (0)
 
-static uint64_t load_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 uint64_t st_hash(st_hash_key key, const void *data, size_t len)
 {
     const uint8_t *p = data;
@@ -45,7 +37,9 @@ uint64_t st_hash(st_hash_key key, const void *data, size_t len)
     size_t i = 0;
 
     for (; i + 8 <= len; i += 8) {
-        uint64_t m = load_le64(p + i);
+        uint64_t m;
+        memcpy(&m, p + i, 8);
+        m = le64toh(m);
         v3 ^= m;
         SIPROUND(v0, v1, v2, v3);
         v0 ^= m;

@@ -1,20 +1,21 @@
 /*
- * st_header.c - header length check, parse and validation (docs/format.md §6
- * rules 1-8, messages of §7), streaming over the JSON with st_json (no DOM).
- * Errors come as upstream's serde model gives them: syntax errors, errors in
- * "__metadata__", a second "__metadata__" and a top level that is not an object
- * where they happen; errors inside tensor entries (types, unknown dtype,
- * missing or duplicate fields, data_offsets length) are deferred, as upstream
- * deserializes the buffered entries (serde "flatten") after the whole object:
- * the first one is reported at the end of the top-level object, and only if the
- * rest is valid JSON (err->offset still points at the value). Stricter than
- * upstream: an entry given as an array is rejected; numbers in ignored fields
- * are only checked for syntax. Names and metadata live in one arena as large as
- * the header; records and dims in growing arrays; names in a hash table.
+ * st_header.c - header length check, parse and validation (docs/format.md §6 rules 1-8, messages of
+ * §7), streaming over the JSON with st_json (no DOM). Errors come as upstream's serde model gives
+ * them: syntax errors, errors in "__metadata__", a second "__metadata__" and a top level that is
+ * not an object where they happen; errors inside tensor entries (types, unknown dtype, missing or
+ * duplicate fields, data_offsets length) are deferred, as upstream deserializes the buffered
+ * entries (serde "flatten") after the whole object: the first one is reported at the end of the
+ * top-level object, and only if the rest is valid JSON (err->offset still points at the value).
+ * Stricter than upstream: an entry given as an array is rejected; numbers in ignored fields are
+ * only checked for syntax. Names and metadata live in one arena as large as the header; records and
+ * dims in growing arrays; names in a hash table.
  */
+#define _GNU_SOURCE /* qsort_r */
+
 #include "st_internal.h"
 #include "st_json.h"
 
+#include <endian.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +33,8 @@ struct st_header {
     size_t count;
     rec *recs;       /* offset order */
     size_t *by_name; /* indices into recs, name order */
-    uint64_t *hash;  /* hash32 << 32 | (index + 1), 0 = empty */
-    size_t hash_mask;
+    uint64_t *hash;  /* hash32 << 32 | (index + 1), 0 = empty; < 2^32 tensors fit in 100 MB */
+    size_t hash_cap;
     uint64_t *shapes;
     char *arena;
     bool has_metadata;
@@ -45,18 +46,9 @@ struct st_header {
 typedef struct parser {
     st_json j;
     st_error *err;
-    char *arena;
-    size_t arena_used;
-    rec *recs;
-    size_t nrec, caprec;
-    uint64_t *shapes;
-    size_t nshape, capshape;
-    uint64_t *hash; /* hash32 << 32 | (rec index + 1); < 2^32 tensors fit in 100 MB */
-    size_t hash_cap;
-    st_hash_key hash_key;
-    st_metadata_item *meta;
-    size_t nmeta, capmeta;
-    bool seen_meta, has_meta, deferred;
+    st_header *h; /* what is being built */
+    size_t arena_used, caprec, nshape, capshape, capmeta;
+    bool seen_meta, deferred;
     size_t deferred_off;
     char deferred_msg[ST_ERROR_MSG_MAX];
 } parser;
@@ -81,7 +73,6 @@ static void put_text(char *out, size_t cap, size_t *o, const char *text)
         out[(*o)++] = *text;
 }
 
-/* Rust's Debug of a str, quotes included, truncated to fit (st_core.h). */
 void st_debug_str(const char *s, size_t n, char *out, size_t cap)
 {
     static const char plain[6] = {'"', '\\', '\n', '\r', '\t', '\0'}, escaped[] = "\"\\nrt0";
@@ -115,9 +106,8 @@ static void describe_number(const st_jnum *num, char *desc, size_t cap)
         snprintf(desc, cap, "floating point `%s`", f);
 }
 
-/* Reads the value at the cursor and describes it as serde's Unexpected ("integer `1`",
- * "string \"x\"", "sequence", ...). Scalars are consumed; arrays/objects only with
- * consume_containers. */
+/* Reads the value at the cursor and describes it as serde's Unexpected ("integer `1`", "string
+ * \"x\"", "sequence", ...). Scalars are consumed; arrays/objects only with consume_containers. */
 static st_code describe_value(parser *p, bool consume_containers, char *desc, size_t cap)
 {
     st_jtype t;
@@ -186,29 +176,27 @@ static st_code invalid_type(parser *p, bool deferred, const char *expected)
 static const char *arena_copy(parser *p, const char *s, size_t n)
 {
     /* Never overflows: the arena is as large as the JSON, decoded strings no longer. */
-    char *d = p->arena + p->arena_used;
-    if (n)
-        memcpy(d, s, n);
+    char *d = p->h->arena + p->arena_used;
+    memcpy(d, s, n); /* s points into the JSON or the scratch buffer: never NULL */
     p->arena_used += n;
     return d;
 }
 
 /* MARK: tensor entries */
 
-/* Reads one usize; *ok = false (error deferred) if it is not one. */
-static st_code read_usize(parser *p, uint64_t *v, bool *ok)
+/* Reads one usize; an error is deferred if it is not one. */
+static st_code read_usize(parser *p, uint64_t *v)
 {
     st_jnum num;
     char desc[256];
     st_code rc;
-    *ok = false;
     if (st_json_peek(&p->j) != ST_JT_NUMBER)
         return invalid_type(p, true, "usize");
     size_t start = p->j.pos;
     if ((rc = st_json_number(&p->j, true, &num)) != ST_OK)
         return rc;
     *v = num.u;
-    if ((*ok = num.kind == ST_JNUM_U64))
+    if (num.kind == ST_JNUM_U64)
         return ST_OK;
     describe_number(&num, desc, sizeof desc);
     defer(p, start, "invalid %s: %s, expected usize", num.kind == ST_JNUM_I64 ? "value" : "type",
@@ -216,15 +204,15 @@ static st_code read_usize(parser *p, uint64_t *v, bool *ok)
     return ST_OK;
 }
 
-/* The fields of one tensor entry, as read so far. */
+/* The fields of one tensor entry, as read so far. Once an error in it is deferred
+ * (p->deferred) the rest is only checked for syntax. */
 enum { FIELD_DTYPE, FIELD_SHAPE, FIELD_OFFSETS, FIELD_COUNT };
 static const char *const field_names[FIELD_COUNT] = {"dtype", "shape", "data_offsets"};
 
 typedef struct entry {
     bool have[FIELD_COUNT];
-    bool bad; /* an error was deferred: the rest is only skipped */
     st_dtype dtype;
-    size_t shape_off, ndim; /* the dims are p->shapes[shape_off .. + ndim) */
+    size_t shape_off, ndim; /* the dims are p->h->shapes[shape_off .. + ndim) */
     uint64_t offsets[2];
 } entry;
 
@@ -232,23 +220,23 @@ typedef struct entry {
  * full) over the records in their order now. */
 static st_code rehash(parser *p, size_t nc)
 {
+    st_header *h = p->h;
     uint64_t *nh = st_calloc(nc, sizeof *nh);
     if (nh == NULL)
         return st_error_code(p->err, ST_ERR_NOMEM, 0);
-    for (size_t i = 0; i < p->nrec; i++) {
-        size_t h = p->recs[i].hash & (nc - 1);
-        while (nh[h])
-            h = (h + 1) & (nc - 1);
-        nh[h] = ((uint64_t)p->recs[i].hash << 32) | (uint64_t)(i + 1);
+    for (size_t i = 0; i < h->count; i++) {
+        size_t k = h->recs[i].hash & (nc - 1);
+        while (nh[k])
+            k = (k + 1) & (nc - 1);
+        nh[k] = ((uint64_t)h->recs[i].hash << 32) | (uint64_t)(i + 1);
     }
-    st_free(p->hash);
-    p->hash = nh;
-    p->hash_cap = nc;
+    st_free(h->hash);
+    h->hash = nh;
+    h->hash_cap = nc;
     return ST_OK;
 }
 
-/* The slot of a name in a name table over recs: its slot, or the empty slot
- * where it would go. */
+/* The slot of a name in a name table over recs: its slot, or the empty slot where it would go. */
 static size_t find_slot(const uint64_t *table, size_t mask, const rec *recs, uint32_t full,
                         const char *name, size_t name_len)
 {
@@ -265,18 +253,19 @@ static size_t find_slot(const uint64_t *table, size_t mask, const rec *recs, uin
 static st_code store_tensor(parser *p, const char *name, size_t name_len, size_t pos,
                             const entry *e)
 {
+    st_header *h = p->h;
     st_code rc;
-    if ((p->nrec + 1) * 2 > p->hash_cap &&
-        (rc = rehash(p, p->hash_cap ? p->hash_cap * 2 : 64)) != ST_OK)
+    if ((h->count + 1) * 2 > h->hash_cap &&
+        (rc = rehash(p, h->hash_cap ? h->hash_cap * 2 : 64)) != ST_OK)
         return rc;
-    uint32_t full = (uint32_t)st_hash(p->hash_key, name, name_len);
-    size_t k = find_slot(p->hash, p->hash_cap - 1, p->recs, full, name, name_len);
-    if (p->hash[k] == 0) { /* else a duplicate name: the last one wins */
-        if (!st_grow((void **)&p->recs, &p->caprec, p->nrec + 1, sizeof *p->recs))
+    uint32_t full = (uint32_t)st_hash(h->hash_key, name, name_len);
+    size_t k = find_slot(h->hash, h->hash_cap - 1, h->recs, full, name, name_len);
+    if (h->hash[k] == 0) { /* else a duplicate name: the last one wins */
+        if (!st_grow((void **)&h->recs, &p->caprec, h->count + 1, sizeof *h->recs))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
-        p->hash[k] = ((uint64_t)full << 32) | (uint64_t)++p->nrec;
+        h->hash[k] = ((uint64_t)full << 32) | (uint64_t)++h->count;
     }
-    rec *r = &p->recs[(uint32_t)p->hash[k] - 1];
+    rec *r = &h->recs[(uint32_t)h->hash[k] - 1];
     r->t = (st_tensor){name, name_len, e->dtype, e->ndim, NULL, e->offsets[0], e->offsets[1]};
     r->shape_off = e->shape_off;
     r->pos = pos;
@@ -289,10 +278,9 @@ static void dtype_list(char *out, size_t cap)
 {
     size_t used = 0;
     out[0] = '\0';
-    for (unsigned i = 0; i < ST_DTYPE__COUNT && used < cap; i++) {
+    for (unsigned i = 0; i < ST_DTYPE__COUNT && used < cap; i++)
         used += (size_t)snprintf(out + used, cap - used, "%s`%s`", i ? ", " : "",
                                  st_dtype_name((st_dtype)i));
-    }
 }
 
 static st_code read_dtype(parser *p, size_t vstart, entry *e)
@@ -308,16 +296,14 @@ static st_code read_dtype(parser *p, size_t vstart, entry *e)
         q[strlen(q) - 1] = '\0'; /* serde prints the variant in backquotes, not quoted */
         dtype_list(list, sizeof list);
         defer(p, vstart, "unknown variant `%s`, expected one of %s", q + 1, list);
-        e->bad = true;
     }
     return ST_OK;
 }
 
 /* Reads an array of usize (*count elements): element i to out[i] while i < cap, or onto
- * p->shapes with to_shapes. After a bad one (deferred, e->bad), and past cap, elements
- * are only checked for syntax. */
-static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *out, size_t cap,
-                                size_t *count)
+ * p->h->shapes with to_shapes. After a bad one (deferred), and past cap, elements are only
+ * checked for syntax. */
+static st_code read_usize_array(parser *p, bool to_shapes, uint64_t *out, size_t cap, size_t *count)
 {
     bool first = true, more;
     st_code rc;
@@ -330,23 +316,23 @@ static st_code read_usize_array(parser *p, entry *e, bool to_shapes, uint64_t *o
         if (!more)
             return ST_OK;
         size_t i = (*count)++;
-        if (e->bad || (!to_shapes && i >= cap)) {
+        if (p->deferred || (!to_shapes && i >= cap)) {
             if ((rc = st_json_skip(&p->j)) != ST_OK)
                 return rc;
             continue;
         }
         uint64_t v = 0;
-        bool ok;
-        if ((rc = read_usize(p, &v, &ok)) != ST_OK)
+        if ((rc = read_usize(p, &v)) != ST_OK)
             return rc;
-        if (!ok)
-            e->bad = true;
-        else if (!to_shapes)
+        if (p->deferred)
+            continue;
+        if (!to_shapes)
             out[i] = v;
-        else if (!st_grow((void **)&p->shapes, &p->capshape, p->nshape + 1, sizeof *p->shapes))
+        else if (!st_grow((void **)&p->h->shapes, &p->capshape, p->nshape + 1,
+                          sizeof *p->h->shapes))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
         else
-            p->shapes[p->nshape++] = v;
+            p->h->shapes[p->nshape++] = v;
     }
 }
 
@@ -361,28 +347,24 @@ static st_code read_field(parser *p, int field, size_t kstart, entry *e)
     size_t count;
     if (e->have[field]) {
         defer(p, kstart, "duplicate field `%s`", field_names[field]);
-        e->bad = true;
         return st_json_skip(&p->j);
     }
     e->have[field] = true;
     if ((rc = st_json_value_start(&p->j, &t)) != ST_OK)
         return rc;
     size_t vstart = p->j.pos;
-    e->bad = t != types[field];
-    if (e->bad)
+    if (t != types[field])
         return invalid_type(p, true, expected[field]);
     if (field == FIELD_DTYPE)
         return read_dtype(p, vstart, e);
     if (field == FIELD_SHAPE) {
         e->shape_off = p->nshape;
-        return read_usize_array(p, e, true, NULL, 0, &e->ndim);
+        return read_usize_array(p, true, NULL, 0, &e->ndim);
     }
-    rc = read_usize_array(p, e, false, e->offsets, 2, &count);
-    if (rc == ST_OK && !e->bad && count != 2) {
+    rc = read_usize_array(p, false, e->offsets, 2, &count);
+    if (rc == ST_OK && !p->deferred && count != 2)
         defer(p, vstart, "invalid length %zu, expected %s", count,
               count < 2 ? "a tuple of size 2" : "2 elements in sequence");
-        e->bad = true;
-    }
     return rc;
 }
 
@@ -418,11 +400,11 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
         if (!more)
             break;
         int field = field_index(k, kn); /* unknown fields are ignored */
-        rc = e.bad || field < 0 ? st_json_skip(&p->j) : read_field(p, field, kstart, &e);
+        rc = p->deferred || field < 0 ? st_json_skip(&p->j) : read_field(p, field, kstart, &e);
         if (rc != ST_OK)
             return rc;
     }
-    if (e.bad) /* an error was deferred */
+    if (p->deferred)
         return ST_OK;
     for (int f = 0; f < FIELD_COUNT; f++)
         if (!e.have[f]) {
@@ -431,8 +413,6 @@ static st_code parse_tensor(parser *p, const char *name, size_t name_len, size_t
         }
     return store_tensor(p, name, name_len, pos, &e);
 }
-
-/* MARK: metadata */
 
 static st_code parse_metadata(parser *p)
 {
@@ -445,7 +425,7 @@ static st_code parse_metadata(parser *p)
         return st_json_literal(&p->j);
     if (t != ST_JT_OBJECT)
         return invalid_type(p, false, "a map");
-    p->has_meta = true;
+    p->h->has_metadata = true;
     if ((rc = st_json_enter(&p->j)) != ST_OK)
         return rc;
     for (;;) {
@@ -463,13 +443,11 @@ static st_code parse_metadata(parser *p)
         if ((rc = st_json_string(&p->j, &v, &vn)) != ST_OK)
             return rc;
         v = arena_copy(p, v, vn);
-        if (!st_grow((void **)&p->meta, &p->capmeta, p->nmeta + 1, sizeof *p->meta))
+        if (!st_grow((void **)&p->h->meta, &p->capmeta, p->h->meta_count + 1, sizeof *p->h->meta))
             return st_error_code(p->err, ST_ERR_NOMEM, 0);
-        p->meta[p->nmeta++] = (st_metadata_item){k, kn, v, vn};
+        p->h->meta[p->h->meta_count++] = (st_metadata_item){k, kn, v, vn};
     }
 }
-
-/* MARK: the document */
 
 static st_code parse_document(parser *p)
 {
@@ -520,13 +498,11 @@ static int cmp_offsets(const void *a, const void *b)
     return cmp_tensor_names(&x->t, &y->t);
 }
 
-/* qsort has no context argument: the records whose indices are sorted by name. */
-static _Thread_local const rec *name_sort_base;
-
-static int cmp_name_idx(const void *a, const void *b)
+/* Orders indices of the records (ctx) by name. */
+static int cmp_name_idx(const void *a, const void *b, void *ctx)
 {
-    return cmp_tensor_names(&name_sort_base[*(const size_t *)a].t,
-                            &name_sort_base[*(const size_t *)b].t);
+    const rec *recs = ctx;
+    return cmp_tensor_names(&recs[*(const size_t *)a].t, &recs[*(const size_t *)b].t);
 }
 
 st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uint64_t *nbytes,
@@ -552,26 +528,27 @@ st_code st_tensor_nbytes(st_dtype dtype, const uint64_t *shape, size_t ndim, uin
 
 /* Rules 6-8 (docs/format.md §6): sorts the records into data-offset order (the name table
  * follows), then checks they tile the data section with their shapes' sizes and cover the
- * file. */
+ * file; then the name order. */
 static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size)
 {
     static const uint64_t no_dims[1] = {0}; /* shapes is NULL when every tensor is a scalar */
+    st_header *h = p->h;
     st_error *err = p->err;
     uint64_t cursor = 0, nb;
-    bool resorted = false;
+    bool resorted = false, by_name_sorted = true;
     st_code rc;
-    for (size_t i = 0; i < p->nrec; i++) {
-        p->recs[i].t.shape = p->shapes ? p->shapes + p->recs[i].shape_off : no_dims;
-        resorted = resorted || (i > 0 && cmp_offsets(&p->recs[i - 1], &p->recs[i]) >= 0);
+    for (size_t i = 0; i < h->count; i++) {
+        h->recs[i].t.shape = h->shapes ? h->shapes + h->recs[i].shape_off : no_dims;
+        resorted = resorted || (i > 0 && cmp_offsets(&h->recs[i - 1], &h->recs[i]) >= 0);
     }
     if (resorted) {
-        qsort(p->recs, p->nrec, sizeof *p->recs, cmp_offsets);
-        if ((rc = rehash(p, p->hash_cap)) != ST_OK)
+        qsort(h->recs, h->count, sizeof *h->recs, cmp_offsets);
+        if ((rc = rehash(p, h->hash_cap)) != ST_OK)
             return rc;
     }
-    for (size_t i = 0; i < p->nrec; i++) {
-        const st_tensor *t = &p->recs[i].t;
-        uint64_t where = 8 + (uint64_t)p->recs[i].pos;
+    for (size_t i = 0; i < h->count; i++) {
+        const st_tensor *t = &h->recs[i].t;
+        uint64_t where = 8 + (uint64_t)h->recs[i].pos;
         if (t->begin != cursor || t->end < t->begin)
             return st_error_set(err, ST_ERR_INVALID_OFFSET, where, "`%.*s`",
                                 (int)clip_utf8(t->name, t->name_len, 400), t->name);
@@ -587,49 +564,16 @@ static st_code check_offsets(parser *p, size_t json_len, uint64_t file_size)
         return st_error_code(err, ST_ERR_METADATA_INCOMPLETE, 0);
     if (8 + json_len + cursor != file_size)
         return st_error_code(err, ST_ERR_METADATA_INCOMPLETE, 8 + json_len + cursor);
-    return ST_OK;
-}
-
-/* Builds the header from the checked records; takes over the parser's
- * buffers (records, hash, shapes, arena, metadata). */
-static st_code build_header(parser *p, size_t json_len, st_header **out)
-{
-    size_t n = p->nrec, *by_name = st_malloc(n * sizeof *by_name);
-    st_header *h = st_malloc(sizeof *h);
-    if (h == NULL || by_name == NULL) {
-        st_free(h);
-        st_free(by_name);
-        return st_error_code(p->err, ST_ERR_NOMEM, 0);
-    }
-    bool by_name_sorted = true;
-    for (size_t i = 0; i < n; i++) {
-        by_name[i] = i;
+    if ((h->by_name = st_malloc(h->count * sizeof *h->by_name)) == NULL)
+        return st_error_code(err, ST_ERR_NOMEM, 0);
+    for (size_t i = 0; i < h->count; i++) {
+        h->by_name[i] = i;
         by_name_sorted =
-            by_name_sorted && (i == 0 || cmp_tensor_names(&p->recs[i - 1].t, &p->recs[i].t) < 0);
+            by_name_sorted && (i == 0 || cmp_tensor_names(&h->recs[i - 1].t, &h->recs[i].t) < 0);
     }
-    if (!by_name_sorted) {
-        name_sort_base = p->recs;
-        qsort(by_name, n, sizeof *by_name, cmp_name_idx);
-        name_sort_base = NULL;
-    }
-    *h = (st_header){.data_start = 8 + (uint64_t)json_len,
-                     .count = n,
-                     .recs = p->recs,
-                     .by_name = by_name,
-                     .hash = p->hash,
-                     .hash_mask = p->hash_cap - 1,
-                     .shapes = p->shapes,
-                     .arena = p->arena,
-                     .has_metadata = p->has_meta,
-                     .meta_count = p->nmeta,
-                     .meta = p->meta,
-                     .hash_key = p->hash_key};
-    p->recs = NULL;
-    p->hash = NULL;
-    p->shapes = NULL;
-    p->arena = NULL;
-    p->meta = NULL;
-    *out = h;
+    if (!by_name_sorted)
+        qsort_r(h->by_name, h->count, sizeof *h->by_name, cmp_name_idx, h->recs);
+    h->data_start = 8 + (uint64_t)json_len;
     return ST_OK;
 }
 
@@ -640,9 +584,9 @@ st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file
 {
     if (file_size < 8 || prefix_len < 8)
         return st_error_code(err, ST_ERR_HEADER_TOO_SMALL, 0);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--)
-        n = (n << 8) | prefix[i];
+    uint64_t n;
+    memcpy(&n, prefix, 8);
+    n = le64toh(n);
     if (n > ST_MAX_HEADER_SIZE || n > SIZE_MAX - 8)
         return st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
     if (8 + n > file_size)
@@ -654,10 +598,9 @@ st_code st_header_length(const uint8_t *prefix, size_t prefix_len, uint64_t file
 st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size, st_header **out,
                         st_error *err)
 {
-    st_code rc = ST_OK;
-    parser p = {.err = err, .hash_key = st_hash_new_key()};
-    size_t bad_at = 0;
-    unsigned bad_len = 0;
+    parser p = {.j = {.buf = json, .len = json_len, .base = 8, .utf8_trusted = true, .err = err},
+                .err = err};
+    st_code rc;
 
     *out = NULL;
     if (json_len > ST_MAX_HEADER_SIZE)
@@ -666,35 +609,22 @@ st_code st_header_parse(const uint8_t *json, size_t json_len, uint64_t file_size
         return st_error_code(err, ST_ERR_INVALID_HEADER_LENGTH, 0);
 
     /* Rule 4: the whole header must be UTF-8. */
-    if (!st_utf8_validate(json, json_len, &bad_at, &bad_len)) {
-        if (bad_len)
-            return st_error_set(err, ST_ERR_INVALID_UTF8, 8 + (uint64_t)bad_at,
-                                "invalid utf-8 sequence of %u bytes from index %zu", bad_len,
-                                bad_at);
-        return st_error_set(err, ST_ERR_INVALID_UTF8, 8 + (uint64_t)bad_at,
-                            "incomplete utf-8 byte sequence from index %zu", bad_at);
-    }
+    if ((rc = st_utf8_validate(json, json_len, 8, err)) != ST_OK)
+        return rc;
 
-    /* Rule 5: parse. */
-    st_json_init(&p.j, json, json_len, 8, true, err);
-    if ((p.arena = st_malloc(json_len)) == NULL) {
+    /* Rule 5: parse; rules 6-8: offsets, sizes, coverage. */
+    if ((p.h = st_calloc(1, sizeof *p.h)) == NULL || (p.h->arena = st_malloc(json_len)) == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
-        goto exit;
+    } else {
+        p.h->hash_key = st_hash_new_key();
+        if ((rc = parse_document(&p)) == ST_OK)
+            rc = check_offsets(&p, json_len, file_size);
     }
-    if ((rc = parse_document(&p)) != ST_OK)
-        goto exit;
-
-    /* Rules 6-7: offsets, sizes, coverage. */
-    if ((rc = check_offsets(&p, json_len, file_size)) == ST_OK)
-        rc = build_header(&p, json_len, out);
-
-exit:
-    st_json_dispose(&p.j);
-    st_free(p.arena);
-    st_free(p.recs);
-    st_free(p.shapes);
-    st_free(p.hash);
-    st_free(p.meta);
+    st_free(p.j.scratch);
+    if (rc == ST_OK)
+        *out = p.h;
+    else
+        st_header_free(p.h);
     return rc;
 }
 
@@ -736,7 +666,7 @@ const st_tensor *st_header_find(const st_header *h, const char *name, size_t nam
     if (h->count == 0)
         return NULL;
     uint32_t full = (uint32_t)st_hash(h->hash_key, name, name_len);
-    size_t k = find_slot(h->hash, h->hash_mask, h->recs, full, name, name_len);
+    size_t k = find_slot(h->hash, h->hash_cap - 1, h->recs, full, name, name_len);
     return h->hash[k] ? &h->recs[(uint32_t)h->hash[k] - 1].t : NULL;
 }
 

@@ -29,8 +29,9 @@ static size_t utf8_seq(const uint8_t *p, size_t avail, unsigned *errlen)
     return need;
 }
 
-bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len)
+st_code st_utf8_validate(const uint8_t *s, size_t len, uint64_t base, st_error *err)
 {
+    unsigned bad_len;
     for (size_t i = 0, n; i < len; i += n) {
         uint64_t w = UINT64_C(0x8080808080808080); /* ASCII fast path, 8 bytes at a time */
         if (i + 8 <= len)
@@ -39,12 +40,14 @@ bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigne
             n = 8;
         else if (s[i] < 0x80)
             n = 1;
-        else if ((n = utf8_seq(s + i, len - i, error_len)) == 0) {
-            *valid_up_to = i;
-            return false;
-        }
+        else if ((n = utf8_seq(s + i, len - i, &bad_len)) == 0 && bad_len > 0)
+            return st_error_set(err, ST_ERR_INVALID_UTF8, base + i,
+                                "invalid utf-8 sequence of %u bytes from index %zu", bad_len, i);
+        else if (n == 0)
+            return st_error_set(err, ST_ERR_INVALID_UTF8, base + i,
+                                "incomplete utf-8 byte sequence from index %zu", i);
     }
-    return true;
+    return ST_OK;
 }
 
 /* MARK: errors */
@@ -86,17 +89,6 @@ static st_code fail_eof(st_json *j, const char *text)
 
 /* MARK: basics */
 
-void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
-                  st_error *err)
-{
-    *j = (st_json){.buf = buf, .len = len, .base = base, .utf8_trusted = utf8_trusted, .err = err};
-}
-
-void st_json_dispose(st_json *j)
-{
-    st_free(j->scratch);
-}
-
 static inline void skip_ws(st_json *j)
 {
     const uint8_t *b = j->buf;
@@ -106,13 +98,18 @@ static inline void skip_ws(st_json *j)
     j->pos = p;
 }
 
+static inline bool is_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
 st_jtype st_json_peek(st_json *j)
 {
     skip_ws(j);
     if (j->pos >= j->len)
         return ST_JT_END;
     uint8_t c = j->buf[j->pos];
-    if (c == '-' || (c >= '0' && c <= '9'))
+    if (c == '-' || is_digit(c))
         return ST_JT_NUMBER;
     switch (c) {
     case '{': return ST_JT_OBJECT;
@@ -157,21 +154,14 @@ static bool scratch_add(st_json *j, size_t *used, const uint8_t *run, size_t run
     return true;
 }
 
-static int hexval(uint8_t c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20; /* 'A'-'F' to 'a'-'f' */
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 static st_code read_hex4(st_json *j, unsigned *out)
 {
     if (j->len - j->pos < 4)
         return fail_eof(j, "EOF while parsing a string");
     unsigned v = 0;
     for (int k = 0; k < 4; k++) {
-        int h = hexval(j->buf[j->pos++]);
+        uint8_t c = j->buf[j->pos++], lower = c | 0x20; /* 'A'-'F' to 'a'-'f' */
+        int h = is_digit(c) ? c - '0' : lower >= 'a' && lower <= 'f' ? lower - 'a' + 10 : -1;
         if (h < 0)
             return fail_here(j, "invalid escape");
         v = (v << 4) | (unsigned)h;
@@ -368,11 +358,6 @@ st_code st_json_array_next(st_json *j, bool *first, bool *more)
 
 /* MARK: numbers and literals */
 
-static inline bool is_digit(uint8_t c)
-{
-    return c >= '0' && c <= '9';
-}
-
 /* strtod on [s, s+n) in the "C" notation whatever the locale. */
 static st_code parse_double(st_json *j, const uint8_t *s, size_t n, double *out)
 {
@@ -442,12 +427,8 @@ st_code st_json_number(st_json *j, bool want_value, st_jnum *num)
         j->pos++;
         if (j->pos < n && is_digit(b[j->pos]))
             return fail_peek(j, "invalid number");
-    } else if (is_digit(b[j->pos])) {
-        while (j->pos < n && is_digit(b[j->pos]))
-            j->pos++;
-    } else {
-        j->pos++;
-        return fail_here(j, "invalid number");
+    } else if ((rc = required_digits(j)) != ST_OK) {
+        return rc;
     }
     size_t int_start = start + (neg ? 1 : 0), int_end = j->pos;
     if (j->pos < n && b[j->pos] == '.') {
@@ -526,17 +507,13 @@ st_code st_json_finish(st_json *j)
 
 st_code st_json_validate(const uint8_t *text, size_t len, st_error *err)
 {
-    st_json j;
-    st_code rc;
-    st_json_init(&j, text, len, 0, false, err);
-    rc = st_json_skip(&j);
+    st_json j = {.buf = text, .len = len, .err = err};
+    st_code rc = st_json_skip(&j);
     if (rc == ST_OK)
         rc = st_json_finish(&j);
-    st_json_dispose(&j);
+    st_free(j.scratch);
     return rc;
 }
-
-/* MARK: float formatting (for "floating point `...`" messages) */
 
 void st_json_format_float(double f, char *out, size_t cap)
 {

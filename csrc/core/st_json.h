@@ -1,18 +1,16 @@
 /*
- * st_json.h - internal strict streaming JSON reader (a pull parser, no DOM),
- * RFC 8259 with the choices of docs/json-conformance.md: UTF-8 validated
- * everywhere; \uXXXX escapes must form scalar values (a lone surrogate is
- * rejected, as serde_json does); numbers by the grammar, classified as
- * serde_json does (u64 / negative i64 / f64, "number out of range" past a
- * double); at most ST_JSON_MAX_DEPTH - 1 nested containers; only space, \t,
- * \n, \r around the value.
+ * st_json.h - internal strict streaming JSON reader (a pull parser, no DOM), RFC 8259 with the
+ * choices of docs/json-conformance.md: UTF-8 validated everywhere; \uXXXX escapes must form scalar
+ * values (a lone surrogate is rejected, as serde_json does); numbers by the grammar, classified as
+ * serde_json does (u64 / negative i64 / f64, "number out of range" past a double); at most
+ * ST_JSON_MAX_DEPTH - 1 nested containers; only space, \t, \n, \r around the value.
  *
- * Errors are ST_ERR_INVALID_JSON "<what> at line L column C" (serde_json's
- * texts), err->offset = base + index of the offending byte; ST_ERR_NOMEM when
- * the string scratch buffer cannot grow.
+ * Errors are ST_ERR_INVALID_JSON "<what> at line L column C" (serde_json's texts), err->offset =
+ * base + index of the offending byte; ST_ERR_NOMEM when the string scratch buffer cannot grow.
  *
- * Usage: st_json_init; st_json_peek, then the value's reader or st_json_skip;
- * st_json_finish for the trailing-whitespace rule; st_json_dispose.
+ * Usage: an st_json with buf, len, base, utf8_trusted and err set, the rest zero; st_json_peek,
+ * then the value's reader or st_json_skip; st_json_finish for the trailing-whitespace rule;
+ * st_free(scratch).
  */
 #ifndef ST_JSON_H
 #define ST_JSON_H
@@ -56,10 +54,6 @@ typedef struct st_json {
     size_t scratch_cap;
 } st_json;
 
-void st_json_init(st_json *j, const uint8_t *buf, size_t len, uint64_t base, bool utf8_trusted,
-                  st_error *err);
-void st_json_dispose(st_json *j);
-
 /* Skips whitespace and says what comes next (consumes nothing else). */
 st_jtype st_json_peek(st_json *j);
 
@@ -67,12 +61,11 @@ st_jtype st_json_peek(st_json *j);
  * "expected value"). */
 st_code st_json_value_start(st_json *j, st_jtype *type);
 
-/* Consumes the '{' or '[' that starts an object or array (at most ST_JSON_MAX_DEPTH - 1
- * deep). Then st_json_object_next, with *first = true initially, consumes ',' or '}' as
- * needed; *more is false at the end (the '}' consumed); else the key is decoded into
- * (*key, *key_len) (valid until the next string read), the ':' consumed, and *key_start
- * and *key_end are the indexes of its opening quote and just after its closing one (both
- * may be NULL). */
+/* Consumes the '{' or '[' that starts an object or array (at most ST_JSON_MAX_DEPTH - 1 deep). Then
+ * st_json_object_next, with *first = true initially, consumes ',' or '}' as needed; *more is false
+ * at the end (the '}' consumed); else the key is decoded into (*key, *key_len) (valid until the
+ * next string read), the ':' consumed, and *key_start and *key_end are the indexes of its opening
+ * quote and just after its closing one (both may be NULL). */
 st_code st_json_enter(st_json *j);
 st_code st_json_object_next(st_json *j, bool *first, bool *more, const char **key, size_t *key_len,
                             size_t *key_start, size_t *key_end);
@@ -97,9 +90,9 @@ st_code st_json_finish(st_json *j);
  * index lc_index), offset base + off_index. */
 st_code st_json_fail(st_json *j, size_t lc_index, size_t off_index, const char *text);
 
-/* Validates UTF-8 as Rust's str::from_utf8: on failure *valid_up_to is the index of the
- * first bad sequence and *error_len its length (1..3), 0 where the input ends inside it. */
-bool st_utf8_validate(const uint8_t *s, size_t len, size_t *valid_up_to, unsigned *error_len);
+/* Validates UTF-8 as Rust's str::from_utf8; else ST_ERR_INVALID_UTF8 with its Utf8Error text
+ * (a bad sequence of 1..3 bytes, or one the input ends inside) at offset base + its index. */
+st_code st_utf8_validate(const uint8_t *s, size_t len, uint64_t base, st_error *err);
 
 /* A double as serde prints it: Rust's Display (shortest round trip, no exponent), with
  * ".0" where it has no fractional part. */

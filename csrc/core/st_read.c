@@ -18,7 +18,6 @@
  * what Linux transfers in one call (0x7ffff000). */
 #define ST_PREAD_CHUNK ((size_t)1 << 30)
 
-/* Reads exactly len bytes at offset. 0 on success; else sets err. */
 st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *err)
 {
     uint8_t *p = dst;
@@ -47,11 +46,10 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 }
 
 /*
- * Reads go through a queue of ST_READ_CHUNK pieces that up to ST_READ_THREADS
- * threads of the call (the caller among them) take in file order: warm, several
- * cores copy from the page cache; cold, several reads are in flight, as a disk
- * needs (one large pread keeps only the readahead window in flight). Below
- * ST_PARALLEL_MIN bytes a thread costs more than it saves.
+ * Reads go through a queue of ST_READ_CHUNK pieces that up to ST_READ_THREADS threads of the call
+ * (the caller among them) take in file order: warm, several cores copy from the page cache; cold,
+ * several reads are in flight, as a disk needs (one large pread keeps only the readahead window in
+ * flight). Below ST_PARALLEL_MIN bytes a thread costs more than it saves.
  */
 #define ST_READ_CHUNK   ((size_t)1 << 20)
 #define ST_PARALLEL_MIN ((size_t)4 << 20)
@@ -60,11 +58,10 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 #define ST_READ_STACK   ((size_t)256 << 10)
 
 /*
- * MADV_POPULATE_WRITE (Linux 5.14; EINVAL before) on each chunk: else a fresh
- * destination faults per 4 KiB inside pread's copy (548 MB warm: 0.22-0.29 s of
- * CPU with it, 0.29-0.36 s without). No MADV_HUGEPAGE: under THP defrag=madvise
- * each huge-page fault compacts memory synchronously (0.09-1.19 s against a
- * steady 0.28-0.47 s): up to a quarter faster, or 2-3.5x slower.
+ * MADV_POPULATE_WRITE (Linux 5.14; EINVAL before) on each chunk: else a fresh destination faults
+ * per 4 KiB inside pread's copy (548 MB warm: 0.22-0.29 s of CPU with it, 0.29-0.36 s without). No
+ * MADV_HUGEPAGE: under THP defrag=madvise each huge-page fault compacts memory synchronously
+ * (0.09-1.19 s against a steady 0.28-0.47 s): up to a quarter faster, or 2-3.5x slower.
  */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -78,18 +75,16 @@ typedef struct {
     pthread_mutex_t lock; /* guards everything below */
     size_t next_request;  /* the next chunk: requests[next_request] ... */
     size_t next_offset;   /* ... from this byte of it */
-    bool failed;          /* a read failed: no more chunks are handed out */
-    st_code code;         /* the first failure */
+    st_code code;         /* the first failure: then no more chunks are handed out */
     st_error err;
 } read_queue;
 
-/* The next chunk (file offset, destination, length); false when none is
- * left or a read failed. */
+/* The next chunk (file offset, destination, length); false when none is left or a read failed. */
 static bool take_chunk(read_queue *queue, uint64_t *offset, uint8_t **dst, size_t *len)
 {
     bool taken = false;
     pthread_mutex_lock(&queue->lock);
-    while (!queue->failed && queue->next_request < queue->count) {
+    while (queue->code == ST_OK && queue->next_request < queue->count) {
         const st_read_request *r = &queue->requests[queue->next_request];
         if (queue->next_offset < r->len) {
             size_t left = r->len - queue->next_offset;
@@ -128,8 +123,7 @@ static void *read_worker(void *arg)
             code = st_read_exact(queue->fd, offset, dst, len, &err);
         if (code != ST_OK) {
             pthread_mutex_lock(&queue->lock);
-            if (!queue->failed) {
-                queue->failed = true;
+            if (queue->code == ST_OK) {
                 queue->code = code;
                 queue->err = err;
             }
@@ -164,7 +158,7 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
         total += r->len;
     }
     if (file->source.read_many != NULL) /* it does its own concurrency */
-        return count == 0 ? ST_OK : file->source.read_many(file->source.ctx, requests, count, err);
+        return total == 0 ? ST_OK : file->source.read_many(file->source.ctx, requests, count, err);
     if (file->map == NULL && total > 0 &&
         (queue.code = st_fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
@@ -182,7 +176,7 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
     read_worker(&queue);
     for (size_t i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    if (queue.failed && err != NULL)
+    if (queue.code != ST_OK && err != NULL)
         *err = queue.err;
     if (queue.fd >= 0)
         st_fd_return(file);

@@ -1,18 +1,16 @@
 /*
- * st_select.c - NumPy basic indexing over a tensor (st_select), and copying or
- * reading what it selects. Ints count from the end when negative and remove their
- * dim (out of range: upstream's "Invalid index 10 for dimension 0 of size 10");
- * slices follow PySlice_Unpack + PySlice_AdjustIndices; one Ellipsis, and the
- * trailing dims, take the dims no item names; newaxis adds a dim of size 1, stride 0.
- * An empty selection has offset 0 and span (0, 0).
+ * st_select.c - NumPy basic indexing over a tensor (st_select), and copying or reading what it
+ * selects. Ints count from the end when negative and remove their dim (out of range: upstream's
+ * "Invalid index 10 for dimension 0 of size 10"); slices follow PySlice_Unpack +
+ * PySlice_AdjustIndices; one Ellipsis, and the trailing dims, take the dims no item names; newaxis
+ * adds a dim of size 1, stride 0. An empty selection has offset 0 and span (0, 0).
  *
- * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits) allow whole bytes only, checked in
- * bits: the last dim taken by a slice (never an int) of step 1 (or of <= 1
- * element) whose start and count are whole bytes, the first element on a byte,
- * and every other dim of > 1 element moving by whole bytes. `shape` then counts
- * elements, offsets and spans bytes, strides bytes except the last dim's (1:
- * contiguous elements); a dim of <= 1 element with a partial-byte stride gets 0.
- * Arithmetic is checked: an empty tensor's strides may overflow, unused.
+ * Sub-byte dtypes (F4: 4 bits, F6_*: 6 bits) allow whole bytes only, checked in bits: the last dim
+ * taken by a slice (never an int) of step 1 (or of <= 1 element) whose start and count are whole
+ * bytes, the first element on a byte, and every other dim of > 1 element moving by whole bytes.
+ * `shape` then counts elements, offsets and spans bytes, strides bytes except the last dim's (1:
+ * contiguous elements); a dim of <= 1 element with a partial-byte stride gets 0. Arithmetic is
+ * checked: an empty tensor's strides may overflow, unused.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -57,9 +55,9 @@ static void adjust_slice(const st_index *ix, int64_t length, int64_t *pstart, in
 
 /* Per output dim bookkeeping, in bits to handle sub-byte dtypes uniformly. */
 typedef struct out_dim {
-    uint64_t count;
-    int64_t step_bits; /* step * stride_bits of the source dim (0 for newaxis) */
-    bool is_last;      /* comes from the tensor's last dim */
+    uint64_t start, count; /* start: the first index taken of the source dim */
+    int64_t step_bits;     /* step * stride_bits of the source dim (0 for newaxis) */
+    bool is_last;          /* comes from the tensor's last dim */
 } out_dim;
 
 /* The selection being built, walking the index items over the source dims. */
@@ -71,9 +69,6 @@ typedef struct walk {
     size_t on;
     int64_t off_bits; /* bit offset of the first element */
     bool overflow;    /* some arithmetic overflowed (an error unless empty) */
-    bool last_by_int; /* the tensor's last dim was taken by an int */
-    uint64_t last_start, last_count;
-    int64_t last_step; /* how the tensor's last dim was sliced */
 } walk;
 
 /* Counts the consuming items (int, slice) and the Ellipses, and checks
@@ -105,12 +100,11 @@ static st_code check_indices(const st_tensor *tensor, const st_index *indices, s
                             "too many indices for tensor: tensor is %zu-dimensional, but %zu "
                             "were indexed",
                             tensor->ndim, *consumed);
-    for (size_t d = 0; d < tensor->ndim; d++) {
+    for (size_t d = 0; d < tensor->ndim; d++)
         if (tensor->shape[d] > (uint64_t)INT64_MAX)
             return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                                 "dimension %zu of size %llu is too large to index", d,
                                 (unsigned long long)tensor->shape[d]);
-    }
     return ST_OK;
 }
 
@@ -129,17 +123,15 @@ static st_code source_strides(walk *w, unsigned bits, st_error *err)
     return overflow && !empty ? st_error_code(err, ST_ERR_VALIDATION_OVERFLOW, 0) : ST_OK;
 }
 
-/* Appends an output dim taking `count` elements of source dim w->d (or of
+/* Appends an output dim taking `count` elements of source dim w->d from `start` (or of
  * no source dim: newaxis) at steps of step_bits. */
-static st_code push_dim(walk *w, uint64_t count, int64_t step_bits, bool from_source, st_error *err)
+static st_code push_dim(walk *w, uint64_t start, uint64_t count, int64_t step_bits,
+                        bool from_source, st_error *err)
 {
     if (w->on >= ST_MAX_DIMS)
         return st_error_set(err, ST_ERR_INVALID_SLICE, 0,
                             "the selection would have more than %d dimensions", ST_MAX_DIMS);
-    w->od[w->on].count = count;
-    w->od[w->on].step_bits = step_bits;
-    w->od[w->on].is_last = from_source && w->d == w->tensor->ndim - 1;
-    w->on++;
+    w->od[w->on++] = (out_dim){start, count, step_bits, from_source && w->d == w->tensor->ndim - 1};
     return ST_OK;
 }
 
@@ -161,7 +153,6 @@ static st_code take_int(walk *w, int64_t v, st_error *err)
                             "Invalid index %lld for dimension %zu of size %lld", (long long)v, w->d,
                             (long long)len);
     move_to(w, at);
-    w->last_by_int = w->last_by_int || w->d == w->tensor->ndim - 1;
     w->d++;
     return ST_OK;
 }
@@ -178,13 +169,8 @@ static st_code take_slice(walk *w, const st_index *ix, st_error *err)
         move_to(w, start);
     if (cnt > 1 && __builtin_mul_overflow(step, w->sbits[w->d], &step_bits))
         w->overflow = true;
-    if ((rc = push_dim(w, cnt, step_bits, true, err)) != ST_OK)
+    if ((rc = push_dim(w, (uint64_t)(start < 0 ? 0 : start), cnt, step_bits, true, err)) != ST_OK)
         return rc;
-    if (w->d == w->tensor->ndim - 1) {
-        w->last_start = (uint64_t)(start < 0 ? 0 : start);
-        w->last_count = cnt;
-        w->last_step = step;
-    }
     w->d++;
     return ST_OK;
 }
@@ -210,7 +196,7 @@ static st_code walk_indices(walk *w, const st_index *indices, size_t count, size
         if (ix->kind == ST_INDEX_ELLIPSIS)
             rc = take_full(w, w->tensor->ndim - consumed, err);
         else if (ix->kind == ST_INDEX_NEWAXIS)
-            rc = push_dim(w, 1, 0, false, err);
+            rc = push_dim(w, 0, 1, 0, false, err);
         else if (ix->kind == ST_INDEX_INT)
             rc = take_int(w, ix->value, err);
         else
@@ -221,16 +207,20 @@ static st_code walk_indices(walk *w, const st_index *indices, size_t count, size
     return rc;
 }
 
-/* The sub-byte rule (see the top of this file), checked in bits. */
+/* The sub-byte rule (see the top of this file), checked in bits; false also when no
+ * slice took the last dim. */
 static bool whole_bytes(const walk *w, unsigned bits)
 {
-    if (w->last_by_int || w->tensor->ndim == 0 || (w->last_count > 1 && w->last_step != 1) ||
-        (w->last_start * bits) % 8 != 0 || (w->last_count * bits) % 8 != 0 || w->off_bits % 8 != 0)
-        return false;
-    for (size_t k = 0; k < w->on; k++)
-        if (!w->od[k].is_last && w->od[k].count > 1 && w->od[k].step_bits % 8 != 0)
+    bool sliced_last = false;
+    for (size_t k = 0; k < w->on; k++) {
+        const out_dim *od = &w->od[k];
+        sliced_last = sliced_last || od->is_last;
+        if (od->is_last ? (od->count > 1 && od->step_bits != (int64_t)bits) ||
+                              (od->start * bits) % 8 != 0 || (od->count * bits) % 8 != 0
+                        : od->count > 1 && od->step_bits % 8 != 0)
             return false;
-    return true;
+    }
+    return sliced_last && w->off_bits % 8 == 0;
 }
 
 /* An empty selection addresses nothing: C-contiguous strides, offset 0. */
@@ -250,11 +240,13 @@ static st_code strides_and_span(const walk *w, unsigned bits, st_selection *out,
 {
     const bool subbyte = bits % 8 != 0;
     int64_t lo = 0, hi = 0; /* relative to offset, in bytes, of run starts */
+    int64_t run = (int64_t)(bits / 8);
     for (size_t k = 0; k < w->on; k++) {
         const out_dim *od = &w->od[k];
         int64_t sb, ext;
         if (subbyte && od->is_last) {
             out->strides[k] = 1; /* elements; the run is accounted for below */
+            run = (int64_t)(od->count * bits / 8);
             continue;
         }
         /* A stride that is not whole bytes only has count <= 1 (checked). */
@@ -267,7 +259,6 @@ static st_code strides_and_span(const walk *w, unsigned bits, st_selection *out,
         else
             hi += ext;
     }
-    int64_t run = (int64_t)(subbyte ? w->last_count * bits / 8 : bits / 8);
     out->offset = w->off_bits / 8;
     out->span_offset = (uint64_t)(out->offset + lo);
     out->span_len = (uint64_t)(hi - lo + run);
@@ -277,7 +268,7 @@ static st_code strides_and_span(const walk *w, unsigned bits, st_selection *out,
 st_code st_select(const st_tensor *tensor, const st_index *indices, size_t count, st_selection *out,
                   st_error *err)
 {
-    walk w = {.tensor = tensor, .last_step = 1};
+    walk w = {.tensor = tensor};
     size_t consumed, ellipses;
     st_code rc;
     unsigned bits = st_dtype_bits(tensor->dtype);

@@ -1,16 +1,14 @@
 /*
- * st_stream.c - the streaming writer (st_core.h): every tensor is declared up
- * front, so st_write_layout (save_file's code) fixes the header and every
- * offset before any data exists; the header is written at once and each
- * tensor is one pwrite at its own offset, through the same st_staged_file as
- * st_write_file (temporary file, rename at commit). Each tensor's state is an
- * atomic (pending -> writing -> written): two threads writing one tensor are
- * told so instead of racing, and pwrites at distinct offsets need no lock.
+ * st_stream.c - the streaming writer (st_core.h): every tensor is declared up front, so
+ * st_write_layout (save_file's code) fixes the header and every offset before any data exists; the
+ * header is written at once and each tensor is one pwrite at its own offset, through the same
+ * st_staged_file as st_write_file (temporary file, rename at commit). Each tensor's state is an
+ * atomic (pending -> writing -> written): two threads writing one tensor are told so instead of
+ * racing, and pwrites at distinct offsets need no lock.
  */
 #define _GNU_SOURCE
 
 #include "st_internal.h"
-#include "st_staged.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -44,12 +42,11 @@ static int cmp_names(const st_write_tensor *a, const st_write_tensor *b)
     return st_name_cmp(a->name, a->name_len, b->name, b->name_len);
 }
 
-/* qsort has no context argument: the tensors whose indices are being sorted. */
-static _Thread_local const st_write_tensor *sort_base;
-
-static int cmp_index(const void *pa, const void *pb)
+/* Orders indices of the tensors (ctx) by name. */
+static int cmp_index(const void *pa, const void *pb, void *ctx)
 {
-    return cmp_names(&sort_base[*(const size_t *)pa], &sort_base[*(const size_t *)pb]);
+    const st_write_tensor *tensors = ctx;
+    return cmp_names(&tensors[*(const size_t *)pa], &tensors[*(const size_t *)pb]);
 }
 
 static int min_int(size_t a, int b)
@@ -83,91 +80,67 @@ static void *copy_in(uint8_t **cursor, const void *src, size_t n)
     return at;
 }
 
-/* Allocates the stream and copies the destination and every declaration's
- * name and shape into its arena; each tensor's size goes to data_len. */
-static st_code new_stream(const char *path, const st_write_tensor *tensors, size_t count,
-                          st_stream **out, st_error *err)
-{
-    size_t arena_size = strlen(path) + 1;
-    st_stream *s = st_calloc(1, sizeof *s);
-    st_code rc;
-
-    *out = s;
-    if (s == NULL)
-        return st_error_code(err, ST_ERR_NOMEM, 0);
-    s->file = (st_staged_file){.dir_fd = -1, .fd = -1};
-    s->count = count;
-    for (size_t i = 0; i < count; i++)
-        arena_size += tensors[i].ndim * sizeof(uint64_t) + tensors[i].name_len;
-    s->tensors = st_calloc(count, sizeof *s->tensors);
-    s->slots = st_calloc(count, sizeof *s->slots);
-    s->by_name = st_calloc(count, sizeof *s->by_name);
-    uint8_t *cursor = s->arena = st_malloc(arena_size);
-    if (s->tensors == NULL || s->slots == NULL || s->by_name == NULL || s->arena == NULL)
-        return st_error_code(err, ST_ERR_NOMEM, 0);
-    for (size_t i = 0; i < count; i++) { /* shapes first: 8-byte aligned */
-        s->tensors[i] = tensors[i];
-        s->tensors[i].shape =
-            copy_in(&cursor, tensors[i].shape, tensors[i].ndim * sizeof(uint64_t));
-        s->tensors[i].data = NULL;
-        atomic_init(&s->slots[i].state, PENDING);
-        if ((rc = st_tensor_nbytes(tensors[i].dtype, tensors[i].shape, tensors[i].ndim,
-                                   &s->tensors[i].data_len, err)) != ST_OK)
-            return rc;
-    }
-    for (size_t i = 0; i < count; i++)
-        s->tensors[i].name = copy_in(&cursor, tensors[i].name, tensors[i].name_len);
-    s->path = copy_in(&cursor, path, strlen(path) + 1);
-    return ST_OK;
-}
-
-/* Sorts the declarations by name into s->by_name (for st_stream_find) and
- * refuses a name declared twice: a dict cannot hold one twice, a list can. */
-static st_code index_names(st_stream *s, st_error *err)
-{
-    for (size_t i = 0; i < s->count; i++)
-        s->by_name[i] = i;
-    sort_base = s->tensors;
-    qsort(s->by_name, s->count, sizeof *s->by_name, cmp_index);
-    sort_base = NULL;
-    for (size_t i = 1; i < s->count; i++) {
-        const st_write_tensor *t = &s->tensors[s->by_name[i]];
-        if (cmp_names(&s->tensors[s->by_name[i - 1]], t) == 0)
-            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "tensor `%.*s` is declared twice",
-                                min_int(t->name_len, NAME_IN_MSG), t->name);
-    }
-    return ST_OK;
-}
-
+/* Copies the destination and every declaration's name and shape into the stream's arena (each
+ * tensor's size goes to data_len), refuses a name declared twice (a dict cannot hold one twice,
+ * a list can), lays the file out and writes its header. */
 st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
                        const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
                        st_stream **out, st_error *err)
 {
-    st_stream *s = NULL;
+    size_t arena_size = strlen(path) + 1;
+    st_stream *s = st_calloc(1, sizeof *s);
     st_layout layout = {.count = count,
                         .metadata = metadata,
                         .metadata_count = metadata_count,
-                        .has_metadata = has_metadata};
-    st_code rc;
+                        .has_metadata = has_metadata,
+                        .order = st_calloc(count, sizeof(size_t))};
+    st_code rc = ST_OK;
 
     *out = NULL;
-    if ((rc = new_stream(path, tensors, count, &s, err)) != ST_OK ||
-        (rc = index_names(s, err)) != ST_OK)
-        goto exit;
-    layout.tensors = s->tensors;
-    if ((layout.order = st_calloc(count, sizeof *layout.order)) == NULL) {
+    for (size_t i = 0; i < count; i++)
+        arena_size += tensors[i].ndim * sizeof(uint64_t) + tensors[i].name_len;
+    if (s != NULL) {
+        s->file = (st_staged_file){.dir_fd = -1, .fd = -1};
+        s->count = count;
+        layout.tensors = s->tensors = st_calloc(count, sizeof *s->tensors);
+        s->slots = st_calloc(count, sizeof *s->slots);
+        s->by_name = st_calloc(count, sizeof *s->by_name);
+        s->arena = st_malloc(arena_size);
+    }
+    if (s == NULL || s->tensors == NULL || s->slots == NULL || s->by_name == NULL ||
+        s->arena == NULL || layout.order == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
-    if ((rc = st_write_layout(&layout, err)) != ST_OK)
+    uint8_t *cursor = s->arena;
+    for (size_t i = 0; i < count && rc == ST_OK; i++) { /* shapes first: 8-byte aligned */
+        s->tensors[i] = tensors[i];
+        s->tensors[i].shape =
+            copy_in(&cursor, tensors[i].shape, tensors[i].ndim * sizeof(uint64_t));
+        s->tensors[i].data = NULL;
+        s->by_name[i] = i;
+        atomic_init(&s->slots[i].state, PENDING);
+        rc = st_tensor_nbytes(tensors[i].dtype, tensors[i].shape, tensors[i].ndim,
+                              &s->tensors[i].data_len, err);
+    }
+    for (size_t i = 0; i < count; i++)
+        s->tensors[i].name = copy_in(&cursor, tensors[i].name, tensors[i].name_len);
+    s->path = copy_in(&cursor, path, strlen(path) + 1);
+    qsort_r(s->by_name, count, sizeof *s->by_name, cmp_index, s->tensors);
+    for (size_t i = 1; i < count && rc == ST_OK; i++) {
+        const st_write_tensor *t = &s->tensors[s->by_name[i]];
+        if (cmp_names(&s->tensors[s->by_name[i - 1]], t) == 0)
+            rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "tensor `%.*s` is declared twice",
+                              min_int(t->name_len, NAME_IN_MSG), t->name);
+    }
+    if (rc != ST_OK || (rc = st_write_layout(&layout, err)) != ST_OK)
         goto exit;
     uint64_t offset = layout.header_size;
     for (size_t i = 0; i < count; i++) {
         s->slots[layout.order[i]].offset = offset;
         offset += s->tensors[layout.order[i]].data_len;
     }
-    /* The whole file is reserved now: a full disk shows up here, not after
-     * an hour of writing. */
+    /* The whole file is reserved now: a full disk shows up here, not after an hour of writing. */
     if ((rc = st_staged_open(s->path, layout.total_size, &s->file, err)) != ST_OK ||
         (rc = pwrite_all(s->file.fd, layout.header, layout.header_size, 0, err)) != ST_OK)
         goto exit;
