@@ -387,11 +387,8 @@ typedef struct st_stream st_stream;
 st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
                        const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
                        st_stream **out, st_error *err);
-size_t st_stream_count(const st_stream *stream);
 /* Declaration index of a tensor by name; false if not declared. */
 bool st_stream_find(const st_stream *stream, const char *name, size_t name_len, size_t *index);
-/* Byte size of the index-th declared tensor (0 if out of range). */
-uint64_t st_stream_tensor_nbytes(const st_stream *stream, size_t index);
 /* Writes the index-th tensor's len bytes (must equal its size). */
 st_code st_stream_write(st_stream *stream, size_t index, const void *data, uint64_t len,
                         st_error *err);

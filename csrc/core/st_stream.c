@@ -153,11 +153,6 @@ exit:
     return rc;
 }
 
-size_t st_stream_count(const st_stream *stream)
-{
-    return stream->count;
-}
-
 bool st_stream_find(const st_stream *stream, const char *name, size_t name_len, size_t *index)
 {
     st_write_tensor key = {.name = name, .name_len = name_len};
@@ -175,11 +170,6 @@ bool st_stream_find(const st_stream *stream, const char *name, size_t name_len, 
             hi = mid;
     }
     return false;
-}
-
-uint64_t st_stream_tensor_nbytes(const st_stream *stream, size_t index)
-{
-    return index < stream->count ? stream->tensors[index].data_len : 0;
 }
 
 st_code st_stream_write(st_stream *stream, size_t index, const void *data, uint64_t len,
