@@ -121,14 +121,10 @@ class StreamWriter:
         metadata: Optional[Dict[str, str]] = None,
     ):
         items = tensors.items() if isinstance(tensors, Mapping) else tensors
-        self._declared: Dict[str, Tuple[str, str, Tuple[int, ...]]] = {}
-        for name, spec in items:
-            decl = _declaration(name, spec)
-            if name in self._declared:
-                raise SafetensorError(f"tensor `{name}` is declared twice")
-            self._declared[name] = decl
+        declarations = [_declaration(name, spec) for name, spec in items]  # a name twice: the core's error
+        self._declared = {decl[0]: decl for decl in declarations}
         self.filename = os.fspath(filename)
-        self._writer = _CStreamWriter(self.filename, list(self._declared.values()), metadata)
+        self._writer = _CStreamWriter(self.filename, declarations, metadata)
 
     @property
     def closed(self) -> bool:
@@ -150,14 +146,11 @@ class StreamWriter:
         if isinstance(tensor, (bytes, bytearray, memoryview)):
             self._writer.write(name, tensor)
             return
-        if _is_torch_tensor(tensor):
-            dtype, shape = header_dtype(tensor.dtype), _torch_shape(tensor)
-        else:
+        if not _is_torch_tensor(tensor):
             import numpy as np
 
-            if not isinstance(tensor, np.ndarray):
-                tensor = np.asarray(tensor)
-            dtype, shape = header_dtype(tensor.dtype), tuple(tensor.shape)
+            tensor = np.asarray(tensor)
+        _, dtype, shape = _declaration(name, tensor)
         if (dtype, shape) != declared[1:]:
             raise SafetensorError(
                 f"tensor `{name}` was declared as {declared[1]} {list(declared[2])} "
