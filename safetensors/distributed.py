@@ -165,13 +165,6 @@ def _raise_if_failed(errors: list, own: Optional[BaseException], rank: int) -> N
     raise exc from own
 
 
-def _remote_bytes(source, offset: int, count: int) -> bytes:
-    """``count`` bytes at ``offset`` of a byte source (remote.open_source)."""
-    data = bytearray(count)
-    source.read_many([(offset, memoryview(data))])
-    return bytes(data)
-
-
 def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
     """-> ``("files", [paths or URLs], None)``, or for an index ``("index", [paths
     or URLs], {name: file index})`` on rank 0 and ``("index", None, None)`` elsewhere."""
@@ -197,7 +190,9 @@ def _read_index(path: str, storage_options: Optional[dict] = None):
     if _remote.is_remote(path):
         index = _remote.open_source(path, storage_options)
         try:
-            weight_map, _ = parse_index(_remote_bytes(index, 0, index.size), path)
+            data = bytearray(index.size)
+            index.read_many([(0, memoryview(data))])
+            weight_map, _ = parse_index(bytes(data), path)
         finally:
             index.close()
         where = shard_url
