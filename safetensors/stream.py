@@ -84,25 +84,21 @@ def _declaration(name: str, spec: Any) -> Tuple[str, str, Tuple[int, ...]]:
     return name, header_dtype(dtype), tuple(int(d) for d in shape)
 
 
-def _torch_bytes(tensor):
-    """A buffer with the tensor's little-endian C-order bytes (one copy at
-    most: from another device, or of a non-contiguous tensor)."""
+def _file_bytes(value):
+    """A buffer with the little-endian C-order bytes of a torch tensor or a
+    NumPy array (one copy at most: from another device, of a non-contiguous
+    or big-endian value)."""
+    if not _is_torch_tensor(value):
+        import numpy as np
+
+        from ._common import little_endian
+
+        return little_endian(value).reshape(-1).view(np.uint8)
     from ._torch_types import to_ndarray
 
-    if tensor.layout != sys.modules["torch"].strided:
+    if value.layout != sys.modules["torch"].strided:
         raise SafetensorError("sparse tensors cannot be written: use .to_dense() first")
-    if not tensor.is_contiguous():
-        tensor = tensor.contiguous()
-    data, _keep = to_ndarray(tensor)  # data is a view that keeps its tensor alive
-    return data
-
-
-def _array_bytes(array):
-    import numpy as np
-
-    from ._common import little_endian
-
-    return little_endian(np.asarray(array)).reshape(-1).view(np.uint8)
+    return to_ndarray(value)[0]  # a view that keeps its CPU tensor alive
 
 
 class StreamWriter:
@@ -156,8 +152,7 @@ class StreamWriter:
                 f"tensor `{name}` was declared as {declared[1]} {list(declared[2])} "
                 f"but the value written is {dtype} {list(shape)}"
             )
-        data = _torch_bytes(tensor) if _is_torch_tensor(tensor) else _array_bytes(tensor)
-        self._writer.write(name, data)
+        self._writer.write(name, _file_bytes(tensor))
 
     def commit(self) -> None:
         """Checks that every declared tensor was written and moves the file
