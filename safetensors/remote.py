@@ -732,8 +732,7 @@ def open_source(target: Any, storage_options: Optional[dict] = None, **knobs) ->
     (ETag / version, informational) and ``read_many(requests)``. ``knobs``:
     chunk_size, concurrency, head_bytes, retries, timeout, backoff, direct,
     deadline (docs/remote.md); None or absent means the default."""
-    unknown = set(knobs) - {"chunk_size", "concurrency", "head_bytes", "retries", "timeout", "backoff",
-                            "direct", "deadline"}
+    unknown = set(knobs) - (set(DEFAULTS) - {"part_size"})   # part_size: uploads only
     if unknown:
         raise TypeError(f"open_source() got unexpected keyword arguments {sorted(unknown)}")
     return _Source(target, storage_options, {k: v for k, v in knobs.items() if v is not None})
