@@ -9,17 +9,8 @@ frameworks' modules (each registers its converter) for ``safe_open``.
 """
 import importlib
 
-from ._safetensors_c import (
-    SafetensorError,
-    TensorSpec,
-    __version__,
-    _safe_open_handle,
-    _set_framework_importer,
-    _set_source_opener,
-    deserialize,
-    safe_open,
-    serialize,
-)
+from ._safetensors_c import (SafetensorError, TensorSpec, __version__, _safe_open_handle, _set_framework_importer,
+                              _set_source_opener, deserialize, safe_open, serialize)
 from ._safetensors_c import serialize_file as _local_serialize_file
 from . import remote as _remote
 
@@ -39,15 +30,7 @@ def _import_framework(name):
 _set_source_opener(_remote.open_source)
 _set_framework_importer(_import_framework)
 
-__all__ = [
-    "SafetensorError",
-    "TensorSpec",
-    "__version__",
-    "deserialize",
-    "safe_open",
-    "serialize",
-    "serialize_file",
-]
+__all__ = ["SafetensorError", "TensorSpec", "__version__", "deserialize", "safe_open", "serialize", "serialize_file"]
 
 
 def serialize_file(tensor_dict, filename, metadata=None, *, storage_options=None):

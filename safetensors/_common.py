@@ -6,6 +6,12 @@ import sys
 
 import numpy as np
 
+from safetensors._safetensors_c import _dtype_table
+
+# The stock NumPy dtypes of the core's table (ml_dtypes' are not): the ones NumPy
+# exports through DLPack, and paddle and TensorFlow import as the same dtype.
+DLPACK_DTYPES = frozenset(name for _, _, name, source, _ in _dtype_table() if source == "numpy")
+
 
 def numpy_dict(tensors, kind: str, convert=np.asarray):
     """{name: convert(tensor)} of a dict of a framework's tensors (``kind``

@@ -3,19 +3,7 @@ SafetensorError`` (and pickled SafetensorError instances) keep working. The OSEr
 subclasses here are what opening a file raises (``FileNotFoundError`` with upstream's
 message as ``str()``); they are subclasses of the builtins of the same name."""
 from ._safetensors_c import (  # noqa: F401
-    FileNotFoundError,
-    IsADirectoryError,
-    NotADirectoryError,
-    OSError,
-    PermissionError,
-    SafetensorError,
-    SafetensorIndexError,
-    SafetensorIOError,
-    TensorSpec,
-    __version__,
-    _safe_open_handle,
-    deserialize,
-    safe_open,
-    serialize,
-)
+    FileNotFoundError, IsADirectoryError, NotADirectoryError, OSError, PermissionError, SafetensorError,
+    SafetensorIndexError, SafetensorIOError, TensorSpec, __version__, _safe_open_handle, deserialize, safe_open,
+    serialize)
 from . import serialize_file  # noqa: F401,E402  (path/URL dispatch)

@@ -127,9 +127,8 @@ def cmd_inspect(args) -> int:
     totals: Dict[str, Dict[str, int]] = {}
     for t in (t for file in files for t in file["tensors"]):
         entry = totals.setdefault(t["dtype"], {"tensors": 0, "parameters": 0, "bytes": 0})
-        entry["tensors"] += 1
-        entry["parameters"] += t["parameters"]
-        entry["bytes"] += t["bytes"]
+        for key, count in (("tensors", 1), ("parameters", t["parameters"]), ("bytes", t["bytes"])):
+            entry[key] += count
     totals = dict(sorted(totals.items()))
     parameters, nbytes = (sum(t[key] for t in totals.values()) for key in ("parameters", "bytes"))
     if args.json:

@@ -89,10 +89,8 @@ class _Group:
         if device.type != "cpu" and any(name in backend for name in ("nccl", "xccl", "hccl")):
             self.xdev = device   # exchange on the device
         elif not any(name in backend for name in ("gloo", "mpi")):
-            raise ValueError(
-                f"load_distributed: the process group's backend ({backend}) cannot exchange tensors on {device}; "
-                "use device='cuda:<local rank>' with NCCL, or a gloo group for CPU"
-            )
+            raise ValueError(f"load_distributed: the process group's backend ({backend}) cannot exchange tensors on "
+                             f"{device}; use device='cuda:<local rank>' with NCCL, or a gloo group for CPU")
 
     def wait(self, work) -> None:
         self.stats.collectives += 1
@@ -165,13 +163,6 @@ def _raise_if_failed(errors: list, own: Optional[BaseException], rank: int) -> N
     raise exc from own
 
 
-def _remote_bytes(source, offset: int, count: int) -> bytes:
-    """``count`` bytes at ``offset`` of a byte source (remote.open_source)."""
-    data = bytearray(count)
-    source.read_many([(offset, memoryview(data))])
-    return bytes(data)
-
-
 def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
     """-> ``("files", [paths or URLs], None)``, or for an index ``("index", [paths
     or URLs], {name: file index})`` on rank 0 and ``("index", None, None)`` elsewhere."""
@@ -185,10 +176,8 @@ def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
         if len(set(paths)) != len(paths):
             raise ValueError("load_distributed: the same file is listed twice")
         return ("files", paths, None)
-    raise TypeError(
-        "load_distributed: source must be a path or URL, a list of them, or a model.safetensors.index.json "
-        f"path or URL, not {type(source).__name__}"
-    )
+    raise TypeError("load_distributed: source must be a path or URL, a list of them, or a "
+                    f"model.safetensors.index.json path or URL, not {type(source).__name__}")
 
 
 def _read_index(path: str, storage_options: Optional[dict] = None):
@@ -197,7 +186,9 @@ def _read_index(path: str, storage_options: Optional[dict] = None):
     if _remote.is_remote(path):
         index = _remote.open_source(path, storage_options)
         try:
-            weight_map, _ = parse_index(_remote_bytes(index, 0, index.size), path)
+            data = bytearray(index.size)
+            index.read_many([(0, memoryview(data))])
+            weight_map, _ = parse_index(bytes(data), path)
         finally:
             index.close()
         where = shard_url
@@ -248,8 +239,7 @@ class _File:
                 raise SafetensorError(
                     f"{path}: rank {rank}'s copy differs from the copy rank {table['reader']} read its header from "
                     f"({differs}): every rank must see the same file (node-local copies must be identical), "
-                    "unchanged during the load"
-                )
+                    "unchanged during the load")
         except BaseException:
             self.close()
             raise
@@ -316,8 +306,7 @@ class _Job:
                 raise ValueError(
                     f"cannot shard {dtype} tensor {name!r} of shape {list(shape)} along its last dim into "
                     f"{size} parts: {self.torch_dtype} packs {pack} values per element and the parts would not "
-                    "start on whole elements"
-                )
+                    "start on whole elements")
             bounds = [b // pack for b in bounds]
         self.dim, self.bounds = dim, bounds
         self.A, self.B = math.prod(self.storage[:dim]), self.storage[dim]
@@ -346,16 +335,14 @@ def _make_jobs(paths: List[str], tables: List[dict], wanted: Optional[dict], pla
                 continue
             if name in seen:
                 raise SafetensorError(
-                    f"tensor {name!r} is in both {paths[seen[name]]} and {paths[file]}; names must be unique"
-                )
+                    f"tensor {name!r} is in both {paths[seen[name]]} and {paths[file]}; names must be unique")
             seen[name] = file
             tensors.append((name, file, dtype, tuple(shape), begin, end - begin))
     absent = sorted(n for n in wanted or () if n not in seen)
     if absent:
         raise SafetensorError(
             f"the index names tensor {absent[0]!r} in {paths[wanted[absent[0]]]}, which does not contain it"
-            + (f" ({len(absent) - 1} more missing)" if len(absent) > 1 else "")
-        )
+            + (f" ({len(absent) - 1} more missing)" if len(absent) > 1 else ""))
     if isinstance(plan, Mapping):
         missing = sorted(n for n in plan if n not in seen)
         if missing:
@@ -590,18 +577,10 @@ def _owned(slot: List[tuple], q: Optional[int]) -> int:
     return sum((a1 - a0) * (j.B if q is None else j.part(q)) * j.C for j, a0, a1, _ in slot)
 
 
-def load_distributed(
-    source,
-    plan: Plan = None,
-    *,
-    default: Placement = Replicate(),
-    group=None,
-    device: Union[str, int, torch.device] = "cpu",
-    chunk_bytes: int = 64 << 20,
-    timeout: Union[None, float, datetime.timedelta] = None,
-    stats: Optional[LoadStats] = None,
-    storage_options: Optional[dict] = None,
-) -> Dict[str, torch.Tensor]:
+def load_distributed(source, plan: Plan = None, *, default: Placement = Replicate(), group=None,
+                     device: Union[str, int, torch.device] = "cpu", chunk_bytes: int = 64 << 20,
+                     timeout: Union[None, float, datetime.timedelta] = None, stats: Optional[LoadStats] = None,
+                     storage_options: Optional[dict] = None) -> Dict[str, torch.Tensor]:
     """Load a checkpoint into every rank of ``group``; each rank gets its part.
 
     Collective: every rank of the group must call it with the same arguments
@@ -665,10 +644,8 @@ def load_distributed(
         digests = pg.agree(prepare)
         odd = [r for r, d in enumerate(digests) if d != digests[0]]
         if odd:
-            raise ValueError(
-                f"load_distributed: ranks {odd} computed a different load plan than rank 0 "
-                "(plan, default or chunk_bytes differ between ranks)"
-            )
+            raise ValueError(f"load_distributed: ranks {odd} computed a different load plan than rank 0 "
+                             "(plan, default or chunk_bytes differ between ranks)")
         result = work[0].run(pg, device)   # 4. the data
     finally:
         for w in work:

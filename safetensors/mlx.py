@@ -17,16 +17,13 @@ import numpy as np
 
 from safetensors import numpy as _st_numpy
 from safetensors import safe_open
-from safetensors._common import docstrings, numpy_dict
+from safetensors._common import DLPACK_DTYPES, docstrings, numpy_dict
 from safetensors._safetensors_c import _set_framework_converter
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
 # numpy dtype name -> mlx.core dtype name (the same names in both).
-_MLX_DTYPES = frozenset(
-    ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
-     "float16", "bfloat16", "float32", "float64", "complex64"]
-)
+_MLX_DTYPES = DLPACK_DTYPES | {"bfloat16"}
 
 
 def _to_numpy(tensor) -> np.ndarray:

@@ -77,12 +77,8 @@ def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, TensorSpec],
         if name is None:
             name = _DTYPE_NAMES[dtype] = dtype.name
         keep.append(arr)
-        specs[k] = TensorSpec(
-            dtype=name,
-            shape=arr.shape,
-            data_ptr=arr.__array_interface__["data"][0] if arr.nbytes else 0,
-            data_len=arr.nbytes,
-        )
+        specs[k] = TensorSpec(dtype=name, shape=arr.shape, data_len=arr.nbytes,
+                              data_ptr=arr.__array_interface__["data"][0] if arr.nbytes else 0)
     return specs, keep
 
 
@@ -110,11 +106,8 @@ def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] 
     return serialize(specs, metadata=metadata)
 
 
-def save_file(
-    tensor_dict: Dict[str, np.ndarray],
-    filename: Union[str, os.PathLike],
-    metadata: Optional[Dict[str, str]] = None,
-) -> None:
+def save_file(tensor_dict: Dict[str, np.ndarray], filename: Union[str, os.PathLike],
+              metadata: Optional[Dict[str, str]] = None) -> None:
     """Write ``tensor_dict`` to ``filename`` atomically (temporary file + rename).
 
     Args:
@@ -169,9 +162,8 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
     return _safetensors_c._deserialize_tensors(data, "np")
 
 
-def load_file(
-    filename: Union[str, os.PathLike], *, backend: str = "mmap", storage_options: Optional[dict] = None
-) -> Dict[str, np.ndarray]:
+def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap",
+              storage_options: Optional[dict] = None) -> Dict[str, np.ndarray]:
     """Load every array of ``filename``.
 
     Args:

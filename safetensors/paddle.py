@@ -28,15 +28,10 @@ import numpy as np
 from safetensors import TensorSpec, safe_open, serialize, serialize_file
 from safetensors._safetensors_c import _dtype_table, _set_framework_converter
 from safetensors import numpy as _st_numpy
-from safetensors._common import little_endian
+from safetensors._common import DLPACK_DTYPES, little_endian
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
-# numpy dtype names paddle's DLPack import maps to the same paddle dtype.
-_DLPACK_DTYPES = frozenset(
-    ["bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
-     "float16", "float32", "float64", "complex64"]
-)
 # numpy (ml_dtypes) dtype names imported as bytes and re-typed in paddle.
 _RETYPED_DTYPES = frozenset(["bfloat16", "float8_e4m3fn", "float8_e5m2"])
 
@@ -86,7 +81,7 @@ def _from_numpy(array: np.ndarray):
         # paddle sees DLPack empties as non-contiguous; paddle.empty makes
         # bfloat16 of uint16 and rejects uint32/uint64, which keep DLPack.
         return paddle.empty(list(array.shape), dtype=getattr(paddle, name))
-    if name in _DLPACK_DTYPES:
+    if name in DLPACK_DTYPES:
         if any(s < 0 for s in array.strides):
             array = np.ascontiguousarray(array)
         return _import_dlpack(paddle, array)

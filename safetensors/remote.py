@@ -265,16 +265,13 @@ def _check_partial(url: str, content_range: Optional[str], start: int, end: int,
     """A 206 must be of the pinned object (ETag / VersionId when both sides
     have one, total size) and of exactly the bytes asked (Content-Range)."""
     what = f"bytes {start}-{end - 1}"
-    if etag and got_etag and got_etag != etag:
-        raise RemoteObjectChangedError(
-            f"{url}: the object changed since it was opened ({what}: ETag {got_etag}, pinned {etag})")
-    if version and got_version and got_version != version:
-        raise RemoteObjectChangedError(
-            f"{url}: the object changed since it was opened ({what}: version {got_version}, pinned {version})")
     parsed = _content_range(content_range)
-    if parsed is not None and size is not None and parsed[2] is not None and parsed[2] != size:
-        raise RemoteObjectChangedError(
-            f"{url}: the object changed since it was opened ({what}: {parsed[2]} bytes, pinned {size})")
+    total = None if parsed is None else parsed[2]
+    for got, pinned, shown in ((got_etag, etag, f"ETag {got_etag}"), (got_version, version, f"version {got_version}"),
+                               (total, size, f"{total} bytes")):
+        if got not in (None, "") and pinned not in (None, "") and got != pinned:
+            raise RemoteObjectChangedError(
+                f"{url}: the object changed since it was opened ({what}: {shown}, pinned {pinned})")
     if parsed is None or parsed[:2] != (start, end - 1) or parsed[2] is None:
         raise SafetensorIOError(
             f"{url}: asked {what}, the server answered Content-Range {content_range!r} "
@@ -735,8 +732,7 @@ def open_source(target: Any, storage_options: Optional[dict] = None, **knobs) ->
     (ETag / version, informational) and ``read_many(requests)``. ``knobs``:
     chunk_size, concurrency, head_bytes, retries, timeout, backoff, direct,
     deadline (docs/remote.md); None or absent means the default."""
-    unknown = set(knobs) - {"chunk_size", "concurrency", "head_bytes", "retries", "timeout", "backoff",
-                            "direct", "deadline"}
+    unknown = set(knobs) - (set(DEFAULTS) - {"part_size"})   # part_size: uploads only
     if unknown:
         raise TypeError(f"open_source() got unexpected keyword arguments {sorted(unknown)}")
     return _Source(target, storage_options, {k: v for k, v in knobs.items() if v is not None})

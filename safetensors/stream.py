@@ -84,25 +84,21 @@ def _declaration(name: str, spec: Any) -> Tuple[str, str, Tuple[int, ...]]:
     return name, header_dtype(dtype), tuple(int(d) for d in shape)
 
 
-def _torch_bytes(tensor):
-    """A buffer with the tensor's little-endian C-order bytes (one copy at
-    most: from another device, or of a non-contiguous tensor)."""
+def _file_bytes(value):
+    """A buffer with the little-endian C-order bytes of a torch tensor or a
+    NumPy array (one copy at most: from another device, of a non-contiguous
+    or big-endian value)."""
+    if not _is_torch_tensor(value):
+        import numpy as np
+
+        from ._common import little_endian
+
+        return little_endian(value).reshape(-1).view(np.uint8)
     from ._torch_types import to_ndarray
 
-    if tensor.layout != sys.modules["torch"].strided:
+    if value.layout != sys.modules["torch"].strided:
         raise SafetensorError("sparse tensors cannot be written: use .to_dense() first")
-    if not tensor.is_contiguous():
-        tensor = tensor.contiguous()
-    data, _keep = to_ndarray(tensor)  # data is a view that keeps its tensor alive
-    return data
-
-
-def _array_bytes(array):
-    import numpy as np
-
-    from ._common import little_endian
-
-    return little_endian(np.asarray(array)).reshape(-1).view(np.uint8)
+    return to_ndarray(value)[0]  # a view that keeps its CPU tensor alive
 
 
 class StreamWriter:
@@ -121,14 +117,10 @@ class StreamWriter:
         metadata: Optional[Dict[str, str]] = None,
     ):
         items = tensors.items() if isinstance(tensors, Mapping) else tensors
-        self._declared: Dict[str, Tuple[str, str, Tuple[int, ...]]] = {}
-        for name, spec in items:
-            decl = _declaration(name, spec)
-            if name in self._declared:
-                raise SafetensorError(f"tensor `{name}` is declared twice")
-            self._declared[name] = decl
+        declarations = [_declaration(name, spec) for name, spec in items]  # a name twice: the core's error
+        self._declared = {decl[0]: decl for decl in declarations}
         self.filename = os.fspath(filename)
-        self._writer = _CStreamWriter(self.filename, list(self._declared.values()), metadata)
+        self._writer = _CStreamWriter(self.filename, declarations, metadata)
 
     @property
     def closed(self) -> bool:
@@ -150,21 +142,17 @@ class StreamWriter:
         if isinstance(tensor, (bytes, bytearray, memoryview)):
             self._writer.write(name, tensor)
             return
-        if _is_torch_tensor(tensor):
-            dtype, shape = header_dtype(tensor.dtype), _torch_shape(tensor)
-        else:
+        if not _is_torch_tensor(tensor):
             import numpy as np
 
-            if not isinstance(tensor, np.ndarray):
-                tensor = np.asarray(tensor)
-            dtype, shape = header_dtype(tensor.dtype), tuple(tensor.shape)
+            tensor = np.asarray(tensor)
+        _, dtype, shape = _declaration(name, tensor)
         if (dtype, shape) != declared[1:]:
             raise SafetensorError(
                 f"tensor `{name}` was declared as {declared[1]} {list(declared[2])} "
                 f"but the value written is {dtype} {list(shape)}"
             )
-        data = _torch_bytes(tensor) if _is_torch_tensor(tensor) else _array_bytes(tensor)
-        self._writer.write(name, data)
+        self._writer.write(name, _file_bytes(tensor))
 
     def commit(self) -> None:
         """Checks that every declared tensor was written and moves the file

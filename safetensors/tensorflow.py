@@ -19,17 +19,12 @@ import numpy as np
 
 from safetensors import numpy as _st_numpy
 from safetensors import safe_open
-from safetensors._common import aligned_copy, docstrings, numpy_dict
+from safetensors._common import DLPACK_DTYPES, aligned_copy, docstrings, numpy_dict
 from safetensors._safetensors_c import _set_framework_converter
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
 _ALIGNMENT = 64   # TensorFlow's (Eigen's) required buffer alignment
-# dtypes NumPy exports through DLPack (ml_dtypes' bfloat16/float8 are not).
-_DLPACK_DTYPES = frozenset(
-    ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-     "float16", "float32", "float64", "complex64"]
-)
 
 
 def _to_numpy(tensor) -> np.ndarray:
@@ -45,7 +40,7 @@ def _zero_copy(tf, array: np.ndarray):
         or array.ctypes.data % _ALIGNMENT != 0
     ):
         return None
-    if array.dtype.name in _DLPACK_DTYPES:
+    if array.dtype.name in DLPACK_DTYPES:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     if array.dtype.name == "bfloat16":
         bits = tf.experimental.dlpack.from_dlpack(array.view(np.uint16).__dlpack__())
@@ -59,7 +54,7 @@ def _from_numpy(array: np.ndarray):
     import tensorflow as tf
 
     tensor = _zero_copy(tf, array)
-    if tensor is None and array.size and (array.dtype.name in _DLPACK_DTYPES or array.dtype.name == "bfloat16"):
+    if tensor is None and array.size and (array.dtype.name in DLPACK_DTYPES or array.dtype.name == "bfloat16"):
         tensor = _zero_copy(tf, aligned_copy(array, _ALIGNMENT))
     return tensor if tensor is not None else tf.convert_to_tensor(array)
 

@@ -122,12 +122,8 @@ def _is_complete(tensor: torch.Tensor) -> bool:
     return tensor.data_ptr() == storage_ptr(tensor) and nbytes == storage_size(tensor)
 
 
-def _remove_duplicate_names(
-    state_dict: Dict[str, torch.Tensor],
-    *,
-    preferred_names: Optional[List[str]] = None,
-    discard_names: Optional[List[str]] = None,
-) -> Dict[str, List[str]]:
+def _remove_duplicate_names(state_dict: Dict[str, torch.Tensor], *, preferred_names: Optional[List[str]] = None,
+                            discard_names: Optional[List[str]] = None) -> Dict[str, List[str]]:
     """For each cluster of overlapping tensors pick one name to keep
     (complete, then not discarded, then preferred; smallest name wins) and
     list the others (sorted) under it."""
@@ -283,11 +279,8 @@ def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = 
     return serialize(_flatten_as_ptr(tensors, keepalive), metadata=metadata)
 
 
-def save_file(
-    tensors: Dict[str, torch.Tensor],
-    filename: Union[str, os.PathLike],
-    metadata: Optional[Dict[str, str]] = None,
-) -> None:
+def save_file(tensors: Dict[str, torch.Tensor], filename: Union[str, os.PathLike],
+              metadata: Optional[Dict[str, str]] = None) -> None:
     """Write ``tensors`` to ``filename`` atomically (temporary file + rename).
 
     Args:
@@ -324,17 +317,12 @@ def _tobytes(tensor: torch.Tensor, name: Optional[str] = None) -> bytes:
 def _flatten(tensors: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, Any]]:
     """0.7-style flattening: ``{name: {"dtype", "shape", "data": bytes}}``."""
     _evaluate_tensors_for_save(tensors)
-    return {
-        k: {"dtype": _dtype_name(v.dtype), "shape": list(v.shape), "data": _tobytes(v, k)} for k, v in tensors.items()
-    }
+    return {k: {"dtype": _dtype_name(v.dtype), "shape": list(v.shape), "data": _tobytes(v, k)}
+            for k, v in tensors.items()}
 
 
-def save_model(
-    model: torch.nn.Module,
-    filename: Union[str, os.PathLike],
-    metadata: Optional[Dict[str, str]] = None,
-    force_contiguous: bool = True,
-) -> None:
+def save_model(model: torch.nn.Module, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None,
+               force_contiguous: bool = True) -> None:
     """Save ``model.state_dict()``, writing each group of tied/shared weights
     once (the others are recorded in the metadata as ``removed -> kept``).
     The caller's ``metadata`` dict is not modified.
@@ -405,13 +393,8 @@ def load(data: bytes) -> Dict[str, torch.Tensor]:
     return _safetensors_c._deserialize_tensors(data, "pt")
 
 
-def load_file(
-    filename: Union[str, os.PathLike],
-    device: Union[str, int] = "cpu",
-    *,
-    backend: str = "mmap",
-    storage_options: Optional[Dict[str, Any]] = None,
-) -> Dict[str, torch.Tensor]:
+def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap",
+              storage_options: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
     """Load every tensor of ``filename`` onto ``device``.
 
     Args:
@@ -439,14 +422,8 @@ def load_file(
         return f.get_tensors()
 
 
-def load_model(
-    model: torch.nn.Module,
-    filename: Union[str, os.PathLike],
-    strict: bool = True,
-    device: Union[str, int] = "cpu",
-    *,
-    backend: str = "mmap",
-) -> Tuple[Set[str], List[str]]:
+def load_model(model: torch.nn.Module, filename: Union[str, os.PathLike], strict: bool = True,
+               device: Union[str, int] = "cpu", *, backend: str = "mmap") -> Tuple[Set[str], List[str]]:
     """Load a file written by ``save_model`` into ``model``.
 
     Args:
@@ -477,13 +454,10 @@ def load_model(
             else:
                 missing.remove(to_remove)
     if strict and (missing or unexpected):
-        missing_keys = ", ".join([f'"{k}"' for k in sorted(missing)])
-        unexpected_keys = ", ".join([f'"{k}"' for k in sorted(unexpected)])
         error = f"Error(s) in loading state_dict for {model.__class__.__name__}:"
-        if missing:
-            error += f"\n    Missing key(s) in state_dict: {missing_keys}"
-        if unexpected:
-            error += f"\n    Unexpected key(s) in state_dict: {unexpected_keys}"
+        for label, keys in (("Missing", missing), ("Unexpected", unexpected)):
+            if keys:
+                error += f"\n    {label} key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(keys))
         raise RuntimeError(error)
     return missing, unexpected
 from safetensors.distributed import LoadStats, Replicate, Shard, load_distributed  # noqa: E402,F401
