@@ -148,8 +148,6 @@ typedef struct {
     size_t count;
     bool present;
 } stpy_metadata_list;
-int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out);
-void stpy_metadata_list_release(stpy_metadata_list *list);
 
 /* The tensors and metadata to write, as the core takes them; `items` keeps
  * every name, TensorSpec and string alive until the release, also while the
@@ -167,9 +165,6 @@ typedef struct {
 int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool with_len,
                               PyObject *metadata, stpy_write_input *in);
 void stpy_write_input_release(stpy_write_input *in);
-/* dims from a sequence of at most ST_MAX_DIMS non-negative ints; the count,
- * or -1 with an exception set. */
-Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims);
 
 /* ---- sources.c ---- */
 

@@ -79,9 +79,6 @@ size_t stpy_itemsize_of(st_dtype dtype);
 uint64_t stpy_tensor_data_len(const st_tensor *t);
 /* The shape torch stores: F4 packs two values per byte in the last dim. */
 PyObject *stpy_torch_shape(stpy_state *state, const st_tensor *t);
-int stpy_numpy_dims(const st_tensor *t, npy_intp *dims);
-PyObject *stpy_call_kw_dtype(PyObject *fn, PyObject *arg, stpy_state *state, PyObject *dtype);
-PyObject *stpy_torch_new_empty(stpy_state *state, PyObject *shape, st_dtype dtype);
 int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out);
 /* Reads len bytes at absolute offset into dst, GIL released for large reads. */
 int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len);
