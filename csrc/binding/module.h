@@ -198,7 +198,8 @@ PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tens
 /* Ensures the framework's module (torch, numpy, ...) is imported, its dtype
  * tables are ready and (other frameworks) its converter is registered. */
 int stpy_framework_prepare(stpy_state *state, stpy_framework fw);
-/* A new reference to slots[fw] (state->converters or device_names), or NULL. */
+/* A new reference to what safetensors.<fw> registered in slots (converters
+ * or device_names), NULL if nothing: a registration may replace it. */
 PyObject *stpy_framework_hook(stpy_state *state, PyObject **slots, stpy_framework fw);
 /* The framework's name for messages ("pytorch", "numpy", ...). */
 const char *stpy_framework_name(stpy_framework fw);

@@ -21,8 +21,6 @@ uint64_t stpy_tensor_data_len(const st_tensor *t)
     return t->end - t->begin;
 }
 
-/* The shape torch stores: its F4 type holds pairs of values, so the last
- * dim is halved (docs/format.md §3.2); an odd one has no torch shape. */
 PyObject *stpy_torch_shape(stpy_state *state, const st_tensor *t)
 {
     PyObject *shape = PyTuple_New((Py_ssize_t)t->ndim);
@@ -96,8 +94,6 @@ int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* Reads len bytes at absolute offset into dst, with the GIL released for
- * large reads. */
 int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
 {
     st_error err;
@@ -112,8 +108,6 @@ int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *d
     return 0;
 }
 
-/* A fresh, C-contiguous array of the framework with t's logical shape and
- * dtype, its data pointer in *data. */
 PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *t, uint8_t **data)
 {
     if (fw == FW_PYTORCH) {
@@ -142,7 +136,6 @@ PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *
     }
 }
 
-/* Hands a NumPy array to tensorflow/jax/mlx/paddle (they copy); steals array. */
 PyObject *stpy_convert_from_numpy(stpy_state *state, stpy_framework fw, PyObject *array)
 {
     PyObject *convert, *result = NULL;
