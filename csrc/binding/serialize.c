@@ -92,7 +92,7 @@ static PyObject *spec_build(PyTypeObject *type, PyObject *dtype_obj, PyObject *s
     Py_ssize_t ndim;
     st_error err;
 
-    if (state == NULL || parse_write_dtype(state, dtype_obj, &dtype) < 0 ||
+    if (parse_write_dtype(state, dtype_obj, &dtype) < 0 ||
         (ndim = parse_dims(shape_obj, shape)) < 0)
         return NULL;
     /* F4: the last (packed) dim doubled into the logical one. */
