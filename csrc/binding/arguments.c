@@ -31,7 +31,6 @@ int stpy_parse_framework(stpy_state *state, PyObject *obj, stpy_framework *out)
     return -1;
 }
 
-/* Returns a new reference to the normalised device (Py_None for cpu), NULL on error. */
 PyObject *stpy_parse_device(stpy_state *state, PyObject *obj)
 {
     static const char *const kinds[] = {"cuda", "mps", "npu", "xpu", "xla", "mlu", "hpu", "musa"};

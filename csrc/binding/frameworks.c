@@ -93,8 +93,6 @@ int stpy_framework_prepare(stpy_state *state, stpy_framework fw)
     return rc;
 }
 
-/* A new reference to what safetensors.<fw> registered in slots (converters
- * or device_names), NULL if nothing: a registration may replace it. */
 PyObject *stpy_framework_hook(stpy_state *state, PyObject **slots, stpy_framework fw)
 {
     PyObject *hook;
@@ -104,7 +102,6 @@ PyObject *stpy_framework_hook(stpy_state *state, PyObject **slots, stpy_framewor
     return hook;
 }
 
-/* Borrowed torch dtype for t, or NULL with an exception set. */
 PyObject *stpy_torch_dtype(stpy_state *state, st_dtype dtype)
 {
     PyObject *result = state->torch_dtypes[dtype];
@@ -138,7 +135,6 @@ static PyObject *numpy_descr_of(const st_dtype_info *info)
     return descr;
 }
 
-/* New reference to the NumPy descr for dtype, or NULL with an exception set. */
 PyArray_Descr *stpy_numpy_descr(stpy_state *state, st_dtype dtype)
 {
     const st_dtype_info *info = st_dtype_info_get(dtype);

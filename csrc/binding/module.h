@@ -148,8 +148,6 @@ typedef struct {
     size_t count;
     bool present;
 } stpy_metadata_list;
-int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out);
-void stpy_metadata_list_release(stpy_metadata_list *list);
 
 /* The tensors and metadata to write, as the core takes them; `items` keeps
  * every name, TensorSpec and string alive until the release, also while the
@@ -167,9 +165,6 @@ typedef struct {
 int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool with_len,
                               PyObject *metadata, stpy_write_input *in);
 void stpy_write_input_release(stpy_write_input *in);
-/* dims from a sequence of at most ST_MAX_DIMS non-negative ints; the count,
- * or -1 with an exception set. */
-Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims);
 
 /* ---- sources.c ---- */
 
@@ -203,7 +198,8 @@ PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tens
 /* Ensures the framework's module (torch, numpy, ...) is imported, its dtype
  * tables are ready and (other frameworks) its converter is registered. */
 int stpy_framework_prepare(stpy_state *state, stpy_framework fw);
-/* A new reference to slots[fw] (state->converters or device_names), or NULL. */
+/* A new reference to what safetensors.<fw> registered in slots (converters
+ * or device_names), NULL if nothing: a registration may replace it. */
 PyObject *stpy_framework_hook(stpy_state *state, PyObject **slots, stpy_framework fw);
 /* The framework's name for messages ("pytorch", "numpy", ...). */
 const char *stpy_framework_name(stpy_framework fw);

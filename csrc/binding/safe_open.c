@@ -144,8 +144,6 @@ static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     PyObject *filename, *framework, *device = NULL, *backend = NULL;
     PyObject *remote[REMOTE_ARGS] = {NULL};
     stpy_state *state = stpy_state_from_type(type);
-    if (state == NULL)
-        return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOO:safe_open", open_kwlist,
                                      &filename, &framework, &device, &backend, &remote[0],
                                      &remote[1], &remote[2], &remote[3], &remote[4], &remote[5],
@@ -186,11 +184,8 @@ static st_file *acquire_file(SafeOpen *self)
     if (file != NULL)
         st_file_retain(file);
     STPY_UNLOCK();
-    if (file == NULL) {
-        stpy_state *state = stpy_state_from_type(Py_TYPE(self));
-        if (state != NULL)
-            PyErr_SetString(state->SafetensorError, "File is closed");
-    }
+    if (file == NULL)
+        PyErr_SetString(stpy_state_from_type(Py_TYPE(self))->SafetensorError, "File is closed");
     return file;
 }
 

@@ -38,10 +38,6 @@ static PyObject *torch_select_view(stpy_state *state, stpy_owner *owner, const s
     storage_offset = PyLong_FromLongLong(offset / itemsize);
     if (sizes == NULL || strides == NULL || storage_offset == NULL)
         goto exit;
-    if (sel->nelements == 0) {
-        result = stpy_torch_new_empty(state, sizes, t->dtype);
-        goto exit;
-    }
     view = PyObject_CallMethodObjArgs(full, state->str_as_strided, sizes, strides, storage_offset,
                                       NULL);
     if (view == NULL || nflip == 0) {

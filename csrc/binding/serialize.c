@@ -44,7 +44,9 @@ static int parse_write_dtype(stpy_state *state, PyObject *obj, st_dtype *out)
     return -1;
 }
 
-Py_ssize_t stpy_parse_dims(PyObject *obj, uint64_t *dims)
+/* dims from a sequence of at most ST_MAX_DIMS non-negative ints; the count,
+ * or -1 with an exception set. */
+static Py_ssize_t parse_dims(PyObject *obj, uint64_t *dims)
 {
     /* A tuple (torch.Size too) or list is read in place: no copy per tensor. */
     PyObject *seq = PyTuple_Check(obj) || PyList_CheckExact(obj)
@@ -90,8 +92,8 @@ static PyObject *spec_build(PyTypeObject *type, PyObject *dtype_obj, PyObject *s
     Py_ssize_t ndim;
     st_error err;
 
-    if (state == NULL || parse_write_dtype(state, dtype_obj, &dtype) < 0 ||
-        (ndim = stpy_parse_dims(shape_obj, shape)) < 0)
+    if (parse_write_dtype(state, dtype_obj, &dtype) < 0 ||
+        (ndim = parse_dims(shape_obj, shape)) < 0)
         return NULL;
     /* F4: the last (packed) dim doubled into the logical one. */
     if (ndim > 0 && st_dtype_unpacked_dim(dtype, shape[ndim - 1], &shape[ndim - 1], &err) != ST_OK)
@@ -233,7 +235,8 @@ void stpy_write_input_release(stpy_write_input *in)
     PyMem_Free(in->shapes);
     PyMem_Free(in->order);
     Py_CLEAR(in->items);
-    stpy_metadata_list_release(&in->metadata);
+    PyMem_Free(in->metadata.entries);
+    Py_CLEAR(in->metadata.items);
 }
 
 /* Room for count tensors (and their shapes, for declarations). */
@@ -278,7 +281,7 @@ static int collect_tensor(stpy_state *state, stpy_write_input *in, size_t i, PyO
     return 0;
 }
 
-int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out)
+static int collect_metadata(PyObject *metadata, stpy_metadata_list *out)
 {
     Py_ssize_t count;
     memset(out, 0, sizeof(*out));
@@ -317,13 +320,6 @@ int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out)
     return 0;
 }
 
-void stpy_metadata_list_release(stpy_metadata_list *list)
-{
-    PyMem_Free(list->entries);
-    list->entries = NULL;
-    Py_CLEAR(list->items);
-}
-
 /* The tensors are read from a private copy of the dict (one object, where a
  * list of item pairs would be a million tuples for a million tensors, each
  * counted towards the next garbage collection): no other thread can change
@@ -342,7 +338,7 @@ static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata,
         if (collect_tensor(state, in, (size_t)i++, name, value) < 0)
             return -1;
     }
-    return stpy_collect_metadata(metadata, &in->metadata);
+    return collect_metadata(metadata, &in->metadata);
 }
 
 /* Fills *w from a (name, header dtype, shape[, data length]) tuple, the
@@ -372,7 +368,7 @@ static int parse_declaration(stpy_state *state, PyObject *item, bool with_len, s
                      "Unknown dtype %R for tensor %R (a header name such as 'F32')", dtype, name);
         return -1;
     }
-    if ((ndim = stpy_parse_dims(shape, dims)) < 0)
+    if ((ndim = parse_dims(shape, dims)) < 0)
         return -1;
     w->ndim = (size_t)ndim;
     w->shape = dims;
@@ -393,7 +389,7 @@ int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool wi
                               &in->tensors[i], in->shapes[i]) < 0)
             return -1;
     }
-    return stpy_collect_metadata(metadata, &in->metadata);
+    return collect_metadata(metadata, &in->metadata);
 }
 
 /* ---- MARK: serialize, serialize_file ---- */

@@ -34,8 +34,8 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
     st_error err;
     st_code code;
 
-    if (state == NULL || !PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:StreamWriter", kwlist,
-                                                      &filename, &tensors, &metadata))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:StreamWriter", kwlist, &filename, &tensors,
+                                     &metadata))
         return NULL;
     if (!PyUnicode_FSConverter(filename, &path))
         return NULL;
@@ -64,11 +64,8 @@ exit:
 
 static PyObject *closed_error(StreamWriter *self)
 {
-    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
-    if (state != NULL)
-        PyErr_Format(state->SafetensorError, "the stream writer for %R is already closed",
-                     self->filename);
-    return NULL;
+    return PyErr_Format(stpy_state_from_type(Py_TYPE(self))->SafetensorError,
+                        "the stream writer for %R is already closed", self->filename);
 }
 
 static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
@@ -82,7 +79,7 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
     st_error err;
     st_code code;
 
-    if (state == NULL || !PyArg_ParseTuple(args, "UO:write", &name, &data))
+    if (!PyArg_ParseTuple(args, "UO:write", &name, &data))
         return NULL;
     const char *utf8 = PyUnicode_AsUTF8AndSize(name, &name_len);
     if (utf8 == NULL)
@@ -142,11 +139,9 @@ static int take_stream(StreamWriter *self, st_stream **out, int aborting)
     }
     STPY_UNLOCK();
     if (busy != 0) {
-        stpy_state *state = stpy_state_from_type(Py_TYPE(self));
-        if (state != NULL)
-            PyErr_Format(state->SafetensorError,
-                         "%zd write(s) still in progress on other threads: %s", busy,
-                         aborting ? "the file is discarded when they end" : "wait for them first");
+        PyErr_Format(stpy_state_from_type(Py_TYPE(self))->SafetensorError,
+                     "%zd write(s) still in progress on other threads: %s", busy,
+                     aborting ? "the file is discarded when they end" : "wait for them first");
         return -1;
     }
     return 0;

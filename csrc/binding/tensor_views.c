@@ -21,8 +21,6 @@ uint64_t stpy_tensor_data_len(const st_tensor *t)
     return t->end - t->begin;
 }
 
-/* The shape torch stores: its F4 type holds pairs of values, so the last
- * dim is halved (docs/format.md §3.2); an odd one has no torch shape. */
 PyObject *stpy_torch_shape(stpy_state *state, const st_tensor *t)
 {
     PyObject *shape = PyTuple_New((Py_ssize_t)t->ndim);
@@ -45,7 +43,7 @@ PyObject *stpy_torch_shape(stpy_state *state, const st_tensor *t)
     return shape;
 }
 
-int stpy_numpy_dims(const st_tensor *t, npy_intp *dims)
+static int numpy_dims(const st_tensor *t, npy_intp *dims)
 {
     if (t->ndim > NPY_MAXDIMS) {
         PyErr_Format(PyExc_ValueError, "tensor has %zu dimensions; NumPy supports %d", t->ndim,
@@ -59,7 +57,7 @@ int stpy_numpy_dims(const st_tensor *t, npy_intp *dims)
 
 /* ---- MARK: building arrays ---- */
 
-PyObject *stpy_call_kw_dtype(PyObject *fn, PyObject *arg, stpy_state *state, PyObject *dtype)
+static PyObject *call_kw_dtype(PyObject *fn, PyObject *arg, stpy_state *state, PyObject *dtype)
 {
     PyObject *kwnames = PyTuple_Pack(1, state->str_dtype), *result;
     PyObject *args[2] = {arg, dtype};
@@ -70,10 +68,10 @@ PyObject *stpy_call_kw_dtype(PyObject *fn, PyObject *arg, stpy_state *state, PyO
     return result;
 }
 
-PyObject *stpy_torch_new_empty(stpy_state *state, PyObject *shape, st_dtype dtype)
+static PyObject *torch_new_empty(stpy_state *state, PyObject *shape, st_dtype dtype)
 {
     PyObject *tdtype = stpy_torch_dtype(state, dtype), *result, *type, *value, *traceback;
-    result = tdtype ? stpy_call_kw_dtype(state->torch_empty, shape, state, tdtype) : NULL;
+    result = tdtype ? call_kw_dtype(state->torch_empty, shape, state, tdtype) : NULL;
     if (result == NULL && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
         /* torch's CPU allocator failing: a MemoryError, as NumPy raises */
         PyErr_Fetch(&type, &value, &traceback);
@@ -96,8 +94,6 @@ int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* Reads len bytes at absolute offset into dst, with the GIL released for
- * large reads. */
 int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
 {
     st_error err;
@@ -112,15 +108,13 @@ int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *d
     return 0;
 }
 
-/* A fresh, C-contiguous array of the framework with t's logical shape and
- * dtype, its data pointer in *data. */
 PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *t, uint8_t **data)
 {
     if (fw == FW_PYTORCH) {
         PyObject *shape = stpy_torch_shape(state, t), *tensor;
         if (shape == NULL)
             return NULL;
-        tensor = stpy_torch_new_empty(state, shape, t->dtype);
+        tensor = torch_new_empty(state, shape, t->dtype);
         Py_DECREF(shape);
         if (tensor != NULL && stpy_torch_data_ptr(state, tensor, data) < 0)
             Py_CLEAR(tensor);
@@ -131,7 +125,7 @@ PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *
         PyObject *array;
         if (descr == NULL)
             return NULL;
-        if (stpy_numpy_dims(t, dims) < 0) {
+        if (numpy_dims(t, dims) < 0) {
             Py_DECREF(descr);
             return NULL;
         }
@@ -142,7 +136,6 @@ PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *
     }
 }
 
-/* Hands a NumPy array to tensorflow/jax/mlx/paddle (they copy); steals array. */
 PyObject *stpy_convert_from_numpy(stpy_state *state, stpy_framework fw, PyObject *array)
 {
     PyObject *convert, *result = NULL;
@@ -228,7 +221,7 @@ PyObject *stpy_torch_view(stpy_state *state, stpy_owner *owner, const st_tensor 
     base = stpy_mapped_bytes_new(state, owner, data, (size_t)stpy_tensor_data_len(t));
     if (base == NULL)
         goto exit;
-    flat = stpy_call_kw_dtype(state->torch_frombuffer, base, state, tdtype);
+    flat = call_kw_dtype(state->torch_frombuffer, base, state, tdtype);
     if (flat == NULL)
         goto exit;
     result = PyObject_CallMethodOneArg(flat, state->str_view, shape);
@@ -246,7 +239,7 @@ static PyObject *view_of(stpy_state *state, stpy_framework fw, stpy_owner *owner
     npy_intp dims[NPY_MAXDIMS];
     if (fw == FW_PYTORCH)
         return stpy_torch_view(state, owner, t, data);
-    if (stpy_numpy_dims(t, dims) < 0) {
+    if (numpy_dims(t, dims) < 0) {
         stpy_owner_release(owner);
         return NULL;
     }
@@ -373,8 +366,8 @@ static int map_shared(shared_load *load)
     if (load->base == NULL)
         return -1;
     if (load->fw == FW_PYTORCH)
-        load->flat = stpy_call_kw_dtype(load->state->torch_frombuffer, load->base, load->state,
-                                        load->state->torch_dtypes[ST_U8]);
+        load->flat = call_kw_dtype(load->state->torch_frombuffer, load->base, load->state,
+                                   load->state->torch_dtypes[ST_U8]);
     return load->fw == FW_PYTORCH && load->flat == NULL ? -1 : 0;
 }
 
@@ -392,7 +385,7 @@ static PyObject *shared_numpy_array(shared_load *load, const st_tensor *t)
 {
     npy_intp dims[NPY_MAXDIMS];
     uint8_t *data = data_of(load, t);
-    if (stpy_numpy_dims(t, dims) < 0)
+    if (numpy_dims(t, dims) < 0)
         return NULL;
     return numpy_array_on(load->state, t, data, (int)t->ndim, dims, NULL, Py_NewRef(load->base));
 }

@@ -77,17 +77,15 @@ PyArray_Descr *stpy_numpy_descr(stpy_state *state, st_dtype dtype);
 
 size_t stpy_itemsize_of(st_dtype dtype);
 uint64_t stpy_tensor_data_len(const st_tensor *t);
-/* The shape torch stores: F4 packs two values per byte in the last dim. */
+/* The shape torch stores: its F4 type holds pairs of values, so the last
+ * dim is halved (docs/format.md §3.2); an odd one has no torch shape. */
 PyObject *stpy_torch_shape(stpy_state *state, const st_tensor *t);
-int stpy_numpy_dims(const st_tensor *t, npy_intp *dims);
-PyObject *stpy_call_kw_dtype(PyObject *fn, PyObject *arg, stpy_state *state, PyObject *dtype);
-PyObject *stpy_torch_new_empty(stpy_state *state, PyObject *shape, st_dtype dtype);
 int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out);
 /* Reads len bytes at absolute offset into dst, GIL released for large reads. */
 int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len);
 /* A fresh, C-contiguous array with t's logical shape and dtype; *data: its memory. */
 PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *t, uint8_t **data);
-/* Hands a NumPy array to tensorflow/jax/mlx/paddle; steals array. */
+/* Hands a NumPy array to tensorflow/jax/mlx/paddle (they copy); steals array. */
 PyObject *stpy_convert_from_numpy(stpy_state *state, stpy_framework fw, PyObject *array);
 /* Views over memory kept alive by *owner, which they take over (released
  * on failure too). numpy: data/ndim/dims/strides describe the array,
