@@ -9,7 +9,7 @@ frameworks' modules (each registers its converter) for ``safe_open``.
 """
 import importlib
 
-from ._safetensors_c import (SafetensorError, TensorSpec, __version__, _safe_open_handle, _set_framework_importer,
+from ._safetensors_c import (SafetensorError, TensorSpec, __version__, _set_framework_importer,
                               _set_source_opener, deserialize, safe_open, serialize)
 from ._safetensors_c import serialize_file as _local_serialize_file
 from . import remote as _remote
@@ -31,6 +31,13 @@ _set_source_opener(_remote.open_source)
 _set_framework_importer(_import_framework)
 
 __all__ = ["SafetensorError", "TensorSpec", "__version__", "deserialize", "safe_open", "serialize", "serialize_file"]
+
+
+def _safe_open_handle(f, framework, device="cpu", *, backend="mmap"):
+    """Like ``safe_open``, for the file behind an open file object ``f`` (its ``.name``)."""
+    if not hasattr(f, "fileno"):
+        raise TypeError("_safe_open_handle expects a file object with fileno()")
+    return safe_open(f.name, framework, device, backend=backend)
 
 
 def serialize_file(tensor_dict, filename, metadata=None, *, storage_options=None):

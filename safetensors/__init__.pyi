@@ -6,12 +6,12 @@ from ._safetensors_c import (
     __version__ as __version__,
     _Device,
     _PathLike,
-    _safe_open_handle as _safe_open_handle,
     deserialize as deserialize,
     serialize as serialize,
 )
 from ._safetensors_c import safe_open as safe_open
 
+def _safe_open_handle(f: Any, framework: str, device: _Device = "cpu", *, backend: str = "mmap") -> safe_open: ...
 def serialize_file(
     tensor_dict: Dict[str, TensorSpec],
     filename: _PathLike,

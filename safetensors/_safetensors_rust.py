@@ -4,6 +4,6 @@ subclasses here are what opening a file raises (``FileNotFoundError`` with upstr
 message as ``str()``); they are subclasses of the builtins of the same name."""
 from ._safetensors_c import (  # noqa: F401
     FileNotFoundError, IsADirectoryError, NotADirectoryError, OSError, PermissionError, SafetensorError,
-    SafetensorIndexError, SafetensorIOError, TensorSpec, __version__, _safe_open_handle, deserialize, safe_open,
+    SafetensorIndexError, SafetensorIOError, TensorSpec, __version__, deserialize, safe_open,
     serialize)
-from . import serialize_file  # noqa: F401,E402  (path/URL dispatch)
+from . import _safe_open_handle, serialize_file  # noqa: F401,E402  (written in Python there)

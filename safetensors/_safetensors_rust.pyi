@@ -10,9 +10,9 @@ from ._safetensors_c import (
     SafetensorIOError as SafetensorIOError,
     TensorSpec as TensorSpec,
     __version__ as __version__,
-    _safe_open_handle as _safe_open_handle,
     deserialize as deserialize,
     safe_open as safe_open,
     serialize as serialize,
     serialize_file as serialize_file,
 )
+from . import _safe_open_handle as _safe_open_handle

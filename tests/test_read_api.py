@@ -521,6 +521,8 @@ def test_safe_open_handle_errors(simple):
     with open(path, "rb") as fobj:
         with pytest.raises(SafetensorError):
             _safe_open_handle(fobj, "nope")
+    with pytest.raises(TypeError, match="file object with fileno"):
+        _safe_open_handle(path, "np")
 
 
 # --------------------------------------------------------------------------

@@ -246,12 +246,6 @@ static PyMethodDef stpy_module_methods[] = {
      "_set_framework_converter(framework, converter, device_name=None)\n--\n\n"
      "Registers converter(numpy_array) -> the framework's tensor, and\n"
      "device_name(device) -> the framework's name for a device given as torch names it."},
-    {"_safe_open_handle", (PyCFunction)(void (*)(void))stpy_safe_open_handle,
-     METH_VARARGS | METH_KEYWORDS,
-     "_safe_open_handle(f, framework, device='cpu', *, backend='mmap')\n"
-     "--\n"
-     "\n"
-     "Like safe_open, for the file behind an open file object f (its .name)."},
     {"serialize", (PyCFunction)(void (*)(void))stpy_serialize, METH_VARARGS | METH_KEYWORDS,
      "serialize(tensor_dict, metadata=None)\n"
      "--\n"

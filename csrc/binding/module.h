@@ -130,7 +130,6 @@ extern PyType_Spec stpy_safe_open_spec, stpy_slice_spec, stpy_mapped_bytes_spec,
     stpy_tensor_spec_spec, stpy_stream_writer_spec;
 
 /* Module functions, in the files named in the module's method table. */
-PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *stpy_deserialize(PyObject *module, PyObject *arg);

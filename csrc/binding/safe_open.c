@@ -152,27 +152,6 @@ static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     return open_handle(type, state, filename, framework, device, backend, remote);
 }
 
-PyObject *stpy_safe_open_handle(PyObject *module, PyObject *args, PyObject *kwargs)
-{
-    static char *kwlist[] = {"f", "framework", "device", "backend", NULL};
-    PyObject *f, *framework, *device = NULL, *backend = NULL, *name, *result;
-    PyObject *remote[REMOTE_ARGS] = {NULL};
-    stpy_state *state = stpy_state_from_module(module);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:_safe_open_handle", kwlist, &f,
-                                     &framework, &device, &backend))
-        return NULL;
-    if (!PyObject_HasAttrString(f, "fileno")) {
-        PyErr_SetString(PyExc_TypeError, "_safe_open_handle expects a file object with fileno()");
-        return NULL;
-    }
-    name = PyObject_GetAttrString(f, "name");
-    if (name == NULL)
-        return NULL;
-    result = open_handle(state->SafeOpenType, state, name, framework, device, backend, remote);
-    Py_DECREF(name);
-    return result;
-}
-
 /* ---- MARK: lifetime ---- */
 
 /* A new reference to the file, or NULL with "File is closed" set. */
