@@ -151,8 +151,6 @@ def local_path(target: Any) -> Any:
     return target
 
 
-# --- errors, and the checks every response passes ---
-
 def _status_of(exc: BaseException) -> Optional[int]:
     """The HTTP status of a failure: ours (_HTTPStatus), or botocore's, also as
     the cause of the OSError s3fs raises (S3's PreconditionFailed: 412)."""
@@ -296,9 +294,8 @@ def _size_from_first(url: str, status: int, header, count: int) -> Tuple[int, in
     return parsed[2], parsed[1] + 1
 
 
-# --- moving bytes into the destinations ((file start, file end, memory) each) ---
-
 def _scatter(data: memoryview, start: int, end: int, targets) -> None:
+    """Bytes [start, end) of the object into the destinations (file start, file end, memory) they cover."""
     for t_start, t_end, dest in targets:
         a, b = max(start, t_start), min(end, t_end)
         if a < b:
@@ -644,8 +641,6 @@ class _FS:
         _fill(self.url, self.fs.cat_file(self.path, start=start, end=end), start, end, targets)
 
 
-# --- running chunk reads ---
-
 def _run_all(work, items, cancel: _Cancel, threads: int) -> None:
     """Runs ``work(*item)`` for every item on up to ``threads`` threads of its
     own; returns once all succeeded. Otherwise (an item failed, the caller was
@@ -716,8 +711,6 @@ def _run_all(work, items, cancel: _Cancel, threads: int) -> None:
         raise raised
     raise next((e for e in failures if not isinstance(e, _Cancelled)), None) or _Cancelled()
 
-
-# --- the byte source safe_open reads a URL through ---
 
 # Two requests closer than this are read as one, the bytes between them into
 # a scratch buffer: a strided slice asks for many small runs, and reading
@@ -880,8 +873,6 @@ class _Source:
             with self._lock:
                 self._reads.discard(cancel)
 
-
-# --- writing ---
 
 def _spec_bytes(value) -> Tuple[str, List[int], memoryview]:
     """(dtype code, shape, bytes) of a serialize_file value (TensorSpec or 0.7 dict)."""

@@ -156,10 +156,14 @@ _SWEEP_MIN = 64
 
 def _ranges_overlap(starts: List[int], ends: List[int]) -> bool:
     """Whether a byte range [start, end) starts inside another (sorted by
-    start, end: a range starts inside an earlier one only if it starts inside
-    the one just before it)."""
-    ranges = sorted(zip(starts, ends))
-    return any(start < end for (_, end), (start, _) in zip(ranges, ranges[1:]))
+    start: a range starts inside an earlier one only if it starts inside the
+    one just before it; a tie may report an overlap, which is only checked)."""
+    import numpy as np
+
+    starts, ends = np.array(starts, np.uint64), np.array(ends, np.uint64)
+    order = np.argsort(starts)
+    return bool(np.any(starts[order][1:] < ends[order][:-1]))
+
 # Upstream's messages (``_tobytes`` names one tensor, saving a list of them).
 _SPARSE = (
     "You are trying to save a sparse {}: `{}` which this library does not support. You can make it a dense tensor"
