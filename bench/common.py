@@ -45,11 +45,18 @@ def ours_python():
     return sys.executable
 
 
+# bench/run.py --baseline DIR: an earlier build of ours (a checkout built in place) run as a
+# third implementation, "baseline", beside upstream and ours.
+BASELINE = None
+
+
 def impl_env(impl):
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if impl == "ours" and not env.get("SAFETENSORS_BENCH_SELFTEST"):
         env["PYTHONPATH"] = REPO
+    if impl == "baseline":
+        env["PYTHONPATH"] = BASELINE
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     return env
 
@@ -59,7 +66,8 @@ def run_worker(impl, args, timeout=1800, python=None):
     interpreter `python`); return its JSON."""
     selftest = os.environ.get("SAFETENSORS_BENCH_SELFTEST")
     py = python or (upstream_python() if impl == "upstream" or selftest else ours_python())
-    cmd = [py, os.path.join(BENCH, "worker.py"), "--impl", impl, *args]
+    cmd = [py, os.path.join(BENCH, "worker.py"), "--impl", "ours" if impl == "baseline" else impl,
+           *args]
     # run from a neutral directory so the repo's package cannot shadow upstream's
     p = subprocess.run(cmd, env=impl_env(impl), cwd=WORK, capture_output=True, text=True,
                        timeout=timeout)

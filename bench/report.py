@@ -59,6 +59,38 @@ def _impl_summary(runs):
     }
 
 
+def against_baseline(ours, baseline):
+    """Ours against an earlier build (run.py --baseline), from each one's per-process medians:
+    the ratio of the medians, and whether ours is slower by more than the spread (slowest minus
+    fastest process) of either."""
+    o = [statistics.median(r["times"]) for r in ours if "error" not in r]
+    b = [statistics.median(r["times"]) for r in baseline if "error" not in r]
+    if not o or not b:
+        return {"ratio": None, "slower": None}
+    mo, mb = statistics.median(o), statistics.median(b)
+    spread = max(max(o) - min(o), max(b) - min(b))
+    return {"ratio": mo / mb, "ours_ms": mo * 1e3, "baseline_ms": mb * 1e3,
+            "spread_ms": spread * 1e3, "slower": mo - mb > spread}
+
+
+def baseline_lines(rows, where):
+    """The summary of run.py --baseline: every cell, ours/baseline, and the count beyond spread."""
+    out = [f"Ours against the baseline build ({where}): median ms (spread: slowest minus fastest "
+           "process)", "| workload | operation | baseline ms | ours ms | spread ms | ours/baseline "
+           "| slower beyond spread |", "|" + "---|" * 7]
+    slower = 0
+    for r in rows:
+        b = r.get("baseline") or {"ratio": None}
+        if b["ratio"] is None:
+            out.append(f"| {r['workload']} | {r['op']} | - | - | - | - | error |")
+            continue
+        slower += bool(b["slower"])
+        out.append(f"| {r['workload']} | {r['op']} | {b['baseline_ms']:.3f} | {b['ours_ms']:.3f} "
+                   f"| {b['spread_ms']:.3f} | {b['ratio']:.3f} | {'yes' if b['slower'] else ''} |")
+    out.append(f"baseline: {slower} of {len(rows)} cells slower beyond spread")
+    return "\n".join(out)
+
+
 def summarize(workload, op, meta, res):
     """res: {"upstream": [worker json, ...], "ours": [...], peer: [...]} -> a row dict."""
     row = {"workload": workload, "op": op, "target": target(workload, op), "errors": [],

@@ -108,15 +108,16 @@ def peers_available(names, log=print):
     return ok, skipped
 
 
-def check_ours():
+def check_ours(impl="ours"):
     os.makedirs(common.WORK, exist_ok=True)   # the cwd below; absent on a fresh clone
     p = subprocess.run([common.ours_python(), "-c",
                         "import safetensors as s; print(s.__version__, s.__file__)"],
-                       env=common.impl_env("ours"), cwd=common.WORK, capture_output=True, text=True)
+                       env=common.impl_env(impl), cwd=common.WORK, capture_output=True, text=True)
     ver = p.stdout.split()[0] if p.returncode == 0 and p.stdout.split() else ""
     if not ver.startswith("0.8.0+c"):
         msg = p.stdout.strip() or (p.stderr.strip().splitlines() or ["?"])[-1]
-        raise SystemExit(f"[bench] our safetensors is not importable from {common.REPO} "
+        where = common.impl_env(impl)["PYTHONPATH"]
+        raise SystemExit(f"[bench] our safetensors is not importable from {where} "
                          f"({msg}); build it: python setup.py build_ext --inplace")
     return p.stdout.strip()
 
@@ -131,7 +132,7 @@ def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=Non
         path = os.path.join(wdir, w + ".safetensors")
         meta = json.load(open(os.path.join(wdir, w + ".json")))
         n_rounds, extra = cell_options(w, op, rounds, quick)
-        impls = ["upstream", "ours"]
+        impls = ["upstream", "ours"] + (["baseline"] if common.BASELINE else [])
         if op in PEER_OPS and w in PEER_WORKLOADS:
             impls += [p for p in peers if p not in skipped]
         res = {impl: [] for impl in impls}
@@ -151,6 +152,9 @@ def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=Non
         row = report.summarize(w, op, meta, res)
         row["raw"] = res
         rows.append(row)
+        base = row["peers"].pop("baseline", None)
+        if base:
+            row["baseline"] = report.against_baseline(res["ours"], res["baseline"])
         peer_txt = "".join(f" {p} {report._f(v['median_s'], '.3f')}s" for p, v in row["peers"].items())
         log(f"[bench] {w:10s} {op:24s} ratio {report._f(row['ratio'], '.3f'):>7s} "
             f"{row['status'] or ''}{peer_txt} {'; '.join(row['errors'])} ({time.time() - t0:.0f}s)")
@@ -190,6 +194,10 @@ def main():
                     help="leave out fastsafetensors, Run:ai Model Streamer and InstantTensor")
     ap.add_argument("--out-dir", default=common.OUT,
                     help="where the results go (default build/bench)")
+    ap.add_argument("--baseline", default=None, metavar="DIR",
+                    help="also run an earlier build of ours (a checkout of this repository built "
+                         "in place) in every cell, and list the cells where ours is slower than "
+                         "it by more than either's process-to-process spread")
     ap.add_argument("--selftest", action="store_true",
                     help="development: run upstream in both slots (ours not needed)")
     args = ap.parse_args()
@@ -203,6 +211,9 @@ def main():
         ours = "upstream in both slots (selftest)"
     else:
         ours = check_ours()
+    if args.baseline:
+        common.BASELINE = os.path.abspath(args.baseline)
+        print(f"[bench] baseline: {check_ours('baseline')}", flush=True)
     upstream = common.upstream_python()
     wdir = ensure_workloads(args.quick)
     selected = cells(args.only, matrix_for(args.quick))
@@ -229,6 +240,8 @@ def main():
     print(table)
     print(ptable)
     print(ctable)
+    if common.BASELINE:
+        print(report.baseline_lines(rows, common.BASELINE))
     print(f"targets: {npass} PASS, {nmiss} MISS; measured in {elapsed:.0f}s "
           f"({time.time() - t_start:.0f}s with setup)")
     if args.only or args.selftest:

@@ -217,11 +217,13 @@ PyObject *stpy_tensor_to_device(stpy_state *state, PyObject *tensor, PyObject *d
 /* get_tensors on the mmap backend for the CPU, torch or NumPy: the dict of
  * every tensor, each a view of one private mapping (tensor_views.c). */
 PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file *file);
-/* pread_tensors.c: every tensor of a pread file on the CPU, new references
- * in tensors[0..count) in offset order, each as stpy_tensor_load gives it:
- * all destinations are allocated first, then read by one st_file_read_many,
- * so a read error hands out nothing (-1 with an exception set). */
-int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, PyObject **tensors);
+/* pread_tensors.c: the tensors at header positions which[0..count) (ascending;
+ * NULL: every tensor, count of them) read into memory of their own on the CPU,
+ * new references in tensors[0..count), each as stpy_tensor_load gives it: all
+ * destinations are allocated first, then read by one st_file_pread_many, so a
+ * read error hands out nothing (-1 with an exception set). */
+int stpy_read_tensors(stpy_state *state, stpy_framework fw, st_file *file, const size_t *which,
+                      size_t count, PyObject **tensors);
 /* A new tensor of the framework holding a copy of t's bytes at src. */
 PyObject *stpy_tensor_from_memory(stpy_state *state, stpy_framework fw, const st_tensor *t,
                                   const uint8_t *src);

@@ -1,6 +1,7 @@
 /*
- * pread_tensors.c - every tensor of a file on the pread backend at once
- * (get_tensors, and so load_file(..., backend="pread")).
+ * pread_tensors.c - tensors of a file read at once into memory of their own:
+ * every tensor on the pread backend (get_tensors, and so load_file(...,
+ * backend="pread")), or the named ones (_read_tensors: prefetch).
  *
  * Two steps: first every destination is allocated (a block shared by small
  * neighbours, or an array of its own for a tensor of STPY_BLOCK_MAX bytes or
@@ -11,14 +12,21 @@
  */
 #include "tensors.h"
 
-/* The end of the block that starts at tensor i and holds it and the small
- * tensors after it, at most STPY_BLOCK_MAX bytes in all (data-section
- * offsets; tensors are in offset order). */
-static uint64_t block_end(const st_header *header, size_t i)
+/* Header position of the k-th tensor read: which[k], or k when all are. */
+static size_t position(const size_t *which, size_t k)
 {
-    uint64_t begin = st_header_tensor(header, i)->begin, end = st_header_tensor(header, i)->end;
-    for (size_t j = i + 1; j < st_header_count(header); j++) {
-        const st_tensor *next = st_header_tensor(header, j);
+    return which != NULL ? which[k] : k;
+}
+
+/* The end of the block that starts at the k-th tensor read and holds it and
+ * the small ones read after it, at most STPY_BLOCK_MAX bytes in all
+ * (data-section offsets; tensors are in offset order). */
+static uint64_t block_end(const st_header *header, const size_t *which, size_t n, size_t k)
+{
+    const st_tensor *first = st_header_tensor(header, position(which, k));
+    uint64_t begin = first->begin, end = first->end;
+    for (size_t j = k + 1; j < n; j++) {
+        const st_tensor *next = st_header_tensor(header, position(which, j));
         if (next->end < end || next->end - begin > STPY_BLOCK_MAX)
             break;
         end = next->end;
@@ -35,11 +43,12 @@ typedef struct {
     bool in_block;
 } destination;
 
-int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, PyObject **tensors)
+int stpy_read_tensors(stpy_state *state, stpy_framework fw, st_file *file, const size_t *which,
+                      size_t count, PyObject **tensors)
 {
     const st_header *header = st_file_header(file);
     const uint64_t data_start = st_header_data_start(header);
-    size_t count = st_header_count(header), nrequests = 0, made = 0;
+    size_t nrequests = 0, made = 0;
     destination *dests = PyMem_Calloc(count ? count : 1, sizeof *dests);
     st_read_request *requests = PyMem_Calloc(count ? count : 1, sizeof *requests);
     PyObject *block = NULL; /* borrowed from dests[] */
@@ -54,11 +63,11 @@ int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, P
         goto exit;
     }
     for (size_t i = 0; i < count; i++) {
-        const st_tensor *t = st_header_tensor(header, i);
+        const st_tensor *t = st_header_tensor(header, position(which, i));
         uint64_t len = stpy_tensor_data_len(t);
         bool outside_block = block == NULL || t->begin < block_begin || t->end > block_stop;
         if (len < STPY_BLOCK_MAX && outside_block) {
-            uint64_t end = block_end(header, i);
+            uint64_t end = block_end(header, which, count, i);
             block = NULL;
             if (end > t->begin) {
                 block = stpy_new_block(state, fw, end - t->begin, &block_data);
@@ -90,7 +99,7 @@ int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, P
     }
 
     Py_BEGIN_ALLOW_THREADS
-        code = st_file_read_many(file, requests, nrequests, &err);
+        code = st_file_pread_many(file, requests, nrequests, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
@@ -98,7 +107,7 @@ int stpy_read_all_tensors(stpy_state *state, stpy_framework fw, st_file *file, P
     }
 
     for (made = 0; made < count; made++) {
-        const st_tensor *t = st_header_tensor(header, made);
+        const st_tensor *t = st_header_tensor(header, position(which, made));
         destination *d = &dests[made];
         tensors[made] = d->in_block ? stpy_tensor_in_block(state, fw, file, d->target, d->data,
                                                            d->target_begin, t)

@@ -403,7 +403,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
         PyErr_NoMemory();
         goto exit;
     }
-    if (read_all && stpy_read_all_tensors(state, self->framework, file, tensors) < 0)
+    if (read_all && stpy_read_tensors(state, self->framework, file, NULL, count, tensors) < 0)
         goto exit;
     made = read_all ? count : 0;
     result = PyDict_New();
@@ -484,6 +484,80 @@ static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
     PyBuffer_Release(&view);
     st_file_release(file);
     return code == ST_OK ? Py_NewRef(Py_None) : NULL;
+}
+
+static int compare_positions(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* _read_tensors(names): {name: tensor} of the named tensors (each once), read
+ * into memory of their own by one parallel read (pread on a mapped file too:
+ * safetensors/prefetch.py's reads of pages not yet in memory), on the
+ * handle's device. */
+static PyObject *SafeOpen_read_tensors(SafeOpen *self, PyObject *names)
+{
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
+    PyObject *seq = PySequence_Fast(names, "_read_tensors expects a sequence of names");
+    PyObject *result = NULL, **tensors = NULL;
+    size_t *which = NULL, count = 0, unique = 0, made = 0;
+    st_file *file = seq != NULL ? acquire_file(self) : NULL;
+    const st_header *header;
+    if (file == NULL)
+        goto exit;
+    header = st_file_header(file);
+    count = (size_t)PySequence_Fast_GET_SIZE(seq);
+    which = PyMem_Calloc(count ? count : 1, sizeof *which);
+    tensors = PyMem_Calloc(count ? count : 1, sizeof *tensors);
+    if (which == NULL || tensors == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (size_t i = 0; i < count; i++) {
+        PyObject *name = PySequence_Fast_GET_ITEM(seq, (Py_ssize_t)i);
+        const st_tensor *t;
+        Py_ssize_t len;
+        const char *utf8 = stpy_check_arg(name, &PyUnicode_Type, "name") < 0
+                               ? NULL
+                               : PyUnicode_AsUTF8AndSize(name, &len);
+        if (utf8 == NULL)
+            goto exit;
+        if ((t = st_header_find(header, utf8, (size_t)len)) == NULL) {
+            PyErr_Format(state->SafetensorError, "File does not contain tensor %U", name);
+            goto exit;
+        }
+        which[i] = st_header_position(header, t);
+    }
+    qsort(which, count, sizeof *which, compare_positions);
+    for (size_t i = 0; i < count; i++) /* each once */
+        if (unique == 0 || which[unique - 1] != which[i])
+            which[unique++] = which[i];
+    count = unique;
+    if (stpy_read_tensors(state, self->framework, file, which, count, tensors) < 0)
+        goto exit;
+    made = count;
+    result = PyDict_New();
+    for (size_t i = 0; result != NULL && i < count; i++) {
+        PyObject *name = stpy_tensor_name(st_header_tensor(header, which[i]));
+        if (self->device != NULL && tensors[i] != NULL) /* steals the CPU tensor */
+            tensors[i] = stpy_tensor_to_device(state, tensors[i], self->device);
+        if (name == NULL || tensors[i] == NULL || PyDict_SetItem(result, name, tensors[i]) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(name);
+    }
+    if (result != NULL && stpy_is_cuda(self->framework, self->device) &&
+        stpy_cuda_synchronize(state, self->device) < 0)
+        Py_CLEAR(result);
+exit:
+    for (size_t i = 0; tensors != NULL && i < made; i++)
+        Py_XDECREF(tensors[i]);
+    PyMem_Free(tensors);
+    PyMem_Free(which);
+    if (file != NULL)
+        st_file_release(file);
+    Py_XDECREF(seq);
+    return result;
 }
 
 static PyMethodDef SafeOpen_methods[] = {
@@ -579,6 +653,7 @@ static PyMethodDef SafeOpen_methods[] = {
      "    ...     arrays = f.get_tensors()"},
     {"_table", (PyCFunction)SafeOpen_table, METH_NOARGS, NULL},
     {"_read_into", (PyCFunction)SafeOpen_read_into, METH_VARARGS, NULL},
+    {"_read_tensors", (PyCFunction)SafeOpen_read_tensors, METH_O, NULL},
     {"get_slice", (PyCFunction)(void (*)(void))SafeOpen_get_slice, METH_FASTCALL | METH_KEYWORDS,
      "get_slice(name)\n"
      "--\n"

@@ -184,6 +184,8 @@ const st_tensor *st_header_tensor(const st_header *header, size_t i);
 const st_tensor *st_header_tensor_by_name_order(const st_header *header, size_t i);
 /* O(1) lookup by name; NULL if absent. */
 const st_tensor *st_header_find(const st_header *header, const char *name, size_t name_len);
+/* The offset-order position i (st_header_tensor(header, i) == t) of a tensor of this header. */
+size_t st_header_position(const st_header *header, const st_tensor *t);
 /* Metadata: has_metadata is false for absent or null "__metadata__". Items
  * are in file order; a repeated key appears twice (later wins, as upstream). */
 bool st_header_has_metadata(const st_header *header);
@@ -252,6 +254,10 @@ typedef struct st_read_request {
  * the destinations hold unspecified bytes. */
 st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
                           st_error *err);
+/* As st_file_read_many, but a mapped file is read with pread too: for reads of pages that
+ * are mostly not in memory yet, several reads in flight instead of page faults. */
+st_code st_file_pread_many(const st_file *file, const st_read_request *requests, size_t count,
+                           st_error *err);
 
 /* A byte source: a file whose bytes come from the caller (a remote object, memory, ...).
  * read_many fills every request (within [0, size), disjoint) with its own concurrency,

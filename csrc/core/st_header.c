@@ -670,6 +670,11 @@ const st_tensor *st_header_find(const st_header *h, const char *name, size_t nam
     return h->hash[k] ? &h->recs[(uint32_t)h->hash[k] - 1].t : NULL;
 }
 
+size_t st_header_position(const st_header *h, const st_tensor *t)
+{
+    return (size_t)((const rec *)(const void *)t - h->recs); /* t is its record's first member */
+}
+
 bool st_header_has_metadata(const st_header *h)
 {
     return h->has_metadata;

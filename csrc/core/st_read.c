@@ -68,8 +68,8 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 #endif
 
 typedef struct {
-    const st_file *file;
-    int fd; /* pread backend: borrowed until the call returns */
+    const uint8_t *map; /* memcpy from here (a mapped file read through its mapping), or ... */
+    int fd;             /* ... pread from this descriptor, borrowed until the call returns */
     const st_read_request *requests;
     size_t count;
     pthread_mutex_t lock; /* guards everything below */
@@ -117,8 +117,8 @@ static void *read_worker(void *arg)
         uintptr_t start = (uintptr_t)dst & ~(page - 1);
         if (len >= ST_POPULATE_MIN)
             (void)madvise((void *)start, (uintptr_t)dst + len - start, MADV_POPULATE_WRITE);
-        if (queue->file->map != NULL)
-            memcpy(dst, queue->file->map + offset, len);
+        if (queue->map != NULL)
+            memcpy(dst, queue->map + offset, len);
         else
             code = st_read_exact(queue->fd, offset, dst, len, &err);
         if (code != ST_OK) {
@@ -133,13 +133,13 @@ static void *read_worker(void *arg)
     return NULL;
 }
 
-st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
-                          st_error *err)
+static st_code read_many(const st_file *file, const st_read_request *requests, size_t count,
+                         bool via_map, st_error *err)
 {
     pthread_t threads[ST_READ_THREADS - 1];
     pthread_attr_t attr;
     size_t started = 0, chunks = 0, total = 0;
-    read_queue queue = {.file = file,
+    read_queue queue = {.map = via_map ? file->map : NULL,
                         .fd = -1,
                         .requests = requests,
                         .count = count,
@@ -159,7 +159,7 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
     }
     if (file->source.read_many != NULL) /* it does its own concurrency */
         return total == 0 ? ST_OK : file->source.read_many(file->source.ctx, requests, count, err);
-    if (file->map == NULL && total > 0 &&
+    if (queue.map == NULL && total > 0 &&
         (queue.code = st_fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
     /* Small reads stay on this thread; a thread that cannot start leaves its share to the
@@ -181,6 +181,18 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
     if (queue.fd >= 0)
         st_fd_return(file);
     return queue.code;
+}
+
+st_code st_file_read_many(const st_file *file, const st_read_request *requests, size_t count,
+                          st_error *err)
+{
+    return read_many(file, requests, count, true, err);
+}
+
+st_code st_file_pread_many(const st_file *file, const st_read_request *requests, size_t count,
+                           st_error *err)
+{
+    return read_many(file, requests, count, false, err);
 }
 
 st_code st_file_read(const st_file *file, uint64_t offset, void *dst, size_t len, st_error *err)
