@@ -4,15 +4,19 @@ Framework modules (``safetensors.torch``, ``safetensors.numpy``, ...) are
 imported on demand, as upstream does, so ``import safetensors`` pulls in
 neither torch nor numpy. ``safe_open`` is the C handle for paths and URLs
 alike: a URL is read through the byte source of ``safetensors.remote``,
-registered here, as is ``_import_framework``, which imports the other
-frameworks' modules (each registers its converter) for ``safe_open``.
+registered here, as are ``_import_framework``, which imports the other
+frameworks' modules (each registers its converter) for ``safe_open``, and
+``safetensors.checkpoint``'s handle of several files (a directory, an index,
+a list) and prefetch reader.
 """
 import importlib
 
-from ._safetensors_c import (SafetensorError, TensorSpec, __version__, _set_framework_importer,
-                              _set_source_opener, deserialize, safe_open, serialize)
+from ._safetensors_c import (SafetensorError, TensorSpec, __version__, _set_checkpoint_support,
+                              _set_framework_importer, _set_source_opener, deserialize, safe_open,
+                              serialize)
 from ._safetensors_c import serialize_file as _local_serialize_file
 from . import remote as _remote
+from . import checkpoint as _checkpoint
 
 # The package each framework module converts to, imported when opening (an
 # ImportError there if it is not installed).
@@ -29,6 +33,7 @@ def _import_framework(name):
 
 _set_source_opener(_remote.open_source)
 _set_framework_importer(_import_framework)
+_set_checkpoint_support(_checkpoint.Checkpoint, _checkpoint.prefetch_for_handle)
 
 __all__ = ["SafetensorError", "TensorSpec", "__version__", "deserialize", "safe_open", "serialize", "serialize_file"]
 

@@ -1,12 +1,17 @@
 """A sharded checkpoint's index (``model.safetensors.index.json``): the one
-reader of its JSON and the one rule for where its shard names lead, used by
-the command line (``safetensors.cli``) and ``load_distributed``.
+reader of its JSON, the one rule for where its shard names lead, and what a
+checkpoint source (a directory, an index path or URL, a list of files)
+stands for; used by the command line (``safetensors.cli``),
+``safe_open`` of a checkpoint (``safetensors.checkpoint``) and
+``load_distributed``.
 
 Bad input raises ValueError with the index's path in the message.
 """
 import json
 import os
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from . import remote
 
 
 def parse_index(raw: Union[bytes, str], where: str) -> Tuple[Dict[str, str], Any]:
@@ -55,3 +60,62 @@ def shard_url(index_url: str, shard: str) -> str:
             c in shard for c in "?#\\\0"):
         return f"{index_url.split('?', 1)[0].rsplit('/', 1)[0]}/{shard}"
     raise ValueError(f"{index_url}: shard name {shard!r} leads outside the index's folder: refused")
+
+
+def read_remote_index(url: str, storage_options: Optional[dict] = None) -> Tuple[Dict[str, str], Any]:
+    """parse_index of an index at a URL (read through safetensors.remote)."""
+    source = remote.open_source(url, storage_options)
+    try:
+        data = bytearray(source.size)
+        source.read_many([(0, memoryview(data))])
+    finally:
+        source.close()
+    return parse_index(bytes(data), url)
+
+
+INDEX_SUFFIX = ".safetensors.index.json"
+
+
+def find_index(folder: str) -> Optional[str]:
+    """The index of a local checkpoint folder: model.safetensors.index.json,
+    else its only ``*.safetensors.index.json``; None when it has none. Two or
+    more others are ambiguous: ValueError."""
+    found = sorted(n for n in os.listdir(folder) if n.endswith(INDEX_SUFFIX))
+    if "model" + INDEX_SUFFIX in found:
+        return os.path.join(folder, "model" + INDEX_SUFFIX)
+    if len(found) > 1:
+        raise ValueError(f"{folder}: several indexes ({', '.join(found)}); open the one you mean")
+    return os.path.join(folder, found[0]) if found else None
+
+
+def resolve(source: Any, storage_options: Optional[dict] = None
+            ) -> Tuple[List[str], Optional[Dict[str, str]], Any, str]:
+    """(files, weight_map, index metadata, where) of a checkpoint source: a
+    local folder (its index, else every ``*.safetensors`` in it, sorted), an
+    index path or URL (``.json``; its files sorted by name, weight_map with
+    the files' paths or URLs as values), or a list of paths or URLs (as
+    given, no weight_map). ``where`` names the source in messages."""
+    if isinstance(source, (list, tuple)):
+        files = [remote.local_path(os.fspath(s) if isinstance(s, os.PathLike) else s) for s in source]
+        if not files or not all(isinstance(f, str) for f in files):
+            raise TypeError("safe_open: a checkpoint's list must name one or more files (paths or URLs)")
+        if len(set(files)) != len(files):
+            raise ValueError("safe_open: the same file is listed twice")
+        return files, None, None, f"the {len(files)} files listed"
+    where = remote.local_path(os.fspath(source))
+    if not remote.is_remote(where) and os.path.isdir(where):
+        index = find_index(where)
+        if index is None:
+            files = sorted(os.path.join(where, n) for n in os.listdir(where) if n.endswith(".safetensors"))
+            if not files:
+                raise FileNotFoundError(f"{where}: no *.safetensors files and no index in this folder")
+            return files, None, None, where
+        where = index
+    if remote.is_remote(where):
+        weight_map, metadata = read_remote_index(where, storage_options)
+        locate = shard_url
+    else:
+        weight_map, metadata = read_index(where)
+        locate = shard_path
+    paths = {n: locate(where, n) for n in sorted(set(weight_map.values()))}
+    return list(paths.values()), {k: paths[v] for k, v in weight_map.items()}, metadata, where

@@ -204,6 +204,18 @@ static PyObject *set_source_opener(PyObject *module, PyObject *opener)
                         "_set_source_opener");
 }
 
+static PyObject *set_checkpoint_support(PyObject *module, PyObject *args)
+{
+    stpy_state *state = stpy_state_from_module(module);
+    PyObject *opener, *prefetcher, *result;
+    if (!PyArg_ParseTuple(args, "OO:_set_checkpoint_support", &opener, &prefetcher))
+        return NULL;
+    result = set_callable(&state->checkpoint_opener, opener, "_set_checkpoint_support");
+    if (result != NULL)
+        Py_SETREF(result, set_callable(&state->prefetcher, prefetcher, "_set_checkpoint_support"));
+    return result;
+}
+
 static PyObject *set_framework_importer(PyObject *module, PyObject *importer)
 {
     return set_callable(&stpy_state_from_module(module)->framework_importer, importer,
@@ -237,6 +249,11 @@ static PyMethodDef stpy_module_methods[] = {
      "Registers opener(target, storage_options=None, **knobs), which safe_open\n"
      "calls for a URL or an fsspec file object: it returns an object with .size\n"
      "and .read_many([(offset, writable memoryview), ...]) (safetensors.remote)."},
+    {"_set_checkpoint_support", set_checkpoint_support, METH_VARARGS,
+     "_set_checkpoint_support(opener, prefetcher)\n--\n\n"
+     "Registers opener(filename, framework, device, **options), which safe_open\n"
+     "calls for a directory, an index (.json) or a list of files, and\n"
+     "prefetcher(handle, plan=None, **options), which handle.prefetch calls."},
     {"_set_framework_importer", set_framework_importer, METH_O,
      "_set_framework_importer(importer)\n--\n\n"
      "Registers importer(name), which safe_open(framework=name) calls once for\n"

@@ -71,8 +71,10 @@ typedef struct stpy_state {
      * fsspec file object as a byte source (sources.c); the one importing
      * tensorflow/flax/mlx/paddle and safetensors.<fw> (frameworks.c); and
      * per framework, the NumPy array -> framework converter and the device
-     * naming (paddle's "gpu:N"). NULL until registered. */
-    PyObject *source_opener, *framework_importer;
+     * naming (paddle's "gpu:N"); safe_open of a checkpoint (a directory, an
+     * index, a list of files) and prefetch's reader (safetensors.checkpoint,
+     * safetensors.prefetch). NULL until registered. */
+    PyObject *source_opener, *framework_importer, *checkpoint_opener, *prefetcher;
     PyObject *converters[FW_PADDLE + 1], *device_names[FW_PADDLE + 1];
 
     PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;

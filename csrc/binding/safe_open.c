@@ -12,6 +12,7 @@
  */
 #include "module.h"
 
+#include <errno.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -22,6 +23,8 @@ typedef struct {
     PyObject *filename; /* str, as given (for messages) */
     PyObject *names;    /* list of names in name order, built on first keys() */
     PyObject *source;   /* a URL's byte source (sources.c), closed with the handle; else NULL */
+    PyObject *prefetch; /* prefetch(plan)'s reader (safetensors/prefetch.py), closed with the handle */
+    PyObject *weakreflist; /* the prefetch reader refers to the handle weakly */
 } SafeOpen;
 
 /* ---- MARK: construction ---- */
@@ -54,6 +57,46 @@ static PyObject *remote_options(PyObject *const *given, bool remote)
     return options;
 }
 
+/* Whether safe_open's filename names a checkpoint by itself: a list or tuple
+ * of files, or an index (a path, or a URL before its query, ending in
+ * ".json"). A local directory is one too, found when opening it fails. */
+static int names_checkpoint(PyObject *filename, PyObject *path_str, bool remote)
+{
+    PyObject *name = remote ? filename : path_str;
+    Py_ssize_t end;
+    if (PyList_Check(filename) || PyTuple_Check(filename))
+        return 1;
+    if (name == NULL || !PyUnicode_Check(name))
+        return 0;
+    end = PyUnicode_GET_LENGTH(name);
+    if (remote && (end = PyUnicode_FindChar(name, '?', 0, end, 1)) < 0)
+        end = PyUnicode_GET_LENGTH(name);
+    PyObject *suffix = PyUnicode_FromString(".json");
+    Py_ssize_t match = suffix != NULL ? PyUnicode_Tailmatch(name, suffix, 0, end, 1) : -1;
+    Py_XDECREF(suffix);
+    return (int)match;
+}
+
+/* safe_open of a checkpoint: the registered opener (safetensors.checkpoint)
+ * with the arguments as given. */
+static PyObject *open_checkpoint(stpy_state *state, PyObject *filename, PyObject *framework,
+                                 PyObject *device, PyObject *backend, PyObject *options)
+{
+    PyObject *args = NULL, *result = NULL;
+    if (state->checkpoint_opener == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "safe_open: safetensors' checkpoint opener is not registered");
+        return NULL;
+    }
+    if ((device != NULL && PyDict_SetItemString(options, "device", device) < 0) ||
+        (backend != NULL && PyDict_SetItemString(options, "backend", backend) < 0) ||
+        (args = PyTuple_Pack(2, filename, framework)) == NULL)
+        goto exit;
+    result = PyObject_Call(state->checkpoint_opener, args, options);
+exit:
+    Py_XDECREF(args);
+    return result;
+}
+
 static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *filename,
                              PyObject *framework_obj, PyObject *device_obj, PyObject *backend_obj,
                              PyObject *const *remote_given)
@@ -66,14 +109,24 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     st_file *file = NULL;
     st_error err;
     st_code code;
-    int remote = stpy_remote_target(filename, &target);
+    int remote = PyList_Check(filename) || PyTuple_Check(filename)
+                     ? 1 /* a checkpoint's files may be URLs: remote options allowed */
+                     : stpy_remote_target(filename, &target);
+    int checkpoint;
 
     if (remote < 0)
         goto fail;
-    if (!remote &&
-        ((path_str = PyOS_FSPath(target)) == NULL || !PyUnicode_FSConverter(path_str, &path_bytes)))
+    if (!remote && (path_str = PyOS_FSPath(target)) == NULL)
         goto fail;
-    if ((options = remote_options(remote_given, remote)) == NULL)
+    if ((options = remote_options(remote_given, remote)) == NULL ||
+        (checkpoint = names_checkpoint(filename, path_str, remote)) < 0)
+        goto fail;
+    if (checkpoint) {
+        self = (SafeOpen *)open_checkpoint(state, filename, framework_obj, device_obj, backend_obj,
+                                           options);
+        goto fail;
+    }
+    if (!remote && !PyUnicode_FSConverter(path_str, &path_bytes))
         goto fail;
     if (stpy_parse_framework(state, framework_obj, &framework) < 0)
         goto fail;
@@ -101,6 +154,11 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
         Py_END_ALLOW_THREADS
         if (code != ST_OK && code != ST_ERR_IO)
             stpy_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
+        if (code == ST_ERR_IO && err.sys_errno == EISDIR) { /* a checkpoint's directory */
+            self = (SafeOpen *)open_checkpoint(state, filename, framework_obj, device_obj,
+                                               backend_obj, options);
+            goto fail;
+        }
         if (code != ST_OK) {
             stpy_raise(state, &err, code == ST_ERR_IO ? STPY_CTX_NONE : STPY_CTX_DESERIALIZE_HEADER,
                        path_str);
@@ -173,13 +231,15 @@ static st_file *acquire_file(SafeOpen *self)
 static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *unused)
 {
     st_file *file;
-    PyObject *source, *closed;
+    PyObject *source, *prefetch, *closed;
     bool failed = false;
     STPY_LOCK(self);
     file = self->file;
     self->file = NULL;
     source = self->source;
     self->source = NULL;
+    prefetch = self->prefetch;
+    self->prefetch = NULL;
     STPY_UNLOCK();
     if (source != NULL) {
         closed = PyObject_CallMethod(source, "close", NULL);
@@ -193,6 +253,14 @@ static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *unused)
             st_file_release(file);
         Py_END_ALLOW_THREADS
     }
+    /* Last: its reads in flight end at once, their source closed, or finish
+     * on their own reference to the file; then it frees what was not taken. */
+    if (prefetch != NULL && !failed) {
+        closed = PyObject_CallMethod(prefetch, "close", NULL);
+        failed = closed == NULL;
+        Py_XDECREF(closed);
+    }
+    Py_XDECREF(prefetch);
     return failed ? NULL : Py_NewRef(Py_None);
 }
 
@@ -203,6 +271,7 @@ static int SafeOpen_traverse(SafeOpen *self, visitproc visit, void *arg)
     Py_VISIT(self->filename);
     Py_VISIT(self->names);
     Py_VISIT(self->source);
+    Py_VISIT(self->prefetch);
     return 0;
 }
 
@@ -212,6 +281,7 @@ static int SafeOpen_clear(SafeOpen *self)
     Py_CLEAR(self->filename);
     Py_CLEAR(self->names);
     Py_CLEAR(self->source);
+    Py_CLEAR(self->prefetch);
     return 0;
 }
 
@@ -219,6 +289,9 @@ static void SafeOpen_dealloc(SafeOpen *self)
 {
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    /* (the prefetch reader's weak reference called back: it cancelled) */
     if (self->file != NULL)
         st_file_release(self->file);
     self->file = NULL;
@@ -357,6 +430,21 @@ static const st_tensor *named_tensor(SafeOpen *self, PyObject *const *args, Py_s
     return t;
 }
 
+/* What the prefetch reader has for a tensor (method "take": the tensor read;
+ * "slice": an object standing in for get_slice's): a new reference, or
+ * Py_None (a new reference too) when prefetch(plan) did not name it. */
+static PyObject *prefetched(SafeOpen *self, const char *method, PyObject *name)
+{
+    PyObject *prefetch;
+    STPY_LOCK(self);
+    prefetch = Py_XNewRef(self->prefetch);
+    STPY_UNLOCK();
+    if (prefetch == NULL)
+        return Py_NewRef(Py_None);
+    Py_SETREF(prefetch, PyObject_CallMethod(prefetch, method, "O", name));
+    return prefetch;
+}
+
 static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames)
 {
@@ -366,6 +454,12 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
     const st_tensor *t = named_tensor(self, args, nargs, kwnames, "get_tensor", &file);
     if (t == NULL)
         return NULL;
+    result = prefetched(self, "take", args[0]);
+    if (result != Py_None) {
+        st_file_release(file);
+        return result;
+    }
+    Py_DECREF(result);
     result = stpy_tensor_load(state, self->framework, file, t, self->device);
     if (result != NULL && stpy_is_cuda(self->framework, self->device) &&
         stpy_cuda_synchronize(state, self->device) < 0)
@@ -436,15 +530,35 @@ exit:
     return result;
 }
 
+/* get_slice(name), consulting what prefetch planned or not (_slice: the
+ * prefetch reader's own reads, and a planned slice's other indexes). */
+static PyObject *slice_of(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames, const char *fname, bool consult_plan)
+{
+    st_file *file;
+    const st_tensor *t = named_tensor(self, args, nargs, kwnames, fname, &file);
+    PyObject *planned = NULL;
+    if (t == NULL)
+        return NULL;
+    if (consult_plan && (planned = prefetched(self, "slice", args[0])) != Py_None) {
+        st_file_release(file);
+        return planned;
+    }
+    Py_XDECREF(planned);
+    return stpy_slice_new(stpy_state_from_type(Py_TYPE(self)), file, t, self->framework,
+                          self->device); /* takes file */
+}
+
 static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
                                     PyObject *kwnames)
 {
-    st_file *file;
-    const st_tensor *t = named_tensor(self, args, nargs, kwnames, "get_slice", &file);
-    if (t == NULL)
-        return NULL;
-    return stpy_slice_new(stpy_state_from_type(Py_TYPE(self)), file, t, self->framework,
-                          self->device); /* takes file */
+    return slice_of(self, args, nargs, kwnames, "get_slice", true);
+}
+
+static PyObject *SafeOpen_slice(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    return slice_of(self, args, nargs, kwnames, "_slice", false);
 }
 
 /* _table(): (name, dtype code, shape, begin, end) of every tensor in file
@@ -484,6 +598,38 @@ static PyObject *SafeOpen_read_into(SafeOpen *self, PyObject *args)
     PyBuffer_Release(&view);
     st_file_release(file);
     return code == ST_OK ? Py_NewRef(Py_None) : NULL;
+}
+
+/* prefetch(plan=None, **options): starts reading what the plan names in the
+ * background (safetensors/prefetch.py, registered with _set_checkpoint_support);
+ * an earlier prefetch of this handle is closed first. */
+static PyObject *SafeOpen_prefetch(SafeOpen *self, PyObject *args, PyObject *kwargs)
+{
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *call_args = NULL, *reader = NULL, *old = NULL, *closed = NULL;
+    st_file *file = acquire_file(self); /* else "File is closed" */
+    if (file == NULL)
+        goto exit;
+    st_file_release(file);
+    if ((call_args = PyTuple_New(n + 1)) == NULL)
+        goto exit;
+    PyTuple_SET_ITEM(call_args, 0, Py_NewRef(self));
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(call_args, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+    if ((reader = PyObject_Call(state->prefetcher, call_args, kwargs)) == NULL)
+        goto exit;
+    STPY_LOCK(self);
+    old = self->prefetch;
+    self->prefetch = reader;
+    STPY_UNLOCK();
+    reader = NULL;
+    closed = old != NULL ? PyObject_CallMethod(old, "close", NULL) : Py_NewRef(Py_None);
+exit:
+    Py_XDECREF(old);
+    Py_XDECREF(reader);
+    Py_XDECREF(call_args);
+    return closed;
 }
 
 static int compare_positions(const void *a, const void *b)
@@ -654,6 +800,31 @@ static PyMethodDef SafeOpen_methods[] = {
     {"_table", (PyCFunction)SafeOpen_table, METH_NOARGS, NULL},
     {"_read_into", (PyCFunction)SafeOpen_read_into, METH_VARARGS, NULL},
     {"_read_tensors", (PyCFunction)SafeOpen_read_tensors, METH_O, NULL},
+    {"_slice", (PyCFunction)(void (*)(void))SafeOpen_slice, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"prefetch", (PyCFunction)(void (*)(void))SafeOpen_prefetch, METH_VARARGS | METH_KEYWORDS,
+     "prefetch(plan=None, *, budget=None, rank=0, world_size=1)\n"
+     "--\n"
+     "\n"
+     "Starts reading what plan names in the background, in file order, with at\n"
+     "most budget bytes read ahead of what the caller has taken; get_tensor and\n"
+     "get_slice then return what was read or wait only for their own tensor\n"
+     "(docs/checkpoints.md).\n"
+     "\n"
+     "Args:\n"
+     "    plan: None (every tensor), names, {name: placement} or\n"
+     "        plan(name, shape, dtype) -> placement, a placement being\n"
+     "        Replicate(), Shard(dim) (this rank's part) or None (skip).\n"
+     "    budget (int | None): bytes read ahead (default 1 GiB); a tensor larger\n"
+     "        than it is read alone.\n"
+     "    rank, world_size (int): whose part Shard(dim) means.\n"
+     "\n"
+     "Raises:\n"
+     "    SafetensorError: \"File is closed\", a name the file lacks.\n"
+     "\n"
+     "Example:\n"
+     "    >>> with safe_open(\"model.safetensors\", \"pt\") as f:\n"
+     "    ...     f.prefetch()\n"
+     "    ...     tensors = {k: f.get_tensor(k) for k in f.keys()}"},
     {"get_slice", (PyCFunction)(void (*)(void))SafeOpen_get_slice, METH_FASTCALL | METH_KEYWORDS,
      "get_slice(name)\n"
      "--\n"
@@ -678,9 +849,12 @@ static PyMethodDef SafeOpen_methods[] = {
 };
 
 /* _source: a URL's byte source, for a reader of the same pinned object
- * (safetensors/distributed.py); None for a path or once closed. */
+ * (safetensors/distributed.py); None for a path or once closed. _prefetch:
+ * the reader of the last prefetch(plan) (tests), None once closed. */
 static PyMemberDef SafeOpen_members[] = {
     {"_source", T_OBJECT, offsetof(SafeOpen, source), READONLY, NULL},
+    {"_prefetch", T_OBJECT, offsetof(SafeOpen, prefetch), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(SafeOpen, weakreflist), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

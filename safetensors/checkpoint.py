@@ -1,0 +1,157 @@
+"""``safe_open`` of a whole checkpoint: a directory, a
+``model.safetensors.index.json`` path or URL, or a list of files, presented
+as one handle (docs/checkpoints.md). Each file is a ``safe_open`` handle of
+its own; this class only routes names to them, so every framework, device,
+slicing and message rule is the file handle's.
+
+What is visible: with an index, exactly its ``weight_map`` (a tensor present
+in a file but not listed is not visible; one listed for a file that lacks it,
+or present in two of the files, is an error at open that names it); without
+one, every tensor of every file (a name in two files is an error).
+"""
+import json
+from typing import Any, Dict, List, Optional
+
+from ._safetensors_c import SafetensorError, safe_open
+from . import _index
+from .prefetch import Prefetch
+
+
+class Checkpoint:
+    """A checkpoint's files as one handle: ``keys``, ``offset_keys``,
+    ``metadata``, ``get_tensor``, ``get_slice``, ``get_tensors`` and
+    ``prefetch`` as on a file's handle; ``files``: the files, in order."""
+
+    def __init__(self, source: Any, framework: Any, device: Any = "cpu", **options: Any):
+        files, weight_map, index_metadata, where = _index.resolve(source, options.get("storage_options"))
+        self.files: List[str] = files
+        self._handles: List[Any] = []
+        self._prefetch: Optional[Prefetch] = None
+        self._index_metadata = index_metadata
+        try:
+            for path in files:
+                self._handles.append(safe_open(path, framework, device, **options))
+            self._where = self._route(weight_map, where)
+        except BaseException:
+            self.close()
+            raise
+
+    def _route(self, weight_map: Optional[Dict[str, str]], where: str) -> Dict[str, int]:
+        """{visible name: position of its file}, checked as the module says."""
+        found: Dict[str, List[int]] = {}
+        for i, handle in enumerate(self._handles):
+            for name in handle.offset_keys():
+                found.setdefault(name, []).append(i)
+        position = {path: i for i, path in enumerate(self.files)}
+        wanted = {n: holders[:1] for n, holders in found.items()} if weight_map is None else {
+            n: [position[path]] for n, path in weight_map.items()}
+        route = {}
+        for name, (i,) in wanted.items():
+            holders = found.get(name, [])
+            if i not in holders:
+                raise SafetensorError(f"{where}: the index names tensor {name!r} in {self.files[i]}, "
+                                      "which does not contain it")
+            if len(holders) > 1:
+                raise SafetensorError(f"tensor {name!r} is in both {self.files[holders[0]]} and "
+                                      f"{self.files[holders[1]]}; a checkpoint's names must be unique")
+            route[name] = i
+        return route
+
+    def _handle(self, name: Any) -> Any:
+        """The handle holding ``name`` (its checks: closed, type of name)."""
+        if not self._handles:
+            raise SafetensorError("File is closed")
+        i = self._where.get(name) if isinstance(name, str) else None
+        if i is None:   # the file handle's own TypeError or "File does not contain tensor"
+            handle = self._handles[0]
+            if isinstance(name, str):
+                raise SafetensorError(f"File does not contain tensor {name}")
+            return handle
+        return self._handles[i]
+
+    # -- the file handle's API --
+
+    def keys(self) -> List[str]:
+        if not self._handles:
+            raise SafetensorError("File is closed")
+        return sorted(self._where)
+
+    def offset_keys(self) -> List[str]:
+        if not self._handles:
+            raise SafetensorError("File is closed")
+        return [n for i, h in enumerate(self._handles) for n in h.offset_keys() if self._where.get(n) == i]
+
+    def metadata(self) -> Optional[Dict[str, str]]:
+        """The files' ``__metadata__`` merged in file order (a later file's
+        value wins), then the index's ``metadata`` over it, non-string values
+        as JSON (``total_size``: ``"1234"``); None when there is none."""
+        if not self._handles:
+            raise SafetensorError("File is closed")
+        merged: Dict[str, str] = {}
+        for handle in self._handles:
+            merged.update(handle.metadata() or {})
+        if isinstance(self._index_metadata, dict):
+            merged.update((k, v if isinstance(v, str) else json.dumps(v)) for k, v in self._index_metadata.items())
+        return merged or None
+
+    def get_tensor(self, name: str) -> Any:
+        handle = self._handle(name)
+        if self._prefetch is not None and isinstance(name, str):
+            tensor = self._prefetch.take(name)
+            if tensor is not None:
+                return tensor
+        return handle.get_tensor(name)
+
+    def get_slice(self, name: str) -> Any:
+        handle = self._handle(name)
+        if self._prefetch is not None and isinstance(name, str):
+            planned = self._prefetch.slice(name)
+            if planned is not None:
+                return planned
+        return handle.get_slice(name)
+
+    def get_tensors(self) -> Dict[str, Any]:
+        """Every visible tensor, in offset_keys order: a file whose tensors are
+        all visible in one call of its handle's get_tensors."""
+        if not self._handles:
+            raise SafetensorError("File is closed")
+        out: Dict[str, Any] = {}
+        for i, handle in enumerate(self._handles):
+            names = [n for n in handle.offset_keys() if self._where.get(n) == i]
+            if self._prefetch is None and len(names) == len(handle.keys()):
+                out.update(handle.get_tensors())
+            else:
+                out.update((n, self.get_tensor(n)) for n in names)
+        return out
+
+    def prefetch(self, plan: Any = None, **options: Any) -> None:
+        """As a file handle's prefetch, over every file in order."""
+        if not self._handles:
+            raise SafetensorError("File is closed")
+        tables = [[row for row in h._table() if self._where.get(row[0]) == i] for i, h in enumerate(self._handles)]
+        reader = Prefetch(self._handles, tables, plan, **options)
+        old, self._prefetch = self._prefetch, reader
+        if old is not None:
+            old.close()
+
+    def close(self) -> None:
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.close()
+        reader, self._prefetch = self._prefetch, None
+        if reader is not None:
+            reader.close()
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<safetensors checkpoint of {len(self.files)} files{'' if self._handles else ' (closed)'}>"
+
+
+def prefetch_for_handle(handle: Any, plan: Any = None, **options: Any) -> Prefetch:
+    """A file handle's prefetch(plan, **options) (registered with the C extension)."""
+    return Prefetch([handle], [handle._table()], plan, **options)
