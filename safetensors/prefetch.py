@@ -156,9 +156,8 @@ class Prefetch:
                 self._held += sum(job.nbytes for job in batch)
             if not batch:
                 return
-            results, error = None, None
+            results, error, handle = None, None, self._handles[batch[0].file]()
             try:
-                handle = self._handles[batch[0].file]()
                 if handle is None:
                     raise SafetensorError("File is closed")
                 if batch[0].index is None:
@@ -166,9 +165,10 @@ class Prefetch:
                     results = [got[job.name] for job in batch]
                 else:
                     results = [handle._slice(batch[0].name)[batch[0].index]]
-                del handle
             except BaseException as exc:   # handed to the caller that takes the tensor
                 error = exc
+            finally:
+                handle = None   # not kept alive by this frame (nor by error's traceback)
             with self._cond:
                 for k, job in enumerate(batch):
                     job.state = DONE
