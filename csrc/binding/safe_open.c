@@ -255,12 +255,18 @@ static PyObject *SafeOpen_exit(SafeOpen *self, PyObject *unused)
     }
     /* Last: its reads in flight end at once, their source closed, or finish
      * on their own reference to the file; then it frees what was not taken. */
-    if (prefetch != NULL && !failed) {
+    if (prefetch != NULL) {
+        PyObject *type, *value, *traceback; /* the source's error stays the one raised */
+        PyErr_Fetch(&type, &value, &traceback);
         closed = PyObject_CallMethod(prefetch, "close", NULL);
-        failed = closed == NULL;
+        failed |= closed == NULL;
         Py_XDECREF(closed);
+        if (type != NULL) {
+            PyErr_Clear();
+            PyErr_Restore(type, value, traceback);
+        }
+        Py_DECREF(prefetch);
     }
-    Py_XDECREF(prefetch);
     return failed ? NULL : Py_NewRef(Py_None);
 }
 
