@@ -101,6 +101,7 @@ def generate(d):
 
 def load(loader, d):
     """One load of the whole checkpoint: {name: tensor}, every page touched."""
+    import safetensors.torch
     from safetensors import safe_open
     if loader in ("a_upstream_loop", "b_ours_loop"):
         out = {}
@@ -109,7 +110,6 @@ def load(loader, d):
                 for name in f.keys():
                     out[name] = f.get_tensor(name)
     elif loader == "c_ours_load_file":
-        import safetensors.torch
         out = safetensors.torch.load_file(os.path.join(d, INDEX))
     else:
         with safe_open(d, "pt") as f:
@@ -137,8 +137,9 @@ def make_resident(path):
 
 def run_worker(args):
     import gc
-    import torch  # noqa: F401  (import cost outside the timing)
+    import torch  # noqa: F401  (import costs outside the timing)
     import safetensors
+    import safetensors.torch
     impl = LOADERS[args.loader][0]
     ver = safetensors.__version__
     if not (ver.startswith("0.8.0+c") if impl == "ours" else ver == "0.8.0"):
