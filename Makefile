@@ -12,7 +12,8 @@ MATRIX_PYTHONS ?= 3.10 3.12 3.13
 STAGE := .ci/stage.sh
 
 .PHONY: venv build test test-c test-py test-sanitize test-pythons test-sdist test-frameworks \
-	test-remote format format-check fuzz bench bench-quick bench-docs bench-guard clean lib install
+	test-remote format format-check fuzz bench bench-quick bench-checkpoint bench-docs bench-guard \
+	clean lib install
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +98,11 @@ bench: build
 bench-quick: build
 	$(PY) -m pip install -q matplotlib
 	$(PY) bench/run.py --quick --out-dir $(BENCH_OUT)/quick
+
+# Sharded checkpoint loads (issue 21): 4 x 516 MB bf16 shards with an index, four loaders,
+# warm and cold, against the storage limit (a few minutes; results in $(BENCH_OUT)/checkpoint).
+bench-checkpoint: build
+	$(PY) bench/checkpoint.py --out-dir $(BENCH_OUT)/checkpoint
 
 bench-docs:
 	@test -f $(BENCH_OUT)/performance.md || { echo "no $(BENCH_OUT)/performance.md: run 'make bench' first"; exit 1; }
