@@ -297,6 +297,10 @@ options.
 ## Cold reads against the storage limit
 
 {ctable}
+Sharded checkpoints (4 shards of 516 MB with an index; upstream's transformers-style loop
+against ours, `load_file(index)` and `prefetch()`, warm and cold): `docs/performance-checkpoint.md`,
+made by `make bench-checkpoint` (`bench/checkpoint.py`).
+
 Targets met: {npass} PASS, {nmiss} MISS (targets from issues 4 and 10; ratio = median time ours /
 median time of the other, lower is better; cold reads: fraction of the storage limit, higher is
 better).
