@@ -38,7 +38,7 @@ _set_checkpoint_support(_checkpoint.Checkpoint, _checkpoint.prefetch_for_handle)
 __all__ = ["SafetensorError", "TensorSpec", "__version__", "deserialize", "safe_open", "serialize", "serialize_file"]
 
 
-def _safe_open_handle(f, framework, device="cpu", *, backend="mmap"):
+def _safe_open_handle(f, framework, device="cpu", *, backend=None):
     """Like ``safe_open``, for the file behind an open file object ``f`` (its ``.name``)."""
     if not hasattr(f, "fileno"):
         raise TypeError("_safe_open_handle expects a file object with fileno()")

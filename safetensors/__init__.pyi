@@ -11,7 +11,7 @@ from ._safetensors_c import (
 )
 from ._safetensors_c import safe_open as safe_open
 
-def _safe_open_handle(f: Any, framework: str, device: _Device = "cpu", *, backend: str = "mmap") -> safe_open: ...
+def _safe_open_handle(f: Any, framework: str, device: _Device = "cpu", *, backend: Optional[str] = None) -> safe_open: ...
 def serialize_file(
     tensor_dict: Dict[str, TensorSpec],
     filename: _PathLike,

@@ -111,9 +111,11 @@ The same as ``safe_open(filename, framework="{framework}").get_tensors()``.
 Args:
     filename (str | os.PathLike): the file, or a URL (docs/remote.md; the
         filesystem's default settings: no ``storage_options`` here).
-    backend (str): "mmap" (default: the file's private mapping) or
-        "pread" (the bytes read once into a fresh buffer; the same
-        copy rules then apply to that buffer).
+    backend (str | None): "mmap" (the file's private mapping) or "pread"
+        (the bytes read once into a fresh buffer; the same copy rules then
+        apply to that buffer). None (default): "pread" on network and FUSE
+        file systems, else "mmap" (docs/design.md, "Choosing how a file is
+        read").
 
 Returns:
     dict[str, {kind}]: in file (offset) order; writes to them never

@@ -51,7 +51,7 @@ def load(data: bytes):
     return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap"):
+def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = None):
     with safe_open(filename, framework="flax", backend=backend) as f:
         return f.get_tensors()
 

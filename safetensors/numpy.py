@@ -162,16 +162,18 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
     return _safetensors_c._deserialize_tensors(data, "np")
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap",
+def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = None,
               storage_options: Optional[dict] = None) -> Dict[str, np.ndarray]:
     """Load every array of ``filename``.
 
     Args:
         filename (str | os.PathLike): the file, or a URL (docs/remote.md).
-        backend (str): "mmap" (default: large arrays are zero-copy views of a
+        backend (str | None): "mmap" (large arrays are zero-copy views of a
             private mapping of their own, small ones views of one mapping
-            shared by this call) or "pread" (all read
-            into memory the process owns).
+            shared by this call) or "pread" (all read into memory the process
+            owns). None (default): "pread" on network and FUSE file systems
+            and for a file mostly not in the page cache, else "mmap"
+            (docs/design.md, "Choosing how a file is read").
         storage_options (dict | None): options for the remote filesystem
             (URLs only, e.g. {"anon": True} for s3fs).
 

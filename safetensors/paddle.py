@@ -217,7 +217,7 @@ def load(data: bytes, device: str = "cpu"):
     return tensors
 
 
-def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: str = "mmap"):
+def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optional[str] = None):
     """Load every tensor of ``filename`` as paddle tensors on ``device``.
 
     The same as ``safe_open(filename, framework="paddle", device=device).get_tensors()``.
@@ -231,9 +231,10 @@ def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: str =
             filesystem's default settings: no ``storage_options`` here).
         device (str | int): "cpu" (default), "gpu:N" (paddle's spelling), or
             torch's "cuda", "cuda:N" or ``N``, which mean "gpu:N".
-        backend (str): "mmap" (default: the file's private mapping) or
+        backend (str | None): "mmap" (the file's private mapping) or
             "pread" (the bytes read once into a fresh buffer, which the
-            tensors then share).
+            tensors then share). None (default): "pread" on network and FUSE
+            file systems, else "mmap".
 
     Returns:
         dict[str, paddle.Tensor]: in file (offset) order.

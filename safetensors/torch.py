@@ -402,17 +402,20 @@ def load(data: bytes) -> Dict[str, torch.Tensor]:
     return _safetensors_c._deserialize_tensors(data, "pt")
 
 
-def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap",
+def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: Optional[str] = None,
               storage_options: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
     """Load every tensor of ``filename`` onto ``device``.
 
     Args:
         filename (str | os.PathLike): the file, or a URL (docs/remote.md).
         device (str | int): "cpu" (default), "cuda:0", 0, ...
-        backend (str): "mmap" (large tensors are zero-copy views of a private
-            mapping of their own, small ones views of one mapping shared by
-            this call: one storage, as upstream) or "pread" (everything read
-            into memory).
+        backend (str | None): "mmap" (large tensors are zero-copy views of a
+            private mapping of their own, small ones views of one mapping
+            shared by this call: one storage, as upstream) or "pread"
+            (everything read into memory). None (default): "pread" on network
+            and FUSE file systems and, on the CPU, for a file mostly not in the
+            page cache, else "mmap" (docs/design.md, "Choosing how a file is
+            read").
         storage_options (dict | None): options for the remote filesystem
             (URLs only).
 
@@ -432,7 +435,7 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
 
 
 def load_model(model: torch.nn.Module, filename: Union[str, os.PathLike], strict: bool = True,
-               device: Union[str, int] = "cpu", *, backend: str = "mmap") -> Tuple[Set[str], List[str]]:
+               device: Union[str, int] = "cpu", *, backend: Optional[str] = None) -> Tuple[Set[str], List[str]]:
     """Load a file written by ``save_model`` into ``model``.
 
     Args:
@@ -440,7 +443,7 @@ def load_model(model: torch.nn.Module, filename: Union[str, os.PathLike], strict
         filename (str | os.PathLike): the file.
         strict (bool): raise when keys are missing or unexpected.
         device (str | int): where tensors are loaded before copying in.
-        backend (str): "mmap" or "pread", as for ``load_file``.
+        backend (str | None): "mmap", "pread" or None, as for ``load_file``.
 
     Returns:
         tuple[set[str], list[str]]: (missing keys, unexpected keys).

@@ -22,7 +22,7 @@ def load_file(
     filename: _PathLike,
     device: Union[str, int] = "cpu",
     *,
-    backend: str = "mmap",
+    backend: Optional[str] = None,
     storage_options: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, torch.Tensor]: ...
 def load_model(
@@ -31,5 +31,5 @@ def load_model(
     strict: bool = True,
     device: Union[str, int] = "cpu",
     *,
-    backend: str = "mmap",
+    backend: Optional[str] = None,
 ) -> Tuple[Set[str], List[str]]: ...

@@ -122,8 +122,8 @@ int stpy_parse_backend(stpy_state *state, PyObject *obj, st_backend *out)
     const char *name;
     Py_ssize_t len;
     PyObject *quoted;
-    if (obj == NULL) {
-        *out = ST_BACKEND_MMAP;
+    if (obj == NULL || obj == Py_None) {
+        *out = ST_BACKEND_AUTO;
         return 0;
     }
     if (stpy_check_arg(obj, &PyUnicode_Type, "backend") < 0 ||

@@ -346,6 +346,17 @@ static PyMethodDef stpy_module_methods[] = {
      "The core's dtype table, in upstream's enum order: (header name, bits, type name or None, "
      "'numpy' / 'ml_dtypes' / None, values per framework item)."},
     {"_write_layout", stpy_write_layout_only, METH_VARARGS, NULL},
+    {"_storage_kind", stpy_storage_kind, METH_O,
+     "_storage_kind(path_or_fd)\n--\n\n"
+     "The network, cluster or FUSE file system holding a path or descriptor (\"nfs\",\n"
+     "\"fuse\", ...), which backend=None reads with pread; None for a local one."},
+    {"_fs_name", stpy_fs_name, METH_O,
+     "_fs_name(f_type)\n--\n\n"
+     "The name of a network, cluster or FUSE file system by its statfs f_type; None else."},
+    {"_prefers_pread", stpy_prefers_pread, METH_VARARGS,
+     "_prefers_pread(resident, nbytes, memory=<this machine's>)\n--\n\n"
+     "Whether a whole-file load of nbytes of an automatically mapped file, the fraction\n"
+     "resident of them in the page cache, reads with pread instead of the mapping."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -184,8 +184,17 @@ int stpy_open_source(stpy_state *state, PyObject *target, PyObject *options, st_
 int stpy_parse_framework(stpy_state *state, PyObject *obj, stpy_framework *out);
 /* A new reference to the normalised device (Py_None for cpu), NULL on error. */
 PyObject *stpy_parse_device(stpy_state *state, PyObject *obj);
-/* obj NULL: the default, mmap. */
+/* obj NULL or None: the default, ST_BACKEND_AUTO. */
 int stpy_parse_backend(stpy_state *state, PyObject *obj, st_backend *out);
+
+/* ---- storage.c (module functions, private, for tests) ---- */
+
+/* _storage_kind(path_or_fd), _fs_name(f_type), _prefers_pread(resident, nbytes[, memory]). */
+PyObject *stpy_storage_kind(PyObject *module, PyObject *target);
+PyObject *stpy_fs_name(PyObject *module, PyObject *f_type);
+PyObject *stpy_prefers_pread(PyObject *module, PyObject *args);
+/* This machine's physical memory in bytes (UINT64_MAX when unknown). */
+uint64_t stpy_physical_memory(void);
 
 /* ---- slice.c ---- */
 

@@ -1,5 +1,5 @@
 /*
- * safe_open.c - safe_open(filename, framework, device="cpu", *, backend="mmap", <remote
+ * safe_open.c - safe_open(filename, framework, device="cpu", *, backend=None, <remote
  *               arguments>): a path, or a URL read through a byte source (sources.c)
  *
  * States: OPEN (file != NULL) and CLOSED (file == NULL, after __exit__).
@@ -23,8 +23,12 @@ typedef struct {
     PyObject *filename; /* str, as given (for messages) */
     PyObject *names;    /* list of names in name order, built on first keys() */
     PyObject *source;   /* a URL's byte source (sources.c), closed with the handle; else NULL */
-    PyObject *prefetch; /* prefetch(plan)'s reader (safetensors/prefetch.py), closed with the handle */
-    PyObject *weakreflist; /* the prefetch reader refers to the handle weakly */
+    PyObject
+        *prefetch; /* prefetch(plan)'s reader (safetensors/prefetch.py), closed with the handle */
+    PyObject *weakreflist;    /* the prefetch reader refers to the handle weakly */
+    bool auto_backend;        /* backend=None on a path: a whole-file load may read with pread */
+    st_backend backend;       /* what `backend` shows: the file's, or the last whole-file load's */
+    PyObject *backend_reason; /* str: why (`backend_reason`) */
 } SafeOpen;
 
 /* ---- MARK: construction ---- */
@@ -84,7 +88,8 @@ static PyObject *open_checkpoint(stpy_state *state, PyObject *filename, PyObject
 {
     PyObject *args = NULL, *result = NULL;
     if (state->checkpoint_opener == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "safe_open: safetensors' checkpoint opener is not registered");
+        PyErr_SetString(PyExc_RuntimeError,
+                        "safe_open: safetensors' checkpoint opener is not registered");
         return NULL;
     }
     if ((device != NULL && PyDict_SetItemString(options, "device", device) < 0) ||
@@ -103,7 +108,7 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
 {
     SafeOpen *self = NULL;
     PyObject *target = NULL, *path_str = NULL, *path_bytes = NULL, *device = NULL;
-    PyObject *options = NULL, *source = NULL, *naming;
+    PyObject *options = NULL, *source = NULL, *naming, *reason = NULL;
     stpy_framework framework;
     st_backend backend;
     st_file *file = NULL;
@@ -165,7 +170,8 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
             goto fail;
         }
     }
-    if (stpy_framework_prepare(state, framework) < 0)
+    if (stpy_framework_prepare(state, framework) < 0 ||
+        (reason = PyUnicode_FromString(st_file_backend_reason(file))) == NULL)
         goto fail;
     /* paddle names CUDA devices "gpu:N": the mapping safetensors.paddle registered. */
     if (device != Py_None &&
@@ -185,6 +191,9 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     self->device = device == Py_None ? NULL : Py_NewRef(device);
     self->filename = Py_NewRef(remote ? filename : path_str);
     self->source = Py_XNewRef(source);
+    self->auto_backend = backend == ST_BACKEND_AUTO && !remote;
+    self->backend = st_file_backend(self->file);
+    self->backend_reason = Py_NewRef(reason);
 fail:
     if (file != NULL)
         st_file_release(file);
@@ -194,6 +203,7 @@ fail:
     Py_XDECREF(path_bytes);
     Py_XDECREF(options);
     Py_XDECREF(source);
+    Py_XDECREF(reason);
     return (PyObject *)self;
 }
 
@@ -278,6 +288,7 @@ static int SafeOpen_traverse(SafeOpen *self, visitproc visit, void *arg)
     Py_VISIT(self->names);
     Py_VISIT(self->source);
     Py_VISIT(self->prefetch);
+    Py_VISIT(self->backend_reason);
     return 0;
 }
 
@@ -288,6 +299,7 @@ static int SafeOpen_clear(SafeOpen *self)
     Py_CLEAR(self->names);
     Py_CLEAR(self->source);
     Py_CLEAR(self->prefetch);
+    Py_CLEAR(self->backend_reason);
     return 0;
 }
 
@@ -474,6 +486,37 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
     return result;
 }
 
+/* A whole-file load of a file the core chose to map: whether st_read_all_prefers_pread sends it
+ * through pread (most of the data not in the page cache now), shown in backend and
+ * backend_reason; 1, 0, or -1 with an exception set. */
+static int cold_load(stpy_state *state, SafeOpen *self, st_file *file)
+{
+    uint64_t start = st_header_data_start(st_file_header(file)), len = st_file_size(file) - start;
+    double resident;
+    st_error err;
+    PyObject *reason;
+    st_code code;
+    bool pread;
+    Py_BEGIN_ALLOW_THREADS
+        code = st_file_resident(file, start, len, &resident, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK) {
+        stpy_raise(state, &err, STPY_CTX_READ, NULL);
+        return -1;
+    }
+    pread = st_read_all_prefers_pread(resident, len, stpy_physical_memory());
+    /* Whole percents rounded down: under 50% is below ST_COLD_FRACTION. */
+    reason = PyUnicode_FromFormat("%s; whole-file load: %d%% of the file in the page cache",
+                                  st_file_backend_reason(file), (int)(resident * 100));
+    if (reason == NULL)
+        return -1;
+    STPY_LOCK(self);
+    self->backend = pread ? ST_BACKEND_PREAD : ST_BACKEND_MMAP;
+    Py_SETREF(self->backend_reason, reason);
+    STPY_UNLOCK();
+    return pread;
+}
+
 static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
 {
     stpy_state *state = stpy_state_from_type(Py_TYPE(self));
@@ -481,14 +524,18 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     st_file *file = acquire_file(self);
     const st_header *header;
     size_t count, made = 0;
-    bool read_all;
+    bool read_all, mapped_cpu;
+    int cold = 0;
     if (file == NULL)
         return NULL;
     header = st_file_header(file);
-    /* mmap on the CPU: every tensor is a view of one mapping
-     * (tensor_views.c). */
-    if (st_file_backend(file) == ST_BACKEND_MMAP && self->device == NULL &&
-        (self->framework == FW_PYTORCH || self->framework == FW_NUMPY)) {
+    /* mmap on the CPU: every tensor is a view of one mapping (tensor_views.c), unless the
+     * core chose the mapping and most of the file is not in the page cache. */
+    mapped_cpu = st_file_backend(file) == ST_BACKEND_MMAP && self->device == NULL &&
+                 (self->framework == FW_PYTORCH || self->framework == FW_NUMPY);
+    if (mapped_cpu && self->auto_backend && (cold = cold_load(state, self, file)) < 0)
+        goto exit;
+    if (mapped_cpu && !cold) {
         result = stpy_tensors_of_mapping(state, self->framework, file);
         goto exit;
     }
@@ -496,8 +543,8 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     /* pread on the CPU: everything allocated, then read at once, many reads
      * in flight (pread_tensors.c). Otherwise tensor by tensor; CUDA copies
      * overlap the next tensor's read. */
-    read_all =
-        st_file_backend(file) == ST_BACKEND_PREAD && !stpy_is_cuda(self->framework, self->device);
+    read_all = cold || (st_file_backend(file) == ST_BACKEND_PREAD &&
+                        !stpy_is_cuda(self->framework, self->device));
     tensors = PyMem_Calloc(count ? count : 1, sizeof *tensors);
     if (tensors == NULL) {
         PyErr_NoMemory();
@@ -636,6 +683,34 @@ exit:
     Py_XDECREF(reader);
     Py_XDECREF(call_args);
     return closed;
+}
+
+/* _resident(): the fraction of the data section in the page cache now (st_file_resident), the
+ * measure a whole-file load decides by; None when the file is not mapped. */
+static PyObject *SafeOpen_resident(SafeOpen *self, PyObject *unused)
+{
+    st_file *file = acquire_file(self);
+    PyObject *result = NULL;
+    uint64_t start;
+    double resident;
+    st_error err;
+    st_code code;
+    if (file == NULL)
+        return NULL;
+    start = st_header_data_start(st_file_header(file));
+    if (st_file_backend(file) != ST_BACKEND_MMAP) {
+        st_file_release(file);
+        return Py_NewRef(Py_None);
+    }
+    Py_BEGIN_ALLOW_THREADS
+        code = st_file_resident(file, start, st_file_size(file) - start, &resident, &err);
+    Py_END_ALLOW_THREADS
+    if (code != ST_OK)
+        stpy_raise(stpy_state_from_type(Py_TYPE(self)), &err, STPY_CTX_READ, NULL);
+    else
+        result = PyFloat_FromDouble(resident);
+    st_file_release(file);
+    return result;
 }
 
 static int compare_positions(const void *a, const void *b)
@@ -792,7 +867,8 @@ static PyMethodDef SafeOpen_methods[] = {
      "\n"
      "Every tensor, as get_tensor would give it, except that on the mmap backend\n"
      "(CPU, torch and NumPy) all are views of one private mapping made by this\n"
-     "call: disjoint, so still independent of one another.\n"
+     "call: disjoint, so still independent of one another. With backend=None,\n"
+     "a mapped file mostly not in the page cache is read with pread instead.\n"
      "\n"
      "Returns:\n"
      "    dict[str, array]: in file (offset) order.\n"
@@ -831,6 +907,7 @@ static PyMethodDef SafeOpen_methods[] = {
      "    >>> with safe_open(\"model.safetensors\", \"pt\") as f:\n"
      "    ...     f.prefetch()\n"
      "    ...     tensors = {k: f.get_tensor(k) for k in f.keys()}"},
+    {"_resident", (PyCFunction)SafeOpen_resident, METH_NOARGS, NULL},
     {"get_slice", (PyCFunction)(void (*)(void))SafeOpen_get_slice, METH_FASTCALL | METH_KEYWORDS,
      "get_slice(name)\n"
      "--\n"
@@ -854,6 +931,39 @@ static PyMethodDef SafeOpen_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *SafeOpen_get_backend(SafeOpen *self, void *unused)
+{
+    st_backend backend;
+    STPY_LOCK(self);
+    backend = self->backend;
+    STPY_UNLOCK();
+    return PyUnicode_FromString(backend == ST_BACKEND_PREAD ? "pread" : "mmap");
+}
+
+static PyObject *SafeOpen_get_backend_reason(SafeOpen *self, void *unused)
+{
+    PyObject *reason;
+    STPY_LOCK(self);
+    reason = Py_NewRef(self->backend_reason);
+    STPY_UNLOCK();
+    return reason;
+}
+
+static PyGetSetDef SafeOpen_getset[] = {
+    {"backend", (getter)SafeOpen_get_backend, NULL,
+     "How the file is read: \"mmap\" (a mapping) or \"pread\" (reads into memory of its\n"
+     "own). With backend=None, the one chosen at open, or by the last whole-file load\n"
+     "(get_tensors, load_file), which reads a file mostly not in the page cache with pread.",
+     NULL},
+    {"backend_reason", (getter)SafeOpen_get_backend_reason, NULL,
+     "Why: \"chosen by the caller\", \"local file system\", \"nfs: network file system\",\n"
+     "\"fuse: FUSE file system\", \"read through a byte source\" (a URL), ...; after a\n"
+     "whole-file load with backend=None, \"...; whole-file load: 3% of the file in the\n"
+     "page cache\".",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 /* _source: a URL's byte source, for a reader of the same pinned object
  * (safetensors/distributed.py); None for a path or once closed. _prefetch:
  * the reader of the last prefetch(plan) (tests), None once closed. */
@@ -871,8 +981,9 @@ static PyType_Slot SafeOpen_slots[] = {
     {Py_tp_clear, SafeOpen_clear},
     {Py_tp_methods, SafeOpen_methods},
     {Py_tp_members, SafeOpen_members},
+    {Py_tp_getset, SafeOpen_getset},
     {Py_tp_doc,
-     "safe_open(filename, framework, device='cpu', *, backend='mmap', storage_options=None,\n"
+     "safe_open(filename, framework, device='cpu', *, backend=None, storage_options=None,\n"
      "          chunk_size=None, concurrency=None, head_bytes=None, retries=None, timeout=None,\n"
      "          backoff=None, direct=None, deadline=None)\n"
      "--\n"
@@ -893,10 +1004,13 @@ static PyType_Slot SafeOpen_slots[] = {
      "        \"jax\"/\"flax\", \"mlx\" or \"paddle\".\n"
      "    device (str | int): \"cpu\" (default), \"cuda\", \"cuda:1\", 1, \"mps\", ...\n"
      "        (torch and paddle only).\n"
-     "    backend (str): \"mmap\" (default: large tensors are zero-copy views of a\n"
+     "    backend (str | None): \"mmap\" (large tensors are zero-copy views of a\n"
      "        private mapping of their own) or \"pread\" (every tensor is read into\n"
-     "        memory the process owns; immune to the file changing later). URLs\n"
-     "        are always read as on \"pread\".\n"
+     "        memory the process owns; immune to the file changing later). None\n"
+     "        (default): \"pread\" on network and FUSE file systems (NFS, SMB, Lustre,\n"
+     "        FUSE, ...), else \"mmap\", where get_tensors reads with pread when most of\n"
+     "        the file is not in the page cache (f.backend and f.backend_reason say\n"
+     "        which; docs/design.md). URLs are always read as on \"pread\".\n"
      "    storage_options (dict | None): options of the remote filesystem.\n"
      "    chunk_size, concurrency, head_bytes, retries, timeout, backoff, direct,\n"
      "        deadline: remote reading's knobs (docs/remote.md); None: the default.\n"

@@ -202,7 +202,12 @@ st_code st_json_validate(const uint8_t *text, size_t len, st_error *err);
 
 /* MARK: files (mapping and pread backends) */
 
-typedef enum st_backend { ST_BACKEND_MMAP = 0, ST_BACKEND_PREAD = 1 } st_backend;
+typedef enum st_backend {
+    ST_BACKEND_MMAP = 0,
+    ST_BACKEND_PREAD = 1,
+    ST_BACKEND_AUTO = 2 /* st_file_open: pread on a network, cluster or FUSE file system (by its
+                         * statfs f_type: st_fs_remote_name), else mmap */
+} st_backend;
 
 /*
  * An open, validated file, reference counted (atomically; the last release unmaps, closes
@@ -219,7 +224,13 @@ void st_file_retain(st_file *file);
 void st_file_release(st_file *file);
 
 const st_header *st_file_header(const st_file *file);
+/* MMAP or PREAD (never AUTO), and why: "chosen by the caller", "local file system",
+ * "nfs: network file system", "read through a byte source", ... */
 st_backend st_file_backend(const st_file *file);
+const char *st_file_backend_reason(const st_file *file);
+/* The name of a network, cluster or FUSE file system ("nfs", "smb2", "lustre", "fuse", ...) by
+ * its statfs f_type, which ST_BACKEND_AUTO reads with pread; NULL for any other type. */
+const char *st_fs_remote_name(uint64_t f_type);
 uint64_t st_file_size(const st_file *file);
 /* ST_OK for the st_mode of a regular file; else EISDIR for a directory, "I/O
  * error: not a regular file (a FIFO)" (sys_errno EINVAL) for anything else. */
@@ -258,6 +269,21 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
  * are mostly not in memory yet, several reads in flight instead of page faults. */
 st_code st_file_pread_many(const st_file *file, const st_read_request *requests, size_t count,
                            st_error *err);
+
+/* The fraction (0 to 1) of the pages of the file bytes [offset, offset + len) in the page cache
+ * now: mincore over the mapping (mmap backend; ST_ERR_INVALID_ARGUMENT on the other) of every
+ * page of a range of at most 32 pages, else of 8 evenly spaced windows of 4 pages (first and
+ * last included; some microseconds). Linux counts every page as there where the process could
+ * not open the file for writing. */
+st_code st_file_resident(const st_file *file, uint64_t offset, uint64_t len, double *fraction,
+                         st_error *err);
+/* Whether a read of all len bytes of a mapped file, the fraction `resident` of them in the page
+ * cache, should be st_file_pread_many into memory of its own rather than page faults: when
+ * under ST_COLD_FRACTION are cached (several large reads in flight beat faulting the rest in)
+ * and len is at most half of `memory` bytes (the copy is held whole; mapped pages can be
+ * dropped). */
+#define ST_COLD_FRACTION 0.5
+bool st_read_all_prefers_pread(double resident, uint64_t len, uint64_t memory);
 
 /* A byte source: a file whose bytes come from the caller (a remote object, memory, ...).
  * read_many fills every request (within [0, size), disjoint) with its own concurrency,
@@ -375,7 +401,7 @@ st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
 /* The major changes (with the soname) on an incompatible change, the minor when
  * something is added; st_api_version() gives the library's own value. */
 #define ST_API_VERSION_MAJOR 2
-#define ST_API_VERSION_MINOR 0
+#define ST_API_VERSION_MINOR 1
 #define ST_API_VERSION       (ST_API_VERSION_MAJOR * 1000 + ST_API_VERSION_MINOR)
 #define ST_FORMAT_VERSION    "0.8.0" /* upstream safetensors release whose files we match */
 int st_api_version(void);

@@ -1,6 +1,6 @@
 /*
- * st_file.c - opening a file (a path on the mmap or pread backend, or a byte source), its lifetime
- * and accessors; reads are st_read.c's, private maps st_private_map.c's, descriptors the cache's
+ * st_file.c - opening a file (a path on the mmap or pread backend, the one st_storage.c picks for
+ * ST_BACKEND_AUTO, or a byte source), its lifetime and accessors; reads are st_read.c's, private maps st_private_map.c's, descriptors the cache's
  * (st_descriptors.c). Fields are written once before the file is handed out, but the descriptor,
  * which the cache changes under its lock. Opening never blocks: O_NONBLOCK (a FIFO without a
  * writer), and only a regular file is read. As with any mmap reader, pages another process
@@ -97,12 +97,13 @@ static st_code load_header(st_file *file, st_error *err)
 }
 
 /* A file with one reference and no header yet; NULL when out of memory. */
-static st_file *new_file(st_backend backend, uint64_t size)
+static st_file *new_file(st_backend backend, const char *reason, uint64_t size)
 {
     st_file *file = st_calloc(1, sizeof *file);
     if (file != NULL) {
         atomic_init(&file->refcount, 1);
         file->backend = backend;
+        snprintf(file->backend_reason, sizeof file->backend_reason, "%s", reason);
         file->size = size;
         file->fd = -1;
     }
@@ -134,13 +135,16 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
     int fd;
     struct stat st;
     st_file *file;
+    char reason[ST_REASON_MAX] = "chosen by the caller";
 
     *out = NULL;
-    if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD)
+    if (backend != ST_BACKEND_MMAP && backend != ST_BACKEND_PREAD && backend != ST_BACKEND_AUTO)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "unknown backend %d", (int)backend);
     if ((rc = st_file_open_regular(path, &fd, &st, err)) != ST_OK)
         return rc;
-    if ((file = new_file(backend, (uint64_t)st.st_size)) == NULL) {
+    if (backend == ST_BACKEND_AUTO)
+        backend = st_storage_backend(fd, reason, sizeof reason);
+    if ((file = new_file(backend, reason, (uint64_t)st.st_size)) == NULL) {
         close(fd);
         return st_error_code(err, ST_ERR_NOMEM, 0);
     }
@@ -159,7 +163,7 @@ st_code st_file_open(const char *path, st_backend backend, st_file **out, st_err
 
 st_code st_file_open_source(const st_source *source, st_file **out, st_error *err)
 {
-    st_file *file = new_file(ST_BACKEND_PREAD, source->size);
+    st_file *file = new_file(ST_BACKEND_PREAD, "read through a byte source", source->size);
     st_code rc;
     *out = NULL;
     if (file == NULL)
@@ -205,6 +209,11 @@ const st_header *st_file_header(const st_file *file)
 st_backend st_file_backend(const st_file *file)
 {
     return file->backend;
+}
+
+const char *st_file_backend_reason(const st_file *file)
+{
+    return file->backend_reason;
 }
 
 uint64_t st_file_size(const st_file *file)

@@ -1,6 +1,6 @@
 /*
  * st_file_internal.h - internal: what st_file.c (open, lifetime), st_read.c,
- * st_private_map.c and st_descriptors.c (the descriptor cache) share. Include
+ * st_private_map.c, st_descriptors.c (the descriptor cache) and st_storage.c share. Include
  * it after defining _GNU_SOURCE (struct stat's st_mtim).
  */
 #ifndef ST_FILE_INTERNAL_H
@@ -11,11 +11,14 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 
+#define ST_REASON_MAX 64
+
 struct st_file {
     atomic_size_t refcount;
     st_backend backend;
-    uint64_t size; /* file size at open (fstat) */
-    uint8_t *map;  /* mmap backend: base of the whole-file mapping (size bytes) */
+    char backend_reason[ST_REASON_MAX]; /* why: st_file_backend_reason */
+    uint64_t size;                      /* file size at open (fstat) */
+    uint8_t *map; /* mmap backend: base of the whole-file mapping (size bytes) */
     st_header *header;
     char *path;         /* absolute where the working directory was known */
     struct stat opened; /* what fstat said at open: the identity to check */
@@ -29,6 +32,10 @@ struct st_file {
 /* Opens path read-only, never blocking on a FIFO (O_NONBLOCK, cleared after), and checks
  * it is a regular file; *st from fstat. On failure *fd is -1. (st_file.c) */
 st_code st_file_open_regular(const char *path, int *fd, struct stat *st, st_error *err);
+
+/* ST_BACKEND_AUTO's choice for the open file fd: pread on a network, cluster or FUSE file
+ * system, else mmap; why in reason ("nfs: network file system"). (st_storage.c) */
+st_backend st_storage_backend(int fd, char *reason, size_t cap);
 
 /* Reads exactly len bytes at offset from fd; a file that ends first is an I/O error. */
 st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *err);

@@ -3,7 +3,7 @@
  * open errors, special files, copy-on-write mapping, truncated and extended
  * files, a file that shrinks after opening, a sparse 64 GiB file, and the
  * descriptor cache (its bound, reopening, a file changed under a closed
- * descriptor, threads borrowing while others evict).
+ * descriptor, threads borrowing while others evict), ST_BACKEND_AUTO's rules.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -567,6 +567,93 @@ exit:
     CHECK(setrlimit(RLIMIT_NOFILE, &was) == 0 && chdir(cwd) == 0, "restore");
 }
 
+/* ST_BACKEND_AUTO and its rules (st_storage.c): the f_type table, the choice on a local file,
+ * the residency of a mapped file, the whole-file load rule. */
+static void test_storage(void)
+{
+    static const struct {
+        uint64_t magic;
+        const char *name;
+    } remote[] = {
+        {0x6969, "nfs"},
+        {0x517B, "smb"},
+        {0xFE534D42, "smb2"},
+        {0xFF534D42, "cifs"},
+        {0x00C36400, "ceph"},
+        {0x0BD00BD0, "lustre"},
+        {0x47504653, "gpfs"},
+        {0x19830326, "beegfs"},
+        {0xAAD7AAEA, "panfs"},
+        {0x01021997, "9p"},
+        {0x5346414F, "afs"},
+        {0x6B414653, "kafs"},
+        {0x73757245, "coda"},
+        {0x564C, "ncp"},
+        {0x7461636F, "ocfs2"},
+        {0x01161970, "gfs2"},
+        {0x65735546, "fuse"},
+        {0xFFFFFFFFFE534D42u, "smb2"}, /* a 32-bit magic sign-extended in a long f_type */
+    };
+    /* ext4, tmpfs, xfs, btrfs, overlayfs, zfs, squashfs, 0 */
+    static const uint64_t local[] = {0xEF53,     0x01021994, 0x58465342, 0x9123683E,
+                                     0x794C7630, 0x2FC12FC1, 0x73717368, 0};
+    char path[512];
+    st_file *file = NULL;
+    st_error err;
+    double fraction = -1;
+    for (size_t i = 0; i < sizeof remote / sizeof remote[0]; i++) {
+        const char *name = st_fs_remote_name(remote[i].magic);
+        CHECK(name && strcmp(name, remote[i].name) == 0, "0x%llx: %s",
+              (unsigned long long)remote[i].magic, name ? name : "NULL");
+    }
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
+        CHECK(st_fs_remote_name(local[i]) == NULL, "0x%llx is local", (unsigned long long)local[i]);
+
+    CHECK(st_read_all_prefers_pread(0.0, 1, 100), "cold");
+    CHECK(st_read_all_prefers_pread(0.4999, 50, 100), "just under half cached, half of memory");
+    CHECK(!st_read_all_prefers_pread(0.5, 1, 100), "half cached");
+    CHECK(!st_read_all_prefers_pread(1.0, 1, 100), "warm");
+    CHECK(!st_read_all_prefers_pread(0.0, 51, 100), "over half of memory");
+
+    path_in(path, sizeof path, "storage.st");
+    free(write_u8_tensor(path, 3 * 65536 + 5));
+    /* The scratch directory is local (a tmpfs or a disk). */
+    CHECK(st_file_open(path, ST_BACKEND_AUTO, &file, &err) == ST_OK, "%s", err.msg);
+    CHECK(st_file_backend(file) == ST_BACKEND_MMAP, "auto on a local file maps it");
+    CHECK(strcmp(st_file_backend_reason(file), "local file system") == 0, "%s",
+          st_file_backend_reason(file));
+    /* Read through the page cache just now: every page is there. */
+    uint64_t start = st_header_data_start(st_file_header(file));
+    CHECK(st_file_resident(file, start, st_file_size(file) - start, &fraction, &err) == ST_OK, "%s",
+          err.msg);
+    CHECK(fraction == 1.0, "resident %f", fraction);
+    CHECK(st_file_resident(file, st_file_size(file), 0, &fraction, &err) == ST_OK &&
+              fraction == 1.0,
+          "an empty range");
+    CHECK(st_file_resident(file, 1, st_file_size(file), &fraction, &err) == ST_ERR_INVALID_ARGUMENT,
+          "past the end");
+    st_file_release(file);
+    for (int b = 0; b < 2; b++) {
+        CHECK(st_file_open(path, backends[b], &file, &err) == ST_OK, "%s", err.msg);
+        CHECK(st_file_backend(file) == backends[b] &&
+                  strcmp(st_file_backend_reason(file), "chosen by the caller") == 0,
+              "%s", st_file_backend_reason(file));
+        CHECK((st_file_resident(file, 0, 8, &fraction, &err) == ST_OK) == (b == 0),
+              "residency needs the mapping");
+        st_file_release(file);
+    }
+    CHECK(st_file_open(path, (st_backend)3, &file, &err) == ST_ERR_INVALID_ARGUMENT,
+          "unknown backend");
+    /* 4 MiB, just written: sampled windows, every one in the page cache. */
+    free(write_u8_tensor(path, (size_t)4 << 20));
+    CHECK(st_file_open(path, ST_BACKEND_AUTO, &file, &err) == ST_OK, "%s", err.msg);
+    CHECK(st_file_resident(file, 0, st_file_size(file), &fraction, &err) == ST_OK &&
+              fraction == 1.0,
+          "resident %f", fraction);
+    st_file_release(file);
+    unlink(path);
+}
+
 int main(void)
 {
     tmpdir = harness_tmpdir("test_file");
@@ -577,6 +664,7 @@ int main(void)
     test_discard();
     test_descriptors();
     test_sparse_64g();
+    test_storage();
     rmdir(tmpdir);
     return harness_finish("test_file");
 }
