@@ -2,7 +2,8 @@
 the background, in file order, through the handles' one read path
 (``_read_tensors``: one parallel read per batch, into the final tensors;
 ``_slice``: a Shard's part), at most ``budget`` bytes ahead of what the caller
-has taken (docs/checkpoints.md).
+has taken (docs/checkpoints.md). Whole tensors of a mapped file mostly in the
+page cache are not read ahead: get_tensor's views of it cost no read.
 
 One reader thread per prefetch. A tensor is QUEUED, then READING (the thread
 has it), DONE (read, or failed: ``error``) and TAKEN (handed out, or claimed by
@@ -16,7 +17,7 @@ import threading
 import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ._safetensors_c import SafetensorError
+from ._safetensors_c import SafetensorError, _prefers_pread
 from .plans import Plan, Replicate, Shard, placements, shard_bounds
 
 __all__ = ["Prefetch", "DEFAULT_BUDGET"]
@@ -50,6 +51,10 @@ class Prefetch:
                 raise ValueError(f"prefetch: {arg} must be an int of at least {least}, not {value!r}")
         if rank >= world_size:
             raise ValueError(f"prefetch: rank {rank} is not below world_size {world_size}")
+        # A mapped file mostly in the page cache is left to get_tensor's views (instant); the
+        # whole-file load's rule (the core's) says when it is not.
+        copied = [h._resident() is None or _prefers_pread(h._resident(), sum(r[4] - r[3] for r in t))
+                  for h, t in zip(handles, tables)]
         rows = [(row, i) for i, table in enumerate(tables) for row in table]
         chosen = placements(plan, ((r[0], r[2], r[1]) for r, _ in rows), None if plan is not None else Replicate(),
                             "prefetch")
@@ -59,6 +64,8 @@ class Prefetch:
             if placement is None:
                 continue
             index = None if isinstance(placement, Replicate) else _part(name, shape, placement, rank, world_size)
+            if index is None and not copied[file]:
+                continue
             nbytes = end - begin
             if index is not None and shape:
                 nbytes = nbytes * len(range(*index[-1].indices(shape[len(index) - 1]))) // max(shape[len(index) - 1], 1)

@@ -199,10 +199,25 @@ def reader_of(f):
     return f._prefetch
 
 
+# The tests below open with backend="pread" (or a URL): whole tensors are then read ahead.
+# On a mapped file mostly in the page cache (every file a test has just written) they are
+# left to get_tensor's views:
+
+
+def test_prefetch_leaves_a_cached_mapped_file_to_views(tmp_path):
+    listed = write_checkpoint(tmp_path)
+    with safe_open(tmp_path, "np", backend="mmap") as f:
+        assert all(h._resident() > 0.5 for h in f._handles)   # just written
+        f.prefetch({"layers.1.w": Replicate(), "layers.2.w": Shard(0)}, world_size=2)
+        assert [j.name for j in reader_of(f)._order] == ["layers.2.w"]   # a Shard's part is still read
+        assert equal(f.get_tensor("layers.1.w"), listed["layers.1.w"])
+        assert equal(f.get_slice("layers.2.w")[:32], listed["layers.2.w"][:32])
+
+
 @pytest.mark.parametrize("budget", [None, 1])   # 1: smaller than any tensor, read one at a time
 def test_prefetch_out_of_order(tmp_path, source, budget):
     listed = write_checkpoint(tmp_path)
-    with source.open(tmp_path / INDEX, "np") as f:
+    with source.open(tmp_path / INDEX, "np", backend="pread") as f:
         f.prefetch(budget=budget)
         held = []
         for name in reversed(f.keys()):
@@ -217,7 +232,7 @@ def test_prefetch_out_of_order(tmp_path, source, budget):
 def test_prefetch_of_one_file_and_plans(tmp_path):
     listed = write_checkpoint(tmp_path)
     path = tmp_path / shard_name(1)
-    with safe_open(path, "np") as f:
+    with safe_open(path, "np", backend="pread") as f:
         f.prefetch(["layers.1.w"])
         reader = reader_of(f)
         assert [j.name for j in reader._order] == ["layers.1.w"]
@@ -242,7 +257,7 @@ def test_prefetch_of_one_file_and_plans(tmp_path):
 @pytest.mark.parametrize("world_size", [1, 3])
 def test_prefetch_shards(tmp_path, source, world_size):
     listed = write_checkpoint(tmp_path)
-    with source.open(tmp_path / INDEX, "np") as f:
+    with source.open(tmp_path / INDEX, "np", backend="pread") as f:
         for rank in range(world_size):
             f.prefetch({"layers.0.w": Shard(0), "layers.2.w": Shard(-1), "layers.3.norm": Shard(1)},
                        rank=rank, world_size=world_size)
@@ -263,7 +278,7 @@ def test_prefetch_shards(tmp_path, source, world_size):
 
 def test_prefetch_failing_read_names_the_tensor(tmp_path):
     listed = write_checkpoint(tmp_path)
-    with safe_open(tmp_path, "np") as f:
+    with safe_open(tmp_path, "np", backend="pread") as f:
         last = tmp_path / shard_name(3)
         os.truncate(last, os.path.getsize(last) - 8)   # the last shard's last tensor is cut short
         f.prefetch(budget=1 << 30)
@@ -278,7 +293,7 @@ def test_prefetch_failing_read_names_the_tensor(tmp_path):
 
 def test_prefetch_close_in_the_middle_frees_what_was_not_taken(tmp_path):
     write_checkpoint(tmp_path)
-    f = safe_open(tmp_path, "np")
+    f = safe_open(tmp_path, "np", backend="pread")
     f.prefetch(budget=1)   # one tensor ahead: the reader waits for the caller
     reader = reader_of(f)
     f.get_tensor(f.offset_keys()[0])
@@ -291,7 +306,7 @@ def test_prefetch_close_in_the_middle_frees_what_was_not_taken(tmp_path):
 
 def test_prefetch_stops_when_the_handle_is_dropped(tmp_path):
     write_checkpoint(tmp_path)
-    f = safe_open(tmp_path / shard_name(0), "np")
+    f = safe_open(tmp_path / shard_name(0), "np", backend="pread")
     f.prefetch(budget=1)
     reader = reader_of(f)
     del f
@@ -303,7 +318,7 @@ def test_prefetch_stops_when_the_handle_is_dropped(tmp_path):
 def test_prefetch_from_two_threads(tmp_path, source):
     listed = write_checkpoint(tmp_path)
     got, errors = {}, []
-    with source.open(tmp_path / INDEX, "np") as f:
+    with source.open(tmp_path / INDEX, "np", backend="pread") as f:
         f.prefetch(budget=4096)
         names = f.keys()
 
@@ -331,7 +346,7 @@ def data_kb():
     for line in open("/proc/self/status"):
         if line.startswith("VmData:"):
             return int(line.split()[1])
-f = safe_open(path, "np")
+f = safe_open(path, "np", backend="pread")
 names = f.offset_keys()
 # Room for a 32 MiB budget, one tensor being handed out (16 MiB) and 48 MiB of slack:
 # threads' stacks and the allocator's arenas. The file holds 8 x 16 MiB.
