@@ -225,11 +225,14 @@ class _File:
     ``_source`` when this rank reads the header or takes tensors through the
     handle (``slices``: the direct strategy), else ``remote.open_source``.
     Without ``table`` the header is read (``tensors``: ``_table()`` rows);
-    with it, this copy must be the header reader's."""
+    with it, this copy must be the header reader's.  ``pages()``: a handle
+    whose slices are views of the file's pages (the direct strategy's short
+    strided parts)."""
 
     def __init__(self, path: str, table: Optional[dict] = None, storage_options: Optional[dict] = None,
                  rank: int = 0, slices: bool = False):
         self.handle, self.source, self.header_read, self.check_read = None, None, 0, 0   # bytes read
+        self.path, self.mapped = path, None
         if _remote.is_remote(path) and table is not None and not slices:
             self.source = _remote.open_source(path, storage_options, head_bytes=8)
         elif _remote.is_remote(path):   # the length prefix, then exactly the header: no tensor byte twice
@@ -291,7 +294,18 @@ class _File:
         for at, view in requests:
             self.handle._read_into(at, view)
 
+    def pages(self):
+        """A local file's mmap handle (opened on first use: its slices are
+        views of the cached pages), or a URL's own handle."""
+        if self.source is not None:
+            return self.handle
+        if self.mapped is None:
+            self.mapped = safe_open(self.path, "pt")
+        return self.mapped
+
     def close(self) -> None:
+        if self.mapped is not None:
+            self.mapped.close()
         (self.handle if self.handle is not None else self.source).close()   # a handle closes its source
 
 
@@ -337,6 +351,19 @@ class _Job:
 
     def part(self, q: int) -> int:
         return self.bounds[q + 1] - self.bounds[q]
+
+    def pieces(self, q: int, out: torch.Tensor) -> List[tuple]:
+        """(file, offset, destination) of rank ``q``'s part read into ``out``
+        (1-D uint8): its ``A`` runs, or the whole tensor for a replicated one."""
+        if self.dim is None:
+            return [(self.file, self.offset, out)]
+        run, start = self.part(q) * self.C, self.offset + self.bounds[q] * self.C
+        return [(self.file, start + a * self.B * self.C, out[a * run:(a + 1) * run]) for a in range(self.A)]
+
+    def tensor(self, raw: torch.Tensor, q: int) -> torch.Tensor:
+        """Rank ``q``'s part from its bytes ``raw``."""
+        t = raw.view(self.torch_dtype).view(self.shape(q))
+        return byteswapped(t) if sys.byteorder != "little" else t
 
     def index(self, q: int) -> tuple:
         """``get_slice``'s selection of rank ``q``'s part."""
@@ -518,7 +545,6 @@ class _Work:
         try:
             for j in self.jobs:
                 t = self._take(j)
-                self.stats.bytes_read += t.nbytes
                 result[j.name] = t if t.device == device else t.to(device)
         except Exception as exc:
             error = exc
@@ -526,9 +552,19 @@ class _Work:
         return result
 
     def _take(self, j: _Job) -> torch.Tensor:
-        """This rank's part of ``j`` (a CPU tensor of its own): the whole tensor, or its ``get_slice``."""
-        handle = self.files[j.file].handle
-        return handle.get_tensor(j.name) if j.dim is None else handle.get_slice(j.name)[j.index(self.rank)]
+        """This rank's part of ``j``, a CPU tensor of its own: a part of short
+        strided runs (an "exchange" job) through ``get_slice`` of a handle on
+        the file's pages, copied once (the rows around it are mapped, not read
+        whole first); a whole tensor or a part of long runs read into place,
+        as the exchange reads them."""
+        if j.kind != "exchange":
+            out = torch.empty(j.nbytes if j.dim is None else j.A * j.part(self.rank) * j.C, dtype=torch.uint8)
+            self.read(j.pieces(self.rank, out))
+            return j.tensor(out, self.rank)
+        f = self.files[j.file]
+        t = f.pages().get_slice(j.name)[j.index(self.rank)]
+        self.stats.bytes_read += t.nbytes
+        return t if f.source is not None else t.clone(memory_format=torch.contiguous_format)
 
     def run(self, pg: _Group, device: torch.device) -> Dict[str, torch.Tensor]:
         rank, size, xdev, stats = self.rank, self.size, pg.xdev, pg.stats
@@ -549,8 +585,7 @@ class _Work:
                 rep_buf = torch.empty(self.rep_bytes, dtype=torch.uint8, device=xdev)
             buffers = [torch.empty(n, dtype=torch.uint8, device=xdev) for n in self.caps]
             for j in self.direct:   # each owner reads its own runs
-                run, start = j.part(rank) * j.C, j.offset + j.bounds[rank] * j.C
-                self.read([(j.file, start + a * j.B * j.C, outputs[j.name][a * run:(a + 1) * run]) for a in range(j.A)])
+                self.read(j.pieces(rank, outputs[j.name]))
         except Exception as exc:
             error = exc
 
@@ -578,9 +613,7 @@ class _Work:
                 raw = torch.frombuffer(memoryview(rep_bytes)[j.pos:j.pos + j.nbytes], dtype=torch.uint8)
             else:
                 raw = rep_buf[j.pos:j.pos + j.nbytes]
-            t = raw.view(j.torch_dtype).view(j.shape(rank))
-            if sys.byteorder != "little":
-                t = byteswapped(t)
+            t = j.tensor(raw, rank)
             result[j.name] = t if t.device == device else t.to(device)
         return result
 
