@@ -537,18 +537,12 @@ class _Work:
                 pieces.append((j.file, j.offset + a - j.pos, a, b))
         return pieces
 
-    def run_direct(self, pg: _Group, device: torch.device) -> Dict[str, torch.Tensor]:
-        """The direct strategy: this rank takes its parts through its own
-        handles, nothing is exchanged; one check that every rank succeeded."""
+    def take_all(self, device: torch.device) -> Dict[str, torch.Tensor]:
+        """The direct strategy: this rank's parts, through its own handles."""
         result: Dict[str, torch.Tensor] = {}
-        error: Optional[BaseException] = None
-        try:
-            for j in self.jobs:
-                t = self._take(j)
-                result[j.name] = t if t.device == device else t.to(device)
-        except Exception as exc:
-            error = exc
-        pg.check_reads(error)
+        for j in self.jobs:
+            t = self._take(j)
+            result[j.name] = t if t.device == device else t.to(device)
         return result
 
     def _take(self, j: _Job) -> torch.Tensor:
@@ -762,14 +756,18 @@ def load_distributed(source, plan: Plan = None, *, default: Placement = Replicat
     strategy, stats.strategy_reason = _choose(strategy, [facts for _, facts in parts], paths)
     stats.strategy, direct = strategy, strategy == "direct"
 
-    # 3. plan, agreed before any data moves.
+    # 3. plan, agreed before any data moves between ranks; with the direct
+    # strategy none does, and the agreement also covers this rank's reads.
     work: List[_Work] = []
+    taken: Dict[str, torch.Tensor] = {}
     try:
         def prepare():
             jobs = _make_jobs(paths, tables, wanted, plan, default, size)
             work.append(_Work(jobs, rank, size, chunk_bytes, stats))
             work[0].open(paths, tables, storage_options, direct)
             plan_text = repr((size, chunk_bytes, strategy, [(j.name, j.file, j.kind, j.dim) for j in jobs]))
+            if direct:
+                taken.update(work[0].take_all(device))   # 4. the data, direct
             return hashlib.sha256(plan_text.encode()).hexdigest()
 
         digests = pg.agree(prepare)
@@ -777,7 +775,7 @@ def load_distributed(source, plan: Plan = None, *, default: Placement = Replicat
         if odd:
             raise ValueError(f"load_distributed: ranks {odd} computed a different load plan than rank 0 "
                              "(plan, default, chunk_bytes or strategy differ between ranks)")
-        result = work[0].run_direct(pg, device) if direct else work[0].run(pg, device)   # 4. the data
+        result = taken if direct else work[0].run(pg, device)   # 4. the data, exchanged
     finally:
         for w in work:
             w.close()
