@@ -717,8 +717,8 @@ def load_distributed(source, plan: Plan = None, *, default: Placement = Replicat
     system, else exchange (``stats.strategy``, ``stats.strategy_reason``).
 
     Returns ``{name: tensor}`` in checkpoint order.  Exchanged replicated
-    tensors are views of one buffer per call; other tensors own their memory.  Any rank's
-    failure raises the same exception on every rank.
+    tensors are views of one buffer per call; other tensors own their
+    memory.  Any rank's failure raises the same exception on every rank.
     """
     started = time.perf_counter()
     stats = stats if stats is not None else LoadStats()
