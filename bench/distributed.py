@@ -11,7 +11,11 @@ the q/k/v/gate/up projections are column-parallel (``Shard(0)``), o/down are
 row-parallel (``Shard(1)``), norms are replicated.  Modes, alternated in
 each round (the machine is shared; only same-round ratios mean anything):
 
-- ``distributed``: ``load_distributed`` over gloo;
+- ``distributed``: ``load_distributed`` over gloo, ``strategy="auto"`` (the
+  choice and its reason are printed: one host and local files give
+  ``direct``, each rank reading its own parts);
+- ``exchange``: ``load_distributed(..., strategy="exchange")``: each byte
+  read by one rank, the parts exchanged over gloo;
 - ``naive-mmap``: every rank ``safe_open`` (mmap) + ``get_slice(name)[part]``
   + ``clone()`` (what per-rank loaders do before copying to a device);
 - ``naive-pread``: the same with ``backend="pread"`` (a fresh copy per slice);
@@ -20,9 +24,10 @@ each round (the machine is shared; only same-round ratios mean anything):
   (``pip install fastsafetensors``; ``PYTHONPATH`` works too).
 
 Per mode: the time until every rank holds its parts (ranks start together
-after a barrier), the storage bytes read summed over ranks (distributed: the
-loader's counter; naive: the 4 KiB pages each rank's slices cover, the unit a
-page cache or a block device reads), bytes exchanged, and the peak RSS growth
+after a barrier), the storage bytes read summed over ranks (exchange: the
+loader's counter; naive, and distributed when it chose direct: the 4 KiB
+pages each rank's slices cover, the unit a page cache or a block device
+reads), bytes exchanged, and the peak RSS growth
 per rank during the load.  ``--cold`` evicts the files with
 ``posix_fadvise(DONTNEED)`` before every load (no root needed).
 
@@ -148,41 +153,60 @@ def pages_covered(offset, runs):
     return pages * PAGE
 
 
-def naive_load(folder, spec, rank, backend):
-    """Every rank reads its own slices; returns (tensors, page-granular bytes)."""
+def pages_read(folder, spec, rank):
+    """4 KiB pages of the headers and of rank's slices: what a rank slicing
+    for itself reads from a page cache or a block device."""
     import torch
     from safetensors import safe_open
 
-    with open(os.path.join(folder, "model.safetensors.index.json")) as f:
-        weight_map = json.load(f)["weight_map"]
-    out, touched = {}, 0
-    for file in sorted(set(weight_map.values())):
+    touched = 0
+    for file in sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")):
         path = os.path.join(folder, file)
-        with safe_open(path, framework="pt", backend=backend) as f:
+        with safe_open(path, framework="pt") as f:
             with open(path, "rb") as raw:
                 header = 8 + int.from_bytes(raw.read(8), "little")
             touched += -(-header // PAGE) * PAGE
             offset = header
             for name in f.offset_keys():
-                view = f.get_slice(name)
                 shape, kind = spec[name]
                 nbytes = 2 * int(torch.tensor(shape).prod())
                 if kind == "norm":
-                    t = view[...]
                     runs = [(0, nbytes)]
                 else:
                     dim = 0 if kind == "col" else 1
                     parts = torch.tensor_split(torch.arange(shape[dim]), RANKS)
                     lo, hi = int(parts[rank][0]), int(parts[rank][-1]) + 1
-                    t = view[lo:hi] if dim == 0 else view[:, lo:hi]
                     if dim == 0:
                         runs = [(lo * shape[1] * 2, (hi - lo) * shape[1] * 2)]
                     else:
                         runs = [(r * shape[1] * 2 + lo * 2, (hi - lo) * 2) for r in range(shape[0])]
-                out[name] = t.clone() if backend == "mmap" else t
                 touched += pages_covered(offset, runs)
                 offset += nbytes
-    return out, touched
+    return touched
+
+
+def naive_load(folder, spec, rank, backend):
+    """Every rank reads its own slices; returns the tensors."""
+    import torch
+    from safetensors import safe_open
+
+    with open(os.path.join(folder, "model.safetensors.index.json")) as f:
+        weight_map = json.load(f)["weight_map"]
+    out = {}
+    for file in sorted(set(weight_map.values())):
+        with safe_open(os.path.join(folder, file), framework="pt", backend=backend) as f:
+            for name in f.offset_keys():
+                view = f.get_slice(name)
+                shape, kind = spec[name]
+                if kind == "norm":
+                    t = view[...]
+                else:
+                    dim = 0 if kind == "col" else 1
+                    parts = torch.tensor_split(torch.arange(shape[dim]), RANKS)
+                    lo, hi = int(parts[rank][0]), int(parts[rank][-1]) + 1
+                    t = view[lo:hi] if dim == 0 else view[:, lo:hi]
+                out[name] = t.clone() if backend == "mmap" else t
+    return out
 
 
 def naive_url_load(base, options, spec, rank):
@@ -254,24 +278,27 @@ def rank_main(args):
     start = time.perf_counter()
     stats = LoadStats()
     options = json.loads(args.options) if args.options else None
-    if args.mode == "distributed":
+    if args.mode in ("distributed", "exchange"):
         source = f"{args.base}/{INDEX}" if args.base else os.path.join(args.folder, INDEX)
         out = load_distributed(source, plan_of(spec), chunk_bytes=args.chunk_mib << 20, stats=stats,
-                               storage_options=options)
+                               storage_options=options, strategy="auto" if args.mode == "distributed" else "exchange")
         read = stats.bytes_read
     elif args.mode == "naive-url":
         out, read = naive_url_load(args.base, options, spec, rank)
     elif args.mode == "fastsafetensors":
         out, read = fastsafetensors_load(args.folder, spec, rank)
     else:
-        out, read = naive_load(args.folder, spec, rank, args.mode.split("-")[1])
+        out, read = naive_load(args.folder, spec, rank, args.mode.split("-")[1]), None
     seconds = time.perf_counter() - start
+    if read is None or stats.strategy == "direct":   # each rank read its own slices: count their pages
+        read = pages_read(args.folder, spec, rank)
     peak = status_kib("VmHWM")
     held = sum(t.numel() * t.element_size() for t in out.values())
     dist.barrier()
     dist.destroy_process_group()
     print(json.dumps({"rank": rank, "seconds": seconds, "read": read, "sent": stats.bytes_sent,
-                      "received": stats.bytes_received, "held": held,
+                      "received": stats.bytes_received, "held": held, "strategy": stats.strategy,
+                      "strategy_reason": stats.strategy_reason,
                       "rss_growth_mib": (peak - rss0) / 1024, "peak_rss_mib": peak / 1024}))
 
 
@@ -352,7 +379,7 @@ def main():
     ap.add_argument("--cold", action="store_true", help="evict the files from the page cache before each load")
     ap.add_argument("--source", choices=("local", "http", "s3"), default="local",
                     help="read the files from disk, or from nginx on 127.0.0.1 over http or as S3")
-    ap.add_argument("--modes", help="default: distributed,naive-mmap,naive-pread,fastsafetensors (local),"
+    ap.add_argument("--modes", help="default: distributed,exchange,naive-mmap,naive-pread,fastsafetensors (local),"
                                     " distributed,naive-url (http, s3)")
     ap.add_argument("--dir", help="where to write the checkpoint (default: a temporary directory)")
     ap.add_argument("--rank", type=int, help=argparse.SUPPRESS)
@@ -368,7 +395,7 @@ def main():
         args.hidden, args.layers = 2048, 14
 
     if args.modes is None:
-        args.modes = ("distributed,naive-mmap,naive-pread,fastsafetensors" if args.source == "local"
+        args.modes = ("distributed,exchange,naive-mmap,naive-pread,fastsafetensors" if args.source == "local"
                       else "distributed,naive-url")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))   # unwind: ranks killed, nginx stopped
     with tempfile.TemporaryDirectory(dir=args.dir) as root:
@@ -411,10 +438,13 @@ def run_all(args, folder, server):
         times = sorted(max(r["seconds"] for r in ranks) for ranks in rounds)
         last = rounds[-1]
         read = sum(r["read"] for r in last)
-        sent = f"{sum(r['sent'] for r in last) / 2**20:.1f}" if mode == "distributed" else "n/a"
+        sent = f"{sum(r['sent'] for r in last) / 2**20:.1f}" if mode in ("distributed", "exchange") else "n/a"
         print(f"{mode:<15} {times[len(times) // 2]:>15.3f} {read / 2**20:>15.1f} {read / total:>7.2f}"
               f" {sent:>9} {max(r['held'] for r in last) / 2**20:>14.1f}"
               f" {max(r['rss_growth_mib'] for r in last):>26.1f}")
+    if "distributed" in results:
+        choices = {(r["strategy"], r["strategy_reason"]) for ranks in results["distributed"] for r in ranks}
+        print("distributed (strategy='auto') chose:", "; ".join(f"{s} ({why})" for s, why in sorted(choices)))
     if server is not None and "distributed" in results:
         loader = sum(r["loader_read"] for r in results["distributed"][-1])
         print(f"distributed: the loader's own bytes_read sum {loader / 2**20:.1f} MiB"

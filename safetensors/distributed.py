@@ -1,7 +1,9 @@
 """``load_distributed`` (re-exported by ``safetensors.torch``): a checkpoint
-loaded into every rank of a process group, each byte read once, each rank
-handed its part (docs/distributed.md).  Every step runs on every rank, so
-collectives line up; one that can fail on one rank is followed by an agreement."""
+loaded into every rank of a process group, each rank handed its part
+(docs/distributed.md): each byte read once and the parts exchanged, or, on
+one host from local files, each rank reading its own parts.  Every step runs
+on every rank, so collectives line up; one that can fail on one rank is
+followed by an agreement."""
 
 import datetime
 import hashlib
@@ -9,6 +11,7 @@ import math
 import mmap
 import os
 import pickle
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -18,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.distributed as dist
 
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError, _safetensors_c, safe_open
 from safetensors import remote as _remote
 from safetensors._index import parse_index, read_index, shard_path, shard_url
 from safetensors._torch_types import PACK, SIZE, TYPES, byteswapped, storage_shape
@@ -31,6 +34,8 @@ _DIRECT_RUN = 1 << 20
 _ALIGN = 64   # of each replicated tensor in the gathered buffer: dtype views, GPU kernels
 # A local file's copy digest: its header and _SAMPLES blocks of _SAMPLE data bytes.
 _SAMPLE, _SAMPLES = 64 << 10, 9
+_STRATEGIES = ("auto", "direct", "exchange")
+_INLINE = 4096   # bytes per rank of an object gather's first (often only) all-gather (at least 9)
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ class LoadStats:
     this rank validated (``header_bytes_read``) and the bytes read to check its
     copies of local files (``check_bytes_read``).  ``bytes_sent``,
     ``bytes_received``: tensor payload exchanged (padding included).
-    ``rounds``: data exchanges; ``seconds``: wall time."""
+    ``rounds``: data exchanges; ``seconds``: wall time.  ``strategy``
+    ("direct" or "exchange") and ``strategy_reason``: the last call's."""
 
     bytes_read: int = 0
     header_bytes_read: int = 0
@@ -68,6 +74,8 @@ class LoadStats:
     collectives: int = 0
     rounds: int = 0
     seconds: float = 0.0
+    strategy: str = ""
+    strategy_reason: str = ""
 
 
 class _Group:
@@ -101,20 +109,29 @@ class _Group:
 
     def gather_objects(self, obj) -> list:
         """Every rank's ``obj`` (pickled: the ranks of a job trust each other,
-        as torch's own object collectives do)."""
+        as torch's own object collectives do).  One all-gather of _INLINE
+        bytes per rank (the pickle's length, then its start); a second one
+        only for the rest of pickles longer than that."""
         if self.size == 1:
             return [obj]
-        payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
-        sizes = torch.zeros(self.size, dtype=torch.int64, device=self.xdev)
-        self.all_gather(sizes, torch.tensor([len(payload)], device=self.xdev))
-        sizes = sizes.tolist()
-        width = max(sizes)
+        payload, inline = pickle.dumps(obj), _INLINE - 8
+        heads = self._all_gather_bytes(len(payload).to_bytes(8, "little") + payload[:inline], _INLINE)
+        sizes = [int.from_bytes(h[:8].tobytes(), "little") for h in heads]
+        pickles = [h[8:8 + n].tobytes() for h, n in zip(heads, sizes)]
+        width = max(sizes) - inline
+        if width > 0:
+            tails = self._all_gather_bytes(payload[inline:], width)
+            pickles = [p + t[:max(n - inline, 0)].tobytes() for p, t, n in zip(pickles, tails, sizes)]
+        return [pickle.loads(p) for p in pickles]
+
+    def _all_gather_bytes(self, data: bytes, width: int):
+        """Every rank's ``data`` (at most ``width`` bytes, zero-padded): a NumPy array of ``size`` rows."""
         mine = torch.zeros(width, dtype=torch.uint8)
-        mine[:len(payload)] = payload
+        if data:
+            mine[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         everyone = torch.empty(width * self.size, dtype=torch.uint8, device=self.xdev)
         self.all_gather(everyone, mine.to(self.xdev))
-        everyone = everyone.cpu().numpy()
-        return [pickle.loads(everyone[r * width:r * width + n].tobytes()) for r, n in enumerate(sizes)]
+        return everyone.cpu().numpy().reshape(self.size, width)
 
     def agree(self, step: Callable, *args):
         """Runs ``step`` here, gathers every rank's result, and raises on every
@@ -205,14 +222,18 @@ class _File:
     local file through its C handle (``safe_open(..., backend="pread")``,
     which validates the header; ``identity``: the copy digest), a URL through
     a byte source (``identity``: the pinned ETag/version): the C handle's
-    ``_source`` when this rank reads the header, else ``remote.open_source``.
+    ``_source`` when this rank reads the header or takes tensors through the
+    handle (``slices``: the direct strategy), else ``remote.open_source``.
     Without ``table`` the header is read (``tensors``: ``_table()`` rows);
-    with it, this copy must be the header reader's."""
+    with it, this copy must be the header reader's.  ``pages()``: a handle
+    whose slices are views of the file's pages (the direct strategy's short
+    strided parts)."""
 
     def __init__(self, path: str, table: Optional[dict] = None, storage_options: Optional[dict] = None,
-                 rank: int = 0):
+                 rank: int = 0, slices: bool = False):
         self.handle, self.source, self.header_read, self.check_read = None, None, 0, 0   # bytes read
-        if _remote.is_remote(path) and table is not None:
+        self.path, self.mapped = path, None
+        if _remote.is_remote(path) and table is not None and not slices:
             self.source = _remote.open_source(path, storage_options, head_bytes=8)
         elif _remote.is_remote(path):   # the length prefix, then exactly the header: no tensor byte twice
             self.handle = safe_open(path, "pt", backend="pread", storage_options=storage_options, head_bytes=8)
@@ -273,7 +294,18 @@ class _File:
         for at, view in requests:
             self.handle._read_into(at, view)
 
+    def pages(self):
+        """A local file's mmap handle (opened on first use: its slices are
+        views of the cached pages), or a URL's own handle."""
+        if self.source is not None:
+            return self.handle
+        if self.mapped is None:
+            self.mapped = safe_open(self.path, "pt")
+        return self.mapped
+
     def close(self) -> None:
+        if self.mapped is not None:
+            self.mapped.close()
         (self.handle if self.handle is not None else self.source).close()   # a handle closes its source
 
 
@@ -282,7 +314,9 @@ class _Job:
     reads into its output) or "exchange".  Its bytes are viewed as ``[A, B,
     C]``: ``B`` the sharded dimension (1 if replicated), ``A`` the product of
     the dimensions before it, ``C`` the bytes of one index of ``B``; rank
-    ``q`` owns ``B`` indices ``bounds[q]:bounds[q + 1]``."""
+    ``q`` owns ``B`` indices ``bounds[q]:bounds[q + 1]``, which are
+    ``cuts[q]:cuts[q + 1]`` in the header's units (values: they differ for
+    packed dtypes), the selection ``index(q)`` of the direct strategy."""
 
     def __init__(self, name: str, file: int, dtype: str, shape: tuple, offset: int, nbytes: int, placement,
                  size: int):
@@ -293,6 +327,7 @@ class _Job:
         self.storage = tuple(storage_shape(dtype, shape, f"{dtype} tensor {name!r}"))
         if isinstance(placement, Replicate):
             self.kind, self.dim, self.A, self.B, self.C, self.bounds = "replicate", None, 1, 1, nbytes, [0] + [1] * size
+            self.cuts = None
             return
         if not isinstance(placement, Shard):
             raise TypeError(f"plan for tensor {name!r} must be Replicate(), Shard(dim) or None, not {placement!r}")
@@ -300,7 +335,7 @@ class _Job:
         if not isinstance(dim, int) or ndim == 0 or not -ndim <= dim < ndim:
             raise ValueError(f"cannot shard tensor {name!r} of shape {list(shape)} along dim {dim}")
         dim %= ndim
-        bounds = [q * (shape[dim] // size) + min(q, shape[dim] % size) for q in range(size + 1)]
+        bounds = self.cuts = [q * (shape[dim] // size) + min(q, shape[dim] % size) for q in range(size + 1)]
         if dim == ndim - 1 and pack > 1:
             if any(b % pack for b in bounds):
                 raise ValueError(
@@ -316,6 +351,23 @@ class _Job:
 
     def part(self, q: int) -> int:
         return self.bounds[q + 1] - self.bounds[q]
+
+    def pieces(self, q: int, out: torch.Tensor) -> List[tuple]:
+        """(file, offset, destination) of rank ``q``'s part read into ``out``
+        (1-D uint8): its ``A`` runs, or the whole tensor for a replicated one."""
+        if self.dim is None:
+            return [(self.file, self.offset, out)]
+        run, start = self.part(q) * self.C, self.offset + self.bounds[q] * self.C
+        return [(self.file, start + a * self.B * self.C, out[a * run:(a + 1) * run]) for a in range(self.A)]
+
+    def tensor(self, raw: torch.Tensor, q: int) -> torch.Tensor:
+        """Rank ``q``'s part from its bytes ``raw``."""
+        t = raw.view(self.torch_dtype).view(self.shape(q))
+        return byteswapped(t) if sys.byteorder != "little" else t
+
+    def index(self, q: int) -> tuple:
+        """``get_slice``'s selection of rank ``q``'s part."""
+        return (slice(None),) * self.dim + (slice(self.cuts[q], self.cuts[q + 1]),)
 
     def shape(self, q: int) -> tuple:
         """The torch shape of rank ``q``'s part."""
@@ -414,15 +466,20 @@ class _Work:
                      max((_owned(r[rank], None) - _owned(r[rank], rank) for r in self.rounds), default=0),
                      max((sum(_owned(s, rank) for q, s in enumerate(r) if q != rank) for r in self.rounds), default=0))
 
-    def open(self, paths: List[str], tables: List[dict], storage_options: Optional[dict]) -> None:
-        """Opens the files this rank reads, each checked to be the header reader's copy."""
-        files = {j.file for j in self.direct if j.part(self.rank)}
-        for base, slot in self.rep_regions:
-            files.update(f for f, _, _, _ in self._rep_pieces(base + self.rank * slot, base + (self.rank + 1) * slot))
-        for slots in self.rounds:
-            files.update(j.file for j, _, _, _ in slots[self.rank])
+    def open(self, paths: List[str], tables: List[dict], storage_options: Optional[dict], direct: bool) -> None:
+        """Opens the files this rank reads (``direct``: every file with a job),
+        each checked to be the header reader's copy."""
+        if direct:
+            files = {j.file for j in self.jobs}
+        else:
+            files = {j.file for j in self.direct if j.part(self.rank)}
+            for base, slot in self.rep_regions:
+                files.update(f for f, _, _, _ in self._rep_pieces(base + self.rank * slot,
+                                                                  base + (self.rank + 1) * slot))
+            for slots in self.rounds:
+                files.update(j.file for j, _, _, _ in slots[self.rank])
         for i in sorted(files):
-            self.files[i] = f = _File(paths[i], tables[i], storage_options, self.rank)
+            self.files[i] = f = _File(paths[i], tables[i], storage_options, self.rank, slices=direct)
             self.stats.check_bytes_read += f.header_read + f.check_read
             self.stats.bytes_read += f.header_read + f.check_read
 
@@ -480,6 +537,29 @@ class _Work:
                 pieces.append((j.file, j.offset + a - j.pos, a, b))
         return pieces
 
+    def take_all(self, device: torch.device) -> Dict[str, torch.Tensor]:
+        """The direct strategy: this rank's parts, through its own handles."""
+        result: Dict[str, torch.Tensor] = {}
+        for j in self.jobs:
+            t = self._take(j)
+            result[j.name] = t if t.device == device else t.to(device)
+        return result
+
+    def _take(self, j: _Job) -> torch.Tensor:
+        """This rank's part of ``j``, a CPU tensor of its own: a part of short
+        strided runs (an "exchange" job) through ``get_slice`` of a handle on
+        the file's pages, copied once (the rows around it are mapped, not read
+        whole first); a whole tensor or a part of long runs read into place,
+        as the exchange reads them."""
+        if j.kind != "exchange":
+            out = torch.empty(j.nbytes if j.dim is None else j.A * j.part(self.rank) * j.C, dtype=torch.uint8)
+            self.read(j.pieces(self.rank, out))
+            return j.tensor(out, self.rank)
+        f = self.files[j.file]
+        t = f.pages().get_slice(j.name)[j.index(self.rank)]
+        self.stats.bytes_read += t.nbytes
+        return t if f.source is not None else t.clone(memory_format=torch.contiguous_format)
+
     def run(self, pg: _Group, device: torch.device) -> Dict[str, torch.Tensor]:
         rank, size, xdev, stats = self.rank, self.size, pg.xdev, pg.stats
         outputs: Dict[str, torch.Tensor] = {}
@@ -499,8 +579,7 @@ class _Work:
                 rep_buf = torch.empty(self.rep_bytes, dtype=torch.uint8, device=xdev)
             buffers = [torch.empty(n, dtype=torch.uint8, device=xdev) for n in self.caps]
             for j in self.direct:   # each owner reads its own runs
-                run, start = j.part(rank) * j.C, j.offset + j.bounds[rank] * j.C
-                self.read([(j.file, start + a * j.B * j.C, outputs[j.name][a * run:(a + 1) * run]) for a in range(j.A)])
+                self.read(j.pieces(rank, outputs[j.name]))
         except Exception as exc:
             error = exc
 
@@ -528,9 +607,7 @@ class _Work:
                 raw = torch.frombuffer(memoryview(rep_bytes)[j.pos:j.pos + j.nbytes], dtype=torch.uint8)
             else:
                 raw = rep_buf[j.pos:j.pos + j.nbytes]
-            t = raw.view(j.torch_dtype).view(j.shape(rank))
-            if sys.byteorder != "little":
-                t = byteswapped(t)
+            t = j.tensor(raw, rank)
             result[j.name] = t if t.device == device else t.to(device)
         return result
 
@@ -572,6 +649,45 @@ class _Work:
                 pos += n
 
 
+def _whereabouts(paths: List[str]) -> tuple:
+    """This rank's facts for the auto strategy: (its host: name and boot id,
+    for each source what it lies on: None for a local file system, "url", or
+    the name ``_storage_kind`` gives a network or FUSE file system).  Where
+    the C module has no ``_storage_kind``, every file system counts as local."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    storage_kind = getattr(_safetensors_c, "_storage_kind", None)
+    kinds = []
+    for path in paths:
+        if _remote.is_remote(path):
+            kinds.append("url")
+            continue
+        try:
+            kinds.append(storage_kind(path) if storage_kind is not None else None)
+        except Exception as exc:  # a fact, not the load's error: a missing file fails with the headers
+            kinds.append(f"unknown ({type(exc).__name__})")
+    return (socket.gethostname(), boot), kinds
+
+
+def _choose(strategy: str, facts: List[tuple], paths: List[str]) -> Tuple[str, str]:
+    """(strategy, reason) from every rank's ``_whereabouts``: the same on every rank."""
+    if strategy != "auto":
+        return strategy, f"strategy={strategy!r} was given"
+    hosts = {host for host, _ in facts}
+    if len(hosts) > 1:
+        return "exchange", f"the {len(facts)} ranks are on {len(hosts)} hosts: each byte is read once"
+    for rank, (_, kinds) in enumerate(facts):
+        for path, kind in zip(paths, kinds):
+            if kind is not None:
+                where = "a URL" if kind == "url" else f"on a {kind} file system (as rank {rank} sees it)"
+                return "exchange", f"{path} is {where}: each byte is read once"
+    return "direct", (f"one host for all {len(facts)} ranks and local files: the page cache shares the bytes, "
+                      "each rank reads its own parts")
+
+
 def _owned(slot: List[tuple], q: Optional[int]) -> int:
     """Bytes of rank ``q``'s columns in the rows of ``slot`` (all columns when ``q`` is None)."""
     return sum((a1 - a0) * (j.B if q is None else j.part(q)) * j.C for j, a0, a1, _ in slot)
@@ -580,7 +696,7 @@ def _owned(slot: List[tuple], q: Optional[int]) -> int:
 def load_distributed(source, plan: Plan = None, *, default: Placement = Replicate(), group=None,
                      device: Union[str, int, torch.device] = "cpu", chunk_bytes: int = 64 << 20,
                      timeout: Union[None, float, datetime.timedelta] = None, stats: Optional[LoadStats] = None,
-                     storage_options: Optional[dict] = None) -> Dict[str, torch.Tensor]:
+                     storage_options: Optional[dict] = None, strategy: str = "auto") -> Dict[str, torch.Tensor]:
     """Load a checkpoint into every rank of ``group``; each rank gets its part.
 
     Collective: every rank of the group must call it with the same arguments
@@ -595,15 +711,21 @@ def load_distributed(source, plan: Plan = None, *, default: Placement = Replicat
     (staging is about three times this).  ``timeout``: seconds or timedelta
     per collective (default: the group's).  ``stats``: a ``LoadStats`` for
     this rank.  ``storage_options``: as for ``safe_open`` (URLs).
+    ``strategy``: "exchange" (each byte read by one rank, parts exchanged),
+    "direct" (each rank reads its own parts through ``safe_open``) or "auto":
+    direct when every rank is on one host and every file on a local file
+    system, else exchange (``stats.strategy``, ``stats.strategy_reason``).
 
-    Returns ``{name: tensor}`` in checkpoint order.  Replicated tensors are
-    views of one buffer per call; shards own their memory.  Any rank's
-    failure raises the same exception on every rank.
+    Returns ``{name: tensor}`` in checkpoint order.  Exchanged replicated
+    tensors are views of one buffer per call; other tensors own their
+    memory.  Any rank's failure raises the same exception on every rank.
     """
     started = time.perf_counter()
     stats = stats if stats is not None else LoadStats()
     if not isinstance(chunk_bytes, int) or chunk_bytes < _ALIGN:
         raise ValueError(f"load_distributed: chunk_bytes must be an int of at least {_ALIGN}")
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"load_distributed: strategy must be one of {', '.join(_STRATEGIES)}, not {strategy!r}")
     device = torch.device(f"cuda:{device}" if isinstance(device, int) else device)
     pg = _Group(group, device, timeout, stats)
     rank, size = pg.rank, pg.size
@@ -616,7 +738,8 @@ def load_distributed(source, plan: Plan = None, *, default: Placement = Replicat
     if kind != "index" and any(s != sources[0] for s in sources):
         raise ValueError("load_distributed: ranks were given different sources; every rank must name the same files")
 
-    # 2. headers: file i is validated by rank i % size (the C reader's rules).
+    # 2. headers: file i is validated by rank i % size (the C reader's rules); the
+    # strategy, from the facts every rank adds.
     def read_headers():
         mine = {}
         for i in range(rank, len(paths), size):
@@ -626,27 +749,33 @@ def load_distributed(source, plan: Plan = None, *, default: Placement = Replicat
             stats.header_bytes_read += f.header_read
             stats.check_bytes_read += f.check_read
             stats.bytes_read += f.header_read + f.check_read
-        return mine
+        return mine, _whereabouts(paths)
 
     parts = pg.agree(read_headers)
-    tables = [parts[i % size][i] for i in range(len(paths))]
+    tables = [parts[i % size][0][i] for i in range(len(paths))]
+    strategy, stats.strategy_reason = _choose(strategy, [facts for _, facts in parts], paths)
+    stats.strategy, direct = strategy, strategy == "direct"
 
-    # 3. plan, agreed before any data moves.
+    # 3. plan, agreed before any data moves between ranks; with the direct
+    # strategy none does, and the agreement also covers this rank's reads.
     work: List[_Work] = []
+    taken: Dict[str, torch.Tensor] = {}
     try:
         def prepare():
             jobs = _make_jobs(paths, tables, wanted, plan, default, size)
             work.append(_Work(jobs, rank, size, chunk_bytes, stats))
-            work[0].open(paths, tables, storage_options)
-            plan_text = repr((size, chunk_bytes, [(j.name, j.file, j.kind, j.dim) for j in jobs]))
+            work[0].open(paths, tables, storage_options, direct)
+            plan_text = repr((size, chunk_bytes, strategy, [(j.name, j.file, j.kind, j.dim) for j in jobs]))
+            if direct:
+                taken.update(work[0].take_all(device))   # 4. the data, direct
             return hashlib.sha256(plan_text.encode()).hexdigest()
 
         digests = pg.agree(prepare)
         odd = [r for r, d in enumerate(digests) if d != digests[0]]
         if odd:
             raise ValueError(f"load_distributed: ranks {odd} computed a different load plan than rank 0 "
-                             "(plan, default or chunk_bytes differ between ranks)")
-        result = work[0].run(pg, device)   # 4. the data
+                             "(plan, default, chunk_bytes or strategy differ between ranks)")
+        result = taken if direct else work[0].run(pg, device)   # 4. the data, exchanged
     finally:
         for w in work:
             w.close()

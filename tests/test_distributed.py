@@ -1,4 +1,6 @@
-"""load_distributed across real processes: 2 and 4 gloo ranks on CPU.
+"""load_distributed across real processes: 2 and 4 gloo ranks on CPU, with
+both strategies (exchange: each byte read once; direct: each rank reads its
+own parts) and the automatic choice between them.
 
 Each test starts its ranks as subprocesses (this file, run as a script),
 meeting through a FileStore in the test's tmp dir; gloo listens on the
@@ -9,6 +11,7 @@ are killed if they outlive the deadline, so a bug cannot hang the suite.
 """
 
 import datetime
+import functools
 import json
 import math
 import os
@@ -20,10 +23,11 @@ import pytest
 
 torch = pytest.importorskip("torch")  # the matrix Pythons have NumPy only
 
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError, _safetensors_c, safe_open
 from safetensors.torch import LoadStats, Replicate, Shard, load_distributed, save_file
 
 DEADLINE_S = 150
+STRATEGIES = ("exchange", "direct")
 
 
 def _dtypes():
@@ -133,9 +137,11 @@ def _f4_safe(plan_fn, shapes, dtypes, size):
     return plan
 
 
-def _stats(stats):
-    return {k: getattr(stats, k) for k in ("bytes_read", "header_bytes_read", "check_bytes_read", "bytes_sent",
-                                           "bytes_received", "rounds")}
+def _stats(stats, out=None):
+    """The counters, and the bytes of the tensors returned (``held``)."""
+    return dict({k: getattr(stats, k) for k in ("bytes_read", "header_bytes_read", "check_bytes_read", "bytes_sent",
+                                                "bytes_received", "rounds", "strategy", "strategy_reason")},
+                held=sum(t.nbytes for t in (out or {}).values()))
 
 
 def _headers(paths, path_of=None):
@@ -159,6 +165,20 @@ def _worker_correctness(rank, size, paths, index, report):
     dtypes = {n: d for n, (d, _) in headers.items()}
     names = sorted(path_of)
     default_direct = sd._DIRECT_RUN
+
+    def check(case, plan, **kwargs):
+        stats = LoadStats()
+        out = load_distributed(kwargs.pop("source", paths), plan, group=None, stats=stats, timeout=60, **kwargs)
+        bad = []
+        if sorted(out) != names:
+            bad.append(f"names {sorted(out)[:5]}...")
+        for n in names:
+            placement = plan(n, shapes[n], dtypes[n])
+            want = _expected(path_of, n, placement, size, rank)
+            if n in out and not _same_bytes(out[n], want):
+                bad.append(f"{n} {dtypes[n]} {shapes[n]} {placement}: got {tuple(out[n].shape)}")
+        report.append({"case": case, "bad": bad, "stats": _stats(stats, out)})
+
     for plan_name, raw_plan in _plans(names, shapes, dtypes).items():
         plan = _f4_safe(raw_plan, shapes, dtypes, size)
         for source_name, source in (("files", paths), ("index", index)):
@@ -167,25 +187,34 @@ def _worker_correctness(rank, size, paths, index, report):
                     if source_name == "index" and (chunk, direct) != (4096, default_direct):
                         continue   # the index only changes the sources
                     sd._DIRECT_RUN = direct
-                    stats = LoadStats()
-                    out = load_distributed(source, plan, group=None, chunk_bytes=chunk, stats=stats, timeout=60)
+                    check(f"{plan_name}/{source_name}/chunk={chunk}/direct={direct}", plan, source=source,
+                          chunk_bytes=chunk, strategy="exchange")
                     sd._DIRECT_RUN = default_direct
-                    bad = []
-                    if sorted(out) != names:
-                        bad.append(f"names {sorted(out)[:5]}...")
-                    for n in names:
-                        placement = plan(n, shapes[n], dtypes[n])
-                        want = _expected(path_of, n, placement, size, rank)
-                        if n in out and not _same_bytes(out[n], want):
-                            bad.append(f"{n} {dtypes[n]} {shapes[n]} {placement}: got {tuple(out[n].shape)}")
-                    report.append({"case": f"{plan_name}/{source_name}/chunk={chunk}/direct={direct}",
-                                   "bad": bad, "stats": _stats(stats)})
+            check(f"{plan_name}/{source_name}/strategy=direct", plan, source=source, strategy="direct")
+    # The automatic choice: one host, local files; then one rank says it is elsewhere.
+    mixed = _f4_safe(_plans(names, shapes, dtypes)["mixed"], shapes, dtypes, size)
+    inline, sd._INLINE = sd._INLINE, 64   # besides, every control message takes two all-gathers
+    try:
+        check("auto", mixed)
+    finally:
+        sd._INLINE = inline
+    if rank == size - 1:
+        here = sd._whereabouts
+        sd._whereabouts = lambda paths: (("another-host", ""), here(paths)[1])
+    try:
+        check("auto/two hosts", mixed)
+    finally:
+        if rank == size - 1:
+            sd._whereabouts = here
     # A plan that skips tensors (None), and a device given as a torch.device.
-    stats = LoadStats()
-    out = load_distributed(paths, {"big.rows": Shard(0)}, default=None, device=torch.device("cpu"), stats=stats)
-    want = _expected(path_of, "big.rows", Shard(0), size, rank)
-    report.append({"case": "only-one", "bad": [] if list(out) == ["big.rows"] and _same_bytes(out["big.rows"], want)
-                   else [f"got {list(out)}"], "stats": _stats(stats)})
+    for strategy in STRATEGIES:
+        stats = LoadStats()
+        out = load_distributed(paths, {"big.rows": Shard(0)}, default=None, device=torch.device("cpu"), stats=stats,
+                               strategy=strategy)
+        want = _expected(path_of, "big.rows", Shard(0), size, rank)
+        report.append({"case": f"only-one/strategy={strategy}", "stats": _stats(stats, out),
+                       "bad": [] if list(out) == ["big.rows"] and _same_bytes(out["big.rows"], want)
+                       else [f"got {list(out)}"]})
 
 
 def _fails(report, case, fn, *args, **kwargs):
@@ -198,51 +227,65 @@ def _fails(report, case, fn, *args, **kwargs):
 
 
 def _worker_failures(rank, size, paths, index, report):
+    for strategy in STRATEGIES:
+        cases = []
+        _failures(rank, size, paths, index, cases, strategy)
+        report += [dict(case, strategy=strategy) for case in cases]
+    _fails(report, "strategies differ", load_distributed, paths, strategy=STRATEGIES[rank % 2], timeout=60)
+    report[-1]["strategy"] = "both"
+
+
+def _failures(rank, size, paths, index, report, strategy):
     import safetensors.distributed as sd
 
+    load = functools.partial(load_distributed, timeout=60, strategy=strategy)
     folder = os.path.dirname(index)
-    _fails(report, "missing tensor", load_distributed, paths, {"no.such.tensor": Shard(0)}, timeout=60)
-    _fails(report, "missing file", load_distributed, paths + [os.path.join(folder, "absent.safetensors")],
-           timeout=60)
+    _fails(report, "missing tensor", load, paths, {"no.such.tensor": Shard(0)})
+    _fails(report, "missing file", load, paths + [os.path.join(folder, "absent.safetensors")])
     bad = os.path.join(folder, "corrupt.safetensors")
-    _fails(report, "corrupt file", load_distributed, [bad] + paths, timeout=60)
+    _fails(report, "corrupt file", load, [bad] + paths)
 
     def plan_fails_on_rank1(name, shape, dtype):
         if rank == 1:
             raise ValueError("plan refused on rank 1")
         return Replicate()
 
-    _fails(report, "plan raises on one rank", load_distributed, paths, plan_fails_on_rank1, timeout=60)
-    _fails(report, "plans differ", load_distributed, paths, {"big.rows": Shard(0) if rank == 2 else Replicate()},
-           timeout=60)
+    _fails(report, "plan raises on one rank", load, paths, plan_fails_on_rank1)
+    _fails(report, "plans differ", load, paths, {"big.rows": Shard(0) if rank == 2 else Replicate()})
     # An F4 tensor of header shape [7, 10]: 4 parts of its last dim start at values 0, 3, 6, 8.
     f4 = next(n for n, (d, s) in _headers(paths).items() if d == "F4" and s == (7, 10))
-    _fails(report, "F4 not on bytes", load_distributed, paths, {f4: Shard(1)}, default=None, timeout=60)
-    _fails(report, "shard a scalar", load_distributed, paths, {"t0.0": Shard(0)}, default=None, timeout=60)
-    _fails(report, "sources differ", load_distributed, paths[: 1 + rank % 2], timeout=60)
+    _fails(report, "F4 not on bytes", load, paths, {f4: Shard(1)}, default=None)
+    _fails(report, "shard a scalar", load, paths, {"t0.0": Shard(0)}, default=None)
+    _fails(report, "sources differ", load, paths[: 1 + rank % 2])
 
-    original = sd._Work._read_cpu
+    def failing(original, error):
+        """``original``, but raising ``error`` on the last rank."""
+        def method(self, *args):
+            if rank == size - 1:
+                raise error
+            return original(self, *args)
+        return method
 
-    def broken(self, *args):
-        if rank == size - 1:
-            raise OSError(5, "injected read error", "disk")
-        return original(self, *args)
-
-    sd._Work._read_cpu = broken
+    # The reads: exchange's through _read_cpu, direct's through the handles (_take).
+    read, take = sd._Work._read_cpu, sd._Work._take
+    sd._Work._read_cpu = failing(read, OSError(5, "injected read error", "disk"))
+    sd._Work._take = failing(take, OSError(5, "injected read error", "disk"))
     try:
-        _fails(report, "read fails on the last rank", load_distributed, paths, {"big.cols": Shard(1)}, timeout=60)
+        _fails(report, "read fails on the last rank", load, paths, {"big.cols": Shard(1)})
     finally:
-        sd._Work._read_cpu = original
+        sd._Work._read_cpu, sd._Work._take = read, take
 
     class FailingTorch:
         """torch, but on the last rank, in the data step, allocations above
-        4000 bytes fail (the outputs; the error reports are smaller)."""
+        4000 bytes that _Work.run makes itself fail (the outputs, not the
+        buffers of the error reports)."""
 
         def __getattr__(self, name):
             return getattr(torch, name)
 
         def empty(self, *args, **kwargs):
-            if rank == size - 1 and args and isinstance(args[0], int) and args[0] > 4000:
+            if (rank == size - 1 and args and isinstance(args[0], int) and args[0] > 4000
+                    and sys._getframe(1).f_code.co_name == "run"):
                 raise MemoryError("injected allocation failure")
             return torch.empty(*args, **kwargs)
 
@@ -253,14 +296,15 @@ def _worker_failures(rank, size, paths, index, report):
         finally:
             sd.torch = torch
 
+    # Exchange allocates its outputs; direct's are allocated by the handle (_take).
     original_run, sd._Work.run = sd._Work.run, run_failing
+    sd._Work._take = failing(take, MemoryError("injected allocation failure"))
     try:   # only exchanged shards: nothing is replicated, so the exchange's first round reports it
-        _fails(report, "allocation fails on the last rank", load_distributed, paths, {"big.cols": Shard(1)},
-               default=None, timeout=60)
+        _fails(report, "allocation fails on the last rank", load, paths, {"big.cols": Shard(1)}, default=None)
     finally:
-        sd._Work.run = original_run
+        sd._Work.run, sd._Work._take = original_run, take
     # The group is still usable after all of that.
-    out = load_distributed(paths, {"big.cube": Shard(1)}, default=None, timeout=60)
+    out = load(paths, {"big.cube": Shard(1)}, default=None)
     report.append({"case": "after failures", "type": None, "message": str(tuple(out["big.cube"].shape))})
 
 
@@ -268,16 +312,18 @@ def _worker_identity(rank, size, paths, index, report):
     """Node-local copies: each rank reads the same relative path from its own
     directory (the fixture's identity/node<rank>)."""
     os.chdir(os.path.join(os.path.dirname(index), "identity", f"node{rank}"))
-    for case in _COPIES:
-        name = f"{case}.safetensors"
-        try:
-            out = load_distributed(name, timeout=60)
-        except Exception as exc:
-            report.append({"case": case, "type": type(exc).__name__, "message": str(exc)})
-            continue
-        with safe_open(name, framework="pt") as f:
-            same = sorted(out) == sorted(f.keys()) and all(_same_bytes(out[n], f.get_tensor(n)) for n in out)
-        report.append({"case": case, "type": None, "message": "same bytes" if same else "different bytes"})
+    for strategy in STRATEGIES:
+        for case in _COPIES:
+            name = f"{case}.safetensors"
+            try:
+                out = load_distributed(name, timeout=60, strategy=strategy)
+            except Exception as exc:
+                report.append({"strategy": strategy, "case": case, "type": type(exc).__name__, "message": str(exc)})
+                continue
+            with safe_open(name, framework="pt") as f:
+                same = sorted(out) == sorted(f.keys()) and all(_same_bytes(out[n], f.get_tensor(n)) for n in out)
+            report.append({"strategy": strategy, "case": case, "type": None,
+                           "message": "same bytes" if same else "different bytes"})
     os.chdir(os.path.dirname(index))
 
 
@@ -429,7 +475,7 @@ def test_every_rank_gets_its_part_and_every_byte_is_read_once(checkpoint, size):
     reports = _spawn(scenarios, size, folder)["correctness"]
     file_bytes = sum(os.path.getsize(p) for p in paths)
     cases = [c["case"] for c in reports[0]]
-    assert len(cases) == 4 * 5 + 1
+    assert len(cases) == 4 * (5 + 2) + 2 + 2
     for k, case in enumerate(cases):
         per_rank = [rep[k] for rep in reports]
         for r, entry in enumerate(per_rank):
@@ -437,7 +483,21 @@ def test_every_rank_gets_its_part_and_every_byte_is_read_once(checkpoint, size):
             assert entry["bad"] == [], f"rank {r}, {case}: {entry['bad'][:5]}"
         stats = [e["stats"] for e in per_rank]
         assert sum(s["bytes_sent"] for s in stats) == sum(s["bytes_received"] for s in stats), case
-        if case == "only-one":
+        # Every rank took the same branch; one host and local files: auto is direct.
+        strategy = "exchange" if "chunk=" in case or case in ("auto/two hosts", "only-one/strategy=exchange") \
+            else "direct"
+        assert {s["strategy"] for s in stats} == {strategy}, (case, stats)
+        if case == "auto":
+            assert all(s["strategy_reason"].startswith(f"one host for all {size} ranks") for s in stats), stats
+        if case == "auto/two hosts":
+            assert all(s["strategy_reason"].startswith(f"the {size} ranks are on 2 hosts") for s in stats), stats
+        if strategy == "direct":
+            # Each rank read its own parts and headers; nothing was exchanged.
+            for s in stats:
+                assert s["bytes_sent"] == s["rounds"] == 0, (case, s)
+                assert s["bytes_read"] - s["check_bytes_read"] - s["header_bytes_read"] == s["held"] > 0, (case, s)
+            continue
+        if case.startswith("only-one"):
             continue
         # Each file's header is read by one rank; each data byte by one rank;
         # besides, copies are compared (the files are smaller than the sample).
@@ -479,32 +539,38 @@ def test_a_failure_on_any_rank_raises_on_every_rank(checkpoint):
         "after failures": (None, None),
     }
     for r, report in enumerate(reports):
-        got = {e["case"]: (e["type"], e["message"]) for e in report}
-        assert list(got) == list(expected), got
-        for case, (kind, text) in expected.items():
-            if case == "after failures":
-                parts = torch.tensor_split(torch.arange(50), 4)
-                assert got[case] == (None, str((6, len(parts[r]), 7))), got[case]
-                continue
-            assert got[case][0] == kind, (r, case, got[case])
-            assert text in got[case][1], (r, case, got[case])
+        # The same errors with either strategy.
+        for strategy in STRATEGIES:
+            got = {e["case"]: (e["type"], e["message"]) for e in report if e["strategy"] == strategy}
+            assert list(got) == list(expected), (strategy, got)
+            for case, (kind, text) in expected.items():
+                if case == "after failures":
+                    parts = torch.tensor_split(torch.arange(50), 4)
+                    assert got[case] == (None, str((6, len(parts[r]), 7))), (strategy, got[case])
+                    continue
+                assert got[case][0] == kind, (r, strategy, case, got[case])
+                assert text in got[case][1], (r, strategy, case, got[case])
+        # Ranks asked for different strategies: caught before any data moves.
+        assert report[-1]["case"] == "strategies differ" and report[-1]["type"] == "ValueError", report[-1]
+        assert "different load plan" in report[-1]["message"], report[-1]
 
 
 def test_ranks_compare_their_copies_by_content_not_mtime(checkpoint):
     folder, paths, index = checkpoint
     reports = _spawn("correctness+identity+timeout", 2, folder)["identity"]
     for r, report in enumerate(reports):
-        got = {e["case"]: (e["type"], e["message"]) for e in report}
-        assert list(got) == list(_COPIES), got
-        assert got["same"] == (None, "same bytes"), (r, got["same"])
-        for case in ("data", "header"):
-            kind, message = got[case]
-            # The same error on both ranks, naming the file.
-            assert kind == "SafetensorError", (r, case, got[case])
-            # Rank 0 reads the header (whichever copy is odd); rank 1 finds the difference.
-            assert message.startswith(f"{case}.safetensors: rank 1's copy differs from the copy rank 0 read its "
-                                      "header from"), (r, case, message)
-            assert message == reports[0][list(_COPIES).index(case)]["message"], (r, case, message)
+        for strategy in STRATEGIES:
+            got = {e["case"]: (e["type"], e["message"]) for e in report if e["strategy"] == strategy}
+            assert list(got) == list(_COPIES), got
+            assert got["same"] == (None, "same bytes"), (r, strategy, got["same"])
+            for case in ("data", "header"):
+                kind, message = got[case]
+                # The same error on both ranks and with both strategies, naming the file.
+                assert kind == "SafetensorError", (r, strategy, case, got[case])
+                # Rank 0 reads the header (whichever copy is odd); rank 1 finds the difference.
+                assert message.startswith(f"{case}.safetensors: rank 1's copy differs from the copy rank 0 read its "
+                                          "header from"), (r, strategy, case, message)
+                assert message == reports[0][list(_COPIES).index(case)]["message"], (r, strategy, case, message)
 
 
 def test_a_rank_that_never_joins_times_out_instead_of_hanging(checkpoint):
@@ -515,15 +581,17 @@ def test_a_rank_that_never_joins_times_out_instead_of_hanging(checkpoint):
     assert entry["seconds"] < 30
 
 
-def test_single_process_without_a_process_group(tmp_path):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_single_process_without_a_process_group(tmp_path, strategy):
     # Not initialized: a group of one; same results as safe_open.
     gen = torch.Generator().manual_seed(1)
     tensors = {"w": _random((5, 3), torch.float16, gen), "s": _random((), torch.int64, gen),
                "b": _random((4,), torch.bfloat16, gen)}
     save_file(tensors, tmp_path / "m.safetensors")
     stats = LoadStats()
-    out = load_distributed(tmp_path / "m.safetensors", {"w": Shard(1)}, stats=stats)
+    out = load_distributed(tmp_path / "m.safetensors", {"w": Shard(1)}, stats=stats, strategy=strategy)
     assert all(_same_bytes(out[n], tensors[n]) for n in tensors)
+    assert (stats.strategy, stats.strategy_reason) == (strategy, f"strategy={strategy!r} was given")
     # Besides, the copy digest (the whole of so small a file) is read by the
     # header's reader and again when the file is opened for its data, which
     # also reads (and validates) that copy's header.
@@ -536,6 +604,32 @@ def test_single_process_without_a_process_group(tmp_path):
     save_file(out, tmp_path / "again.safetensors")
 
 
+def test_auto_reads_directly_from_local_file_systems_only(tmp_path, monkeypatch):
+    """One host (a group of one): direct for a local file system, exchange for
+    a network or FUSE one, as ``_safetensors_c._storage_kind`` names it (an
+    extension without it: every file system counts as local)."""
+    save_file({"w": torch.arange(6.0).reshape(2, 3)}, tmp_path / "m.safetensors")
+    kinds = {"local": None, "nfs": "nfs", "fuse": "fuse", "absent": "absent"}
+    for name, kind in kinds.items():
+        if kind == "absent":
+            monkeypatch.delattr(_safetensors_c, "_storage_kind", raising=False)
+        else:
+            monkeypatch.setattr(_safetensors_c, "_storage_kind", lambda path, kind=kind: kind, raising=False)
+        stats = LoadStats()
+        out = load_distributed(tmp_path / "m.safetensors", {"w": Shard(1)}, stats=stats)
+        assert torch.equal(out["w"], torch.arange(6.0).reshape(2, 3)), name
+        if kind in (None, "absent"):
+            assert stats.strategy == "direct", (name, stats)
+            assert stats.strategy_reason.startswith("one host for all 1 ranks and local files"), (name, stats)
+        else:
+            assert stats.strategy == "exchange", (name, stats)
+            assert stats.strategy_reason == (f"{tmp_path / 'm.safetensors'} is on a {kind} file system (as rank 0 "
+                                             "sees it): each byte is read once"), (name, stats)
+    with pytest.raises(ValueError, match="strategy must be one of auto, direct, exchange, not 'fast'"):
+        load_distributed(tmp_path / "m.safetensors", strategy="fast")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize(
     "source, plan, error, text",
     [
@@ -548,34 +642,37 @@ def test_single_process_without_a_process_group(tmp_path):
         ("{tmp}/index.json", None, ValueError, "not a safetensors index"),
     ],
 )
-def test_bad_arguments_raise_clear_errors(tmp_path, source, plan, error, text):
+def test_bad_arguments_raise_clear_errors(tmp_path, source, plan, error, text, strategy):
     save_file({"w": torch.zeros(2, 2)}, tmp_path / "m.safetensors")
     (tmp_path / "index.json").write_text('{"weights": {}}')
     if isinstance(source, str):
         source = source.format(tmp=tmp_path)
     with pytest.raises(error, match=None) as info:
-        load_distributed(source, plan)
+        load_distributed(source, plan, strategy=strategy)
     assert text in str(info.value)
 
 
-def test_index_and_file_list_mistakes_are_reported(tmp_path):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_index_and_file_list_mistakes_are_reported(tmp_path, strategy):
+    load = functools.partial(load_distributed, strategy=strategy)
     save_file({"w": torch.zeros(2, 2)}, tmp_path / "a.safetensors")
     save_file({"w": torch.ones(2)}, tmp_path / "b.safetensors")
     (tmp_path / "index.json").write_text(json.dumps({"weight_map": {"w": "a.safetensors", "ghost": "a.safetensors"}}))
     with pytest.raises(SafetensorError, match="index names tensor 'ghost'"):
-        load_distributed(tmp_path / "index.json")
+        load(tmp_path / "index.json")
     with pytest.raises(SafetensorError, match="'w' is in both"):
-        load_distributed([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+        load([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
     with pytest.raises(ValueError, match="listed twice"):
-        load_distributed([tmp_path / "a.safetensors", tmp_path / "a.safetensors"])
+        load([tmp_path / "a.safetensors", tmp_path / "a.safetensors"])
     # An index loads only its names, from the files it names.
     (tmp_path / "index.json").write_text(json.dumps({"weight_map": {"w": "b.safetensors"}}))
-    out = load_distributed(tmp_path / "index.json")
+    out = load(tmp_path / "index.json")
     assert list(out) == ["w"] and torch.equal(out["w"], torch.ones(2))
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("shard", ["../outside.safetensors", "ABSOLUTE", "link.safetensors"])
-def test_index_shards_stay_in_the_index_folder(tmp_path, shard):
+def test_index_shards_stay_in_the_index_folder(tmp_path, shard, strategy):
     """The index's shard names go through the CLI's rule (safetensors._index.shard_path)."""
     save_file({"w": torch.zeros(2)}, tmp_path / "outside.safetensors")
     model = tmp_path / "model"
@@ -584,17 +681,18 @@ def test_index_shards_stay_in_the_index_folder(tmp_path, shard):
     shard = str(tmp_path / "outside.safetensors") if shard == "ABSOLUTE" else shard
     (model / "index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
     with pytest.raises(ValueError, match=f"shard name {shard!r} leads outside the index's folder: refused"):
-        load_distributed(model / "index.json")
+        load_distributed(model / "index.json", strategy=strategy)
 
 
-def test_f4_with_an_odd_last_dim_is_a_clear_error(mk):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_f4_with_an_odd_last_dim_is_a_clear_error(mk, strategy):
     """torch holds F4 in pairs along the last dim: an odd one is refused as get_tensor refuses it."""
     if not hasattr(torch, "float4_e2m1fn_x2"):
         pytest.skip("this torch has no float4_e2m1fn_x2")
     path = mk.header({"a": {"dtype": "F4", "shape": [2, 3], "data_offsets": [0, 3]}}, b"\x21\x43\x65")
     for plan in (None, {"a": Shard(0)}):
         with pytest.raises(SafetensorError, match="last dimension of 3: torch.float4_e2m1fn_x2 holds 2 values"):
-            load_distributed(path, plan)
+            load_distributed(path, plan, strategy=strategy)
 
 
 if __name__ == "__main__":

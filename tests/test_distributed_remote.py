@@ -6,7 +6,9 @@ FileStore; each checks its tensors byte for byte against local
 ``safe_open(...).get_slice(name)[its part]`` of the same files and writes a
 JSON report.  The test asserts on the reports and on the counters: across
 the ranks, the bytes read from the server sum to the files' sizes (data plus
-headers), so each byte crossed the network once.  Ranks are killed past a
+headers), so each byte crossed the network once: URLs make the automatic
+strategy exchange.  One case forces the direct strategy (each rank fetches
+its own parts) and must give the same tensors.  Ranks are killed past a
 deadline and servers stopped by their context managers, pass or fail.
 """
 
@@ -49,23 +51,24 @@ def _worker(rank, size, job, report):
     plans = local._plans(names, shapes, dtypes)
     default_direct = sd._DIRECT_RUN
     cases = [
-        ("mixed/urls/chunk=4096/direct=1", urls, plans["mixed"], 4096, 1),
-        ("mixed/index/chunk=1048576", index_url, plans["mixed"], 1 << 20, default_direct),
-        ("replicate/urls/chunk=4096", urls, plans["replicate"], 4096, default_direct),
-        ("shard_last/index/chunk=4096", index_url, plans["shard_last"], 4096, default_direct),
-        ("shard0/urls/chunk=1048576/direct=1", urls, plans["shard0"], 1 << 20, 1),
+        ("mixed/urls/chunk=4096/direct=1", urls, plans["mixed"], 4096, 1, "auto"),
+        ("mixed/index/chunk=1048576", index_url, plans["mixed"], 1 << 20, default_direct, "auto"),
+        ("replicate/urls/chunk=4096", urls, plans["replicate"], 4096, default_direct, "auto"),
+        ("shard_last/index/chunk=4096", index_url, plans["shard_last"], 4096, default_direct, "auto"),
+        ("shard0/urls/chunk=1048576/direct=1", urls, plans["shard0"], 1 << 20, 1, "auto"),
+        ("mixed/index/strategy=direct", index_url, plans["mixed"], 1 << 20, default_direct, "direct"),
     ]
-    for case, source, raw_plan, chunk, direct in cases:
+    for case, source, raw_plan, chunk, direct, strategy in cases:
         plan = local._f4_safe(raw_plan, shapes, dtypes, size)
         sd._DIRECT_RUN = direct
         stats = LoadStats()
         try:
             out = load_distributed(source, plan, chunk_bytes=chunk, stats=stats, timeout=60,
-                                   storage_options=options)
+                                   storage_options=options, strategy=strategy)
         finally:
             sd._DIRECT_RUN = default_direct
         report.append({"case": case, "bad": _compare(out, names, plan, shapes, dtypes, path_of, size, rank),
-                       "stats": local._stats(stats)})
+                       "stats": local._stats(stats, out)})
     # One URL (not a list), sharded along dim 0.
     stats = LoadStats()
     big = next(u for u in urls if u.endswith("00001-of-00003.safetensors"))
@@ -143,7 +146,7 @@ def _check(reports, paths):
     header_bytes = sum(os.path.getsize(p) - local._data_bytes(p) for p in paths)
     first = paths[0] if paths[0].endswith("00001-of-00003.safetensors") else None
     cases = [e["case"] for e in reports[0]]
-    assert len(cases) == 7, cases
+    assert len(cases) == 8, cases
     for k, case in enumerate(cases):
         per_rank = [rep[k] for rep in reports]
         assert all(e["case"] == case for e in per_rank)
@@ -155,6 +158,15 @@ def _check(reports, paths):
             assert e["bad"] == [], f"rank {r}, {case}: {e['bad'][:5]}"
         stats = [e["stats"] for e in per_rank]
         assert sum(s["bytes_sent"] for s in stats) == sum(s["bytes_received"] for s in stats), case
+        if case.endswith("strategy=direct"):
+            # Forced: each rank fetched its headers and its own parts, nothing exchanged.
+            for s in stats:
+                assert s["strategy"] == "direct" and s["bytes_sent"] == 0, (case, s)
+                assert s["bytes_read"] - s["check_bytes_read"] - s["header_bytes_read"] == s["held"] > 0, (case, s)
+            continue
+        # The automatic choice: URLs are read once, exchanged.
+        assert all(s["strategy"] == "exchange" for s in stats), (case, stats)
+        assert all(s["strategy_reason"].endswith(" is a URL: each byte is read once") for s in stats), (case, stats)
         if case == "one url":
             assert sum(s["bytes_read"] for s in stats) == os.path.getsize(first), (case, stats)
             continue
