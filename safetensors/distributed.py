@@ -14,7 +14,6 @@ import pickle
 import socket
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -23,7 +22,8 @@ import torch.distributed as dist
 
 from safetensors import SafetensorError, _safetensors_c, safe_open
 from safetensors import remote as _remote
-from safetensors._index import parse_index, read_index, shard_path, shard_url
+from safetensors._index import resolve
+from safetensors.plans import Placement, Plan, Replicate, Shard, placements, shard_bounds
 from safetensors._torch_types import PACK, SIZE, TYPES, byteswapped, storage_shape
 
 __all__ = ["LoadStats", "Replicate", "Shard", "load_distributed"]
@@ -38,22 +38,6 @@ _STRATEGIES = ("auto", "direct", "exchange")
 _INLINE = 4096   # bytes per rank of an object gather's first (often only) all-gather (at least 9)
 
 
-@dataclass(frozen=True)
-class Replicate:
-    """Every rank gets the whole tensor."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Rank ``q`` of ``N`` gets part ``q`` of ``torch.tensor_split(t, N, dim)``:
-    parts differ in length by at most one, the first ``size % N`` parts are the
-    longer ones, and when ``size < N`` the last ranks get empty parts."""
-
-    dim: int
-
-
-Placement = Union[Replicate, Shard, None]
-Plan = Union[None, Mapping, Callable[[str, Tuple[int, ...], str], Placement]]
 
 
 @dataclass
@@ -181,40 +165,25 @@ def _raise_if_failed(errors: list, own: Optional[BaseException], rank: int) -> N
 
 
 def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
-    """-> ``("files", [paths or URLs], None)``, or for an index ``("index", [paths
-    or URLs], {name: file index})`` on rank 0 and ``("index", None, None)`` elsewhere."""
+    """-> ``("files", [paths or URLs], None)``, or for an index or a folder
+    ``("index", [paths or URLs], {name: file index} or None)`` on rank 0 and
+    ``("index", None, None)`` elsewhere (safetensors._index.resolve's rules)."""
     if isinstance(source, (str, os.PathLike)):
         path = _remote.local_path(os.fspath(source))
-        if path.split("?", 1)[0].endswith(".json"):
-            return ("index",) + (_read_index(path, storage_options) if rank == 0 else (None, None))
-        return ("files", [path], None)
+        if not (path.split("?", 1)[0].endswith(".json") or (not _remote.is_remote(path) and os.path.isdir(path))):
+            return ("files", [path], None)
+        if rank != 0:
+            return ("index", None, None)
+        files, weight_map, _, _ = resolve(path, storage_options)
+        position = {f: i for i, f in enumerate(files)}
+        return ("index", files, None if weight_map is None else {k: position[v] for k, v in weight_map.items()})
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
         paths = [_remote.local_path(os.fspath(s)) for s in source]
         if len(set(paths)) != len(paths):
             raise ValueError("load_distributed: the same file is listed twice")
         return ("files", paths, None)
-    raise TypeError("load_distributed: source must be a path or URL, a list of them, or a "
-                    f"model.safetensors.index.json path or URL, not {type(source).__name__}")
-
-
-def _read_index(path: str, storage_options: Optional[dict] = None):
-    """(file paths or URLs, sorted; {tensor name: position in them}) of an
-    index, through the one index reader (safetensors._index)."""
-    if _remote.is_remote(path):
-        index = _remote.open_source(path, storage_options)
-        try:
-            data = bytearray(index.size)
-            index.read_many([(0, memoryview(data))])
-            weight_map, _ = parse_index(bytes(data), path)
-        finally:
-            index.close()
-        where = shard_url
-    else:
-        weight_map, _ = read_index(path)
-        where = shard_path
-    names = sorted(set(weight_map.values()))
-    position = {n: i for i, n in enumerate(names)}
-    return [where(path, n) for n in names], {k: position[v] for k, v in weight_map.items()}
+    raise TypeError("load_distributed: source must be a path or URL, a list of them, a checkpoint folder, "
+                    f"or a model.safetensors.index.json path or URL, not {type(source).__name__}")
 
 
 class _File:
@@ -329,13 +298,11 @@ class _Job:
             self.kind, self.dim, self.A, self.B, self.C, self.bounds = "replicate", None, 1, 1, nbytes, [0] + [1] * size
             self.cuts = None
             return
-        if not isinstance(placement, Shard):
-            raise TypeError(f"plan for tensor {name!r} must be Replicate(), Shard(dim) or None, not {placement!r}")
         ndim, dim, pack = len(shape), placement.dim, PACK[dtype]
         if not isinstance(dim, int) or ndim == 0 or not -ndim <= dim < ndim:
             raise ValueError(f"cannot shard tensor {name!r} of shape {list(shape)} along dim {dim}")
         dim %= ndim
-        bounds = self.cuts = [q * (shape[dim] // size) + min(q, shape[dim] % size) for q in range(size + 1)]
+        bounds = self.cuts = shard_bounds(shape[dim], size)
         if dim == ndim - 1 and pack > 1:
             if any(b % pack for b in bounds):
                 raise ValueError(
@@ -395,24 +362,9 @@ def _make_jobs(paths: List[str], tables: List[dict], wanted: Optional[dict], pla
         raise SafetensorError(
             f"the index names tensor {absent[0]!r} in {paths[wanted[absent[0]]]}, which does not contain it"
             + (f" ({len(absent) - 1} more missing)" if len(absent) > 1 else ""))
-    if isinstance(plan, Mapping):
-        missing = sorted(n for n in plan if n not in seen)
-        if missing:
-            shown = ", ".join(repr(n) for n in missing[:5]) + (", ..." if len(missing) > 5 else "")
-            raise SafetensorError(f"The checkpoint does not contain tensor(s) named in the plan: {shown}")
-    elif plan is not None and not callable(plan):
-        raise TypeError(f"load_distributed: plan must be a mapping or a callable, not {type(plan).__name__}")
-    jobs = []
-    for name, file, dtype, shape, offset, nbytes in tensors:
-        if plan is None:
-            placement = default
-        elif isinstance(plan, Mapping):
-            placement = plan.get(name, default)
-        else:
-            placement = plan(name, shape, dtype)
-        if placement is not None:
-            jobs.append(_Job(name, file, dtype, shape, offset, nbytes, placement, size))
-    return jobs
+    placed = placements(plan, ((t[0], t[3], t[2]) for t in tensors), default, "load_distributed")
+    return [_Job(name, file, dtype, shape, offset, nbytes, placed[name], size)
+            for name, file, dtype, shape, offset, nbytes in tensors if name in placed]
 
 
 class _Work:

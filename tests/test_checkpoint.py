@@ -377,3 +377,19 @@ def test_prefetch_memory_is_the_budget_plus_what_was_taken(tmp_path):
     assert ok.returncode == 0 and ok.stdout.strip() == "ok", ok.stderr[-2000:]
     over = run(1 << 40, "hold")
     assert over.returncode != 0 and "Unable to allocate" in over.stderr, over.stderr[-2000:]
+
+
+def test_load_distributed_takes_the_same_plans_and_sources(tmp_path, torch):
+    """One group of one: load_distributed reads a folder and an index with the plans of
+    prefetch (the same Replicate and Shard, names accepted)."""
+    from safetensors import distributed, plans
+    from safetensors.torch import load_distributed
+
+    assert distributed.Replicate is plans.Replicate and distributed.Shard is plans.Shard
+    listed = write_checkpoint(tmp_path, extra={1: {"stray": np.ones(2, np.float32)}})
+    for source in (tmp_path, tmp_path / INDEX):
+        loaded = load_distributed(source, ["layers.0.w", "layers.3.b"], default=None)
+        assert sorted(loaded) == ["layers.0.w", "layers.3.b"]
+        assert np.array_equal(loaded["layers.0.w"].numpy(), listed["layers.0.w"])
+        loaded = load_distributed(source, {"layers.2.w": Shard(1)})
+        assert "stray" not in loaded and sorted(loaded) == sorted(listed)
