@@ -111,25 +111,40 @@ class Checkpoint:
         return handle.get_slice(name)
 
     def get_tensors(self) -> Dict[str, Any]:
-        """Every visible tensor, in offset_keys order: a file whose tensors are
-        all visible in one call of its handle's get_tensors."""
+        """Every visible tensor, in offset_keys order, read as prefetch reads:
+        the files that need reading (not mapped, or mostly not cached) by one
+        background reader in file order, the others as their handle's
+        get_tensors gives them (views of a mapping)."""
         if not self._handles:
             raise SafetensorError("File is closed")
+        if self._prefetch is not None:   # what the caller's plan read first
+            return {name: self.get_tensor(name) for name in self.offset_keys()}
+        tables = self._tables()
+        reader = Prefetch(self._handles, tables, budget=sum(r[4] - r[3] for t in tables for r in t) or 1)
+        read = reader.files()
         out: Dict[str, Any] = {}
-        for i, handle in enumerate(self._handles):
-            names = [n for n in handle.offset_keys() if self._where.get(n) == i]
-            if self._prefetch is None and len(names) == len(handle.keys()):
-                out.update(handle.get_tensors())
-            else:
-                out.update((n, self.get_tensor(n)) for n in names)
+        try:
+            for i, (handle, table) in enumerate(zip(self._handles, tables)):
+                names = [row[0] for row in table]
+                if i not in read and len(names) == len(handle.keys()):
+                    out.update(handle.get_tensors())
+                    continue
+                for name in names:
+                    tensor = reader.take(name)
+                    out[name] = tensor if tensor is not None else self.get_tensor(name)
+        finally:
+            reader.close()
         return out
+
+    def _tables(self) -> List[List[tuple]]:
+        """Each file's visible ``_table()`` rows."""
+        return [[row for row in h._table() if self._where.get(row[0]) == i] for i, h in enumerate(self._handles)]
 
     def prefetch(self, plan: Any = None, **options: Any) -> None:
         """As a file handle's prefetch, over every file in order."""
         if not self._handles:
             raise SafetensorError("File is closed")
-        tables = [[row for row in h._table() if self._where.get(row[0]) == i] for i, h in enumerate(self._handles)]
-        reader = Prefetch(self._handles, tables, plan, **options)
+        reader = Prefetch(self._handles, self._tables(), plan, **options)
         old, self._prefetch = self._prefetch, reader
         if old is not None:
             old.close()

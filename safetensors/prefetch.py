@@ -99,6 +99,10 @@ class Prefetch:
                 return None
         return _PlannedSlice(self, job, self._handles[job.file]())
 
+    def files(self) -> set:
+        """The positions (in ``handles``) of the files it reads from."""
+        return {job.file for job in self._order}
+
     def cancel(self) -> None:
         """Stops reading after the read in flight (safe from any thread)."""
         with self._cond:
