@@ -57,38 +57,37 @@ class Checkpoint:
             route[name] = i
         return route
 
-    def _handle(self, name: Any) -> Any:
-        """The handle holding ``name`` (its checks: closed, type of name)."""
+    def _open(self) -> List[Any]:
+        """The files' handles; "File is closed" once closed, as a file's handle says."""
         if not self._handles:
             raise SafetensorError("File is closed")
-        i = self._where.get(name) if isinstance(name, str) else None
-        if i is None:   # the file handle's own TypeError or "File does not contain tensor"
-            handle = self._handles[0]
-            if isinstance(name, str):
-                raise SafetensorError(f"File does not contain tensor {name}")
-            return handle
-        return self._handles[i]
+        return self._handles
+
+    def _handle(self, name: Any) -> Any:
+        """The handle holding ``name``; for a name that is not a str, the first
+        (whose get_tensor/get_slice raise the TypeError)."""
+        handles = self._open()
+        if not isinstance(name, str):
+            return handles[0]
+        if name not in self._where:
+            raise SafetensorError(f"File does not contain tensor {name}")
+        return handles[self._where[name]]
 
     # -- the file handle's API --
 
     def keys(self) -> List[str]:
-        if not self._handles:
-            raise SafetensorError("File is closed")
+        self._open()
         return sorted(self._where)
 
     def offset_keys(self) -> List[str]:
-        if not self._handles:
-            raise SafetensorError("File is closed")
-        return [n for i, h in enumerate(self._handles) for n in h.offset_keys() if self._where.get(n) == i]
+        return [n for i, h in enumerate(self._open()) for n in h.offset_keys() if self._where.get(n) == i]
 
     def metadata(self) -> Optional[Dict[str, str]]:
         """The files' ``__metadata__`` merged in file order (a later file's
         value wins), then the index's ``metadata`` over it, non-string values
         as JSON (``total_size``: ``"1234"``); None when there is none."""
-        if not self._handles:
-            raise SafetensorError("File is closed")
         merged: Dict[str, str] = {}
-        for handle in self._handles:
+        for handle in self._open():
             merged.update(handle.metadata() or {})
         if isinstance(self._index_metadata, dict):
             merged.update((k, v if isinstance(v, str) else json.dumps(v)) for k, v in self._index_metadata.items())
@@ -115,8 +114,7 @@ class Checkpoint:
         the files that need reading (not mapped, or mostly not cached) by one
         background reader in file order, the others as their handle's
         get_tensors gives them (views of a mapping)."""
-        if not self._handles:
-            raise SafetensorError("File is closed")
+        self._open()
         if self._prefetch is not None:   # what the caller's plan read first
             return {name: self.get_tensor(name) for name in self.offset_keys()}
         tables = self._tables()
@@ -142,9 +140,7 @@ class Checkpoint:
 
     def prefetch(self, plan: Any = None, **options: Any) -> None:
         """As a file handle's prefetch, over every file in order."""
-        if not self._handles:
-            raise SafetensorError("File is closed")
-        reader = Prefetch(self._handles, self._tables(), plan, **options)
+        reader = Prefetch(self._open(), self._tables(), plan, **options)
         old, self._prefetch = self._prefetch, reader
         if old is not None:
             old.close()
