@@ -33,7 +33,7 @@ def _import_framework(name):
 
 _set_source_opener(_remote.open_source)
 _set_framework_importer(_import_framework)
-_set_checkpoint_support(_checkpoint.Checkpoint, _checkpoint.prefetch_for_handle)
+_set_checkpoint_support(_checkpoint.open_checkpoint, _checkpoint.prefetch_for_handle)
 
 __all__ = ["SafetensorError", "TensorSpec", "__version__", "deserialize", "safe_open", "serialize", "serialize_file"]
 

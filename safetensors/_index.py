@@ -76,6 +76,10 @@ def read_remote_index(url: str, storage_options: Optional[dict] = None) -> Tuple
 INDEX_SUFFIX = ".safetensors.index.json"
 
 
+class NotACheckpoint(Exception):
+    """A folder with neither an index nor a ``*.safetensors`` file."""
+
+
 def find_index(folder: str) -> Optional[str]:
     """The index of a local checkpoint folder: model.safetensors.index.json,
     else its only ``*.safetensors.index.json``; None when it has none. Two or
@@ -91,7 +95,8 @@ def find_index(folder: str) -> Optional[str]:
 def resolve(source: Any, storage_options: Optional[dict] = None
             ) -> Tuple[List[str], Optional[Dict[str, str]], Any, str]:
     """(files, weight_map, index metadata, where) of a checkpoint source: a
-    local folder (its index, else every ``*.safetensors`` in it, sorted), an
+    local folder (its index, else every ``*.safetensors`` in it, sorted; else
+    NotACheckpoint), an
     index path or URL (``.json``; its files sorted by name, weight_map with
     the files' paths or URLs as values), or a list of paths or URLs (as
     given, no weight_map). ``where`` names the source in messages."""
@@ -108,7 +113,7 @@ def resolve(source: Any, storage_options: Optional[dict] = None
         if index is None:
             files = sorted(os.path.join(where, n) for n in os.listdir(where) if n.endswith(".safetensors"))
             if not files:
-                raise FileNotFoundError(f"{where}: no *.safetensors files and no index in this folder")
+                raise NotACheckpoint(where)
             return files, None, None, where
         where = index
     if remote.is_remote(where):

@@ -163,6 +163,16 @@ class Checkpoint:
         return f"<safetensors checkpoint of {len(self.files)} files{'' if self._handles else ' (closed)'}>"
 
 
+def open_checkpoint(source: Any, framework: Any, device: Any = "cpu", **options: Any) -> Any:
+    """safe_open of a checkpoint (registered with the C extension); NotImplemented
+    for a folder that holds none: safe_open then raises upstream's
+    IsADirectoryError("Is a directory: <path>")."""
+    try:
+        return Checkpoint(source, framework, device, **options)
+    except _index.NotACheckpoint:
+        return NotImplemented
+
+
 def prefetch_for_handle(handle: Any, plan: Any = None, **options: Any) -> Prefetch:
     """A file handle's prefetch(plan, **options) (registered with the C extension)."""
     return Prefetch([handle], [handle._table()], plan, **options)

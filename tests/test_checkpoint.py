@@ -100,7 +100,7 @@ def test_shard_names_cannot_leave_the_folder(tmp_path):
 
 def test_ambiguous_and_empty_folders(tmp_path):
     os.makedirs(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="no \\*.safetensors files and no index"):
+    with pytest.raises(IsADirectoryError, match=f"^Is a directory: {tmp_path / 'empty'}$"):   # as upstream
         safe_open(tmp_path / "empty", "np")
     write_checkpoint(tmp_path / "two", index=False)
     for name in ("a.safetensors.index.json", "b.safetensors.index.json"):

@@ -82,7 +82,7 @@ static int names_checkpoint(PyObject *filename, PyObject *path_str, bool remote)
 }
 
 /* safe_open of a checkpoint: the registered opener (safetensors.checkpoint)
- * with the arguments as given. */
+ * with the arguments as given; NotImplemented for a folder that holds none. */
 static PyObject *open_checkpoint(stpy_state *state, PyObject *filename, PyObject *framework,
                                  PyObject *device, PyObject *backend, PyObject *options)
 {
@@ -159,10 +159,12 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
         Py_END_ALLOW_THREADS
         if (code != ST_OK && code != ST_ERR_IO)
             stpy_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
-        if (code == ST_ERR_IO && err.sys_errno == EISDIR) { /* a checkpoint's directory */
+        if (code == ST_ERR_IO && err.sys_errno == EISDIR) { /* a checkpoint's folder? */
             self = (SafeOpen *)open_checkpoint(state, filename, framework_obj, device_obj,
                                                backend_obj, options);
-            goto fail;
+            if ((PyObject *)self != Py_NotImplemented) /* else: upstream's IsADirectoryError */
+                goto fail;
+            Py_CLEAR(self);
         }
         if (code != ST_OK) {
             stpy_raise(state, &err, code == ST_ERR_IO ? STPY_CTX_NONE : STPY_CTX_DESERIALIZE_HEADER,
