@@ -53,7 +53,7 @@ class Prefetch:
             raise ValueError(f"prefetch: rank {rank} is not below world_size {world_size}")
         # A mapped file mostly in the page cache is left to get_tensor's views (instant); the
         # whole-file load's rule (the core's) says when it is not.
-        copied = [h._resident() is None or _prefers_pread(h._resident(), sum(r[4] - r[3] for r in t))
+        copied = [(resident := h._resident()) is None or _prefers_pread(resident, sum(r[4] - r[3] for r in t))
                   for h, t in zip(handles, tables)]
         rows = [(row, i) for i, table in enumerate(tables) for row in table]
         chosen = placements(plan, ((r[0], r[2], r[1]) for r, _ in rows), None if plan is not None else Replicate(),
