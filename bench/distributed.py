@@ -185,9 +185,22 @@ def pages_read(folder, spec, rank):
     return touched
 
 
+def rank_part(view, spec_entry, rank):
+    """What a naive rank slices out of get_slice's view: the whole of a norm,
+    else its part of a column (dim 0) or row (dim 1) split, as tensor_split cuts."""
+    import torch
+
+    shape, kind = spec_entry
+    if kind == "norm":
+        return view[...]
+    dim = 0 if kind == "col" else 1
+    parts = torch.tensor_split(torch.arange(shape[dim]), RANKS)
+    lo, hi = int(parts[rank][0]), int(parts[rank][-1]) + 1
+    return view[lo:hi] if dim == 0 else view[:, lo:hi]
+
+
 def naive_load(folder, spec, rank, backend):
     """Every rank reads its own slices; returns the tensors."""
-    import torch
     from safetensors import safe_open
 
     with open(os.path.join(folder, "model.safetensors.index.json")) as f:
@@ -196,15 +209,7 @@ def naive_load(folder, spec, rank, backend):
     for file in sorted(set(weight_map.values())):
         with safe_open(os.path.join(folder, file), framework="pt", backend=backend) as f:
             for name in f.offset_keys():
-                view = f.get_slice(name)
-                shape, kind = spec[name]
-                if kind == "norm":
-                    t = view[...]
-                else:
-                    dim = 0 if kind == "col" else 1
-                    parts = torch.tensor_split(torch.arange(shape[dim]), RANKS)
-                    lo, hi = int(parts[rank][0]), int(parts[rank][-1]) + 1
-                    t = view[lo:hi] if dim == 0 else view[:, lo:hi]
+                t = rank_part(f.get_slice(name), spec[name], rank)
                 out[name] = t.clone() if backend == "mmap" else t
     return out
 
@@ -213,7 +218,6 @@ def naive_url_load(base, options, spec, rank):
     """Every rank fetches the index, then safe_open(url) + get_slice per tensor;
     returns (tensors, 0): the bytes are counted by the server."""
     import fsspec
-    import torch
     from safetensors import safe_open
 
     fs, path = fsspec.core.url_to_fs(f"{base}/{INDEX}", **(options or {}))
@@ -222,15 +226,7 @@ def naive_url_load(base, options, spec, rank):
     for file in sorted(set(weight_map.values())):
         with safe_open(f"{base}/{file}", framework="pt", storage_options=options) as f:
             for name in f.offset_keys():
-                view = f.get_slice(name)
-                shape, kind = spec[name]
-                if kind == "norm":
-                    t = view[...]
-                else:
-                    dim = 0 if kind == "col" else 1
-                    parts = torch.tensor_split(torch.arange(shape[dim]), RANKS)
-                    lo, hi = int(parts[rank][0]), int(parts[rank][-1]) + 1
-                    t = view[lo:hi] if dim == 0 else view[:, lo:hi]
+                t = rank_part(f.get_slice(name), spec[name], rank)
                 # A column slice is a view of the whole fetched rows: keep only the part.
                 if t.untyped_storage().nbytes() != t.numel() * t.element_size():
                     t = t.clone()
