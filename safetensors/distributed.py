@@ -35,6 +35,8 @@ _ALIGN = 64   # of each replicated tensor in the gathered buffer: dtype views, G
 # A local file's copy digest: its header and _SAMPLES blocks of _SAMPLE data bytes.
 _SAMPLE, _SAMPLES = 64 << 10, 9
 _STRATEGIES = ("auto", "direct", "exchange")
+# torch 2.13 renamed all_gather_into_tensor (deprecated since, with a warning per call)
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _INLINE = 4096   # bytes per rank of an object gather's first (often only) all-gather (at least 9)
 
 
@@ -89,7 +91,7 @@ class _Group:
         work.wait(self.timeout)
 
     def all_gather(self, out: torch.Tensor, mine: torch.Tensor) -> None:
-        self.wait(dist.all_gather_into_tensor(out, mine, group=self.group, async_op=True))
+        self.wait(_all_gather_single(out, mine, group=self.group, async_op=True))
 
     def gather_objects(self, obj) -> list:
         """Every rank's ``obj`` (pickled: the ranks of a job trust each other,
@@ -166,13 +168,14 @@ def _raise_if_failed(errors: list, own: Optional[BaseException], rank: int) -> N
 
 def _resolve_source(source, rank: int, storage_options: Optional[dict] = None):
     """-> ``("files", [paths or URLs], None)``, or for an index or a folder
-    ``("index", [paths or URLs], {name: file index} or None)`` on rank 0 and
-    ``("index", None, None)`` elsewhere (safetensors._index.resolve's rules)."""
+    ``("index", [paths or URLs], {name: file index} or None)``, but
+    ``("index", None, None)`` on ranks other than 0 for an index URL (fetched
+    once) (safetensors._index.resolve's rules)."""
     if isinstance(source, (str, os.PathLike)):
         path = _remote.local_path(os.fspath(source))
         if not (path.split("?", 1)[0].endswith(".json") or (not _remote.is_remote(path) and os.path.isdir(path))):
             return ("files", [path], None)
-        if rank != 0:
+        if rank != 0 and _remote.is_remote(path):
             return ("index", None, None)
         files, weight_map, _, _ = resolve(path, storage_options)
         position = {f: i for i, f in enumerate(files)}
@@ -418,20 +421,16 @@ class _Work:
                      max((_owned(r[rank], None) - _owned(r[rank], rank) for r in self.rounds), default=0),
                      max((sum(_owned(s, rank) for q, s in enumerate(r) if q != rank) for r in self.rounds), default=0))
 
-    def open(self, paths: List[str], tables: List[dict], storage_options: Optional[dict], direct: bool) -> None:
-        """Opens the files this rank reads (``direct``: every file with a job),
-        each checked to be the header reader's copy."""
-        if direct:
-            files = {j.file for j in self.jobs}
-        else:
-            files = {j.file for j in self.direct if j.part(self.rank)}
-            for base, slot in self.rep_regions:
-                files.update(f for f, _, _, _ in self._rep_pieces(base + self.rank * slot,
-                                                                  base + (self.rank + 1) * slot))
-            for slots in self.rounds:
-                files.update(j.file for j, _, _, _ in slots[self.rank])
+    def open(self, paths: List[str], tables: List[dict], storage_options: Optional[dict]) -> None:
+        """Opens the files this rank reads in the exchange, each checked to be
+        the header reader's copy."""
+        files = {j.file for j in self.direct if j.part(self.rank)}
+        for base, slot in self.rep_regions:
+            files.update(f for f, _, _, _ in self._rep_pieces(base + self.rank * slot, base + (self.rank + 1) * slot))
+        for slots in self.rounds:
+            files.update(j.file for j, _, _, _ in slots[self.rank])
         for i in sorted(files):
-            self.files[i] = f = _File(paths[i], tables[i], storage_options, self.rank, slices=direct)
+            self.files[i] = f = _File(paths[i], tables[i], storage_options, self.rank)
             self.stats.check_bytes_read += f.header_read + f.check_read
             self.stats.bytes_read += f.header_read + f.check_read
 
@@ -680,18 +679,103 @@ def load_distributed(source, plan: Plan = None, *, default: Placement = Replicat
         raise ValueError(f"load_distributed: strategy must be one of {', '.join(_STRATEGIES)}, not {strategy!r}")
     device = torch.device(f"cuda:{device}" if isinstance(device, int) else device)
     pg = _Group(group, device, timeout, stats)
-    rank, size = pg.rank, pg.size
+    rank = pg.rank
 
-    # 1. sources: everyone must name the same files; rank 0 reads the index.
-    sources = pg.agree(_resolve_source, source, rank, storage_options)
-    kind, paths, wanted = sources[0]
-    if kind == "index" and any(s[0] != "index" for s in sources):
-        raise ValueError("load_distributed: ranks were given different sources (an index on rank 0 only)")
-    if kind != "index" and any(s != sources[0] for s in sources):
+    # 1. sources, and the facts of the "auto" strategy: every rank resolves the
+    # source itself (an index URL: rank 0 only) and one all-gather compares them.
+    resolved: list = []
+
+    def survey():
+        resolved.append(_resolve_source(source, rank, storage_options))
+        kind, paths, wanted = resolved[0]
+        digest = None if paths is None else hashlib.sha256(repr((paths, wanted)).encode()).hexdigest()
+        return kind, digest, strategy, _whereabouts(paths or [])
+
+    surveys = pg.agree(survey)
+    if len({kind for kind, _, _, _ in surveys}) > 1 or len({d for _, d, _, _ in surveys if d is not None}) > 1:
         raise ValueError("load_distributed: ranks were given different sources; every rank must name the same files")
+    odd = [r for r, (_, _, asked, _) in enumerate(surveys) if asked != surveys[0][2]]
+    if odd:
+        raise ValueError(f"load_distributed: ranks {odd} computed a different load plan than rank 0 "
+                         "(the strategy differs between ranks)")
+    _, paths, wanted = resolved[0]
+    if any(d is None for _, d, _, _ in surveys):   # an index URL: rank 0's reading of it
+        _, paths, wanted = pg.gather_objects(resolved[0])[0]
+    strategy, stats.strategy_reason = _choose(strategy, [facts for _, _, _, facts in surveys], paths)
+    stats.strategy = strategy
+    work: List[_Work] = []
+    try:
+        if strategy == "direct":
+            result = _load_direct(pg, paths, wanted, plan, default, chunk_bytes, storage_options, device, work)
+        else:
+            result = _load_exchange(pg, paths, wanted, plan, default, chunk_bytes, storage_options, device, work)
+    finally:
+        for w in work:
+            w.close()
+    stats.seconds += time.perf_counter() - started
+    return result
 
-    # 2. headers: file i is validated by rank i % size (the C reader's rules); the
-    # strategy, from the facts every rank adds.
+
+def _plan_digest(size: int, chunk_bytes: int, strategy: str, jobs: List[_Job]) -> str:
+    text = repr((size, chunk_bytes, strategy, [(j.name, j.file, j.kind, j.dim) for j in jobs]))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_plans(digests: List[str]) -> None:
+    odd = [r for r, d in enumerate(digests) if d != digests[0]]
+    if odd:
+        raise ValueError(f"load_distributed: ranks {odd} computed a different load plan than rank 0 "
+                         "(plan, default, chunk_bytes or strategy differ between ranks)")
+
+
+def _load_direct(pg: _Group, paths, wanted, plan, default, chunk_bytes, storage_options, device, work) -> dict:
+    """Each rank reads every header and its own parts through its own handles;
+    one all-gather then agrees on the outcome, the copies and the plan."""
+    rank, size, stats = pg.rank, pg.size, pg.stats
+    taken: Dict[str, torch.Tensor] = {}
+
+    def load_here():
+        files: Dict[int, _File] = {}
+        try:
+            for i, path in enumerate(paths):
+                files[i] = f = _File(path, None, storage_options, rank, slices=True)
+                stats.header_bytes_read += f.header_read
+                stats.check_bytes_read += f.check_read
+                stats.bytes_read += f.header_read + f.check_read
+            tables = [{"size": f.size, "identity": f.identity, "tensors": f.tensors, "reader": rank}
+                      for f in files.values()]
+            jobs = _make_jobs(paths, tables, wanted, plan, default, size)
+            work.append(_Work(jobs, rank, size, chunk_bytes, stats))
+        finally:
+            if work:
+                work[0].files = files
+            else:
+                for f in files.values():
+                    f.close()
+        taken.update(work[0].take_all(device))
+        return _plan_digest(size, chunk_bytes, "direct", jobs), [(t["size"], t["identity"]) for t in tables]
+
+    outcomes = pg.agree(load_here)
+    for i, path in enumerate(paths):   # rank 0's copies are the reference
+        size0, id0 = outcomes[0][1][i]
+        for r, (_, copies) in enumerate(outcomes):
+            if copies[i] != (size0, id0):
+                differs = (f"{copies[i][0]} bytes against {size0}" if copies[i][0] != size0 else
+                           "same size, but the header or sampled data differ" if not _remote.is_remote(path) else
+                           f"ETag/version {copies[i][1]} against {id0}: replaced during the load")
+                raise SafetensorError(
+                    f"{path}: rank {r}'s copy differs from the copy rank 0 read its header from "
+                    f"({differs}): every rank must see the same file (node-local copies must be identical), "
+                    "unchanged during the load")
+    _check_plans([digest for digest, _ in outcomes])
+    return taken
+
+
+def _load_exchange(pg: _Group, paths, wanted, plan, default, chunk_bytes, storage_options, device, work) -> dict:
+    """Rank ``i % size`` validates file ``i``'s header and the tables are
+    shared; the plan is agreed before any data moves; each byte is read once."""
+    rank, size, stats = pg.rank, pg.size, pg.stats
+
     def read_headers():
         mine = {}
         for i in range(rank, len(paths), size):
@@ -701,35 +785,16 @@ def load_distributed(source, plan: Plan = None, *, default: Placement = Replicat
             stats.header_bytes_read += f.header_read
             stats.check_bytes_read += f.check_read
             stats.bytes_read += f.header_read + f.check_read
-        return mine, _whereabouts(paths)
+        return mine
 
     parts = pg.agree(read_headers)
-    tables = [parts[i % size][0][i] for i in range(len(paths))]
-    strategy, stats.strategy_reason = _choose(strategy, [facts for _, facts in parts], paths)
-    stats.strategy, direct = strategy, strategy == "direct"
+    tables = [parts[i % size][i] for i in range(len(paths))]
 
-    # 3. plan, agreed before any data moves between ranks; with the direct
-    # strategy none does, and the agreement also covers this rank's reads.
-    work: List[_Work] = []
-    taken: Dict[str, torch.Tensor] = {}
-    try:
-        def prepare():
-            jobs = _make_jobs(paths, tables, wanted, plan, default, size)
-            work.append(_Work(jobs, rank, size, chunk_bytes, stats))
-            work[0].open(paths, tables, storage_options, direct)
-            plan_text = repr((size, chunk_bytes, strategy, [(j.name, j.file, j.kind, j.dim) for j in jobs]))
-            if direct:
-                taken.update(work[0].take_all(device))   # 4. the data, direct
-            return hashlib.sha256(plan_text.encode()).hexdigest()
+    def prepare():
+        jobs = _make_jobs(paths, tables, wanted, plan, default, size)
+        work.append(_Work(jobs, rank, size, chunk_bytes, stats))
+        work[0].open(paths, tables, storage_options)
+        return _plan_digest(size, chunk_bytes, "exchange", jobs)
 
-        digests = pg.agree(prepare)
-        odd = [r for r, d in enumerate(digests) if d != digests[0]]
-        if odd:
-            raise ValueError(f"load_distributed: ranks {odd} computed a different load plan than rank 0 "
-                             "(plan, default, chunk_bytes or strategy differ between ranks)")
-        result = taken if direct else work[0].run(pg, device)   # 4. the data, exchanged
-    finally:
-        for w in work:
-            w.close()
-    stats.seconds += time.perf_counter() - started
-    return result
+    _check_plans(pg.agree(prepare))
+    return work[0].run(pg, device)
