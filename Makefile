@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis "setuptools>=77" wheel build mypy tqdm
+DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis "setuptools>=77" wheel build mypy tqdm xxhash
 # CPython versions tested besides the main venv's (3.11, which runs the torch
 # tests too): NumPy part of the suite, one venv each under build/ (.ci/python.sh).
 MATRIX_PYTHONS ?= 3.10 3.12 3.13
