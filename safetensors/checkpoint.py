@@ -110,28 +110,20 @@ class Checkpoint:
         return handle.get_slice(name)
 
     def get_tensors(self) -> Dict[str, Any]:
-        """Every visible tensor, in offset_keys order, read as prefetch reads:
-        the files that need reading (not mapped, or mostly not cached) by one
-        background reader in file order, the others as their handle's
-        get_tensors gives them (views of a mapping)."""
-        self._open()
+        """Every visible tensor, in offset_keys order: each file's as its
+        handle's get_tensors gives them (a mapped file mostly not cached is
+        read ahead whole by the kernel first, so every file's reads are in
+        flight at once), or, for a file only part of which is visible, its
+        visible tensors one by one."""
+        handles = self._open()
         if self._prefetch is not None:   # what the caller's plan read first
             return {name: self.get_tensor(name) for name in self.offset_keys()}
-        tables = self._tables()
-        reader = Prefetch(self._handles, tables, budget=sum(r[4] - r[3] for t in tables for r in t) or 1)
-        read = reader.files()
         out: Dict[str, Any] = {}
-        try:
-            for i, (handle, table) in enumerate(zip(self._handles, tables)):
-                names = [row[0] for row in table]
-                if i not in read and len(names) == len(handle.keys()):
-                    out.update(handle.get_tensors())
-                    continue
-                for name in names:
-                    tensor = reader.take(name)
-                    out[name] = tensor if tensor is not None else self.get_tensor(name)
-        finally:
-            reader.close()
+        for handle, table in zip(handles, self._tables()):
+            if len(table) == len(handle.keys()):
+                out.update(handle.get_tensors())
+            else:
+                out.update((row[0], handle.get_tensor(row[0])) for row in table)
         return out
 
     def _tables(self) -> List[List[tuple]]:

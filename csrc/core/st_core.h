@@ -278,12 +278,16 @@ st_code st_file_pread_many(const st_file *file, const st_read_request *requests,
 st_code st_file_resident(const st_file *file, uint64_t offset, uint64_t len, double *fraction,
                          st_error *err);
 /* Whether a read of all len bytes of a mapped file, the fraction `resident` of them in the page
- * cache, should be st_file_pread_many into memory of its own rather than page faults: when
- * under ST_COLD_FRACTION are cached (several large reads in flight beat faulting the rest in)
- * and len is at most half of `memory` bytes (the copy is held whole; mapped pages can be
- * dropped). */
+ * cache, should not come in by page faults one at a time: when under ST_COLD_FRACTION are cached
+ * and len is at most half of `memory` bytes. Then read it with st_file_pread_many into memory of
+ * your own, or ask the kernel to read it all ahead with st_file_willneed and keep the mapping (the
+ * Python binding's choice: no copy and no anonymous memory; docs/design.md). */
 #define ST_COLD_FRACTION 0.5
 bool st_read_all_prefers_pread(double resident, uint64_t len, uint64_t memory);
+/* Starts the kernel's read-ahead of the file bytes [offset, offset + len) into the page cache
+ * (MADV_WILLNEED on the mapping; mmap backend, else ST_ERR_INVALID_ARGUMENT) and returns while it
+ * runs: page faults on the range then wait for reads already in flight. API 2.2. */
+st_code st_file_willneed(const st_file *file, uint64_t offset, uint64_t len, st_error *err);
 
 /* A byte source: a file whose bytes come from the caller (a remote object, memory, ...).
  * read_many fills every request (within [0, size), disjoint) with its own concurrency,
@@ -401,7 +405,7 @@ st_code st_write_file(const char *path, const st_layout *layout, st_error *err);
 /* The major changes (with the soname) on an incompatible change, the minor when
  * something is added; st_api_version() gives the library's own value. */
 #define ST_API_VERSION_MAJOR 2
-#define ST_API_VERSION_MINOR 1
+#define ST_API_VERSION_MINOR 2
 #define ST_API_VERSION       (ST_API_VERSION_MAJOR * 1000 + ST_API_VERSION_MINOR)
 #define ST_FORMAT_VERSION    "0.8.0" /* upstream safetensors release whose files we match */
 int st_api_version(void);
