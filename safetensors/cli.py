@@ -16,12 +16,11 @@ import sys
 import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from . import SafetensorError, checksums, safe_open
+from . import SafetensorError, checksums, safe_open, serialize
 from ._index import read_index, shard_path
-from ._safetensors_c import _dtype_table
+from ._safetensors_c import _MAX_ALIGNMENT, _dtype_table
 
 INDEX_SUFFIX = ".index.json"
-MAX_ALIGNMENT = 4096  # the largest alignment inspect reports (and writers pad to: docs/integrity.md)
 
 EXIT_OK = 0           # success; verify: no problem; diff: no difference
 EXIT_FAILED = 1       # verify: problems found; diff: differences found; any command: it failed
@@ -102,7 +101,7 @@ def describe_file(path: str) -> Dict[str, Any]:
         table = f._table()  # file order, absolute offsets
     size = os.path.getsize(path)
     data_start = table[0][3] if table else size  # the data section: from the first tensor to the end
-    alignment = math.gcd(data_start, MAX_ALIGNMENT)  # the largest power of two up to 4096 dividing it
+    alignment = math.gcd(data_start, _MAX_ALIGNMENT)  # the largest power of two up to 4096 dividing it
     tensors = [{
         "name": name, "dtype": dtype, "shape": shape, "bytes": end - begin, "offset": begin,
         "data_offsets": [begin - data_start, end - data_start], "parameters": math.prod(shape),
@@ -395,12 +394,12 @@ def rewrite_file(src: str, dst: str, *, alignment: Optional[int] = None, checksu
     dst may be src (the old file stays mapped until the new one is in place)."""
     with safe_open(src, "numpy") as f:  # every reader rule checked
         metadata, table = f.metadata(), f._table()
+    stale = (checksums.KEY_ALGORITHM, checksums.KEY_TENSORS, checksums.KEY_DATA)
     if checksum == "keep":
         found = checksums.recorded(metadata, src)
         checksum = found[0] if found else None
-    if checksum is None and metadata:
-        stale = (checksums.KEY_ALGORITHM, checksums.KEY_TENSORS, checksums.KEY_DATA)
-        metadata = {key: value for key, value in metadata.items() if key not in stale}
+    if checksum is None and metadata and any(key in metadata for key in stale):  # nothing left: no metadata
+        metadata = {key: value for key, value in metadata.items() if key not in stale} or None
     from .stream import StreamWriter
 
     with open(src, "rb") as fd, mmap.mmap(fd.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
@@ -493,16 +492,19 @@ def cmd_diff(args) -> int:
 
 
 def _alignment(text: str) -> int:
-    value = int(text) if text.isdigit() else 0
-    if value < 8 or value > MAX_ALIGNMENT or value & (value - 1):
-        raise argparse.ArgumentTypeError(f"invalid alignment {text!r}: a power of two from 8 to {MAX_ALIGNMENT}")
-    return value
+    """--alignment, checked by the writers' own rule (an empty file laid out with it) before any work."""
+    try:
+        serialize({}, alignment=int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid alignment {text!r}: a power of two from 8 to {_MAX_ALIGNMENT}") \
+            from None
+    return int(text)
 
 
 def _write_options(p: argparse.ArgumentParser, checksum_choices: Tuple[str, ...], checksum_help: str) -> None:
     p.add_argument("--alignment", type=_alignment, metavar="N",
                    help="pad the header so the data section starts at a multiple of N (a power of two from 8 to "
-                        f"{MAX_ALIGNMENT}); default: upstream's layout (8)")
+                        f"{_MAX_ALIGNMENT}); default: upstream's layout (8)")
     p.add_argument("--checksum", choices=checksum_choices, metavar="ALG",
                    help=f"{checksum_help} ({', '.join(checksum_choices)})")
 

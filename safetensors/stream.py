@@ -203,7 +203,7 @@ class StreamWriter:
         """Hashes what the data section's hasher has not seen (tensors written out of file order,
         read back from the file) and rewrites the header with the real digests."""
         layout = self._writer._layout()
-        chunk = memoryview(bytearray(min(16 << 20, max((size for _, _, size in layout), default=0))))
+        chunk = memoryview(bytearray(min(16 << 20, max((size for _, _, size in layout), default=1) or 1)))
         for _, offset, size in layout[self._data_upto:]:
             for lo in range(0, size, len(chunk)):
                 piece = chunk[:min(len(chunk), size - lo)]

@@ -249,6 +249,18 @@ def test_no_tensors_and_empty_only(tmp_path):
         assert _split((tmp_path / "s.safetensors").read_bytes())[1]["__metadata__"] == {**metadata, **METADATA}
 
 
+def test_stream_out_of_order_with_empty_tensors(tmp_path):
+    """Tensors written out of file order are read back at commit, empty ones included."""
+    arrays = {"a": np.zeros(0, np.float32), "b": np.zeros((3, 0), np.int8), "c": np.arange(3, dtype=np.uint8)}
+    expected = safetensors.numpy.save(arrays, METADATA, checksum="sha256")
+    order = list(_split(expected)[1])[1:]  # file order without __metadata__
+    _stream(tmp_path / "s.safetensors", arrays, order=order[::-1], checksum="sha256")
+    assert (tmp_path / "s.safetensors").read_bytes() == expected
+    empty = {"a": arrays["a"], "b": arrays["b"]}
+    _stream(tmp_path / "e.safetensors", empty, order=["b", "a"], checksum="sha256")
+    assert (tmp_path / "e.safetensors").read_bytes() == safetensors.numpy.save(empty, METADATA, checksum="sha256")
+
+
 def test_stream_failure_leaves_nothing(tmp_path):
     arrays = _arrays()
     declared = {k: (v.dtype, v.shape) for k, v in arrays.items()}
@@ -376,6 +388,11 @@ def test_cli_rewrite_and_inspect(tmp_path):
     assert out.read_bytes() == safetensors.numpy.save(arrays, METADATA, alignment=64, checksum="sha256")
     assert _cli("rewrite", "-q", out, out, "--checksum", "none").returncode == 0
     assert out.read_bytes() == plain.read_bytes()
+    bare = tmp_path / "bare.safetensors"  # digests were the only metadata: none is left, not {}
+    safetensors.numpy.save_file(arrays, bare, checksum="xxh3_128")
+    assert _cli("rewrite", "-q", bare, bare, "--checksum", "none").returncode == 0
+    assert bare.read_bytes() == safetensors.numpy.save(arrays)
+    bare.unlink()
     assert sorted(os.listdir(tmp_path)) == ["out.safetensors", "plain.safetensors"]
 
 

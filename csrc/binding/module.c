@@ -498,7 +498,8 @@ static int stpy_module_exec(PyObject *module)
     INTERN(str_data_ptr, "data_ptr");
 #undef INTERN
 
-    if (PyModule_AddStringConstant(module, "__version__", ST_VERSION) < 0)
+    if (PyModule_AddStringConstant(module, "__version__", ST_VERSION) < 0 ||
+        PyModule_AddIntConstant(module, "_MAX_ALIGNMENT", ST_MAX_ALIGNMENT) < 0)
         goto exit;
     rc = 0;
 exit:

@@ -434,7 +434,8 @@ st_code st_stream_open_aligned(const char *path, const st_write_tensor *tensors,
                                const st_metadata_item *metadata, size_t metadata_count,
                                bool has_metadata, uint64_t alignment, st_stream **out,
                                st_error *err);
-/* The position-th tensor in file order: its declaration index, absolute offset and size. */
+/* The position-th tensor in file order (position < count): its declaration index, absolute
+ * offset and size. */
 void st_stream_tensor(const st_stream *stream, size_t position, size_t *index, uint64_t *offset,
                       uint64_t *len);
 /* Reads len bytes at absolute offset back from the file being written (a tensor already
