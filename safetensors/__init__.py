@@ -83,7 +83,8 @@ _CHECKSUM_DOC = (
 )
 serialize.__doc__ = (
     "serialize(tensor_dict, metadata=None, *, alignment=None, checksum=None)\n\n"
-    + _serialize.__doc__.split("--\n\n", 1)[-1].replace("    alignment (int | None)", _CHECKSUM_DOC + "    alignment (int | None)")
+    + _serialize.__doc__.split("--\n\n", 1)[-1]
+    .replace("    alignment (int | None)", _CHECKSUM_DOC + "    alignment (int | None)")
     .replace("    ValueError: an alignment", "    ValueError: an unknown checksum, an alignment")
 )
 serialize_file.__doc__ = (

@@ -1,5 +1,5 @@
-"""The ``safetensors`` command line (also ``python -m safetensors``): inspect, verify, convert, rewrite and diff, described
-in docs/cli.md and build_parser below. Bad input ends as one line on stderr (exit code EXIT_FAILED), never a
+"""The ``safetensors`` command line (also ``python -m safetensors``): inspect, verify, convert, rewrite and diff,
+described in docs/cli.md and build_parser below. Bad input ends as one line on stderr (exit code EXIT_FAILED), never a
 traceback; everything printed goes through printable(), so a tensor name cannot forge lines or send terminal escapes.
 """
 import argparse

@@ -63,8 +63,8 @@ def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None, *, alignment:
 
 def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None, *,
               alignment: Optional[int] = None, checksum: Optional[str] = None) -> None:
-    _st_numpy.save_file(numpy_dict(tensors, "mlx.core.array", _to_numpy), filename, metadata=metadata, alignment=alignment,
-                        checksum=checksum)
+    _st_numpy.save_file(numpy_dict(tensors, "mlx.core.array", _to_numpy), filename, metadata=metadata,
+                        alignment=alignment, checksum=checksum)
 
 
 def load(data: bytes):

@@ -7,7 +7,11 @@ import numpy.typing as npt
 __all__ = ["save", "save_file", "load", "load_file"]
 
 def save(
-    tensor_dict: Dict[str, npt.NDArray[Any]], metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None, checksum: Optional[str] = None
+    tensor_dict: Dict[str, npt.NDArray[Any]],
+    metadata: Optional[Dict[str, str]] = None,
+    *,
+    alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
 ) -> bytes: ...
 def save_file(
     tensor_dict: Dict[str, npt.NDArray[Any]],

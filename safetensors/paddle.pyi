@@ -6,7 +6,8 @@ import paddle
 __all__ = ["save", "save_file", "load", "load_file"]
 
 def save(
-    tensors: Dict[str, paddle.Tensor], metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None, checksum: Optional[str] = None
+    tensors: Dict[str, paddle.Tensor], metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
 ) -> bytes: ...
 def save_file(
     tensors: Dict[str, paddle.Tensor],

@@ -6,7 +6,8 @@ import tensorflow as tf
 __all__ = ["save", "save_file", "load", "load_file"]
 
 def save(
-    tensors: Dict[str, tf.Tensor], metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None, checksum: Optional[str] = None
+    tensors: Dict[str, tf.Tensor], metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
 ) -> bytes: ...
 def save_file(
     tensors: Dict[str, tf.Tensor], filename: Union[str, "os.PathLike[str]"], metadata: Optional[Dict[str, str]] = None,

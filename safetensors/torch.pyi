@@ -13,14 +13,18 @@ _PathLike = Union[str, "os.PathLike[str]"]
 def storage_ptr(tensor: torch.Tensor) -> int: ...
 def storage_size(tensor: torch.Tensor) -> int: ...
 def save(
-    tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None, checksum: Optional[str] = None
+    tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
 ) -> bytes: ...
 def save_file(
     tensors: Dict[str, torch.Tensor], filename: _PathLike, metadata: Optional[Dict[str, str]] = None,
     *, alignment: Optional[int] = None, checksum: Optional[str] = None,
 ) -> None: ...
 def save_model(
-    model: torch.nn.Module, filename: _PathLike, metadata: Optional[Dict[str, str]] = None, force_contiguous: bool = True,
+    model: torch.nn.Module,
+    filename: _PathLike,
+    metadata: Optional[Dict[str, str]] = None,
+    force_contiguous: bool = True,
     *, alignment: Optional[int] = None, checksum: Optional[str] = None,
 ) -> None: ...
 def load(data: bytes) -> Dict[str, torch.Tensor]: ...

@@ -7,7 +7,8 @@
  * (upstream writes invalid JSON there).
  *
  * st_write_file and the streaming writer write through st_staged_file: a temporary
- * ".st-<pid>-<random>.tmp" (read-write: the streaming writer reads tensors back for digests) created O_EXCL beside the destination (mode 0666 under the umask, or the
+ * ".st-<pid>-<random>.tmp" (opened read-write: the streaming writer reads tensors back for
+ * digests) created O_EXCL beside the destination (mode 0666 under the umask, or the
  * replaced regular file's), renamed over it when complete, unlinked on failure. No fsync, as
  * upstream: readers see the old or the new file, never a torn one; durability is the caller's
  * choice.
