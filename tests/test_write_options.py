@@ -304,17 +304,28 @@ def test_header_growth_per_tensor(algorithm, hex_length):
 
 def _upstream_python():
     """An interpreter whose `import safetensors` is upstream 0.8.0: $SAFETENSORS_UPSTREAM_PYTHON, the
-    benchmark's venv (bench/common.py), or this interpreter with the wheel .ci/frameworks.sh unpacks."""
+    benchmark's venv (bench/common.py), or this interpreter with upstream's wheel unpacked into
+    build/upstream-0.8.0 (by .ci/frameworks.sh, or here with pip download when it is not there)."""
     candidates = [os.environ.get("SAFETENSORS_UPSTREAM_PYTHON"),
                   os.path.join(REPO, "build", "bench", "venv-upstream", "bin", "python")]
     for python in filter(None, candidates):
         if os.path.exists(python):
             return [python], None
     unpacked = os.path.join(REPO, "build", "upstream-0.8.0")
+    if not os.path.exists(os.path.join(unpacked, "safetensors", "__init__.py")):  # as .ci/frameworks.sh does
+        download = os.path.join(REPO, "build", "dl")
+        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "safetensors==0.8.0",
+                                  "-d", download], capture_output=True).returncode == 0
+        wheels = [w for w in os.listdir(download) if w.startswith("safetensors-0.8.0-")] if fetched else []
+        if wheels:
+            import zipfile
+
+            with zipfile.ZipFile(os.path.join(download, wheels[0])) as wheel:
+                wheel.extractall(unpacked)
     if os.path.exists(os.path.join(unpacked, "safetensors", "__init__.py")):
         return [sys.executable], unpacked
-    pytest.skip("upstream 0.8.0 is not installed here: set SAFETENSORS_UPSTREAM_PYTHON, or run .ci/frameworks.sh "
-                "or the benchmark once (they make build/upstream-0.8.0, build/bench/venv-upstream)")
+    pytest.skip("upstream 0.8.0 is not here and pip could not download it: set SAFETENSORS_UPSTREAM_PYTHON, or "
+                "run .ci/frameworks.sh or the benchmark once (they make build/upstream-0.8.0, build/bench/venv-upstream)")
 
 
 UPSTREAM_READER = r"""
