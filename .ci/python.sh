@@ -5,8 +5,8 @@
 #   * finds the interpreter: pyenv's newest $PYENV_ROOT/versions/VERSION.*,
 #     else pythonVERSION on PATH. None found: exit 1 when CI=true (CI machines
 #     have 3.10-3.13), else exit 77, which .ci/stage.sh reports as SKIP;
-#   * its own venv build/py-VERSION with NumPy, ml_dtypes, pytest, hypothesis
-#     (no torch: the pinned CPU wheel is for 3.11, where the main stage runs the
+#   * its own venv build/py-VERSION with NumPy, ml_dtypes, pytest, hypothesis,
+#     xxhash (no torch: the pinned CPU wheel is for 3.11, where the main stage runs the
 #     torch tests; here they are reported as skipped);
 #   * builds safetensors/_safetensors_c.cpython-VER*.so in place (the file
 #     name carries the version, so it sits beside the other versions' builds)
@@ -35,13 +35,17 @@ fi
 
 VENV="build/py-$VER"
 PY="$VENV/bin/python"
-DEPS=(numpy ml_dtypes pytest hypothesis "setuptools>=77")
+DEPS=(numpy ml_dtypes pytest hypothesis xxhash "setuptools>=77")
 if [ ! -f "$VENV/.deps" ]; then
     echo "python.sh: creating $VENV from $BASE"
     rm -rf "$VENV"
     "$BASE" -m venv "$VENV"
     "$PY" -m pip install -q "${DEPS[@]}"
     touch "$VENV/.deps"
+fi
+if ! "$PY" -c "import xxhash" 2>/dev/null; then
+    echo "note: installing xxhash into $VENV (a venv made before it was in DEPS; checksum=\"xxh3_128\")"
+    "$PY" -m pip install -q xxhash
 fi
 "$PY" --version
 

@@ -7,16 +7,24 @@ from ._safetensors_c import (
     _Device,
     _PathLike,
     deserialize as deserialize,
-    serialize as serialize,
 )
 from ._safetensors_c import safe_open as safe_open
 
 def _safe_open_handle(f: Any, framework: str, device: _Device = "cpu", *, backend: Optional[str] = None) -> safe_open: ...
+def serialize(
+    tensor_dict: Dict[str, TensorSpec],
+    metadata: Optional[Dict[str, str]] = None,
+    *,
+    alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
+) -> bytes: ...
 def serialize_file(
     tensor_dict: Dict[str, TensorSpec],
     filename: _PathLike,
     metadata: Optional[Dict[str, str]] = None,
     *,
+    alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
     storage_options: Optional[Dict[str, Any]] = None,
 ) -> None: ...
 

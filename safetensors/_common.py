@@ -48,12 +48,19 @@ Args:
     tensors (dict[str, {kind}]): the tensors to write; anything
         ``numpy.asarray`` accepts is taken too.
     metadata (dict[str, str] | None): the header's ``__metadata__``.
+    alignment (int | None): None (default): upstream's layout; else a power
+        of two from 8 to 4096 the data section starts at a multiple of
+        (docs/integrity.md).
+    checksum (str | None): None (default), "sha256" or "xxh3_128": the
+        digests of every tensor and of the data section, recorded in
+        ``__metadata__`` (docs/integrity.md).
 
 Returns:
-    bytes: the file, upstream 0.8.0's exact layout.
+    bytes: the file, upstream 0.8.0's exact layout (by default).
 
 Raises:
     TypeError: ``tensors`` is not a dict.
+    ValueError: a bad alignment or checksum.
     SafetensorError: an unsupported dtype ("Unknown dtype ...").
 
 Example:
@@ -69,12 +76,13 @@ Args:
     filename (str | os.PathLike): the destination (only a regular file or
         nothing there is replaced).
     metadata (dict[str, str] | None): the header's ``__metadata__``.
+    alignment, checksum: as for ``save``.
 
 Returns:
     None
 
 Raises:
-    TypeError, SafetensorError: as for ``save``; ``SafetensorIOError`` (an
+    TypeError, ValueError, SafetensorError: as for ``save``; ``SafetensorIOError`` (an
         ``OSError``) for I/O errors, naming the path.
 
 Example:

@@ -4,6 +4,5 @@ subclasses here are what opening a file raises (``FileNotFoundError`` with upstr
 message as ``str()``); they are subclasses of the builtins of the same name."""
 from ._safetensors_c import (  # noqa: F401
     FileNotFoundError, IsADirectoryError, NotADirectoryError, OSError, PermissionError, SafetensorError,
-    SafetensorIndexError, SafetensorIOError, TensorSpec, __version__, deserialize, safe_open,
-    serialize)
-from . import _safe_open_handle, serialize_file  # noqa: F401,E402  (written in Python there)
+    SafetensorIndexError, SafetensorIOError, TensorSpec, __version__, deserialize, safe_open)
+from . import _safe_open_handle, serialize, serialize_file  # noqa: F401,E402  (written in Python there)

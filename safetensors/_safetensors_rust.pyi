@@ -12,7 +12,7 @@ from ._safetensors_c import (
     __version__ as __version__,
     deserialize as deserialize,
     safe_open as safe_open,
-    serialize as serialize,
-    serialize_file as serialize_file,
 )
 from . import _safe_open_handle as _safe_open_handle
+from . import serialize as serialize
+from . import serialize_file as serialize_file

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ._safetensors_c import SafetensorError
 
 __all__ = ["ALGORITHMS", "KEY_ALGORITHM", "KEY_TENSORS", "KEY_DATA", "new_hasher", "digest_buffers",
-           "with_digests", "recorded"]
+           "digest_data", "with_digests", "recorded"]
 
 ALGORITHMS = ("sha256", "xxh3_128")
 KEY_ALGORITHM = "safetensors.checksum"
@@ -58,6 +58,23 @@ def digest_buffers(algorithm: str, buffers: Sequence[Any]) -> List[str]:
         return [one(b) for b in buffers]
     with ThreadPoolExecutor(max_workers=min(len(buffers), os.cpu_count() or 1)) as pool:
         return list(pool.map(one, buffers))
+
+
+def digest_data(algorithm: str, buffers: Sequence[Any]) -> Tuple[List[str], str]:
+    """(each buffer's hex digest, the hex digest of all of them in order): for a file's tensors in
+    file order, with_digests' tensor_digests and data_digest. The second, one sequential pass, runs
+    in a thread of its own beside digest_buffers' threads."""
+    new_hasher(algorithm)
+
+    def whole() -> str:
+        h = new_hasher(algorithm)
+        for b in buffers:
+            h.update(b)
+        return h.hexdigest()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        data = pool.submit(whole)
+        return digest_buffers(algorithm, buffers), data.result()
 
 
 def with_digests(metadata: Optional[Dict[str, str]], algorithm: str, names: Sequence[str],

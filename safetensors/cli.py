@@ -1,5 +1,5 @@
-"""The ``safetensors`` command line (also ``python -m safetensors``): inspect, verify, convert and diff, described
-in docs/cli.md and build_parser below. Bad input ends as one line on stderr (exit code EXIT_FAILED), never a
+"""The ``safetensors`` command line (also ``python -m safetensors``): inspect, verify, convert, rewrite and diff,
+described in docs/cli.md and build_parser below. Bad input ends as one line on stderr (exit code EXIT_FAILED), never a
 traceback; everything printed goes through printable(), so a tensor name cannot forge lines or send terminal escapes.
 """
 import argparse
@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import mmap
 import os
 import pickle
 import re
@@ -15,9 +16,9 @@ import sys
 import zipfile
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from . import SafetensorError, safe_open
+from . import SafetensorError, checksums, safe_open, serialize
 from ._index import read_index, shard_path
-from ._safetensors_c import _dtype_table
+from ._safetensors_c import _MAX_ALIGNMENT, _dtype_table
 
 INDEX_SUFFIX = ".index.json"
 
@@ -100,11 +101,13 @@ def describe_file(path: str) -> Dict[str, Any]:
         table = f._table()  # file order, absolute offsets
     size = os.path.getsize(path)
     data_start = table[0][3] if table else size  # the data section: from the first tensor to the end
+    alignment = math.gcd(data_start, _MAX_ALIGNMENT)  # the largest power of two up to 4096 dividing it
     tensors = [{
         "name": name, "dtype": dtype, "shape": shape, "bytes": end - begin, "offset": begin,
         "data_offsets": [begin - data_start, end - data_start], "parameters": math.prod(shape),
     } for name, dtype, shape, begin, end in table]
-    return {"path": path, "header_size": data_start, "size": size, "metadata": metadata, "tensors": tensors}
+    return {"path": path, "header_size": data_start, "alignment": alignment, "size": size, "metadata": metadata,
+            "tensors": tensors}
 
 
 def _describe(path: str) -> List[Dict[str, Any]]:
@@ -138,7 +141,7 @@ def cmd_inspect(args) -> int:
     sharded = len(files) > 1
     for file in files:
         _say(f"{file['path']}: {len(file['tensors'])} tensors, {_human(file['size'])} "
-             f"(header {file['header_size']} bytes)")
+             f"(header {file['header_size']} bytes, data aligned to {file['alignment']})")
     rows = [(["file"] if sharded else []) + ["name", "dtype", "shape", "bytes", "offset"]]
     rows += [([printable(os.path.basename(file["path"]))] if sharded else []) + [
         printable(t["name"]), t["dtype"], "[" + ", ".join(map(str, t["shape"])) + "]", f"{t['bytes']:,}",
@@ -304,18 +307,22 @@ def plan_shards(sizes: Dict[str, int], max_shard_size: int) -> List[List[str]]:
 
 def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: Optional[int] = None,
                        dtype: Optional[str] = None, metadata: Optional[Dict[str, str]] = None,
-                       progress: bool = False) -> List[str]:
+                       progress: bool = False, alignment: Optional[int] = None,
+                       checksum: Optional[str] = None) -> List[str]:
     """Writes state_dict as safetensors tensor by tensor (peak memory about one tensor), shared
     tensors once with the other names in the metadata, as save_model does; returns the paths written.
     Without max_shard_size `out` is the file; with it, a directory for model.safetensors, or for
-    model-0000i-of-0000n.safetensors shards and model.safetensors.index.json (transformers' names)."""
+    model-0000i-of-0000n.safetensors shards and model.safetensors.index.json (transformers' names).
+    alignment and checksum are save_file's, for every file written; digests in `metadata` (of a
+    converted .safetensors file) are dropped, as the tensors may change."""
     import torch
 
     from .stream import StreamWriter
     from .torch import _remove_duplicate_names  # type: ignore[attr-defined]  # private: not in the stub
 
     target = getattr(torch, dtype) if dtype is not None else None
-    metadata = dict(metadata or {})
+    stale = (checksums.KEY_ALGORITHM, checksums.KEY_TENSORS, checksums.KEY_DATA)
+    metadata = {key: value for key, value in (metadata or {}).items() if key not in stale}
     metadata.setdefault("format", "pt")
     removed = _remove_duplicate_names(state_dict)  # kept name -> the names sharing its memory
     dropped = {other for others in removed.values() for other in others}
@@ -338,7 +345,8 @@ def convert_state_dict(state_dict: Dict[str, Any], out: str, *, max_shard_size: 
             for kept, others in removed.items():
                 for other in others if kept in names else ():
                     shard_metadata.setdefault(other, kept)
-            with StreamWriter(path, {name: declared[name] for name in names}, metadata=shard_metadata) as writer:
+            with StreamWriter(path, {name: declared[name] for name in names}, metadata=shard_metadata,
+                              alignment=alignment, checksum=checksum) as writer:
                 for name in _progress(names, desc="convert", unit="tensor") if progress else names:
                     writer.write(name, _cast(state_dict[name], target))  # at most one cast copy alive
             written.append(path)
@@ -366,7 +374,8 @@ def cmd_convert(args) -> int:
     state_dict, metadata = load_source(args.input)
     try:
         written = convert_state_dict(state_dict, args.output, max_shard_size=args.max_shard_size, dtype=args.dtype,
-                                     metadata=metadata, progress=True)
+                                     metadata=metadata, progress=True, alignment=args.alignment,
+                                     checksum=args.checksum)
     except OSError as exc:  # the output: a missing folder, no permission, a full disk
         raise CliError(_open_error(args.output, exc)) from None
     except _INPUT_FAILURES as exc:  # a tensor torch cannot cast or write (float4 pairs with --dtype, ...)
@@ -374,6 +383,42 @@ def cmd_convert(args) -> int:
     if not args.quiet:
         for path in written:
             _say(path)
+    return EXIT_OK
+
+
+def rewrite_file(src: str, dst: str, *, alignment: Optional[int] = None, checksum: Optional[str] = "keep") -> None:
+    """Writes src's tensors again to dst (the same names, dtypes, shapes and bytes, and its metadata) with
+    the given alignment (None: upstream's layout) and digests: "sha256" or "xxh3_128" records them (any
+    recorded before are replaced), None records none (removing any), "keep" (default) recomputes those
+    recorded with their algorithm. Tensor by tensor from a read-only mapping, through the streaming writer:
+    dst may be src (the old file stays mapped until the new one is in place)."""
+    with safe_open(src, "numpy") as f:  # every reader rule checked
+        metadata, table = f.metadata(), f._table()
+    stale = (checksums.KEY_ALGORITHM, checksums.KEY_TENSORS, checksums.KEY_DATA)
+    if checksum == "keep":
+        found = checksums.recorded(metadata, src)
+        checksum = found[0] if found else None
+    if checksum is None and metadata and any(key in metadata for key in stale):  # nothing left: no metadata
+        metadata = {key: value for key, value in metadata.items() if key not in stale} or None
+    from .stream import StreamWriter
+
+    with open(src, "rb") as fd, mmap.mmap(fd.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        data = memoryview(mapped)
+        try:
+            with StreamWriter(dst, [(name, (dtype, shape)) for name, dtype, shape, _, _ in table], metadata=metadata,
+                              alignment=alignment, checksum=checksum) as writer:
+                for name, _, _, begin, end in _progress(table, desc="rewrite", unit="tensor"):
+                    writer.write(name, data[begin:end])
+        finally:
+            data.release()
+
+
+def cmd_rewrite(args) -> int:
+    with _reading(args.input):
+        rewrite_file(args.input, args.output, alignment=args.alignment,
+                     checksum=None if args.checksum == "none" else args.checksum or "keep")
+    if not args.quiet:
+        _say(args.output)
     return EXIT_OK
 
 
@@ -446,9 +491,27 @@ def cmd_diff(args) -> int:
     return EXIT_FAILED if lines else EXIT_OK
 
 
+def _alignment(text: str) -> int:
+    """--alignment, checked by the writers' own rule (an empty file laid out with it) before any work."""
+    try:
+        serialize({}, alignment=int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid alignment {text!r}: a power of two from 8 to {_MAX_ALIGNMENT}") \
+            from None
+    return int(text)
+
+
+def _write_options(p: argparse.ArgumentParser, checksum_choices: Tuple[str, ...], checksum_help: str) -> None:
+    p.add_argument("--alignment", type=_alignment, metavar="N",
+                   help="pad the header so the data section starts at a multiple of N (a power of two from 8 to "
+                        f"{_MAX_ALIGNMENT}); default: upstream's layout (8)")
+    p.add_argument("--checksum", choices=checksum_choices, metavar="ALG",
+                   help=f"{checksum_help} ({', '.join(checksum_choices)})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="safetensors", description="Inspect, verify, convert and compare safetensors checkpoints.",
+        prog="safetensors", description="Inspect, verify, convert, rewrite and compare safetensors checkpoints.",
         epilog=f"Exit codes: {EXIT_OK} ok, {EXIT_FAILED} problems/differences found or failure, "
                f"{EXIT_USAGE} bad usage, {EXIT_INTERRUPTED} interrupted.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -487,6 +550,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "model-00001-of-00003.safetensors + model.safetensors.index.json")
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32", "float64"),
                    help="cast floating-point tensors to this dtype")
+    _write_options(p, checksum_choices=checksums.ALGORITHMS,
+                   checksum_help="record the digest of every tensor and of the data section in the metadata "
+                                 "(docs/integrity.md); digests of a .safetensors input are dropped otherwise")
+
+    p = command(cmd_rewrite, "add digests or alignment to a .safetensors file",
+                "Writes the tensors of IN (the same names, dtypes, shapes and bytes, and its metadata) to OUT with "
+                "the data section aligned and/or digests recorded (docs/integrity.md). OUT may be IN: the file is "
+                "replaced atomically. Digests IN records are kept up to date (recomputed with their algorithm) "
+                "unless --checksum says otherwise.",
+                quiet="do not print the file written")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    _write_options(p, checksum_choices=checksums.ALGORITHMS + ("none",),
+                   checksum_help="record digests with this algorithm, replacing any recorded; none removes them")
 
     p = command(cmd_diff, "compare two checkpoints",
                 "Prints the tensor names only in one side, dtype and shape differences, and tensors whose values "

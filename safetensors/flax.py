@@ -39,12 +39,16 @@ def _from_numpy(array: np.ndarray):
 _set_framework_converter("flax", _from_numpy)
 
 
-def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
-    return _st_numpy.save(numpy_dict(tensors, "jax.Array"), metadata=metadata)
+def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+         checksum: Optional[str] = None) -> bytes:
+    return _st_numpy.save(numpy_dict(tensors, "jax.Array"), metadata=metadata, alignment=alignment,
+                          checksum=checksum)
 
 
-def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
-    _st_numpy.save_file(numpy_dict(tensors, "jax.Array"), filename, metadata=metadata)
+def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None, *,
+              alignment: Optional[int] = None, checksum: Optional[str] = None) -> None:
+    _st_numpy.save_file(numpy_dict(tensors, "jax.Array"), filename, metadata=metadata, alignment=alignment,
+                        checksum=checksum)
 
 
 def load(data: bytes):

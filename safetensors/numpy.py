@@ -82,7 +82,8 @@ def _prepare(tensor_dict: Dict[str, np.ndarray]) -> Tuple[Dict[str, TensorSpec],
     return specs, keep
 
 
-def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None) -> bytes:
+def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None, *,
+         alignment: Optional[int] = None, checksum: Optional[str] = None) -> bytes:
     """Serialize ``tensor_dict`` to the bytes of a safetensors file.
 
     Args:
@@ -90,12 +91,19 @@ def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] 
             byte order (written little-endian, C order); bfloat16/float8 through
             ml_dtypes.
         metadata (dict[str, str] | None): the header's ``__metadata__``.
+        alignment (int | None): None (default): upstream's layout; else a power
+            of two from 8 to 4096 the data section starts at a multiple of
+            (docs/integrity.md).
+        checksum (str | None): None (default), "sha256" or "xxh3_128": the
+            digests of every tensor and of the data section, recorded in
+            ``__metadata__`` (docs/integrity.md).
 
     Returns:
-        bytes: the file, upstream 0.8.0's exact layout.
+        bytes: the file, upstream 0.8.0's exact layout (by default).
 
     Raises:
         TypeError: not a dict, or a value that is not an array.
+        ValueError: a bad alignment or checksum.
         SafetensorError: an unsupported dtype ("Unknown dtype ...").
 
     Example:
@@ -103,11 +111,12 @@ def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] 
         >>> data = save({"a": np.zeros((2, 2), np.float32)})
     """
     specs, keep = _prepare(tensor_dict)  # keep: the arrays specs point into, alive until written
-    return serialize(specs, metadata=metadata)
+    return serialize(specs, metadata=metadata, alignment=alignment, checksum=checksum)
 
 
 def save_file(tensor_dict: Dict[str, np.ndarray], filename: Union[str, os.PathLike],
-              metadata: Optional[Dict[str, str]] = None) -> None:
+              metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+              checksum: Optional[str] = None) -> None:
     """Write ``tensor_dict`` to ``filename`` atomically (temporary file + rename).
 
     Args:
@@ -115,6 +124,7 @@ def save_file(tensor_dict: Dict[str, np.ndarray], filename: Union[str, os.PathLi
         filename (str | os.PathLike): the destination (only a regular file or
             nothing there is replaced).
         metadata (dict[str, str] | None): the header's ``__metadata__``.
+        alignment, checksum: as for ``save``.
 
     Returns:
         None
@@ -128,7 +138,7 @@ def save_file(tensor_dict: Dict[str, np.ndarray], filename: Union[str, os.PathLi
         >>> save_file({"a": np.zeros(3)}, "arrays.safetensors", metadata={"k": "v"})
     """
     specs, keep = _prepare(tensor_dict)  # keep: the arrays specs point into, alive until written
-    serialize_file(specs, filename, metadata=metadata)
+    serialize_file(specs, filename, metadata=metadata, alignment=alignment, checksum=checksum)
 
 
 def _view2np(safeview) -> Dict[str, np.ndarray]:

@@ -6,11 +6,20 @@ import numpy.typing as npt
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
-def save(tensor_dict: Dict[str, npt.NDArray[Any]], metadata: Optional[Dict[str, str]] = None) -> bytes: ...
+def save(
+    tensor_dict: Dict[str, npt.NDArray[Any]],
+    metadata: Optional[Dict[str, str]] = None,
+    *,
+    alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
+) -> bytes: ...
 def save_file(
     tensor_dict: Dict[str, npt.NDArray[Any]],
     filename: Union[str, "os.PathLike[str]"],
     metadata: Optional[Dict[str, str]] = None,
+    *,
+    alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
 ) -> None: ...
 def load(data: bytes) -> Dict[str, npt.NDArray[Any]]: ...
 def load_file(

@@ -131,7 +131,8 @@ def _flatten(tensors):
     return specs, keepalive
 
 
-def save(tensors, metadata: Optional[Dict[str, str]] = None) -> bytes:
+def save(tensors, metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+         checksum: Optional[str] = None) -> bytes:
     """Serialize ``tensors`` (paddle tensors) to the bytes of a safetensors file.
 
     Each tensor's CPU memory is handed to the C writer directly (tensors on a
@@ -142,13 +143,20 @@ def save(tensors, metadata: Optional[Dict[str, str]] = None) -> bytes:
     Args:
         tensors (dict[str, paddle.Tensor]): contiguous tensors, on any device.
         metadata (dict[str, str] | None): the header's ``__metadata__``.
+        alignment (int | None): None (default): upstream's layout; else a power
+            of two from 8 to 4096 the data section starts at a multiple of
+            (docs/integrity.md).
+        checksum (str | None): None (default), "sha256" or "xxh3_128": the
+            digests of every tensor and of the data section, recorded in
+            ``__metadata__`` (docs/integrity.md).
 
     Returns:
-        bytes: the file, upstream 0.8.0's exact layout.
+        bytes: the file, upstream 0.8.0's exact layout (by default).
 
     Raises:
         ValueError: ``tensors`` is not a dict, a value is not a
-            ``paddle.Tensor``, or a tensor is not contiguous.
+            ``paddle.Tensor``, or a tensor is not contiguous; a bad alignment
+            or checksum.
         SafetensorError: an unsupported dtype ("Unknown dtype ...").
         ImportError: ``paddle`` is not installed.
 
@@ -158,10 +166,11 @@ def save(tensors, metadata: Optional[Dict[str, str]] = None) -> bytes:
         >>> data = save({"w": paddle.zeros([2, 3])}, metadata={"format": "paddle"})
     """
     specs, keepalive = _flatten(tensors)  # keepalive: the memory specs point into, until written
-    return serialize(specs, metadata=metadata)
+    return serialize(specs, metadata=metadata, alignment=alignment, checksum=checksum)
 
 
-def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
+def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None, *,
+              alignment: Optional[int] = None, checksum: Optional[str] = None) -> None:
     """Write ``tensors`` (paddle tensors) to ``filename`` atomically (temporary file + rename).
 
     Args:
@@ -169,6 +178,7 @@ def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dic
         filename (str | os.PathLike): the destination (only a regular file or
             nothing there is replaced).
         metadata (dict[str, str] | None): the header's ``__metadata__``.
+        alignment, checksum: as for ``save``.
 
     Returns:
         None
@@ -183,7 +193,7 @@ def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dic
         >>> save_file({"w": paddle.zeros([2, 3])}, "model.safetensors")
     """
     specs, keepalive = _flatten(tensors)  # keepalive: the memory specs point into, until written
-    serialize_file(specs, filename, metadata=metadata)
+    serialize_file(specs, filename, metadata=metadata, alignment=alignment, checksum=checksum)
 
 
 def load(data: bytes, device: str = "cpu"):

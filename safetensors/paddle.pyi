@@ -5,11 +5,17 @@ import paddle
 
 __all__ = ["save", "save_file", "load", "load_file"]
 
-def save(tensors: Dict[str, paddle.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes: ...
+def save(
+    tensors: Dict[str, paddle.Tensor], metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
+) -> bytes: ...
 def save_file(
     tensors: Dict[str, paddle.Tensor],
     filename: Union[str, "os.PathLike[str]"],
     metadata: Optional[Dict[str, str]] = None,
+    *,
+    alignment: Optional[int] = None,
+    checksum: Optional[str] = None,
 ) -> None: ...
 def load(data: bytes, device: str = "cpu") -> Dict[str, paddle.Tensor]: ...
 def load_file(

@@ -898,7 +898,8 @@ def _spec_bytes(value) -> Tuple[str, List[int], memoryview]:
 
 
 def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[str, str]] = None, *,
-                storage_options: Optional[dict] = None, part_size: Optional[int] = None) -> None:
+                storage_options: Optional[dict] = None, part_size: Optional[int] = None,
+                alignment: Optional[int] = None) -> None:
     """serialize_file to a URL: the filesystem's writer receives the header and
     then each tensor's bytes in pieces of part_size (a multipart upload on
     object stores), never the whole file at once. On failure the upload is
@@ -910,7 +911,7 @@ def save_to_url(tensor_dict: Dict[str, Any], url: Any, metadata: Optional[Dict[s
         code, shape, view = _spec_bytes(value)
         entries.append((name, code, shape, view.nbytes))
         views.append(view)
-    header, order = _write_layout(entries, metadata)
+    header, order = _write_layout(entries, metadata, alignment)
     part = max(5 * MiB, int(part_size or DEFAULTS["part_size"]))
     fs, path, name = _resolve(url, storage_options)
     writer = None

@@ -21,11 +21,20 @@ inside the block is never replaced by the writer's own complaints (writes
 still running on other threads): they are added to it as a note. Writing a
 tensor twice, or data whose dtype, shape or size differs from the
 declaration, raises ``SafetensorError``. See docs/streaming.md.
+
+``alignment`` and ``checksum`` are those of ``save_file`` (docs/integrity.md),
+and give the same file: with a checksum, the header is written at once with
+placeholders of the digests' fixed length, each tensor is hashed as it is
+written (and the data section while tensors come in file order; the rest is
+read back from the file at commit), and commit rewrites the header in place
+with the real digests before the file moves into place.
 """
 import os
 import sys
+import threading
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
+from . import checksums
 from ._safetensors_c import SafetensorError, _dtype_table
 from ._safetensors_c import StreamWriter as _CStreamWriter
 
@@ -107,7 +116,9 @@ class StreamWriter:
     ``tensors`` maps each name to its declaration: a tensor or array (only
     its dtype and shape are used: a ``device="meta"`` tensor is enough), an
     object with ``dtype`` and ``shape``, or a ``(dtype, shape)`` pair where
-    dtype is a header name ("F32"), a torch or NumPy dtype.
+    dtype is a header name ("F32"), a torch or NumPy dtype. ``alignment``
+    (None or a power of two from 8 to 4096) and ``checksum`` (None, "sha256"
+    or "xxh3_128") are those of ``save_file``.
     """
 
     def __init__(
@@ -115,12 +126,29 @@ class StreamWriter:
         filename: Union[str, os.PathLike],
         tensors: Union[Mapping[str, Any], Iterable[Tuple[str, Any]]],
         metadata: Optional[Dict[str, str]] = None,
+        *,
+        alignment: Optional[int] = None,
+        checksum: Optional[str] = None,
     ):
         items = tensors.items() if isinstance(tensors, Mapping) else tensors
         declarations = [_declaration(name, spec) for name, spec in items]  # a name twice: the core's error
         self._declared = {decl[0]: decl for decl in declarations}
         self.filename = os.fspath(filename)
-        self._writer = _CStreamWriter(self.filename, declarations, metadata)
+        self._checksum = checksum
+        if checksum is not None:  # placeholders: a header of the final length (JSON order does not change it)
+            zeros = "0" * len(checksums.new_hasher(checksum).hexdigest())
+            self._metadata = metadata
+            metadata = checksums.with_digests(metadata, checksum, list(self._declared), [zeros] * len(declarations),
+                                              zeros)
+        self._writer = _CStreamWriter(self.filename, declarations, metadata, alignment=alignment)
+        if checksum is not None:
+            names = list(self._declared)
+            self._order = [names[index] for index, _, _ in self._writer._layout()]  # file order
+            self._position = {name: i for i, name in enumerate(self._order)}
+            self._digests: Dict[str, str] = {}
+            self._data = checksums.new_hasher(checksum)  # the data section, while tensors come in file order
+            self._data_upto = 0  # position of the next tensor it needs
+            self._lock = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -140,23 +168,61 @@ class StreamWriter:
         if declared is None:
             raise SafetensorError(f"tensor `{name}` was not declared when the writer was opened")
         if isinstance(tensor, (bytes, bytearray, memoryview)):
-            self._writer.write(name, tensor)
-            return
-        if not _is_torch_tensor(tensor):
-            import numpy as np
+            data = tensor
+        else:
+            if not _is_torch_tensor(tensor):
+                import numpy as np
 
-            tensor = np.asarray(tensor)
-        _, dtype, shape = _declaration(name, tensor)
-        if (dtype, shape) != declared[1:]:
-            raise SafetensorError(
-                f"tensor `{name}` was declared as {declared[1]} {list(declared[2])} "
-                f"but the value written is {dtype} {list(shape)}"
-            )
-        self._writer.write(name, _file_bytes(tensor))
+                tensor = np.asarray(tensor)
+            _, dtype, shape = _declaration(name, tensor)
+            if (dtype, shape) != declared[1:]:
+                raise SafetensorError(
+                    f"tensor `{name}` was declared as {declared[1]} {list(declared[2])} "
+                    f"but the value written is {dtype} {list(shape)}"
+                )
+            data = _file_bytes(tensor)
+        self._writer.write(name, data)
+        if self._checksum is not None:
+            self._hash(name, data)
+
+    def _hash(self, name: str, data: Any) -> None:
+        """Records the digest of a tensor just written (its bytes as in the file), and feeds the
+        data section's hasher when it is the next tensor in file order. Only one thread can hold
+        that tensor, so the hasher is never fed by two at once; the digest is recorded last, so
+        commit sees every digest only once all feeding is done."""
+        digest = checksums.new_hasher(self._checksum)
+        digest.update(data)
+        if self._position[name] == self._data_upto:
+            self._data.update(data)
+        with self._lock:
+            if self._position[name] == self._data_upto:
+                self._data_upto += 1
+            self._digests[name] = digest.hexdigest()
+
+    def _finish_digests(self) -> None:
+        """Hashes what the data section's hasher has not seen (tensors written out of file order,
+        read back from the file) and rewrites the header with the real digests."""
+        layout = self._writer._layout()
+        chunk = memoryview(bytearray(min(16 << 20, max((size for _, _, size in layout), default=1) or 1)))
+        for _, offset, size in layout[self._data_upto:]:
+            for lo in range(0, size, len(chunk)):
+                piece = chunk[:min(len(chunk), size - lo)]
+                self._writer._readinto(offset + lo, piece)
+                self._data.update(piece)
+        self._writer._rewrite_metadata(checksums.with_digests(
+            self._metadata, self._checksum, self._order, [self._digests[n] for n in self._order],
+            self._data.hexdigest()))
 
     def commit(self) -> None:
         """Checks that every declared tensor was written and moves the file
-        into place. If it fails, nothing is left at the destination."""
+        into place (with a checksum, after writing the digests into the
+        header). If it fails, nothing is left at the destination."""
+        if self._checksum is not None and not self.closed and len(self._digests) == len(self._declared):
+            try:
+                self._finish_digests()
+            except BaseException:
+                self.abort()
+                raise
         self._writer.commit()
 
     def abort(self) -> None:

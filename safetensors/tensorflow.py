@@ -62,12 +62,16 @@ def _from_numpy(array: np.ndarray):
 _set_framework_converter("tensorflow", _from_numpy)
 
 
-def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None) -> bytes:
-    return _st_numpy.save(numpy_dict(tensors, "tf.Tensor", _to_numpy), metadata=metadata)
+def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+         checksum: Optional[str] = None) -> bytes:
+    return _st_numpy.save(numpy_dict(tensors, "tf.Tensor", _to_numpy), metadata=metadata, alignment=alignment,
+                          checksum=checksum)
 
 
-def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None) -> None:
-    _st_numpy.save_file(numpy_dict(tensors, "tf.Tensor", _to_numpy), filename, metadata=metadata)
+def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None, *,
+              alignment: Optional[int] = None, checksum: Optional[str] = None) -> None:
+    _st_numpy.save_file(numpy_dict(tensors, "tf.Tensor", _to_numpy), filename, metadata=metadata, alignment=alignment,
+                        checksum=checksum)
 
 
 def load(data: bytes):

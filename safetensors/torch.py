@@ -264,20 +264,27 @@ def _flatten_as_ptr(tensors: Dict[str, torch.Tensor], keep_alive_buffer: List) -
     return specs  # type: ignore[return-value]  # no None left
 
 
-def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:
+def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None, *,
+         alignment: Optional[int] = None, checksum: Optional[str] = None) -> bytes:
     """Serialize ``tensors`` to the bytes of a safetensors file.
 
     Args:
         tensors (dict[str, torch.Tensor]): dense tensors on any device; tensors that
             share memory must not overlap (use ``save_model`` for tied weights).
         metadata (dict[str, str] | None): the header's ``__metadata__``.
+        alignment (int | None): None (default): upstream's layout; else a power
+            of two from 8 to 4096 the data section starts at a multiple of
+            (docs/integrity.md).
+        checksum (str | None): None (default), "sha256" or "xxh3_128": the
+            digests of every tensor and of the data section, recorded in
+            ``__metadata__`` (docs/integrity.md).
 
     Returns:
-        bytes: the file, upstream 0.8.0's exact layout.
+        bytes: the file, upstream 0.8.0's exact layout (by default).
 
     Raises:
         ValueError: sparse, non-contiguous or memory-sharing tensors (upstream's
-            messages).
+            messages); a bad alignment or checksum.
         SafetensorError: "Error while serializing: ...".
 
     Example:
@@ -285,11 +292,12 @@ def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = 
         >>> data = save({"w": torch.zeros(2, 3)}, metadata={"format": "pt"})
     """
     keepalive: List = []  # the tensors the specs point into, alive until the write returns
-    return serialize(_flatten_as_ptr(tensors, keepalive), metadata=metadata)
+    return serialize(_flatten_as_ptr(tensors, keepalive), metadata=metadata, alignment=alignment, checksum=checksum)
 
 
 def save_file(tensors: Dict[str, torch.Tensor], filename: Union[str, os.PathLike],
-              metadata: Optional[Dict[str, str]] = None) -> None:
+              metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
+              checksum: Optional[str] = None) -> None:
     """Write ``tensors`` to ``filename`` atomically (temporary file + rename).
 
     Args:
@@ -297,6 +305,7 @@ def save_file(tensors: Dict[str, torch.Tensor], filename: Union[str, os.PathLike
         filename (str | os.PathLike): the destination (only a regular file or
             nothing there is replaced).
         metadata (dict[str, str] | None): the header's ``__metadata__``.
+        alignment, checksum: as for ``save``.
 
     Raises:
         ValueError: as for ``save``.
@@ -308,7 +317,8 @@ def save_file(tensors: Dict[str, torch.Tensor], filename: Union[str, os.PathLike
         >>> save_file({"w": torch.zeros(2, 3)}, "model.safetensors")
     """
     keepalive: List = []
-    serialize_file(_flatten_as_ptr(tensors, keepalive), filename, metadata=metadata)
+    serialize_file(_flatten_as_ptr(tensors, keepalive), filename, metadata=metadata, alignment=alignment,
+                   checksum=checksum)
 
 
 def _tobytes(tensor: torch.Tensor, name: Optional[str] = None) -> bytes:
@@ -331,7 +341,8 @@ def _flatten(tensors: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, Any]]:
 
 
 def save_model(model: torch.nn.Module, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None,
-               force_contiguous: bool = True) -> None:
+               force_contiguous: bool = True, *, alignment: Optional[int] = None,
+               checksum: Optional[str] = None) -> None:
     """Save ``model.state_dict()``, writing each group of tied/shared weights
     once (the others are recorded in the metadata as ``removed -> kept``).
     The caller's ``metadata`` dict is not modified.
@@ -342,6 +353,7 @@ def save_model(model: torch.nn.Module, filename: Union[str, os.PathLike], metada
         metadata (dict[str, str] | None): extra ``__metadata__`` entries.
         force_contiguous (bool): make non-contiguous tensors contiguous instead
             of raising.
+        alignment, checksum: as for ``save``.
 
     Raises:
         ValueError: non-contiguous tensors with ``force_contiguous=False``.
@@ -360,7 +372,7 @@ def save_model(model: torch.nn.Module, filename: Union[str, os.PathLike], metada
     if force_contiguous:
         state_dict = {k: v.contiguous() for k, v in state_dict.items()}
     try:
-        save_file(state_dict, filename, metadata=metadata)
+        save_file(state_dict, filename, metadata=metadata, alignment=alignment, checksum=checksum)
     except ValueError as e:
         raise ValueError(
             str(e) + " Or use save_model(..., force_contiguous=True), read the docs for potential caveats."

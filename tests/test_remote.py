@@ -392,6 +392,12 @@ def test_framework_save_file_to_fsspec_file_and_url(s3, monkeypatch):
     safetensors.numpy.save_file(arrays, target, metadata={"a": "b"})
     body = s3.client().get_object(Bucket="models", Key="np-saved.safetensors")["Body"].read()
     assert body == safetensors.numpy.save(arrays, metadata={"a": "b"})
+    # the writers' alignment and digests (docs/integrity.md) reach a URL too
+    options = {"alignment": 4096, "checksum": "sha256"}
+    safetensors.numpy.save_file(arrays, fsspec.open("s3://models/np-aligned.safetensors", "wb", **s3.options),
+                                metadata={"a": "b"}, **options)
+    body = s3.client().get_object(Bucket="models", Key="np-aligned.safetensors")["Body"].read()
+    assert body == safetensors.numpy.save(arrays, metadata={"a": "b"}, **options)
     # torch.save_file with a URL string: s3fs takes its settings from the environment
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

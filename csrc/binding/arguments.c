@@ -1,6 +1,6 @@
 /*
  * arguments.c - safe_open's framework, device and backend arguments, parsed
- * and checked with upstream's messages.
+ * and checked with upstream's messages, and the writers' alignment.
  */
 #include "module.h"
 
@@ -146,4 +146,36 @@ int stpy_parse_backend(stpy_state *state, PyObject *obj, st_backend *out)
                  "backend %U is invalid (expected one of: \"mmap\", \"pread\")", quoted);
     Py_DECREF(quoted);
     return -1;
+}
+
+int stpy_parse_alignment(PyObject *obj, uint64_t *out)
+{
+    st_error err;
+    int overflow = 0;
+    long long value = 0;
+    PyObject *number;
+    *out = 0;
+    if (obj == NULL || obj == Py_None)
+        return 0;
+    if (!PyIndex_Check(obj) || PyBool_Check(obj)) { /* an int, a NumPy integer */
+        PyErr_Format(PyExc_TypeError, "alignment must be an int or None, not '%.100s'",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if ((number = PyNumber_Index(obj)) == NULL)
+        return -1;
+    value = PyLong_AsLongLongAndOverflow(number, &overflow);
+    Py_DECREF(number);
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    /* 0 is the core's "upstream's layout", which None spells here */
+    if (overflow || value <= 0 || st_check_alignment((uint64_t)value, &err) != ST_OK) {
+        PyErr_Format(PyExc_ValueError,
+                     "alignment must be None (upstream's layout) or a power of two from 8 to %u, "
+                     "not %R",
+                     ST_MAX_ALIGNMENT, obj);
+        return -1;
+    }
+    *out = (uint64_t)value;
+    return 0;
 }

@@ -264,7 +264,7 @@ static PyMethodDef stpy_module_methods[] = {
      "Registers converter(numpy_array) -> the framework's tensor, and\n"
      "device_name(device) -> the framework's name for a device given as torch names it."},
     {"serialize", (PyCFunction)(void (*)(void))stpy_serialize, METH_VARARGS | METH_KEYWORDS,
-     "serialize(tensor_dict, metadata=None)\n"
+     "serialize(tensor_dict, metadata=None, *, alignment=None)\n"
      "--\n"
      "\n"
      "The bytes of a safetensors file holding the given tensors.\n"
@@ -274,12 +274,17 @@ static PyMethodDef stpy_module_methods[] = {
      "        points at little-endian bytes the caller keeps alive and unchanged\n"
      "        during the call). The 0.7 dict form raises TypeError, as 0.8.0.\n"
      "    metadata (dict[str, str] | None): the header's \"__metadata__\".\n"
+     "    alignment (int | None): None (default): upstream's layout; else a power\n"
+     "        of two from 8 to 4096: the header is padded with spaces so that the\n"
+     "        data section starts at a multiple of it (docs/integrity.md).\n"
      "\n"
      "Returns:\n"
-     "    bytes: the whole file, with upstream 0.8.0's exact layout.\n"
+     "    bytes: the whole file, with upstream 0.8.0's exact layout (or its\n"
+     "    padding to the alignment).\n"
      "\n"
      "Raises:\n"
      "    TypeError: a value is not a TensorSpec, metadata is not str to str.\n"
+     "    ValueError: an alignment that is not a power of two from 8 to 4096.\n"
      "    SafetensorError: \"Error while serializing: ...\" (data length that does\n"
      "        not match shape and dtype, header too large, ...).\n"
      "\n"
@@ -292,7 +297,7 @@ static PyMethodDef stpy_module_methods[] = {
      "    b'@\\x00\\x00\\x00\\x00\\x00\\x00\\x00'"},
     {"serialize_file", (PyCFunction)(void (*)(void))stpy_serialize_file,
      METH_VARARGS | METH_KEYWORDS,
-     "serialize_file(tensor_dict, filename, metadata=None)\n"
+     "serialize_file(tensor_dict, filename, metadata=None, *, alignment=None)\n"
      "--\n"
      "\n"
      "Writes a safetensors file atomically: a temporary file next to filename,\n"
@@ -303,12 +308,13 @@ static PyMethodDef stpy_module_methods[] = {
      "    tensor_dict (dict[str, TensorSpec]): as for serialize.\n"
      "    filename (str | os.PathLike): the destination.\n"
      "    metadata (dict[str, str] | None): the header's \"__metadata__\".\n"
+     "    alignment (int | None): as for serialize.\n"
      "\n"
      "Returns:\n"
      "    None\n"
      "\n"
      "Raises:\n"
-     "    TypeError: as for serialize.\n"
+     "    TypeError, ValueError: as for serialize.\n"
      "    SafetensorError: bad input, as for serialize; SafetensorIOError (also an\n"
      "        OSError, with errno and filename) for I/O errors, e.g.\n"
      "        'Error while serializing: I/O error: No such file or directory\n"
@@ -492,7 +498,8 @@ static int stpy_module_exec(PyObject *module)
     INTERN(str_data_ptr, "data_ptr");
 #undef INTERN
 
-    if (PyModule_AddStringConstant(module, "__version__", ST_VERSION) < 0)
+    if (PyModule_AddStringConstant(module, "__version__", ST_VERSION) < 0 ||
+        PyModule_AddIntConstant(module, "_MAX_ALIGNMENT", ST_MAX_ALIGNMENT) < 0)
         goto exit;
     rc = 0;
 exit:

@@ -166,6 +166,9 @@ typedef struct {
 int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool with_len,
                               PyObject *metadata, stpy_write_input *in);
 void stpy_write_input_release(stpy_write_input *in);
+/* A metadata argument (None or a dict of str to str) into *out (released with its
+ * stpy_write_input); -1 with an exception set. */
+int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out);
 
 /* ---- sources.c ---- */
 
@@ -186,6 +189,9 @@ int stpy_parse_framework(stpy_state *state, PyObject *obj, stpy_framework *out);
 PyObject *stpy_parse_device(stpy_state *state, PyObject *obj);
 /* obj NULL or None: the default, ST_BACKEND_AUTO. */
 int stpy_parse_backend(stpy_state *state, PyObject *obj, st_backend *out);
+/* A writer's alignment: obj NULL or None gives 0 (upstream's layout); an int the core refuses
+ * (st_check_alignment) is a ValueError with the core's message, anything else a TypeError. */
+int stpy_parse_alignment(PyObject *obj, uint64_t *out);
 
 /* ---- storage.c (module functions, private, for tests) ---- */
 

@@ -281,7 +281,7 @@ static int collect_tensor(stpy_state *state, stpy_write_input *in, size_t i, PyO
     return 0;
 }
 
-static int collect_metadata(PyObject *metadata, stpy_metadata_list *out)
+int stpy_collect_metadata(PyObject *metadata, stpy_metadata_list *out)
 {
     Py_ssize_t count;
     memset(out, 0, sizeof(*out));
@@ -338,7 +338,7 @@ static int collect(stpy_state *state, PyObject *tensor_dict, PyObject *metadata,
         if (collect_tensor(state, in, (size_t)i++, name, value) < 0)
             return -1;
     }
-    return collect_metadata(metadata, &in->metadata);
+    return stpy_collect_metadata(metadata, &in->metadata);
 }
 
 /* Fills *w from a (name, header dtype, shape[, data length]) tuple, the
@@ -389,13 +389,14 @@ int stpy_collect_declarations(stpy_state *state, PyObject *declarations, bool wi
                               &in->tensors[i], in->shapes[i]) < 0)
             return -1;
     }
-    return collect_metadata(metadata, &in->metadata);
+    return stpy_collect_metadata(metadata, &in->metadata);
 }
 
 /* ---- MARK: serialize, serialize_file ---- */
 
 /* The core's layout of the collected input; the caller releases the GIL. */
-static st_code lay_out(const stpy_write_input *in, st_layout *layout, st_error *err)
+static st_code lay_out(const stpy_write_input *in, uint64_t alignment, st_layout *layout,
+                       st_error *err)
 {
     *layout = (st_layout){.tensors = in->tensors,
                           .count = in->count,
@@ -403,20 +404,23 @@ static st_code lay_out(const stpy_write_input *in, st_layout *layout, st_error *
                           .metadata_count = in->metadata.count,
                           .has_metadata = in->metadata.present,
                           .order = in->order};
-    return st_write_layout(layout, err);
+    return st_write_layout_aligned(layout, alignment, err);
 }
 
 /* serialize (filename NULL: the bytes) and serialize_file (None). */
 static PyObject *write_tensors(PyObject *module, PyObject *tensor_dict, PyObject *filename,
-                               PyObject *metadata)
+                               PyObject *metadata, PyObject *alignment_obj)
 {
     stpy_state *state = stpy_state_from_module(module);
     PyObject *path = NULL, *name = NULL, *result = NULL;
     st_layout layout = {0};
     stpy_write_input in = {0};
+    uint64_t alignment;
     st_error err;
     st_code code;
 
+    if (stpy_parse_alignment(alignment_obj, &alignment) < 0)
+        goto exit;
     /* name: the str for messages */
     if (filename != NULL &&
         (!PyUnicode_FSConverter(filename, &path) || !PyUnicode_FSDecoder(filename, &name)))
@@ -424,7 +428,7 @@ static PyObject *write_tensors(PyObject *module, PyObject *tensor_dict, PyObject
     if (collect(state, tensor_dict, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-        code = lay_out(&in, &layout, &err);
+        code = lay_out(&in, alignment, &layout, &err);
         if (code == ST_OK && path != NULL)
             code = st_write_file(PyBytes_AS_STRING(path), &layout, &err);
     Py_END_ALLOW_THREADS
@@ -457,40 +461,43 @@ exit:
 
 PyObject *stpy_serialize(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"tensor_dict", "metadata", NULL};
-    PyObject *tensor_dict, *metadata = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:serialize", kwlist, &tensor_dict,
-                                     &metadata))
+    static char *kwlist[] = {"tensor_dict", "metadata", "alignment", NULL};
+    PyObject *tensor_dict, *metadata = NULL, *alignment = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$O:serialize", kwlist, &tensor_dict,
+                                     &metadata, &alignment))
         return NULL;
-    return write_tensors(module, tensor_dict, NULL, metadata);
+    return write_tensors(module, tensor_dict, NULL, metadata, alignment);
 }
 
 PyObject *stpy_serialize_file(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"tensor_dict", "filename", "metadata", NULL};
-    PyObject *tensor_dict, *filename, *metadata = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:serialize_file", kwlist, &tensor_dict,
-                                     &filename, &metadata))
+    static char *kwlist[] = {"tensor_dict", "filename", "metadata", "alignment", NULL};
+    PyObject *tensor_dict, *filename, *metadata = NULL, *alignment = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:serialize_file", kwlist, &tensor_dict,
+                                     &filename, &metadata, &alignment))
         return NULL;
-    return write_tensors(module, tensor_dict, filename, metadata);
+    return write_tensors(module, tensor_dict, filename, metadata, alignment);
 }
 
-/* _write_layout(entries, metadata) -> (header, order): the layout of
- * (name, header dtype, shape, data length) entries, checked as serialize
- * checks them: the bytes that start the file (length prefix + padded JSON)
- * and the entry indices in file order (uploads written part by part). */
+/* _write_layout(entries, metadata, alignment=None) -> (header, order): the
+ * layout of (name, header dtype, shape, data length) entries, checked as
+ * serialize checks them: the bytes that start the file (length prefix +
+ * padded JSON) and the entry indices in file order (uploads written part by
+ * part, and the digests of safetensors.serialize). */
 PyObject *stpy_write_layout_only(PyObject *module, PyObject *args)
 {
     stpy_state *state = stpy_state_from_module(module);
-    PyObject *entries, *metadata, *order = NULL, *result = NULL;
+    PyObject *entries, *metadata, *alignment_obj = NULL, *order = NULL, *result = NULL;
     st_layout layout = {0};
     stpy_write_input in = {0};
+    uint64_t alignment;
     st_error err;
 
-    if (!PyArg_ParseTuple(args, "OO:_write_layout", &entries, &metadata) ||
+    if (!PyArg_ParseTuple(args, "OO|O:_write_layout", &entries, &metadata, &alignment_obj) ||
+        stpy_parse_alignment(alignment_obj, &alignment) < 0 ||
         stpy_collect_declarations(state, entries, true, metadata, &in) < 0)
         goto exit;
-    if (lay_out(&in, &layout, &err) != ST_OK) {
+    if (lay_out(&in, alignment, &layout, &err) != ST_OK) {
         stpy_raise(state, &err, STPY_CTX_SERIALIZE, NULL);
         goto exit;
     }

@@ -1,6 +1,6 @@
 /*
  * stream_writer.c - _safetensors_c.StreamWriter(filename, tensors,
- * metadata=None), the binding of the core's streaming writer (st_stream_*):
+ * metadata=None, *, alignment=None), the binding of the core's streaming writer (st_stream_*):
  * tensors are (name, header dtype, logical shape); the methods' docstrings
  * say the rest. safetensors/stream.py wraps it for torch and NumPy.
  *
@@ -10,7 +10,8 @@
  * refuse while it is not zero. An abort refused that way still closes the
  * writer: `discard` makes the last write in flight free the stream (its
  * temporary file goes) when it ends. A writer garbage-collected without
- * commit aborts: nothing appears at the destination.
+ * commit aborts: nothing appears at the destination. _layout, _readinto and
+ * _rewrite_metadata (the digests of safetensors.stream) count as writes.
  */
 #include "module.h"
 
@@ -21,29 +22,33 @@ typedef struct {
     PyObject *filename;              /* for messages */
     Py_ssize_t busy;                 /* writes in flight (GIL released) */
     int discard;                     /* aborted during writes: the last to end frees stream */
+    size_t count;                    /* tensors declared */
 } StreamWriter;
 
 static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"filename", "tensors", "metadata", NULL};
+    static char *kwlist[] = {"filename", "tensors", "metadata", "alignment", NULL};
     stpy_state *state = stpy_state_from_type(type);
-    PyObject *filename, *tensors, *metadata = NULL, *path = NULL;
+    PyObject *filename, *tensors, *metadata = NULL, *alignment_obj = NULL, *path = NULL;
     stpy_write_input in = {0};
     StreamWriter *self = NULL;
     st_stream *stream = NULL;
+    uint64_t alignment;
     st_error err;
     st_code code;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:StreamWriter", kwlist, &filename, &tensors,
-                                     &metadata))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:StreamWriter", kwlist, &filename,
+                                     &tensors, &metadata, &alignment_obj) ||
+        stpy_parse_alignment(alignment_obj, &alignment) < 0)
         return NULL;
     if (!PyUnicode_FSConverter(filename, &path))
         return NULL;
     if (stpy_collect_declarations(state, tensors, false, metadata, &in) < 0)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-        code = st_stream_open(PyBytes_AS_STRING(path), in.tensors, in.count, in.metadata.entries,
-                              in.metadata.count, in.metadata.present, &stream, &err);
+        code = st_stream_open_aligned(PyBytes_AS_STRING(path), in.tensors, in.count,
+                                      in.metadata.entries, in.metadata.count, in.metadata.present,
+                                      alignment, &stream, &err);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         stpy_raise(state, &err, STPY_CTX_NONE, filename);
@@ -56,6 +61,7 @@ static PyObject *StreamWriter_new(PyTypeObject *type, PyObject *args, PyObject *
     }
     self->stream = stream;
     self->filename = Py_NewRef(filename);
+    self->count = in.count;
 exit:
     Py_XDECREF(path);
     stpy_write_input_release(&in);
@@ -68,6 +74,34 @@ static PyObject *closed_error(StreamWriter *self)
                         "the stream writer for %R is already closed", self->filename);
 }
 
+/* The stream, counted as in use (a write in flight) until end_use; NULL and an
+ * exception once the writer is closed. */
+static st_stream *begin_use(StreamWriter *self)
+{
+    st_stream *stream = NULL;
+    STPY_LOCK(self);
+    if (self->stream != NULL && !self->discard) {
+        stream = self->stream;
+        self->busy++;
+    }
+    STPY_UNLOCK();
+    if (stream == NULL)
+        closed_error(self);
+    return stream;
+}
+
+static void end_use(StreamWriter *self)
+{
+    st_stream *aborted = NULL;
+    STPY_LOCK(self);
+    if (--self->busy == 0 && self->discard) {
+        aborted = self->stream;
+        self->stream = NULL;
+    }
+    STPY_UNLOCK();
+    st_stream_free(aborted); /* an abort() that came during the use: the temporary file goes */
+}
+
 static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
 {
     stpy_state *state = stpy_state_from_type(Py_TYPE(self));
@@ -75,7 +109,7 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
     Py_buffer view = {0};
     Py_ssize_t name_len;
     size_t index;
-    st_stream *stream = NULL, *aborted = NULL;
+    st_stream *stream;
     st_error err;
     st_code code;
 
@@ -86,16 +120,8 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
         return NULL;
     if (PyObject_GetBuffer(data, &view, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
-    STPY_LOCK(self);
-    if (self->stream != NULL && !self->discard) {
-        stream = self->stream;
-        self->busy++;
-    }
-    STPY_UNLOCK();
-    if (stream == NULL) {
-        closed_error(self);
+    if ((stream = begin_use(self)) == NULL)
         goto exit;
-    }
     if (!st_stream_find(stream, utf8, (size_t)name_len, &index)) {
         PyErr_Format(state->SafetensorError,
                      "tensor %R was not declared when the writer was opened", name);
@@ -108,15 +134,81 @@ static PyObject *StreamWriter_write(StreamWriter *self, PyObject *args)
         else
             result = Py_NewRef(Py_None);
     }
-    STPY_LOCK(self);
-    if (--self->busy == 0 && self->discard) {
-        aborted = self->stream;
-        self->stream = NULL;
-    }
-    STPY_UNLOCK();
-    st_stream_free(aborted); /* an abort() that came during the writes: the temporary file goes */
+    end_use(self);
 exit:
     PyBuffer_Release(&view);
+    return result;
+}
+
+/* _layout() -> [(declaration index, absolute offset, size)] in file order. */
+static PyObject *StreamWriter_layout(StreamWriter *self, PyObject *unused)
+{
+    PyObject *result;
+    st_stream *stream = begin_use(self);
+    if (stream == NULL)
+        return NULL;
+    result = PyList_New(0);
+    for (size_t i = 0; result != NULL && i < self->count; i++) {
+        size_t index;
+        uint64_t offset, len;
+        st_stream_tensor(stream, i, &index, &offset, &len);
+        PyObject *item = Py_BuildValue("(nKK)", (Py_ssize_t)index, (unsigned long long)offset,
+                                       (unsigned long long)len);
+        if (item == NULL || PyList_Append(result, item) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(item);
+    }
+    end_use(self);
+    return result;
+}
+
+/* _readinto(offset, buffer): fills the writable buffer with the file's bytes at offset. */
+static PyObject *StreamWriter_readinto(StreamWriter *self, PyObject *args)
+{
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
+    unsigned long long offset;
+    Py_buffer view = {0};
+    PyObject *result = NULL;
+    st_stream *stream;
+    st_error err;
+    st_code code;
+
+    if (!PyArg_ParseTuple(args, "Kw*:_readinto", &offset, &view))
+        return NULL;
+    if ((stream = begin_use(self)) != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+            code = st_stream_read(stream, offset, view.buf, (size_t)view.len, &err);
+        Py_END_ALLOW_THREADS
+        result = code == ST_OK ? Py_NewRef(Py_None)
+                               : stpy_raise(state, &err, STPY_CTX_NONE, self->filename);
+        end_use(self);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* _rewrite_metadata(metadata): the header again, in place, with this metadata. */
+static PyObject *StreamWriter_rewrite_metadata(StreamWriter *self, PyObject *metadata)
+{
+    stpy_state *state = stpy_state_from_type(Py_TYPE(self));
+    stpy_write_input in = {0};
+    PyObject *result = NULL;
+    st_stream *stream;
+    st_error err;
+    st_code code;
+
+    if (stpy_collect_metadata(metadata, &in.metadata) < 0)
+        goto exit;
+    if ((stream = begin_use(self)) == NULL)
+        goto exit;
+    Py_BEGIN_ALLOW_THREADS
+        code = st_stream_rewrite_metadata(stream, in.metadata.entries, in.metadata.count,
+                                          in.metadata.present, &err);
+    Py_END_ALLOW_THREADS
+    result = code == ST_OK ? Py_NewRef(Py_None) : stpy_raise(state, &err, STPY_CTX_NONE, NULL);
+    end_use(self);
+exit:
+    stpy_write_input_release(&in);
     return result;
 }
 
@@ -200,6 +292,15 @@ static PyMethodDef StreamWriter_methods[] = {
      "abort()\n--\n\nDiscards the temporary file; the destination is left as it was. With "
      "writes still running on other threads it raises SafetensorError, and the last of them "
      "discards the file when it ends."},
+    {"_layout", (PyCFunction)StreamWriter_layout, METH_NOARGS,
+     "_layout()\n--\n\n[(declaration index, absolute offset, size)] of every tensor, in file "
+     "order."},
+    {"_readinto", (PyCFunction)StreamWriter_readinto, METH_VARARGS,
+     "_readinto(offset, buffer)\n--\n\nFills the writable buffer with the file's bytes at offset "
+     "(tensors already written, read back to hash them)."},
+    {"_rewrite_metadata", (PyCFunction)StreamWriter_rewrite_metadata, METH_O,
+     "_rewrite_metadata(metadata)\n--\n\nWrites the header again in place with this metadata; "
+     "the new header must have the same length (digests in place of placeholders)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -213,7 +314,7 @@ static PyType_Slot StreamWriter_slots[] = {
     {Py_tp_dealloc, StreamWriter_dealloc},
     {Py_tp_methods, StreamWriter_methods},
     {Py_tp_getset, StreamWriter_getset},
-    {Py_tp_doc, "StreamWriter(filename, tensors, metadata=None)\n--\n\n"
+    {Py_tp_doc, "StreamWriter(filename, tensors, metadata=None, *, alignment=None)\n--\n\n"
                 "A safetensors file written tensor by tensor (see safetensors.stream)."},
     {0, NULL},
 };

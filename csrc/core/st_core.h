@@ -391,6 +391,16 @@ typedef struct st_layout {
  * compact JSON (metadata first, in the caller's order) padded to a multiple of 8. */
 st_code st_write_layout(st_layout *layout, st_error *err);
 
+/* The largest alignment a writer pads to (docs/integrity.md). */
+#define ST_MAX_ALIGNMENT 4096u
+/* ST_OK if alignment is 0 (upstream's layout) or a power of two from 8 to ST_MAX_ALIGNMENT,
+ * else ST_ERR_INVALID_ARGUMENT with a message saying so. */
+st_code st_check_alignment(uint64_t alignment, st_error *err);
+/* st_write_layout with the JSON padded with spaces (after it, as upstream pads) so that the
+ * data section, at 8 + header length, starts at a multiple of alignment (0 or 8: upstream's
+ * layout, byte for byte). Errors: st_check_alignment's, st_write_layout's. */
+st_code st_write_layout_aligned(st_layout *layout, uint64_t alignment, st_error *err);
+
 /* Writes the header then each tensor's bytes (in file order) into dst, which
  * has layout->total_size bytes. */
 void st_write_to_memory(const st_layout *layout, uint8_t *dst);
@@ -423,6 +433,24 @@ typedef struct st_stream st_stream;
 st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t count,
                        const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
                        st_stream **out, st_error *err);
+/* st_stream_open with the layout of st_write_layout_aligned. */
+st_code st_stream_open_aligned(const char *path, const st_write_tensor *tensors, size_t count,
+                               const st_metadata_item *metadata, size_t metadata_count,
+                               bool has_metadata, uint64_t alignment, st_stream **out,
+                               st_error *err);
+/* The position-th tensor in file order (position < count): its declaration index, absolute
+ * offset and size. */
+void st_stream_tensor(const st_stream *stream, size_t position, size_t *index, uint64_t *offset,
+                      uint64_t *len);
+/* Reads len bytes at absolute offset back from the file being written (a tensor already
+ * written, to hash it). ST_ERR_INVALID_ARGUMENT after close or past the end, or ST_ERR_IO. */
+st_code st_stream_read(const st_stream *stream, uint64_t offset, void *dst, size_t len,
+                       st_error *err);
+/* Rewrites the header in place with new metadata (the same declarations and alignment): the
+ * new header must have the length of the one written at open (digests of fixed length in
+ * place of placeholders), else ST_ERR_INVALID_ARGUMENT and nothing is written. */
+st_code st_stream_rewrite_metadata(st_stream *stream, const st_metadata_item *metadata,
+                                   size_t metadata_count, bool has_metadata, st_error *err);
 /* Declaration index of a tensor by name; false if not declared. */
 bool st_stream_find(const st_stream *stream, const char *name, size_t name_len, size_t *index);
 /* Writes the index-th tensor's len bytes (must equal its size). */

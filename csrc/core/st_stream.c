@@ -4,7 +4,8 @@
  * header is written at once and each tensor is one pwrite at its own offset, through the same
  * st_staged_file as st_write_file (temporary file, rename at commit). Each tensor's state is an
  * atomic (pending -> writing -> written): two threads writing one tensor are told so instead of
- * racing, and pwrites at distinct offsets need no lock.
+ * racing, and pwrites at distinct offsets need no lock. For digests (docs/integrity.md) the caller
+ * reads written tensors back (st_stream_read) and rewrites the header, same length, at the end.
  */
 #define _GNU_SOURCE
 
@@ -31,7 +32,10 @@ struct st_stream {
                                * arena), data_len = the tensor's size */
     slot *slots;
     size_t *by_name; /* declaration indices sorted by name, for st_stream_find */
+    size_t *order;   /* declaration indices in file order */
     uint8_t *arena;  /* shapes, names, path */
+    uint64_t alignment;
+    size_t header_size; /* as written at open; st_stream_rewrite_metadata keeps it */
 };
 
 /* Longest part of a tensor name quoted in a message. */
@@ -87,13 +91,21 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
                        const st_metadata_item *metadata, size_t metadata_count, bool has_metadata,
                        st_stream **out, st_error *err)
 {
+    return st_stream_open_aligned(path, tensors, count, metadata, metadata_count, has_metadata, 0,
+                                  out, err);
+}
+
+st_code st_stream_open_aligned(const char *path, const st_write_tensor *tensors, size_t count,
+                               const st_metadata_item *metadata, size_t metadata_count,
+                               bool has_metadata, uint64_t alignment, st_stream **out,
+                               st_error *err)
+{
     size_t arena_size = strlen(path) + 1;
     st_stream *s = st_calloc(1, sizeof *s);
     st_layout layout = {.count = count,
                         .metadata = metadata,
                         .metadata_count = metadata_count,
-                        .has_metadata = has_metadata,
-                        .order = st_calloc(count, sizeof(size_t))};
+                        .has_metadata = has_metadata};
     st_code rc = ST_OK;
 
     *out = NULL;
@@ -105,10 +117,12 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
         layout.tensors = s->tensors = st_calloc(count, sizeof *s->tensors);
         s->slots = st_calloc(count, sizeof *s->slots);
         s->by_name = st_calloc(count, sizeof *s->by_name);
+        layout.order = s->order = st_calloc(count, sizeof *s->order);
         s->arena = st_malloc(arena_size);
+        s->alignment = alignment;
     }
     if (s == NULL || s->tensors == NULL || s->slots == NULL || s->by_name == NULL ||
-        s->arena == NULL || layout.order == NULL) {
+        s->arena == NULL || s->order == NULL) {
         rc = st_error_code(err, ST_ERR_NOMEM, 0);
         goto exit;
     }
@@ -133,8 +147,9 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
             rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "tensor `%.*s` is declared twice",
                               min_int(t->name_len, NAME_IN_MSG), t->name);
     }
-    if (rc != ST_OK || (rc = st_write_layout(&layout, err)) != ST_OK)
+    if (rc != ST_OK || (rc = st_write_layout_aligned(&layout, alignment, err)) != ST_OK)
         goto exit;
+    s->header_size = layout.header_size;
     uint64_t offset = layout.header_size;
     for (size_t i = 0; i < count; i++) {
         s->slots[layout.order[i]].offset = offset;
@@ -148,6 +163,64 @@ st_code st_stream_open(const char *path, const st_write_tensor *tensors, size_t 
     s = NULL;
 exit:
     st_stream_free(s); /* on failure: closes and removes the temporary file */
+    st_free(layout.header);
+    return rc;
+}
+
+void st_stream_tensor(const st_stream *stream, size_t position, size_t *index, uint64_t *offset,
+                      uint64_t *len)
+{
+    *index = stream->order[position];
+    *offset = stream->slots[*index].offset;
+    *len = stream->tensors[*index].data_len;
+}
+
+st_code st_stream_read(const st_stream *stream, uint64_t offset, void *dst, size_t len,
+                       st_error *err)
+{
+    uint8_t *out = dst;
+    if (stream->file.fd < 0)
+        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "the stream is already closed");
+    while (len > 0) {
+        ssize_t r = pread(stream->file.fd, out, len, (off_t)offset);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return st_error_io(err, errno, offset);
+        if (r == 0)
+            return st_error_set(err, ST_ERR_INVALID_ARGUMENT, offset,
+                                "cannot read back byte %llu: past the end of the file",
+                                (unsigned long long)offset);
+        out += r;
+        len -= (size_t)r;
+        offset += (uint64_t)r;
+    }
+    return ST_OK;
+}
+
+st_code st_stream_rewrite_metadata(st_stream *stream, const st_metadata_item *metadata,
+                                   size_t metadata_count, bool has_metadata, st_error *err)
+{
+    st_layout layout = {.tensors = stream->tensors,
+                        .count = stream->count,
+                        .metadata = metadata,
+                        .metadata_count = metadata_count,
+                        .has_metadata = has_metadata,
+                        .order = st_calloc(stream->count, sizeof(size_t))};
+    st_code rc = ST_OK;
+    if (stream->file.fd < 0)
+        rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "the stream is already closed");
+    else if (layout.order == NULL)
+        rc = st_error_code(err, ST_ERR_NOMEM, 0);
+    else
+        rc = st_write_layout_aligned(&layout, stream->alignment, err);
+    if (rc == ST_OK && layout.header_size != stream->header_size)
+        rc = st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
+                          "the new header has %zu bytes, the file's has %zu: it cannot be "
+                          "rewritten in place",
+                          layout.header_size, stream->header_size);
+    else if (rc == ST_OK)
+        rc = pwrite_all(stream->file.fd, layout.header, layout.header_size, 0, err);
     st_free(layout.header);
     st_free(layout.order);
     return rc;
@@ -236,6 +309,7 @@ void st_stream_free(st_stream *stream)
     st_free(stream->tensors);
     st_free(stream->slots);
     st_free(stream->by_name);
+    st_free(stream->order);
     st_free(stream->arena);
     st_free(stream);
 }

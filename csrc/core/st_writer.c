@@ -1,12 +1,14 @@
 /*
  * st_writer.c - laying out and writing files (docs/format.md §5). st_write_layout reproduces
  * upstream 0.8.0's header byte for byte (tensors by dtype index descending then name, offsets from
- * 0, compact JSON with "__metadata__" first, serde_json's escapes, spaces to a multiple of 8),
+ * 0, compact JSON with "__metadata__" first, serde_json's escapes, spaces to a multiple of 8, or
+ * to where the data section starts at a multiple of the caller's alignment: docs/integrity.md),
  * except that zero tensors with present-but-empty metadata give the valid {"__metadata__":{}}
  * (upstream writes invalid JSON there).
  *
  * st_write_file and the streaming writer write through st_staged_file: a temporary
- * ".st-<pid>-<random>.tmp" created O_EXCL beside the destination (mode 0666 under the umask, or the
+ * ".st-<pid>-<random>.tmp" (opened read-write: the streaming writer reads tensors back for
+ * digests) created O_EXCL beside the destination (mode 0666 under the umask, or the
  * replaced regular file's), renamed over it when complete, unlinked on failure. No fsync, as
  * upstream: readers see the old or the new file, never a torn one; durability is the caller's
  * choice.
@@ -206,7 +208,22 @@ static st_code put_header(buf *b, const st_layout *layout, uint64_t *data_len, s
     return ST_OK;
 }
 
+st_code st_check_alignment(uint64_t alignment, st_error *err)
+{
+    if (alignment == 0 ||
+        (alignment >= 8 && alignment <= ST_MAX_ALIGNMENT && (alignment & (alignment - 1)) == 0))
+        return ST_OK;
+    return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0,
+                        "alignment must be a power of two from 8 to %u, not %llu", ST_MAX_ALIGNMENT,
+                        (unsigned long long)alignment);
+}
+
 st_code st_write_layout(st_layout *layout, st_error *err)
+{
+    return st_write_layout_aligned(layout, 0, err);
+}
+
+st_code st_write_layout_aligned(st_layout *layout, uint64_t alignment, st_error *err)
 {
     st_code rc;
     buf b = {0};
@@ -215,6 +232,10 @@ st_code st_write_layout(st_layout *layout, st_error *err)
     layout->header = NULL;
     layout->header_size = 0;
     layout->total_size = 0;
+    if ((rc = st_check_alignment(alignment, err)) != ST_OK)
+        return rc;
+    if (alignment == 0)
+        alignment = 8;
     if (layout->metadata == NULL && layout->metadata_count > 0)
         return st_error_set(err, ST_ERR_INVALID_ARGUMENT, 0, "metadata is NULL but has items");
     if ((rc = sort_tensors(layout, err)) != ST_OK)
@@ -222,8 +243,9 @@ st_code st_write_layout(st_layout *layout, st_error *err)
     if (!buf_reserve(&b, 64 + layout->count * 80)) /* a first guess saves reallocations */
         b.failed = false;
     rc = put_header(&b, layout, &data_len, err);
-    size_t json_len = b.len - 8, padded = (json_len + 7) & ~(size_t)7;
-    if (rc == ST_OK && !b.failed && json_len > ST_MAX_HEADER_SIZE)
+    /* 8 + padded is a multiple of alignment (for 8: padded is, as upstream pads) */
+    size_t json_len = b.len - 8, padded = ((json_len + 8 + alignment - 1) & ~(alignment - 1)) - 8;
+    if (rc == ST_OK && !b.failed && padded > ST_MAX_HEADER_SIZE)
         rc = st_error_code(err, ST_ERR_HEADER_TOO_LARGE, 0);
     if (rc == ST_OK && buf_reserve(&b, padded - json_len)) {
         memset(b.data + b.len, ' ', padded - json_len);
@@ -318,7 +340,7 @@ st_code st_staged_open(const char *path, uint64_t size, st_staged_file *f, st_er
     for (int attempt = 0; attempt < 100; attempt++) {
         snprintf(f->tmp, sizeof f->tmp, ".st-%ld-%016llx.tmp", (long)getpid(),
                  (unsigned long long)st_hash_new_key().k0);
-        f->fd = openat(f->dir_fd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+        f->fd = openat(f->dir_fd, f->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
         if (f->fd >= 0 || (errno != EEXIST && errno != EINTR))
             break;
     }

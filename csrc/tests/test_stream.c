@@ -224,6 +224,86 @@ static void test_threads(void)
     unlink(streamed);
 }
 
+/* Aligned layouts (the core's padding rule), and the pieces of the digests: file order, reading
+ * back, and the header rewritten in place only at its own length. */
+#define LONG_VALUE "a value longer than the 64 bytes of padding there may be, by a good margin"
+
+static void test_alignment_and_rewrite(void)
+{
+    st_error err = {0};
+    char path[300];
+    size_t order[3];
+    snprintf(path, sizeof path, "%s/aligned.safetensors", dir);
+    for (uint64_t alignment = 8; alignment <= ST_MAX_ALIGNMENT; alignment *= 2) {
+        st_layout layout = {.tensors = tensors, .count = 3, .order = order};
+        CHECK(st_write_layout_aligned(&layout, alignment, &err) == ST_OK, "%s", err.msg);
+        CHECK(layout.header_size % alignment == 0 && layout.header_size - alignment < 8 + 200,
+              "alignment %llu: header %zu", (unsigned long long)alignment, layout.header_size);
+        size_t end = layout.header_size;
+        while (end > 8 && layout.header[end - 1] == ' ')
+            end--;
+        CHECK(layout.header[end - 1] == '}' && layout.header_size - end < alignment,
+              "padding of %zu spaces", layout.header_size - end);
+        st_free(layout.header);
+    }
+    uint64_t bad[] = {1, 4, 12, 8192, 1ull << 40};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        st_layout layout = {.tensors = tensors, .count = 3, .order = order};
+        CHECK(st_write_layout_aligned(&layout, bad[i], &err) == ST_ERR_INVALID_ARGUMENT &&
+                  strstr(err.msg, "power of two from 8 to 4096") && layout.header == NULL,
+              "bad alignment %llu accepted", (unsigned long long)bad[i]);
+        CHECK(st_check_alignment(bad[i], &err) == ST_ERR_INVALID_ARGUMENT, "check");
+    }
+    CHECK(st_check_alignment(0, &err) == ST_OK && st_check_alignment(4096, &err) == ST_OK, "good");
+
+    st_stream *s;
+    const st_metadata_item one[1] = {{"k", 1, "0000", 4}}, same[1] = {{"k", 1, "abcd", 4}},
+                           longer[1] = {{"k", 1, LONG_VALUE, sizeof LONG_VALUE - 1}};
+    CHECK(st_stream_open_aligned(path, tensors, 3, one, 1, true, 64, &s, &err) == ST_OK, "%s",
+          err.msg);
+    size_t index;
+    uint64_t offset, len;
+    st_stream_tensor(s, 1, &index, &offset, &len); /* I64, F32, U8: dtype descending */
+    CHECK(index == 1 && offset % 64 == 0 && len == 24, "first: %zu %llu", index,
+          (unsigned long long)offset);
+    CHECK(st_stream_write(s, 1, data_a, 24, &err) == ST_OK, "%s", err.msg);
+    float back[6];
+    CHECK(st_stream_read(s, offset, back, sizeof back, &err) == ST_OK &&
+              memcmp(back, data_a, sizeof back) == 0,
+          "read back: %s", err.msg);
+    CHECK(st_stream_read(s, offset + 1000, back, 4, &err) == ST_ERR_INVALID_ARGUMENT, "past end");
+    CHECK(st_stream_rewrite_metadata(s, longer, 1, true, &err) == ST_ERR_INVALID_ARGUMENT &&
+              strstr(err.msg, "cannot be rewritten in place"),
+          "longer: %s", err.msg);
+    CHECK(st_stream_rewrite_metadata(s, same, 1, true, &err) == ST_OK, "%s", err.msg);
+    CHECK(st_stream_write(s, 0, data_b, 4, &err) == ST_OK &&
+              st_stream_write(s, 2, NULL, 0, &err) == ST_OK,
+          "%s", err.msg);
+    CHECK(st_stream_commit(s, &err) == ST_OK, "%s", err.msg);
+    CHECK(st_stream_read(s, offset, back, 4, &err) == ST_ERR_INVALID_ARGUMENT, "after commit");
+    st_stream_free(s);
+
+    char expected_path[300];
+    snprintf(expected_path, sizeof expected_path, "%s/expected.safetensors", dir);
+    st_layout layout = {.tensors = tensors,
+                        .count = 3,
+                        .metadata = same,
+                        .metadata_count = 1,
+                        .has_metadata = true,
+                        .order = order};
+    CHECK(st_write_layout_aligned(&layout, 64, &err) == ST_OK, "%s", err.msg);
+    CHECK(st_write_file(expected_path, &layout, &err) == ST_OK, "%s", err.msg);
+    st_free(layout.header);
+    size_t n1 = 0, n2 = 0;
+    uint8_t *b1 = harness_read_file(expected_path, &n1), *b2 = harness_read_file(path, &n2);
+    CHECK(b1 && b2 && n1 == n2 && memcmp(b1, b2, n1) == 0, "rewritten file differs");
+    free(b1);
+    free(b2);
+    unlink(path);
+    unlink(expected_path);
+    CHECK(entries_in_dir() == 0, "left-over files");
+}
+
 int main(void)
 {
     dir = harness_tmpdir("test_stream");
@@ -231,6 +311,7 @@ int main(void)
     test_identical_to_write_file();
     test_failures_leave_nothing();
     test_threads();
+    test_alignment_and_rewrite();
     rmdir(dir);
     return harness_finish("test_stream");
 }

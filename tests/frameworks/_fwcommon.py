@@ -64,6 +64,21 @@ def write_at_alignment(path, arrays, modulo):
     raise AssertionError(f"no padding puts the data at {modulo} mod 64")
 
 
+def misaligning_metadata(arrays):
+    """Metadata with which the default layout puts ``arrays``' data section off 64 bytes."""
+    for pad in range(80):
+        metadata = {"pad": "x" * pad}
+        blob = st_numpy.save(arrays, metadata=metadata)
+        if (8 + int.from_bytes(blob[:8], "little")) % 64:
+            return metadata
+    raise AssertionError("every padding aligns the data")
+
+
+# Tensors whose sizes are multiples of 64 bytes (so with alignment=64 every one starts aligned),
+# large enough (64 KiB) to be read through the file's mapping.
+ALIGNED_SHAPES = {"float32": (128, 128), "int64": (8192,), "bfloat16": (256, 128), "uint8": (256, 256)}
+
+
 def mapped(path, address):
     """Whether ``address`` lies in a mapping of the file ``path`` in this process."""
     target = os.path.realpath(path)

@@ -11,6 +11,8 @@ safe_open("model.safetensors", framework=1)  # E: framework is not a str
 safe_open("model.safetensors", "pt", backend=2)  # E: backend is not a str
 save_file([np.zeros(2)], "x.safetensors")  # E: a list, not a dict
 save_file({"a": np.zeros(2)}, "x.safetensors", metadata={"k": 1})  # E: metadata values must be str
+save_file({"a": np.zeros(2)}, "x.safetensors", None, 64)  # E: alignment is keyword-only
+save_file({"a": np.zeros(2)}, "x.safetensors", checksum=True)  # E: checksum is a str
 load_file(b"x.safetensors", backend=None)  # E: backend is not a str
 TensorSpec("F32", [1], 0, 4)  # E: TensorSpec is keyword-only
 serialize({"x": {"dtype": "float32", "shape": [1], "data": b"1234"}})  # E: 0.7 dict form

@@ -13,7 +13,8 @@ def roundtrip(path: Path) -> Dict[str, npt.NDArray[Any]]:
     arrays = {"w": np.zeros((2, 3), np.float32)}
     save_file(arrays, path, metadata={"format": "np"})
     save_file(arrays, str(path))
-    data: bytes = save(arrays)
+    save_file(arrays, path, alignment=64, checksum="sha256")
+    data: bytes = save(arrays, alignment=None, checksum=None)
     loaded = load(data)
     return {**loaded, **load_file(path, backend="pread")}
 
@@ -35,6 +36,7 @@ def raw(arr: npt.NDArray[Any]) -> bytes:
     spec = TensorSpec(dtype="float32", shape=[arr.size], data_ptr=arr.ctypes.data, data_len=arr.nbytes)
     out = serialize({"x": spec}, metadata=None)
     serialize_file({"x": spec}, "out.safetensors")
+    serialize_file({"x": spec}, "out.safetensors", alignment=4096, checksum="xxh3_128")
     for name, info in deserialize(out):
         print(name, info["shape"])
     try:
