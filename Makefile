@@ -53,8 +53,9 @@ test-sdist: venv
 
 # One wheel per CPython 3.10-3.13 (WHEEL_PYTHONS), repaired with auditwheel, in
 # build/wheels/; the `wheels` stage of `make test` also installs and tests each one.
-wheel: venv
-	VENV=$(VENV) .ci/wheels.sh --build-only
+# Needs no `make venv`: without $(VENV) it makes a small venv build/wheel-tools.
+wheel:
+	VENV=$(VENV) PYTHON=$(PYTHON) .ci/wheels.sh --build-only
 
 fuzz:
 	.ci/fuzz.sh 60

@@ -19,7 +19,8 @@
 #      tests/test_c_library.py and one streaming-writer test, which compile C themselves,
 #      and the remote and framework tests, which need servers and frameworks.
 #
-# Environment: VENV (the venv with pypa/build and auditwheel, default .venv),
+# Environment: VENV (the venv for pypa/build and auditwheel, default .venv; where there is
+# none, build/wheel-tools made with PYTHON, default python3),
 # WHEEL_PYTHONS. A CPython not found: a note, and that version is left out (a failure
 # when CI=true); none found: exit 77 (SKIP).
 set -euo pipefail
@@ -28,6 +29,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . .ci/lib.sh
 PY="${VENV:-.venv}/bin/python"
+if [ ! -x "$PY" ]; then # `make wheel` on a fresh clone: a small venv of its own, not make's
+    PY="build/wheel-tools/bin/python"
+    [ -x "$PY" ] || "${PYTHON:-python3}" -m venv build/wheel-tools
+fi
 W="build/wheels"
 VERSIONS=(${WHEEL_PYTHONS:-3.10 3.11 3.12 3.13})
 
