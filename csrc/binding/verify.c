@@ -36,8 +36,8 @@ PyObject *stpy_verifier_new(stpy_state *state, st_file *file, PyObject *metadata
         PyList_SET_ITEM(names, (Py_ssize_t)i, name);
     }
     if (names != NULL)
-        verifier = PyObject_CallFunctionObjArgs(state->verifier_factory, metadata, names, where,
-                                                NULL);
+        verifier =
+            PyObject_CallFunctionObjArgs(state->verifier_factory, metadata, names, where, NULL);
 exit:
     Py_XDECREF(names);
     return verifier;
@@ -131,7 +131,10 @@ static st_code consume(void *ctx, size_t request, size_t at, const uint8_t *chun
     const size_t end = at + len;
     st_code code = ST_OK;
     PyGILState_STATE gil = PyGILState_Ensure();
-    for (size_t k = c->cursor[request]; k < c->nspans && c->spans[k].request == request; k++) {
+    if (c->error[0] != NULL) /* a hasher failed: the chunks still in flight are not hashed */
+        code = st_error_set(err, ST_ERR_EXTERNAL, 0, "%s", "a hasher raised");
+    for (size_t k = c->cursor[request];
+         code == ST_OK && k < c->nspans && c->spans[k].request == request; k++) {
         const stpy_span *s = &c->spans[k];
         size_t s_end = s->at + (size_t)stpy_tensor_data_len(s->tensor);
         size_t lo = s->at > at ? s->at : at, hi = s_end < end ? s_end : end;
