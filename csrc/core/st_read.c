@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -76,10 +77,11 @@ typedef struct {
     const st_read_request *requests;
     size_t count;
     const st_read_consumer *consumer; /* NULL, or: whole requests, consumed chunk by chunk */
-    pthread_mutex_t lock;             /* guards everything below */
-    size_t next_request;              /* the next piece: requests[next_request] ... */
-    size_t next_offset;               /* ... from this byte of it */
-    st_code code;                     /* the first failure: then no more pieces are handed out */
+    size_t *order;        /* with a consumer: the requests largest first (NULL: in order) */
+    pthread_mutex_t lock; /* guards everything below */
+    size_t next_request;  /* the next piece: requests[next_request] ... */
+    size_t next_offset;   /* ... from this byte of it */
+    st_code code;         /* the first failure: then no more pieces are handed out */
     st_error err;
 } read_queue;
 
@@ -90,11 +92,12 @@ static bool take_piece(read_queue *queue, size_t *index, size_t *at, size_t *len
     bool taken = false;
     pthread_mutex_lock(&queue->lock);
     while (queue->code == ST_OK && queue->next_request < queue->count) {
-        const st_read_request *r = &queue->requests[queue->next_request];
+        size_t i = queue->order != NULL ? queue->order[queue->next_request] : queue->next_request;
+        const st_read_request *r = &queue->requests[i];
         if (queue->next_offset < r->len) {
             size_t left = r->len - queue->next_offset;
             *len = left < ST_READ_CHUNK || queue->consumer != NULL ? left : ST_READ_CHUNK;
-            *index = queue->next_request;
+            *index = i;
             *at = queue->next_offset;
             queue->next_offset += *len;
             taken = true;
@@ -165,6 +168,31 @@ static void *read_worker(void *arg)
     return NULL;
 }
 
+/* With a consumer a request is one thread's from start to end: the largest go first, so that
+ * none of them is left for the end, read by one thread while the others have nothing left (a
+ * 154 MB embedding last in the file: the verified GPT-2 load took 1.9x the unverified one). */
+static int larger_first(const void *a, const void *b)
+{
+    const st_read_request *x = *(const st_read_request *const *)a;
+    const st_read_request *y = *(const st_read_request *const *)b;
+    return (x->len < y->len) - (x->len > y->len);
+}
+
+static size_t *largest_first(const st_read_request *requests, size_t count)
+{
+    const st_read_request **sorted = count > 1 ? st_malloc(count * sizeof *sorted) : NULL;
+    size_t *order = sorted != NULL ? st_malloc(count * sizeof *order) : NULL;
+    if (order != NULL) {
+        for (size_t i = 0; i < count; i++)
+            sorted[i] = &requests[i];
+        qsort(sorted, count, sizeof *sorted, larger_first);
+        for (size_t i = 0; i < count; i++)
+            order[i] = (size_t)(sorted[i] - requests);
+    }
+    st_free(sorted);
+    return order; /* NULL (no memory, or one request): file order */
+}
+
 static st_code read_many(const st_file *file, const st_read_request *requests, size_t count,
                          bool via_map, const st_read_consumer *consumer, st_error *err)
 {
@@ -199,6 +227,8 @@ static st_code read_many(const st_file *file, const st_read_request *requests, s
     } else if (queue.map == NULL && total > 0 &&
                (queue.code = st_fd_borrow(file, &queue.fd, err)) != ST_OK)
         return queue.code;
+    if (consumer != NULL)
+        queue.order = largest_first(requests, count);
     /* Small reads stay on this thread; a thread that cannot start leaves its share to the
      * others and this one. Small stacks: 7 default 8 MiB ones overflow glibc's 40 MiB
      * stack cache, and every call would map some afresh. */
@@ -217,6 +247,7 @@ static st_code read_many(const st_file *file, const st_read_request *requests, s
         *err = queue.err;
     if (queue.fd >= 0)
         st_fd_return(file);
+    st_free(queue.order);
     return queue.code;
 }
 
