@@ -169,11 +169,14 @@ def _check_digests(path: str, file: Dict[str, Any], args, problems: List[str]) -
     if found is None and not args.sha256:
         return "no checksums recorded", None
     tensors, start = file["tensors"], file["header_size"]
-    with open(path, "rb") as f, (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if file["size"] else
-                                 contextlib.nullcontext(b"")) as mapped, memoryview(mapped) as view:
+    # a valid file is never empty: it can be mapped
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped, \
+            memoryview(mapped) as view:
         jobs: List[Tuple[str, List[Any]]] = []
         if found is not None:
-            jobs += [(found[0], [view[start:]]), (found[0], [view[t["offset"]:t["offset"] + t["bytes"]] for t in tensors])]
+            parts = [view[t["offset"]:t["offset"] + t["bytes"]] for t in tensors]
+            jobs += [(found[0], [view[start:]]), (found[0], parts)]
+            del parts
         if args.sha256:
             jobs.append(("sha256", [view]))
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
