@@ -17,6 +17,7 @@
  */
 #include "tensors.h"
 
+#include <pthread.h>
 #include <string.h>
 
 /* ---- MARK: at open ---- */
@@ -118,10 +119,28 @@ int stpy_verify_memory_many(PyObject *verifier, const st_tensor *const *tensors,
 typedef struct {
     const stpy_span *spans; /* in request order, and by position inside a request */
     size_t nspans;
-    PyObject **hashers; /* one per span */
-    size_t *cursor;     /* per request: its first span whose bytes are not all hashed yet */
-    PyObject *error[3]; /* the first exception a hasher raised (type, value, traceback) */
+    PyObject **hashers;   /* one per span */
+    size_t *cursor;       /* per request (its reading thread's): its first span not all hashed */
+    pthread_mutex_t lock; /* guards error (the GIL does not, in a free-threaded build) */
+    PyObject *error[3];   /* the first exception a hasher raised (type, value, traceback) */
 } consumer_state;
+
+/* Whether a hasher failed already; if `exc` (fetched), it becomes the error unless one is. */
+static bool failed_with(consumer_state *c, PyObject *exc[3])
+{
+    bool failed;
+    pthread_mutex_lock(&c->lock);
+    failed = c->error[0] != NULL;
+    if (exc != NULL && !failed)
+        memcpy(c->error, exc, sizeof c->error);
+    pthread_mutex_unlock(&c->lock);
+    if (exc != NULL && failed) {
+        Py_XDECREF(exc[0]);
+        Py_XDECREF(exc[1]);
+        Py_XDECREF(exc[2]);
+    }
+    return failed;
+}
 
 /* Hashes the part of each span inside requests[request]'s bytes [at, at + len). */
 static st_code consume(void *ctx, size_t request, size_t at, const uint8_t *chunk, size_t len,
@@ -131,7 +150,7 @@ static st_code consume(void *ctx, size_t request, size_t at, const uint8_t *chun
     const size_t end = at + len;
     st_code code = ST_OK;
     PyGILState_STATE gil = PyGILState_Ensure();
-    if (c->error[0] != NULL) /* a hasher failed: the chunks still in flight are not hashed */
+    if (failed_with(c, NULL)) /* a hasher failed: the chunks still in flight are not hashed */
         code = st_error_set(err, ST_ERR_EXTERNAL, 0, "%s", "a hasher raised");
     for (size_t k = c->cursor[request];
          code == ST_OK && k < c->nspans && c->spans[k].request == request; k++) {
@@ -141,9 +160,9 @@ static st_code consume(void *ctx, size_t request, size_t at, const uint8_t *chun
         if (s->at >= end)
             break;
         if (hi > lo && update(c->hashers[k], chunk + (lo - at), hi - lo) < 0) {
-            if (c->error[0] == NULL)
-                PyErr_Fetch(&c->error[0], &c->error[1], &c->error[2]);
-            PyErr_Clear();
+            PyObject *exc[3];
+            PyErr_Fetch(&exc[0], &exc[1], &exc[2]);
+            (void)failed_with(c, exc);
             code = st_error_set(err, ST_ERR_EXTERNAL, 0, "%s", "a hasher raised");
             break;
         }
@@ -158,7 +177,7 @@ int stpy_read_verified(stpy_state *state, st_file *file, bool pread,
                        const st_read_request *requests, size_t nrequests, PyObject *verifier,
                        const stpy_span *spans, size_t nspans)
 {
-    consumer_state c = {.spans = spans, .nspans = nspans};
+    consumer_state c = {.spans = spans, .nspans = nspans, .lock = PTHREAD_MUTEX_INITIALIZER};
     st_read_consumer consumer = {.consume = consume, .ctx = &c};
     st_error err;
     st_code code;
