@@ -5,6 +5,7 @@ Files with digests are made here from any valid file: the data section is kept b
 the digests (safetensors.checksums' format) are added to its ``__metadata__``, so tensors the
 writers cannot make (F4) are covered too.
 """
+import importlib.util
 import json
 import os
 
@@ -16,7 +17,7 @@ from safetensors.cli import main as cli_main
 from safetensors.numpy import load_file, save_file
 
 ALGORITHMS = ["sha256", pytest.param("xxh3_128", marks=pytest.mark.skipif(
-    __import__("importlib").util.find_spec("xxhash") is None, reason="xxhash is not installed"))]
+    importlib.util.find_spec("xxhash") is None, reason="xxhash is not installed"))]
 
 
 def add_checksums(path, algorithm="sha256"):
@@ -101,9 +102,8 @@ def _readers(path, backend):
             return f.get_tensor(name)
 
     def torch_load(name):
-        torch = pytest.importorskip("torch")
+        pytest.importorskip("torch")
         from safetensors.torch import load_file as torch_load_file
-        assert torch is not None
         return torch_load_file(path, backend=backend, verify=True)
 
     return [load, get_tensor, get_slice, checkpoint, prefetch, torch_load]
