@@ -20,4 +20,4 @@ fi
 # nginx from the package may have started a system instance on port 80: ours
 # use their own config and port, so it does not matter.
 "$PY" -m pip install -q fsspec s3fs aiohttp boto3 "moto[server]"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_remote*.py "$@"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_remote*.py tests/test_verify.py "$@"

@@ -12,13 +12,15 @@ a list) and prefetch reader.
 import importlib
 
 from ._safetensors_c import (SafetensorError, TensorSpec, __version__, _set_checkpoint_support,
-                              _set_framework_importer, _set_source_opener, deserialize, safe_open)
+                              _set_framework_importer, _set_source_opener, _set_verifier, deserialize,
+                              safe_open)
 from ._safetensors_c import serialize as _serialize
 from ._safetensors_c import serialize_file as _local_serialize_file
 from ._safetensors_c import _write_layout
 from . import remote as _remote
 from . import checkpoint as _checkpoint
 from . import checksums as _checksums
+from . import _verify
 
 # The package each framework module converts to, imported when opening (an
 # ImportError there if it is not installed).
@@ -36,6 +38,7 @@ def _import_framework(name):
 _set_source_opener(_remote.open_source)
 _set_framework_importer(_import_framework)
 _set_checkpoint_support(_checkpoint.open_checkpoint, _checkpoint.prefetch_for_handle)
+_set_verifier(_verify.Verifier)
 
 __all__ = ["SafetensorError", "TensorSpec", "__version__", "deserialize", "safe_open", "serialize", "serialize_file"]
 

@@ -124,6 +124,9 @@ Args:
         apply to that buffer). None (default): "pread" on network and FUSE
         file systems, else "mmap" (docs/design.md, "Choosing how a file is
         read").
+    verify (bool): check every tensor against the digest the file records
+        (docs/integrity-reading.md); a file without digests, and a tensor
+        that fails, raise SafetensorError.
 
 Returns:
     dict[str, {kind}]: in file (offset) order; writes to them never

@@ -14,6 +14,7 @@ import pickle
 import re
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import SafetensorError, checksums, safe_open, serialize
@@ -160,11 +161,50 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def _check_digests(path: str, file: Dict[str, Any], args, problems: List[str]) -> Tuple[str, Optional[str]]:
+    """Checks the digests ``path`` records (every tensor and the data section; docs/integrity-reading.md),
+    hashing over a read-only mapping in parallel threads: (what to say on the ok line, the SHA-256 of the whole
+    file when --sha256 asks for it). Appends a problem per tensor that fails."""
+    found = checksums.recorded(file["metadata"], path)
+    if found is None and args.require_checksums:
+        problems.append(f"{path}: no checksums recorded (--require-checksums)")
+    if found is None and not args.sha256:
+        return "no checksums recorded", None
+    tensors, start = file["tensors"], file["header_size"]
+    # a valid file is never empty: it can be mapped
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped, \
+            memoryview(mapped) as view:
+        jobs: List[Tuple[str, List[Any]]] = []
+        if found is not None:
+            parts = [view[t["offset"]:t["offset"] + t["bytes"]] for t in tensors]
+            jobs += [(found[0], [view[start:]]), (found[0], parts)]
+            del parts
+        if args.sha256:
+            jobs.append(("sha256", [view]))
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            results = list(pool.map(lambda job: checksums.digest_buffers(*job), jobs))
+        del jobs
+    whole = results[-1][0] if args.sha256 else None
+    if found is None:
+        return "no checksums recorded", whole
+    algorithm, recorded, data = found
+    failed = [t["name"] for t, got in zip(tensors, results[1]) if recorded.get(t["name"]) != got]
+    problems.extend(f"{path}: tensor {name!r} fails its {algorithm} checksum" +
+                    ("" if name in recorded else " (none recorded)") for name in failed)
+    problems.extend(f"{path}: a checksum recorded for {name!r}, which the file does not hold"
+                    for name in sorted(set(recorded) - {t["name"] for t in tensors}))
+    if results[0][0] != data:
+        problems.append(f"{path}: the data section fails its {algorithm} checksum")
+    return f"{algorithm} checksums ok" if not failed and results[0][0] == data else "checksums FAILED", whole
+
+
 def _verify_file(path: str, args, problems: List[str]) -> Optional[List[Dict[str, Any]]]:
     """describe_file's tensors of a valid file (None and a problem line if invalid)."""
     try:
         file = describe_file(path)
-        line = f"ok: {path} ({len(file['tensors'])} tensors"
+        before = len(problems)
+        said, whole = _check_digests(path, file, args, problems)
+        line = f"ok: {path} ({len(file['tensors'])} tensors, {said}"
         if args.hash:
             digest = hashlib.sha256()
             with open(path, "rb") as f:
@@ -177,7 +217,9 @@ def _verify_file(path: str, args, problems: List[str]) -> Optional[List[Dict[str
     except (OSError, SafetensorError) as exc:
         problems.append(_open_error(path, exc))
         return None
-    if not args.quiet:
+    if whole is not None:
+        print(f"{whole}  {path}")   # sha256sum's format (a name needing escapes as printable() shows it)
+    elif not args.quiet and len(problems) == before:
         _say(line + ")")
     return file["tensors"]
 
@@ -529,13 +571,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = command(cmd_verify, "check files against every reader rule",
-                "Opens each file with the strict reader (every rule of the format). For a sharded checkpoint (its "
-                "index JSON, or a directory holding one) also checks that each tensor of the index is in its file, "
-                "exactly once, and that the shards hold nothing else. One line per problem; exit code 1 if any.",
+    p = command(cmd_verify, "check files against every reader rule and their recorded checksums",
+                "Opens each file with the strict reader (every rule of the format) and checks the checksums it "
+                "records (checksum=...): every tensor's and the data section's; a file without them is reported "
+                "as such. For a sharded checkpoint (its index JSON, or a directory holding one) also checks that "
+                "each tensor of the index is in its file, exactly once, and that the shards hold nothing else. One "
+                "line per problem (each tensor that fails its checksum named); exit code 1 if any.",
                 quiet="print problems only")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--hash", action="store_true", help="also print the SHA-256 of each file's data section")
+    p.add_argument("--sha256", action="store_true",
+                   help="print each valid file's SHA-256 (the whole file, as the Hub lists it for LFS files) in "
+                        "sha256sum's format instead of its ok line")
+    p.add_argument("--require-checksums", action="store_true",
+                   help="a file that records no checksums is a problem")
 
     p = command(cmd_convert, "PyTorch pickle checkpoint -> safetensors",
                 "Converts a PyTorch checkpoint (.bin, .pt, .pth), loaded with torch.load(weights_only=True) only, "

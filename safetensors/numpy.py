@@ -173,7 +173,7 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
 
 
 def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = None,
-              storage_options: Optional[dict] = None) -> Dict[str, np.ndarray]:
+              storage_options: Optional[dict] = None, verify: bool = False) -> Dict[str, np.ndarray]:
     """Load every array of ``filename``.
 
     Args:
@@ -187,6 +187,9 @@ def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = Non
             a file is read").
         storage_options (dict | None): options for the remote filesystem
             (URLs only, e.g. {"anon": True} for s3fs).
+        verify (bool): check every tensor against the digest the file
+            records (docs/integrity-reading.md); a file without digests and a
+            tensor that fails raise SafetensorError.
 
     Returns:
         dict[str, numpy.ndarray]: in file (offset) order; writable, no two share
@@ -194,11 +197,11 @@ def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = Non
 
     Raises:
         FileNotFoundError: the file does not exist (and other ``OSError``s).
-        SafetensorError: an invalid file.
+        SafetensorError: an invalid file; with verify=True, no digests or a mismatch.
 
     Example:
         >>> from safetensors.numpy import load_file
         >>> arrays = load_file("arrays.safetensors")
     """
-    with safe_open(filename, framework="np", backend=backend, storage_options=storage_options) as f:
+    with safe_open(filename, framework="np", backend=backend, storage_options=storage_options, verify=verify) as f:
         return f.get_tensors()

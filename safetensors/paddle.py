@@ -227,7 +227,7 @@ def load(data: bytes, device: str = "cpu"):
     return tensors
 
 
-def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optional[str] = None):
+def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optional[str] = None, verify: bool = False):
     """Load every tensor of ``filename`` as paddle tensors on ``device``.
 
     The same as ``safe_open(filename, framework="paddle", device=device).get_tensors()``.
@@ -245,6 +245,9 @@ def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optio
             "pread" (the bytes read once into a fresh buffer, which the
             tensors then share). None (default): "pread" on network and FUSE
             file systems, else "mmap".
+        verify (bool): check every tensor against the digest the file
+            records (docs/integrity-reading.md); a file without digests and a
+            tensor that fails raise SafetensorError.
 
     Returns:
         dict[str, paddle.Tensor]: in file (offset) order.
@@ -261,5 +264,5 @@ def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optio
     """
     if isinstance(device, str) and device.split(":")[0] == "gpu":
         device = "cuda" + device[len("gpu"):]   # safe_open takes torch's spelling
-    with safe_open(filename, framework="paddle", device=device, backend=backend) as f:
+    with safe_open(filename, framework="paddle", device=device, backend=backend, verify=verify) as f:
         return f.get_tensors()

@@ -78,8 +78,8 @@ def load(data: bytes):
     return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = None):
-    with safe_open(filename, framework="tf", backend=backend) as f:
+def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = None, verify: bool = False):
+    with safe_open(filename, framework="tf", backend=backend, verify=verify) as f:
         return f.get_tensors()
 
 

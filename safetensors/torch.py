@@ -415,7 +415,7 @@ def load(data: bytes) -> Dict[str, torch.Tensor]:
 
 
 def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: Optional[str] = None,
-              storage_options: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
+              storage_options: Optional[Dict[str, Any]] = None, verify: bool = False) -> Dict[str, torch.Tensor]:
     """Load every tensor of ``filename`` onto ``device``.
 
     Args:
@@ -430,6 +430,9 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
             (docs/design.md, "Choosing how a file is read").
         storage_options (dict | None): options for the remote filesystem
             (URLs only).
+        verify (bool): check every tensor against the digest the file
+            records (docs/integrity-reading.md); a file without digests and a
+            tensor that fails raise SafetensorError.
 
     Returns:
         dict[str, torch.Tensor]: in file (offset) order; no two share memory.
@@ -442,7 +445,8 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
         >>> from safetensors.torch import load_file
         >>> tensors = load_file("model.safetensors", device="cpu")
     """
-    with safe_open(filename, framework="pt", device=device, backend=backend, storage_options=storage_options) as f:
+    with safe_open(filename, framework="pt", device=device, backend=backend, storage_options=storage_options,
+                   verify=verify) as f:
         return f.get_tensors()
 
 

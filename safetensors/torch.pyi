@@ -34,6 +34,7 @@ def load_file(
     *,
     backend: Optional[str] = None,
     storage_options: Optional[Dict[str, Any]] = None,
+    verify: bool = False,
 ) -> Dict[str, torch.Tensor]: ...
 def load_model(
     model: torch.nn.Module,

@@ -112,7 +112,7 @@ def test_verify_directory_without_files(model_file, tmp_path):
     result = run("verify", empty, model_file)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        f"ok: {model_file} (3 tensors)", f"error: {empty}: no .safetensors file or index in this directory"]
+        f"ok: {model_file} (3 tensors, no checksums recorded)", f"error: {empty}: no .safetensors file or index in this directory"]
 
 
 def test_convert_matches_save_model(checkpoint, tmp_path):

@@ -15,7 +15,7 @@
  * Callers synchronize once (stpy_cuda_synchronize) before handing tensors out.
  */
 static PyObject *tensor_to_cuda(stpy_state *state, st_file *file, const st_tensor *t,
-                                PyObject *device)
+                                PyObject *device, PyObject *verifier)
 {
     PyObject *tdtype = stpy_torch_dtype(state, t->dtype), *nbytes = NULL, *kwnames = NULL,
              *staging = NULL, *typed = NULL, *shape = NULL, *shaped = NULL, *result = NULL;
@@ -34,7 +34,7 @@ static PyObject *tensor_to_cuda(stpy_state *state, st_file *file, const st_tenso
     if (staging == NULL || stpy_torch_data_ptr(state, staging, &data) < 0)
         goto exit;
     if (stpy_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
-                       len) < 0)
+                       len, t, verifier) < 0)
         goto exit;
     typed = PyObject_CallMethodOneArg(staging, state->str_view, tdtype);
     shape = stpy_torch_shape(state, t);
@@ -85,13 +85,14 @@ bool stpy_is_cuda(stpy_framework fw, PyObject *device)
 }
 
 PyObject *stpy_tensor_load(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
-                           PyObject *device)
+                           PyObject *device, PyObject *verifier)
 {
     PyObject *tensor;
     if (stpy_is_cuda(fw, device))
-        return tensor_to_cuda(state, file, t, device);
-    tensor = st_file_backend(file) == ST_BACKEND_MMAP ? stpy_tensor_view(state, fw, file, t)
-                                                      : stpy_tensor_read(state, fw, file, t);
+        return tensor_to_cuda(state, file, t, device, verifier);
+    tensor = st_file_backend(file) == ST_BACKEND_MMAP
+                 ? stpy_tensor_view(state, fw, file, t, verifier)
+                 : stpy_tensor_read(state, fw, file, t, verifier);
     if (tensor != NULL && device != NULL)
         return stpy_tensor_to_device(state, tensor, device);
     return tensor;

@@ -216,6 +216,12 @@ static PyObject *set_checkpoint_support(PyObject *module, PyObject *args)
     return result;
 }
 
+static PyObject *set_verifier(PyObject *module, PyObject *factory)
+{
+    return set_callable(&stpy_state_from_module(module)->verifier_factory, factory,
+                        "_set_verifier");
+}
+
 static PyObject *set_framework_importer(PyObject *module, PyObject *importer)
 {
     return set_callable(&stpy_state_from_module(module)->framework_importer, importer,
@@ -254,6 +260,11 @@ static PyMethodDef stpy_module_methods[] = {
      "Registers opener(filename, framework, device, **options), which safe_open\n"
      "calls for a directory, an index (.json) or a list of files, and\n"
      "prefetcher(handle, plan=None, **options), which handle.prefetch calls."},
+    {"_set_verifier", set_verifier, METH_O,
+     "_set_verifier(factory)\n--\n\n"
+     "Registers factory(metadata, names, where), which safe_open(..., verify=True)\n"
+     "calls at open: it returns the object that checks the digests the file\n"
+     "records (safetensors._verify.Verifier)."},
     {"_set_framework_importer", set_framework_importer, METH_O,
      "_set_framework_importer(importer)\n--\n\n"
      "Registers importer(name), which safe_open(framework=name) calls once for\n"

@@ -75,6 +75,8 @@ typedef struct stpy_state {
      * index, a list of files) and prefetch's reader (safetensors.checkpoint,
      * safetensors.prefetch). NULL until registered. */
     PyObject *source_opener, *framework_importer, *checkpoint_opener, *prefetcher;
+    /* Verifier(metadata, names, where) of safe_open(..., verify=True) (safetensors._verify). */
+    PyObject *verifier_factory;
     PyObject *converters[FW_PADDLE + 1], *device_names[FW_PADDLE + 1];
 
     PyObject *str_dtype, *str_view, *str_to, *str_as_strided, *str_flip, *str_data_ptr;
@@ -207,7 +209,16 @@ uint64_t stpy_physical_memory(void);
 /* A new slice object for tensor; takes over the caller's reference to file
  * (released on failure too). */
 PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tensor,
-                         stpy_framework framework, PyObject *device);
+                         stpy_framework framework, PyObject *device, PyObject *verifier);
+
+/* ---- verify.c ---- */
+
+/* The handle's Verifier (safetensors._verify) of file, whose metadata (dict or None) must record
+ * a digest for every tensor; where names the file. NULL with the error set. Functions that take
+ * a verifier (NULL: none) check the bytes they hand out against it. */
+PyObject *stpy_verifier_new(stpy_state *state, st_file *file, PyObject *metadata, PyObject *where);
+/* The whole of t read (16 MiB at a time) and checked, once per verifier: a slice's check. */
+int stpy_verify_once(stpy_state *state, st_file *file, const st_tensor *t, PyObject *verifier);
 
 /* ---- frameworks.c ---- */
 
@@ -225,7 +236,7 @@ const char *stpy_framework_name(stpy_framework fw);
 /* The whole tensor in the framework and on device (NULL: cpu); CUDA copies
  * may still be in flight until stpy_cuda_synchronize (devices.c). */
 PyObject *stpy_tensor_load(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
-                           PyObject *device);
+                           PyObject *device, PyObject *verifier);
 int stpy_cuda_synchronize(stpy_state *state, PyObject *device);
 /* torch on "cuda:N" (ints name the current accelerator type: plain .to()). */
 bool stpy_is_cuda(stpy_framework fw, PyObject *device);
@@ -233,14 +244,15 @@ bool stpy_is_cuda(stpy_framework fw, PyObject *device);
 PyObject *stpy_tensor_to_device(stpy_state *state, PyObject *tensor, PyObject *device);
 /* get_tensors on the mmap backend for the CPU, torch or NumPy: the dict of
  * every tensor, each a view of one private mapping (tensor_views.c). */
-PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file *file);
+PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file *file,
+                                  PyObject *verifier);
 /* pread_tensors.c: the tensors at header positions which[0..count) (ascending;
  * NULL: every tensor, count of them) read into memory of their own on the CPU,
  * new references in tensors[0..count), each as stpy_tensor_load gives it: all
  * destinations are allocated first, then read by one st_file_pread_many, so a
  * read error hands out nothing (-1 with an exception set). */
 int stpy_read_tensors(stpy_state *state, stpy_framework fw, st_file *file, const size_t *which,
-                      size_t count, PyObject **tensors);
+                      size_t count, PyObject **tensors, PyObject *verifier);
 /* A new tensor of the framework holding a copy of t's bytes at src. */
 PyObject *stpy_tensor_from_memory(stpy_state *state, stpy_framework fw, const st_tensor *t,
                                   const uint8_t *src);

@@ -44,13 +44,14 @@ typedef struct {
 } destination;
 
 int stpy_read_tensors(stpy_state *state, stpy_framework fw, st_file *file, const size_t *which,
-                      size_t count, PyObject **tensors)
+                      size_t count, PyObject **tensors, PyObject *verifier)
 {
     const st_header *header = st_file_header(file);
     const uint64_t data_start = st_header_data_start(header);
     size_t nrequests = 0, made = 0;
     destination *dests = PyMem_Calloc(count ? count : 1, sizeof *dests);
     st_read_request *requests = PyMem_Calloc(count ? count : 1, sizeof *requests);
+    stpy_span *spans = verifier ? PyMem_Calloc(count ? count : 1, sizeof *spans) : NULL;
     PyObject *block = NULL; /* borrowed from dests[] */
     uint8_t *block_data = NULL;
     uint64_t block_begin = 0, block_stop = 0;
@@ -58,7 +59,7 @@ int stpy_read_tensors(stpy_state *state, stpy_framework fw, st_file *file, const
     st_code code;
     int rc = -1;
 
-    if (dests == NULL || requests == NULL) {
+    if (dests == NULL || requests == NULL || (verifier != NULL && spans == NULL)) {
         PyErr_NoMemory();
         goto exit;
     }
@@ -87,30 +88,39 @@ int stpy_read_tensors(stpy_state *state, stpy_framework fw, st_file *file, const
             dests[i].data = block_data;
             dests[i].target_begin = block_begin;
             dests[i].in_block = true;
+            if (spans != NULL)
+                spans[i] = (stpy_span){t, nrequests - 1, (size_t)(t->begin - block_begin)};
             continue;
         }
         dests[i].target = stpy_new_array(state, fw, t, &dests[i].data);
         if (dests[i].target == NULL)
             goto exit;
         dests[i].target_begin = t->begin;
+        if (spans != NULL)
+            spans[i] = (stpy_span){t, len > 0 ? nrequests : SIZE_MAX, 0};
         if (len > 0)
             requests[nrequests++] = (st_read_request){
                 .offset = data_start + t->begin, .dst = dests[i].data, .len = (size_t)len};
     }
 
-    Py_BEGIN_ALLOW_THREADS
-        code = st_file_pread_many(file, requests, nrequests, &err);
-    Py_END_ALLOW_THREADS
-    if (code != ST_OK) {
-        stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
-        goto exit;
+    if (verifier != NULL) { /* hashed as read, and checked */
+        if (stpy_read_verified(state, file, true, requests, nrequests, verifier, spans, count) < 0)
+            goto exit;
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+            code = st_file_pread_many(file, requests, nrequests, &err);
+        Py_END_ALLOW_THREADS
+        if (code != ST_OK) {
+            stpy_raise(state, &err, STPY_CTX_READ_TENSOR, NULL);
+            goto exit;
+        }
     }
 
     for (made = 0; made < count; made++) {
         const st_tensor *t = st_header_tensor(header, position(which, made));
         destination *d = &dests[made];
         tensors[made] = d->in_block ? stpy_tensor_in_block(state, fw, file, d->target, d->data,
-                                                           d->target_begin, t)
+                                                           d->target_begin, t, verifier)
                                     : stpy_convert_from_numpy(state, fw, Py_NewRef(d->target));
         if (tensors[made] == NULL)
             goto exit;
@@ -125,5 +135,6 @@ exit:
         Py_XDECREF(dests[i].target);
     PyMem_Free(dests);
     PyMem_Free(requests);
+    PyMem_Free(spans);
     return rc;
 }

@@ -8,7 +8,9 @@
  * a thread closing the handle while another reads only drops the handle's
  * reference: the reader finishes on its own, later calls raise
  * SafetensorError("File is closed"). Tensors handed out keep the file alive
- * through their own references and stay valid after close.
+ * through their own references and stay valid after close. With verify=True the
+ * handle holds a Verifier (verify.c), made at open and never changed: every tensor
+ * it hands out has matched its recorded digest.
  */
 #include "module.h"
 
@@ -29,15 +31,17 @@ typedef struct {
     bool auto_backend;        /* backend=None on a path: a whole-file load may read ahead */
     st_backend backend;       /* what `backend` shows: the file's (kept once closed) */
     PyObject *backend_reason; /* str: why (`backend_reason`) */
+    PyObject *verifier;       /* verify=True: safetensors._verify.Verifier; else NULL */
 } SafeOpen;
 
 /* ---- MARK: construction ---- */
 
-/* safe_open's arguments; the last REMOTE_ARGS are for URLs (docs/remote.md). */
+/* safe_open's arguments; the REMOTE_ARGS after backend are for URLs (docs/remote.md). */
 #define REMOTE_ARGS 9
-static char *open_kwlist[] = {
-    "filename",   "framework", "device",  "backend", "storage_options", "chunk_size", "concurrency",
-    "head_bytes", "retries",   "timeout", "backoff", "direct",          "deadline",   NULL};
+static char *open_kwlist[] = {"filename",        "framework",  "device",      "backend",
+                              "storage_options", "chunk_size", "concurrency", "head_bytes",
+                              "retries",         "timeout",    "backoff",     "direct",
+                              "deadline",        "verify",     NULL};
 static char *const *const remote_args = open_kwlist + 4;
 
 /* The remote arguments given (not None) as a new dict; for a path, a
@@ -84,7 +88,8 @@ static int names_checkpoint(PyObject *filename, PyObject *path_str, bool remote)
 /* safe_open of a checkpoint: the registered opener (safetensors.checkpoint)
  * with the arguments as given; NotImplemented for a folder that holds none. */
 static PyObject *open_checkpoint(stpy_state *state, PyObject *filename, PyObject *framework,
-                                 PyObject *device, PyObject *backend, PyObject *options)
+                                 PyObject *device, PyObject *backend, PyObject *verify,
+                                 PyObject *options)
 {
     PyObject *args = NULL, *result = NULL;
     if (state->checkpoint_opener == NULL) {
@@ -94,6 +99,7 @@ static PyObject *open_checkpoint(stpy_state *state, PyObject *filename, PyObject
     }
     if ((device != NULL && PyDict_SetItemString(options, "device", device) < 0) ||
         (backend != NULL && PyDict_SetItemString(options, "backend", backend) < 0) ||
+        (verify != NULL && PyDict_SetItemString(options, "verify", verify) < 0) ||
         (args = PyTuple_Pack(2, filename, framework)) == NULL)
         goto exit;
     result = PyObject_Call(state->checkpoint_opener, args, options);
@@ -102,13 +108,16 @@ exit:
     return result;
 }
 
+static PyObject *metadata_dict(const st_header *header);
+
 static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *filename,
                              PyObject *framework_obj, PyObject *device_obj, PyObject *backend_obj,
-                             PyObject *const *remote_given)
+                             PyObject *const *remote_given, PyObject *verify_obj)
 {
     SafeOpen *self = NULL;
     PyObject *target = NULL, *path_str = NULL, *path_bytes = NULL, *device = NULL;
-    PyObject *options = NULL, *source = NULL, *naming, *reason = NULL;
+    PyObject *options = NULL, *source = NULL, *naming, *reason = NULL, *verifier = NULL;
+    int verify = verify_obj != NULL ? PyObject_IsTrue(verify_obj) : 0;
     stpy_framework framework;
     st_backend backend;
     st_file *file = NULL;
@@ -119,7 +128,7 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
                      : stpy_remote_target(filename, &target);
     int checkpoint;
 
-    if (remote < 0)
+    if (remote < 0 || verify < 0)
         goto fail;
     if (!remote && (path_str = PyOS_FSPath(target)) == NULL)
         goto fail;
@@ -128,7 +137,7 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
         goto fail;
     if (checkpoint) {
         self = (SafeOpen *)open_checkpoint(state, filename, framework_obj, device_obj, backend_obj,
-                                           options);
+                                           verify_obj, options);
         goto fail;
     }
     if (!remote && !PyUnicode_FSConverter(path_str, &path_bytes))
@@ -161,7 +170,7 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
             stpy_note_foreign_file(&err, PyBytes_AS_STRING(path_bytes));
         if (code == ST_ERR_IO && err.sys_errno == EISDIR) { /* a checkpoint's folder? */
             self = (SafeOpen *)open_checkpoint(state, filename, framework_obj, device_obj,
-                                               backend_obj, options);
+                                               backend_obj, verify_obj, options);
             if ((PyObject *)self != Py_NotImplemented) /* else: upstream's IsADirectoryError */
                 goto fail;
             Py_CLEAR(self);
@@ -175,6 +184,15 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     if (stpy_framework_prepare(state, framework) < 0 ||
         (reason = PyUnicode_FromString(st_file_backend_reason(file))) == NULL)
         goto fail;
+    if (verify) { /* the digests are read and checked for form here: errors at open */
+        PyObject *metadata = metadata_dict(st_file_header(file));
+        verifier = metadata != NULL
+                       ? stpy_verifier_new(state, file, metadata, remote ? filename : path_str)
+                       : NULL;
+        Py_XDECREF(metadata);
+        if (verifier == NULL)
+            goto fail;
+    }
     /* paddle names CUDA devices "gpu:N": the mapping safetensors.paddle registered. */
     if (device != Py_None &&
         (naming = stpy_framework_hook(state, state->device_names, framework))) {
@@ -196,6 +214,7 @@ static PyObject *open_handle(PyTypeObject *type, stpy_state *state, PyObject *fi
     self->auto_backend = backend == ST_BACKEND_AUTO && !remote;
     self->backend = st_file_backend(self->file);
     self->backend_reason = Py_NewRef(reason);
+    self->verifier = Py_XNewRef(verifier);
 fail:
     if (file != NULL)
         st_file_release(file);
@@ -206,20 +225,21 @@ fail:
     Py_XDECREF(options);
     Py_XDECREF(source);
     Py_XDECREF(reason);
+    Py_XDECREF(verifier);
     return (PyObject *)self;
 }
 
 static PyObject *SafeOpen_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *filename, *framework, *device = NULL, *backend = NULL;
+    PyObject *filename, *framework, *device = NULL, *backend = NULL, *verify = NULL;
     PyObject *remote[REMOTE_ARGS] = {NULL};
     stpy_state *state = stpy_state_from_type(type);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOO:safe_open", open_kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$OOOOOOOOOOO:safe_open", open_kwlist,
                                      &filename, &framework, &device, &backend, &remote[0],
                                      &remote[1], &remote[2], &remote[3], &remote[4], &remote[5],
-                                     &remote[6], &remote[7], &remote[8]))
+                                     &remote[6], &remote[7], &remote[8], &verify))
         return NULL;
-    return open_handle(type, state, filename, framework, device, backend, remote);
+    return open_handle(type, state, filename, framework, device, backend, remote, verify);
 }
 
 /* ---- MARK: lifetime ---- */
@@ -291,6 +311,7 @@ static int SafeOpen_traverse(SafeOpen *self, visitproc visit, void *arg)
     Py_VISIT(self->source);
     Py_VISIT(self->prefetch);
     Py_VISIT(self->backend_reason);
+    Py_VISIT(self->verifier);
     return 0;
 }
 
@@ -302,6 +323,7 @@ static int SafeOpen_clear(SafeOpen *self)
     Py_CLEAR(self->source);
     Py_CLEAR(self->prefetch);
     Py_CLEAR(self->backend_reason);
+    Py_CLEAR(self->verifier);
     return 0;
 }
 
@@ -480,7 +502,7 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
         return result;
     }
     Py_DECREF(result);
-    result = stpy_tensor_load(state, self->framework, file, t, self->device);
+    result = stpy_tensor_load(state, self->framework, file, t, self->device, self->verifier);
     if (result != NULL && stpy_is_cuda(self->framework, self->device) &&
         stpy_cuda_synchronize(state, self->device) < 0)
         Py_CLEAR(result);
@@ -541,7 +563,7 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     if (mapped_cpu && self->auto_backend && read_ahead_if_cold(state, self, file) < 0)
         goto exit;
     if (mapped_cpu) {
-        result = stpy_tensors_of_mapping(state, self->framework, file);
+        result = stpy_tensors_of_mapping(state, self->framework, file, self->verifier);
         goto exit;
     }
     count = st_header_count(header);
@@ -555,7 +577,8 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
         PyErr_NoMemory();
         goto exit;
     }
-    if (read_all && stpy_read_tensors(state, self->framework, file, NULL, count, tensors) < 0)
+    if (read_all &&
+        stpy_read_tensors(state, self->framework, file, NULL, count, tensors, self->verifier) < 0)
         goto exit;
     made = read_all ? count : 0;
     result = PyDict_New();
@@ -565,7 +588,8 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
         const st_tensor *t = st_header_tensor(header, i);
         PyObject *name = stpy_tensor_name(t), *tensor;
         if (!read_all && name != NULL)
-            tensors[made++] = stpy_tensor_load(state, self->framework, file, t, self->device);
+            tensors[made++] =
+                stpy_tensor_load(state, self->framework, file, t, self->device, self->verifier);
         else if (read_all && self->device != NULL && tensors[i] != NULL)
             tensors[i] = stpy_tensor_to_device(state, tensors[i], self->device);
         tensor = tensors[i];
@@ -604,7 +628,7 @@ static PyObject *slice_of(SafeOpen *self, PyObject *const *args, Py_ssize_t narg
     }
     Py_XDECREF(planned);
     return stpy_slice_new(stpy_state_from_type(Py_TYPE(self)), file, t, self->framework,
-                          self->device); /* takes file */
+                          self->device, self->verifier); /* takes file */
 }
 
 static PyObject *SafeOpen_get_slice(SafeOpen *self, PyObject *const *args, Py_ssize_t nargs,
@@ -766,7 +790,7 @@ static PyObject *SafeOpen_read_tensors(SafeOpen *self, PyObject *names)
         if (unique == 0 || which[unique - 1] != which[i])
             which[unique++] = which[i];
     count = unique;
-    if (stpy_read_tensors(state, self->framework, file, which, count, tensors) < 0)
+    if (stpy_read_tensors(state, self->framework, file, which, count, tensors, self->verifier) < 0)
         goto exit;
     made = count;
     result = PyDict_New();
@@ -989,7 +1013,7 @@ static PyType_Slot SafeOpen_slots[] = {
     {Py_tp_doc,
      "safe_open(filename, framework, device='cpu', *, backend=None, storage_options=None,\n"
      "          chunk_size=None, concurrency=None, head_bytes=None, retries=None, timeout=None,\n"
-     "          backoff=None, direct=None, deadline=None)\n"
+     "          backoff=None, direct=None, deadline=None, verify=False)\n"
      "--\n"
      "\n"
      "Opens a safetensors file lazily: only the header is read and checked; tensors\n"
@@ -1020,6 +1044,10 @@ static PyType_Slot SafeOpen_slots[] = {
      "    chunk_size, concurrency, head_bytes, retries, timeout, backoff, direct,\n"
      "        deadline: remote reading's knobs (docs/remote.md); None: the default.\n"
      "        These and storage_options are for URLs only: a ValueError for a path.\n"
+     "    verify (bool): check every tensor read against the digest the file records\n"
+     "        (checksum=...): hashed as it is read, in parallel threads; a tensor that\n"
+     "        fails is never returned. get_slice checks its whole tensor once per\n"
+     "        handle (docs/integrity-reading.md).\n"
      "\n"
      "Returns:\n"
      "    safe_open: the handle (also what `with` binds).\n"
@@ -1028,7 +1056,8 @@ static PyType_Slot SafeOpen_slots[] = {
      "    FileNotFoundError, PermissionError, IsADirectoryError, OSError: the file\n"
      "        cannot be opened; str() is upstream's \"No such file or directory: x\".\n"
      "    SafetensorError: an invalid file (\"Error while deserializing header: ...\"),\n"
-     "        framework, device or backend.\n"
+     "        framework, device or backend; with verify=True, a file without digests\n"
+     "        (at open) or a tensor whose bytes fail its digest (when read).\n"
      "    safetensors.remote.RemoteObjectChangedError, RemoteTimeoutError,\n"
      "        RemoteConnectionError: a URL that changed, timed out or failed.\n"
      "    TypeError: arguments of the wrong type.\n"

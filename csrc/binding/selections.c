@@ -207,14 +207,14 @@ PyObject *stpy_tensor_select_advanced(stpy_state *state, stpy_framework fw, st_f
         if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_ImportError))
             return NULL;
         PyErr_Clear();
-        full = stpy_tensor_load(state, fw, file, t, NULL);
+        full = stpy_tensor_load(state, fw, file, t, NULL, NULL);
         result = full ? PyObject_GetItem(full, key) : NULL;
         goto exit;
     }
     raw_tensor.dtype = raw_dtype(t->dtype);
     full = st_file_backend(file) == ST_BACKEND_MMAP
-               ? stpy_tensor_view(state, FW_NUMPY, file, &raw_tensor)
-               : stpy_tensor_read(state, FW_NUMPY, file, &raw_tensor);
+               ? stpy_tensor_view(state, FW_NUMPY, file, &raw_tensor, NULL)
+               : stpy_tensor_read(state, FW_NUMPY, file, &raw_tensor, NULL);
     index = full ? numpy_index(key) : NULL;
     selected = index ? PyObject_GetItem(full, index) : NULL;
     if (selected == NULL)

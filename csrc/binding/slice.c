@@ -12,10 +12,12 @@ typedef struct {
     const st_tensor *tensor;     /* inside file's header */
     stpy_framework framework;
     PyObject *device;
+    PyObject
+        *verifier; /* the handle's (verify=True): the tensor is checked whole before any read */
 } Slice;
 
 PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tensor,
-                         stpy_framework framework, PyObject *device)
+                         stpy_framework framework, PyObject *device, PyObject *verifier)
 {
     Slice *slice = (Slice *)state->SliceType->tp_alloc(state->SliceType, 0);
     if (slice == NULL) {
@@ -26,6 +28,7 @@ PyObject *stpy_slice_new(stpy_state *state, st_file *file, const st_tensor *tens
     slice->tensor = tensor;
     slice->framework = framework;
     slice->device = Py_XNewRef(device);
+    slice->verifier = Py_XNewRef(verifier);
     return (PyObject *)slice;
 }
 
@@ -33,6 +36,7 @@ static int Slice_traverse(Slice *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->device);
+    Py_VISIT(self->verifier);
     return 0;
 }
 
@@ -43,6 +47,7 @@ static void Slice_dealloc(Slice *self)
     if (self->file != NULL)
         st_file_release(self->file);
     Py_CLEAR(self->device);
+    Py_CLEAR(self->verifier);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }
@@ -201,6 +206,9 @@ static PyObject *Slice_getitem(Slice *self, PyObject *key)
         return stpy_raise(state, &err, STPY_CTX_NONE, NULL);
     }
     Py_XDECREF(huge);
+    if (self->verifier != NULL &&
+        stpy_verify_once(state, self->file, self->tensor, self->verifier) < 0)
+        return NULL;
     /* Advanced indexing: NumPy's semantics on every framework (for mmap over
      * a private mapping, so only the selected pages are read). */
     if (basic)

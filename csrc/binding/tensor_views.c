@@ -94,10 +94,16 @@ int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len)
+int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len,
+                   const st_tensor *t, PyObject *verifier)
 {
     st_error err;
     st_code code;
+    if (verifier != NULL) {
+        st_read_request request = {.offset = offset, .dst = dst, .len = len};
+        stpy_span span = {.tensor = t, .request = len > 0 ? 0 : SIZE_MAX};
+        return stpy_read_verified(state, file, false, &request, len > 0, verifier, &span, 1);
+    }
     if (len == 0)
         return 0;
     STPY_COPY_RELEASING_GIL(len, code = st_file_read(file, offset, dst, len, &err));
@@ -159,14 +165,15 @@ PyObject *stpy_tensor_from_memory(stpy_state *state, stpy_framework fw, const st
     return stpy_convert_from_numpy(state, fw, array);
 }
 
-PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t)
+PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
+                           PyObject *verifier)
 {
     uint8_t *data = NULL;
     PyObject *array = stpy_new_array(state, fw, t, &data);
     if (array == NULL)
         return NULL;
     if (stpy_read_into(state, file, st_header_data_start(st_file_header(file)) + t->begin, data,
-                       (size_t)stpy_tensor_data_len(t)) < 0) {
+                       (size_t)stpy_tensor_data_len(t), t, verifier) < 0) {
         Py_DECREF(array);
         return NULL;
     }
@@ -255,15 +262,20 @@ static bool torch_misaligned(stpy_framework fw, const st_tensor *t, uint64_t add
     return fw == FW_PYTORCH && address % stpy_itemsize_of(t->dtype) != 0;
 }
 
-PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t)
+PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
+                           PyObject *verifier)
 {
     uint64_t offset = st_header_data_start(st_file_header(file)) + t->begin;
     uint64_t nbytes = stpy_tensor_data_len(t);
     stpy_owner owner;
     if (!stpy_use_private_map(file, nbytes) || torch_misaligned(fw, t, offset))
-        return stpy_tensor_read(state, fw, file, t); /* small: a copy of its own */
+        return stpy_tensor_read(state, fw, file, t, verifier); /* small: a copy of its own */
     if (stpy_owner_map(state, file, offset, nbytes, &owner) < 0)
         return NULL;
+    if (verifier != NULL && stpy_verify_memory(verifier, t, owner.map.data) < 0) {
+        stpy_owner_release(&owner);
+        return NULL;
+    }
     return view_of(state, fw, &owner, t, owner.map.data);
 }
 
@@ -274,12 +286,13 @@ PyObject *stpy_new_block(stpy_state *state, stpy_framework fw, uint64_t len, uin
 }
 
 PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *file, PyObject *block,
-                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t)
+                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t,
+                               PyObject *verifier)
 {
     uint8_t *data = block_data + (t->begin - block_begin);
     stpy_owner owner = {.block = NULL};
     if (stpy_tensor_data_len(t) == 0 || torch_misaligned(fw, t, (uint64_t)(uintptr_t)data))
-        return stpy_tensor_read(state, fw, file, t);
+        return stpy_tensor_read(state, fw, file, t, verifier);
     owner.block = Py_NewRef(block);
     return view_of(state, fw, &owner, t, data);
 }
@@ -441,7 +454,34 @@ exit:
     return rc;
 }
 
-PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file *file)
+/* verify=True: the tensors that are views of the shared mapping, hashed over it in parallel
+ * threads before any is made (the others are checked as stpy_tensor_view reads them). */
+static int verify_shared(shared_load *load, PyObject *verifier)
+{
+    size_t count = st_header_count(load->header), n = 0;
+    const st_tensor **tensors = PyMem_Calloc(count ? count : 1, sizeof *tensors);
+    uint8_t **data = PyMem_Calloc(count ? count : 1, sizeof *data);
+    int rc = -1;
+    if (tensors == NULL || data == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const st_tensor *t = st_header_tensor(load->header, i);
+        if (in_mapping(load, t)) {
+            tensors[n] = t;
+            data[n++] = data_of(load, t);
+        }
+    }
+    rc = stpy_verify_memory_many(verifier, tensors, data, n);
+exit:
+    PyMem_Free(tensors);
+    PyMem_Free(data);
+    return rc;
+}
+
+PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file *file,
+                                  PyObject *verifier)
 {
     shared_load load = {.state = state, .fw = fw, .file = file, .header = st_file_header(file)};
     size_t count = st_header_count(load.header), i = 0;
@@ -451,11 +491,13 @@ PyObject *stpy_tensors_of_mapping(stpy_state *state, stpy_framework fw, st_file 
     int gc_was_enabled = PyGC_Disable();
     if (map_shared(&load) < 0 || (load.result = PyDict_New()) == NULL)
         goto fail;
+    if (verifier != NULL && load.base != NULL && verify_shared(&load, verifier) < 0)
+        goto fail;
     while (i < count) {
         const st_tensor *t = st_header_tensor(load.header, i);
         size_t j = i + 1;
         if (load.base == NULL || !in_mapping(&load, t)) {
-            if (add_tensor(&load, t, stpy_tensor_view(state, fw, file, t)) < 0)
+            if (add_tensor(&load, t, stpy_tensor_view(state, fw, file, t, verifier)) < 0)
                 goto fail;
         } else if (!is_small(t)) {
             if (add_tensor(&load, t, own_view(&load, t)) < 0)

@@ -81,8 +81,10 @@ uint64_t stpy_tensor_data_len(const st_tensor *t);
  * dim is halved (docs/format.md §3.2); an odd one has no torch shape. */
 PyObject *stpy_torch_shape(stpy_state *state, const st_tensor *t);
 int stpy_torch_data_ptr(stpy_state *state, PyObject *tensor, uint8_t **out);
-/* Reads len bytes at absolute offset into dst, GIL released for large reads. */
-int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len);
+/* Reads len bytes at absolute offset into dst, GIL released for large reads; with a verifier
+ * (NULL: none), they are t's bytes, hashed as they are read and checked (verify.c). */
+int stpy_read_into(stpy_state *state, st_file *file, uint64_t offset, uint8_t *dst, size_t len,
+                   const st_tensor *t, PyObject *verifier);
 /* A fresh, C-contiguous array with t's logical shape and dtype; *data: its memory. */
 PyObject *stpy_new_array(stpy_state *state, stpy_framework fw, const st_tensor *t, uint8_t **data);
 /* Hands a NumPy array to tensorflow/jax/mlx/paddle (they copy); steals array. */
@@ -96,11 +98,15 @@ PyObject *stpy_numpy_view(stpy_state *state, stpy_owner *owner, const st_tensor 
 PyObject *stpy_torch_view(stpy_state *state, stpy_owner *owner, const st_tensor *t, uint8_t *data);
 /* Whether a tensor (or selection) of nbytes gets a private mapping (mmap). */
 bool stpy_use_private_map(const st_file *file, uint64_t nbytes);
-/* A new tensor holding a copy of the tensor read from the file. */
-PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
+/* A new tensor holding a copy of the tensor read from the file (checked by verifier unless
+ * NULL, as every function taking one). */
+PyObject *stpy_tensor_read(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
+                           PyObject *verifier);
 /* t from the mmap backend, owning its memory alone: a large tensor is a view
- * of a private mapping of its own (zero copy), a small one a copy. */
-PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t);
+ * of a private mapping of its own (zero copy; verified by hashing the mapping), a small one a
+ * copy. */
+PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, const st_tensor *t,
+                           PyObject *verifier);
 /* pread blocks (pread_tensors.c), at most STPY_BLOCK_MAX long so that a kept
  * tensor pins little besides itself: an empty uint8 array (torch tensor for
  * torch) of len bytes, its memory at *data, filled by the caller; tensors in
@@ -108,6 +114,29 @@ PyObject *stpy_tensor_view(stpy_state *state, stpy_framework fw, st_file *file, 
 #define STPY_BLOCK_MAX ((uint64_t)1 << 20)
 PyObject *stpy_new_block(stpy_state *state, stpy_framework fw, uint64_t len, uint8_t **data);
 PyObject *stpy_tensor_in_block(stpy_state *state, stpy_framework fw, st_file *file, PyObject *block,
-                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t);
+                               uint8_t *block_data, uint64_t block_begin, const st_tensor *t,
+                               PyObject *verifier);
+
+/* ---- verify.c (safe_open(..., verify=True); module.h has stpy_verifier_new) ---- */
+
+/* A tensor's bytes inside a read: requests[request] from its byte `at`; request SIZE_MAX for
+ * an empty tensor read by none. */
+typedef struct {
+    const st_tensor *tensor;
+    size_t request;
+    size_t at;
+} stpy_span;
+/* Reads the requests (st_file_pread_many when pread, else st_file_read_many), each span's bytes
+ * hashed chunk by chunk as they are read, then checks every span: -1 with an exception set (a
+ * read error, the hasher's own, or the mismatch naming the tensors that fail), and then the
+ * destinations hold what was read. */
+int stpy_read_verified(stpy_state *state, st_file *file, bool pread,
+                       const st_read_request *requests, size_t nrequests, PyObject *verifier,
+                       const stpy_span *spans, size_t nspans);
+/* t's bytes in memory at data (a mapping: hashing reads them), checked; n of them hashed in
+ * parallel threads. */
+int stpy_verify_memory(PyObject *verifier, const st_tensor *t, const uint8_t *data);
+int stpy_verify_memory_many(PyObject *verifier, const st_tensor *const *tensors,
+                            uint8_t *const *data, size_t n);
 
 #endif /* STPY_TENSORS_H */

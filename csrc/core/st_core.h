@@ -269,6 +269,21 @@ st_code st_file_read_many(const st_file *file, const st_read_request *requests, 
  * are mostly not in memory yet, several reads in flight instead of page faults. */
 st_code st_file_pread_many(const st_file *file, const st_read_request *requests, size_t count,
                            st_error *err);
+/* What a read hands each chunk to (st_file_read_consumed): consume(ctx, request, at, chunk, len,
+ * err) gets requests[request]'s bytes [at, at + len) right after they are read (hot in cache), in
+ * order, all on the one thread that reads that request; other requests go to other threads at
+ * the same time. A code other than ST_OK stops the read (chunks not yet read are not read, the
+ * call returns that code and err once every thread has stopped). */
+typedef struct st_read_consumer {
+    st_code (*consume)(void *ctx, size_t request, size_t at, const uint8_t *chunk, size_t len,
+                       st_error *err);
+    void *ctx;
+} st_read_consumer;
+/* st_file_pread_many (pread) or st_file_read_many, each request read by one thread, chunk by
+ * chunk, and each chunk consumed as soon as it is read. A byte source reads every request first
+ * (its own concurrency) and then the chunks are consumed, several requests at a time. */
+st_code st_file_read_consumed(const st_file *file, const st_read_request *requests, size_t count,
+                              bool pread, const st_read_consumer *consumer, st_error *err);
 
 /* The fraction (0 to 1) of the pages of the file bytes [offset, offset + len) in the page cache
  * now: mincore over the mapping (mmap backend; ST_ERR_INVALID_ARGUMENT on the other) of every

@@ -279,6 +279,87 @@ static void test_sparse_64g(void)
     unlink(p);
 }
 
+/* st_file_read_consumed's consumer: each request's chunks in order, each checked against the
+ * file's bytes right after its read; fail_at > 0 fails that call. */
+typedef struct {
+    pthread_mutex_t lock;
+    const uint8_t *want; /* the data section */
+    const st_read_request *req;
+    uint64_t data_start;
+    size_t next[16]; /* per request: the byte expected next */
+    size_t calls, fail_at, bad;
+} consumed;
+
+static st_code consume_check(void *ctx, size_t request, size_t at, const uint8_t *chunk, size_t len,
+                             st_error *err)
+{
+    consumed *c = ctx;
+    st_code code = ST_OK;
+    pthread_mutex_lock(&c->lock);
+    c->calls++;
+    if (at != c->next[request] || len == 0 || len > ((size_t)1 << 20) ||
+        chunk != (const uint8_t *)c->req[request].dst + at ||
+        memcmp(chunk, c->want + (c->req[request].offset - c->data_start) + at, len) != 0)
+        c->bad++;
+    c->next[request] = at + len;
+    if (c->calls == c->fail_at)
+        code = st_error_set(err, ST_ERR_EXTERNAL, 0, "%s", "consumer failed");
+    pthread_mutex_unlock(&c->lock);
+    return code;
+}
+
+static void test_read_consumed(void)
+{
+    enum { LEN = 12 * 1024 * 1024 + 5, NREQ = 5 };
+    static const size_t sizes[NREQ] = {3 << 20, 1, (1 << 20) + 7, 0, 5 << 20};
+    st_error err = {0};
+    char p[512];
+    uint8_t *got = malloc(LEN);
+    path_in(p, sizeof p, "consumed.safetensors");
+    uint8_t *data = write_u8_tensor(p, LEN);
+    for (int b = 0; b < 2; b++) {
+        for (int pread = 0; pread < 2; pread++) {
+            st_file *f = NULL;
+            st_read_request req[NREQ];
+            size_t at = 0;
+            CHECK(st_file_open(p, backends[b], &f, &err) == ST_OK, "open %d: %s", b, err.msg);
+            if (!f)
+                continue;
+            uint64_t ds = st_header_data_start(st_file_header(f));
+            for (size_t i = 0; i < NREQ; i++) {
+                req[i] = (st_read_request){.offset = ds + at, .dst = got + at, .len = sizes[i]};
+                at += sizes[i];
+            }
+            for (size_t fail_at = 0; fail_at < 3; fail_at += 2) {
+                consumed c = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                              .want = data,
+                              .req = req,
+                              .data_start = ds,
+                              .fail_at = fail_at};
+                st_read_consumer consumer = {.consume = consume_check, .ctx = &c};
+                memset(got, 0, LEN);
+                st_code rc = st_file_read_consumed(f, req, NREQ, pread, &consumer, &err);
+                CHECK(c.bad == 0, "chunks in order and read before consumed (%d %d)", b, pread);
+                if (fail_at == 0) {
+                    CHECK(rc == ST_OK && memcmp(got, data, at) == 0, "consumed read %d %d: %s", b,
+                          pread, err.msg);
+                    CHECK(c.calls == 3 + 1 + 2 + 5, "one call per chunk: %zu", c.calls);
+                    for (size_t i = 0; i < NREQ; i++)
+                        CHECK(c.next[i] == sizes[i], "request %zu consumed whole", i);
+                } else {
+                    CHECK(rc == ST_ERR_EXTERNAL && strstr(err.msg, "consumer failed") != NULL,
+                          "a failing consumer stops the read: rc %d %s", rc, err.msg);
+                    CHECK(c.calls < 3 + 1 + 2 + 5, "no chunk after the stop is read: %zu", c.calls);
+                }
+            }
+            st_file_release(f);
+        }
+    }
+    unlink(p);
+    free(data);
+    free(got);
+}
+
 /* st_file_read_many: requests larger than the 1 MiB chunk and around its
  * edges, enough bytes in all for the threads; an out-of-file request fails
  * before a byte is read; a file that shrinks fails the whole call. */
@@ -669,6 +750,7 @@ int main(void)
     test_backends();
     test_bad_sizes();
     test_read_many();
+    test_read_consumed();
     test_discard();
     test_descriptors();
     test_sparse_64g();
