@@ -1,4 +1,4 @@
-"""The cost of ``load_file(..., verify=True)`` (docs/integrity-reading.md): ours verified against
+"""The cost of ``load_file(..., verify=True)`` (docs/integrity.md): ours verified against
 ours unverified, on the GPT-2-like file and the 2 GB shard of bench/run.py, warm and cold, for
 each digest, beside that digest's own single-thread speed on this machine.
 

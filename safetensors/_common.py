@@ -125,7 +125,7 @@ Args:
         file systems, else "mmap" (docs/design.md, "Choosing how a file is
         read").
     verify (bool): check every tensor against the digest the file records
-        (docs/integrity-reading.md); a file without digests, and a tensor
+        (docs/integrity.md); a file without digests, and a tensor
         that fails, raise SafetensorError.
 
 Returns:

@@ -1,4 +1,4 @@
-"""What ``safe_open(..., verify=True)`` checks, in one object per handle (docs/integrity-reading.md).
+"""What ``safe_open(..., verify=True)`` checks, in one object per handle (docs/integrity.md).
 
 The C handle (csrc/binding/verify.c) builds a ``Verifier`` at open, asks it for a hasher per
 tensor, feeds the hasher each chunk of the tensor as it is read, and hands the hashers back to

@@ -162,7 +162,7 @@ def cmd_inspect(args) -> int:
 
 
 def _check_digests(path: str, file: Dict[str, Any], args, problems: List[str]) -> Tuple[str, Optional[str]]:
-    """Checks the digests ``path`` records (every tensor and the data section; docs/integrity-reading.md),
+    """Checks the digests ``path`` records (every tensor and the data section; docs/integrity.md),
     hashing over a read-only mapping in parallel threads: (what to say on the ok line, the SHA-256 of the whole
     file when --sha256 asks for it). Appends a problem per tensor that fails."""
     found = checksums.recorded(file["metadata"], path)

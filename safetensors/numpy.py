@@ -188,7 +188,7 @@ def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = Non
         storage_options (dict | None): options for the remote filesystem
             (URLs only, e.g. {"anon": True} for s3fs).
         verify (bool): check every tensor against the digest the file
-            records (docs/integrity-reading.md); a file without digests and a
+            records (docs/integrity.md); a file without digests and a
             tensor that fails raise SafetensorError.
 
     Returns:

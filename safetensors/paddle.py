@@ -246,7 +246,7 @@ def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optio
             tensors then share). None (default): "pread" on network and FUSE
             file systems, else "mmap".
         verify (bool): check every tensor against the digest the file
-            records (docs/integrity-reading.md); a file without digests and a
+            records (docs/integrity.md); a file without digests and a
             tensor that fails raise SafetensorError.
 
     Returns:

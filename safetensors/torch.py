@@ -431,7 +431,7 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
         storage_options (dict | None): options for the remote filesystem
             (URLs only).
         verify (bool): check every tensor against the digest the file
-            records (docs/integrity-reading.md); a file without digests and a
+            records (docs/integrity.md); a file without digests and a
             tensor that fails raise SafetensorError.
 
     Returns:

@@ -1,5 +1,5 @@
 """safe_open(..., verify=True), load_file(..., verify=True) and ``safetensors verify`` against the
-digests a file records (docs/integrity-reading.md).
+digests a file records (docs/integrity.md).
 
 Files with digests are made here from any valid file: the data section is kept byte for byte and
 the digests (safetensors.checksums' format) are added to its ``__metadata__``, so tensors the
@@ -190,7 +190,7 @@ def test_file_without_checksums(tmp_path):
 def test_header_and_metadata_flips(model, algorithm):
     """A changed digest names its tensor; a malformed one or an unknown algorithm fails at open;
     a changed name has no digest; a changed metadata value the digests do not cover is not seen
-    (the digests cover the tensors' bytes, not the header: docs/integrity-reading.md)."""
+    (the digests cover the tensors' bytes, not the header: docs/integrity.md)."""
     raw = open(model, "rb").read()
     n = int.from_bytes(raw[:8], "little")
     header = raw[8:8 + n]

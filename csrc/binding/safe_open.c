@@ -1047,7 +1047,7 @@ static PyType_Slot SafeOpen_slots[] = {
      "    verify (bool): check every tensor read against the digest the file records\n"
      "        (checksum=...): hashed as it is read, in parallel threads; a tensor that\n"
      "        fails is never returned. get_slice checks its whole tensor once per\n"
-     "        handle (docs/integrity-reading.md).\n"
+     "        handle (docs/integrity.md).\n"
      "\n"
      "Returns:\n"
      "    safe_open: the handle (also what `with` binds).\n"

@@ -1,6 +1,6 @@
 /*
  * verify.c - safe_open(..., verify=True): every tensor handed out matches the digest its file
- * records (docs/integrity-reading.md).
+ * records (docs/integrity.md).
  *
  * The rules (which digests, which hasher, what a mismatch says) are safetensors._verify's
  * Verifier, one per handle, registered with _set_verifier; this file only feeds it bytes:
