@@ -8,11 +8,14 @@ The workload files are bench/run.py's (build/bench/work/full, made here if missi
 copy with the digests in its metadata (build/bench/work/verify/NAME.ALGORITHM.safetensors: the
 same data section), which both the verified and the unverified loads read. Loads run in this
 process with NumPy (safetensors.numpy.load_file), verified and unverified alternating, every
-sample's arrays freed before the next. Cold: the file's pages dropped before each load
-(bench/worker.py drop_cache: fsync + POSIX_FADV_DONTNEED), so backend=None reads it with pread,
-hashing each chunk as it is read. Warm: the file in the page cache; "warm mmap" is backend=None
-(an unverified load maps and reads nothing; a verified one hashes over the mapping, in parallel
-threads), "warm pread" reads everything, hashed as read. Medians, and the fastest sample in
+sample's arrays freed before the next. Each timed load ends by reading one byte of every 4 KiB
+page of every array (bench/worker.py touch_np), so views of a mapping are paid for: a load is
+the time until its arrays are in memory. Cold: the file's pages dropped before each load
+(bench/worker.py drop_cache: fsync + POSIX_FADV_DONTNEED), so backend=None maps it and has the
+kernel read it all ahead; a verified load hashes over the mapping in parallel threads as the
+pages arrive. Warm: the file in the page cache; "warm mmap" is backend=None (views; a verified
+load hashes over the mapping, in parallel threads), "warm pread" reads everything, hashed as
+read. Medians, and the fastest sample in
 brackets (on a shared machine, other load only ever slows a sample down); every sample in
 build/bench/verify.json.
 """
@@ -29,7 +32,7 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 from common import OUT, REPO, WORK  # noqa: E402
-from worker import drop_cache, resident_fraction  # noqa: E402
+from worker import drop_cache, resident_fraction, touch_np  # noqa: E402
 
 sys.path.insert(0, REPO)
 from safetensors import checksums, safe_open  # noqa: E402
@@ -90,6 +93,7 @@ def timed(path, verify, backend, cold):
     gc.collect()
     t = time.perf_counter()
     tensors = load_file(path, backend=backend, verify=verify)
+    touch_np(tensors.values())
     elapsed = time.perf_counter() - t
     del tensors
     gc.collect()
