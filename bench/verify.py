@@ -11,9 +11,8 @@ process with NumPy (safetensors.numpy.load_file), verified and unverified altern
 sample's arrays freed before the next. Each timed load ends by reading one byte of every 4 KiB
 page of every array (bench/worker.py touch_np), so views of a mapping are paid for: a load is
 the time until its arrays are in memory. Cold: the file's pages dropped before each load
-(bench/worker.py drop_cache: fsync + POSIX_FADV_DONTNEED), so backend=None maps it and has the
-kernel read it all ahead; a verified load hashes over the mapping in parallel threads as the
-pages arrive. Warm: the file in the page cache; "warm mmap" is backend=None (views; a verified
+(bench/worker.py drop_cache: fsync + POSIX_FADV_DONTNEED), so backend=None reads it with pread,
+hashing each chunk as it is read. Warm: the file in the page cache; "warm mmap" is backend=None (views; a verified
 load hashes over the mapping, in parallel threads), "warm pread" reads everything, hashed as
 read. Medians, and the fastest sample in
 brackets (on a shared machine, other load only ever slows a sample down); every sample in

@@ -111,10 +111,9 @@ class Checkpoint:
 
     def get_tensors(self) -> Dict[str, Any]:
         """Every visible tensor, in offset_keys order: each file's as its
-        handle's get_tensors gives them (a mapped file mostly not cached is
-        read ahead whole by the kernel first, so every file's reads are in
-        flight at once), or, for a file only part of which is visible, its
-        visible tensors one by one."""
+        handle's get_tensors gives them (views of a mapped file in the page
+        cache; one parallel read of a file that is not), or, for a file only
+        part of which is visible, its visible tensors one by one."""
         handles = self._open()
         if self._prefetch is not None:   # what the caller's plan read first
             return {name: self.get_tensor(name) for name in self.offset_keys()}

@@ -181,10 +181,9 @@ def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = Non
         backend (str | None): "mmap" (large arrays are zero-copy views of a
             private mapping of their own, small ones views of one mapping
             shared by this call) or "pread" (all read into memory the process
-            owns). None (default): "pread" on network and FUSE file systems,
-            else "mmap", the whole file read ahead by the kernel first when
-            most of it is not in the page cache (docs/design.md, "Choosing how
-            a file is read").
+            owns). None (default): "pread" on network and FUSE file systems
+            and for a file mostly not in the page cache, else "mmap"
+            (docs/design.md, "Choosing how a file is read").
         storage_options (dict | None): options for the remote filesystem
             (URLs only, e.g. {"anon": True} for s3fs).
         verify (bool): check every tensor against the digest the file

@@ -425,9 +425,9 @@ def load_file(filename: Union[str, os.PathLike], device: Union[str, int] = "cpu"
             private mapping of their own, small ones views of one mapping
             shared by this call: one storage, as upstream) or "pread"
             (everything read into memory). None (default): "pread" on network
-            and FUSE file systems, else "mmap", the whole file read ahead by
-            the kernel first when most of it is not in the page cache
-            (docs/design.md, "Choosing how a file is read").
+            and FUSE file systems and, on the CPU, for a file mostly not in the
+            page cache, else "mmap" (docs/design.md, "Choosing how a file is
+            read").
         storage_options (dict | None): options for the remote filesystem
             (URLs only).
         verify (bool): check every tensor against the digest the file

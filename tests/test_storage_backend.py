@@ -1,6 +1,6 @@
 """backend=None, the default: safe_open reads network, cluster and FUSE file systems with
 pread and maps local files (csrc/core/st_storage.c), and a whole-file load of a mapped file
-mostly not in the page cache has the kernel read it all ahead first (docs/design.md,
+mostly not in the page cache reads it with pread instead of page faults (docs/design.md,
 "Choosing how a file is read"). The decisions are tested through the pure rules (the f_type
 table, the load rule) and end to end on this machine's local file systems; a cold load is
 checked against the residency measured at that moment, never left to chance.
@@ -28,7 +28,7 @@ REMOTE = {
 # ext4, tmpfs, xfs, btrfs, overlayfs, zfs, squashfs, ramfs, f2fs, bcachefs
 LOCAL = [0xEF53, 0x01021994, 0x58465342, 0x9123683E, 0x794C7630, 0x2FC12FC1, 0x73717368,
          0x858458F6, 0xF2F52010, 0xCA451A4E]
-REASON = re.compile(r"^local file system; whole-file load: (\d+)% of the file in the page cache(, read ahead)?$")
+REASON = re.compile(r"^local file system; whole-file load: (\d+)% of the file in the page cache$")
 
 
 @pytest.mark.parametrize("magic", sorted(REMOTE), ids=[REMOTE[m] for m in sorted(REMOTE)])
@@ -59,7 +59,7 @@ def test_load_rule():
     prefers = _safetensors_c._prefers_pread
     assert prefers(0.0, gib, 16 * gib) and prefers(0.49, gib, 16 * gib)
     assert not prefers(0.5, gib, 16 * gib) and not prefers(1.0, gib, 16 * gib)
-    # Read ahead whole (or copied whole): not beyond half of memory.
+    # The copy pread makes is held whole: not beyond half of memory.
     assert prefers(0.0, 8 * gib, 16 * gib) and not prefers(0.0, 8 * gib + 1, 16 * gib)
     assert prefers(0.0, 1 << 20) and not prefers(0.0, 1 << 62)  # this machine's memory
 
@@ -132,19 +132,18 @@ def test_whole_file_load_follows_residency(tmp_path, fw):
     with safe_open(p, fw) as f:
         before = f._resident()
         got = f.get_tensors()
-        # The load measured again and recorded it (whole percents, rounded down), and had
-        # the kernel read the whole file ahead when the rule says so; the views stay.
-        match = REASON.match(f.backend_reason)
-        measured, read_ahead = int(match.group(1)) / 100, match.group(2) is not None
+        # The load measured again and recorded it (whole percents, rounded down).
+        measured = int(REASON.match(f.backend_reason).group(1)) / 100
         nbytes = os.path.getsize(p)
-        assert read_ahead == _safetensors_c._prefers_pread(measured, nbytes)
+        assert f.backend == ("pread" if _safetensors_c._prefers_pread(measured, nbytes) else "mmap")
         if before < 0.25:  # the eviction worked (not on tmpfs): nobody read the file since
-            assert read_ahead and measured < 0.5
-        assert f.backend == "mmap"
+            assert f.backend == "pread" and measured < 0.5
+        else:
+            assert f.backend == "mmap"
     check_equal(got, ref)
     check_equal(got, warm)
-    if fw == "np":  # views of the mapping, cold or warm
-        assert isinstance(got["big"].base, _safetensors_c.MappedBytes)
+    if fw == "np":  # a view of the mapping, or memory of its own as backend="pread" gives
+        assert isinstance(got["big"].base, _safetensors_c.MappedBytes) == (f.backend == "mmap")
 
 
 def test_defaults_are_automatic():

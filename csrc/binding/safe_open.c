@@ -28,8 +28,8 @@ typedef struct {
     PyObject
         *prefetch; /* prefetch(plan)'s reader (safetensors/prefetch.py), closed with the handle */
     PyObject *weakreflist;    /* the prefetch reader refers to the handle weakly */
-    bool auto_backend;        /* backend=None on a path: a whole-file load may read ahead */
-    st_backend backend;       /* what `backend` shows: the file's (kept once closed) */
+    bool auto_backend;        /* backend=None on a path: a whole-file load may read with pread */
+    st_backend backend;       /* what `backend` shows: the file's, or the last whole-file load's */
     PyObject *backend_reason; /* str: why (`backend_reason`) */
     PyObject *verifier;       /* verify=True: safetensors._verify.Verifier; else NULL */
 } SafeOpen;
@@ -510,39 +510,35 @@ static PyObject *SafeOpen_get_tensor(SafeOpen *self, PyObject *const *args, Py_s
     return result;
 }
 
-/* A whole-file load of a file the core chose to map: when most of the data is not in the page
- * cache now (st_read_all_prefers_pread), the kernel reads all of it ahead (st_file_willneed)
- * before the views are made, so their faults wait for reads already in flight instead of
- * issuing one at a time; said in backend_reason. 0, or -1 with an exception set. A failed
- * read-ahead (advice only) leaves the faults to read. */
-static int read_ahead_if_cold(stpy_state *state, SafeOpen *self, st_file *file)
+/* A whole-file load of a file the core chose to map: whether st_read_all_prefers_pread sends it
+ * through pread (most of the data not in the page cache now), shown in backend and
+ * backend_reason; 1, 0, or -1 with an exception set. */
+static int cold_load(stpy_state *state, SafeOpen *self, st_file *file)
 {
     uint64_t start = st_header_data_start(st_file_header(file)), len = st_file_size(file) - start;
     double resident;
     st_error err;
     PyObject *reason;
     st_code code;
-    bool cold = false;
+    bool pread;
     Py_BEGIN_ALLOW_THREADS
         code = st_file_resident(file, start, len, &resident, &err);
-        if (code == ST_OK &&
-            (cold = st_read_all_prefers_pread(resident, len, stpy_physical_memory())))
-            (void)st_file_willneed(file, start, len, NULL);
     Py_END_ALLOW_THREADS
     if (code != ST_OK) {
         stpy_raise(state, &err, STPY_CTX_READ, NULL);
         return -1;
     }
+    pread = st_read_all_prefers_pread(resident, len, stpy_physical_memory());
     /* Whole percents rounded down: under 50% is below ST_COLD_FRACTION. */
-    reason = PyUnicode_FromFormat("%s; whole-file load: %d%% of the file in the page cache%s",
-                                  st_file_backend_reason(file), (int)(resident * 100),
-                                  cold ? ", read ahead" : "");
+    reason = PyUnicode_FromFormat("%s; whole-file load: %d%% of the file in the page cache",
+                                  st_file_backend_reason(file), (int)(resident * 100));
     if (reason == NULL)
         return -1;
     STPY_LOCK(self);
+    self->backend = pread ? ST_BACKEND_PREAD : ST_BACKEND_MMAP;
     Py_SETREF(self->backend_reason, reason);
     STPY_UNLOCK();
-    return 0;
+    return pread;
 }
 
 static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
@@ -553,16 +549,17 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     const st_header *header;
     size_t count, made = 0;
     bool read_all, mapped_cpu;
+    int cold = 0;
     if (file == NULL)
         return NULL;
     header = st_file_header(file);
-    /* mmap on the CPU: every tensor is a view of one mapping (tensor_views.c), the file read
-     * ahead first when the core chose the mapping and most of it is not in the page cache. */
+    /* mmap on the CPU: every tensor is a view of one mapping (tensor_views.c), unless the
+     * core chose the mapping and most of the file is not in the page cache. */
     mapped_cpu = st_file_backend(file) == ST_BACKEND_MMAP && self->device == NULL &&
                  (self->framework == FW_PYTORCH || self->framework == FW_NUMPY);
-    if (mapped_cpu && self->auto_backend && read_ahead_if_cold(state, self, file) < 0)
+    if (mapped_cpu && self->auto_backend && (cold = cold_load(state, self, file)) < 0)
         goto exit;
-    if (mapped_cpu) {
+    if (mapped_cpu && !cold) {
         result = stpy_tensors_of_mapping(state, self->framework, file, self->verifier);
         goto exit;
     }
@@ -570,8 +567,8 @@ static PyObject *SafeOpen_get_tensors(SafeOpen *self, PyObject *unused)
     /* pread on the CPU: everything allocated, then read at once, many reads
      * in flight (pread_tensors.c). Otherwise tensor by tensor; CUDA copies
      * overlap the next tensor's read. */
-    read_all =
-        st_file_backend(file) == ST_BACKEND_PREAD && !stpy_is_cuda(self->framework, self->device);
+    read_all = cold || (st_file_backend(file) == ST_BACKEND_PREAD &&
+                        !stpy_is_cuda(self->framework, self->device));
     tensors = PyMem_Calloc(count ? count : 1, sizeof *tensors);
     if (tensors == NULL) {
         PyErr_NoMemory();
@@ -981,13 +978,14 @@ static PyObject *SafeOpen_get_backend_reason(SafeOpen *self, void *unused)
 static PyGetSetDef SafeOpen_getset[] = {
     {"backend", (getter)SafeOpen_get_backend, NULL,
      "How the file is read: \"mmap\" (a mapping) or \"pread\" (reads into memory of its\n"
-     "own). With backend=None, the one chosen at open.",
+     "own). With backend=None, the one chosen at open, or by the last whole-file load\n"
+     "(get_tensors, load_file), which reads a file mostly not in the page cache with pread.",
      NULL},
     {"backend_reason", (getter)SafeOpen_get_backend_reason, NULL,
      "Why: \"chosen by the caller\", \"local file system\", \"nfs: network file system\",\n"
      "\"fuse: FUSE file system\", \"read through a byte source\" (a URL), ...; after a\n"
      "whole-file load with backend=None, \"...; whole-file load: 3% of the file in the\n"
-     "page cache, read ahead\" (the kernel read it all ahead of the views' faults).",
+     "page cache\".",
      NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1036,10 +1034,9 @@ static PyType_Slot SafeOpen_slots[] = {
      "        private mapping of their own) or \"pread\" (every tensor is read into\n"
      "        memory the process owns; immune to the file changing later). None\n"
      "        (default): \"pread\" on network and FUSE file systems (NFS, SMB, Lustre,\n"
-     "        FUSE, ...), else \"mmap\", where get_tensors first has the kernel read the\n"
-     "        whole file ahead when most of it is not in the page cache (f.backend and\n"
-     "        f.backend_reason say which; docs/design.md). URLs are always read as on\n"
-     "        \"pread\".\n"
+     "        FUSE, ...), else \"mmap\", where get_tensors reads with pread when most of\n"
+     "        the file is not in the page cache (f.backend and f.backend_reason say\n"
+     "        which; docs/design.md). URLs are always read as on \"pread\".\n"
      "    storage_options (dict | None): options of the remote filesystem.\n"
      "    chunk_size, concurrency, head_bytes, retries, timeout, backoff, direct,\n"
      "        deadline: remote reading's knobs (docs/remote.md); None: the default.\n"

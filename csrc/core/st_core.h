@@ -293,16 +293,12 @@ st_code st_file_read_consumed(const st_file *file, const st_read_request *reques
 st_code st_file_resident(const st_file *file, uint64_t offset, uint64_t len, double *fraction,
                          st_error *err);
 /* Whether a read of all len bytes of a mapped file, the fraction `resident` of them in the page
- * cache, should not come in by page faults one at a time: when under ST_COLD_FRACTION are cached
- * and len is at most half of `memory` bytes. Then read it with st_file_pread_many into memory of
- * your own, or ask the kernel to read it all ahead with st_file_willneed and keep the mapping (the
- * Python binding's choice: no copy and no anonymous memory; docs/design.md). */
+ * cache, should be st_file_pread_many into memory of its own rather than page faults: when
+ * under ST_COLD_FRACTION are cached (several large reads in flight beat faulting the rest in)
+ * and len is at most half of `memory` bytes (the copy is held whole; mapped pages can be
+ * dropped). */
 #define ST_COLD_FRACTION 0.5
 bool st_read_all_prefers_pread(double resident, uint64_t len, uint64_t memory);
-/* Starts the kernel's read-ahead of the file bytes [offset, offset + len) into the page cache
- * (MADV_WILLNEED on the mapping; mmap backend, else ST_ERR_INVALID_ARGUMENT) and returns while it
- * runs: page faults on the range then wait for reads already in flight. API 2.2. */
-st_code st_file_willneed(const st_file *file, uint64_t offset, uint64_t len, st_error *err);
 
 /* A byte source: a file whose bytes come from the caller (a remote object, memory, ...).
  * read_many fills every request (within [0, size), disjoint) with its own concurrency,

@@ -1,9 +1,8 @@
 /*
  * st_storage.c - storage-aware reading (docs/design.md, "Choosing how a file is read"): which
  * file systems ST_BACKEND_AUTO reads with pread (network, cluster and FUSE ones, by statfs
- * f_type), how much of a mapped file is in the page cache (mincore), the rule that keeps a read
- * of a whole, mostly uncached file from page faults one at a time, and the kernel read-ahead that
- * the binding asks for then (MADV_WILLNEED).
+ * f_type), how much of a mapped file is in the page cache (mincore), and the rule that sends a
+ * read of a whole, mostly uncached file through pread instead of page faults.
  */
 #define _GNU_SOURCE
 #define _DEFAULT_SOURCE
@@ -103,18 +102,6 @@ st_code st_file_resident(const st_file *file, uint64_t offset, uint64_t len, dou
             resident += vec[i] & 1;
     }
     *fraction = (double)resident / (double)(windows * per);
-    return ST_OK;
-}
-
-st_code st_file_willneed(const st_file *file, uint64_t offset, uint64_t len, st_error *err)
-{
-    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-    uint64_t start = offset - offset % page;
-    if (file->map == NULL || offset > file->size || len > file->size - offset)
-        return st_error_set(err, ST_ERR_INVALID_ARGUMENT, offset,
-                            "read-ahead of a range outside the file's mapping");
-    if (len > 0 && madvise(file->map + start, (size_t)(offset + len - start), MADV_WILLNEED) != 0)
-        return st_error_io(err, errno, start);
     return ST_OK;
 }
 

@@ -713,12 +713,6 @@ static void test_storage(void)
           "an empty range");
     CHECK(st_file_resident(file, 1, st_file_size(file), &fraction, &err) == ST_ERR_INVALID_ARGUMENT,
           "past the end");
-    /* Read-ahead: advice over any range of the mapping (an unaligned start, an empty range),
-     * the file's bytes unchanged; past the end or without a mapping, an argument error. */
-    CHECK(st_file_willneed(file, start, st_file_size(file) - start, &err) == ST_OK, "%s", err.msg);
-    CHECK(st_file_willneed(file, 1, 0, &err) == ST_OK, "%s", err.msg);
-    CHECK(st_file_willneed(file, 1, st_file_size(file), &err) == ST_ERR_INVALID_ARGUMENT,
-          "read-ahead past the end");
     st_file_release(file);
     for (int b = 0; b < 2; b++) {
         CHECK(st_file_open(path, backends[b], &file, &err) == ST_OK, "%s", err.msg);
@@ -727,8 +721,6 @@ static void test_storage(void)
               "%s", st_file_backend_reason(file));
         CHECK((st_file_resident(file, 0, 8, &fraction, &err) == ST_OK) == (b == 0),
               "residency needs the mapping");
-        CHECK((st_file_willneed(file, 0, 8, &err) == ST_OK) == (b == 0),
-              "read-ahead needs the mapping");
         st_file_release(file);
     }
     CHECK(st_file_open(path, (st_backend)3, &file, &err) == ST_ERR_INVALID_ARGUMENT,
