@@ -84,11 +84,15 @@ def test_every_block_has_a_language():
     assert not unlabelled, f"blocks without a language (python, sh, console, c, text): {unlabelled}"
 
 
-def test_markers_are_known():
+def test_markers_are_known_and_placed():
+    """Every marker is one of the three, right before a block that is run (else it would do nothing)."""
     for page in PAGES:
-        for lang, _, marker, line in blocks(page):
-            if marker is not None:
-                assert re.fullmatch(r"skip \(.+\)|needs cuda|exit \d+", marker), f"{page}:{line}: {marker}"
+        text = open(os.path.join(ROOT, page), encoding="utf-8").read()
+        placed = [(lang, marker, line) for lang, _, marker, line in blocks(page) if marker is not None]
+        assert len(placed) == len(re.findall(r"<!-- docs-test:", text)), f"{page}: a marker not before a block"
+        for lang, marker, line in placed:
+            assert lang in RUN, f"{page}:{line}: a marker on a {lang} block, which is not run"
+            assert re.fullmatch(r"skip \(.+\)|needs cuda|exit \d+", marker), f"{page}:{line}: {marker}"
 
 
 # ---- placeholder files, per page: what each page says it works on -----------------------------
