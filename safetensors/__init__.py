@@ -75,6 +75,8 @@ def serialize_file(tensor_dict, filename, metadata=None, *, alignment=None, chec
     if _remote.is_remote(filename):
         return _remote.save_to_url(tensor_dict, filename, metadata, storage_options=storage_options,
                                    alignment=alignment)
+    if storage_options is not None:  # as safe_open refuses it for a path
+        raise ValueError("storage_options is for URLs and fsspec file objects (docs/remote.md), not a local path")
     return _local_serialize_file(tensor_dict, _remote.local_path(filename), metadata=metadata, alignment=alignment)
 
 

@@ -74,9 +74,11 @@ _SAVE_FILE = """Write ``tensors`` ({plural}) to ``filename`` atomically (tempora
 Args:
     tensors (dict[str, {kind}]): as for ``save``.
     filename (str | os.PathLike): the destination (only a regular file or
-        nothing there is replaced).
+        nothing there is replaced), or a URL uploaded part by part
+        (docs/remote.md).
     metadata (dict[str, str] | None): the header's ``__metadata__``.
     alignment, checksum: as for ``save``.
+    storage_options (dict | None): options of the remote filesystem (URLs only).
 
 Returns:
     None
@@ -117,13 +119,13 @@ The same as ``safe_open(filename, framework="{framework}").get_tensors()``.
 {load_file_notes}
 
 Args:
-    filename (str | os.PathLike): the file, or a URL (docs/remote.md; the
-        filesystem's default settings: no ``storage_options`` here).
+    filename (str | os.PathLike): the file, or a URL (docs/remote.md).
     backend (str | None): "mmap" (the file's private mapping) or "pread"
         (the bytes read once into a fresh buffer; the same copy rules then
         apply to that buffer). None (default): "pread" on network and FUSE
         file systems, else "mmap" (docs/design.md, "Choosing how a file is
         read").
+    storage_options (dict | None): options of the remote filesystem (URLs only).
     verify (bool): check every tensor against the digest the file records
         (docs/integrity.md); a file without digests, and a tensor
         that fails, raise SafetensorError.

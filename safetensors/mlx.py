@@ -62,17 +62,19 @@ def save(tensors: Dict, metadata: Optional[Dict[str, str]] = None, *, alignment:
 
 
 def save_file(tensors: Dict, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None, *,
-              alignment: Optional[int] = None, checksum: Optional[str] = None) -> None:
+              alignment: Optional[int] = None, checksum: Optional[str] = None,
+              storage_options: Optional[dict] = None) -> None:
     _st_numpy.save_file(numpy_dict(tensors, "mlx.core.array", _to_numpy), filename, metadata=metadata,
-                        alignment=alignment, checksum=checksum)
+                        alignment=alignment, checksum=checksum, storage_options=storage_options)
 
 
 def load(data: bytes):
     return {k: _from_numpy(v) for k, v in _st_numpy.load(data).items()}
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = None, verify: bool = False):
-    with safe_open(filename, framework="mlx", backend=backend, verify=verify) as f:
+def load_file(filename: Union[str, os.PathLike], *, backend: Optional[str] = None,
+              storage_options: Optional[dict] = None, verify: bool = False):
+    with safe_open(filename, framework="mlx", backend=backend, storage_options=storage_options, verify=verify) as f:
         return f.get_tensors()
 
 

@@ -116,15 +116,17 @@ def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] 
 
 def save_file(tensor_dict: Dict[str, np.ndarray], filename: Union[str, os.PathLike],
               metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
-              checksum: Optional[str] = None) -> None:
+              checksum: Optional[str] = None, storage_options: Optional[dict] = None) -> None:
     """Write ``tensor_dict`` to ``filename`` atomically (temporary file + rename).
 
     Args:
         tensor_dict (dict[str, numpy.ndarray]): as for ``save``.
         filename (str | os.PathLike): the destination (only a regular file or
-            nothing there is replaced).
+            nothing there is replaced), or a URL uploaded part by part
+            (docs/remote.md).
         metadata (dict[str, str] | None): the header's ``__metadata__``.
         alignment, checksum: as for ``save``.
+        storage_options (dict | None): options of the remote filesystem (URLs only).
 
     Returns:
         None
@@ -138,7 +140,8 @@ def save_file(tensor_dict: Dict[str, np.ndarray], filename: Union[str, os.PathLi
         >>> save_file({"a": np.zeros(3)}, "arrays.safetensors", metadata={"k": "v"})
     """
     specs, keep = _prepare(tensor_dict)  # keep: the arrays specs point into, alive until written
-    serialize_file(specs, filename, metadata=metadata, alignment=alignment, checksum=checksum)
+    serialize_file(specs, filename, metadata=metadata, alignment=alignment, checksum=checksum,
+                   storage_options=storage_options)
 
 
 def _view2np(safeview) -> Dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ def save_file(
     *,
     alignment: Optional[int] = None,
     checksum: Optional[str] = None,
+    storage_options: Optional[Dict[str, Any]] = None,
 ) -> None: ...
 def load(data: bytes) -> Dict[str, npt.NDArray[Any]]: ...
 def load_file(

@@ -170,15 +170,18 @@ def save(tensors, metadata: Optional[Dict[str, str]] = None, *, alignment: Optio
 
 
 def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dict[str, str]] = None, *,
-              alignment: Optional[int] = None, checksum: Optional[str] = None) -> None:
+              alignment: Optional[int] = None, checksum: Optional[str] = None,
+              storage_options: Optional[dict] = None) -> None:
     """Write ``tensors`` (paddle tensors) to ``filename`` atomically (temporary file + rename).
 
     Args:
         tensors (dict[str, paddle.Tensor]): as for ``save``.
         filename (str | os.PathLike): the destination (only a regular file or
-            nothing there is replaced).
+            nothing there is replaced), or a URL uploaded part by part
+            (docs/remote.md).
         metadata (dict[str, str] | None): the header's ``__metadata__``.
         alignment, checksum: as for ``save``.
+        storage_options (dict | None): options of the remote filesystem (URLs only).
 
     Returns:
         None
@@ -193,7 +196,8 @@ def save_file(tensors, filename: Union[str, os.PathLike], metadata: Optional[Dic
         >>> save_file({"w": paddle.zeros([2, 3])}, "model.safetensors")
     """
     specs, keepalive = _flatten(tensors)  # keepalive: the memory specs point into, until written
-    serialize_file(specs, filename, metadata=metadata, alignment=alignment, checksum=checksum)
+    serialize_file(specs, filename, metadata=metadata, alignment=alignment, checksum=checksum,
+                   storage_options=storage_options)
 
 
 def load(data: bytes, device: str = "cpu"):
@@ -227,7 +231,8 @@ def load(data: bytes, device: str = "cpu"):
     return tensors
 
 
-def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optional[str] = None, verify: bool = False):
+def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optional[str] = None,
+              storage_options: Optional[dict] = None, verify: bool = False):
     """Load every tensor of ``filename`` as paddle tensors on ``device``.
 
     The same as ``safe_open(filename, framework="paddle", device=device).get_tensors()``.
@@ -237,14 +242,15 @@ def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optio
     steps are copied once.
 
     Args:
-        filename (str | os.PathLike): the file, or a URL (docs/remote.md; the
-            filesystem's default settings: no ``storage_options`` here).
+        filename (str | os.PathLike): the file, or a URL (docs/remote.md).
         device (str | int): "cpu" (default), "gpu:N" (paddle's spelling), or
             torch's "cuda", "cuda:N" or ``N``, which mean "gpu:N".
         backend (str | None): "mmap" (the file's private mapping) or
             "pread" (the bytes read once into a fresh buffer, which the
             tensors then share). None (default): "pread" on network and FUSE
             file systems, else "mmap".
+        storage_options (dict | None): options for the remote filesystem
+            (URLs only).
         verify (bool): check every tensor against the digest the file
             records (docs/integrity.md); a file without digests and a
             tensor that fails raise SafetensorError.
@@ -264,5 +270,6 @@ def load_file(filename: Union[str, os.PathLike], device="cpu", *, backend: Optio
     """
     if isinstance(device, str) and device.split(":")[0] == "gpu":
         device = "cuda" + device[len("gpu"):]   # safe_open takes torch's spelling
-    with safe_open(filename, framework="paddle", device=device, backend=backend, verify=verify) as f:
+    with safe_open(filename, framework="paddle", device=device, backend=backend, storage_options=storage_options,
+                   verify=verify) as f:
         return f.get_tensors()

@@ -1,5 +1,5 @@
 import os
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import paddle
 
@@ -16,8 +16,10 @@ def save_file(
     *,
     alignment: Optional[int] = None,
     checksum: Optional[str] = None,
+    storage_options: Optional[Dict[str, Any]] = None,
 ) -> None: ...
 def load(data: bytes, device: str = "cpu") -> Dict[str, paddle.Tensor]: ...
 def load_file(
-    filename: Union[str, "os.PathLike[str]"], device: str = "cpu", *, backend: Optional[str] = None, verify: bool = False
+    filename: Union[str, "os.PathLike[str]"], device: str = "cpu", *, backend: Optional[str] = None,
+    storage_options: Optional[Dict[str, Any]] = None, verify: bool = False,
 ) -> Dict[str, paddle.Tensor]: ...

@@ -297,15 +297,17 @@ def save(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = 
 
 def save_file(tensors: Dict[str, torch.Tensor], filename: Union[str, os.PathLike],
               metadata: Optional[Dict[str, str]] = None, *, alignment: Optional[int] = None,
-              checksum: Optional[str] = None) -> None:
+              checksum: Optional[str] = None, storage_options: Optional[Dict[str, Any]] = None) -> None:
     """Write ``tensors`` to ``filename`` atomically (temporary file + rename).
 
     Args:
         tensors (dict[str, torch.Tensor]): as for ``save``.
         filename (str | os.PathLike): the destination (only a regular file or
-            nothing there is replaced).
+            nothing there is replaced), or a URL uploaded part by part
+            (docs/remote.md).
         metadata (dict[str, str] | None): the header's ``__metadata__``.
         alignment, checksum: as for ``save``.
+        storage_options (dict | None): options of the remote filesystem (URLs only).
 
     Raises:
         ValueError: as for ``save``.
@@ -318,7 +320,7 @@ def save_file(tensors: Dict[str, torch.Tensor], filename: Union[str, os.PathLike
     """
     keepalive: List = []
     serialize_file(_flatten_as_ptr(tensors, keepalive), filename, metadata=metadata, alignment=alignment,
-                   checksum=checksum)
+                   checksum=checksum, storage_options=storage_options)
 
 
 def _tobytes(tensor: torch.Tensor, name: Optional[str] = None) -> bytes:

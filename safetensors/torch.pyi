@@ -18,7 +18,7 @@ def save(
 ) -> bytes: ...
 def save_file(
     tensors: Dict[str, torch.Tensor], filename: _PathLike, metadata: Optional[Dict[str, str]] = None,
-    *, alignment: Optional[int] = None, checksum: Optional[str] = None,
+    *, alignment: Optional[int] = None, checksum: Optional[str] = None, storage_options: Optional[Dict[str, Any]] = None,
 ) -> None: ...
 def save_model(
     model: torch.nn.Module,

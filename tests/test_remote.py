@@ -3,6 +3,7 @@ moto's S3 (server mode), nginx, and a fault-injecting HTTP server of ours
 (tests/remote_servers.py). Skips only when fsspec/s3fs/moto/nginx are absent;
 CI installs them (.ci/remote.sh)."""
 
+import inspect
 import os
 import sys
 
@@ -121,6 +122,22 @@ def test_s3_save_file_multipart(s3):
     body = s3.client().get_object(Bucket="models", Key="saved.safetensors")["Body"].read()
     assert body == safetensors.torch.save(big, {"k": "v"})
     _assert_same(safetensors.torch.load_file(url, storage_options=s3.options), {"b": big["b"], "a": big["a"]})
+
+
+@pytest.mark.parametrize("module", ["numpy", "torch", "flax", "tensorflow", "paddle", "mlx"])
+def test_every_framework_save_file_and_load_file_take_storage_options(s3, module, tmp_path):
+    mod = pytest.importorskip(f"safetensors.{module}")
+    for fn in (mod.save_file, mod.load_file):
+        assert inspect.signature(fn).parameters["storage_options"].kind is inspect.Parameter.KEYWORD_ONLY
+    if module not in ("numpy", "torch"):   # the others run in their own venvs (.ci/frameworks.sh)
+        return
+    value = np.arange(6, dtype=np.float32) if module == "numpy" else torch.arange(6, dtype=torch.float32)
+    url = f"s3://models/{module}-options.safetensors"
+    mod.save_file({"x": value}, url, storage_options=s3.options)   # no environment: the options reach s3fs
+    assert (mod.load_file(url, storage_options=s3.options)["x"] == value).all()
+    with pytest.raises(ValueError, match="storage_options is for URLs"):
+        mod.save_file({"x": value}, str(tmp_path / "local.safetensors"), storage_options=s3.options)
+    assert not os.path.exists(tmp_path / "local.safetensors")
 
 
 def test_s3_save_file_failure_leaves_nothing(s3, monkeypatch):
