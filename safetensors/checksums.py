@@ -46,7 +46,7 @@ def new_hasher(algorithm: str) -> Any:
 
 
 def digest_buffers(algorithm: str, buffers: Sequence[Any]) -> List[str]:
-    """The hex digest of each buffer, hashed in parallel threads (largest first)."""
+    """The hex digest of each buffer, hashed in parallel threads, in the order given."""
     new_hasher(algorithm)   # an unknown algorithm or a missing package fails here, once
 
     def one(buffer: Any) -> str:
