@@ -1,10 +1,11 @@
 """The pread backend's parallel reads (st_file_read_many): reads of 4 MiB or
-more in all are split into 1 MiB chunks that up to 8 threads take from one
-queue, and get_tensors allocates every destination before reading them all at
-once. These tests check the bytes (tensors larger than a chunk, sizes around
-the chunk, block and parallel thresholds, empty tensors), the independence of
-the returned arrays, and that a file shrinking after open raises instead of
-handing out partial tensors.
+more in all are split into contiguous pieces (1 to 16 MiB, about a 32nd of the
+whole) that up to 8 threads take from one queue and each read in 1 MiB
+chunks, and get_tensors allocates every destination before reading them all
+at once. These tests check the bytes (tensors larger than a chunk or a piece,
+sizes around the chunk, piece, block and parallel thresholds, empty tensors),
+the independence of the returned arrays, and that a file shrinking after open
+raises instead of handing out partial tensors.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ MIB = 1 << 20
 CHUNK = MIB          # ST_READ_CHUNK in csrc/core/st_read.c
 BLOCK_MAX = MIB      # STPY_BLOCK_MAX in csrc/binding/module.h
 PARALLEL_MIN = 4 * MIB  # ST_PARALLEL_MIN in csrc/core/st_read.c
+THREADS = 8          # ST_READ_THREADS in csrc/core/st_read.c: a piece is total // (4 * THREADS)
 
 
 def random_u8(rng, n):
@@ -50,7 +52,19 @@ def many_large(seed=1, n=24):
     return out
 
 
-@pytest.mark.parametrize("make", [boundary_mix, many_large], ids=["boundary_mix", "many_large"])
+def multi_chunk_pieces(seed=7):
+    """About 100 MiB in all, so a piece is 3 MiB (several chunks): tensors on
+    and around the piece size, one spanning many pieces, small ones between."""
+    rng = np.random.default_rng(seed)
+    sizes = [40 * MIB + 7, 3 * MIB - 1, 3 * MIB, 3 * MIB + 1, 0, 5, 6 * MIB + 5, 9 * MIB - 4095,
+             CHUNK + 1, 17, 20 * MIB + 3, 4 * MIB, 11 * MIB + 1]
+    assert sum(sizes) // (4 * THREADS) // CHUNK == 3
+    order = rng.permutation(len(sizes))
+    return {f"p{i:02d}_{sizes[i]}": random_u8(rng, sizes[i]) for i in order}
+
+
+@pytest.mark.parametrize("make", [boundary_mix, many_large, multi_chunk_pieces],
+                         ids=["boundary_mix", "many_large", "multi_chunk_pieces"])
 @pytest.mark.parametrize("how", ["get_tensors", "get_tensor", "load_file"])
 def test_pread_numpy_is_byte_exact(tmp_path, make, how):
     ref = make()
@@ -125,6 +139,18 @@ def test_pread_get_tensors_of_a_shrunk_file_raises(tmp_path, cut_at):
             f.get_tensors()
         assert isinstance(info.value, OSError)
         assert "shrank" in str(info.value)
+
+
+def test_pread_multi_chunk_pieces_of_a_shrunk_file_raise(tmp_path):
+    """The end falls inside a piece of several chunks: a later chunk of that
+    piece fails, and the whole call raises."""
+    ref = multi_chunk_pieces(seed=8)
+    p = str(tmp_path / "m.safetensors")
+    save_file(ref, p)
+    with safe_open(p, "np", backend="pread") as f:
+        os.truncate(p, os.path.getsize(p) - 3 * MIB // 2)
+        with pytest.raises(SafetensorError, match="shrank"):
+            f.get_tensors()
 
 
 def test_pread_large_get_tensor_of_a_shrunk_file_raises(tmp_path):

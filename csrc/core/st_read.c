@@ -47,18 +47,23 @@ st_code st_read_exact(int fd, uint64_t offset, void *dst, size_t len, st_error *
 }
 
 /*
- * Reads go through a queue of ST_READ_CHUNK pieces that up to ST_READ_THREADS threads of the call
- * (the caller among them) take in file order: warm, several cores copy from the page cache; cold,
- * several reads are in flight, as a disk needs (one large pread keeps only the readahead window in
- * flight). Below ST_PARALLEL_MIN bytes a thread costs more than it saves. With a consumer
- * (st_file_read_consumed) the queue hands out whole requests instead: one thread reads a request
- * chunk by chunk and consumes each chunk right after reading it, in order.
+ * Reads go through a queue of pieces that up to ST_READ_THREADS threads of the call (the caller
+ * among them) take in file order, each thread reading its piece in ST_READ_CHUNK preads: warm,
+ * several cores copy from the page cache; cold, several reads are in flight, as a disk needs (one
+ * large pread keeps only the readahead window in flight). A piece is a contiguous run of 1 to
+ * ST_READ_PIECE_MAX bytes, about a quarter of one thread's share: cold, one thread reading its own
+ * run in order took 1.0-1.1 s for the 2 GB checkpoint where 1 MiB pieces dealt to all threads
+ * took 1.4-2.0 s (bench/checkpoint.py's shards, fresh process per sample); a quarter share keeps
+ * every thread busy on a small load. Below ST_PARALLEL_MIN bytes a thread costs more than it
+ * saves. With a consumer (st_file_read_consumed) the queue hands out whole requests instead: one
+ * thread reads a request chunk by chunk and consumes each chunk right after reading it, in order.
  */
-#define ST_READ_CHUNK   ((size_t)1 << 20)
-#define ST_PARALLEL_MIN ((size_t)4 << 20)
-#define ST_READ_THREADS 8
-#define ST_POPULATE_MIN ((size_t)64 << 10)
-#define ST_READ_STACK   ((size_t)256 << 10)
+#define ST_READ_CHUNK     ((size_t)1 << 20)
+#define ST_READ_PIECE_MAX ((size_t)16 << 20)
+#define ST_PARALLEL_MIN   ((size_t)4 << 20)
+#define ST_READ_THREADS   8
+#define ST_POPULATE_MIN   ((size_t)64 << 10)
+#define ST_READ_STACK     ((size_t)256 << 10)
 
 /*
  * MADV_POPULATE_WRITE (Linux 5.14; EINVAL before) on each chunk: else a fresh destination faults
@@ -78,6 +83,7 @@ typedef struct {
     size_t count;
     const st_read_consumer *consumer; /* NULL, or: whole requests, consumed chunk by chunk */
     size_t *order;        /* with a consumer: the requests largest first (NULL: in order) */
+    size_t piece;         /* the largest piece without a consumer: a multiple of ST_READ_CHUNK */
     pthread_mutex_t lock; /* guards everything below */
     size_t next_request;  /* the next piece: requests[next_request] ... */
     size_t next_offset;   /* ... from this byte of it */
@@ -85,8 +91,8 @@ typedef struct {
     st_error err;
 } read_queue;
 
-/* The next piece (request, its first byte, length): a chunk, or with a consumer a whole request;
- * false when none is left or a read failed. */
+/* The next piece (request, its first byte, length): at most queue->piece bytes, or with a
+ * consumer a whole request; false when none is left or a read failed. */
 static bool take_piece(read_queue *queue, size_t *index, size_t *at, size_t *len)
 {
     bool taken = false;
@@ -96,7 +102,7 @@ static bool take_piece(read_queue *queue, size_t *index, size_t *at, size_t *len
         const st_read_request *r = &queue->requests[i];
         if (queue->next_offset < r->len) {
             size_t left = r->len - queue->next_offset;
-            *len = left < ST_READ_CHUNK || queue->consumer != NULL ? left : ST_READ_CHUNK;
+            *len = left < queue->piece || queue->consumer != NULL ? left : queue->piece;
             *index = i;
             *at = queue->next_offset;
             queue->next_offset += *len;
@@ -141,8 +147,8 @@ static st_code read_chunk(read_queue *queue, size_t index, size_t at, size_t len
     return code;
 }
 
-/* Takes pieces until none is left; a piece is read chunk by chunk, in order, and the read of a
- * whole request (with a consumer) stops between chunks once another thread failed. */
+/* Takes pieces until none is left; a piece is read chunk by chunk, in order, and its read stops
+ * between chunks once another thread failed. */
 static void *read_worker(void *arg)
 {
     read_queue *queue = arg;
@@ -229,6 +235,10 @@ static st_code read_many(const st_file *file, const st_read_request *requests, s
         return queue.code;
     if (consumer != NULL)
         queue.order = largest_first(requests, count);
+    queue.piece = total / (4 * ST_READ_THREADS) / ST_READ_CHUNK * ST_READ_CHUNK;
+    queue.piece = queue.piece < ST_READ_CHUNK       ? ST_READ_CHUNK
+                  : queue.piece > ST_READ_PIECE_MAX ? ST_READ_PIECE_MAX
+                                                    : queue.piece;
     /* Small reads stay on this thread; a thread that cannot start leaves its share to the
      * others and this one. Small stacks: 7 default 8 MiB ones overflow glibc's 40 MiB
      * stack cache, and every call would map some afresh. */
