@@ -79,6 +79,23 @@ def misaligning_metadata(arrays):
 ALIGNED_SHAPES = {"float32": (128, 128), "int64": (8192,), "bfloat16": (256, 128), "uint8": (256, 256)}
 
 
+def check_alignment_64_loads_zero_copy(module, from_numpy, to_numpy, address, tmp_path, unaddressable=lambda t: False):
+    """``module.save_file(alignment=64)`` (docs/integrity.md): every tensor of 64-byte multiples
+    loads mapped, not copied (``address(t)`` lies in the file's mapping, unless ``unaddressable(t)``
+    says this framework cannot show it), where the default layout of the same tensors and
+    metadata would put the data off 64 bytes; the bytes are the saved ones."""
+    arrays = {f"t_{d}": np.arange(int(np.prod(s)), dtype=np.float32).astype(numpy_dtype(d)).reshape(s)
+              for d, s in ALIGNED_SHAPES.items()}
+    metadata = misaligning_metadata(arrays)
+    path = str(tmp_path / "a.safetensors")
+    module.save_file({k: from_numpy(v) for k, v in arrays.items()}, path, metadata=metadata, alignment=64)
+    assert data_start(path) % 64 == 0
+    for name, loaded in module.load_file(path).items():
+        if not unaddressable(loaded):
+            assert mapped(path, address(loaded)), f"{name} was copied"
+        assert to_numpy(loaded).tobytes() == arrays[name].tobytes()
+
+
 def mapped(path, address):
     """Whether ``address`` lies in a mapping of the file ``path`` in this process."""
     target = os.path.realpath(path)

@@ -64,19 +64,10 @@ def test_aligned_load_is_zero_copy(dtype, tmp_path):
 
 
 def test_writer_alignment_64_loads_zero_copy(tmp_path):
-    """save_file(alignment=64) (docs/integrity.md): every tensor of 64-byte multiples is aliased, not copied,
-    where the default layout of the same tensors and metadata would put the data off 64 bytes."""
     import jax.numpy as jnp
 
-    arrays = {f"t_{d}": np.arange(int(np.prod(s)), dtype=np.float32).astype(common.numpy_dtype(d)).reshape(s)
-              for d, s in common.ALIGNED_SHAPES.items()}
-    metadata = common.misaligning_metadata(arrays)
-    path = str(tmp_path / "a.safetensors")
-    st_flax.save_file({k: jnp.asarray(v) for k, v in arrays.items()}, path, metadata=metadata, alignment=64)
-    assert common.data_start(path) % 64 == 0
-    for name, loaded in st_flax.load_file(path).items():
-        assert common.mapped(path, loaded.unsafe_buffer_pointer()), f"{name} was copied"
-        assert to_numpy(loaded).tobytes() == arrays[name].tobytes()
+    common.check_alignment_64_loads_zero_copy(st_flax, jnp.asarray, to_numpy, lambda a: a.unsafe_buffer_pointer(),
+                                              tmp_path)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
