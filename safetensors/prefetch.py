@@ -81,14 +81,21 @@ class Prefetch:
     # -- the caller's side --
 
     def take(self, name: str) -> Any:
-        """The tensor read for ``name`` (waiting while it is being read), or
-        None when the plan does not name it whole, it was taken, or it was not
-        reached yet (then it is the caller's to read, and the thread skips it)."""
+        """The tensor read for ``name`` (waiting while it is being read); if the
+        thread has not reached it, read now by the caller with the same
+        parallel reads (a view of a cold file would be read by page faults,
+        one readahead window at a time: a quarter slower for the 2 GB
+        checkpoint read in sorted-name order), and skipped by the thread. None
+        when the plan does not name it whole or it was taken."""
         with self._cond:
             job = self._jobs.get(name)
             if job is None or job.index is not None:
                 return None
-            return self._take(job)
+            if job.state != QUEUED:
+                return self._take(job)
+            job.state = TAKEN   # not reached: the caller reads it now, as the thread would
+            handle = self._handles[job.file]()
+        return None if handle is None else handle._read_tensors([name])[name]
 
     def slice(self, name: str) -> Any:
         """What ``get_slice(name)`` returns for a tensor planned as a Shard: a

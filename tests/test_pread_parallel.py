@@ -1,5 +1,5 @@
 """The pread backend's parallel reads (st_file_read_many): reads of 4 MiB or
-more in all are split into contiguous pieces (1 to 16 MiB, about a 32nd of the
+more in all are split into contiguous pieces (4 to 16 MiB, about a 32nd of the
 whole) that up to 8 threads take from one queue and each read in 1 MiB
 chunks, and get_tensors allocates every destination before reading them all
 at once. These tests check the bytes (tensors larger than a chunk or a piece,
@@ -22,7 +22,8 @@ MIB = 1 << 20
 CHUNK = MIB          # ST_READ_CHUNK in csrc/core/st_read.c
 BLOCK_MAX = MIB      # STPY_BLOCK_MAX in csrc/binding/module.h
 PARALLEL_MIN = 4 * MIB  # ST_PARALLEL_MIN in csrc/core/st_read.c
-THREADS = 8          # ST_READ_THREADS in csrc/core/st_read.c: a piece is total // (4 * THREADS)
+THREADS = 8          # ST_READ_THREADS in csrc/core/st_read.c: a piece is total // (4 * THREADS) ...
+PIECE_MIN = 4 * MIB  # ... but at least ST_READ_PIECE_MIN
 
 
 def random_u8(rng, n):
@@ -53,12 +54,12 @@ def many_large(seed=1, n=24):
 
 
 def multi_chunk_pieces(seed=7):
-    """About 100 MiB in all, so a piece is 3 MiB (several chunks): tensors on
+    """About 200 MiB in all, so a piece is 6 MiB (several chunks): tensors on
     and around the piece size, one spanning many pieces, small ones between."""
     rng = np.random.default_rng(seed)
-    sizes = [40 * MIB + 7, 3 * MIB - 1, 3 * MIB, 3 * MIB + 1, 0, 5, 6 * MIB + 5, 9 * MIB - 4095,
-             CHUNK + 1, 17, 20 * MIB + 3, 4 * MIB, 11 * MIB + 1]
-    assert sum(sizes) // (4 * THREADS) // CHUNK == 3
+    sizes = [80 * MIB + 7, 6 * MIB - 1, 6 * MIB, 6 * MIB + 1, 0, 5, 12 * MIB + 5, 18 * MIB - 4095,
+             CHUNK + 1, 17, 40 * MIB + 3, 8 * MIB, 22 * MIB + 1]
+    assert sum(sizes) // (4 * THREADS) // CHUNK * CHUNK == 6 * MIB > PIECE_MIN
     order = rng.permutation(len(sizes))
     return {f"p{i:02d}_{sizes[i]}": random_u8(rng, sizes[i]) for i in order}
 
