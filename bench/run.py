@@ -227,14 +227,15 @@ def main():
         print(f"[bench] baseline: {check_ours('baseline')}", flush=True)
     upstream = common.upstream_python()
     selected = cells(args.only, matrix_for(args.quick))
-    wdir = ensure_workloads(sorted({w for w, _ in selected}))
+    with_limit = not args.quick and (not args.only or "cold" in args.only or "storage" in args.only)
+    wdir = ensure_workloads(sorted({w for w, _ in selected} | ({"shard2g"} if with_limit else set())))
     peers, skipped = {}, {}
     if not (args.no_peers or args.quick) and any(op in PEER_OPS and w in PEER_WORKLOADS for w, op in selected):
         peers, skipped = peers_available(common.PEERS)
     t0 = time.time()
     rows = measure(selected, wdir, rounds, args.min_time, peers=peers, skipped=skipped)
     limit = None
-    if not args.quick and (not args.only or "cold" in args.only or "storage" in args.only):
+    if with_limit:
         limit = storage_limit(wdir)
     elapsed = time.time() - t0
 
