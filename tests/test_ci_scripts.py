@@ -42,7 +42,10 @@ def test_under_ci_a_missing_tool_is_installed_or_fails(tmp_path, script, args, p
 
 
 def test_a_stage_has_its_own_temporary_directory(tmp_path):
-    env = dict(os.environ, STAGE_LOGS=str(tmp_path / "logs"), STAGE_KEEP_GOING="0")
+    # The system's tools, whatever PATH the suite runs with (the wheels stage's has no awk), and
+    # none of the sanitizer stage's preloads (they are for Python, not for awk and sed).
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STAGE_LOGS": str(tmp_path / "logs"),
+           "STAGE_KEEP_GOING": "0"}
     stage = os.path.join(ROOT, ".ci", "stage.sh")
     body = 'echo "note: tmp $TMPDIR"; touch "$TMPDIR/file"; exit {}'
     skipped = subprocess.run([stage, "selftest-tmp", "bash", "-c", body.format(77)], capture_output=True, text=True,
