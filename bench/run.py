@@ -2,7 +2,7 @@
 
     python bench/run.py [--quick] [--rounds N] [--min-time S] [--only SUBSTRING] [--out-dir DIR]
 
---quick (`make bench`, about 3 minutes): the headline cells on the GPT-2-like workload, ours
+--quick (`make bench`, under 2 minutes): the headline cells on the GPT-2-like workload, ours
 against upstream only, printed as a table of ratios (results.json and summary.md in --out-dir);
 without it (`make bench-full`) every cell, the peers, the storage limit and the page.
 
