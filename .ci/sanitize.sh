@@ -20,6 +20,9 @@
 # PYTHONMALLOC=malloc makes every Python object a malloc block, so ASan sees
 # overflows and use-after-free of objects, not only of our raw buffers.
 #
+# Without gcc's libasan: a SKIP with a note (`make deps` installs gcc), or, under
+# CI=true, installed with apt-get. pytest's temporary files: build/tmp/sanitize.
+#
 # Environment: VENV (default .venv), SANITIZE_PASSES ("asan lsan" by default).
 set -euo pipefail
 
@@ -34,14 +37,12 @@ if [ ! -x "$PY" ]; then
     exit 2
 fi
 
+. .ci/lib.sh
+build_tmp sanitize
 # gcc with its sanitizer runtimes (Debian: libasan8 / libubsan1 come with gcc)
 LIBASAN="$(gcc -print-file-name=libasan.so 2>/dev/null || true)"
 if [ "${LIBASAN#/}" = "$LIBASAN" ] || [ ! -e "$LIBASAN" ]; then
-    echo "note: gcc's libasan not found: installing gcc and libc6-dev with apt-get"
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
-    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq gcc libc6-dev >/dev/null
+    missing_tool "gcc's libasan" gcc libc6-dev || exit $?
     LIBASAN="$(gcc -print-file-name=libasan.so)"
 fi
 LIBASAN="$(readlink -f "$LIBASAN")"
@@ -116,7 +117,7 @@ run_pass() {
         SANITIZE_CHILD_ASAN_OPTIONS="$opts:detect_leaks=0:log_path=$reports/asan" \
         UBSAN_OPTIONS="$UBSAN_OPTIONS:log_path=$reports/ubsan" \
         LSAN_OPTIONS="${LSAN_OPTIONS_PASS:-}" \
-        "$PY" -m pytest -q -rfE -p no:cacheprovider tests "$@" 2>&1 | tee "$log"
+        "$PY" -m pytest -q -rfE -p no:cacheprovider --basetemp="$BASETEMP" tests "$@" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
     set -e
     # allocator_may_return_null=1 makes an impossible allocation return NULL

@@ -13,6 +13,7 @@
 #
 # Environment: VENV (the venv with `build`, default .venv), PYTHON (the
 # interpreter for the fresh venv, default that venv's base interpreter).
+# Temporary files (the isolated build, pip, pytest): build/tmp/sdist.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +21,8 @@ cd "$ROOT"
 PY="${VENV:-.venv}/bin/python"
 BASE="${PYTHON:-$("$PY" -c 'import sys; print(sys._base_executable)')}"
 W="build/sdist"
+. .ci/lib.sh
+build_tmp sdist
 rm -rf "$W"
 mkdir -p "$W"
 
@@ -41,8 +44,7 @@ echo "sdist.sh: installing it into a fresh venv"
 "$BASE" -m venv "$W/venv"
 "$W/venv/bin/python" -m pip install -q "$SDIST[test]" 2>&1 | tee "$W/install.log"
 
-. .ci/lib.sh
 SRC="$(tests_without_package "$SDIST" "$W/src")"
 cd "$SRC"
 check_installed "$ROOT/$W/venv/bin/python"
-"$ROOT/$W/venv/bin/python" -m pytest -q -rs -p no:cacheprovider tests
+"$ROOT/$W/venv/bin/python" -m pytest -q -rs -p no:cacheprovider --basetemp="$BASETEMP" tests

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# .ci/stage.sh - run one stage of `make test` and print one line about it.
+# .ci/stage.sh - run one stage of `make test` or `make ci` and print one line about it.
 #
 #   .ci/stage.sh NAME CMD [ARGS...]   run CMD, its output going to build/logs/NAME.log
 #   .ci/stage.sh --begin              forget the stages of an earlier run
@@ -19,10 +19,14 @@
 #
 # Exit status of CMD: 0 = PASS, 77 = SKIP (the stage could not run here and
 # said why in a "note: " line), anything else = FAIL. .ci/stage.sh exits with
-# CMD's status, or 0 when STAGE_KEEP_GOING=1 (`make test` sets it, so one
-# failed stage does not hide the results of the next ones).
+# CMD's status, or 0 when STAGE_KEEP_GOING=1 (`make test` and `make ci` set
+# it, so one failed stage does not hide the results of the next ones).
 #
-# Adding a stage to `make test` is one line in the Makefile:
+# Temporary files: CMD runs with TMPDIR=build/tmp/NAME (pip, mktemp, Python's
+# tempfile, pytest's default base directory), emptied before the stage and
+# removed after it unless it failed (then its path is printed).
+#
+# Adding a stage is one line in the Makefile, under `test:` or `ci:`:
 #     @$(STAGE) my-stage $(PY) -m pytest -q tests/test_mine.py
 set -uo pipefail
 
@@ -84,8 +88,11 @@ esac
 NAME="$1"
 shift
 LOG="$LOGS/$NAME.log"
+TMP="$ROOT/build/tmp/$NAME"
+rm -rf "$TMP"
+mkdir -p "$TMP"
 start=$(date +%s)
-"$@" </dev/null >"$LOG" 2>&1
+TMPDIR="$TMP" "$@" </dev/null >"$LOG" 2>&1
 rc=$?
 secs=$(($(date +%s) - start))
 
@@ -105,7 +112,10 @@ if [ "$status" != FAIL ] && [ "$passed$skipped" = 00 ]; then counts="-"; fi
 if [ "$status" = FAIL ]; then
     echo "---- last ${STAGE_TAIL:-80} lines of ${LOG#"$ROOT"/} (exit $rc) ----"
     tail -n "${STAGE_TAIL:-80}" "$LOG"
-    echo "----"
+    echo "---- its temporary files are kept in ${TMP#"$ROOT"/}"
+else
+    rm -rf "$TMP"
+    rmdir "$ROOT/build/tmp" 2>/dev/null || true
 fi
 printf '[%s] %-14s %-40s %5ds  %s\n' "$status" "$NAME" "$counts" "$secs" "${LOG#"$ROOT"/}"
 grep -E '^note: ' "$LOG" | sort -u | sed 's/^/         /'

@@ -28,6 +28,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . .ci/lib.sh
+build_tmp wheels
 PY="${VENV:-.venv}/bin/python"
 if [ ! -x "$PY" ]; then # `make wheel` on a fresh clone: a small venv of its own, not make's
     PY="build/wheel-tools/bin/python"
@@ -84,7 +85,7 @@ bad = [c for c in ('cc', 'gcc', 'clang', 'c++', cc) if shutil.which(c)]; assert 
         python -m pip install -q --only-binary=:all: "$whl" numpy ml_dtypes pytest hypothesis xxhash
         cd "$SRC"
         check_installed python
-        python -m pytest -q -rs -p no:cacheprovider tests \
+        python -m pytest -q -rs -p no:cacheprovider --basetemp="$TMPDIR/pytest" tests \
             --ignore=tests/frameworks --ignore-glob='tests/test_remote*.py' --ignore=tests/test_c_library.py \
             --deselect tests/test_stream_writer.py::test_exception_in_block_wins_over_a_write_in_flight
     )

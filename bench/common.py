@@ -15,6 +15,22 @@ WORK = os.path.join(OUT, "work")
 UPSTREAM_REQS = ["safetensors==0.8.0", "numpy", "torch==2.13.0", "ml_dtypes"]
 
 
+def _shared_site_packages():
+    """The site-packages of the interpreter running the benchmark (ours: `.venv`) when it holds
+    torch 2.13.0, NumPy and ml_dtypes, else None. Upstream's venv then takes them from there
+    (a .pth line) and installs only safetensors 0.8.0: both sides run the same torch and NumPy,
+    and the venv takes seconds and a few MB instead of minutes and a GB."""
+    import importlib.metadata as md
+    import sysconfig
+    try:
+        if md.version("torch").split("+")[0] != "2.13.0":
+            return None
+        md.version("numpy"), md.version("ml_dtypes")
+    except md.PackageNotFoundError:
+        return None
+    return sysconfig.get_paths()["purelib"]
+
+
 def upstream_python():
     """Create (once) the upstream virtualenv and return its interpreter."""
     py = os.path.join(UPSTREAM_VENV, "bin", "python")
@@ -28,15 +44,27 @@ def upstream_python():
             return py
         raise SystemExit(f"[bench] {UPSTREAM_VENV} exists but lacks {' '.join(UPSTREAM_REQS)}: "
                          f"remove it to let the benchmark make its own")
-    print(f"[bench] creating {UPSTREAM_VENV} with {' '.join(UPSTREAM_REQS)} ...", flush=True)
+    shared = _shared_site_packages()
+    what = f"safetensors==0.8.0 over {shared}'s torch, NumPy, ml_dtypes" if shared else " ".join(UPSTREAM_REQS)
+    print(f"[bench] creating {UPSTREAM_VENV} with {what} ...", flush=True)
     os.makedirs(OUT, exist_ok=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(UPSTREAM_VENV)
-    subprocess.check_call([py, "-m", "pip", "install", "-q", *UPSTREAM_REQS])
+    subprocess.check_call([py, "-m", "pip", "install", "-q", *(["--no-deps", UPSTREAM_REQS[0]]
+                                                             if shared else UPSTREAM_REQS)])
+    if shared:
+        # Added after the install (pip would take ours, 0.8.0+c.N, for 0.8.0) and after the venv's
+        # own site-packages in sys.path, so upstream's safetensors comes first; .pth files over
+        # there (ours, installed in place) are not read.
+        purelib = subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                          cwd="/", text=True).strip()
+        with open(os.path.join(purelib, "bench-shared.pth"), "w") as f:
+            f.write(shared + "\n")
     # cwd "/": run from the repo root, `-c` would import our package instead.
-    out = subprocess.check_output([py, "-c", "import safetensors; print(safetensors.__version__)"],
-                                  cwd="/")
-    assert out.decode().strip() == "0.8.0", out
-    open(stamp, "w").write(" ".join(UPSTREAM_REQS) + "\n")
+    out = subprocess.check_output([py, "-c", "import safetensors, torch, numpy, ml_dtypes; "
+                                   "print(safetensors.__version__, safetensors.__file__)"], cwd="/")
+    version, where = out.decode().split()
+    assert version == "0.8.0" and where.startswith(UPSTREAM_VENV + os.sep), out
+    open(stamp, "w").write(what + "\n")
     return py
 
 
@@ -84,6 +112,14 @@ PEERS = {
     "runai": (["runai-model-streamer", "torch==2.13.0", "numpy"], "runai_model_streamer"),
     "instanttensor": (["instanttensor", "torch==2.13.0", "numpy"], "instanttensor"),
 }
+# Peers that load to CUDA devices only (InstantTensor 0.2): not even installed without one.
+NEEDS_CUDA = {"instanttensor"}
+
+
+def cuda_present():
+    """An NVIDIA GPU with its driver loaded (whatever torch build the venvs have)."""
+    gpus = "/proc/driver/nvidia/gpus"
+    return os.path.isdir(gpus) and bool(os.listdir(gpus))
 
 
 def peer_python(name, log=print):
@@ -91,6 +127,8 @@ def peer_python(name, log=print):
 
     The outcome is remembered in a stamp file (delete the venv to retry)."""
     reqs, module = PEERS[name]
+    if name in NEEDS_CUDA and not cuda_present():
+        return None, "loads to CUDA devices only, and this machine has none: not installed"
     vdir = os.path.join(OUT, "venv-" + name)
     py = os.path.join(vdir, "bin", "python")
     stamp = os.path.join(vdir, ".bench-result")

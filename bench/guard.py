@@ -61,7 +61,7 @@ def main():
     t0 = time.time()
     print(f"[guard] ours: {run.check_ours()}", flush=True)
     common.upstream_python()
-    wdir = run.ensure_workloads(quick=True)
+    wdir = run.ensure_workloads(list(GUARD_MATRIX), small=True)
     rows = run.measure(run.cells(matrix=GUARD_MATRIX), wdir, args.rounds, args.min_time)
     print()
     print(report.markdown_table(rows))

@@ -2,7 +2,7 @@
 for ours and upstream 0.8.0, measured the way bench/worker.py measures the cell.
 
     python bench/profiles.py [--only NAME]      (from the repo root, ours built in place; after
-                                                 the workloads exist: `make bench` makes them)
+                                                 the workloads exist: `make bench-full` makes them)
 
 NAME: get_slice, pread_sum, memory, cold_reads. Prints a markdown section; a full
 `bench/run.py` puts it in its page ("Why the misses remain").
@@ -208,7 +208,7 @@ def section(names):
     for name in names:
         workload, fn, impls, why = PROFILES[name]
         if not os.path.exists(os.path.join(FULL, workload + ".safetensors")):
-            raise SystemExit(f"no workload {workload} in {FULL}: run `make bench` first")
+            raise SystemExit(f"no workload {workload} in {FULL}: run `make bench-full` first")
         results = {impl: run_in(impl, name) for impl in impls}
         out.append(f"### {name} ({workload}): {fn.__doc__.splitlines()[0]}\n\n{why}\n")
         out.append("| part | " + " | ".join(impls) + " |\n|---|" + "---|" * len(impls))

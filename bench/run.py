@@ -2,6 +2,10 @@
 
     python bench/run.py [--quick] [--rounds N] [--min-time S] [--only SUBSTRING] [--out-dir DIR]
 
+--quick (`make bench`, under 2 minutes): the headline cells on the GPT-2-like workload, ours
+against upstream only, printed as a table of ratios (results.json and summary.md in --out-dir);
+without it (`make bench-full`) every cell, the peers, the storage limit and the page.
+
 Upstream is installed (once) into build/bench/venv-upstream; ours is imported by the interpreter
 running this script with the repository root on PYTHONPATH (build it in place first:
 `python setup.py build_ext --inplace`). Workloads are generated once into build/bench/work/.
@@ -47,15 +51,20 @@ MATRIX = {
                    "pt_save_file"],
     "tiny1m": ["pt_save_file", "pt_load_file"],  # full run only (upstream: ~30 s per call)
 }
-# --quick (`make bench-quick`, about 3 minutes): small workloads, and only the cells with a
-# target or a peer, since every cell costs two fresh processes importing torch.
+# --quick (`make bench`): the headline cells, on the full-size GPT-2-like workload (548 MB):
+# torch load_file lazy, every page touched warm and cold, safe_open + get_tensor, save_file, and
+# NumPy load_file. No peers, no storage limit: a few minutes including upstream's venv.
 QUICK_MATRIX = {
-    "gpt2": ["open_keys", "np_load_file", "pt_load_file", "pt_load_file_touch", "pt_pread",
-             "pt_pread_sum", *TOUCH_PT, "pt_get_slice", "pt_save_file", "pt_save_file_once",
-             "pt_save_file_once_bg"],
-    "lora": ["pt_load_file"],
-    "shard2g": ["np_load_file"],
-    "header100k": ["open_keys", "pt_load_file", "pt_load_file_once"],
+    "gpt2": ["pt_load_file", "pt_load_file_touch", "pt_load_file_touch_cold", "pt_get_tensor",
+             "pt_save_file", "np_load_file"],
+}
+QUICK_WHAT = {  # what each cell of --quick does, for its summary
+    "pt_load_file": "torch `load_file` (ours hands out views of the mapping: nothing read yet)",
+    "pt_load_file_touch": "torch `load_file`, then one byte of every page read (page cache warm)",
+    "pt_load_file_touch_cold": "the same from a cold page cache (the file dropped before each load)",
+    "pt_get_tensor": "`safe_open` + `get_tensor` of every tensor (torch)",
+    "pt_save_file": "torch `save_file` of the whole model",
+    "np_load_file": "NumPy `load_file` (ours: views of the mapping; upstream copies every tensor)",
 }
 # Peers (bench/common.py PEERS) run the torch materialized loads of these workloads.
 PEER_OPS = {"pt_load_file_touch", "pt_load_file_touch_cold"}
@@ -71,26 +80,28 @@ def cells(only=None, matrix=MATRIX):
     return [c for c in out if not only or only in f"{c[0]}/{c[1]}"]
 
 
-def cell_options(workload, op, rounds, quick=False):
+def cell_options(workload, op, rounds):
     """(processes per implementation, worker arguments) for a cell.
 
     A first save or load in a fresh process (`*_once`) is one timed call per process (no
     warm-up), so it gets more processes; the 1,000,000-tensor workload times one call per
     process (upstream ~30 s)."""
     if "_once" in op:
-        return max(rounds, 2 if quick else 5), ["--no-warmup", "--reps", "1"]
+        return max(rounds, 5), ["--no-warmup", "--reps", "1"]
     if workload == "tiny1m":
         return rounds, ["--no-warmup", "--reps", "1"]
     return rounds, []
 
 
-def ensure_workloads(quick):
-    d = os.path.join(common.WORK, "quick" if quick else "full")
-    names = list(matrix_for(quick))
-    if not all(os.path.exists(os.path.join(d, n + ".json")) for n in names):
-        print(f"[bench] generating workloads into {d} (upstream writer) ...", flush=True)
-        cmd = [common.upstream_python(), os.path.join(common.BENCH, "workloads.py"), d]
-        subprocess.check_call(cmd + (["--quick"] if quick else []), env=common.impl_env("upstream"),
+def ensure_workloads(names, small=False):
+    """The directory holding the workloads `names`, generating those missing (small: the
+    reduced forms bench/guard.py uses)."""
+    d = os.path.join(common.WORK, "quick" if small else "full")
+    missing = [n for n in names if not os.path.exists(os.path.join(d, n + ".json"))]
+    if missing:
+        print(f"[bench] generating {', '.join(missing)} into {d} (upstream writer) ...", flush=True)
+        cmd = [common.upstream_python(), os.path.join(common.BENCH, "workloads.py"), d, *missing]
+        subprocess.check_call(cmd + (["--quick"] if small else []), env=common.impl_env("upstream"),
                               cwd=common.WORK)
     return d
 
@@ -122,7 +133,7 @@ def check_ours(impl="ours"):
     return p.stdout.strip()
 
 
-def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=None, quick=False):
+def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=None):
     """Run every cell; peers ({name: python}) join the cells in PEER_OPS of PEER_WORKLOADS.
     A peer that fails in a cell is recorded in `skipped` (peer -> reason) and not run again."""
     rows = []
@@ -131,7 +142,7 @@ def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=Non
     for w, op in selected:
         path = os.path.join(wdir, w + ".safetensors")
         meta = json.load(open(os.path.join(wdir, w + ".json")))
-        n_rounds, extra = cell_options(w, op, rounds, quick)
+        n_rounds, extra = cell_options(w, op, rounds)
         impls = ["upstream", "ours"] + (["baseline"] if common.BASELINE else [])
         if op in PEER_OPS and w in PEER_WORKLOADS:
             impls += [p for p in peers if p not in skipped]
@@ -182,11 +193,11 @@ def storage_limit(wdir, log=print):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="small workloads, 1 round, only the cells with a target or a peer")
-    ap.add_argument("--rounds", type=int, default=None, help="processes per implementation (default 2; 1 with --quick)")
+                    help="the headline cells against upstream only (no peers, storage limit or page)")
+    ap.add_argument("--rounds", type=int, default=None, help="processes per implementation (default 2)")
     ap.add_argument("--min-time", type=float, default=None,
                     help="seconds of timed repetitions per process (>= 1 repetition; "
-                         "default 1.0, 0.3 with --quick)")
+                         "default 1.0, 0.5 with --quick)")
     ap.add_argument("--only", default=None,
                     help="run cells whose 'workload/op' contains this (and the storage limit if "
                          "'cold' or 'storage' is in it)")
@@ -201,9 +212,9 @@ def main():
     ap.add_argument("--selftest", action="store_true",
                     help="development: run upstream in both slots (ours not needed)")
     args = ap.parse_args()
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = args.rounds or 2
     if args.min_time is None:
-        args.min_time = 0.3 if args.quick else 1.0
+        args.min_time = 0.5 if args.quick else 1.0
     t_start = time.time()
 
     if args.selftest:
@@ -215,16 +226,16 @@ def main():
         common.BASELINE = os.path.abspath(args.baseline)
         print(f"[bench] baseline: {check_ours('baseline')}", flush=True)
     upstream = common.upstream_python()
-    wdir = ensure_workloads(args.quick)
     selected = cells(args.only, matrix_for(args.quick))
+    with_limit = not args.quick and (not args.only or "cold" in args.only or "storage" in args.only)
+    wdir = ensure_workloads(sorted({w for w, _ in selected} | ({"shard2g"} if with_limit else set())))
     peers, skipped = {}, {}
-    if not args.no_peers and any(op in PEER_OPS and w in PEER_WORKLOADS for w, op in selected):
+    if not (args.no_peers or args.quick) and any(op in PEER_OPS and w in PEER_WORKLOADS for w, op in selected):
         peers, skipped = peers_available(common.PEERS)
     t0 = time.time()
-    rows = measure(selected, wdir, rounds, args.min_time, peers=peers, skipped=skipped,
-                   quick=args.quick)
+    rows = measure(selected, wdir, rounds, args.min_time, peers=peers, skipped=skipped)
     limit = None
-    if not args.only or "cold" in args.only or "storage" in args.only:
+    if with_limit:
         limit = storage_limit(wdir)
     elapsed = time.time() - t0
 
@@ -233,6 +244,9 @@ def main():
         # raw per-process numbers, for inspection
         json.dump({"rows": rows, "storage_limit": limit, "peers_skipped": skipped}, f, indent=1)
     table = report.markdown_table(rows)
+    if args.quick:
+        quick_summary(rows, table, rounds, args, ours, wdir, elapsed, time.time() - t_start)
+        return
     ptable, pstat = report.peer_table(rows, skipped)
     ctable, cstat = report.cold_table(rows, limit)
     npass, nmiss = report.score(rows, pstat + cstat)
@@ -248,7 +262,7 @@ def main():
         print(f"[bench] partial run (--only/--selftest): raw numbers in {args.out_dir}/results.json")
         return
     chart = report.write_chart(rows, os.path.join(args.out_dir, "performance.png"))
-    why = profiles_section(args.quick)
+    why = profiles_section()
     with open(os.path.join(args.out_dir, "performance.md"), "w") as f:
         f.write(page(table, ptable, ctable, npass, nmiss, rounds, args, ours, upstream, wdir,
                      chart, peers, elapsed, why))
@@ -256,10 +270,41 @@ def main():
           "results.json; `make bench-docs` copies the page and chart into docs/")
 
 
-def profiles_section(quick):
-    """bench/profiles.py's markdown (full workloads only), or why it is missing."""
-    if quick:
-        return "Not profiled in a --quick run: `python bench/profiles.py` after a full run.\n"
+def quick_summary(rows, table, rounds, args, ours, wdir, elapsed, total):
+    """--quick: the table, one line per cell (ours / upstream), summary.md and results.json."""
+    meta = json.load(open(os.path.join(wdir, "gpt2.json")))
+    def line(r):
+        ms = [r[impl]["median_s"] and r[impl]["median_s"] * 1e3 for impl in ("ours", "upstream")]
+        ratio = r["ratio"]
+        how = "" if not ratio else f" ({1 / ratio:.1f}x as fast)" if ratio < 1 else f" ({ratio:.1f}x as slow)"
+        return (f"- `{r['op']}`, {QUICK_WHAT.get(r['op'], r['op'])}: ours {report._f(ms[0], '.1f')} ms, "
+                f"upstream {report._f(ms[1], '.1f')} ms: ours/upstream = **{report._f(ratio, '.3f')}**{how}")
+
+    lines = [line(r) for r in rows]
+    text = f"""# Quick benchmark: ours against upstream safetensors 0.8.0
+
+`{meta['name']}`: {meta['tensors']} {meta['dtype']} tensors, {meta['file_size'] / 1e6:.0f} MB (GPT-2-like);
+{rounds} fresh processes per implementation and cell, alternating, each timing about {args.min_time} s
+of repetitions after a warm-up; ratio = median time ours / upstream (lower is better).
+Machine: {report.machine_info()}. ours: `{ours.replace(common.REPO + os.sep, "")}`.
+Measured in {elapsed:.0f} s ({total:.0f} s with setup).
+
+{chr(10).join(lines)}
+
+{table}
+Every cell, the other loaders and cold reads against the storage limit: `make bench-full`
+(`docs/performance.md` is its last page).
+"""
+    print()
+    print(text)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "summary.md"), "w") as f:
+        f.write(text)
+    print(f"[bench] wrote {args.out_dir}/summary.md and results.json")
+
+
+def profiles_section():
+    """bench/profiles.py's markdown, or why it is missing."""
     print("[bench] profiles of the targets missed (bench/profiles.py) ...", flush=True)
     p = subprocess.run([common.ours_python(), os.path.join(common.BENCH, "profiles.py")],
                        env=common.impl_env("ours"), cwd=common.WORK, capture_output=True, text=True)
@@ -270,11 +315,11 @@ def profiles_section(quick):
 
 def page(table, ptable, ctable, npass, nmiss, rounds, args, ours, upstream, wdir, chart, peers,
          elapsed, why):
-    cmd = "python bench/run.py" + (" --quick" if args.quick else "") + (
+    cmd = "python bench/run.py" + (
         f" --rounds {args.rounds}" if args.rounds else "") + (
-        f" --min-time {args.min_time}" if args.min_time != (0.3 if args.quick else 1.0) else "") + (
+        f" --min-time {args.min_time}" if args.min_time != 1.0 else "") + (
         " --no-peers" if args.no_peers else "")
-    metas = [json.load(open(os.path.join(wdir, w + ".json"))) for w in matrix_for(args.quick)]
+    metas = [json.load(open(os.path.join(wdir, w + ".json"))) for w in MATRIX]
     wl = "\n".join(f"  - `{m['name']}`: {m['tensors']:,} {m['dtype']} tensors, "
                    f"{m['file_size'] / 1e6:,.1f} MB file" for m in metas)
     peer_list = ", ".join(report.PEER_NAMES[n] for n in peers) or "none installed"
@@ -283,7 +328,7 @@ def page(table, ptable, ctable, npass, nmiss, rounds, args, ours, upstream, wdir
 Our C implementation against upstream `safetensors==0.8.0` (the Rust one), and against other
 safetensors loaders (fastsafetensors, Run:ai Model Streamer, InstantTensor) where they run,
 same machine, same run. Generated by `{cmd}` ({time.strftime('%Y-%m-%d')}, {elapsed / 60:.0f} min;
-`make bench` runs it, `make bench-docs` copies the result here); `bench/run.py --help` lists
+`make bench-full` runs it, `make bench-docs` copies the result here); `bench/run.py --help` lists
 options.
 
 ![ratios](performance.png)
@@ -337,7 +382,7 @@ H200, are in `docs/performance-cuda.md`).
   copies) to a file / to bytes.
 - `pt_save_file_once`: the first `save_file` of a fresh process, source tensors freshly
   allocated (private copies made just before), one timed call per process, no warm-up,
-  {cell_options("gpt2", "pt_save_file_once", rounds, args.quick)[0]} processes per implementation. `pt_save_file_once_bg`: the same while a background
+  {cell_options("gpt2", "pt_save_file_once", rounds)[0]} processes per implementation. `pt_save_file_once_bg`: the same while a background
   process writes 256 MB files (8 MB writes, no fsync) over and over to the same filesystem,
   started 0.5 s before the timed save and killed after it, so dirty-page throttling and
   writeback run during the save.
@@ -370,7 +415,7 @@ H200, are in `docs/performance-cuda.md`).
   file pages count once touched). The header100k torch `load_file` must need no more than
   upstream's, judged twice: over repeated loads in one process (`pt_load_file`, after the
   warm-up load), and on the first load of a fresh process (`pt_load_file_once`, one call per
-  process, {cell_options("header100k", "pt_load_file_once", rounds, args.quick)[0]} processes per implementation: what loading a checkpoint once costs). A repeated
+  process, {cell_options("header100k", "pt_load_file_once", rounds)[0]} processes per implementation: what loading a checkpoint once costs). A repeated
   load's figure also depends on what the allocator kept from the load before: memory the
   previous result freed and the allocator kept counts as free, memory it gave back to the
   system counts again.

@@ -1,7 +1,8 @@
 """Benchmark workloads: generated once with the reference (upstream) writer.
 
-Run as a script with the upstream interpreter:  workloads.py OUT_DIR [--quick]
-It writes <name>.safetensors and <name>.json (tensor count, payload bytes, largest tensor).
+Run as a script with the upstream interpreter:  workloads.py OUT_DIR [NAME...] [--quick]
+It writes <name>.safetensors and <name>.json (tensor count, payload bytes, largest tensor) of
+the NAMEs (default all), in their small forms with --quick.
 """
 import json
 import os
@@ -60,7 +61,7 @@ def header_heavy(n=100_000):
 
 
 def specs(quick=False):
-    if quick:  # small forms for --quick and the CI guard
+    if quick:  # small forms for the developers' guard (bench/guard.py)
         return {"gpt2": gpt2(n_layer=2, vocab=12800), "lora": lora(),
                 "shard2g": shard(n_layer=1, h=2048, inter=5504),
                 "header100k": header_heavy(20_000)}
@@ -97,4 +98,5 @@ def generate(out_dir, quick=False, only=None):
 
 
 if __name__ == "__main__":
-    generate(sys.argv[1], quick="--quick" in sys.argv[2:])
+    names = [a for a in sys.argv[2:] if a != "--quick"]
+    generate(sys.argv[1], quick="--quick" in sys.argv[2:], only=names or None)

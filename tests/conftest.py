@@ -217,8 +217,8 @@ def rss_bytes():
 # mapping, its client), kept to a few tests for the suite's time. The servers
 # start once per session, on the first test that needs one, and stop at its
 # end (`source` itself is per test: a parametrized session fixture would make
-# pytest regroup the tests of every module by source); without nginx, or moto/s3fs, that source skips (CI installs them:
-# .ci/remote.sh, in `make test` before the pytest stage). Tests that are about
+# pytest regroup the tests of every module by source); without nginx, or moto/s3fs, that source skips (nginx:
+# `make deps`; moto and s3fs: .ci/remote.sh, the stage before pytest in `make test` and `make ci`). Tests that are about
 # a local file itself (mmap mappings, descriptors, permissions, replacing the
 # file, writing) take no `source`: they say "local file only" where they are.
 
@@ -247,7 +247,7 @@ def _nginx_base_url(tmp_path_factory):
     import remote_servers
 
     if remote_servers.nginx_binary() is None:
-        pytest.skip("nginx is not installed (apt-get install nginx-light; CI: .ci/remote.sh)")
+        pytest.skip("nginx is not installed (make deps, or apt-get install nginx-light)")
     root = tmp_path_factory.getbasetemp()
     with remote_servers.Nginx(str(root), str(tmp_path_factory.mktemp("nginx-prefix"))) as server:
         yield server.url

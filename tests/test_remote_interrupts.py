@@ -142,7 +142,17 @@ def test_first_failure_cancels_the_reads_in_flight(server, monkeypatch):
     assert len(calls) <= 4
 
 
-def test_interrupt_returns_only_after_the_reads_stopped(server, monkeypatch):
+@pytest.fixture
+def ctrl_c():
+    """Python's own SIGINT handler (KeyboardInterrupt) during the test: a job that a shell starts
+    in the background (`make test &`, nohup, some CI runners) inherits SIGINT ignored, and Python
+    then installs no handler, so the test's Ctrl-C would do nothing."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_interrupt_returns_only_after_the_reads_stopped(server, monkeypatch, ctrl_c):
     """A KeyboardInterrupt while chunks are in flight, and a second one while
     they are being stopped: get_tensors raises once no read runs any more."""
     server.put("/ki.safetensors", _file_bytes())

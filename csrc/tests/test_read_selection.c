@@ -28,7 +28,9 @@ int main(void)
     const uint64_t shape[3] = {6, 5, 70000}; /* last dim: 70,000-byte runs */
     const uint64_t nbytes = shape[0] * shape[1] * shape[2];
     uint8_t *data = malloc(nbytes), *got = malloc(nbytes), *want = malloc(nbytes);
-    char path[] = "/tmp/st_read_selection_XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/st_read_selection_XXXXXX", tmp ? tmp : "/tmp");
     int fd = mkstemp(path);
     st_error err;
     if (data == NULL || got == NULL || want == NULL || fd < 0)
