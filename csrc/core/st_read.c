@@ -214,7 +214,7 @@ static st_code read_many(const st_file *file, const st_read_request *requests, s
 {
     pthread_t threads[ST_READ_THREADS - 1];
     pthread_attr_t attr;
-    size_t started = 0, chunks = 0, total = 0;
+    size_t started = 0, pieces = 0, total = 0;
     read_queue queue = {.map = via_map ? file->map : NULL,
                         .fd = -1,
                         .requests = requests,
@@ -231,7 +231,6 @@ static st_code read_many(const st_file *file, const st_read_request *requests, s
                                 "bytes)",
                                 r->len, (unsigned long long)r->offset,
                                 (unsigned long long)file->size);
-        chunks += consumer != NULL ? 1 : r->len / ST_READ_CHUNK + (r->len % ST_READ_CHUNK != 0);
         total += r->len;
     }
     if (file->source.read_many != NULL) { /* it does its own concurrency; consumed after */
@@ -249,13 +248,15 @@ static st_code read_many(const st_file *file, const st_read_request *requests, s
     queue.piece = queue.piece < ST_READ_PIECE_MIN   ? ST_READ_PIECE_MIN
                   : queue.piece > ST_READ_PIECE_MAX ? ST_READ_PIECE_MAX
                                                     : queue.piece;
+    for (size_t i = 0; i < count; i++)
+        pieces += consumer != NULL ? 1 : (requests[i].len + queue.piece - 1) / queue.piece;
     /* Small reads stay on this thread; a thread that cannot start leaves its share to the
      * others and this one. Small stacks: 7 default 8 MiB ones overflow glibc's 40 MiB
      * stack cache, and every call would map some afresh. */
     bool threaded = total >= ST_PARALLEL_MIN && pthread_attr_init(&attr) == 0;
     if (threaded)
         (void)pthread_attr_setstacksize(&attr, ST_READ_STACK);
-    while (threaded && started + 1 < ST_READ_THREADS && started + 1 < chunks &&
+    while (threaded && started + 1 < ST_READ_THREADS && started + 1 < pieces &&
            pthread_create(&threads[started], &attr, read_thread, &queue) == 0)
         started++;
     if (threaded)
