@@ -37,6 +37,7 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
+import report  # noqa: E402  (fmt, machine_info)
 import worker  # noqa: E402  (touch_pt, drop_cache, resident_fraction: no safetensors import)
 
 CKPT = "ckpt4"
@@ -280,10 +281,6 @@ def summarize(cells, payload, limit):
     return limit_gbps
 
 
-def fmt(x, f):
-    return "-" if x is None else format(x, f)
-
-
 def table(cells, limit, limit_gbps, repo=""):
     lines = ["| mode | loader | samples (ms) | median ms | GB/s | speed vs (a) | "
              "fraction of limit | goal | status |", "|" + "---|" * 9]
@@ -302,8 +299,8 @@ def table(cells, limit, limit_gbps, repo=""):
             goals = "; ".join(g for g, _ in c["goals"]) or "-"
             status = "; ".join(st for _, st in c["goals"])
             lines.append(f"| {mode} | {loader} | {samples} | {c['median_s'] * 1e3:.0f}"
-                         f" | {fmt(c['gbps'], '.2f')} | {fmt(c['speedup_vs_a'], '.2f')}"
-                         f" | {fmt(c['fraction_of_limit'], '.2f')} | {goals} | {status} |")
+                         f" | {report.fmt(c['gbps'], '.2f')} | {report.fmt(c['speedup_vs_a'], '.2f')}"
+                         f" | {report.fmt(c['fraction_of_limit'], '.2f')} | {goals} | {status} |")
     top = top_configs(limit)
     if limit_gbps and top:
         how = ", ".join(f"{c['threads']} thread(s) x {c['block_mib']} MiB"
@@ -340,7 +337,6 @@ def main():
         return run_raw_worker(args) if args.loader == "storage_limit" else run_worker(args)
 
     import common
-    import report
     from run import check_ours
     t_start = time.time()
     ours = check_ours()

@@ -120,8 +120,9 @@ def summarize(workload, op, meta, res):
     return row
 
 
-def _f(x, fmt):
-    return "-" if x is None else format(x, fmt)
+def fmt(x, spec):
+    """x formatted by spec, or "-" for a missing figure (None)."""
+    return "-" if x is None else format(x, spec)
 
 
 HEADER = ("| workload | operation | upstream ms | ours ms | ours/upstream | target | status "
@@ -134,11 +135,11 @@ def markdown_table(rows):
         u, o = r["upstream"], r["ours"]
         ms = lambda x: None if x is None else x * 1e3  # noqa: E731
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            r["workload"], r["op"], _f(ms(u["median_s"]), ".2f"), _f(ms(o["median_s"]), ".2f"),
-            _f(r["ratio"], ".3f"), "-" if r["target"] is None else f"<= {r['target']}",
+            r["workload"], r["op"], fmt(ms(u["median_s"]), ".2f"), fmt(ms(o["median_s"]), ".2f"),
+            fmt(r["ratio"], ".3f"), "-" if r["target"] is None else f"<= {r['target']}",
             r["status"] or ("ERROR" if r["errors"] else ""),
-            _f(u["gbps"], ".2f"), _f(o["gbps"], ".2f"),
-            _f(u["peak_mb"], ".1f"), _f(o["peak_mb"], ".1f")))
+            fmt(u["gbps"], ".2f"), fmt(o["gbps"], ".2f"),
+            fmt(u["peak_mb"], ".1f"), fmt(o["peak_mb"], ".1f")))
     extra = []
     for r in rows:
         if "rss_check" in r:
@@ -188,10 +189,10 @@ def peer_table(rows, skipped):
                 statuses.append(st)
             ms = lambda x: None if x is None else x * 1e3  # noqa: E731
             lines.append(f"| {r['workload']} | {'cold' if cold else 'warm'} | "
-                         f"{PEER_NAMES.get(name, name)} {p['version'] or ''} | {_f(ms(t), '.1f')} | "
-                         f"{_f(p['gbps'], '.2f')} | {_f(ms(ours_m), '.1f')} | {_f(ms(ours_p), '.1f')} | "
-                         f"{_f(ms(r['upstream']['median_s']), '.1f')} | {_f(rm, '.3f')} | "
-                         f"{_f(rp, '.3f')} | <= 1.0 | {st} |")
+                         f"{PEER_NAMES.get(name, name)} {p['version'] or ''} | {fmt(ms(t), '.1f')} | "
+                         f"{fmt(p['gbps'], '.2f')} | {fmt(ms(ours_m), '.1f')} | {fmt(ms(ours_p), '.1f')} | "
+                         f"{fmt(ms(r['upstream']['median_s']), '.1f')} | {fmt(rm, '.3f')} | "
+                         f"{fmt(rp, '.3f')} | <= 1.0 | {st} |")
     notes = [f"{PEER_NAMES.get(n, n)} skipped: {why}" for n, why in sorted(skipped.items())]
     text = "\n".join(lines) + "\n"
     if notes:
@@ -241,7 +242,7 @@ def cold_table(rows, limit):
                 st = "PASS" if frac >= COLD_FRACTION else "MISS"
                 statuses.append(st)
             lines.append(f"| {r['workload']} | {name} | {s['median_s'] * 1e3:.1f} | "
-                         f"{_f(s['gbps'], '.2f')} | {_f(frac, '.2f')} | "
+                         f"{fmt(s['gbps'], '.2f')} | {fmt(frac, '.2f')} | "
                          f"{f'>= {COLD_FRACTION}' if judged else '-'} | {st} |")
     return "\n".join(lines) + "\n", statuses
 

@@ -166,8 +166,8 @@ def measure(selected, wdir, rounds, min_time, log=print, peers=None, skipped=Non
         base = row["peers"].pop("baseline", None)
         if base:
             row["baseline"] = report.against_baseline(res["ours"], res["baseline"])
-        peer_txt = "".join(f" {p} {report._f(v['median_s'], '.3f')}s" for p, v in row["peers"].items())
-        log(f"[bench] {w:10s} {op:24s} ratio {report._f(row['ratio'], '.3f'):>7s} "
+        peer_txt = "".join(f" {p} {report.fmt(v['median_s'], '.3f')}s" for p, v in row["peers"].items())
+        log(f"[bench] {w:10s} {op:24s} ratio {report.fmt(row['ratio'], '.3f'):>7s} "
             f"{row['status'] or ''}{peer_txt} {'; '.join(row['errors'])} ({time.time() - t0:.0f}s)")
     return rows
 
@@ -277,8 +277,8 @@ def quick_summary(rows, table, rounds, args, ours, wdir, elapsed, total):
         ms = [r[impl]["median_s"] and r[impl]["median_s"] * 1e3 for impl in ("ours", "upstream")]
         ratio = r["ratio"]
         how = "" if not ratio else f" ({1 / ratio:.1f}x as fast)" if ratio < 1 else f" ({ratio:.1f}x as slow)"
-        return (f"- `{r['op']}`, {QUICK_WHAT.get(r['op'], r['op'])}: ours {report._f(ms[0], '.1f')} ms, "
-                f"upstream {report._f(ms[1], '.1f')} ms: ours/upstream = **{report._f(ratio, '.3f')}**{how}")
+        return (f"- `{r['op']}`, {QUICK_WHAT.get(r['op'], r['op'])}: ours {report.fmt(ms[0], '.1f')} ms, "
+                f"upstream {report.fmt(ms[1], '.1f')} ms: ours/upstream = **{report.fmt(ratio, '.3f')}**{how}")
 
     lines = [line(r) for r in rows]
     text = f"""# Quick benchmark: ours against upstream safetensors 0.8.0
