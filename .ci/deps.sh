@@ -11,7 +11,7 @@ PACKAGES=(nginx-light clang-format-14 clang gcc libc6-dev)
 echo "deps.sh: apt-get install ${PACKAGES[*]}"
 apt_install "${PACKAGES[@]}"
 # libFuzzer and the sanitizer runtimes of the clang just installed (Debian >= 12, Ubuntu >= 23.04)
-ver="$(clang --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)"
+ver="$(clang_major)"
 echo "deps.sh: apt-get install libclang-rt-$ver-dev"
 apt_install "libclang-rt-$ver-dev" ||
     echo "deps.sh: no libclang-rt-$ver-dev here (older releases ship libFuzzer with clang itself)"

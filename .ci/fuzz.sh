@@ -30,7 +30,7 @@ fi
 # libFuzzer: libclang-rt-N-dev on Debian >= 12 (with clang itself on older releases)
 FUZZER_LIB="$("$CC" -print-file-name="libclang_rt.fuzzer-$(uname -m).a")"
 if [ ! -e "$FUZZER_LIB" ] && [ ! -e "$("$CC" -print-file-name=libclang_rt.fuzzer.a)" ]; then
-    ver="$("$CC" --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)"
+    ver="$(clang_major "$CC")"
     missing_tool "libFuzzer (clang's runtime)" "libclang-rt-${ver}-dev" || exit $?
 fi
 

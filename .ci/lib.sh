@@ -43,6 +43,12 @@ check_installed() {
     esac
 }
 
+# clang_major [CC]: the major version of clang (default: clang), e.g. 14, which names Debian's
+# libclang-rt-N-dev (libFuzzer and the sanitizer runtimes).
+clang_major() {
+    "${1:-clang}" --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1
+}
+
 # apt_install PACKAGE...: installs Debian/Ubuntu packages with apt-get (through sudo when not root).
 apt_install() {
     local sudo=()
